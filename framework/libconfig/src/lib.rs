@@ -1,0 +1,1 @@
+//! libconfig syntax reader.

@@ -1,0 +1,1 @@
+//! `gala-gopher.conf` loading (libconfig syntax) into typed structs.

@@ -1,0 +1,8 @@
+//! gala-gopher daemon library. The data path reads top to bottom:
+//! probe process → [`wire`] (framer, parser) → [`meta`] (schema lookup) → [`store`] → [`export`].
+//! The control path: [`config`] + drop-ins → [`supervisor`] → [`telemetry`] / [`api`].
+
+pub mod config;
+pub mod meta;
+pub mod supervisor;
+pub mod telemetry;

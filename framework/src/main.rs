@@ -1,0 +1,5 @@
+//! `gala-gopher` daemon entry point.
+
+fn main() -> anyhow::Result<()> {
+    Ok(())
+}

@@ -1,0 +1,34 @@
+//! `.meta` file loading.
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+
+use super::{SchemaRef, TableSchema};
+
+/// Error loading a `.meta` file.
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct MetaError(pub String);
+
+/// All known tables, by name.
+#[derive(Debug, Default)]
+pub struct SchemaRegistry {
+    tables: HashMap<String, (SchemaRef, PathBuf)>,
+}
+
+impl SchemaRegistry {
+    /// Look a table up.
+    pub fn get(&self, table: &str) -> Option<&SchemaRef> {
+        self.tables.get(table).map(|(s, _)| s)
+    }
+}
+
+/// Load one file.
+pub fn load_file(_path: &Path) -> Result<Vec<TableSchema>, MetaError> {
+    Err(MetaError("unimplemented".into()))
+}
+
+/// Load every `.meta` in a directory.
+pub fn load_dir(_dir: &Path) -> Result<SchemaRegistry, MetaError> {
+    Ok(SchemaRegistry::default())
+}

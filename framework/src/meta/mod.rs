@@ -1,0 +1,85 @@
+//! `.meta` schemas: what each probe table looks like.
+//!
+//! A `.meta` file (libconfig syntax) declares one or more tables. Each table has a name (the first
+//! token of a record line), an entity name (the Prometheus metric prefix) and an ordered list of
+//! fields; a record line carries exactly one value per field, in this order.
+
+mod loader;
+
+pub use loader::{load_dir, load_file, MetaError, SchemaRegistry};
+
+use std::sync::Arc;
+
+/// What a field is: part of the series identity, a plain label, or a value of some metric type.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum FieldKind {
+    /// Identity of the record (and a Prometheus label).
+    Key,
+    /// A Prometheus label that is not part of the identity.
+    Label,
+    /// A value that can go up and down.
+    Gauge,
+    /// A monotonically increasing value.
+    Counter,
+    /// Upstream histogram encoding `N b1 c1 … bN cN sum max`.
+    Histogram,
+    /// Exported like a gauge (upstream behaviour).
+    Summary,
+    /// Any other type string (`string`, `number`, …): stored, never exported as a metric.
+    Other,
+}
+
+impl FieldKind {
+    /// Whether the field carries a metric value (as opposed to identity/labels).
+    pub fn is_metric(self) -> bool {
+        matches!(
+            self,
+            FieldKind::Gauge | FieldKind::Counter | FieldKind::Histogram | FieldKind::Summary
+        )
+    }
+
+    /// Whether the field is rendered as a label (key or label).
+    pub fn is_label(self) -> bool {
+        matches!(self, FieldKind::Key | FieldKind::Label)
+    }
+}
+
+/// One field of a table, in record order.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Field {
+    /// Field name; also the Prometheus label name or metric suffix.
+    pub name: String,
+    /// Field kind from the `type` key.
+    pub kind: FieldKind,
+    /// Human description, used for `# HELP`.
+    pub description: String,
+}
+
+/// A table declared by a `.meta` file.
+#[derive(Debug, Clone, PartialEq)]
+pub struct TableSchema {
+    /// Name used as the first token of record lines.
+    pub table_name: String,
+    /// Entity name; metric names are `gala_gopher_<entity>_<field>`.
+    pub entity_name: String,
+    /// `version` of the meta file the table came from.
+    pub version: String,
+    /// Fields in record order.
+    pub fields: Vec<Field>,
+    /// File and line the table was declared at (for error messages).
+    pub origin: String,
+}
+
+impl TableSchema {
+    /// Indices of the key fields, in order.
+    pub fn key_indices(&self) -> impl Iterator<Item = usize> + '_ {
+        self.fields
+            .iter()
+            .enumerate()
+            .filter(|(_, f)| f.kind == FieldKind::Key)
+            .map(|(i, _)| i)
+    }
+}
+
+/// Shared, immutable schema handle.
+pub type SchemaRef = Arc<TableSchema>;

@@ -1,0 +1,208 @@
+//! Self-metrics: every drop, parse error, restart and lost event is counted here and exported as a
+//! `gala_gopher_self_*` metric and in `GET /status`.
+
+use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, RwLock};
+
+/// Why a probe output line was dropped.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum DropReason {
+    /// Line longer than the configured limit.
+    TooLong,
+    /// Not a well-formed `|table|…|` line.
+    Malformed,
+    /// Table name not declared by any loaded `.meta`.
+    UnknownTable,
+    /// Number of values differs from the table's field count.
+    FieldCount,
+    /// A key field is empty or `(null)`.
+    EmptyKey,
+    /// A metric value is not a number (or a histogram is not well formed).
+    BadValue,
+    /// The line is not valid UTF-8.
+    InvalidUtf8,
+    /// The table store is at `max_records_num` / `max_tables_num` for a new key.
+    StoreFull,
+}
+
+impl DropReason {
+    /// Every reason, in export order.
+    pub const ALL: [DropReason; 8] = [
+        DropReason::TooLong,
+        DropReason::Malformed,
+        DropReason::UnknownTable,
+        DropReason::FieldCount,
+        DropReason::EmptyKey,
+        DropReason::BadValue,
+        DropReason::InvalidUtf8,
+        DropReason::StoreFull,
+    ];
+
+    /// Label value used in metrics and status.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            DropReason::TooLong => "too_long",
+            DropReason::Malformed => "malformed",
+            DropReason::UnknownTable => "unknown_table",
+            DropReason::FieldCount => "field_count",
+            DropReason::EmptyKey => "empty_key",
+            DropReason::BadValue => "bad_value",
+            DropReason::InvalidUtf8 => "invalid_utf8",
+            DropReason::StoreFull => "store_full",
+        }
+    }
+
+    fn index(self) -> usize {
+        self as usize
+    }
+}
+
+/// Lifecycle state of a supervised probe, as shown in status and metrics.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ProbeState {
+    /// Configured but not started (switch off, or auto check negative).
+    Stopped,
+    /// Child process is running.
+    Running,
+    /// Child exited; waiting for the backoff delay before the next start.
+    Backoff,
+    /// Cannot run (executable missing, meta invalid, unsupported kernel …); reason in `last_error`.
+    Failed,
+}
+
+impl ProbeState {
+    /// Lower-case name used in JSON and metric labels.
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            ProbeState::Stopped => "stopped",
+            ProbeState::Running => "running",
+            ProbeState::Backoff => "backoff",
+            ProbeState::Failed => "failed",
+        }
+    }
+}
+
+/// Counters and state for one probe. Shared by the supervisor (restarts, state, pid) and the
+/// ingest path (records, drops).
+#[derive(Debug)]
+pub struct ProbeStats {
+    /// Probe name.
+    pub name: Arc<str>,
+    /// Records accepted into the store (or routed as events).
+    pub records: AtomicU64,
+    dropped: [AtomicU64; DropReason::ALL.len()],
+    /// Non-record stdout/stderr lines forwarded to the daemon log.
+    pub log_lines: AtomicU64,
+    /// Times the process was (re)started after an exit.
+    pub restarts: AtomicU64,
+    /// Whether the child is running now.
+    pub up: AtomicBool,
+    /// Pid of the running child, 0 if none.
+    pub pid: AtomicU32,
+    /// Unix time in ms of the last accepted record, 0 if none.
+    pub last_record_ms: AtomicU64,
+    state: Mutex<ProbeState>,
+    last_error: Mutex<Option<String>>,
+}
+
+impl ProbeStats {
+    /// Fresh stats for a probe.
+    pub fn new(name: &str) -> Self {
+        ProbeStats {
+            name: Arc::from(name),
+            records: AtomicU64::new(0),
+            dropped: Default::default(),
+            log_lines: AtomicU64::new(0),
+            restarts: AtomicU64::new(0),
+            up: AtomicBool::new(false),
+            pid: AtomicU32::new(0),
+            last_record_ms: AtomicU64::new(0),
+            state: Mutex::new(ProbeState::Stopped),
+            last_error: Mutex::new(None),
+        }
+    }
+
+    /// Count one dropped line.
+    pub fn drop_line(&self, reason: DropReason) {
+        self.dropped[reason.index()].fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Count `n` dropped lines.
+    pub fn drop_lines(&self, reason: DropReason, n: u64) {
+        self.dropped[reason.index()].fetch_add(n, Ordering::Relaxed);
+    }
+
+    /// Lines dropped for `reason` so far.
+    pub fn dropped(&self, reason: DropReason) -> u64 {
+        self.dropped[reason.index()].load(Ordering::Relaxed)
+    }
+
+    /// Current state.
+    pub fn state(&self) -> ProbeState {
+        self.state.lock().map(|s| s.clone()).unwrap_or(ProbeState::Failed)
+    }
+
+    /// Set the current state.
+    pub fn set_state(&self, state: ProbeState) {
+        if let Ok(mut s) = self.state.lock() {
+            *s = state;
+        }
+    }
+
+    /// Last error (exit status, spawn failure, unsupported kernel …).
+    pub fn last_error(&self) -> Option<String> {
+        self.last_error.lock().ok().and_then(|e| e.clone())
+    }
+
+    /// Record the last error.
+    pub fn set_last_error(&self, err: Option<String>) {
+        if let Ok(mut e) = self.last_error.lock() {
+            *e = err;
+        }
+    }
+}
+
+/// Registry of all per-probe stats plus daemon-wide counters.
+#[derive(Debug, Default)]
+pub struct Telemetry {
+    probes: RwLock<BTreeMap<String, Arc<ProbeStats>>>,
+    /// Time spent rendering the last `/metrics` response, in microseconds.
+    pub last_scrape_us: AtomicU64,
+    /// Number of `/metrics` scrapes served.
+    pub scrapes: AtomicU64,
+}
+
+impl Telemetry {
+    /// Get or create the stats for `name`.
+    pub fn probe(&self, name: &str) -> Arc<ProbeStats> {
+        if let Ok(map) = self.probes.read() {
+            if let Some(s) = map.get(name) {
+                return Arc::clone(s);
+            }
+        }
+        let mut map = match self.probes.write() {
+            Ok(m) => m,
+            Err(poisoned) => poisoned.into_inner(),
+        };
+        Arc::clone(
+            map.entry(name.to_string())
+                .or_insert_with(|| Arc::new(ProbeStats::new(name))),
+        )
+    }
+
+    /// Forget a probe that no longer exists (drop-in removed).
+    pub fn remove_probe(&self, name: &str) {
+        if let Ok(mut map) = self.probes.write() {
+            map.remove(name);
+        }
+    }
+
+    /// Snapshot of all probe stats, sorted by name.
+    pub fn probes(&self) -> Vec<Arc<ProbeStats>> {
+        match self.probes.read() {
+            Ok(map) => map.values().cloned().collect(),
+            Err(p) => p.into_inner().values().cloned().collect(),
+        }
+    }
+}

@@ -1,0 +1,1 @@
+//! BPF build helper.
