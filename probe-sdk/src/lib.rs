@@ -1,1 +1,19 @@
-//! Probe SDK.
+//! Probe SDK: everything a Rust probe needs to speak the gala-gopher record protocol.
+//!
+//! * [`record`]: buffered, escaping writer for `|table|v1|…|vn|` lines.
+//! * [`args`]: the upstream probe flags (`-t`, `-w`, `-l`, `-P`, thresholds …).
+//! * [`run`]: the period loop that exits cleanly on SIGTERM.
+//! * [`log`]: `[INFO]`/`[WARN]`/`[ERROR]` lines on stderr.
+//! * [`event`]: upstream abnormal-event lines.
+//! * [`whitelist`]: `gala-gopher-app.conf` process selection.
+//! * `bpf` (feature `bpf`): loading, feature probing and loss accounting for eBPF probes.
+
+pub mod args;
+pub mod event;
+pub mod log;
+pub mod record;
+pub mod run;
+pub mod whitelist;
+
+#[cfg(feature = "bpf")]
+pub mod bpf;

@@ -69,6 +69,13 @@ pub struct ProbeSpec {
 
 /// Receives a probe's stdout. Implemented by the ingest path (framer → parser → store).
 pub trait OutputSink: Send + Sync + 'static {
+    /// Called before every (re)start of `spec`: loads its `.meta` files into the schema registry.
+    /// An `Err` keeps the probe from starting; the message becomes its `last_error` (state Failed).
+    fn prepare(&self, spec: &ProbeSpec) -> Result<(), String>;
+
+    /// Called once when a probe disappears from the desired state (drop-in removed, config change).
+    fn retire(&self, spec: &ProbeSpec);
+
     /// Consume `stdout` until EOF, counting into `stats`.
     fn consume(
         &self,

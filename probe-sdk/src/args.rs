@@ -1,0 +1,1 @@
+//! args (to be written).

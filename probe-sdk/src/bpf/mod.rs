@@ -1,0 +1,1 @@
+//! eBPF helpers (to be written).

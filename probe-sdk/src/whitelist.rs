@@ -1,0 +1,1 @@
+//! whitelist (to be written).
