@@ -147,6 +147,11 @@ impl Collector {
         }
     }
 
+    /// Reads from another tree from now on (fixture tests replay two captured snapshots).
+    pub fn set_paths(&mut self, paths: HostPaths) {
+        self.cfg.paths = paths;
+    }
+
     /// Error counters so far.
     pub fn errors(&self) -> &ReadErrors {
         &self.reader.errors

@@ -6,8 +6,7 @@ use probe_sdk::record::{is_broken_pipe, RecordWriter};
 use probe_sdk::run::PeriodLoop;
 use std::process::ExitCode;
 use std::time::Duration;
-use system_infos::collector::{Collector, Config, WhitelistFile};
-use system_infos::events::Thresholds;
+use system_infos::collector::Collector;
 use system_infos::fs::SyscallStatFs;
 use system_infos::options::{self, Options, USAGE};
 use system_infos::schema;
@@ -41,49 +40,6 @@ fn main() -> ExitCode {
     }
 }
 
-fn config(opts: &Options) -> Config {
-    let a = &opts.args;
-    for (flag, _) in &a.extra {
-        probe_sdk::warn!("flag -{flag} is not used by system_infos; ignored");
-    }
-    Config {
-        paths: opts.paths.clone(),
-        tables: a.probe_bits,
-        thresholds: Thresholds {
-            enabled: a.report_events,
-            upper_pct: a.res_upper_pct,
-            drops: a.drops_thr,
-        },
-        nics: a
-            .dev
-            .as_deref()
-            .map(|d| {
-                d.split(',')
-                    .map(str::trim)
-                    .filter(|s| !s.is_empty())
-                    .map(String::from)
-                    .collect()
-            })
-            .unwrap_or_default(),
-        df_remote: opts.df_remote,
-        qdisc: opts.live,
-        whitelist: a.whitelist.clone().map(WhitelistFile::new),
-        pids: a.pids.clone(),
-        ticks_per_sec: ticks_per_sec(),
-        measure_cpu: true,
-    }
-}
-
-/// USER_HZ: the unit of the tick counters in `/proc`.
-fn ticks_per_sec() -> u64 {
-    nix::unistd::sysconf(nix::unistd::SysconfVar::CLK_TCK)
-        .ok()
-        .flatten()
-        .and_then(|v| u64::try_from(v).ok())
-        .filter(|v| *v > 0)
-        .unwrap_or(100)
-}
-
 fn now() -> CivilTime {
     CivilTime::local_now().unwrap_or(CivilTime {
         year: 1970,
@@ -109,7 +65,7 @@ fn run(opts: Options) -> anyhow::Result<()> {
             .map_or("none".into(), |p| p.display().to_string()),
     );
     let mut collector = Collector::new(
-        config(&opts),
+        opts.collector_config(),
         Box::new(SyscallStatFs::new(REMOTE_STATVFS_TIMEOUT)),
     );
     let mut out = RecordWriter::stdout();

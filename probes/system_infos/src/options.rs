@@ -1,6 +1,8 @@
 //! Command line: upstream's short flags (parsed by `probe_sdk::args`) plus this probe's long
 //! options, which are taken out first.
 
+use crate::collector::{Config, WhitelistFile};
+use crate::events::Thresholds;
 use crate::source::HostPaths;
 use probe_sdk::args::{ArgsError, ProbeArgs};
 use std::path::PathBuf;
@@ -53,6 +55,52 @@ pub const USAGE: &str = "system_infos [-t SECS] [-w APP_CONF] [-l warn] [-U PCT]
 \x20 --df-remote    include network and FUSE filesystems in system_df (statvfs with a 2 s timeout)\n\
 \x20 --once         write one period of records and exit\n\
 \x20 --print-meta   print system_infos.meta and exit\n";
+
+impl Options {
+    /// The collector configuration these options describe.
+    pub fn collector_config(&self) -> Config {
+        let a = &self.args;
+        for (flag, _) in &a.extra {
+            probe_sdk::warn!("flag -{flag} is not used by system_infos; ignored");
+        }
+        Config {
+            paths: self.paths.clone(),
+            tables: a.probe_bits,
+            thresholds: Thresholds {
+                enabled: a.report_events,
+                upper_pct: a.res_upper_pct,
+                drops: a.drops_thr,
+            },
+            nics: a
+                .dev
+                .as_deref()
+                .map(|d| {
+                    d.split(',')
+                        .map(str::trim)
+                        .filter(|s| !s.is_empty())
+                        .map(String::from)
+                        .collect()
+                })
+                .unwrap_or_default(),
+            df_remote: self.df_remote,
+            qdisc: self.live,
+            whitelist: a.whitelist.clone().map(WhitelistFile::new),
+            pids: a.pids.clone(),
+            ticks_per_sec: user_hz(),
+            measure_cpu: true,
+        }
+    }
+}
+
+/// USER_HZ: the unit of the tick counters in `/proc`.
+pub fn user_hz() -> u64 {
+    nix::unistd::sysconf(nix::unistd::SysconfVar::CLK_TCK)
+        .ok()
+        .flatten()
+        .and_then(|v| u64::try_from(v).ok())
+        .filter(|v| *v > 0)
+        .unwrap_or(100)
+}
 
 /// Parses the arguments (without argv\[0\]).
 pub fn parse<I, S>(argv: I) -> Result<Options, OptionsError>

@@ -183,37 +183,64 @@ pub struct ProcSample {
     pub container_id: String,
 }
 
-/// The process went away while being read.
+/// Why a process has no sample this cycle.
 #[derive(Debug)]
-struct Vanished;
+enum Skip {
+    /// It exited while being read.
+    Vanished,
+    /// Its stat file could not be read or parsed (already counted as a read error).
+    Unreadable,
+}
+
+/// Short name for the common case.
+use Skip::Vanished;
 
 fn gone(e: &io::Error) -> bool {
     e.kind() == io::ErrorKind::NotFound || e.raw_os_error() == Some(libc::ESRCH)
 }
 
-/// Reads one `/proc/<pid>/` file: `Ok(None)` if unreadable for another reason (counted).
-fn read_pid_file<'a>(r: &'a mut Reader, path: &Path) -> Result<Option<&'a str>, Vanished> {
+/// Reads one `/proc/<pid>/` file: `Ok(None)` if it is missing on this kernel (silently) or
+/// unreadable for another reason (counted); `Err` if the process itself is gone.
+fn read_pid_file<'a>(r: &'a mut Reader, path: &Path) -> Result<Option<&'a str>, Skip> {
     match read_into(path, &mut r.buf) {
         Ok(()) => Ok(Some(&r.buf)),
-        Err(e) if gone(&e) => Err(Vanished),
-        Err(e) => {
-            r.errors.failed(path, &e);
-            Ok(None)
-        }
+        Err(e) => classify(r, path, &e).map(|()| None),
     }
 }
 
-fn read_one(paths: &HostPaths, r: &mut Reader, pid: u32) -> Result<ProcSample, Vanished> {
+/// Sorts a failed read of a `/proc/<pid>/` entry: the process exited (`Err`), the kernel does
+/// not have the file (`Ok`, silent), or anything else (`Ok`, counted).
+fn classify(r: &mut Reader, path: &Path, e: &io::Error) -> Result<(), Skip> {
+    if gone(e) {
+        // Old kernels lack some files (smaps_rollup before 4.14): only a vanished pid directory
+        // means the process is gone.
+        match path.parent() {
+            Some(dir) if dir.exists() => Ok(()),
+            _ => Err(Vanished),
+        }
+    } else {
+        r.errors.failed(path, e);
+        Ok(())
+    }
+}
+
+fn read_one(paths: &HostPaths, r: &mut Reader, pid: u32) -> Result<ProcSample, Skip> {
     let dir = paths.proc(&pid.to_string());
-    let stat = match read_pid_file(r, &dir.join("stat"))? {
-        Some(t) => match parse_pid_stat(t) {
+    let stat_path = dir.join("stat");
+    let stat = match read_into(&stat_path, &mut r.buf) {
+        Ok(()) => match parse_pid_stat(&r.buf) {
             Some(s) => s,
             None => {
-                r.errors.failed(&dir.join("stat"), &"unexpected format");
-                return Err(Vanished);
+                r.errors.failed(&stat_path, &"unexpected format");
+                return Err(Skip::Unreadable);
             }
         },
-        None => return Err(Vanished),
+        // Every process has a stat file: failing to read it means the process is gone.
+        Err(e) if gone(&e) => return Err(Vanished),
+        Err(e) => {
+            r.errors.failed(&stat_path, &e);
+            return Err(Skip::Unreadable);
+        }
     };
     let io = read_pid_file(r, &dir.join("io"))?
         .map(|t| keyed(t, &IO_KEYS))
@@ -227,17 +254,15 @@ fn read_one(paths: &HostPaths, r: &mut Reader, pid: u32) -> Result<ProcSample, V
         .unwrap_or_default();
     let cmdline = match std::fs::read(dir.join("cmdline")) {
         Ok(raw) => cmdline_label(&raw),
-        Err(e) if gone(&e) => return Err(Vanished),
         Err(e) => {
-            r.errors.failed(&dir.join("cmdline"), &e);
+            classify(r, &dir.join("cmdline"), &e)?;
             String::new()
         }
     };
     let fd_count = match std::fs::read_dir(dir.join("fd")) {
         Ok(d) => Some(d.count() as u64),
-        Err(e) if gone(&e) => return Err(Vanished),
         Err(e) => {
-            r.errors.failed(&dir.join("fd"), &e);
+            classify(r, &dir.join("fd"), &e)?;
             None
         }
     };
@@ -261,7 +286,8 @@ pub fn sample(paths: &HostPaths, r: &mut Reader, pids: &[u32]) -> HashMap<u32, P
             Ok(s) => {
                 out.insert(pid, s);
             }
-            Err(Vanished) => r.errors.vanished(),
+            Err(Skip::Vanished) => r.errors.vanished(),
+            Err(Skip::Unreadable) => {}
         }
     }
     out
