@@ -18,6 +18,7 @@ Records are buffered and written with one write per flush(); period_loop() flush
 
 import atexit
 import math
+from decimal import Decimal, localcontext
 import os
 import signal
 import sys
@@ -52,24 +53,26 @@ def _format_float(x):
         return "NaN"
     if math.isinf(x):
         return "+Inf" if x > 0 else "-Inf"
-    # repr() gives the shortest round-tripping digits, as Rust does; only the layout differs.
-    r = repr(float(x))
-    if "e" not in r:
-        return r[:-2] if r.endswith(".0") else r
-    mantissa, exp = r.split("e")
-    sign = ""
-    if mantissa.startswith("-"):
-        sign, mantissa = "-", mantissa[1:]
-    int_part, _, frac_part = mantissa.partition(".")
-    digits = int_part + frac_part
-    point = len(int_part) + int(exp)
-    if point <= 0:
-        body = "0." + "0" * (-point) + digits
-    elif point >= len(digits):
-        body = digits + "0" * (point - len(digits))
-    else:
-        body = digits[:point] + "." + digits[point:]
-    return sign + body
+    # repr() gives the shortest digits that round-trip, as Rust's Display does. They differ only
+    # on an exact tie between two shortest candidates: repr rounds half to even, Rust away from
+    # zero. Detect that case exactly with Decimal and take the larger-magnitude candidate.
+    x = float(x)
+    digits = Decimal(repr(x))
+    exact = Decimal(x)
+    if digits != exact:
+        # A double has at most 767 significant digits: with this precision nothing rounds.
+        with localcontext() as ctx:
+            ctx.prec = 2000
+            unit = Decimal(1).scaleb(digits.as_tuple().exponent)
+            diff = exact - digits
+            if abs(diff) * 2 == unit and (diff > 0) == (x > 0):
+                other = digits + (unit if x > 0 else -unit)
+                if float(other) == x:
+                    digits = other
+    text = format(digits, "f")
+    if "." in text:
+        text = text.rstrip("0").rstrip(".")
+    return text
 
 
 def format_field(value):

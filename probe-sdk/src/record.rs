@@ -260,6 +260,8 @@ macro_rules! float_field {
                 } else if self.is_infinite() {
                     out.extend_from_slice(if *self > 0.0 { b"+Inf" } else { b"-Inf" });
                 } else {
+                    // `Display` rounds exact ties of the shortest digits away from zero, unlike
+                    // ryu or C's `%.17g`; keeping it makes the format the documented one.
                     // Writing into a Vec cannot fail.
                     let _ = write!(out, "{}", self);
                 }
@@ -319,6 +321,23 @@ mod tests {
         assert_eq!(
             s,
             "|t|own|-5|18446744073709551615|12.5|1|0.1|NaN|+Inf|-Inf|1|0||7|ref|\n"
+        );
+    }
+
+    #[test]
+    fn floats_use_display_layout_and_rounding() {
+        let s = line_of(|w| {
+            w.record("f")
+                .field(&1e20f64)
+                .field(&1e-7f64)
+                .field(&-0.0f64)
+                .field(&1_195_605_190_570_738.25f64)
+                .end()
+                .unwrap()
+        });
+        assert_eq!(
+            s,
+            "|f|100000000000000000000|0.0000001|-0|1195605190570738.3|\n"
         );
     }
 

@@ -130,7 +130,18 @@ fn sample_floats() -> Vec<f64> {
         f64::MIN_POSITIVE,
         5e-324,
         9_007_199_254_740_993.0,
+        // Exact ties between two shortest candidates: Rust rounds away from zero.
+        1_195_605_190_570_738.25,
+        -1_195_605_190_570_738.25,
+        1_125_899_906_842_624.25,
+        1_125_899_906_842_624.75,
+        0.000_000_000_000_000_000_000_1,
     ];
+    // More ties: with 16 integer digits the ulp is 0.25, so k + 0.25 needs 18 digits.
+    for k in [2u64, 4, 6, 8, 100, 12_344, 99_998] {
+        v.push(((1u64 << 50) + k) as f64 + 0.25);
+        v.push(-(((1u64 << 51) + k) as f64 + 0.5));
+    }
     let mut x: u64 = 0x9E37_79B9_7F4A_7C15;
     while v.len() < 600 {
         x ^= x << 13;
