@@ -4,5 +4,9 @@
 
 pub mod config;
 pub mod meta;
+pub mod wire;
+pub mod ingest;
+pub mod store;
+pub mod export;
 pub mod supervisor;
 pub mod telemetry;

@@ -21,6 +21,16 @@ impl SchemaRegistry {
     pub fn get(&self, table: &str) -> Option<&SchemaRef> {
         self.tables.get(table).map(|(s, _)| s)
     }
+
+    /// TEMP stub until the loader lands.
+    pub fn add_file(&mut self, _path: &Path) -> Result<Vec<SchemaRef>, MetaError> {
+        Ok(Vec::new())
+    }
+
+    /// TEMP stub until the loader lands.
+    pub fn remove_file(&mut self, _path: &Path) -> Vec<String> {
+        Vec::new()
+    }
 }
 
 /// Load one file.

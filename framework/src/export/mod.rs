@@ -1,0 +1,3 @@
+//! Exporters: pull (Prometheus text) and push sinks.
+
+pub mod prometheus;
