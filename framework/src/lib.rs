@@ -6,6 +6,7 @@ pub mod config;
 pub mod meta;
 pub mod wire;
 pub mod ingest;
+pub mod machine_id;
 pub mod store;
 pub mod export;
 pub mod supervisor;

@@ -1,3 +1,4 @@
 //! Exporters: pull (Prometheus text) and push sinks.
 
 pub mod prometheus;
+pub mod http;

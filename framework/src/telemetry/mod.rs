@@ -1,6 +1,10 @@
 //! Self-metrics: every drop, parse error, restart and lost event is counted here and exported as a
 //! `gala_gopher_self_*` metric and in `GET /status`.
 
+mod render;
+
+pub use render::render_self_metrics;
+
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
