@@ -15,6 +15,10 @@ pub fn is_number(text: &str) -> bool {
 /// `NaN` / `+Inf` / `-Inf` for the special values.
 pub fn canonical_number(text: &str) -> &str {
     let t = text.trim();
+    // Fast path: ordinary decimals end in a digit or '.'; only words like nan/inf need work.
+    if t.as_bytes().last().is_some_and(|b| b.is_ascii_digit() || *b == b'.') {
+        return t;
+    }
     match t.parse::<f64>() {
         Ok(v) if v.is_nan() => "NaN",
         Ok(v) if v.is_infinite() && v > 0.0 => "+Inf",
