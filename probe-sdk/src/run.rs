@@ -1,1 +1,117 @@
-//! run (to be written).
+//! The period loop: wake every report period, exit promptly and cleanly on SIGTERM/SIGINT/SIGHUP.
+
+use std::io;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Once;
+use std::time::{Duration, Instant};
+
+/// Exit code of a probe whose kernel lacks something it needs (the daemon shows "unsupported").
+pub const EXIT_UNSUPPORTED: i32 = 3;
+
+/// Longest single sleep, so a termination signal is noticed within this delay.
+const SLEEP_SLICE: Duration = Duration::from_millis(100);
+
+static TERMINATED: AtomicBool = AtomicBool::new(false);
+static INSTALL: Once = Once::new();
+
+/// True once SIGTERM, SIGINT or SIGHUP has been received (after [`PeriodLoop::new`]).
+pub fn terminated() -> bool {
+    TERMINATED.load(Ordering::SeqCst)
+}
+
+/// Asks the loop to stop as if a termination signal had arrived (e.g. after a broken pipe).
+pub fn request_termination() {
+    TERMINATED.store(true, Ordering::SeqCst);
+}
+
+extern "C" fn on_termination_signal(_sig: libc::c_int) {
+    // Only an atomic store: anything else is not async-signal-safe.
+    TERMINATED.store(true, Ordering::SeqCst);
+}
+
+fn install_handlers() -> io::Result<()> {
+    let mut result = Ok(());
+    INSTALL.call_once(|| {
+        for sig in [libc::SIGTERM, libc::SIGINT, libc::SIGHUP] {
+            // SAFETY: the sigaction struct is zero-initialised then filled with a handler that is
+            // async-signal-safe (one atomic store); sa_mask is emptied with sigemptyset.
+            let rc = unsafe {
+                let mut act: libc::sigaction = std::mem::zeroed();
+                act.sa_sigaction = on_termination_signal as extern "C" fn(libc::c_int) as usize;
+                act.sa_flags = 0;
+                libc::sigemptyset(&mut act.sa_mask);
+                libc::sigaction(sig, &act, std::ptr::null_mut())
+            };
+            if rc != 0 {
+                result = Err(io::Error::last_os_error());
+                return;
+            }
+        }
+    });
+    result
+}
+
+/// Paces a probe's main loop: `while lp.wait_next() { collect; print; flush }`.
+#[derive(Debug)]
+pub struct PeriodLoop {
+    period: Duration,
+    next: Instant,
+}
+
+impl PeriodLoop {
+    /// Installs SIGTERM/SIGINT/SIGHUP handlers (they only set a flag) and starts the clock:
+    /// the first [`wait_next`](Self::wait_next) returns one period from now.
+    pub fn new(period: Duration) -> io::Result<PeriodLoop> {
+        install_handlers()?;
+        Ok(PeriodLoop {
+            period,
+            next: Instant::now() + period,
+        })
+    }
+
+    /// Sleeps until the next period boundary, in slices of at most 100 ms so termination is
+    /// prompt. Returns false when the probe should exit. If the loop body overran one or more
+    /// periods, the missed boundaries are skipped rather than fired back to back.
+    pub fn wait_next(&mut self) -> bool {
+        loop {
+            if terminated() {
+                return false;
+            }
+            let now = Instant::now();
+            if now >= self.next {
+                break;
+            }
+            std::thread::sleep((self.next - now).min(SLEEP_SLICE));
+        }
+        let now = Instant::now();
+        self.next += self.period;
+        if self.next <= now {
+            self.next = now + self.period;
+        }
+        !terminated()
+    }
+
+    /// The period this loop was created with.
+    pub fn period(&self) -> Duration {
+        self.period
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reports_its_period() {
+        let lp = PeriodLoop::new(Duration::from_millis(20)).unwrap();
+        assert_eq!(lp.period(), Duration::from_millis(20));
+    }
+
+    #[test]
+    fn waits_at_least_one_period() {
+        let mut lp = PeriodLoop::new(Duration::from_millis(30)).unwrap();
+        let start = Instant::now();
+        assert!(lp.wait_next());
+        assert!(start.elapsed() >= Duration::from_millis(30));
+    }
+}

@@ -6,7 +6,10 @@
 
 mod loader;
 
-pub use loader::{load_dir, load_file, MetaError, SchemaRegistry};
+pub use loader::{
+    load_dir, load_file, meta_files_in, tables_from_document, MetaError, SchemaRegistry,
+    DEFAULT_META_VERSION,
+};
 
 use std::sync::Arc;
 

@@ -1,20 +1,36 @@
 //! Supervisor: the only component that spawns processes.
 //!
-//! INTERFACE CONTRACT (filled in by the supervisor implementation):
+//! INTERFACE CONTRACT:
 //! * [`ProbeSpec`] is the desired state of one probe, built from config `probes`, `extend_probes`
-//!   and drop-ins found in `global.probes_dir`.
+//!   and drop-ins found in `global.probes_dir` by [`discovery::desired_probes`].
 //! * The supervisor execs `argv` directly (no shell), in its own process group, with
 //!   `PR_SET_PDEATHSIG(SIGKILL)`, stdout and stderr piped. stdout is handed to the
 //!   [`OutputSink`]; stderr lines are logged with the probe name and level prefix.
 //! * Stop = SIGTERM to the process group, grace period, SIGKILL; always reaped.
 //! * Exit → restart with backoff 1 s doubling to 60 s, reset after a stable minute.
+//!
+//! [`Supervisor::reconcile`] turns a desired set into running tasks, one tokio task per probe
+//! owning its whole lifecycle (gate on switch → prepare → spawn → wait → backoff → respawn).
 
+pub mod child;
+pub mod discovery;
+mod probe_task;
+pub mod start_check;
+mod stderr_log;
+
+use std::collections::BTreeMap;
 use std::future::Future;
 use std::path::PathBuf;
 use std::pin::Pin;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Duration;
 
-use crate::telemetry::ProbeStats;
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+
+use crate::telemetry::{ProbeStats, Telemetry};
+
+pub use child::become_subreaper;
 
 /// Where a probe definition came from.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -48,8 +64,18 @@ pub enum StartCheck {
     ProcessRegex(regex::Regex),
 }
 
+impl PartialEq for StartCheck {
+    fn eq(&self, other: &Self) -> bool {
+        match (self, other) {
+            (StartCheck::ShellCount(a), StartCheck::ShellCount(b)) => a == b,
+            (StartCheck::ProcessRegex(a), StartCheck::ProcessRegex(b)) => a.as_str() == b.as_str(),
+            _ => false,
+        }
+    }
+}
+
 /// Desired state of one probe.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct ProbeSpec {
     /// Unique probe name (metric label `probe`, REST path).
     pub name: String,
@@ -82,4 +108,238 @@ pub trait OutputSink: Send + Sync + 'static {
         stats: Arc<ProbeStats>,
         stdout: tokio::process::ChildStdout,
     ) -> Pin<Box<dyn Future<Output = ()> + Send>>;
+}
+
+/// Timing and environment knobs of the [`Supervisor`].
+#[derive(Debug, Clone)]
+pub struct SupervisorOptions {
+    /// Time between SIGTERM and SIGKILL when stopping a probe.
+    pub grace: Duration,
+    /// First restart delay after an exit.
+    pub backoff_initial: Duration,
+    /// Upper bound of the restart delay; also the retry delay of a Failed probe.
+    pub backoff_max: Duration,
+    /// A child that ran at least this long resets the delay to `backoff_initial`.
+    pub stable_after: Duration,
+    /// How often an `auto` probe's start check is re-evaluated while it is not running.
+    pub auto_recheck: Duration,
+    /// Environment added to every child (after the spec's own env, so these win).
+    pub env: Vec<(String, String)>,
+}
+
+impl Default for SupervisorOptions {
+    fn default() -> Self {
+        SupervisorOptions {
+            grace: Duration::from_secs(5),
+            backoff_initial: Duration::from_secs(1),
+            backoff_max: Duration::from_secs(60),
+            stable_after: Duration::from_secs(60),
+            auto_recheck: Duration::from_secs(30),
+            env: Vec::new(),
+        }
+    }
+}
+
+/// Exit code a probe uses to say "this kernel lacks what I need": retried only at `backoff_max`.
+pub const EXIT_UNSUPPORTED: i32 = 3;
+
+/// How often orphaned zombies (re-parented to the daemon as subreaper) are collected.
+const ORPHAN_REAP_INTERVAL: Duration = Duration::from_secs(3);
+
+/// One probe under supervision.
+struct ManagedProbe {
+    spec: ProbeSpec,
+    stats: Arc<ProbeStats>,
+    stop: watch::Sender<bool>,
+    task: JoinHandle<()>,
+}
+
+struct Shared {
+    sink: Arc<dyn OutputSink>,
+    telemetry: Arc<Telemetry>,
+    opts: SupervisorOptions,
+    probes: Mutex<BTreeMap<String, ManagedProbe>>,
+    /// Serializes reconcile/restart/shutdown; `true` once shut down.
+    control: tokio::sync::Mutex<bool>,
+    reaper: Mutex<Option<JoinHandle<()>>>,
+}
+
+/// Runs the desired set of probes. Cheap to clone (a handle to shared state).
+#[derive(Clone)]
+pub struct Supervisor {
+    shared: Arc<Shared>,
+}
+
+impl std::fmt::Debug for Supervisor {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Supervisor")
+            .field("probes", &self.names())
+            .finish_non_exhaustive()
+    }
+}
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    // A panic while holding one of these locks leaves only plain data behind; keep going.
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+impl Supervisor {
+    /// Create a supervisor with nothing running. Must be called inside a tokio runtime: it starts
+    /// the periodic collector of orphaned zombies.
+    pub fn new(
+        sink: Arc<dyn OutputSink>,
+        telemetry: Arc<Telemetry>,
+        opts: SupervisorOptions,
+    ) -> Self {
+        let reaper = tokio::spawn(async {
+            let mut tick = tokio::time::interval(ORPHAN_REAP_INTERVAL);
+            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            loop {
+                tick.tick().await;
+                child::reap_orphan_zombies();
+            }
+        });
+        Supervisor {
+            shared: Arc::new(Shared {
+                sink,
+                telemetry,
+                opts,
+                probes: Mutex::new(BTreeMap::new()),
+                control: tokio::sync::Mutex::new(false),
+                reaper: Mutex::new(Some(reaper)),
+            }),
+        }
+    }
+
+    /// Make the running set match `desired`: start new probes, stop (and retire) probes no longer
+    /// desired, restart probes whose spec changed. Returns once removed probes are stopped.
+    /// Duplicate names: the first spec wins. No-op after [`Supervisor::shutdown`].
+    pub async fn reconcile(&self, desired: Vec<ProbeSpec>) {
+        let control = self.shared.control.lock().await;
+        if *control {
+            return;
+        }
+        let mut wanted: BTreeMap<String, ProbeSpec> = BTreeMap::new();
+        for spec in desired {
+            if wanted.contains_key(&spec.name) {
+                tracing::warn!(probe = %spec.name, "duplicate probe name, keeping the first");
+                continue;
+            }
+            wanted.insert(spec.name.clone(), spec);
+        }
+
+        let mut removed = Vec::new();
+        let mut changed = Vec::new();
+        {
+            let mut probes = lock(&self.shared.probes);
+            let names: Vec<String> = probes.keys().cloned().collect();
+            for name in names {
+                match wanted.get(&name) {
+                    Some(spec) if probes.get(&name).is_some_and(|p| &p.spec == spec) => {
+                        wanted.remove(&name);
+                    }
+                    Some(_) => changed.extend(probes.remove(&name)),
+                    None => removed.extend(probes.remove(&name)),
+                }
+            }
+        }
+
+        let stopping: Vec<&ManagedProbe> = removed.iter().chain(changed.iter()).collect();
+        for p in &stopping {
+            let _ = p.stop.send(true);
+        }
+        for p in removed.into_iter().chain(changed) {
+            // A panicked task has nothing left to clean up: its child was killed on drop.
+            let _ = p.task.await;
+            if !wanted.contains_key(&p.spec.name) {
+                tracing::info!(probe = %p.spec.name, "probe removed");
+                self.shared.sink.retire(&p.spec);
+                self.shared.telemetry.remove_probe(&p.spec.name);
+            } else {
+                tracing::info!(probe = %p.spec.name, "probe definition changed, restarting");
+            }
+        }
+
+        let mut probes = lock(&self.shared.probes);
+        for (name, spec) in wanted {
+            let managed = self.start(spec);
+            probes.insert(name, managed);
+        }
+        drop(control);
+    }
+
+    /// Stop and start one probe again with the same spec (e.g. its executable was replaced).
+    /// Returns false if no such probe is managed.
+    pub async fn restart(&self, name: &str) -> bool {
+        let control = self.shared.control.lock().await;
+        if *control {
+            return false;
+        }
+        let old = lock(&self.shared.probes).remove(name);
+        let Some(old) = old else {
+            return false;
+        };
+        let _ = old.stop.send(true);
+        let _ = old.task.await;
+        let managed = self.start(old.spec);
+        lock(&self.shared.probes).insert(name.to_string(), managed);
+        drop(control);
+        true
+    }
+
+    /// Stop every probe (SIGTERM, grace, SIGKILL for each process group, in parallel), then kill
+    /// and reap any remaining child of the daemon (escaped, re-parented grandchildren).
+    /// Later calls to `reconcile` do nothing.
+    pub async fn shutdown(&self) {
+        let mut control = self.shared.control.lock().await;
+        *control = true;
+        let all: Vec<ManagedProbe> = std::mem::take(&mut *lock(&self.shared.probes))
+            .into_values()
+            .collect();
+        for p in &all {
+            let _ = p.stop.send(true);
+        }
+        for p in all {
+            let _ = p.task.await;
+        }
+        if let Some(reaper) = lock(&self.shared.reaper).take() {
+            reaper.abort();
+        }
+        child::kill_orphans(self.shared.opts.grace).await;
+    }
+
+    /// Stats of a managed probe (also reachable through [`Telemetry`]).
+    pub fn stats(&self, name: &str) -> Option<Arc<ProbeStats>> {
+        lock(&self.shared.probes)
+            .get(name)
+            .map(|p| Arc::clone(&p.stats))
+    }
+
+    /// The spec a probe currently runs with.
+    pub fn spec(&self, name: &str) -> Option<ProbeSpec> {
+        lock(&self.shared.probes).get(name).map(|p| p.spec.clone())
+    }
+
+    /// Names of all managed probes (any state), sorted.
+    pub fn names(&self) -> Vec<String> {
+        lock(&self.shared.probes).keys().cloned().collect()
+    }
+
+    fn start(&self, spec: ProbeSpec) -> ManagedProbe {
+        let stats = self.shared.telemetry.probe(&spec.name);
+        let (stop, stop_rx) = watch::channel(false);
+        let ctx = probe_task::ProbeContext {
+            spec: spec.clone(),
+            stats: Arc::clone(&stats),
+            sink: Arc::clone(&self.shared.sink),
+            opts: self.shared.opts.clone(),
+        };
+        let task = tokio::spawn(probe_task::run(ctx, stop_rx));
+        ManagedProbe {
+            spec,
+            stats,
+            stop,
+            task,
+        }
+    }
 }

@@ -1,1 +1,47 @@
-//! eBPF helpers (to be written).
+//! eBPF platform for probes (cargo feature `bpf`): kernel feature probing, tracefs, BTF selection,
+//! ring-buffer polling and the loss counters every eBPF probe exports.
+//!
+//! A probe's start-up usually looks like this:
+//!
+//! ```no_run
+//! use probe_sdk::bpf::{self, Hook};
+//! # fn main() -> Result<(), probe_sdk::bpf::BpfError> {
+//! // Missing hooks end the probe with "[ERROR] unsupported: …" and exit code 3.
+//! bpf::require_hooks(&[
+//!     Hook::raw_tracepoint("block_rq_issue"),
+//!     Hook::tracepoint("block", "block_rq_complete"),
+//! ]);
+//! // Classic `tp/` programs need tracefs mounted where libbpf looks for it.
+//! bpf::ensure_tracefs()?;
+//! // Skeleton builders expose `obj_builder`; this selects a custom BTF (`-b`) when needed.
+//! let obj_builder = bpf::object_builder(None)?;
+//! # let _ = obj_builder; Ok(()) }
+//! ```
+//!
+//! The BPF side includes `gg_common.h` (directory `probe-sdk/bpf/include`, already on the include
+//! path of `bpf-build`), which defines the per-CPU `gg_stats` map read by [`read_loss_counters`].
+
+mod btf;
+mod error;
+mod hooks;
+mod ringbuf;
+mod stats;
+mod tracefs;
+
+pub use btf::{btf_path, object_builder, raw_tracepoint_exists, UPSTREAM_BTF_DIR};
+pub use error::BpfError;
+pub use hooks::{
+    kprobe_autoload, kprobes_available, missing_hooks, require_hooks, unsupported, Hook,
+};
+pub use ringbuf::RingPoller;
+pub use stats::{
+    read_loss_counters, try_read_loss_counters, write_loss_record, LossCounters, STAT_EVENTS,
+    STAT_LOST, STAT_MAP_FULL, STAT_SLOTS,
+};
+pub use tracefs::{ensure_tracefs, tracefs_root, tracepoint_exists};
+
+/// Re-export so probes use exactly the libbpf-rs version the SDK was built with.
+pub use libbpf_rs;
+
+#[cfg(test)]
+mod tests;

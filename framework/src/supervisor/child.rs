@@ -1,0 +1,264 @@
+//! Spawning, stopping and reaping child processes.
+//!
+//! Every child is started through [`spawn_owned`], which records its pid in a process-wide set
+//! while the tokio handle is alive. The orphan collectors ([`reap_orphan_zombies`],
+//! [`kill_orphans`]) only touch children *not* in that set: those are grandchildren that escaped
+//! their probe's process group and were re-parented to the daemon (the subreaper). This keeps
+//! them from stealing an exit status that tokio is waiting for.
+
+use std::collections::BTreeSet;
+use std::io;
+use std::process::{ExitStatus, Stdio};
+use std::sync::{Mutex, MutexGuard};
+use std::time::Duration;
+
+use nix::sys::signal::{killpg, Signal};
+use nix::sys::wait::{waitpid, WaitPidFlag};
+use nix::unistd::Pid;
+use tokio::process::{Child, Command};
+
+/// Pids of children whose exit status belongs to a tokio `Child` handle.
+static OWNED: Mutex<BTreeSet<i32>> = Mutex::new(BTreeSet::new());
+
+fn owned() -> MutexGuard<'static, BTreeSet<i32>> {
+    OWNED.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+/// Make the daemon the reaper of its descendants' orphans (`PR_SET_CHILD_SUBREAPER`), so that a
+/// grandchild escaping through a double fork is re-parented to us and can be killed at shutdown.
+/// Call once at startup, before starting probes.
+pub fn become_subreaper() -> io::Result<()> {
+    // SAFETY: prctl with integer arguments only; no memory is passed.
+    let rc = unsafe { libc::prctl(libc::PR_SET_CHILD_SUBREAPER, 1 as libc::c_ulong, 0, 0, 0) };
+    if rc == 0 {
+        Ok(())
+    } else {
+        Err(io::Error::last_os_error())
+    }
+}
+
+/// A command for `argv` (no shell) in a new process group, dying with the daemon
+/// (`PR_SET_PDEATHSIG`), stdin null, stdout/stderr piped, killed when the handle is dropped.
+///
+/// `PR_SET_PDEATHSIG` fires when the spawning *thread* exits. Tokio worker threads live as long
+/// as the runtime, so in the daemon this means "when the daemon's runtime ends".
+pub fn probe_command(argv: &[String]) -> io::Result<Command> {
+    let (program, args) = argv
+        .split_first()
+        .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidInput, "empty argv"))?;
+    let mut cmd = Command::new(program);
+    cmd.args(args)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .kill_on_drop(true)
+        .process_group(0);
+    // getpid() of the daemon == getppid() of the forked child, unless the daemon died in between.
+    let parent = std::process::id() as libc::pid_t;
+    // SAFETY: the closure runs between fork and exec and only makes async-signal-safe syscalls
+    // (prctl, getppid); it allocates nothing.
+    unsafe {
+        cmd.pre_exec(move || {
+            if libc::prctl(
+                libc::PR_SET_PDEATHSIG,
+                libc::SIGKILL as libc::c_ulong,
+                0 as libc::c_ulong,
+                0 as libc::c_ulong,
+                0 as libc::c_ulong,
+            ) != 0
+            {
+                return Err(io::Error::last_os_error());
+            }
+            // The death signal is only armed for a parent alive now: if it already died we were
+            // re-parented, and would outlive it.
+            if libc::getppid() != parent {
+                return Err(io::Error::other("parent exited during spawn"));
+            }
+            Ok(())
+        });
+    }
+    Ok(cmd)
+}
+
+/// A spawned child whose pid is registered as owned until the handle is dropped.
+#[derive(Debug)]
+pub struct OwnedChild {
+    /// The tokio handle.
+    pub child: Child,
+    /// Pid, which is also the process group id (`process_group(0)`).
+    pub pid: i32,
+}
+
+impl Drop for OwnedChild {
+    fn drop(&mut self) {
+        owned().remove(&self.pid);
+    }
+}
+
+/// Spawn `cmd` and register its pid as owned. The registry lock is held across the fork so that
+/// an orphan collector never sees (and reaps) a child that is not registered yet.
+pub fn spawn_owned(cmd: &mut Command) -> io::Result<OwnedChild> {
+    let mut set = owned();
+    let child = cmd.spawn()?;
+    let pid = child
+        .id()
+        .and_then(|p| i32::try_from(p).ok())
+        .ok_or_else(|| io::Error::other("spawned child has no pid"))?;
+    set.insert(pid);
+    Ok(OwnedChild { child, pid })
+}
+
+/// Send `sig` to process group `pgid`; a group that no longer exists is not an error.
+pub fn signal_group(pgid: i32, sig: Signal) {
+    if pgid <= 1 {
+        return;
+    }
+    if let Err(e) = killpg(Pid::from_raw(pgid), sig) {
+        if e != nix::errno::Errno::ESRCH {
+            tracing::warn!(pgid, signal = %sig, error = %e, "killpg failed");
+        }
+    }
+}
+
+/// Stop a child: SIGTERM to its group, wait up to `grace`, then SIGKILL the group; always reaped.
+/// Members of the group that outlive the leader are killed too.
+pub async fn stop(child: &mut OwnedChild, grace: Duration) -> io::Result<ExitStatus> {
+    signal_group(child.pid, Signal::SIGTERM);
+    let status = match tokio::time::timeout(grace, child.child.wait()).await {
+        Ok(status) => status,
+        Err(_) => {
+            signal_group(child.pid, Signal::SIGKILL);
+            child.child.wait().await
+        }
+    };
+    signal_group(child.pid, Signal::SIGKILL);
+    status
+}
+
+/// State and parent of a process, from `/proc/<pid>/stat`.
+fn stat_state_ppid(stat: &str) -> Option<(char, i32)> {
+    // comm may contain spaces and ')' — the state follows the *last* ')'.
+    let rest = &stat[stat.rfind(')')? + 1..];
+    let mut fields = rest.split_ascii_whitespace();
+    let state = fields.next()?.chars().next()?;
+    let ppid = fields.next()?.parse().ok()?;
+    Some((state, ppid))
+}
+
+/// Children of this process not owned by a tokio handle, with their state.
+fn foreign_children() -> Vec<(i32, char)> {
+    let me = std::process::id() as i32;
+    let Ok(dir) = std::fs::read_dir("/proc") else {
+        return Vec::new();
+    };
+    let set = owned();
+    dir.filter_map(|e| e.ok())
+        .filter_map(|e| e.file_name().to_str()?.parse::<i32>().ok())
+        .filter(|pid| !set.contains(pid))
+        .filter_map(|pid| {
+            let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+            let (state, ppid) = stat_state_ppid(&stat)?;
+            (ppid == me).then_some((pid, state))
+        })
+        .collect()
+}
+
+/// Is any child (owned or not) waitable right now? Cheap pre-check before scanning /proc.
+fn any_child_exited() -> bool {
+    // SAFETY: waitid writes only into the zeroed siginfo we own; WNOWAIT leaves the child as is.
+    unsafe {
+        let mut info: libc::siginfo_t = std::mem::zeroed();
+        let rc = libc::waitid(
+            libc::P_ALL,
+            0,
+            &mut info,
+            libc::WEXITED | libc::WNOHANG | libc::WNOWAIT,
+        );
+        rc == 0 && info.si_pid() != 0
+    }
+}
+
+/// Reap zombies of foreign children (orphans re-parented to the daemon). Returns how many.
+pub fn reap_orphan_zombies() -> usize {
+    if !any_child_exited() {
+        return 0;
+    }
+    let mut reaped = 0;
+    // Hold the registry while reaping so a concurrent spawn cannot hand out a pid we are about to
+    // look at; the list is re-checked under the same lock.
+    let zombies: Vec<i32> = foreign_children()
+        .into_iter()
+        .filter(|&(_, state)| state == 'Z')
+        .map(|(pid, _)| pid)
+        .collect();
+    let set = owned();
+    for pid in zombies {
+        if set.contains(&pid) {
+            continue;
+        }
+        if waitpid(Pid::from_raw(pid), Some(WaitPidFlag::WNOHANG)).is_ok() {
+            reaped += 1;
+        }
+    }
+    reaped
+}
+
+/// SIGKILL and reap every foreign child until none is left or `deadline` passes. Killing one may
+/// re-parent its own children to us, so this repeats.
+pub async fn kill_orphans(deadline: Duration) {
+    let until = tokio::time::Instant::now() + deadline;
+    loop {
+        let children = foreign_children();
+        if children.is_empty() {
+            return;
+        }
+        for &(pid, state) in &children {
+            if state != 'Z' {
+                let _ = nix::sys::signal::kill(Pid::from_raw(pid), Signal::SIGKILL);
+            }
+        }
+        {
+            let set = owned();
+            for &(pid, _) in &children {
+                if !set.contains(&pid) {
+                    let _ = waitpid(Pid::from_raw(pid), Some(WaitPidFlag::WNOHANG));
+                }
+            }
+        }
+        if tokio::time::Instant::now() >= until {
+            tracing::warn!(
+                left = children.len(),
+                "orphaned processes still present at shutdown"
+            );
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_stat_with_tricky_comm() {
+        let line = "1234 (a) b (c)) S 77 1234 1234 0 -1 4194560 0 0";
+        assert_eq!(stat_state_ppid(line), Some(('S', 77)));
+        let zombie = "99 (sleep) Z 1 99 99 0 -1";
+        assert_eq!(stat_state_ppid(zombie), Some(('Z', 1)));
+    }
+
+    #[test]
+    fn rejects_garbage_stat() {
+        assert_eq!(stat_state_ppid("no paren here"), None);
+        assert_eq!(stat_state_ppid("1 (x) S notanumber"), None);
+    }
+
+    #[test]
+    fn own_stat_is_parsable() {
+        let stat = std::fs::read_to_string("/proc/thread-self/stat").unwrap();
+        let (state, ppid) = stat_state_ppid(&stat).unwrap();
+        assert_eq!(state, 'R');
+        assert_eq!(ppid, nix::unistd::getppid().as_raw());
+    }
+}

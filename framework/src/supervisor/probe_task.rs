@@ -1,0 +1,325 @@
+//! The lifecycle of one probe: gate on switch → prepare → spawn → wait → backoff → respawn,
+//! until told to stop.
+
+use std::os::unix::process::ExitStatusExt;
+use std::process::ExitStatus;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use nix::sys::signal::Signal;
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+
+use super::{child, start_check, stderr_log};
+use super::{OutputSink, ProbeSpec, StartCheck, SupervisorOptions, Switch, EXIT_UNSUPPORTED};
+use crate::telemetry::{ProbeState, ProbeStats};
+
+/// How long the output readers may take to hit EOF once the child is gone. Only an escaped
+/// grandchild still holding the pipes makes this wait the full time.
+const DRAIN_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// Everything a probe task needs.
+pub(crate) struct ProbeContext {
+    pub(crate) spec: ProbeSpec,
+    pub(crate) stats: Arc<ProbeStats>,
+    pub(crate) sink: Arc<dyn OutputSink>,
+    pub(crate) opts: SupervisorOptions,
+}
+
+/// How one run of the child ended.
+enum RunEnd {
+    /// Stop was requested; the child is stopped and reaped.
+    Stopped,
+    /// The child exited on its own after running for `ran`.
+    Exited {
+        status: std::io::Result<ExitStatus>,
+        ran: Duration,
+        last_error_line: Option<String>,
+    },
+}
+
+/// Sleep for `d`; true if a stop was requested meanwhile (or before).
+async fn sleep_or_stop(d: Duration, stop: &mut watch::Receiver<bool>) -> bool {
+    if *stop.borrow() {
+        return true;
+    }
+    tokio::select! {
+        // A stop arriving just as the sleep ends is seen at the caller's next check.
+        _ = tokio::time::sleep(d) => false,
+        _ = stop.wait_for(|s| *s) => true,
+    }
+}
+
+async fn wait_for_stop(stop: &mut watch::Receiver<bool>) {
+    // An Err means the supervisor dropped the sender: stop as well.
+    let _ = stop.wait_for(|s| *s).await;
+}
+
+fn set_down(stats: &ProbeStats, state: ProbeState) {
+    stats.up.store(false, Ordering::Relaxed);
+    stats.pid.store(0, Ordering::Relaxed);
+    stats.set_state(state);
+}
+
+/// Run the probe until `stop` turns true.
+pub(crate) async fn run(ctx: ProbeContext, mut stop: watch::Receiver<bool>) {
+    let ProbeContext {
+        spec,
+        stats,
+        sink,
+        opts,
+    } = ctx;
+    let mut backoff = opts.backoff_initial;
+    let mut spawned_before = false;
+    loop {
+        if *stop.borrow() {
+            set_down(&stats, ProbeState::Stopped);
+            return;
+        }
+        match spec.switch {
+            Switch::On => {}
+            Switch::Off => {
+                set_down(&stats, ProbeState::Stopped);
+                stats.set_last_error(None);
+                wait_for_stop(&mut stop).await;
+                return;
+            }
+            Switch::Auto => {
+                let Some(check) = &spec.start_check else {
+                    set_down(&stats, ProbeState::Stopped);
+                    stats.set_last_error(Some("switch auto without start_check".into()));
+                    wait_for_stop(&mut stop).await;
+                    return;
+                };
+                if !wait_for_start_check(&spec.name, check, &stats, &opts, &mut stop).await {
+                    set_down(&stats, ProbeState::Stopped);
+                    return;
+                }
+            }
+        }
+
+        if let Err(msg) = sink.prepare(&spec) {
+            tracing::error!(probe = %spec.name, error = %msg, "cannot prepare probe");
+            set_down(&stats, ProbeState::Failed);
+            stats.set_last_error(Some(msg));
+            if sleep_or_stop(opts.backoff_max, &mut stop).await {
+                set_down(&stats, ProbeState::Stopped);
+                return;
+            }
+            continue;
+        }
+
+        let owned = match spawn(&spec, &opts) {
+            Ok(c) => c,
+            Err(e) => {
+                let program = spec.argv.first().map(String::as_str).unwrap_or("");
+                let msg = format!("cannot start {program}: {e}");
+                tracing::error!(probe = %spec.name, "{msg}");
+                set_down(&stats, ProbeState::Failed);
+                stats.set_last_error(Some(msg));
+                if sleep_or_stop(opts.backoff_max, &mut stop).await {
+                    set_down(&stats, ProbeState::Stopped);
+                    return;
+                }
+                continue;
+            }
+        };
+        if spawned_before {
+            stats.restarts.fetch_add(1, Ordering::Relaxed);
+        }
+        spawned_before = true;
+        tracing::info!(probe = %spec.name, pid = owned.pid, "probe started");
+
+        match supervise(owned, &stats, &*sink, &opts, &mut stop).await {
+            RunEnd::Stopped => {
+                set_down(&stats, ProbeState::Stopped);
+                return;
+            }
+            RunEnd::Exited {
+                status,
+                ran,
+                last_error_line,
+            } => {
+                if ran >= opts.stable_after {
+                    backoff = opts.backoff_initial;
+                }
+                let unsupported = matches!(&status, Ok(s) if s.code() == Some(EXIT_UNSUPPORTED));
+                let msg = describe_exit(&status, last_error_line.as_deref());
+                let (state, delay) = if unsupported {
+                    (ProbeState::Failed, opts.backoff_max)
+                } else {
+                    let d = backoff;
+                    backoff = (backoff * 2).min(opts.backoff_max);
+                    (ProbeState::Backoff, d)
+                };
+                tracing::warn!(probe = %spec.name, retry_in = ?delay, "probe {msg}");
+                set_down(&stats, state);
+                stats.set_last_error(Some(msg));
+                if sleep_or_stop(delay, &mut stop).await {
+                    set_down(&stats, ProbeState::Stopped);
+                    return;
+                }
+            }
+        }
+    }
+}
+
+/// Re-evaluate `check` every `auto_recheck` until it passes (true) or a stop arrives (false).
+async fn wait_for_start_check(
+    name: &str,
+    check: &StartCheck,
+    stats: &ProbeStats,
+    opts: &SupervisorOptions,
+    stop: &mut watch::Receiver<bool>,
+) -> bool {
+    loop {
+        let verdict = tokio::select! {
+            v = start_check::passes(check) => v,
+            _ = stop.wait_for(|s| *s) => return false,
+        };
+        match verdict {
+            Ok(true) => return true,
+            Ok(false) => {}
+            Err(e) => tracing::warn!(probe = %name, error = %e, "start check"),
+        }
+        if stats.state() != ProbeState::Stopped {
+            set_down(stats, ProbeState::Stopped);
+        }
+        if sleep_or_stop(opts.auto_recheck, stop).await {
+            return false;
+        }
+    }
+}
+
+fn spawn(spec: &ProbeSpec, opts: &SupervisorOptions) -> std::io::Result<child::OwnedChild> {
+    let mut cmd = child::probe_command(&spec.argv)?;
+    for (k, v) in spec.env.iter().chain(opts.env.iter()) {
+        cmd.env(k, v);
+    }
+    child::spawn_owned(&mut cmd)
+}
+
+/// Text for `last_error` after an exit.
+fn describe_exit(status: &std::io::Result<ExitStatus>, last_error_line: Option<&str>) -> String {
+    let base = match status {
+        Ok(s) => match (s.code(), s.signal()) {
+            (Some(EXIT_UNSUPPORTED), _) => {
+                if let Some(line) = last_error_line {
+                    return line.to_string();
+                }
+                format!("unsupported (exited with status {EXIT_UNSUPPORTED})")
+            }
+            (Some(code), _) => format!("exited with status {code}"),
+            (None, Some(sig)) => format!("killed by signal {sig}"),
+            (None, None) => format!("exited ({s})"),
+        },
+        Err(e) => format!("exit status unknown: {e}"),
+    };
+    match last_error_line {
+        Some(line) => format!("{base}: {line}"),
+        None => base,
+    }
+}
+
+/// Wait for the child to exit or for a stop; hand stdout to the sink and stderr to the log.
+async fn supervise(
+    mut owned: child::OwnedChild,
+    stats: &Arc<ProbeStats>,
+    sink: &dyn OutputSink,
+    opts: &SupervisorOptions,
+    stop: &mut watch::Receiver<bool>,
+) -> RunEnd {
+    let started = Instant::now();
+    stats.pid.store(
+        u32::try_from(owned.pid).unwrap_or_default(),
+        Ordering::Relaxed,
+    );
+    stats.up.store(true, Ordering::Relaxed);
+    stats.set_state(ProbeState::Running);
+    stats.set_last_error(None);
+
+    let stdout_task = owned
+        .child
+        .stdout
+        .take()
+        .map(|out| tokio::spawn(sink.consume(Arc::clone(stats), out)));
+    let stderr_task = owned
+        .child
+        .stderr
+        .take()
+        .map(|err| tokio::spawn(stderr_log::forward(err, Arc::clone(stats))));
+
+    let exit = tokio::select! {
+        status = owned.child.wait() => Some(status),
+        _ = stop.wait_for(|s| *s) => None,
+    };
+    let end = match exit {
+        Some(status) => {
+            // Grandchildren left in the group would keep the pipes open and outlive the probe.
+            child::signal_group(owned.pid, Signal::SIGKILL);
+            RunEnd::Exited {
+                status,
+                ran: started.elapsed(),
+                last_error_line: None,
+            }
+        }
+        None => {
+            if let Err(e) = child::stop(&mut owned, opts.grace).await {
+                tracing::warn!(probe = %stats.name, error = %e, "waiting for stopped probe");
+            }
+            RunEnd::Stopped
+        }
+    };
+    drop(owned);
+
+    let last_error_line = drain(stderr_task).await.flatten();
+    let _ = drain(stdout_task).await;
+    match end {
+        RunEnd::Exited { status, ran, .. } => RunEnd::Exited {
+            status,
+            ran,
+            last_error_line,
+        },
+        RunEnd::Stopped => RunEnd::Stopped,
+    }
+}
+
+/// Wait for an output reader to finish, aborting it after [`DRAIN_TIMEOUT`].
+async fn drain<T>(task: Option<JoinHandle<T>>) -> Option<T> {
+    let mut task = task?;
+    match tokio::time::timeout(DRAIN_TIMEOUT, &mut task).await {
+        Ok(Ok(v)) => Some(v),
+        Ok(Err(_)) => None,
+        Err(_) => {
+            task.abort();
+            None
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::os::unix::process::ExitStatusExt;
+
+    #[test]
+    fn exit_descriptions() {
+        let code = |c: i32| Ok(ExitStatus::from_raw(c << 8));
+        let sig = |s: i32| Ok(ExitStatus::from_raw(s));
+        assert_eq!(describe_exit(&code(1), None), "exited with status 1");
+        assert_eq!(describe_exit(&sig(9), None), "killed by signal 9");
+        assert_eq!(
+            describe_exit(&code(2), Some("bad flag -q")),
+            "exited with status 2: bad flag -q"
+        );
+        assert_eq!(
+            describe_exit(&code(3), Some("unsupported: tracepoint x")),
+            "unsupported: tracepoint x"
+        );
+        assert_eq!(
+            describe_exit(&code(3), None),
+            "unsupported (exited with status 3)"
+        );
+    }
+}

@@ -1,0 +1,213 @@
+//! A probe's stderr → daemon log, one tracing event per line at the level named by its prefix.
+
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+
+use tokio::io::{AsyncRead, AsyncReadExt};
+
+use crate::telemetry::ProbeStats;
+
+/// Longest stderr line kept; the rest of a longer line is discarded.
+pub(crate) const MAX_LINE: usize = 64 * 1024;
+
+/// Appended to a line that was cut at [`MAX_LINE`].
+const TRUNCATED_MARKER: &str = " …[truncated]";
+
+/// Log level named by a line's prefix.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Level {
+    Debug,
+    Info,
+    Warn,
+    Error,
+}
+
+/// Split `[LEVEL] message` into level and message; no known prefix → info, whole line.
+pub(crate) fn classify(line: &str) -> (Level, &str) {
+    const PREFIXES: [(&str, Level); 4] = [
+        ("[DEBUG]", Level::Debug),
+        ("[INFO]", Level::Info),
+        ("[WARN]", Level::Warn),
+        ("[ERROR]", Level::Error),
+    ];
+    for (prefix, level) in PREFIXES {
+        if let Some(rest) = line.strip_prefix(prefix) {
+            return (level, rest.trim_start());
+        }
+    }
+    (Level::Info, line)
+}
+
+/// Splits a byte stream into lines of at most `max` bytes without ever buffering more.
+#[derive(Debug)]
+pub(crate) struct LineSplitter {
+    buf: Vec<u8>,
+    max: usize,
+    truncated: bool,
+}
+
+impl LineSplitter {
+    pub(crate) fn new(max: usize) -> Self {
+        LineSplitter {
+            buf: Vec::new(),
+            max,
+            truncated: false,
+        }
+    }
+
+    /// Feed bytes; `emit(line, truncated)` is called for every completed line (without `\n`/`\r`).
+    pub(crate) fn push(&mut self, mut data: &[u8], emit: &mut impl FnMut(&[u8], bool)) {
+        while !data.is_empty() {
+            let (chunk, complete) = match data.iter().position(|&b| b == b'\n') {
+                Some(i) => (&data[..i], Some(i + 1)),
+                None => (data, None),
+            };
+            let room = self.max.saturating_sub(self.buf.len());
+            if chunk.len() > room {
+                self.truncated = true;
+            }
+            self.buf.extend_from_slice(&chunk[..chunk.len().min(room)]);
+            match complete {
+                Some(consumed) => {
+                    self.flush(emit);
+                    data = &data[consumed..];
+                }
+                None => break,
+            }
+        }
+    }
+
+    /// Emit a pending unterminated line (at EOF).
+    pub(crate) fn finish(&mut self, emit: &mut impl FnMut(&[u8], bool)) {
+        if !self.buf.is_empty() || self.truncated {
+            self.flush(emit);
+        }
+    }
+
+    fn flush(&mut self, emit: &mut impl FnMut(&[u8], bool)) {
+        let line = self.buf.strip_suffix(b"\r").unwrap_or(&self.buf);
+        emit(line, self.truncated);
+        self.buf.clear();
+        self.truncated = false;
+    }
+}
+
+/// Read `stderr` to EOF, logging each line with field `probe` and counting `stats.log_lines`.
+/// Returns the message of the last `[ERROR]` line, used to explain an exit.
+pub(crate) async fn forward<R: AsyncRead + Unpin>(
+    mut stderr: R,
+    stats: Arc<ProbeStats>,
+) -> Option<String> {
+    let probe = Arc::clone(&stats.name);
+    let mut splitter = LineSplitter::new(MAX_LINE);
+    let mut last_error = None;
+    let mut emit = |raw: &[u8], truncated: bool| {
+        let text = String::from_utf8_lossy(raw);
+        let (level, msg) = classify(&text);
+        let marker = if truncated { TRUNCATED_MARKER } else { "" };
+        match level {
+            Level::Debug => tracing::debug!(probe = %probe, "{msg}{marker}"),
+            Level::Info => tracing::info!(probe = %probe, "{msg}{marker}"),
+            Level::Warn => tracing::warn!(probe = %probe, "{msg}{marker}"),
+            Level::Error => {
+                tracing::error!(probe = %probe, "{msg}{marker}");
+                last_error = Some(format!("{msg}{marker}"));
+            }
+        }
+        stats.log_lines.fetch_add(1, Ordering::Relaxed);
+    };
+    let mut chunk = vec![0u8; 8192];
+    loop {
+        match stderr.read(&mut chunk).await {
+            Ok(0) => break,
+            Ok(n) => splitter.push(&chunk[..n], &mut emit),
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+            Err(e) => {
+                tracing::warn!(probe = %probe, error = %e, "reading probe stderr failed");
+                break;
+            }
+        }
+    }
+    splitter.finish(&mut emit);
+    last_error
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn split_all(max: usize, pieces: &[&[u8]]) -> Vec<(Vec<u8>, bool)> {
+        let mut out = Vec::new();
+        let mut s = LineSplitter::new(max);
+        let mut emit = |l: &[u8], t: bool| out.push((l.to_vec(), t));
+        for p in pieces {
+            s.push(p, &mut emit);
+        }
+        s.finish(&mut emit);
+        out
+    }
+
+    #[test]
+    fn splits_across_chunks() {
+        let got = split_all(100, &[b"ab", b"c\nde", b"\r\n", b"tail"]);
+        assert_eq!(
+            got,
+            vec![
+                (b"abc".to_vec(), false),
+                (b"de".to_vec(), false),
+                (b"tail".to_vec(), false)
+            ]
+        );
+    }
+
+    #[test]
+    fn long_line_truncated_and_next_line_intact() {
+        let got = split_all(4, &[b"0123", b"456789\nok\n"]);
+        assert_eq!(got, vec![(b"0123".to_vec(), true), (b"ok".to_vec(), false)]);
+    }
+
+    #[test]
+    fn buffer_never_exceeds_limit() {
+        let mut s = LineSplitter::new(16);
+        let mut n = 0;
+        let mut emit = |_: &[u8], _: bool| n += 1;
+        for _ in 0..1000 {
+            s.push(&[b'x'; 1000], &mut emit);
+            assert!(s.buf.len() <= 16);
+        }
+        s.finish(&mut emit);
+        assert_eq!(n, 1);
+    }
+
+    #[test]
+    fn empty_lines_are_lines() {
+        assert_eq!(
+            split_all(10, &[b"\n\n"]),
+            vec![(vec![], false), (vec![], false)]
+        );
+    }
+
+    #[test]
+    fn classifies_prefixes() {
+        let cases = [
+            (
+                "[ERROR] unsupported: tracepoint x",
+                Level::Error,
+                "unsupported: tracepoint x",
+            ),
+            ("[WARN]low memory", Level::Warn, "low memory"),
+            ("[INFO] started", Level::Info, "started"),
+            ("[DEBUG] tick", Level::Debug, "tick"),
+            ("plain text", Level::Info, "plain text"),
+            (
+                " [ERROR] not at start",
+                Level::Info,
+                " [ERROR] not at start",
+            ),
+            ("[error] lower case", Level::Info, "[error] lower case"),
+        ];
+        for (line, level, msg) in cases {
+            assert_eq!(classify(line), (level, msg), "{line}");
+        }
+    }
+}

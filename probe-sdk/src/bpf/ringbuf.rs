@@ -1,0 +1,73 @@
+//! Ring-buffer consumption that works with batched wake-ups.
+//!
+//! `gg_common.h` submits with `BPF_RB_NO_WAKEUP` until 256 KiB are queued, so `epoll` alone
+//! would sleep on pending records; [`RingPoller::poll`] therefore always drains after waiting.
+
+use std::cell::Cell;
+use std::rc::Rc;
+use std::time::Duration;
+
+use libbpf_rs::{MapCore, RingBuffer, RingBufferBuilder};
+
+use super::BpfError;
+
+/// Thin wrapper over [`libbpf_rs::RingBuffer`] that polls, then consumes, and counts records.
+pub struct RingPoller<'cb> {
+    ring: RingBuffer<'cb>,
+    received: Rc<Cell<u64>>,
+}
+
+impl std::fmt::Debug for RingPoller<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RingPoller")
+            .field("received", &self.received.get())
+            .finish_non_exhaustive()
+    }
+}
+
+impl<'cb> RingPoller<'cb> {
+    /// Polls the ring-buffer `map`, calling `callback` with each record's bytes. A negative
+    /// return from the callback stops the current drain and is reported by [`poll`](Self::poll).
+    pub fn new<F>(map: &dyn MapCore, mut callback: F) -> Result<RingPoller<'cb>, BpfError>
+    where
+        F: FnMut(&[u8]) -> i32 + 'cb,
+    {
+        let received = Rc::new(Cell::new(0u64));
+        let counter = Rc::clone(&received);
+        let mut builder = RingBufferBuilder::new();
+        builder.add(map, move |data: &[u8]| {
+            counter.set(counter.get() + 1);
+            callback(data)
+        })?;
+        Ok(RingPoller {
+            ring: builder.build()?,
+            received,
+        })
+    }
+
+    /// Waits up to `timeout` for a wake-up, then drains everything queued (including records
+    /// submitted without wake-up). Returns the number of records handled by this call.
+    /// An interrupted wait (signal) is not an error.
+    pub fn poll(&self, timeout: Duration) -> Result<u64, BpfError> {
+        let before = self.received.get();
+        let rc = self.ring.poll_raw(timeout);
+        if rc < 0 && rc != -libc::EINTR {
+            return Err(libbpf_rs::Error::from_raw_os_error(-rc).into());
+        }
+        let rc = self.ring.consume_raw();
+        if rc < 0 && rc != -libc::EINTR {
+            return Err(libbpf_rs::Error::from_raw_os_error(-rc).into());
+        }
+        Ok(self.received.get() - before)
+    }
+
+    /// Records handled since creation (each callback invocation counts once).
+    pub fn received(&self) -> u64 {
+        self.received.get()
+    }
+
+    /// The epoll fd that becomes readable on a wake-up, for callers with their own event loop.
+    pub fn epoll_fd(&self) -> i32 {
+        self.ring.epoll_fd()
+    }
+}

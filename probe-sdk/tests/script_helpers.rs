@@ -1,0 +1,452 @@
+//! The python (`gala_probe.py`) and shell (`gala_probe.sh`) helpers produce byte-identical
+//! record and event lines to the Rust writer, and parse flags with the same results and messages.
+
+use std::path::PathBuf;
+use std::process::{Command, Output};
+
+use probe_sdk::args::ProbeArgs;
+use probe_sdk::event::{CivilTime, Severity};
+use probe_sdk::record::RecordWriter;
+
+fn sdk_dir() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("scripts")
+}
+
+/// String values covering every escape, shell-special characters and non-ASCII text.
+const STRINGS: &[&str] = &[
+    "",
+    "plain",
+    "a|b",
+    "back\\slash",
+    "new\nline",
+    "cr\rx",
+    "\\|",
+    "|\\",
+    "trailing\\",
+    "\\\\|\\n",
+    "||",
+    "\n",
+    "uni é 中 🦀",
+    "%s %d %%",
+    "$HOME `x` $(y) ${z}",
+    "-dash",
+    "  spaces  ",
+    "*",
+    "[a]?",
+    "'single' \"double\"",
+    "tab\there",
+];
+
+/// Builds the expected output with the Rust writer.
+fn rust_lines(f: impl FnOnce(&mut RecordWriter<Vec<u8>>)) -> String {
+    let mut w = RecordWriter::new(Vec::new());
+    f(&mut w);
+    w.flush().unwrap();
+    String::from_utf8(w.into_inner()).unwrap()
+}
+
+/// A python string literal for `s` that survives any content.
+fn py_str(s: &str) -> String {
+    let mut lit = String::from("'");
+    for c in s.chars() {
+        lit.push_str(&format!("\\U{:08x}", u32::from(c)));
+    }
+    lit.push('\'');
+    lit
+}
+
+/// A python expression giving exactly the f64 with these bits.
+fn py_float(v: f64) -> String {
+    format!("_f({:#x})", v.to_bits())
+}
+
+fn run_python(body: &str) -> Output {
+    let program = format!(
+        "import os, struct, sys\n\
+         sys.path.insert(0, os.environ['GALA_GOPHER_SDK_DIR'])\n\
+         import gala_probe\n\
+         _f = lambda b: struct.unpack('<d', b.to_bytes(8, 'little'))[0]\n\
+         {body}\n\
+         gala_probe.flush()\n"
+    );
+    Command::new("python3")
+        .arg("-c")
+        .arg(program)
+        .env("GALA_GOPHER_SDK_DIR", sdk_dir())
+        .output()
+        .unwrap()
+}
+
+fn stdout_of(out: Output) -> String {
+    assert!(
+        out.status.success(),
+        "status {:?}, stderr: {}",
+        out.status,
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout).unwrap()
+}
+
+/// Runs a shell snippet with the helper sourced; data is passed only as positional arguments.
+fn run_shell(shell: &str, snippet: &str, args: &[&str]) -> Output {
+    let script = format!(". \"$GALA_GOPHER_SDK_DIR/gala_probe.sh\"\n{snippet}\n");
+    Command::new(shell)
+        .arg("-c")
+        .arg(script)
+        .arg("gg-test")
+        .args(args)
+        .env("GALA_GOPHER_SDK_DIR", sdk_dir())
+        .output()
+        .unwrap()
+}
+
+/// Shells to check the helper with: POSIX `sh` (dash on Debian), and bash when present.
+fn shells() -> Vec<&'static str> {
+    let mut v = vec!["sh"];
+    if Command::new("bash").arg("-c").arg("true").output().is_ok() {
+        v.push("bash");
+    }
+    v
+}
+
+/// Deterministic spread of f64 bit patterns (xorshift), finite values only.
+fn sample_floats() -> Vec<f64> {
+    let mut v = vec![
+        0.0,
+        -0.0,
+        1.0,
+        -1.0,
+        0.1,
+        0.3,
+        12.5,
+        1.0 / 3.0,
+        1e15,
+        1e16,
+        1e20,
+        1e-7,
+        2.5e-5,
+        123_456_789_012_345_680.0,
+        f64::MAX,
+        f64::MIN_POSITIVE,
+        5e-324,
+        9_007_199_254_740_993.0,
+        // Exact ties between two shortest candidates: Rust rounds away from zero.
+        1_195_605_190_570_738.25,
+        -1_195_605_190_570_738.25,
+        1_125_899_906_842_624.25,
+        1_125_899_906_842_624.75,
+        0.000_000_000_000_000_000_000_1,
+    ];
+    // More ties: with 16 integer digits the ulp is 0.25, so k + 0.25 needs 18 digits.
+    for k in [2u64, 4, 6, 8, 100, 12_344, 99_998] {
+        v.push(((1u64 << 50) + k) as f64 + 0.25);
+        v.push(-(((1u64 << 51) + k) as f64 + 0.5));
+    }
+    let mut x: u64 = 0x9E37_79B9_7F4A_7C15;
+    while v.len() < 600 {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        let f = f64::from_bits(x);
+        if f.is_finite() {
+            v.push(f);
+        }
+        // Also values of everyday magnitude.
+        v.push((x % 1_000_000) as f64 / 1000.0);
+    }
+    v
+}
+
+#[test]
+fn python_strings_match_rust_bytes() {
+    let expected = rust_lines(|w| {
+        for (i, s) in STRINGS.iter().enumerate() {
+            w.record("t")
+                .field(&i)
+                .field(*s)
+                .field("end")
+                .end()
+                .unwrap();
+        }
+        w.record("t|x").field("k").end().unwrap();
+    });
+    let mut body = String::new();
+    for (i, s) in STRINGS.iter().enumerate() {
+        body.push_str(&format!(
+            "gala_probe.record('t', {i}, {}, 'end')\n",
+            py_str(s)
+        ));
+    }
+    body.push_str("gala_probe.record('t|x', 'k')\n");
+    assert_eq!(stdout_of(run_python(&body)), expected);
+}
+
+#[test]
+fn python_numbers_and_absent_values_match_rust_bytes() {
+    let floats = sample_floats();
+    let expected = rust_lines(|w| {
+        for f in &floats {
+            w.record("f").field(f).end().unwrap();
+        }
+        w.record("special")
+            .field(&f64::NAN)
+            .field(&f64::INFINITY)
+            .field(&f64::NEG_INFINITY)
+            .field(&None::<u32>)
+            .field(&true)
+            .field(&false)
+            .field(&0u8)
+            .field(&-5i32)
+            .field(&u64::MAX)
+            .field(&i64::MIN)
+            .end()
+            .unwrap();
+    });
+    let mut body = String::new();
+    for f in &floats {
+        body.push_str(&format!("gala_probe.record('f', {})\n", py_float(*f)));
+    }
+    body.push_str(&format!(
+        "gala_probe.record('special', float('nan'), float('inf'), float('-inf'), None, True, \
+         False, 0, -5, {}, {})\n",
+        u64::MAX,
+        i64::MIN
+    ));
+    assert_eq!(stdout_of(run_python(&body)), expected);
+}
+
+#[test]
+fn python_event_matches_rust_bytes() {
+    let when: i64 = 1_681_851_549;
+    let t = CivilTime::local_from_unix(when).unwrap();
+    let long = "x|".repeat(300);
+    let cases = [
+        (
+            "cpu",
+            "cpu",
+            "total_used_per",
+            Severity::Warn,
+            "WARN",
+            "Too high cpu utilization(95.00%).",
+        ),
+        (
+            "fs",
+            "/a|b",
+            "UsePer",
+            Severity::Error,
+            "ERROR",
+            "line\nbreak",
+        ),
+        (
+            "proc",
+            "1234",
+            "hang",
+            Severity::Info,
+            "INFO",
+            long.as_str(),
+        ),
+        ("nic", "eth0", "drops", Severity::Fatal, "FATAL", "é"),
+    ];
+    let expected = rust_lines(|w| {
+        for (name, id, metric, sev, _, msg) in &cases {
+            w.event_at(&t, name, id, metric, *sev, msg).unwrap();
+        }
+    });
+    let mut body = String::new();
+    for (name, id, metric, _, sev, msg) in &cases {
+        body.push_str(&format!(
+            "gala_probe.event({}, {}, {}, '{sev}', {}, when={when})\n",
+            py_str(name),
+            py_str(id),
+            py_str(metric),
+            py_str(msg)
+        ));
+    }
+    assert_eq!(stdout_of(run_python(&body)), expected);
+}
+
+#[test]
+fn python_logs_go_to_stderr_with_prefix() {
+    let out = run_python(
+        "gala_probe.log_info('a')\ngala_probe.log_warn('b\\nc')\ngala_probe.log_error('d')",
+    );
+    assert!(out.status.success());
+    assert!(out.stdout.is_empty());
+    assert_eq!(
+        String::from_utf8(out.stderr).unwrap(),
+        "[INFO] a\n[WARN] b\\nc\n[ERROR] d\n"
+    );
+}
+
+#[test]
+fn shell_strings_match_rust_bytes() {
+    for shell in shells() {
+        for s in STRINGS {
+            let expected =
+                rust_lines(|w| w.record("t").field("k").field(*s).field("").end().unwrap());
+            let out = run_shell(shell, "gg_record t k \"$1\" ''", &[s]);
+            assert_eq!(stdout_of(out), expected, "{shell}: value {s:?}");
+        }
+        // Every value at once, and a table name that needs escaping.
+        let expected = rust_lines(|w| {
+            let mut rec = w.record("a|b");
+            for s in STRINGS {
+                rec = rec.field(*s);
+            }
+            rec.end().unwrap();
+        });
+        let mut args = vec!["a|b"];
+        args.extend_from_slice(STRINGS);
+        let out = run_shell(shell, "gg_record \"$@\"", &args);
+        assert_eq!(stdout_of(out), expected, "{shell}: all values");
+    }
+}
+
+#[test]
+fn shell_event_matches_rust_bytes() {
+    for shell in shells() {
+        let msg = "disk | full\nnow";
+        // The shell stamps the current time itself: accept the line for any second in the window.
+        let before = CivilTime::local_now().unwrap();
+        let out = run_shell(shell, "gg_event fs /home UsePer WARN \"$1\"", &[msg]);
+        let after = CivilTime::local_now().unwrap();
+        let got = stdout_of(out);
+        let line_at = |t: &CivilTime| {
+            rust_lines(|w| {
+                w.event_at(t, "fs", "/home", "UsePer", Severity::Warn, msg)
+                    .unwrap()
+            })
+        };
+        assert!(
+            got == line_at(&before) || got == line_at(&after),
+            "{shell}: {got:?} vs {:?}",
+            line_at(&before)
+        );
+        let bad = run_shell(shell, "gg_event fs /home UsePer LOUD x", &[]);
+        assert!(!bad.status.success());
+        assert!(String::from_utf8_lossy(&bad.stderr).starts_with("[ERROR] gg_event: severity"));
+    }
+}
+
+#[test]
+fn shell_logs_go_to_stderr_with_prefix() {
+    for shell in shells() {
+        let out = run_shell(
+            shell,
+            "gg_log_info a; gg_log_warn \"$1\"; gg_log_error d",
+            &["b\nc"],
+        );
+        assert!(out.status.success());
+        assert!(out.stdout.is_empty());
+        assert_eq!(
+            String::from_utf8(out.stderr).unwrap(),
+            "[INFO] a\n[WARN] b\\nc\n[ERROR] d\n",
+            "{shell}"
+        );
+    }
+}
+
+/// Argument vectors with their expected Rust outcome checked against both helpers.
+const ARGV_CASES: &[&[&str]] = &[
+    &[],
+    &["-t", "7"],
+    &["-t7"],
+    &["-t", "0"],
+    &["-t", "3601"],
+    &["-t", "-5"],
+    &["-t", "007"],
+    &["-t"],
+    &["-t", "5", "-w", "/a b", "-l", "warn"],
+    &["-P", "0"],
+    &["-P", "12"],
+    &["-U", "80"],
+    &["-U", "101"],
+    &["-L", "3"],
+    &["-c", "1"],
+    &["-c", "2"],
+    &["-F", "task"],
+    &["-Ct3"],
+    &["-C", "-t", "2"],
+    &["-x", "7", "-y", "-t", "2"],
+    &["foo"],
+    &["-t", "2", "--"],
+    &["-k", "0"],
+    &["-m", "4"],
+    &["-p", ""],
+];
+
+/// The fields every helper reports, in one comparable line.
+fn summary(a: &ProbeArgs) -> String {
+    format!(
+        "period={} events={} upper={} lower={} bits={} cont={} cport={} filter={} wl={}",
+        a.period_secs,
+        u8::from(a.report_events),
+        a.res_upper_pct,
+        a.res_lower_pct,
+        a.probe_bits,
+        u8::from(a.continuous),
+        u8::from(a.report_cport),
+        a.filter.as_deref().unwrap_or(""),
+        a.whitelist
+            .as_ref()
+            .map(|p| p.display().to_string())
+            .unwrap_or_default(),
+    )
+}
+
+fn rust_outcome(argv: &[&str]) -> String {
+    match ProbeArgs::try_parse_from(argv.iter().copied()) {
+        Ok(a) => summary(&a),
+        Err(e) => format!("[ERROR] {e}"),
+    }
+}
+
+#[test]
+fn python_parse_args_agrees_with_rust() {
+    for argv in ARGV_CASES {
+        let list: Vec<String> = argv.iter().map(|a| py_str(a)).collect();
+        let body = format!(
+            "try:\n    a = gala_probe.try_parse_args([{}])\n\
+             except gala_probe.ArgsError as e:\n    print('[ERROR] ' + str(e))\n\
+             else:\n    print('period=%d events=%d upper=%d lower=%d bits=%d cont=%d cport=%d \
+             filter=%s wl=%s' % (a['period'], a['report_events'], a['res_upper_pct'], \
+             a['res_lower_pct'], a['probe_bits'], a['continuous'], a['report_cport'], \
+             a['filter'] or '', a['whitelist'] or ''))",
+            list.join(", ")
+        );
+        let got = stdout_of(run_python(&body));
+        assert_eq!(got.trim_end(), rust_outcome(argv), "argv {argv:?}");
+    }
+    // parse_args() itself exits 2 with the message on stderr.
+    let out = run_python("gala_probe.parse_args(['-t', '0'])");
+    assert_eq!(out.status.code(), Some(2));
+    assert_eq!(
+        String::from_utf8(out.stderr).unwrap(),
+        "[ERROR] -t: invalid value \"0\", expected 1..=3600\n"
+    );
+}
+
+#[test]
+fn shell_parse_args_agrees_with_rust() {
+    let snippet = "gg_parse_args \"$@\"\n\
+        printf 'period=%s events=%s upper=%s lower=%s bits=%s cont=%s cport=%s filter=%s wl=%s\\n' \
+        \"$GG_PERIOD\" \"$GG_REPORT_EVENTS\" \"$GG_RES_UPPER\" \"$GG_RES_LOWER\" \"$GG_PROBE_BITS\" \
+        \"$GG_CONTINUOUS\" \"$GG_REPORT_CPORT\" \"$GG_FILTER\" \"$GG_WHITELIST\"";
+    for shell in shells() {
+        for argv in ARGV_CASES {
+            let out = run_shell(shell, snippet, argv);
+            let expected = rust_outcome(argv);
+            if expected.starts_with("[ERROR]") {
+                assert_eq!(out.status.code(), Some(2), "{shell} argv {argv:?}");
+                assert!(out.stdout.is_empty());
+                assert_eq!(
+                    String::from_utf8(out.stderr).unwrap().trim_end(),
+                    expected,
+                    "{shell} argv {argv:?}"
+                );
+            } else {
+                assert_eq!(stdout_of(out).trim_end(), expected, "{shell} argv {argv:?}");
+            }
+        }
+    }
+}

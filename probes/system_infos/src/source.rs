@@ -1,0 +1,151 @@
+//! Where host state is read from, and how unreadable files are counted instead of being fatal.
+
+use std::fs::File;
+use std::io::{self, Read};
+use std::path::{Path, PathBuf};
+
+/// Roots of the files the probe reads; tests point them at fixture trees.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HostPaths {
+    /// procfs root (`/proc`).
+    pub proc: PathBuf,
+    /// sysfs root (`/sys`).
+    pub sys: PathBuf,
+    /// The mount table (`/proc/self/mounts`).
+    pub mounts: PathBuf,
+    /// os-release candidates, first existing wins (`/etc/os-release`, `/usr/lib/os-release`).
+    pub os_release: Vec<PathBuf>,
+}
+
+impl Default for HostPaths {
+    fn default() -> Self {
+        HostPaths {
+            proc: PathBuf::from("/proc"),
+            sys: PathBuf::from("/sys"),
+            mounts: PathBuf::from("/proc/self/mounts"),
+            os_release: vec![
+                PathBuf::from("/etc/os-release"),
+                PathBuf::from("/usr/lib/os-release"),
+            ],
+        }
+    }
+}
+
+impl HostPaths {
+    /// Paths of a captured tree: `<dir>/proc`, `<dir>/sys`, `<dir>/proc/self/mounts`,
+    /// `<dir>/etc/os-release`.
+    pub fn fixture(dir: &Path) -> HostPaths {
+        HostPaths {
+            proc: dir.join("proc"),
+            sys: dir.join("sys"),
+            mounts: dir.join("proc/self/mounts"),
+            os_release: vec![dir.join("etc/os-release")],
+        }
+    }
+
+    /// `<proc>/<rel>`.
+    pub fn proc(&self, rel: &str) -> PathBuf {
+        self.proc.join(rel)
+    }
+
+    /// `<sys>/<rel>`.
+    pub fn sys(&self, rel: &str) -> PathBuf {
+        self.sys.join(rel)
+    }
+}
+
+/// Reads `path` into `buf` (cleared first).
+pub fn read_into(path: &Path, buf: &mut String) -> io::Result<()> {
+    buf.clear();
+    File::open(path)?.read_to_string(buf)?;
+    Ok(())
+}
+
+/// At most this many individual `[WARN]` lines about unreadable files; afterwards one line per
+/// [`WARN_EVERY`] errors, so a permanently broken file cannot flood the daemon log.
+const WARN_FIRST: u64 = 10;
+const WARN_EVERY: u64 = 1000;
+
+/// Cumulative counts of what went wrong while reading; exported in `system_infos_stats`.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct ReadErrors {
+    /// Files that could not be read or parsed.
+    pub read_errors: u64,
+    /// Selected processes that exited while being read.
+    pub vanished_procs: u64,
+}
+
+impl ReadErrors {
+    /// Counts a failed read or parse of `path`, warning (rate-limited) on stderr.
+    pub fn failed(&mut self, path: &Path, what: &dyn std::fmt::Display) {
+        self.read_errors += 1;
+        let n = self.read_errors;
+        if n <= WARN_FIRST {
+            probe_sdk::warn!("cannot read {}: {what} (skipped)", path.display());
+        } else if n % WARN_EVERY == 0 {
+            probe_sdk::warn!(
+                "{n} unreadable files so far, latest {}: {what} (skipped)",
+                path.display()
+            );
+        }
+    }
+
+    /// Counts a process that went away mid-read (not an error, but worth knowing).
+    pub fn vanished(&mut self) {
+        self.vanished_procs += 1;
+    }
+}
+
+/// One reusable read buffer plus the error counters, passed to every reader.
+#[derive(Debug, Default)]
+pub struct Reader {
+    /// Scratch buffer holding the last file read.
+    pub buf: String,
+    /// Error counters.
+    pub errors: ReadErrors,
+}
+
+impl Reader {
+    /// Reads a file that should exist; a failure is counted and `None` returned.
+    pub fn read(&mut self, path: &Path) -> Option<&str> {
+        match read_into(path, &mut self.buf) {
+            Ok(()) => Some(&self.buf),
+            Err(e) => {
+                self.errors.failed(path, &e);
+                None
+            }
+        }
+    }
+
+    /// Reads a file some kernels do not have; absence is silent, other failures are counted.
+    pub fn read_optional(&mut self, path: &Path) -> Option<&str> {
+        match read_into(path, &mut self.buf) {
+            Ok(()) => Some(&self.buf),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => None,
+            Err(e) => {
+                self.errors.failed(path, &e);
+                None
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn missing_files_are_counted_only_when_expected() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut r = Reader::default();
+        assert!(r.read_optional(&dir.path().join("nope")).is_none());
+        assert_eq!(r.errors.read_errors, 0);
+        assert!(r.read(&dir.path().join("nope")).is_none());
+        assert_eq!(r.errors.read_errors, 1);
+        std::fs::write(dir.path().join("yes"), "hello").unwrap();
+        assert_eq!(r.read(&dir.path().join("yes")), Some("hello"));
+        // A directory cannot be read as a file: counted even for optional files.
+        assert!(r.read_optional(dir.path()).is_none());
+        assert_eq!(r.errors.read_errors, 2);
+    }
+}

@@ -1,0 +1,438 @@
+//! Per-key state kept across periods: the BPF side hands over what changed per key in a
+//! period ([`PeriodDelta`]); [`ConnTable`] turns that into cumulative counters (Prometheus
+//! counters must not go down) and this period's gauges, with a cap on the number of keys.
+
+use std::collections::HashMap;
+
+use crate::conn_key::ConnKey;
+use crate::histogram::{Histogram, SLOTS};
+use crate::skel::types::tcpp_agg;
+
+/// Index of payload bytes received in the counter arrays (`TCP_C_RX_BYTES`).
+pub const C_RX_BYTES: usize = 0;
+/// Payload bytes sent, retransmissions excluded (`TCP_C_TX_BYTES`).
+pub const C_TX_BYTES: usize = 1;
+/// Segments received (`TCP_C_SEGS_IN`).
+pub const C_SEGS_IN: usize = 2;
+/// Segments sent (`TCP_C_SEGS_OUT`).
+pub const C_SEGS_OUT: usize = 3;
+/// Retransmitted segments (`TCP_C_RETRANS`).
+pub const C_RETRANS: usize = 4;
+/// Resets sent (`TCP_C_RST_SENT`).
+pub const C_RST_SENT: usize = 5;
+/// Resets received (`TCP_C_RST_RECV`).
+pub const C_RST_RECV: usize = 6;
+/// Times the peer closed its window (`TCP_C_ZERO_SND_WND`).
+pub const C_ZERO_SND_WND: usize = 7;
+/// Times we advertised a zero window (`TCP_C_ZERO_RCV_WND`).
+pub const C_ZERO_RCV_WND: usize = 8;
+/// TCP state transitions (`TCP_C_STATE_CHANGES`).
+pub const C_STATE_CHANGES: usize = 9;
+/// Number of counters (`TCP_C_NR`).
+pub const COUNTERS: usize = 10;
+
+/// What one period added for a key (the decoded `struct tcpp_agg`).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct PeriodDelta {
+    /// Process name of the owner (may be empty when unknown).
+    pub comm: String,
+    /// Counter increments, indexed by the `C_*` constants.
+    pub counters: [u64; COUNTERS],
+    /// Connections that reached ESTABLISHED.
+    pub opens: u64,
+    /// Connections that reached CLOSE.
+    pub closes: u64,
+    /// Connections that closed without ever being established.
+    pub failed: u64,
+    /// Establish latencies of `opens`.
+    pub estab: Histogram,
+    /// Live connections seen by this period's iterator pass.
+    pub live: u64,
+    /// Connections whose RTT was sampled (live ones plus those that closed).
+    pub rtt_samples: u64,
+    /// Sum of smoothed RTTs, µs.
+    pub srtt_sum_us: u64,
+    /// Largest smoothed RTT, µs.
+    pub srtt_max_us: u64,
+    /// Sum of receive-side RTT estimates, µs.
+    pub rcv_rtt_sum_us: u64,
+    /// Sum over live connections of `snd_cwnd` (segments).
+    pub snd_cwnd_sum: u64,
+    /// Sum over live connections of the peer's window, bytes.
+    pub snd_wnd_sum: u64,
+    /// Sum over live connections of our advertised window, bytes.
+    pub rcv_wnd_sum: u64,
+    /// Sum over live connections of bytes written but not sent.
+    pub notsent_sum: u64,
+    /// Sum over live connections of bytes sent but not acknowledged.
+    pub notack_sum: u64,
+    /// Sum over live connections of the reordering metric.
+    pub reordering_sum: u64,
+}
+
+fn comm_from_raw(raw: &[i8]) -> String {
+    let bytes: Vec<u8> = raw
+        .iter()
+        .map(|c| c.to_ne_bytes()[0])
+        .take_while(|b| *b != 0)
+        .collect();
+    String::from_utf8_lossy(&bytes).into_owned()
+}
+
+impl PeriodDelta {
+    /// Decodes an aggregate drained from the BPF map.
+    pub fn from_raw(raw: &tcpp_agg) -> PeriodDelta {
+        let mut counts = [0u64; SLOTS];
+        counts.copy_from_slice(&raw.estab_hist[..SLOTS]);
+        PeriodDelta {
+            comm: comm_from_raw(&raw.comm),
+            counters: raw.c,
+            opens: raw.opens,
+            closes: raw.closes,
+            failed: raw.failed,
+            estab: Histogram {
+                counts,
+                sum: raw.estab_sum_us,
+                max: raw.estab_max_us,
+            },
+            live: raw.live,
+            rtt_samples: raw.rtt_samples,
+            srtt_sum_us: raw.srtt_sum_us,
+            srtt_max_us: raw.srtt_max_us,
+            rcv_rtt_sum_us: raw.rcv_rtt_sum_us,
+            snd_cwnd_sum: raw.snd_cwnd_sum,
+            snd_wnd_sum: raw.snd_wnd_sum,
+            rcv_wnd_sum: raw.rcv_wnd_sum,
+            notsent_sum: raw.notsent_sum,
+            notack_sum: raw.notack_sum,
+            reordering_sum: raw.reordering_sum,
+        }
+    }
+
+    /// Adds another delta of the same key (e.g. a late write found in the other map).
+    pub fn merge(&mut self, o: &PeriodDelta) {
+        if self.comm.is_empty() {
+            self.comm.clone_from(&o.comm);
+        }
+        for (a, b) in self.counters.iter_mut().zip(o.counters.iter()) {
+            *a = a.saturating_add(*b);
+        }
+        self.estab.merge(&o.estab);
+        self.srtt_max_us = self.srtt_max_us.max(o.srtt_max_us);
+        for (a, b) in [
+            (&mut self.opens, o.opens),
+            (&mut self.closes, o.closes),
+            (&mut self.failed, o.failed),
+            (&mut self.live, o.live),
+            (&mut self.rtt_samples, o.rtt_samples),
+            (&mut self.srtt_sum_us, o.srtt_sum_us),
+            (&mut self.rcv_rtt_sum_us, o.rcv_rtt_sum_us),
+            (&mut self.snd_cwnd_sum, o.snd_cwnd_sum),
+            (&mut self.snd_wnd_sum, o.snd_wnd_sum),
+            (&mut self.rcv_wnd_sum, o.rcv_wnd_sum),
+            (&mut self.notsent_sum, o.notsent_sum),
+            (&mut self.notack_sum, o.notack_sum),
+            (&mut self.reordering_sum, o.reordering_sum),
+        ] {
+            *a = a.saturating_add(b);
+        }
+    }
+}
+
+/// This period's gauges for a key: averages over the connections sampled; None without samples.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Gauges {
+    /// Mean smoothed RTT, µs.
+    pub srtt_us: Option<u64>,
+    /// Largest smoothed RTT, µs.
+    pub srtt_max_us: Option<u64>,
+    /// Mean receive-side RTT estimate, µs.
+    pub rcv_rtt_us: Option<u64>,
+    /// Mean congestion window, segments.
+    pub snd_cwnd: Option<u64>,
+    /// Mean peer window, bytes.
+    pub snd_wnd: Option<u64>,
+    /// Mean advertised window, bytes.
+    pub rcv_wnd: Option<u64>,
+    /// Mean bytes written but not yet sent.
+    pub notsent_bytes: Option<u64>,
+    /// Mean bytes in flight.
+    pub notack_bytes: Option<u64>,
+    /// Mean reordering metric.
+    pub reordering: Option<u64>,
+    /// Mean establish latency of the connections established this period, µs.
+    pub syn_srtt_us: Option<u64>,
+    /// Largest establish latency this period, µs.
+    pub syn_srtt_max_us: Option<u64>,
+}
+
+impl Gauges {
+    fn from_delta(d: &PeriodDelta) -> Gauges {
+        let avg = |sum: u64, n: u64| sum.checked_div(n);
+        let live = |sum: u64| avg(sum, d.live);
+        let opens = d.estab.count();
+        Gauges {
+            srtt_us: avg(d.srtt_sum_us, d.rtt_samples),
+            srtt_max_us: (d.rtt_samples > 0).then_some(d.srtt_max_us),
+            rcv_rtt_us: avg(d.rcv_rtt_sum_us, d.rtt_samples),
+            snd_cwnd: live(d.snd_cwnd_sum),
+            snd_wnd: live(d.snd_wnd_sum),
+            rcv_wnd: live(d.rcv_wnd_sum),
+            notsent_bytes: live(d.notsent_sum),
+            notack_bytes: live(d.notack_sum),
+            reordering: live(d.reordering_sum),
+            syn_srtt_us: avg(d.estab.sum, opens),
+            syn_srtt_max_us: (opens > 0).then_some(d.estab.max),
+        }
+    }
+}
+
+/// Everything reported for one key.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ConnEntry {
+    /// Process name of the owner (label `comm`), empty when unknown.
+    pub comm: String,
+    /// Cumulative counters since the key was first seen, indexed by the `C_*` constants.
+    pub counters: [u64; COUNTERS],
+    /// Cumulative connections established.
+    pub opens: u64,
+    /// Cumulative connections closed.
+    pub closes: u64,
+    /// Cumulative connections closed before being established.
+    pub failed: u64,
+    /// Cumulative establish latencies.
+    pub estab: Histogram,
+    /// Live connections at this period's pass.
+    pub live: u64,
+    /// This period's gauges.
+    pub gauges: Gauges,
+    /// Period in which the key last had a delta.
+    last_period: u64,
+}
+
+impl ConnEntry {
+    fn absorb(&mut self, d: &PeriodDelta, period: u64) {
+        if !d.comm.is_empty() {
+            self.comm.clone_from(&d.comm);
+        }
+        for (a, b) in self.counters.iter_mut().zip(d.counters.iter()) {
+            *a = a.saturating_add(*b);
+        }
+        self.opens = self.opens.saturating_add(d.opens);
+        self.closes = self.closes.saturating_add(d.closes);
+        self.failed = self.failed.saturating_add(d.failed);
+        self.estab.merge(&d.estab);
+        self.live = d.live;
+        self.gauges = Gauges::from_delta(d);
+        self.last_period = period;
+    }
+}
+
+/// Keys seen so far with their cumulative values.
+#[derive(Debug)]
+pub struct ConnTable {
+    entries: HashMap<ConnKey, ConnEntry>,
+    cap: usize,
+    retain_periods: u64,
+    period: u64,
+    overflow: u64,
+}
+
+impl ConnTable {
+    /// A table holding at most `cap` keys; a key without activity is forgotten after
+    /// `retain_periods` periods (its counters restart from zero if it comes back).
+    pub fn new(cap: usize, retain_periods: u64) -> ConnTable {
+        ConnTable {
+            entries: HashMap::new(),
+            cap,
+            retain_periods: retain_periods.max(1),
+            period: 0,
+            overflow: 0,
+        }
+    }
+
+    /// Starts a new period and applies its deltas. Keys beyond the cap that cannot displace an
+    /// idle key are dropped and counted in [`overflow`](Self::overflow).
+    pub fn apply<I: IntoIterator<Item = (ConnKey, PeriodDelta)>>(&mut self, deltas: I) {
+        self.period += 1;
+        let period = self.period;
+        let mut merged: HashMap<ConnKey, PeriodDelta> = HashMap::new();
+        for (k, d) in deltas {
+            merged
+                .entry(k)
+                .and_modify(|m| m.merge(&d))
+                .or_insert_with(|| d.clone());
+        }
+        // Known keys first, so new keys never displace a key that is active now.
+        let (known, new): (Vec<_>, Vec<_>) = merged
+            .into_iter()
+            .partition(|(k, _)| self.entries.contains_key(k));
+        for (k, d) in known {
+            if let Some(e) = self.entries.get_mut(&k) {
+                e.absorb(&d, period);
+            }
+        }
+        let mut new = new;
+        new.sort_by_key(|(k, _)| *k);
+        for (k, d) in new {
+            if self.entries.len() >= self.cap && !self.evict_one_idle() {
+                self.overflow += 1;
+                continue;
+            }
+            let mut e = ConnEntry::default();
+            e.absorb(&d, period);
+            self.entries.insert(k, e);
+        }
+        let retain = self.retain_periods;
+        self.entries
+            .retain(|_, e| period.saturating_sub(e.last_period) < retain);
+    }
+
+    fn evict_one_idle(&mut self) -> bool {
+        let period = self.period;
+        let oldest = self
+            .entries
+            .iter()
+            .filter(|(_, e)| e.last_period < period)
+            .min_by_key(|(k, e)| (e.last_period, **k))
+            .map(|(k, _)| *k);
+        match oldest {
+            Some(k) => {
+                self.entries.remove(&k);
+                true
+            }
+            None => false,
+        }
+    }
+
+    /// Keys that changed in the current period, sorted by key.
+    pub fn active(&self) -> Vec<(&ConnKey, &ConnEntry)> {
+        let mut v: Vec<_> = self
+            .entries
+            .iter()
+            .filter(|(_, e)| e.last_period == self.period)
+            .collect();
+        v.sort_by(|a, b| a.0.cmp(b.0));
+        v
+    }
+
+    /// Keys currently remembered (active or idle).
+    #[cfg(test)]
+    fn len(&self) -> usize {
+        self.entries.len()
+    }
+
+    /// Deltas dropped so far because the key cap was reached.
+    pub fn overflow(&self) -> u64 {
+        self.overflow
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::conn_key::Role;
+    use std::net::{IpAddr, Ipv4Addr};
+
+    fn key(server_port: u16) -> ConnKey {
+        ConnKey {
+            tgid: 7,
+            role: Role::Client,
+            client_ip: IpAddr::V4(Ipv4Addr::LOCALHOST),
+            server_ip: IpAddr::V4(Ipv4Addr::LOCALHOST),
+            client_port: 0,
+            server_port,
+        }
+    }
+
+    fn delta(rx: u64, live: u64) -> PeriodDelta {
+        let mut d = PeriodDelta {
+            comm: "curl".into(),
+            live,
+            ..Default::default()
+        };
+        d.counters[C_RX_BYTES] = rx;
+        d
+    }
+
+    #[test]
+    fn counters_accumulate_across_periods() {
+        let mut t = ConnTable::new(10, 3);
+        t.apply([(key(80), delta(100, 1))]);
+        t.apply([(key(80), delta(50, 1))]);
+        let active = t.active();
+        assert_eq!(active.len(), 1);
+        assert_eq!(active[0].1.counters[C_RX_BYTES], 150);
+        assert_eq!(active[0].1.comm, "curl");
+    }
+
+    #[test]
+    fn duplicate_keys_in_one_drain_are_merged() {
+        let mut t = ConnTable::new(10, 3);
+        t.apply([(key(80), delta(1, 1)), (key(80), delta(2, 1))]);
+        let e = t.active()[0].1;
+        assert_eq!(e.counters[C_RX_BYTES], 3);
+        assert_eq!(e.live, 2);
+    }
+
+    #[test]
+    fn idle_keys_are_not_reported_then_forgotten() {
+        let mut t = ConnTable::new(10, 2);
+        t.apply([(key(80), delta(100, 0))]);
+        t.apply([(key(81), delta(1, 1))]);
+        // key 80 is idle: remembered but not active.
+        assert_eq!(t.active().len(), 1);
+        assert_eq!(t.len(), 2);
+        t.apply([(key(81), delta(1, 1))]);
+        assert_eq!(t.len(), 1, "key 80 forgotten after 2 idle periods");
+        // Coming back restarts its counters.
+        t.apply([(key(80), delta(5, 0))]);
+        let e = t
+            .active()
+            .into_iter()
+            .find(|(k, _)| k.server_port == 80)
+            .unwrap()
+            .1;
+        assert_eq!(e.counters[C_RX_BYTES], 5);
+    }
+
+    #[test]
+    fn cap_evicts_idle_keys_then_counts_overflow() {
+        let mut t = ConnTable::new(2, 100);
+        t.apply([(key(1), delta(1, 0)), (key(2), delta(1, 0))]);
+        // Both idle now: a new key displaces the oldest idle one.
+        t.apply([(key(3), delta(1, 1))]);
+        assert_eq!(t.len(), 2);
+        assert_eq!(t.overflow(), 0);
+        // Two active keys fill the cap: a third new key in the same period overflows.
+        t.apply([
+            (key(3), delta(1, 1)),
+            (key(4), delta(1, 1)),
+            (key(5), delta(1, 1)),
+        ]);
+        assert_eq!(t.len(), 2);
+        assert_eq!(t.overflow(), 1);
+        let ports: Vec<u16> = t.active().iter().map(|(k, _)| k.server_port).collect();
+        assert_eq!(ports, vec![3, 4]);
+    }
+
+    #[test]
+    fn gauges_are_averages_over_samples() {
+        let mut d = delta(0, 2);
+        d.rtt_samples = 3;
+        d.srtt_sum_us = 300;
+        d.srtt_max_us = 150;
+        d.snd_cwnd_sum = 30;
+        d.estab.counts[0] = 2;
+        d.estab.sum = 60;
+        d.estab.max = 40;
+        let g = Gauges::from_delta(&d);
+        assert_eq!(g.srtt_us, Some(100));
+        assert_eq!(g.srtt_max_us, Some(150));
+        assert_eq!(g.snd_cwnd, Some(15));
+        assert_eq!(g.syn_srtt_us, Some(30));
+        assert_eq!(g.syn_srtt_max_us, Some(40));
+        let none = Gauges::from_delta(&delta(0, 0));
+        assert_eq!(none, Gauges::default());
+    }
+}

@@ -1,0 +1,135 @@
+//! The establish-latency histogram and its upstream field encoding
+//! `N b1 c1 … bN cN sum max` (bucket upper bounds with cumulative counts).
+
+use std::fmt::Write as _;
+
+/// Bucket upper bounds in microseconds; must equal `TCP_HIST_BOUNDS_US` in `bpf/tcp.h`
+/// (checked by a test that reads the header).
+pub const BOUNDS_US: [u64; 14] = [
+    50,
+    100,
+    250,
+    500,
+    1_000,
+    2_500,
+    5_000,
+    10_000,
+    50_000,
+    250_000,
+    1_000_000,
+    3_000_000,
+    10_000_000,
+    130_000_000,
+];
+
+/// Number of buckets (`TCP_HIST_SLOTS`).
+pub const SLOTS: usize = BOUNDS_US.len();
+
+/// Counts per bucket (not cumulative), sum and max, in microseconds.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Histogram {
+    /// Observations per bucket; the BPF side files values above the last bound in the last one.
+    pub counts: [u64; SLOTS],
+    /// Sum of the observations.
+    pub sum: u64,
+    /// Largest observation.
+    pub max: u64,
+}
+
+impl Histogram {
+    /// Number of observations.
+    pub fn count(&self) -> u64 {
+        self.counts.iter().fold(0u64, |a, c| a.saturating_add(*c))
+    }
+
+    /// Adds another histogram with the same buckets.
+    pub fn merge(&mut self, other: &Histogram) {
+        for (a, b) in self.counts.iter_mut().zip(other.counts.iter()) {
+            *a = a.saturating_add(*b);
+        }
+        self.sum = self.sum.saturating_add(other.sum);
+        self.max = self.max.max(other.max);
+    }
+
+    /// The upstream HEAD encoding with cumulative counts, e.g. `2 10 1 100 3 250 900` for
+    /// buckets (10, 100). None when there is no observation yet (the field is then absent).
+    pub fn encode(&self) -> Option<String> {
+        if self.count() == 0 {
+            return None;
+        }
+        let mut out = String::new();
+        // Writing into a String cannot fail.
+        let _ = write!(out, "{SLOTS}");
+        let mut cumulative = 0u64;
+        for (bound, count) in BOUNDS_US.iter().zip(self.counts.iter()) {
+            cumulative = cumulative.saturating_add(*count);
+            let _ = write!(out, " {bound} {cumulative}");
+        }
+        let _ = write!(out, " {} {}", self.sum, self.max);
+        Some(out)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn bounds_match_the_bpf_header() {
+        let header = include_str!("bpf/tcp.h");
+        let start = header.find("#define TCP_HIST_BOUNDS_US").unwrap();
+        let body = &header[start..];
+        let open = body.find('{').unwrap();
+        let close = body.find('}').unwrap();
+        let parsed: Vec<u64> = body[open + 1..close]
+            .replace('\\', " ")
+            .split(',')
+            .map(str::trim)
+            .filter(|t| !t.is_empty())
+            .map(|t| t.parse().unwrap())
+            .collect();
+        assert_eq!(parsed, BOUNDS_US.to_vec());
+        assert!(header.contains(&format!("#define TCP_HIST_SLOTS {SLOTS}")));
+        assert!(BOUNDS_US.windows(2).all(|w| w[0] < w[1]));
+    }
+
+    #[test]
+    fn encodes_cumulative_counts() {
+        let mut h = Histogram::default();
+        h.counts[0] = 2; // <= 50 us
+        h.counts[2] = 1; // <= 250 us
+        h.counts[SLOTS - 1] = 1;
+        h.sum = 200_000_123;
+        h.max = 200_000_000;
+        let enc = h.encode().unwrap();
+        let tokens: Vec<&str> = enc.split(' ').collect();
+        assert_eq!(tokens.len(), 1 + 2 * SLOTS + 2);
+        assert_eq!(&tokens[..7], ["14", "50", "2", "100", "2", "250", "3"]);
+        assert_eq!(
+            &tokens[tokens.len() - 4..],
+            ["130000000", "4", "200000123", "200000000"]
+        );
+    }
+
+    #[test]
+    fn empty_histogram_is_absent() {
+        assert_eq!(Histogram::default().encode(), None);
+    }
+
+    #[test]
+    fn merge_adds_and_keeps_max() {
+        let mut a = Histogram::default();
+        a.counts[1] = 1;
+        a.sum = 80;
+        a.max = 80;
+        let mut b = Histogram::default();
+        b.counts[1] = 2;
+        b.counts[3] = 1;
+        b.sum = 600;
+        b.max = 400;
+        a.merge(&b);
+        assert_eq!(a.counts[1], 3);
+        assert_eq!(a.counts[3], 1);
+        assert_eq!((a.sum, a.max, a.count()), (680, 400, 4));
+    }
+}

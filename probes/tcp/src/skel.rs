@@ -1,0 +1,15 @@
+//! The generated libbpf-rs skeleton of `src/bpf/tcp.bpf.c`.
+#![allow(
+    clippy::all,
+    missing_docs,
+    non_camel_case_types,
+    non_snake_case,
+    dead_code,
+    unused_imports
+)]
+include!(concat!(env!("OUT_DIR"), "/tcp.skel.rs"));
+
+// SAFETY: these are the `#[repr(C)]` plain-data copies of `tcp.h`'s structs (integers and
+// integer arrays only), valid for any bit pattern; user space copies map bytes into them.
+unsafe impl plain::Plain for types::tcpp_key {}
+unsafe impl plain::Plain for types::tcpp_agg {}

@@ -1,0 +1,438 @@
+//! Runs the real `tcpprobe` binary (needs root and eBPF, as in CI) against loopback TCP traffic
+//! generated here with known byte counts, and checks the exported records.
+
+use std::collections::HashMap;
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream};
+use std::os::fd::AsRawFd;
+use std::process::{Child, Command, Stdio};
+use std::sync::mpsc::{self, Receiver, RecvTimeoutError};
+use std::sync::{Arc, Mutex};
+use std::thread;
+use std::time::{Duration, Instant};
+
+const BIN: &str = env!("CARGO_BIN_EXE_tcpprobe");
+
+/// A running probe whose stdout lines arrive on a channel.
+struct Probe {
+    child: Child,
+    lines: Receiver<String>,
+    stderr: Arc<Mutex<String>>,
+}
+
+impl Probe {
+    /// Starts the probe and waits until it reports that it is attached.
+    fn start(args: &[&str]) -> Probe {
+        let mut child = Command::new(BIN)
+            .args(args)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("spawn tcpprobe");
+        let (tx, lines) = mpsc::channel();
+        let stdout = child.stdout.take().unwrap();
+        thread::spawn(move || {
+            for line in BufReader::new(stdout).lines() {
+                let Ok(line) = line else { break };
+                if tx.send(line).is_err() {
+                    break;
+                }
+            }
+        });
+        let stderr = Arc::new(Mutex::new(String::new()));
+        let (ready_tx, ready) = mpsc::channel();
+        let err_buf = Arc::clone(&stderr);
+        let err_pipe = child.stderr.take().unwrap();
+        thread::spawn(move || {
+            for line in BufReader::new(err_pipe).lines() {
+                let Ok(line) = line else { break };
+                if line.starts_with("[INFO] attached") {
+                    let _ = ready_tx.send(());
+                }
+                let mut buf = err_buf.lock().unwrap();
+                buf.push_str(&line);
+                buf.push('\n');
+            }
+        });
+        if ready.recv_timeout(Duration::from_secs(20)).is_err() {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("probe did not attach; stderr:\n{}", stderr.lock().unwrap());
+        }
+        Probe {
+            child,
+            lines,
+            stderr,
+        }
+    }
+
+    /// Reads records until `periods` complete periods (each ends with the tcp_bpf_stats
+    /// record) have arrived after this call.
+    fn records_for(&self, periods: usize) -> Vec<Vec<String>> {
+        let mut out = Vec::new();
+        let mut seen = 0;
+        let deadline = Instant::now() + Duration::from_secs(10 + 2 * periods as u64);
+        while seen < periods {
+            let left = deadline.saturating_duration_since(Instant::now());
+            match self.lines.recv_timeout(left) {
+                Ok(line) => {
+                    let fields = parse(&line);
+                    if fields.first().map(String::as_str) == Some("tcp_bpf_stats") {
+                        seen += 1;
+                    }
+                    out.push(fields);
+                }
+                Err(RecvTimeoutError::Timeout) | Err(RecvTimeoutError::Disconnected) => panic!(
+                    "only {seen} of {periods} periods arrived; stderr:\n{}",
+                    self.stderr.lock().unwrap()
+                ),
+            }
+        }
+        out
+    }
+}
+
+impl Drop for Probe {
+    fn drop(&mut self) {
+        // SAFETY: plain kill(2) on our own child's pid.
+        unsafe { libc::kill(self.child.id() as libc::pid_t, libc::SIGTERM) };
+        let _ = self.child.wait();
+    }
+}
+
+/// Splits `|t|a|b|` into ["t", "a", "b"].
+fn parse(line: &str) -> Vec<String> {
+    let inner = line
+        .strip_prefix('|')
+        .and_then(|l| l.strip_suffix('|'))
+        .unwrap_or_else(|| panic!("not a record line: {line}"));
+    inner.split('|').map(str::to_string).collect()
+}
+
+/// Key fields as printed: tgid, role, client_ip, server_ip, client_port, server_port, protocol.
+type Key = [String; 7];
+
+/// The last record per (table, key) — the values are cumulative, so the last one is complete.
+fn latest(records: &[Vec<String>]) -> HashMap<(String, Key), Vec<String>> {
+    let mut m = HashMap::new();
+    for r in records.iter().filter(|r| r[0] != "tcp_bpf_stats") {
+        let key: Key = std::array::from_fn(|i| r[1 + i].clone());
+        m.insert((r[0].clone(), key), r.clone());
+    }
+    m
+}
+
+fn my_comm() -> String {
+    std::fs::read_to_string("/proc/self/comm")
+        .unwrap()
+        .trim_end()
+        .to_string()
+}
+
+fn key(role: &str, client: &str, server: &str, server_port: u16, proto: u16) -> Key {
+    [
+        std::process::id().to_string(),
+        role.to_string(),
+        client.to_string(),
+        server.to_string(),
+        "0".to_string(),
+        server_port.to_string(),
+        proto.to_string(),
+    ]
+}
+
+/// Field `name` of a record of `table`, by position after the 7 keys and the comm label.
+fn field(rec: &[String], table: &str, name: &str) -> String {
+    let names: &[&str] = match table {
+        "tcp_link" => &[
+            "link_count",
+            "opens",
+            "closes",
+            "open_failed",
+            "state_changes",
+            "estab_latency",
+        ],
+        "tcp_tx_rx" => &["rx_bytes", "tx_bytes", "segs_in", "segs_out"],
+        "tcp_abn" => &["retran_packets", "send_rsts", "receive_rsts"],
+        "tcp_srtt" => &["syn_srtt", "syn_srtt_max"],
+        _ => panic!("table {table} not used here"),
+    };
+    let i = names.iter().position(|n| *n == name).unwrap();
+    rec[1 + 7 + 1 + i].clone()
+}
+
+fn get<'a>(m: &'a HashMap<(String, Key), Vec<String>>, table: &str, k: &Key) -> &'a Vec<String> {
+    m.get(&(table.to_string(), k.clone())).unwrap_or_else(|| {
+        let have: Vec<_> = m.keys().filter(|(t, _)| t == table).collect();
+        panic!("no {table} record for {k:?}; have {have:?}")
+    })
+}
+
+fn num(rec: &[String], table: &str, name: &str) -> u64 {
+    field(rec, table, name)
+        .parse()
+        .unwrap_or_else(|_| panic!("{table}.{name} not a number in {rec:?}"))
+}
+
+fn pattern(len: usize, seed: u8) -> Vec<u8> {
+    (0..len)
+        .map(|i| (i as u8).wrapping_mul(31).wrapping_add(seed))
+        .collect()
+}
+
+/// One connection: the client sends `up` bytes, the server answers `down` bytes, both close.
+fn exchange(listener: &TcpListener, up: usize, down: usize) {
+    let addr = listener.local_addr().unwrap();
+    let server = {
+        let l = listener.try_clone().unwrap();
+        thread::spawn(move || {
+            let (mut s, _) = l.accept().unwrap();
+            let mut got = vec![0u8; up];
+            s.read_exact(&mut got).unwrap();
+            assert_eq!(got, pattern(up, 1));
+            s.write_all(&pattern(down, 2)).unwrap();
+            // Wait for the client's FIN, then close: a normal four-way close.
+            let mut rest = Vec::new();
+            s.read_to_end(&mut rest).unwrap();
+            assert!(rest.is_empty());
+        })
+    };
+    let mut c = TcpStream::connect(addr).unwrap();
+    c.write_all(&pattern(up, 1)).unwrap();
+    let mut got = vec![0u8; down];
+    c.read_exact(&mut got).unwrap();
+    c.shutdown(Shutdown::Write).unwrap();
+    server.join().unwrap();
+    drop(c);
+}
+
+/// One connection the server aborts with SO_LINGER 0 (RST) after reading `up` bytes.
+fn reset_exchange(listener: &TcpListener, up: usize) {
+    let addr = listener.local_addr().unwrap();
+    let mut c = TcpStream::connect(addr).unwrap();
+    let (mut s, _) = listener.accept().unwrap();
+    c.write_all(&pattern(up, 3)).unwrap();
+    let mut got = vec![0u8; up];
+    s.read_exact(&mut got).unwrap();
+    let linger = libc::linger {
+        l_onoff: 1,
+        l_linger: 0,
+    };
+    // SAFETY: setsockopt on a live socket with a correctly sized linger struct.
+    let rc = unsafe {
+        libc::setsockopt(
+            s.as_raw_fd(),
+            libc::SOL_SOCKET,
+            libc::SO_LINGER,
+            (&linger as *const libc::linger).cast(),
+            std::mem::size_of::<libc::linger>() as libc::socklen_t,
+        )
+    };
+    assert_eq!(rc, 0);
+    drop(s);
+    let mut buf = [0u8; 16];
+    let err = c.read(&mut buf).expect_err("client must see the reset");
+    assert_eq!(err.kind(), std::io::ErrorKind::ConnectionReset);
+}
+
+#[test]
+fn exact_bytes_roles_and_resets() {
+    let probe = Probe::start(&["-t", "1"]);
+    let plain = TcpListener::bind("127.0.0.1:0").unwrap();
+    let aborted = TcpListener::bind("127.0.0.1:0").unwrap();
+    let (up, down) = (100_000usize, 30_000usize);
+    exchange(&plain, up, down);
+    reset_exchange(&aborted, 7_000);
+    // A connect that is refused: bind a port, free it, connect to it.
+    let refused_port = {
+        let l = TcpListener::bind("127.0.0.1:0").unwrap();
+        l.local_addr().unwrap().port()
+    };
+    assert!(TcpStream::connect(SocketAddr::from(([127, 0, 0, 1], refused_port))).is_err());
+
+    let m = latest(&probe.records_for(3));
+    let lo = "127.0.0.1";
+    let p = plain.local_addr().unwrap().port();
+    let client = key("client", lo, lo, p, 2);
+    let server = key("server", lo, lo, p, 2);
+
+    let c = get(&m, "tcp_tx_rx", &client);
+    assert_eq!(num(c, "tcp_tx_rx", "tx_bytes"), up as u64);
+    assert_eq!(num(c, "tcp_tx_rx", "rx_bytes"), down as u64);
+    assert_eq!(c[8], my_comm(), "comm label");
+    let s = get(&m, "tcp_tx_rx", &server);
+    assert_eq!(num(s, "tcp_tx_rx", "rx_bytes"), up as u64);
+    assert_eq!(num(s, "tcp_tx_rx", "tx_bytes"), down as u64);
+    // Loopback loses nothing, so the segment counts pair up, up to the handshake and
+    // teardown segments sent or received by other sockets: the SYN-ACK comes from the request
+    // socket (not the server's counters, but the client's), the client's SYN goes to the
+    // listener and its last ACK comes from its TIME_WAIT socket (one each way: they cancel).
+    assert_eq!(
+        num(c, "tcp_tx_rx", "segs_out"),
+        num(s, "tcp_tx_rx", "segs_in")
+    );
+    assert_eq!(
+        num(c, "tcp_tx_rx", "segs_in"),
+        num(s, "tcp_tx_rx", "segs_out") + 1
+    );
+
+    for k in [&client, &server] {
+        let link = get(&m, "tcp_link", k);
+        assert_eq!(num(link, "tcp_link", "opens"), 1, "{link:?}");
+        assert_eq!(num(link, "tcp_link", "closes"), 1, "{link:?}");
+        assert_eq!(num(link, "tcp_link", "open_failed"), 0);
+        assert_eq!(num(link, "tcp_link", "link_count"), 0, "closed by now");
+        // Client: CLOSE->SYN_SENT->ESTABLISHED->FIN_WAIT1->FIN_WAIT2->CLOSE (TIME_WAIT is a
+        // separate socket); server: LISTEN->SYN_RECV->ESTABLISHED->CLOSE_WAIT->LAST_ACK->CLOSE.
+        assert_eq!(num(link, "tcp_link", "state_changes"), 5, "{link:?}");
+        let hist = field(link, "tcp_link", "estab_latency");
+        let tokens: Vec<u64> = hist.split(' ').map(|t| t.parse().unwrap()).collect();
+        assert_eq!(tokens[0], 14);
+        assert_eq!(tokens[2 * 14], 1, "one establish observed: {hist}");
+        let abn = get(&m, "tcp_abn", k);
+        assert_eq!(num(abn, "tcp_abn", "send_rsts"), 0);
+        assert_eq!(num(abn, "tcp_abn", "receive_rsts"), 0);
+        let srtt = get(&m, "tcp_srtt", k);
+        assert!(num(srtt, "tcp_srtt", "syn_srtt") > 0, "{srtt:?}");
+    }
+
+    let a = aborted.local_addr().unwrap().port();
+    let rc = key("client", lo, lo, a, 2);
+    let rs = key("server", lo, lo, a, 2);
+    assert_eq!(num(get(&m, "tcp_abn", &rc), "tcp_abn", "receive_rsts"), 1);
+    assert_eq!(num(get(&m, "tcp_abn", &rc), "tcp_abn", "send_rsts"), 0);
+    assert_eq!(num(get(&m, "tcp_abn", &rs), "tcp_abn", "send_rsts"), 1);
+    assert_eq!(num(get(&m, "tcp_abn", &rs), "tcp_abn", "receive_rsts"), 0);
+    assert_eq!(
+        num(get(&m, "tcp_tx_rx", &rs), "tcp_tx_rx", "rx_bytes"),
+        7_000
+    );
+    assert_eq!(
+        num(get(&m, "tcp_tx_rx", &rc), "tcp_tx_rx", "tx_bytes"),
+        7_000
+    );
+    assert_eq!(num(get(&m, "tcp_link", &rc), "tcp_link", "closes"), 1);
+
+    let f = key("client", lo, lo, refused_port, 2);
+    let link = get(&m, "tcp_link", &f);
+    assert_eq!(num(link, "tcp_link", "open_failed"), 1, "{link:?}");
+    assert_eq!(num(link, "tcp_link", "opens"), 0);
+    assert_eq!(num(get(&m, "tcp_abn", &f), "tcp_abn", "receive_rsts"), 1);
+}
+
+#[test]
+fn ipv6_and_client_ports() {
+    let Ok(listener) = TcpListener::bind("[::1]:0") else {
+        eprintln!("no IPv6 loopback: skipped");
+        return;
+    };
+    let probe = Probe::start(&["-t", "1", "-c", "1"]);
+    let addr = listener.local_addr().unwrap();
+    let mut c = TcpStream::connect(addr).unwrap();
+    let (mut s, _) = listener.accept().unwrap();
+    let cport = c.local_addr().unwrap().port();
+    c.write_all(&pattern(12_345, 4)).unwrap();
+    let mut got = vec![0u8; 12_345];
+    s.read_exact(&mut got).unwrap();
+    // Still open at the next period: reported live.
+    let m = latest(&probe.records_for(2));
+    let mut k = key("client", "::1", "::1", addr.port(), 10);
+    k[4] = cport.to_string();
+    let tx = get(&m, "tcp_tx_rx", &k);
+    assert_eq!(num(tx, "tcp_tx_rx", "tx_bytes"), 12_345);
+    assert_eq!(num(get(&m, "tcp_link", &k), "tcp_link", "link_count"), 1);
+    k[1] = "server".into();
+    assert_eq!(
+        num(get(&m, "tcp_tx_rx", &k), "tcp_tx_rx", "rx_bytes"),
+        12_345
+    );
+    drop((c, s));
+}
+
+#[test]
+fn connections_older_than_the_probe_are_attributed() {
+    // Established before the probe starts: owner and role come from /proc and the listener.
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let mut c = TcpStream::connect(listener.local_addr().unwrap()).unwrap();
+    let (mut s, _) = listener.accept().unwrap();
+    c.write_all(&pattern(1_000, 5)).unwrap();
+    let mut got = vec![0u8; 1_000];
+    s.read_exact(&mut got).unwrap();
+
+    let probe = Probe::start(&["-t", "1"]);
+    c.write_all(&pattern(2_000, 6)).unwrap();
+    let mut got = vec![0u8; 2_000];
+    s.read_exact(&mut got).unwrap();
+    let m = latest(&probe.records_for(2));
+    let port = listener.local_addr().unwrap().port();
+    let lo = "127.0.0.1";
+    // Counters cover the whole connection, including the bytes sent before the probe started.
+    let ck = key("client", lo, lo, port, 2);
+    assert_eq!(
+        num(get(&m, "tcp_tx_rx", &ck), "tcp_tx_rx", "tx_bytes"),
+        3_000
+    );
+    let sk = key("server", lo, lo, port, 2);
+    assert_eq!(
+        num(get(&m, "tcp_tx_rx", &sk), "tcp_tx_rx", "rx_bytes"),
+        3_000
+    );
+    assert_eq!(get(&m, "tcp_tx_rx", &sk)[8], my_comm());
+    drop((c, s));
+}
+
+#[test]
+fn key_cap_overflow_is_counted() {
+    let probe = Probe::start(&["-t", "1", "-M", "2"]);
+    let listeners: Vec<TcpListener> = (0..5)
+        .map(|_| TcpListener::bind("127.0.0.1:0").unwrap())
+        .collect();
+    for l in &listeners {
+        exchange(l, 10, 10);
+    }
+    let records = probe.records_for(2);
+    let stats: Vec<&Vec<String>> = records.iter().filter(|r| r[0] == "tcp_bpf_stats").collect();
+    let last = stats.last().unwrap();
+    assert_eq!(last[1], "tcp");
+    let map_full: u64 = last[4].parse().unwrap();
+    // 5 ports x 2 roles = 10 keys, at most 2 per period (the exchanges may span 2 periods).
+    assert!(map_full >= 6, "{last:?}");
+    // At most 2 keys per period are reported.
+    let mut per_period = 0;
+    for r in &records {
+        if r[0] == "tcp_bpf_stats" {
+            per_period = 0;
+        } else if r[0] == "tcp_link" {
+            per_period += 1;
+            assert!(per_period <= 2, "more than 2 keys in one period");
+        }
+    }
+}
+
+#[test]
+fn missing_tracepoint_is_reported_unsupported() {
+    let out = Command::new(BIN)
+        .args(["-t", "1"])
+        .env("TCPPROBE_REQUIRE_HOOK", "tcp:no_such_tracepoint")
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(3), "{out:?}");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("[ERROR] unsupported: tracepoint tcp:no_such_tracepoint"),
+        "{stderr}"
+    );
+    assert!(out.stdout.is_empty());
+}
+
+#[test]
+fn bad_flags_are_rejected() {
+    for args in [&["-M", "0"][..], &["-c", "2"], &["-t", "0"]] {
+        let out = Command::new(BIN).args(args).output().unwrap();
+        assert!(!out.status.success(), "{args:?}");
+        assert!(
+            String::from_utf8_lossy(&out.stderr).contains("[ERROR]"),
+            "{args:?}"
+        );
+    }
+}
