@@ -34,7 +34,15 @@ measurements: (
 fn writer(records: usize) -> std::io::Result<()> {
     let mut block = Vec::new();
     for k in 0..KEYS {
-        writeln!(block, "|bench|{}|nginx|{}.25|{}|{}|{}|", 10_000 + k, k, k * 3, k * 1000, k * 7)?;
+        writeln!(
+            block,
+            "|bench|{}|nginx|{}.25|{}|{}|{}|",
+            10_000 + k,
+            k,
+            k * 3,
+            k * 1000,
+            k * 7
+        )?;
     }
     let out = std::io::stdout();
     let mut out = out.lock();
@@ -84,16 +92,27 @@ fn main() -> anyhow::Result<()> {
     let mut reg = SchemaRegistry::default();
     reg.add_file(&meta)?;
     let store = Arc::new(TableStore::new(StoreLimits::default(), "bench-machine"));
-    let ingest = Ingest::new(Arc::new(RwLock::new(reg)), Arc::clone(&store), Arc::new(LogEvents), 64 * 1024, 64);
+    let ingest = Ingest::new(
+        Arc::new(RwLock::new(reg)),
+        Arc::clone(&store),
+        Arc::new(LogEvents),
+        64 * 1024,
+        64,
+    );
     let stats = Arc::new(ProbeStats::new("bench"));
 
-    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
     let (elapsed, cpu) = rt.block_on(async {
         let mut child = tokio::process::Command::new(std::env::current_exe()?)
             .env("GG_FLOOD", records.to_string())
             .stdout(Stdio::piped())
             .spawn()?;
-        let stdout = child.stdout.take().ok_or_else(|| anyhow::anyhow!("no stdout"))?;
+        let stdout = child
+            .stdout
+            .take()
+            .ok_or_else(|| anyhow::anyhow!("no stdout"))?;
         let cpu0 = cpu_seconds();
         let t0 = Instant::now();
         ingest.consume_reader(Arc::clone(&stats), stdout).await;
@@ -104,7 +123,10 @@ fn main() -> anyhow::Result<()> {
     })?;
     let accepted = stats.records.load(Ordering::Relaxed);
     let dropped: u64 = DropReason::ALL.iter().map(|r| stats.dropped(*r)).sum();
-    anyhow::ensure!(accepted as usize == records - records % KEYS, "accepted {accepted} of {records}, dropped {dropped}");
+    anyhow::ensure!(
+        accepted as usize == records - records % KEYS,
+        "accepted {accepted} of {records}, dropped {dropped}"
+    );
     let rate = accepted as f64 / elapsed.as_secs_f64();
     println!(
         "ingest: {accepted} records in {:.3} s = {:.0} records/s; daemon CPU {:.3} s ({:.0} ns/record, {:.0}% of one core); series {}; RSS {} kB",

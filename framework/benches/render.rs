@@ -24,11 +24,23 @@ pub fn populated(series: usize) -> TableStore {
     let mut made = 0;
     for t in 0..tables {
         let mut fields = vec![
-            Field { name: "tgid".into(), kind: FieldKind::Key, description: "process id".into() },
-            Field { name: "comm".into(), kind: FieldKind::Label, description: "command".into() },
+            Field {
+                name: "tgid".into(),
+                kind: FieldKind::Key,
+                description: "process id".into(),
+            },
+            Field {
+                name: "comm".into(),
+                kind: FieldKind::Label,
+                description: "command".into(),
+            },
         ];
         for f in 0..fields_per_row {
-            fields.push(Field { name: format!("metric_{f}"), kind: FieldKind::Gauge, description: format!("metric {f}") });
+            fields.push(Field {
+                name: format!("metric_{f}"),
+                kind: FieldKind::Gauge,
+                description: format!("metric {f}"),
+            });
         }
         let schema = Arc::new(TableSchema {
             table_name: format!("bench_{t}"),
@@ -42,7 +54,9 @@ pub fn populated(series: usize) -> TableStore {
                 break;
             }
             let key = (100_000 + r).to_string();
-            let vals: Vec<String> = (0..fields_per_row).map(|f| format!("{}.{}", r * 7 + f, f)).collect();
+            let vals: Vec<String> = (0..fields_per_row)
+                .map(|f| format!("{}.{}", r * 7 + f, f))
+                .collect();
             let mut line: Vec<&str> = vec![&key, "nginx"];
             line.extend(vals.iter().map(String::as_str));
             let _ = store.upsert(&schema, &line, 1, sc);
@@ -60,7 +74,10 @@ fn bench_render(c: &mut Criterion) {
         let mut out = String::new();
         render(&store, RenderOptions::default(), 2, &mut out);
         let lines = out.lines().filter(|l| !l.starts_with('#')).count();
-        assert_eq!(lines, series, "populated store has the intended series count");
+        assert_eq!(
+            lines, series,
+            "populated store has the intended series count"
+        );
         g.bench_with_input(BenchmarkId::from_parameter(series), &store, |b, store| {
             b.iter(|| {
                 let mut out = String::with_capacity(1 << 20);

@@ -3,11 +3,11 @@
 //! The control path: [`config`] + drop-ins → [`supervisor`] → [`telemetry`] / [`api`].
 
 pub mod config;
-pub mod meta;
-pub mod wire;
+pub mod export;
 pub mod ingest;
 pub mod machine_id;
+pub mod meta;
 pub mod store;
-pub mod export;
 pub mod supervisor;
 pub mod telemetry;
+pub mod wire;

@@ -53,7 +53,10 @@ async fn metrics(State(state): State<MetricsState>) -> Response {
     let body = match tokio::task::spawn_blocking(move || render_all(&st)).await {
         Ok(b) => b,
         Err(e) => {
-            return (StatusCode::INTERNAL_SERVER_ERROR, format!("render failed: {e}\n"))
+            return (
+                StatusCode::INTERNAL_SERVER_ERROR,
+                format!("render failed: {e}\n"),
+            )
                 .into_response()
         }
     };
@@ -63,7 +66,10 @@ async fn metrics(State(state): State<MetricsState>) -> Response {
         .store(started.elapsed().as_micros() as u64, Ordering::Relaxed);
     state.telemetry.scrapes.fetch_add(1, Ordering::Relaxed);
     (
-        [(header::CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")],
+        [(
+            header::CONTENT_TYPE,
+            "text/plain; version=0.0.4; charset=utf-8",
+        )],
         body,
     )
         .into_response()

@@ -1,4 +1,4 @@
 //! Exporters: pull (Prometheus text) and push sinks.
 
-pub mod prometheus;
 pub mod http;
+pub mod prometheus;

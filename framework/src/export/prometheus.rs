@@ -120,7 +120,9 @@ pub fn render(store: &TableStore, opts: RenderOptions, now_ms: u64, out: &mut St
                         push_sample(out, name, "", row.labels(), None, v, ts);
                         continue;
                     }
-                    let Some(h) = parse_histogram(v) else { continue };
+                    let Some(h) = parse_histogram(v) else {
+                        continue;
+                    };
                     let mut has_inf = false;
                     for (b, c) in &h.buckets {
                         let le = canonical_number(b);
@@ -128,7 +130,15 @@ pub fn render(store: &TableStore, opts: RenderOptions, now_ms: u64, out: &mut St
                         push_sample(out, name, "_bucket", row.labels(), Some(le), c, ts);
                     }
                     if !has_inf {
-                        push_sample(out, name, "_bucket", row.labels(), Some("+Inf"), h.count, ts);
+                        push_sample(
+                            out,
+                            name,
+                            "_bucket",
+                            row.labels(),
+                            Some("+Inf"),
+                            h.count,
+                            ts,
+                        );
                     }
                     push_sample(out, name, "_sum", row.labels(), None, h.sum, ts);
                     push_sample(out, name, "_count", row.labels(), None, h.count, ts);
@@ -142,7 +152,11 @@ pub fn render(store: &TableStore, opts: RenderOptions, now_ms: u64, out: &mut St
         }
         if !max_lines.is_empty() {
             let max_name = format!("{name}_max");
-            push_help(out, &max_name, &format!("Maximum observed value of {name}."));
+            push_help(
+                out,
+                &max_name,
+                &format!("Maximum observed value of {name}."),
+            );
             let _ = writeln!(out, "# TYPE {max_name} gauge");
             out.push_str(&max_lines);
         }
@@ -205,7 +219,11 @@ mod tests {
 
     #[test]
     fn absent_metric_has_no_line_and_empty_family_no_header() {
-        let sch = schema(&[("k", FieldKind::Key), ("g", FieldKind::Gauge), ("c", FieldKind::Counter)]);
+        let sch = schema(&[
+            ("k", FieldKind::Key),
+            ("g", FieldKind::Gauge),
+            ("c", FieldKind::Counter),
+        ]);
         let out = render_lines(&[&["a", "", "2"]], &sch, false);
         assert!(!out.contains("gala_gopher_E_g"));
         assert!(out.contains("gala_gopher_E_c{k=\"a\",machine_id=\"M\"} 2\n"));
@@ -233,7 +251,11 @@ mod tests {
     #[test]
     fn special_values_canonical() {
         let sch = schema(&[("k", FieldKind::Key), ("g", FieldKind::Gauge)]);
-        let out = render_lines(&[&["a", "nan"], &["b", "inf"], &["c", "-inf"], &["d", "1e3"]], &sch, false);
+        let out = render_lines(
+            &[&["a", "nan"], &["b", "inf"], &["c", "-inf"], &["d", "1e3"]],
+            &sch,
+            false,
+        );
         assert!(out.contains("{k=\"a\",machine_id=\"M\"} NaN\n"));
         assert!(out.contains("{k=\"b\",machine_id=\"M\"} +Inf\n"));
         assert!(out.contains("{k=\"c\",machine_id=\"M\"} -Inf\n"));

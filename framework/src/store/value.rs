@@ -16,7 +16,10 @@ pub fn is_number(text: &str) -> bool {
 pub fn canonical_number(text: &str) -> &str {
     let t = text.trim();
     // Fast path: ordinary decimals end in a digit or '.'; only words like nan/inf need work.
-    if t.as_bytes().last().is_some_and(|b| b.is_ascii_digit() || *b == b'.') {
+    if t.as_bytes()
+        .last()
+        .is_some_and(|b| b.is_ascii_digit() || *b == b'.')
+    {
         return t;
     }
     match t.parse::<f64>() {
@@ -83,7 +86,9 @@ mod tests {
 
     #[test]
     fn numbers() {
-        for ok in ["1", "-2", "3.5", "1e9", "-1.5E-3", "NaN", "+Inf", "-Inf", "inf", "+5", ".5"] {
+        for ok in [
+            "1", "-2", "3.5", "1e9", "-1.5E-3", "NaN", "+Inf", "-Inf", "inf", "+5", ".5",
+        ] {
             assert!(is_number(ok), "{ok}");
         }
         for bad in ["", "abc", "1,5", "0x10", "1_000", "--1", "."] {

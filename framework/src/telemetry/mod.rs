@@ -144,7 +144,10 @@ impl ProbeStats {
 
     /// Current state.
     pub fn state(&self) -> ProbeState {
-        self.state.lock().map(|s| s.clone()).unwrap_or(ProbeState::Failed)
+        self.state
+            .lock()
+            .map(|s| s.clone())
+            .unwrap_or(ProbeState::Failed)
     }
 
     /// Set the current state.

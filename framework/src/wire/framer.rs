@@ -128,7 +128,10 @@ mod tests {
     fn drops_long_lines_whole() {
         let mut f = Framer::new(8);
         let out = collect(&mut f, &[b"short\n0123456789abc\nok\n"]);
-        assert_eq!(out, vec![Some(b"short".to_vec()), None, Some(b"ok".to_vec())]);
+        assert_eq!(
+            out,
+            vec![Some(b"short".to_vec()), None, Some(b"ok".to_vec())]
+        );
     }
 
     #[test]

@@ -4,5 +4,5 @@
 pub mod framer;
 pub mod parser;
 
-pub use framer::{Framer, FramedLine};
+pub use framer::{FramedLine, Framer};
 pub use parser::{parse_record, unescape_into, value_is_absent, ParseError};
