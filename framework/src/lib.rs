@@ -3,6 +3,11 @@
 //! The control path: [`config`] + drop-ins → [`supervisor`] → [`telemetry`] / [`api`].
 
 pub mod config;
+pub mod export;
+pub mod ingest;
+pub mod machine_id;
 pub mod meta;
+pub mod store;
 pub mod supervisor;
 pub mod telemetry;
+pub mod wire;

@@ -1,5 +1,266 @@
-//! `gala-gopher` daemon entry point.
+//! `gala-gopher` daemon: wires config → supervisor → ingest → store → exporters.
 
-fn main() -> anyhow::Result<()> {
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::{Arc, RwLock};
+use std::time::Duration;
+
+use anyhow::Context;
+use clap::Parser;
+use gala_gopher::config::{self, CheckType, GopherConfig, LoadedConfig, OutChannel};
+use gala_gopher::export::http::{self, MetricsState};
+use gala_gopher::export::prometheus::RenderOptions;
+use gala_gopher::ingest::{now_ms, Ingest, LogEvents};
+use gala_gopher::meta::{self, SchemaRegistry};
+use gala_gopher::store::{StoreLimits, TableStore};
+use gala_gopher::supervisor::discovery::{self, ConfiguredProbe, DiscoveryInputs};
+use gala_gopher::supervisor::{self, StartCheck, Supervisor, SupervisorOptions, Switch};
+use gala_gopher::telemetry::Telemetry;
+use tokio::signal::unix::{signal, SignalKind};
+use tokio::sync::watch;
+
+/// Command line (upstream flags `-c/--config_path`, plus `--check-config` and `-v`).
+#[derive(Debug, Parser)]
+#[command(
+    name = "gala-gopher",
+    version,
+    about = "eBPF-based host observability agent",
+    disable_version_flag = true
+)]
+struct Cli {
+    /// Configuration file (libconfig syntax).
+    #[arg(short = 'c', long = "config_path", visible_alias = "config-path", default_value = config::DEFAULT_CONFIG_PATH)]
+    config: PathBuf,
+    /// Validate the configuration, print a summary and exit (0 = valid, 2 = invalid).
+    #[arg(long = "check-config")]
+    check_config: bool,
+    /// Print the version and exit.
+    #[arg(short = 'v', long = "version", action = clap::ArgAction::Version)]
+    version: Option<bool>,
+}
+
+/// Grace period per probe at daemon stop: every child must be gone within 5 s.
+const STOP_GRACE: Duration = Duration::from_secs(3);
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let loaded = match config::load(&cli.config) {
+        Ok(l) => l,
+        Err(e) => {
+            eprintln!("gala-gopher: invalid configuration: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    if cli.check_config {
+        for w in &loaded.warnings {
+            eprintln!("warning: {w}");
+        }
+        println!("{}", config::summary(&loaded));
+        return ExitCode::SUCCESS;
+    }
+    init_logging(&loaded.config);
+    for w in &loaded.warnings {
+        tracing::warn!("{w}");
+    }
+    let rt = match tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("gala-gopher: cannot start runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match rt.block_on(run(loaded, cli.config)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            tracing::error!("{e:#}");
+            eprintln!("gala-gopher: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn init_logging(cfg: &GopherConfig) {
+    let default = cfg.global.log_level.as_str().to_string();
+    let filter = tracing_subscriber::EnvFilter::try_from_env("GALA_GOPHER_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_target(false)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+        .init();
+}
+
+/// Config entries → the supervisor's view.
+fn configured_probes(cfg: &GopherConfig) -> anyhow::Result<Vec<ConfiguredProbe>> {
+    let check =
+        |name: &str, s: &Option<String>, t: CheckType| -> anyhow::Result<Option<StartCheck>> {
+            Ok(match (s, t) {
+                (None, _) => None,
+                (Some(cmd), CheckType::Count) => Some(StartCheck::ShellCount(cmd.clone())),
+                (Some(re), CheckType::Process) => Some(StartCheck::ProcessRegex(
+                    regex::Regex::new(re)
+                        .with_context(|| format!("probe {name}: start_check regex"))?,
+                )),
+            })
+        };
+    let switch = |s: config::Switch| match s {
+        config::Switch::On => Switch::On,
+        config::Switch::Off => Switch::Off,
+        config::Switch::Auto => Switch::Auto,
+    };
+    let mut out = Vec::new();
+    for p in &cfg.probes {
+        out.push(ConfiguredProbe {
+            name: p.name.clone(),
+            command: None,
+            param: p.param.clone(),
+            switch: switch(p.switch),
+            start_check: check(&p.name, &p.start_check, p.check_type)?,
+        });
+    }
+    for p in &cfg.extend_probes {
+        out.push(ConfiguredProbe {
+            name: p.name.clone(),
+            command: Some(p.command.clone()),
+            param: p.param.clone(),
+            switch: switch(p.switch),
+            start_check: check(&p.name, &p.start_check, p.check_type)?,
+        });
+    }
+    Ok(out)
+}
+
+async fn run(loaded: LoadedConfig, config_path: PathBuf) -> anyhow::Result<()> {
+    let cfg = &loaded.config;
+    if cfg.web_server.ssl_auth {
+        anyhow::bail!(
+            "{}: web_server.ssl_auth = \"on\" is not supported yet; terminate TLS in front of the agent",
+            config_path.display()
+        );
+    }
+    let machine_id = std::env::var("GALA_GOPHER_MACHINE_ID")
+        .ok()
+        .filter(|s| !s.is_empty())
+        .unwrap_or_else(|| gala_gopher::machine_id::machine_id(std::path::Path::new("/")));
+    let registry = meta::load_dir(&cfg.global.meta_dir)
+        .with_context(|| format!("loading meta_dir {}", cfg.global.meta_dir.display()))?;
+    tracing::info!(
+        machine_id = %machine_id,
+        tables = registry.len(),
+        meta_dir = %cfg.global.meta_dir.display(),
+        "gala-gopher starting"
+    );
+    let registry: Arc<RwLock<SchemaRegistry>> = Arc::new(RwLock::new(registry));
+    let store = Arc::new(TableStore::new(
+        StoreLimits {
+            max_tables: cfg.imdb.max_tables_num as usize,
+            max_records: cfg.imdb.max_records_num as usize,
+            record_timeout_ms: cfg.imdb.record_timeout.saturating_mul(1000),
+        },
+        &machine_id,
+    ));
+    let telemetry = Arc::new(Telemetry::default());
+    let ingest = Arc::new(Ingest::new(
+        Arc::clone(&registry),
+        Arc::clone(&store),
+        Arc::new(LogEvents),
+        cfg.global.max_line_bytes,
+        cfg.imdb.max_metrics_num as usize,
+    ));
+
+    if let Err(e) = supervisor::child::become_subreaper() {
+        tracing::warn!("cannot become child subreaper: {e}");
+    }
+    let sup = Supervisor::new(
+        ingest,
+        Arc::clone(&telemetry),
+        SupervisorOptions {
+            grace: STOP_GRACE,
+            ..SupervisorOptions::default()
+        },
+    );
+    let (configured_tx, configured_rx) = watch::channel(configured_probes(cfg)?);
+    let discovery = discovery::spawn_discovery_loop(
+        sup.clone(),
+        DiscoveryInputs {
+            probes_dir: cfg.global.probes_dir.clone(),
+            meta_dir: cfg.global.meta_dir.clone(),
+            sdk_dir: cfg.global.sdk_dir.clone(),
+            configured: configured_rx,
+        },
+        discovery::DISCOVERY_INTERVAL,
+    );
+
+    let expiry_store = Arc::clone(&store);
+    let expiry = tokio::spawn(async move {
+        let mut tick = tokio::time::interval(Duration::from_secs(1));
+        loop {
+            tick.tick().await;
+            expiry_store.expire(now_ms());
+        }
+    });
+
+    let (stop_tx, stop_rx) = watch::channel(false);
+    let mut server = None;
+    if cfg.metric.out_channel.contains(OutChannel::WebServer) {
+        let addr = SocketAddr::new(cfg.web_server.bind_addr, cfg.web_server.port);
+        let listener = tokio::net::TcpListener::bind(addr)
+            .await
+            .with_context(|| format!("binding web_server {addr}"))?;
+        tracing::info!(%addr, "serving /metrics");
+        let state = MetricsState {
+            store: Arc::clone(&store),
+            telemetry: Arc::clone(&telemetry),
+            options: RenderOptions {
+                timestamps: cfg.web_server.timestamps,
+            },
+        };
+        let mut rx = stop_rx.clone();
+        server = Some(tokio::spawn(async move {
+            let shutdown = async move {
+                let _ = rx.wait_for(|s| *s).await;
+            };
+            if let Err(e) = axum::serve(listener, http::router(state))
+                .with_graceful_shutdown(shutdown)
+                .await
+            {
+                tracing::error!("web_server: {e}");
+            }
+        }));
+    }
+
+    let mut sigterm = signal(SignalKind::terminate())?;
+    let mut sigint = signal(SignalKind::interrupt())?;
+    let mut sighup = signal(SignalKind::hangup())?;
+    loop {
+        tokio::select! {
+            _ = sigterm.recv() => break,
+            _ = sigint.recv() => break,
+            _ = sighup.recv() => {
+                match config::load(&config_path).map_err(anyhow::Error::from).and_then(|l| configured_probes(&l.config)) {
+                    Ok(probes) => {
+                        tracing::info!("SIGHUP: probe configuration reloaded");
+                        let _ = configured_tx.send(probes);
+                    }
+                    Err(e) => tracing::error!("SIGHUP: configuration not reloaded: {e:#}"),
+                }
+            }
+        }
+    }
+    tracing::info!("stopping");
+    discovery.abort();
+    sup.shutdown().await;
+    let _ = stop_tx.send(true);
+    if let Some(s) = server {
+        let _ = tokio::time::timeout(Duration::from_secs(1), s).await;
+    }
+    expiry.abort();
+    tracing::info!("stopped");
     Ok(())
 }

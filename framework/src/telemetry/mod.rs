@@ -1,6 +1,10 @@
 //! Self-metrics: every drop, parse error, restart and lost event is counted here and exported as a
 //! `gala_gopher_self_*` metric and in `GET /status`.
 
+mod render;
+
+pub use render::render_self_metrics;
+
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
@@ -140,7 +144,10 @@ impl ProbeStats {
 
     /// Current state.
     pub fn state(&self) -> ProbeState {
-        self.state.lock().map(|s| s.clone()).unwrap_or(ProbeState::Failed)
+        self.state
+            .lock()
+            .map(|s| s.clone())
+            .unwrap_or(ProbeState::Failed)
     }
 
     /// Set the current state.

@@ -1,0 +1,4 @@
+//! Exporters: pull (Prometheus text) and push sinks.
+
+pub mod http;
+pub mod prometheus;

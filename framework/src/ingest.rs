@@ -1,0 +1,292 @@
+//! Ingest: the reader side of a probe's stdout. Framer → parser → schema lookup → store, with
+//! every drop counted per probe and reason. Non-record lines go to the daemon log (rate-limited),
+//! `|event|…|` lines go to the event path instead of the store.
+
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::atomic::Ordering;
+use std::sync::{Arc, RwLock};
+use std::time::{Instant, SystemTime, UNIX_EPOCH};
+
+use tokio::io::AsyncReadExt;
+
+use crate::meta::{SchemaRef, SchemaRegistry};
+use crate::store::{Scratch, TableStore};
+use crate::supervisor::{OutputSink, ProbeSpec};
+use crate::telemetry::{DropReason, ProbeStats};
+use crate::wire::{parse_record, FramedLine, Framer, ParseError};
+
+/// Log lines forwarded per probe per second before the rest are only counted.
+const LOG_LINES_PER_SEC: u32 = 50;
+
+/// Unix time in milliseconds.
+pub fn now_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0)
+}
+
+/// Receives `|event|…|` lines (raw values after the table name).
+pub trait EventSink: Send + Sync + 'static {
+    /// Handle one event record from `probe`.
+    fn event(&self, probe: &str, values: &[&str]);
+}
+
+/// Event sink that only logs (used until a push channel is configured).
+#[derive(Debug, Default)]
+pub struct LogEvents;
+
+impl EventSink for LogEvents {
+    fn event(&self, probe: &str, values: &[&str]) {
+        tracing::info!(probe, event = values.join("|"), "probe event");
+    }
+}
+
+/// The ingest path shared by all probe readers.
+pub struct Ingest {
+    registry: Arc<RwLock<SchemaRegistry>>,
+    store: Arc<TableStore>,
+    events: Arc<dyn EventSink>,
+    max_line: usize,
+    max_fields: usize,
+}
+
+impl Ingest {
+    /// Build the ingest path.
+    pub fn new(
+        registry: Arc<RwLock<SchemaRegistry>>,
+        store: Arc<TableStore>,
+        events: Arc<dyn EventSink>,
+        max_line: usize,
+        max_fields: usize,
+    ) -> Self {
+        Ingest {
+            registry,
+            store,
+            events,
+            max_line,
+            max_fields,
+        }
+    }
+
+    /// A line handler with its own scratch state (one per probe reader).
+    pub fn handler(&self, stats: Arc<ProbeStats>) -> LineHandler {
+        LineHandler {
+            registry: Arc::clone(&self.registry),
+            store: Arc::clone(&self.store),
+            events: Arc::clone(&self.events),
+            stats,
+            scratch: Scratch::default(),
+            cached: None,
+            log_window: Instant::now(),
+            log_budget: LOG_LINES_PER_SEC,
+            suppressed: 0,
+            now_ms: now_ms(),
+        }
+    }
+
+    /// Read `reader` to EOF through the framer and a [`LineHandler`].
+    pub async fn consume_reader<R: tokio::io::AsyncRead + Unpin>(
+        &self,
+        stats: Arc<ProbeStats>,
+        mut reader: R,
+    ) {
+        let mut handler = self.handler(stats);
+        let mut framer = Framer::new(self.max_line);
+        let mut buf = vec![0u8; 64 * 1024];
+        loop {
+            let n = match reader.read(&mut buf).await {
+                Ok(0) => break,
+                Ok(n) => n,
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+                Err(e) => {
+                    tracing::warn!(probe = %handler.stats.name, error = %e, "reading probe stdout");
+                    break;
+                }
+            };
+            handler.now_ms = now_ms();
+            framer.push(&buf[..n], |l| handler.handle(l));
+        }
+        framer.finish(|l| handler.handle(l));
+        handler.flush_suppressed();
+    }
+}
+
+impl OutputSink for Ingest {
+    fn prepare(&self, spec: &ProbeSpec) -> Result<(), String> {
+        let mut reg = self.registry.write().unwrap_or_else(|p| p.into_inner());
+        for path in &spec.meta_files {
+            let tables = reg.add_file(path).map_err(|e| e.to_string())?;
+            if let Some(t) = tables.iter().find(|t| t.fields.len() > self.max_fields) {
+                let origin = t.origin.clone();
+                let (name, n) = (t.table_name.clone(), t.fields.len());
+                reg.remove_file(path);
+                return Err(format!(
+                    "{origin}: table {name} has {n} fields, more than imdb.max_metrics_num = {}",
+                    self.max_fields
+                ));
+            }
+        }
+        Ok(())
+    }
+
+    fn retire(&self, spec: &ProbeSpec) {
+        let mut reg = self.registry.write().unwrap_or_else(|p| p.into_inner());
+        for path in &spec.meta_files {
+            reg.remove_file(path);
+        }
+    }
+
+    fn consume(
+        &self,
+        stats: Arc<ProbeStats>,
+        stdout: tokio::process::ChildStdout,
+    ) -> Pin<Box<dyn Future<Output = ()> + Send>> {
+        let this = Ingest {
+            registry: Arc::clone(&self.registry),
+            store: Arc::clone(&self.store),
+            events: Arc::clone(&self.events),
+            max_line: self.max_line,
+            max_fields: self.max_fields,
+        };
+        Box::pin(async move { this.consume_reader(stats, stdout).await })
+    }
+}
+
+/// Per-probe line handler: parse, look up, store, count.
+pub struct LineHandler {
+    registry: Arc<RwLock<SchemaRegistry>>,
+    store: Arc<TableStore>,
+    events: Arc<dyn EventSink>,
+    stats: Arc<ProbeStats>,
+    scratch: Scratch,
+    cached: Option<SchemaRef>,
+    log_window: Instant,
+    log_budget: u32,
+    suppressed: u64,
+    /// Timestamp applied to records of the current chunk.
+    pub now_ms: u64,
+}
+
+impl LineHandler {
+    /// Handle one framed line.
+    pub fn handle(&mut self, line: FramedLine<'_>) {
+        let bytes = match line {
+            FramedLine::TooLong => {
+                self.stats.drop_line(DropReason::TooLong);
+                return;
+            }
+            FramedLine::Line(b) => b,
+        };
+        let text = match std::str::from_utf8(bytes) {
+            Ok(t) => t,
+            Err(_) => {
+                if bytes.first() == Some(&b'|') {
+                    self.stats.drop_line(DropReason::InvalidUtf8);
+                } else {
+                    self.log_line(&String::from_utf8_lossy(bytes));
+                }
+                return;
+            }
+        };
+        let mut values: Vec<&str> = Vec::new();
+        let table = match parse_record(text, &mut values) {
+            Ok(t) => t,
+            Err(ParseError::NotRecord) => {
+                if !text.trim().is_empty() {
+                    self.log_line(text);
+                }
+                return;
+            }
+            Err(ParseError::Malformed) => {
+                self.stats.drop_line(DropReason::Malformed);
+                return;
+            }
+        };
+        if table == "event" {
+            self.events.event(&self.stats.name, &values);
+            self.stats.records.fetch_add(1, Ordering::Relaxed);
+            return;
+        }
+        let Some(schema) = self.schema(table) else {
+            self.stats.drop_line(DropReason::UnknownTable);
+            return;
+        };
+        match self
+            .store
+            .upsert(&schema, &values, self.now_ms, &mut self.scratch)
+        {
+            Ok(up) => {
+                if up.bad_values > 0 {
+                    self.stats
+                        .drop_lines(DropReason::BadValue, u64::from(up.bad_values));
+                }
+                self.stats.records.fetch_add(1, Ordering::Relaxed);
+                self.stats
+                    .last_record_ms
+                    .store(self.now_ms, Ordering::Relaxed);
+            }
+            Err(reason) => self.stats.drop_line(reason),
+        }
+    }
+
+    fn schema(&mut self, table: &str) -> Option<SchemaRef> {
+        let reg = self.registry.read().unwrap_or_else(|p| p.into_inner());
+        let current = reg.get(table)?;
+        match &self.cached {
+            Some(c) if Arc::ptr_eq(c, current) => Some(Arc::clone(c)),
+            _ => {
+                self.cached = Some(Arc::clone(current));
+                self.cached.clone()
+            }
+        }
+    }
+
+    fn log_line(&mut self, line: &str) {
+        self.stats.log_lines.fetch_add(1, Ordering::Relaxed);
+        if self.log_window.elapsed().as_secs() >= 1 {
+            self.flush_suppressed();
+            self.log_window = Instant::now();
+            self.log_budget = LOG_LINES_PER_SEC;
+        }
+        if self.log_budget == 0 {
+            self.suppressed += 1;
+            return;
+        }
+        self.log_budget -= 1;
+        log_probe_line(&self.stats.name, line);
+    }
+
+    fn flush_suppressed(&mut self) {
+        if self.suppressed > 0 {
+            tracing::warn!(probe = %self.stats.name, suppressed = self.suppressed,
+                "probe output lines not logged (rate limit)");
+            self.suppressed = 0;
+        }
+    }
+}
+
+/// Log a probe's non-record line at the level its prefix names (`[DEBUG]`, `[INFO]`, `[WARN]`,
+/// `[ERROR]`; no prefix → info).
+pub fn log_probe_line(probe: &str, line: &str) {
+    let line = line.trim_end();
+    let (level, msg) = if let Some(m) = line.strip_prefix("[ERROR]") {
+        (tracing::Level::ERROR, m)
+    } else if let Some(m) = line.strip_prefix("[WARN]") {
+        (tracing::Level::WARN, m)
+    } else if let Some(m) = line.strip_prefix("[INFO]") {
+        (tracing::Level::INFO, m)
+    } else if let Some(m) = line.strip_prefix("[DEBUG]") {
+        (tracing::Level::DEBUG, m)
+    } else {
+        (tracing::Level::INFO, line)
+    };
+    let msg = msg.trim_start();
+    match level {
+        tracing::Level::ERROR => tracing::error!(probe, "{msg}"),
+        tracing::Level::WARN => tracing::warn!(probe, "{msg}"),
+        tracing::Level::DEBUG => tracing::debug!(probe, "{msg}"),
+        _ => tracing::info!(probe, "{msg}"),
+    }
+}

@@ -1,0 +1,530 @@
+//! Table store ("imdb"): per table, the latest record per key tuple.
+//!
+//! Architecture invariant: no I/O here. Label strings are rendered once when a record's labels
+//! change, never at scrape time. Memory is bounded by `max_tables_num × max_records_num` rows.
+
+pub mod value;
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, RwLock};
+
+use indexmap::IndexMap;
+
+use crate::meta::{FieldKind, SchemaRef};
+use crate::telemetry::DropReason;
+use crate::wire::{unescape_into, value_is_absent};
+
+/// Caps and expiry.
+#[derive(Debug, Clone, Copy)]
+pub struct StoreLimits {
+    /// `imdb.max_tables_num`.
+    pub max_tables: usize,
+    /// `imdb.max_records_num` (per table).
+    pub max_records: usize,
+    /// `imdb.record_timeout` in milliseconds.
+    pub record_timeout_ms: u64,
+}
+
+impl Default for StoreLimits {
+    fn default() -> Self {
+        StoreLimits {
+            max_tables: 1024,
+            max_records: 1024,
+            record_timeout_ms: 60_000,
+        }
+    }
+}
+
+/// The latest record for one key tuple.
+#[derive(Debug, Clone)]
+pub struct Row {
+    labels: String,
+    label_src: String,
+    text: String,
+    spans: Vec<Option<(u32, u32)>>,
+    updated_ms: u64,
+}
+
+impl Row {
+    /// Rendered Prometheus label set without braces, e.g. `k="a",machine_id="m"`.
+    pub fn labels(&self) -> &str {
+        &self.labels
+    }
+
+    /// Unescaped value of field `i`, `None` if absent or invalid.
+    pub fn value(&self, i: usize) -> Option<&str> {
+        let (s, e) = (*self.spans.get(i)?)?;
+        self.text.get(s as usize..e as usize)
+    }
+
+    /// Unix time in ms of the last update.
+    pub fn updated_ms(&self) -> u64 {
+        self.updated_ms
+    }
+}
+
+/// One table: its schema and its rows in first-seen order.
+#[derive(Debug)]
+pub struct Table {
+    schema: SchemaRef,
+    rows: IndexMap<String, Row>,
+}
+
+impl Table {
+    /// Schema the rows follow.
+    pub fn schema(&self) -> &SchemaRef {
+        &self.schema
+    }
+
+    /// Rows in first-seen order.
+    pub fn rows(&self) -> impl Iterator<Item = &Row> {
+        self.rows.values()
+    }
+
+    /// Number of live rows.
+    pub fn len(&self) -> usize {
+        self.rows.len()
+    }
+
+    /// Whether the table has no rows.
+    pub fn is_empty(&self) -> bool {
+        self.rows.is_empty()
+    }
+}
+
+/// Reusable buffers for [`TableStore::upsert`], one per ingest task.
+#[derive(Debug, Default)]
+pub struct Scratch {
+    key: String,
+    label_src: String,
+    text: String,
+    spans: Vec<Option<(u32, u32)>>,
+}
+
+/// Result of a successful upsert.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Upserted {
+    /// Metric values that were not numbers (or malformed histograms) and were left out.
+    pub bad_values: u32,
+    /// Whether a new series (key tuple) was created.
+    pub new_row: bool,
+}
+
+/// Store-wide counters.
+#[derive(Debug, Default)]
+pub struct StoreCounters {
+    /// New tables refused at `max_tables_num`.
+    pub dropped_table_limit: AtomicU64,
+    /// New keys refused at `max_records_num`.
+    pub dropped_record_limit: AtomicU64,
+    /// Rows removed after `record_timeout` without update.
+    pub expired: AtomicU64,
+}
+
+/// All tables.
+#[derive(Debug)]
+pub struct TableStore {
+    tables: RwLock<HashMap<String, Arc<Mutex<Table>>>>,
+    limits: StoreLimits,
+    machine_id: String,
+    /// Drop and expiry counters (exported as self-metrics).
+    pub counters: StoreCounters,
+}
+
+fn lock(t: &Mutex<Table>) -> MutexGuard<'_, Table> {
+    // A panic while holding the lock cannot leave a row half-written in a way that matters more
+    // than losing the table, so keep serving.
+    t.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+/// Append `v` to `out` escaped as a Prometheus label value.
+pub fn escape_label_value(v: &str, out: &mut String) {
+    for c in v.chars() {
+        match c {
+            '\\' => out.push_str("\\\\"),
+            '"' => out.push_str("\\\""),
+            '\n' => out.push_str("\\n"),
+            c => out.push(c),
+        }
+    }
+}
+
+impl TableStore {
+    /// An empty store; `machine_id` is added as the last label of every series.
+    pub fn new(limits: StoreLimits, machine_id: &str) -> Self {
+        TableStore {
+            tables: RwLock::new(HashMap::new()),
+            limits,
+            machine_id: machine_id.to_string(),
+            counters: StoreCounters::default(),
+        }
+    }
+
+    /// The configured limits.
+    pub fn limits(&self) -> StoreLimits {
+        self.limits
+    }
+
+    /// Insert or update the record `raw` (raw, still-escaped values in field order) of `schema`.
+    pub fn upsert(
+        &self,
+        schema: &SchemaRef,
+        raw: &[&str],
+        now_ms: u64,
+        scratch: &mut Scratch,
+    ) -> Result<Upserted, DropReason> {
+        if raw.len() != schema.fields.len() {
+            return Err(DropReason::FieldCount);
+        }
+        let Scratch {
+            key,
+            label_src,
+            text,
+            spans,
+        } = scratch;
+        key.clear();
+        label_src.clear();
+        text.clear();
+        spans.clear();
+        let mut bad_values = 0u32;
+        for (field, raw_v) in schema.fields.iter().zip(raw) {
+            if value_is_absent(raw_v) {
+                if field.kind == FieldKind::Key {
+                    return Err(DropReason::EmptyKey);
+                }
+                if field.kind.is_label() {
+                    label_src.push('\u{1e}');
+                }
+                spans.push(None);
+                continue;
+            }
+            let start = text.len();
+            unescape_into(raw_v, text);
+            let end = text.len();
+            let v = &text[start..end];
+            let valid = match field.kind {
+                FieldKind::Gauge | FieldKind::Counter | FieldKind::Summary => value::is_number(v),
+                FieldKind::Histogram => value::parse_histogram(v).is_some(),
+                _ => true,
+            };
+            if field.kind == FieldKind::Key {
+                key.push_str(v);
+                key.push('\u{1f}');
+            }
+            if field.kind.is_label() {
+                label_src.push_str(v);
+                label_src.push('\u{1f}');
+            }
+            if valid {
+                spans.push(Some((start as u32, end as u32)));
+            } else {
+                bad_values += 1;
+                text.truncate(start);
+                spans.push(None);
+            }
+        }
+
+        let table = self.table_for(schema)?;
+        let mut t = lock(&table);
+        if !Arc::ptr_eq(&t.schema, schema) {
+            // The table's schema was replaced (meta reloaded): old rows no longer line up.
+            t.rows.clear();
+            t.schema = Arc::clone(schema);
+        }
+        let max_records = self.limits.max_records;
+        let rows_len = t.rows.len();
+        let (row, new_row) = match t.rows.get_mut(key.as_str()) {
+            Some(row) => {
+                std::mem::swap(&mut row.text, text);
+                std::mem::swap(&mut row.spans, spans);
+                if row.label_src != *label_src {
+                    std::mem::swap(&mut row.label_src, label_src);
+                    render_labels(schema, row, &self.machine_id);
+                }
+                row.updated_ms = now_ms;
+                return Ok(Upserted {
+                    bad_values,
+                    new_row: false,
+                });
+            }
+            None => {
+                if rows_len >= max_records {
+                    self.counters
+                        .dropped_record_limit
+                        .fetch_add(1, Ordering::Relaxed);
+                    return Err(DropReason::StoreFull);
+                }
+                let mut row = Row {
+                    labels: String::new(),
+                    label_src: label_src.clone(),
+                    text: text.clone(),
+                    spans: spans.clone(),
+                    updated_ms: now_ms,
+                };
+                render_labels(schema, &mut row, &self.machine_id);
+                (row, true)
+            }
+        };
+        t.rows.insert(key.clone(), row);
+        Ok(Upserted {
+            bad_values,
+            new_row,
+        })
+    }
+
+    fn table_for(&self, schema: &SchemaRef) -> Result<Arc<Mutex<Table>>, DropReason> {
+        {
+            let tables = self.tables.read().unwrap_or_else(|p| p.into_inner());
+            if let Some(t) = tables.get(&schema.table_name) {
+                return Ok(Arc::clone(t));
+            }
+        }
+        let mut tables = self.tables.write().unwrap_or_else(|p| p.into_inner());
+        if let Some(t) = tables.get(&schema.table_name) {
+            return Ok(Arc::clone(t));
+        }
+        if tables.len() >= self.limits.max_tables {
+            self.counters
+                .dropped_table_limit
+                .fetch_add(1, Ordering::Relaxed);
+            return Err(DropReason::StoreFull);
+        }
+        let t = Arc::new(Mutex::new(Table {
+            schema: Arc::clone(schema),
+            rows: IndexMap::new(),
+        }));
+        tables.insert(schema.table_name.clone(), Arc::clone(&t));
+        Ok(t)
+    }
+
+    /// Remove rows not updated within `record_timeout`; returns how many were removed.
+    /// Empty tables are removed too, so a retired probe's tables do not linger.
+    pub fn expire(&self, now_ms: u64) -> usize {
+        let timeout = self.limits.record_timeout_ms;
+        let mut removed = 0;
+        let mut empty = Vec::new();
+        for (name, table) in self.snapshot_named() {
+            let mut t = lock(&table);
+            let before = t.rows.len();
+            t.rows
+                .retain(|_, r| now_ms.saturating_sub(r.updated_ms) <= timeout);
+            removed += before - t.rows.len();
+            if t.rows.is_empty() {
+                empty.push(name);
+            }
+        }
+        if !empty.is_empty() {
+            let mut tables = self.tables.write().unwrap_or_else(|p| p.into_inner());
+            for name in empty {
+                let still_empty = tables.get(&name).is_some_and(|t| lock(t).rows.is_empty());
+                if still_empty {
+                    tables.remove(&name);
+                }
+            }
+        }
+        self.counters
+            .expired
+            .fetch_add(removed as u64, Ordering::Relaxed);
+        removed
+    }
+
+    fn snapshot_named(&self) -> Vec<(String, Arc<Mutex<Table>>)> {
+        let tables = self.tables.read().unwrap_or_else(|p| p.into_inner());
+        let mut v: Vec<_> = tables
+            .iter()
+            .map(|(k, t)| (k.clone(), Arc::clone(t)))
+            .collect();
+        v.sort_by(|a, b| a.0.cmp(&b.0));
+        v
+    }
+
+    /// All tables sorted by name.
+    pub fn tables(&self) -> Vec<Arc<Mutex<Table>>> {
+        self.snapshot_named().into_iter().map(|(_, t)| t).collect()
+    }
+
+    /// Run `f` with the locked table.
+    pub fn with_table<R>(table: &Mutex<Table>, f: impl FnOnce(&Table) -> R) -> R {
+        f(&lock(table))
+    }
+
+    /// Live rows per table, sorted by table name.
+    pub fn series_per_table(&self) -> Vec<(String, usize)> {
+        self.snapshot_named()
+            .into_iter()
+            .map(|(n, t)| {
+                let len = lock(&t).rows.len();
+                (n, len)
+            })
+            .collect()
+    }
+
+    /// Machine id used as the last label.
+    pub fn machine_id(&self) -> &str {
+        &self.machine_id
+    }
+}
+
+fn render_labels(schema: &SchemaRef, row: &mut Row, machine_id: &str) {
+    let mut out = std::mem::take(&mut row.labels);
+    out.clear();
+    let mut has_machine_id = false;
+    for (i, f) in schema.fields.iter().enumerate() {
+        if !f.kind.is_label() {
+            continue;
+        }
+        has_machine_id |= f.name == "machine_id";
+        if let Some(v) = row.value(i) {
+            if !out.is_empty() {
+                out.push(',');
+            }
+            out.push_str(&f.name);
+            out.push_str("=\"");
+            escape_label_value(v, &mut out);
+            out.push('"');
+        }
+    }
+    if !has_machine_id {
+        if !out.is_empty() {
+            out.push(',');
+        }
+        out.push_str("machine_id=\"");
+        escape_label_value(machine_id, &mut out);
+        out.push('"');
+    }
+    row.labels = out;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::meta::{Field, TableSchema};
+
+    fn schema() -> SchemaRef {
+        let f = |name: &str, kind| Field {
+            name: name.into(),
+            kind,
+            description: format!("{name} desc"),
+        };
+        Arc::new(TableSchema {
+            table_name: "t".into(),
+            entity_name: "E".into(),
+            version: "1.0.0".into(),
+            fields: vec![
+                f("k", FieldKind::Key),
+                f("l", FieldKind::Label),
+                f("g", FieldKind::Gauge),
+                f("c", FieldKind::Counter),
+            ],
+            origin: "test".into(),
+        })
+    }
+
+    fn store(max_records: usize) -> TableStore {
+        TableStore::new(
+            StoreLimits {
+                max_tables: 2,
+                max_records,
+                record_timeout_ms: 1000,
+            },
+            "M",
+        )
+    }
+
+    fn rows(s: &TableStore) -> Vec<(String, Vec<Option<String>>)> {
+        let mut out = Vec::new();
+        for t in s.tables() {
+            TableStore::with_table(&t, |t| {
+                for r in t.rows() {
+                    let vals = (0..4).map(|i| r.value(i).map(str::to_string)).collect();
+                    out.push((r.labels().to_string(), vals));
+                }
+            });
+        }
+        out
+    }
+
+    #[test]
+    fn latest_value_per_key_wins() {
+        let s = store(10);
+        let sc = &mut Scratch::default();
+        let sch = schema();
+        s.upsert(&sch, &["a", "x", "1", "2"], 0, sc).unwrap();
+        s.upsert(&sch, &["a", "x", "5", "6"], 1, sc).unwrap();
+        s.upsert(&sch, &["b", "", "7", "(null)"], 1, sc).unwrap();
+        let r = rows(&s);
+        assert_eq!(r.len(), 2);
+        assert_eq!(r[0].0, r#"k="a",l="x",machine_id="M""#);
+        assert_eq!(r[0].1[2].as_deref(), Some("5"));
+        assert_eq!(r[1].0, r#"k="b",machine_id="M""#);
+        assert_eq!(r[1].1[3], None);
+    }
+
+    #[test]
+    fn labels_rerendered_on_change_and_escaped() {
+        let s = store(10);
+        let sc = &mut Scratch::default();
+        let sch = schema();
+        s.upsert(&sch, &["a", "x", "1", "2"], 0, sc).unwrap();
+        s.upsert(&sch, &["a", r#"q"u\\o\nte"#, "1", "2"], 0, sc)
+            .unwrap();
+        assert_eq!(rows(&s)[0].0, r#"k="a",l="q\"u\\o\nte",machine_id="M""#);
+    }
+
+    #[test]
+    fn rejects_bad_shapes() {
+        let s = store(10);
+        let sc = &mut Scratch::default();
+        let sch = schema();
+        assert_eq!(
+            s.upsert(&sch, &["a", "x", "1"], 0, sc),
+            Err(DropReason::FieldCount)
+        );
+        assert_eq!(
+            s.upsert(&sch, &["a", "x", "1", "2", "3"], 0, sc),
+            Err(DropReason::FieldCount)
+        );
+        assert_eq!(
+            s.upsert(&sch, &["", "x", "1", "2"], 0, sc),
+            Err(DropReason::EmptyKey)
+        );
+        assert_eq!(
+            s.upsert(&sch, &["(null)", "x", "1", "2"], 0, sc),
+            Err(DropReason::EmptyKey)
+        );
+        let up = s.upsert(&sch, &["a", "x", "abc", "2"], 0, sc).unwrap();
+        assert_eq!(up.bad_values, 1);
+        assert_eq!(rows(&s)[0].1[2], None);
+        assert_eq!(rows(&s)[0].1[3].as_deref(), Some("2"));
+    }
+
+    #[test]
+    fn caps_new_keys_but_updates_existing() {
+        let s = store(2);
+        let sc = &mut Scratch::default();
+        let sch = schema();
+        s.upsert(&sch, &["a", "", "1", "1"], 0, sc).unwrap();
+        s.upsert(&sch, &["b", "", "1", "1"], 0, sc).unwrap();
+        assert_eq!(
+            s.upsert(&sch, &["c", "", "1", "1"], 0, sc),
+            Err(DropReason::StoreFull)
+        );
+        s.upsert(&sch, &["a", "", "9", "9"], 0, sc).unwrap();
+        assert_eq!(rows(&s)[0].1[2].as_deref(), Some("9"));
+        assert_eq!(s.counters.dropped_record_limit.load(Ordering::Relaxed), 1);
+    }
+
+    #[test]
+    fn expiry_removes_stale_rows_and_empty_tables() {
+        let s = store(10);
+        let sc = &mut Scratch::default();
+        let sch = schema();
+        s.upsert(&sch, &["a", "", "1", "1"], 0, sc).unwrap();
+        s.upsert(&sch, &["b", "", "1", "1"], 900, sc).unwrap();
+        assert_eq!(s.expire(1500), 1);
+        assert_eq!(rows(&s).len(), 1);
+        assert_eq!(s.expire(5000), 1);
+        assert!(s.tables().is_empty());
+    }
+}

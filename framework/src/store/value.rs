@@ -1,0 +1,125 @@
+//! Metric value validation: numbers (Prometheus float syntax) and upstream histograms.
+
+/// Whether `text` is a number Prometheus accepts. `NaN`, `+Inf`, `-Inf` and exponents are valid.
+pub fn is_number(text: &str) -> bool {
+    let t = text.trim();
+    if t.is_empty() {
+        return false;
+    }
+    // f64::from_str also accepts "infinity"/"nan" in any case, which is what we want; reject
+    // things Rust accepts but Prometheus text parsers may not, like a trailing '.' alone.
+    t.parse::<f64>().is_ok() && t != "." && !t.starts_with("0x")
+}
+
+/// Canonical Prometheus rendering of a valid number: the original text for ordinary decimals,
+/// `NaN` / `+Inf` / `-Inf` for the special values.
+pub fn canonical_number(text: &str) -> &str {
+    let t = text.trim();
+    // Fast path: ordinary decimals end in a digit or '.'; only words like nan/inf need work.
+    if t.as_bytes()
+        .last()
+        .is_some_and(|b| b.is_ascii_digit() || *b == b'.')
+    {
+        return t;
+    }
+    match t.parse::<f64>() {
+        Ok(v) if v.is_nan() => "NaN",
+        Ok(v) if v.is_infinite() && v > 0.0 => "+Inf",
+        Ok(v) if v.is_infinite() => "-Inf",
+        _ => t,
+    }
+}
+
+/// A decoded upstream histogram `N b1 c1 … bN cN sum max` (cumulative counts).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Histogram<'a> {
+    /// Upper bounds and cumulative counts, as text, in order.
+    pub buckets: Vec<(&'a str, &'a str)>,
+    /// Sum of observations.
+    pub sum: &'a str,
+    /// Largest observation (upstream extra).
+    pub max: &'a str,
+    /// Total count (the last cumulative count).
+    pub count: &'a str,
+}
+
+/// Decode and validate an upstream histogram value. Rejects a non-positive N, missing or extra
+/// tokens, non-numeric tokens, decreasing bounds or decreasing counts.
+pub fn parse_histogram(text: &str) -> Option<Histogram<'_>> {
+    let mut it = text.split_ascii_whitespace();
+    let n: usize = it.next()?.parse().ok()?;
+    if n == 0 || n > 1024 {
+        return None;
+    }
+    let mut buckets = Vec::with_capacity(n);
+    let mut last_bound = f64::NEG_INFINITY;
+    let mut last_count = 0f64;
+    for _ in 0..n {
+        let b = it.next()?;
+        let c = it.next()?;
+        let bv: f64 = b.parse().ok()?;
+        let cv: f64 = c.parse().ok()?;
+        if bv.is_nan() || bv <= last_bound || cv.is_nan() || cv < last_count || cv < 0.0 {
+            return None;
+        }
+        last_bound = bv;
+        last_count = cv;
+        buckets.push((b, c));
+    }
+    let sum = it.next()?;
+    let max = it.next()?;
+    if it.next().is_some() || !is_number(sum) || !is_number(max) {
+        return None;
+    }
+    let count = buckets.last().map(|(_, c)| *c)?;
+    Some(Histogram {
+        buckets,
+        sum,
+        max,
+        count,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn numbers() {
+        for ok in [
+            "1", "-2", "3.5", "1e9", "-1.5E-3", "NaN", "+Inf", "-Inf", "inf", "+5", ".5",
+        ] {
+            assert!(is_number(ok), "{ok}");
+        }
+        for bad in ["", "abc", "1,5", "0x10", "1_000", "--1", "."] {
+            assert!(!is_number(bad), "{bad}");
+        }
+        assert_eq!(canonical_number("nan"), "NaN");
+        assert_eq!(canonical_number("inf"), "+Inf");
+        assert_eq!(canonical_number("-infinity"), "-Inf");
+        assert_eq!(canonical_number("12.50"), "12.50");
+    }
+
+    #[test]
+    fn histogram_vector_from_reference() {
+        let h = parse_histogram("3 10 1 100 3 1000 3 250 900").unwrap();
+        assert_eq!(h.buckets, vec![("10", "1"), ("100", "3"), ("1000", "3")]);
+        assert_eq!((h.sum, h.max, h.count), ("250", "900", "3"));
+    }
+
+    #[test]
+    fn histogram_rejections() {
+        for bad in [
+            "0 250 900",
+            "2 10 1 100",
+            "2 10 3 100 1 5 5",
+            "2 100 1 10 3 5 5",
+            "1 10 1 5 5 extra",
+            "x 10 1 5 5",
+            "1 10 a 5 5",
+            "",
+        ] {
+            assert!(parse_histogram(bad).is_none(), "{bad}");
+        }
+    }
+}

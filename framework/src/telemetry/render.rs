@@ -1,0 +1,191 @@
+//! Self-metrics in Prometheus text: `gala_gopher_self_*`.
+
+use std::fmt::Write as _;
+use std::sync::atomic::Ordering;
+
+use super::{DropReason, ProbeState, Telemetry};
+use crate::store::{escape_label_value, TableStore};
+
+fn header(out: &mut String, name: &str, kind: &str, help: &str) {
+    let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}");
+}
+
+fn label(out: &mut String, v: &str) {
+    escape_label_value(v, out);
+}
+
+/// Append the daemon's own metrics.
+pub fn render_self_metrics(tel: &Telemetry, store: &TableStore, out: &mut String) {
+    let probes = tel.probes();
+    let mid = {
+        let mut s = String::new();
+        label(&mut s, store.machine_id());
+        s
+    };
+    let per_probe = |out: &mut String,
+                     name: &str,
+                     kind: &str,
+                     help: &str,
+                     f: &dyn Fn(&super::ProbeStats) -> String| {
+        if probes.is_empty() {
+            return;
+        }
+        header(out, name, kind, help);
+        for p in &probes {
+            out.push_str(name);
+            out.push_str("{probe=\"");
+            label(out, &p.name);
+            let _ = writeln!(out, "\",machine_id=\"{mid}\"}} {}", f(p));
+        }
+    };
+    per_probe(
+        out,
+        "gala_gopher_self_probe_records_total",
+        "counter",
+        "Records accepted from the probe.",
+        &|p| p.records.load(Ordering::Relaxed).to_string(),
+    );
+    per_probe(
+        out,
+        "gala_gopher_self_probe_restarts_total",
+        "counter",
+        "Times the probe process was restarted after exiting.",
+        &|p| p.restarts.load(Ordering::Relaxed).to_string(),
+    );
+    per_probe(
+        out,
+        "gala_gopher_self_probe_log_lines_total",
+        "counter",
+        "Non-record output lines (stdout and stderr) from the probe.",
+        &|p| p.log_lines.load(Ordering::Relaxed).to_string(),
+    );
+    per_probe(
+        out,
+        "gala_gopher_self_probe_up",
+        "gauge",
+        "1 if the probe process is running.",
+        &|p| u8::from(p.up.load(Ordering::Relaxed)).to_string(),
+    );
+    per_probe(
+        out,
+        "gala_gopher_self_probe_last_record_timestamp_seconds",
+        "gauge",
+        "Unix time of the last accepted record (0 if none).",
+        &|p| {
+            format!(
+                "{:.3}",
+                p.last_record_ms.load(Ordering::Relaxed) as f64 / 1000.0
+            )
+        },
+    );
+    if !probes.is_empty() {
+        let name = "gala_gopher_self_probe_state";
+        header(
+            out,
+            name,
+            "gauge",
+            "Probe lifecycle state (1 for the current state).",
+        );
+        for p in &probes {
+            let cur = p.state();
+            for st in [
+                ProbeState::Stopped,
+                ProbeState::Running,
+                ProbeState::Backoff,
+                ProbeState::Failed,
+            ] {
+                out.push_str(name);
+                out.push_str("{probe=\"");
+                label(out, &p.name);
+                let _ = writeln!(
+                    out,
+                    "\",state=\"{}\",machine_id=\"{mid}\"}} {}",
+                    st.as_str(),
+                    u8::from(cur == st)
+                );
+            }
+        }
+        let name = "gala_gopher_self_probe_dropped_lines_total";
+        header(
+            out,
+            name,
+            "counter",
+            "Probe output lines or values dropped, by reason.",
+        );
+        for p in &probes {
+            for r in DropReason::ALL {
+                out.push_str(name);
+                out.push_str("{probe=\"");
+                label(out, &p.name);
+                let _ = writeln!(
+                    out,
+                    "\",reason=\"{}\",machine_id=\"{mid}\"}} {}",
+                    r.as_str(),
+                    p.dropped(r)
+                );
+            }
+        }
+    }
+    let tables = store.series_per_table();
+    header(
+        out,
+        "gala_gopher_self_store_series",
+        "gauge",
+        "Live series (rows) in the table store, per table.",
+    );
+    for (t, n) in &tables {
+        out.push_str("gala_gopher_self_store_series{table=\"");
+        label(out, t);
+        let _ = writeln!(out, "\",machine_id=\"{mid}\"}} {n}");
+    }
+    let c = &store.counters;
+    header(
+        out,
+        "gala_gopher_self_store_dropped_total",
+        "counter",
+        "Records refused by the table store caps, by limit.",
+    );
+    let _ = writeln!(
+        out,
+        "gala_gopher_self_store_dropped_total{{limit=\"max_tables_num\",machine_id=\"{mid}\"}} {}",
+        c.dropped_table_limit.load(Ordering::Relaxed)
+    );
+    let _ = writeln!(
+        out,
+        "gala_gopher_self_store_dropped_total{{limit=\"max_records_num\",machine_id=\"{mid}\"}} {}",
+        c.dropped_record_limit.load(Ordering::Relaxed)
+    );
+    header(
+        out,
+        "gala_gopher_self_store_expired_total",
+        "counter",
+        "Rows removed after record_timeout without update.",
+    );
+    let _ = writeln!(
+        out,
+        "gala_gopher_self_store_expired_total{{machine_id=\"{mid}\"}} {}",
+        c.expired.load(Ordering::Relaxed)
+    );
+    header(
+        out,
+        "gala_gopher_self_scrape_duration_seconds",
+        "gauge",
+        "Server time spent rendering the previous /metrics response.",
+    );
+    let _ = writeln!(
+        out,
+        "gala_gopher_self_scrape_duration_seconds{{machine_id=\"{mid}\"}} {:.6}",
+        tel.last_scrape_us.load(Ordering::Relaxed) as f64 / 1e6
+    );
+    header(
+        out,
+        "gala_gopher_self_scrapes_total",
+        "counter",
+        "/metrics responses served.",
+    );
+    let _ = writeln!(
+        out,
+        "gala_gopher_self_scrapes_total{{machine_id=\"{mid}\"}} {}",
+        tel.scrapes.load(Ordering::Relaxed)
+    );
+}
