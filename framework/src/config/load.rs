@@ -65,7 +65,7 @@ impl Locator {
         }
     }
 
-    fn from_config_error(&self, err: &config::ConfigError) -> ConfigError {
+    fn map_config_error(&self, err: &config::ConfigError) -> ConfigError {
         let key = gala_libconfig::error_key(err).unwrap_or_default();
         self.invalid(&key, gala_libconfig::error_message(err))
     }
@@ -151,13 +151,13 @@ pub fn load_str(
         .add_source(LibconfigSource::new(root))
         .add_source(env_source)
         .build()
-        .map_err(|e| loc.from_config_error(&e))?;
+        .map_err(|e| loc.map_config_error(&e))?;
 
     let mut unknown = Vec::new();
     let config: GopherConfig = serde_ignored::deserialize(merged, |path| {
         unknown.push(ignored_key(&path));
     })
-    .map_err(|e| loc.from_config_error(&e))?;
+    .map_err(|e| loc.map_config_error(&e))?;
     validate(&config, &loc)?;
 
     unknown.sort();
