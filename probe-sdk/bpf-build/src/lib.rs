@@ -3,9 +3,8 @@
 //!
 //! Usage in a probe's `build.rs`:
 //! ```no_run
-//! fn main() {
-//!     bpf_build::build_skeletons(&["tcp"]);
-//! }
+//! // build.rs
+//! bpf_build::build_skeletons(&["tcp"]);
 //! ```
 //! and in the probe: `mod tcp_skel { include!(concat!(env!("OUT_DIR"), "/tcp.skel.rs")); }`.
 

@@ -97,11 +97,12 @@ pub fn btf_path(custom: Option<&Path>) -> Result<Option<PathBuf>, BpfError> {
 
 /// An `ObjectBuilder` whose open options carry `btf_custom_path` when [`btf_path`] selects one.
 ///
-/// Every libbpf-rs skeleton builder has a public `obj_builder` field; replace it before `open`:
+/// Every libbpf-rs skeleton builder has a public `obj_builder` field; set it before `open`:
 ///
 /// ```ignore
-/// let mut builder = IoSkelBuilder::default();
-/// builder.obj_builder = probe_sdk::bpf::object_builder(args.btf_path.as_deref())?;
+/// let builder = IoSkelBuilder {
+///     obj_builder: probe_sdk::bpf::object_builder(args.btf_path.as_deref())?,
+/// };
 /// let open = builder.open(&mut open_object)?;
 /// ```
 pub fn object_builder(custom: Option<&Path>) -> Result<ObjectBuilder, BpfError> {

@@ -51,7 +51,10 @@ fn missing_hooks_are_listed_in_order() {
         Hook::raw_tracepoint("no_such_raw_tp"),
         Hook::Kprobes,
     ];
-    let missing: Vec<String> = missing_hooks(&hooks).iter().map(|h| h.to_string()).collect();
+    let missing: Vec<String> = missing_hooks(&hooks)
+        .iter()
+        .map(|h| h.to_string())
+        .collect();
     let mut expected = vec![
         "tracepoint block:no_such_event".to_string(),
         "raw tracepoint no_such_raw_tp".to_string(),

@@ -1,0 +1,66 @@
+/* SPDX-License-Identifier: (LGPL-2.1 OR BSD-2-Clause) */
+/*
+ * io.h - layout shared by io.bpf.c and ioprobe's Rust code (via the skeleton's types).
+ * Change both sides together.
+ */
+#ifndef IOPROBE_IO_H
+#define IOPROBE_IO_H
+
+/* Operation classes, as /proc/diskstats groups them. */
+enum io_op {
+	IO_OP_READ = 0,
+	IO_OP_WRITE = 1,
+	IO_OP_DISCARD = 2,
+	IO_OP_FLUSH = 3,
+	IO_OP_NR = 4,
+};
+
+/* Latency stages. */
+enum io_stage {
+	IO_STAGE_REQ = 0,    /* request allocated (or first seen) -> completed */
+	IO_STAGE_QUEUE = 1,  /* inserted into the queue -> issued to the driver */
+	IO_STAGE_DEVICE = 2, /* issued to the driver -> completed */
+	IO_STAGE_NR = 3,
+};
+
+/*
+ * log2 latency buckets in microseconds: slot 0 holds < 1 us, slot i (i >= 1) holds
+ * [2^(i-1), 2^i) us, so slot i's upper bound is 2^i us. The last slot also takes anything
+ * longer (2^32 us is 71 minutes).
+ */
+#define IO_LAT_SLOTS 33
+
+struct io_lat_hist {
+	__u64 slots[IO_LAT_SLOTS];
+	__u64 sum_ns;
+	__u64 count;
+};
+
+/* Per disk, per CPU; cumulative since the probe started. */
+struct io_disk_stats {
+	__u64 ops[IO_OP_NR];     /* completed requests */
+	__u64 bytes[IO_OP_NR];   /* bytes completed without error */
+	__u64 errors;            /* requests completed with an error */
+	__u64 last_err_ns;       /* ktime of the latest error on this CPU, 0 if none */
+	__u32 last_err;          /* blk_status_t of that error */
+	__u32 _pad;
+	struct io_lat_hist lat[IO_STAGE_NR];
+};
+
+/* Key of the per-period maximum latencies: user space flips the parity every period. */
+struct io_max_key {
+	__u32 dev;    /* MKDEV(major, first_minor) as the kernel encodes it: major << 20 | minor */
+	__u32 parity; /* period parity the maximum belongs to */
+};
+
+struct io_max {
+	__u64 max_ns[IO_STAGE_NR];
+};
+
+/* Timestamps of one in-flight request, keyed by its struct request pointer. */
+struct io_start {
+	__u64 insert_ns; /* 0 if the request was not seen at insert */
+	__u64 issue_ns;  /* 0 until issued */
+};
+
+#endif /* IOPROBE_IO_H */

@@ -1,0 +1,131 @@
+//! Disk names from sysfs: `/sys/dev/block/<major>:<minor>/uevent` (`DEVNAME=`).
+
+use std::fs;
+use std::path::PathBuf;
+
+use crate::stats::DiskId;
+
+/// The `blk_name` and `disk_name` labels of a disk.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DiskLabels {
+    /// Kernel name of the block device (`DEVNAME`), e.g. `vda`, `loop3`.
+    pub blk_name: String,
+    /// Name of the whole disk the device belongs to; the same as `blk_name` for a disk.
+    pub disk_name: String,
+}
+
+/// Resolves disk names under a sysfs root (`/sys` in production, a fixture tree in tests).
+#[derive(Debug, Clone)]
+pub struct DiskNames {
+    sys_root: PathBuf,
+}
+
+impl Default for DiskNames {
+    fn default() -> Self {
+        DiskNames::new("/sys")
+    }
+}
+
+impl DiskNames {
+    /// Names read under `sys_root` (normally `/sys`).
+    pub fn new(sys_root: impl Into<PathBuf>) -> DiskNames {
+        DiskNames {
+            sys_root: sys_root.into(),
+        }
+    }
+
+    fn devname(&self, major: u32, minor: u32) -> Option<String> {
+        let path = self
+            .sys_root
+            .join("dev/block")
+            .join(format!("{major}:{minor}"))
+            .join("uevent");
+        let text = fs::read_to_string(path).ok()?;
+        text.lines()
+            .find_map(|l| l.strip_prefix("DEVNAME="))
+            .map(|n| n.trim().to_string())
+            .filter(|n| !n.is_empty())
+    }
+
+    /// Labels of `id`, or None if the device is gone (or sysfs is not readable).
+    pub fn labels(&self, id: DiskId) -> Option<DiskLabels> {
+        let blk_name = self.devname(id.major, id.first_minor)?;
+        Some(DiskLabels {
+            disk_name: blk_name.clone(),
+            blk_name,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn fixture() -> tempfile::TempDir {
+        let dir = tempfile::tempdir().unwrap();
+        let vda = dir.path().join("dev/block/254:0");
+        fs::create_dir_all(&vda).unwrap();
+        fs::write(
+            vda.join("uevent"),
+            "MAJOR=254\nMINOR=0\nDEVNAME=vda\nDEVTYPE=disk\n",
+        )
+        .unwrap();
+        let odd = dir.path().join("dev/block/7:3");
+        fs::create_dir_all(&odd).unwrap();
+        fs::write(odd.join("uevent"), "MAJOR=7\nMINOR=3\nDEVTYPE=disk\n").unwrap();
+        dir
+    }
+
+    #[test]
+    fn reads_devname() {
+        let dir = fixture();
+        let names = DiskNames::new(dir.path());
+        let l = names
+            .labels(DiskId {
+                major: 254,
+                first_minor: 0,
+            })
+            .unwrap();
+        assert_eq!(l.blk_name, "vda");
+        assert_eq!(l.disk_name, "vda");
+    }
+
+    #[test]
+    fn missing_or_nameless_device_has_no_labels() {
+        let dir = fixture();
+        let names = DiskNames::new(dir.path());
+        assert_eq!(
+            names.labels(DiskId {
+                major: 8,
+                first_minor: 0
+            }),
+            None
+        );
+        assert_eq!(
+            names.labels(DiskId {
+                major: 7,
+                first_minor: 3
+            }),
+            None
+        );
+    }
+
+    #[test]
+    fn real_sysfs_names_the_root_disk() {
+        // Every block device listed in /sys/block resolves to its own name.
+        let names = DiskNames::default();
+        let mut seen = 0;
+        for entry in fs::read_dir("/sys/block").unwrap().flatten() {
+            let dev = fs::read_to_string(entry.path().join("dev")).unwrap();
+            let (maj, min) = dev.trim().split_once(':').unwrap();
+            let id = DiskId {
+                major: maj.parse().unwrap(),
+                first_minor: min.parse().unwrap(),
+            };
+            let l = names.labels(id).unwrap();
+            assert_eq!(l.blk_name, entry.file_name().to_str().unwrap());
+            seen += 1;
+        }
+        assert!(seen > 0);
+    }
+}

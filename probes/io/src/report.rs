@@ -1,0 +1,254 @@
+//! The records ioprobe prints each period (tables of `ioprobe.meta`).
+
+use std::io::{self, Write};
+
+use probe_sdk::bpf::{write_loss_record, LossCounters};
+use probe_sdk::event::Severity;
+use probe_sdk::record::RecordWriter;
+
+use crate::disk::DiskLabels;
+use crate::histogram;
+use crate::stats::{DiskSample, Op, STAGES};
+
+/// Table with per-stage latency statistics.
+pub const TABLE_LATENCY: &str = "io_latency";
+/// Table with bytes and request counts by operation.
+pub const TABLE_COUNT: &str = "io_count";
+/// Table with request errors (only disks that had errors).
+pub const TABLE_ERR: &str = "io_err";
+/// Loss counters of the BPF side.
+pub const TABLE_BPF_STATS: &str = "io_bpf_stats";
+/// Value of the `probe` key in [`TABLE_BPF_STATS`].
+pub const PROBE_KEY: &str = "io";
+/// Entity of the disk tables (and of the events).
+pub const ENTITY: &str = "block";
+
+/// What to print for one disk: its sample and labels (absent labels print as empty fields).
+#[derive(Debug, Clone)]
+pub struct DiskReport<'a> {
+    /// Statistics.
+    pub sample: &'a DiskSample,
+    /// Names, if the device still exists.
+    pub labels: Option<&'a DiskLabels>,
+}
+
+fn ns_to_us(ns: u64) -> u64 {
+    ns / 1000
+}
+
+/// Writes `io_latency`, `io_count` and (if it had errors) `io_err` for one disk.
+pub fn write_disk<W: Write>(out: &mut RecordWriter<W>, disk: &DiskReport<'_>) -> io::Result<()> {
+    let s = &disk.sample.stats;
+    let id = disk.sample.id;
+    let blk_name = disk.labels.map(|l| l.blk_name.as_str());
+    let disk_name = disk.labels.map(|l| l.disk_name.as_str());
+
+    let mut rec = out
+        .record(TABLE_LATENCY)
+        .field(&id.major)
+        .field(&id.first_minor)
+        .field(&blk_name)
+        .field(&disk_name);
+    for stage in STAGES {
+        let lat = &s.lat[stage as usize];
+        let max_us = ns_to_us(disk.sample.period_max_ns[stage as usize]);
+        rec = rec
+            .field(&max_us)
+            .field(&ns_to_us(lat.sum_ns))
+            .field(&lat.count)
+            .field(&histogram::encode(lat, max_us));
+    }
+    rec.end()?;
+
+    out.record(TABLE_COUNT)
+        .field(&id.major)
+        .field(&id.first_minor)
+        .field(&blk_name)
+        .field(&disk_name)
+        .field(&s.bytes[Op::Read as usize])
+        .field(&s.bytes[Op::Write as usize])
+        .field(&s.bytes[Op::Discard as usize])
+        .field(&s.ops[Op::Read as usize])
+        .field(&s.ops[Op::Write as usize])
+        .field(&s.ops[Op::Discard as usize])
+        .field(&s.ops[Op::Flush as usize])
+        .end()?;
+
+    if s.errors > 0 {
+        out.record(TABLE_ERR)
+            .field(&id.major)
+            .field(&id.first_minor)
+            .field(&blk_name)
+            .field(&disk_name)
+            .field(&s.last_err)
+            .field(&s.errors)
+            .end()?;
+    }
+    Ok(())
+}
+
+/// Writes the `io_bpf_stats` record.
+pub fn write_bpf_stats<W: Write>(out: &mut RecordWriter<W>, loss: &LossCounters) -> io::Result<()> {
+    write_loss_record(out, TABLE_BPF_STATS, PROBE_KEY, loss)
+}
+
+/// Entity id of a disk in events: `<major>_<first_minor>`.
+pub fn entity_id(disk: &DiskSample) -> String {
+    format!("{}_{}", disk.id.major, disk.id.first_minor)
+}
+
+/// Writes upstream's `latency_req_max` event if the period's largest request latency exceeds
+/// `threshold_us` (flag `-T`, 0 = off).
+pub fn write_latency_event<W: Write>(
+    out: &mut RecordWriter<W>,
+    disk: &DiskReport<'_>,
+    threshold_us: u64,
+) -> io::Result<()> {
+    let max_us = ns_to_us(disk.sample.period_max_ns[0]);
+    if threshold_us == 0 || max_us <= threshold_us {
+        return Ok(());
+    }
+    let blk = disk.labels.map(|l| l.blk_name.as_str()).unwrap_or("");
+    let dsk = disk.labels.map(|l| l.disk_name.as_str()).unwrap_or("");
+    out.event(
+        ENTITY,
+        &entity_id(disk.sample),
+        "latency_req_max",
+        Severity::Warn,
+        &format!(
+            "Latency of request operation({max_us}) exceeded threshold, occured on Block({blk}, disk {dsk})."
+        ),
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::stats::{DiskId, DiskStats};
+
+    fn sample() -> DiskSample {
+        let mut stats = DiskStats {
+            ops: [3, 64, 1, 2],
+            bytes: [12288, 262144, 1 << 20, 0],
+            ..DiskStats::default()
+        };
+        stats.lat[0].slots[8] = 67; // [128, 256) us
+        stats.lat[0].sum_ns = 67 * 150_000;
+        stats.lat[0].count = 67;
+        stats.lat[2] = stats.lat[0].clone();
+        DiskSample {
+            id: DiskId {
+                major: 7,
+                first_minor: 3,
+            },
+            stats,
+            period_max_ns: [199_999, 0, 180_500],
+        }
+    }
+
+    fn render(f: impl FnOnce(&mut RecordWriter<Vec<u8>>)) -> String {
+        let mut w = RecordWriter::new(Vec::new());
+        f(&mut w);
+        w.flush().unwrap();
+        String::from_utf8(w.into_inner()).unwrap()
+    }
+
+    fn hist(max: u64, count_from_slot8: u64, sum_us: u64) -> String {
+        let mut s = String::from("33");
+        for slot in 0..33u32 {
+            let c = if slot >= 8 { count_from_slot8 } else { 0 };
+            s.push_str(&format!(" {} {}", 1u64 << slot, c));
+        }
+        s.push_str(&format!(" {sum_us} {max}"));
+        s
+    }
+
+    #[test]
+    fn disk_records() {
+        let labels = DiskLabels {
+            blk_name: "loop3".into(),
+            disk_name: "loop3".into(),
+        };
+        let s = sample();
+        let text = render(|w| {
+            write_disk(
+                w,
+                &DiskReport {
+                    sample: &s,
+                    labels: Some(&labels),
+                },
+            )
+            .unwrap();
+        });
+        let lines: Vec<&str> = text.lines().collect();
+        assert_eq!(lines.len(), 2, "no io_err without errors: {text}");
+        let expected_latency = format!(
+            "|io_latency|7|3|loop3|loop3|199|10050|67|{}|0|0|0|{}|180|10050|67|{}|",
+            hist(199, 67, 10050),
+            hist(0, 0, 0),
+            hist(180, 67, 10050)
+        );
+        assert_eq!(lines[0], expected_latency);
+        assert_eq!(
+            lines[1],
+            "|io_count|7|3|loop3|loop3|12288|262144|1048576|3|64|1|2|"
+        );
+    }
+
+    #[test]
+    fn errors_and_missing_labels() {
+        let mut s = sample();
+        s.stats.errors = 5;
+        s.stats.last_err = 10;
+        let text = render(|w| {
+            write_disk(
+                w,
+                &DiskReport {
+                    sample: &s,
+                    labels: None,
+                },
+            )
+            .unwrap();
+        });
+        let last = text.lines().last().unwrap();
+        assert_eq!(last, "|io_err|7|3|||10|5|");
+        assert!(text.starts_with("|io_latency|7|3|||"));
+    }
+
+    #[test]
+    fn latency_event_only_above_threshold() {
+        let s = sample();
+        let labels = DiskLabels {
+            blk_name: "vda".into(),
+            disk_name: "vda".into(),
+        };
+        let d = DiskReport {
+            sample: &s,
+            labels: Some(&labels),
+        };
+        assert_eq!(render(|w| write_latency_event(w, &d, 0).unwrap()), "");
+        assert_eq!(render(|w| write_latency_event(w, &d, 199).unwrap()), "");
+        let text = render(|w| write_latency_event(w, &d, 198).unwrap());
+        assert!(
+            text.starts_with("|event|block|7_3|latency_req_max|WARN|13|"),
+            "{text}"
+        );
+        assert!(
+            text.ends_with("WARN Entity(7_3) Latency of request operation(199) exceeded threshold, occured on Block(vda, disk vda).|\n"),
+            "{text}"
+        );
+    }
+
+    #[test]
+    fn bpf_stats_record() {
+        let loss = LossCounters {
+            events: 9,
+            lost: 0,
+            map_full: 1,
+        };
+        assert_eq!(
+            render(|w| write_bpf_stats(w, &loss).unwrap()),
+            "|io_bpf_stats|io|9|0|1|\n"
+        );
+    }
+}

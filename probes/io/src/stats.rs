@@ -1,0 +1,221 @@
+//! Per-disk statistics as user space sees them: the per-CPU values of the `io_stats` and
+//! `io_maxes` maps summed into one [`DiskStats`] per disk. Pure code, no BPF.
+
+use crate::skel::io::types;
+
+/// Operation classes, in `enum io_op` order (`src/bpf/io.h`).
+pub const OPS: [Op; 4] = [Op::Read, Op::Write, Op::Discard, Op::Flush];
+/// Latency stages, in `enum io_stage` order.
+pub const STAGES: [Stage; 3] = [Stage::Req, Stage::Queue, Stage::Device];
+/// Number of log2 latency buckets (`IO_LAT_SLOTS`).
+pub const LAT_SLOTS: usize = 33;
+
+/// A request's operation class, grouped like `/proc/diskstats`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Op {
+    /// Reads (and driver-in requests).
+    Read = 0,
+    /// Writes, write-zeroes, zone management.
+    Write = 1,
+    /// Discard and secure erase.
+    Discard = 2,
+    /// Cache flushes.
+    Flush = 3,
+}
+
+/// A latency stage.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Stage {
+    /// Request allocated (or first seen) to completed.
+    Req = 0,
+    /// Inserted into the queue (I/O scheduler or dispatch list) to issued to the driver.
+    Queue = 1,
+    /// Issued to the driver to completed: driver plus device time.
+    Device = 2,
+}
+
+impl Stage {
+    /// Name used in the `io_latency` field names (`latency_<name>_max`, …).
+    pub fn name(self) -> &'static str {
+        match self {
+            Stage::Req => "req",
+            Stage::Queue => "queue",
+            Stage::Device => "device",
+        }
+    }
+}
+
+/// A disk, as the kernel numbers it (`gendisk.major`, `gendisk.first_minor`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct DiskId {
+    /// Major number.
+    pub major: u32,
+    /// Minor number of the whole disk.
+    pub first_minor: u32,
+}
+
+impl DiskId {
+    /// Decodes the kernel's internal `MKDEV` encoding used as map key (`major << 20 | minor`).
+    pub fn from_kernel_dev(dev: u32) -> DiskId {
+        DiskId {
+            major: dev >> 20,
+            first_minor: dev & ((1 << 20) - 1),
+        }
+    }
+
+    /// The kernel's internal encoding (inverse of [`from_kernel_dev`](Self::from_kernel_dev)).
+    pub fn kernel_dev(self) -> u32 {
+        (self.major << 20) | self.first_minor
+    }
+}
+
+/// Latency distribution of one stage, cumulative since the probe started.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LatStats {
+    /// Per-bucket (not cumulative) counts; bucket `i` holds latencies below `2^i` µs and at or
+    /// above `2^(i-1)` µs (bucket 0: below 1 µs); the last bucket also takes anything longer.
+    pub slots: [u64; LAT_SLOTS],
+    /// Sum of all latencies, nanoseconds.
+    pub sum_ns: u64,
+    /// Number of latencies recorded.
+    pub count: u64,
+}
+
+impl Default for LatStats {
+    fn default() -> Self {
+        LatStats {
+            slots: [0; LAT_SLOTS],
+            sum_ns: 0,
+            count: 0,
+        }
+    }
+}
+
+/// Everything known about one disk, cumulative since the probe started.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct DiskStats {
+    /// Completed requests by [`Op`].
+    pub ops: [u64; 4],
+    /// Bytes completed without error by [`Op`].
+    pub bytes: [u64; 4],
+    /// Requests completed with an error.
+    pub errors: u64,
+    /// `blk_status_t` of the most recent error (0 if none).
+    pub last_err: u32,
+    /// Monotonic time (ns) of the most recent error, to pick the latest across CPUs.
+    pub last_err_ns: u64,
+    /// Latency distributions by [`Stage`].
+    pub lat: [LatStats; 3],
+}
+
+impl DiskStats {
+    /// Adds one CPU's share of the `io_stats` value.
+    pub fn add_cpu(&mut self, v: &types::io_disk_stats) {
+        for i in 0..OPS.len() {
+            self.ops[i] = self.ops[i].wrapping_add(v.ops[i]);
+            self.bytes[i] = self.bytes[i].wrapping_add(v.bytes[i]);
+        }
+        self.errors = self.errors.wrapping_add(v.errors);
+        if v.last_err_ns > self.last_err_ns {
+            self.last_err_ns = v.last_err_ns;
+            self.last_err = v.last_err;
+        }
+        for (acc, h) in self.lat.iter_mut().zip(v.lat.iter()) {
+            for (a, s) in acc.slots.iter_mut().zip(h.slots.iter()) {
+                *a = a.wrapping_add(*s);
+            }
+            acc.sum_ns = acc.sum_ns.wrapping_add(h.sum_ns);
+            acc.count = acc.count.wrapping_add(h.count);
+        }
+    }
+
+    /// Total completed requests over all operation classes.
+    pub fn total_ops(&self) -> u64 {
+        self.ops.iter().sum()
+    }
+}
+
+/// One disk's state at the end of a period.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DiskSample {
+    /// Which disk.
+    pub id: DiskId,
+    /// Cumulative statistics.
+    pub stats: DiskStats,
+    /// Largest latency per [`Stage`] completed during the period, nanoseconds (0 if none).
+    pub period_max_ns: [u64; 3],
+}
+
+/// Reinterprets a map value as the skeleton type `T`, which must be exactly `bytes.len()` long.
+pub(crate) fn decode<T: Copy + Pod>(bytes: &[u8]) -> Option<T> {
+    if bytes.len() != std::mem::size_of::<T>() {
+        return None;
+    }
+    // SAFETY: T is a plain-old-data C struct made only of integers (guaranteed by the `Pod`
+    // impls below), so every bit pattern is valid; the length was checked and
+    // read_unaligned has no alignment requirement.
+    Some(unsafe { std::ptr::read_unaligned(bytes.as_ptr().cast::<T>()) })
+}
+
+/// Marker for skeleton types that are integers-only C structs (any bytes are a valid value).
+pub(crate) trait Pod {}
+impl Pod for types::io_disk_stats {}
+impl Pod for types::io_max {}
+impl Pod for types::io_max_key {}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn cpu_value(seed: u64) -> types::io_disk_stats {
+        let mut v: types::io_disk_stats =
+            decode(&vec![0u8; std::mem::size_of::<types::io_disk_stats>()]).unwrap();
+        v.ops = [seed, seed + 1, seed + 2, seed + 3];
+        v.bytes = [seed * 4096, seed * 8192, 0, 0];
+        v.errors = seed;
+        v.last_err_ns = seed * 100;
+        v.last_err = seed as u32;
+        v.lat[1].slots[5] = seed;
+        v.lat[1].sum_ns = seed * 20_000;
+        v.lat[1].count = seed;
+        v
+    }
+
+    #[test]
+    fn dev_encoding_round_trips() {
+        let id = DiskId::from_kernel_dev((254 << 20) | 16);
+        assert_eq!(
+            id,
+            DiskId {
+                major: 254,
+                first_minor: 16
+            }
+        );
+        assert_eq!(id.kernel_dev(), (254 << 20) | 16);
+    }
+
+    #[test]
+    fn sums_cpus_and_keeps_latest_error() {
+        let mut s = DiskStats::default();
+        s.add_cpu(&cpu_value(3));
+        s.add_cpu(&cpu_value(2));
+        assert_eq!(s.ops, [5, 7, 9, 11]);
+        assert_eq!(s.bytes, [5 * 4096, 5 * 8192, 0, 0]);
+        assert_eq!(s.errors, 5);
+        assert_eq!((s.last_err, s.last_err_ns), (3, 300));
+        assert_eq!(s.lat[1].slots[5], 5);
+        assert_eq!(s.lat[1].count, 5);
+        assert_eq!(s.lat[1].sum_ns, 100_000);
+        assert_eq!(s.lat[0], LatStats::default());
+        assert_eq!(s.total_ops(), 32);
+    }
+
+    #[test]
+    fn decode_checks_length() {
+        assert!(decode::<types::io_max>(&[0u8; 23]).is_none());
+        let mut raw = [0u8; 24];
+        raw[8] = 7;
+        let m: types::io_max = decode(&raw).unwrap();
+        assert_eq!(m.max_ns, [0, 7, 0]);
+    }
+}

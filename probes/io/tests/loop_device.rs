@@ -1,0 +1,229 @@
+//! ioprobe against real block I/O: a fresh loop device (nothing else touches it), O_DIRECT
+//! reads and writes of known sizes, and the exported records checked for exact values.
+
+mod common;
+
+use std::time::Duration;
+
+use common::*;
+
+const BLOCK: usize = 4096;
+const WAIT: Duration = Duration::from_secs(30);
+
+/// io_count fields after the table name.
+mod count {
+    pub const READ_BYTES: usize = 4;
+    pub const WRITE_BYTES: usize = 5;
+    pub const DISCARD_BYTES: usize = 6;
+    pub const READ: usize = 7;
+    pub const WRITE: usize = 8;
+    pub const DISCARD: usize = 9;
+    pub const FLUSH: usize = 10;
+}
+
+/// Offsets of one stage's fields in io_latency: max, sum, count, histogram.
+fn stage(i: usize) -> (usize, usize, usize, usize) {
+    let base = 4 + 4 * i;
+    (base, base + 1, base + 2, base + 3)
+}
+
+fn backing_file(dir: &tempfile::TempDir, bytes: u64) -> std::path::PathBuf {
+    let path = dir.path().join("backing.img");
+    let f = std::fs::File::create(&path).unwrap();
+    f.set_len(bytes).unwrap();
+    path
+}
+
+/// Checks one stage's histogram against the count/sum/max fields next to it.
+fn check_histogram(f: &[&str], i: usize, expected_count: u64) {
+    let (max_i, sum_i, count_i, hist_i) = stage(i);
+    let count = num(f[count_i]);
+    assert_eq!(count, expected_count, "stage {i} count");
+    let tokens: Vec<u64> = f[hist_i].split(' ').map(num).collect();
+    let n = tokens[0] as usize;
+    assert_eq!(n, 33);
+    assert_eq!(tokens.len(), 1 + 2 * n + 2);
+    let counts: Vec<u64> = tokens[1..1 + 2 * n].chunks(2).map(|c| c[1]).collect();
+    let bounds: Vec<u64> = tokens[1..1 + 2 * n].chunks(2).map(|c| c[0]).collect();
+    assert!(
+        counts.windows(2).all(|w| w[0] <= w[1]),
+        "cumulative: {counts:?}"
+    );
+    assert!(
+        bounds.windows(2).all(|w| w[0] * 2 == w[1]),
+        "log2 bounds: {bounds:?}"
+    );
+    assert_eq!(*counts.last().unwrap(), count, "histogram total = count");
+    assert_eq!(
+        tokens[1 + 2 * n],
+        num(f[sum_i]),
+        "histogram sum = sum field"
+    );
+    assert_eq!(
+        tokens[2 + 2 * n],
+        num(f[max_i]),
+        "histogram max = max field"
+    );
+    if count > 0 {
+        // The period maximum falls below the bound of the highest non-empty bucket.
+        let top = counts.iter().position(|&c| c == count).unwrap();
+        assert!(
+            num(f[max_i]) < bounds[top],
+            "max {} vs bucket bound {}",
+            f[max_i],
+            bounds[top]
+        );
+    }
+}
+
+#[test]
+fn direct_io_on_a_loop_device_is_counted_exactly() {
+    let dir = tempfile::tempdir().unwrap();
+    let lo = LoopDevice::attach(&backing_file(&dir, 16 << 20)).unwrap();
+    lo.set_scheduler("none");
+    let (maj, min) = (lo.major, lo.minor);
+
+    let mut probe = ProbeRun::start(&["-t", "1"]);
+    probe.wait_attached(WAIT);
+
+    // Phase 1, no I/O scheduler: requests go straight to the driver (no insert).
+    let dev = lo.open_direct();
+    let wbuf = AlignedBuf::new(BLOCK, 0xa5);
+    let mut rbuf = AlignedBuf::new(BLOCK, 0);
+    assert_eq!(direct_writes(&dev, &wbuf, 0, 64), 64);
+    direct_reads(&dev, &mut rbuf, 0, 32);
+    assert!(rbuf.as_slice().iter().all(|&b| b == 0xa5));
+
+    let line = probe.wait_line(WAIT, |l| {
+        is_disk_row(l, "io_count", maj, min) && {
+            let (_, f) = fields(l);
+            num(f[count::WRITE]) >= 64 && num(f[count::READ]) >= 32
+        }
+    });
+    let (_, f) = fields(&line);
+    assert_eq!(f[2], lo.name(), "blk_name");
+    assert_eq!(f[3], lo.name(), "disk_name");
+    assert_eq!(num(f[count::WRITE]), 64);
+    assert_eq!(num(f[count::READ]), 32);
+    assert_eq!(num(f[count::WRITE_BYTES]), 64 * BLOCK as u64);
+    assert_eq!(num(f[count::READ_BYTES]), 32 * BLOCK as u64);
+    assert_eq!(num(f[count::DISCARD]), 0);
+    assert_eq!(num(f[count::DISCARD_BYTES]), 0);
+    assert_eq!(num(f[count::FLUSH]), 0);
+
+    let line = probe.wait_line(WAIT, |l| is_disk_row(l, "io_latency", maj, min));
+    let (_, f) = fields(&line);
+    check_histogram(&f, 0, 96); // req
+    check_histogram(&f, 1, 0); // queue: nothing was inserted
+    check_histogram(&f, 2, 96); // device
+
+    // Phase 2, mq-deadline: every request is inserted, then issued.
+    lo.set_scheduler("mq-deadline");
+    assert_eq!(direct_writes(&dev, &wbuf, 64, 16), 16);
+    dev.sync_all().unwrap();
+    let line = probe.wait_line(WAIT, |l| {
+        is_disk_row(l, "io_count", maj, min) && num(fields(l).1[count::WRITE]) >= 80
+    });
+    let (_, f) = fields(&line);
+    assert_eq!(num(f[count::WRITE]), 80);
+    assert_eq!(num(f[count::WRITE_BYTES]), 80 * BLOCK as u64);
+    // fsync issues exactly one flush if the device has a volatile write cache.
+    let cache =
+        std::fs::read_to_string(format!("/sys/block/{}/queue/write_cache", lo.name())).unwrap();
+    let flushes = num(f[count::FLUSH]);
+    assert_eq!(
+        flushes,
+        u64::from(cache.starts_with("write back")),
+        "write cache {cache:?}"
+    );
+    let line = probe.wait_line(WAIT, |l| is_disk_row(l, "io_latency", maj, min));
+    let (_, f) = fields(&line);
+    check_histogram(&f, 0, 96 + 16 + flushes);
+    check_histogram(&f, 1, 16);
+    check_histogram(&f, 2, 96 + 16 + flushes);
+
+    let line = probe.wait_line(WAIT, |l| l.starts_with("|io_bpf_stats|io|"));
+    let (_, f) = fields(&line);
+    assert_eq!(num(f[2]), 0, "lost events");
+    assert_eq!(num(f[3]), 0, "map full");
+    assert_eq!(probe.stop(), Some(0));
+}
+
+/// A tmpfs of `size` mounted on a temporary directory, unmounted on drop.
+struct SmallTmpfs {
+    dir: tempfile::TempDir,
+}
+
+impl SmallTmpfs {
+    fn mount(size: &str) -> SmallTmpfs {
+        let dir = tempfile::tempdir().unwrap();
+        let target = std::ffi::CString::new(dir.path().to_str().unwrap()).unwrap();
+        let opts = std::ffi::CString::new(format!("size={size}")).unwrap();
+        // SAFETY: valid NUL-terminated strings for the duration of the call.
+        let rc = unsafe {
+            libc::mount(
+                c"tmpfs".as_ptr(),
+                target.as_ptr(),
+                c"tmpfs".as_ptr(),
+                0,
+                opts.as_ptr().cast(),
+            )
+        };
+        assert_eq!(rc, 0, "mount tmpfs: {}", std::io::Error::last_os_error());
+        SmallTmpfs { dir }
+    }
+}
+
+impl Drop for SmallTmpfs {
+    fn drop(&mut self) {
+        let target = std::ffi::CString::new(self.dir.path().to_str().unwrap()).unwrap();
+        // SAFETY: valid NUL-terminated path.
+        unsafe { libc::umount2(target.as_ptr(), libc::MNT_DETACH) };
+    }
+}
+
+#[test]
+fn write_errors_are_counted() {
+    // The loop device is 8 MiB, its backing file lives on a 1 MiB tmpfs: writes past what
+    // the tmpfs can hold fail in the loop driver (ENOSPC) and complete with an error.
+    let fs = SmallTmpfs::mount("1m");
+    let path = fs.dir.path().join("backing.img");
+    std::fs::File::create(&path)
+        .unwrap()
+        .set_len(8 << 20)
+        .unwrap();
+    let lo = LoopDevice::attach(&path).unwrap();
+    let (maj, min) = (lo.major, lo.minor);
+
+    let mut probe = ProbeRun::start(&["-t", "1"]);
+    probe.wait_attached(WAIT);
+    let dev = lo.open_direct();
+    let buf = AlignedBuf::new(BLOCK, 0x5a);
+    let total = 512;
+    let ok = direct_writes(&dev, &buf, 0, total);
+    assert!(ok > 0 && ok < total, "{ok} of {total} writes succeeded");
+
+    let line = probe.wait_line(WAIT, |l| {
+        is_disk_row(l, "io_count", maj, min) && num(fields(l).1[count::WRITE]) >= total
+    });
+    let (_, f) = fields(&line);
+    assert_eq!(
+        num(f[count::WRITE]),
+        total,
+        "failed requests count as requests"
+    );
+    assert_eq!(
+        num(f[count::WRITE_BYTES]),
+        ok * BLOCK as u64,
+        "only bytes written without error"
+    );
+
+    let line = probe.wait_line(WAIT, |l| is_disk_row(l, "io_err", maj, min));
+    let (_, f) = fields(&line);
+    assert_eq!(f[2], lo.name());
+    assert_ne!(num(f[4]), 0, "err_code is a blk_status_t");
+    assert_eq!(num(f[5]), total - ok, "err_count");
+    drop(probe);
+    drop(dev);
+    drop(lo);
+}
