@@ -6,7 +6,7 @@
 //! process that exits while being read is dropped from this cycle and counted as vanished.
 
 use crate::schema;
-use crate::source::{read_into, HostPaths, Reader};
+use crate::source::{read_bytes_into, read_into, HostPaths, Reader};
 use crate::value::{delta, percent, Fixed2};
 use probe_sdk::record::RecordWriter;
 use std::collections::HashMap;
@@ -252,8 +252,8 @@ fn read_one(paths: &HostPaths, r: &mut Reader, pid: u32) -> Result<ProcSample, S
     let container_id = read_pid_file(r, &dir.join("cgroup"))?
         .and_then(parse_container_id)
         .unwrap_or_default();
-    let cmdline = match std::fs::read(dir.join("cmdline")) {
-        Ok(raw) => cmdline_label(&raw),
+    let cmdline = match read_bytes_into(&dir.join("cmdline"), &mut r.bytes) {
+        Ok(()) => cmdline_label(&r.bytes),
         Err(e) => {
             classify(r, &dir.join("cmdline"), &e)?;
             String::new()

@@ -54,11 +54,43 @@ impl HostPaths {
     }
 }
 
-/// Reads `path` into `buf` (cleared first).
+/// Reads `path` into `buf` (cleared first), in as few system calls as possible: procfs files
+/// have no useful size, so the size probe `read_to_string` makes (statx + lseek) is skipped.
+/// Invalid UTF-8 is replaced, not an error (labels such as mount points may contain anything).
 pub fn read_into(path: &Path, buf: &mut String) -> io::Result<()> {
-    buf.clear();
-    File::open(path)?.read_to_string(buf)?;
-    Ok(())
+    let mut bytes = std::mem::take(buf).into_bytes();
+    let res = read_bytes_into(path, &mut bytes);
+    *buf = match String::from_utf8(bytes) {
+        Ok(s) => s,
+        Err(e) => String::from_utf8_lossy(e.as_bytes()).into_owned(),
+    };
+    res
+}
+
+/// Reads `path` into `bytes` (cleared first) with plain `read` calls until end of file.
+pub fn read_bytes_into(path: &Path, bytes: &mut Vec<u8>) -> io::Result<()> {
+    bytes.clear();
+    let mut f = File::open(path)?;
+    loop {
+        if bytes.capacity() - bytes.len() < 1024 {
+            bytes.reserve(bytes.capacity().max(4096));
+        }
+        let len = bytes.len();
+        let cap = bytes.capacity();
+        bytes.resize(cap, 0);
+        match f.read(&mut bytes[len..]) {
+            Ok(0) => {
+                bytes.truncate(len);
+                return Ok(());
+            }
+            Ok(n) => bytes.truncate(len + n),
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => bytes.truncate(len),
+            Err(e) => {
+                bytes.truncate(len);
+                return Err(e);
+            }
+        }
+    }
 }
 
 /// At most this many individual `[WARN]` lines about unreadable files; afterwards one line per
@@ -101,6 +133,8 @@ impl ReadErrors {
 pub struct Reader {
     /// Scratch buffer holding the last file read.
     pub buf: String,
+    /// Scratch buffer for binary files (`cmdline`).
+    pub bytes: Vec<u8>,
     /// Error counters.
     pub errors: ReadErrors,
 }

@@ -32,31 +32,33 @@ impl Whitelist {
             .collect();
         Ok(Whitelist { entries })
     }
-    pub fn selects(&self, comm: &str, cmdline: &str) -> bool {
-        for (re, cmd) in &self.entries {
-            if re.as_ref().is_some_and(|r| r.is_match(comm)) {
-                return cmdline.contains(cmd.as_str());
-            }
-        }
-        false
-    }
     pub fn scan(&self, proc_root: &Path) -> Vec<u32> {
         let mut out = Vec::new();
         let Ok(dir) = std::fs::read_dir(proc_root) else {
             return out;
         };
+        let mut comm = String::new();
+        let mut cmd = Vec::new();
         for e in dir.flatten() {
             let Some(pid) = e.file_name().to_str().and_then(|s| s.parse::<u32>().ok()) else {
                 continue;
             };
-            let Ok(comm) = std::fs::read_to_string(e.path().join("comm")) else {
+            if crate::source::read_into(&e.path().join("comm"), &mut comm).is_err() {
+                continue;
+            }
+            let comm = comm.trim_end_matches('\n');
+            let Some((_, want)) = self
+                .entries
+                .iter()
+                .find(|(re, _)| re.as_ref().is_some_and(|r| r.is_match(comm)))
+            else {
                 continue;
             };
-            let Ok(cmd) = std::fs::read(e.path().join("cmdline")) else {
+            if crate::source::read_bytes_into(&e.path().join("cmdline"), &mut cmd).is_err() {
                 continue;
-            };
+            }
             let cmd = String::from_utf8_lossy(&cmd).replace('\0', " ");
-            if self.selects(comm.trim_end_matches('\n'), &cmd) {
+            if cmd.contains(want.as_str()) {
                 out.push(pid);
             }
         }
