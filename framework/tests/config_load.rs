@@ -175,3 +175,53 @@ fn probe_rules() {
     assert_eq!(c.extend_probes[0].check_type, CheckType::Process);
     assert_eq!(c.extend_probes[0].switch, Switch::Auto);
 }
+
+fn libconfig_fixture(name: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("libconfig/tests/fixtures")
+        .join(name)
+}
+
+#[test]
+fn upstream_v2023_config_is_accepted() {
+    let loaded = config::load(&libconfig_fixture("upstream-v2023.conf")).unwrap();
+    assert_eq!(loaded.warnings, Vec::<String>::new());
+    let c = &loaded.config;
+    assert_eq!(c.global.log_level, LogLevel::Debug);
+    assert!(c.metric.pod_info_switch);
+    assert_eq!(c.event.desc_language, config::Language::ZhCn);
+    assert_eq!(c.event.out_channel.as_slice(), [OutChannel::Kafka]);
+    assert_eq!(c.kafka.kafka_broker, "localhost:9092");
+    assert_eq!(c.probes.len(), 4);
+    assert_eq!(c.extend_probes.len(), 19);
+    let auto: Vec<&str> = c
+        .extend_probes
+        .iter()
+        .filter(|p| p.switch == Switch::Auto)
+        .map(|p| p.name.as_str())
+        .collect();
+    assert_eq!(
+        auto,
+        [
+            "pg_stat_probe",
+            "cadvisor",
+            "lvs",
+            "ksliprobe",
+            "pgsliprobe",
+            "jvmprobe"
+        ]
+    );
+    assert_eq!(
+        c.extend_probes[0].start_check.as_deref(),
+        Some("ps -ef | grep gaussdb | grep -v grep | wc -l")
+    );
+}
+
+#[test]
+fn upstream_head_config_is_accepted() {
+    let loaded = config::load(&libconfig_fixture("upstream-head.conf")).unwrap();
+    assert_eq!(loaded.warnings, Vec::<String>::new());
+    assert!(loaded.config.global.rest_api_on);
+    assert_eq!(loaded.config.rest_api_server.port, 9999);
+    assert!(loaded.config.probes.is_empty());
+}

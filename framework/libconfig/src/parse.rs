@@ -356,7 +356,17 @@ impl<'s, 'a> Doc<'s, 'a> {
         if self.include_stack.contains(&canon) {
             return located(i, Error::IncludeCycle { at, path: resolved });
         }
-        let text = match std::fs::read_to_string(&resolved) {
+        // Only regular files: a device such as /dev/zero would never end.
+        let text = match std::fs::metadata(&resolved).and_then(|m| {
+            if m.is_file() {
+                std::fs::read_to_string(&resolved)
+            } else {
+                Err(std::io::Error::new(
+                    std::io::ErrorKind::InvalidInput,
+                    "not a regular file",
+                ))
+            }
+        }) {
             Ok(t) => t,
             Err(source) => {
                 return located(
