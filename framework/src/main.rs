@@ -41,7 +41,7 @@ struct Cli {
 }
 
 /// Grace period per probe at daemon stop: every child must be gone within 5 s.
-const STOP_GRACE: Duration = Duration::from_secs(3);
+const STOP_GRACE: Duration = Duration::from_millis(2500);
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
@@ -144,10 +144,11 @@ async fn run(loaded: LoadedConfig, config_path: PathBuf) -> anyhow::Result<()> {
             config_path.display()
         );
     }
-    let machine_id = std::env::var("GALA_GOPHER_MACHINE_ID")
-        .ok()
-        .filter(|s| !s.is_empty())
-        .unwrap_or_else(|| gala_gopher::machine_id::machine_id(std::path::Path::new("/")));
+    let machine_id = if cfg.global.machine_id.is_empty() {
+        gala_gopher::machine_id::machine_id(std::path::Path::new("/"))
+    } else {
+        cfg.global.machine_id.clone()
+    };
     let registry = meta::load_dir(&cfg.global.meta_dir)
         .with_context(|| format!("loading meta_dir {}", cfg.global.meta_dir.display()))?;
     tracing::info!(

@@ -228,6 +228,8 @@ pub struct Global {
     /// Longest accepted probe output line in bytes (default 65536, 1024..=16 MiB).
     #[serde(deserialize_with = "de::ranged::<_, usize, 1024, 16_777_216>")]
     pub max_line_bytes: usize,
+    /// Fixed `machine_id` label value; empty (default) = DMI product_uuid, else /etc/machine-id.
+    pub machine_id: String,
 }
 
 impl Default for Global {
@@ -241,6 +243,7 @@ impl Default for Global {
             meta_dir: "/opt/gala-gopher/meta".into(),
             sdk_dir: "/opt/gala-gopher/sdk".into(),
             max_line_bytes: 65536,
+            machine_id: String::new(),
         }
     }
 }

@@ -17,7 +17,7 @@ use crate::telemetry::{ProbeState, ProbeStats};
 
 /// How long the output readers may take to hit EOF once the child is gone. Only an escaped
 /// grandchild still holding the pipes makes this wait the full time.
-const DRAIN_TIMEOUT: Duration = Duration::from_secs(2);
+const DRAIN_TIMEOUT: Duration = Duration::from_secs(1);
 
 /// Everything a probe task needs.
 pub(crate) struct ProbeContext {
@@ -273,8 +273,9 @@ async fn supervise(
     };
     drop(owned);
 
-    let last_error_line = drain(stderr_task).await.flatten();
-    let _ = drain(stdout_task).await;
+    // Both readers drain at once: a grandchild holding the pipes costs one timeout, not two.
+    let (last_error_line, _) = tokio::join!(drain(stderr_task), drain(stdout_task));
+    let last_error_line = last_error_line.flatten();
     match end {
         RunEnd::Exited { status, ran, .. } => RunEnd::Exited {
             status,

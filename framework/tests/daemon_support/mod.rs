@@ -1,0 +1,217 @@
+//! Runs the real `gala-gopher` binary against a temp config for end-to-end tests.
+#![allow(dead_code)]
+
+use std::io::{Read, Write};
+use std::net::{TcpListener, TcpStream};
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::time::{Duration, Instant};
+
+pub const MACHINE_ID: &str = "test-machine";
+
+/// A free TCP port on 127.0.0.1 (bound then released).
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("free port")
+}
+
+/// Raw HTTP/1.0 request; returns (status, body).
+pub fn http(port: u16, method: &str, path: &str) -> std::io::Result<(u16, String)> {
+    let mut s = TcpStream::connect(("127.0.0.1", port))?;
+    s.set_read_timeout(Some(Duration::from_secs(10)))?;
+    write!(s, "{method} {path} HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n")?;
+    let mut buf = Vec::new();
+    s.read_to_end(&mut buf)?;
+    let text = String::from_utf8_lossy(&buf).into_owned();
+    let (head, body) = text.split_once("\r\n\r\n").unwrap_or((&text, ""));
+    let status = head
+        .split_whitespace()
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .unwrap_or(0);
+    Ok((status, body.to_string()))
+}
+
+/// Write an executable script.
+pub fn write_script(path: &Path, body: &str) {
+    std::fs::write(path, body).unwrap();
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o755)).unwrap();
+}
+
+/// Poll `f` every 100 ms until it returns Some or `timeout` passes.
+pub fn wait_for<T>(timeout: Duration, mut f: impl FnMut() -> Option<T>) -> Option<T> {
+    let end = Instant::now() + timeout;
+    loop {
+        if let Some(v) = f() {
+            return Some(v);
+        }
+        if Instant::now() > end {
+            return None;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+/// Workspace root (for fixtures and the SDK scripts).
+pub fn workspace() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .unwrap()
+        .to_path_buf()
+}
+
+pub struct Daemon {
+    pub dir: tempfile::TempDir,
+    pub port: u16,
+    pub child: Child,
+}
+
+impl Daemon {
+    pub fn probes_dir(&self) -> PathBuf {
+        self.dir.path().join("probes")
+    }
+
+    pub fn meta_dir(&self) -> PathBuf {
+        self.dir.path().join("meta")
+    }
+
+    /// Start the daemon. `extra` is appended to a config that sets the dirs, port and
+    /// `record_timeout`; probes go into `probes_dir()` (create them before or after start).
+    pub fn start(record_timeout: u32, extra: &str, setup: impl FnOnce(&Path)) -> Daemon {
+        Daemon::start_env(record_timeout, extra, &[], setup)
+    }
+
+    /// [`Daemon::start`] with extra environment variables (e.g. config overrides).
+    pub fn start_env(
+        record_timeout: u32,
+        extra: &str,
+        env: &[(&str, &str)],
+        setup: impl FnOnce(&Path),
+    ) -> Daemon {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::create_dir_all(dir.path().join("probes")).unwrap();
+        std::fs::create_dir_all(dir.path().join("meta")).unwrap();
+        setup(&dir.path().join("probes"));
+        let port = free_port();
+        let conf = format!(
+            "global = {{ log_level = \"info\"; probes_dir = \"{p}\"; meta_dir = \"{m}\"; sdk_dir = \"{s}\"; }};\n\
+             imdb = {{ record_timeout = {record_timeout}; }};\n\
+             web_server = {{ bind_addr = \"127.0.0.1\"; port = {port}; }};\n{extra}\n",
+            p = dir.path().join("probes").display(),
+            m = dir.path().join("meta").display(),
+            s = workspace().join("probe-sdk/scripts").display(),
+        );
+        let conf_path = dir.path().join("gala-gopher.conf");
+        std::fs::write(&conf_path, conf).unwrap();
+        let log = std::fs::File::create(dir.path().join("daemon.log")).unwrap();
+        let child = Command::new(env!("CARGO_BIN_EXE_gala-gopher"))
+            .arg("-c")
+            .arg(&conf_path)
+            .env("GALA_GOPHER_GLOBAL__MACHINE_ID", MACHINE_ID)
+            .envs(env.iter().copied())
+            .stdin(Stdio::null())
+            .stdout(log.try_clone().unwrap())
+            .stderr(log)
+            .spawn()
+            .expect("spawn gala-gopher");
+        let d = Daemon { dir, port, child };
+        let up = wait_for(Duration::from_secs(20), || {
+            http(d.port, "GET", "/metrics")
+                .ok()
+                .filter(|(s, _)| *s == 200)
+        });
+        assert!(
+            up.is_some(),
+            "daemon did not serve /metrics; log:\n{}",
+            d.log()
+        );
+        d
+    }
+
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self.dir.path().join("daemon.log")).unwrap_or_default()
+    }
+
+    pub fn scrape(&self) -> String {
+        let (status, body) = http(self.port, "GET", "/metrics").expect("scrape");
+        assert_eq!(status, 200);
+        body
+    }
+
+    pub fn status(&self) -> serde_json::Value {
+        let (status, body) = http(self.port, "GET", "/status").expect("status");
+        assert_eq!(status, 200);
+        serde_json::from_str(&body).expect("status json")
+    }
+
+    /// Wait until a scrape contains `needle`.
+    pub fn wait_scrape(&self, needle: &str, timeout: Duration) -> String {
+        wait_for(timeout, || {
+            Some(self.scrape()).filter(|s| s.contains(needle))
+        })
+        .unwrap_or_else(|| {
+            panic!(
+                "no {needle:?} in scrape; log:\n{}\nlast scrape:\n{}",
+                self.log(),
+                self.scrape()
+            )
+        })
+    }
+
+    pub fn pid(&self) -> i32 {
+        self.child.id() as i32
+    }
+
+    /// SIGTERM and wait; returns the exit status and how long it took.
+    pub fn stop(mut self) -> (ExitStatus, Duration, String) {
+        let t0 = Instant::now();
+        // SAFETY: plain kill(2) on our own child.
+        unsafe {
+            libc::kill(self.child.id() as i32, libc::SIGTERM);
+        }
+        let status = wait_for(Duration::from_secs(15), || {
+            self.child.try_wait().ok().flatten()
+        })
+        .expect("daemon exits after SIGTERM");
+        (status, t0.elapsed(), self.log())
+    }
+}
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Non-self metric lines and their HELP/TYPE (what a probe produced).
+pub fn probe_part(scrape: &str) -> String {
+    scrape
+        .lines()
+        .filter(|l| !l.contains("gala_gopher_self_"))
+        .map(|l| format!("{l}\n"))
+        .collect()
+}
+
+/// Value of the first sample line starting with `prefix` (a metric name plus labels).
+pub fn sample(scrape: &str, prefix: &str) -> Option<f64> {
+    scrape
+        .lines()
+        .find(|l| l.starts_with(prefix))
+        .and_then(|l| l.rsplit(' ').next())
+        .and_then(|v| v.parse().ok())
+}
+
+/// Whether a process with this pid exists (zombies count as gone).
+pub fn alive(pid: i32) -> bool {
+    match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
+        Ok(s) => s
+            .rsplit_once(')')
+            .and_then(|(_, rest)| rest.split_whitespace().next())
+            .is_some_and(|state| state != "Z" && state != "X"),
+        Err(_) => false,
+    }
+}
