@@ -1,0 +1,64 @@
+//! A real Prometheus server (Debian package) scrapes the daemon and answers a query.
+
+mod daemon_support;
+
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use daemon_support::*;
+
+struct KillOnDrop(Child);
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+#[test]
+fn prometheus_scrapes_and_answers_query() {
+    let d = Daemon::start(60, "", |probes| {
+        let src = workspace().join("framework/tests/fixtures/golden/probes");
+        for f in ["golden.sh", "golden.meta"] {
+            std::fs::copy(src.join(f), probes.join(f)).unwrap();
+        }
+    });
+    d.wait_scrape("gala_gopher_golden_threads", Duration::from_secs(10));
+    let work = tempfile::tempdir().unwrap();
+    let conf = work.path().join("prometheus.yml");
+    std::fs::write(
+        &conf,
+        format!(
+            "global: {{scrape_interval: 1s, evaluation_interval: 1s}}\n\
+             scrape_configs:\n  - job_name: gala_gopher\n    static_configs: [{{targets: ['127.0.0.1:{}']}}]\n",
+            d.port
+        ),
+    )
+    .unwrap();
+    let prom_port = free_port();
+    let prom = Command::new("prometheus")
+        .arg(format!("--config.file={}", conf.display()))
+        .arg(format!("--storage.tsdb.path={}", work.path().join("tsdb").display()))
+        .arg(format!("--web.listen-address=127.0.0.1:{prom_port}"))
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("prometheus installed (apt prometheus); .ci/run installs it");
+    let _prom = KillOnDrop(prom);
+    let query = "/api/v1/query?query=gala_gopher_golden_threads%7Btgid%3D%22100%22%7D";
+    let answer = wait_for(Duration::from_secs(60), || {
+        let (status, body) = http(prom_port, "GET", query).ok()?;
+        (status == 200 && body.contains("\"value\"")).then_some(body)
+    })
+    .expect("prometheus answered the query with a sample");
+    let v: serde_json::Value = serde_json::from_str(&answer).unwrap();
+    let result = &v["data"]["result"][0];
+    assert_eq!(result["metric"]["machine_id"], MACHINE_ID);
+    assert_eq!(result["metric"]["job"], "gala_gopher");
+    assert_eq!(result["value"][1], "12");
+
+    // The target is healthy (the exposition parsed cleanly for Prometheus itself).
+    let (_, targets) = http(prom_port, "GET", "/api/v1/targets?state=active").unwrap();
+    assert!(targets.contains("\"health\":\"up\""), "{targets}");
+}
