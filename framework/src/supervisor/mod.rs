@@ -12,7 +12,7 @@
 //! [`Supervisor::reconcile`] turns a desired set into running tasks, one tokio task per probe
 //! owning its whole lifecycle (gate on switch → prepare → spawn → wait → backoff → respawn).
 
-pub mod child;
+mod child;
 pub mod discovery;
 mod probe_task;
 pub mod start_check;
