@@ -16,6 +16,9 @@ use crate::supervisor::{OutputSink, ProbeSpec};
 use crate::telemetry::{DropReason, ProbeStats};
 use crate::wire::{parse_record, FramedLine, Framer, ParseError};
 
+/// Bytes read from a probe pipe per read call.
+const READ_CHUNK: usize = 256 * 1024;
+
 /// Log lines forwarded per probe per second before the rest are only counted.
 const LOG_LINES_PER_SEC: u32 = 50;
 
@@ -79,6 +82,7 @@ impl Ingest {
             stats,
             scratch: Scratch::default(),
             cached: None,
+            values_buf: Vec::new(),
             log_window: Instant::now(),
             log_budget: LOG_LINES_PER_SEC,
             suppressed: 0,
@@ -94,7 +98,7 @@ impl Ingest {
     ) {
         let mut handler = self.handler(stats);
         let mut framer = Framer::new(self.max_line);
-        let mut buf = vec![0u8; 64 * 1024];
+        let mut buf = vec![0u8; READ_CHUNK];
         loop {
             let n = match reader.read(&mut buf).await {
                 Ok(0) => break,
@@ -143,6 +147,7 @@ impl OutputSink for Ingest {
         stats: Arc<ProbeStats>,
         stdout: tokio::process::ChildStdout,
     ) -> Pin<Box<dyn Future<Output = ()> + Send>> {
+        grow_pipe(&stdout);
         let this = Ingest {
             registry: Arc::clone(&self.registry),
             store: Arc::clone(&self.store),
@@ -154,6 +159,16 @@ impl OutputSink for Ingest {
     }
 }
 
+/// Ask for a 1 MiB pipe buffer so a fast probe is not woken for every 64 KiB (best effort: the
+/// kernel caps it at `fs.pipe-max-size`).
+fn grow_pipe(stdout: &tokio::process::ChildStdout) {
+    use std::os::fd::AsRawFd;
+    // SAFETY: fcntl on a valid pipe fd owned by `stdout`; failure only leaves the default size.
+    unsafe {
+        libc::fcntl(stdout.as_raw_fd(), libc::F_SETPIPE_SZ, 1 << 20);
+    }
+}
+
 /// Per-probe line handler: parse, look up, store, count.
 pub struct LineHandler {
     registry: Arc<RwLock<SchemaRegistry>>,
@@ -162,6 +177,7 @@ pub struct LineHandler {
     stats: Arc<ProbeStats>,
     scratch: Scratch,
     cached: Option<SchemaRef>,
+    values_buf: Vec<&'static str>,
     log_window: Instant,
     log_budget: u32,
     suppressed: u64,
@@ -190,8 +206,16 @@ impl LineHandler {
                 return;
             }
         };
-        let mut values: Vec<&str> = Vec::new();
-        let table = match parse_record(text, &mut values) {
+        let mut values = std::mem::take(&mut self.values_buf);
+        self.handle_text(text, &mut values);
+        values.clear();
+        // Reuse the allocation for the next line: an empty vec holds no borrow of `text`, and
+        // collecting into a same-layout element type is done in place.
+        self.values_buf = values.into_iter().map(|_| "").collect();
+    }
+
+    fn handle_text<'a>(&mut self, text: &'a str, values: &mut Vec<&'a str>) {
+        let table = match parse_record(text, values) {
             Ok(t) => t,
             Err(ParseError::NotRecord) => {
                 if !text.trim().is_empty() {
@@ -205,7 +229,7 @@ impl LineHandler {
             }
         };
         if table == "event" {
-            self.events.event(&self.stats.name, &values);
+            self.events.event(&self.stats.name, values);
             self.stats.records.fetch_add(1, Ordering::Relaxed);
             return;
         }
@@ -215,7 +239,7 @@ impl LineHandler {
         };
         match self
             .store
-            .upsert(&schema, &values, self.now_ms, &mut self.scratch)
+            .upsert(&schema, values, self.now_ms, &mut self.scratch)
         {
             Ok(up) => {
                 if up.bad_values > 0 {

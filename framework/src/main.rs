@@ -175,7 +175,7 @@ async fn run(loaded: LoadedConfig, config_path: PathBuf) -> anyhow::Result<()> {
         cfg.imdb.max_metrics_num as usize,
     ));
 
-    if let Err(e) = supervisor::child::become_subreaper() {
+    if let Err(e) = supervisor::become_subreaper() {
         tracing::warn!("cannot become child subreaper: {e}");
     }
     let sup = Supervisor::new(

@@ -39,7 +39,10 @@ fn prometheus_scrapes_and_answers_query() {
     let prom_port = free_port();
     let prom = Command::new("prometheus")
         .arg(format!("--config.file={}", conf.display()))
-        .arg(format!("--storage.tsdb.path={}", work.path().join("tsdb").display()))
+        .arg(format!(
+            "--storage.tsdb.path={}",
+            work.path().join("tsdb").display()
+        ))
         .arg(format!("--web.listen-address=127.0.0.1:{prom_port}"))
         .stdout(Stdio::null())
         .stderr(Stdio::null())

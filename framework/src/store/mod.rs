@@ -11,6 +11,9 @@ use std::sync::{Arc, Mutex, MutexGuard, RwLock};
 
 use indexmap::IndexMap;
 
+/// Row map: first-seen order, fast non-cryptographic hashing (keys come from local probes).
+type RowMap = IndexMap<String, Row, foldhash::fast::RandomState>;
+
 use crate::meta::{FieldKind, SchemaRef};
 use crate::telemetry::DropReason;
 use crate::wire::{unescape_into, value_is_absent};
@@ -68,7 +71,7 @@ impl Row {
 #[derive(Debug)]
 pub struct Table {
     schema: SchemaRef,
-    rows: IndexMap<String, Row>,
+    rows: RowMap,
 }
 
 impl Table {
@@ -125,7 +128,7 @@ pub struct StoreCounters {
 /// All tables.
 #[derive(Debug)]
 pub struct TableStore {
-    tables: RwLock<HashMap<String, Arc<Mutex<Table>>>>,
+    tables: RwLock<HashMap<String, Arc<Mutex<Table>>, foldhash::fast::RandomState>>,
     limits: StoreLimits,
     machine_id: String,
     /// Drop and expiry counters (exported as self-metrics).
@@ -154,7 +157,7 @@ impl TableStore {
     /// An empty store; `machine_id` is added as the last label of every series.
     pub fn new(limits: StoreLimits, machine_id: &str) -> Self {
         TableStore {
-            tables: RwLock::new(HashMap::new()),
+            tables: RwLock::new(HashMap::default()),
             limits,
             machine_id: machine_id.to_string(),
             counters: StoreCounters::default(),
@@ -292,7 +295,7 @@ impl TableStore {
         }
         let t = Arc::new(Mutex::new(Table {
             schema: Arc::clone(schema),
-            rows: IndexMap::new(),
+            rows: RowMap::default(),
         }));
         tables.insert(schema.table_name.clone(), Arc::clone(&t));
         Ok(t)

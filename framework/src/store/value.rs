@@ -2,6 +2,9 @@
 
 /// Whether `text` is a number Prometheus accepts. `NaN`, `+Inf`, `-Inf` and exponents are valid.
 pub fn is_number(text: &str) -> bool {
+    if is_plain_decimal(text.as_bytes()) {
+        return true;
+    }
     let t = text.trim();
     if t.is_empty() {
         return false;
@@ -9,6 +12,21 @@ pub fn is_number(text: &str) -> bool {
     // f64::from_str also accepts "infinity"/"nan" in any case, which is what we want; reject
     // things Rust accepts but Prometheus text parsers may not, like a trailing '.' alone.
     t.parse::<f64>().is_ok() && t != "." && !t.starts_with("0x")
+}
+
+/// `-?[0-9]+(\.[0-9]*)?`: the common case, checked without a float parse.
+fn is_plain_decimal(b: &[u8]) -> bool {
+    let digits = b.strip_prefix(b"-").unwrap_or(b);
+    let mut seen_digit = false;
+    let mut seen_dot = false;
+    for &c in digits {
+        match c {
+            b'0'..=b'9' => seen_digit = true,
+            b'.' if !seen_dot && seen_digit => seen_dot = true,
+            _ => return false,
+        }
+    }
+    seen_digit
 }
 
 /// Canonical Prometheus rendering of a valid number: the original text for ordinary decimals,

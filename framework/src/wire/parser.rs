@@ -10,9 +10,10 @@
 //! keeps the escaped character. Values are returned raw (still escaped) as borrowed slices;
 //! [`unescape_into`] decodes one when the store keeps it.
 
-use nom::bytes::complete::{escaped, is_not, take_while1};
-use nom::character::complete::anychar;
-use nom::combinator::opt;
+use nom::character::complete::char;
+use nom::error::{Error as NomError, ErrorKind};
+use nom::multi::fold_many0;
+use nom::sequence::preceded;
 use nom::{IResult, Parser};
 
 /// Why a line is not a record.
@@ -26,15 +27,40 @@ pub enum ParseError {
     Malformed,
 }
 
-fn table_name(input: &str) -> IResult<&str, &str> {
-    take_while1(|c| c != '|' && c != '\\').parse(input)
+fn fail(input: &str, kind: ErrorKind) -> nom::Err<NomError<&str>> {
+    nom::Err::Error(NomError::new(input, kind))
 }
 
+/// `table`: one or more characters up to the next `|` (a `\` is not allowed in table names).
+/// Hand-written nom parser: memchr finds the delimiter instead of testing char by char.
+fn table_name(input: &str) -> IResult<&str, &str> {
+    let end = memchr::memchr2(b'|', b'\\', input.as_bytes()).unwrap_or(input.len());
+    if end == 0 {
+        return Err(fail(input, ErrorKind::TakeWhile1));
+    }
+    Ok((&input[end..], &input[..end]))
+}
+
+/// `value`: characters up to the next unescaped `|` (or end of line), escapes kept raw.
 fn raw_value(input: &str) -> IResult<&str, &str> {
-    // `escaped` fails on empty input in nom 8; an empty value is legal, hence `opt`.
-    opt(escaped(is_not("|\\"), '\\', anychar))
-        .map(|v| v.unwrap_or(""))
-        .parse(input)
+    let bytes = input.as_bytes();
+    let mut i = 0;
+    loop {
+        let Some(p) = memchr::memchr2(b'|', b'\\', &bytes[i..]) else {
+            return Ok(("", input));
+        };
+        let at = i + p;
+        if bytes[at] == b'|' {
+            return Ok((&input[at..], &input[..at]));
+        }
+        // A backslash escapes the next character, whatever its UTF-8 length.
+        let escaped_len = input[at + 1..]
+            .chars()
+            .next()
+            .map(char::len_utf8)
+            .ok_or_else(|| fail(input, ErrorKind::Escaped))?;
+        i = at + 1 + escaped_len;
+    }
 }
 
 /// Parse a record line (without its trailing newline). Returns the table name and pushes each
@@ -42,29 +68,27 @@ fn raw_value(input: &str) -> IResult<&str, &str> {
 pub fn parse_record<'a>(line: &'a str, values: &mut Vec<&'a str>) -> Result<&'a str, ParseError> {
     values.clear();
     let line = line.strip_suffix('\r').unwrap_or(line);
-    let Some(rest) = line.strip_prefix('|') else {
+    if !line.starts_with('|') {
         return Err(ParseError::NotRecord);
-    };
-    let (mut rest, table) = table_name(rest).map_err(|_| ParseError::Malformed)?;
-    if rest.is_empty() {
-        // `|table` with nothing after it: a table with zero fields is not a record.
+    }
+    let fields = fold_many0(
+        preceded(char('|'), raw_value),
+        || (),
+        |(), v| values.push(v),
+    );
+    let (rest, (_, table, ())) = (char('|'), table_name, fields)
+        .parse(line)
+        .map_err(|_: nom::Err<NomError<&str>>| ParseError::Malformed)?;
+    if !rest.is_empty() || values.is_empty() {
+        // Trailing garbage (a '\\' right after the table name, a dangling escape) or `|table`
+        // with no '|' after it.
         return Err(ParseError::Malformed);
     }
-    // rest starts with '|' here (table_name stops only at '|' or '\').
-    while let Some(after_bar) = rest.strip_prefix('|') {
-        if after_bar.is_empty() {
-            return Ok(table);
-        }
-        let (tail, value) = raw_value(after_bar).map_err(|_| ParseError::Malformed)?;
-        values.push(value);
-        rest = tail;
-        if rest.is_empty() {
-            // Last value not closed by '|': accepted, it ends at the end of line.
-            return Ok(table);
-        }
+    if line.ends_with('|') && values.last() == Some(&"") {
+        // The final '|' closes the last value; it does not open an empty one.
+        values.pop();
     }
-    // A '\' directly after the table name, or a dangling escape at end of line.
-    Err(ParseError::Malformed)
+    Ok(table)
 }
 
 /// Whether a raw value means "absent" (empty or the upstream literal `(null)`).
