@@ -225,3 +225,225 @@ fn upstream_head_config_is_accepted() {
     assert_eq!(loaded.config.rest_api_server.port, 9999);
     assert!(loaded.config.probes.is_empty());
 }
+
+#[test]
+fn value_errors() {
+    let f = "/etc/gala-gopher/gala-gopher.conf";
+    let cases: &[(&str, &str)] = &[
+        (
+            "web_server = {\n  port = \"http\";\n};",
+            ":2: web_server.port: invalid type: string \"http\", expected an integer",
+        ),
+        (
+            "web_server = {\n  bind_addr = \"localhost\";\n};",
+            ":2: web_server.bind_addr: invalid value \"localhost\", expected an IP address such as \"127.0.0.1\"",
+        ),
+        (
+            "global = { log_level = \"verbose\"; };",
+            ":1: global.log_level: invalid value \"verbose\", expected one of: debug, info, warn, error",
+        ),
+        (
+            "imdb = {\n max_tables_num = 0;\n};",
+            ":2: imdb.max_tables_num: invalid value 0, expected 1..=65536",
+        ),
+        (
+            "imdb = { record_timeout = -1; };",
+            ":1: imdb.record_timeout: invalid value -1, expected an integer >= 1",
+        ),
+        (
+            "logs = {\n  metric_dir = \"/var/log/a;b\";\n};",
+            ":2: logs.metric_dir: invalid value \"/var/log/a;b\", the path must not contain \";\"",
+        ),
+        (
+            "web_server = 5;",
+            ":1: web_server: invalid type: integer `5`, expected a group { ... }",
+        ),
+        (
+            "probes = ( { name = \"../x\"; } );",
+            ":1: probes[0].name: invalid value \"../x\", expected a probe name of letters, digits, '_', '-' and '.' (not starting with '-' or '.')",
+        ),
+        (
+            "extend_probes = (\n { name = \"x\"; command = \"/bin/x 'unclosed\"; }\n);",
+            ":2: extend_probes[0].command: invalid value \"/bin/x 'unclosed\", unbalanced quotes",
+        ),
+        (
+            "extend_probes = (\n { name = \"x\"; }\n);",
+            ":2: extend_probes[0].command: missing required key",
+        ),
+        (
+            "probes = (\n { name = \"x\"; switch = \"maybe\"; }\n);",
+            ":2: probes[0].switch: invalid value \"maybe\", expected one of: on, off, auto",
+        ),
+        (
+            "probes = (\n { name = \"x\"; switch = \"auto\"; check_type = \"process\";\n   start_check = \"(nginx\"; }\n);",
+            ":3: probes[0].start_check: invalid process regex \"(nginx\": ",
+        ),
+        (
+            "metric = {\n out_channel = \"kafka\";\n};",
+            ":2: metric.out_channel: channel \"kafka\" needs kafka.kafka_broker to be set",
+        ),
+        (
+            "event = { out_channel = \"otlp\"; };",
+            ":1: event.out_channel: channel \"otlp\" needs otlp.endpoint to be set",
+        ),
+        (
+            "meta = { out_channel = \"web_server\"; };",
+            ":1: meta.out_channel: channel \"web_server\" only carries metrics",
+        ),
+        (
+            "otlp = { endpoint = \"grpc://x:4317\"; };",
+            ":1: otlp.endpoint: invalid value \"grpc://x:4317\", expected \"\" or an http:// or https:// URL",
+        ),
+        (
+            "web_server = {\n ssl_auth = \"on\";\n};",
+            ":2: web_server.private_key: required when ssl_auth is \"on\"",
+        ),
+        (
+            "global = { rest_api_on = true; };\nrest_api_server = {\n port = 8888;\n};",
+            ":3: rest_api_server.port: port 8888 is already used by web_server.port",
+        ),
+        (
+            "probes = \"system_infos\";",
+            ":1: probes: invalid type: string \"system_infos\", expected a list ( ... )",
+        ),
+        (
+            "kafka = { compression_codec = \"brotli\"; };",
+            ":1: kafka.compression_codec: invalid value \"brotli\", expected one of: none, gzip, snappy, lz4, zstd",
+        ),
+    ];
+    for (src, want) in cases {
+        let got = err(src);
+        let want = format!("{f}{want}");
+        assert!(got.starts_with(&want), "{src:?}\n got: {got}\nwant: {want}");
+    }
+}
+
+#[test]
+fn accepted_spellings() {
+    let src = "global = { rest_api_on = \"on\"; log_level = \"WARN\"; };\n\
+               web_server = { port = \"9000\"; bind_addr = \"::1\"; ssl_auth = false; };\n\
+               metric = { pod_info_switch = true; out_channel = (\"logs\", \"json\", \"logs\"); };\n\
+               kafka = { sasl_mechanism = \"SCRAM-SHA-256\"; security_protocol = \"sasl_ssl\"; };";
+    let c = load(src).unwrap().config;
+    assert!(c.global.rest_api_on);
+    assert_eq!(c.global.log_level, LogLevel::Warn);
+    assert_eq!(c.web_server.port, 9000);
+    assert_eq!(c.web_server.bind_addr.to_string(), "::1");
+    assert!(c.metric.pod_info_switch);
+    assert_eq!(
+        c.metric.out_channel.as_slice(),
+        [OutChannel::Logs, OutChannel::Json]
+    );
+    assert_eq!(
+        c.kafka.sasl_mechanism,
+        Some(config::SaslMechanism::ScramSha256)
+    );
+}
+
+#[test]
+fn tls_files_must_exist_and_are_returned() {
+    let dir = tempfile::tempdir().unwrap();
+    let key = dir.path().join("k.pem");
+    let cert = dir.path().join("c.pem");
+    std::fs::write(&key, "k").unwrap();
+    std::fs::write(&cert, "c").unwrap();
+    let src = format!(
+        "web_server = {{ ssl_auth = \"on\"; private_key = \"{}\"; cert_file = \"{}\"; }};",
+        key.display(),
+        cert.display()
+    );
+    let c = load(&src).unwrap().config;
+    let tls = c.web_server.tls().unwrap();
+    assert_eq!(
+        (tls.private_key, tls.cert_file, tls.ca_file),
+        (key.clone(), cert.clone(), None)
+    );
+    assert!(c.rest_api_server.tls().is_none());
+
+    let src = src.replace("\"; };", "\"; ca_file = \"/nonexistent/ca.pem\"; };");
+    assert!(err(&src).ends_with("web_server.ca_file: file /nonexistent/ca.pem does not exist"));
+}
+
+#[test]
+fn env_unknown_keys_and_lists() {
+    let loaded = load_env(
+        "",
+        &[
+            ("GALA_GOPHER_WEB_SERVER__COLOUR", "red"),
+            ("GALA_GOPHER_METRIC__OUT_CHANNEL", "web_server,logs"),
+            ("gala_gopher_global__log_level", "error"),
+        ],
+    )
+    .unwrap();
+    assert_eq!(
+        loaded.warnings,
+        ["GALA_GOPHER_WEB_SERVER__COLOUR: unknown key \"web_server.colour\" (ignored)"]
+    );
+    assert_eq!(
+        loaded.config.metric.out_channel.as_slice(),
+        [OutChannel::WebServer, OutChannel::Logs]
+    );
+    assert_eq!(loaded.config.global.log_level, LogLevel::Error);
+}
+
+#[test]
+fn syntax_errors_pass_through() {
+    let e = load("web_server = {\n  port = 8888 8889;\n};").unwrap_err();
+    assert!(matches!(e, ConfigError::Syntax(_)));
+    assert_eq!(
+        e.to_string(),
+        "/etc/gala-gopher/gala-gopher.conf:2:15: expected ';' or ',' after setting \"port\""
+    );
+    let e = config::load(Path::new("/nonexistent/gala-gopher.conf")).unwrap_err();
+    assert!(matches!(e, ConfigError::Read { .. }), "{e}");
+}
+
+#[test]
+fn include_and_lines_in_included_file() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(
+        dir.path().join("probes.conf"),
+        "probes = (\n  { name = \"a\"; switch = \"sometimes\"; }\n);\n",
+    )
+    .unwrap();
+    let main = dir.path().join("gala-gopher.conf");
+    std::fs::write(
+        &main,
+        "global = { log_level = \"info\"; };\n@include \"probes.conf\"\n",
+    )
+    .unwrap();
+    let e = config::load(&main).unwrap_err().to_string();
+    assert!(
+        e.starts_with(&format!(
+            "{}:2: probes[0].switch: invalid value \"sometimes\"",
+            dir.path().join("probes.conf").display()
+        )),
+        "{e}"
+    );
+}
+
+#[test]
+fn check_summarises() {
+    let dir = tempfile::tempdir().unwrap();
+    let p = dir.path().join("g.conf");
+    std::fs::write(
+        &p,
+        "global = { rest_api_on = true; bogus = 1; };\n\
+         rest_api_server = { token = \"t\"; };\n\
+         probes = ( { name = \"a\"; switch = \"on\"; }, { name = \"b\"; } );\n\
+         extend_probes = ( { name = \"c\"; command = \"/bin/c\"; switch = \"auto\"; check_type = \"process\"; start_check = \"^c$\"; } );",
+    )
+    .unwrap();
+    let s = config::check(&p).unwrap();
+    let want = format!(
+        "{0}: OK (1 warning)\n  warning: {0}:1: unknown key \"global.bogus\" (ignored)\n\
+         metric -> web_server (http://127.0.0.1:8888/metrics); event -> logs; meta -> logs\n\
+         rest api: http://127.0.0.1:9999 (token: required)\n\
+         probes_dir: /opt/gala-gopher/probes; meta_dir: /opt/gala-gopher/meta\n\
+         probes on: a\nprobes auto: c\nprobes off: b\n",
+        p.display()
+    );
+    assert_eq!(s, want);
+    std::fs::write(&p, "web_server = { port = 0; };").unwrap();
+    assert!(config::check(&p).is_err());
+}

@@ -65,10 +65,28 @@ impl Locator {
         }
     }
 
+    /// An error about `key` located where `at_key` was written (for a key that is missing
+    /// because of another key's value).
+    pub(super) fn invalid_at(&self, key: &str, at_key: &str, message: String) -> ConfigError {
+        ConfigError::Invalid {
+            at: self.at(at_key),
+            key: key.to_string(),
+            message,
+        }
+    }
+
     fn map_config_error(&self, err: &config::ConfigError) -> ConfigError {
         let key = gala_libconfig::error_key(err).unwrap_or_default();
-        self.invalid(&key, gala_libconfig::error_message(err))
+        self.invalid(&key, libconfig_terms(&gala_libconfig::error_message(err)))
     }
+}
+
+/// Say "group"/"list" (the file's vocabulary) where serde says "struct X"/"sequence".
+fn libconfig_terms(msg: &str) -> String {
+    if let Some(pos) = msg.find("expected struct ") {
+        return format!("{}expected a group {{ ... }}", &msg[..pos]);
+    }
+    msg.replace("expected a sequence", "expected a list ( ... )")
 }
 
 /// `GALA_GOPHER_WEB_SERVER__PORT` → `web_server.port` (as the `config` crate maps it).

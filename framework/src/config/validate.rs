@@ -62,8 +62,9 @@ fn validate_probes(cfg: &GopherConfig, loc: &Locator) -> Result<(), ConfigError>
 
         let check_key = format!("{}.start_check", e.key);
         if e.switch == Switch::Auto && e.start_check.is_none() {
-            return Err(loc.invalid(
+            return Err(loc.invalid_at(
                 &check_key,
+                &format!("{}.switch", e.key),
                 "switch is \"auto\" but start_check is missing or empty".to_string(),
             ));
         }
@@ -146,7 +147,11 @@ fn validate_servers(cfg: &GopherConfig, loc: &Locator) -> Result<(), ConfigError
             let key = format!("{section}.{name}");
             match value {
                 None if required => {
-                    return Err(loc.invalid(&key, "required when ssl_auth is \"on\"".to_string()))
+                    return Err(loc.invalid_at(
+                        &key,
+                        &format!("{section}.ssl_auth"),
+                        "required when ssl_auth is \"on\"".to_string(),
+                    ))
                 }
                 Some(p) if !p.is_file() => {
                     return Err(loc.invalid(&key, format!("file {} does not exist", p.display())))

@@ -8,7 +8,7 @@ use libbpf_rs::{MapCore, MapFlags, OpenObject};
 use probe_sdk::bpf::{self, BpfError, Hook, LossCounters};
 
 use crate::skel::io::{types, IoSkel, IoSkelBuilder};
-use crate::stats::{decode, DiskId, DiskSample, DiskStats, STAGES};
+use crate::stats::{decode, DiskId, DiskSample};
 
 /// Raw tracepoints the probe attaches to.
 pub const RAW_TRACEPOINTS: [&str; 3] = ["block_rq_insert", "block_rq_issue", "block_rq_complete"];
@@ -44,6 +44,25 @@ fn step(step: &'static str) -> impl FnOnce(libbpf_rs::Error) -> IoBpfError {
     move |source| IoBpfError::Libbpf { step, source }
 }
 
+/// Which program handles `block_rq_complete`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CompletionHook {
+    /// `tp_btf/block_rq_complete`: reads the request with plain loads (cheapest; kernel 5.5+).
+    TpBtf,
+    /// `raw_tp/block_rq_complete`: reads through `bpf_probe_read_kernel` (any BTF kernel).
+    RawTp,
+}
+
+impl CompletionHook {
+    /// Name as in the program's section (`tp_btf`, `raw_tp`).
+    pub fn name(self) -> &'static str {
+        match self {
+            CompletionHook::TpBtf => "tp_btf",
+            CompletionHook::RawTp => "raw_tp",
+        }
+    }
+}
+
 /// The loaded and attached io programs.
 pub struct IoBpf<'obj> {
     skel: IoSkel<'obj>,
@@ -61,36 +80,43 @@ impl<'obj> IoBpf<'obj> {
     pub fn load_and_attach(
         storage: &'obj mut MaybeUninit<OpenObject>,
         custom_btf: Option<&Path>,
+        completion: CompletionHook,
     ) -> Result<IoBpf<'obj>, IoBpfError> {
         let builder = IoSkelBuilder {
             obj_builder: bpf::object_builder(custom_btf)?,
         };
-        let open = builder.open(storage).map_err(step("open BPF object"))?;
+        let mut open = builder.open(storage).map_err(step("open BPF object"))?;
+        open.progs
+            .io_rq_complete
+            .set_autoload(completion == CompletionHook::RawTp);
+        open.progs
+            .io_rq_complete_btf
+            .set_autoload(completion == CompletionHook::TpBtf);
         let mut skel = open.load().map_err(step("load BPF programs"))?;
         skel.attach().map_err(step("attach BPF programs"))?;
         Ok(IoBpf { skel })
     }
 
-    /// Flips the period parity and returns the previous one (whose maxima are now complete).
-    fn flip_parity(&mut self) -> Result<u32, IoBpfError> {
+    /// Starts the next period in BPF and returns the number of the one that ended.
+    fn next_epoch(&mut self) -> Result<u32, IoBpfError> {
         let bss = self
             .skel
             .maps
             .bss_data
             .as_deref_mut()
             .ok_or(IoBpfError::Layout("bss"))?;
-        let old = bss.period_parity & 1;
-        bss.period_parity = old ^ 1;
-        Ok(old)
+        let ended = bss.period_epoch;
+        bss.period_epoch = ended.wrapping_add(1);
+        Ok(ended)
     }
 
     /// Ends a period: returns every disk's cumulative statistics with the maximum latencies of
-    /// the period that just ended.
+    /// the period that just ended, sorted by disk.
     pub fn collect(&mut self) -> Result<Vec<DiskSample>, IoBpfError> {
-        let parity = self.flip_parity()?;
-        let mut samples = Vec::new();
-        let stats_map = &self.skel.maps.io_stats;
-        let keys: Vec<Vec<u8>> = stats_map.keys().collect();
+        let ended = self.next_epoch()?;
+        let map = &self.skel.maps.io_stats;
+        let keys: Vec<Vec<u8>> = map.keys().collect();
+        let mut samples = Vec::with_capacity(keys.len());
         for key in keys {
             let Some(dev) = key
                 .get(..4)
@@ -98,58 +124,25 @@ impl<'obj> IoBpf<'obj> {
             else {
                 continue;
             };
-            // A key can only vanish if something deleted it; skip it then.
-            let Some(per_cpu) = stats_map
+            // Keys are never deleted, but skip one that vanished rather than fail.
+            let Some(per_cpu) = map
                 .lookup_percpu(&key, MapFlags::ANY)
                 .map_err(step("read io_stats"))?
             else {
                 continue;
             };
-            let mut stats = DiskStats::default();
-            for v in &per_cpu {
-                let v: types::io_disk_stats = decode(v).ok_or(IoBpfError::Layout("io_stats"))?;
-                stats.add_cpu(&v);
-            }
-            samples.push(DiskSample {
-                id: DiskId::from_kernel_dev(dev),
-                stats,
-                period_max_ns: [0; 3],
-            });
+            let values = per_cpu
+                .iter()
+                .map(|v| decode::<types::io_disk_stats>(v).ok_or(IoBpfError::Layout("io_stats")))
+                .collect::<Result<Vec<_>, _>>()?;
+            samples.push(DiskSample::from_cpus(
+                DiskId::from_kernel_dev(dev),
+                &values,
+                ended,
+            ));
         }
-        self.take_maxima(parity, &mut samples)?;
         samples.sort_by_key(|s| s.id);
         Ok(samples)
-    }
-
-    /// Reads and deletes the `io_maxes` entries of `parity`, folding them into `samples`.
-    fn take_maxima(&self, parity: u32, samples: &mut [DiskSample]) -> Result<(), IoBpfError> {
-        let map = &self.skel.maps.io_maxes;
-        let keys: Vec<Vec<u8>> = map.keys().collect();
-        for raw_key in keys {
-            let key: types::io_max_key = decode(&raw_key).ok_or(IoBpfError::Layout("io_maxes"))?;
-            if key.parity != parity {
-                continue;
-            }
-            let per_cpu = map
-                .lookup_percpu(&raw_key, MapFlags::ANY)
-                .map_err(step("read io_maxes"))?
-                .unwrap_or_default();
-            // Deleting lets the map hold only two periods' worth of keys; an update racing with
-            // the delete is counted in the next period of the same parity.
-            let _ = map.delete(&raw_key);
-            let id = DiskId::from_kernel_dev(key.dev);
-            let Some(sample) = samples.iter_mut().find(|s| s.id == id) else {
-                continue;
-            };
-            for v in &per_cpu {
-                let v: types::io_max = decode(v).ok_or(IoBpfError::Layout("io_maxes"))?;
-                for stage in STAGES {
-                    let i = stage as usize;
-                    sample.period_max_ns[i] = sample.period_max_ns[i].max(v.max_ns[i]);
-                }
-            }
-        }
-        Ok(())
     }
 
     /// The `gg_stats` loss counters.

@@ -2,23 +2,25 @@
 //!
 //! Flags (upstream): `-t <secs>` period, `-d <name>` report only this disk, `-T <ms>` emit a
 //! `latency_req_max` event above this request latency, `-b <file>` custom BTF.
-//! Hidden test hook: env `IOPROBE_EXTRA_HOOK=<category>:<name>` (or `raw:<name>`) adds a
-//! required hook, to exercise the "unsupported" path with a tracepoint that does not exist.
+//! Hidden test hooks: env `IOPROBE_EXTRA_HOOK=<category>:<name>` (or `raw:<name>`) adds a
+//! required hook, to exercise the "unsupported" path with a tracepoint that does not exist;
+//! env `IOPROBE_COMPLETION_HOOK=raw_tp` skips the preferred `tp_btf` completion program.
 
 use std::mem::MaybeUninit;
 use std::process::ExitCode;
 
 use anyhow::Context;
 use ioprobe::disk::DiskNames;
-use ioprobe::loader::{required_hooks, IoBpf};
+use ioprobe::loader::{required_hooks, CompletionHook, IoBpf};
 use ioprobe::report::{self, DiskReport};
 use probe_sdk::args::ProbeArgs;
 use probe_sdk::bpf::{self, Hook};
 use probe_sdk::record::{is_broken_pipe, RecordWriter};
 use probe_sdk::run::PeriodLoop;
-use probe_sdk::{error, info};
+use probe_sdk::{error, info, warn};
 
 const EXTRA_HOOK_ENV: &str = "IOPROBE_EXTRA_HOOK";
+const COMPLETION_HOOK_ENV: &str = "IOPROBE_COMPLETION_HOOK";
 
 fn main() -> ExitCode {
     let args = ProbeArgs::from_env();
@@ -46,13 +48,33 @@ fn run(args: &ProbeArgs) -> anyhow::Result<()> {
     // Exits with "[ERROR] unsupported: …" (code 3) when a hook is missing.
     bpf::require_hooks(&hooks());
 
-    let mut storage = MaybeUninit::uninit();
-    let mut probe = IoBpf::load_and_attach(&mut storage, args.btf_path.as_deref())
-        .context("cannot start the io BPF programs")?;
+    let btf = args.btf_path.as_deref();
+    let force_raw = std::env::var(COMPLETION_HOOK_ENV).is_ok_and(|v| v == "raw_tp");
+    let (mut preferred, mut fallback) = (MaybeUninit::uninit(), MaybeUninit::uninit());
+    let first = if force_raw {
+        None
+    } else {
+        match IoBpf::load_and_attach(&mut preferred, btf, CompletionHook::TpBtf) {
+            Ok(p) => Some(p),
+            Err(e) => {
+                warn!("tp_btf/block_rq_complete unavailable ({e}); using raw_tp");
+                None
+            }
+        }
+    };
+    let (mut probe, completion) = match first {
+        Some(p) => (p, CompletionHook::TpBtf),
+        None => (
+            IoBpf::load_and_attach(&mut fallback, btf, CompletionHook::RawTp)
+                .context("cannot start the io BPF programs")?,
+            CompletionHook::RawTp,
+        ),
+    };
     let mut period = PeriodLoop::new(args.period()).context("cannot install signal handlers")?;
     info!(
-        "ioprobe attached to raw tracepoints {}; period {} s",
+        "ioprobe attached to raw tracepoints {} (completion via {}); period {} s",
         ioprobe::loader::RAW_TRACEPOINTS.join(", "),
+        completion.name(),
         args.period_secs
     );
 

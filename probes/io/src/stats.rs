@@ -146,6 +146,39 @@ pub struct DiskSample {
     pub period_max_ns: [u64; 3],
 }
 
+impl DiskSample {
+    /// Sums the per-CPU `io_stats` values of disk `id` at the end of period `ended_epoch`
+    /// (the value `period_epoch` had during the period).
+    pub fn from_cpus(id: DiskId, per_cpu: &[types::io_disk_stats], ended_epoch: u32) -> DiskSample {
+        let mut stats = DiskStats::default();
+        let mut period_max_ns = [0u64; 3];
+        for v in per_cpu {
+            stats.add_cpu(v);
+            let max = period_max(&v.max, ended_epoch);
+            for (acc, m) in period_max_ns.iter_mut().zip(max) {
+                *acc = (*acc).max(m);
+            }
+        }
+        DiskSample {
+            id,
+            stats,
+            period_max_ns,
+        }
+    }
+}
+
+/// One CPU's maxima for period `ended`: the current slot if the CPU is still in that period,
+/// the previous slot if a completion already moved it on, else none.
+pub fn period_max(m: &types::io_period_max, ended: u32) -> [u64; 3] {
+    if m.epoch == ended {
+        m.max_ns
+    } else if m.prev_epoch == ended {
+        m.prev_max_ns
+    } else {
+        [0; 3]
+    }
+}
+
 /// Reinterprets a map value as the skeleton type `T`, which must be exactly `bytes.len()` long.
 pub(crate) fn decode<T: Copy + Pod>(bytes: &[u8]) -> Option<T> {
     if bytes.len() != std::mem::size_of::<T>() {
@@ -160,8 +193,6 @@ pub(crate) fn decode<T: Copy + Pod>(bytes: &[u8]) -> Option<T> {
 /// Marker for skeleton types that are integers-only C structs (any bytes are a valid value).
 pub(crate) trait Pod {}
 impl Pod for types::io_disk_stats {}
-impl Pod for types::io_max {}
-impl Pod for types::io_max_key {}
 
 #[cfg(test)]
 mod tests {
@@ -212,10 +243,45 @@ mod tests {
 
     #[test]
     fn decode_checks_length() {
-        assert!(decode::<types::io_max>(&[0u8; 23]).is_none());
-        let mut raw = [0u8; 24];
-        raw[8] = 7;
-        let m: types::io_max = decode(&raw).unwrap();
-        assert_eq!(m.max_ns, [0, 7, 0]);
+        let size = std::mem::size_of::<types::io_disk_stats>();
+        assert!(decode::<types::io_disk_stats>(&vec![0u8; size - 1]).is_none());
+        let mut raw = vec![0u8; size];
+        raw[8] = 7; // ops[1]
+        let v: types::io_disk_stats = decode(&raw).unwrap();
+        assert_eq!(v.ops, [0, 7, 0, 0]);
+    }
+
+    fn with_max(
+        epoch: u32,
+        max: [u64; 3],
+        prev_epoch: u32,
+        prev: [u64; 3],
+    ) -> types::io_disk_stats {
+        let mut v = cpu_value(1);
+        v.max.epoch = epoch;
+        v.max.max_ns = max;
+        v.max.prev_epoch = prev_epoch;
+        v.max.prev_max_ns = prev;
+        v
+    }
+
+    #[test]
+    fn period_maxima_come_from_the_right_slot() {
+        let id = DiskId {
+            major: 8,
+            first_minor: 0,
+        };
+        // CPU 0 is still in period 4; CPU 1 moved on to 5 (its period-4 max is in prev);
+        // CPU 2 last completed something in period 2.
+        let cpus = [
+            with_max(4, [100, 0, 50], 3, [999, 999, 999]),
+            with_max(5, [7, 7, 7], 4, [80, 30, 90]),
+            with_max(2, [999, 999, 999], 1, [999, 999, 999]),
+        ];
+        let s = DiskSample::from_cpus(id, &cpus, 4);
+        assert_eq!(s.period_max_ns, [100, 30, 90]);
+        assert_eq!(s.stats.ops, [3, 6, 9, 12]);
+        // Nothing belongs to period 6.
+        assert_eq!(DiskSample::from_cpus(id, &cpus, 6).period_max_ns, [0, 0, 0]);
     }
 }

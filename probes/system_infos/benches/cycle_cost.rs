@@ -10,7 +10,8 @@
 //!    `/proc/<pid>/stat`, VmRSS / VmHWM.
 //!
 //! Environment knobs: `BENCH_PROCS` (default 480 plain sleeps), `BENCH_CYCLES` (default 200),
-//! `BENCH_BINARY_CYCLES` (default 20), `BENCH_SCRAPES` (default 50).
+//! `BENCH_BINARY_CYCLES` (default 20), `BENCH_SCRAPES` (default 50), `BENCH_PARTS` (comma list
+//! of `host,proc,all,binary,node`; default all).
 
 use probe_sdk::event::CivilTime;
 use probe_sdk::record::RecordWriter;
@@ -249,18 +250,26 @@ fn main() {
 
     let host_only = format!("{}", !bits::PROC);
     let conf_s = conf.to_str().unwrap();
-    bench_cycles("host tables (-P all but proc)", &["-P", &host_only], cycles);
-    bench_cycles(
-        "system_proc only (-P 64), 20 of ~500",
-        &["-P", "64", "-w", conf_s],
-        cycles,
-    );
-    bench_cycles(
-        "all tables, 20 of ~500 whitelisted",
-        &["-w", conf_s],
-        cycles,
-    );
-    bench_binary(&conf, env_usize("BENCH_BINARY_CYCLES", 20));
-    bench_node_exporter(env_usize("BENCH_SCRAPES", 50));
+    let parts = std::env::var("BENCH_PARTS").unwrap_or_else(|_| "host,proc,all,binary,node".into());
+    let part = |p: &str| parts.split(',').any(|x| x == p);
+    if part("host") {
+        bench_cycles("host tables (-P all but proc)", &["-P", &host_only], cycles);
+    }
+    if part("proc") {
+        bench_cycles(
+            "system_proc only (-P 64), 20 whitelisted",
+            &["-P", "64", "-w", conf_s],
+            cycles,
+        );
+    }
+    if part("all") {
+        bench_cycles("all tables, 20 whitelisted", &["-w", conf_s], cycles);
+    }
+    if part("binary") {
+        bench_binary(&conf, env_usize("BENCH_BINARY_CYCLES", 20));
+    }
+    if part("node") {
+        bench_node_exporter(env_usize("BENCH_SCRAPES", 50));
+    }
     drop(kids);
 }

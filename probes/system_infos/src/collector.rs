@@ -182,46 +182,59 @@ impl Collector {
     }
 
     fn read_sample(&mut self) -> Sample {
-        let cfg = &self.cfg;
-        let r = &mut self.reader;
-        let uptime = r
-            .read(&cfg.paths.proc("uptime"))
+        let paths = &self.cfg.paths;
+        let uptime = self
+            .reader
+            .read(&paths.proc("uptime"))
             .and_then(|t| t.split_ascii_whitespace().next()?.parse().ok());
         let mut s = Sample {
             uptime,
             at: Some(Instant::now()),
             ..Sample::default()
         };
-        if cfg.on(bits::CPU) {
-            s.cpu = cpu::sample(&cfg.paths, r);
+        if self.cfg.on(bits::CPU) {
+            s.cpu = cpu::sample(&self.cfg.paths, &mut self.reader);
         }
-        if cfg.on(bits::NET) {
-            s.net = net::sample(&cfg.paths, r);
+        if self.cfg.on(bits::NET) {
+            s.net = net::sample(&self.cfg.paths, &mut self.reader);
         }
-        if cfg.on(bits::NIC) {
-            let q = if cfg.qdisc {
-                match qdisc::dump() {
-                    Ok(q) => Some(q),
-                    Err(e) => {
-                        r.errors
-                            .failed(std::path::Path::new("rtnetlink qdisc dump"), &e);
-                        None
-                    }
-                }
-            } else {
-                None
-            };
-            s.nics = nic::sample(&cfg.paths, r, &cfg.nics, q.as_ref());
+        if self.cfg.on(bits::NIC) {
+            let q = self.qdisc_stats();
+            s.nics = nic::sample(
+                &self.cfg.paths,
+                &mut self.reader,
+                &self.cfg.nics,
+                q.as_ref(),
+            );
         }
-        if cfg.on(bits::DISK) {
-            s.disks = disk::sample(&cfg.paths, r);
+        if self.cfg.on(bits::DISK) {
+            s.disks = disk::sample(&self.cfg.paths, &mut self.reader);
         }
-        if cfg.on(bits::PROC) {
+        if self.cfg.on(bits::PROC) {
             let pids = self.selected_pids();
             self.procs_selected = pids.len();
             s.procs = process::sample(&self.cfg.paths, &mut self.reader, &pids);
         }
         s
+    }
+
+    fn qdisc_stats(&mut self) -> Option<HashMap<u32, qdisc::QdiscStats>> {
+        if !self.cfg.qdisc {
+            return None;
+        }
+        match qdisc::dump() {
+            Ok(q) => Some(q),
+            Err(e) => {
+                // Not allowed here (an unprivileged container, say): it will not get better, so
+                // count it once and stop asking.
+                self.reader
+                    .errors
+                    .failed(std::path::Path::new("rtnetlink qdisc dump"), &e);
+                probe_sdk::warn!("tc_* fields of nic disabled");
+                self.cfg.qdisc = false;
+                None
+            }
+        }
     }
 
     fn selected_pids(&mut self) -> Vec<u32> {

@@ -13,7 +13,7 @@ use crate::schema;
 use crate::source::{HostPaths, Reader};
 use crate::value::{percent, Fixed2};
 use probe_sdk::record::RecordWriter;
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
 use std::io::{self, Write};
 use std::sync::mpsc;
 use std::time::Duration;
@@ -321,7 +321,6 @@ pub fn write<W: Write>(
         return Ok(());
     };
     let mounts = select_mounts(parse_mounts(text), include_remote);
-    let mut seen = HashSet::new();
     for m in mounts {
         let usage = match statfs.statvfs(&m) {
             Ok(Some(u)) => u,
@@ -333,7 +332,7 @@ pub fn write<W: Write>(
                 continue;
             }
         };
-        if usage.blocks == 0 || !seen.insert(m.target.clone()) {
+        if usage.blocks == 0 {
             continue;
         }
         let f = df(&usage);

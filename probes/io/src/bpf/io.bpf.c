@@ -2,12 +2,16 @@
 /*
  * ioprobe: per-disk block request statistics aggregated in maps (no per-IO events).
  *
- * Hooks (raw tracepoints: no tracefs needed, and the struct request pointer identifies a
- * request exactly, unlike the (dev, sector) of the classic tracepoints):
+ * Hooks (raw tracepoints / tp_btf: no tracefs needed, and the struct request pointer
+ * identifies a request exactly, unlike the (dev, sector) of the classic tracepoints):
  *   block_rq_insert   -> remember the insert time
  *   block_rq_issue    -> remember the issue time
- *   block_rq_complete -> count op/bytes/errors; record req, queue and device latencies
- * User space reads io_stats (cumulative) and io_maxes (per period) once per period.
+ *   block_rq_complete -> count op/bytes/errors; record req, queue and device latencies.
+ *                        Two variants: tp_btf (plain loads from the request, preferred) and
+ *                        raw_tp (bpf_probe_read_kernel, for kernels without tp_btf); the loader
+ *                        enables one.
+ * User space reads io_stats once per period. The hot path does no map allocation in steady
+ * state: io_starts entries are updated in place, never deleted.
  */
 #include "vmlinux.h"
 #include <bpf/bpf_helpers.h>
@@ -18,12 +22,16 @@
 
 char LICENSE[] SEC("license") = "Dual BSD/GPL";
 
-/* Period parity (bit 0) for io_maxes; flipped by user space at each period boundary. */
-volatile __u32 period_parity;
+/* Number of the current report period; user space increments it at each period boundary. */
+volatile __u32 period_epoch;
 
-/* In-flight requests; an entry lives from insert/issue to completion. */
+/*
+ * Request pointer -> timestamps. LRU: request pointers come from per-queue pools that are
+ * reused, but pools are reallocated when a scheduler changes or a disk comes and goes; the LRU
+ * drops entries of vanished requests instead of filling up.
+ */
 struct {
-	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(type, BPF_MAP_TYPE_LRU_HASH);
 	__uint(max_entries, 16384);
 	__type(key, __u64);
 	__type(value, struct io_start);
@@ -36,44 +44,15 @@ struct {
 	__type(value, struct io_disk_stats);
 } io_stats SEC(".maps");
 
-struct {
-	__uint(type, BPF_MAP_TYPE_PERCPU_HASH);
-	__uint(max_entries, 1024);
-	__type(key, struct io_max_key);
-	__type(value, struct io_max);
-} io_maxes SEC(".maps");
-
-/* Templates for new map elements (too large for the 512-byte BPF stack). */
+/* Template for new io_stats elements (too large for the 512-byte BPF stack). */
 const struct io_disk_stats zero_stats = {};
-const struct io_max zero_max = {};
 
 /* Kernels before 5.17 kept the disk in the request itself. */
 struct request___old {
 	struct gendisk *rq_disk;
 } __attribute__((preserve_access_index));
 
-#define REQ_OP_MASK_ 0xff	/* REQ_OP_BITS = 8 since 4.10 */
-
-static __always_inline __u32 rq_dev(struct request *rq)
-{
-	struct request___old *old = (void *)rq;
-	struct gendisk *disk;
-
-	if (bpf_core_field_exists(old->rq_disk))
-		disk = BPF_CORE_READ(old, rq_disk);
-	else
-		disk = BPF_CORE_READ(rq, q, disk);
-	if (!disk)
-		return 0;
-	return ((__u32)BPF_CORE_READ(disk, major) << 20) | (__u32)BPF_CORE_READ(disk, first_minor);
-}
-
-static __always_inline __u64 rq_alloc_ns(struct request *rq)
-{
-	if (bpf_core_field_exists(rq->start_time_ns))
-		return BPF_CORE_READ(rq, start_time_ns);
-	return 0;
-}
+#define REQ_OP_MASK_ 0xff /* REQ_OP_BITS = 8 since 4.10 */
 
 /* Operation class of a REQ_OP_* value, grouped like /proc/diskstats. */
 static __always_inline __u32 op_class(__u32 op)
@@ -122,33 +101,107 @@ static __always_inline __u32 lat_slot(__u64 ns)
 	return slot < IO_LAT_SLOTS ? slot : IO_LAT_SLOTS - 1;
 }
 
-static __always_inline void hist_add(struct io_lat_hist *h, __u64 ns)
+static __always_inline void lat_add(struct io_disk_stats *s, __u32 stage, __u64 ns)
 {
+	struct io_lat_hist *h;
 	__u32 slot = lat_slot(ns);
 
-	if (slot < IO_LAT_SLOTS) /* bound for the verifier */
-		h->slots[slot] += 1;
+	if (stage >= IO_STAGE_NR || slot >= IO_LAT_SLOTS) /* bounds for the verifier */
+		return;
+	h = &s->lat[stage];
+	h->slots[slot] += 1;
 	h->sum_ns += ns;
 	h->count += 1;
+	if (ns > s->max.max_ns[stage])
+		s->max.max_ns[stage] = ns;
 }
 
-static __always_inline void *lookup_or_init(void *map, const void *key, const void *zero)
+/* Starts a new period on this CPU's maxima if user space has moved on since the last update. */
+static __always_inline void max_roll(struct io_period_max *m)
 {
-	void *v = bpf_map_lookup_elem(map, key);
+	__u32 epoch = period_epoch;
 
-	if (v)
-		return v;
-	gg_map_update(map, key, zero, BPF_NOEXIST);
-	return bpf_map_lookup_elem(map, key);
+	if (m->epoch == epoch)
+		return;
+	if (m->epoch + 1 == epoch) {
+		m->prev_epoch = m->epoch;
+		m->prev_max_ns[IO_STAGE_REQ] = m->max_ns[IO_STAGE_REQ];
+		m->prev_max_ns[IO_STAGE_QUEUE] = m->max_ns[IO_STAGE_QUEUE];
+		m->prev_max_ns[IO_STAGE_DEVICE] = m->max_ns[IO_STAGE_DEVICE];
+	}
+	m->epoch = epoch;
+	m->max_ns[IO_STAGE_REQ] = 0;
+	m->max_ns[IO_STAGE_QUEUE] = 0;
+	m->max_ns[IO_STAGE_DEVICE] = 0;
+}
+
+static __always_inline struct io_disk_stats *disk_stats(__u32 dev)
+{
+	struct io_disk_stats *s = bpf_map_lookup_elem(&io_stats, &dev);
+
+	if (s)
+		return s;
+	gg_map_update(&io_stats, &dev, &zero_stats, BPF_NOEXIST);
+	return bpf_map_lookup_elem(&io_stats, &dev);
+}
+
+/* What the completion needs from a request. */
+struct rq_info {
+	__u32 dev;       /* MKDEV of the disk, 0 if none */
+	__u32 op;        /* enum io_op */
+	__u32 remaining; /* bytes left before this completion (blk_rq_bytes) */
+	__u64 alloc_ns;  /* rq->start_time_ns: allocation time, 0 if not recorded */
+};
+
+/* raw_tp variant: every field through bpf_probe_read_kernel (BPF_CORE_READ). */
+static __always_inline void rq_info_core(struct request *rq, struct rq_info *ri)
+{
+	struct request___old *old = (void *)rq;
+	struct gendisk *disk;
+
+	if (bpf_core_field_exists(old->rq_disk))
+		disk = BPF_CORE_READ(old, rq_disk);
+	else
+		disk = BPF_CORE_READ(rq, q, disk);
+	ri->dev = disk ? ((__u32)BPF_CORE_READ(disk, major) << 20) |
+				 (__u32)BPF_CORE_READ(disk, first_minor)
+		       : 0;
+	ri->op = op_class(BPF_CORE_READ(rq, cmd_flags) & REQ_OP_MASK_);
+	ri->remaining = BPF_CORE_READ(rq, __data_len);
+	ri->alloc_ns = bpf_core_field_exists(rq->start_time_ns) ? BPF_CORE_READ(rq, start_time_ns) : 0;
+}
+
+/* tp_btf variant: BTF-typed pointers are read with plain loads, no helper calls. */
+static __always_inline void rq_info_btf(struct request *rq, struct rq_info *ri)
+{
+	struct request___old *old = (void *)rq;
+	struct gendisk *disk;
+
+	if (bpf_core_field_exists(old->rq_disk))
+		disk = old->rq_disk;
+	else
+		disk = rq->q->disk;
+	ri->dev = disk ? ((__u32)disk->major << 20) | (__u32)disk->first_minor : 0;
+	ri->op = op_class(rq->cmd_flags & REQ_OP_MASK_);
+	ri->remaining = rq->__data_len;
+	ri->alloc_ns = bpf_core_field_exists(rq->start_time_ns) ? rq->start_time_ns : 0;
 }
 
 SEC("raw_tp/block_rq_insert")
 int BPF_PROG(io_rq_insert, struct request *rq)
 {
 	__u64 key = (__u64)rq;
-	struct io_start st = { .insert_ns = bpf_ktime_get_ns(), .issue_ns = 0 };
+	__u64 now = bpf_ktime_get_ns();
+	struct io_start *e = bpf_map_lookup_elem(&io_starts, &key);
 
-	gg_map_update(&io_starts, &key, &st, BPF_ANY);
+	if (e) {
+		e->insert_ns = now;
+		e->issue_ns = 0;
+	} else {
+		struct io_start st = { .insert_ns = now, .issue_ns = 0 };
+
+		gg_map_update(&io_starts, &key, &st, BPF_ANY);
+	}
 	return 0;
 }
 
@@ -169,31 +222,37 @@ int BPF_PROG(io_rq_issue, struct request *rq)
 	return 0;
 }
 
-SEC("raw_tp/block_rq_complete")
-int BPF_PROG(io_rq_complete, struct request *rq, blk_status_t error, unsigned int nr_bytes)
+static __always_inline int account_completion(struct request *rq, const struct rq_info *ri,
+					      blk_status_t error, unsigned int nr_bytes)
 {
 	__u64 key = (__u64)rq;
-	__u64 now = bpf_ktime_get_ns();
 	/* The tracepoint fires before the kernel subtracts nr_bytes from the remaining length. */
-	__u32 remaining = BPF_CORE_READ(rq, __data_len);
-	bool last = nr_bytes >= remaining;
-	__u32 op = op_class(BPF_CORE_READ(rq, cmd_flags) & REQ_OP_MASK_);
+	bool last = nr_bytes >= ri->remaining;
+	__u32 op = ri->op & (IO_OP_NR - 1);
+	__u32 dev = ri->dev;
 	struct io_disk_stats *s;
 	struct io_start *e;
-	__u32 dev;
+	__u64 now, issue, insert, start;
+	bool insert_ok;
 
-	dev = rq_dev(rq);
 	if (!dev)
 		return 0;
-	s = lookup_or_init(&io_stats, &dev, &zero_stats);
+	s = disk_stats(dev);
 	if (!s)
 		return 0;
 	if (!error)
-		s->bytes[op & (IO_OP_NR - 1)] += nr_bytes;
+		s->bytes[op] += nr_bytes;
 	if (!last)
 		return 0; /* partial completion: the request goes on */
 
 	e = bpf_map_lookup_elem(&io_starts, &key);
+	issue = e ? e->issue_ns : 0;
+	insert = e ? e->insert_ns : 0;
+	if (e) {
+		/* Consumed: the next user of this request starts from scratch. */
+		e->issue_ns = 0;
+		e->insert_ns = 0;
+	}
 	/*
 	 * A request carrying PREFLUSH/POSTFLUSH completes once more, with nothing left to
 	 * transfer, when its flush sequence ends (and an empty PREFLUSH write is nothing but that);
@@ -201,53 +260,51 @@ int BPF_PROG(io_rq_complete, struct request *rq, blk_status_t error, unsigned in
 	 * REQ_OP_FLUSH request. Other data-less non-flush requests (zone management) are skipped
 	 * too: they move no data.
 	 */
-	if (op != IO_OP_FLUSH && remaining == 0)
-		goto out;
+	if (op != IO_OP_FLUSH && ri->remaining == 0)
+		return 0;
 
-	s->ops[op & (IO_OP_NR - 1)] += 1;
+	now = bpf_ktime_get_ns();
+	s->ops[op] += 1;
 	gg_count(GG_STAT_EVENTS);
 	if (error) {
 		s->errors += 1;
 		s->last_err = error;
 		s->last_err_ns = now;
 	}
+	if (!issue || issue > now)
+		return 0; /* issued before the probe attached */
 
-	if (e && e->issue_ns && e->issue_ns <= now) {
-		__u64 issue = e->issue_ns, insert = e->insert_ns;
-		__u64 alloc = rq_alloc_ns(rq);
-		/* An insert time older than the request's allocation belongs to a previous user. */
-		bool insert_ok = insert && insert <= issue && (!alloc || insert >= alloc);
-		__u64 start = issue;
-		struct io_max_key mk = { .dev = dev, .parity = period_parity & 1 };
-		struct io_max *m;
-		__u64 d;
+	/* An insert time older than the request's allocation belongs to a previous user. */
+	insert_ok = insert && insert <= issue && (!ri->alloc_ns || insert >= ri->alloc_ns);
+	start = issue;
+	if (ri->alloc_ns && ri->alloc_ns <= issue)
+		start = ri->alloc_ns;
+	else if (insert_ok)
+		start = insert;
 
-		if (alloc && alloc <= issue)
-			start = alloc;
-		else if (insert_ok)
-			start = insert;
-
-		m = lookup_or_init(&io_maxes, &mk, &zero_max);
-
-		d = now - start;
-		hist_add(&s->lat[IO_STAGE_REQ], d);
-		if (m && d > m->max_ns[IO_STAGE_REQ])
-			m->max_ns[IO_STAGE_REQ] = d;
-
-		d = now - issue;
-		hist_add(&s->lat[IO_STAGE_DEVICE], d);
-		if (m && d > m->max_ns[IO_STAGE_DEVICE])
-			m->max_ns[IO_STAGE_DEVICE] = d;
-
-		if (insert_ok) {
-			d = issue - insert;
-			hist_add(&s->lat[IO_STAGE_QUEUE], d);
-			if (m && d > m->max_ns[IO_STAGE_QUEUE])
-				m->max_ns[IO_STAGE_QUEUE] = d;
-		}
-	}
-out:
-	if (e)
-		bpf_map_delete_elem(&io_starts, &key);
+	max_roll(&s->max);
+	lat_add(s, IO_STAGE_REQ, now - start);
+	lat_add(s, IO_STAGE_DEVICE, now - issue);
+	if (insert_ok)
+		lat_add(s, IO_STAGE_QUEUE, issue - insert);
 	return 0;
+}
+
+SEC("raw_tp/block_rq_complete")
+int BPF_PROG(io_rq_complete, struct request *rq, blk_status_t error, unsigned int nr_bytes)
+{
+	struct rq_info ri;
+
+	rq_info_core(rq, &ri);
+	return account_completion(rq, &ri, error, nr_bytes);
+}
+
+/* Preferred where BPF_PROG_TYPE_TRACING is available (5.5+); the loader falls back otherwise. */
+SEC("tp_btf/block_rq_complete")
+int BPF_PROG(io_rq_complete_btf, struct request *rq, blk_status_t error, unsigned int nr_bytes)
+{
+	struct rq_info ri;
+
+	rq_info_btf(rq, &ri);
+	return account_completion(rq, &ri, error, nr_bytes);
 }

@@ -36,7 +36,19 @@ struct io_lat_hist {
 	__u64 count;
 };
 
-/* Per disk, per CPU; cumulative since the probe started. */
+/*
+ * Largest latencies of one report period on one CPU. User space numbers the periods
+ * (period_epoch); a program that finds an older epoch here rolls cur into prev first, so user
+ * space can still read the period that just ended from prev when this CPU has moved on.
+ */
+struct io_period_max {
+	__u32 epoch;      /* period that max_ns belongs to */
+	__u32 prev_epoch; /* period that prev_max_ns belongs to */
+	__u64 max_ns[IO_STAGE_NR];
+	__u64 prev_max_ns[IO_STAGE_NR];
+};
+
+/* Per disk, per CPU; cumulative since the probe started (except max). */
 struct io_disk_stats {
 	__u64 ops[IO_OP_NR];     /* completed requests */
 	__u64 bytes[IO_OP_NR];   /* bytes completed without error */
@@ -45,21 +57,16 @@ struct io_disk_stats {
 	__u32 last_err;          /* blk_status_t of that error */
 	__u32 _pad;
 	struct io_lat_hist lat[IO_STAGE_NR];
+	struct io_period_max max;
 };
 
-/* Key of the per-period maximum latencies: user space flips the parity every period. */
-struct io_max_key {
-	__u32 dev;    /* MKDEV(major, first_minor) as the kernel encodes it: major << 20 | minor */
-	__u32 parity; /* period parity the maximum belongs to */
-};
-
-struct io_max {
-	__u64 max_ns[IO_STAGE_NR];
-};
-
-/* Timestamps of one in-flight request, keyed by its struct request pointer. */
+/*
+ * Timestamps of one request, keyed by its struct request pointer. Requests come from fixed
+ * per-queue pools, so entries are reused rather than deleted (an LRU map bounds the rest);
+ * completion clears both fields.
+ */
 struct io_start {
-	__u64 insert_ns; /* 0 if the request was not seen at insert */
+	__u64 insert_ns; /* 0 if not inserted since the last completion */
 	__u64 issue_ns;  /* 0 until issued */
 };
 

@@ -162,8 +162,13 @@ pub struct ProbeRun {
 
 impl ProbeRun {
     pub fn start(args: &[&str]) -> ProbeRun {
+        ProbeRun::start_with_env(args, &[])
+    }
+
+    pub fn start_with_env(args: &[&str], env: &[(&str, &str)]) -> ProbeRun {
         let mut child = Command::new(env!("CARGO_BIN_EXE_ioprobe"))
             .args(args)
+            .envs(env.iter().copied())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
             .spawn()
@@ -192,6 +197,11 @@ impl ProbeRun {
             errs,
             stderr: Vec::new(),
         }
+    }
+
+    /// Process id of the probe.
+    pub fn pid(&self) -> u32 {
+        self.child.id()
     }
 
     /// Waits for the "[INFO] ioprobe attached" line.

@@ -1,0 +1,85 @@
+//! The library's loader directly (no binary): both completion programs account a loop device's
+//! I/O exactly, and period maxima are handed out once.
+
+mod common;
+
+use std::mem::MaybeUninit;
+
+use common::*;
+use ioprobe::loader::{CompletionHook, IoBpf};
+use ioprobe::stats::{DiskId, DiskSample, Op, Stage};
+
+const BLOCK: usize = 4096;
+
+fn disk<'a>(samples: &'a [DiskSample], lo: &LoopDevice) -> &'a DiskSample {
+    let id = DiskId {
+        major: lo.major,
+        first_minor: lo.minor,
+    };
+    samples
+        .iter()
+        .find(|s| s.id == id)
+        .expect("loop device in io_stats")
+}
+
+fn exact_accounting(hook: CompletionHook) {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("backing.img");
+    std::fs::File::create(&path)
+        .unwrap()
+        .set_len(8 << 20)
+        .unwrap();
+    let lo = LoopDevice::attach(&path).unwrap();
+    lo.set_scheduler("mq-deadline");
+
+    let mut storage = MaybeUninit::uninit();
+    let mut bpf = IoBpf::load_and_attach(&mut storage, None, hook).unwrap();
+    let dev = lo.open_direct();
+    let wbuf = AlignedBuf::new(BLOCK, 1);
+    let mut rbuf = AlignedBuf::new(BLOCK, 0);
+    assert_eq!(direct_writes(&dev, &wbuf, 0, 40), 40);
+    direct_reads(&dev, &mut rbuf, 0, 24);
+
+    // Completion is synchronous for O_DIRECT: everything is in the maps now.
+    let samples = bpf.collect().unwrap();
+    let s = disk(&samples, &lo);
+    assert_eq!(s.stats.ops, [24, 40, 0, 0]);
+    assert_eq!(s.stats.bytes[Op::Read as usize], 24 * BLOCK as u64);
+    assert_eq!(s.stats.bytes[Op::Write as usize], 40 * BLOCK as u64);
+    assert_eq!(s.stats.errors, 0);
+    for stage in [Stage::Req, Stage::Queue, Stage::Device] {
+        let lat = &s.stats.lat[stage as usize];
+        assert_eq!(lat.count, 64, "{stage:?}");
+        assert_eq!(lat.slots.iter().sum::<u64>(), 64, "{stage:?}");
+        let max = s.period_max_ns[stage as usize];
+        assert!(
+            max > 0 && max * 64 >= lat.sum_ns,
+            "{stage:?}: max {max} sum {}",
+            lat.sum_ns
+        );
+    }
+    // A request's whole latency covers its queue and device parts.
+    let l = &s.stats.lat;
+    assert!(l[0].sum_ns >= l[2].sum_ns);
+    assert!(l[0].sum_ns >= l[1].sum_ns);
+
+    // Next period without I/O on the device: cumulative values stay, maxima are gone.
+    let again = bpf.collect().unwrap();
+    let s2 = disk(&again, &lo);
+    assert_eq!(s2.stats, s.stats);
+    assert_eq!(s2.period_max_ns, [0, 0, 0]);
+
+    let loss = bpf.loss_counters();
+    assert_eq!((loss.lost, loss.map_full), (0, 0));
+    assert!(loss.events >= 64);
+}
+
+#[test]
+fn tp_btf_completion_accounts_exactly() {
+    exact_accounting(CompletionHook::TpBtf);
+}
+
+#[test]
+fn raw_tp_completion_accounts_exactly() {
+    exact_accounting(CompletionHook::RawTp);
+}

@@ -1,0 +1,291 @@
+//! Overhead of taskprobe on a syscall-heavy loop: N × (openat("/dev/null") + close) timed by the
+//! loop's own CPU time (getrusage), with and without the probe, modes interleaved in every
+//! round so machine noise hits all modes alike. Also reports the probe's own CPU and RSS at
+//! idle and under load, and checks that the tracked loop's syscalls were all counted.
+//!
+//! Run (root): `cargo bench -p taskprobe --bench overhead`
+//! Knobs: `BENCH_ROUNDS` (default 5), `BENCH_N` (open+close pairs, default 2000000).
+
+#[path = "../tests/common/mod.rs"]
+mod common;
+
+use std::time::{Duration, Instant};
+
+use common::{Probe, Record, Workload};
+
+#[derive(Clone, Copy, PartialEq)]
+enum Target {
+    /// No probe running.
+    Baseline,
+    /// Probe tracks pid 1 only: the loop is an untracked process.
+    Untracked,
+    /// Probe tracks the loop's pid.
+    Tracked,
+    /// No filter: every process (the loop included) is tracked.
+    All,
+}
+
+struct Mode {
+    name: &'static str,
+    target: Target,
+    /// `-P` bits, or None for the default (everything).
+    bits: Option<&'static str>,
+}
+
+const MODES: &[Mode] = &[
+    Mode {
+        name: "no probe",
+        target: Target::Baseline,
+        bits: None,
+    },
+    Mode {
+        name: "untracked process, all tables",
+        target: Target::Untracked,
+        bits: None,
+    },
+    Mode {
+        name: "tracked process, all tables",
+        target: Target::Tracked,
+        bits: None,
+    },
+    Mode {
+        name: "untracked process, -P 1 (counts only)",
+        target: Target::Untracked,
+        bits: Some("1"),
+    },
+    Mode {
+        name: "tracked process, -P 1 (counts only)",
+        target: Target::Tracked,
+        bits: Some("1"),
+    },
+    Mode {
+        name: "no filter (all processes), all tables",
+        target: Target::All,
+        bits: None,
+    },
+];
+
+/// Nanoseconds a process has run on a CPU (first field of /proc/<pid>/schedstat).
+fn oncpu_ns(pid: u32) -> u64 {
+    std::fs::read_to_string(format!("/proc/{pid}/schedstat"))
+        .ok()
+        .and_then(|s| s.split_whitespace().next()?.parse().ok())
+        .unwrap_or(0)
+}
+
+/// Resident set size in KiB (VmRSS of /proc/<pid>/status).
+fn rss_kib(pid: u32) -> u64 {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find_map(|l| l.strip_prefix("VmRSS:"))
+                .and_then(|v| v.split_whitespace().next()?.parse().ok())
+        })
+        .unwrap_or(0)
+}
+
+fn probe_args(mode: &Mode, loop_pid: u32) -> Option<Vec<String>> {
+    let mut args = vec!["-t".to_string(), "1".to_string()];
+    if let Some(bits) = mode.bits {
+        args.extend(["-P".to_string(), bits.to_string()]);
+    }
+    match mode.target {
+        Target::Baseline => return None,
+        Target::Untracked => args.extend(["-f".to_string(), "1".to_string()]),
+        Target::Tracked => args.extend(["-f".to_string(), loop_pid.to_string()]),
+        Target::All => {}
+    }
+    Some(args)
+}
+
+struct RunResult {
+    loop_cpu_ns: u64,
+    loop_wall_ns: u64,
+    probe_cpu_ns: Option<u64>,
+    probe_rss_kib: Option<u64>,
+    /// (syscalls counted, failed) for the loop's tgid, from its final record.
+    counted: Option<(u64, u64)>,
+    /// events, lost, map_full from the last proc_bpf_stats.
+    loss: Option<(u64, u64, u64)>,
+}
+
+fn parse_kv(line: &str, key: &str) -> u64 {
+    line.split_whitespace()
+        .find_map(|kv| kv.strip_prefix(key)?.strip_prefix('='))
+        .and_then(|v| v.parse().ok())
+        .unwrap_or_else(|| panic!("no {key} in {line:?}"))
+}
+
+fn run_once(mode: &Mode, n: u64) -> RunResult {
+    let mut w = Workload::start(&["bench-open", &n.to_string(), "--wait"]);
+    let mut probe = probe_args(mode, w.pid).map(|args| {
+        let refs: Vec<&str> = args.iter().map(String::as_str).collect();
+        let mut p = Probe::start(&refs, &[]);
+        p.wait_attached(Duration::from_secs(20));
+        p
+    });
+    let cpu0 = probe.as_ref().map(|p| oncpu_ns(p.pid()));
+    w.go();
+    let line = w.read_line();
+    let probe_cpu = probe
+        .as_ref()
+        .zip(cpu0)
+        .map(|(p, c0)| oncpu_ns(p.pid()) - c0);
+    let probe_rss = probe.as_ref().map(|p| rss_kib(p.pid()));
+    let loop_pid = w.pid;
+    let status = w.finish();
+    assert!(status.success(), "workload failed: {status}");
+    let mut counted = None;
+    let mut loss = None;
+    if let Some(mut p) = probe.take() {
+        if mode.target != Target::Untracked {
+            // The final report of the exited loop carries its complete counts.
+            let pid = loop_pid.to_string();
+            let fin = p.wait_for(Duration::from_secs(10), |r| {
+                r.table == "proc_lifecycle" && r.fields[0] == pid && r.fields[6] == "1"
+            });
+            assert!(fin.is_some(), "no final record for the loop");
+            counted = p
+                .seen
+                .iter()
+                .rev()
+                .find(|r| r.table == "proc_syscall" && r.fields[0] == pid)
+                .map(|r| (r.num(3), r.num(2)));
+        }
+        p.collect_for(Duration::from_millis(1100));
+        let (_, _, seen) = p.stop();
+        loss = seen
+            .iter()
+            .rev()
+            .find(|r: &&Record| r.table == "proc_bpf_stats")
+            .map(|r| (r.num(1), r.num(2), r.num(3)));
+    }
+    RunResult {
+        loop_cpu_ns: parse_kv(&line, "cpu_ns"),
+        loop_wall_ns: parse_kv(&line, "wall_ns"),
+        probe_cpu_ns: probe_cpu,
+        probe_rss_kib: probe_rss,
+        counted,
+        loss,
+    }
+}
+
+fn median(v: &mut [f64]) -> f64 {
+    v.sort_by(|a, b| a.total_cmp(b));
+    let m = v.len() / 2;
+    if v.len() % 2 == 1 {
+        v[m]
+    } else {
+        (v[m - 1] + v[m]) / 2.0
+    }
+}
+
+fn idle(args: &[&str], secs: u64) -> (f64, u64) {
+    let mut p = Probe::start(args, &[]);
+    p.wait_attached(Duration::from_secs(20));
+    let c0 = oncpu_ns(p.pid());
+    let t0 = Instant::now();
+    p.collect_for(Duration::from_secs(secs));
+    let cpu = oncpu_ns(p.pid()) - c0;
+    let rss = rss_kib(p.pid());
+    let wall = t0.elapsed().as_secs_f64();
+    let _ = p.stop();
+    (cpu as f64 / 1e9 / wall * 100.0, rss)
+}
+
+fn main() {
+    // SAFETY: geteuid has no preconditions.
+    if unsafe { libc::geteuid() } != 0 {
+        eprintln!("overhead bench needs root (eBPF); skipped");
+        return;
+    }
+    let rounds: usize = std::env::var("BENCH_ROUNDS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(5);
+    let n: u64 = std::env::var("BENCH_N")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(2_000_000);
+    println!(
+        "taskprobe overhead: {rounds} rounds × {} modes, N = {n} openat+close",
+        MODES.len()
+    );
+    let mut results: Vec<Vec<RunResult>> = (0..MODES.len()).map(|_| Vec::new()).collect();
+    for round in 0..rounds {
+        for (i, mode) in MODES.iter().enumerate() {
+            let r = run_once(mode, n);
+            println!(
+                "round {round} {:<42} loop cpu {:>7.3} s wall {:>7.3} s{}",
+                mode.name,
+                r.loop_cpu_ns as f64 / 1e9,
+                r.loop_wall_ns as f64 / 1e9,
+                r.counted
+                    .map(|(c, f)| format!("  counted {c} (failed {f})"))
+                    .unwrap_or_default()
+            );
+            results[i].push(r);
+        }
+    }
+    let base: Vec<f64> = results[0].iter().map(|r| r.loop_cpu_ns as f64).collect();
+    let base_min = base.iter().copied().fold(f64::INFINITY, f64::min);
+    let expected = 2 * n + 4;
+    println!();
+    println!(
+        "| mode | loop CPU s, median (min) | ratio: median of per-round ratios | ratio of minima | \
+         probe CPU during the loop, s | probe RSS KiB | loop syscalls counted (expected {expected}) | \
+         events / lost / map_full (last run) |"
+    );
+    println!("|---|---|---|---|---|---|---|---|");
+    for (i, mode) in MODES.iter().enumerate() {
+        let rs = &results[i];
+        let mut cpu: Vec<f64> = rs.iter().map(|r| r.loop_cpu_ns as f64 / 1e9).collect();
+        let min_cpu = cpu.iter().copied().fold(f64::INFINITY, f64::min);
+        let mut ratio: Vec<f64> = rs
+            .iter()
+            .zip(&base)
+            .map(|(r, b)| r.loop_cpu_ns as f64 / b)
+            .collect();
+        let mut pcpu: Vec<f64> = rs
+            .iter()
+            .filter_map(|r| r.probe_cpu_ns)
+            .map(|c| c as f64 / 1e9)
+            .collect();
+        let rss = rs.iter().filter_map(|r| r.probe_rss_kib).max();
+        let counted: Vec<(u64, u64)> = rs.iter().filter_map(|r| r.counted).collect();
+        let counted_text = if counted.is_empty() {
+            "-".to_string()
+        } else if counted.iter().all(|&(c, f)| c == expected && f == 0) {
+            format!("{expected} in all {} runs (exact)", counted.len())
+        } else {
+            format!("MISMATCH {counted:?}")
+        };
+        let loss = rs.iter().rev().find_map(|r| r.loss);
+        println!(
+            "| {} | {:.3} ({:.3}) | {:.3} | {:.3} | {} | {} | {} | {} |",
+            mode.name,
+            median(&mut cpu),
+            min_cpu,
+            median(&mut ratio),
+            min_cpu * 1e9 / base_min,
+            if pcpu.is_empty() {
+                "-".into()
+            } else {
+                format!("{:.3}", median(&mut pcpu))
+            },
+            rss.map(|r| r.to_string()).unwrap_or("-".into()),
+            counted_text,
+            loss.map(|(e, l, m)| format!("{e} / {l} / {m}"))
+                .unwrap_or("-".into())
+        );
+    }
+    println!();
+    for (name, args) in [
+        ("idle, -f 1", vec!["-t", "1", "-f", "1"]),
+        ("idle, no filter (all processes)", vec!["-t", "1"]),
+    ] {
+        let (pct, rss) = idle(&args, 10);
+        println!("{name}: probe CPU {pct:.3} % of one core over 10 s, RSS {rss} KiB");
+    }
+}

@@ -1,0 +1,203 @@
+//! Deterministic syscall workload for taskprobe's integration tests and overhead benchmark.
+//!
+//! Every syscall is issued directly through libc so the number of syscalls the kernel sees is
+//! exactly the number written here (no buffering, no allocator or runtime surprises).
+//!
+//! * `script K N`: open `/dev/zero`, print `ready <pid>`, block in `read(0)` until one byte
+//!   arrives, then K failing `openat`s of a missing path, K one-byte `read`s of `/dev/zero`,
+//!   N × (`fork` + `wait4`), print `done`, and block in `read(0)` until stdin closes, then
+//!   `exit_group`. After the go byte the kernel therefore sees exactly `2 + 2K + 2N` syscall
+//!   exits before `done` (K of them failing), and one more (the read returning EOF) before exit.
+//! * `bench-open N [--wait]`: N × (`openat("/dev/null")` + `close`), then print
+//!   `cpu_ns=<user+sys> wall_ns=<wall>` and `exit_group` (after the go byte: exactly 2N + 4
+//!   syscall exits: read, getrusage, the loop, getrusage, write); with `--wait`, print `ready <pid>` first and wait for
+//!   one byte on stdin so a probe can be attached to this pid before the loop.
+//! * `exec-after MS PATH ARG...`: sleep MS milliseconds, then exec PATH with the ARGs (same
+//!   pid, new comm), so tests can watch a process turn into a whitelisted one.
+
+use std::ffi::CStr;
+use std::process::ExitCode;
+use std::time::Instant;
+
+const MISSING_PATH: &CStr = c"/nonexistent/taskprobe-workload/missing";
+const DEV_NULL: &CStr = c"/dev/null";
+const DEV_ZERO: &CStr = c"/dev/zero";
+
+fn write_all(fd: i32, bytes: &[u8]) -> Result<(), String> {
+    let mut off = 0;
+    while off < bytes.len() {
+        // SAFETY: the pointer/length pair comes from a live slice.
+        let n = unsafe { libc::write(fd, bytes[off..].as_ptr().cast(), bytes.len() - off) };
+        if n <= 0 {
+            return Err(format!("write: {}", std::io::Error::last_os_error()));
+        }
+        off += n as usize;
+    }
+    Ok(())
+}
+
+/// Blocks until one byte arrives on stdin; false on EOF.
+fn wait_byte() -> Result<bool, String> {
+    let mut b = 0u8;
+    // SAFETY: reading one byte into a local.
+    let n = unsafe { libc::read(0, (&mut b as *mut u8).cast(), 1) };
+    if n < 0 {
+        return Err(format!("read stdin: {}", std::io::Error::last_os_error()));
+    }
+    Ok(n == 1)
+}
+
+fn open(path: &CStr) -> i32 {
+    // SAFETY: `path` is NUL-terminated.
+    unsafe {
+        libc::openat(
+            libc::AT_FDCWD,
+            path.as_ptr(),
+            libc::O_RDONLY | libc::O_CLOEXEC,
+        )
+    }
+}
+
+fn script(k: u64, n: u64) -> Result<(), String> {
+    let zero = open(DEV_ZERO);
+    if zero < 0 {
+        return Err(format!(
+            "open /dev/zero: {}",
+            std::io::Error::last_os_error()
+        ));
+    }
+    // SAFETY: getpid has no preconditions.
+    let pid = unsafe { libc::getpid() };
+    write_all(1, format!("ready {pid}\n").as_bytes())?;
+    if !wait_byte()? {
+        return Ok(());
+    }
+    for _ in 0..k {
+        if open(MISSING_PATH) >= 0 {
+            return Err("the missing path exists".into());
+        }
+    }
+    let mut b = 0u8;
+    for _ in 0..k {
+        // SAFETY: one byte into a local.
+        if unsafe { libc::read(zero, (&mut b as *mut u8).cast(), 1) } != 1 {
+            return Err(format!(
+                "read /dev/zero: {}",
+                std::io::Error::last_os_error()
+            ));
+        }
+    }
+    for _ in 0..n {
+        // The raw fork syscall: glibc's fork() may add syscalls of its own (atfork handlers).
+        // SAFETY: the child only calls _exit, which is async-signal-safe.
+        let child = unsafe { libc::syscall(libc::SYS_fork) };
+        if child == 0 {
+            // SAFETY: terminating the child without running any Rust code.
+            unsafe { libc::_exit(0) };
+        }
+        if child < 0 {
+            return Err(format!("fork: {}", std::io::Error::last_os_error()));
+        }
+        let mut status = 0;
+        // SAFETY: waiting for our own child.
+        let r = unsafe {
+            libc::syscall(
+                libc::SYS_wait4,
+                child,
+                &mut status as *mut i32,
+                0,
+                std::ptr::null_mut::<libc::rusage>(),
+            )
+        };
+        if r != child {
+            return Err(format!("wait4: {}", std::io::Error::last_os_error()));
+        }
+    }
+    write_all(1, b"done\n")?;
+    while wait_byte()? {}
+    exit_now()
+}
+
+/// Ends the process with exit_group at once, so no runtime teardown syscalls (sigaltstack,
+/// munmap) follow the counted ones.
+fn exit_now() -> ! {
+    // SAFETY: terminating the process; nothing needs flushing (all output was raw writes).
+    unsafe { libc::_exit(0) }
+}
+
+fn cpu_ns() -> u64 {
+    // SAFETY: getrusage fills a zeroed struct.
+    let ru = unsafe {
+        let mut ru: libc::rusage = std::mem::zeroed();
+        libc::getrusage(libc::RUSAGE_SELF, &mut ru);
+        ru
+    };
+    let tv = |t: libc::timeval| t.tv_sec as u64 * 1_000_000_000 + t.tv_usec as u64 * 1000;
+    tv(ru.ru_utime) + tv(ru.ru_stime)
+}
+
+fn bench_open(n: u64, wait: bool) -> Result<(), String> {
+    if wait {
+        // SAFETY: getpid has no preconditions.
+        let pid = unsafe { libc::getpid() };
+        write_all(1, format!("ready {pid}\n").as_bytes())?;
+        if !wait_byte()? {
+            return Ok(());
+        }
+    }
+    let cpu0 = cpu_ns();
+    let t0 = Instant::now();
+    for _ in 0..n {
+        let fd = open(DEV_NULL);
+        if fd < 0 {
+            return Err(format!(
+                "open /dev/null: {}",
+                std::io::Error::last_os_error()
+            ));
+        }
+        // SAFETY: closing the fd just opened.
+        unsafe { libc::close(fd) };
+    }
+    let wall = t0.elapsed().as_nanos();
+    let cpu = cpu_ns() - cpu0;
+    write_all(1, format!("cpu_ns={cpu} wall_ns={wall}\n").as_bytes())?;
+    exit_now()
+}
+
+fn exec_after(ms: u64, rest: &[String]) -> Result<(), String> {
+    use std::os::unix::process::CommandExt;
+    let (path, args) = rest.split_first().ok_or("missing PATH")?;
+    std::thread::sleep(std::time::Duration::from_millis(ms));
+    let err = std::process::Command::new(path).args(args).exec();
+    Err(format!("exec {path}: {err}"))
+}
+
+fn parse(s: Option<&String>, what: &str) -> Result<u64, String> {
+    s.ok_or_else(|| format!("missing {what}"))?
+        .parse()
+        .map_err(|e| format!("bad {what}: {e}"))
+}
+
+fn main() -> ExitCode {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let result = match args.first().map(String::as_str) {
+        Some("script") => parse(args.get(1), "K")
+            .and_then(|k| parse(args.get(2), "N").and_then(|n| script(k, n))),
+        Some("bench-open") => parse(args.get(1), "N")
+            .and_then(|n| bench_open(n, args.iter().any(|a| a == "--wait"))),
+        Some("exec-after") => {
+            parse(args.get(1), "MS").and_then(|ms| exec_after(ms, args.get(2..).unwrap_or(&[])))
+        }
+        _ => Err(
+            "usage: taskprobe-workload script K N | bench-open N [--wait] | exec-after MS PATH ARG..."
+                .into(),
+        ),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("taskprobe-workload: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}

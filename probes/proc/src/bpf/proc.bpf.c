@@ -1,0 +1,432 @@
+// SPDX-License-Identifier: GPL-2.0
+/* taskprobe: per-process syscall counts/failures, time in slow syscalls, lifecycle, off-CPU time
+ * and block IO, aggregated in maps (no per-syscall event to user space).
+ *
+ * Cost model (see docs/probes/proc.md): the syscall hooks run on every syscall of every process,
+ * so an untracked process must leave after one array load; only tracked processes pay for a
+ * hash lookup and atomic adds, and only slow syscalls of tracked processes take timestamps. */
+#include "vmlinux.h"
+#include <bpf/bpf_helpers.h>
+#include <bpf/bpf_tracing.h>
+#include <bpf/bpf_core_read.h>
+#include "gg_common.h"
+#include "proc.h"
+
+char LICENSE[] SEC("license") = "GPL";
+
+#define EEXIST 17
+#define MAX_ERRNO 4095
+#define TASK_DEAD 0x80
+#define PF_EXITING 0x4
+#define REQ_OP_MASK 0xff
+#define SMALL_IO_BYTES 4096
+
+/* Knobs set by user space before load. */
+const volatile __u8 track_all = 0;       /* no filter: every process is tracked */
+const volatile __u8 inherit_forks = 0;   /* a tracked process's forked children are tracked too */
+const volatile __u8 notify_exec = 0;     /* send an exec_notice for every exec (whitelist mode) */
+const volatile __u8 slow_col[SYSCALL_TABLE_LEN] = {};
+
+/* Tracked-tgid filter, shared with user space through the mmap'ed .bss. */
+__u32 tracked_slots[TRACK_SLOTS];
+/* Syscall counts of slot owners; folded into proc_stats when the process exits. */
+struct hot_counts hot_slots[TRACK_SLOTS];
+/* Non-zero once any tgid had to go to tracked_overflow (sticky; keeps the common path free of
+ * hash lookups when no slot collision ever happened). */
+__u32 overflow_used;
+
+const struct proc_stats zero_stats = {};
+
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, 4096); /* resized by user space */
+	__type(key, __u32);
+	__type(value, __u8);
+} tracked_overflow SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, 4096); /* resized by user space: the bound on tracked processes */
+	__type(key, __u32);
+	__type(value, struct proc_stats);
+} proc_stats SEC(".maps");
+
+/* Per-thread scratch: start of the current slow syscall and of the current off-CPU period. */
+struct thread_state {
+	__u64 sys_start;
+	__u64 off_start;
+	__u32 off_iowait;
+	__u32 pad;
+};
+
+struct {
+	__uint(type, BPF_MAP_TYPE_TASK_STORAGE);
+	__uint(map_flags, BPF_F_NO_PREALLOC);
+	__type(key, int);
+	__type(value, struct thread_state);
+} thread_state SEC(".maps");
+
+/* Block request in flight, issued by a tracked process. */
+struct rq_start {
+	__u64 ts;
+	__u32 tgid;
+	__u32 write;
+};
+
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, 8192);
+	__type(key, __u64);
+	__type(value, struct rq_start);
+} rq_start SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_RINGBUF);
+	__uint(max_entries, 64 * 1024);
+} exec_events SEC(".maps");
+
+/* Make the notice type visible to the skeleton's generated Rust types. */
+struct exec_notice _exec_notice = {};
+
+static __always_inline bool is_tracked(__u32 tgid)
+{
+	if (tgid == 0)
+		return false;
+	if (track_all)
+		return true;
+	if (tracked_slots[tgid & (TRACK_SLOTS - 1)] == tgid)
+		return true;
+	if (!overflow_used)
+		return false;
+	return bpf_map_lookup_elem(&tracked_overflow, &tgid) != NULL;
+}
+
+static __always_inline struct proc_stats *stats_of(__u32 tgid)
+{
+	return bpf_map_lookup_elem(&proc_stats, &tgid);
+}
+
+/* Stats entry of the current process, created on first sight in track-all mode. */
+static __always_inline struct proc_stats *stats_current(__u32 tgid)
+{
+	struct proc_stats *st = bpf_map_lookup_elem(&proc_stats, &tgid);
+	long err;
+
+	if (st || !track_all)
+		return st;
+	err = gg_map_update(&proc_stats, &tgid, &zero_stats, BPF_NOEXIST);
+	if (err && err != -EEXIST)
+		return NULL;
+	st = bpf_map_lookup_elem(&proc_stats, &tgid);
+	if (st)
+		bpf_get_current_comm(st->comm, sizeof(st->comm));
+	return st;
+}
+
+/* Starts tracking a new tgid from BPF (forked child of a tracked process). */
+static __always_inline void track(__u32 tgid, const char *comm)
+{
+	__u32 idx = tgid & (TRACK_SLOTS - 1);
+	struct proc_stats *st;
+	__u8 one = 1;
+	long err;
+
+	err = gg_map_update(&proc_stats, &tgid, &zero_stats, BPF_ANY);
+	if (err)
+		return;
+	st = bpf_map_lookup_elem(&proc_stats, &tgid);
+	if (st)
+		bpf_probe_read_kernel_str(st->comm, sizeof(st->comm), comm);
+	if (track_all)
+		return;
+	/* Distinct tgids only share a slot when pid_max > TRACK_SLOTS; user space re-checks the
+	 * filter against proc_stats every period, which heals a lost race (no cmpxchg on BPF v1). */
+	if (tracked_slots[idx] == 0) {
+		hot_slots[idx].syscalls = 0;
+		hot_slots[idx].failed = 0;
+		if (st)
+			st->in_slot = 1;
+		tracked_slots[idx] = tgid;
+		return;
+	}
+	if (gg_map_update(&tracked_overflow, &tgid, &one, BPF_ANY)) {
+		bpf_map_delete_elem(&proc_stats, &tgid);
+		return;
+	}
+	overflow_used = 1;
+}
+
+static __always_inline void untrack(__u32 tgid)
+{
+	__u32 idx = tgid & (TRACK_SLOTS - 1);
+
+	if (track_all)
+		return;
+	if (tracked_slots[idx] == tgid)
+		tracked_slots[idx] = 0;
+	else if (overflow_used)
+		bpf_map_delete_elem(&tracked_overflow, &tgid);
+}
+
+/* Moves a slot owner's hot counters into its stats entry. Called when the last thread exits,
+ * so nothing adds to the hot slot concurrently; user space reads hot before stats, which keeps
+ * the sum it reports whole across this move (see tracker.rs). */
+static __always_inline void fold_hot(__u32 tgid, struct proc_stats *st)
+{
+	__u32 idx = tgid & (TRACK_SLOTS - 1);
+	struct hot_counts *hot = &hot_slots[idx];
+
+	if (!st->in_slot || tracked_slots[idx] != tgid)
+		return;
+	st->syscalls += hot->syscalls;
+	st->syscall_failed += hot->failed;
+	st->in_slot = 0;
+	hot->syscalls = 0;
+	hot->failed = 0;
+}
+
+static __always_inline __u8 col_of(long id)
+{
+	if ((unsigned long)id >= SYSCALL_TABLE_LEN)
+		return COL_NONE;
+	return slow_col[id];
+}
+
+SEC("tp_btf/sys_enter")
+int BPF_PROG(on_sys_enter, struct pt_regs *regs, long id)
+{
+	struct thread_state *ts;
+	__u32 tgid;
+
+	/* Non-timed syscalls leave after one load, tracked process or not. */
+	if (col_of(id) == COL_NONE)
+		return 0;
+	tgid = bpf_get_current_pid_tgid() >> 32;
+	if (!is_tracked(tgid))
+		return 0;
+	ts = bpf_task_storage_get(&thread_state, bpf_get_current_task_btf(), 0,
+				  BPF_LOCAL_STORAGE_GET_F_CREATE);
+	if (ts)
+		ts->sys_start = bpf_ktime_get_ns();
+	return 0;
+}
+
+SEC("tp_btf/sys_exit")
+int BPF_PROG(on_sys_exit, struct pt_regs *regs, long ret)
+{
+	struct proc_stats *st = NULL;
+	struct thread_state *ts;
+	struct hot_counts *hot;
+	__u32 tgid = bpf_get_current_pid_tgid() >> 32;
+	__u32 slot = tgid & (TRACK_SLOTS - 1);
+	bool failed = ret < 0 && ret >= -MAX_ERRNO;
+	__u32 idx;
+	__u8 col;
+
+	if (tgid == 0)
+		return 0;
+	if (!track_all && tracked_slots[slot] == tgid) {
+		/* Hot path: no hash lookup for a slot owner. */
+		hot = &hot_slots[slot];
+		__sync_fetch_and_add(&hot->syscalls, 1);
+		if (failed)
+			__sync_fetch_and_add(&hot->failed, 1);
+		gg_count(GG_STAT_EVENTS);
+	} else {
+		if (!track_all && !(overflow_used && bpf_map_lookup_elem(&tracked_overflow, &tgid)))
+			return 0;
+		st = stats_current(tgid);
+		if (!st)
+			return 0;
+		__sync_fetch_and_add(&st->syscalls, 1);
+		if (failed)
+			__sync_fetch_and_add(&st->syscall_failed, 1);
+		gg_count(GG_STAT_EVENTS);
+	}
+	col = col_of(regs->orig_ax);
+	if (col == COL_NONE || col >= NR_COLS)
+		return 0;
+	/* No create: a thread whose entry was not seen (probe attached mid-syscall, or a new
+	 * thread returning from clone) has nothing to time. */
+	ts = bpf_task_storage_get(&thread_state, bpf_get_current_task_btf(), 0, 0);
+	if (!ts || !ts->sys_start)
+		return 0;
+	if (!st)
+		st = stats_of(tgid);
+	if (!st)
+		return 0;
+	idx = col;
+	/* Keep the mask: clang drops it from a value it can bound, the verifier cannot. */
+	barrier_var(idx);
+	idx &= SLOW_SLOTS - 1;
+	__sync_fetch_and_add(&st->slow_ns[idx], bpf_ktime_get_ns() - ts->sys_start);
+	ts->sys_start = 0;
+	return 0;
+}
+
+SEC("tp_btf/sched_switch")
+int BPF_PROG(on_sched_switch, bool preempt, struct task_struct *prev, struct task_struct *next,
+	     unsigned int prev_state)
+{
+	struct thread_state *ts;
+	struct proc_stats *st;
+	__u32 ptgid = prev->tgid, ntgid = next->tgid;
+	__u64 now = 0, delta;
+
+	if (is_tracked(ptgid) && !(prev_state & TASK_DEAD) && !(prev->flags & PF_EXITING)) {
+		ts = bpf_task_storage_get(&thread_state, prev, 0, BPF_LOCAL_STORAGE_GET_F_CREATE);
+		if (ts) {
+			now = bpf_ktime_get_ns();
+			ts->off_start = now;
+			ts->off_iowait = BPF_CORE_READ_BITFIELD(prev, in_iowait);
+		}
+	}
+	if (!is_tracked(ntgid))
+		return 0;
+	ts = bpf_task_storage_get(&thread_state, next, 0, 0);
+	if (!ts || !ts->off_start)
+		return 0;
+	if (!now)
+		now = bpf_ktime_get_ns();
+	delta = now - ts->off_start;
+	ts->off_start = 0;
+	st = stats_of(ntgid);
+	if (!st)
+		return 0;
+	__sync_fetch_and_add(&st->offcpu_ns, delta);
+	if (ts->off_iowait)
+		__sync_fetch_and_add(&st->iowait_ns, delta);
+	gg_count(GG_STAT_EVENTS);
+	return 0;
+}
+
+SEC("tp_btf/sched_process_fork")
+int BPF_PROG(on_fork, struct task_struct *parent, struct task_struct *child)
+{
+	struct proc_stats *st;
+	__u32 ptgid = parent->tgid;
+
+	if (!is_tracked(ptgid))
+		return 0;
+	st = stats_of(ptgid);
+	if (!st)
+		return 0;
+	gg_count(GG_STAT_EVENTS);
+	if (child->pid != child->tgid) {
+		__sync_fetch_and_add(&st->threads, 1);
+		return 0;
+	}
+	__sync_fetch_and_add(&st->forks, 1);
+	if (inherit_forks || track_all)
+		track(child->tgid, child->comm);
+	return 0;
+}
+
+SEC("tp_btf/sched_process_exec")
+int BPF_PROG(on_exec, struct task_struct *p, pid_t old_pid, struct linux_binprm *bprm)
+{
+	struct exec_notice *n;
+	struct proc_stats *st;
+	__u32 tgid = p->tgid;
+	bool tracked = is_tracked(tgid);
+
+	if (tracked) {
+		st = stats_of(tgid);
+		if (st) {
+			__sync_fetch_and_add(&st->execs, 1);
+			gg_count(GG_STAT_EVENTS);
+			bpf_probe_read_kernel_str(st->comm, sizeof(st->comm), p->comm);
+		}
+	}
+	if (!notify_exec)
+		return 0;
+	n = gg_rb_reserve(&exec_events, sizeof(*n));
+	if (!n)
+		return 0;
+	n->tgid = tgid;
+	n->tracked = tracked;
+	bpf_probe_read_kernel_str(n->comm, sizeof(n->comm), p->comm);
+	gg_rb_submit(&exec_events, n);
+	return 0;
+}
+
+SEC("tp_btf/sched_process_exit")
+int BPF_PROG(on_exit, struct task_struct *p)
+{
+	struct proc_stats *st;
+	__u32 tgid = p->tgid;
+
+	if (!is_tracked(tgid))
+		return 0;
+	st = stats_of(tgid);
+	if (!st)
+		return 0;
+	__sync_fetch_and_add(&st->thread_exits, 1);
+	gg_count(GG_STAT_EVENTS);
+	/* signal->live is decremented before this tracepoint; 0 means the group is gone. */
+	if (BPF_CORE_READ(p, signal, live.counter) != 0)
+		return 0;
+	bpf_probe_read_kernel_str(st->comm, sizeof(st->comm), p->comm);
+	fold_hot(tgid, st);
+	st->exited = 1;
+	untrack(tgid);
+	return 0;
+}
+
+static __always_inline void io_start(struct request *rq)
+{
+	struct rq_start s = {};
+	__u64 key = (__u64)rq;
+	__u32 tgid = bpf_get_current_pid_tgid() >> 32;
+
+	if (!is_tracked(tgid))
+		return;
+	s.ts = bpf_ktime_get_ns();
+	s.tgid = tgid;
+	s.write = (rq->cmd_flags & REQ_OP_MASK) & 1;
+	gg_map_update(&rq_start, &key, &s, BPF_ANY);
+}
+
+/* block_io_start fires in the submitter's context when a bio becomes a request (>= 6.5). */
+SEC("tp_btf/block_io_start")
+int BPF_PROG(on_io_start, struct request *rq)
+{
+	io_start(rq);
+	return 0;
+}
+
+/* Fallback for kernels without block_io_start: attribution to whoever issues the request. */
+SEC("tp_btf/block_rq_issue")
+int BPF_PROG(on_rq_issue, struct request *rq)
+{
+	io_start(rq);
+	return 0;
+}
+
+SEC("tp_btf/block_rq_complete")
+int BPF_PROG(on_rq_complete, struct request *rq, blk_status_t error, unsigned int nr_bytes)
+{
+	struct proc_stats *st;
+	struct rq_start *s;
+	__u64 key = (__u64)rq;
+	__u32 w;
+
+	s = bpf_map_lookup_elem(&rq_start, &key);
+	if (!s)
+		return 0;
+	st = stats_of(s->tgid);
+	if (st) {
+		w = s->write & 1;
+		if (nr_bytes < SMALL_IO_BYTES)
+			__sync_fetch_and_add(&st->bio_small[w], 1);
+		else
+			__sync_fetch_and_add(&st->bio_big[w], 1);
+		__sync_fetch_and_add(&st->bio_bytes[w], nr_bytes);
+		__sync_fetch_and_add(&st->bio_latency_ns, bpf_ktime_get_ns() - s->ts);
+		if (error)
+			__sync_fetch_and_add(&st->bio_err, 1);
+		gg_count(GG_STAT_EVENTS);
+	}
+	bpf_map_delete_elem(&rq_start, &key);
+	return 0;
+}

@@ -1,0 +1,72 @@
+/* Layout shared by proc.bpf.c and the Rust side (types are generated into the skeleton). */
+#ifndef TASKPROBE_PROC_H
+#define TASKPROBE_PROC_H
+
+/* Tracked-tgid filter: a direct-mapped array indexed by tgid & (TRACK_SLOTS - 1); a tgid whose
+ * slot is taken by another tgid goes to the overflow hash. Must be a power of two. */
+#define TRACK_SLOTS 65536
+
+/* Syscall numbers below this index the slow-syscall column table. */
+#define SYSCALL_TABLE_LEN 512
+
+/* Columns of time spent in "slow" syscalls (0 = not timed). The order is the order of the
+ * upstream tables: proc_syscall_io, _net, _sched, _fork. */
+enum slow_col {
+	COL_NONE = 0,
+	COL_MOUNT,
+	COL_UMOUNT,
+	COL_READ,
+	COL_WRITE,
+	COL_FSYNC,
+	COL_SENDMSG,
+	COL_RECVMSG,
+	COL_SCHED_YIELD,
+	COL_FUTEX,
+	COL_EPOLL_WAIT,
+	COL_EPOLL_PWAIT,
+	COL_FORK,
+	COL_VFORK,
+	COL_CLONE,
+	NR_COLS,
+};
+
+/* Power of two >= NR_COLS, so a masked column index is provably in bounds for the verifier. */
+#define SLOW_SLOTS 16
+
+/* Cumulative per-process values (one entry per tracked tgid in map `proc_stats`). */
+struct proc_stats {
+	__u64 syscalls;
+	__u64 syscall_failed;
+	__u64 slow_ns[SLOW_SLOTS]; /* [COL_NONE] and the last slot unused */
+	__u64 forks;            /* child processes created */
+	__u64 threads;          /* threads created */
+	__u64 execs;
+	__u64 thread_exits;
+	__u64 offcpu_ns;
+	__u64 iowait_ns;
+	__u64 bio_small[2];     /* [0] read, [1] write; requests of < 4 KiB */
+	__u64 bio_big[2];       /* >= 4 KiB */
+	__u64 bio_bytes[2];
+	__u64 bio_latency_ns;
+	__u64 bio_err;
+	__u32 exited;           /* 1 once the whole thread group has exited */
+	__u32 in_slot;          /* 1 while syscall counts accrue in hot_slots[tgid & mask] */
+	char comm[16];
+};
+
+/* Syscall counters of a process that owns a filter slot: the hot path adds here, next to the
+ * slot it just read, instead of looking the tgid up in the proc_stats hash. */
+struct hot_counts {
+	__u64 syscalls;
+	__u64 failed;
+};
+
+/* Ring-buffer notice sent on exec while a whitelist is in use, so user space can re-evaluate the
+ * process at once instead of at the next /proc rescan. */
+struct exec_notice {
+	__u32 tgid;
+	__u32 tracked;
+	char comm[16];
+};
+
+#endif

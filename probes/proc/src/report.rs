@@ -1,0 +1,306 @@
+//! Turning one process's cumulative BPF counters into the upstream `proc_*` record lines.
+
+use std::io::{self, Write};
+
+use probe_sdk::record::RecordWriter;
+
+use crate::syscalls::{SlowCol, SLOW_SLOTS};
+
+/// Which `proc_*` tables are printed (from the `-P` bits).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Tables {
+    /// `proc_syscall`
+    pub syscall: bool,
+    /// `proc_syscall_io`
+    pub io: bool,
+    /// `proc_syscall_net`
+    pub net: bool,
+    /// `proc_syscall_sched`
+    pub sched: bool,
+    /// `proc_syscall_fork`
+    pub fork: bool,
+    /// `proc_lifecycle`
+    pub lifecycle: bool,
+    /// `proc_io`
+    pub bio: bool,
+    /// `proc_cpu`
+    pub cpu: bool,
+}
+
+/// Cumulative values of one process, decoded from the BPF `struct proc_stats`.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct ProcCounters {
+    /// Process name (`comm`) at the time of the last exec/track/exit.
+    pub comm: String,
+    /// Syscalls that returned.
+    pub syscalls: u64,
+    /// Syscalls that returned an error (-4095..=-1).
+    pub syscall_failed: u64,
+    /// Nanoseconds spent in each slow-syscall column ([`SlowCol`] as index; 0 unused).
+    pub slow_ns: [u64; SLOW_SLOTS],
+    /// Child processes created.
+    pub forks: u64,
+    /// Threads created.
+    pub threads: u64,
+    /// Successful execs.
+    pub execs: u64,
+    /// Threads that exited (including the last one).
+    pub thread_exits: u64,
+    /// Time threads spent switched out (runnable or blocked), ns.
+    pub offcpu_ns: u64,
+    /// Part of `offcpu_ns` spent blocked in IO wait, ns.
+    pub iowait_ns: u64,
+    /// Block requests < 4 KiB, [read, write].
+    pub bio_small: [u64; 2],
+    /// Block requests >= 4 KiB, [read, write].
+    pub bio_big: [u64; 2],
+    /// Bytes completed, [read, write].
+    pub bio_bytes: [u64; 2],
+    /// Sum of request latencies (issue to completion), ns.
+    pub bio_latency_ns: u64,
+    /// Requests completed with an error.
+    pub bio_err: u64,
+    /// The whole process has exited (this is its final report).
+    pub exited: bool,
+}
+
+impl ProcCounters {
+    fn slow(&self, col: SlowCol) -> u64 {
+        self.slow_ns[col as usize]
+    }
+}
+
+/// Writes the enabled tables for process `tgid`. Every value is cumulative since tracking began.
+pub fn write_process<W: Write>(
+    out: &mut RecordWriter<W>,
+    tgid: u32,
+    c: &ProcCounters,
+    tables: &Tables,
+) -> io::Result<()> {
+    use SlowCol::*;
+    let comm = c.comm.as_str();
+    if tables.syscall {
+        out.record("proc_syscall")
+            .field(&tgid)
+            .field(comm)
+            .field(&c.syscall_failed)
+            .field(&c.syscalls)
+            .end()?;
+    }
+    if tables.io {
+        out.record("proc_syscall_io")
+            .field(&tgid)
+            .field(comm)
+            .field(&c.slow(Mount))
+            .field(&c.slow(Umount))
+            .field(&c.slow(Read))
+            .field(&c.slow(Write))
+            .field(&c.slow(Fsync))
+            .end()?;
+    }
+    if tables.net {
+        out.record("proc_syscall_net")
+            .field(&tgid)
+            .field(comm)
+            .field(&c.slow(Sendmsg))
+            .field(&c.slow(Recvmsg))
+            .end()?;
+    }
+    if tables.sched {
+        out.record("proc_syscall_sched")
+            .field(&tgid)
+            .field(comm)
+            .field(&c.slow(SchedYield))
+            .field(&c.slow(Futex))
+            .field(&c.slow(EpollWait))
+            .field(&c.slow(EpollPwait))
+            .end()?;
+    }
+    if tables.fork {
+        out.record("proc_syscall_fork")
+            .field(&tgid)
+            .field(comm)
+            .field(&c.slow(Fork))
+            .field(&c.slow(Vfork))
+            .field(&c.slow(Clone))
+            .end()?;
+    }
+    if tables.lifecycle {
+        out.record("proc_lifecycle")
+            .field(&tgid)
+            .field(comm)
+            .field(&c.forks)
+            .field(&c.threads)
+            .field(&c.execs)
+            .field(&c.thread_exits)
+            .field(&c.exited)
+            .end()?;
+    }
+    if tables.bio {
+        out.record("proc_io")
+            .field(&tgid)
+            .field(comm)
+            .field(&c.bio_small[0])
+            .field(&c.bio_small[1])
+            .field(&c.bio_big[0])
+            .field(&c.bio_big[1])
+            .field(&c.bio_bytes[0])
+            .field(&c.bio_bytes[1])
+            .field(&(c.bio_latency_ns / 1000))
+            .field(&c.bio_err)
+            .end()?;
+    }
+    if tables.cpu {
+        out.record("proc_cpu")
+            .field(&tgid)
+            .field(comm)
+            .field(&c.iowait_ns)
+            .field(&c.offcpu_ns)
+            .end()?;
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn render(tgid: u32, c: &ProcCounters, tables: &Tables) -> String {
+        let mut w = RecordWriter::new(Vec::new());
+        write_process(&mut w, tgid, c, tables).unwrap();
+        w.flush().unwrap();
+        String::from_utf8(w.into_inner()).unwrap()
+    }
+
+    fn sample() -> ProcCounters {
+        let mut slow_ns = [0u64; SLOW_SLOTS];
+        for (i, v) in slow_ns.iter_mut().enumerate() {
+            *v = 100 + i as u64;
+        }
+        ProcCounters {
+            comm: "nginx".into(),
+            syscalls: 1000,
+            syscall_failed: 7,
+            slow_ns,
+            forks: 2,
+            threads: 3,
+            execs: 1,
+            thread_exits: 4,
+            offcpu_ns: 5_000,
+            iowait_ns: 1_000,
+            bio_small: [1, 2],
+            bio_big: [3, 4],
+            bio_bytes: [4096, 8192],
+            bio_latency_ns: 12_345_678,
+            bio_err: 1,
+            exited: true,
+        }
+    }
+
+    #[test]
+    fn every_table_in_meta_order() {
+        let all = Tables {
+            syscall: true,
+            io: true,
+            net: true,
+            sched: true,
+            fork: true,
+            lifecycle: true,
+            bio: true,
+            cpu: true,
+        };
+        let expected = "\
+|proc_syscall|42|nginx|7|1000|
+|proc_syscall_io|42|nginx|101|102|103|104|105|
+|proc_syscall_net|42|nginx|106|107|
+|proc_syscall_sched|42|nginx|108|109|110|111|
+|proc_syscall_fork|42|nginx|112|113|114|
+|proc_lifecycle|42|nginx|2|3|1|4|1|
+|proc_io|42|nginx|1|2|3|4|4096|8192|12345|1|
+|proc_cpu|42|nginx|1000|5000|
+";
+        assert_eq!(render(42, &sample(), &all), expected);
+    }
+
+    /// Table name → field names, from the probe's own `.meta`.
+    fn meta_tables() -> Vec<(String, Vec<String>)> {
+        let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("taskprobe.meta");
+        let root = gala_libconfig::parse_file(&path).expect("taskprobe.meta parses");
+        let measurements = root
+            .get("measurements")
+            .and_then(|m| m.elements())
+            .expect("measurements list");
+        measurements
+            .iter()
+            .map(|m| {
+                let name = m.get("table_name").and_then(|n| n.as_str()).unwrap();
+                let fields = m.get("fields").and_then(|f| f.elements()).unwrap();
+                let names = fields
+                    .iter()
+                    .map(|f| f.get("name").and_then(|n| n.as_str()).unwrap().to_string())
+                    .collect();
+                (name.to_string(), names)
+            })
+            .collect()
+    }
+
+    #[test]
+    fn records_match_the_meta_field_for_field() {
+        let all = Tables {
+            syscall: true,
+            io: true,
+            net: true,
+            sched: true,
+            fork: true,
+            lifecycle: true,
+            bio: true,
+            cpu: true,
+        };
+        let mut w = RecordWriter::new(Vec::new());
+        write_process(&mut w, 42, &sample(), &all).unwrap();
+        probe_sdk::bpf::write_loss_record(
+            &mut w,
+            "proc_bpf_stats",
+            "proc",
+            &probe_sdk::bpf::LossCounters::default(),
+        )
+        .unwrap();
+        w.flush().unwrap();
+        let out = String::from_utf8(w.into_inner()).unwrap();
+        let meta = meta_tables();
+        assert_eq!(out.lines().count(), meta.len(), "one line per meta table");
+        for (line, (table, fields)) in out.lines().zip(&meta) {
+            let (name, values) = probe_sdk::record::split_line(line.as_bytes()).unwrap();
+            assert_eq!(String::from_utf8(name).unwrap(), *table, "meta order");
+            assert_eq!(values.len(), fields.len(), "{table}: {fields:?} vs {line}");
+            if table != "proc_bpf_stats" {
+                assert_eq!(fields[..2], ["tgid".to_string(), "comm".to_string()]);
+            }
+        }
+    }
+
+    #[test]
+    fn disabled_tables_are_not_printed() {
+        let only = Tables {
+            syscall: true,
+            lifecycle: true,
+            ..Tables::default()
+        };
+        let out = render(7, &sample(), &only);
+        assert_eq!(out.lines().count(), 2);
+        assert!(out.starts_with("|proc_syscall|7|nginx|"));
+    }
+
+    #[test]
+    fn comm_with_separator_is_escaped() {
+        let c = ProcCounters {
+            comm: "a|b".into(),
+            ..ProcCounters::default()
+        };
+        let only = Tables {
+            cpu: true,
+            ..Tables::default()
+        };
+        assert_eq!(render(1, &c, &only), "|proc_cpu|1|a\\|b|0|0|\n");
+    }
+}

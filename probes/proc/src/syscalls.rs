@@ -1,0 +1,151 @@
+//! Which syscalls are "slow" (timed) and which upstream column each one adds its time to.
+//!
+//! Upstream taskprobe timed exactly `mount umount read write fsync sendmsg recvmsg sched_yield
+//! futex epoll_wait epoll_pwait fork vfork clone` with kprobes. Here the vectored/positional and
+//! newer variants of the same operation add to the same column (`pread64` → `ns_read`,
+//! `clone3` → `ns_clone`, …), so the column means "time in that kind of syscall".
+
+/// Column indexes; must match `enum slow_col` in `src/bpf/proc.h`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[repr(u8)]
+pub enum SlowCol {
+    Mount = 1,
+    Umount,
+    Read,
+    Write,
+    Fsync,
+    Sendmsg,
+    Recvmsg,
+    SchedYield,
+    Futex,
+    EpollWait,
+    EpollPwait,
+    Fork,
+    Vfork,
+    Clone,
+}
+
+/// Number of slots in `proc_stats.slow_ns` (`SLOW_SLOTS`; index 0 and 15 unused).
+pub const SLOW_SLOTS: usize = 16;
+
+/// Length of the syscall-number → column table handed to BPF (`SYSCALL_TABLE_LEN`).
+pub const TABLE_LEN: usize = 512;
+
+/// The `-P` bit (upstream `TASK_PROBE_*`) that enables a column's table.
+impl SlowCol {
+    /// Upstream probe bit of the table this column belongs to.
+    pub fn probe_bit(self) -> u32 {
+        use SlowCol::*;
+        match self {
+            Mount | Umount | Read | Write | Fsync => crate::hooks::BIT_IO_SYSCALL,
+            Sendmsg | Recvmsg => crate::hooks::BIT_NET_SYSCALL,
+            SchedYield | Futex | EpollWait | EpollPwait => crate::hooks::BIT_SCHED_SYSCALL,
+            Fork | Vfork | Clone => crate::hooks::BIT_FORK_SYSCALL,
+        }
+    }
+}
+
+/// Timed syscalls and their column. Numbers come from `libc` so the table follows the target;
+/// `fork`, `vfork` and `epoll_wait` exist only on some architectures (elsewhere they are
+/// `clone` flags / `epoll_pwait`).
+const SLOW_SYSCALLS: &[(libc::c_long, SlowCol)] = {
+    use SlowCol::*;
+    &[
+        (libc::SYS_read, Read),
+        (libc::SYS_pread64, Read),
+        (libc::SYS_readv, Read),
+        (libc::SYS_preadv, Read),
+        (libc::SYS_preadv2, Read),
+        (libc::SYS_write, Write),
+        (libc::SYS_pwrite64, Write),
+        (libc::SYS_writev, Write),
+        (libc::SYS_pwritev, Write),
+        (libc::SYS_pwritev2, Write),
+        (libc::SYS_fsync, Fsync),
+        (libc::SYS_fdatasync, Fsync),
+        (libc::SYS_mount, Mount),
+        (libc::SYS_umount2, Umount),
+        (libc::SYS_sendto, Sendmsg),
+        (libc::SYS_sendmsg, Sendmsg),
+        (libc::SYS_sendmmsg, Sendmsg),
+        (libc::SYS_recvfrom, Recvmsg),
+        (libc::SYS_recvmsg, Recvmsg),
+        (libc::SYS_recvmmsg, Recvmsg),
+        (libc::SYS_sched_yield, SchedYield),
+        (libc::SYS_futex, Futex),
+        (libc::SYS_futex_waitv, Futex),
+        #[cfg(target_arch = "x86_64")]
+        (libc::SYS_epoll_wait, EpollWait),
+        (libc::SYS_epoll_pwait, EpollPwait),
+        (libc::SYS_epoll_pwait2, EpollPwait),
+        #[cfg(target_arch = "x86_64")]
+        (libc::SYS_fork, Fork),
+        #[cfg(target_arch = "x86_64")]
+        (libc::SYS_vfork, Vfork),
+        (libc::SYS_clone, Clone),
+        (libc::SYS_clone3, Clone),
+    ]
+};
+
+/// The table BPF indexes by syscall number: column of each timed syscall whose table is enabled
+/// in `probe_bits`, 0 elsewhere.
+pub fn column_table(probe_bits: u32) -> [u8; TABLE_LEN] {
+    let mut t = [0u8; TABLE_LEN];
+    for &(nr, col) in SLOW_SYSCALLS {
+        if probe_bits & col.probe_bit() != 0 {
+            t[nr as usize] = col as u8;
+        }
+    }
+    t
+}
+
+/// True when at least one syscall is timed, i.e. the `sys_enter` hook is needed.
+pub fn any_timed(table: &[u8; TABLE_LEN]) -> bool {
+    table.iter().any(|&c| c != 0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::hooks::*;
+
+    #[test]
+    fn numbers_fit_the_table_and_are_unique() {
+        let mut seen = std::collections::HashSet::new();
+        for &(nr, _) in SLOW_SYSCALLS {
+            assert!((nr as usize) < TABLE_LEN);
+            assert!(seen.insert(nr), "syscall {nr} listed twice");
+        }
+    }
+
+    #[test]
+    fn bits_select_columns() {
+        let all = column_table(u32::MAX);
+        assert!(any_timed(&all));
+        let none = column_table(BIT_SYSCALL | BIT_IO);
+        assert!(!any_timed(&none));
+        let only_sched = column_table(BIT_SCHED_SYSCALL);
+        for (nr, &c) in only_sched.iter().enumerate() {
+            if c != 0 {
+                let col = SLOW_SYSCALLS
+                    .iter()
+                    .find(|(n, _)| *n as usize == nr)
+                    .map(|x| x.1);
+                assert_eq!(col.map(SlowCol::probe_bit), Some(BIT_SCHED_SYSCALL));
+            }
+        }
+        assert!(any_timed(&only_sched));
+    }
+
+    #[cfg(target_arch = "x86_64")]
+    #[test]
+    fn x86_64_known_numbers() {
+        let t = column_table(u32::MAX);
+        assert_eq!(t[0], SlowCol::Read as u8);
+        assert_eq!(t[1], SlowCol::Write as u8);
+        assert_eq!(t[202], SlowCol::Futex as u8);
+        assert_eq!(t[57], SlowCol::Fork as u8);
+        assert_eq!(t[libc::SYS_openat as usize], 0);
+        assert_eq!(t[libc::SYS_close as usize], 0);
+    }
+}

@@ -1,0 +1,202 @@
+//! End-to-end tests of the taskprobe binary on the real kernel (root needed, as in CI).
+//!
+//! The traced child is `taskprobe-workload`, which issues an exactly known sequence of raw
+//! syscalls, so most values are asserted exactly.
+
+mod common;
+
+use std::time::Duration;
+
+use common::{Probe, Record, Workload, WORKLOAD};
+
+const ATTACH: Duration = Duration::from_secs(30);
+const WAIT: Duration = Duration::from_secs(15);
+
+fn is_root() -> bool {
+    // SAFETY: geteuid has no preconditions.
+    unsafe { libc::geteuid() == 0 }
+}
+
+fn of(pid: u32, table: &str) -> impl Fn(&Record) -> bool + '_ {
+    move |r| r.table == table && r.tgid() == Some(pid)
+}
+
+/// Latest record of `table` for `pid` among those seen.
+fn latest<'a>(seen: &'a [Record], pid: u32, table: &str) -> Option<&'a Record> {
+    seen.iter().rev().find(|r| of(pid, table)(r))
+}
+
+/// After the go byte the script child makes exactly 2 + 2K + 2N syscalls that return
+/// (the blocked read, K failing openat, K reads, N fork + N wait4, one write), K of them failing.
+fn script_syscalls(k: u64, n: u64) -> u64 {
+    2 + 2 * k + 2 * n
+}
+
+#[test]
+fn listed_process_counts_are_exact_and_unlisted_is_absent() {
+    if !is_root() {
+        eprintln!("skipped: needs root");
+        return;
+    }
+    const K: u64 = 40;
+    const N: u64 = 3;
+    let mut traced = Workload::start(&["script", &K.to_string(), &N.to_string()]);
+    let mut other = Workload::start(&["script", "5", "1"]);
+    let pid = traced.pid;
+    let mut probe = Probe::start(&["-t", "1", "-f", &pid.to_string()], &[]);
+    probe.wait_attached(ATTACH);
+
+    traced.go();
+    other.go();
+    assert_eq!(traced.read_line(), "done");
+    assert_eq!(other.read_line(), "done");
+
+    let expected = script_syscalls(K, N);
+    let rec = probe
+        .wait_for(WAIT, |r| of(pid, "proc_syscall")(r) && r.num(3) >= expected)
+        .unwrap_or_else(|| panic!("no complete proc_syscall for {pid}: {:?}", probe.seen));
+    assert_eq!(rec.fields[1], "taskprobe-workl", "comm label");
+    assert_eq!(rec.num(3), expected, "syscall_count");
+    assert_eq!(rec.num(2), K, "syscall_failed");
+
+    // The rest of the same period's records follow the proc_syscall line.
+    let life = probe
+        .wait_for(WAIT, of(pid, "proc_lifecycle"))
+        .expect("proc_lifecycle");
+    assert_eq!(life.num(2), N, "fork_count");
+    assert_eq!(life.num(3), 0, "thread_count");
+    assert_eq!(life.num(4), 0, "exec_count");
+    assert_eq!(life.num(6), 0, "not exited yet");
+    let io = latest(&probe.seen, pid, "proc_syscall_io").expect("proc_syscall_io");
+    assert!(io.num(4) > 0, "ns_read counts the K reads: {io:?}");
+    assert!(io.num(5) > 0, "ns_write counts the done write: {io:?}");
+    #[cfg(target_arch = "x86_64")]
+    {
+        let fork = latest(&probe.seen, pid, "proc_syscall_fork").expect("proc_syscall_fork");
+        assert!(fork.num(2) > 0, "ns_fork counts the raw forks: {fork:?}");
+    }
+
+    // Exit: one final report with exited=1 (the final read returning EOF adds one syscall),
+    // then the process is forgotten.
+    assert!(traced.finish().success());
+    let fin = probe
+        .wait_for(WAIT, |r| of(pid, "proc_lifecycle")(r) && r.num(6) == 1)
+        .expect("final record with exited=1");
+    assert_eq!(fin.num(5), 1, "thread_exit_count");
+    let final_sys = latest(&probe.seen, pid, "proc_syscall").expect("final proc_syscall");
+    assert_eq!(final_sys.num(3), expected + 1);
+    // proc_bpf_stats closes each period; later periods must not mention the process.
+    probe
+        .wait_for(WAIT, |r| r.table == "proc_bpf_stats")
+        .expect("end of the final period");
+    let before = probe.seen.len();
+    probe.collect_for(Duration::from_millis(2500));
+    assert!(
+        !probe.seen[before..].iter().any(|r| r.tgid() == Some(pid)),
+        "exited process reported again"
+    );
+
+    let other_pid = other.pid;
+    assert!(other.finish().success());
+    let (status, stderr, seen) = probe.stop();
+    assert!(status.success(), "probe exit {status}: {stderr}");
+    assert!(
+        !seen.iter().any(|r| r.tgid() == Some(other_pid)),
+        "unlisted process {other_pid} was reported"
+    );
+    assert!(
+        seen.iter().filter_map(Record::tgid).all(|t| t == pid),
+        "only the listed pid may appear"
+    );
+    let stats = seen
+        .iter()
+        .rev()
+        .find(|r| r.table == "proc_bpf_stats")
+        .expect("proc_bpf_stats");
+    assert_eq!(stats.fields[0], "proc");
+    assert_eq!(stats.num(2), 0, "lost_events");
+    assert_eq!(stats.num(3), 0, "map_full");
+}
+
+#[test]
+fn missing_tracepoint_is_reported_as_unsupported() {
+    if !is_root() {
+        eprintln!("skipped: needs root");
+        return;
+    }
+    let probe = Probe::start(
+        &["-t", "1"],
+        &[("TASKPROBE_REQUIRE_HOOK", "raw:gg_no_such_tracepoint")],
+    );
+    let (status, stderr) = probe.wait_exit(WAIT).expect("probe should exit");
+    assert_eq!(status.code(), Some(3), "stderr: {stderr}");
+    assert!(
+        stderr.contains("[ERROR] unsupported: raw tracepoint gg_no_such_tracepoint"),
+        "stderr: {stderr}"
+    );
+}
+
+#[test]
+fn whitelist_follows_exec_into_a_matching_program() {
+    if !is_root() {
+        eprintln!("skipped: needs root");
+        return;
+    }
+    const K: u64 = 25;
+    let dir = tempfile::tempdir().expect("tempdir");
+    // A copy of the workload under another name: its comm after exec is `tp-exec-target`.
+    let target = dir.path().join("tp-exec-target");
+    std::fs::copy(WORKLOAD, &target).expect("copy workload");
+    let conf = dir.path().join("gala-gopher-app.conf");
+    std::fs::write(
+        &conf,
+        "application = (\n  { comm = \"^tp-exec-target$\"; cmdline = \"script\"; }\n);\n",
+    )
+    .expect("write whitelist");
+
+    let mut probe = Probe::start(&["-t", "1", "-w", conf.to_str().expect("utf-8 path")], &[]);
+    probe.wait_attached(ATTACH);
+    // Not selected before the exec (comm taskprobe-workl), selected after it.
+    let target_str = target.to_str().expect("utf-8 path");
+    let mut w = Workload::start(&[
+        "exec-after",
+        "300",
+        target_str,
+        "script",
+        &K.to_string(),
+        "0",
+    ]);
+    let pid = w.pid;
+
+    // Wait until the counts are stable (the child is blocked waiting for the go byte).
+    let mut last = None;
+    let baseline = loop {
+        let r = probe
+            .wait_for(WAIT, of(pid, "proc_syscall"))
+            .unwrap_or_else(|| panic!("exec'd process {pid} never tracked: {}", probe.stderr()));
+        assert_eq!(r.fields[1], "tp-exec-target");
+        if last == Some(r.num(3)) {
+            break r;
+        }
+        last = Some(r.num(3));
+    };
+    w.go();
+    assert_eq!(w.read_line(), "done");
+    let want = baseline.num(3) + script_syscalls(K, 0);
+    let rec = probe
+        .wait_for(WAIT, |r| of(pid, "proc_syscall")(r) && r.num(3) >= want)
+        .expect("counts after go");
+    assert_eq!(
+        rec.num(3),
+        want,
+        "syscall_count grew by exactly the script's syscalls"
+    );
+    assert_eq!(rec.num(2) - baseline.num(2), K, "failures grew by K");
+    let life = probe
+        .wait_for(WAIT, of(pid, "proc_lifecycle"))
+        .expect("proc_lifecycle");
+    assert_eq!(life.num(4), 0, "the exec happened before tracking began");
+    assert!(w.finish().success());
+    let (status, stderr, _) = probe.stop();
+    assert!(status.success(), "{stderr}");
+}
