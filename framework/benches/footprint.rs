@@ -1,0 +1,135 @@
+//! Daemon footprint: RSS idle and with N live series, and `/metrics` server time, measured on the
+//! real release daemon with a drop-in probe that prints N/5 rows × 5 gauges once per second.
+//!
+//! Run: `cargo bench -p gala-gopher --bench footprint` (env `GG_SERIES`, default 100000).
+
+use std::io::{Read, Write};
+use std::net::{TcpListener, TcpStream};
+use std::os::unix::fs::PermissionsExt;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+fn http_get(port: u16, path: &str) -> std::io::Result<String> {
+    let mut s = TcpStream::connect(("127.0.0.1", port))?;
+    write!(s, "GET {path} HTTP/1.0\r\n\r\n")?;
+    let mut out = String::new();
+    s.read_to_string(&mut out)?;
+    Ok(out)
+}
+
+fn rss_kb(pid: u32) -> u64 {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("VmRSS:"))
+                .and_then(|l| l.split_whitespace().nth(1)?.parse().ok())
+        })
+        .unwrap_or(0)
+}
+
+fn self_metric(body: &str, name: &str) -> Option<f64> {
+    body.lines()
+        .find(|l| l.starts_with(name))
+        .and_then(|l| l.rsplit(' ').next()?.parse().ok())
+}
+
+fn main() -> anyhow::Result<()> {
+    if std::env::args().any(|a| a == "--list") {
+        return Ok(());
+    }
+    let series: usize = std::env::var("GG_SERIES").ok().and_then(|v| v.parse().ok()).unwrap_or(100_000);
+    let rows = series / 5;
+    let dir = tempfile::tempdir()?;
+    let probes = dir.path().join("probes");
+    std::fs::create_dir_all(&probes)?;
+    std::fs::write(
+        probes.join("load.meta"),
+        "version = \"1.0.0\"\nmeasurements: ({ table_name: \"load\"; entity_name: \"load\"; fields: (\
+         { description: \"id\"; type: \"key\"; name: \"id\"; }, { description: \"c\"; type: \"label\"; name: \"comm\"; },\
+         { description: \"a\"; type: \"gauge\"; name: \"a\"; }, { description: \"b\"; type: \"gauge\"; name: \"b\"; },\
+         { description: \"c\"; type: \"gauge\"; name: \"c\"; }, { description: \"d\"; type: \"gauge\"; name: \"d\"; },\
+         { description: \"e\"; type: \"gauge\"; name: \"e\"; }); });\n",
+    )?;
+    let script = probes.join("load.py");
+    std::fs::write(
+        &script,
+        format!(
+            "#!/usr/bin/env python3\nimport sys, time\nrows = {rows}\nwhile True:\n    t = int(time.time())\n    out = []\n    for i in range(rows):\n        out.append(f'|load|{{i}}|proc{{i % 97}}|{{i}}|{{t}}|{{i * 0.5}}|{{i % 7}}|{{-i}}|\\n')\n    sys.stdout.write(''.join(out))\n    sys.stdout.flush()\n    time.sleep(1)\n"
+        ),
+    )?;
+    std::fs::set_permissions(&script, std::fs::Permissions::from_mode(0o755))?;
+    let port = TcpListener::bind("127.0.0.1:0")?.local_addr()?.port();
+    let conf = dir.path().join("gg.conf");
+    std::fs::write(
+        &conf,
+        format!(
+            "global = {{ log_level = \"warn\"; probes_dir = \"{}\"; meta_dir = \"{}\"; machine_id = \"bench\"; }};\n\
+             imdb = {{ max_records_num = {}; }};\nweb_server = {{ port = {port}; }};\n",
+            dir.path().join("empty").display(),
+            dir.path().join("meta").display(),
+            rows + 10
+        ),
+    )?;
+    let mut daemon = Command::new(env!("CARGO_BIN_EXE_gala-gopher"))
+        .arg("-c")
+        .arg(&conf)
+        .stdout(Stdio::null())
+        .stderr(Stdio::inherit())
+        .spawn()?;
+    let pid = daemon.id();
+    let t0 = Instant::now();
+    while http_get(port, "/metrics").is_err() {
+        anyhow::ensure!(t0.elapsed() < Duration::from_secs(20), "daemon did not start");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    std::thread::sleep(Duration::from_secs(2));
+    let idle = rss_kb(pid);
+
+    // Point the daemon at the probes dir: it picks the drop-in up without a restart.
+    std::fs::rename(&probes, dir.path().join("empty"))?;
+    let t0 = Instant::now();
+    loop {
+        let status = http_get(port, "/status")?;
+        if status.contains(&format!("\"load\":{rows}")) {
+            break;
+        }
+        anyhow::ensure!(t0.elapsed() < Duration::from_secs(120), "series did not arrive: {status}");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    std::thread::sleep(Duration::from_secs(3));
+    let mut server_ms = Vec::new();
+    let mut client_ms = Vec::new();
+    let mut bytes = 0;
+    for _ in 0..21 {
+        let t = Instant::now();
+        let body = http_get(port, "/metrics")?;
+        client_ms.push(t.elapsed().as_secs_f64() * 1e3);
+        bytes = body.len();
+        // The self-metric reports the previous scrape's server time.
+        let prev = http_get(port, "/metrics")?;
+        if let Some(s) = self_metric(&prev, "gala_gopher_self_scrape_duration_seconds") {
+            server_ms.push(s * 1e3);
+        }
+    }
+    let loaded = rss_kb(pid);
+    let median = |v: &mut Vec<f64>| {
+        v.sort_by(|a, b| a.total_cmp(b));
+        v[v.len() / 2]
+    };
+    println!(
+        "footprint: idle RSS {} kB; {series} series ({rows} rows x 5 gauges): RSS {} kB; /metrics {} kB, \
+         server render median {:.1} ms, client round trip median {:.1} ms",
+        idle,
+        loaded,
+        bytes / 1024,
+        median(&mut server_ms),
+        median(&mut client_ms)
+    );
+    // SAFETY: kill(2) on our child.
+    unsafe {
+        libc::kill(pid as i32, libc::SIGTERM);
+    }
+    daemon.wait()?;
+    Ok(())
+}
