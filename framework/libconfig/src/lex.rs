@@ -26,6 +26,8 @@ pub(crate) struct PError<'s> {
 
 #[derive(Debug)]
 pub(crate) enum PErrorKind {
+    /// A nom combinator failed (only surfaces if no better message was produced).
+    Nom(ErrorKind),
     /// A grammar error with a human message.
     Message(Cow<'static, str>),
     /// An error already located elsewhere (an included file, a duplicate, an I/O failure).
@@ -34,9 +36,10 @@ pub(crate) enum PErrorKind {
 
 impl<'s> ParseError<&'s str> for PError<'s> {
     fn from_error_kind(input: &'s str, kind: ErrorKind) -> Self {
+        // Backtracking creates these constantly (every failed `alt` branch): keep them cheap.
         PError {
             at: input,
-            kind: PErrorKind::Message(Cow::Owned(format!("syntax error ({})", kind.description()))),
+            kind: PErrorKind::Nom(kind),
         }
     }
 

@@ -90,6 +90,10 @@ impl<'s, 'a> Doc<'s, 'a> {
     fn to_error(&self, e: nom::Err<PError<'s>>) -> Error {
         match e {
             nom::Err::Error(p) | nom::Err::Failure(p) => match p.kind {
+                PErrorKind::Nom(kind) => Error::Syntax {
+                    at: self.loc(p.at),
+                    message: format!("syntax error ({})", kind.description()),
+                },
                 PErrorKind::Message(m) => Error::Syntax {
                     at: self.loc(p.at),
                     message: m.into_owned(),

@@ -10,10 +10,10 @@ use crate::nic::{self, Nic};
 use crate::process::{self, ProcSample};
 use crate::schema;
 use crate::source::{HostPaths, ReadErrors, Reader};
-use crate::whitelist_shim::Whitelist; // TEMPORARY: probe_sdk::whitelist::Whitelist
 use crate::{mem, os, qdisc};
 use probe_sdk::event::CivilTime;
 use probe_sdk::record::RecordWriter;
+use probe_sdk::whitelist::Whitelist;
 use std::collections::HashMap;
 use std::io::{self, Write};
 use std::path::PathBuf;

@@ -21,4 +21,3 @@ pub mod qdisc;
 pub mod schema;
 pub mod source;
 pub mod value;
-mod whitelist_shim;
