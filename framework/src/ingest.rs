@@ -10,6 +10,7 @@ use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
 use tokio::io::AsyncReadExt;
 
+use crate::export::{RecordSink, RecordView};
 use crate::meta::{SchemaRef, SchemaRegistry};
 use crate::store::{Scratch, TableStore};
 use crate::supervisor::{OutputSink, ProbeSpec};
@@ -51,6 +52,7 @@ pub struct Ingest {
     registry: Arc<RwLock<SchemaRegistry>>,
     store: Arc<TableStore>,
     events: Arc<dyn EventSink>,
+    records: Option<Arc<dyn RecordSink>>,
     max_line: usize,
     max_fields: usize,
 }
@@ -68,9 +70,16 @@ impl Ingest {
             registry,
             store,
             events,
+            records: None,
             max_line,
             max_fields,
         }
+    }
+
+    /// Also hand every accepted record to `sink` (push exporters).
+    pub fn with_record_sink(mut self, sink: Arc<dyn RecordSink>) -> Self {
+        self.records = Some(sink);
+        self
     }
 
     /// A line handler with its own scratch state (one per probe reader).
@@ -79,8 +88,11 @@ impl Ingest {
             registry: Arc::clone(&self.registry),
             store: Arc::clone(&self.store),
             events: Arc::clone(&self.events),
+            records: self.records.clone(),
             stats,
             scratch: Scratch::default(),
+            sink_text: String::new(),
+            sink_values: Vec::new(),
             cached: None,
             values_buf: Vec::new(),
             log_window: Instant::now(),
@@ -152,6 +164,7 @@ impl OutputSink for Ingest {
             registry: Arc::clone(&self.registry),
             store: Arc::clone(&self.store),
             events: Arc::clone(&self.events),
+            records: self.records.clone(),
             max_line: self.max_line,
             max_fields: self.max_fields,
         };
@@ -174,8 +187,11 @@ pub struct LineHandler {
     registry: Arc<RwLock<SchemaRegistry>>,
     store: Arc<TableStore>,
     events: Arc<dyn EventSink>,
+    records: Option<Arc<dyn RecordSink>>,
     stats: Arc<ProbeStats>,
     scratch: Scratch,
+    sink_text: String,
+    sink_values: Vec<Option<&'static str>>,
     cached: Option<SchemaRef>,
     values_buf: Vec<&'static str>,
     log_window: Instant,
@@ -251,7 +267,23 @@ impl LineHandler {
                     .last_record_ms
                     .store(self.now_ms, Ordering::Relaxed);
             }
-            Err(reason) => self.stats.drop_line(reason),
+            Err(reason) => {
+                self.stats.drop_line(reason);
+                if reason != DropReason::StoreFull {
+                    return;
+                }
+            }
+        }
+        if let Some(sink) = &self.records {
+            forward(
+                sink.as_ref(),
+                &schema,
+                values,
+                self.now_ms,
+                &self.stats.name,
+                &mut self.sink_text,
+                &mut self.sink_values,
+            );
         }
     }
 
@@ -289,6 +321,44 @@ impl LineHandler {
             self.suppressed = 0;
         }
     }
+}
+
+/// Unescape `raw` once and hand the record to a push sink.
+fn forward(
+    sink: &dyn RecordSink,
+    schema: &SchemaRef,
+    raw: &[&str],
+    time_ms: u64,
+    probe: &str,
+    text: &mut String,
+    values_buf: &mut Vec<Option<&'static str>>,
+) {
+    text.clear();
+    // Offsets first (the text buffer may reallocate while it grows), slices after.
+    let mut ends: Vec<Option<&str>> = std::mem::take(values_buf)
+        .into_iter()
+        .map(|_| None)
+        .collect();
+    let mut offsets = Vec::with_capacity(raw.len());
+    for r in raw {
+        if crate::wire::value_is_absent(r) {
+            offsets.push(None);
+        } else {
+            let start = text.len();
+            crate::wire::unescape_into(r, text);
+            offsets.push(Some((start, text.len())));
+        }
+    }
+    ends.extend(offsets.iter().map(|s| s.map(|(a, b)| &text[a..b])));
+    let mut values = ends;
+    sink.record(&RecordView {
+        schema,
+        values: &values,
+        time_ms,
+        probe,
+    });
+    values.clear();
+    *values_buf = values.into_iter().map(|_| None).collect();
 }
 
 /// Log a probe's non-record line at the level its prefix names (`[DEBUG]`, `[INFO]`, `[WARN]`,
