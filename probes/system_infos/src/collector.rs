@@ -9,6 +9,7 @@ use crate::net::{self, NetSample};
 use crate::nic::{self, Nic};
 use crate::process::{self, ProcSample};
 use crate::schema;
+use crate::selection::ProcSelection;
 use crate::source::{HostPaths, ReadErrors, Reader};
 use crate::{mem, os, qdisc};
 use probe_sdk::event::CivilTime;
@@ -61,17 +62,24 @@ impl WhitelistFile {
     }
 
     /// Reloads the file if its modification time changed; a bad new version keeps the old one.
-    fn refresh(&mut self) {
+    /// Returns whether a new version was loaded.
+    fn refresh(&mut self) -> bool {
         let mtime = std::fs::metadata(&self.path)
             .and_then(|m| m.modified())
             .ok();
         if mtime.is_some() && mtime == self.mtime {
-            return;
+            return false;
         }
         self.mtime = mtime;
         match Whitelist::load(&self.path) {
-            Ok(list) => self.list = Some(list),
-            Err(e) => probe_sdk::warn!("whitelist {}: {e}", self.path.display()),
+            Ok(list) => {
+                self.list = Some(list);
+                true
+            }
+            Err(e) => {
+                probe_sdk::warn!("whitelist {}: {e}", self.path.display());
+                false
+            }
         }
     }
 }
@@ -130,6 +138,7 @@ pub struct Collector {
     mem_total_kb: Option<u64>,
     cycles: u64,
     procs_selected: usize,
+    selection: ProcSelection,
 }
 
 impl Collector {
@@ -144,6 +153,7 @@ impl Collector {
             mem_total_kb: None,
             cycles: 0,
             procs_selected: 0,
+            selection: ProcSelection::default(),
         }
     }
 
@@ -240,9 +250,13 @@ impl Collector {
     fn selected_pids(&mut self) -> Vec<u32> {
         let mut pids = Vec::new();
         if let Some(w) = self.cfg.whitelist.as_mut() {
-            w.refresh();
+            if w.refresh() {
+                self.selection.reset();
+            }
             if let Some(list) = &w.list {
-                pids = list.scan(&self.cfg.paths.proc);
+                pids = self
+                    .selection
+                    .select(list, &self.cfg.paths.proc, &mut self.reader);
             }
         }
         for &pid in &self.cfg.pids {

@@ -19,5 +19,6 @@ pub mod os;
 pub mod process;
 pub mod qdisc;
 pub mod schema;
+pub mod selection;
 pub mod source;
 pub mod value;
