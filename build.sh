@@ -4,7 +4,8 @@
 #   --clean    remove build outputs
 #   --release  optimized build of every crate (target/release)
 #   --debug    debug build of every crate (target/debug)
-#   --test     run the whole test suite (root: eBPF tests load real programs)
+#   --test     run the whole test suite (root: eBPF tests load real programs), then build the
+#              release, install it into a temp prefix and check the installed layout
 #   --help     this text
 set -euo pipefail
 cd "$(dirname "$0")"
@@ -30,6 +31,30 @@ check() {
     fi
 }
 
+# Install the release build into a temp prefix and check the rpm layout and shipped config.
+install_check() {
+    cargo build --workspace --release
+    local prefix
+    prefix="$(mktemp -d)"
+    ./install.sh --prefix "$prefix" >/dev/null
+    local missing=0
+    for f in usr/bin/gala-gopher etc/gala-gopher/gala-gopher.conf etc/gala-gopher/gala-gopher-app.conf \
+             usr/lib/systemd/system/gala-gopher.service opt/gala-gopher/sdk/gala_probe.py \
+             opt/gala-gopher/sdk/gala_probe.sh opt/gala-gopher/meta \
+             opt/gala-gopher/probes/system_infos opt/gala-gopher/probes/system_infos.meta \
+             opt/gala-gopher/probes/tcpprobe opt/gala-gopher/probes/tcpprobe.meta \
+             opt/gala-gopher/probes/taskprobe opt/gala-gopher/probes/taskprobe.meta \
+             opt/gala-gopher/probes/ioprobe opt/gala-gopher/probes/ioprobe.meta \
+             opt/gala-gopher/probes/example.sh opt/gala-gopher/probes/example.meta \
+             opt/gala-gopher/probes/example_py.py opt/gala-gopher/probes/example_py.meta; do
+        if [ ! -e "$prefix/$f" ]; then echo "install check: missing $f" >&2; missing=1; fi
+    done
+    "$prefix/usr/bin/gala-gopher" --check-config -c "$prefix/etc/gala-gopher/gala-gopher.conf" >/dev/null
+    rm -rf "$prefix"
+    [ "$missing" -eq 0 ] || exit 1
+    echo "install check: layout and shipped config OK"
+}
+
 [ $# -eq 0 ] && { usage; exit 0; }
 for arg in "$@"; do
     case "$arg" in
@@ -44,6 +69,6 @@ for arg in "$@"; do
         --clean) cargo clean ;;
         --release) cargo build --workspace --release ;;
         --debug) cargo build --workspace ;;
-        --test) cargo test --workspace ;;
+        --test) cargo test --workspace; install_check ;;
     esac
 done
