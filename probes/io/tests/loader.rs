@@ -93,3 +93,41 @@ fn tp_btf_completion_accounts_exactly() {
 fn raw_tp_completion_accounts_exactly() {
     exact_accounting(CompletionHook::RawTp);
 }
+
+/// Every program of the object (both completion variants) passes the verifier on this kernel,
+/// without attaching anything: a verifier regression fails here first.
+#[test]
+fn every_program_passes_the_verifier() {
+    use ioprobe::skel::io::IoSkelBuilder;
+    use libbpf_rs::skel::{OpenSkel, SkelBuilder};
+
+    let mut storage = MaybeUninit::uninit();
+    let open = IoSkelBuilder::default().open(&mut storage).unwrap();
+    let progs: Vec<String> = open
+        .open_object()
+        .progs()
+        .map(|p| p.name().to_string_lossy().into_owned())
+        .collect();
+    assert_eq!(
+        progs,
+        [
+            "io_rq_insert",
+            "io_rq_issue",
+            "io_rq_complete",
+            "io_rq_complete_btf"
+        ]
+    );
+    assert!(open.open_object().progs().all(|p| p.autoload()));
+    let skel = open.load().unwrap();
+    // Loaded programs have a kernel id.
+    use std::os::fd::AsFd;
+    let p = &skel.progs;
+    for fd in [
+        p.io_rq_insert.as_fd(),
+        p.io_rq_issue.as_fd(),
+        p.io_rq_complete.as_fd(),
+        p.io_rq_complete_btf.as_fd(),
+    ] {
+        assert_eq!(probe_sdk::bpf::prog_recursion_misses(fd).unwrap(), 0);
+    }
+}
