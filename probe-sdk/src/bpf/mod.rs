@@ -35,8 +35,8 @@ pub use hooks::{
 };
 pub use ringbuf::RingPoller;
 pub use stats::{
-    read_loss_counters, try_read_loss_counters, write_loss_record, LossCounters, STAT_EVENTS,
-    STAT_LOST, STAT_MAP_FULL, STAT_SLOTS,
+    prog_recursion_misses, read_loss_counters, recursion_misses, try_read_loss_counters,
+    write_loss_record, LossCounters, STAT_EVENTS, STAT_LOST, STAT_MAP_FULL, STAT_SLOTS,
 };
 pub use tracefs::{ensure_tracefs, tracefs_root, tracepoint_exists};
 

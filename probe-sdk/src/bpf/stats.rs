@@ -1,6 +1,7 @@
 //! Loss accounting shared by every eBPF probe: the per-CPU `gg_stats` map of `gg_common.h`.
 
 use std::io::{self, Write};
+use std::os::fd::{AsRawFd, BorrowedFd};
 
 use libbpf_rs::{MapCore, MapFlags};
 
@@ -22,7 +23,8 @@ pub struct LossCounters {
     /// Events the BPF programs produced (ring-buffer records submitted, or requests accounted
     /// in maps for map-aggregating probes).
     pub events: u64,
-    /// Events dropped because the ring buffer was full.
+    /// Events dropped: ring buffer full (`gg_stats` LOST); callers add the programs'
+    /// [`recursion_misses`].
     pub lost: u64,
     /// Map updates refused because the map was full (state or aggregates not recorded).
     pub map_full: u64,
@@ -59,6 +61,41 @@ pub fn read_loss_counters(map: &dyn MapCore) -> LossCounters {
         crate::warn!("cannot read gg_stats: {e}");
         LossCounters::default()
     })
+}
+
+/// Invocations of the program `prog` that the kernel skipped because the same program was
+/// already running on that CPU (`bpf_prog_info.recursion_misses`).
+///
+/// Tracing programs (raw_tp, tp_btf, kprobe …) are not re-entrant per CPU: when an interrupt
+/// fires the program's hook while the program runs (e.g. a block completion in softirq nested
+/// in a completion in task context), the nested call is dropped and only this counter moves.
+/// Those are lost events: add them to [`LossCounters::lost`] (see [`recursion_misses`]).
+pub fn prog_recursion_misses(prog: BorrowedFd<'_>) -> Result<u64, BpfError> {
+    let mut info = libbpf_rs::libbpf_sys::bpf_prog_info::default();
+    let mut len = std::mem::size_of_val(&info) as u32;
+    // SAFETY: info is a properly sized, zeroed bpf_prog_info and len says how big it is; the
+    // kernel writes at most len bytes. All optional array pointers are 0 (not requested).
+    let rc = unsafe {
+        libbpf_rs::libbpf_sys::bpf_prog_get_info_by_fd(prog.as_raw_fd(), &mut info, &mut len)
+    };
+    if rc != 0 {
+        return Err(libbpf_rs::Error::from_raw_os_error(-rc).into());
+    }
+    Ok(info.recursion_misses)
+}
+
+/// Sum of [`prog_recursion_misses`] over `progs` (pass `skel.progs.<name>.as_fd()` of every
+/// attached program); a program whose info cannot be read counts 0 and logs a `[WARN]`.
+pub fn recursion_misses<'a>(progs: impl IntoIterator<Item = BorrowedFd<'a>>) -> u64 {
+    progs
+        .into_iter()
+        .map(|fd| {
+            prog_recursion_misses(fd).unwrap_or_else(|e| {
+                crate::warn!("cannot read BPF program info: {e}");
+                0
+            })
+        })
+        .fold(0u64, u64::wrapping_add)
 }
 
 /// Writes the `<probe>_bpf_stats` record: `|<table>|<probe>|events|lost_events|map_full|`

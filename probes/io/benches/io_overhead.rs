@@ -1,16 +1,26 @@
-//! Overhead of ioprobe on 4 KiB O_DIRECT I/O, measured in one run with and without the probe,
-//! interleaved (off/on, then on/off, …), medians over rounds.
+//! Overhead of ioprobe on 4 KiB O_DIRECT I/O, with and without the probe in the same run.
 //!
-//! `cargo bench -p ioprobe --bench io_overhead` (root). Environment: `IO_BENCH_ROUNDS`
-//! (default 9), `IO_BENCH_OPS` (default 20000 per run: alternating 4 KiB writes and reads),
-//! `IO_BENCH_IDLE_SECS` (default 10).
+//! `cargo bench -p ioprobe --bench io_overhead` (root). Two parts per workload:
 //!
-//! Workloads: `loop-tmpfs` (a loop device whose backing file is on tmpfs: the fastest device
-//! available, so the per-request cost of the probe weighs most) and `vda-file` (a file on the
-//! root filesystem on the virtio disk). Reported per workload: wall time per op and the
-//! I/O thread's CPU time (medians), their on/off ratios, the BPF programs' own run time per
-//! call (kernel `bpf_stats`), requests accounted per second, lost/map-full counters, and the
-//! probe process's CPU and RSS; plus the probe's CPU and RSS at idle.
+//! 1. **Ratio**: many short runs, modes interleaved and rotated every round (no probe, probe
+//!    with the tp_btf completion program, probe with the raw_tp one). The BPF programs are
+//!    attached from this process through the ioprobe library, exactly as the binary does, so
+//!    a round costs milliseconds instead of a process start; the kernel-side work per request is
+//!    identical. Reported: medians of wall time and of the I/O thread's CPU time per op, their
+//!    ratios, and the median of the per-round (paired) wall ratios.
+//! 2. **Binary**: the real `ioprobe -t 1` process, kernel BPF run-time statistics switched on
+//!    (`BPF_ENABLE_STATS`, which itself adds a little per call, hence not used in part 1):
+//!    BPF ns per call, requests accounted per second, lost / map-full counters, whether every
+//!    request of the workload was counted exactly (loop device), and the probe's CPU and RSS.
+//!
+//! Plus the probe's CPU and RSS at idle. Workloads: `loop-tmpfs` (a loop device whose backing
+//! file is on tmpfs: the fastest device here, where a per-request cost weighs most) and
+//! `vda-file` (a file on the root filesystem, virtio disk).
+//!
+//! Environment: `IO_BENCH_ROUNDS` (default 31), `IO_BENCH_OPS` (per ratio run, default 4000,
+//! alternating writes and reads), `IO_BENCH_BINARY_RUNS` (default 3), `IO_BENCH_BINARY_OPS`
+//! (default 20000), `IO_BENCH_IDLE_SECS` (default 10), `IO_BENCH_TARGETS` (comma-separated
+//! workload names), `IO_BENCH_VERBOSE` (every ratio run on stderr).
 
 #[path = "../tests/common/mod.rs"]
 mod common;
@@ -18,10 +28,12 @@ mod common;
 use std::collections::{BTreeMap, BTreeSet};
 use std::ffi::CString;
 use std::fs::{File, OpenOptions};
+use std::mem::MaybeUninit;
 use std::os::unix::fs::{FileExt, OpenOptionsExt};
 use std::time::{Duration, Instant};
 
 use common::*;
+use ioprobe::loader::{CompletionHook, IoBpf};
 use libbpf_rs::query::ProgInfoIter;
 
 const BLOCK: usize = 4096;
@@ -158,19 +170,6 @@ fn workload(f: &File, ops: u64, blocks: u64, wbuf: &AlignedBuf, rbuf: &mut Align
     }
 }
 
-#[derive(Default)]
-struct Samples {
-    wall_ns_per_op: Vec<f64>,
-    cpu_ns_per_op: Vec<f64>,
-    bpf_ns_per_call: BTreeMap<String, Vec<f64>>,
-    accounted_per_s: Vec<f64>,
-    probe_cpu_pct: Vec<f64>,
-    probe_rss_kb: Vec<u64>,
-    lost: u64,
-    map_full: u64,
-    exact: Option<bool>,
-}
-
 fn median(v: &[f64]) -> f64 {
     let mut v = v.to_vec();
     v.sort_by(|a, b| a.partial_cmp(b).unwrap());
@@ -188,43 +187,88 @@ struct Target<'a> {
     exact_dev: Option<(u32, u32)>,
 }
 
-/// One measured run in `mode`.
-fn run_once(
-    t: &Target<'_>,
-    mode: Mode,
-    ops: u64,
-    bufs: (&AlignedBuf, &mut AlignedBuf),
-    s: &mut Samples,
-) {
-    let (wbuf, rbuf) = bufs;
-    let before_ids: BTreeSet<u32> = prog_stats().keys().copied().collect();
-    let mut probe = match mode {
-        Mode::Off => None,
-        Mode::TpBtf => Some(ProbeRun::start(&["-t", "1"])),
-        Mode::RawTp => Some(ProbeRun::start_with_env(
-            &["-t", "1"],
-            &[("IOPROBE_COMPLETION_HOOK", "raw_tp")],
-        )),
-    };
-    if let Some(p) = probe.as_mut() {
-        p.wait_attached(Duration::from_secs(30));
+#[derive(Default)]
+struct RatioSamples {
+    wall_ns_per_op: Vec<f64>,
+    cpu_ns_per_op: Vec<f64>,
+}
+
+/// Part 1: interleaved short runs, programs attached in-process.
+fn ratio_runs(t: &Target<'_>, rounds: u64, ops: u64) -> BTreeMap<Mode, RatioSamples> {
+    let wbuf = AlignedBuf::new(BLOCK, 0x3c);
+    let mut rbuf = AlignedBuf::new(BLOCK, 0);
+    workload(t.file, ops, t.blocks, &wbuf, &mut rbuf); // warm-up
+    let modes = [Mode::Off, Mode::TpBtf, Mode::RawTp];
+    let mut out: BTreeMap<Mode, RatioSamples> = BTreeMap::new();
+    for round in 0..rounds as usize {
+        // Rotate the order every round so no mode always runs first or last.
+        for k in 0..modes.len() {
+            let mode = modes[(round + k) % modes.len()];
+            let mut storage = MaybeUninit::uninit();
+            let bpf = match mode {
+                Mode::Off => None,
+                Mode::TpBtf => {
+                    Some(IoBpf::load_and_attach(&mut storage, None, CompletionHook::TpBtf).unwrap())
+                }
+                Mode::RawTp => {
+                    Some(IoBpf::load_and_attach(&mut storage, None, CompletionHook::RawTp).unwrap())
+                }
+            };
+            let (t0, c0) = (Instant::now(), thread_cpu());
+            workload(t.file, ops, t.blocks, &wbuf, &mut rbuf);
+            let (wall, cpu) = (t0.elapsed(), thread_cpu() - c0);
+            drop(bpf);
+            let s = out.entry(mode).or_default();
+            s.wall_ns_per_op.push(wall.as_secs_f64() * 1e9 / ops as f64);
+            s.cpu_ns_per_op.push(cpu.as_secs_f64() * 1e9 / ops as f64);
+            if std::env::var_os("IO_BENCH_VERBOSE").is_some() {
+                eprintln!(
+                    "{} {:?}: wall/op {:.1} us, thread CPU/op {:.2} us",
+                    t.name,
+                    mode,
+                    wall.as_secs_f64() * 1e6 / ops as f64,
+                    cpu.as_secs_f64() * 1e6 / ops as f64
+                );
+            }
+        }
     }
+    out
+}
+
+#[derive(Default)]
+struct BinarySamples {
+    bpf_ns_per_call: BTreeMap<String, Vec<f64>>,
+    accounted_per_s: Vec<f64>,
+    probe_cpu_pct: Vec<f64>,
+    probe_rss_kb: Vec<u64>,
+    lost: u64,
+    map_full: u64,
+    exact: Option<bool>,
+}
+
+/// Part 2: one run with the real binary.
+fn binary_run(t: &Target<'_>, mode: Mode, ops: u64, s: &mut BinarySamples) {
+    let wbuf = AlignedBuf::new(BLOCK, 0x3c);
+    let mut rbuf = AlignedBuf::new(BLOCK, 0);
+    let before_ids: BTreeSet<u32> = prog_stats().keys().copied().collect();
+    let mut p = match mode {
+        Mode::RawTp => {
+            ProbeRun::start_with_env(&["-t", "1"], &[("IOPROBE_COMPLETION_HOOK", "raw_tp")])
+        }
+        _ => ProbeRun::start(&["-t", "1"]),
+    };
+    p.wait_attached(Duration::from_secs(30));
     let stats_on = BpfStatsOn::new();
     let progs0 = prog_stats();
-    let probe0 = probe.as_ref().map(|p| proc_cpu_rss(p.pid()).0);
-    let (t0, c0) = (Instant::now(), thread_cpu());
-    workload(t.file, ops, t.blocks, wbuf, rbuf);
-    let (wall, cpu) = (t0.elapsed(), thread_cpu() - c0);
+    let (pc0, _) = proc_cpu_rss(p.pid());
+    let t0 = Instant::now();
+    workload(t.file, ops, t.blocks, &wbuf, &mut rbuf);
+    let wall = t0.elapsed();
     let progs1 = prog_stats();
     drop(stats_on);
-    s.wall_ns_per_op.push(wall.as_secs_f64() * 1e9 / ops as f64);
-    s.cpu_ns_per_op.push(cpu.as_secs_f64() * 1e9 / ops as f64);
-    let Some(mut p) = probe else {
-        return;
-    };
     let (pc1, rss) = proc_cpu_rss(p.pid());
     s.probe_cpu_pct
-        .push((pc1 - probe0.unwrap()).as_secs_f64() / wall.as_secs_f64() * 100.0);
+        .push((pc1 - pc0).as_secs_f64() / wall.as_secs_f64() * 100.0);
     s.probe_rss_kb.push(rss);
     let mut completes = 0;
     for (id, (name, ns1, cnt1)) in &progs1 {
@@ -244,52 +288,34 @@ fn run_once(
     }
     s.accounted_per_s
         .push(completes as f64 / wall.as_secs_f64());
-    // Every request the workload made must have been accounted, bytes included.
+    let rows = p.next_period(Duration::from_secs(30));
+    let lost = lost_events(&rows);
+    // Every request the workload made must have been accounted, bytes included (short only by
+    // what the probe reports lost).
     if let Some((maj, min)) = t.exact_dev {
-        let line = p.wait_line(Duration::from_secs(30), |l| {
-            is_disk_row(l, "io_count", maj, min) && {
-                let f = fields(l).1;
-                num(f[7]) + num(f[8]) >= ops
-            }
-        });
-        let f = fields(&line).1;
-        let exact = num(f[7]) + num(f[8]) == ops && num(f[4]) + num(f[5]) == ops * BLOCK as u64;
+        let f = disk_row(&rows, "io_count", maj, min);
+        let counted = num(f[7]) + num(f[8]);
+        let exact = counted <= ops
+            && ops - counted <= lost
+            && num(f[4]) + num(f[5]) == counted * BLOCK as u64;
         s.exact = Some(s.exact.unwrap_or(true) && exact);
     }
-    let line = p.wait_line(Duration::from_secs(30), |l| l.starts_with("|io_bpf_stats|"));
-    let f = fields(&line).1;
-    s.lost += num(f[2]);
-    s.map_full += num(f[3]);
+    let bpf_stats = rows
+        .iter()
+        .find(|l| l.starts_with("|io_bpf_stats|io|"))
+        .unwrap();
+    s.lost += lost;
+    s.map_full += num(fields(bpf_stats).1[3]);
     assert_eq!(p.stop(), Some(0));
 }
 
-fn run_target(t: &Target<'_>, rounds: u64, ops: u64) -> BTreeMap<Mode, Samples> {
-    let wbuf = AlignedBuf::new(BLOCK, 0x3c);
-    let mut rbuf = AlignedBuf::new(BLOCK, 0);
-    workload(t.file, ops / 2, t.blocks, &wbuf, &mut rbuf); // warm-up
-    let mut out: BTreeMap<Mode, Samples> = BTreeMap::new();
-    let modes = [Mode::Off, Mode::TpBtf, Mode::RawTp];
-    for round in 0..rounds as usize {
-        // Rotate the order every round so no mode always runs first or last.
-        for k in 0..modes.len() {
-            let mode = modes[(round + k) % modes.len()];
-            run_once(
-                t,
-                mode,
-                ops,
-                (&wbuf, &mut rbuf),
-                out.entry(mode).or_default(),
-            );
-        }
-    }
-    out
-}
-
 fn main() {
-    // `cargo bench` passes `--bench`; nothing else is accepted.
-    let rounds = env_or("IO_BENCH_ROUNDS", 9);
-    let ops = env_or("IO_BENCH_OPS", 20_000);
+    let rounds = env_or("IO_BENCH_ROUNDS", 31);
+    let ops = env_or("IO_BENCH_OPS", 4000);
+    let binary_runs = env_or("IO_BENCH_BINARY_RUNS", 3);
+    let binary_ops = env_or("IO_BENCH_BINARY_OPS", 20_000);
     let idle_secs = env_or("IO_BENCH_IDLE_SECS", 10);
+    let only = std::env::var("IO_BENCH_TARGETS").ok();
 
     // Idle: probe running, nothing but the machine's background I/O.
     let idle = {
@@ -346,53 +372,81 @@ fn main() {
             exact_dev: None,
         },
     ];
-    println!("rounds={rounds} ops/run={ops} (alternating 4 KiB O_DIRECT write/read), medians\n");
-    println!("| workload | mode | wall/op | wall ratio | I/O thread CPU/op | CPU ratio | BPF ns/call insert, issue, complete | requests accounted/s | lost | map_full | exact counts | probe CPU under load | probe RSS |");
-    println!("| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |");
+    let targets: Vec<&Target<'_>> = targets
+        .iter()
+        .filter(|t| {
+            only.as_deref()
+                .is_none_or(|o| o.split(',').any(|n| n == t.name))
+        })
+        .collect();
+
+    println!("## Overhead ratio: {rounds} rounds x {ops} ops (alternating 4 KiB O_DIRECT write/read), medians\n");
+    println!("| workload | mode | wall/op | wall ratio | paired wall ratio | I/O thread CPU/op | CPU ratio |");
+    println!("| --- | --- | --- | --- | --- | --- | --- |");
     for t in &targets {
-        let all = run_target(t, rounds, ops);
+        let all = ratio_runs(t, rounds, ops);
         let off = &all[&Mode::Off];
         for (mode, s) in &all {
+            let paired: Vec<f64> = s
+                .wall_ns_per_op
+                .iter()
+                .zip(&off.wall_ns_per_op)
+                .map(|(on, off)| on / off)
+                .collect();
+            println!(
+                "| {} | {} | {:.1} µs | {:.3}× | {:.3}× | {:.2} µs | {:.3}× |",
+                t.name,
+                mode.name(),
+                median(&s.wall_ns_per_op) / 1000.0,
+                median(&s.wall_ns_per_op) / median(&off.wall_ns_per_op),
+                median(&paired),
+                median(&s.cpu_ns_per_op) / 1000.0,
+                median(&s.cpu_ns_per_op) / median(&off.cpu_ns_per_op),
+            );
+        }
+    }
+
+    println!("\n## The ioprobe binary: {binary_runs} runs x {binary_ops} ops per mode, BPF run-time stats on\n");
+    println!("| workload | completion | BPF ns/call insert, issue, complete | requests accounted/s | lost | map_full | exact counts | probe CPU under load | probe RSS |");
+    println!("| --- | --- | --- | --- | --- | --- | --- | --- | --- |");
+    for t in &targets {
+        for mode in [Mode::TpBtf, Mode::RawTp] {
+            let mut s = BinarySamples::default();
+            for _ in 0..binary_runs {
+                binary_run(t, mode, binary_ops, &mut s);
+            }
             let bpf_ns = |p: &str| {
                 s.bpf_ns_per_call
                     .get(p)
                     .map(|v| format!("{:.0}", median(v)))
                     .unwrap_or_else(|| "-".into())
             };
-            let complete = if *mode == Mode::RawTp {
+            let complete = if mode == Mode::RawTp {
                 "io_rq_complete"
             } else {
                 "io_rq_complete_"
             };
-            let probe_cols = if *mode == Mode::Off {
-                "| - | - | - | - | - | - | - |".to_string()
-            } else {
-                format!(
-                    "| {}, {}, {} | {:.0} | {} | {} | {} | {:.2} % | {} kB |",
-                    bpf_ns("io_rq_insert"),
-                    bpf_ns("io_rq_issue"),
-                    bpf_ns(complete),
-                    median(&s.accounted_per_s),
-                    s.lost,
-                    s.map_full,
-                    match s.exact {
-                        Some(true) => "yes",
-                        Some(false) => "NO",
-                        None => "n/a",
-                    },
-                    median(&s.probe_cpu_pct),
-                    s.probe_rss_kb.iter().max().copied().unwrap_or(0),
-                )
-            };
             println!(
-                "| {} | {} | {:.1} µs | {:.3}× | {:.2} µs | {:.3}× {}",
+                "| {} | {} | {}, {}, {} | {:.0} | {} | {} | {} | {:.2} % | {} kB |",
                 t.name,
-                mode.name(),
-                median(&s.wall_ns_per_op) / 1000.0,
-                median(&s.wall_ns_per_op) / median(&off.wall_ns_per_op),
-                median(&s.cpu_ns_per_op) / 1000.0,
-                median(&s.cpu_ns_per_op) / median(&off.cpu_ns_per_op),
-                probe_cols
+                if mode == Mode::RawTp {
+                    "raw_tp"
+                } else {
+                    "tp_btf"
+                },
+                bpf_ns("io_rq_insert"),
+                bpf_ns("io_rq_issue"),
+                bpf_ns(complete),
+                median(&s.accounted_per_s),
+                s.lost,
+                s.map_full,
+                match s.exact {
+                    Some(true) => "yes",
+                    Some(false) => "NO",
+                    None => "n/a",
+                },
+                median(&s.probe_cpu_pct),
+                s.probe_rss_kb.iter().max().copied().unwrap_or(0),
             );
         }
     }

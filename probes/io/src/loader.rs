@@ -1,6 +1,7 @@
 //! Loading, attaching and reading the `io.bpf.c` programs and maps.
 
 use std::mem::MaybeUninit;
+use std::os::fd::AsFd;
 use std::path::Path;
 
 use libbpf_rs::skel::{OpenSkel, Skel, SkelBuilder};
@@ -66,6 +67,7 @@ impl CompletionHook {
 /// The loaded and attached io programs.
 pub struct IoBpf<'obj> {
     skel: IoSkel<'obj>,
+    completion: CompletionHook,
 }
 
 impl std::fmt::Debug for IoBpf<'_> {
@@ -94,7 +96,7 @@ impl<'obj> IoBpf<'obj> {
             .set_autoload(completion == CompletionHook::TpBtf);
         let mut skel = open.load().map_err(step("load BPF programs"))?;
         skel.attach().map_err(step("attach BPF programs"))?;
-        Ok(IoBpf { skel })
+        Ok(IoBpf { skel, completion })
     }
 
     /// Starts the next period in BPF and returns the number of the one that ended.
@@ -145,8 +147,27 @@ impl<'obj> IoBpf<'obj> {
         Ok(samples)
     }
 
-    /// The `gg_stats` loss counters.
+    /// Which completion program is attached.
+    pub fn completion(&self) -> CompletionHook {
+        self.completion
+    }
+
+    /// The `gg_stats` counters; `lost` also counts the tracepoint calls the kernel skipped
+    /// because the program was already running on that CPU (completions nested in an
+    /// interrupt), which are requests not accounted.
     pub fn loss_counters(&self) -> LossCounters {
-        bpf::read_loss_counters(&self.skel.maps.gg_stats)
+        let progs = &self.skel.progs;
+        let complete = match self.completion {
+            CompletionHook::TpBtf => progs.io_rq_complete_btf.as_fd(),
+            CompletionHook::RawTp => progs.io_rq_complete.as_fd(),
+        };
+        let misses = bpf::recursion_misses([
+            progs.io_rq_insert.as_fd(),
+            progs.io_rq_issue.as_fd(),
+            complete,
+        ]);
+        let mut loss = bpf::read_loss_counters(&self.skel.maps.gg_stats);
+        loss.lost = loss.lost.wrapping_add(misses);
+        loss
     }
 }

@@ -94,58 +94,67 @@ fn direct_io_on_a_loop_device_is_counted_exactly() {
     direct_reads(&dev, &mut rbuf, 0, 32);
     assert!(rbuf.as_slice().iter().all(|&b| b == 0xa5));
 
-    let line = probe.wait_line(WAIT, |l| {
-        is_disk_row(l, "io_count", maj, min) && {
-            let (_, f) = fields(l);
-            num(f[count::WRITE]) >= 64 && num(f[count::READ]) >= 32
-        }
-    });
-    let (_, f) = fields(&line);
+    let rows = probe.next_period(WAIT);
+    let lost = lost_events(&rows);
+    let f = disk_row(&rows, "io_count", maj, min);
     assert_eq!(f[2], lo.name(), "blk_name");
     assert_eq!(f[3], lo.name(), "disk_name");
-    assert_eq!(num(f[count::WRITE]), 64);
-    assert_eq!(num(f[count::READ]), 32);
-    assert_eq!(num(f[count::WRITE_BYTES]), 64 * BLOCK as u64);
-    assert_eq!(num(f[count::READ_BYTES]), 32 * BLOCK as u64);
+    assert_counted("writes", num(f[count::WRITE]), 64, lost);
+    assert_counted("reads", num(f[count::READ]), 32, lost);
+    assert_eq!(
+        num(f[count::WRITE_BYTES]),
+        num(f[count::WRITE]) * BLOCK as u64
+    );
+    assert_eq!(
+        num(f[count::READ_BYTES]),
+        num(f[count::READ]) * BLOCK as u64
+    );
     assert_eq!(num(f[count::DISCARD]), 0);
     assert_eq!(num(f[count::DISCARD_BYTES]), 0);
     assert_eq!(num(f[count::FLUSH]), 0);
+    let ops1 = num(f[count::WRITE]) + num(f[count::READ]);
 
-    let line = probe.wait_line(WAIT, |l| is_disk_row(l, "io_latency", maj, min));
-    let (_, f) = fields(&line);
-    check_histogram(&f, 0, 96); // req
+    let f = disk_row(&rows, "io_latency", maj, min);
+    check_histogram(&f, 0, ops1); // req
     check_histogram(&f, 1, 0); // queue: nothing was inserted
-    check_histogram(&f, 2, 96); // device
+    check_histogram(&f, 2, ops1); // device
 
     // Phase 2, mq-deadline: every request is inserted, then issued.
     lo.set_scheduler("mq-deadline");
     assert_eq!(direct_writes(&dev, &wbuf, 64, 16), 16);
     dev.sync_all().unwrap();
-    let line = probe.wait_line(WAIT, |l| {
-        is_disk_row(l, "io_count", maj, min) && num(fields(l).1[count::WRITE]) >= 80
-    });
-    let (_, f) = fields(&line);
-    assert_eq!(num(f[count::WRITE]), 80);
-    assert_eq!(num(f[count::WRITE_BYTES]), 80 * BLOCK as u64);
+    let rows = probe.next_period(WAIT);
+    let lost = lost_events(&rows);
+    let f = disk_row(&rows, "io_count", maj, min);
+    assert_counted("writes", num(f[count::WRITE]), 80, lost);
+    assert_eq!(
+        num(f[count::WRITE_BYTES]),
+        num(f[count::WRITE]) * BLOCK as u64
+    );
     // fsync issues exactly one flush if the device has a volatile write cache.
     let cache =
         std::fs::read_to_string(format!("/sys/block/{}/queue/write_cache", lo.name())).unwrap();
     let flushes = num(f[count::FLUSH]);
-    assert_eq!(
+    assert_counted(
+        "flushes",
         flushes,
         u64::from(cache.starts_with("write back")),
-        "write cache {cache:?}"
+        lost,
     );
-    let line = probe.wait_line(WAIT, |l| is_disk_row(l, "io_latency", maj, min));
-    let (_, f) = fields(&line);
-    check_histogram(&f, 0, 96 + 16 + flushes);
-    check_histogram(&f, 1, 16);
-    check_histogram(&f, 2, 96 + 16 + flushes);
-
-    let line = probe.wait_line(WAIT, |l| l.starts_with("|io_bpf_stats|io|"));
-    let (_, f) = fields(&line);
-    assert_eq!(num(f[2]), 0, "lost events");
-    assert_eq!(num(f[3]), 0, "map full");
+    let ops2 = num(f[count::WRITE]) + num(f[count::READ]) - ops1;
+    let f = disk_row(&rows, "io_latency", maj, min);
+    check_histogram(&f, 0, ops1 + ops2 + flushes);
+    check_histogram(&f, 1, ops2); // every phase-2 data request went through mq-deadline
+    check_histogram(&f, 2, ops1 + ops2 + flushes);
+    assert_eq!(
+        num(disk_row(&rows, "io_count", maj, min)[count::DISCARD]),
+        0
+    );
+    let bpf_stats = rows
+        .iter()
+        .find(|l| l.starts_with("|io_bpf_stats|io|"))
+        .unwrap();
+    assert_eq!(num(fields(bpf_stats).1[3]), 0, "map full");
     assert_eq!(probe.stop(), Some(0));
 }
 
@@ -203,26 +212,22 @@ fn write_errors_are_counted() {
     let ok = direct_writes(&dev, &buf, 0, total);
     assert!(ok > 0 && ok < total, "{ok} of {total} writes succeeded");
 
-    let line = probe.wait_line(WAIT, |l| {
-        is_disk_row(l, "io_count", maj, min) && num(fields(l).1[count::WRITE]) >= total
-    });
-    let (_, f) = fields(&line);
-    assert_eq!(
-        num(f[count::WRITE]),
-        total,
-        "failed requests count as requests"
-    );
-    assert_eq!(
-        num(f[count::WRITE_BYTES]),
-        ok * BLOCK as u64,
-        "only bytes written without error"
-    );
-
-    let line = probe.wait_line(WAIT, |l| is_disk_row(l, "io_err", maj, min));
-    let (_, f) = fields(&line);
+    let rows = probe.next_period(WAIT);
+    let lost = lost_events(&rows);
+    let f = disk_row(&rows, "io_count", maj, min);
+    let writes = num(f[count::WRITE]);
+    assert_counted("writes (failed ones included)", writes, total, lost);
+    let f = disk_row(&rows, "io_err", maj, min);
     assert_eq!(f[2], lo.name());
     assert_ne!(num(f[4]), 0, "err_code is a blk_status_t");
-    assert_eq!(num(f[5]), total - ok, "err_count");
+    let errors = num(f[5]);
+    assert_counted("errors", errors, total - ok, lost);
+    let f = disk_row(&rows, "io_count", maj, min);
+    assert_eq!(
+        num(f[count::WRITE_BYTES]),
+        (writes - errors) * BLOCK as u64,
+        "only bytes written without error"
+    );
     drop(probe);
     drop(dev);
     drop(lo);

@@ -4,6 +4,7 @@
 
 use std::collections::BTreeSet;
 use std::mem::MaybeUninit;
+use std::os::fd::AsFd;
 use std::time::Duration;
 
 use ioprobe::skel::selftest::{types, GgSelftestSkel, GgSelftestSkelBuilder};
@@ -86,6 +87,16 @@ fn every_event_is_received_and_counted() {
         }
     );
     assert_eq!(bpf::read_loss_counters(&skel.maps.gg_stats), loss);
+    // A syscall tracepoint cannot nest in itself: the kernel skipped nothing.
+    let prog = skel.progs.selftest_getppid.as_fd();
+    assert_eq!(bpf::prog_recursion_misses(prog).unwrap(), 0);
+    assert_eq!(bpf::recursion_misses([prog, prog]), 0);
+}
+
+#[test]
+fn program_info_of_a_non_program_is_an_error() {
+    let file = std::fs::File::open("/dev/null").unwrap();
+    assert!(bpf::prog_recursion_misses(file.as_fd()).is_err());
 }
 
 #[test]

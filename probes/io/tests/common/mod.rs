@@ -251,6 +251,23 @@ impl ProbeRun {
         }
     }
 
+    /// The records of the first period that starts after this call (so they reflect every
+    /// I/O completed before it): lines up to and including that period's `io_bpf_stats`.
+    pub fn next_period(&mut self, timeout: Duration) -> Vec<String> {
+        while self.lines.try_recv().is_ok() {}
+        // Finish the period that may be being printed right now, then take the next one.
+        self.wait_line(timeout, |l| l.starts_with("|io_bpf_stats|"));
+        let mut group = Vec::new();
+        loop {
+            let line = self.wait_line(timeout, |_| true);
+            let last = line.starts_with("|io_bpf_stats|");
+            group.push(line);
+            if last {
+                return group;
+            }
+        }
+    }
+
     /// SIGTERM, then waits; returns the exit status code.
     pub fn stop(mut self) -> Option<i32> {
         // SAFETY: kill on our own child's pid.
@@ -284,4 +301,32 @@ pub fn is_disk_row(line: &str, table: &str, major: u32, minor: u32) -> bool {
 
 pub fn num(s: &str) -> u64 {
     s.parse().unwrap_or_else(|_| panic!("not a number: {s:?}"))
+}
+
+/// The fields of the `table` row of disk `major:minor` in a period's records.
+pub fn disk_row<'a>(rows: &'a [String], table: &str, major: u32, minor: u32) -> Vec<&'a str> {
+    let line = rows
+        .iter()
+        .find(|l| is_disk_row(l, table, major, minor))
+        .unwrap_or_else(|| panic!("no {table} row for {major}:{minor} in {rows:#?}"));
+    fields(line).1
+}
+
+/// `lost_events` of a period's `io_bpf_stats` row.
+pub fn lost_events(rows: &[String]) -> u64 {
+    let line = rows
+        .iter()
+        .find(|l| l.starts_with("|io_bpf_stats|io|"))
+        .expect("io_bpf_stats row");
+    num(fields(line).1[2])
+}
+
+/// `got` must equal `expected`, except that up to `lost` completions may be missing: the
+/// kernel skips a tracepoint call that nests in the same program on one CPU (interrupt), and
+/// the probe reports those in `lost_events`.
+pub fn assert_counted(what: &str, got: u64, expected: u64, lost: u64) {
+    assert!(
+        got <= expected && expected - got <= lost,
+        "{what}: counted {got}, expected {expected}, lost_events {lost}"
+    );
 }
