@@ -149,6 +149,9 @@ async fn run(loaded: LoadedConfig, config_path: PathBuf) -> anyhow::Result<()> {
     } else {
         cfg.global.machine_id.clone()
     };
+    if cfg.global.rest_api_on {
+        tracing::warn!("global.rest_api_on: the REST API is not implemented in this version; ignored");
+    }
     let registry = meta::load_dir(&cfg.global.meta_dir)
         .with_context(|| format!("loading meta_dir {}", cfg.global.meta_dir.display()))?;
     tracing::info!(
