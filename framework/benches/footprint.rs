@@ -38,7 +38,10 @@ fn main() -> anyhow::Result<()> {
     if std::env::args().any(|a| a == "--list") {
         return Ok(());
     }
-    let series: usize = std::env::var("GG_SERIES").ok().and_then(|v| v.parse().ok()).unwrap_or(100_000);
+    let series: usize = std::env::var("GG_SERIES")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(100_000);
     let rows = series / 5;
     let dir = tempfile::tempdir()?;
     let probes = dir.path().join("probes");
@@ -80,7 +83,10 @@ fn main() -> anyhow::Result<()> {
     let pid = daemon.id();
     let t0 = Instant::now();
     while http_get(port, "/metrics").is_err() {
-        anyhow::ensure!(t0.elapsed() < Duration::from_secs(20), "daemon did not start");
+        anyhow::ensure!(
+            t0.elapsed() < Duration::from_secs(20),
+            "daemon did not start"
+        );
         std::thread::sleep(Duration::from_millis(50));
     }
     std::thread::sleep(Duration::from_secs(2));
@@ -94,7 +100,10 @@ fn main() -> anyhow::Result<()> {
         if status.contains(&format!("\"load\":{rows}")) {
             break;
         }
-        anyhow::ensure!(t0.elapsed() < Duration::from_secs(120), "series did not arrive: {status}");
+        anyhow::ensure!(
+            t0.elapsed() < Duration::from_secs(120),
+            "series did not arrive: {status}"
+        );
         std::thread::sleep(Duration::from_millis(200));
     }
     std::thread::sleep(Duration::from_secs(3));

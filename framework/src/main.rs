@@ -150,7 +150,9 @@ async fn run(loaded: LoadedConfig, config_path: PathBuf) -> anyhow::Result<()> {
         cfg.global.machine_id.clone()
     };
     if cfg.global.rest_api_on {
-        tracing::warn!("global.rest_api_on: the REST API is not implemented in this version; ignored");
+        tracing::warn!(
+            "global.rest_api_on: the REST API is not implemented in this version; ignored"
+        );
     }
     let registry = meta::load_dir(&cfg.global.meta_dir)
         .with_context(|| format!("loading meta_dir {}", cfg.global.meta_dir.display()))?;

@@ -42,14 +42,22 @@ fn promtool_format_ok(scrape: &str) {
         .stderr(Stdio::piped())
         .spawn()
         .expect("promtool installed");
-    child.stdin.take().unwrap().write_all(scrape.as_bytes()).unwrap();
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(scrape.as_bytes())
+        .unwrap();
     let out = child.wait_with_output().unwrap();
     let report = format!(
         "{}{}",
         String::from_utf8_lossy(&out.stdout),
         String::from_utf8_lossy(&out.stderr)
     );
-    assert!(matches!(out.status.code(), Some(0) | Some(3)), "promtool failed: {report}");
+    assert!(
+        matches!(out.status.code(), Some(0) | Some(3)),
+        "promtool failed: {report}"
+    );
     const NAMING_LINTS: [&str; 5] = [
         "should have \"_total\" suffix",
         "should not contain abbreviated units",
@@ -75,8 +83,14 @@ fn system_infos_through_daemon() {
     let scrape = d.wait_scrape("gala_gopher_cpu_total_used_per", Duration::from_secs(20));
     // Every family has HELP and TYPE; memory total equals /proc/meminfo exactly.
     for family in ["gala_gopher_cpu_total_used_per", "gala_gopher_mem_total_kB"] {
-        assert!(scrape.contains(&format!("# HELP {family} ")), "{family} HELP");
-        assert!(scrape.contains(&format!("# TYPE {family} gauge")), "{family} TYPE");
+        assert!(
+            scrape.contains(&format!("# HELP {family} ")),
+            "{family} HELP"
+        );
+        assert!(
+            scrape.contains(&format!("# TYPE {family} gauge")),
+            "{family} TYPE"
+        );
     }
     let meminfo = std::fs::read_to_string("/proc/meminfo").unwrap();
     let total_kb: f64 = meminfo

@@ -152,11 +152,19 @@ fn vector_14_histogram() {
     let mut reg = SchemaRegistry::default();
     reg.add_file(&meta).unwrap();
     let store = Arc::new(TableStore::new(StoreLimits::default(), "M"));
-    let ingest = Ingest::new(Arc::new(RwLock::new(reg)), Arc::clone(&store), Arc::new(LogEvents), 65536, 64);
+    let ingest = Ingest::new(
+        Arc::new(RwLock::new(reg)),
+        Arc::clone(&store),
+        Arc::new(LogEvents),
+        65536,
+        64,
+    );
     let stats = Arc::new(ProbeStats::new("p"));
     let mut handler = ingest.handler(stats);
     let mut framer = Framer::new(65536);
-    framer.push(b"|h|a|3 10 1 100 3 1000 3 250 900|\n", |l| handler.handle(l));
+    framer.push(b"|h|a|3 10 1 100 3 1000 3 250 900|\n", |l| {
+        handler.handle(l)
+    });
     let mut out = String::new();
     render(&store, RenderOptions::default(), handler.now_ms, &mut out);
     let samples: Vec<&str> = out.lines().filter(|l| !l.starts_with('#')).collect();
@@ -193,7 +201,11 @@ fn long_line_dropped_whole() {
 /// Non-numeric metric values are dropped (and counted); NaN, ±Inf and exponents are valid.
 #[test]
 fn non_numeric_values() {
-    let r = replay("|t|a|x|abc|2|\n|t|b|x|NaN|-Inf|\n|t|c|x|1e3|+Inf|\n", 1000, 60_000);
+    let r = replay(
+        "|t|a|x|abc|2|\n|t|b|x|NaN|-Inf|\n|t|c|x|1e3|+Inf|\n",
+        1000,
+        60_000,
+    );
     let out = prom(&r, 1000);
     assert_eq!(r.stats.dropped(DropReason::BadValue), 1);
     assert!(!out.contains("gala_gopher_E_g{k=\"a\""));
@@ -208,5 +220,8 @@ fn non_numeric_values() {
 fn invalid_utf8() {
     let r = replay_bytes(b"|t|\xff\xfe|x|1|2|\n|t|a\0|x|1|2|\n", 1000, 60_000);
     assert_eq!(r.stats.dropped(DropReason::InvalidUtf8), 1);
-    assert_eq!(r.stats.records.load(std::sync::atomic::Ordering::Relaxed), 1);
+    assert_eq!(
+        r.stats.records.load(std::sync::atomic::Ordering::Relaxed),
+        1
+    );
 }

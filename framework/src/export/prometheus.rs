@@ -4,7 +4,7 @@
 //! upstream's `gala_gopher_<entity>_<field>`; series with the same name from several tables are
 //! merged into one family (one `# HELP`/`# TYPE`).
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashSet};
 use std::fmt::Write as _;
 use std::sync::{Arc, Mutex};
 
@@ -108,11 +108,19 @@ pub fn render(store: &TableStore, opts: RenderOptions, now_ms: u64, out: &mut St
         let _ = writeln!(out, "# TYPE {name} {}", type_name(fam.kind));
         let body_at = out.len();
         let mut max_lines = String::new();
+        // Two tables feeding one family could yield the same label set twice; the first table
+        // (by name) wins so the exposition never has duplicate series.
+        let mut seen: Option<HashSet<String>> = (fam.members.len() > 1).then(HashSet::new);
         for (table, idx) in &fam.members {
             TableStore::with_table(table, |t| {
                 for row in t.rows() {
                     if now_ms.saturating_sub(row.updated_ms()) > timeout {
                         continue;
+                    }
+                    if let Some(seen) = seen.as_mut() {
+                        if row.value(*idx).is_some() && !seen.insert(row.labels().to_string()) {
+                            continue;
+                        }
                     }
                     let Some(v) = row.value(*idx) else { continue };
                     let ts = opts.timestamps.then_some(row.updated_ms());
@@ -245,6 +253,31 @@ mod tests {
              # HELP gala_gopher_E_h_max Maximum observed value of gala_gopher_E_h.\n\
              # TYPE gala_gopher_E_h_max gauge\n\
              gala_gopher_E_h_max{k=\"a\",machine_id=\"M\"} 900\n"
+        );
+    }
+
+    #[test]
+    fn same_series_from_two_tables_rendered_once() {
+        let store = TableStore::new(StoreLimits::default(), "M");
+        let sc = &mut Scratch::default();
+        let mk = |table: &str| {
+            let mut s = (*schema(&[("k", FieldKind::Key), ("g", FieldKind::Gauge)])).clone();
+            s.table_name = table.into();
+            Arc::new(s)
+        };
+        store.upsert(&mk("t1"), &["a", "1"], 1000, sc).unwrap();
+        store.upsert(&mk("t2"), &["a", "2"], 1000, sc).unwrap();
+        store.upsert(&mk("t2"), &["b", "3"], 1000, sc).unwrap();
+        let mut out = String::new();
+        render(&store, RenderOptions::default(), 1000, &mut out);
+        assert_eq!(
+            out.lines()
+                .filter(|l| !l.starts_with('#'))
+                .collect::<Vec<_>>(),
+            vec![
+                "gala_gopher_E_g{k=\"a\",machine_id=\"M\"} 1",
+                "gala_gopher_E_g{k=\"b\",machine_id=\"M\"} 3"
+            ]
         );
     }
 
