@@ -424,6 +424,44 @@ mod tests {
     }
 
     #[test]
+    fn meta_parses_with_the_daemon_reader_and_matches_the_tables() {
+        let doc = gala_libconfig::parse_str(&meta_text(), std::path::Path::new("tcpprobe.meta"))
+            .expect("valid libconfig");
+        assert_eq!(
+            doc.lookup("version").and_then(|n| n.as_str()),
+            Some("1.0.0")
+        );
+        let expected: Vec<(&str, &str, Vec<&FieldDef>)> = TABLES
+            .iter()
+            .map(|t| (t.name, ENTITY, KEY_FIELDS.iter().chain(t.metrics).collect()))
+            .chain([(STATS_TABLE, "bpf_probe", STATS_FIELDS.iter().collect())])
+            .collect();
+        for (i, (name, entity, fields)) in expected.iter().enumerate() {
+            let m = doc.lookup(&format!("measurements.[{i}]")).unwrap();
+            assert_eq!(m.get("table_name").and_then(|n| n.as_str()), Some(*name));
+            assert_eq!(m.get("entity_name").and_then(|n| n.as_str()), Some(*entity));
+            for (j, fd) in fields.iter().enumerate() {
+                let f = m.lookup(&format!("fields.[{j}]")).unwrap();
+                assert_eq!(f.get("name").and_then(|n| n.as_str()), Some(fd.name));
+                assert_eq!(
+                    f.get("type").and_then(|n| n.as_str()),
+                    Some(fd.kind.as_str())
+                );
+                // Upstream limits: names 63, descriptions 255; the IMDB keeps 31 of a name.
+                assert!(
+                    fd.name.len() <= 31 && fd.description.len() <= 255,
+                    "{}",
+                    fd.name
+                );
+            }
+            assert!(m.lookup(&format!("fields.[{}]", fields.len())).is_none());
+        }
+        assert!(doc
+            .lookup(&format!("measurements.[{}]", expected.len()))
+            .is_none());
+    }
+
+    #[test]
     fn committed_meta_file_is_current() {
         let committed =
             std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/tcpprobe.meta"))

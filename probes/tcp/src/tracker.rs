@@ -224,12 +224,36 @@ impl Tracker {
         self.socks.len()
     }
 
-    fn delta_for(&mut self, key: ConnKey, comm: &str) -> &mut PeriodDelta {
+    /// This period's delta of `key`; None (counted as overflow) when `cap` keys changed
+    /// already in this period.
+    fn delta_for(&mut self, key: ConnKey, comm: &str) -> Option<&mut PeriodDelta> {
+        if self.deltas.len() >= self.cap && !self.deltas.contains_key(&key) {
+            self.overflow += 1;
+            return None;
+        }
         let d = self.deltas.entry(key).or_default();
         if d.comm.is_empty() && !comm.is_empty() {
             d.comm = comm.to_string();
         }
-        d
+        Some(d)
+    }
+
+    fn add_listener(
+        &mut self,
+        cookie: u64,
+        id: &SockId,
+        owner: Option<Owner>,
+    ) -> Option<&mut Listener> {
+        if self.listeners.len() >= self.cap && !self.listeners.contains_key(&cookie) {
+            self.overflow += 1;
+            return None;
+        }
+        Some(self.listeners.entry(cookie).or_insert(Listener {
+            addr: id.laddr,
+            port: id.lport,
+            owner,
+            last_pass: None,
+        }))
     }
 
     /// The owner of a connection accepted on local `addr:port`: the listener bound to that
@@ -296,13 +320,9 @@ impl Tracker {
                 self.socks.insert(id.cookie, s);
             }
             Record::Listen { id, owner } => {
-                let l = self.listeners.entry(id.cookie).or_insert(Listener {
-                    addr: id.laddr,
-                    port: id.lport,
-                    owner: None,
-                    last_pass: None,
-                });
-                l.owner = Some(owner);
+                if let Some(l) = self.add_listener(id.cookie, &id, None) {
+                    l.owner = Some(owner);
+                }
             }
             Record::Established { id, ts_ns, srtt_us } => self.established(&id, ts_ns, srtt_us),
             Record::Close { id, counters } => self.close(&id, &counters),
@@ -357,7 +377,9 @@ impl Tracker {
                 .map_or(0, |t0| ts_ns.saturating_sub(t0) / 1_000),
         };
         let (key, comm) = (s.key(report_cport), s.comm().to_string());
-        let d = self.delta_for(key, &comm);
+        let Some(d) = self.delta_for(key, &comm) else {
+            return;
+        };
         d.opens += 1;
         if latency_us > 0 {
             d.estab.observe(latency_us);
@@ -380,7 +402,9 @@ impl Tracker {
         s.update_endpoints(id);
         let kind = close_kind(id.state, s.established);
         let (key, comm) = (s.key(self.report_cport), s.comm().to_string());
-        let d = self.delta_for(key, &comm);
+        let Some(d) = self.delta_for(key, &comm) else {
+            return;
+        };
         add_counters(d, counters, &s.last);
         add_rtt(d, counters);
         d.closes[kind] += 1;
@@ -398,7 +422,9 @@ impl Tracker {
             let s = self.stranger(id, None);
             (s.key(self.report_cport), String::new())
         };
-        let d = self.delta_for(key, &comm);
+        let Some(d) = self.delta_for(key, &comm) else {
+            return;
+        };
         d.counters[idx] = d.counters[idx].saturating_add(1);
     }
 
@@ -424,13 +450,9 @@ impl Tracker {
             let owner = owners.and_then(|o| o.get(&ino)).cloned();
             let known = self.listeners.contains_key(&id.cookie);
             if known || owners.is_some() || self.unknown_prev.contains(&id.cookie) {
-                let l = self.listeners.entry(id.cookie).or_insert(Listener {
-                    addr: id.laddr,
-                    port: id.lport,
-                    owner,
-                    last_pass: None,
-                });
-                l.last_pass = Some(pass);
+                if let Some(l) = self.add_listener(id.cookie, id, owner) {
+                    l.last_pass = Some(pass);
+                }
             } else {
                 self.unknown_now.insert(id.cookie);
             }
@@ -456,7 +478,9 @@ impl Tracker {
         let last = s.last;
         s.last = *counters;
         let (key, comm) = (s.key(report_cport), s.comm().to_string());
-        let d = self.delta_for(key, &comm);
+        let Some(d) = self.delta_for(key, &comm) else {
+            return;
+        };
         add_counters(d, counters, &last);
         add_rtt(d, counters);
         add_windows(d, windows);
