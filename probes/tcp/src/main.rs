@@ -107,6 +107,11 @@ fn run() -> Result<()> {
     for (flag, _) in args.extra.iter().filter(|(f, _)| *f != 'M') {
         warn!("-{flag} is not used by tcpprobe, ignored");
     }
+    if args.whitelist.is_some() || args.filter.is_some() {
+        warn!(
+            "-w/-F process filtering is not implemented by tcpprobe: every connection is reported"
+        );
+    }
     bpf::require_hooks(&required_hooks());
     let mut zero_window = args.probe_bits & BIT_WINDOWS != 0;
     if zero_window && !bpf::raw_tracepoint_exists("tcp_probe") {
