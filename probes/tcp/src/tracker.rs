@@ -118,6 +118,12 @@ impl RecentlyClosed {
         self.now.get(&cookie).or_else(|| self.prev.get(&cookie))
     }
 
+    /// The socket starts a new life (connect() again after a disconnect).
+    fn forget(&mut self, cookie: u64) {
+        self.now.remove(&cookie);
+        self.prev.remove(&cookie);
+    }
+
     fn rotate(&mut self) {
         self.prev = std::mem::take(&mut self.now);
     }
@@ -318,6 +324,7 @@ impl Tracker {
                 let mut s = Sock::new(&id, Role::Client, Some(owner));
                 s.connect_ts_ns = Some(ts_ns);
                 self.socks.insert(id.cookie, s);
+                self.closed.forget(id.cookie);
             }
             Record::Listen { id, owner } => {
                 if let Some(l) = self.add_listener(id.cookie, &id, None) {
@@ -852,6 +859,34 @@ mod tests {
             id: id(2, 5000, 80, state::CLOSE),
         });
         assert_eq!(t.take_period()[0].0.tgid, 0);
+    }
+
+    #[test]
+    fn a_socket_reused_after_disconnect_is_a_new_connection() {
+        let mut t = Tracker::new(100, false);
+        handshake(&mut t);
+        t.record(Record::Close {
+            id: id(2, 5000, 80, state::ESTABLISHED),
+            counters: counters(10, 10),
+        });
+        // connect(AF_UNSPEC) then connect() again: same socket, counters restarted by the
+        // kernel, a different server.
+        t.record(Record::Connect {
+            id: id(2, 0, 81, state::CLOSE),
+            ts_ns: 0,
+            owner: owner(10, "client"),
+        });
+        t.record(Record::Close {
+            id: id(2, 5001, 81, state::FIN_WAIT2),
+            counters: counters(3, 4),
+        });
+        let d = t.take_period();
+        let to81 = d.iter().find(|(k, _)| k.server_port == 81).unwrap();
+        assert_eq!(to81.1.counters[C_RX_BYTES], 3);
+        assert_eq!(
+            to81.1.closes[CLOSE_FAILED], 1,
+            "never established the second time"
+        );
     }
 
     #[test]
