@@ -4,7 +4,10 @@
 //! idle and under load, and checks that the tracked loop's syscalls were all counted.
 //!
 //! Run (root): `cargo bench -p taskprobe --bench overhead`
-//! Knobs: `BENCH_ROUNDS` (default 5), `BENCH_N` (open+close pairs, default 2000000).
+//! Knobs: `BENCH_ROUNDS` (default 5), `BENCH_N` (open+close pairs, default 2000000),
+//! `BENCH_MODES` (comma-separated indexes into the mode list, default all; 0 is the baseline),
+//! `BENCH_IDLE` (0 skips the idle measurement), `BENCH_REPS` (timed loops per run, default 1; each round's figure is its fastest loop, which
+//! filters out time slices lost to other load on a shared machine).
 
 #[path = "../tests/common/mod.rs"]
 mod common;
@@ -30,6 +33,8 @@ struct Mode {
     target: Target,
     /// `-P` bits, or None for the default (everything).
     bits: Option<&'static str>,
+    /// Load the syscall programs as no-ops (`TASKPROBE_NOOP`): the cost of the hooks alone.
+    noop: bool,
 }
 
 const MODES: &[Mode] = &[
@@ -37,31 +42,49 @@ const MODES: &[Mode] = &[
         name: "no probe",
         target: Target::Baseline,
         bits: None,
+        noop: false,
     },
     Mode {
         name: "untracked process, all tables",
         target: Target::Untracked,
         bits: None,
+        noop: false,
     },
     Mode {
         name: "tracked process, all tables",
         target: Target::Tracked,
         bits: None,
+        noop: false,
     },
     Mode {
         name: "untracked process, -P 1 (counts only)",
         target: Target::Untracked,
         bits: Some("1"),
+        noop: false,
     },
     Mode {
         name: "tracked process, -P 1 (counts only)",
         target: Target::Tracked,
         bits: Some("1"),
+        noop: false,
     },
     Mode {
         name: "no filter (all processes), all tables",
         target: Target::All,
         bits: None,
+        noop: false,
+    },
+    Mode {
+        name: "no-op syscall programs, all hooks (floor)",
+        target: Target::Untracked,
+        bits: None,
+        noop: true,
+    },
+    Mode {
+        name: "no-op syscall programs, -P 1 (floor)",
+        target: Target::Untracked,
+        bits: Some("1"),
+        noop: true,
     },
 ];
 
@@ -100,7 +123,9 @@ fn probe_args(mode: &Mode, loop_pid: u32) -> Option<Vec<String>> {
 }
 
 struct RunResult {
+    /// Fastest of the run's loops (CPU time).
     loop_cpu_ns: u64,
+    /// Wall time of that loop.
     loop_wall_ns: u64,
     probe_cpu_ns: Option<u64>,
     probe_rss_kib: Option<u64>,
@@ -117,17 +142,33 @@ fn parse_kv(line: &str, key: &str) -> u64 {
         .unwrap_or_else(|| panic!("no {key} in {line:?}"))
 }
 
-fn run_once(mode: &Mode, n: u64) -> RunResult {
-    let mut w = Workload::start(&["bench-open", &n.to_string(), "--wait"]);
+fn run_once(mode: &Mode, n: u64, reps: u64) -> RunResult {
+    let mut w = Workload::start(&[
+        "bench-open",
+        &n.to_string(),
+        "--reps",
+        &reps.to_string(),
+        "--wait",
+    ]);
     let mut probe = probe_args(mode, w.pid).map(|args| {
         let refs: Vec<&str> = args.iter().map(String::as_str).collect();
-        let mut p = Probe::start(&refs, &[]);
+        let env: &[(&str, &str)] = if mode.noop {
+            &[("TASKPROBE_NOOP", "1")]
+        } else {
+            &[]
+        };
+        let mut p = Probe::start(&refs, env);
         p.wait_attached(Duration::from_secs(20));
         p
     });
     let cpu0 = probe.as_ref().map(|p| oncpu_ns(p.pid()));
     w.go();
-    let line = w.read_line();
+    let lines: Vec<String> = (0..reps).map(|_| w.read_line()).collect();
+    let best = lines
+        .iter()
+        .min_by_key(|l| parse_kv(l, "cpu_ns"))
+        .expect("at least one rep")
+        .clone();
     let probe_cpu = probe
         .as_ref()
         .zip(cpu0)
@@ -162,8 +203,8 @@ fn run_once(mode: &Mode, n: u64) -> RunResult {
             .map(|r| (r.num(1), r.num(2), r.num(3)));
     }
     RunResult {
-        loop_cpu_ns: parse_kv(&line, "cpu_ns"),
-        loop_wall_ns: parse_kv(&line, "wall_ns"),
+        loop_cpu_ns: parse_kv(&best, "cpu_ns"),
+        loop_wall_ns: parse_kv(&best, "wall_ns"),
         probe_cpu_ns: probe_cpu,
         probe_rss_kib: probe_rss,
         counted,
@@ -208,14 +249,33 @@ fn main() {
         .ok()
         .and_then(|v| v.parse().ok())
         .unwrap_or(2_000_000);
+    let reps: u64 = std::env::var("BENCH_REPS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(1);
+    let selected: Vec<usize> = match std::env::var("BENCH_MODES") {
+        Ok(list) => {
+            let mut v: Vec<usize> = list
+                .split(',')
+                .filter_map(|s| s.trim().parse().ok())
+                .filter(|&i| i < MODES.len())
+                .collect();
+            if !v.contains(&0) {
+                v.insert(0, 0); // the baseline is always measured
+            }
+            v
+        }
+        Err(_) => (0..MODES.len()).collect(),
+    };
     println!(
-        "taskprobe overhead: {rounds} rounds × {} modes, N = {n} openat+close",
-        MODES.len()
+        "taskprobe overhead: {rounds} rounds × {} modes, {reps} loop(s) of N = {n} openat+close per run",
+        selected.len()
     );
     let mut results: Vec<Vec<RunResult>> = (0..MODES.len()).map(|_| Vec::new()).collect();
     for round in 0..rounds {
-        for (i, mode) in MODES.iter().enumerate() {
-            let r = run_once(mode, n);
+        for &i in &selected {
+            let mode = &MODES[i];
+            let r = run_once(mode, n, reps);
             println!(
                 "round {round} {:<42} loop cpu {:>7.3} s wall {:>7.3} s{}",
                 mode.name,
@@ -230,7 +290,7 @@ fn main() {
     }
     let base: Vec<f64> = results[0].iter().map(|r| r.loop_cpu_ns as f64).collect();
     let base_min = base.iter().copied().fold(f64::INFINITY, f64::min);
-    let expected = 2 * n + 4;
+    let expected = 1 + reps * (2 * n + 3);
     println!();
     println!(
         "| mode | loop CPU s, median (min) | ratio: median of per-round ratios | ratio of minima | \
@@ -238,7 +298,8 @@ fn main() {
          events / lost / map_full (last run) |"
     );
     println!("|---|---|---|---|---|---|---|---|");
-    for (i, mode) in MODES.iter().enumerate() {
+    for &i in &selected {
+        let mode = &MODES[i];
         let rs = &results[i];
         let mut cpu: Vec<f64> = rs.iter().map(|r| r.loop_cpu_ns as f64 / 1e9).collect();
         let min_cpu = cpu.iter().copied().fold(f64::INFINITY, f64::min);
@@ -281,6 +342,9 @@ fn main() {
         );
     }
     println!();
+    if std::env::var("BENCH_IDLE").is_ok_and(|v| v == "0") {
+        return;
+    }
     for (name, args) in [
         ("idle, -f 1", vec!["-t", "1", "-f", "1"]),
         ("idle, no filter (all processes)", vec!["-t", "1"]),

@@ -3,7 +3,7 @@
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 
-use crate::wl_stub::Whitelist;
+use probe_sdk::whitelist::{cmdline_text, Whitelist};
 
 /// The user's process selection.
 #[derive(Debug)]
@@ -18,7 +18,7 @@ pub struct Selection {
 pub struct ProcIdentity {
     /// `/proc/<pid>/comm` without the newline.
     pub comm: String,
-    /// `/proc/<pid>/cmdline` with NULs turned into spaces (upstream's form).
+    /// `/proc/<pid>/cmdline` as the whitelist matches it (arguments joined by spaces).
     pub cmdline: String,
 }
 
@@ -29,7 +29,7 @@ pub fn identity(proc_root: &Path, pid: u32) -> Option<ProcIdentity> {
     let cmdline = std::fs::read(dir.join("cmdline")).ok()?;
     Some(ProcIdentity {
         comm: comm.trim_end_matches('\n').to_string(),
-        cmdline: String::from_utf8_lossy(&cmdline).replace('\0', " "),
+        cmdline: cmdline_text(&cmdline),
     })
 }
 
@@ -104,7 +104,7 @@ mod tests {
         fake_proc(dir.path(), 10, "nginx", b"nginx\0-g\0daemon off;\0");
         let id = identity(dir.path(), 10).unwrap();
         assert_eq!(id.comm, "nginx");
-        assert_eq!(id.cmdline, "nginx -g daemon off; ");
+        assert_eq!(id.cmdline, "nginx -g daemon off;");
         assert!(identity(dir.path(), 11).is_none());
     }
 

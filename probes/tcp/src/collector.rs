@@ -1,25 +1,16 @@
-//! The kernel side: loads `tcp.bpf.c`, attaches it, walks live sockets once per period and
-//! drains the per-key aggregates.
+//! The kernel side: loads `tcp.bpf.c`, attaches it, and runs the tcp iterator.
 
-use std::collections::HashMap;
 use std::io::{self, Read};
 use std::mem::MaybeUninit;
+use std::os::fd::AsFd;
 use std::path::PathBuf;
-use std::time::Duration;
 
 use libbpf_rs::skel::{OpenSkel, SkelBuilder};
-use libbpf_rs::{Iter, Link, MapCore, MapFlags, OpenObject};
+use libbpf_rs::{Iter, Link, MapCore, OpenObject};
 use probe_sdk::bpf::{self, LossCounters};
 
-use crate::conn_key::ConnKey;
-use crate::conn_table::PeriodDelta;
-use crate::owners::Owner;
-use crate::skel::types::{tcpp_agg, tcpp_key};
 use crate::skel::{TcpSkel, TcpSkelBuilder};
-
-/// BPF programs that reported an aggregate just before a flip may still be adding to the old
-/// map; they run for microseconds, so waiting this long before draining covers them.
-const FLIP_GRACE: Duration = Duration::from_millis(2);
+use crate::wire::LIVE_RECORD_SIZE;
 
 /// Failure to load, attach or read the BPF side.
 #[derive(Debug, thiserror::Error)]
@@ -47,10 +38,6 @@ fn ctx(what: &'static str) -> impl FnOnce(libbpf_rs::Error) -> CollectError {
 /// How to configure the BPF side.
 #[derive(Debug, Clone)]
 pub struct Options {
-    /// Keep client ports in keys (`-c 1`); otherwise they are 0.
-    pub report_cport: bool,
-    /// Capacity of each aggregate map (keys per period).
-    pub max_keys: u32,
     /// Attach the per-segment `tcp_probe` hook (zero-window counts).
     pub zero_window: bool,
     /// Custom BTF file (`-b`).
@@ -62,11 +49,12 @@ pub struct Collector<'obj> {
     skel: TcpSkel<'obj>,
     _links: Vec<Link>,
     iter_link: Link,
-    slot: u32,
+    zero_window: bool,
+    buf: Vec<u8>,
 }
 
 impl<'obj> Collector<'obj> {
-    /// Opens, configures, loads and attaches everything.
+    /// Opens, loads and attaches everything.
     pub fn start(
         object: &'obj mut MaybeUninit<OpenObject>,
         opts: &Options,
@@ -77,13 +65,6 @@ impl<'obj> Collector<'obj> {
         let mut open = builder
             .open(object)
             .map_err(ctx("opening the BPF object"))?;
-        if let Some(rodata) = open.maps.rodata_data.as_deref_mut() {
-            rodata.cfg_report_cport = u8::from(opts.report_cport);
-        }
-        for map in [&mut open.maps.agg0, &mut open.maps.agg1] {
-            map.set_max_entries(opts.max_keys)
-                .map_err(ctx("sizing the aggregate maps"))?;
-        }
         open.progs.on_tcp_probe.set_autoload(opts.zero_window);
         let skel = open.load().map_err(ctx("loading the BPF programs"))?;
 
@@ -115,54 +96,33 @@ impl<'obj> Collector<'obj> {
             skel,
             _links: links,
             iter_link,
-            slot: 0,
+            zero_window: opts.zero_window,
+            buf: Vec::with_capacity(64 * 1024),
         })
     }
 
-    /// Tells the iterator who owns sockets older than the probe (by socket inode); returns how
-    /// many entries were stored (the map holds at most 16384).
-    pub fn seed_owners(&self, owners: &HashMap<u64, Owner>) -> usize {
-        let mut stored = 0;
-        for (ino, owner) in owners {
-            let mut value = Vec::with_capacity(20);
-            value.extend_from_slice(&owner.tgid.to_ne_bytes());
-            let mut comm = [0u8; 16];
-            let name = owner.comm.as_bytes();
-            let n = name.len().min(15);
-            comm[..n].copy_from_slice(&name[..n]);
-            value.extend_from_slice(&comm);
-            if self
-                .skel
-                .maps
-                .owners
-                .update(&ino.to_ne_bytes(), &value, MapFlags::ANY)
-                .is_ok()
-            {
-                stored += 1;
-            }
-        }
-        stored
+    /// The ring buffer of state-change and event records.
+    pub fn events(&self) -> &dyn MapCore {
+        &self.skel.maps.events
     }
 
-    /// Empties the owner map once the first pass has used it.
-    pub fn clear_owners(&self) {
-        let map = &self.skel.maps.owners;
-        let keys: Vec<Vec<u8>> = map.keys().collect();
-        for k in keys {
-            // A key that is already gone is fine.
-            let _ = map.delete(&k);
-        }
-    }
-
-    /// Walks every live TCP socket once, adding what changed into the active aggregate map.
-    pub fn pass(&self) -> Result<(), CollectError> {
+    /// Runs the tcp iterator once, calling `each` with every live-socket record.
+    pub fn pass(&mut self, mut each: impl FnMut(&[u8])) -> Result<(), CollectError> {
         let mut iter = Iter::new(&self.iter_link).map_err(ctx("creating the tcp iterator"))?;
-        // The program writes nothing; read() runs it over all sockets and returns 0 at the end.
-        let mut buf = [0u8; 256];
+        self.buf.clear();
+        let mut chunk = [0u8; 16 * 1024];
         loop {
-            match iter.read(&mut buf) {
-                Ok(0) => return Ok(()),
-                Ok(_) => continue,
+            match iter.read(&mut chunk) {
+                Ok(0) => break,
+                Ok(n) => {
+                    // read() may end inside a record: keep the tail for the next chunk.
+                    self.buf.extend_from_slice(&chunk[..n]);
+                    let whole = self.buf.len() - self.buf.len() % LIVE_RECORD_SIZE;
+                    for rec in self.buf[..whole].chunks_exact(LIVE_RECORD_SIZE) {
+                        each(rec);
+                    }
+                    self.buf.drain(..whole);
+                }
                 Err(e)
                     if e.kind() == io::ErrorKind::Interrupted
                         || e.raw_os_error() == Some(libc::EAGAIN) =>
@@ -172,52 +132,23 @@ impl<'obj> Collector<'obj> {
                 Err(e) => return Err(CollectError::Iter(e)),
             }
         }
+        Ok(())
     }
 
-    /// Points the BPF side at the other aggregate map and drains the one it used so far.
-    pub fn flip_and_drain(&mut self) -> Vec<(ConnKey, PeriodDelta)> {
-        let drained_slot = self.slot;
-        self.slot ^= 1;
-        if let Some(bss) = self.skel.maps.bss_data.as_deref_mut() {
-            // SAFETY: a valid, aligned field of the mmap'ed .bss; volatile so the store is not
-            // elided or reordered against the drain below.
-            unsafe { std::ptr::write_volatile(&mut bss.agg_slot, self.slot) };
-        }
-        std::sync::atomic::fence(std::sync::atomic::Ordering::SeqCst);
-        std::thread::sleep(FLIP_GRACE);
-        let map = if drained_slot == 0 {
-            &self.skel.maps.agg0
-        } else {
-            &self.skel.maps.agg1
-        };
-        drain(map)
-    }
-
-    /// The loss counters of `gg_stats`.
+    /// Loss counters of `gg_stats`, with the program invocations the kernel skipped because
+    /// the program was already running on that CPU counted as lost.
     pub fn loss(&self) -> LossCounters {
-        bpf::read_loss_counters(&self.skel.maps.gg_stats)
-    }
-}
-
-fn drain(map: &dyn MapCore) -> Vec<(ConnKey, PeriodDelta)> {
-    let keys: Vec<Vec<u8>> = map.keys().collect();
-    let mut out = Vec::with_capacity(keys.len());
-    for k in keys {
-        // Deleting while looking up means a concurrent late add lands either here or in the
-        // next drain of this map, never in both.
-        let Ok(Some(v)) = map.lookup_and_delete(&k) else {
-            continue;
-        };
-        let mut raw_key = tcpp_key::default();
-        let mut raw_agg = tcpp_agg::default();
-        if plain::copy_from_bytes(&mut raw_key, &k).is_err()
-            || plain::copy_from_bytes(&mut raw_agg, &v).is_err()
-        {
-            continue;
+        let mut c = bpf::read_loss_counters(&self.skel.maps.gg_stats);
+        let p = &self.skel.progs;
+        let mut fds = vec![
+            p.on_state.as_fd(),
+            p.on_send_reset.as_fd(),
+            p.on_receive_reset.as_fd(),
+        ];
+        if self.zero_window {
+            fds.push(p.on_tcp_probe.as_fd());
         }
-        if let Some(key) = ConnKey::from_raw(&raw_key) {
-            out.push((key, PeriodDelta::from_raw(&raw_agg)));
-        }
+        c.lost = c.lost.saturating_add(bpf::recursion_misses(fds));
+        c
     }
-    out
 }

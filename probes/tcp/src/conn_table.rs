@@ -5,8 +5,7 @@
 use std::collections::HashMap;
 
 use crate::conn_key::ConnKey;
-use crate::histogram::{Histogram, SLOTS};
-use crate::skel::types::tcpp_agg;
+use crate::histogram::Histogram;
 
 /// Index of payload bytes received in the counter arrays (`TCP_C_RX_BYTES`).
 pub const C_RX_BYTES: usize = 0;
@@ -26,12 +25,21 @@ pub const C_RST_RECV: usize = 6;
 pub const C_ZERO_SND_WND: usize = 7;
 /// Times we advertised a zero window (`TCP_C_ZERO_RCV_WND`).
 pub const C_ZERO_RCV_WND: usize = 8;
-/// TCP state transitions (`TCP_C_STATE_CHANGES`).
-pub const C_STATE_CHANGES: usize = 9;
 /// Number of counters (`TCP_C_NR`).
-pub const COUNTERS: usize = 10;
+pub const COUNTERS: usize = 9;
 
-/// What one period added for a key (the decoded `struct tcpp_agg`).
+/// Closed from FIN_WAIT1/FIN_WAIT2/CLOSING: the local end closed first (`TCP_CLOSE_ACTIVE`).
+pub const CLOSE_ACTIVE: usize = 0;
+/// Closed from LAST_ACK: the peer closed first (`TCP_CLOSE_PASSIVE`).
+pub const CLOSE_PASSIVE: usize = 1;
+/// Closed from ESTABLISHED/CLOSE_WAIT: reset, abort or timeout (`TCP_CLOSE_ABORT`).
+pub const CLOSE_ABORT: usize = 2;
+/// Closed from SYN_SENT/SYN_RECV: never established (`TCP_CLOSE_FAILED`).
+pub const CLOSE_FAILED: usize = 3;
+/// Number of close kinds (`TCP_CLOSE_NR`).
+pub const CLOSE_KINDS: usize = 4;
+
+/// What one period added for a key.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct PeriodDelta {
     /// Process name of the owner (may be empty when unknown).
@@ -40,10 +48,8 @@ pub struct PeriodDelta {
     pub counters: [u64; COUNTERS],
     /// Connections that reached ESTABLISHED.
     pub opens: u64,
-    /// Connections that reached CLOSE.
-    pub closes: u64,
-    /// Connections that closed without ever being established.
-    pub failed: u64,
+    /// Connections that reached CLOSE, by how (indexed by the `CLOSE_*` constants).
+    pub closes: [u64; CLOSE_KINDS],
     /// Establish latencies of `opens`.
     pub estab: Histogram,
     /// Live connections seen by this period's iterator pass.
@@ -70,59 +76,24 @@ pub struct PeriodDelta {
     pub reordering_sum: u64,
 }
 
-fn comm_from_raw(raw: &[i8]) -> String {
-    let bytes: Vec<u8> = raw
-        .iter()
-        .map(|c| c.to_ne_bytes()[0])
-        .take_while(|b| *b != 0)
-        .collect();
-    String::from_utf8_lossy(&bytes).into_owned()
-}
-
 impl PeriodDelta {
-    /// Decodes an aggregate drained from the BPF map.
-    pub fn from_raw(raw: &tcpp_agg) -> PeriodDelta {
-        let mut counts = [0u64; SLOTS];
-        counts.copy_from_slice(&raw.estab_hist[..SLOTS]);
-        PeriodDelta {
-            comm: comm_from_raw(&raw.comm),
-            counters: raw.c,
-            opens: raw.opens,
-            closes: raw.closes,
-            failed: raw.failed,
-            estab: Histogram {
-                counts,
-                sum: raw.estab_sum_us,
-                max: raw.estab_max_us,
-            },
-            live: raw.live,
-            rtt_samples: raw.rtt_samples,
-            srtt_sum_us: raw.srtt_sum_us,
-            srtt_max_us: raw.srtt_max_us,
-            rcv_rtt_sum_us: raw.rcv_rtt_sum_us,
-            snd_cwnd_sum: raw.snd_cwnd_sum,
-            snd_wnd_sum: raw.snd_wnd_sum,
-            rcv_wnd_sum: raw.rcv_wnd_sum,
-            notsent_sum: raw.notsent_sum,
-            notack_sum: raw.notack_sum,
-            reordering_sum: raw.reordering_sum,
-        }
-    }
-
-    /// Adds another delta of the same key (e.g. a late write found in the other map).
+    /// Adds another delta of the same key.
     pub fn merge(&mut self, o: &PeriodDelta) {
         if self.comm.is_empty() {
             self.comm.clone_from(&o.comm);
         }
-        for (a, b) in self.counters.iter_mut().zip(o.counters.iter()) {
+        for (a, b) in self
+            .counters
+            .iter_mut()
+            .zip(o.counters.iter())
+            .chain(self.closes.iter_mut().zip(o.closes.iter()))
+        {
             *a = a.saturating_add(*b);
         }
         self.estab.merge(&o.estab);
         self.srtt_max_us = self.srtt_max_us.max(o.srtt_max_us);
         for (a, b) in [
             (&mut self.opens, o.opens),
-            (&mut self.closes, o.closes),
-            (&mut self.failed, o.failed),
             (&mut self.live, o.live),
             (&mut self.rtt_samples, o.rtt_samples),
             (&mut self.srtt_sum_us, o.srtt_sum_us),
@@ -196,10 +167,8 @@ pub struct ConnEntry {
     pub counters: [u64; COUNTERS],
     /// Cumulative connections established.
     pub opens: u64,
-    /// Cumulative connections closed.
-    pub closes: u64,
-    /// Cumulative connections closed before being established.
-    pub failed: u64,
+    /// Cumulative connections closed, by how (indexed by the `CLOSE_*` constants).
+    pub closes: [u64; CLOSE_KINDS],
     /// Cumulative establish latencies.
     pub estab: Histogram,
     /// Live connections at this period's pass.
@@ -215,12 +184,15 @@ impl ConnEntry {
         if !d.comm.is_empty() {
             self.comm.clone_from(&d.comm);
         }
-        for (a, b) in self.counters.iter_mut().zip(d.counters.iter()) {
+        for (a, b) in self
+            .counters
+            .iter_mut()
+            .zip(d.counters.iter())
+            .chain(self.closes.iter_mut().zip(d.closes.iter()))
+        {
             *a = a.saturating_add(*b);
         }
         self.opens = self.opens.saturating_add(d.opens);
-        self.closes = self.closes.saturating_add(d.closes);
-        self.failed = self.failed.saturating_add(d.failed);
         self.estab.merge(&d.estab);
         self.live = d.live;
         self.gauges = Gauges::from_delta(d);

@@ -1,9 +1,10 @@
 //! tcpprobe: per-connection TCP metrics (bytes, segments, RTT, windows, retransmits, resets,
-//! state changes, establish latency), one record per connection key and table each period.
+//! opens and closes by kind, establish latency, zero windows), one record per connection key
+//! and table each period.
 //!
-//! Flags: the upstream ones (`-t` period, `-c 0|1` client ports, `-P` table bits, `-b` BTF), plus
-//! `-M <n>`: most connection keys tracked (default 4096; the excess is counted in
-//! `tcp_bpf_stats.map_full`). `tcpprobe --print-meta` prints the `.meta` file.
+//! Flags: the upstream ones (`-t` period, `-c 0|1` client ports, `-P` table bits, `-b` BTF),
+//! plus `-M <n>`: most connections (sockets) and keys tracked, default 16384; the excess is
+//! counted in `tcp_bpf_stats.map_full`. `tcpprobe --print-meta` prints the `.meta` file.
 //! Hidden, for tests: `TCPPROBE_REQUIRE_HOOK=<category:name|raw:name>` makes the probe require
 //! one more hook, so the "unsupported" path (exit code 3) can be exercised.
 
@@ -14,32 +15,43 @@ mod histogram;
 mod owners;
 mod skel;
 mod tables;
+mod tracker;
+mod wire;
 
+use std::cell::{Cell, RefCell};
+use std::collections::HashMap;
 use std::io::{self, Write};
 use std::mem::MaybeUninit;
 use std::path::Path;
+use std::rc::Rc;
+use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
 use probe_sdk::args::ProbeArgs;
-use probe_sdk::bpf::{self, Hook};
+use probe_sdk::bpf::{self, Hook, RingPoller};
 use probe_sdk::record::{is_broken_pipe, RecordWriter};
-use probe_sdk::run::PeriodLoop;
+use probe_sdk::run::{terminated, PeriodLoop};
 use probe_sdk::{info, warn};
 
 use crate::collector::{Collector, Options};
 use crate::conn_table::ConnTable;
+use crate::owners::Owner;
 use crate::tables::{BIT_WINDOWS, STATS_TABLE};
+use crate::tracker::Tracker;
+use crate::wire::Record;
 
 /// Default for `-M`.
-const DEFAULT_MAX_KEYS: u32 = 4096;
+const DEFAULT_MAX_CONNS: u32 = 16384;
 /// Idle keys are remembered this long (so their counters continue if they come back).
 const RETAIN_SECS: u64 = 60;
+/// Longest wait between ring-buffer drains (records are submitted without wake-ups).
+const DRAIN_EVERY: Duration = Duration::from_millis(100);
 /// Environment variable naming an extra hook to require (tests of the unsupported path).
 const REQUIRE_HOOK_ENV: &str = "TCPPROBE_REQUIRE_HOOK";
 
-fn max_keys(args: &ProbeArgs) -> Result<u32> {
+fn max_conns(args: &ProbeArgs) -> Result<u32> {
     match args.extra_value('M') {
-        None => Ok(DEFAULT_MAX_KEYS),
+        None => Ok(DEFAULT_MAX_CONNS),
         Some(v) => match v.parse::<u32>() {
             Ok(n) if (1..=1_000_000).contains(&n) => Ok(n),
             _ => bail!("-M: invalid value \"{v}\", expected 1..=1000000"),
@@ -62,15 +74,43 @@ fn required_hooks() -> Vec<Hook> {
     hooks
 }
 
+/// Runs the tcp iterator once into the tracker; `owners` names sockets older than the probe.
+fn pass(
+    collector: &mut Collector<'_>,
+    tracker: &RefCell<Tracker>,
+    owners: Option<&HashMap<u64, Owner>>,
+) -> Result<()> {
+    let mut t = tracker.borrow_mut();
+    t.begin_pass();
+    collector.pass(|bytes| {
+        if let Some(Record::Live {
+            id,
+            counters,
+            windows,
+            ino,
+        }) = wire::decode(bytes)
+        {
+            t.live(&id, &counters, &windows, ino, owners);
+        }
+    })?;
+    t.end_pass();
+    Ok(())
+}
+
 fn run() -> Result<()> {
     if std::env::args().nth(1).as_deref() == Some("--print-meta") {
         print!("{}", tables::meta_text());
         return Ok(());
     }
     let args = ProbeArgs::from_env();
-    let max_keys = max_keys(&args)?;
+    let max_conns = max_conns(&args)?;
     for (flag, _) in args.extra.iter().filter(|(f, _)| *f != 'M') {
         warn!("-{flag} is not used by tcpprobe, ignored");
+    }
+    if args.whitelist.is_some() || args.filter.is_some() {
+        warn!(
+            "-w/-F process filtering is not implemented by tcpprobe: every connection is reported"
+        );
     }
     bpf::require_hooks(&required_hooks());
     let mut zero_window = args.probe_bits & BIT_WINDOWS != 0;
@@ -80,35 +120,73 @@ fn run() -> Result<()> {
     }
 
     let opts = Options {
-        report_cport: args.report_cport,
-        max_keys,
         zero_window,
         btf_path: args.btf_path.clone(),
     };
     let mut object = MaybeUninit::uninit();
     let mut collector = Collector::start(&mut object, &opts)?;
+    // Before the first drain, so no record is missed between attach and the loop.
+    let periods = PeriodLoop::new(args.period()).context("installing signal handlers")?;
 
-    // Sockets older than the probe: name their owners before the first pass uses them.
+    let tracker = Rc::new(RefCell::new(Tracker::new(
+        max_conns as usize,
+        args.report_cport,
+    )));
+    let undecodable = Rc::new(Cell::new(0u64));
+    let poller = {
+        let tracker = Rc::clone(&tracker);
+        let undecodable = Rc::clone(&undecodable);
+        RingPoller::new(collector.events(), move |bytes| {
+            match wire::decode(bytes) {
+                Some(r) => tracker.borrow_mut().record(r),
+                None => undecodable.set(undecodable.get() + 1),
+            }
+            0
+        })?
+    };
+
+    // Sockets older than the probe: their owners from /proc, then a first pass adopts them.
     let proc_root = Path::new("/proc");
     let owners = owners::socket_owners(proc_root, &owners::tcp_socket_inodes(proc_root));
-    let seeded = collector.seed_owners(&owners);
-    collector.pass()?;
-    collector.clear_owners();
+    poller.poll(Duration::ZERO)?;
+    pass(&mut collector, &tracker, Some(&owners))?;
     info!(
-        "attached (zero-window hook: {}, client ports: {}, max keys: {max_keys}, pre-existing sockets named: {seeded})",
+        "attached (zero-window hook: {}, client ports: {}, max connections: {max_conns}, older sockets named: {})",
         if zero_window { "on" } else { "off" },
         if args.report_cport { "on" } else { "off" },
+        owners.len(),
     );
+    drop(owners);
 
     let retain = (RETAIN_SECS / u64::from(args.period_secs)).max(2);
-    let mut table = ConnTable::new(max_keys as usize, retain);
+    let mut table = ConnTable::new(max_conns as usize, retain);
     let mut out = RecordWriter::stdout();
-    let mut period = PeriodLoop::new(args.period()).context("installing signal handlers")?;
-    while period.wait_next() {
-        collector.pass()?;
-        table.apply(collector.flip_and_drain());
+    let period = periods.period();
+    let mut next = Instant::now() + period;
+    while !terminated() {
+        let now = Instant::now();
+        if now < next {
+            poller.poll((next - now).min(DRAIN_EVERY))?;
+            continue;
+        }
+        // Skip boundaries missed while busy rather than firing them back to back.
+        next += period;
+        if next <= now {
+            next = now + period;
+        }
+        poller.poll(Duration::ZERO)?;
+        pass(&mut collector, &tracker, None)?;
+        let (deltas, tracked_overflow) = {
+            let mut t = tracker.borrow_mut();
+            (t.take_period(), t.overflow())
+        };
+        table.apply(deltas);
         let mut loss = collector.loss();
-        loss.map_full = loss.map_full.saturating_add(table.overflow());
+        loss.lost = loss.lost.saturating_add(undecodable.get());
+        loss.map_full = loss
+            .map_full
+            .saturating_add(table.overflow())
+            .saturating_add(tracked_overflow);
         let written = table
             .active()
             .into_iter()

@@ -9,7 +9,11 @@
 )]
 include!(concat!(env!("OUT_DIR"), "/tcp.skel.rs"));
 
-// SAFETY: these are the `#[repr(C)]` plain-data copies of `tcp.h`'s structs (integers and
-// integer arrays only), valid for any bit pattern; user space copies map bytes into them.
-unsafe impl plain::Plain for types::tcpp_key {}
-unsafe impl plain::Plain for types::tcpp_agg {}
+// SAFETY: these are the `#[repr(C)]` plain-data copies of `tcp.h`'s records (integers and
+// integer arrays only), valid for any bit pattern; user space copies record bytes into them.
+unsafe impl plain::Plain for types::tcpp_sock_id {}
+unsafe impl plain::Plain for types::tcpp_ev_owner {}
+unsafe impl plain::Plain for types::tcpp_ev_estab {}
+unsafe impl plain::Plain for types::tcpp_ev_close {}
+unsafe impl plain::Plain for types::tcpp_ev_mark {}
+unsafe impl plain::Plain for types::tcpp_live {}

@@ -8,8 +8,8 @@ use probe_sdk::record::RecordWriter;
 
 use crate::conn_key::ConnKey;
 use crate::conn_table::{
-    ConnEntry, C_RETRANS, C_RST_RECV, C_RST_SENT, C_RX_BYTES, C_SEGS_IN, C_SEGS_OUT,
-    C_STATE_CHANGES, C_TX_BYTES, C_ZERO_RCV_WND, C_ZERO_SND_WND,
+    ConnEntry, CLOSE_ABORT, CLOSE_ACTIVE, CLOSE_FAILED, CLOSE_PASSIVE, C_RETRANS, C_RST_RECV,
+    C_RST_SENT, C_RX_BYTES, C_SEGS_IN, C_SEGS_OUT, C_TX_BYTES, C_ZERO_RCV_WND, C_ZERO_SND_WND,
 };
 
 /// Entity of every connection table (upstream HEAD's `tcp_link`).
@@ -132,19 +132,23 @@ pub const TABLES: &[TableDef] = &[
         bit: None,
         metrics: &[
             f("link_count", Kind::Gauge, "live connections of the key at the end of the period"),
-            f("opens", Kind::Counter, "connections established"),
-            f("closes", Kind::Counter, "connections closed"),
-            f("open_failed", Kind::Counter, "connections closed before being established"),
-            f("state_changes", Kind::Counter, "TCP state transitions"),
+            f("opens", Kind::Counter, "transitions to ESTABLISHED"),
+            f("closes", Kind::Counter, "transitions to CLOSE (all kinds below)"),
+            f("active_closes", Kind::Counter, "closed from FIN_WAIT1/FIN_WAIT2/CLOSING: the local end closed first"),
+            f("passive_closes", Kind::Counter, "closed from LAST_ACK: the peer closed first"),
+            f("aborted_closes", Kind::Counter, "closed from ESTABLISHED/CLOSE_WAIT: reset, abort or timeout"),
+            f("open_failed", Kind::Counter, "closed from SYN_SENT/SYN_RECV: never established"),
             f("estab_latency", Kind::Histogram, "connection establish latency, us (client: SYN sent to ESTABLISHED; server: SYN-ACK round trip)"),
         ],
         values: |e| {
             vec![
                 num(e.live),
                 num(e.opens),
-                num(e.closes),
-                num(e.failed),
-                num(e.counters[C_STATE_CHANGES]),
+                num(e.closes.iter().sum()),
+                num(e.closes[CLOSE_ACTIVE]),
+                num(e.closes[CLOSE_PASSIVE]),
+                num(e.closes[CLOSE_ABORT]),
+                num(e.closes[CLOSE_FAILED]),
                 Value::Text(e.estab.encode()),
             ]
         },
@@ -356,6 +360,8 @@ mod tests {
         d.counters[C_SEGS_IN] = 3;
         d.counters[C_SEGS_OUT] = 4;
         d.counters[C_RST_RECV] = 1;
+        d.closes[CLOSE_PASSIVE] = 1;
+        d.closes[CLOSE_ABORT] = 1;
         d.estab.counts[1] = 1;
         d.estab.sum = 70;
         d.estab.max = 70;
@@ -395,7 +401,7 @@ mod tests {
             "|tcp_srtt|1234|client|10.0.0.1|10.0.0.2|0|80|2|curl|70|70|"
         );
         assert!(lines[0].starts_with(
-            "|tcp_link|1234|client|10.0.0.1|10.0.0.2|0|80|2|curl|1|1|0|0|0|14 50 0 100 1 "
+            "|tcp_link|1234|client|10.0.0.1|10.0.0.2|0|80|2|curl|1|1|2|0|1|1|0|14 50 0 100 1 "
         ));
         // Window gauges come only from live samples: the sums are zero here, not absent.
         assert!(lines[3].starts_with("|tcp_windows|1234|client|"));
@@ -415,6 +421,44 @@ mod tests {
             let fields = line.len() - line.replace('|', "").len() - 2;
             assert_eq!(fields, KEY_FIELDS.len() + table.metrics.len(), "{line}");
         }
+    }
+
+    #[test]
+    fn meta_parses_with_the_daemon_reader_and_matches_the_tables() {
+        let doc = gala_libconfig::parse_str(&meta_text(), std::path::Path::new("tcpprobe.meta"))
+            .expect("valid libconfig");
+        assert_eq!(
+            doc.lookup("version").and_then(|n| n.as_str()),
+            Some("1.0.0")
+        );
+        let expected: Vec<(&str, &str, Vec<&FieldDef>)> = TABLES
+            .iter()
+            .map(|t| (t.name, ENTITY, KEY_FIELDS.iter().chain(t.metrics).collect()))
+            .chain([(STATS_TABLE, "bpf_probe", STATS_FIELDS.iter().collect())])
+            .collect();
+        for (i, (name, entity, fields)) in expected.iter().enumerate() {
+            let m = doc.lookup(&format!("measurements.[{i}]")).unwrap();
+            assert_eq!(m.get("table_name").and_then(|n| n.as_str()), Some(*name));
+            assert_eq!(m.get("entity_name").and_then(|n| n.as_str()), Some(*entity));
+            for (j, fd) in fields.iter().enumerate() {
+                let f = m.lookup(&format!("fields.[{j}]")).unwrap();
+                assert_eq!(f.get("name").and_then(|n| n.as_str()), Some(fd.name));
+                assert_eq!(
+                    f.get("type").and_then(|n| n.as_str()),
+                    Some(fd.kind.as_str())
+                );
+                // Upstream limits: names 63, descriptions 255; the IMDB keeps 31 of a name.
+                assert!(
+                    fd.name.len() <= 31 && fd.description.len() <= 255,
+                    "{}",
+                    fd.name
+                );
+            }
+            assert!(m.lookup(&format!("fields.[{}]", fields.len())).is_none());
+        }
+        assert!(doc
+            .lookup(&format!("measurements.[{}]", expected.len()))
+            .is_none());
     }
 
     #[test]

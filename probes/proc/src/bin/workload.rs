@@ -8,9 +8,10 @@
 //!   N × (`fork` + `wait4`), print `done`, and block in `read(0)` until stdin closes, then
 //!   `exit_group`. After the go byte the kernel therefore sees exactly `2 + 2K + 2N` syscall
 //!   exits before `done` (K of them failing), and one more (the read returning EOF) before exit.
-//! * `bench-open N [--wait]`: N × (`openat("/dev/null")` + `close`), then print
-//!   `cpu_ns=<user+sys> wall_ns=<wall>` and `exit_group` (after the go byte: exactly 2N + 4
-//!   syscall exits: read, getrusage, the loop, getrusage, write); with `--wait`, print `ready <pid>` first and wait for
+//! * `bench-open N [--reps R] [--wait]`: R times (default 1): N × (`openat("/dev/null")` +
+//!   `close`), then print `cpu_ns=<user+sys> wall_ns=<wall>`; then `exit_group`. After the go
+//!   byte that is exactly 1 + R × (2N + 3) syscall exits (the read; per rep getrusage, the
+//!   loop, getrusage, write); with `--wait`, print `ready <pid>` first and wait for
 //!   one byte on stdin so a probe can be attached to this pid before the loop.
 //! * `exec-after MS PATH ARG...`: sleep MS milliseconds, then exec PATH with the ARGs (same
 //!   pid, new comm), so tests can watch a process turn into a whitelisted one.
@@ -136,7 +137,8 @@ fn cpu_ns() -> u64 {
     tv(ru.ru_utime) + tv(ru.ru_stime)
 }
 
-fn bench_open(n: u64, wait: bool) -> Result<(), String> {
+fn bench_open(n: u64, reps: u64, wait: bool) -> Result<(), String> {
+    use std::io::Write as _;
     if wait {
         // SAFETY: getpid has no preconditions.
         let pid = unsafe { libc::getpid() };
@@ -145,22 +147,29 @@ fn bench_open(n: u64, wait: bool) -> Result<(), String> {
             return Ok(());
         }
     }
-    let cpu0 = cpu_ns();
-    let t0 = Instant::now();
-    for _ in 0..n {
-        let fd = open(DEV_NULL);
-        if fd < 0 {
-            return Err(format!(
-                "open /dev/null: {}",
-                std::io::Error::last_os_error()
-            ));
+    for _ in 0..reps {
+        let cpu0 = cpu_ns();
+        let t0 = Instant::now();
+        for _ in 0..n {
+            let fd = open(DEV_NULL);
+            if fd < 0 {
+                return Err(format!(
+                    "open /dev/null: {}",
+                    std::io::Error::last_os_error()
+                ));
+            }
+            // SAFETY: closing the fd just opened.
+            unsafe { libc::close(fd) };
         }
-        // SAFETY: closing the fd just opened.
-        unsafe { libc::close(fd) };
+        let wall = t0.elapsed().as_nanos();
+        let cpu = cpu_ns() - cpu0;
+        // Formatted on the stack: a heap allocation could add brk/mmap syscalls to the count.
+        let mut buf = [0u8; 96];
+        let mut cur = &mut buf[..];
+        writeln!(cur, "cpu_ns={cpu} wall_ns={wall}").map_err(|e| e.to_string())?;
+        let len = 96 - cur.len();
+        write_all(1, &buf[..len])?;
     }
-    let wall = t0.elapsed().as_nanos();
-    let cpu = cpu_ns() - cpu0;
-    write_all(1, format!("cpu_ns={cpu} wall_ns={wall}\n").as_bytes())?;
     exit_now()
 }
 
@@ -183,13 +192,18 @@ fn main() -> ExitCode {
     let result = match args.first().map(String::as_str) {
         Some("script") => parse(args.get(1), "K")
             .and_then(|k| parse(args.get(2), "N").and_then(|n| script(k, n))),
-        Some("bench-open") => parse(args.get(1), "N")
-            .and_then(|n| bench_open(n, args.iter().any(|a| a == "--wait"))),
+        Some("bench-open") => parse(args.get(1), "N").and_then(|n| {
+            let reps = match args.iter().position(|a| a == "--reps") {
+                Some(i) => parse(args.get(i + 1), "R")?,
+                None => 1,
+            };
+            bench_open(n, reps, args.iter().any(|a| a == "--wait"))
+        }),
         Some("exec-after") => {
             parse(args.get(1), "MS").and_then(|ms| exec_after(ms, args.get(2..).unwrap_or(&[])))
         }
         _ => Err(
-            "usage: taskprobe-workload script K N | bench-open N [--wait] | exec-after MS PATH ARG..."
+            "usage: taskprobe-workload script K N | bench-open N [--reps R] [--wait] | exec-after MS PATH ARG..."
                 .into(),
         ),
     };

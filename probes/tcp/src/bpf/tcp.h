@@ -1,112 +1,91 @@
 /* SPDX-License-Identifier: (LGPL-2.1 OR BSD-2-Clause) */
 /*
- * tcp.h - layouts shared by tcp.bpf.c and the tcpprobe user space (src/skel.rs re-exports the
- * skeleton's generated copies of these types, so both sides always agree).
+ * tcp.h - records shared by tcp.bpf.c and the tcpprobe user space (src/wire.rs decodes them;
+ * the skeleton generates the Rust copies of these structs, so both sides always agree).
+ *
+ * The BPF side keeps no per-connection state: it reports the few state changes that matter
+ * (connect, listen, established, close) and rare events (resets, zero windows) through a ring
+ * buffer, and the tcp iterator dumps every live socket's counters once per period. User space
+ * joins them by socket cookie.
  */
 #ifndef TCPPROBE_TCP_H
 #define TCPPROBE_TCP_H
 
 #define TCP_COMM_LEN 16
 
-/* Role of the local end of a connection (key field "role"). 0 = not known yet. */
-#define TCP_ROLE_CLIENT 1
-#define TCP_ROLE_SERVER 2
-
-/*
- * Per-connection counters, the same index in tcp_conn.cur/rep and tcp_agg.c. The first
- * TCP_C_FROM_SOCK are read from struct tcp_sock; the others are counted by tracepoints.
- */
-enum tcp_counter {
-	TCP_C_RX_BYTES = 0,   /* payload bytes received (bytes_received without the FIN) */
-	TCP_C_TX_BYTES,       /* payload bytes sent once (bytes_sent - bytes_retrans) */
-	TCP_C_SEGS_IN,        /* segments received (segs_in) */
-	TCP_C_SEGS_OUT,       /* segments sent (segs_out) */
-	TCP_C_RETRANS,        /* retransmitted segments (total_retrans) */
-	TCP_C_FROM_SOCK,      /* = 5: counters below come from tracepoints */
-	TCP_C_RST_SENT = TCP_C_FROM_SOCK,
-	TCP_C_RST_RECV,
-	TCP_C_ZERO_SND_WND,   /* the peer closed its receive window (we cannot send) */
-	TCP_C_ZERO_RCV_WND,   /* we advertised a zero receive window */
-	TCP_C_STATE_CHANGES,  /* TCP state transitions */
-	TCP_C_NR,
+/* tcpp_sock_id.kind */
+enum tcpp_kind {
+	TCPP_EV_CONNECT = 1,  /* CLOSE -> SYN_SENT, process context: tcpp_ev_owner */
+	TCPP_EV_LISTEN,       /* -> LISTEN, process context: tcpp_ev_owner */
+	TCPP_EV_ESTABLISHED,  /* -> ESTABLISHED: tcpp_ev_estab */
+	TCPP_EV_CLOSE,        /* -> CLOSE, final counters: tcpp_ev_close (state = state left) */
+	TCPP_EV_RST_SENT,     /* tcpp_ev_mark */
+	TCPP_EV_RST_RECV,     /* tcpp_ev_mark */
+	TCPP_EV_ZERO_SND_WND, /* the peer advertised a zero window after an open one: tcpp_ev_mark */
+	TCPP_EV_ZERO_RCV_WND, /* a segment arrived while our window is zero: tcpp_ev_mark, aux =
+			       * rcv_wup (the same value means the same zero-window episode) */
+	TCPP_REC_LIVE,        /* iterator record: tcpp_live */
 };
 
-/* Establish-latency histogram upper bounds in microseconds (keep in sync: parsed by a test). */
-#define TCP_HIST_SLOTS 14
-#define TCP_HIST_BOUNDS_US                                                                     \
-	{ 50, 100, 250, 500, 1000, 2500, 5000, 10000, 50000, 250000, 1000000, 3000000, 10000000, \
-	  130000000 }
-
-/* Identity of an output record: one per (process, role, endpoints). */
-struct tcpp_key {
-	__u32 tgid;        /* 0 when the owner is not known */
+/* Which socket, with its endpoints as of the record (ports in host order). */
+struct tcpp_sock_id {
+	__u64 cookie;      /* socket cookie: unique for the life of the kernel */
 	__u16 family;      /* AF_INET (2) or AF_INET6 (10) */
-	__u8 role;         /* TCP_ROLE_* */
-	__u8 pad;
-	__u16 client_port; /* host order; 0 unless client ports are reported (-c 1) */
-	__u16 server_port; /* host order */
-	__u8 client_ip[16];  /* IPv4: first 4 bytes */
-	__u8 server_ip[16];
+	__u16 lport;
+	__u16 rport;
+	__u8 kind;         /* enum tcpp_kind */
+	__u8 state;        /* TCP state (for CLOSE / ESTABLISHED: the state left) */
+	__u8 laddr[16];    /* IPv4: first 4 bytes */
+	__u8 raddr[16];
 };
 
-/*
- * What one drain interval added for a key: counter deltas, connection events and gauge sums.
- * Gauges are averaged by user space: rtt sums over rtt_samples (live connections seen by the
- * iterator plus connections closed), window sums over live.
- */
-struct tcpp_agg {
-	char comm[TCP_COMM_LEN];
-	__u64 c[TCP_C_NR];
-	__u64 opens;         /* connections that reached ESTABLISHED */
-	__u64 closes;        /* connections that reached CLOSE */
-	__u64 failed;        /* connections closed before ESTABLISHED */
-	__u64 estab_sum_us;
-	__u64 estab_max_us;
-	__u64 estab_hist[TCP_HIST_SLOTS]; /* per-bucket (not cumulative) counts */
-	__u64 live;          /* live connections seen by the iterator pass */
-	__u64 rtt_samples;
-	__u64 srtt_sum_us;
-	__u64 srtt_max_us;
-	__u64 rcv_rtt_sum_us;
-	__u64 snd_cwnd_sum;
-	__u64 snd_wnd_sum;
-	__u64 rcv_wnd_sum;
-	__u64 notsent_sum;
-	__u64 notack_sum;
-	__u64 reordering_sum;
+/* Cumulative per-connection counters read from struct tcp_sock. */
+struct tcpp_counters {
+	__u64 rx_bytes;    /* bytes_received without the FIN's sequence number */
+	__u64 tx_bytes;    /* bytes_sent - bytes_retrans: payload sent once */
+	__u64 segs_in;
+	__u64 segs_out;
+	__u64 retrans;     /* total_retrans */
+	__u32 srtt_us;
+	__u32 rcv_rtt_us;
 };
 
-/* tcp_conn.flags */
-#define TCP_CONN_LISTENER 1     /* storage of a listening socket (cloned into its children) */
-#define TCP_CONN_CLOSED 2       /* final report done; later events go straight to the aggregate */
-#define TCP_CONN_ESTAB_PENDING 4 /* established, open + latency not reported yet */
-#define TCP_CONN_ESTABLISHED 8  /* reached ESTABLISHED at least once */
-
-/* Per-socket state in socket-local storage (freed with the socket). */
-struct tcpp_conn {
+struct tcpp_ev_owner {
+	struct tcpp_sock_id id;
+	__u64 ts_ns;
 	__u32 tgid;
-	__u8 role;
-	__u8 flags;
-	__u16 pad;
-	char comm[TCP_COMM_LEN];
-	__u64 start_ns;      /* SYN_SENT / SYN_RECV time */
-	__u64 estab_us;      /* establish latency, valid with TCP_CONN_ESTAB_PENDING */
-	__u32 zero_rcv_wup;  /* rcv_wup + 1 of the last zero receive window counted */
-	__u32 pad2;
-	__u64 cur[TCP_C_NR]; /* tracepoint counters (indices >= TCP_C_FROM_SOCK) */
-	__u64 rep[TCP_C_NR]; /* values as of the last report (all indices) */
+	__u32 pad;
+	char comm[TCP_COMM_LEN]; /* the process (group leader) name */
 };
 
-/* Key of listen_ports: local ports of listeners found by the iterator (role inference). */
-struct tcpp_listen_key {
-	__u16 family;
-	__u16 port;
+struct tcpp_ev_estab {
+	struct tcpp_sock_id id;
+	__u64 ts_ns;
+	__u32 srtt_us;     /* for an accepted socket: the SYN-ACK round trip */
+	__u32 pad;
 };
 
-/* Value of owners: who holds a socket inode (filled by user space from /proc at start). */
-struct tcpp_owner {
-	__u32 tgid;
-	char comm[TCP_COMM_LEN];
+struct tcpp_ev_close {
+	struct tcpp_sock_id id;
+	struct tcpp_counters c;
+};
+
+struct tcpp_ev_mark {
+	struct tcpp_sock_id id;
+	__u32 aux;
+	__u32 pad;
+};
+
+struct tcpp_live {
+	struct tcpp_sock_id id;
+	struct tcpp_counters c;
+	__u64 ino;         /* socket inode (0 without a file), to name owners from /proc */
+	__u32 snd_cwnd;
+	__u32 snd_wnd;
+	__u32 rcv_wnd;
+	__u32 notsent_bytes;
+	__u32 notack_bytes;
+	__u32 reordering;
 };
 
 #endif /* TCPPROBE_TCP_H */

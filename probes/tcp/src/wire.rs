@@ -1,0 +1,422 @@
+//! Decoding of the records `tcp.bpf.c` sends (ring buffer) and dumps (tcp iterator).
+
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+
+use crate::conn_key::{AF_INET, AF_INET6};
+use crate::owners::Owner;
+use crate::skel::types::{
+    tcpp_counters, tcpp_ev_close, tcpp_ev_estab, tcpp_ev_mark, tcpp_ev_owner, tcpp_live,
+    tcpp_sock_id,
+};
+
+/// Record kinds (`enum tcpp_kind` in `tcp.h`).
+mod kind {
+    pub const CONNECT: u8 = 1;
+    pub const LISTEN: u8 = 2;
+    pub const ESTABLISHED: u8 = 3;
+    pub const CLOSE: u8 = 4;
+    pub const RST_SENT: u8 = 5;
+    pub const RST_RECV: u8 = 6;
+    pub const ZERO_SND_WND: u8 = 7;
+    pub const ZERO_RCV_WND: u8 = 8;
+    pub const LIVE: u8 = 9;
+}
+
+/// Kernel TCP states (`BPF_TCP_*`), as far as the tracker needs them.
+pub mod state {
+    /// ESTABLISHED.
+    #[cfg(test)]
+    pub const ESTABLISHED: u8 = 1;
+    /// SYN_SENT.
+    pub const SYN_SENT: u8 = 2;
+    /// SYN_RECV.
+    pub const SYN_RECV: u8 = 3;
+    /// FIN_WAIT1.
+    pub const FIN_WAIT1: u8 = 4;
+    /// FIN_WAIT2.
+    pub const FIN_WAIT2: u8 = 5;
+    /// CLOSE.
+    #[cfg(test)]
+    pub const CLOSE: u8 = 7;
+    /// LAST_ACK.
+    pub const LAST_ACK: u8 = 9;
+    /// LISTEN.
+    pub const LISTEN: u8 = 10;
+    /// CLOSING.
+    pub const CLOSING: u8 = 11;
+}
+
+/// A socket and its endpoints as of the record.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SockId {
+    /// Socket cookie, unique for the life of the kernel.
+    pub cookie: u64,
+    /// Local address.
+    pub laddr: IpAddr,
+    /// Local port.
+    pub lport: u16,
+    /// Remote address.
+    pub raddr: IpAddr,
+    /// Remote port.
+    pub rport: u16,
+    /// TCP state; for CLOSE and ESTABLISHED records, the state left.
+    pub state: u8,
+}
+
+/// Cumulative counters of a connection.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Counters {
+    /// Payload bytes received.
+    pub rx_bytes: u64,
+    /// Payload bytes sent, retransmissions excluded.
+    pub tx_bytes: u64,
+    /// Segments received.
+    pub segs_in: u64,
+    /// Segments sent.
+    pub segs_out: u64,
+    /// Retransmitted segments.
+    pub retrans: u64,
+    /// Smoothed RTT, µs (0 before the first sample).
+    pub srtt_us: u32,
+    /// Receive-side RTT estimate, µs.
+    pub rcv_rtt_us: u32,
+}
+
+/// Window state of a live connection.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Windows {
+    /// Congestion window, segments.
+    pub snd_cwnd: u32,
+    /// Peer's window, bytes.
+    pub snd_wnd: u32,
+    /// Advertised window, bytes.
+    pub rcv_wnd: u32,
+    /// Written but not sent, bytes.
+    pub notsent_bytes: u32,
+    /// Sent but not acknowledged, bytes.
+    pub notack_bytes: u32,
+    /// Reordering metric.
+    pub reordering: u32,
+}
+
+/// One record from the kernel.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Record {
+    /// connect(): the socket entered SYN_SENT.
+    Connect {
+        /// Socket.
+        id: SockId,
+        /// Monotonic time, ns.
+        ts_ns: u64,
+        /// Caller.
+        owner: Owner,
+    },
+    /// listen().
+    Listen {
+        /// Socket.
+        id: SockId,
+        /// Caller.
+        owner: Owner,
+    },
+    /// The connection reached ESTABLISHED (from `id.state`).
+    Established {
+        /// Socket.
+        id: SockId,
+        /// Monotonic time, ns.
+        ts_ns: u64,
+        /// Smoothed RTT then (for an accepted socket: the SYN-ACK round trip), µs.
+        srtt_us: u32,
+    },
+    /// The connection reached CLOSE (from `id.state`) with these final counters.
+    Close {
+        /// Socket.
+        id: SockId,
+        /// Final counters.
+        counters: Counters,
+    },
+    /// A reset was sent.
+    RstSent {
+        /// Socket.
+        id: SockId,
+    },
+    /// A reset was received.
+    RstRecv {
+        /// Socket.
+        id: SockId,
+    },
+    /// The peer advertised a zero window after an open one.
+    ZeroSndWnd {
+        /// Socket.
+        id: SockId,
+    },
+    /// A segment arrived while our advertised window was zero.
+    ZeroRcvWnd {
+        /// Socket.
+        id: SockId,
+        /// Identifies the zero-window episode (rcv_wup).
+        episode: u32,
+    },
+    /// Iterator record of a live socket.
+    Live {
+        /// Socket (state = current state).
+        id: SockId,
+        /// Cumulative counters.
+        counters: Counters,
+        /// Window state.
+        windows: Windows,
+        /// Socket inode, 0 if none.
+        ino: u64,
+    },
+}
+
+fn ip(family: u16, b: &[u8; 16]) -> Option<IpAddr> {
+    match family {
+        AF_INET => Some(IpAddr::V4(Ipv4Addr::new(b[0], b[1], b[2], b[3]))),
+        AF_INET6 => Some(IpAddr::V6(Ipv6Addr::from(*b))),
+        _ => None,
+    }
+}
+
+fn sock_id(raw: &tcpp_sock_id) -> Option<SockId> {
+    Some(SockId {
+        cookie: raw.cookie,
+        laddr: ip(raw.family, &raw.laddr)?,
+        lport: raw.lport,
+        raddr: ip(raw.family, &raw.raddr)?,
+        rport: raw.rport,
+        state: raw.state,
+    })
+}
+
+fn counters(c: &tcpp_counters) -> Counters {
+    Counters {
+        rx_bytes: c.rx_bytes,
+        tx_bytes: c.tx_bytes,
+        segs_in: c.segs_in,
+        segs_out: c.segs_out,
+        retrans: c.retrans,
+        srtt_us: c.srtt_us,
+        rcv_rtt_us: c.rcv_rtt_us,
+    }
+}
+
+/// The NUL-terminated `comm` as a string.
+pub fn comm_string(raw: &[i8]) -> String {
+    let bytes: Vec<u8> = raw
+        .iter()
+        .map(|c| c.to_ne_bytes()[0])
+        .take_while(|b| *b != 0)
+        .collect();
+    String::from_utf8_lossy(&bytes).into_owned()
+}
+
+fn read<T: plain::Plain + Default>(bytes: &[u8]) -> Option<T> {
+    let mut v = T::default();
+    // Longer input is fine (ring-buffer records are 8-byte padded); shorter is not.
+    plain::copy_from_bytes(&mut v, bytes).ok()?;
+    Some(v)
+}
+
+/// Size of one iterator record.
+pub const LIVE_RECORD_SIZE: usize = std::mem::size_of::<tcpp_live>();
+
+/// Decodes one record; None for a truncated record or an unknown kind or family.
+pub fn decode(bytes: &[u8]) -> Option<Record> {
+    let head: tcpp_sock_id = read(bytes)?;
+    let id = sock_id(&head)?;
+    let owner = |e: &tcpp_ev_owner| Owner {
+        tgid: e.tgid,
+        comm: comm_string(&e.comm),
+    };
+    Some(match head.kind {
+        kind::CONNECT => {
+            let e: tcpp_ev_owner = read(bytes)?;
+            Record::Connect {
+                id,
+                ts_ns: e.ts_ns,
+                owner: owner(&e),
+            }
+        }
+        kind::LISTEN => {
+            let e: tcpp_ev_owner = read(bytes)?;
+            Record::Listen {
+                id,
+                owner: owner(&e),
+            }
+        }
+        kind::ESTABLISHED => {
+            let e: tcpp_ev_estab = read(bytes)?;
+            Record::Established {
+                id,
+                ts_ns: e.ts_ns,
+                srtt_us: e.srtt_us,
+            }
+        }
+        kind::CLOSE => {
+            let e: tcpp_ev_close = read(bytes)?;
+            Record::Close {
+                id,
+                counters: counters(&e.c),
+            }
+        }
+        kind::RST_SENT => Record::RstSent { id },
+        kind::RST_RECV => Record::RstRecv { id },
+        kind::ZERO_SND_WND => Record::ZeroSndWnd { id },
+        kind::ZERO_RCV_WND => {
+            let e: tcpp_ev_mark = read(bytes)?;
+            Record::ZeroRcvWnd { id, episode: e.aux }
+        }
+        kind::LIVE => {
+            let e: tcpp_live = read(bytes)?;
+            Record::Live {
+                id,
+                counters: counters(&e.c),
+                windows: Windows {
+                    snd_cwnd: e.snd_cwnd,
+                    snd_wnd: e.snd_wnd,
+                    rcv_wnd: e.rcv_wnd,
+                    notsent_bytes: e.notsent_bytes,
+                    notack_bytes: e.notack_bytes,
+                    reordering: e.reordering,
+                },
+                ino: e.ino,
+            }
+        }
+        _ => return None,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn raw_id(kind: u8, family: u16) -> tcpp_sock_id {
+        let mut id = tcpp_sock_id {
+            cookie: 77,
+            family,
+            lport: 40000,
+            rport: 80,
+            kind,
+            state: state::SYN_SENT,
+            ..Default::default()
+        };
+        id.laddr[..4].copy_from_slice(&[127, 0, 0, 1]);
+        id.raddr[..4].copy_from_slice(&[10, 1, 2, 3]);
+        id
+    }
+
+    fn bytes<T: Copy>(v: &T) -> Vec<u8> {
+        // SAFETY: T is one of the plain #[repr(C)] record structs; reading its bytes is sound
+        // (they contain no padding that matters for these tests: every field is written).
+        unsafe {
+            std::slice::from_raw_parts((v as *const T).cast::<u8>(), std::mem::size_of::<T>())
+        }
+        .to_vec()
+    }
+
+    #[test]
+    fn decodes_connect_with_owner() {
+        let mut e = tcpp_ev_owner {
+            id: raw_id(kind::CONNECT, AF_INET),
+            ts_ns: 123,
+            tgid: 4321,
+            ..Default::default()
+        };
+        for (d, s) in e.comm.iter_mut().zip(b"curl\0".iter()) {
+            *d = *s as i8;
+        }
+        let r = decode(&bytes(&e)).unwrap();
+        let Record::Connect { id, ts_ns, owner } = r else {
+            panic!("{r:?}")
+        };
+        assert_eq!(id.cookie, 77);
+        assert_eq!(id.laddr.to_string(), "127.0.0.1");
+        assert_eq!(id.raddr.to_string(), "10.1.2.3");
+        assert_eq!((id.lport, id.rport, id.state), (40000, 80, state::SYN_SENT));
+        assert_eq!(ts_ns, 123);
+        assert_eq!(
+            owner,
+            Owner {
+                tgid: 4321,
+                comm: "curl".into()
+            }
+        );
+    }
+
+    #[test]
+    fn decodes_close_counters_and_ipv6() {
+        let mut id = raw_id(kind::CLOSE, AF_INET6);
+        id.laddr = Ipv6Addr::LOCALHOST.octets();
+        id.raddr = Ipv6Addr::LOCALHOST.octets();
+        let e = tcpp_ev_close {
+            id,
+            c: tcpp_counters {
+                rx_bytes: 1,
+                tx_bytes: 2,
+                segs_in: 3,
+                segs_out: 4,
+                retrans: 5,
+                srtt_us: 6,
+                rcv_rtt_us: 7,
+            },
+        };
+        let Some(Record::Close { id, counters }) = decode(&bytes(&e)) else {
+            panic!()
+        };
+        assert_eq!(id.laddr.to_string(), "::1");
+        assert_eq!(counters.rx_bytes, 1);
+        assert_eq!(counters.rcv_rtt_us, 7);
+    }
+
+    #[test]
+    fn decodes_live_and_marks() {
+        let e = tcpp_live {
+            id: raw_id(kind::LIVE, AF_INET),
+            ino: 99,
+            snd_cwnd: 10,
+            reordering: 3,
+            ..Default::default()
+        };
+        let Some(Record::Live { windows, ino, .. }) = decode(&bytes(&e)) else {
+            panic!()
+        };
+        assert_eq!((ino, windows.snd_cwnd, windows.reordering), (99, 10, 3));
+        let m = tcpp_ev_mark {
+            id: raw_id(kind::ZERO_RCV_WND, AF_INET),
+            aux: 5,
+            pad: 0,
+        };
+        assert!(matches!(
+            decode(&bytes(&m)),
+            Some(Record::ZeroRcvWnd { episode: 5, .. })
+        ));
+        let m = tcpp_ev_mark {
+            id: raw_id(kind::RST_SENT, AF_INET),
+            aux: 0,
+            pad: 0,
+        };
+        assert!(matches!(decode(&bytes(&m)), Some(Record::RstSent { .. })));
+        assert_eq!(LIVE_RECORD_SIZE, std::mem::size_of::<tcpp_live>());
+    }
+
+    #[test]
+    fn rejects_short_unknown_or_foreign_records() {
+        let e = tcpp_ev_close {
+            id: raw_id(kind::CLOSE, AF_INET),
+            ..Default::default()
+        };
+        let b = bytes(&e);
+        assert!(decode(&b[..b.len() - 1]).is_none(), "truncated");
+        assert!(decode(&b[..10]).is_none(), "no header");
+        let m = tcpp_ev_mark {
+            id: raw_id(200, AF_INET),
+            ..Default::default()
+        };
+        assert!(decode(&bytes(&m)).is_none(), "unknown kind");
+        let m = tcpp_ev_mark {
+            id: raw_id(kind::RST_RECV, 1),
+            ..Default::default()
+        };
+        assert!(decode(&bytes(&m)).is_none(), "AF_UNIX");
+    }
+}
