@@ -69,6 +69,6 @@ for arg in "$@"; do
         --clean) cargo clean ;;
         --release) cargo build --workspace --release ;;
         --debug) cargo build --workspace ;;
-        --test) cargo test --workspace; install_check ;;
+        --test) cargo test --workspace --no-fail-fast; install_check ;;
     esac
 done

@@ -104,3 +104,48 @@ fn system_infos_through_daemon() {
     assert_eq!(up, Some(1.0));
     promtool_format_ok(&scrape);
 }
+
+/// Value of the first sample of `metric` whose label set contains every `needle`.
+fn sample_with(scrape: &str, metric: &str, needles: &[&str]) -> Option<f64> {
+    scrape
+        .lines()
+        .filter(|l| l.starts_with(&format!("{metric}{{")))
+        .find(|l| needles.iter().all(|n| l.contains(n)))
+        .and_then(|l| l.rsplit(' ').next()?.parse().ok())
+}
+
+/// tcpprobe started by the daemon sees a loopback connection with exact byte counts.
+#[test]
+fn tcpprobe_through_daemon_counts_loopback_bytes() {
+    use std::io::{Read, Write};
+    let d = Daemon::start(
+        60,
+        "probes = ( { name = \"tcpprobe\"; param = \"-t 1\"; switch = \"on\"; } );",
+        |probes| install_probe(probes, "tcpprobe", "probes/tcp"),
+    );
+    d.wait_scrape("gala_gopher_bpf_probe_events", Duration::from_secs(30));
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let server = std::thread::spawn(move || {
+        let (mut s, _) = listener.accept().unwrap();
+        let mut buf = vec![0u8; 100_000];
+        s.read_exact(&mut buf).unwrap();
+        s.write_all(&[7u8; 30_000]).unwrap();
+        let mut rest = Vec::new();
+        s.read_to_end(&mut rest).unwrap();
+    });
+    let mut c = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
+    c.write_all(&[1u8; 100_000]).unwrap();
+    let mut back = vec![0u8; 30_000];
+    c.read_exact(&mut back).unwrap();
+    drop(c);
+    server.join().unwrap();
+    let port_label = format!("server_port=\"{port}\"");
+    let got = wait_for(Duration::from_secs(20), || {
+        let s = d.scrape();
+        let srv_rx = sample_with(&s, "gala_gopher_tcp_link_rx_bytes", &[&port_label, "role=\"server\""])?;
+        let cli_rx = sample_with(&s, "gala_gopher_tcp_link_rx_bytes", &[&port_label, "role=\"client\""])?;
+        (srv_rx == 100_000.0 && cli_rx == 30_000.0).then_some(s)
+    });
+    assert!(got.is_some(), "exact byte counts not seen; last scrape:\n{}", d.scrape());
+}
