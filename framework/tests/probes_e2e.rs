@@ -149,3 +149,66 @@ fn tcpprobe_through_daemon_counts_loopback_bytes() {
     });
     assert!(got.is_some(), "exact byte counts not seen; last scrape:\n{}", d.scrape());
 }
+
+/// The block device (disk, not partition) holding `path`, as (major, first_minor).
+fn disk_of(path: &Path) -> (u32, u32) {
+    use std::os::unix::fs::MetadataExt;
+    let dev = std::fs::metadata(path).unwrap().dev();
+    let (maj, min) = (libc::major(dev), libc::minor(dev));
+    let sys = PathBuf::from(format!("/sys/dev/block/{maj}:{min}"));
+    let disk = if sys.join("partition").exists() {
+        std::fs::read_to_string(sys.join("../dev")).unwrap()
+    } else {
+        format!("{maj}:{min}")
+    };
+    let (a, b) = disk.trim().split_once(':').unwrap();
+    (a.parse().unwrap(), b.parse().unwrap())
+}
+
+/// ioprobe started by the daemon counts O_DIRECT writes on the disk holding a temp file.
+#[test]
+fn ioprobe_through_daemon_counts_direct_writes() {
+    use std::os::unix::fs::{FileExt, OpenOptionsExt};
+    let d = Daemon::start(
+        60,
+        "probes = ( { name = \"ioprobe\"; param = \"-t 1\"; switch = \"on\"; } );",
+        |probes| install_probe(probes, "ioprobe", "probes/io"),
+    );
+    d.wait_scrape("gala_gopher_bpf_probe_events", Duration::from_secs(30));
+    let dir = tempfile::tempdir_in("/var/tmp").unwrap();
+    let path = dir.path().join("direct.bin");
+    let (maj, min) = disk_of(dir.path());
+    let labels = [format!("major=\"{maj}\""), format!("first_minor=\"{min}\"")];
+    let needles: Vec<&str> = labels.iter().map(String::as_str).collect();
+    let before = sample_with(&d.scrape(), "gala_gopher_block_write_bytes", &needles).unwrap_or(0.0);
+
+    const BLOCK: usize = 4096;
+    const WRITES: usize = 64;
+    let layout = std::alloc::Layout::from_size_align(BLOCK, BLOCK).unwrap();
+    // SAFETY: non-zero size, valid alignment; freed below.
+    let buf = unsafe { std::alloc::alloc_zeroed(layout) };
+    let slice = unsafe { std::slice::from_raw_parts(buf, BLOCK) };
+    let f = std::fs::OpenOptions::new()
+        .create(true)
+        .write(true)
+        .custom_flags(libc::O_DIRECT)
+        .open(&path)
+        .unwrap();
+    for i in 0..WRITES {
+        f.write_all_at(slice, (i * BLOCK) as u64).unwrap();
+    }
+    f.sync_all().unwrap();
+    unsafe { std::alloc::dealloc(buf, layout) };
+
+    let want = before + (BLOCK * WRITES) as f64;
+    let seen = wait_for(Duration::from_secs(20), || {
+        let v = sample_with(&d.scrape(), "gala_gopher_block_write_bytes", &needles)?;
+        (v >= want).then_some(v)
+    });
+    assert!(
+        seen.is_some(),
+        "write_bytes for {maj}:{min} did not grow by {} bytes; last scrape:\n{}",
+        BLOCK * WRITES,
+        d.scrape()
+    );
+}
