@@ -143,9 +143,155 @@ fn tcpprobe_through_daemon_counts_loopback_bytes() {
     let port_label = format!("server_port=\"{port}\"");
     let got = wait_for(Duration::from_secs(20), || {
         let s = d.scrape();
-        let srv_rx = sample_with(&s, "gala_gopher_tcp_link_rx_bytes", &[&port_label, "role=\"server\""])?;
-        let cli_rx = sample_with(&s, "gala_gopher_tcp_link_rx_bytes", &[&port_label, "role=\"client\""])?;
+        let srv_rx = sample_with(
+            &s,
+            "gala_gopher_tcp_link_rx_bytes",
+            &[&port_label, "role=\"server\""],
+        )?;
+        let cli_rx = sample_with(
+            &s,
+            "gala_gopher_tcp_link_rx_bytes",
+            &[&port_label, "role=\"client\""],
+        )?;
         (srv_rx == 100_000.0 && cli_rx == 30_000.0).then_some(s)
     });
-    assert!(got.is_some(), "exact byte counts not seen; last scrape:\n{}", d.scrape());
+    assert!(
+        got.is_some(),
+        "exact byte counts not seen; last scrape:\n{}",
+        d.scrape()
+    );
+}
+
+/// The block device (disk, not partition) holding `path`, as (major, first_minor).
+fn disk_of(path: &Path) -> (u32, u32) {
+    use std::os::unix::fs::MetadataExt;
+    let dev = std::fs::metadata(path).unwrap().dev();
+    let (maj, min) = (libc::major(dev), libc::minor(dev));
+    let sys = PathBuf::from(format!("/sys/dev/block/{maj}:{min}"));
+    let disk = if sys.join("partition").exists() {
+        std::fs::read_to_string(sys.join("../dev")).unwrap()
+    } else {
+        format!("{maj}:{min}")
+    };
+    let (a, b) = disk.trim().split_once(':').unwrap();
+    (a.parse().unwrap(), b.parse().unwrap())
+}
+
+/// ioprobe started by the daemon counts O_DIRECT writes on the disk holding a temp file.
+#[test]
+fn ioprobe_through_daemon_counts_direct_writes() {
+    use std::os::unix::fs::{FileExt, OpenOptionsExt};
+    let d = Daemon::start(
+        60,
+        "probes = ( { name = \"ioprobe\"; param = \"-t 1\"; switch = \"on\"; } );",
+        |probes| install_probe(probes, "ioprobe", "probes/io"),
+    );
+    d.wait_scrape("gala_gopher_bpf_probe_events", Duration::from_secs(30));
+    let dir = tempfile::tempdir_in("/var/tmp").unwrap();
+    let path = dir.path().join("direct.bin");
+    let (maj, min) = disk_of(dir.path());
+    let labels = [format!("major=\"{maj}\""), format!("first_minor=\"{min}\"")];
+    let needles: Vec<&str> = labels.iter().map(String::as_str).collect();
+    let before = sample_with(&d.scrape(), "gala_gopher_block_write_bytes", &needles).unwrap_or(0.0);
+
+    const BLOCK: usize = 4096;
+    const WRITES: usize = 64;
+    let layout = std::alloc::Layout::from_size_align(BLOCK, BLOCK).unwrap();
+    // SAFETY: non-zero size, valid alignment; freed below.
+    let buf = unsafe { std::alloc::alloc_zeroed(layout) };
+    let slice = unsafe { std::slice::from_raw_parts(buf, BLOCK) };
+    let f = std::fs::OpenOptions::new()
+        .create(true)
+        .write(true)
+        .custom_flags(libc::O_DIRECT)
+        .open(&path)
+        .unwrap();
+    for i in 0..WRITES {
+        f.write_all_at(slice, (i * BLOCK) as u64).unwrap();
+    }
+    f.sync_all().unwrap();
+    unsafe { std::alloc::dealloc(buf, layout) };
+
+    let want = before + (BLOCK * WRITES) as f64;
+    let seen = wait_for(Duration::from_secs(20), || {
+        let v = sample_with(&d.scrape(), "gala_gopher_block_write_bytes", &needles)?;
+        (v >= want).then_some(v)
+    });
+    assert!(
+        seen.is_some(),
+        "write_bytes for {maj}:{min} did not grow by {} bytes; last scrape:\n{}",
+        BLOCK * WRITES,
+        d.scrape()
+    );
+}
+
+/// taskprobe started by the daemon with a pid filter sees a child's failing syscalls.
+#[test]
+fn taskprobe_through_daemon_counts_failed_syscalls() {
+    const FAILS: u32 = 1000;
+    let work = tempfile::tempdir().unwrap();
+    let go = work.path().join("go");
+    let mut child = Command::new("python3")
+        .arg("-c")
+        .arg(format!(
+            "import os, sys, time\n\
+             while not os.path.exists(sys.argv[1]): time.sleep(0.05)\n\
+             for _ in range({FAILS}):\n    try: os.open('/nonexistent/gala-gopher-test', os.O_RDONLY)\n    except OSError: pass\n\
+             time.sleep(1000)\n"
+        ))
+        .arg(&go)
+        .spawn()
+        .unwrap();
+    let pid = child.id();
+    let d = Daemon::start(
+        60,
+        &format!(
+            "probes = ( {{ name = \"taskprobe\"; param = \"-t 1 -f {pid}\"; switch = \"on\"; }} );"
+        ),
+        |probes| install_probe(probes, "taskprobe", "probes/proc"),
+    );
+    d.wait_scrape("gala_gopher_bpf_probe_events", Duration::from_secs(30));
+    std::fs::write(&go, "").unwrap();
+    let tgid = format!("tgid=\"{pid}\"");
+    let seen = wait_for(Duration::from_secs(20), || {
+        let v = sample_with(&d.scrape(), "gala_gopher_proc_syscall_failed", &[&tgid])?;
+        (v >= f64::from(FAILS)).then_some(v)
+    });
+    let _ = child.kill();
+    let _ = child.wait();
+    assert!(
+        seen.is_some(),
+        "failed syscalls of {pid} not counted; last scrape:\n{}",
+        d.scrape()
+    );
+    // The filter holds: no series for another process (the daemon's own pid, say).
+    let other = format!("tgid=\"{}\"", d.pid());
+    assert!(sample_with(&d.scrape(), "gala_gopher_proc_syscall_failed", &[&other]).is_none());
+}
+
+/// An eBPF probe whose tracepoint is missing reports "unsupported" and the daemon keeps running.
+#[test]
+fn unsupported_probe_is_failed_and_daemon_keeps_serving() {
+    let d = Daemon::start_env(
+        60,
+        "probes = ( { name = \"tcpprobe\"; param = \"-t 1\"; switch = \"on\"; } );",
+        &[("TCPPROBE_REQUIRE_HOOK", "tcp:no_such_tracepoint")],
+        |probes| install_probe(probes, "tcpprobe", "probes/tcp"),
+    );
+    let err = wait_for(Duration::from_secs(20), || {
+        let st = d.status();
+        let p = st["probes"]
+            .as_array()?
+            .iter()
+            .find(|p| p["name"] == "tcpprobe")?
+            .clone();
+        (p["state"] == "failed").then(|| p["last_error"].as_str().unwrap_or("").to_string())
+    })
+    .expect("tcpprobe shown as failed");
+    assert!(
+        err.contains("unsupported") && err.contains("no_such_tracepoint"),
+        "{err}"
+    );
+    let scrape = d.scrape();
+    assert!(scrape.contains("gala_gopher_self_probe_state{probe=\"tcpprobe\",state=\"failed\""));
 }
