@@ -119,6 +119,47 @@ fn listed_process_counts_are_exact_and_unlisted_is_absent() {
 }
 
 #[test]
+fn block_io_and_off_cpu_time_are_attributed_to_the_process() {
+    if !is_root() {
+        eprintln!("skipped: needs root");
+        return;
+    }
+    const COUNT: u64 = 16;
+    const SLEEP_MS: u64 = 300;
+    // On the root filesystem (a real block device here), not on a tmpfs.
+    let dir = tempfile::tempdir_in(env!("CARGO_TARGET_TMPDIR")).expect("tempdir");
+    let dir_str = dir.path().to_str().expect("utf-8 path");
+    let mut w = Workload::start(&[
+        "io-sleep",
+        &COUNT.to_string(),
+        &SLEEP_MS.to_string(),
+        dir_str,
+    ]);
+    let pid = w.pid;
+    let mut probe = Probe::start(&["-t", "1", "-f", &pid.to_string()], &[]);
+    probe.wait_attached(ATTACH);
+    w.go();
+    assert_eq!(w.read_line(), "done");
+    let bytes = COUNT * 64 * 1024;
+    let io = probe
+        .wait_for(WAIT, |r| of(pid, "proc_io")(r) && r.num(7) >= bytes)
+        .unwrap_or_else(|| panic!("no proc_io with {bytes} written bytes: {:?}", probe.seen));
+    assert!(io.num(5) >= COUNT, "greater_4k_io_write: {io:?}");
+    assert!(io.num(8) > 0, "bio_latency: {io:?}");
+    assert_eq!(io.num(9), 0, "bio_err_count: {io:?}");
+    let cpu = probe.wait_for(WAIT, of(pid, "proc_cpu")).expect("proc_cpu");
+    assert!(
+        cpu.num(3) >= SLEEP_MS * 1_000_000,
+        "offcpu_ns covers the sleep: {cpu:?}"
+    );
+    assert!(cpu.num(2) > 0, "direct IO waits count as iowait: {cpu:?}");
+    assert!(cpu.num(2) <= cpu.num(3), "iowait is part of off-CPU time");
+    assert!(w.finish().success());
+    let (status, stderr, _) = probe.stop();
+    assert!(status.success(), "{stderr}");
+}
+
+#[test]
 fn missing_tracepoint_is_reported_as_unsupported() {
     if !is_root() {
         eprintln!("skipped: needs root");

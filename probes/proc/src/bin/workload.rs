@@ -13,6 +13,9 @@
 //!   byte that is exactly 1 + R × (2N + 3) syscall exits (the read; per rep getrusage, the
 //!   loop, getrusage, write); with `--wait`, print `ready <pid>` first and wait for
 //!   one byte on stdin so a probe can be attached to this pid before the loop.
+//! * `io-sleep COUNT MS DIR`: print `ready <pid>`, wait for the go byte, write COUNT × 64 KiB
+//!   to a new file in DIR with `O_DIRECT` (so the block requests are issued from this process),
+//!   sleep MS milliseconds, print `done`, and wait for stdin to close.
 //! * `exec-after MS PATH ARG...`: sleep MS milliseconds, then exec PATH with the ARGs (same
 //!   pid, new comm), so tests can watch a process turn into a whitelisted one.
 
@@ -173,6 +176,49 @@ fn bench_open(n: u64, reps: u64, wait: bool) -> Result<(), String> {
     exit_now()
 }
 
+const IO_CHUNK: usize = 64 * 1024;
+
+fn io_sleep(count: u64, ms: u64, dir: &str) -> Result<(), String> {
+    use std::os::unix::fs::{FileExt, OpenOptionsExt};
+    // SAFETY: getpid has no preconditions.
+    let pid = unsafe { libc::getpid() };
+    let path = std::path::Path::new(dir).join(format!("taskprobe-io-{pid}"));
+    let file = std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .custom_flags(libc::O_DIRECT)
+        .open(&path)
+        .map_err(|e| format!("open {}: {e}", path.display()))?;
+    // O_DIRECT needs a block-aligned buffer.
+    let layout = std::alloc::Layout::from_size_align(IO_CHUNK, 4096).map_err(|e| e.to_string())?;
+    // SAFETY: non-zero size; freed below with the same layout.
+    let ptr = unsafe { std::alloc::alloc_zeroed(layout) };
+    if ptr.is_null() {
+        return Err("out of memory".into());
+    }
+    // SAFETY: ptr is a live allocation of IO_CHUNK bytes.
+    let buf = unsafe { std::slice::from_raw_parts(ptr, IO_CHUNK) };
+    write_all(1, format!("ready {pid}\n").as_bytes())?;
+    let result = (|| {
+        if !wait_byte()? {
+            return Ok(());
+        }
+        for i in 0..count {
+            file.write_all_at(buf, i * IO_CHUNK as u64)
+                .map_err(|e| format!("direct write: {e}"))?;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(ms));
+        write_all(1, b"done\n")?;
+        while wait_byte()? {}
+        Ok(())
+    })();
+    // SAFETY: allocated above with this layout.
+    unsafe { std::alloc::dealloc(ptr, layout) };
+    let _ = std::fs::remove_file(&path);
+    result
+}
+
 fn exec_after(ms: u64, rest: &[String]) -> Result<(), String> {
     use std::os::unix::process::CommandExt;
     let (path, args) = rest.split_first().ok_or("missing PATH")?;
@@ -199,11 +245,17 @@ fn main() -> ExitCode {
             };
             bench_open(n, reps, args.iter().any(|a| a == "--wait"))
         }),
+        Some("io-sleep") => parse(args.get(1), "COUNT").and_then(|c| {
+            parse(args.get(2), "MS").and_then(|ms| {
+                let dir = args.get(3).ok_or("missing DIR")?;
+                io_sleep(c, ms, dir)
+            })
+        }),
         Some("exec-after") => {
             parse(args.get(1), "MS").and_then(|ms| exec_after(ms, args.get(2..).unwrap_or(&[])))
         }
         _ => Err(
-            "usage: taskprobe-workload script K N | bench-open N [--reps R] [--wait] | exec-after MS PATH ARG..."
+            "usage: taskprobe-workload script K N | bench-open N [--reps R] [--wait] | io-sleep COUNT MS DIR | exec-after MS PATH ARG..."
                 .into(),
         ),
     };
