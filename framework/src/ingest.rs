@@ -17,6 +17,9 @@ use crate::supervisor::{OutputSink, ProbeSpec};
 use crate::telemetry::{DropReason, ProbeStats};
 use crate::wire::{parse_record, FramedLine, Framer, ParseError};
 
+/// Unknown table names warned about once per probe reader (then only counted).
+const MAX_WARNED_TABLES: usize = 32;
+
 /// Bytes read from a probe pipe per read call.
 const READ_CHUNK: usize = 256 * 1024;
 
@@ -47,7 +50,8 @@ impl EventSink for LogEvents {
     }
 }
 
-/// The ingest path shared by all probe readers.
+/// The ingest path shared by all probe readers (cheap to clone: shared handles).
+#[derive(Clone)]
 pub struct Ingest {
     registry: Arc<RwLock<SchemaRegistry>>,
     store: Arc<TableStore>,
@@ -95,6 +99,7 @@ impl Ingest {
             sink_values: Vec::new(),
             cached: None,
             values_buf: Vec::new(),
+            warned_tables: Default::default(),
             log_window: Instant::now(),
             log_budget: LOG_LINES_PER_SEC,
             suppressed: 0,
@@ -160,14 +165,7 @@ impl OutputSink for Ingest {
         stdout: tokio::process::ChildStdout,
     ) -> Pin<Box<dyn Future<Output = ()> + Send>> {
         grow_pipe(&stdout);
-        let this = Ingest {
-            registry: Arc::clone(&self.registry),
-            store: Arc::clone(&self.store),
-            events: Arc::clone(&self.events),
-            records: self.records.clone(),
-            max_line: self.max_line,
-            max_fields: self.max_fields,
-        };
+        let this = self.clone();
         Box::pin(async move { this.consume_reader(stats, stdout).await })
     }
 }
@@ -194,6 +192,7 @@ pub struct LineHandler {
     sink_values: Vec<Option<&'static str>>,
     cached: Option<SchemaRef>,
     values_buf: Vec<&'static str>,
+    warned_tables: std::collections::HashSet<String>,
     log_window: Instant,
     log_budget: u32,
     suppressed: u64,
@@ -251,6 +250,12 @@ impl LineHandler {
         }
         let Some(schema) = self.schema(table) else {
             self.stats.drop_line(DropReason::UnknownTable);
+            if self.warned_tables.len() < MAX_WARNED_TABLES
+                && self.warned_tables.insert(table.to_string())
+            {
+                tracing::warn!(probe = %self.stats.name, table,
+                    "record for a table no loaded .meta declares: dropped (counted as unknown_table)");
+            }
             return;
         };
         match self

@@ -343,3 +343,43 @@ fn bad_config_names_file_line_and_key() {
         String::from_utf8_lossy(&out.stderr)
     );
 }
+
+/// SIGHUP re-reads the probe lists: a drop-in switched off in the config starts after the file
+/// switches it on; an invalid file is reported and ignored.
+#[test]
+fn sighup_applies_probe_switches() {
+    let meta = "version = \"1.0.0\"\nmeasurements: ({ table_name: \"hup\"; entity_name: \"hup\"; fields: (\
+                { description: \"k\"; type: \"key\"; name: \"k\"; }, { description: \"v\"; type: \"gauge\"; name: \"v\"; }); });\n";
+    let d = Daemon::start(
+        60,
+        "probes = ( { name = \"hup\"; switch = \"off\"; } );",
+        |probes| {
+            std::fs::write(probes.join("hup.meta"), meta).unwrap();
+            write_script(
+                &probes.join("hup.sh"),
+                "#!/bin/sh\nwhile :; do echo '|hup|a|1|'; sleep 0.3; done\n",
+            );
+        },
+    );
+    std::thread::sleep(Duration::from_millis(1500));
+    assert!(
+        !d.scrape().contains("gala_gopher_hup_v"),
+        "switched-off drop-in must not run"
+    );
+    let conf = d.dir.path().join("gala-gopher.conf");
+    let text = std::fs::read_to_string(&conf).unwrap();
+    std::fs::write(&conf, text.replace("switch = \"off\"", "switch = \"on\"")).unwrap();
+    // SAFETY: kill(2) on our child.
+    unsafe { libc::kill(d.pid(), libc::SIGHUP) };
+    d.wait_scrape("gala_gopher_hup_v{k=\"a\"", Duration::from_secs(10));
+    // A broken file is rejected on reload; the daemon keeps running with what it had.
+    std::fs::write(&conf, "web_server = { port = \"x\" ").unwrap();
+    unsafe { libc::kill(d.pid(), libc::SIGHUP) };
+    std::thread::sleep(Duration::from_millis(500));
+    assert!(d.scrape().contains("gala_gopher_hup_v{k=\"a\""));
+    assert!(
+        d.log().contains("configuration not reloaded"),
+        "{}",
+        d.log()
+    );
+}
