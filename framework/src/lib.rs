@@ -3,10 +3,12 @@
 //! The control path: [`config`] + drop-ins → [`supervisor`] → [`telemetry`] / [`api`].
 
 pub mod config;
+pub mod events;
 pub mod export;
 pub mod ingest;
 pub mod machine_id;
 pub mod meta;
+pub mod meta_report;
 pub mod store;
 pub mod supervisor;
 pub mod telemetry;

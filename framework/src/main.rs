@@ -9,9 +9,10 @@ use std::time::Duration;
 use anyhow::Context;
 use clap::Parser;
 use gala_gopher::config::{self, CheckType, GopherConfig, LoadedConfig, OutChannel};
+use gala_gopher::export::build_exporters;
 use gala_gopher::export::http::{self, MetricsState};
 use gala_gopher::export::prometheus::RenderOptions;
-use gala_gopher::ingest::{now_ms, Ingest, LogEvents};
+use gala_gopher::ingest::{now_ms, Ingest};
 use gala_gopher::meta::{self, SchemaRegistry};
 use gala_gopher::store::{StoreLimits, TableStore};
 use gala_gopher::supervisor::discovery::{self, ConfiguredProbe, DiscoveryInputs};
@@ -42,6 +43,9 @@ struct Cli {
 
 /// Grace period per probe at daemon stop: every child must be gone within 5 s.
 const STOP_GRACE: Duration = Duration::from_millis(2500);
+
+/// Time the push sinks get at stop to deliver what they hold.
+const SINK_FLUSH: Duration = Duration::from_secs(2);
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
@@ -172,13 +176,20 @@ async fn run(loaded: LoadedConfig, config_path: PathBuf) -> anyhow::Result<()> {
         &machine_id,
     ));
     let telemetry = Arc::new(Telemetry::default());
-    let ingest = Arc::new(Ingest::new(
+    let exporters =
+        build_exporters(cfg, &machine_id, &telemetry).context("starting push exporters")?;
+    let mut ingest = Ingest::new(
         Arc::clone(&registry),
         Arc::clone(&store),
-        Arc::new(LogEvents),
+        exporters.event_sink(),
         cfg.global.max_line_bytes,
         cfg.imdb.max_metrics_num as usize,
-    ));
+    );
+    if let Some(sink) = exporters.record_sink() {
+        ingest = ingest.with_record_sink(sink);
+    }
+    let ingest = Arc::new(ingest);
+    let metadata = exporters.start_metadata(Arc::clone(&registry));
 
     if let Err(e) = supervisor::become_subreaper() {
         tracing::warn!("cannot become child subreaper: {e}");
@@ -267,6 +278,11 @@ async fn run(loaded: LoadedConfig, config_path: PathBuf) -> anyhow::Result<()> {
         let _ = tokio::time::timeout(Duration::from_secs(1), s).await;
     }
     expiry.abort();
+    if let Some(m) = metadata {
+        m.abort();
+    }
+    // After the supervisor: every probe's last records are in the sink queues by now.
+    let _ = tokio::task::spawn_blocking(move || exporters.shutdown(SINK_FLUSH)).await;
     tracing::info!("stopped");
     Ok(())
 }

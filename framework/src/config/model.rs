@@ -550,6 +550,10 @@ pub struct Kafka {
     /// `ssl.ca.location`.
     #[serde(deserialize_with = "de::opt_path")]
     pub ssl_ca_location: Option<PathBuf>,
+    /// Records (and events, metadata messages) the Kafka sink holds per stream in front of
+    /// librdkafka; when full the oldest is dropped and counted (default 100000).
+    #[serde(deserialize_with = "de::ranged::<_, usize, 1, 100_000_000>")]
+    pub queue_size: usize,
 }
 
 /// An enum value where `""` means "not set".
@@ -578,6 +582,7 @@ impl Default for Kafka {
             sasl_username: None,
             sasl_password: None,
             ssl_ca_location: None,
+            queue_size: 100_000,
         }
     }
 }
@@ -601,6 +606,16 @@ pub struct Logs {
     /// Debug log (default `/var/log/gala-gopher/debug`).
     #[serde(deserialize_with = "de::safe_dir")]
     pub debug_dir: PathBuf,
+    /// Total size of event log files, MB (default 100).
+    #[serde(deserialize_with = "de::ranged::<_, u64, 1, 1_048_576>")]
+    pub event_total_size: u64,
+    /// Total size of metadata log files, MB (default 100).
+    #[serde(deserialize_with = "de::ranged::<_, u64, 1, 1_048_576>")]
+    pub meta_total_size: u64,
+    /// Records the log-file sink holds per stream while the disk is slow; when full the oldest
+    /// is dropped and counted (default 100000).
+    #[serde(deserialize_with = "de::ranged::<_, usize, 1, 100_000_000>")]
+    pub queue_size: usize,
 }
 
 impl Default for Logs {
@@ -611,6 +626,9 @@ impl Default for Logs {
             event_dir: "/var/log/gala-gopher/event".into(),
             meta_dir: "/var/log/gala-gopher/meta".into(),
             debug_dir: "/var/log/gala-gopher/debug".into(),
+            event_total_size: 100,
+            meta_total_size: 100,
+            queue_size: 100_000,
         }
     }
 }
@@ -625,7 +643,8 @@ pub struct Otlp {
     /// Request timeout, ms (default 5000).
     #[serde(deserialize_with = "de::ranged::<_, u64, 1, 600_000>")]
     pub timeout_ms: u64,
-    /// Batches held while the collector is unreachable (default 10000).
+    /// Records (and events) held per stream while the collector is slow or unreachable; when
+    /// full the oldest is dropped and counted (default 10000).
     #[serde(deserialize_with = "de::ranged::<_, usize, 1, 10_000_000>")]
     pub queue_size: usize,
 }

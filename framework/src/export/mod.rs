@@ -5,7 +5,15 @@
 //! lost them).
 
 pub mod http;
+pub mod json;
+pub mod kafka;
+pub mod logs;
+pub mod otlp;
+pub mod pipeline;
 pub mod prometheus;
+pub mod queue;
+
+pub use pipeline::{build_exporters, ExportError, Exporters};
 
 use crate::meta::SchemaRef;
 

@@ -2,8 +2,12 @@
 //! `gala_gopher_self_*` metric and in `GET /status`.
 
 mod render;
+mod sinks;
 
 pub use render::render_self_metrics;
+pub use sinks::{
+    render_sink_metrics, EventCounters, SinkRegistry, SinkStats, Stream, StreamCounters,
+};
 
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
@@ -178,6 +182,10 @@ pub struct Telemetry {
     pub last_scrape_us: AtomicU64,
     /// Number of `/metrics` scrapes served.
     pub scrapes: AtomicU64,
+    /// Push sinks (Kafka, log files, OTLP).
+    pub sinks: SinkRegistry,
+    /// Event lines by outcome.
+    pub events: EventCounters,
 }
 
 impl Telemetry {

@@ -188,4 +188,5 @@ pub fn render_self_metrics(tel: &Telemetry, store: &TableStore, out: &mut String
         "gala_gopher_self_scrapes_total{{machine_id=\"{mid}\"}} {}",
         tel.scrapes.load(Ordering::Relaxed)
     );
+    super::render_sink_metrics(&tel.sinks.all(), &tel.events, &mid, out);
 }

@@ -8,6 +8,8 @@ use probe_sdk::whitelist::{cmdline_text, Whitelist};
 /// The user's process selection.
 #[derive(Debug)]
 pub struct Selection {
+    /// Fixed at start: forgetting the last listed pid must not turn the probe into "track all".
+    all: bool,
     pids: BTreeSet<u32>,
     whitelist: Option<Whitelist>,
     proc_root: PathBuf,
@@ -36,8 +38,10 @@ pub fn identity(proc_root: &Path, pid: u32) -> Option<ProcIdentity> {
 impl Selection {
     /// Builds the selection; `proc_root` is normally `/proc`.
     pub fn new(pids: &[u32], whitelist: Option<Whitelist>, proc_root: &Path) -> Selection {
+        let pids: BTreeSet<u32> = pids.iter().copied().filter(|&p| p != 0).collect();
         Selection {
-            pids: pids.iter().copied().filter(|&p| p != 0).collect(),
+            all: pids.is_empty() && whitelist.is_none(),
+            pids,
             whitelist,
             proc_root: proc_root.to_path_buf(),
         }
@@ -45,7 +49,7 @@ impl Selection {
 
     /// Neither pids nor a whitelist: every process is tracked (BPF filters nothing).
     pub fn is_all(&self) -> bool {
-        self.pids.is_empty() && self.whitelist.is_none()
+        self.all
     }
 
     /// Whether a whitelist is in use (exec notices and periodic rescans are needed).
@@ -146,5 +150,6 @@ mod tests {
         assert_eq!(sel.scan().len(), 1);
         sel.forget_pid(10);
         assert!(sel.scan().is_empty());
+        assert!(!sel.is_all(), "still a pid selection, now empty");
     }
 }

@@ -1,0 +1,236 @@
+//! The JSON shapes consumers (gala-spider, gala-anteater) parse. Spacing follows upstream byte for
+//! byte; strings are JSON-escaped (upstream printed them raw).
+//!
+//! * metric, v2023/HEAD Kafka and `logs` channel — every field in meta order, all values strings,
+//!   absent values as the literal `"(null)"`:
+//!   `{"timestamp": 1681822749000, "machine_id": "M", "entity_name": "E", "k": "a", "g": "1"}`
+//! * metric, HEAD `json` channel (compact):
+//!   `{"timestamp":…,"entity_name":"E","table_name":"t","labels":{…,"machine_id":"M"},"metrics":{…},"histos":{…}}`
+//! * metadata, one per table:
+//!   `{"timestamp": TS, "meta_name": "t", "entity_name": "E", "version": "1.0.0", "keys": ["machine_id", "k"], "labels": ["hostname", "l"], "metrics": ["g", "c"]}`
+
+use std::io::Write as _;
+
+use super::queue::OwnedRecord;
+use crate::meta::{FieldKind, TableSchema};
+use crate::store::value::parse_histogram;
+
+/// Append `s` as a JSON string literal (quoted, escaped).
+pub fn push_str(out: &mut Vec<u8>, s: &str) {
+    // Writing into a Vec cannot fail.
+    let _ = serde_json::to_writer(&mut *out, s);
+}
+
+/// Append the upstream flat metric JSON of `rec` (no newline).
+pub fn metric_flat(rec: &OwnedRecord, machine_id: &str, out: &mut Vec<u8>) {
+    let _ = write!(out, "{{\"timestamp\": {}, \"machine_id\": ", rec.time_ms);
+    push_str(out, machine_id);
+    out.extend_from_slice(b", \"entity_name\": ");
+    push_str(out, &rec.schema.entity_name);
+    for (field, value) in rec.schema.fields.iter().zip(rec.values()) {
+        out.extend_from_slice(b", ");
+        push_str(out, &field.name);
+        out.extend_from_slice(b": ");
+        push_str(out, value.unwrap_or("(null)"));
+    }
+    out.push(b'}');
+}
+
+/// Append the HEAD `json`-channel shape of `rec` (no newline). Unlike HEAD, counters and
+/// summaries are kept in `metrics` (HEAD kept gauges only).
+pub fn metric_head(rec: &OwnedRecord, machine_id: &str, out: &mut Vec<u8>) {
+    let schema = &rec.schema;
+    let _ = write!(out, "{{\"timestamp\":{},\"entity_name\":", rec.time_ms);
+    push_str(out, &schema.entity_name);
+    out.extend_from_slice(b",\"table_name\":");
+    push_str(out, &schema.table_name);
+    out.extend_from_slice(b",\"labels\":{");
+    for (field, value) in schema.fields.iter().zip(rec.values()) {
+        if let (true, Some(v)) = (field.kind.is_label(), value) {
+            push_str(out, &field.name);
+            out.push(b':');
+            push_str(out, v);
+            out.push(b',');
+        }
+    }
+    out.extend_from_slice(b"\"machine_id\":");
+    push_str(out, machine_id);
+    out.extend_from_slice(b"},\"metrics\":{");
+    let mut first = true;
+    for (field, value) in schema.fields.iter().zip(rec.values()) {
+        let plain = matches!(
+            field.kind,
+            FieldKind::Gauge | FieldKind::Counter | FieldKind::Summary
+        );
+        if let (true, Some(v)) = (plain, value) {
+            if !first {
+                out.push(b',');
+            }
+            first = false;
+            push_str(out, &field.name);
+            out.push(b':');
+            push_str(out, v);
+        }
+    }
+    out.extend_from_slice(b"},\"histos\":{");
+    let mut first = true;
+    for (field, value) in schema.fields.iter().zip(rec.values()) {
+        if field.kind != FieldKind::Histogram {
+            continue;
+        }
+        let Some(h) = value.and_then(parse_histogram) else {
+            continue;
+        };
+        if !first {
+            out.push(b',');
+        }
+        first = false;
+        push_str(out, &field.name);
+        out.extend_from_slice(b":{");
+        for (bound, count) in &h.buckets {
+            push_str(out, bound);
+            out.push(b':');
+            out.extend_from_slice(json_number(count).as_bytes());
+            out.push(b',');
+        }
+        let _ = write!(
+            out,
+            "\"count\":{},\"sum\":{},\"max\":{}}}",
+            json_number(h.count),
+            json_number(h.sum),
+            json_number(h.max)
+        );
+    }
+    out.extend_from_slice(b"}}");
+}
+
+/// A validated number token as a JSON number (`NaN`/`Inf` have none: `null`).
+fn json_number(t: &str) -> &str {
+    let t = t.strip_prefix('+').unwrap_or(t);
+    match t.parse::<f64>() {
+        Ok(v) if v.is_finite() && !t.starts_with('.') && !t.ends_with('.') => t,
+        _ => "null",
+    }
+}
+
+/// Append the upstream metadata JSON of a table (no newline). `keys` start with `machine_id`,
+/// `labels` with `hostname`; `metrics` lists gauges and counters (upstream omits histograms and
+/// summaries).
+pub fn metadata(schema: &TableSchema, time_ms: u64, out: &mut Vec<u8>) {
+    let _ = write!(out, "{{\"timestamp\": {time_ms}, \"meta_name\": ");
+    push_str(out, &schema.table_name);
+    out.extend_from_slice(b", \"entity_name\": ");
+    push_str(out, &schema.entity_name);
+    out.extend_from_slice(b", \"version\": ");
+    push_str(out, &schema.version);
+    let list = |out: &mut Vec<u8>, head: Option<&str>, pick: &dyn Fn(FieldKind) -> bool| {
+        out.push(b'[');
+        let mut first = true;
+        let names = head.into_iter().chain(
+            schema
+                .fields
+                .iter()
+                .filter(|f| pick(f.kind))
+                .map(|f| f.name.as_str()),
+        );
+        for n in names {
+            if !first {
+                out.extend_from_slice(b", ");
+            }
+            first = false;
+            push_str(out, n);
+        }
+        out.push(b']');
+    };
+    out.extend_from_slice(b", \"keys\": ");
+    list(out, Some("machine_id"), &|k| k == FieldKind::Key);
+    out.extend_from_slice(b", \"labels\": ");
+    list(out, Some("hostname"), &|k| k == FieldKind::Label);
+    out.extend_from_slice(b", \"metrics\": ");
+    list(out, None, &|k| {
+        matches!(k, FieldKind::Gauge | FieldKind::Counter)
+    });
+    out.push(b'}');
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::export::RecordView;
+    use crate::meta::{Field, SchemaRef};
+    use std::sync::Arc;
+
+    fn schema() -> SchemaRef {
+        let f = |name: &str, kind| Field {
+            name: name.into(),
+            kind,
+            description: String::new(),
+        };
+        Arc::new(TableSchema {
+            table_name: "t".into(),
+            entity_name: "E".into(),
+            version: "1.0.0".into(),
+            fields: vec![
+                f("k", FieldKind::Key),
+                f("l", FieldKind::Label),
+                f("g", FieldKind::Gauge),
+                f("c", FieldKind::Counter),
+                f("h", FieldKind::Histogram),
+            ],
+            origin: "test".into(),
+        })
+    }
+
+    fn record(values: &[Option<&str>]) -> OwnedRecord {
+        let s = schema();
+        OwnedRecord::from_view(&RecordView {
+            schema: &s,
+            values,
+            time_ms: 1681822749000,
+            probe: "p",
+        })
+    }
+
+    fn text(f: impl FnOnce(&mut Vec<u8>)) -> String {
+        let mut v = Vec::new();
+        f(&mut v);
+        String::from_utf8(v).unwrap()
+    }
+
+    #[test]
+    fn flat_matches_upstream_vector_1_plus_escaping() {
+        let r = record(&[Some("a"), Some("x"), Some("1"), Some("2"), None]);
+        assert_eq!(
+            text(|o| metric_flat(&r, "M", o)),
+            r#"{"timestamp": 1681822749000, "machine_id": "M", "entity_name": "E", "k": "a", "l": "x", "g": "1", "c": "2", "h": "(null)"}"#
+        );
+        let r = record(&[Some("a\"b\\c\nd"), None, None, None, None]);
+        let t = text(|o| metric_flat(&r, "M", o));
+        let v: serde_json::Value = serde_json::from_str(&t).unwrap();
+        assert_eq!(v["k"], "a\"b\\c\nd");
+        assert_eq!(v["l"], "(null)");
+    }
+
+    #[test]
+    fn head_shape_with_histogram() {
+        let r = record(&[
+            Some("a"),
+            None,
+            Some("1"),
+            Some("2"),
+            Some("3 10 1 100 3 1000 3 250 900"),
+        ]);
+        assert_eq!(
+            text(|o| metric_head(&r, "M", o)),
+            r#"{"timestamp":1681822749000,"entity_name":"E","table_name":"t","labels":{"k":"a","machine_id":"M"},"metrics":{"g":"1","c":"2"},"histos":{"h":{"10":1,"100":3,"1000":3,"count":3,"sum":250,"max":900}}}"#
+        );
+    }
+
+    #[test]
+    fn metadata_matches_upstream_vector_12() {
+        assert_eq!(
+            text(|o| metadata(&schema(), 1681822749000, o)),
+            r#"{"timestamp": 1681822749000, "meta_name": "t", "entity_name": "E", "version": "1.0.0", "keys": ["machine_id", "k"], "labels": ["hostname", "l"], "metrics": ["g", "c"]}"#
+        );
+    }
+}
