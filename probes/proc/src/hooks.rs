@@ -43,8 +43,11 @@ pub struct Plan {
     pub sys_enter: bool,
     /// `sys_exit`: counts, failures, and the end of slow syscalls.
     pub sys_exit: bool,
-    /// `sched_switch`: off-CPU time.
+    /// `sched_switch`: needed for off-CPU time, and by slow-syscall timing (a thread switched out
+    /// inside a timed syscall moves its start time from the per-CPU slot to task storage).
     pub sched_switch: bool,
+    /// Off-CPU accounting (`proc_cpu`).
+    pub offcpu: bool,
     /// Block IO attribution, if enabled.
     pub block: Option<BlockStart>,
     /// Tables printed each period.
@@ -61,7 +64,8 @@ impl Plan {
             syscall_table,
             sys_enter: timed,
             sys_exit: timed || has(BIT_SYSCALL),
-            sched_switch: has(BIT_THREAD_CPU),
+            sched_switch: has(BIT_THREAD_CPU) || timed,
+            offcpu: has(BIT_THREAD_CPU),
             block: has(BIT_IO).then_some(if io_start_available {
                 BlockStart::IoStart
             } else {
@@ -132,6 +136,10 @@ mod tests {
     fn timing_needs_both_syscall_hooks() {
         let p = Plan::from_bits(BIT_SCHED_SYSCALL, true);
         assert!(p.sys_enter && p.sys_exit);
+        assert!(
+            p.sched_switch && !p.offcpu,
+            "switch hook without proc_cpu accounting"
+        );
         assert!(!p.tables.syscall && p.tables.sched);
     }
 

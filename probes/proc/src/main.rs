@@ -79,6 +79,7 @@ fn configure(open: &mut OpenProcSkel<'_>, plan: &Plan, sel: &Selection) -> Resul
     ro.inherit_forks = u8::from(sel.has_whitelist());
     ro.notify_exec = u8::from(sel.has_whitelist());
     ro.slow_col = plan.syscall_table;
+    ro.account_offcpu = u8::from(plan.offcpu);
     ro.noop_hooks = u8::from(std::env::var_os(NOOP_ENV).is_some());
     open.maps.proc_stats.set_max_entries(MAX_TRACKED)?;
     open.maps.tracked_overflow.set_max_entries(MAX_TRACKED)?;

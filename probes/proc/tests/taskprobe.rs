@@ -77,7 +77,10 @@ fn listed_process_counts_are_exact_and_unlisted_is_absent() {
     }
 
     // Exit: one final report with exited=1 (the final read returning EOF adds one syscall),
-    // then the process is forgotten.
+    // then the process is forgotten. The child sits blocked in that read meanwhile, which times
+    // the switched-out path of slow-syscall timing.
+    let read_before = latest(&probe.seen, pid, "proc_syscall_io").map_or(0, |r| r.num(4));
+    std::thread::sleep(Duration::from_millis(300));
     assert!(traced.finish().success());
     let fin = probe
         .wait_for(WAIT, |r| of(pid, "proc_lifecycle")(r) && r.num(6) == 1)
@@ -85,6 +88,11 @@ fn listed_process_counts_are_exact_and_unlisted_is_absent() {
     assert_eq!(fin.num(5), 1, "thread_exit_count");
     let final_sys = latest(&probe.seen, pid, "proc_syscall").expect("final proc_syscall");
     assert_eq!(final_sys.num(3), expected + 1);
+    let final_io = latest(&probe.seen, pid, "proc_syscall_io").expect("final proc_syscall_io");
+    assert!(
+        final_io.num(4) - read_before >= 300_000_000,
+        "the blocked read's >= 300 ms are in ns_read: {final_io:?}"
+    );
     // proc_bpf_stats closes each period; later periods must not mention the process.
     probe
         .wait_for(WAIT, |r| r.table == "proc_bpf_stats")

@@ -25,6 +25,7 @@ char LICENSE[] SEC("license") = "GPL";
 const volatile __u8 track_all = 0;       /* no filter: every process is tracked */
 const volatile __u8 inherit_forks = 0;   /* a tracked process's forked children are tracked too */
 const volatile __u8 notify_exec = 0;
+const volatile __u8 account_offcpu = 0;  /* proc_cpu enabled (sched_switch also runs without it) */
 const volatile __u8 noop_hooks = 0;     /* benchmark floor: syscall programs do nothing */     /* send an exec_notice for every exec (whitelist mode) */
 const volatile __u8 slow_col[SYSCALL_TABLE_LEN] = {};
 
@@ -66,6 +67,22 @@ struct {
 	__type(key, int);
 	__type(value, struct thread_state);
 } thread_state SEC(".maps");
+
+/* Start of the slow syscall the thread running on this CPU is in, valid while that thread has
+ * not been switched out since the entry (sched_switch moves it to thread_state and clears it).
+ * Spares the common, non-blocking case two task-storage lookups. */
+struct cpu_sys_slot {
+	__u32 pid;
+	__u32 pad;
+	__u64 start;
+};
+
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, struct cpu_sys_slot);
+} cpu_sys_slot SEC(".maps");
 
 /* Block request in flight, issued by a tracked process. */
 struct rq_start {
@@ -196,31 +213,55 @@ static __always_inline __u8 col_of(long id)
 SEC("tp_btf/sys_enter")
 int BPF_PROG(on_sys_enter, struct pt_regs *regs, long id)
 {
-	struct thread_state *ts;
-	__u32 tgid;
+	struct cpu_sys_slot *slot;
+	__u32 zero = 0;
+	__u64 pid_tgid;
 
 	if (noop_hooks)
 		return 0;
 	/* Non-timed syscalls leave after one load, tracked process or not. */
 	if (col_of(id) == COL_NONE)
 		return 0;
-	tgid = bpf_get_current_pid_tgid() >> 32;
-	if (!is_tracked(tgid))
+	pid_tgid = bpf_get_current_pid_tgid();
+	if (!is_tracked(pid_tgid >> 32))
 		return 0;
-	ts = bpf_task_storage_get(&thread_state, bpf_get_current_task_btf(), 0,
-				  BPF_LOCAL_STORAGE_GET_F_CREATE);
-	if (ts)
-		ts->sys_start = bpf_ktime_get_ns();
+	slot = bpf_map_lookup_elem(&cpu_sys_slot, &zero);
+	if (!slot)
+		return 0;
+	slot->pid = (__u32)pid_tgid;
+	slot->start = bpf_ktime_get_ns();
 	return 0;
+}
+
+/* Start time of the current thread's slow syscall, consumed: from this CPU's slot if the thread
+ * ran here without interruption since the entry, else from task storage (saved at switch-out). */
+static __always_inline __u64 take_sys_start(__u32 pid)
+{
+	struct cpu_sys_slot *slot;
+	struct thread_state *ts;
+	__u32 zero = 0;
+	__u64 start;
+
+	slot = bpf_map_lookup_elem(&cpu_sys_slot, &zero);
+	if (slot && slot->pid == pid) {
+		slot->pid = 0;
+		return slot->start;
+	}
+	ts = bpf_task_storage_get(&thread_state, bpf_get_current_task_btf(), 0, 0);
+	if (!ts)
+		return 0;
+	start = ts->sys_start;
+	ts->sys_start = 0;
+	return start;
 }
 
 SEC("tp_btf/sys_exit")
 int BPF_PROG(on_sys_exit, struct pt_regs *regs, long ret)
 {
 	struct proc_stats *st = NULL;
-	struct thread_state *ts;
 	struct hot_counts *hot;
-	__u32 tgid = bpf_get_current_pid_tgid() >> 32;
+	__u64 pid_tgid = bpf_get_current_pid_tgid(), start;
+	__u32 tgid = pid_tgid >> 32;
 	__u32 slot = tgid & (TRACK_SLOTS - 1);
 	bool failed = ret < 0 && ret >= -MAX_ERRNO;
 	__u32 idx;
@@ -251,10 +292,10 @@ int BPF_PROG(on_sys_exit, struct pt_regs *regs, long ret)
 	col = col_of(regs->orig_ax);
 	if (col == COL_NONE || col >= NR_COLS)
 		return 0;
-	/* No create: a thread whose entry was not seen (probe attached mid-syscall, or a new
-	 * thread returning from clone) has nothing to time. */
-	ts = bpf_task_storage_get(&thread_state, bpf_get_current_task_btf(), 0, 0);
-	if (!ts || !ts->sys_start)
+	/* 0: the entry was not seen (probe attached mid-syscall, or a new thread returning from
+	 * clone), so there is nothing to time. */
+	start = take_sys_start((__u32)pid_tgid);
+	if (!start)
 		return 0;
 	if (!st)
 		st = stats_of(tgid);
@@ -264,8 +305,7 @@ int BPF_PROG(on_sys_exit, struct pt_regs *regs, long ret)
 	/* Keep the mask: clang drops it from a value it can bound, the verifier cannot. */
 	barrier_var(idx);
 	idx &= SLOW_SLOTS - 1;
-	__sync_fetch_and_add(&st->slow_ns[idx], bpf_ktime_get_ns() - ts->sys_start);
-	ts->sys_start = 0;
+	__sync_fetch_and_add(&st->slow_ns[idx], bpf_ktime_get_ns() - start);
 	return 0;
 }
 
@@ -273,19 +313,33 @@ SEC("tp_btf/sched_switch")
 int BPF_PROG(on_sched_switch, bool preempt, struct task_struct *prev, struct task_struct *next,
 	     unsigned int prev_state)
 {
+	struct cpu_sys_slot *slot;
 	struct thread_state *ts;
 	struct proc_stats *st;
-	__u32 ptgid = prev->tgid, ntgid = next->tgid;
+	__u32 ptgid = prev->tgid, ntgid = next->tgid, zero = 0;
 	__u64 now = 0, delta;
+	bool in_sys;
 
 	if (is_tracked(ptgid) && !(prev_state & TASK_DEAD) && !(prev->flags & PF_EXITING)) {
-		ts = bpf_task_storage_get(&thread_state, prev, 0, BPF_LOCAL_STORAGE_GET_F_CREATE);
-		if (ts) {
-			now = bpf_ktime_get_ns();
-			ts->off_start = now;
-			ts->off_iowait = BPF_CORE_READ_BITFIELD(prev, in_iowait);
+		slot = bpf_map_lookup_elem(&cpu_sys_slot, &zero);
+		in_sys = slot && slot->pid == (__u32)prev->pid;
+		if (in_sys || account_offcpu) {
+			ts = bpf_task_storage_get(&thread_state, prev, 0,
+						  BPF_LOCAL_STORAGE_GET_F_CREATE);
+			if (ts && in_sys)
+				ts->sys_start = slot->start;
+			if (ts && account_offcpu) {
+				now = bpf_ktime_get_ns();
+				ts->off_start = now;
+				ts->off_iowait = BPF_CORE_READ_BITFIELD(prev, in_iowait);
+			}
 		}
+		/* The slot now belongs to whoever runs next on this CPU. */
+		if (in_sys)
+			slot->pid = 0;
 	}
+	if (!account_offcpu)
+		return 0;
 	if (!is_tracked(ntgid))
 		return 0;
 	ts = bpf_task_storage_get(&thread_state, next, 0, 0);
