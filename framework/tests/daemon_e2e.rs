@@ -3,7 +3,7 @@
 mod daemon_support;
 
 use std::path::Path;
-use std::process::{Command, Stdio};
+use std::process::Command;
 use std::time::Duration;
 
 use daemon_support::*;
@@ -77,28 +77,8 @@ fn golden_scrape() {
 fn promtool_accepts_scrape() {
     let d = Daemon::start(60, "", copy_golden_probe);
     let scrape = d.wait_scrape("gala_gopher_golden_threads", Duration::from_secs(10));
-    let mut child = Command::new("promtool")
-        .args(["check", "metrics"])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("promtool installed (apt prometheus); .ci/run installs it");
-    use std::io::Write;
-    child
-        .stdin
-        .take()
-        .unwrap()
-        .write_all(scrape.as_bytes())
-        .unwrap();
-    let out = child.wait_with_output().unwrap();
-    assert!(
-        out.status.success(),
-        "promtool: {:?}\n{}{}\n{scrape}",
-        out.status,
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let (code, report) = promtool_check(&scrape);
+    assert_eq!(code, Some(0), "promtool: {report}\n{scrape}");
 }
 
 #[test]

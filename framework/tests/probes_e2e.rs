@@ -2,9 +2,8 @@
 
 mod daemon_support;
 
-use std::io::Write;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
+use std::process::Command;
 use std::time::Duration;
 
 use daemon_support::*;
@@ -35,27 +34,9 @@ fn install_probe(probes: &Path, bin: &str, meta_dir: &str) {
 /// Upstream metric names (camelCase, `_kB`, counters without `_total`) draw promtool *lint*
 /// warnings; the exposition must still parse (exit 1 would be a format error).
 fn promtool_format_ok(scrape: &str) {
-    let mut child = Command::new("promtool")
-        .args(["check", "metrics"])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("promtool installed");
-    child
-        .stdin
-        .take()
-        .unwrap()
-        .write_all(scrape.as_bytes())
-        .unwrap();
-    let out = child.wait_with_output().unwrap();
-    let report = format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let (code, report) = promtool_check(scrape);
     assert!(
-        matches!(out.status.code(), Some(0) | Some(3)),
+        matches!(code, Some(0) | Some(3)),
         "promtool failed: {report}"
     );
     const NAMING_LINTS: [&str; 5] = [

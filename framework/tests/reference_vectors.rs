@@ -31,9 +31,13 @@ fn replay(input: &str, now_ms: u64, record_timeout_ms: u64) -> Replay {
 }
 
 fn replay_bytes(input: &[u8], now_ms: u64, record_timeout_ms: u64) -> Replay {
+    replay_with_meta(E_META, input, now_ms, record_timeout_ms)
+}
+
+fn replay_with_meta(meta_text: &str, input: &[u8], now_ms: u64, record_timeout_ms: u64) -> Replay {
     let dir = tempfile::tempdir().unwrap();
     let meta = dir.path().join("E.meta");
-    std::fs::write(&meta, E_META).unwrap();
+    std::fs::write(&meta, meta_text).unwrap();
     let mut reg = SchemaRegistry::default();
     reg.add_file(&meta).unwrap();
     let store = Arc::new(TableStore::new(
@@ -141,33 +145,11 @@ fn vector_10_fixed_scrapes_are_not_destructive() {
 
 #[test]
 fn vector_14_histogram() {
-    let dir = tempfile::tempdir().unwrap();
-    let meta = dir.path().join("H.meta");
-    std::fs::write(
-        &meta,
-        "version = \"1.0.0\"\nmeasurements: ({ table_name: \"h\", entity_name: \"E\", fields: (\
-         { description: \"key\", type: \"key\", name: \"k\" }, { description: \"hist\", type: \"histogram\", name: \"h\" }) })\n",
-    )
-    .unwrap();
-    let mut reg = SchemaRegistry::default();
-    reg.add_file(&meta).unwrap();
-    let store = Arc::new(TableStore::new(StoreLimits::default(), "M"));
-    let ingest = Ingest::new(
-        Arc::new(RwLock::new(reg)),
-        Arc::clone(&store),
-        Arc::new(LogEvents),
-        65536,
-        64,
-    );
-    let stats = Arc::new(ProbeStats::new("p"));
-    let mut handler = ingest.handler(stats);
-    let mut framer = Framer::new(65536);
-    framer.push(b"|h|a|3 10 1 100 3 1000 3 250 900|\n", |l| {
-        handler.handle(l)
-    });
-    let mut out = String::new();
-    render(&store, RenderOptions::default(), handler.now_ms, &mut out);
-    let samples: Vec<&str> = out.lines().filter(|l| !l.starts_with('#')).collect();
+    let meta = "version = \"1.0.0\"\nmeasurements: ({ table_name: \"h\", entity_name: \"E\", fields: (\
+         { description: \"key\", type: \"key\", name: \"k\" }, { description: \"hist\", type: \"histogram\", name: \"h\" }) })\n";
+    let r = replay_with_meta(meta, b"|h|a|3 10 1 100 3 1000 3 250 900|\n", 1000, 60_000);
+    let out = prom(&r, 1000);
+    let samples: Vec<&str> = out.lines().collect();
     assert_eq!(
         samples,
         vec![
