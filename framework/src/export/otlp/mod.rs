@@ -116,6 +116,8 @@ pub fn encode_metrics(
 ) -> ExportMetricsServiceRequest {
     let mut metrics: Vec<Metric> = Vec::new();
     let mut by_name: HashMap<String, usize> = HashMap::new();
+    // (schema, field) → metric, so the name is built once per batch, not per point.
+    let mut by_field: HashMap<(usize, usize), usize> = HashMap::new();
     for rec in records {
         let schema = &rec.schema;
         let attrs: Vec<KeyValue> = schema
@@ -125,34 +127,37 @@ pub fn encode_metrics(
             .filter_map(|(f, v)| Some(KeyValue::string(&f.name, v.filter(|_| f.kind.is_label())?)))
             .collect();
         let time_ns = rec.time_ms.saturating_mul(1_000_000);
-        for (field, value) in schema.fields.iter().zip(rec.values()) {
+        let schema_id = Arc::as_ptr(schema) as usize;
+        for (fi, (field, value)) in schema.fields.iter().zip(rec.values()).enumerate() {
             let Some(value) = value else { continue };
             if !field.kind.is_metric() {
                 continue;
             }
-            let name = format!("gala_gopher_{}_{}", schema.entity_name, field.name);
-            let idx = *by_name.entry(name).or_insert_with_key(|name| {
-                let data = match field.kind {
-                    FieldKind::Counter => metric::Data::Sum(Sum {
-                        data_points: Vec::new(),
-                        aggregation_temporality: TEMPORALITY_CUMULATIVE,
-                        is_monotonic: true,
-                    }),
-                    FieldKind::Histogram => metric::Data::Histogram(Histogram {
-                        data_points: Vec::new(),
-                        aggregation_temporality: TEMPORALITY_CUMULATIVE,
-                    }),
-                    _ => metric::Data::Gauge(Gauge {
-                        data_points: Vec::new(),
-                    }),
-                };
-                metrics.push(Metric {
-                    name: name.clone(),
-                    description: field.description.clone(),
-                    unit: String::new(),
-                    data: Some(data),
-                });
-                metrics.len() - 1
+            let idx = *by_field.entry((schema_id, fi)).or_insert_with(|| {
+                let name = format!("gala_gopher_{}_{}", schema.entity_name, field.name);
+                *by_name.entry(name).or_insert_with_key(|name| {
+                    let data = match field.kind {
+                        FieldKind::Counter => metric::Data::Sum(Sum {
+                            data_points: Vec::new(),
+                            aggregation_temporality: TEMPORALITY_CUMULATIVE,
+                            is_monotonic: true,
+                        }),
+                        FieldKind::Histogram => metric::Data::Histogram(Histogram {
+                            data_points: Vec::new(),
+                            aggregation_temporality: TEMPORALITY_CUMULATIVE,
+                        }),
+                        _ => metric::Data::Gauge(Gauge {
+                            data_points: Vec::new(),
+                        }),
+                    };
+                    metrics.push(Metric {
+                        name: name.clone(),
+                        description: field.description.clone(),
+                        unit: String::new(),
+                        data: Some(data),
+                    });
+                    metrics.len() - 1
+                })
             });
             let point = |v| NumberDataPoint {
                 attributes: attrs.clone(),
