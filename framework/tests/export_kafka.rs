@@ -64,6 +64,12 @@ fn three_topics_match_golden() {
         }
         assert_golden(&format!("{topic}.jsonl"), &lines);
     }
+    let st = d.status();
+    let k = &st["sinks"][0];
+    assert_eq!(k["name"], "kafka");
+    assert_eq!(k["streams"]["metric"]["sent"], 5);
+    assert_eq!(k["streams"]["event"]["sent"], 2);
+    assert_eq!(k["streams"]["meta"]["dropped"], 0);
     let s = d.scrape();
     assert_eq!(
         self_sample(

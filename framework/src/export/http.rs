@@ -105,6 +105,63 @@ pub struct StatusDoc {
     pub probes: Vec<ProbeStatus>,
     /// Live series per table.
     pub tables: std::collections::BTreeMap<String, usize>,
+    /// Push sinks (Kafka, log files, OTLP); empty when none is configured.
+    pub sinks: Vec<SinkStatus>,
+}
+
+/// Counters of one stream of a push sink in `GET /status`.
+#[derive(Debug, Serialize)]
+pub struct StreamStatus {
+    /// Delivered.
+    pub sent: u64,
+    /// Given up on.
+    pub failed: u64,
+    /// Dropped because the queue was full.
+    pub dropped: u64,
+    /// Waiting in the queue.
+    pub queue_depth: u64,
+}
+
+/// One push sink in `GET /status`.
+#[derive(Debug, Serialize)]
+pub struct SinkStatus {
+    /// `kafka`, `logs` or `otlp`.
+    pub name: &'static str,
+    /// Queue capacity per stream.
+    pub queue_capacity: u64,
+    /// Per stream (`metric`, `event`, `meta`).
+    pub streams: std::collections::BTreeMap<&'static str, StreamStatus>,
+    /// Latest error, if any.
+    pub last_error: Option<String>,
+    /// Unix ms of the latest error.
+    pub last_error_ms: Option<u64>,
+}
+
+fn sink_status(s: &crate::telemetry::SinkStats) -> SinkStatus {
+    let (ms, err) = s
+        .last_error()
+        .map_or((None, None), |(t, e)| (Some(t), Some(e)));
+    SinkStatus {
+        name: s.name,
+        queue_capacity: s.capacity,
+        streams: s
+            .streams()
+            .map(|st| {
+                let c = s.stream(st);
+                (
+                    st.as_str(),
+                    StreamStatus {
+                        sent: c.sent.load(Ordering::Relaxed),
+                        failed: c.failed.load(Ordering::Relaxed),
+                        dropped: c.dropped.load(Ordering::Relaxed),
+                        queue_depth: c.depth.load(Ordering::Relaxed),
+                    },
+                )
+            })
+            .collect(),
+        last_error: err,
+        last_error_ms: ms,
+    }
 }
 
 /// Build the status document.
@@ -135,6 +192,7 @@ pub fn status_doc(store: &TableStore, tel: &Telemetry) -> StatusDoc {
         machine_id: store.machine_id().to_string(),
         probes,
         tables: store.series_per_table().into_iter().collect(),
+        sinks: tel.sinks.all().iter().map(|s| sink_status(s)).collect(),
     }
 }
 
