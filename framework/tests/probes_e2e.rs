@@ -212,7 +212,7 @@ fn taskprobe_through_daemon_counts_failed_syscalls() {
     const FAILS: u32 = 1000;
     let work = tempfile::tempdir().unwrap();
     let go = work.path().join("go");
-    let mut child = Command::new("python3")
+    let child = Command::new("python3")
         .arg("-c")
         .arg(format!(
             "import os, sys, time\n\
@@ -223,7 +223,9 @@ fn taskprobe_through_daemon_counts_failed_syscalls() {
         .arg(&go)
         .spawn()
         .unwrap();
-    let pid = child.id();
+    // Killed on drop, so a failing assertion never leaves the workload running.
+    let mut child = KillOnDrop(child);
+    let pid = child.0.id();
     let d = Daemon::start(
         60,
         &format!(
@@ -238,8 +240,7 @@ fn taskprobe_through_daemon_counts_failed_syscalls() {
         let v = sample_with(&d.scrape(), "gala_gopher_proc_syscall_failed", &[&tgid])?;
         (v >= f64::from(FAILS)).then_some(v)
     });
-    let _ = child.kill();
-    let _ = child.wait();
+    child.kill();
     assert!(
         seen.is_some(),
         "failed syscalls of {pid} not counted; last scrape:\n{}",
@@ -275,4 +276,20 @@ fn unsupported_probe_is_failed_and_daemon_keeps_serving() {
     );
     let scrape = d.scrape();
     assert!(scrape.contains("gala_gopher_self_probe_state{probe=\"tcpprobe\",state=\"failed\""));
+}
+
+/// Kills and reaps a test workload process when dropped.
+struct KillOnDrop(std::process::Child);
+
+impl KillOnDrop {
+    fn kill(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        self.kill();
+    }
 }
