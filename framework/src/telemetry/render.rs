@@ -10,8 +10,23 @@ fn header(out: &mut String, name: &str, kind: &str, help: &str) {
     let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}");
 }
 
-fn label(out: &mut String, v: &str) {
-    escape_label_value(v, out);
+/// One per-probe sample: `name{probe="..",[extra="..",]machine_id=".."} value`.
+fn probe_sample(
+    out: &mut String,
+    name: &str,
+    probe: &str,
+    extra: Option<(&str, &str)>,
+    mid: &str,
+    value: impl std::fmt::Display,
+) {
+    out.push_str(name);
+    out.push_str("{probe=\"");
+    escape_label_value(probe, out);
+    out.push('"');
+    if let Some((k, v)) = extra {
+        let _ = write!(out, ",{k}=\"{v}\"");
+    }
+    let _ = writeln!(out, ",machine_id=\"{mid}\"}} {value}");
 }
 
 /// Append the daemon's own metrics.
@@ -19,7 +34,7 @@ pub fn render_self_metrics(tel: &Telemetry, store: &TableStore, out: &mut String
     let probes = tel.probes();
     let mid = {
         let mut s = String::new();
-        label(&mut s, store.machine_id());
+        escape_label_value(store.machine_id(), &mut s);
         s
     };
     let per_probe = |out: &mut String,
@@ -32,10 +47,7 @@ pub fn render_self_metrics(tel: &Telemetry, store: &TableStore, out: &mut String
         }
         header(out, name, kind, help);
         for p in &probes {
-            out.push_str(name);
-            out.push_str("{probe=\"");
-            label(out, &p.name);
-            let _ = writeln!(out, "\",machine_id=\"{mid}\"}} {}", f(p));
+            probe_sample(out, name, &p.name, None, &mid, f(p));
         }
     };
     per_probe(
@@ -94,14 +106,14 @@ pub fn render_self_metrics(tel: &Telemetry, store: &TableStore, out: &mut String
                 ProbeState::Backoff,
                 ProbeState::Failed,
             ] {
-                out.push_str(name);
-                out.push_str("{probe=\"");
-                label(out, &p.name);
-                let _ = writeln!(
+                let value = u8::from(cur == st);
+                probe_sample(
                     out,
-                    "\",state=\"{}\",machine_id=\"{mid}\"}} {}",
-                    st.as_str(),
-                    u8::from(cur == st)
+                    name,
+                    &p.name,
+                    Some(("state", st.as_str())),
+                    &mid,
+                    value,
                 );
             }
         }
@@ -114,14 +126,14 @@ pub fn render_self_metrics(tel: &Telemetry, store: &TableStore, out: &mut String
         );
         for p in &probes {
             for r in DropReason::ALL {
-                out.push_str(name);
-                out.push_str("{probe=\"");
-                label(out, &p.name);
-                let _ = writeln!(
+                let value = p.dropped(r);
+                probe_sample(
                     out,
-                    "\",reason=\"{}\",machine_id=\"{mid}\"}} {}",
-                    r.as_str(),
-                    p.dropped(r)
+                    name,
+                    &p.name,
+                    Some(("reason", r.as_str())),
+                    &mid,
+                    value,
                 );
             }
         }
@@ -135,7 +147,7 @@ pub fn render_self_metrics(tel: &Telemetry, store: &TableStore, out: &mut String
     );
     for (t, n) in &tables {
         out.push_str("gala_gopher_self_store_series{table=\"");
-        label(out, t);
+        escape_label_value(t, out);
         let _ = writeln!(out, "\",machine_id=\"{mid}\"}} {n}");
     }
     let c = &store.counters;
