@@ -48,6 +48,8 @@ pub struct ProbeArgs {
     pub dev: Option<String>,
     /// `-P`: probe bitmask; 0 means all.
     pub probe_bits: u32,
+    /// Whether `-P` was on the command line (a probe may default to fewer bits than all).
+    pub probe_bits_given: bool,
     /// `-C`: continuous sampling.
     pub continuous: bool,
     /// `-k`: Kafka port.
@@ -84,6 +86,7 @@ impl Default for ProbeArgs {
             whitelist: None,
             dev: None,
             probe_bits: ALL_PROBE_BITS,
+            probe_bits_given: false,
             continuous: false,
             kafka_port: 9092,
             host_ips: Vec::new(),
@@ -263,6 +266,7 @@ impl ProbeArgs {
             'P' => {
                 let bits = parse_bits(&value).ok_or_else(|| invalid("a 32-bit mask"))?;
                 self.probe_bits = if bits == 0 { ALL_PROBE_BITS } else { bits };
+                self.probe_bits_given = true;
             }
             'k' => {
                 self.kafka_port = parse_num::<u16>(&value)
@@ -524,6 +528,8 @@ mod tests {
     fn probe_bits() {
         assert_eq!(parse("-P 0").unwrap().probe_bits, 0xFFFF_FFFF);
         assert_eq!(parse("-P 5").unwrap().probe_bits, 5);
+        assert!(parse("-P 5").unwrap().probe_bits_given);
+        assert!(!parse("-t 5").unwrap().probe_bits_given);
         assert_eq!(parse("-P 0x10").unwrap().probe_bits, 16);
         assert_eq!(parse("-P 4294967295").unwrap().probe_bits, u32::MAX);
         assert_eq!(

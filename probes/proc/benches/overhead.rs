@@ -31,8 +31,8 @@ enum Target {
 struct Mode {
     name: &'static str,
     target: Target,
-    /// `-P` bits, or None for the default (everything).
-    bits: Option<&'static str>,
+    /// Extra flags: `-P` bits, `-S` timing; empty for the default plan (no syscall hooks).
+    flags: &'static [&'static str],
     /// Load the syscall programs as no-ops (`TASKPROBE_NOOP`): the cost of the hooks alone.
     noop: bool,
 }
@@ -41,49 +41,55 @@ const MODES: &[Mode] = &[
     Mode {
         name: "no probe",
         target: Target::Baseline,
-        bits: None,
+        flags: &[],
         noop: false,
     },
     Mode {
-        name: "untracked process, all tables",
+        name: "untracked process, default",
         target: Target::Untracked,
-        bits: None,
+        flags: &[],
         noop: false,
     },
     Mode {
-        name: "tracked process, all tables",
+        name: "tracked process, default",
         target: Target::Tracked,
-        bits: None,
+        flags: &[],
         noop: false,
     },
     Mode {
-        name: "untracked process, -P 1 (counts only)",
-        target: Target::Untracked,
-        bits: Some("1"),
-        noop: false,
-    },
-    Mode {
-        name: "tracked process, -P 1 (counts only)",
-        target: Target::Tracked,
-        bits: Some("1"),
-        noop: false,
-    },
-    Mode {
-        name: "no filter (all processes), all tables",
+        name: "no filter (all processes), default",
         target: Target::All,
-        bits: None,
+        flags: &[],
         noop: false,
     },
     Mode {
-        name: "no-op syscall programs, all hooks (floor)",
+        name: "untracked process, -P 1 (counts: sys_exit)",
         target: Target::Untracked,
-        bits: None,
+        flags: &["-P", "1"],
+        noop: false,
+    },
+    Mode {
+        name: "tracked process, -P 1 (counts: sys_exit)",
+        target: Target::Tracked,
+        flags: &["-P", "1"],
+        noop: false,
+    },
+    Mode {
+        name: "tracked process, -P 0 -S exact (everything)",
+        target: Target::Tracked,
+        flags: &["-P", "0", "-S", "exact"],
+        noop: false,
+    },
+    Mode {
+        name: "floor: no-op sys_exit (-P 1)",
+        target: Target::Untracked,
+        flags: &["-P", "1"],
         noop: true,
     },
     Mode {
-        name: "no-op syscall programs, -P 1 (floor)",
+        name: "floor: no-op sys_enter + sys_exit (-P 0 -S exact)",
         target: Target::Untracked,
-        bits: Some("1"),
+        flags: &["-P", "0", "-S", "exact"],
         noop: true,
     },
 ];
@@ -110,9 +116,7 @@ fn rss_kib(pid: u32) -> u64 {
 
 fn probe_args(mode: &Mode, loop_pid: u32) -> Option<Vec<String>> {
     let mut args = vec!["-t".to_string(), "1".to_string()];
-    if let Some(bits) = mode.bits {
-        args.extend(["-P".to_string(), bits.to_string()]);
-    }
+    args.extend(mode.flags.iter().map(|f| f.to_string()));
     match mode.target {
         Target::Baseline => return None,
         Target::Untracked => args.extend(["-f".to_string(), "1".to_string()]),
@@ -346,8 +350,12 @@ fn main() {
         return;
     }
     for (name, args) in [
-        ("idle, -f 1", vec!["-t", "1", "-f", "1"]),
-        ("idle, no filter (all processes)", vec!["-t", "1"]),
+        ("idle, default, -f 1", vec!["-t", "1", "-f", "1"]),
+        ("idle, default, no filter (all processes)", vec!["-t", "1"]),
+        (
+            "idle, -P 0 -S exact, no filter",
+            vec!["-t", "1", "-P", "0", "-S", "exact"],
+        ),
     ] {
         let (pct, rss) = idle(&args, 10);
         println!("{name}: probe CPU {pct:.3} % of one core over 10 s, RSS {rss} KiB");

@@ -20,6 +20,46 @@ pub const BIT_IO: u32 = 1024;
 /// `-P` bit: `proc_cpu` (off-CPU and IO-wait time from `sched_switch`).
 pub const BIT_THREAD_CPU: u32 = 2048;
 
+/// `-P` bits used when `-P` is not given: everything except [`BIT_SYSCALL`]. Syscall counts need
+/// the `sys_exit` tracepoint, and attaching any syscall tracepoint puts every syscall of every
+/// process on the host on the kernel's slow path (see docs/probes/proc.md); upstream's shipped
+/// configuration (`-P 3174`) leaves that bit out as well. `-P 0` or `-P 1` ask for counts.
+pub const DEFAULT_BITS: u32 = !BIT_SYSCALL;
+
+/// Flag letter choosing how slow syscalls are timed (`-S blocked` or `-S exact`).
+pub const TIMING_FLAG: char = 'S';
+
+/// How time in slow syscalls is measured.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum SyscallTiming {
+    /// Time a thread spends switched out while blocked inside the syscall, from `sched_switch`
+    /// alone: costs per context switch of a tracked process, nothing per syscall.
+    #[default]
+    Blocked,
+    /// Whole syscalls, entry to exit, from `sys_enter`/`sys_exit`: includes the on-CPU part, at
+    /// the price of the syscall tracepoint toll on every syscall of the host.
+    Exact,
+}
+
+impl SyscallTiming {
+    /// The timing asked for by the last `-S` among the probe-specific flags (default: blocked).
+    pub fn from_flags(extra: &[(char, Option<String>)]) -> Result<SyscallTiming, String> {
+        match extra.iter().rev().find(|(f, _)| *f == TIMING_FLAG) {
+            None => Ok(SyscallTiming::default()),
+            Some((_, None)) => Err(format!(
+                "-{TIMING_FLAG}: missing value, expected blocked or exact"
+            )),
+            Some((_, Some(v))) => match v.as_str() {
+                "blocked" => Ok(SyscallTiming::Blocked),
+                "exact" => Ok(SyscallTiming::Exact),
+                _ => Err(format!(
+                    "-{TIMING_FLAG}: invalid value \"{v}\", expected blocked or exact"
+                )),
+            },
+        }
+    }
+}
+
 /// Hidden knob for tests of the unsupported-feature path: a hook spec (`raw:<name>` or
 /// `<category>:<name>`, see [`Hook::parse`]) that the probe must find before it loads.
 pub const REQUIRE_HOOK_ENV: &str = "TASKPROBE_REQUIRE_HOOK";
@@ -39,12 +79,15 @@ pub enum BlockStart {
 pub struct Plan {
     /// Syscall number → slow column, handed to BPF.
     pub syscall_table: [u8; syscalls::TABLE_LEN],
-    /// `sys_enter`: only needed to time slow syscalls.
+    /// How slow syscalls are timed.
+    pub timing: SyscallTiming,
+    /// `sys_enter`: only needed to time slow syscalls exactly.
     pub sys_enter: bool,
-    /// `sys_exit`: counts, failures, and the end of slow syscalls.
+    /// `sys_exit`: counts, failures, and the end of exactly timed slow syscalls.
     pub sys_exit: bool,
-    /// `sched_switch`: needed for off-CPU time, and by slow-syscall timing (a thread switched out
-    /// inside a timed syscall moves its start time from the per-CPU slot to task storage).
+    /// `sched_switch`: off-CPU time, blocked slow-syscall time, and exact timing (a thread
+    /// switched out inside a timed syscall moves its start time from the per-CPU slot to task
+    /// storage).
     pub sched_switch: bool,
     /// Off-CPU accounting (`proc_cpu`).
     pub offcpu: bool,
@@ -55,15 +98,18 @@ pub struct Plan {
 }
 
 impl Plan {
-    /// The plan for `probe_bits`; `io_start_available` says whether `block_io_start` exists.
-    pub fn from_bits(probe_bits: u32, io_start_available: bool) -> Plan {
+    /// The plan for `probe_bits` and `timing`; `io_start_available` says whether
+    /// `block_io_start` exists.
+    pub fn new(probe_bits: u32, timing: SyscallTiming, io_start_available: bool) -> Plan {
         let syscall_table = syscalls::column_table(probe_bits);
         let timed = syscalls::any_timed(&syscall_table);
+        let exact = timed && timing == SyscallTiming::Exact;
         let has = |bit: u32| probe_bits & bit != 0;
         Plan {
             syscall_table,
-            sys_enter: timed,
-            sys_exit: timed || has(BIT_SYSCALL),
+            timing,
+            sys_enter: exact,
+            sys_exit: exact || has(BIT_SYSCALL),
             sched_switch: has(BIT_THREAD_CPU) || timed,
             offcpu: has(BIT_THREAD_CPU),
             block: has(BIT_IO).then_some(if io_start_available {
@@ -114,8 +160,8 @@ mod tests {
     use super::*;
 
     #[test]
-    fn all_bits_attach_everything() {
-        let p = Plan::from_bits(u32::MAX, true);
+    fn all_bits_exact_attach_everything() {
+        let p = Plan::new(u32::MAX, SyscallTiming::Exact, true);
         assert!(p.sys_enter && p.sys_exit && p.sched_switch);
         assert_eq!(p.block, Some(BlockStart::IoStart));
         assert_eq!(p.required_hooks().len(), 8);
@@ -124,8 +170,52 @@ mod tests {
     }
 
     #[test]
+    fn default_bits_attach_no_syscall_hook() {
+        let p = Plan::new(DEFAULT_BITS, SyscallTiming::default(), true);
+        assert!(
+            !p.sys_enter && !p.sys_exit,
+            "no syscall tracepoint by default"
+        );
+        assert!(p.sched_switch && p.offcpu);
+        let names: Vec<String> = p.required_hooks().iter().map(|h| h.to_string()).collect();
+        assert!(!names.iter().any(|n| n.contains("sys_e")), "{names:?}");
+        let t = p.tables;
+        assert!(!t.syscall, "proc_syscall needs -P with bit 1");
+        assert!(t.io && t.net && t.sched && t.fork && t.lifecycle && t.bio && t.cpu);
+    }
+
+    #[test]
+    fn all_bits_blocked_timing_needs_only_sys_exit() {
+        let p = Plan::new(u32::MAX, SyscallTiming::Blocked, true);
+        assert!(!p.sys_enter && p.sys_exit && p.sched_switch);
+        assert!(p.tables.syscall);
+    }
+
+    #[test]
+    fn timing_flag_values() {
+        let flags = |v: &[(char, Option<&str>)]| {
+            let owned: Vec<(char, Option<String>)> =
+                v.iter().map(|(f, s)| (*f, s.map(str::to_string))).collect();
+            SyscallTiming::from_flags(&owned)
+        };
+        assert_eq!(flags(&[]), Ok(SyscallTiming::Blocked));
+        assert_eq!(flags(&[('x', Some("1"))]), Ok(SyscallTiming::Blocked));
+        assert_eq!(flags(&[('S', Some("exact"))]), Ok(SyscallTiming::Exact));
+        assert_eq!(
+            flags(&[('S', Some("exact")), ('S', Some("blocked"))]),
+            Ok(SyscallTiming::Blocked),
+            "last one wins"
+        );
+        assert_eq!(
+            flags(&[('S', Some("fast"))]),
+            Err("-S: invalid value \"fast\", expected blocked or exact".to_string())
+        );
+        assert!(flags(&[('S', None)]).unwrap_err().contains("missing value"));
+    }
+
+    #[test]
     fn counts_only_skip_sys_enter() {
-        let p = Plan::from_bits(BIT_SYSCALL, true);
+        let p = Plan::new(BIT_SYSCALL, SyscallTiming::Exact, true);
         assert!(!p.sys_enter && p.sys_exit && !p.sched_switch && p.block.is_none());
         let names: Vec<String> = p.required_hooks().iter().map(|h| h.to_string()).collect();
         assert!(names.contains(&"raw tracepoint sys_exit".to_string()));
@@ -133,8 +223,8 @@ mod tests {
     }
 
     #[test]
-    fn timing_needs_both_syscall_hooks() {
-        let p = Plan::from_bits(BIT_SCHED_SYSCALL, true);
+    fn exact_timing_needs_both_syscall_hooks() {
+        let p = Plan::new(BIT_SCHED_SYSCALL, SyscallTiming::Exact, true);
         assert!(p.sys_enter && p.sys_exit);
         assert!(
             p.sched_switch && !p.offcpu,
@@ -145,7 +235,7 @@ mod tests {
 
     #[test]
     fn old_kernels_fall_back_to_rq_issue() {
-        let p = Plan::from_bits(BIT_IO, false);
+        let p = Plan::new(BIT_IO, SyscallTiming::Exact, false);
         assert_eq!(p.block, Some(BlockStart::RqIssue));
         assert!(!p.sys_enter && !p.sys_exit);
     }

@@ -27,7 +27,7 @@ use probe_sdk::record::{self, RecordWriter};
 use probe_sdk::run::{self, PeriodLoop};
 use probe_sdk::whitelist::Whitelist;
 
-use hooks::{BlockStart, Plan, REQUIRE_HOOK_ENV};
+use hooks::{BlockStart, Plan, SyscallTiming, DEFAULT_BITS, REQUIRE_HOOK_ENV};
 use selection::Selection;
 use skel::{OpenProcSkel, ProcProgs, ProcSkelBuilder};
 use tracker::Tracker;
@@ -47,7 +47,15 @@ const STATS_PROBE: &str = "proc";
 
 fn main() -> ExitCode {
     let args = ProbeArgs::from_env();
-    match run_probe(&args) {
+    // A bad flag value exits with 2, as ProbeArgs does for the common flags.
+    let timing = match SyscallTiming::from_flags(&args.extra) {
+        Ok(t) => t,
+        Err(e) => {
+            probe_sdk::error!("{e}");
+            return ExitCode::from(2);
+        }
+    };
+    match run_probe(&args, timing) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             probe_sdk::error!("{e:#}");
@@ -80,6 +88,9 @@ fn configure(open: &mut OpenProcSkel<'_>, plan: &Plan, sel: &Selection) -> Resul
     ro.notify_exec = u8::from(sel.has_whitelist());
     ro.slow_col = plan.syscall_table;
     ro.account_offcpu = u8::from(plan.offcpu);
+    ro.exact_sys_time = u8::from(plan.sys_enter);
+    ro.blocked_sys_time =
+        u8::from(plan.timing == SyscallTiming::Blocked && syscalls::any_timed(&plan.syscall_table));
     ro.noop_hooks = u8::from(std::env::var_os(NOOP_ENV).is_some());
     open.maps.proc_stats.set_max_entries(MAX_TRACKED)?;
     open.maps.tracked_overflow.set_max_entries(MAX_TRACKED)?;
@@ -166,6 +177,18 @@ fn resync(tracker: &Tracker<'_>, sel: &Selection, loss: &mut UserLoss) {
     }
 }
 
+/// Track-all mode: drops entries of processes that are gone without an exit having been seen
+/// (the start-up scan can race with an exit), so they are not reported forever.
+fn prune_vanished(tracker: &Tracker<'_>, proc_root: &Path) {
+    for (tgid, c) in tracker.entries() {
+        // Re-read after the /proc check: an exit between the snapshot and the check has set
+        // `exited`, and that process still gets its final row.
+        if !c.exited && !proc_root.join(tgid.to_string()).exists() && !tracker.has_exited(tgid) {
+            tracker.untrack(tgid);
+        }
+    }
+}
+
 /// Re-evaluates a process that just exec'd (whitelist mode).
 fn on_exec_notice(tracker: &Tracker<'_>, sel: &Selection, loss: &mut UserLoss, tgid: u32) {
     match selection::identity(sel.proc_root(), tgid) {
@@ -198,12 +221,29 @@ fn report<W: Write>(
     out.flush()
 }
 
-fn run_probe(args: &ProbeArgs) -> Result<()> {
-    let plan = Plan::from_bits(
-        args.probe_bits,
-        bpf::raw_tracepoint_exists("block_io_start"),
-    );
+fn run_probe(args: &ProbeArgs, timing: SyscallTiming) -> Result<()> {
+    let bits = if args.probe_bits_given {
+        args.probe_bits
+    } else {
+        DEFAULT_BITS
+    };
+    let plan = Plan::new(bits, timing, bpf::raw_tracepoint_exists("block_io_start"));
     bpf::require_hooks(&hooks_to_check(&plan)?);
+    let hooks: Vec<String> = plan
+        .required_hooks()
+        .iter()
+        .map(|h| h.to_string())
+        .collect();
+    probe_sdk::info!(
+        "taskprobe plan: -P {bits:#x}, slow-syscall timing {timing:?}, hooks: {}",
+        hooks.join(", ")
+    );
+    if !plan.tables.syscall {
+        probe_sdk::info!(
+            "proc_syscall (syscall counts) is off: it needs the sys_exit tracepoint, which slows \
+             every syscall on the host; add bit 1 to -P to enable it"
+        );
+    }
     let whitelist = args
         .whitelist
         .as_deref()
@@ -237,6 +277,13 @@ fn run_probe(args: &ProbeArgs) -> Result<()> {
         resync(&tracker, &sel, &mut loss);
     }
     let _links = attach(&mut skel.progs, &plan).context("attaching BPF programs")?;
+    if sel.is_all() {
+        // Processes that existed before the probe: BPF adds new ones at fork, and any it
+        // missed at their next context switch or syscall.
+        for (tgid, comm) in selection::user_processes(sel.proc_root()) {
+            track_logged(&tracker, &mut loss, tgid, &comm);
+        }
+    }
 
     let notices: Rc<RefCell<Vec<u32>>> = Rc::default();
     let poller = if sel.has_whitelist() {
@@ -286,7 +333,9 @@ fn run_probe(args: &ProbeArgs) -> Result<()> {
         if now < next {
             continue;
         }
-        if !sel.is_all() {
+        if sel.is_all() {
+            prune_vanished(&tracker, sel.proc_root());
+        } else {
             resync(&tracker, &sel, &mut loss);
         }
         if let Err(e) = report(

@@ -35,6 +35,34 @@ pub fn identity(proc_root: &Path, pid: u32) -> Option<ProcIdentity> {
     })
 }
 
+/// Every user-space process under `proc_root` with its comm (kernel threads, whose
+/// `/proc/<pid>/stat` flags carry `PF_KTHREAD`, and processes gone meanwhile are left out).
+pub fn user_processes(proc_root: &Path) -> Vec<(u32, String)> {
+    const PF_KTHREAD: u64 = 0x0020_0000;
+    let Ok(dir) = std::fs::read_dir(proc_root) else {
+        return Vec::new();
+    };
+    let mut out: Vec<(u32, String)> = dir
+        .filter_map(Result::ok)
+        .filter_map(|e| e.file_name().to_str()?.parse::<u32>().ok())
+        .filter(|&pid| pid != 0)
+        .filter_map(|pid| {
+            let stat = std::fs::read_to_string(proc_root.join(format!("{pid}/stat"))).ok()?;
+            // Fields after the last ')' (comm may hold anything): state ppid pgrp session
+            // tty_nr tpgid flags ...
+            let (head, rest) = stat.rsplit_once(')')?;
+            let flags: u64 = rest.split_whitespace().nth(6)?.parse().ok()?;
+            if flags & PF_KTHREAD != 0 {
+                return None;
+            }
+            let comm = head.split_once('(')?.1.to_string();
+            Some((pid, comm))
+        })
+        .collect();
+    out.sort_unstable();
+    out
+}
+
 impl Selection {
     /// Builds the selection; `proc_root` is normally `/proc`.
     pub fn new(pids: &[u32], whitelist: Option<Whitelist>, proc_root: &Path) -> Selection {
@@ -132,6 +160,25 @@ mod tests {
         assert!(
             sel.selects(10, &bash),
             "listed pids are selected whatever their name"
+        );
+    }
+
+    #[test]
+    fn user_processes_skip_kernel_threads_and_odd_comms() {
+        let dir = tempfile::tempdir().unwrap();
+        let put = |pid: u32, stat: &str| {
+            let p = dir.path().join(pid.to_string());
+            std::fs::create_dir_all(&p).unwrap();
+            std::fs::write(p.join("stat"), stat).unwrap();
+        };
+        put(1, "1 (systemd) S 0 1 1 0 -1 4194560 100 0");
+        put(2, "2 (kthreadd) S 0 0 0 0 -1 2129984 0 0");
+        put(77, "77 (a) b (c)) R 1 77 77 0 -1 4194304 0 0");
+        put(78, "78 (broken");
+        std::fs::create_dir_all(dir.path().join("self")).unwrap();
+        assert_eq!(
+            user_processes(dir.path()),
+            vec![(1, "systemd".to_string()), (77, "a) b (c)".to_string())]
         );
     }
 

@@ -193,6 +193,11 @@ impl<'a> Tracker<'a> {
         )
     }
 
+    /// Whether `tgid`'s entry exists and BPF has marked its thread group exited.
+    pub fn has_exited(&self, tgid: u32) -> bool {
+        self.read_entry(tgid).is_some_and(|s| s.exited != 0)
+    }
+
     fn read_entry(&self, tgid: u32) -> Option<types::proc_stats> {
         let v = self
             .stats

@@ -43,7 +43,9 @@ fn listed_process_counts_are_exact_and_unlisted_is_absent() {
     let mut traced = Workload::start(&["script", &K.to_string(), &N.to_string()]);
     let mut other = Workload::start(&["script", "5", "1"]);
     let pid = traced.pid;
-    let mut probe = Probe::start(&["-t", "1", "-f", &pid.to_string()], &[]);
+    // Counts (bit 1) and whole-syscall timing are opt-in: ask for everything.
+    let pid_s = pid.to_string();
+    let mut probe = Probe::start(&["-t", "1", "-P", "0", "-S", "exact", "-f", &pid_s], &[]);
     probe.wait_attached(ATTACH);
 
     traced.go();
@@ -126,6 +128,131 @@ fn listed_process_counts_are_exact_and_unlisted_is_absent() {
     assert_eq!(stats.num(3), 0, "map_full");
 }
 
+/// Sum of a record's numeric fields `idx`.
+fn sum(r: &Record, idx: &[usize]) -> u64 {
+    idx.iter().map(|&i| r.num(i)).sum()
+}
+
+#[test]
+fn default_mode_times_blocked_syscalls_without_syscall_hooks() {
+    if !is_root() {
+        eprintln!("skipped: needs root");
+        return;
+    }
+    const MS: u64 = 400;
+    const NS: u64 = MS * 1_000_000;
+    let mut w = Workload::start(&["blockers", &MS.to_string()]);
+    let pid = w.pid;
+    let mut probe = Probe::start(&["-t", "1", "-f", &pid.to_string()], &[]);
+    probe.wait_attached(ATTACH);
+    let stderr = probe.stderr();
+    let plan = stderr
+        .lines()
+        .find(|l| l.contains("taskprobe plan:"))
+        .unwrap_or_else(|| panic!("no plan line: {stderr}"));
+    assert!(
+        plan.contains("sched_switch") && !plan.contains("sys_enter") && !plan.contains("sys_exit"),
+        "the default plan attaches no syscall tracepoint: {plan}"
+    );
+    w.go();
+    assert_eq!(w.read_line(), "done");
+    // proc_syscall_sched: ns_sched_yield(2) ns_futex(3) ns_epoll_wait(4) ns_epoll_pwait(5);
+    // proc_syscall_io: ns_read(4).
+    let sched = probe
+        .wait_for(WAIT, |r| {
+            of(pid, "proc_syscall_sched")(r) && r.num(3) >= NS && sum(r, &[4, 5]) >= NS
+        })
+        .unwrap_or_else(|| panic!("no blocked futex/epoll time: {:?}", probe.seen));
+    let io = probe
+        .wait_for(WAIT, |r| of(pid, "proc_syscall_io")(r) && r.num(4) >= NS)
+        .unwrap_or_else(|| panic!("no blocked read time: {:?}", probe.seen));
+    // Each wait is MS long; a generous upper bound still catches counting the sleeper thread's
+    // nanosleep (not a timed syscall) or double counting.
+    for (what, v) in [
+        ("ns_futex", sched.num(3)),
+        ("ns_epoll_wait+pwait", sum(&sched, &[4, 5])),
+        ("ns_read", io.num(4)),
+    ] {
+        assert!(v < NS + 300_000_000, "{what} = {v} ns for a {MS} ms wait");
+    }
+    assert_eq!(sched.num(2), 0, "ns_sched_yield");
+    assert_eq!(
+        io.num(5) + io.num(6),
+        0,
+        "ns_write/ns_fsync: the pipe write never blocks"
+    );
+    assert!(
+        !probe.seen.iter().any(|r| r.table == "proc_syscall"),
+        "proc_syscall is opt-in (-P with bit 1)"
+    );
+    let cpu = probe.wait_for(WAIT, of(pid, "proc_cpu")).expect("proc_cpu");
+    assert!(
+        cpu.num(3) >= 3 * NS,
+        "offcpu_ns covers the three waits and the sleeper: {cpu:?}"
+    );
+    assert!(w.finish().success());
+    let (status, stderr, _) = probe.stop();
+    assert!(status.success(), "{stderr}");
+}
+
+#[test]
+fn no_filter_default_reports_old_and_new_processes() {
+    if !is_root() {
+        eprintln!("skipped: needs root");
+        return;
+    }
+    const MS: u64 = 300;
+    // Started before the probe and blocked on stdin: found by the start-up /proc scan.
+    let mut old = Workload::start(&["blockers", &MS.to_string()]);
+    let mut probe = Probe::start(&["-t", "1"], &[]);
+    probe.wait_attached(ATTACH);
+    // Started after: tracked from its fork.
+    let mut new = Workload::start(&["blockers", &MS.to_string()]);
+    for w in [&old, &new] {
+        probe
+            .wait_for(WAIT, of(w.pid, "proc_lifecycle"))
+            .unwrap_or_else(|| panic!("process {} not reported: {}", w.pid, probe.stderr()));
+    }
+    old.go();
+    new.go();
+    assert_eq!(old.read_line(), "done");
+    assert_eq!(new.read_line(), "done");
+    for w in [&old, &new] {
+        probe
+            .wait_for(WAIT, |r| {
+                of(w.pid, "proc_syscall_sched")(r) && r.num(3) >= MS * 1_000_000
+            })
+            .unwrap_or_else(|| panic!("no futex time for {}", w.pid));
+    }
+    assert!(!probe.seen.iter().any(|r| r.table == "proc_syscall"));
+    assert!(
+        !probe
+            .seen
+            .iter()
+            .any(|r| r.fields.get(1).is_some_and(|c| c.starts_with("kworker"))),
+        "kernel threads are not processes to report"
+    );
+    assert!(old.finish().success());
+    assert!(new.finish().success());
+    let (status, stderr, _) = probe.stop();
+    assert!(status.success(), "{stderr}");
+}
+
+#[test]
+fn bad_timing_flag_exits_with_usage_error() {
+    if !is_root() {
+        eprintln!("skipped: needs root");
+        return;
+    }
+    let probe = Probe::start(&["-t", "1", "-S", "fast"], &[]);
+    let (status, stderr) = probe.wait_exit(WAIT).expect("probe should exit");
+    assert_eq!(status.code(), Some(2), "stderr: {stderr}");
+    assert!(
+        stderr.contains("expected blocked or exact"),
+        "stderr: {stderr}"
+    );
+}
+
 #[test]
 fn block_io_and_off_cpu_time_are_attributed_to_the_process() {
     if !is_root() {
@@ -203,7 +330,8 @@ fn whitelist_follows_exec_into_a_matching_program() {
     )
     .expect("write whitelist");
 
-    let mut probe = Probe::start(&["-t", "1", "-w", conf.to_str().expect("utf-8 path")], &[]);
+    let conf_s = conf.to_str().expect("utf-8 path");
+    let mut probe = Probe::start(&["-t", "1", "-P", "1", "-w", conf_s], &[]);
     probe.wait_attached(ATTACH);
     // Not selected before the exec (comm taskprobe-workl), selected after it.
     let target_str = target.to_str().expect("utf-8 path");

@@ -16,6 +16,10 @@
 //! * `io-sleep COUNT MS DIR`: print `ready <pid>`, wait for the go byte, write COUNT × 64 KiB
 //!   to a new file in DIR with `O_DIRECT` (so the block requests are issued from this process),
 //!   sleep MS milliseconds, print `done`, and wait for stdin to close.
+//! * `blockers MS`: print `ready <pid>`, wait for the go byte, then block MS milliseconds in
+//!   each of: `epoll_wait` on an empty epoll set (timeout MS), `futex` (joining a thread that
+//!   sleeps MS in `nanosleep`, which is not a timed syscall), and `read` of a pipe that a thread
+//!   writes to after MS; print `done` and wait for stdin to close.
 //! * `exec-after MS PATH ARG...`: sleep MS milliseconds, then exec PATH with the ARGs (same
 //!   pid, new comm), so tests can watch a process turn into a whitelisted one.
 
@@ -117,6 +121,54 @@ fn script(k: u64, n: u64) -> Result<(), String> {
             return Err(format!("wait4: {}", std::io::Error::last_os_error()));
         }
     }
+    write_all(1, b"done\n")?;
+    while wait_byte()? {}
+    exit_now()
+}
+
+fn blockers(ms: u64) -> Result<(), String> {
+    let dur = std::time::Duration::from_millis(ms);
+    // SAFETY: getpid has no preconditions.
+    let pid = unsafe { libc::getpid() };
+    write_all(1, format!("ready {pid}\n").as_bytes())?;
+    if !wait_byte()? {
+        return Ok(());
+    }
+    // SAFETY: a new epoll instance owned by this function.
+    let ep = unsafe { libc::epoll_create1(libc::EPOLL_CLOEXEC) };
+    if ep < 0 {
+        return Err(format!(
+            "epoll_create1: {}",
+            std::io::Error::last_os_error()
+        ));
+    }
+    let mut ev = libc::epoll_event { events: 0, u64: 0 };
+    let timeout = i32::try_from(ms).map_err(|_| "MS too large")?;
+    // SAFETY: waits on our epoll fd with room for one event; the set is empty, so it times out.
+    let n = unsafe { libc::epoll_wait(ep, &mut ev, 1, timeout) };
+    if n != 0 {
+        return Err(format!("epoll_wait returned {n}"));
+    }
+    // join() waits in futex while the thread sleeps in clock_nanosleep.
+    std::thread::spawn(move || std::thread::sleep(dur))
+        .join()
+        .map_err(|_| "sleeper thread panicked")?;
+    let mut fds = [0i32; 2];
+    // SAFETY: pipe2 fills the two-element array.
+    if unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC) } != 0 {
+        return Err(format!("pipe2: {}", std::io::Error::last_os_error()));
+    }
+    let writer = fds[1];
+    let t = std::thread::spawn(move || {
+        std::thread::sleep(dur);
+        write_all(writer, b"x")
+    });
+    let mut b = 0u8;
+    // SAFETY: one byte into a local from our pipe.
+    if unsafe { libc::read(fds[0], (&mut b as *mut u8).cast(), 1) } != 1 {
+        return Err(format!("read pipe: {}", std::io::Error::last_os_error()));
+    }
+    t.join().map_err(|_| "writer thread panicked")??;
     write_all(1, b"done\n")?;
     while wait_byte()? {}
     exit_now()
@@ -251,11 +303,12 @@ fn main() -> ExitCode {
                 io_sleep(c, ms, dir)
             })
         }),
+        Some("blockers") => parse(args.get(1), "MS").and_then(blockers),
         Some("exec-after") => {
             parse(args.get(1), "MS").and_then(|ms| exec_after(ms, args.get(2..).unwrap_or(&[])))
         }
         _ => Err(
-            "usage: taskprobe-workload script K N | bench-open N [--reps R] [--wait] | io-sleep COUNT MS DIR | exec-after MS PATH ARG..."
+            "usage: taskprobe-workload script K N | bench-open N [--reps R] [--wait] | io-sleep COUNT MS DIR | blockers MS | exec-after MS PATH ARG..."
                 .into(),
         ),
     };

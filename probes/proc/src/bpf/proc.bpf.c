@@ -2,9 +2,13 @@
 /* taskprobe: per-process syscall counts/failures, time in slow syscalls, lifecycle, off-CPU time
  * and block IO, aggregated in maps (no per-syscall event to user space).
  *
- * Cost model (see docs/probes/proc.md): the syscall hooks run on every syscall of every process,
- * so an untracked process must leave after one array load; only tracked processes pay for a
- * hash lookup and atomic adds, and only slow syscalls of tracked processes take timestamps. */
+ * Cost model (see docs/probes/proc.md): attaching sys_enter/sys_exit at all puts every syscall
+ * of every process on the kernel's syscall-work slow path, a toll no program body can avoid, so
+ * those hooks load only when asked for (syscall counts, -P 1; whole-syscall timing, -S exact).
+ * By default slow-syscall time comes from sched_switch: the time a thread is switched out while
+ * blocked inside a slow syscall, which costs per context switch, not per syscall.
+ * When the syscall hooks do run, an untracked process leaves after one array load; only tracked
+ * processes pay for a hash lookup and atomic adds. */
 #include "vmlinux.h"
 #include <bpf/bpf_helpers.h>
 #include <bpf/bpf_tracing.h>
@@ -18,15 +22,24 @@ char LICENSE[] SEC("license") = "GPL";
 #define MAX_ERRNO 4095
 #define TASK_DEAD 0x80
 #define PF_EXITING 0x4
+#define PF_KTHREAD 0x00200000
 #define REQ_OP_MASK 0xff
 #define SMALL_IO_BYTES 4096
+#define ENOSYS 38
+#define TS_COMPAT 0x0002
 
 /* Knobs set by user space before load. */
 const volatile __u8 track_all = 0;       /* no filter: every process is tracked */
 const volatile __u8 inherit_forks = 0;   /* a tracked process's forked children are tracked too */
-const volatile __u8 notify_exec = 0;
+const volatile __u8 notify_exec = 0;      /* send an exec_notice for every exec (whitelist mode) */
 const volatile __u8 account_offcpu = 0;  /* proc_cpu enabled (sched_switch also runs without it) */
-const volatile __u8 noop_hooks = 0;     /* benchmark floor: syscall programs do nothing */     /* send an exec_notice for every exec (whitelist mode) */
+const volatile __u8 noop_hooks = 0;      /* benchmark floor: syscall programs do nothing */
+/* Slow-syscall timing. exact_sys_time: sys_enter/sys_exit time whole syscalls (every syscall on
+ * the host pays the tracepoint toll). blocked_sys_time: sched_switch adds the time a thread
+ * spends switched out while blocked inside a slow syscall (no syscall hook at all). At most one
+ * is set by user space. */
+const volatile __u8 exact_sys_time = 0;
+const volatile __u8 blocked_sys_time = 0;
 const volatile __u8 slow_col[SYSCALL_TABLE_LEN] = {};
 
 /* Tracked-tgid filter, shared with user space through the mmap'ed .bss. */
@@ -58,7 +71,7 @@ struct thread_state {
 	__u64 sys_start;
 	__u64 off_start;
 	__u32 off_iowait;
-	__u32 pad;
+	__u32 block_col; /* slow column the thread is blocked in while switched out, or COL_NONE */
 };
 
 struct {
@@ -210,6 +223,31 @@ static __always_inline __u8 col_of(long id)
 	return slow_col[id];
 }
 
+/* Slow column of the syscall a task that is switching out blocked in, from its user register
+ * frame (valid: the task is current at sched_switch). COL_NONE when it is not inside a syscall
+ * (e.g. blocked in a page fault) or the syscall is not timed. */
+static __always_inline __u8 blocked_col(struct task_struct *prev)
+{
+	struct pt_regs *regs = (struct pt_regs *)bpf_task_pt_regs(prev);
+
+	if (!regs)
+		return COL_NONE;
+#if defined(__TARGET_ARCH_arm64)
+	/* syscallno is NO_SYSCALL (-1) outside syscalls. */
+	return col_of(BPF_CORE_READ(regs, syscallno));
+#else
+	/* Exception entries put the error code in orig_ax, and a user page fault's code can equal
+	 * a syscall number (0x14 = writev); syscall entry alone sets ax to -ENOSYS until return. */
+	if ((long)BPF_CORE_READ(regs, ax) != -ENOSYS)
+		return COL_NONE;
+	/* 32-bit syscalls use another numbering. */
+	if (bpf_core_field_exists(prev->thread_info.status) &&
+	    (BPF_CORE_READ(prev, thread_info.status) & TS_COMPAT))
+		return COL_NONE;
+	return col_of(BPF_CORE_READ(regs, orig_ax));
+#endif
+}
+
 SEC("tp_btf/sys_enter")
 int BPF_PROG(on_sys_enter, struct pt_regs *regs, long id)
 {
@@ -289,6 +327,8 @@ int BPF_PROG(on_sys_exit, struct pt_regs *regs, long ret)
 			__sync_fetch_and_add(&st->syscall_failed, 1);
 		gg_count(GG_STAT_EVENTS);
 	}
+	if (!exact_sys_time)
+		return 0;
 	col = col_of(regs->orig_ax);
 	if (col == COL_NONE || col >= NR_COLS)
 		return 0;
@@ -313,32 +353,43 @@ SEC("tp_btf/sched_switch")
 int BPF_PROG(on_sched_switch, bool preempt, struct task_struct *prev, struct task_struct *next,
 	     unsigned int prev_state)
 {
-	struct cpu_sys_slot *slot;
+	struct cpu_sys_slot *slot = NULL;
 	struct thread_state *ts;
 	struct proc_stats *st;
 	__u32 ptgid = prev->tgid, ntgid = next->tgid, zero = 0;
 	__u64 now = 0, delta;
-	bool in_sys;
+	bool in_sys = false;
+	__u8 bcol = COL_NONE;
 
 	if (is_tracked(ptgid) && !(prev_state & TASK_DEAD) && !(prev->flags & PF_EXITING)) {
-		slot = bpf_map_lookup_elem(&cpu_sys_slot, &zero);
-		in_sys = slot && slot->pid == (__u32)prev->pid;
-		if (in_sys || account_offcpu) {
+		/* Without sys_exit, track-all mode creates entries here: every user process that
+		 * runs is switched out sooner or later (prev is current here). */
+		if (track_all && !(prev->flags & PF_KTHREAD))
+			stats_current(ptgid);
+		if (exact_sys_time) {
+			slot = bpf_map_lookup_elem(&cpu_sys_slot, &zero);
+			in_sys = slot && slot->pid == (__u32)prev->pid;
+		}
+		/* Blocked (not preempted: a preempted task is runnable, not waiting). */
+		if (blocked_sys_time && !preempt && prev_state != 0)
+			bcol = blocked_col(prev);
+		if (in_sys || account_offcpu || bcol != COL_NONE) {
 			ts = bpf_task_storage_get(&thread_state, prev, 0,
 						  BPF_LOCAL_STORAGE_GET_F_CREATE);
-			if (ts && in_sys)
+			if (ts && in_sys && slot)
 				ts->sys_start = slot->start;
-			if (ts && account_offcpu) {
+			if (ts && (account_offcpu || bcol != COL_NONE)) {
 				now = bpf_ktime_get_ns();
 				ts->off_start = now;
 				ts->off_iowait = BPF_CORE_READ_BITFIELD(prev, in_iowait);
+				ts->block_col = bcol;
 			}
 		}
 		/* The slot now belongs to whoever runs next on this CPU. */
-		if (in_sys)
+		if (in_sys && slot)
 			slot->pid = 0;
 	}
-	if (!account_offcpu)
+	if (!account_offcpu && !blocked_sys_time)
 		return 0;
 	if (!is_tracked(ntgid))
 		return 0;
@@ -349,12 +400,23 @@ int BPF_PROG(on_sched_switch, bool preempt, struct task_struct *prev, struct tas
 		now = bpf_ktime_get_ns();
 	delta = now - ts->off_start;
 	ts->off_start = 0;
+	bcol = ts->block_col;
+	ts->block_col = COL_NONE;
 	st = stats_of(ntgid);
 	if (!st)
 		return 0;
-	__sync_fetch_and_add(&st->offcpu_ns, delta);
-	if (ts->off_iowait)
-		__sync_fetch_and_add(&st->iowait_ns, delta);
+	if (account_offcpu) {
+		__sync_fetch_and_add(&st->offcpu_ns, delta);
+		if (ts->off_iowait)
+			__sync_fetch_and_add(&st->iowait_ns, delta);
+	}
+	if (bcol != COL_NONE && bcol < NR_COLS) {
+		__u32 idx = bcol;
+
+		barrier_var(idx);
+		idx &= SLOW_SLOTS - 1;
+		__sync_fetch_and_add(&st->slow_ns[idx], delta);
+	}
 	gg_count(GG_STAT_EVENTS);
 	return 0;
 }
