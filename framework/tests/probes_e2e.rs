@@ -206,7 +206,8 @@ fn ioprobe_through_daemon_counts_direct_writes() {
     );
 }
 
-/// taskprobe started by the daemon with a pid filter sees a child's failing syscalls.
+/// taskprobe started by the daemon with a pid filter and syscall counts (`-P 1`, opt-in) sees a
+/// child's failing syscalls.
 #[test]
 fn taskprobe_through_daemon_counts_failed_syscalls() {
     const FAILS: u32 = 1000;
@@ -229,7 +230,7 @@ fn taskprobe_through_daemon_counts_failed_syscalls() {
     let d = Daemon::start(
         60,
         &format!(
-            "probes = ( {{ name = \"taskprobe\"; param = \"-t 1 -f {pid}\"; switch = \"on\"; }} );"
+            "probes = ( {{ name = \"taskprobe\"; param = \"-t 1 -P 1 -f {pid}\"; switch = \"on\"; }} );"
         ),
         |probes| install_probe(probes, "taskprobe", "probes/proc"),
     );

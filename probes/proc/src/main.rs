@@ -13,6 +13,7 @@ use std::cell::RefCell;
 use std::collections::BTreeSet;
 use std::io::Write;
 use std::mem::MaybeUninit;
+use std::os::fd::AsFd;
 use std::path::Path;
 use std::process::ExitCode;
 use std::rc::Rc;
@@ -134,6 +135,30 @@ fn attach(p: &mut ProcProgs<'_>, plan: &Plan) -> Result<Vec<Link>> {
     Ok(links)
 }
 
+/// Calls of the attached programs that the kernel skipped because the same program was already
+/// running on that CPU (e.g. a block completion interrupting one): events not accounted.
+fn recursion_misses(p: &ProcProgs<'_>, plan: &Plan) -> u64 {
+    let mut fds = vec![p.on_fork.as_fd(), p.on_exec.as_fd(), p.on_exit.as_fd()];
+    if plan.sys_enter {
+        fds.push(p.on_sys_enter.as_fd());
+    }
+    if plan.sys_exit {
+        fds.push(p.on_sys_exit.as_fd());
+    }
+    if plan.sched_switch {
+        fds.push(p.on_sched_switch.as_fd());
+    }
+    match plan.block {
+        Some(BlockStart::IoStart) => fds.push(p.on_io_start.as_fd()),
+        Some(BlockStart::RqIssue) => fds.push(p.on_rq_issue.as_fd()),
+        None => {}
+    }
+    if plan.block.is_some() {
+        fds.push(p.on_rq_complete.as_fd());
+    }
+    bpf::recursion_misses(fds)
+}
+
 /// Counters the user-space side adds to `proc_bpf_stats`.
 #[derive(Debug, Default)]
 struct UserLoss {
@@ -207,6 +232,7 @@ fn report<W: Write>(
     plan: &Plan,
     gg_stats: &dyn MapCore,
     loss: &UserLoss,
+    misses: u64,
 ) -> std::io::Result<()> {
     for (tgid, c) in tracker.entries() {
         report::write_process(out, tgid, &c, &plan.tables)?;
@@ -217,6 +243,7 @@ fn report<W: Write>(
     }
     let mut counters = bpf::read_loss_counters(gg_stats);
     counters.map_full += loss.map_full;
+    counters.lost = counters.lost.saturating_add(misses);
     bpf::write_loss_record(out, STATS_TABLE, STATS_PROBE, &counters)?;
     out.flush()
 }
@@ -345,6 +372,7 @@ fn run_probe(args: &ProbeArgs, timing: SyscallTiming) -> Result<()> {
             &plan,
             &skel.maps.gg_stats,
             &loss,
+            recursion_misses(&skel.progs, &plan),
         ) {
             if record::is_broken_pipe(&e) {
                 return Ok(());
