@@ -87,43 +87,28 @@ pub fn write_process<W: Write>(
             .field(&c.syscalls)
             .end()?;
     }
-    if tables.io {
-        out.record("proc_syscall_io")
-            .field(&tgid)
-            .field(comm)
-            .field(&c.slow(Mount))
-            .field(&c.slow(Umount))
-            .field(&c.slow(Read))
-            .field(&c.slow(Write))
-            .field(&c.slow(Fsync))
-            .end()?;
-    }
-    if tables.net {
-        out.record("proc_syscall_net")
-            .field(&tgid)
-            .field(comm)
-            .field(&c.slow(Sendmsg))
-            .field(&c.slow(Recvmsg))
-            .end()?;
-    }
-    if tables.sched {
-        out.record("proc_syscall_sched")
-            .field(&tgid)
-            .field(comm)
-            .field(&c.slow(SchedYield))
-            .field(&c.slow(Futex))
-            .field(&c.slow(EpollWait))
-            .field(&c.slow(EpollPwait))
-            .end()?;
-    }
-    if tables.fork {
-        out.record("proc_syscall_fork")
-            .field(&tgid)
-            .field(comm)
-            .field(&c.slow(Fork))
-            .field(&c.slow(Vfork))
-            .field(&c.slow(Clone))
-            .end()?;
+    let slow_tables: [(bool, &str, &[SlowCol]); 4] = [
+        (
+            tables.io,
+            "proc_syscall_io",
+            &[Mount, Umount, Read, Write, Fsync],
+        ),
+        (tables.net, "proc_syscall_net", &[Sendmsg, Recvmsg]),
+        (
+            tables.sched,
+            "proc_syscall_sched",
+            &[SchedYield, Futex, EpollWait, EpollPwait],
+        ),
+        (tables.fork, "proc_syscall_fork", &[Fork, Vfork, Clone]),
+    ];
+    for (enabled, table, cols) in slow_tables {
+        if enabled {
+            let mut rec = out.record(table).field(&tgid).field(comm);
+            for &col in cols {
+                rec = rec.field(&c.slow(col));
+            }
+            rec.end()?;
+        }
     }
     if tables.lifecycle {
         out.record("proc_lifecycle")
