@@ -79,8 +79,8 @@ pub enum BlockStart {
 pub struct Plan {
     /// Syscall number → slow column, handed to BPF.
     pub syscall_table: [u8; syscalls::TABLE_LEN],
-    /// How slow syscalls are timed.
-    pub timing: SyscallTiming,
+    /// Slow syscalls are timed at `sched_switch` (blocked time), with no syscall hook.
+    pub blocked_timing: bool,
     /// `sys_enter`: only needed to time slow syscalls exactly.
     pub sys_enter: bool,
     /// `sys_exit`: counts, failures, and the end of exactly timed slow syscalls.
@@ -107,7 +107,7 @@ impl Plan {
         let has = |bit: u32| probe_bits & bit != 0;
         Plan {
             syscall_table,
-            timing,
+            blocked_timing: timed && timing == SyscallTiming::Blocked,
             sys_enter: exact,
             sys_exit: exact || has(BIT_SYSCALL),
             sched_switch: has(BIT_THREAD_CPU) || timed,

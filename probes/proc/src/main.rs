@@ -21,7 +21,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result};
 use libbpf_rs::skel::{OpenSkel, SkelBuilder};
-use libbpf_rs::{Link, MapCore};
+use libbpf_rs::{Link, MapCore, ProgramMut};
 use probe_sdk::args::ProbeArgs;
 use probe_sdk::bpf::{self, Hook, RingPoller};
 use probe_sdk::record::{self, RecordWriter};
@@ -90,8 +90,7 @@ fn configure(open: &mut OpenProcSkel<'_>, plan: &Plan, sel: &Selection) -> Resul
     ro.slow_col = plan.syscall_table;
     ro.account_offcpu = u8::from(plan.offcpu);
     ro.exact_sys_time = u8::from(plan.sys_enter);
-    ro.blocked_sys_time =
-        u8::from(plan.timing == SyscallTiming::Blocked && syscalls::any_timed(&plan.syscall_table));
+    ro.blocked_sys_time = u8::from(plan.blocked_timing);
     ro.noop_hooks = u8::from(std::env::var_os(NOOP_ENV).is_some());
     open.maps.proc_stats.set_max_entries(MAX_TRACKED)?;
     open.maps.tracked_overflow.set_max_entries(MAX_TRACKED)?;
@@ -109,54 +108,40 @@ fn configure(open: &mut OpenProcSkel<'_>, plan: &Plan, sel: &Selection) -> Resul
     Ok(())
 }
 
-fn attach(p: &mut ProcProgs<'_>, plan: &Plan) -> Result<Vec<Link>> {
-    let mut links = vec![
-        p.on_fork.attach()?,
-        p.on_exec.attach()?,
-        p.on_exit.attach()?,
-    ];
+/// The programs the plan attaches, in attach order.
+fn planned<'a, 'obj>(p: &'a ProcProgs<'obj>, plan: &Plan) -> Vec<&'a ProgramMut<'obj>> {
+    let mut progs = vec![&p.on_fork, &p.on_exec, &p.on_exit];
     if plan.sys_enter {
-        links.push(p.on_sys_enter.attach()?);
+        progs.push(&p.on_sys_enter);
     }
     if plan.sys_exit {
-        links.push(p.on_sys_exit.attach()?);
+        progs.push(&p.on_sys_exit);
     }
     if plan.sched_switch {
-        links.push(p.on_sched_switch.attach()?);
+        progs.push(&p.on_sched_switch);
     }
     match plan.block {
-        Some(BlockStart::IoStart) => links.push(p.on_io_start.attach()?),
-        Some(BlockStart::RqIssue) => links.push(p.on_rq_issue.attach()?),
+        Some(BlockStart::IoStart) => progs.push(&p.on_io_start),
+        Some(BlockStart::RqIssue) => progs.push(&p.on_rq_issue),
         None => {}
     }
     if plan.block.is_some() {
-        links.push(p.on_rq_complete.attach()?);
+        progs.push(&p.on_rq_complete);
     }
-    Ok(links)
+    progs
+}
+
+fn attach(p: &ProcProgs<'_>, plan: &Plan) -> Result<Vec<Link>> {
+    Ok(planned(p, plan)
+        .into_iter()
+        .map(ProgramMut::attach)
+        .collect::<Result<_, _>>()?)
 }
 
 /// Calls of the attached programs that the kernel skipped because the same program was already
 /// running on that CPU (e.g. a block completion interrupting one): events not accounted.
 fn recursion_misses(p: &ProcProgs<'_>, plan: &Plan) -> u64 {
-    let mut fds = vec![p.on_fork.as_fd(), p.on_exec.as_fd(), p.on_exit.as_fd()];
-    if plan.sys_enter {
-        fds.push(p.on_sys_enter.as_fd());
-    }
-    if plan.sys_exit {
-        fds.push(p.on_sys_exit.as_fd());
-    }
-    if plan.sched_switch {
-        fds.push(p.on_sched_switch.as_fd());
-    }
-    match plan.block {
-        Some(BlockStart::IoStart) => fds.push(p.on_io_start.as_fd()),
-        Some(BlockStart::RqIssue) => fds.push(p.on_rq_issue.as_fd()),
-        None => {}
-    }
-    if plan.block.is_some() {
-        fds.push(p.on_rq_complete.as_fd());
-    }
-    bpf::recursion_misses(fds)
+    bpf::recursion_misses(planned(p, plan).into_iter().map(AsFd::as_fd))
 }
 
 /// Counters the user-space side adds to `proc_bpf_stats`.
@@ -303,7 +288,7 @@ fn run_probe(args: &ProbeArgs, timing: SyscallTiming) -> Result<()> {
     if !sel.is_all() {
         resync(&tracker, &sel, &mut loss);
     }
-    let _links = attach(&mut skel.progs, &plan).context("attaching BPF programs")?;
+    let _links = attach(&skel.progs, &plan).context("attaching BPF programs")?;
     if sel.is_all() {
         // Processes that existed before the probe: BPF adds new ones at fork, and any it
         // missed at their next context switch or syscall.
