@@ -24,7 +24,7 @@ use std::time::{Duration, Instant};
 
 use gala_gopher::config::{GopherConfig, OutChannel, OutChannels};
 use gala_gopher::export::{build_exporters, RecordView};
-use gala_gopher::meta::{Field, FieldKind, TableSchema};
+use gala_gopher::meta::{FieldKind, TableSchema};
 use gala_gopher::telemetry::{Stream, Telemetry};
 
 const FIELDS: &str = "{ description: \"id\"; type: \"key\"; name: \"id\"; }, { description: \"c\"; type: \"label\"; name: \"comm\"; },\
@@ -122,26 +122,19 @@ fn rss_kb(pid: u32) -> u64 {
 }
 
 fn schema() -> Arc<TableSchema> {
-    let f = |name: &str, kind| Field {
-        name: name.into(),
-        kind,
-        description: String::new(),
-    };
-    Arc::new(TableSchema {
-        table_name: "bench".into(),
-        entity_name: "bench".into(),
-        version: "1.0.0".into(),
-        fields: vec![
-            f("id", FieldKind::Key),
-            f("comm", FieldKind::Label),
-            f("a", FieldKind::Gauge),
-            f("b", FieldKind::Gauge),
-            f("c", FieldKind::Counter),
-            f("d", FieldKind::Gauge),
-            f("e", FieldKind::Gauge),
+    Arc::new(TableSchema::from_fields(
+        "bench",
+        "bench",
+        &[
+            ("id", FieldKind::Key),
+            ("comm", FieldKind::Label),
+            ("a", FieldKind::Gauge),
+            ("b", FieldKind::Gauge),
+            ("c", FieldKind::Counter),
+            ("d", FieldKind::Gauge),
+            ("e", FieldKind::Gauge),
         ],
-        origin: "bench".into(),
-    })
+    ))
 }
 
 /// Push `n` records through the sinks `cfg` describes; returns (wall s, process CPU s).

@@ -157,28 +157,21 @@ pub fn metadata(schema: &TableSchema, time_ms: u64, out: &mut Vec<u8>) {
 mod tests {
     use super::*;
     use crate::export::RecordView;
-    use crate::meta::{Field, SchemaRef};
+    use crate::meta::SchemaRef;
     use std::sync::Arc;
 
     fn schema() -> SchemaRef {
-        let f = |name: &str, kind| Field {
-            name: name.into(),
-            kind,
-            description: String::new(),
-        };
-        Arc::new(TableSchema {
-            table_name: "t".into(),
-            entity_name: "E".into(),
-            version: "1.0.0".into(),
-            fields: vec![
-                f("k", FieldKind::Key),
-                f("l", FieldKind::Label),
-                f("g", FieldKind::Gauge),
-                f("c", FieldKind::Counter),
-                f("h", FieldKind::Histogram),
+        Arc::new(TableSchema::from_fields(
+            "t",
+            "E",
+            &[
+                ("k", FieldKind::Key),
+                ("l", FieldKind::Label),
+                ("g", FieldKind::Gauge),
+                ("c", FieldKind::Counter),
+                ("h", FieldKind::Histogram),
             ],
-            origin: "test".into(),
-        })
+        ))
     }
 
     fn record(values: &[Option<&str>]) -> OwnedRecord {

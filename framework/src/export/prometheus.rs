@@ -174,24 +174,11 @@ pub fn render(store: &TableStore, opts: RenderOptions, now_ms: u64, out: &mut St
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::meta::{Field, TableSchema};
+    use crate::meta::TableSchema;
     use crate::store::{Scratch, StoreLimits};
 
     fn schema(fields: &[(&str, FieldKind)]) -> crate::meta::SchemaRef {
-        Arc::new(TableSchema {
-            table_name: "t".into(),
-            entity_name: "E".into(),
-            version: "1.0.0".into(),
-            fields: fields
-                .iter()
-                .map(|(n, k)| Field {
-                    name: n.to_string(),
-                    kind: *k,
-                    description: format!("{n} help"),
-                })
-                .collect(),
-            origin: "test".into(),
-        })
+        Arc::new(TableSchema::from_fields("t", "E", fields))
     }
 
     fn render_lines(lines: &[&[&str]], sch: &crate::meta::SchemaRef, ts: bool) -> String {

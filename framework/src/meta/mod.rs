@@ -74,6 +74,25 @@ pub struct TableSchema {
 }
 
 impl TableSchema {
+    /// A schema declared in code rather than by a `.meta` file (tests, benchmarks): version
+    /// `1.0.0`, each field described as `"<name> help"`.
+    pub fn from_fields(table: &str, entity: &str, fields: &[(&str, FieldKind)]) -> TableSchema {
+        TableSchema {
+            table_name: table.into(),
+            entity_name: entity.into(),
+            version: "1.0.0".into(),
+            fields: fields
+                .iter()
+                .map(|&(name, kind)| Field {
+                    name: name.into(),
+                    kind,
+                    description: format!("{name} help"),
+                })
+                .collect(),
+            origin: format!("built-in table {table}"),
+        }
+    }
+
     /// Indices of the key fields, in order.
     pub fn key_indices(&self) -> impl Iterator<Item = usize> + '_ {
         self.fields

@@ -402,26 +402,19 @@ fn render_labels(schema: &SchemaRef, row: &mut Row, machine_id: &str) {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::meta::{Field, TableSchema};
+    use crate::meta::TableSchema;
 
     fn schema() -> SchemaRef {
-        let f = |name: &str, kind| Field {
-            name: name.into(),
-            kind,
-            description: format!("{name} desc"),
-        };
-        Arc::new(TableSchema {
-            table_name: "t".into(),
-            entity_name: "E".into(),
-            version: "1.0.0".into(),
-            fields: vec![
-                f("k", FieldKind::Key),
-                f("l", FieldKind::Label),
-                f("g", FieldKind::Gauge),
-                f("c", FieldKind::Counter),
+        Arc::new(TableSchema::from_fields(
+            "t",
+            "E",
+            &[
+                ("k", FieldKind::Key),
+                ("l", FieldKind::Label),
+                ("g", FieldKind::Gauge),
+                ("c", FieldKind::Counter),
             ],
-            origin: "test".into(),
-        })
+        ))
     }
 
     fn store(max_records: usize) -> TableStore {

@@ -182,18 +182,20 @@ mod tests {
         }
     }
 
+    const ALL_TABLES: Tables = Tables {
+        syscall: true,
+        io: true,
+        net: true,
+        sched: true,
+        fork: true,
+        lifecycle: true,
+        bio: true,
+        cpu: true,
+    };
+
     #[test]
     fn every_table_in_meta_order() {
-        let all = Tables {
-            syscall: true,
-            io: true,
-            net: true,
-            sched: true,
-            fork: true,
-            lifecycle: true,
-            bio: true,
-            cpu: true,
-        };
+        let all = ALL_TABLES;
         let expected = "\
 |proc_syscall|42|nginx|7|1000|
 |proc_syscall_io|42|nginx|101|102|103|104|105|
@@ -231,16 +233,7 @@ mod tests {
 
     #[test]
     fn records_match_the_meta_field_for_field() {
-        let all = Tables {
-            syscall: true,
-            io: true,
-            net: true,
-            sched: true,
-            fork: true,
-            lifecycle: true,
-            bio: true,
-            cpu: true,
-        };
+        let all = ALL_TABLES;
         let mut w = RecordWriter::new(Vec::new());
         write_process(&mut w, 42, &sample(), &all).unwrap();
         probe_sdk::bpf::write_loss_record(

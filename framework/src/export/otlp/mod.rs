@@ -402,26 +402,19 @@ impl OtlpSink {
 mod tests {
     use super::*;
     use crate::export::RecordView;
-    use crate::meta::{Field, TableSchema};
+    use crate::meta::TableSchema;
 
     fn rec(values: &[Option<&str>]) -> Arc<OwnedRecord> {
-        let f = |name: &str, kind| Field {
-            name: name.into(),
-            kind,
-            description: format!("{name} help"),
-        };
-        let schema = Arc::new(TableSchema {
-            table_name: "t".into(),
-            entity_name: "E".into(),
-            version: "1".into(),
-            fields: vec![
-                f("k", FieldKind::Key),
-                f("g", FieldKind::Gauge),
-                f("c", FieldKind::Counter),
-                f("h", FieldKind::Histogram),
+        let schema = Arc::new(TableSchema::from_fields(
+            "t",
+            "E",
+            &[
+                ("k", FieldKind::Key),
+                ("g", FieldKind::Gauge),
+                ("c", FieldKind::Counter),
+                ("h", FieldKind::Histogram),
             ],
-            origin: "x".into(),
-        });
+        ));
         Arc::new(OwnedRecord::from_view(&RecordView {
             schema: &schema,
             values,
