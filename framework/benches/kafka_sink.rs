@@ -27,6 +27,10 @@ use gala_gopher::export::{build_exporters, RecordView};
 use gala_gopher::meta::{FieldKind, TableSchema};
 use gala_gopher::telemetry::{Stream, Telemetry};
 
+#[path = "support/mod.rs"]
+mod support;
+use support::{http_get, metric_value, rss_kb};
+
 const FIELDS: &str = "{ description: \"id\"; type: \"key\"; name: \"id\"; }, { description: \"c\"; type: \"label\"; name: \"comm\"; },\
  { description: \"a\"; type: \"gauge\"; name: \"a\"; }, { description: \"b\"; type: \"gauge\"; name: \"b\"; },\
  { description: \"c\"; type: \"counter\"; name: \"c\"; }, { description: \"d\"; type: \"gauge\"; name: \"d\"; },\
@@ -108,17 +112,6 @@ fn stat_cpu_s(path: &str) -> f64 {
             Some((u + st) / ticks_hz())
         })
         .unwrap_or(0.0)
-}
-
-fn rss_kb(pid: u32) -> u64 {
-    std::fs::read_to_string(format!("/proc/{pid}/status"))
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .find(|l| l.starts_with("VmRSS:"))
-                .and_then(|l| l.split_whitespace().nth(1)?.parse().ok())
-        })
-        .unwrap_or(0)
 }
 
 fn schema() -> Arc<TableSchema> {
@@ -326,19 +319,8 @@ fn writer(n: usize, rate: usize, started: Option<&str>) -> std::io::Result<()> {
     }
 }
 
-fn http_get(port: u16, path: &str) -> std::io::Result<String> {
-    let mut s = TcpStream::connect(("127.0.0.1", port))?;
-    write!(s, "GET {path} HTTP/1.0\r\n\r\n")?;
-    let mut out = String::new();
-    s.read_to_string(&mut out)?;
-    Ok(out)
-}
-
 fn metric(body: &str, prefix: &str) -> f64 {
-    body.lines()
-        .find(|l| l.starts_with(prefix))
-        .and_then(|l| l.rsplit(' ').next()?.parse().ok())
-        .unwrap_or(0.0)
+    metric_value(body, prefix).unwrap_or(0.0)
 }
 
 struct Daemon {

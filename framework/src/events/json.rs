@@ -58,16 +58,8 @@ pub fn event_json(
     push_str(out, &ids.metric);
     if let Some(l) = &ev.labels {
         out.extend_from_slice(b", \"labels\": {");
-        let pairs = [
-            ("Host", machine_id),
-            ("PID", &l.pid),
-            ("COMM", &l.comm),
-            ("IP", &l.ip),
-            ("ContainerID", &l.container_id),
-            ("POD", &l.pod),
-            ("Device", &l.device),
-        ];
-        for (i, (k, v)) in pairs.iter().enumerate() {
+        let host = [("Host", machine_id)];
+        for (i, (k, v)) in host.into_iter().chain(l.named()).enumerate() {
             if i > 0 {
                 out.extend_from_slice(b", ");
             }

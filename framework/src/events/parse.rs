@@ -26,6 +26,20 @@ pub struct HeadLabels {
     pub device: String,
 }
 
+impl HeadLabels {
+    /// The labels under their upstream JSON / attribute names, in upstream order.
+    pub fn named(&self) -> [(&'static str, &str); 6] {
+        [
+            ("PID", &self.pid),
+            ("COMM", &self.comm),
+            ("IP", &self.ip),
+            ("ContainerID", &self.container_id),
+            ("POD", &self.pod),
+            ("Device", &self.device),
+        ]
+    }
+}
+
 /// One abnormal event as a probe reported it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Event {

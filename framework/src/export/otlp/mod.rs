@@ -218,14 +218,7 @@ pub fn encode_events(
                 KeyValue::string("entity_name", &ev.entity_name),
             ];
             if let Some(l) = &ev.labels {
-                for (k, v) in [
-                    ("PID", &l.pid),
-                    ("COMM", &l.comm),
-                    ("IP", &l.ip),
-                    ("ContainerID", &l.container_id),
-                    ("POD", &l.pod),
-                    ("Device", &l.device),
-                ] {
+                for (k, v) in l.named() {
                     attributes.push(KeyValue::string(k, v));
                 }
             }
