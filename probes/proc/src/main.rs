@@ -187,8 +187,8 @@ fn resync(tracker: &Tracker<'_>, sel: &Selection, loss: &mut UserLoss) {
     }
 }
 
-/// Track-all mode: drops entries of processes that are gone without an exit having been seen
-/// (the start-up scan can race with an exit), so they are not reported forever.
+/// Track-all mode, after the start-up scan: drops entries of processes that are gone without an
+/// exit having been seen, so they are not reported forever.
 fn prune_vanished(tracker: &Tracker<'_>, proc_root: &Path) {
     for (tgid, c) in tracker.entries() {
         // Re-read after the /proc check: an exit between the snapshot and the check has set
@@ -295,6 +295,9 @@ fn run_probe(args: &ProbeArgs, timing: SyscallTiming) -> Result<()> {
         for (tgid, comm) in selection::user_processes(sel.proc_root()) {
             track_logged(&tracker, &mut loss, tgid, &comm);
         }
+        // One pass closes the scan's race: the exit hook is attached by now, so only a process
+        // that exited before its entry was inserted can be gone without `exited`.
+        prune_vanished(&tracker, sel.proc_root());
     }
 
     let notices: Rc<RefCell<Vec<u32>>> = Rc::default();
@@ -345,9 +348,7 @@ fn run_probe(args: &ProbeArgs, timing: SyscallTiming) -> Result<()> {
         if now < next {
             continue;
         }
-        if sel.is_all() {
-            prune_vanished(&tracker, sel.proc_root());
-        } else {
+        if !sel.is_all() {
             resync(&tracker, &sel, &mut loss);
         }
         if let Err(e) = report(
