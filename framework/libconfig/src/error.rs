@@ -33,6 +33,40 @@ pub enum Error {
         /// Underlying I/O error.
         source: std::io::Error,
     },
+    /// The path names something other than a regular file (a FIFO, a device, a directory...),
+    /// which could block forever or never end; it is refused without reading.
+    #[error("{}: not a regular file ({kind}); refusing to read it", path.display())]
+    NotRegularFile {
+        /// File that was opened.
+        path: PathBuf,
+        /// What it is instead ("FIFO", "character device", "directory", ...).
+        kind: &'static str,
+    },
+    /// The file is larger than the per-file limit ([`crate::MAX_FILE_SIZE`]).
+    #[error("{}: file too large: {size} bytes, the limit is {limit} bytes", path.display())]
+    FileTooLarge {
+        /// File that was opened.
+        path: PathBuf,
+        /// Its size (at least this many bytes if it grew while being read).
+        size: u64,
+        /// The limit.
+        limit: u64,
+    },
+    /// Reading this file would take the document and its includes over
+    /// [`crate::MAX_TOTAL_SIZE`] bytes.
+    #[error("{}: the document and its includes exceed {limit} bytes in total", path.display())]
+    TotalTooLarge {
+        /// File whose size crossed the limit.
+        path: PathBuf,
+        /// The limit.
+        limit: u64,
+    },
+    /// The file contains bytes that are not UTF-8 (`at` is the first invalid byte).
+    #[error("{at}: invalid UTF-8")]
+    InvalidUtf8 {
+        /// Position of the first invalid byte.
+        at: Location,
+    },
     /// The text does not follow the libconfig grammar.
     #[error("{at}: {message}")]
     Syntax {
@@ -77,6 +111,24 @@ pub enum Error {
         /// Underlying I/O error.
         source: std::io::Error,
     },
+    /// An `@include`d file was refused before or while reading it (not a regular file, too
+    /// large, over the total size); `source` says why and names the file.
+    #[error("{at}: cannot include: {source}")]
+    IncludeRefused {
+        /// The `@include` directive.
+        at: Location,
+        /// Why the file was refused ([`Error::NotRegularFile`], [`Error::FileTooLarge`], ...).
+        source: Box<Error>,
+    },
+    /// More files included (directly, nested, or through wildcards) than
+    /// [`crate::MAX_INCLUDE_FILES`].
+    #[error("{at}: more than {limit} files included")]
+    TooManyIncludes {
+        /// The `@include` directive that crossed the limit.
+        at: Location,
+        /// The limit.
+        limit: usize,
+    },
     /// Groups/lists/arrays nested deeper than [`crate::MAX_NESTING`].
     #[error("{at}: values nested deeper than {limit} levels")]
     TooDeep {
@@ -88,11 +140,17 @@ pub enum Error {
 }
 
 impl Error {
-    /// Where the error is, if it has a position (every variant except [`Error::Read`]).
+    /// Where the error is, if it has a position (not for errors about a whole file).
     pub fn location(&self) -> Option<&Location> {
         match self {
-            Error::Read { .. } => None,
+            Error::Read { .. }
+            | Error::NotRegularFile { .. }
+            | Error::FileTooLarge { .. }
+            | Error::TotalTooLarge { .. } => None,
             Error::Syntax { at, .. }
+            | Error::InvalidUtf8 { at }
+            | Error::IncludeRefused { at, .. }
+            | Error::TooManyIncludes { at, .. }
             | Error::DuplicateSetting { at, .. }
             | Error::IncludeCycle { at, .. }
             | Error::IncludeDepth { at, .. }

@@ -7,7 +7,7 @@ use std::borrow::Cow;
 
 use nom::branch::alt;
 use nom::bytes::complete::{tag, tag_no_case, take_until, take_while};
-use nom::character::complete::{char, digit0, digit1, hex_digit1, one_of, satisfy};
+use nom::character::complete::{char, digit0, digit1, one_of, satisfy};
 use nom::combinator::{not, opt, peek, recognize};
 use nom::error::{ErrorKind, ParseError};
 use nom::multi::many0_count;
@@ -73,7 +73,9 @@ fn block_comment(i: &str) -> PResult<'_, ()> {
 }
 
 fn whitespace(i: &str) -> PResult<'_, ()> {
-    let (rest, ws) = take_while(char::is_whitespace).parse(i)?;
+    // libconfig also skips BEL and BS (`\a`, `\b`) between tokens.
+    let (rest, ws) =
+        take_while(|c: char| c.is_whitespace() || c == '\x07' || c == '\x08').parse(i)?;
     if ws.is_empty() {
         return Err(nom::Err::Error(PError::from_error_kind(
             i,
@@ -117,20 +119,38 @@ fn exponent(i: &str) -> PResult<'_, &str> {
     recognize((one_of("eE"), opt(one_of("+-")), digit1)).parse(i)
 }
 
-/// Integer (decimal or hex, optional sign, optional `L`/`LL`) or float.
+/// Integer (decimal, hex `0x`, binary `0b` or octal `0o`; optional sign; optional `L`/`LL`)
+/// or float.
 pub(crate) fn number(i: &str) -> PResult<'_, Value> {
     let (after_sign, sign) = opt(one_of("+-")).parse(i)?;
     let negative = sign == Some('-');
 
-    let hex: PResult<'_, &str> = alt((tag("0x"), tag("0X"))).parse(after_sign);
-    let (rest, value) = if let Ok((digits_at, _)) = hex {
-        let Ok((rest, digits)) = hex_digit1::<_, PError<'_>>(digits_at) else {
-            return fail(digits_at, "expected hexadecimal digits after '0x'");
+    let radix = [
+        ("0x", 16, "hexadecimal"),
+        ("0X", 16, "hexadecimal"),
+        ("0b", 2, "binary"),
+        ("0B", 2, "binary"),
+        ("0o", 8, "octal"),
+        ("0O", 8, "octal"),
+    ]
+    .into_iter()
+    .find(|(p, _, _)| after_sign.starts_with(p));
+    let (rest, value) = if let Some((prefix, radix, what)) = radix {
+        let digits_at = &after_sign[2..];
+        let end = digits_at
+            .find(|c: char| !c.is_digit(radix))
+            .unwrap_or(digits_at.len());
+        let (digits, rest) = digits_at.split_at(end);
+        if digits.is_empty() {
+            return fail(
+                digits_at,
+                format!("expected {what} digits after '{prefix}'"),
+            );
+        }
+        let Ok(bits) = u64::from_str_radix(digits, radix) else {
+            return fail(i, format!("{what} integer does not fit in 64 bits"));
         };
-        let Ok(bits) = u64::from_str_radix(digits, 16) else {
-            return fail(i, "hexadecimal integer does not fit in 64 bits");
-        };
-        // Hex literals are bit patterns: 0xFFFFFFFFFFFFFFFF is -1 as in libconfig.
+        // Prefixed literals are bit patterns: 0xFFFFFFFFFFFFFFFF is -1 as in libconfig.
         let v = bits as i64;
         let (rest, _) = int_suffix(rest)?;
         (
@@ -151,6 +171,7 @@ pub(crate) fn number(i: &str) -> PResult<'_, Value> {
                 _ => return fail(i, format!("float {text} is out of range")),
             }
         } else {
+            // Decimal even with leading zeros, as libconfig's strtoll(.., 10).
             let Ok(v) = text.parse::<i64>() else {
                 return fail(i, format!("integer {text} does not fit in 64 bits"));
             };
@@ -172,49 +193,58 @@ fn int_suffix(i: &str) -> PResult<'_, ()> {
     Ok((i, ()))
 }
 
-/// One `"..."` literal; escapes resolved into raw bytes (`\xHH` may produce non-UTF-8 bytes).
+/// One `"..."` literal, with libconfig's scanner rules: `\a \b \f \n \r \t \v \\ \"` and
+/// `\xHH` (exactly two hex digits, may produce non-UTF-8 bytes) are escapes; a backslash before
+/// anything else is kept literally (`"grep 'a\|b'"` is `grep 'a\|b'`).
 fn string_literal<'s>(i: &'s str, out: &mut Vec<u8>) -> PResult<'s, ()> {
     let (body, _) = char('"').parse(i)?;
-    let mut chars = body.char_indices();
-    while let Some((pos, c)) = chars.next() {
-        match c {
-            '"' => return Ok((&body[pos + 1..], ())),
-            '\\' => {
-                let esc = &body[pos..];
-                match chars.next() {
-                    Some((_, '\\')) => out.push(b'\\'),
-                    Some((_, '"')) => out.push(b'"'),
-                    Some((_, 'n')) => out.push(b'\n'),
-                    Some((_, 'r')) => out.push(b'\r'),
-                    Some((_, 't')) => out.push(b'\t'),
-                    Some((_, 'f')) => out.push(0x0c),
-                    Some((_, 'x')) => {
-                        let hex = body
-                            .get(pos + 2..pos + 4)
-                            .filter(|h| h.len() == 2 && h.bytes().all(|b| b.is_ascii_hexdigit()));
-                        let Some(hex) = hex else {
-                            return fail(
-                                esc,
-                                "invalid escape: expected two hex digits after '\\x'",
-                            );
-                        };
-                        out.push(u8::from_str_radix(hex, 16).unwrap_or_default());
-                        chars.next();
-                        chars.next();
-                    }
-                    Some((_, other)) => {
-                        return fail(
-                            esc,
-                            format!("invalid escape sequence '\\{other}' in string"),
-                        )
-                    }
-                    None => return fail(i, "unterminated string"),
+    let bytes = body.as_bytes();
+    let mut pos = 0;
+    while pos < bytes.len() {
+        // Copy the run up to the next quote or backslash in one go.
+        let run = bytes[pos..]
+            .iter()
+            .position(|&b| b == b'"' || b == b'\\')
+            .unwrap_or(bytes.len() - pos);
+        out.extend_from_slice(&bytes[pos..pos + run]);
+        pos += run;
+        match bytes.get(pos) {
+            Some(b'"') => return Ok((&body[pos + 1..], ())),
+            Some(_) => {
+                let escaped = match bytes.get(pos + 1) {
+                    Some(b'a') => Some(0x07),
+                    Some(b'b') => Some(0x08),
+                    Some(b'f') => Some(0x0c),
+                    Some(b'n') => Some(b'\n'),
+                    Some(b'r') => Some(b'\r'),
+                    Some(b't') => Some(b'\t'),
+                    Some(b'v') => Some(0x0b),
+                    Some(b'\\') => Some(b'\\'),
+                    Some(b'"') => Some(b'"'),
+                    _ => None,
+                };
+                if let Some(b) = escaped {
+                    out.push(b);
+                    pos += 2;
+                    continue;
                 }
+                let hex = bytes.get(pos + 1..pos + 4).filter(|h| {
+                    matches!(h[0], b'x' | b'X') && h[1..].iter().all(u8::is_ascii_hexdigit)
+                });
+                if let Some(h) = hex {
+                    let digit = |b: u8| (b as char).to_digit(16).unwrap_or(0) as u8;
+                    out.push(digit(h[1]) << 4 | digit(h[2]));
+                    pos += 4;
+                    continue;
+                }
+                if pos + 1 >= bytes.len() {
+                    break;
+                }
+                // Unknown escape: libconfig keeps the backslash and reads on.
+                out.push(b'\\');
+                pos += 1;
             }
-            c => {
-                let mut buf = [0u8; 4];
-                out.extend_from_slice(c.encode_utf8(&mut buf).as_bytes());
-            }
+            None => break,
         }
     }
     fail(i, "unterminated string")

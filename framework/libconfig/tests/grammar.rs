@@ -59,6 +59,32 @@ fn scalars() {
         ("v = \"multi\nline\";", Value::Str("multi\nline".into())),
         ("v = \"\\xC3\\xA9t\\xC3\\xA9\";", Value::Str("été".into())),
         ("v = \"ünïcödé\";", Value::Str("ünïcödé".into())),
+        // libconfig's scanner: \a \b \v \f, \X as \x, and any other backslash kept literally.
+        (
+            r#"v = "\a\b\v\f";"#,
+            Value::Str("\u{7}\u{8}\u{b}\u{c}".into()),
+        ),
+        (r#"v = "\X41\x6a";"#, Value::Str("Aj".into())),
+        (
+            r#"v = "ps -ef | grep 'redis\|keydb' | grep -v grep";"#,
+            Value::Str(r"ps -ef | grep 'redis\|keydb' | grep -v grep".into()),
+        ),
+        (r#"v = "\q\.\d\ ";"#, Value::Str(r"\q\.\d\ ".into())),
+        (r#"v = "\x4";"#, Value::Str(r"\x4".into())),
+        (r#"v = "\xZZ\x";"#, Value::Str(r"\xZZ\x".into())),
+        (r#"v = "a\\|b";"#, Value::Str(r"a\|b".into())),
+        // Binary and octal integers, with and without the 64-bit suffix.
+        ("v = 0b1111;", Value::Int(15)),
+        ("v = 0B101L;", Value::Int(5)),
+        (
+            "v = 0b100001000010000010000100001L;",
+            Value::Int(0b100001000010000010000100001),
+        ),
+        ("v = -0b11;", Value::Int(-3)),
+        ("v = 0o17;", Value::Int(15)),
+        ("v = 0O777LL;", Value::Int(511)),
+        // Leading zeros are decimal, as libconfig's strtoll(.., 10).
+        ("v = 010;", Value::Int(10)),
     ];
     for (src, want) in cases {
         assert_eq!(&value(src, "v"), want, "{src}");
@@ -101,6 +127,7 @@ fn containers() {
         a = [ "p", "q", ];
         e = [];
         f = [1.5, 2.5];
+        m = [ 1, 0x2, 0b11 ];
     "#;
     let doc = parse(src);
     assert_eq!(doc.lookup("g.inner.y").and_then(Node::as_str), Some("z"));
@@ -117,6 +144,7 @@ fn containers() {
     assert!(matches!(doc.lookup("a").unwrap().value, Value::Array(ref v) if v.len() == 2));
     assert!(matches!(doc.lookup("e").unwrap().value, Value::Array(ref v) if v.is_empty()));
     assert_eq!(doc.lookup("f.[1]").and_then(Node::as_float), Some(2.5));
+    assert_eq!(doc.lookup("m.[2]").and_then(Node::as_int), Some(3));
     assert!(doc.lookup("g.nope").is_none());
     assert!(doc.lookup("g.x.deeper").is_none());
     assert!(doc.lookup("l.[x]").is_none());
@@ -172,13 +200,12 @@ fn syntax_errors() {
             "a = 1;\nb = 2;\na = 3;",
             "t.conf:3:1: duplicate setting \"a\" (first defined at line 1)",
         ),
+        (r#"a = "abc\"#, "t.conf:1:5: unterminated string"),
+        ("a = 0b;", "t.conf:1:7: expected binary digits after '0b'"),
+        ("a = 0b102;", "t.conf:1:5: invalid number"),
         (
-            r#"a = "\q";"#,
-            "t.conf:1:6: invalid escape sequence '\\q' in string",
-        ),
-        (
-            r#"a = "\x4";"#,
-            "t.conf:1:6: invalid escape: expected two hex digits after '\\x'",
+            "a = 0b11111111111111111111111111111111111111111111111111111111111111111;",
+            "t.conf:1:5: binary integer does not fit in 64 bits",
         ),
         (
             "a = \"\\xFF\";",
@@ -244,6 +271,13 @@ fn error_variants_are_typed() {
     assert_eq!(e.location().map(|l| (l.line, l.col)), Some((2, 1)));
     let e = parse_str("s = \"x", Path::new("t.conf")).unwrap_err();
     assert!(matches!(e, Error::Syntax { .. }));
+}
+
+#[test]
+fn control_characters_between_tokens() {
+    // libconfig skips \a, \b, \v and \f like spaces.
+    let doc = parse("a = 1;\x07\x08\x0b\x0c b = 2;");
+    assert_eq!(doc.get("b").and_then(Node::as_int), Some(2));
 }
 
 #[test]

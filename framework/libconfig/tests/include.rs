@@ -146,3 +146,166 @@ fn syntax_error_inside_include_points_into_it() {
         )
     );
 }
+
+fn write(dir: &Path, name: &str, text: &str) {
+    let p = dir.join(name);
+    if let Some(parent) = p.parent() {
+        fs::create_dir_all(parent).unwrap();
+    }
+    fs::write(p, text).unwrap();
+}
+
+#[test]
+fn wildcard_include_inside_a_list_splices_elements_in_sorted_order() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    write(d, "parts/b2.cfg", "{ n = 2; },\n");
+    write(d, "parts/b10.cfg", "{ n = 10; },\n");
+    write(d, "parts/b1.cfg", "{ n = 1; },\n");
+    write(d, "parts/.b0.cfg", "{ n = 0; },\n");
+    write(d, "parts/notes.txt", "not matched");
+    write(
+        d,
+        "main.cfg",
+        "// list built from fragments\nitems: (\n\n@include \"parts/b*.cfg\"\n\n);\n",
+    );
+    let doc = parse_file(&d.join("main.cfg")).unwrap();
+    let items = doc.lookup("items").and_then(|n| n.elements()).unwrap();
+    let ns: Vec<i64> = items
+        .iter()
+        .map(|n| n.get("n").and_then(|v| v.as_int()).unwrap())
+        .collect();
+    // Byte order, like glob(3) in the C locale; dot files are not matched by '*'.
+    assert_eq!(ns, [1, 10, 2]);
+    assert_eq!(&*items[1].file, d.join("parts/b10.cfg").as_path());
+    assert_eq!(items[1].line, 1);
+}
+
+#[test]
+fn include_splices_between_list_and_array_elements() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    write(d, "mid.cfg", "1, 2");
+    write(d, "tail.cfg", "\"x\", (),\n");
+    let doc = parse_str(
+        "l = ( 0,\n@include \"mid.cfg\"\n, 3,\n@include \"tail.cfg\"\n);\na = [ 0,\n  @include \"mid.cfg\"\n];",
+        &d.join("m.cfg"),
+    )
+    .unwrap();
+    assert_eq!(
+        doc.lookup("l").and_then(|n| n.elements()).map(<[_]>::len),
+        Some(6)
+    );
+    assert_eq!(doc.lookup("l.[2]").and_then(|n| n.as_int()), Some(2));
+    assert_eq!(doc.lookup("l.[4]").and_then(|n| n.as_str()), Some("x"));
+    assert_eq!(doc.lookup("a.[2]").and_then(|n| n.as_int()), Some(2));
+
+    // A missing separator across the boundary is still an error, pointing into the include.
+    let e = parse_str("l = ( 0\n@include \"mid.cfg\"\n);", &d.join("m.cfg")).unwrap_err();
+    assert_eq!(
+        e.to_string(),
+        format!(
+            "{}:1:1: expected ',' or ')' in list",
+            d.join("mid.cfg").display()
+        )
+    );
+    let e = parse_str("l = ( 0,\n@include \"mid.cfg\"\n3 );", &d.join("m.cfg")).unwrap_err();
+    assert_eq!(
+        e.to_string(),
+        format!(
+            "{}:3:1: expected ',' or ')' in list",
+            d.join("m.cfg").display()
+        )
+    );
+    // Array element types are checked across files too.
+    let e = parse_str("a = [ \"s\",\n@include \"mid.cfg\"\n];", &d.join("m.cfg")).unwrap_err();
+    assert!(
+        e.to_string().starts_with(&format!(
+            "{}:1:1: array elements must all have one type",
+            d.join("mid.cfg").display()
+        )),
+        "{e}"
+    );
+}
+
+#[test]
+fn wildcard_include_in_a_group_and_no_match() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    write(d, "conf.d/10-a.conf", "a = 1;");
+    write(d, "conf.d/20-b.conf", "b = 2;");
+    let doc = parse_str(
+        "g = {\n  @include \"conf.d/*.conf\"\n  @include \"empty.d/*.conf\"\n  @include \"conf.d/*.none\"\n};",
+        &d.join("main.conf"),
+    )
+    .unwrap();
+    let names: Vec<&str> = doc
+        .lookup("g")
+        .unwrap()
+        .members()
+        .unwrap()
+        .iter()
+        .map(|(k, _)| k.as_str())
+        .collect();
+    assert_eq!(names, ["a", "b"]);
+    // Without a wildcard, a missing file stays an error.
+    let e = parse_str("@include \"conf.d/none.conf\"", &d.join("main.conf")).unwrap_err();
+    assert!(matches!(e, Error::Include { .. }), "{e}");
+    // Wildcards in directories are not expanded.
+    let e = parse_str("@include \"*/10-a.conf\"", &d.join("main.conf")).unwrap_err();
+    assert!(
+        e.to_string()
+            .contains("wildcards are only supported in the file name"),
+        "{e}"
+    );
+}
+
+#[test]
+fn nested_include_falls_back_to_the_top_level_directory() {
+    // libconfig resolves every include against one include_dir; a nested include written
+    // relative to the main file's directory is found there when it is not next to its file.
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    write(
+        d,
+        "inc/book.cfg",
+        "{\n  title = \"t\";\n  @include \"inc/sub/*.cfg\"\n},\n",
+    );
+    write(d, "inc/sub/x.cfg", "x = 1;");
+    write(d, "main.cfg", "books = (\n@include \"inc/book.cfg\"\n);\n");
+    let doc = parse_file(&d.join("main.cfg")).unwrap();
+    assert_eq!(doc.lookup("books.[0].x").and_then(|n| n.as_int()), Some(1));
+    // The including file's own directory wins when the path exists there.
+    write(d, "inc/inc/sub/x.cfg", "x = 2;");
+    let doc = parse_file(&d.join("main.cfg")).unwrap();
+    assert_eq!(doc.lookup("books.[0].x").and_then(|n| n.as_int()), Some(2));
+}
+
+#[test]
+fn wildcard_expansion_is_bounded() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    for n in 0..=gala_libconfig::MAX_INCLUDE_FILES {
+        write(d, &format!("many/{n:04}.cfg"), "");
+    }
+    let e = parse_str("@include \"many/*.cfg\"", &d.join("m.cfg")).unwrap_err();
+    assert!(
+        matches!(
+            e,
+            Error::TooManyIncludes {
+                limit: gala_libconfig::MAX_INCLUDE_FILES,
+                ..
+            }
+        ),
+        "{e}"
+    );
+    fs::remove_file(d.join("many/0000.cfg")).unwrap();
+    assert!(parse_str("@include \"many/*.cfg\"", &d.join("m.cfg")).is_ok());
+    // The bound counts every file of the document, not one directive.
+    let e = parse_str(
+        "@include \"many/*.cfg\"\n@include \"many/0001.cfg\"",
+        &d.join("m.cfg"),
+    )
+    .unwrap_err();
+    assert!(matches!(e, Error::TooManyIncludes { .. }), "{e}");
+}
