@@ -228,3 +228,253 @@ fn load_dir_picks_visible_meta_files_only() {
     let e = meta::load_dir(dir.path()).unwrap_err();
     assert!(matches!(e, MetaError::DuplicateTable { .. }), "{e:?}");
 }
+
+/// `n` fields `f0..` of type gauge, one per line, in a table `t` (entity `E`).
+fn wide_meta(n: usize) -> String {
+    let mut s = String::from("version = \"1.0.0\";\nmeasurements = ( { table_name = \"t\"; entity_name = \"E\"; fields = (\n");
+    for i in 0..n {
+        let sep = if i + 1 == n { "" } else { "," };
+        s.push_str(&format!("{{ name = \"f{i}\"; type = \"gauge\"; }}{sep}\n"));
+    }
+    s.push_str("); } );\n");
+    s
+}
+
+#[test]
+fn unknown_field_type_is_an_error_naming_file_line_and_value() {
+    let dir = tempfile::tempdir().unwrap();
+    for (bad, hint) in [
+        ("guage", Some("gauge")),
+        ("Gauge", Some("gauge")),
+        ("countr", Some("counter")),
+        ("lable", Some("label")),
+        ("metric", None),
+        ("", None),
+    ] {
+        let p = write(
+            dir.path(),
+            "typo.meta",
+            &format!(
+                "measurements = ( {{ table_name = \"t\"; entity_name = \"E\"; fields = (\n {{ name = \"k\"; type = \"key\"; }},\n {{ name = \"cpu\";\n   type = \"{bad}\"; }} ); }} );"
+            ),
+        );
+        let e = meta::load_file(&p).unwrap_err();
+        assert!(matches!(e, MetaError::Invalid { .. }), "{bad}: {e:?}");
+        let msg = e.to_string();
+        let want = format!(
+            "{}:4: table \"t\" field #2 \"cpu\": unknown type \"{bad}\"",
+            p.display()
+        );
+        assert!(msg.starts_with(&want), "got {msg:?}, want prefix {want:?}");
+        if let Some(h) = hint {
+            assert!(msg.contains(&format!("did you mean \"{h}\"")), "{msg}");
+        }
+        assert!(
+            msg.contains("key, label, gauge, counter, histogram, summary"),
+            "{msg}"
+        );
+    }
+}
+
+#[test]
+fn every_accepted_type_loads_with_its_kind() {
+    let dir = tempfile::tempdir().unwrap();
+    let cases = [
+        ("key", FieldKind::Key),
+        ("label", FieldKind::Label),
+        ("gauge", FieldKind::Gauge),
+        ("counter", FieldKind::Counter),
+        ("histogram", FieldKind::Histogram),
+        ("summary", FieldKind::Summary),
+        // Kept for upstream's own metas: stored, never exported.
+        ("string", FieldKind::Other),
+        ("number", FieldKind::Other),
+        ("byte sequence", FieldKind::Other),
+        ("Unknown", FieldKind::Other),
+    ];
+    let fields: Vec<(String, &str)> = cases
+        .iter()
+        .enumerate()
+        .map(|(i, (t, _))| (format!("f{i}"), *t))
+        .collect();
+    let fields: Vec<(&str, &str)> = fields.iter().map(|(n, t)| (n.as_str(), *t)).collect();
+    let p = write(dir.path(), "all.meta", &doc(&[table("t", "E", &fields)]));
+    let t = &meta::load_file(&p).unwrap()[0];
+    let kinds: Vec<FieldKind> = t.fields.iter().map(|f| f.kind).collect();
+    let want: Vec<FieldKind> = cases.iter().map(|(_, k)| *k).collect();
+    assert_eq!(kinds, want);
+}
+
+/// Every `.meta` upstream shipped (both versions) still loads: the accepted type list keeps every
+/// type they use. The corpus lives beside the repository (`../shared/corpus`); without it there is
+/// nothing to check.
+#[test]
+fn upstream_metas_all_load() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../shared/corpus");
+    let mut files = Vec::new();
+    for v in ["upstream-v2023", "upstream-head"] {
+        if let Ok(found) = meta::meta_files_in(&root.join(v).join("meta")) {
+            files.extend(found);
+        }
+    }
+    if files.is_empty() {
+        eprintln!("no upstream corpus at {}: skipped", root.display());
+        return;
+    }
+    assert!(files.len() >= 61, "{} files", files.len());
+    for f in &files {
+        if let Err(e) = meta::load_file(f) {
+            panic!("{}: {e}", f.display());
+        }
+    }
+}
+
+#[test]
+fn limits_are_checked_before_the_expensive_work() {
+    let dir = tempfile::tempdir().unwrap();
+    let limits = meta::MetaLimits::default();
+
+    // Larger than the file limit: refused from its size alone, naming the limit.
+    let big = write(dir.path(), "big.meta", &wide_meta(100_000));
+    let size = fs::metadata(&big).unwrap().len();
+    assert!(size > limits.max_file_bytes);
+    let e = meta::load_file(&big).unwrap_err();
+    assert!(matches!(e, MetaError::TooLarge { .. }), "{e:?}");
+    assert_eq!(e.reason(), "too_large");
+    assert!(e.to_string().contains("1 MiB"), "{e}");
+
+    // Within the file limit but more fields than allowed: names the count and the config key.
+    let wide = write(dir.path(), "wide.meta", &wide_meta(5_000));
+    let e = meta::load_file_with(&wide, &meta::MetaLimits::with_max_fields(64)).unwrap_err();
+    assert_eq!(e.reason(), "too_many_fields");
+    let msg = e.to_string();
+    assert!(msg.starts_with(&format!("{}:2:", wide.display())), "{msg}");
+    assert!(
+        msg.contains("5000 fields") && msg.contains("imdb.max_metrics_num = 64"),
+        "{msg}"
+    );
+    assert_eq!(
+        meta::load_file_with(&wide, &meta::MetaLimits::with_max_fields(5_000)).unwrap()[0]
+            .fields
+            .len(),
+        5_000
+    );
+
+    // Too many tables in one file.
+    let tables: Vec<String> = (0..=limits.max_tables)
+        .map(|i| table(&format!("t{i}"), "E", &[("k", "key")]))
+        .collect();
+    let many = write(dir.path(), "many.meta", &doc(&tables));
+    let e = meta::load_file(&many).unwrap_err();
+    assert_eq!(e.reason(), "too_many_tables");
+    assert!(
+        e.to_string()
+            .contains(&format!("{} tables", limits.max_tables + 1)),
+        "{e}"
+    );
+
+    // Over-long names and descriptions.
+    let long = "n".repeat(limits.max_name_bytes + 1);
+    for text in [
+        doc(&[table(&long, "E", &[("k", "key")])]),
+        doc(&[table("t", &long, &[("k", "key")])]),
+        doc(&[table("t", "E", &[(long.as_str(), "key")])]),
+        format!("version = \"{long}\";\nmeasurements = ();\n"),
+        format!(
+            "measurements = ( {{ table_name = \"t\"; entity_name = \"E\"; fields = ( {{ name = \"k\"; type = \"key\"; description = \"{}\"; }} ); }} );",
+            "d".repeat(limits.max_description_bytes + 1)
+        ),
+    ] {
+        let p = write(dir.path(), "long.meta", &text);
+        let e = meta::load_file(&p).unwrap_err();
+        assert_eq!(e.reason(), "name_too_long", "{e}");
+        assert!(e.to_string().contains("longer than"), "{e}");
+    }
+}
+
+#[test]
+fn non_regular_files_are_refused_without_reading() {
+    let dir = tempfile::tempdir().unwrap();
+    let fifo = dir.path().join("fifo.meta");
+    nix::unistd::mkfifo(&fifo, nix::sys::stat::Mode::from_bits_truncate(0o644)).unwrap();
+    // A FIFO without a writer would block a plain open/read forever.
+    let e = meta::load_file(&fifo).unwrap_err();
+    assert_eq!(e.reason(), "not_regular_file", "{e:?}");
+    let e = meta::load_file(Path::new("/dev/zero")).unwrap_err();
+    assert_eq!(e.reason(), "not_regular_file", "{e:?}");
+    let e = meta::load_file(dir.path()).unwrap_err();
+    assert_eq!(e.reason(), "not_regular_file", "{e:?}");
+}
+
+#[test]
+fn duplicate_checks_are_linear_and_still_exact() {
+    // 20k fields and a duplicate at the very end: found, with its line.
+    let dir = tempfile::tempdir().unwrap();
+    let mut text = wide_meta(20_000);
+    text = text.replace("{ name = \"f19999\";", "{ name = \"f7\";");
+    let p = write(dir.path(), "dup.meta", &text);
+    let e = meta::load_file_with(&p, &meta::MetaLimits::with_max_fields(20_000)).unwrap_err();
+    assert_eq!(
+        e.to_string(),
+        format!(
+            "{}:20002: table \"t\": duplicate field name \"f7\"",
+            p.display()
+        )
+    );
+}
+
+#[test]
+fn meta_cache_reads_each_file_version_once() {
+    use std::sync::{Arc, RwLock};
+    let dir = tempfile::tempdir().unwrap();
+    let counters = Arc::new(meta::MetaCounters::default());
+    let cache = meta::MetaCache::new(meta::MetaLimits::default(), Arc::clone(&counters));
+    let registry = RwLock::new(SchemaRegistry::new());
+    let p = write(
+        dir.path(),
+        "p.meta",
+        "measurements = ( { table_name = \"t\"; } );",
+    );
+    let paths = [p.clone()];
+    for _ in 0..3 {
+        assert!(cache.prepare(&registry, &paths).is_err());
+    }
+    assert_eq!((counters.loaded(), counters.cached()), (1, 2));
+    assert_eq!(counters.refused("invalid"), 1);
+
+    // A new version is read at once; the good tables are installed and stay the same objects.
+    fs::write(&p, doc(&[table("t", "E", &[("k", "key")])])).unwrap();
+    cache.prepare(&registry, &paths).unwrap();
+    let first = Arc::clone(registry.read().unwrap().get("t").unwrap());
+    cache.prepare(&registry, &paths).unwrap();
+    assert!(Arc::ptr_eq(
+        &first,
+        registry.read().unwrap().get("t").unwrap()
+    ));
+    assert_eq!((counters.loaded(), counters.cached()), (2, 3));
+
+    // A table owned by another file: refused, counted once however often it is retried.
+    let q = write(
+        dir.path(),
+        "q.meta",
+        &doc(&[table("t", "F", &[("k", "key")])]),
+    );
+    for _ in 0..3 {
+        let e = cache
+            .prepare(&registry, std::slice::from_ref(&q))
+            .unwrap_err();
+        assert!(e.contains("already defined by"), "{e}");
+    }
+    assert_eq!(counters.refused("duplicate_table"), 1);
+
+    // A missing file: refused and counted once, until it appears.
+    let gone = dir.path().join("gone.meta");
+    for _ in 0..3 {
+        assert!(cache
+            .prepare(&registry, std::slice::from_ref(&gone))
+            .is_err());
+    }
+    assert_eq!(counters.refused("read_error"), 1);
+    cache.forget(&p);
+    assert_eq!(registry.read().unwrap().get("t").unwrap().entity_name, "E");
+}

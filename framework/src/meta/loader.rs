@@ -1,9 +1,13 @@
 //! `.meta` file loading and the registry of known tables.
 //!
+//! Loading is split in two so the expensive half never runs under the registry lock: [`load_file`]
+//! (read with a size bound, parse, validate against [`MetaLimits`]) is pure, and
+//! [`SchemaRegistry::install`] only checks table ownership and swaps the finished schemas in.
 //! The registry remembers which file owns each table, so drop-ins can be added, re-read and
 //! removed at run time without disturbing other probes' tables.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
+use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
@@ -14,10 +18,83 @@ use super::{Field, FieldKind, SchemaRef, TableSchema};
 /// `version` used when a `.meta` file has none.
 pub const DEFAULT_META_VERSION: &str = "1.0.0";
 
+/// Largest `.meta` file read (upstream's largest is 16 KB).
+pub const MAX_META_FILE_BYTES: u64 = 1 << 20;
+/// Most tables one `.meta` file may declare (upstream's most is 14).
+pub const MAX_TABLES_PER_FILE: usize = 256;
+/// Fields per table when no `imdb.max_metrics_num` is given (its default).
+pub const DEFAULT_MAX_FIELDS: usize = 64;
+/// Longest table, entity or field name and `version` string, in bytes (upstream's limit).
+pub const MAX_NAME_BYTES: usize = 63;
+/// Longest field description, in bytes.
+pub const MAX_DESCRIPTION_BYTES: usize = 1024;
+
+/// Field types whose values are exported, in the order error messages list them.
+const EXPORTED_TYPES: [(&str, FieldKind); 6] = [
+    ("key", FieldKind::Key),
+    ("label", FieldKind::Label),
+    ("gauge", FieldKind::Gauge),
+    ("counter", FieldKind::Counter),
+    ("histogram", FieldKind::Histogram),
+    ("summary", FieldKind::Summary),
+];
+
+/// Types upstream's own `.meta` files use for values that are stored but never exported. Only
+/// these are kept: any other string is far more likely a typo of an exported type.
+const STORED_ONLY_TYPES: [&str; 4] = ["string", "number", "byte sequence", "Unknown"];
+
+/// Bounds applied while loading a `.meta` file, each checked before the work it bounds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct MetaLimits {
+    /// Largest file read, in bytes (checked on the open file before reading).
+    pub max_file_bytes: u64,
+    /// Most tables per file.
+    pub max_tables: usize,
+    /// Most fields per table (the daemon uses `imdb.max_metrics_num`).
+    pub max_fields: usize,
+    /// Longest name (table, entity, field) and `version`, in bytes.
+    pub max_name_bytes: usize,
+    /// Longest field description, in bytes.
+    pub max_description_bytes: usize,
+}
+
+impl Default for MetaLimits {
+    fn default() -> Self {
+        MetaLimits {
+            max_file_bytes: MAX_META_FILE_BYTES,
+            max_tables: MAX_TABLES_PER_FILE,
+            max_fields: DEFAULT_MAX_FIELDS,
+            max_name_bytes: MAX_NAME_BYTES,
+            max_description_bytes: MAX_DESCRIPTION_BYTES,
+        }
+    }
+}
+
+impl MetaLimits {
+    /// The default limits with `max_fields` fields per table (`imdb.max_metrics_num`).
+    pub fn with_max_fields(max_fields: usize) -> Self {
+        MetaLimits {
+            max_fields,
+            ..MetaLimits::default()
+        }
+    }
+}
+
+/// Which bound a `.meta` file broke.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum MetaLimit {
+    /// [`MetaLimits::max_tables`].
+    Tables,
+    /// [`MetaLimits::max_fields`].
+    Fields,
+    /// [`MetaLimits::max_name_bytes`] or [`MetaLimits::max_description_bytes`].
+    NameLength,
+}
+
 /// Error loading `.meta` files.
 #[derive(Debug, thiserror::Error)]
 pub enum MetaError {
-    /// The file is not valid libconfig, or cannot be read.
+    /// The file is not valid libconfig (or an `@include` cannot be read).
     #[error(transparent)]
     Syntax(#[from] gala_libconfig::Error),
     /// The file parses but does not describe valid tables. `origin` is `FILE:LINE`.
@@ -27,6 +104,42 @@ pub enum MetaError {
         origin: String,
         /// What is wrong.
         message: String,
+    },
+    /// The file breaks one of the [`MetaLimits`]; the message names the limit.
+    #[error("{origin}: {message}")]
+    Limit {
+        /// `FILE:LINE` of the offending setting.
+        origin: String,
+        /// Which limit.
+        limit: MetaLimit,
+        /// What is wrong, with the count and the limit.
+        message: String,
+    },
+    /// The file is larger than [`MetaLimits::max_file_bytes`]; it was not read.
+    #[error("{}: {size} bytes, larger than the {} limit for .meta files", path.display(), human_bytes(*limit))]
+    TooLarge {
+        /// File.
+        path: PathBuf,
+        /// Its size (or the bytes read before giving up, if it grew while being read).
+        size: u64,
+        /// The limit.
+        limit: u64,
+    },
+    /// The path is not a regular file (FIFO, device, directory …); it was not read.
+    #[error("{}: not a regular file ({kind}); refusing to read it", path.display())]
+    NotRegularFile {
+        /// Path.
+        path: PathBuf,
+        /// What it is instead.
+        kind: &'static str,
+    },
+    /// The file cannot be opened or read.
+    #[error("{}: {source}", path.display())]
+    Read {
+        /// File.
+        path: PathBuf,
+        /// Underlying I/O error.
+        source: std::io::Error,
     },
     /// A table name is already owned by another file.
     #[error("{origin}: table \"{table}\" is already defined by {}", other.display())]
@@ -48,10 +161,61 @@ pub enum MetaError {
     },
 }
 
+impl MetaError {
+    /// Short label for the `reason` of the refusal self-metric.
+    pub fn reason(&self) -> &'static str {
+        match self {
+            MetaError::Syntax(_) => "syntax",
+            MetaError::Invalid { .. } => "invalid",
+            MetaError::Limit { limit, .. } => match limit {
+                MetaLimit::Tables => "too_many_tables",
+                MetaLimit::Fields => "too_many_fields",
+                MetaLimit::NameLength => "name_too_long",
+            },
+            MetaError::TooLarge { .. } => "too_large",
+            MetaError::NotRegularFile { .. } => "not_regular_file",
+            MetaError::Read { .. } | MetaError::ReadDir { .. } => "read_error",
+            MetaError::DuplicateTable { .. } => "duplicate_table",
+        }
+    }
+}
+
+/// Every value [`MetaError::reason`] can return, in export order.
+pub const META_REFUSAL_REASONS: [&str; 9] = [
+    "too_large",
+    "not_regular_file",
+    "read_error",
+    "syntax",
+    "invalid",
+    "too_many_tables",
+    "too_many_fields",
+    "name_too_long",
+    "duplicate_table",
+];
+
+fn human_bytes(n: u64) -> String {
+    // Whole MiB / KiB only: a limit is shown exactly.
+    if n >= 1 << 20 && n.trailing_zeros() >= 20 {
+        format!("{} MiB", n >> 20)
+    } else if n >= 1 << 10 && n.trailing_zeros() >= 10 {
+        format!("{} KiB", n >> 10)
+    } else {
+        format!("{n} bytes")
+    }
+}
+
 fn invalid(node: &Node, message: impl Into<String>) -> MetaError {
     MetaError::Invalid {
         origin: node.file_line(),
         message: message.into(),
+    }
+}
+
+fn over_limit(node: &Node, limit: MetaLimit, message: String) -> MetaError {
+    MetaError::Limit {
+        origin: node.file_line(),
+        limit,
+        message,
     }
 }
 
@@ -79,8 +243,36 @@ fn required_str<'n>(group: &'n Node, key: &str, what: &str) -> Result<&'n str, M
     })
 }
 
-fn identifier<'n>(group: &'n Node, key: &str, what: &str) -> Result<&'n str, MetaError> {
+/// `s` (the value of `key` in `group`) if it is at most `max` bytes long.
+fn bounded<'s>(
+    group: &Node,
+    key: &str,
+    what: &str,
+    s: &'s str,
+    max: usize,
+) -> Result<&'s str, MetaError> {
+    if s.len() > max {
+        let node = group.get(key).unwrap_or(group);
+        return Err(over_limit(
+            node,
+            MetaLimit::NameLength,
+            format!(
+                "{what}: \"{key}\" is {} bytes, longer than the limit of {max}",
+                s.len()
+            ),
+        ));
+    }
+    Ok(s)
+}
+
+fn identifier<'n>(
+    group: &'n Node,
+    key: &str,
+    what: &str,
+    limits: &MetaLimits,
+) -> Result<&'n str, MetaError> {
     let s = required_str(group, key, what)?;
+    let s = bounded(group, key, what, s, limits.max_name_bytes)?;
     if !is_identifier(s) {
         let node = group.get(key).unwrap_or(group);
         return Err(invalid(
@@ -91,19 +283,61 @@ fn identifier<'n>(group: &'n Node, key: &str, what: &str) -> Result<&'n str, Met
     Ok(s)
 }
 
-fn field_kind(type_name: &str) -> FieldKind {
-    match type_name {
-        "key" => FieldKind::Key,
-        "label" => FieldKind::Label,
-        "gauge" => FieldKind::Gauge,
-        "counter" => FieldKind::Counter,
-        "histogram" => FieldKind::Histogram,
-        "summary" => FieldKind::Summary,
-        _ => FieldKind::Other,
+/// Edit distance, for "did you mean" hints on short type names only.
+fn edit_distance(a: &str, b: &str) -> usize {
+    let b: Vec<char> = b.chars().collect();
+    let mut prev: Vec<usize> = (0..=b.len()).collect();
+    for (i, ca) in a.chars().enumerate() {
+        let mut cur = Vec::with_capacity(b.len() + 1);
+        cur.push(i + 1);
+        for (j, cb) in b.iter().enumerate() {
+            let sub = prev[j] + usize::from(ca != *cb);
+            cur.push(sub.min(prev[j + 1] + 1).min(cur[j] + 1));
+        }
+        prev = cur;
     }
+    prev[b.len()]
 }
 
-fn parse_field(node: &Node, table: &str, idx: usize) -> Result<Field, MetaError> {
+fn field_kind(type_node: &Node, type_name: &str, what: &str) -> Result<FieldKind, MetaError> {
+    if let Some((_, kind)) = EXPORTED_TYPES.iter().find(|(t, _)| *t == type_name) {
+        return Ok(*kind);
+    }
+    if STORED_ONLY_TYPES.contains(&type_name) {
+        return Ok(FieldKind::Other);
+    }
+    // Only short strings can be typos of a type name; bounding the length bounds the hint's cost.
+    let hint = (type_name.len() <= 32)
+        .then(|| {
+            let lower = type_name.to_ascii_lowercase();
+            EXPORTED_TYPES
+                .iter()
+                .map(|(t, _)| (edit_distance(&lower, t), *t))
+                .filter(|(d, _)| *d <= 2)
+                .min()
+        })
+        .flatten()
+        .map(|(_, t)| format!(" (did you mean \"{t}\"?)"))
+        .unwrap_or_default();
+    let shown: String = type_name.chars().take(64).collect();
+    let exported: Vec<&str> = EXPORTED_TYPES.iter().map(|(t, _)| *t).collect();
+    Err(invalid(
+        type_node,
+        format!(
+            "{what}: unknown type \"{shown}\"{hint}; a type is one of {} (exported) or {} (stored, \
+             never exported)",
+            exported.join(", "),
+            STORED_ONLY_TYPES.join(", ")
+        ),
+    ))
+}
+
+fn parse_field(
+    node: &Node,
+    table: &str,
+    idx: usize,
+    limits: &MetaLimits,
+) -> Result<Field, MetaError> {
     let what = format!("table \"{table}\" field #{}", idx + 1);
     if node.members().is_none() {
         return Err(invalid(
@@ -114,13 +348,14 @@ fn parse_field(node: &Node, table: &str, idx: usize) -> Result<Field, MetaError>
             ),
         ));
     }
-    let name = identifier(node, "name", &what)?;
-    let type_name = required_str(node, "type", &format!("{what} \"{name}\""))?;
+    let name = identifier(node, "name", &what, limits)?;
+    let what = format!("{what} \"{name}\"");
+    let type_name = required_str(node, "type", &what)?;
+    let kind = field_kind(node.get("type").unwrap_or(node), type_name, &what)?;
     let description = match node.get("description") {
-        None => String::new(),
-        Some(d) => d
-            .as_str()
-            .ok_or_else(|| {
+        None => "",
+        Some(d) => {
+            let s = d.as_str().ok_or_else(|| {
                 invalid(
                     d,
                     format!(
@@ -128,17 +363,18 @@ fn parse_field(node: &Node, table: &str, idx: usize) -> Result<Field, MetaError>
                         d.value.type_name()
                     ),
                 )
-            })?
-            .to_string(),
+            })?;
+            bounded(node, "description", &what, s, limits.max_description_bytes)?
+        }
     };
     Ok(Field {
         name: name.to_string(),
-        kind: field_kind(type_name),
-        description,
+        kind,
+        description: description.to_string(),
     })
 }
 
-fn parse_table(node: &Node, version: &str) -> Result<TableSchema, MetaError> {
+fn parse_table(node: &Node, version: &str, limits: &MetaLimits) -> Result<TableSchema, MetaError> {
     if node.members().is_none() {
         return Err(invalid(
             node,
@@ -148,9 +384,9 @@ fn parse_table(node: &Node, version: &str) -> Result<TableSchema, MetaError> {
             ),
         ));
     }
-    let table_name = identifier(node, "table_name", "measurement")?;
+    let table_name = identifier(node, "table_name", "measurement", limits)?;
     let what = format!("table \"{table_name}\"");
-    let entity_name = identifier(node, "entity_name", &what)?;
+    let entity_name = identifier(node, "entity_name", &what, limits)?;
     let fields_node = node
         .get("fields")
         .ok_or_else(|| invalid(node, format!("{what}: missing \"fields\"")))?;
@@ -166,10 +402,24 @@ fn parse_table(node: &Node, version: &str) -> Result<TableSchema, MetaError> {
             ))
         }
     };
+    if field_nodes.len() > limits.max_fields {
+        return Err(over_limit(
+            fields_node,
+            MetaLimit::Fields,
+            format!(
+                "{what} has {} fields, more than imdb.max_metrics_num = {}",
+                field_nodes.len(),
+                limits.max_fields
+            ),
+        ));
+    }
     let mut fields: Vec<Field> = Vec::with_capacity(field_nodes.len());
+    let mut seen: HashSet<&str> = HashSet::with_capacity(field_nodes.len());
     for (idx, fnode) in field_nodes.iter().enumerate() {
-        let field = parse_field(fnode, table_name, idx)?;
-        if fields.iter().any(|f| f.name == field.name) {
+        let field = parse_field(fnode, table_name, idx, limits)?;
+        // The node outlives `fields`, so the set borrows names from it rather than copying them.
+        let name = fnode.get("name").and_then(Node::as_str).unwrap_or_default();
+        if !seen.insert(name) {
             return Err(invalid(
                 fnode,
                 format!("{what}: duplicate field name \"{}\"", field.name),
@@ -186,25 +436,99 @@ fn parse_table(node: &Node, version: &str) -> Result<TableSchema, MetaError> {
     })
 }
 
-/// Load one `.meta` file: every table it declares, in file order.
-pub fn load_file(path: &Path) -> Result<Vec<TableSchema>, MetaError> {
-    let root = gala_libconfig::parse_file(path)?;
-    tables_from_document(&root)
+/// Identity of a `.meta` file's content as last read: a different stamp means "read it again".
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct FileStamp {
+    dev: u64,
+    ino: u64,
+    len: u64,
+    mtime: (i64, i64),
+    ctime: (i64, i64),
 }
 
-/// Tables of an already parsed `.meta` document (used by [`load_file`]; handy for tests).
+impl FileStamp {
+    /// Stamp of `md`.
+    pub fn of(md: &std::fs::Metadata) -> Self {
+        FileStamp {
+            dev: md.dev(),
+            ino: md.ino(),
+            len: md.len(),
+            mtime: (md.mtime(), md.mtime_nsec()),
+            ctime: (md.ctime(), md.ctime_nsec()),
+        }
+    }
+
+    /// Stamp of the file `path` names now (symlinks followed).
+    pub fn current(path: &Path) -> std::io::Result<Self> {
+        std::fs::metadata(path).map(|md| FileStamp::of(&md))
+    }
+}
+
+/// Read `path` as text if it is a regular file of at most `max` bytes, with the bounded reader
+/// of `gala-libconfig` (type and size checked on the open descriptor before reading, so neither
+/// a FIFO nor a device nor a huge file costs more than one `open`). Returns the text and the
+/// stamp the file had just before it was read (a change racing the read only causes a re-read).
+pub fn read_meta_text(path: &Path, max: u64) -> Result<(String, FileStamp), MetaError> {
+    let stamp = FileStamp::current(path).map_err(|source| MetaError::Read {
+        path: path.to_path_buf(),
+        source,
+    })?;
+    let bytes = gala_libconfig::read_file_bytes(path, max).map_err(|e| match e {
+        gala_libconfig::Error::NotRegularFile { path, kind } => {
+            MetaError::NotRegularFile { path, kind }
+        }
+        gala_libconfig::Error::FileTooLarge { path, size, limit } => {
+            MetaError::TooLarge { path, size, limit }
+        }
+        gala_libconfig::Error::Read { path, source } => MetaError::Read { path, source },
+        other => MetaError::Syntax(other),
+    })?;
+    let text = gala_libconfig::decode_utf8(bytes, path)?;
+    Ok((text, stamp))
+}
+
+/// Load one `.meta` file with the default [`MetaLimits`]: every table it declares, in file order.
+pub fn load_file(path: &Path) -> Result<Vec<TableSchema>, MetaError> {
+    load_file_with(path, &MetaLimits::default())
+}
+
+/// Load one `.meta` file within `limits`.
+pub fn load_file_with(path: &Path, limits: &MetaLimits) -> Result<Vec<TableSchema>, MetaError> {
+    load_file_stamped(path, limits).map(|(tables, _)| tables)
+}
+
+/// [`load_file_with`], also returning the stamp of the content that was read.
+pub fn load_file_stamped(
+    path: &Path,
+    limits: &MetaLimits,
+) -> Result<(Vec<TableSchema>, FileStamp), MetaError> {
+    let (text, stamp) = read_meta_text(path, limits.max_file_bytes)?;
+    let root = gala_libconfig::parse_str(&text, path)?;
+    Ok((tables_within(&root, limits)?, stamp))
+}
+
+/// Tables of an already parsed `.meta` document, with the default [`MetaLimits`].
 pub fn tables_from_document(root: &Node) -> Result<Vec<TableSchema>, MetaError> {
+    tables_within(root, &MetaLimits::default())
+}
+
+/// Tables of an already parsed `.meta` document, within `limits`.
+pub fn tables_within(root: &Node, limits: &MetaLimits) -> Result<Vec<TableSchema>, MetaError> {
     let version = match root.get("version") {
         None => DEFAULT_META_VERSION,
-        Some(v) => v.as_str().ok_or_else(|| {
-            invalid(
-                v,
-                format!(
-                    "\"version\" must be a string, found {}",
-                    v.value.type_name()
-                ),
-            )
-        })?,
+        Some(v) => {
+            let s = v.as_str().ok_or_else(|| {
+                invalid(
+                    v,
+                    format!(
+                        "\"version\" must be a string, found {}",
+                        v.value.type_name()
+                    ),
+                )
+            })?;
+            // Copied into every table: bounded like a name.
+            bounded(root, "version", "meta", s, limits.max_name_bytes)?
+        }
     };
     let measurements = root
         .get("measurements")
@@ -221,18 +545,31 @@ pub fn tables_from_document(root: &Node) -> Result<Vec<TableSchema>, MetaError> 
             ))
         }
     };
+    if items.len() > limits.max_tables {
+        return Err(over_limit(
+            measurements,
+            MetaLimit::Tables,
+            format!(
+                "\"measurements\" has {} tables, more than the limit of {} per file",
+                items.len(),
+                limits.max_tables
+            ),
+        ));
+    }
     let mut tables: Vec<TableSchema> = Vec::with_capacity(items.len());
+    let mut seen: HashMap<String, usize> = HashMap::with_capacity(items.len());
     for item in items {
-        let table = parse_table(item, version)?;
-        if let Some(first) = tables.iter().find(|t| t.table_name == table.table_name) {
+        let table = parse_table(item, version, limits)?;
+        if let Some(&first) = seen.get(&table.table_name) {
             return Err(invalid(
                 item,
                 format!(
                     "duplicate table name \"{}\" (first declared at {})",
-                    table.table_name, first.origin
+                    table.table_name, tables[first].origin
                 ),
             ));
         }
+        seen.insert(table.table_name.clone(), tables.len());
         tables.push(table);
     }
     Ok(tables)
@@ -251,12 +588,18 @@ impl SchemaRegistry {
         Self::default()
     }
 
-    /// Load `path` and register its tables, all or nothing. Re-adding a file replaces the tables it
-    /// declared before (tables it no longer declares are removed). A table owned by a different
-    /// file is an error naming both files.
+    /// Load `path` (default [`MetaLimits`]) and [`install`](Self::install) its tables.
     pub fn add_file(&mut self, path: &Path) -> Result<Vec<SchemaRef>, MetaError> {
-        let tables = load_file(path)?;
-        for t in &tables {
+        let tables: Vec<SchemaRef> = load_file(path)?.into_iter().map(Arc::new).collect();
+        self.install(path, &tables)?;
+        Ok(tables)
+    }
+
+    /// Register `tables` as the content of `path`, all or nothing: they replace whatever `path`
+    /// declared before (tables it no longer declares are removed). A table owned by a different
+    /// file is an error naming both files. Cheap (no parsing): meant to run under the lock.
+    pub fn install(&mut self, path: &Path, tables: &[SchemaRef]) -> Result<(), MetaError> {
+        for t in tables {
             if let Some((_, owner)) = self.tables.get(&t.table_name) {
                 if owner != path {
                     return Err(MetaError::DuplicateTable {
@@ -268,16 +611,15 @@ impl SchemaRegistry {
             }
         }
         self.remove_file(path);
-        let refs: Vec<SchemaRef> = tables.into_iter().map(Arc::new).collect();
-        for r in &refs {
+        for r in tables {
             self.tables
-                .insert(r.table_name.clone(), (r.clone(), path.to_path_buf()));
+                .insert(r.table_name.clone(), (Arc::clone(r), path.to_path_buf()));
         }
         self.files.insert(
             path.to_path_buf(),
-            refs.iter().map(|r| r.table_name.clone()).collect(),
+            tables.iter().map(|r| r.table_name.clone()).collect(),
         );
-        Ok(refs)
+        Ok(())
     }
 
     /// Forget every table `path` declared; returns their names.
@@ -354,11 +696,21 @@ pub fn meta_files_in(dir: &Path) -> Result<Vec<PathBuf>, MetaError> {
     Ok(files)
 }
 
-/// Load every `.meta` file in `dir` (see [`meta_files_in`]); the first bad file fails the load.
+/// Load every `.meta` file in `dir` (see [`meta_files_in`]) with the default [`MetaLimits`]; the
+/// first bad file fails the load.
 pub fn load_dir(dir: &Path) -> Result<SchemaRegistry, MetaError> {
+    load_dir_with(dir, &MetaLimits::default())
+}
+
+/// [`load_dir`] within `limits` (the daemon passes `imdb.max_metrics_num`).
+pub fn load_dir_with(dir: &Path, limits: &MetaLimits) -> Result<SchemaRegistry, MetaError> {
     let mut reg = SchemaRegistry::new();
     for f in meta_files_in(dir)? {
-        reg.add_file(&f)?;
+        let tables: Vec<SchemaRef> = load_file_with(&f, limits)?
+            .into_iter()
+            .map(Arc::new)
+            .collect();
+        reg.install(&f, &tables)?;
     }
     Ok(reg)
 }

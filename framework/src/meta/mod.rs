@@ -4,11 +4,15 @@
 //! token of a record line), an entity name (the Prometheus metric prefix) and an ordered list of
 //! fields; a record line carries exactly one value per field, in this order.
 
+mod cache;
 mod loader;
 
+pub use cache::{MetaCache, MetaCounters};
 pub use loader::{
-    load_dir, load_file, meta_files_in, tables_from_document, MetaError, SchemaRegistry,
-    DEFAULT_META_VERSION,
+    load_dir, load_dir_with, load_file, load_file_stamped, load_file_with, meta_files_in,
+    read_meta_text, tables_from_document, tables_within, FileStamp, MetaError, MetaLimit,
+    MetaLimits, SchemaRegistry, DEFAULT_MAX_FIELDS, DEFAULT_META_VERSION, MAX_DESCRIPTION_BYTES,
+    MAX_META_FILE_BYTES, MAX_NAME_BYTES, MAX_TABLES_PER_FILE, META_REFUSAL_REASONS,
 };
 
 use std::sync::Arc;
@@ -28,7 +32,8 @@ pub enum FieldKind {
     Histogram,
     /// Exported like a gauge (upstream behaviour).
     Summary,
-    /// Any other type string (`string`, `number`, …): stored, never exported as a metric.
+    /// `string`, `number`, `byte sequence` or `Unknown` (types upstream's own metas use): stored,
+    /// never exported as a metric. Any other type string is refused.
     Other,
 }
 
