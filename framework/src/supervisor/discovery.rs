@@ -9,17 +9,27 @@
 //! * a drop-in is a regular file in `probes_dir` (or `probes_dir/D/D*`) that is executable or ends
 //!   in `.sh`/`.py` and has `NAME.meta` beside it (`NAME` = file name without `.sh`/`.py`); it runs
 //!   with switch on and no params unless a configured entry of the same name governs it.
+//!
+//! Every file that would be executed or read (probe, interpreter, script, `.meta`) and the SDK
+//! folder must pass the ownership rule of [`super::trust`]; refused ones never run. A read that
+//! fails for any reason other than "not found" keeps what the previous scan decided for the
+//! probes it concerns: only a successful observation that a file is gone removes a probe.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::ffi::OsString;
-use std::os::unix::fs::{MetadataExt, PermissionsExt};
+use std::io;
+use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
+use super::trust::{valid_probe_name, which, Refusal, TrustCheck, TrustError, Trusted};
 use super::{ProbeOrigin, ProbeSpec, StartCheck, Supervisor, Switch};
+use crate::telemetry::{ProbeState, RefusalReason, Telemetry};
 
 /// A probe entry from the config (`probes` when `command` is `None`, else `extend_probes`).
 #[derive(Debug, Clone, PartialEq)]
@@ -41,22 +51,40 @@ pub struct ConfiguredProbe {
 struct FileStamp {
     path: PathBuf,
     modified: Option<SystemTime>,
-    inode: u64,
+    dev_ino: (u64, u64),
     len: u64,
 }
 
-fn stamp(path: &Path) -> Option<FileStamp> {
-    let md = std::fs::metadata(path).ok()?;
-    Some(FileStamp {
-        path: path.to_path_buf(),
-        modified: md.modified().ok(),
-        inode: md.ino(),
-        len: md.len(),
-    })
+impl FileStamp {
+    fn of(path: &Path, t: &Trusted) -> Self {
+        FileStamp {
+            path: path.to_path_buf(),
+            modified: t.modified,
+            dev_ino: t.dev_ino,
+            len: t.len,
+        }
+    }
 }
 
 /// File stamps of each probe's executable and `.meta` files, by probe name.
 type Stamps = BTreeMap<String, Vec<FileStamp>>;
+
+/// A checked drop-in found in `probes_dir`.
+#[derive(Debug, Clone)]
+struct DropIn {
+    path: PathBuf,
+    meta: PathBuf,
+    argv: Vec<String>,
+    stamps: Vec<FileStamp>,
+}
+
+/// What the previous scan decided; reused for whatever a failed read leaves unknown.
+#[derive(Debug, Clone, Default)]
+struct Previous {
+    specs: BTreeMap<String, (ProbeSpec, Vec<FileStamp>)>,
+    drop_ins: BTreeMap<String, DropIn>,
+    sdk_trusted: Option<bool>,
+}
 
 /// Result of one scan.
 #[derive(Debug, Default)]
@@ -64,13 +92,13 @@ struct Discovery {
     specs: Vec<ProbeSpec>,
     warnings: Vec<String>,
     stamps: Stamps,
-}
-
-/// A probe executable found in `probes_dir`.
-#[derive(Debug, Clone)]
-struct DropIn {
-    path: PathBuf,
-    meta: PathBuf,
+    /// Files refused by the ownership rule (or for their name) in this scan.
+    refusals: Vec<Refusal>,
+    /// Failed reads in this scan (each also a warning).
+    errors: usize,
+    /// Configured probes that cannot run because of a refusal: name → reason.
+    failed: BTreeMap<String, String>,
+    next: Previous,
 }
 
 /// Interpreter suffixes: a file with one is a probe even without the executable bit.
@@ -78,6 +106,19 @@ const SCRIPT_SUFFIXES: [(&str, &str); 2] = [(".sh", "/bin/sh"), (".py", "python3
 
 /// Files with these suffixes are never probes.
 const NEVER_PROBES: [&str; 3] = [".meta", ".md", ".conf"];
+
+/// A command word with one of these suffixes (and a `/`) names code the interpreter will run.
+const CODE_SUFFIXES: [&str; 11] = [
+    ".sh", ".bash", ".py", ".pl", ".rb", ".js", ".jar", ".lua", ".php", ".tcl", ".awk",
+];
+
+/// Programs whose first non-option argument is code to run (a version suffix such as
+/// `python3.11` or `perl5.36` is ignored).
+const INTERPRETERS: [&str; 25] = [
+    "sh", "bash", "dash", "ash", "zsh", "ksh", "mksh", "csh", "tcsh", "fish", "busybox", "python",
+    "pypy", "perl", "ruby", "node", "nodejs", "java", "php", "lua", "luajit", "tclsh", "Rscript",
+    "awk", "gawk",
+];
 
 fn file_name(path: &Path) -> Option<&str> {
     path.file_name()?.to_str()
@@ -91,28 +132,188 @@ fn probe_name(file: &str) -> &str {
         .unwrap_or(file)
 }
 
-fn is_executable(md: &std::fs::Metadata) -> bool {
-    md.permissions().mode() & 0o111 != 0
+fn is_interpreter(program: &str) -> bool {
+    let base = program.rsplit('/').next().unwrap_or(program);
+    let stem = base.trim_end_matches(|c: char| c.is_ascii_digit() || c == '.');
+    INTERPRETERS.contains(&stem)
 }
 
-/// Is `path` a runnable probe file (regular, not hidden, executable or a script)?
-fn runnable(path: &Path) -> bool {
-    let Some(name) = file_name(path) else {
-        return false;
-    };
-    if name.starts_with('.') || NEVER_PROBES.iter().any(|s| name.ends_with(s)) {
-        return false;
+/// A file name that may appear in logs: UTF-8 without control characters.
+fn printable_name(name: &OsString) -> Option<&str> {
+    name.to_str().filter(|n| !n.chars().any(char::is_control))
+}
+
+fn bad_name(path: &Path, what: &str) -> Refusal {
+    Refusal {
+        reason: RefusalReason::BadName,
+        path: path.to_path_buf(),
+        detail: what.to_string(),
     }
-    let Ok(md) = std::fs::metadata(path) else {
-        return false;
-    };
-    md.is_file() && (is_executable(&md) || SCRIPT_SUFFIXES.iter().any(|(s, _)| name.ends_with(s)))
+}
+
+/// Why a probe could not be built in this scan.
+enum Problem {
+    /// Refused by the rule: the probe must not run.
+    Refused(Refusal),
+    /// A read failed: keep what the previous scan decided.
+    Unknown(String),
+}
+
+impl From<Refusal> for Problem {
+    fn from(r: Refusal) -> Self {
+        Problem::Refused(r)
+    }
+}
+
+/// One scan: the trust cache plus everything to report.
+struct Scan {
+    trust: TrustCheck,
+    warnings: Vec<String>,
+    refusals: Vec<Refusal>,
+    errors: usize,
+}
+
+impl Scan {
+    fn new() -> Self {
+        Scan {
+            trust: TrustCheck::new(),
+            warnings: Vec::new(),
+            refusals: Vec::new(),
+            errors: 0,
+        }
+    }
+
+    fn error(&mut self, msg: String) {
+        self.errors += 1;
+        self.warnings.push(msg);
+    }
+
+    /// Check one file that must exist: refused, unknown, or trusted. `Ok(None)` if it is gone.
+    fn file(&mut self, path: &Path) -> Result<Option<Trusted>, Problem> {
+        match self.trust.check_file(path) {
+            Ok(t) => Ok(Some(t)),
+            Err(TrustError::NotFound(_)) => Ok(None),
+            Err(TrustError::Refused(r)) => Err(Problem::Refused(r)),
+            Err(e) => Err(Problem::Unknown(e.to_string())),
+        }
+    }
+
+    /// Check a path a command names, as a file or a folder; absent is fine (the run fails).
+    fn named(&mut self, path: &Path, stamps: &mut Vec<FileStamp>) -> Result<(), Problem> {
+        let is_dir = std::fs::metadata(path).is_ok_and(|m| m.is_dir());
+        let checked = if is_dir {
+            self.trust.check_dir(path)
+        } else {
+            self.trust.check_file(path)
+        };
+        match checked {
+            Ok(t) => {
+                if !is_dir {
+                    stamps.push(FileStamp::of(path, &t));
+                }
+                Ok(())
+            }
+            Err(TrustError::NotFound(_)) => Ok(()),
+            Err(TrustError::Refused(r)) => Err(Problem::Refused(r)),
+            Err(e) => Err(Problem::Unknown(e.to_string())),
+        }
+    }
+
+    /// Check the program of `argv` (resolved through `PATH` when bare; `argv[0]` is replaced by
+    /// the resolved path so the checked file is the one executed), the script an interpreter is
+    /// given among the first `command_words`, and every word naming a script by its suffix.
+    fn program(
+        &mut self,
+        argv: &mut [String],
+        command_words: usize,
+    ) -> Result<Vec<FileStamp>, Problem> {
+        let mut stamps = Vec::new();
+        let Some(first) = argv.first_mut() else {
+            return Ok(stamps);
+        };
+        if !first.contains('/') {
+            match which(first) {
+                Some(p) => *first = p.to_string_lossy().into_owned(),
+                // Not found: nothing is executed, the spawn reports it.
+                None => return Ok(stamps),
+            }
+        }
+        let program = argv[0].clone();
+        self.named(Path::new(&program), &mut stamps)?;
+        let mut rest = 1;
+        if program.rsplit('/').next() == Some("env") {
+            // `env [-opts] [NAME=VALUE]... PROGRAM ARGS`: the real program follows.
+            while rest < command_words && (argv[rest].starts_with('-') || argv[rest].contains('='))
+            {
+                rest += 1;
+            }
+            if let Some(real) = argv.get(rest).filter(|_| rest < command_words) {
+                let real = if real.contains('/') {
+                    Some(PathBuf::from(real))
+                } else {
+                    which(real)
+                };
+                if let Some(real) = real {
+                    self.named(&real, &mut stamps)?;
+                    if is_interpreter(&real.to_string_lossy()) {
+                        self.script(argv, rest + 1, command_words, &mut stamps)?;
+                    }
+                }
+            }
+        } else if is_interpreter(&program) {
+            self.script(argv, rest, command_words, &mut stamps)?;
+        }
+        for word in argv.iter() {
+            if word.contains('/') && CODE_SUFFIXES.iter().any(|s| word.ends_with(s)) {
+                self.named(Path::new(word), &mut stamps)?;
+            }
+        }
+        Ok(stamps)
+    }
+
+    /// The first non-option word in `argv[from..command_words]` is the interpreter's script.
+    fn script(
+        &mut self,
+        argv: &[String],
+        from: usize,
+        command_words: usize,
+        stamps: &mut Vec<FileStamp>,
+    ) -> Result<(), Problem> {
+        let end = command_words.min(argv.len());
+        if let Some(word) = argv
+            .get(from..end)
+            .and_then(|w| w.iter().find(|w| !w.starts_with('-')))
+        {
+            self.named(Path::new(word), stamps)?;
+        }
+        Ok(())
+    }
+
+    /// Probe file + `.meta` + whatever runs it, all checked.
+    fn drop_in(&mut self, path: &Path, meta: &Path) -> Result<Option<DropIn>, Problem> {
+        let Some(exe) = self.file(path)? else {
+            return Ok(None);
+        };
+        let Some(meta_t) = self.file(meta)? else {
+            return Ok(None);
+        };
+        let mut argv = exec_argv(path, exe.executable);
+        let words = argv.len();
+        let mut stamps = vec![FileStamp::of(path, &exe), FileStamp::of(meta, &meta_t)];
+        stamps.extend(self.program(&mut argv, words)?);
+        stamps.dedup_by(|a, b| a.path == b.path);
+        Ok(Some(DropIn {
+            path: path.to_path_buf(),
+            meta: meta.to_path_buf(),
+            argv,
+            stamps,
+        }))
+    }
 }
 
 /// argv to run a probe file: directly if executable, else through its interpreter.
-fn exec_argv(path: &Path) -> Vec<String> {
+fn exec_argv(path: &Path, executable: bool) -> Vec<String> {
     let p = path.to_string_lossy().into_owned();
-    let executable = std::fs::metadata(path).is_ok_and(|md| is_executable(&md));
     if !executable {
         if let Some(name) = file_name(path) {
             if let Some((_, interp)) = SCRIPT_SUFFIXES.iter().find(|(s, _)| name.ends_with(s)) {
@@ -123,73 +324,229 @@ fn exec_argv(path: &Path) -> Vec<String> {
     vec![p]
 }
 
-fn sorted_entries(dir: &Path) -> std::io::Result<Vec<(OsString, PathBuf)>> {
-    let mut v: Vec<(OsString, PathBuf)> = std::fs::read_dir(dir)?
-        .filter_map(|e| e.ok())
-        .map(|e| (e.file_name(), e.path()))
-        .collect();
+/// Does `path` look like a probe file (regular, executable or a script)? `Err` if it cannot be
+/// told (a read failed for a reason other than "not found").
+fn runnable(path: &Path) -> io::Result<bool> {
+    let Some(name) = file_name(path) else {
+        return Ok(false);
+    };
+    if name.starts_with('.') || NEVER_PROBES.iter().any(|s| name.ends_with(s)) {
+        return Ok(false);
+    }
+    match std::fs::metadata(path) {
+        Ok(md) => Ok(md.is_file()
+            && (md.permissions().mode() & 0o111 != 0
+                || SCRIPT_SUFFIXES.iter().any(|(s, _)| name.ends_with(s)))),
+        Err(e) if gone(&e) => Ok(false),
+        Err(e) => Err(e),
+    }
+}
+
+/// Does `path` exist? `Err` if it cannot be told.
+fn exists(path: &Path) -> io::Result<bool> {
+    match std::fs::symlink_metadata(path) {
+        Ok(_) => Ok(true),
+        Err(e) if gone(&e) => Ok(false),
+        Err(e) => Err(e),
+    }
+}
+
+/// A successful observation that nothing is there.
+fn gone(e: &io::Error) -> bool {
+    matches!(e.raw_os_error(), Some(libc::ENOENT) | Some(libc::ENOTDIR))
+}
+
+/// A folder's entries, sorted; any failed read makes the whole listing unknown (a partial
+/// listing would look like removed files).
+fn sorted_entries(dir: &Path) -> io::Result<Vec<(OsString, PathBuf)>> {
+    let mut v = Vec::new();
+    for e in std::fs::read_dir(dir)? {
+        let e = e?;
+        v.push((e.file_name(), e.path()));
+    }
     v.sort();
     Ok(v)
 }
 
+/// What a drop-in scan could not read: previous drop-ins under these paths are kept.
+#[derive(Debug, Default)]
+struct Unknown {
+    all: bool,
+    paths: Vec<PathBuf>,
+}
+
+impl Unknown {
+    fn covers(&self, d: &DropIn) -> bool {
+        self.all
+            || self
+                .paths
+                .iter()
+                .any(|u| d.path.starts_with(u) || d.meta.starts_with(u))
+    }
+}
+
 /// All drop-ins, by name; the first in file-name order wins a duplicate name.
-fn scan_drop_ins(probes_dir: &Path, warnings: &mut Vec<String>) -> BTreeMap<String, DropIn> {
+fn scan_drop_ins(
+    probes_dir: &Path,
+    prev: &BTreeMap<String, DropIn>,
+    scan: &mut Scan,
+) -> BTreeMap<String, DropIn> {
     let mut found = BTreeMap::new();
+    let mut unknown = Unknown::default();
+    collect_drop_ins(probes_dir, scan, &mut found, &mut unknown);
+    for (name, d) in prev {
+        if !found.contains_key(name) && unknown.covers(d) {
+            found.insert(name.clone(), d.clone());
+        }
+    }
+    found
+}
+
+fn collect_drop_ins(
+    probes_dir: &Path,
+    scan: &mut Scan,
+    found: &mut BTreeMap<String, DropIn>,
+    unknown: &mut Unknown,
+) {
+    // An untrusted folder is refused once as a whole, never listed entry by entry.
+    match scan.trust.check_dir(probes_dir) {
+        Ok(_) => {}
+        Err(TrustError::NotFound(_)) => {
+            scan.warnings
+                .push(format!("probes_dir {}: not found", probes_dir.display()));
+            return;
+        }
+        Err(TrustError::Refused(r)) => {
+            scan.refusals.push(r);
+            return;
+        }
+        Err(e) => {
+            scan.error(format!("probes_dir {e}; keeping the previous drop-ins"));
+            unknown.all = true;
+            return;
+        }
+    }
     let entries = match sorted_entries(probes_dir) {
         Ok(e) => e,
         Err(e) => {
-            warnings.push(format!("probes_dir {}: {e}", probes_dir.display()));
-            return found;
+            scan.error(format!(
+                "probes_dir {}: {e}; keeping the previous drop-ins",
+                probes_dir.display()
+            ));
+            unknown.all = true;
+            return;
         }
     };
     let mut candidates = Vec::new();
     for (name, path) in entries {
-        let Some(name) = name.to_str() else { continue };
+        let Some(name) = printable_name(&name) else {
+            scan.refusals
+                .push(bad_name(&path, "file name is not printable UTF-8"));
+            continue;
+        };
         if name.starts_with('.') {
             continue;
         }
-        if path.is_dir() {
-            // probes_dir/D/D*: a probe may live in its own folder with helpers beside it.
-            if let Ok(inner) = sorted_entries(&path) {
-                candidates.extend(
-                    inner
-                        .into_iter()
-                        .filter(|(n, _)| n.to_str().is_some_and(|n| n.starts_with(name)))
-                        .map(|(_, p)| p),
-                );
+        let is_dir = match std::fs::metadata(&path) {
+            Ok(md) => md.is_dir(),
+            Err(e) if gone(&e) => continue,
+            Err(e) => {
+                scan.error(format!("{path:?}: {e}; keeping its drop-ins"));
+                unknown.paths.push(path);
+                continue;
             }
-        } else {
+        };
+        if !is_dir {
             candidates.push(path);
+            continue;
+        }
+        // probes_dir/D/D*: a probe may live in its own folder with helpers beside it.
+        match scan.trust.check_dir(&path) {
+            Ok(_) => {}
+            Err(TrustError::NotFound(_)) => continue,
+            Err(TrustError::Refused(r)) => {
+                scan.refusals.push(r);
+                continue;
+            }
+            Err(e) => {
+                scan.error(format!("{e}; keeping its drop-ins"));
+                unknown.paths.push(path);
+                continue;
+            }
+        }
+        match sorted_entries(&path) {
+            Ok(inner) => {
+                for (n, p) in inner {
+                    match printable_name(&n) {
+                        Some(n) if n.starts_with(name) => candidates.push(p),
+                        Some(_) => {}
+                        None => scan
+                            .refusals
+                            .push(bad_name(&p, "file name is not printable UTF-8")),
+                    }
+                }
+            }
+            Err(e) => {
+                scan.error(format!("{path:?}: {e}; keeping its drop-ins"));
+                unknown.paths.push(path);
+            }
         }
     }
     for path in candidates {
-        if !runnable(&path) {
-            continue;
+        match runnable(&path) {
+            Ok(true) => {}
+            Ok(false) => continue,
+            Err(e) => {
+                scan.error(format!("{path:?}: {e}; keeping its drop-in"));
+                unknown.paths.push(path);
+                continue;
+            }
         }
         let Some(file) = file_name(&path) else {
             continue;
         };
         let name = probe_name(file).to_string();
         let meta = path.with_file_name(format!("{name}.meta"));
-        if !meta.is_file() {
+        match exists(&meta) {
+            Ok(true) => {}
+            Ok(false) => continue,
+            Err(e) => {
+                scan.error(format!("{meta:?}: {e}; keeping its drop-in"));
+                unknown.paths.push(path);
+                continue;
+            }
+        }
+        if !valid_probe_name(&name) {
+            scan.refusals.push(bad_name(
+                &path,
+                "probe names are 1 to 64 of A-Z a-z 0-9 _ . - (not starting with . or -)",
+            ));
             continue;
         }
         if let Some(first) = found.get(&name) {
-            let first: &DropIn = first;
-            warnings.push(format!(
+            scan.warnings.push(format!(
                 "drop-in {} ignored: probe {name} is already {}",
                 path.display(),
                 first.path.display()
             ));
             continue;
         }
-        found.insert(name, DropIn { path, meta });
+        match scan.drop_in(&path, &meta) {
+            Ok(Some(d)) => {
+                found.insert(name, d);
+            }
+            Ok(None) => {}
+            Err(Problem::Refused(r)) => scan.refusals.push(r),
+            Err(Problem::Unknown(e)) => {
+                scan.error(format!("{e}; keeping drop-in {name}"));
+                unknown.paths.push(path);
+            }
+        }
     }
-    found
 }
 
 /// Executable of a `probes` entry `name` in `probes_dir`.
-fn native_executable(probes_dir: &Path, name: &str) -> Option<PathBuf> {
+fn native_executable(probes_dir: &Path, name: &str) -> Result<Option<PathBuf>, Problem> {
     let dir = probes_dir.join(name);
     let candidates = [
         probes_dir.join(name),
@@ -199,33 +556,30 @@ fn native_executable(probes_dir: &Path, name: &str) -> Option<PathBuf> {
         dir.join(format!("{name}.sh")),
         dir.join(format!("{name}.py")),
     ];
-    candidates.into_iter().find(|p| runnable(p))
+    for p in candidates {
+        match runnable(&p) {
+            Ok(true) => return Ok(Some(p)),
+            Ok(false) => {}
+            Err(e) => return Err(Problem::Unknown(format!("{p:?}: {e}"))),
+        }
+    }
+    Ok(None)
 }
 
-/// `.meta` beside the first path-like element of `command` with the same stem.
-fn meta_beside_command(command: &[String]) -> Option<PathBuf> {
-    command
-        .iter()
-        .filter(|a| a.contains('/'))
-        .map(Path::new)
-        .find_map(|p| {
-            let stem = p.file_stem()?.to_str()?;
-            let meta = p.with_file_name(format!("{stem}.meta"));
-            meta.is_file().then_some(meta)
-        })
-}
-
-fn probe_env(name: &str, sdk_dir: &Path) -> Vec<(String, String)> {
-    let sdk = sdk_dir.to_string_lossy().into_owned();
-    let pythonpath = match std::env::var("PYTHONPATH") {
-        Ok(old) if !old.is_empty() => format!("{sdk}:{old}"),
-        _ => sdk.clone(),
-    };
-    vec![
-        ("GALA_GOPHER_SDK_DIR".to_string(), sdk),
-        ("GALA_GOPHER_PROBE".to_string(), name.to_string()),
-        ("PYTHONPATH".to_string(), pythonpath),
-    ]
+/// Environment of every probe. The SDK folder is exported (and put on `PYTHONPATH`) only when
+/// trusted: an SDK folder others can write would let them inject code into root probes.
+fn probe_env(name: &str, sdk_dir: &Path, sdk_trusted: bool) -> Vec<(String, String)> {
+    let mut env = vec![("GALA_GOPHER_PROBE".to_string(), name.to_string())];
+    if sdk_trusted {
+        let sdk = sdk_dir.to_string_lossy().into_owned();
+        let pythonpath = match std::env::var("PYTHONPATH") {
+            Ok(old) if !old.is_empty() => format!("{sdk}:{old}"),
+            _ => sdk.clone(),
+        };
+        env.push(("GALA_GOPHER_SDK_DIR".to_string(), sdk));
+        env.push(("PYTHONPATH".to_string(), pythonpath));
+    }
+    env
 }
 
 fn split(what: &str, name: &str, s: &str, warnings: &mut Vec<String>) -> Option<Vec<String>> {
@@ -240,76 +594,130 @@ fn split(what: &str, name: &str, s: &str, warnings: &mut Vec<String>) -> Option<
     }
 }
 
-fn stamps_of(files: impl IntoIterator<Item = PathBuf>) -> Vec<FileStamp> {
-    files.into_iter().filter_map(|p| stamp(&p)).collect()
+/// Inputs shared by every configured entry of one scan.
+struct Dirs<'a> {
+    probes: &'a Path,
+    meta: &'a Path,
+    sdk: &'a Path,
+    sdk_trusted: bool,
 }
 
-/// Spec for a configured entry, or `None` (with a warning) if it cannot be built.
+/// Spec for a configured entry; `Ok(None)` (with a warning) if it cannot be built.
 fn configured_spec(
     entry: &ConfiguredProbe,
-    probes_dir: &Path,
-    meta_dir: &Path,
-    sdk_dir: &Path,
+    dirs: &Dirs<'_>,
     drop_ins: &BTreeMap<String, DropIn>,
-    warnings: &mut Vec<String>,
-) -> Option<(ProbeSpec, Vec<FileStamp>)> {
+    scan: &mut Scan,
+) -> Result<Option<(ProbeSpec, Vec<FileStamp>)>, Problem> {
     let name = &entry.name;
-    let params = split("param", name, &entry.param, warnings)?;
+    let Some(params) = split("param", name, &entry.param, &mut scan.warnings) else {
+        return Ok(None);
+    };
     let (origin, mut argv, meta_files, files) = match &entry.command {
         Some(command) => {
-            let cmd = split("command", name, command, warnings)?;
+            let Some(cmd) = split("command", name, command, &mut scan.warnings) else {
+                return Ok(None);
+            };
             if cmd.is_empty() {
-                warnings.push(format!("probe {name} skipped: empty command"));
-                return None;
+                scan.warnings
+                    .push(format!("probe {name} skipped: empty command"));
+                return Ok(None);
             }
-            let meta: Vec<PathBuf> = meta_beside_command(&cmd).into_iter().collect();
-            let files = cmd
-                .iter()
-                .filter(|a| a.contains('/'))
-                .map(PathBuf::from)
-                .chain(meta.iter().cloned());
-            let files = stamps_of(files);
-            (ProbeOrigin::Extend, cmd, meta, files)
+            let mut meta = Vec::new();
+            let mut files = Vec::new();
+            // `.meta` beside the first path-like word with the same stem.
+            for p in cmd.iter().filter(|a| a.contains('/')).map(Path::new) {
+                let Some(stem) = p.file_stem().and_then(|s| s.to_str()) else {
+                    continue;
+                };
+                let m = p.with_file_name(format!("{stem}.meta"));
+                if let Some(t) = scan.file(&m)? {
+                    files.push(FileStamp::of(&m, &t));
+                    meta.push(m);
+                    break;
+                }
+            }
+            let words = cmd.len();
+            let mut argv = cmd;
+            argv.extend(params);
+            files.extend(scan.program(&mut argv, words)?);
+            (ProbeOrigin::Extend, argv, meta, files)
         }
         None => {
-            let (exe, meta) = match drop_ins.get(name) {
-                Some(d) => (Some(d.path.clone()), Some(d.meta.clone())),
-                None => {
-                    let exe = native_executable(probes_dir, name);
-                    let beside = exe
-                        .as_ref()
-                        .map(|e| e.with_file_name(format!("{name}.meta")))
-                        .filter(|m| m.is_file());
-                    let global = meta_dir.join(format!("{name}.meta"));
-                    (exe, beside.or_else(|| global.is_file().then_some(global)))
-                }
-            };
-            let exe = exe.unwrap_or_else(|| {
-                if entry.switch != Switch::Off {
-                    warnings.push(format!(
-                        "probe {name}: no executable {name} in {}",
-                        probes_dir.display()
-                    ));
-                }
-                // Kept so the probe shows up as Failed with the spawn error.
-                probes_dir.join(name)
-            });
-            let meta: Vec<PathBuf> = meta.into_iter().collect();
-            let files = stamps_of(std::iter::once(exe.clone()).chain(meta.iter().cloned()));
-            (ProbeOrigin::Native, exec_argv(&exe), meta, files)
+            if let Some(d) = drop_ins.get(name) {
+                let mut argv = d.argv.clone();
+                argv.extend(params);
+                (
+                    ProbeOrigin::Native,
+                    argv,
+                    vec![d.meta.clone()],
+                    d.stamps.clone(),
+                )
+            } else {
+                native_spec_parts(entry, dirs, params, scan)?
+            }
         }
     };
-    argv.extend(params);
+    argv.shrink_to_fit();
     let spec = ProbeSpec {
         name: name.clone(),
         argv,
-        env: probe_env(name, sdk_dir),
+        env: probe_env(name, dirs.sdk, dirs.sdk_trusted),
         origin,
         switch: entry.switch,
         start_check: entry.start_check.clone(),
         meta_files,
     };
-    Some((spec, files))
+    Ok(Some((spec, files)))
+}
+
+type SpecParts = (ProbeOrigin, Vec<String>, Vec<PathBuf>, Vec<FileStamp>);
+
+fn native_spec_parts(
+    entry: &ConfiguredProbe,
+    dirs: &Dirs<'_>,
+    params: Vec<String>,
+    scan: &mut Scan,
+) -> Result<SpecParts, Problem> {
+    let name = &entry.name;
+    let exe = native_executable(dirs.probes, name)?;
+    let mut files = Vec::new();
+    let mut meta = Vec::new();
+    let argv_head = match &exe {
+        Some(exe) => match scan.file(exe)? {
+            Some(t) => {
+                files.push(FileStamp::of(exe, &t));
+                let beside = exe.with_file_name(format!("{name}.meta"));
+                let global = dirs.meta.join(format!("{name}.meta"));
+                for m in [beside, global] {
+                    if let Some(t) = scan.file(&m)? {
+                        files.push(FileStamp::of(&m, &t));
+                        meta.push(m);
+                        break;
+                    }
+                }
+                let mut argv = exec_argv(exe, t.executable);
+                let words = argv.len();
+                files.extend(scan.program(&mut argv, words)?);
+                files.dedup_by(|a, b| a.path == b.path);
+                argv
+            }
+            None => vec![exe.to_string_lossy().into_owned()],
+        },
+        None => {
+            if entry.switch != Switch::Off {
+                scan.warnings.push(format!(
+                    "probe {name}: no executable {name} in {}",
+                    dirs.probes.display()
+                ));
+            }
+            // Kept so the probe shows up as Failed with the spawn error.
+            vec![dirs.probes.join(name).to_string_lossy().into_owned()]
+        }
+    };
+    let mut argv = argv_head;
+    argv.extend(params);
+    Ok((ProbeOrigin::Native, argv, meta, files))
 }
 
 fn discover(
@@ -317,29 +725,64 @@ fn discover(
     meta_dir: &Path,
     configured: &[ConfiguredProbe],
     sdk_dir: &Path,
+    prev: &Previous,
 ) -> Discovery {
+    let mut scan = Scan::new();
+    let sdk_trusted = match scan.trust.check_dir(sdk_dir) {
+        Ok(_) => true,
+        Err(TrustError::NotFound(_)) => false,
+        Err(TrustError::Refused(r)) => {
+            scan.refusals.push(r);
+            false
+        }
+        Err(e) => {
+            scan.error(format!("sdk_dir {e}; keeping the previous decision"));
+            prev.sdk_trusted.unwrap_or(false)
+        }
+    };
+    let dirs = Dirs {
+        probes: probes_dir,
+        meta: meta_dir,
+        sdk: sdk_dir,
+        sdk_trusted,
+    };
+    let drop_ins = scan_drop_ins(probes_dir, &prev.drop_ins, &mut scan);
     let mut d = Discovery::default();
-    let drop_ins = scan_drop_ins(probes_dir, &mut d.warnings);
-    let mut by_name: BTreeMap<String, ProbeSpec> = BTreeMap::new();
+    let mut by_name: BTreeMap<String, (ProbeSpec, Vec<FileStamp>)> = BTreeMap::new();
     let mut seen = BTreeSet::new();
     for entry in configured {
+        if !valid_probe_name(&entry.name) {
+            scan.refusals.push(bad_name(
+                Path::new(&entry.name),
+                "configured probe name: 1 to 64 of A-Z a-z 0-9 _ . - (not starting with . or -)",
+            ));
+            continue;
+        }
         if !seen.insert(entry.name.as_str()) {
-            d.warnings.push(format!(
+            scan.warnings.push(format!(
                 "probe {} configured twice, keeping the first entry",
                 entry.name
             ));
             continue;
         }
-        if let Some((spec, files)) = configured_spec(
-            entry,
-            probes_dir,
-            meta_dir,
-            sdk_dir,
-            &drop_ins,
-            &mut d.warnings,
-        ) {
-            d.stamps.insert(spec.name.clone(), files);
-            by_name.insert(spec.name.clone(), spec);
+        match configured_spec(entry, &dirs, &drop_ins, &mut scan) {
+            Ok(Some(spec)) => {
+                by_name.insert(entry.name.clone(), spec);
+            }
+            Ok(None) => {}
+            Err(Problem::Refused(r)) => {
+                d.failed.insert(entry.name.clone(), r.to_string());
+                scan.refusals.push(r);
+            }
+            Err(Problem::Unknown(e)) => {
+                scan.error(format!(
+                    "probe {}: {e}; keeping its previous state",
+                    entry.name
+                ));
+                if let Some(p) = prev.specs.get(&entry.name) {
+                    by_name.insert(entry.name.clone(), p.clone());
+                }
+            }
         }
     }
     for (name, drop_in) in &drop_ins {
@@ -348,31 +791,94 @@ fn discover(
         }
         let spec = ProbeSpec {
             name: name.clone(),
-            argv: exec_argv(&drop_in.path),
-            env: probe_env(name, sdk_dir),
+            argv: drop_in.argv.clone(),
+            env: probe_env(name, sdk_dir, sdk_trusted),
             origin: ProbeOrigin::DropIn,
             switch: Switch::On,
             start_check: None,
             meta_files: vec![drop_in.meta.clone()],
         };
-        let files = stamps_of([drop_in.path.clone(), drop_in.meta.clone()]);
-        d.stamps.insert(name.clone(), files);
-        by_name.insert(name.clone(), spec);
+        by_name.insert(name.clone(), (spec, drop_in.stamps.clone()));
     }
-    d.specs = by_name.into_values().collect();
+    for (name, (spec, stamps)) in &by_name {
+        d.stamps.insert(name.clone(), stamps.clone());
+        d.specs.push(spec.clone());
+    }
+    d.next = Previous {
+        specs: by_name,
+        drop_ins,
+        sdk_trusted: Some(sdk_trusted),
+    };
+    for r in &scan.refusals {
+        scan.warnings.push(r.to_string());
+    }
+    d.warnings = scan.warnings;
+    d.refusals = scan.refusals;
+    d.errors = scan.errors;
     d
 }
 
-/// The desired probe set (sorted by name) and warnings about entries that were skipped or
-/// cannot run. Reads `probes_dir`; never fails as a whole.
+/// The desired probe set (sorted by name) and warnings about entries that were skipped, refused
+/// or cannot run. Reads `probes_dir`; never fails as a whole.
 pub fn desired_probes(
     probes_dir: &Path,
     meta_dir: &Path,
     configured: &[ConfiguredProbe],
     sdk_dir: &Path,
 ) -> (Vec<ProbeSpec>, Vec<String>) {
-    let d = discover(probes_dir, meta_dir, configured, sdk_dir);
+    let d = discover(
+        probes_dir,
+        meta_dir,
+        configured,
+        sdk_dir,
+        &Previous::default(),
+    );
     (d.specs, d.warnings)
+}
+
+/// Count and log refusals when they first appear, and show refused configured probes as
+/// Failed with the reason; forget them when the refusal goes away.
+#[derive(Debug, Default)]
+struct RefusalBook {
+    seen: BTreeSet<String>,
+    failed: BTreeMap<String, String>,
+}
+
+impl RefusalBook {
+    fn record(&mut self, d: &Discovery, tel: &Telemetry, managed: &[String]) {
+        let mut now = BTreeSet::new();
+        for r in &d.refusals {
+            let key = r.to_string();
+            if !self.seen.contains(&key) {
+                tel.discovery.refuse(r.reason);
+            }
+            now.insert(key);
+        }
+        self.seen = now;
+        tel.discovery.scan_errors(d.errors as u64);
+        for (name, msg) in &d.failed {
+            let stats = tel.probe(name);
+            stats.up.store(false, Ordering::Relaxed);
+            stats.pid.store(0, Ordering::Relaxed);
+            stats.set_state(ProbeState::Failed);
+            stats.set_last_error(Some(msg.clone()));
+        }
+        for (name, msg) in &self.failed {
+            if d.failed.contains_key(name) {
+                continue;
+            }
+            if !managed.contains(name) {
+                tel.remove_probe(name);
+            } else {
+                // Now runnable: drop the stale refusal, keep any error the probe has since had.
+                let stats = tel.probe(name);
+                if stats.last_error().as_ref() == Some(msg) {
+                    stats.set_last_error(None);
+                }
+            }
+        }
+        self.failed = d.failed.clone();
+    }
 }
 
 /// What the discovery loop scans.
@@ -393,7 +899,8 @@ pub const DISCOVERY_INTERVAL: Duration = Duration::from_secs(1);
 
 /// Rescan every `interval` (and whenever `configured` changes) and reconcile `supervisor` when
 /// the desired set changed; a probe whose executable or `.meta` file changed is restarted.
-/// New warnings are logged once. Abort the handle to stop it.
+/// New warnings are logged once; refusals and failed reads are counted in the supervisor's
+/// telemetry. Abort the handle to stop it.
 pub fn spawn_discovery_loop(
     supervisor: Supervisor,
     inputs: DiscoveryInputs,
@@ -406,20 +913,27 @@ pub fn spawn_discovery_loop(
             sdk_dir,
             mut configured,
         } = inputs;
+        let telemetry: Arc<Telemetry> = supervisor.telemetry();
         let mut config_open = true;
         let mut current: Option<(Vec<ProbeSpec>, Stamps)> = None;
         let mut last_warnings: BTreeSet<String> = BTreeSet::new();
+        let mut prev = Previous::default();
+        let mut book = RefusalBook::default();
         loop {
             let entries = configured.borrow_and_update().clone();
             let (p, m, s) = (probes_dir.clone(), meta_dir.clone(), sdk_dir.clone());
-            let scan = tokio::task::spawn_blocking(move || discover(&p, &m, &entries, &s)).await;
+            let before = prev.clone();
+            let scan =
+                tokio::task::spawn_blocking(move || discover(&p, &m, &entries, &s, &before)).await;
             match scan {
-                Ok(d) => {
-                    let warnings: BTreeSet<String> = d.warnings.into_iter().collect();
+                Ok(mut d) => {
+                    let warnings: BTreeSet<String> =
+                        std::mem::take(&mut d.warnings).into_iter().collect();
                     for w in warnings.difference(&last_warnings) {
                         tracing::warn!("discovery: {w}");
                     }
                     last_warnings = warnings;
+                    prev = std::mem::take(&mut d.next);
                     let unchanged = current
                         .as_ref()
                         .is_some_and(|(specs, stamps)| *specs == d.specs && *stamps == d.stamps);
@@ -437,10 +951,17 @@ pub fn spawn_discovery_loop(
                                 }
                             }
                         }
-                        current = Some((d.specs, d.stamps));
+                    }
+                    book.record(&d, &telemetry, &supervisor.names());
+                    if !unchanged {
+                        current =
+                            Some((std::mem::take(&mut d.specs), std::mem::take(&mut d.stamps)));
                     }
                 }
-                Err(e) => tracing::error!("discovery scan failed: {e}"),
+                Err(e) => {
+                    telemetry.discovery.scan_errors(1);
+                    tracing::error!("discovery scan failed: {e}");
+                }
             }
             if config_open {
                 tokio::select! {
@@ -464,5 +985,22 @@ mod tests {
         assert_eq!(probe_name("foo.py"), "foo");
         assert_eq!(probe_name("foo"), "foo");
         assert_eq!(probe_name("foo.bin"), "foo.bin");
+    }
+
+    #[test]
+    fn interpreters_are_recognised_with_versions() {
+        for p in [
+            "sh",
+            "/usr/bin/python3",
+            "python3.11",
+            "/usr/bin/perl5.36",
+            "java",
+            "bash",
+        ] {
+            assert!(is_interpreter(p), "{p}");
+        }
+        for p in ["tcpprobe", "/opt/x/ioprobe", "shx", "pythonic"] {
+            assert!(!is_interpreter(p), "{p}");
+        }
     }
 }
