@@ -221,3 +221,69 @@ async fn reconcile_starts_changes_and_removes() {
     sup.reconcile(vec![spec("d", &[exe, "d"])]).await;
     assert!(sup.stats("d").is_none());
 }
+
+#[tokio::test]
+async fn missing_shebang_interpreter_is_named() {
+    let dir = tempfile::tempdir().unwrap();
+    let script = write_file(
+        dir.path(),
+        "needs_interp",
+        "#!/usr/bin/nosuch-interpreter-9 -x\necho hi\n",
+        true,
+    );
+    let sink = TestSink::new();
+    let telemetry = Arc::new(Telemetry::default());
+    let sup = Supervisor::new(sink.clone(), telemetry.clone(), fast_options());
+    sup.reconcile(vec![spec("needs_interp", &[script.to_str().unwrap()])])
+        .await;
+    let stats = telemetry.probe("needs_interp");
+    assert!(eventually(WAIT, || stats.state() == ProbeState::Failed).await);
+    let err = stats.last_error().unwrap();
+    let want = format!(
+        "interpreter /usr/bin/nosuch-interpreter-9 (from #! of {}) not found",
+        script.display()
+    );
+    assert!(err.contains(&want), "{err}");
+    sup.shutdown().await;
+}
+
+#[tokio::test]
+async fn non_executable_file_is_explained() {
+    let dir = tempfile::tempdir().unwrap();
+    let script = write_file(dir.path(), "plain", "#!/bin/sh\necho hi\n", false);
+    let sink = TestSink::new();
+    let telemetry = Arc::new(Telemetry::default());
+    let sup = Supervisor::new(sink.clone(), telemetry.clone(), fast_options());
+    sup.reconcile(vec![spec("plain", &[script.to_str().unwrap()])])
+        .await;
+    let stats = telemetry.probe("plain");
+    assert!(eventually(WAIT, || stats.state() == ProbeState::Failed).await);
+    let err = stats.last_error().unwrap();
+    assert!(err.contains("is not executable (mode 0644)"), "{err}");
+    sup.shutdown().await;
+}
+
+#[tokio::test]
+async fn closed_stdout_of_a_running_probe_is_reported() {
+    let dir = tempfile::tempdir().unwrap();
+    let script = write_script(
+        dir.path(),
+        "mute",
+        "echo '|t|1|'\nexec >&-\nexec sleep 1000",
+    );
+    let sink = TestSink::new();
+    let telemetry = Arc::new(Telemetry::default());
+    let sup = Supervisor::new(sink.clone(), telemetry.clone(), fast_options());
+    sup.reconcile(vec![spec("mute", &[script.to_str().unwrap()])])
+        .await;
+    let stats = telemetry.probe("mute");
+    assert!(
+        eventually(WAIT, || stats.last_error().is_some()).await,
+        "no hint that stdout is closed"
+    );
+    assert_eq!(stats.state(), ProbeState::Running);
+    let err = stats.last_error().unwrap();
+    assert!(err.contains("stdout closed"), "{err}");
+    assert!(err.contains("still running"), "{err}");
+    sup.shutdown().await;
+}

@@ -1,6 +1,8 @@
 //! Stopping leaves no process behind: TERM-ignoring probes, grandchildren in the probe's group,
 //! and double-forked grandchildren in their own session (caught through the subreaper).
 
+#[path = "daemon_support/mod.rs"]
+mod daemon_support;
 mod supervisor_support;
 
 use std::sync::Arc;
@@ -105,4 +107,138 @@ async fn removing_a_probe_kills_its_whole_group() {
         );
     }
     sup.shutdown().await;
+}
+
+/// A probe that keeps starting `setsid` children (own session, own process group).
+fn setsid_spawner(dir: &std::path::Path, name: &str, mark: &str) -> std::path::PathBuf {
+    write_script(
+        dir,
+        name,
+        &format!("while :; do setsid sleep {mark} </dev/null >/dev/null 2>&1 & sleep 0.1; done"),
+    )
+}
+
+#[tokio::test]
+async fn setsid_grandchildren_of_a_removed_probe_are_killed() {
+    removed_probe_leaves_nothing(marker(1), true).await;
+}
+
+/// The same without cgroups: the subreaper and the run's environment tag find the escapees.
+#[tokio::test]
+async fn setsid_grandchildren_are_killed_without_cgroups() {
+    become_subreaper().unwrap();
+    removed_probe_leaves_nothing(marker(4), false).await;
+}
+
+async fn removed_probe_leaves_nothing(mark: String, cgroups: bool) {
+    let _guard = MarkerGuard(mark.clone());
+    let dir = tempfile::tempdir().unwrap();
+    let script = setsid_spawner(dir.path(), "spawner", &mark);
+    let sink = TestSink::new();
+    let telemetry = Arc::new(Telemetry::default());
+    let opts = gala_gopher::supervisor::SupervisorOptions {
+        cgroups,
+        ..fast_options()
+    };
+    let sup = Supervisor::new(sink.clone(), telemetry.clone(), opts);
+    sup.reconcile(vec![spec("spawner", &[script.to_str().unwrap()])])
+        .await;
+    assert!(eventually(WAIT, || procs_with_arg(&mark).len() >= 3).await);
+
+    // Removing the probe (the drop-in deleted) must take every process it started with it.
+    let stats = telemetry.probe("spawner");
+    sup.reconcile(Vec::new()).await;
+    assert!(
+        stats
+            .orphans_killed
+            .load(std::sync::atomic::Ordering::Relaxed)
+            >= 3
+    );
+    assert!(
+        eventually(WAIT, || procs_with_arg(&mark).is_empty()).await,
+        "setsid grandchildren survived the probe's removal: {:?}",
+        procs_with_arg(&mark)
+    );
+    sup.shutdown().await;
+}
+
+#[tokio::test]
+async fn setsid_grandchildren_are_killed_before_the_respawn() {
+    let mark = marker(2);
+    let _guard = MarkerGuard(mark.clone());
+    let dir = tempfile::tempdir().unwrap();
+    let pids = dir.path().join("pids");
+    let script = write_script(
+        dir.path(),
+        "leaver",
+        &format!(
+            "setsid sleep {mark} </dev/null >/dev/null 2>&1 &\necho $! >> {p}\nsleep 0.3\nexit 1",
+            p = pids.display()
+        ),
+    );
+    let sink = TestSink::new();
+    let telemetry = Arc::new(Telemetry::default());
+    let sup = Supervisor::new(sink.clone(), telemetry.clone(), fast_options());
+    sup.reconcile(vec![spec("leaver", &[script.to_str().unwrap()])])
+        .await;
+    assert!(eventually(WAIT, || read_pids(&pids).len() >= 3).await);
+    // By the time a run starts, the setsid children of every earlier run are gone.
+    let seen = read_pids(&pids);
+    for &pid in &seen[..seen.len() - 1] {
+        assert!(
+            !process_alive(pid),
+            "grandchild {pid} of an earlier run still alive: {:?}",
+            procs_with_arg(&mark)
+        );
+    }
+    assert!(
+        procs_with_arg(&mark).len() <= 1,
+        "{:?}",
+        procs_with_arg(&mark)
+    );
+    let stats = telemetry.probe("leaver");
+    assert!(
+        stats
+            .orphans_killed
+            .load(std::sync::atomic::Ordering::Relaxed)
+            >= 2
+    );
+    sup.shutdown().await;
+    assert!(eventually(WAIT, || procs_with_arg(&mark).is_empty()).await);
+}
+
+#[test]
+fn grandchildren_of_a_sigkilled_daemon_are_killed_at_the_next_start() {
+    let mark = marker(3);
+    let _guard = MarkerGuard(mark.clone());
+    let scripts = tempfile::tempdir().unwrap();
+    let script = scripts.path().join("escaper.sh");
+    daemon_support::write_script(
+        &script,
+        &format!("#!/bin/sh\nsetsid sleep {mark} </dev/null >/dev/null 2>&1 &\nexec sleep 1000\n"),
+    );
+    let probe = format!(
+        "extend_probes = ( {{ name = \"escaper\"; command = \"{}\"; switch = \"on\"; }} );",
+        script.display()
+    );
+    let first = daemon_support::Daemon::start(60, &probe, |_| {});
+    let found = daemon_support::wait_for(WAIT, || {
+        Some(procs_with_arg(&mark)).filter(|p| !p.is_empty())
+    });
+    assert!(
+        found.is_some(),
+        "probe did not start; log:\n{}",
+        first.log()
+    );
+    // SIGKILL: the daemon gets no chance to clean up (Drop of Daemon kills and reaps it).
+    drop(first);
+
+    let second = daemon_support::Daemon::start(60, "", |_| {});
+    let gone = daemon_support::wait_for(WAIT, || procs_with_arg(&mark).is_empty().then_some(()));
+    assert!(
+        gone.is_some(),
+        "grandchildren of the killed daemon survived its restart: {:?}; log:\n{}",
+        procs_with_arg(&mark),
+        second.log()
+    );
 }

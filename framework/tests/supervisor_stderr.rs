@@ -109,3 +109,60 @@ exec sleep 1000"#,
     assert!(xs <= 64 * 1024 + 16, "long line kept {xs} bytes");
     assert!(xs >= 60 * 1024, "long line cut too short: {xs}");
 }
+
+#[tokio::test]
+async fn stderr_flood_is_rate_limited() {
+    let capture = Capture::default();
+    let writer = capture.clone();
+    let subscriber = tracing_subscriber::fmt()
+        .with_max_level(tracing::Level::DEBUG)
+        .with_ansi(false)
+        .with_writer(move || writer.clone())
+        .finish();
+    let _guard = tracing::subscriber::set_default(subscriber);
+
+    let dir = tempfile::tempdir().unwrap();
+    let done = dir.path().join("done");
+    let script = write_script(
+        dir.path(),
+        "flood",
+        &format!(
+            "timeout 2 yes '[INFO] flooding the log' >&2\ntouch {}\nexec sleep 1000",
+            done.display()
+        ),
+    );
+    let sink = TestSink::new();
+    let telemetry = Arc::new(Telemetry::default());
+    let sup = Supervisor::new(sink.clone(), telemetry.clone(), fast_options());
+    let started = std::time::Instant::now();
+    sup.reconcile(vec![spec("flood", &[script.to_str().unwrap()])])
+        .await;
+    assert!(eventually(Duration::from_secs(30), || done.exists()).await);
+    let secs = started.elapsed().as_secs();
+    sup.shutdown().await;
+    let stats = telemetry.probe("flood");
+    let total = stats.log_lines.load(Ordering::Relaxed);
+    assert!(total > 10_000, "the flood was too small to test: {total}");
+
+    let log = capture.text();
+    let logged = log
+        .lines()
+        .filter(|l| l.contains("flooding the log"))
+        .count() as u64;
+    // 50 lines per second per probe, plus one window of slack at either end.
+    let bound = 50 * (secs + 2);
+    assert!(
+        logged <= bound,
+        "{logged} flood lines logged in {secs} s (bound {bound})"
+    );
+    assert!(logged >= 10, "the rate limit dropped everything: {logged}");
+    let suppressed = stats.log_limit.suppressed_total();
+    assert!(
+        suppressed > 0 && suppressed <= total,
+        "{suppressed} of {total}"
+    );
+    assert!(
+        log.lines().any(|l| l.contains("suppressed")),
+        "no summary of suppressed lines"
+    );
+}

@@ -80,6 +80,25 @@ pub fn probe_command(argv: &[String]) -> io::Result<Command> {
     Ok(cmd)
 }
 
+/// Make the child of `cmd` move itself into the cgroup whose `cgroup.procs` is `procs` between
+/// fork and exec, so that nothing it starts is ever outside that cgroup. A failed move is not
+/// fatal here: the parent checks membership after the spawn and falls back to process tracking.
+pub fn join_cgroup_before_exec(cmd: &mut Command, procs: std::ffi::CString) {
+    // SAFETY: the closure runs between fork and exec and only makes async-signal-safe syscalls
+    // (open, write, close) on a path allocated before the fork; it allocates nothing.
+    unsafe {
+        cmd.pre_exec(move || {
+            let fd = libc::open(procs.as_ptr(), libc::O_WRONLY | libc::O_CLOEXEC);
+            if fd >= 0 {
+                // "0" moves the writing process itself.
+                libc::write(fd, b"0".as_ptr().cast(), 1);
+                libc::close(fd);
+            }
+            Ok(())
+        });
+    }
+}
+
 /// A spawned child whose pid is registered as owned until the handle is dropped.
 #[derive(Debug)]
 pub struct OwnedChild {
@@ -121,7 +140,8 @@ pub fn signal_group(pgid: i32, sig: Signal) {
 }
 
 /// Stop a child: SIGTERM to its group, wait up to `grace`, then SIGKILL the group; always reaped.
-/// Members of the group that outlive the leader are killed too.
+/// Members of the group that outlive the leader are left for the run's containment
+/// ([`super::cgroup::RunGroup::end`]), which counts and kills them.
 pub async fn stop(child: &mut OwnedChild, grace: Duration) -> io::Result<ExitStatus> {
     signal_group(child.pid, Signal::SIGTERM);
     let status = match tokio::time::timeout(grace, child.child.wait()).await {
@@ -131,18 +151,156 @@ pub async fn stop(child: &mut OwnedChild, grace: Duration) -> io::Result<ExitSta
             child.child.wait().await
         }
     };
-    signal_group(child.pid, Signal::SIGKILL);
     status
 }
 
 /// State and parent of a process, from `/proc/<pid>/stat`.
 fn stat_state_ppid(stat: &str) -> Option<(char, i32)> {
+    stat_fields(stat).map(|f| (f.state, f.ppid))
+}
+
+/// The fields of `/proc/<pid>/stat` the supervisor uses.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct StatFields {
+    pub(crate) state: char,
+    pub(crate) ppid: i32,
+    pub(crate) pgrp: i32,
+    /// Start time in clock ticks after boot: with the pid, identifies a process across pid reuse.
+    pub(crate) starttime: u64,
+}
+
+/// Parse a `/proc/<pid>/stat` line.
+pub(crate) fn stat_fields(stat: &str) -> Option<StatFields> {
     // comm may contain spaces and ')' — the state follows the *last* ')'.
     let rest = &stat[stat.rfind(')')? + 1..];
     let mut fields = rest.split_ascii_whitespace();
     let state = fields.next()?.chars().next()?;
     let ppid = fields.next()?.parse().ok()?;
-    Some((state, ppid))
+    let pgrp = fields.next()?.parse().ok()?;
+    // Field 22 of the line is the 20th after the state (field 3).
+    let starttime = fields.nth(16).and_then(|f| f.parse().ok()).unwrap_or(0);
+    Some(StatFields {
+        state,
+        ppid,
+        pgrp,
+        starttime,
+    })
+}
+
+/// [`stat_fields`] of a live pid.
+pub(crate) fn read_stat(pid: i32) -> Option<StatFields> {
+    stat_fields(&std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?)
+}
+
+/// Longest `#!` line the kernel reads (BINPRM_BUF_SIZE).
+const SHEBANG_MAX: usize = 256;
+
+/// Interpreter path named by the `#!` line of `file`, if it has one (bounded read).
+fn shebang_interpreter(file: &std::path::Path) -> Option<std::path::PathBuf> {
+    use std::io::Read;
+    let mut head = [0u8; SHEBANG_MAX];
+    let mut f = std::fs::File::open(file).ok()?;
+    let mut n = 0;
+    while n < head.len() {
+        match f.read(&mut head[n..]) {
+            Ok(0) => break,
+            Ok(k) => n += k,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+            Err(_) => return None,
+        }
+    }
+    let line = head[..n].strip_prefix(b"#!")?;
+    let line = &line[..memchr::memchr(b'\n', line).unwrap_or(line.len())];
+    let interp = line
+        .split(|b| *b == b' ' || *b == b'\t')
+        .find(|w| !w.is_empty())?;
+    Some(std::path::PathBuf::from(
+        <std::ffi::OsStr as std::os::unix::ffi::OsStrExt>::from_bytes(interp),
+    ))
+}
+
+/// Does `file` start with the ELF magic?
+fn is_elf(file: &std::path::Path) -> bool {
+    use std::io::Read;
+    let mut magic = [0u8; 4];
+    std::fs::File::open(file)
+        .and_then(|mut f| f.read_exact(&mut magic))
+        .is_ok()
+        && magic == *b"\x7fELF"
+}
+
+/// Explain why exec of `program` failed with `err`, naming the file actually at fault (a missing
+/// `#!` interpreter rather than the script, a mode without x bits, a noexec mount …).
+pub fn describe_spawn_error(program: &str, err: &io::Error) -> String {
+    use std::os::unix::fs::PermissionsExt;
+    let path = std::path::Path::new(program);
+    let md = std::fs::metadata(path);
+    match (err.raw_os_error(), md) {
+        (Some(libc::ENOENT), Err(_)) if !program.contains('/') => {
+            format!("{program} not found in PATH")
+        }
+        (Some(libc::ENOENT), Err(_)) => format!("{program} does not exist"),
+        (Some(libc::ENOENT), Ok(_)) => {
+            // The file is there: what is missing is what the kernel loads to run it.
+            let mut file = path.to_path_buf();
+            for _ in 0..4 {
+                let Some(interp) = shebang_interpreter(&file) else {
+                    break;
+                };
+                if std::fs::metadata(&interp).is_err() {
+                    return format!(
+                        "interpreter {} (from #! of {}) not found",
+                        interp.display(),
+                        file.display()
+                    );
+                }
+                file = interp;
+            }
+            if is_elf(&file) {
+                format!(
+                    "the dynamic loader (ELF interpreter) of {} is missing: built for another system or libc",
+                    file.display()
+                )
+            } else {
+                format!("{program}: {err}")
+            }
+        }
+        (Some(libc::EACCES), Ok(md)) => {
+            let mode = md.permissions().mode() & 0o7777;
+            if md.is_dir() {
+                format!("{program} is a directory")
+            } else if !md.is_file() {
+                format!("{program} is not a regular file")
+            } else if mode & 0o111 == 0 {
+                format!("{program} is not executable (mode {mode:04o})")
+            } else if on_noexec_mount(path) {
+                format!("{program} is on a file system mounted noexec")
+            } else if let Some(interp) = shebang_interpreter(path) {
+                format!(
+                    "permission denied running interpreter {} (from #! of {program})",
+                    interp.display()
+                )
+            } else {
+                format!("{program}: permission denied (a directory on its path not searchable?)")
+            }
+        }
+        (Some(libc::ENOEXEC), Ok(_)) => {
+            if is_elf(path) {
+                format!("{program} is an ELF binary for another machine or ABI")
+            } else {
+                format!("{program} is not an executable format (no #! line and not ELF)")
+            }
+        }
+        (Some(libc::ETXTBSY), Ok(_)) => {
+            format!("{program} is being written (text file busy); retrying later")
+        }
+        _ => format!("{program}: {err}"),
+    }
+}
+
+fn on_noexec_mount(path: &std::path::Path) -> bool {
+    nix::sys::statvfs::statvfs(path)
+        .is_ok_and(|v| v.flags().contains(nix::sys::statvfs::FsFlags::ST_NOEXEC))
 }
 
 /// Children of this process not owned by a tokio handle, with their state.
@@ -203,12 +361,15 @@ pub fn reap_orphan_zombies() -> usize {
     reaped
 }
 
-/// SIGKILL and reap every foreign child until none is left or `deadline` passes. Killing one may
-/// re-parent its own children to us, so this repeats.
+/// SIGKILL and reap every foreign child started by a probe run of this daemon (see
+/// [`super::cgroup::is_probe_process`]) until none is left or `deadline` passes. Killing one may
+/// re-parent its own children to us, so this repeats. Other children of the process (a test
+/// harness's own) are left alone.
 pub async fn kill_orphans(deadline: Duration) {
     let until = tokio::time::Instant::now() + deadline;
     loop {
-        let children = foreign_children();
+        let mut children = foreign_children();
+        children.retain(|&(pid, state)| state == 'Z' || super::cgroup::is_probe_process(pid));
         if children.is_empty() {
             return;
         }

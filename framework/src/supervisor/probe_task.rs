@@ -7,17 +7,24 @@ use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use nix::sys::signal::Signal;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
-use super::{child, start_check, stderr_log};
+use super::{cgroup, child, start_check, stderr_log};
 use super::{OutputSink, ProbeSpec, StartCheck, SupervisorOptions, Switch, EXIT_UNSUPPORTED};
 use crate::telemetry::{ProbeState, ProbeStats};
 
 /// How long the output readers may take to hit EOF once the child is gone. Only an escaped
 /// grandchild still holding the pipes makes this wait the full time.
 const DRAIN_TIMEOUT: Duration = Duration::from_secs(1);
+
+/// After stdout hits EOF, how long the process may take to be seen exiting before the closed
+/// stdout is reported as such (a process closes its stdout a moment before it can be waited for).
+const STDOUT_EOF_GRACE: Duration = Duration::from_millis(500);
+
+/// `last_error` of a running probe whose stdout reader hit EOF.
+pub(crate) const STDOUT_CLOSED: &str =
+    "stdout closed; process still running — no records will arrive";
 
 /// Everything a probe task needs.
 pub(crate) struct ProbeContext {
@@ -100,7 +107,10 @@ pub(crate) async fn run(ctx: ProbeContext, mut stop: watch::Receiver<bool>) {
         }
 
         if let Err(msg) = sink.prepare(&spec) {
-            tracing::error!(probe = %spec.name, error = %msg, "cannot prepare probe");
+            // Retried every `backoff_max`: say it again only when the reason changes.
+            if stats.last_error().as_deref() != Some(msg.as_str()) {
+                tracing::error!(probe = %spec.name, error = %msg, "cannot prepare probe");
+            }
             set_down(&stats, ProbeState::Failed);
             stats.set_last_error(Some(msg));
             if sleep_or_stop(opts.backoff_max, &mut stop).await {
@@ -110,11 +120,15 @@ pub(crate) async fn run(ctx: ProbeContext, mut stop: watch::Receiver<bool>) {
             continue;
         }
 
-        let owned = match spawn(&spec, &opts) {
+        let mut run = cgroup::RunGroup::new(&spec.name, opts.cgroups);
+        let owned = match spawn(&spec, &opts, &run) {
             Ok(c) => c,
             Err(e) => {
                 let program = spec.argv.first().map(String::as_str).unwrap_or("");
-                let msg = format!("cannot start {program}: {e}");
+                let msg = format!(
+                    "cannot start {program}: {}",
+                    child::describe_spawn_error(program, &e)
+                );
                 tracing::error!(probe = %spec.name, "{msg}");
                 set_down(&stats, ProbeState::Failed);
                 stats.set_last_error(Some(msg));
@@ -129,9 +143,10 @@ pub(crate) async fn run(ctx: ProbeContext, mut stop: watch::Receiver<bool>) {
             stats.restarts.fetch_add(1, Ordering::Relaxed);
         }
         spawned_before = true;
+        run.started(owned.pid);
         tracing::info!(probe = %spec.name, pid = owned.pid, "probe started");
 
-        match supervise(owned, &stats, &*sink, &opts, &mut stop).await {
+        match supervise(owned, run, &stats, &*sink, &opts, &mut stop).await {
             RunEnd::Stopped => {
                 set_down(&stats, ProbeState::Stopped);
                 return;
@@ -192,10 +207,19 @@ async fn wait_for_start_check(
     }
 }
 
-fn spawn(spec: &ProbeSpec, opts: &SupervisorOptions) -> std::io::Result<child::OwnedChild> {
+fn spawn(
+    spec: &ProbeSpec,
+    opts: &SupervisorOptions,
+    run: &cgroup::RunGroup,
+) -> std::io::Result<child::OwnedChild> {
     let mut cmd = child::probe_command(&spec.argv)?;
     for (k, v) in spec.env.iter().chain(opts.env.iter()) {
         cmd.env(k, v);
+    }
+    let (k, v) = run.env();
+    cmd.env(k, v);
+    if let Some(procs) = run.procs_path() {
+        child::join_cgroup_before_exec(&mut cmd, procs);
     }
     child::spawn_owned(&mut cmd)
 }
@@ -222,9 +246,11 @@ fn describe_exit(status: &std::io::Result<ExitStatus>, last_error_line: Option<&
     }
 }
 
-/// Wait for the child to exit or for a stop; hand stdout to the sink and stderr to the log.
+/// Wait for the child to exit or for a stop; hand stdout to the sink and stderr to the log. When
+/// the child is gone, kill whatever else the run started.
 async fn supervise(
     mut owned: child::OwnedChild,
+    mut run: cgroup::RunGroup,
     stats: &Arc<ProbeStats>,
     sink: &dyn OutputSink,
     opts: &SupervisorOptions,
@@ -237,33 +263,51 @@ async fn supervise(
     );
     stats.up.store(true, Ordering::Relaxed);
     stats.set_state(ProbeState::Running);
-    stats.set_last_error(None);
+    // The previous run's error stays visible while a crash-looping probe is briefly up again;
+    // it is cleared once this run has proven stable.
+    let stable_at = tokio::time::Instant::from_std(started + opts.stable_after);
+    let mut stable = false;
 
-    let stdout_task = owned
+    let mut stdout_task = owned
         .child
         .stdout
         .take()
         .map(|out| tokio::spawn(sink.consume(Arc::clone(stats), out)));
-    let stderr_task = owned
-        .child
-        .stderr
-        .take()
-        .map(|err| tokio::spawn(stderr_log::forward(err, Arc::clone(stats))));
+    let stderr_task = owned.child.stderr.take().map(|err| {
+        grow_pipe(&err);
+        tokio::spawn(stderr_log::forward(err, Arc::clone(stats)))
+    });
 
-    let exit = tokio::select! {
-        status = owned.child.wait() => Some(status),
-        _ = stop.wait_for(|s| *s) => None,
-    };
-    let end = match exit {
-        Some(status) => {
-            // Grandchildren left in the group would keep the pipes open and outlive the probe.
-            child::signal_group(owned.pid, Signal::SIGKILL);
-            RunEnd::Exited {
-                status,
-                ran: started.elapsed(),
-                last_error_line: None,
+    let exit = loop {
+        let stdout_eof = tokio::select! {
+            status = owned.child.wait() => break Some(status),
+            _ = stop.wait_for(|s| *s) => break None,
+            _ = async { stdout_task.as_mut().expect("guarded by is_some").await }, if stdout_task.is_some() => true,
+            _ = tokio::time::sleep_until(stable_at), if !stable => {
+                stable = true;
+                if stats.last_error().as_deref() != Some(STDOUT_CLOSED) {
+                    stats.set_last_error(None);
+                }
+                false
+            }
+        };
+        if stdout_eof {
+            stdout_task = None;
+            match tokio::time::timeout(STDOUT_EOF_GRACE, owned.child.wait()).await {
+                Ok(status) => break Some(status),
+                Err(_) => {
+                    tracing::warn!(probe = %stats.name, pid = owned.pid, "{STDOUT_CLOSED}");
+                    stats.set_last_error(Some(STDOUT_CLOSED.to_string()));
+                }
             }
         }
+    };
+    let end = match exit {
+        Some(status) => RunEnd::Exited {
+            status,
+            ran: started.elapsed(),
+            last_error_line: None,
+        },
         None => {
             if let Err(e) = child::stop(&mut owned, opts.grace).await {
                 tracing::warn!(probe = %stats.name, error = %e, "waiting for stopped probe");
@@ -272,6 +316,15 @@ async fn supervise(
         }
     };
     drop(owned);
+    // Left-overs (setsid or double-forked descendants) would keep the pipes open and outlive
+    // the probe; they go before the readers drain and before any respawn.
+    let killed = run.end().await;
+    if killed > 0 {
+        stats
+            .orphans_killed
+            .fetch_add(killed as u64, Ordering::Relaxed);
+        tracing::info!(probe = %stats.name, killed, "killed processes the probe left behind");
+    }
 
     // Both readers drain at once: a grandchild holding the pipes costs one timeout, not two.
     let (last_error_line, _) = tokio::join!(drain(stderr_task), drain(stdout_task));
@@ -283,6 +336,15 @@ async fn supervise(
             last_error_line,
         },
         RunEnd::Stopped => RunEnd::Stopped,
+    }
+}
+
+/// Ask for a 1 MiB pipe buffer so a chatty probe's stderr is read in few large reads (best
+/// effort: the kernel caps it at `fs.pipe-max-size`).
+fn grow_pipe(pipe: &impl std::os::fd::AsRawFd) {
+    // SAFETY: fcntl on a valid pipe fd owned by the caller; failure only leaves the default size.
+    unsafe {
+        libc::fcntl(pipe.as_raw_fd(), libc::F_SETPIPE_SZ, 1 << 20);
     }
 }
 

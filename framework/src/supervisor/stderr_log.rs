@@ -1,14 +1,21 @@
-//! A probe's stderr → daemon log, one tracing event per line at the level named by its prefix.
+//! A probe's stderr → daemon log, one tracing event per line at the level named by its prefix,
+//! within the probe's log-line budget (shared with its stdout; see [`crate::telemetry::LogLimiter`]).
+//!
+//! A probe may write to stderr as fast as a pipe goes: suppressed lines cost a scan for `\n`, an
+//! atomic add and nothing else (no decoding, no allocation, no formatting).
 
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
 use tokio::io::{AsyncRead, AsyncReadExt};
 
-use crate::telemetry::ProbeStats;
+use crate::telemetry::{log_suppressed, Admit, ProbeStats};
 
 /// Longest stderr line kept; the rest of a longer line is discarded.
 pub(crate) const MAX_LINE: usize = 64 * 1024;
+
+/// Bytes read from the pipe per call: a flood is read in few, large reads.
+const READ_CHUNK: usize = 64 * 1024;
 
 /// Appended to a line that was cut at [`MAX_LINE`].
 const TRUNCATED_MARKER: &str = " …[truncated]";
@@ -58,10 +65,18 @@ impl LineSplitter {
     /// Feed bytes; `emit(line, truncated)` is called for every completed line (without `\n`/`\r`).
     pub(crate) fn push(&mut self, mut data: &[u8], emit: &mut impl FnMut(&[u8], bool)) {
         while !data.is_empty() {
-            let (chunk, complete) = match data.iter().position(|&b| b == b'\n') {
+            let (chunk, complete) = match memchr::memchr(b'\n', data) {
                 Some(i) => (&data[..i], Some(i + 1)),
                 None => (data, None),
             };
+            if let (Some(consumed), true) = (complete, self.buf.is_empty() && !self.truncated) {
+                if chunk.len() <= self.max {
+                    // Whole line inside this read: hand it over without copying.
+                    emit(chunk.strip_suffix(b"\r").unwrap_or(chunk), false);
+                    data = &data[consumed..];
+                    continue;
+                }
+            }
             let room = self.max.saturating_sub(self.buf.len());
             if chunk.len() > room {
                 self.truncated = true;
@@ -92,31 +107,47 @@ impl LineSplitter {
     }
 }
 
-/// Read `stderr` to EOF, logging each line with field `probe` and counting `stats.log_lines`.
-/// Returns the message of the last `[ERROR]` line, used to explain an exit.
+/// Read `stderr` to EOF, logging each line with field `probe` within the probe's log budget and
+/// counting `stats.log_lines`. Returns the message of the last `[ERROR]` line (logged or not),
+/// used to explain an exit.
 pub(crate) async fn forward<R: AsyncRead + Unpin>(
     mut stderr: R,
     stats: Arc<ProbeStats>,
 ) -> Option<String> {
     let probe = Arc::clone(&stats.name);
     let mut splitter = LineSplitter::new(MAX_LINE);
-    let mut last_error = None;
+    let mut last_error: Option<String> = None;
     let mut emit = |raw: &[u8], truncated: bool| {
+        stats.log_lines.fetch_add(1, Ordering::Relaxed);
+        let verdict = stats.log_limit.admit();
+        let is_error = raw.starts_with(b"[ERROR]");
+        if verdict == Admit::Suppress && !is_error {
+            return;
+        }
         let text = String::from_utf8_lossy(raw);
         let (level, msg) = classify(&text);
         let marker = if truncated { TRUNCATED_MARKER } else { "" };
+        if level == Level::Error {
+            // Reuse the buffer: a flood of [ERROR] lines must not allocate per line.
+            let keep = last_error.get_or_insert_with(String::new);
+            keep.clear();
+            keep.push_str(msg);
+            keep.push_str(marker);
+        }
+        let Admit::Log { summary } = verdict else {
+            return;
+        };
+        if let Some(n) = summary {
+            log_suppressed(&probe, n);
+        }
         match level {
             Level::Debug => tracing::debug!(probe = %probe, "{msg}{marker}"),
             Level::Info => tracing::info!(probe = %probe, "{msg}{marker}"),
             Level::Warn => tracing::warn!(probe = %probe, "{msg}{marker}"),
-            Level::Error => {
-                tracing::error!(probe = %probe, "{msg}{marker}");
-                last_error = Some(format!("{msg}{marker}"));
-            }
+            Level::Error => tracing::error!(probe = %probe, "{msg}{marker}"),
         }
-        stats.log_lines.fetch_add(1, Ordering::Relaxed);
     };
-    let mut chunk = vec![0u8; 8192];
+    let mut chunk = vec![0u8; READ_CHUNK];
     loop {
         match stderr.read(&mut chunk).await {
             Ok(0) => break,
@@ -129,6 +160,7 @@ pub(crate) async fn forward<R: AsyncRead + Unpin>(
         }
     }
     splitter.finish(&mut emit);
+    log_suppressed(&probe, stats.log_limit.take_pending());
     last_error
 }
 

@@ -143,6 +143,7 @@ pub fn fast_options() -> SupervisorOptions {
         stable_after: Duration::from_secs(60),
         auto_recheck: Duration::from_millis(100),
         env: Vec::new(),
+        cgroups: true,
     }
 }
 
@@ -179,4 +180,58 @@ pub fn read_pids(file: &Path) -> Vec<i32> {
         .lines()
         .filter_map(|l| l.trim().parse().ok())
         .collect()
+}
+
+/// A `sleep` argument unique to this test process and `tag` (GNU sleep takes fractional
+/// seconds), so the test finds exactly the processes it started.
+pub fn marker(tag: u32) -> String {
+    format!("1000.{}{:03}", std::process::id(), tag)
+}
+
+/// Live (non-zombie) processes whose command line has `arg` as one argument.
+pub fn procs_with_arg(arg: &str) -> Vec<i32> {
+    let Ok(dir) = std::fs::read_dir("/proc") else {
+        return Vec::new();
+    };
+    dir.filter_map(|e| e.ok()?.file_name().to_str()?.parse::<i32>().ok())
+        .filter(|pid| {
+            std::fs::read(format!("/proc/{pid}/cmdline"))
+                .is_ok_and(|c| c.split(|&b| b == 0).any(|a| a == arg.as_bytes()))
+        })
+        .filter(|&pid| process_alive(pid))
+        .collect()
+}
+
+/// Whether `pid` exists and is not a zombie.
+pub fn process_alive(pid: i32) -> bool {
+    std::fs::read_to_string(format!("/proc/{pid}/stat"))
+        .ok()
+        .and_then(|s| {
+            let rest = s.rsplit_once(')')?.1.to_string();
+            rest.split_whitespace()
+                .next()
+                .map(|st| st != "Z" && st != "X")
+        })
+        .unwrap_or(false)
+}
+
+/// Kills every process carrying a marker argument when dropped, so a failing test leaks nothing.
+pub struct MarkerGuard(pub String);
+
+impl Drop for MarkerGuard {
+    fn drop(&mut self) {
+        for _ in 0..50 {
+            let pids = procs_with_arg(&self.0);
+            if pids.is_empty() {
+                return;
+            }
+            for pid in pids {
+                // SAFETY: plain kill(2) with a pid read from /proc.
+                unsafe {
+                    libc::kill(pid, libc::SIGKILL);
+                }
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
 }
