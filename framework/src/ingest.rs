@@ -6,12 +6,12 @@ use std::future::Future;
 use std::pin::Pin;
 use std::sync::atomic::Ordering;
 use std::sync::{Arc, RwLock};
-use std::time::{Instant, SystemTime, UNIX_EPOCH};
+use std::time::{SystemTime, UNIX_EPOCH};
 
 use tokio::io::AsyncReadExt;
 
 use crate::export::{RecordSink, RecordView};
-use crate::meta::{SchemaRef, SchemaRegistry};
+use crate::meta::{MetaCache, MetaCounters, MetaLimits, SchemaRef, SchemaRegistry};
 use crate::store::{Scratch, TableStore};
 use crate::supervisor::{OutputSink, ProbeSpec};
 use crate::telemetry::{DropReason, ProbeStats};
@@ -22,9 +22,6 @@ const MAX_WARNED_TABLES: usize = 32;
 
 /// Bytes read from a probe pipe per read call.
 const READ_CHUNK: usize = 256 * 1024;
-
-/// Log lines forwarded per probe per second before the rest are only counted.
-const LOG_LINES_PER_SEC: u32 = 50;
 
 /// Unix time in milliseconds.
 pub fn now_ms() -> u64 {
@@ -58,7 +55,9 @@ pub struct Ingest {
     events: Arc<dyn EventSink>,
     records: Option<Arc<dyn RecordSink>>,
     max_line: usize,
-    max_fields: usize,
+    /// `.meta` loads within the limits (`max_fields` = `imdb.max_metrics_num`), remembered by
+    /// file identity so restarts and retries do not re-parse an unchanged file.
+    metas: Arc<MetaCache>,
 }
 
 impl Ingest {
@@ -76,8 +75,17 @@ impl Ingest {
             events,
             records: None,
             max_line,
-            max_fields,
+            metas: Arc::new(MetaCache::new(
+                MetaLimits::with_max_fields(max_fields),
+                Arc::default(),
+            )),
         }
+    }
+
+    /// Count `.meta` loads and refusals into `counters` (the daemon's self-metrics).
+    pub fn with_meta_counters(mut self, counters: Arc<MetaCounters>) -> Self {
+        self.metas = Arc::new(MetaCache::new(self.metas.limits(), counters));
+        self
     }
 
     /// Also hand every accepted record to `sink` (push exporters).
@@ -100,9 +108,7 @@ impl Ingest {
             cached: None,
             values_buf: Vec::new(),
             warned_tables: Default::default(),
-            log_window: Instant::now(),
-            log_budget: LOG_LINES_PER_SEC,
-            suppressed: 0,
+            warned_counts: Default::default(),
             now_ms: now_ms(),
         }
     }
@@ -130,32 +136,31 @@ impl Ingest {
             framer.push(&buf[..n], |l| handler.handle(l));
         }
         framer.finish(|l| handler.handle(l));
-        handler.flush_suppressed();
+        crate::telemetry::log_suppressed(
+            &handler.stats.name,
+            handler.stats.log_limit.take_pending(),
+        );
     }
 }
 
 impl OutputSink for Ingest {
     fn prepare(&self, spec: &ProbeSpec) -> Result<(), String> {
-        let mut reg = self.registry.write().unwrap_or_else(|p| p.into_inner());
-        for path in &spec.meta_files {
-            let tables = reg.add_file(path).map_err(|e| e.to_string())?;
-            if let Some(t) = tables.iter().find(|t| t.fields.len() > self.max_fields) {
-                let origin = t.origin.clone();
-                let (name, n) = (t.table_name.clone(), t.fields.len());
-                reg.remove_file(path);
-                return Err(format!(
-                    "{origin}: table {name} has {n} fields, more than imdb.max_metrics_num = {}",
-                    self.max_fields
-                ));
+        let load = || self.metas.prepare(&self.registry, &spec.meta_files);
+        // Parsing a changed `.meta` can take a while: hand this worker's other tasks to another
+        // thread meanwhile (the registry lock is only taken for the final swap).
+        match tokio::runtime::Handle::try_current() {
+            Ok(h) if h.runtime_flavor() == tokio::runtime::RuntimeFlavor::MultiThread => {
+                tokio::task::block_in_place(load)
             }
+            _ => load(),
         }
-        Ok(())
     }
 
     fn retire(&self, spec: &ProbeSpec) {
         let mut reg = self.registry.write().unwrap_or_else(|p| p.into_inner());
         for path in &spec.meta_files {
             reg.remove_file(path);
+            self.metas.forget(path);
         }
     }
 
@@ -193,9 +198,8 @@ pub struct LineHandler {
     cached: Option<SchemaRef>,
     values_buf: Vec<&'static str>,
     warned_tables: std::collections::HashSet<String>,
-    log_window: Instant,
-    log_budget: u32,
-    suppressed: u64,
+    /// (table, declared fields, values seen) mismatches already logged.
+    warned_counts: std::collections::HashSet<(String, usize, usize)>,
     /// Timestamp applied to records of the current chunk.
     pub now_ms: u64,
 }
@@ -215,8 +219,8 @@ impl LineHandler {
             Err(_) => {
                 if bytes.first() == Some(&b'|') {
                     self.stats.drop_line(DropReason::InvalidUtf8);
-                } else {
-                    self.log_line(&String::from_utf8_lossy(bytes));
+                } else if self.admit_log() {
+                    log_probe_line(&self.stats.name, &String::from_utf8_lossy(bytes));
                 }
                 return;
             }
@@ -274,6 +278,9 @@ impl LineHandler {
             }
             Err(reason) => {
                 self.stats.drop_line(reason);
+                if reason == DropReason::FieldCount {
+                    self.warn_field_count(table, schema.fields.len(), values.len());
+                }
                 if reason != DropReason::StoreFull {
                     return;
                 }
@@ -292,6 +299,23 @@ impl LineHandler {
         }
     }
 
+    /// Log a value-count mismatch once per (table, expected, got): a probe built against an older
+    /// `.meta` sends every record in the same wrong shape, so one line says it all.
+    fn warn_field_count(&mut self, table: &str, expected: usize, got: usize) {
+        if self.warned_counts.len() >= MAX_WARNED_TABLES {
+            return;
+        }
+        if self
+            .warned_counts
+            .insert((table.to_string(), expected, got))
+        {
+            let values = if got == 1 { "value" } else { "values" };
+            tracing::warn!(probe = %self.stats.name, table, expected, got,
+                "record for table {table} has {got} {values} but its .meta declares {expected} fields: \
+                 dropped (counted as field_count); further records of this shape are only counted");
+        }
+    }
+
     fn schema(&mut self, table: &str) -> Option<SchemaRef> {
         let reg = self.registry.read().unwrap_or_else(|p| p.into_inner());
         let current = reg.get(table)?;
@@ -305,25 +329,22 @@ impl LineHandler {
     }
 
     fn log_line(&mut self, line: &str) {
-        self.stats.log_lines.fetch_add(1, Ordering::Relaxed);
-        if self.log_window.elapsed().as_secs() >= 1 {
-            self.flush_suppressed();
-            self.log_window = Instant::now();
-            self.log_budget = LOG_LINES_PER_SEC;
+        if self.admit_log() {
+            log_probe_line(&self.stats.name, line);
         }
-        if self.log_budget == 0 {
-            self.suppressed += 1;
-            return;
-        }
-        self.log_budget -= 1;
-        log_probe_line(&self.stats.name, line);
     }
 
-    fn flush_suppressed(&mut self) {
-        if self.suppressed > 0 {
-            tracing::warn!(probe = %self.stats.name, suppressed = self.suppressed,
-                "probe output lines not logged (rate limit)");
-            self.suppressed = 0;
+    /// Count a log line against the probe's budget (shared with its stderr); true = log it.
+    fn admit_log(&mut self) -> bool {
+        self.stats.log_lines.fetch_add(1, Ordering::Relaxed);
+        match self.stats.log_limit.admit() {
+            crate::telemetry::Admit::Log { summary } => {
+                if let Some(n) = summary {
+                    crate::telemetry::log_suppressed(&self.stats.name, n);
+                }
+                true
+            }
+            crate::telemetry::Admit::Suppress => false,
         }
     }
 }

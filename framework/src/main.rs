@@ -8,12 +8,12 @@ use std::time::Duration;
 
 use anyhow::Context;
 use clap::Parser;
-use gala_gopher::config::{self, CheckType, GopherConfig, LoadedConfig, OutChannel};
+use gala_gopher::config::{self, CheckType, GopherConfig, OutChannel};
 use gala_gopher::export::build_exporters;
 use gala_gopher::export::http::{self, MetricsState};
 use gala_gopher::export::prometheus::RenderOptions;
 use gala_gopher::ingest::{now_ms, Ingest};
-use gala_gopher::meta::{self, SchemaRegistry};
+use gala_gopher::meta::SchemaRegistry;
 use gala_gopher::store::{StoreLimits, TableStore};
 use gala_gopher::supervisor::discovery::{self, ConfiguredProbe, DiscoveryInputs};
 use gala_gopher::supervisor::{self, StartCheck, Supervisor, SupervisorOptions, Switch};
@@ -49,22 +49,22 @@ const SINK_FLUSH: Duration = Duration::from_secs(2);
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    let loaded = match config::load(&cli.config) {
-        Ok(l) => l,
+    // The same checks as `--check-config`, so the unit's ExecStartPre and the start agree.
+    let checked = match config::preflight(&cli.config) {
+        Ok(c) => c,
         Err(e) => {
-            eprintln!("gala-gopher: invalid configuration: {e}");
+            report(format_args!("gala-gopher: invalid configuration: {e}"));
             return ExitCode::from(2);
         }
     };
     if cli.check_config {
-        for w in &loaded.warnings {
-            eprintln!("warning: {w}");
+        for w in &checked.loaded.warnings {
+            report(format_args!("warning: {w}"));
         }
-        println!("{}", config::summary(&loaded));
-        return ExitCode::SUCCESS;
+        return print_summary(&config::summary(&checked.loaded));
     }
-    init_logging(&loaded.config);
-    for w in &loaded.warnings {
+    init_logging(&checked.loaded.config);
+    for w in &checked.loaded.warnings {
         tracing::warn!("{w}");
     }
     let rt = match tokio::runtime::Builder::new_multi_thread()
@@ -78,11 +78,32 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    match rt.block_on(run(loaded, cli.config)) {
+    match rt.block_on(run(checked, cli.config)) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             tracing::error!("{e:#}");
             eprintln!("gala-gopher: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// One line to stderr; a closed stderr is not worth a panic.
+fn report(line: std::fmt::Arguments<'_>) {
+    use std::io::Write as _;
+    let _ = writeln!(std::io::stderr().lock(), "{line}");
+}
+
+/// The `--check-config` summary to stdout. A reader that went away (`| head -1`) ends the output
+/// quietly; the config was still valid, so the exit status stays 0.
+fn print_summary(text: &str) -> ExitCode {
+    use std::io::Write as _;
+    let mut out = std::io::stdout().lock();
+    match writeln!(out, "{text}").and_then(|()| out.flush()) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => ExitCode::SUCCESS,
+        Err(e) => {
+            report(format_args!("gala-gopher: writing the summary: {e}"));
             ExitCode::FAILURE
         }
     }
@@ -140,26 +161,14 @@ fn configured_probes(cfg: &GopherConfig) -> anyhow::Result<Vec<ConfiguredProbe>>
     Ok(out)
 }
 
-async fn run(loaded: LoadedConfig, config_path: PathBuf) -> anyhow::Result<()> {
+async fn run(checked: config::Preflight, config_path: PathBuf) -> anyhow::Result<()> {
+    let config::Preflight { loaded, registry } = checked;
     let cfg = &loaded.config;
-    if cfg.web_server.ssl_auth {
-        anyhow::bail!(
-            "{}: web_server.ssl_auth = \"on\" is not supported yet; terminate TLS in front of the agent",
-            config_path.display()
-        );
-    }
     let machine_id = if cfg.global.machine_id.is_empty() {
         gala_gopher::machine_id::machine_id(std::path::Path::new("/"))
     } else {
         cfg.global.machine_id.clone()
     };
-    if cfg.global.rest_api_on {
-        tracing::warn!(
-            "global.rest_api_on: the REST API is not implemented in this version; ignored"
-        );
-    }
-    let registry = meta::load_dir(&cfg.global.meta_dir)
-        .with_context(|| format!("loading meta_dir {}", cfg.global.meta_dir.display()))?;
     tracing::info!(
         machine_id = %machine_id,
         tables = registry.len(),
@@ -184,7 +193,8 @@ async fn run(loaded: LoadedConfig, config_path: PathBuf) -> anyhow::Result<()> {
         exporters.event_sink(),
         cfg.global.max_line_bytes,
         cfg.imdb.max_metrics_num as usize,
-    );
+    )
+    .with_meta_counters(Arc::clone(&telemetry.meta));
     if let Some(sink) = exporters.record_sink() {
         ingest = ingest.with_record_sink(sink);
     }
@@ -231,24 +241,23 @@ async fn run(loaded: LoadedConfig, config_path: PathBuf) -> anyhow::Result<()> {
             .await
             .with_context(|| format!("binding web_server {addr}"))?;
         tracing::info!(%addr, "serving /metrics");
-        let state = MetricsState {
-            store: Arc::clone(&store),
-            telemetry: Arc::clone(&telemetry),
-            options: RenderOptions {
+        http::return_large_buffers_on_free();
+        let state = MetricsState::new(
+            Arc::clone(&store),
+            Arc::clone(&telemetry),
+            RenderOptions {
                 timestamps: cfg.web_server.timestamps,
             },
-        };
+            cfg.web_server.max_requests as usize,
+        );
+        let limits = http::HttpLimits::from(&cfg.web_server);
+        let counters = state.counters();
         let mut rx = stop_rx.clone();
         server = Some(tokio::spawn(async move {
             let shutdown = async move {
                 let _ = rx.wait_for(|s| *s).await;
             };
-            if let Err(e) = axum::serve(listener, http::router(state))
-                .with_graceful_shutdown(shutdown)
-                .await
-            {
-                tracing::error!("web_server: {e}");
-            }
+            http::serve(listener, http::router(state), limits, counters, shutdown).await;
         }));
     }
 
@@ -260,12 +269,27 @@ async fn run(loaded: LoadedConfig, config_path: PathBuf) -> anyhow::Result<()> {
             _ = sigterm.recv() => break,
             _ = sigint.recv() => break,
             _ = sighup.recv() => {
-                match config::load(&config_path).map_err(anyhow::Error::from).and_then(|l| configured_probes(&l.config)) {
-                    Ok(probes) => {
+                match config::load(&config_path).map_err(anyhow::Error::from).and_then(|l| {
+                    configured_probes(&l.config).map(|p| (p, l))
+                }) {
+                    Ok((probes, new)) => {
                         tracing::info!("SIGHUP: probe configuration reloaded");
+                        telemetry.config_reloads.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                         let _ = configured_tx.send(probes);
+                        // Compared with what runs (never updated), so a change stays reported
+                        // until the restart that applies it.
+                        let pending = config::restart_required(cfg, &new.config);
+                        if !pending.is_empty() {
+                            tracing::warn!(
+                                "SIGHUP: these settings changed but need a restart to take effect (still using the old values): {}",
+                                pending.join(", ")
+                            );
+                        }
                     }
-                    Err(e) => tracing::error!("SIGHUP: configuration not reloaded: {e:#}"),
+                    Err(e) => {
+                        telemetry.config_reload_failures.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                        tracing::error!("SIGHUP: configuration not reloaded: {e:#}");
+                    }
                 }
             }
         }

@@ -362,4 +362,12 @@ fn sighup_applies_probe_switches() {
         "{}",
         d.log()
     );
+    let s = d.scrape();
+    assert!(
+        s.contains("gala_gopher_self_config_reloads_total{outcome=\"applied\"")
+            && s.lines().any(|l| l
+                .starts_with("gala_gopher_self_config_reloads_total{outcome=\"failed\"")
+                && l.ends_with(" 1")),
+        "reloads counted:\n{s}"
+    );
 }

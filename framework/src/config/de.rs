@@ -1,13 +1,167 @@
-//! Value parsers used by the config structs: ranges, enums, on/off, channels, paths.
+//! Value parsers used by the config structs: integers, switches, strings, enums, channels, paths.
 //!
-//! Each returns a serde custom error with a message of the form `invalid value X, expected Y`;
-//! the `config` crate attaches the dotted key and the loader attaches `FILE:LINE`.
+//! Nothing is coerced: an integer key takes an integer, a switch takes a boolean or `"on"`/`"off"`,
+//! a string key takes a string. The `config` crate would convert freely (`true` → 1, `1.5` → 2,
+//! `"yes"` → 1, `5` → `"5"`), so every key goes through [`Raw`], which sees the value's real type.
+//! Environment overrides arrive as text marked by [`env_value`]; their text is parsed by the same
+//! rules (`"9100"` is an integer there because text is all a variable can hold).
+//!
+//! Each parser returns a serde custom error of the form `invalid type: X, expected Y` or
+//! `invalid value X, expected Y`; the `config` crate attaches the dotted key and the loader
+//! attaches `FILE:LINE` (or the variable).
 
 use std::fmt;
 use std::net::IpAddr;
 use std::path::PathBuf;
 
-use serde::de::{self, Deserialize, Deserializer, SeqAccess, Visitor};
+use serde::de::{self, Deserialize, Deserializer, IgnoredAny, MapAccess, SeqAccess, Visitor};
+
+/// Key of the one-entry table that carries an environment override's text. It cannot be
+/// written in a libconfig file (names start with a letter or `*`).
+const ENV_TEXT_KEY: &str = "\u{0}env";
+
+/// The `config` value for environment variable `var` holding `text`: marked, so typed keys
+/// parse the text instead of treating it as a string written in the file.
+pub(crate) fn env_value(var: &str, text: &str) -> config::Value {
+    let origin = Some(var.to_string());
+    let mut table = config::Map::new();
+    table.insert(
+        ENV_TEXT_KEY.to_string(),
+        config::Value::new(origin.as_ref(), config::ValueKind::String(text.to_string())),
+    );
+    config::Value::new(origin.as_ref(), config::ValueKind::Table(table))
+}
+
+/// A config value as written, before any conversion.
+#[derive(Debug, Clone, PartialEq)]
+pub(crate) enum Raw {
+    /// `true` / `false`.
+    Bool(bool),
+    /// An integer literal.
+    Int(i128),
+    /// A float literal.
+    Float(f64),
+    /// A string literal in the file.
+    Str(String),
+    /// The text of an environment override.
+    Env(String),
+    /// A list or array.
+    List(Vec<Raw>),
+    /// A group.
+    Group,
+    /// No value.
+    Unit,
+}
+
+impl Raw {
+    /// `invalid type: <what this is>, expected <expected>`.
+    fn invalid_type<E: de::Error>(&self, expected: &str) -> E {
+        let what = match self {
+            Raw::Bool(b) => format!("boolean `{b}`"),
+            Raw::Int(i) => format!("integer `{i}`"),
+            Raw::Float(f) => format!("floating point `{f:?}`"),
+            Raw::Str(s) | Raw::Env(s) => format!("string {s:?}"),
+            Raw::List(_) => "list".to_string(),
+            Raw::Group => "group".to_string(),
+            Raw::Unit => "nothing".to_string(),
+        };
+        E::custom(format!("invalid type: {what}, expected {expected}"))
+    }
+
+    /// The integer this is: an integer literal, or environment text that is a decimal integer.
+    fn integer<E: de::Error>(&self) -> Result<i128, E> {
+        match self {
+            Raw::Int(i) => Ok(*i),
+            Raw::Env(s) => s
+                .parse::<i64>()
+                .map(i128::from)
+                .map_err(|_| self.invalid_type("an integer")),
+            _ => Err(self.invalid_type("an integer")),
+        }
+    }
+
+    /// The text of a string literal or of an environment override.
+    fn string<E: de::Error>(self) -> Result<String, E> {
+        match self {
+            Raw::Str(s) | Raw::Env(s) => Ok(s),
+            other => Err(other.invalid_type("a string")),
+        }
+    }
+}
+
+struct RawVisitor;
+
+impl<'de> Visitor<'de> for RawVisitor {
+    type Value = Raw;
+
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("a value")
+    }
+
+    fn visit_bool<E: de::Error>(self, v: bool) -> Result<Raw, E> {
+        Ok(Raw::Bool(v))
+    }
+
+    fn visit_i64<E: de::Error>(self, v: i64) -> Result<Raw, E> {
+        Ok(Raw::Int(v.into()))
+    }
+
+    fn visit_u64<E: de::Error>(self, v: u64) -> Result<Raw, E> {
+        Ok(Raw::Int(v.into()))
+    }
+
+    fn visit_i128<E: de::Error>(self, v: i128) -> Result<Raw, E> {
+        Ok(Raw::Int(v))
+    }
+
+    fn visit_u128<E: de::Error>(self, v: u128) -> Result<Raw, E> {
+        i128::try_from(v)
+            .map(Raw::Int)
+            .map_err(|_| E::custom(format!("invalid value {v}, the integer is too large")))
+    }
+
+    fn visit_f64<E: de::Error>(self, v: f64) -> Result<Raw, E> {
+        Ok(Raw::Float(v))
+    }
+
+    fn visit_str<E: de::Error>(self, v: &str) -> Result<Raw, E> {
+        Ok(Raw::Str(v.to_string()))
+    }
+
+    fn visit_string<E: de::Error>(self, v: String) -> Result<Raw, E> {
+        Ok(Raw::Str(v))
+    }
+
+    fn visit_unit<E: de::Error>(self) -> Result<Raw, E> {
+        Ok(Raw::Unit)
+    }
+
+    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Raw, A::Error> {
+        let mut items = Vec::new();
+        while let Some(item) = seq.next_element::<Raw>()? {
+            items.push(item);
+        }
+        Ok(Raw::List(items))
+    }
+
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Raw, A::Error> {
+        let mut out = Raw::Group;
+        while let Some(key) = map.next_key::<String>()? {
+            if key == ENV_TEXT_KEY {
+                out = Raw::Env(map.next_value::<String>()?);
+            } else {
+                map.next_value::<IgnoredAny>()?;
+            }
+        }
+        Ok(out)
+    }
+}
+
+impl<'de> Deserialize<'de> for Raw {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        d.deserialize_any(RawVisitor)
+    }
+}
 
 /// An integer in `MIN..=MAX`, converted to `T`.
 pub(crate) fn ranged<'de, D, T, const MIN: i64, const MAX: i64>(d: D) -> Result<T, D::Error>
@@ -15,8 +169,9 @@ where
     D: Deserializer<'de>,
     T: TryFrom<i64>,
 {
-    let v = i64::deserialize(d)?;
-    if !(MIN..=MAX).contains(&v) {
+    let v = Raw::deserialize(d)?.integer::<D::Error>()?;
+    let in_range = i64::try_from(v).ok().filter(|v| (MIN..=MAX).contains(v));
+    let Some(v) = in_range else {
         let expected = if MAX == i64::MAX {
             format!("an integer >= {MIN}")
         } else {
@@ -25,8 +180,18 @@ where
         return Err(de::Error::custom(format!(
             "invalid value {v}, expected {expected}"
         )));
-    }
+    };
     T::try_from(v).map_err(|_| de::Error::custom(format!("invalid value {v}")))
+}
+
+/// Any 64-bit integer.
+pub(crate) fn integer<'de, D: Deserializer<'de>>(d: D) -> Result<i64, D::Error> {
+    ranged::<D, i64, { i64::MIN }, { i64::MAX }>(d)
+}
+
+/// A string (in the file: a string literal; from the environment: the variable's text).
+pub(crate) fn string<'de, D: Deserializer<'de>>(d: D) -> Result<String, D::Error> {
+    Raw::deserialize(d)?.string()
 }
 
 /// Defines a string-valued enum with case-insensitive parsing and an error listing the choices.
@@ -66,9 +231,15 @@ macro_rules! string_enum {
             }
         }
 
+        impl serde::Serialize for $name {
+            fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+                s.serialize_str(self.as_str())
+            }
+        }
+
         impl<'de> serde::Deserialize<'de> for $name {
             fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-                let s = String::deserialize(d)?;
+                let s = $crate::config::de::string(d)?;
                 s.parse().map_err(serde::de::Error::custom)
             }
         }
@@ -76,38 +247,34 @@ macro_rules! string_enum {
 }
 pub(crate) use string_enum;
 
-struct OnOff;
+const ON_OFF: &str = "\"on\", \"off\", true or false";
 
-impl Visitor<'_> for OnOff {
-    type Value = bool;
-
-    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("\"on\", \"off\", true or false")
-    }
-
-    fn visit_bool<E: de::Error>(self, v: bool) -> Result<bool, E> {
-        Ok(v)
-    }
-
-    fn visit_str<E: de::Error>(self, v: &str) -> Result<bool, E> {
-        match v.to_ascii_lowercase().as_str() {
-            "on" | "true" => Ok(true),
-            "off" | "false" => Ok(false),
-            _ => Err(E::custom(format!(
-                "invalid value {v:?}, expected \"on\" or \"off\""
-            ))),
-        }
-    }
-}
-
-/// `"on"`/`"off"` (upstream style) or a boolean.
+/// A switch: `true`/`false` or `"on"`/`"off"` (upstream writes both: `rest_api_on = true`,
+/// `ssl_auth = "on"`). From the environment the text `on`/`off`/`true`/`false` (any case).
 pub(crate) fn on_off<'de, D: Deserializer<'de>>(d: D) -> Result<bool, D::Error> {
-    d.deserialize_any(OnOff)
+    const FILE_WORDS: &[(&str, bool)] = &[("on", true), ("off", false)];
+    const ENV_WORDS: &[(&str, bool)] = &[
+        ("on", true),
+        ("off", false),
+        ("true", true),
+        ("false", false),
+    ];
+    let (text, words) = match Raw::deserialize(d)? {
+        Raw::Bool(b) => return Ok(b),
+        Raw::Str(s) => (s, FILE_WORDS),
+        Raw::Env(s) => (s, ENV_WORDS),
+        other => return Err(other.invalid_type(ON_OFF)),
+    };
+    words
+        .iter()
+        .find(|(w, _)| w.eq_ignore_ascii_case(&text))
+        .map(|(_, b)| *b)
+        .ok_or_else(|| de::Error::custom(format!("invalid value {text:?}, expected {ON_OFF}")))
 }
 
 /// A string where `""` means "not set".
 pub(crate) fn opt_string<'de, D: Deserializer<'de>>(d: D) -> Result<Option<String>, D::Error> {
-    let s = String::deserialize(d)?;
+    let s = string(d)?;
     Ok((!s.is_empty()).then_some(s))
 }
 
@@ -118,7 +285,7 @@ pub(crate) fn opt_path<'de, D: Deserializer<'de>>(d: D) -> Result<Option<PathBuf
 
 /// An IP address (v4 or v6) to bind to.
 pub(crate) fn ip_addr<'de, D: Deserializer<'de>>(d: D) -> Result<IpAddr, D::Error> {
-    let s = String::deserialize(d)?;
+    let s = string(d)?;
     s.parse().map_err(|_| {
         de::Error::custom(format!(
             "invalid value {s:?}, expected an IP address such as \"127.0.0.1\""
@@ -134,7 +301,7 @@ const UNSAFE_PATH_PARTS: &[&str] = &[
 
 /// A non-empty directory path without shell metacharacters or dot segments.
 pub(crate) fn safe_dir<'de, D: Deserializer<'de>>(d: D) -> Result<PathBuf, D::Error> {
-    let s = String::deserialize(d)?;
+    let s = string(d)?;
     if s.is_empty() {
         return Err(de::Error::custom(
             "invalid value \"\", expected a directory path",
@@ -150,25 +317,37 @@ pub(crate) fn safe_dir<'de, D: Deserializer<'de>>(d: D) -> Result<PathBuf, D::Er
 
 /// A non-empty path.
 pub(crate) fn path<'de, D: Deserializer<'de>>(d: D) -> Result<PathBuf, D::Error> {
-    let s = String::deserialize(d)?;
+    let s = string(d)?;
     if s.is_empty() {
         return Err(de::Error::custom("invalid value \"\", expected a path"));
     }
     Ok(PathBuf::from(s))
 }
 
+/// Longest probe name accepted.
+pub const MAX_PROBE_NAME: usize = 64;
+
+/// Is `name` a valid probe name: 1..=64 of `[A-Za-z0-9_.-]`, not starting with `-` or `.`?
+///
+/// Probe names end up in log lines, metric labels, file names and REST paths; this keeps them
+/// printable and bounded (a file name with a newline could otherwise forge log lines). Config
+/// entries and drop-ins are checked by this one function.
+pub fn valid_probe_name(name: &str) -> bool {
+    let mut chars = name.chars();
+    name.len() <= MAX_PROBE_NAME
+        && chars
+            .next()
+            .is_some_and(|c| c.is_ascii_alphanumeric() || c == '_')
+        && chars.all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '-' | '.'))
+}
+
 /// A probe name: it becomes a file name under `probes_dir`, a metric label and a REST path.
 pub(crate) fn probe_name<'de, D: Deserializer<'de>>(d: D) -> Result<String, D::Error> {
-    let s = String::deserialize(d)?;
-    let mut chars = s.chars();
-    let ok = chars
-        .next()
-        .is_some_and(|c| c.is_ascii_alphanumeric() || c == '_')
-        && chars.all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '-' | '.'));
-    if !ok {
+    let s = string(d)?;
+    if !valid_probe_name(&s) {
         return Err(de::Error::custom(format!(
-            "invalid value {s:?}, expected a probe name of letters, digits, '_', '-' and '.' \
-             (not starting with '-' or '.')"
+            "invalid value {s:?}, expected a probe name of at most {MAX_PROBE_NAME} letters, \
+             digits, '_', '-' and '.' (not starting with '-' or '.')"
         )));
     }
     Ok(s)
@@ -176,7 +355,7 @@ pub(crate) fn probe_name<'de, D: Deserializer<'de>>(d: D) -> Result<String, D::E
 
 /// An `extend_probes` command: non-empty and splittable like a shell would (it is never run by one).
 pub(crate) fn command<'de, D: Deserializer<'de>>(d: D) -> Result<String, D::Error> {
-    let s = String::deserialize(d)?;
+    let s = string(d)?;
     match shell_words::split(&s) {
         Ok(words) if !words.is_empty() => Ok(s),
         Ok(_) => Err(de::Error::custom("invalid value \"\", expected a command")),
@@ -188,7 +367,7 @@ pub(crate) fn command<'de, D: Deserializer<'de>>(d: D) -> Result<String, D::Erro
 
 /// A probe `param` string: must split like a shell would.
 pub(crate) fn param<'de, D: Deserializer<'de>>(d: D) -> Result<String, D::Error> {
-    let s = String::deserialize(d)?;
+    let s = string(d)?;
     shell_words::split(&s)
         .map(|_| s.clone())
         .map_err(|_| de::Error::custom(format!("invalid value {s:?}, unbalanced quotes")))
@@ -196,7 +375,7 @@ pub(crate) fn param<'de, D: Deserializer<'de>>(d: D) -> Result<String, D::Error>
 
 /// An OTLP/HTTP endpoint: `""` (off) or an `http://` / `https://` URL.
 pub(crate) fn endpoint<'de, D: Deserializer<'de>>(d: D) -> Result<String, D::Error> {
-    let s = String::deserialize(d)?;
+    let s = string(d)?;
     if s.is_empty() || s.starts_with("http://") || s.starts_with("https://") {
         Ok(s)
     } else {
@@ -206,32 +385,33 @@ pub(crate) fn endpoint<'de, D: Deserializer<'de>>(d: D) -> Result<String, D::Err
     }
 }
 
-/// One or more output channels; see [`super::OutChannels`].
-pub(crate) struct ChannelsVisitor;
+const CHANNELS: &str = "a channel name or a list of channel names";
 
-impl<'de> Visitor<'de> for ChannelsVisitor {
-    type Value = super::OutChannels;
-
-    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("a channel name or a list of channel names")
-    }
-
-    fn visit_str<E: de::Error>(self, v: &str) -> Result<Self::Value, E> {
-        // A comma-separated string is accepted so environment overrides can name several.
-        let mut out = super::OutChannels::default();
-        for part in v.split(',').map(str::trim).filter(|p| !p.is_empty()) {
-            out.push(part.parse().map_err(E::custom)?);
+/// One or more output channels; see [`super::OutChannels`]: a string (comma-separated names, so
+/// an environment override can name several) or a list of strings.
+pub(crate) fn channels<'de, D: Deserializer<'de>>(d: D) -> Result<super::OutChannels, D::Error> {
+    let mut out = super::OutChannels::default();
+    let mut add = |name: &str| -> Result<(), D::Error> {
+        if !name.is_empty() {
+            out.push(name.parse().map_err(de::Error::custom)?);
         }
-        Ok(out)
-    }
-
-    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Self::Value, A::Error> {
-        let mut out = super::OutChannels::default();
-        while let Some(s) = seq.next_element::<String>()? {
-            if !s.is_empty() {
-                out.push(s.parse().map_err(de::Error::custom)?);
+        Ok(())
+    };
+    match Raw::deserialize(d)? {
+        Raw::Str(s) | Raw::Env(s) => {
+            for part in s.split(',').map(str::trim) {
+                add(part)?;
             }
         }
-        Ok(out)
+        Raw::List(items) => {
+            for item in items {
+                match item {
+                    Raw::Str(s) => add(&s)?,
+                    other => return Err(other.invalid_type("a channel name")),
+                }
+            }
+        }
+        other => return Err(other.invalid_type(CHANNELS)),
     }
+    Ok(out)
 }

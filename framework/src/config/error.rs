@@ -46,7 +46,8 @@ pub enum ConfigError {
         /// Underlying I/O error.
         source: std::io::Error,
     },
-    /// The file is not valid libconfig (`FILE:LINE:COL: message`).
+    /// The file is not valid libconfig (`FILE:LINE:COL: message`), or was refused before
+    /// parsing (not a regular file, too large, not UTF-8).
     #[error(transparent)]
     Syntax(#[from] gala_libconfig::Error),
     /// A value has the wrong type, is out of range, is missing, or conflicts with another.

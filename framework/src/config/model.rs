@@ -4,12 +4,12 @@
 use std::net::{IpAddr, Ipv4Addr};
 use std::path::PathBuf;
 
-use serde::{Deserialize, Deserializer};
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
 use super::de::{self, string_enum};
 
 /// The whole `gala-gopher.conf`.
-#[derive(Debug, Clone, PartialEq, Default, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Default, Deserialize, Serialize)]
 #[serde(default)]
 pub struct GopherConfig {
     /// `global` section.
@@ -198,15 +198,22 @@ impl std::fmt::Display for OutChannels {
 
 impl<'de> Deserialize<'de> for OutChannels {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        d.deserialize_any(de::ChannelsVisitor)
+        de::channels(d)
+    }
+}
+
+impl Serialize for OutChannels {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_seq(self.0.iter().map(|c| c.as_str()))
     }
 }
 
 /// `global` section.
-#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
 #[serde(default)]
 pub struct Global {
     /// Debug log file name inside `logs.debug_dir` (default `gopher.log`).
+    #[serde(deserialize_with = "de::string")]
     pub log_file_name: String,
     /// Log level (default `info`).
     pub log_level: LogLevel,
@@ -229,6 +236,7 @@ pub struct Global {
     #[serde(deserialize_with = "de::ranged::<_, usize, 1024, 16_777_216>")]
     pub max_line_bytes: usize,
     /// Fixed `machine_id` label value; empty (default) = DMI product_uuid, else /etc/machine-id.
+    #[serde(deserialize_with = "de::string")]
     pub machine_id: String,
 }
 
@@ -249,12 +257,13 @@ impl Default for Global {
 }
 
 /// `metric` section.
-#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
 #[serde(default)]
 pub struct Metric {
     /// Channels (default `web_server`).
     pub out_channel: OutChannels,
     /// Kafka topic (default `gala_gopher`).
+    #[serde(deserialize_with = "de::string")]
     pub kafka_topic: String,
     /// Add container/pod labels (default off).
     #[serde(deserialize_with = "de::on_off")]
@@ -272,12 +281,13 @@ impl Default for Metric {
 }
 
 /// `event` section.
-#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
 #[serde(default)]
 pub struct Event {
     /// Channels (default `logs`).
     pub out_channel: OutChannels,
     /// Kafka topic (default `gala_gopher_event`).
+    #[serde(deserialize_with = "de::string")]
     pub kafka_topic: String,
     /// Per-entity dedup window, seconds (default 600).
     #[serde(deserialize_with = "de::ranged::<_, u64, 1, { i64::MAX }>")]
@@ -298,12 +308,13 @@ impl Default for Event {
 }
 
 /// `meta` section.
-#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
 #[serde(default)]
 pub struct Meta {
     /// Channels (default `logs`).
     pub out_channel: OutChannels,
     /// Kafka topic (default `gala_gopher_metadata`).
+    #[serde(deserialize_with = "de::string")]
     pub kafka_topic: String,
     /// Seconds between metadata reports (default 600).
     #[serde(deserialize_with = "de::ranged::<_, u64, 1, { i64::MAX }>")]
@@ -321,10 +332,11 @@ impl Default for Meta {
 }
 
 /// `ingress` (v2023; unused).
-#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
 #[serde(default)]
 pub struct Ingress {
     /// Unused.
+    #[serde(deserialize_with = "de::integer")]
     pub interval: i64,
 }
 
@@ -335,12 +347,14 @@ impl Default for Ingress {
 }
 
 /// `egress` (v2023; unused).
-#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
 #[serde(default)]
 pub struct Egress {
     /// Unused.
+    #[serde(deserialize_with = "de::integer")]
     pub interval: i64,
     /// Unused.
+    #[serde(deserialize_with = "de::integer")]
     pub time_range: i64,
 }
 
@@ -354,7 +368,7 @@ impl Default for Egress {
 }
 
 /// `imdb` section: table store limits.
-#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
 #[serde(default)]
 pub struct Imdb {
     /// Most tables (default 1024, 1..=65536).
@@ -410,7 +424,7 @@ fn tls_of(
 }
 
 /// `web_server` section.
-#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
 #[serde(default)]
 pub struct WebServer {
     /// Address to bind (default 127.0.0.1).
@@ -434,6 +448,22 @@ pub struct WebServer {
     /// CA bundle; when set, clients must present a certificate it signed.
     #[serde(deserialize_with = "de::opt_path")]
     pub ca_file: Option<PathBuf>,
+    /// Most open connections; more are closed at once (default 256; 0 = no limit but half
+    /// the descriptor limit, which always applies).
+    #[serde(deserialize_with = "de::ranged::<_, u32, 0, 1_000_000>")]
+    pub max_connections: u32,
+    /// Most `/metrics` requests in flight; more get 503 (default 40; 0 = unlimited).
+    #[serde(deserialize_with = "de::ranged::<_, u32, 0, 1_000_000>")]
+    pub max_requests: u32,
+    /// Seconds a client has to send a whole request header (default 10).
+    #[serde(deserialize_with = "de::ranged::<_, u32, 1, 3600>")]
+    pub header_read_timeout_secs: u32,
+    /// Seconds a keep-alive connection may wait for its next request (default 60).
+    #[serde(deserialize_with = "de::ranged::<_, u32, 1, 86_400>")]
+    pub idle_timeout_secs: u32,
+    /// Seconds for one request, from its header to the last byte of the response (default 60).
+    #[serde(deserialize_with = "de::ranged::<_, u32, 1, 3600>")]
+    pub request_timeout_secs: u32,
 }
 
 impl Default for WebServer {
@@ -446,6 +476,11 @@ impl Default for WebServer {
             private_key: None,
             cert_file: None,
             ca_file: None,
+            max_connections: 256,
+            max_requests: 40,
+            header_read_timeout_secs: 10,
+            idle_timeout_secs: 60,
+            request_timeout_secs: 60,
         }
     }
 }
@@ -463,7 +498,7 @@ impl WebServer {
 }
 
 /// `rest_api_server` section.
-#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
 #[serde(default)]
 pub struct RestApiServer {
     /// Address to bind (default 127.0.0.1).
@@ -516,10 +551,11 @@ impl RestApiServer {
 }
 
 /// `kafka` section (librdkafka producer settings).
-#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
 #[serde(default)]
 pub struct Kafka {
     /// `bootstrap.servers` (default `""`; required when a channel is `kafka`).
+    #[serde(deserialize_with = "de::string")]
     pub kafka_broker: String,
     /// `batch.num.messages` (default 10000).
     #[serde(deserialize_with = "de::ranged::<_, u32, 1, 1_000_000>")]
@@ -588,7 +624,7 @@ impl Default for Kafka {
 }
 
 /// `logs` section.
-#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
 #[serde(default)]
 pub struct Logs {
     /// Total size of metric log files, MB (default 100).
@@ -634,7 +670,7 @@ impl Default for Logs {
 }
 
 /// `otlp` section (new): OTLP/HTTP exporter.
-#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
 #[serde(default)]
 pub struct Otlp {
     /// Collector base URL, e.g. `http://127.0.0.1:4318` (`""` = off).
@@ -668,7 +704,7 @@ fn default_switch() -> Switch {
 }
 
 /// A `probes` entry: runs `probes_dir/NAME` (or `probes_dir/NAME/NAME`).
-#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
 pub struct ProbeEntry {
     /// Probe name (required).
     #[serde(deserialize_with = "de::probe_name")]
@@ -688,7 +724,7 @@ pub struct ProbeEntry {
 }
 
 /// An `extend_probes` entry: runs `command` + `param` (split, never through a shell).
-#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
 pub struct ExtendProbeEntry {
     /// Probe name (required).
     #[serde(deserialize_with = "de::probe_name")]

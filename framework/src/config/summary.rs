@@ -3,13 +3,15 @@
 use std::fmt::Write as _;
 use std::path::Path;
 
-use super::load::{load, LoadedConfig};
+use super::load::LoadedConfig;
 use super::model::{OutChannel, Switch};
+use super::preflight::preflight;
 use super::ConfigError;
 
-/// Load and validate `path`; on success return a short summary (warnings first).
+/// What `--check-config` does: [`preflight`] `path`; on success return a short summary
+/// (warnings first).
 pub fn check(path: &Path) -> Result<String, ConfigError> {
-    load(path).map(|loaded| summary(&loaded))
+    preflight(path).map(|checked| summary(&checked.loaded))
 }
 
 /// A short multi-line description of what a loaded config will do.

@@ -7,16 +7,20 @@
 //!   `PR_SET_PDEATHSIG(SIGKILL)`, stdout and stderr piped. stdout is handed to the
 //!   [`OutputSink`]; stderr lines are logged with the probe name and level prefix.
 //! * Stop = SIGTERM to the process group, grace period, SIGKILL; always reaped.
+//! * Each run is contained (its own cgroup v2, else descendant tracking, see `supervisor/cgroup.rs`): when
+//!   the probe process stops or exits, everything it started is killed before any respawn.
 //! * Exit → restart with backoff 1 s doubling to 60 s, reset after a stable minute.
 //!
 //! [`Supervisor::reconcile`] turns a desired set into running tasks, one tokio task per probe
 //! owning its whole lifecycle (gate on switch → prepare → spawn → wait → backoff → respawn).
 
+mod cgroup;
 mod child;
 pub mod discovery;
 mod probe_task;
 pub mod start_check;
 mod stderr_log;
+pub mod trust;
 
 use std::collections::BTreeMap;
 use std::future::Future;
@@ -125,6 +129,9 @@ pub struct SupervisorOptions {
     pub auto_recheck: Duration,
     /// Environment added to every child (after the spec's own env, so these win).
     pub env: Vec<(String, String)>,
+    /// Put each probe run in its own cgroup v2 when one can be created (else, or when false,
+    /// its descendants are tracked through the process tree). See `supervisor::cgroup`.
+    pub cgroups: bool,
 }
 
 impl Default for SupervisorOptions {
@@ -136,6 +143,7 @@ impl Default for SupervisorOptions {
             stable_after: Duration::from_secs(60),
             auto_recheck: Duration::from_secs(30),
             env: Vec::new(),
+            cgroups: true,
         }
     }
 }
@@ -191,6 +199,8 @@ impl Supervisor {
         telemetry: Arc<Telemetry>,
         opts: SupervisorOptions,
     ) -> Self {
+        // Finds the cgroup hierarchy and kills what a SIGKILLed predecessor left behind.
+        cgroup::init();
         let reaper = tokio::spawn(async {
             let mut tick = tokio::time::interval(ORPHAN_REAP_INTERVAL);
             tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -306,6 +316,7 @@ impl Supervisor {
             reaper.abort();
         }
         child::kill_orphans(self.shared.opts.grace).await;
+        cgroup::release_instance();
     }
 
     /// Stats of a managed probe (also reachable through [`Telemetry`]).
@@ -318,6 +329,11 @@ impl Supervisor {
     /// The spec a probe currently runs with.
     pub fn spec(&self, name: &str) -> Option<ProbeSpec> {
         lock(&self.shared.probes).get(name).map(|p| p.spec.clone())
+    }
+
+    /// The telemetry this supervisor reports into.
+    pub fn telemetry(&self) -> Arc<Telemetry> {
+        Arc::clone(&self.shared.telemetry)
     }
 
     /// Names of all managed probes (any state), sorted.

@@ -1,9 +1,15 @@
 //! Self-metrics: every drop, parse error, restart and lost event is counted here and exported as a
 //! `gala_gopher_self_*` metric and in `GET /status`.
 
+mod discovery;
+mod http;
+mod log_limit;
 mod render;
 mod sinks;
 
+pub use discovery::{render_discovery_metrics, DiscoveryCounters, RefusalReason};
+pub use http::{render_http_metrics, HttpCounters, HttpServers, HttpTimeout};
+pub use log_limit::{log_suppressed, Admit, LogLimiter, LOG_LINES_PER_SEC};
 pub use render::render_self_metrics;
 pub use sinks::{
     render_sink_metrics, EventCounters, SinkRegistry, SinkStats, Stream, StreamCounters,
@@ -110,6 +116,12 @@ pub struct ProbeStats {
     pub pid: AtomicU32,
     /// Unix time in ms of the last accepted record, 0 if none.
     pub last_record_ms: AtomicU64,
+    /// The log-line budget shared by the probe's stdout and stderr readers (it also counts the
+    /// lines it suppressed).
+    pub log_limit: LogLimiter,
+    /// Processes killed when a run of the probe ended, other than the probe process itself
+    /// (escaped children and grandchildren).
+    pub orphans_killed: AtomicU64,
     state: Mutex<ProbeState>,
     last_error: Mutex<Option<String>>,
 }
@@ -126,6 +138,8 @@ impl ProbeStats {
             up: AtomicBool::new(false),
             pid: AtomicU32::new(0),
             last_record_ms: AtomicU64::new(0),
+            log_limit: LogLimiter::default(),
+            orphans_killed: AtomicU64::new(0),
             state: Mutex::new(ProbeState::Stopped),
             last_error: Mutex::new(None),
         }
@@ -186,6 +200,16 @@ pub struct Telemetry {
     pub sinks: SinkRegistry,
     /// Event lines by outcome.
     pub events: EventCounters,
+    /// Probe discovery: refused files, failed scans.
+    pub discovery: DiscoveryCounters,
+    /// HTTP servers: connections, refusals, timeouts.
+    pub http: HttpServers,
+    /// `.meta` loads and refusals (shared with the ingest path).
+    pub meta: Arc<crate::meta::MetaCounters>,
+    /// SIGHUP reloads whose configuration was applied.
+    pub config_reloads: AtomicU64,
+    /// SIGHUP reloads refused because the file was invalid (old configuration kept).
+    pub config_reload_failures: AtomicU64,
 }
 
 impl Telemetry {

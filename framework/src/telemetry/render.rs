@@ -73,6 +73,20 @@ pub fn render_self_metrics(tel: &Telemetry, store: &TableStore, out: &mut String
     );
     per_probe(
         out,
+        "gala_gopher_self_probe_log_lines_suppressed_total",
+        "counter",
+        "Probe log lines not written to the daemon log (rate limit, stdout and stderr together).",
+        &|p| p.log_limit.suppressed_total().to_string(),
+    );
+    per_probe(
+        out,
+        "gala_gopher_self_probe_orphans_killed_total",
+        "counter",
+        "Processes a probe left behind (escaped children, setsid grandchildren) killed when its run ended.",
+        &|p| p.orphans_killed.load(Ordering::Relaxed).to_string(),
+    );
+    per_probe(
+        out,
         "gala_gopher_self_probe_up",
         "gauge",
         "1 if the probe process is running.",
@@ -200,5 +214,24 @@ pub fn render_self_metrics(tel: &Telemetry, store: &TableStore, out: &mut String
         "gala_gopher_self_scrapes_total{{machine_id=\"{mid}\"}} {}",
         tel.scrapes.load(Ordering::Relaxed)
     );
+    header(
+        out,
+        "gala_gopher_self_config_reloads_total",
+        "counter",
+        "SIGHUP configuration reloads, by outcome (failed = invalid file, old configuration kept).",
+    );
+    for (outcome, n) in [
+        ("applied", &tel.config_reloads),
+        ("failed", &tel.config_reload_failures),
+    ] {
+        let _ = writeln!(
+            out,
+            "gala_gopher_self_config_reloads_total{{outcome=\"{outcome}\",machine_id=\"{mid}\"}} {}",
+            n.load(Ordering::Relaxed)
+        );
+    }
     super::render_sink_metrics(&tel.sinks.all(), &tel.events, &mid, out);
+    super::render_discovery_metrics(&tel.discovery, &mid, out);
+    super::render_http_metrics(&tel.http, &mid, out);
+    tel.meta.render(&mid, out);
 }
