@@ -290,7 +290,11 @@ fn value_errors() {
         ),
         (
             "probes = ( { name = \"../x\"; } );",
-            ":1: probes[0].name: invalid value \"../x\", expected a probe name of letters, digits, '_', '-' and '.' (not starting with '-' or '.')",
+            ":1: probes[0].name: invalid value \"../x\", expected a probe name of at most 64 letters, digits, '_', '-' and '.' (not starting with '-' or '.')",
+        ),
+        (
+            "probes = ( { name = \"aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa\"; } );",
+            ":1: probes[0].name: invalid value \"aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa\", expected a probe name of at most 64 letters, digits, '_', '-' and '.' (not starting with '-' or '.')",
         ),
         (
             "extend_probes = (\n { name = \"x\"; command = \"/bin/x 'unclosed\"; }\n);",
