@@ -4,7 +4,6 @@
 //! Run: `cargo bench -p gala-gopher --bench footprint` (env `GG_SERIES`, default 100000).
 
 use std::net::TcpListener;
-use std::os::unix::fs::PermissionsExt;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -24,23 +23,7 @@ fn main() -> anyhow::Result<()> {
     let rows = series / 5;
     let dir = tempfile::tempdir()?;
     let probes = dir.path().join("probes");
-    std::fs::create_dir_all(&probes)?;
-    std::fs::write(
-        probes.join("load.meta"),
-        "version = \"1.0.0\"\nmeasurements: ({ table_name: \"load\"; entity_name: \"load\"; fields: (\
-         { description: \"id\"; type: \"key\"; name: \"id\"; }, { description: \"c\"; type: \"label\"; name: \"comm\"; },\
-         { description: \"a\"; type: \"gauge\"; name: \"a\"; }, { description: \"b\"; type: \"gauge\"; name: \"b\"; },\
-         { description: \"c\"; type: \"gauge\"; name: \"c\"; }, { description: \"d\"; type: \"gauge\"; name: \"d\"; },\
-         { description: \"e\"; type: \"gauge\"; name: \"e\"; }); });\n",
-    )?;
-    let script = probes.join("load.py");
-    std::fs::write(
-        &script,
-        format!(
-            "#!/usr/bin/env python3\nimport sys, time\nrows = {rows}\nwhile True:\n    t = int(time.time())\n    out = []\n    for i in range(rows):\n        out.append(f'|load|{{i}}|proc{{i % 97}}|{{i}}|{{t}}|{{i * 0.5}}|{{i % 7}}|{{-i}}|\\n')\n    sys.stdout.write(''.join(out))\n    sys.stdout.flush()\n    time.sleep(1)\n"
-        ),
-    )?;
-    std::fs::set_permissions(&script, std::fs::Permissions::from_mode(0o755))?;
+    support::write_load_probe(&probes, rows)?;
     let port = TcpListener::bind("127.0.0.1:0")?.local_addr()?.port();
     let conf = dir.path().join("gg.conf");
     std::fs::write(

@@ -9,7 +9,6 @@
 
 use std::io::{Read, Write};
 use std::net::{TcpListener, TcpStream};
-use std::os::unix::fs::PermissionsExt;
 use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
@@ -18,18 +17,7 @@ use std::time::{Duration, Instant};
 #[path = "support/mod.rs"]
 mod support;
 
-use support::{http_get, metric_value, rss_kb};
-
-fn status_kb(pid: u32, key: &str) -> u64 {
-    std::fs::read_to_string(format!("/proc/{pid}/status"))
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .find(|l| l.starts_with(key))
-                .and_then(|l| l.split_whitespace().nth(1)?.parse().ok())
-        })
-        .unwrap_or(0)
-}
+use support::{http_get, metric_value, rss_kb, status_kb};
 
 struct Daemon {
     child: Child,
@@ -51,23 +39,7 @@ fn start(series: usize, max_requests: u32) -> anyhow::Result<Daemon> {
     let rows = series / 5;
     let dir = tempfile::tempdir()?;
     let probes = dir.path().join("probes");
-    std::fs::create_dir_all(&probes)?;
-    std::fs::write(
-        probes.join("load.meta"),
-        "version = \"1.0.0\"\nmeasurements: ({ table_name: \"load\"; entity_name: \"load\"; fields: (\
-         { description: \"id\"; type: \"key\"; name: \"id\"; }, { description: \"c\"; type: \"label\"; name: \"comm\"; },\
-         { description: \"a\"; type: \"gauge\"; name: \"a\"; }, { description: \"b\"; type: \"gauge\"; name: \"b\"; },\
-         { description: \"c\"; type: \"gauge\"; name: \"c\"; }, { description: \"d\"; type: \"gauge\"; name: \"d\"; },\
-         { description: \"e\"; type: \"gauge\"; name: \"e\"; }); });\n",
-    )?;
-    let script = probes.join("load.py");
-    std::fs::write(
-        &script,
-        format!(
-            "#!/usr/bin/env python3\nimport sys, time\nrows = {rows}\nwhile True:\n    t = int(time.time())\n    out = []\n    for i in range(rows):\n        out.append(f'|load|{{i}}|proc{{i % 97}}|{{i}}|{{t}}|{{i * 0.5}}|{{i % 7}}|{{-i}}|\\n')\n    sys.stdout.write(''.join(out))\n    sys.stdout.flush()\n    time.sleep(1)\n"
-        ),
-    )?;
-    std::fs::set_permissions(&script, std::fs::Permissions::from_mode(0o755))?;
+    support::write_load_probe(&probes, rows)?;
     let port = TcpListener::bind("127.0.0.1:0")?.local_addr()?.port();
     let conf = dir.path().join("gg.conf");
     std::fs::write(

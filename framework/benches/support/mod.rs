@@ -1,7 +1,9 @@
-//! Helpers shared by the whole-daemon benchmarks (`footprint`, `kafka_sink`).
+//! Helpers shared by the whole-daemon benchmarks (`footprint`, `kafka_sink`, `scrape_concurrency`).
 
 use std::io::{Read, Write};
 use std::net::TcpStream;
+use std::os::unix::fs::PermissionsExt;
+use std::path::Path;
 
 /// `GET path` over HTTP/1.0 on 127.0.0.1:`port`; the whole response, headers included.
 pub fn http_get(port: u16, path: &str) -> std::io::Result<String> {
@@ -12,16 +14,44 @@ pub fn http_get(port: u16, path: &str) -> std::io::Result<String> {
     Ok(out)
 }
 
-/// Resident set size of `pid` in kB (`VmRSS` of `/proc/<pid>/status`), 0 if unreadable.
-pub fn rss_kb(pid: u32) -> u64 {
+/// A `kB` field of `/proc/<pid>/status` (`VmRSS:`, `VmHWM:` …), 0 if unreadable.
+pub fn status_kb(pid: u32, key: &str) -> u64 {
     std::fs::read_to_string(format!("/proc/{pid}/status"))
         .ok()
         .and_then(|s| {
             s.lines()
-                .find(|l| l.starts_with("VmRSS:"))
+                .find(|l| l.starts_with(key))
                 .and_then(|l| l.split_whitespace().nth(1)?.parse().ok())
         })
         .unwrap_or(0)
+}
+
+/// Resident set size of `pid` in kB (`VmRSS` of `/proc/<pid>/status`), 0 if unreadable.
+pub fn rss_kb(pid: u32) -> u64 {
+    status_kb(pid, "VmRSS:")
+}
+
+/// Write the `load` drop-in into `probes`: `rows` rows of one key, one label and 5 gauges
+/// (`rows × 5` series), re-sent every second.
+#[allow(dead_code)] // not every bench including this module holds a load probe
+pub fn write_load_probe(probes: &Path, rows: usize) -> std::io::Result<()> {
+    std::fs::create_dir_all(probes)?;
+    std::fs::write(
+        probes.join("load.meta"),
+        "version = \"1.0.0\"\nmeasurements: ({ table_name: \"load\"; entity_name: \"load\"; fields: (\
+         { description: \"id\"; type: \"key\"; name: \"id\"; }, { description: \"c\"; type: \"label\"; name: \"comm\"; },\
+         { description: \"a\"; type: \"gauge\"; name: \"a\"; }, { description: \"b\"; type: \"gauge\"; name: \"b\"; },\
+         { description: \"c\"; type: \"gauge\"; name: \"c\"; }, { description: \"d\"; type: \"gauge\"; name: \"d\"; },\
+         { description: \"e\"; type: \"gauge\"; name: \"e\"; }); });\n",
+    )?;
+    let script = probes.join("load.py");
+    std::fs::write(
+        &script,
+        format!(
+            "#!/usr/bin/env python3\nimport sys, time\nrows = {rows}\nwhile True:\n    t = int(time.time())\n    out = []\n    for i in range(rows):\n        out.append(f'|load|{{i}}|proc{{i % 97}}|{{i}}|{{t}}|{{i * 0.5}}|{{i % 7}}|{{-i}}|\\n')\n    sys.stdout.write(''.join(out))\n    sys.stdout.flush()\n    time.sleep(1)\n"
+        ),
+    )?;
+    std::fs::set_permissions(&script, std::fs::Permissions::from_mode(0o755))
 }
 
 /// Value of the first exposition line starting with `prefix` (a metric name, maybe with

@@ -38,6 +38,9 @@ pub const RUN_ENV: &str = "GALA_GOPHER_RUN";
 const INSTANCE_PREFIX: &str = "gala-gopher.";
 
 /// How long killing a run's processes may take before giving up (and logging).
+/// How long members that are already exiting get before the rest counts as left behind.
+const SETTLE: Duration = Duration::from_millis(100);
+
 const KILL_DEADLINE: Duration = Duration::from_secs(5);
 
 /// Longest part of a probe name kept in a cgroup directory name.
@@ -352,6 +355,13 @@ impl RunGroup {
     /// remove its cgroup and return how many were killed.
     pub(crate) async fn end(&mut self) -> usize {
         self.ended = true;
+        // Members already signalled with the group (a stop's SIGTERM) are not left-overs: give
+        // them a moment to go before counting what has to be killed.
+        let settle = tokio::time::Instant::now() + SETTLE;
+        while !self.live_members().is_empty() && tokio::time::Instant::now() < settle {
+            child::reap_orphan_zombies();
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
         let until = tokio::time::Instant::now() + KILL_DEADLINE;
         let mut killed = BTreeSet::new();
         loop {
