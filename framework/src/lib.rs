@@ -1,6 +1,7 @@
 //! gala-gopher daemon library. The data path reads top to bottom:
 //! probe process → [`wire`] (framer, parser) → [`meta`] (schema lookup) → [`store`] → [`export`].
-//! The control path: [`config`] + drop-ins → [`supervisor`] → [`telemetry`] / [`api`].
+//! The control path: [`config`] + drop-ins → [`supervisor`] → [`telemetry`] (served by
+//! [`export::http`]).
 
 pub mod config;
 pub mod events;

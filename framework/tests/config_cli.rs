@@ -261,3 +261,39 @@ fn sighup_names_settings_that_need_a_restart() {
     let (status, _, log) = d.stop();
     assert!(status.success(), "{log}");
 }
+
+#[test]
+fn settings_without_an_implementation_are_warned_about() {
+    let dir = tempfile::tempdir().unwrap();
+    let meta = dir.path().join("meta");
+    std::fs::create_dir(&meta).unwrap();
+    let p = dir.path().join("g.conf");
+    std::fs::write(
+        &p,
+        format!(
+            "global = {{ meta_dir = \"{}\"; pin_path = \"/sys/fs/bpf/other\"; }};\n\
+             metric = {{ pod_info_switch = \"on\"; }};\n",
+            meta.display()
+        ),
+    )
+    .unwrap();
+    let out = run(&["--check-config", "-c", p.to_str().unwrap()], &[], "check");
+    let err = stderr(&out);
+    assert_eq!(out.status.code(), Some(0), "{err}");
+    assert!(
+        err.contains(":1: global.pin_path:") && err.contains("pin no maps"),
+        "{err}"
+    );
+    assert!(
+        err.contains(":2: metric.pod_info_switch:") && err.contains("not implemented"),
+        "{err}"
+    );
+    // The shipped defaults say nothing.
+    std::fs::write(
+        &p,
+        format!("global = {{ meta_dir = \"{}\"; }};\n", meta.display()),
+    )
+    .unwrap();
+    let out = run(&["--check-config", "-c", p.to_str().unwrap()], &[], "check");
+    assert!(!stderr(&out).contains("warning"), "{}", stderr(&out));
+}

@@ -47,5 +47,18 @@ pub fn check_loaded(mut loaded: LoadedConfig) -> Result<Preflight, ConfigError> 
             "{at}: global.rest_api_on: the REST API is not implemented in this version (ignored)"
         ));
     }
+    if cfg.metric.pod_info_switch {
+        let at = loaded.provenance("metric.pod_info_switch");
+        loaded.warnings.push(format!(
+            "{at}: metric.pod_info_switch: container and pod labels are not implemented in this \
+             version (ignored)"
+        ));
+    }
+    if cfg.global.pin_path != super::model::Global::default().pin_path {
+        let at = loaded.provenance("global.pin_path");
+        loaded.warnings.push(format!(
+            "{at}: global.pin_path: this version's eBPF probes pin no maps (ignored)"
+        ));
+    }
     Ok(Preflight { loaded, registry })
 }
