@@ -120,6 +120,48 @@ impl Broker {
         );
     }
 
+    /// Run a `tansu` client subcommand (`topic list`, `topic create …`) against this broker.
+    fn cli(&self, args: &[&str]) -> std::process::Output {
+        let url = format!("tcp://127.0.0.1:{}", self.port);
+        let out = Command::new(tansu())
+            .args(args)
+            .args(["--broker", &url])
+            .stdin(Stdio::null())
+            .output()
+            .expect("run tansu");
+        assert!(
+            out.status.success(),
+            "tansu {args:?} failed: {}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        out
+    }
+
+    /// Number of partitions of `topic` (`None`: the broker does not have it).
+    pub fn partitions(&self, topic: &str) -> Option<usize> {
+        let out = self.cli(&["topic", "list"]);
+        let topics: serde_json::Value =
+            serde_json::from_slice(&out.stdout).expect("tansu topic list prints JSON");
+        topics
+            .as_array()?
+            .iter()
+            .find(|t| t["name"] == topic)
+            .and_then(|t| t["partitions"].as_array())
+            .map(Vec::len)
+    }
+
+    /// Create `topic` with `partitions` partitions.
+    pub fn create_topic(&self, topic: &str, partitions: usize) {
+        self.cli(&[
+            "topic",
+            "create",
+            topic,
+            "--partitions",
+            &partitions.to_string(),
+        ]);
+    }
+
     /// Kill the broker (its in-memory data is gone).
     pub fn stop(&mut self) {
         if let Some(mut c) = self.child.take() {
