@@ -67,6 +67,12 @@ fn main() -> ExitCode {
     for w in &checked.loaded.warnings {
         tracing::warn!("{w}");
     }
+    // Before the runtime: fork is only safe while the process has one thread.
+    if let Err(e) = supervisor::janitor::start() {
+        tracing::warn!(
+            "no janitor process ({e}): if the daemon is killed, what its probes started lives on until the next start"
+        );
+    }
     let rt = match tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()

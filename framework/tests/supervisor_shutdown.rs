@@ -14,8 +14,15 @@ use supervisor_support::*;
 
 const WAIT: Duration = Duration::from_secs(10);
 
+/// One test at a time: the supervisors of one process share its instance, so one test's
+/// shutdown kills (and counts) another's re-parented orphans, and a daemon starting while
+/// another was just SIGKILLed cleans up the dead one's leftovers itself, hiding whether its
+/// janitor did.
+static SERIAL: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
 #[tokio::test]
 async fn term_ignoring_probe_and_grandchild_are_gone_after_shutdown() {
+    let _serial = SERIAL.lock().await;
     become_subreaper().unwrap();
     let dir = tempfile::tempdir().unwrap();
     let pids = dir.path().join("pids");
@@ -43,6 +50,7 @@ async fn term_ignoring_probe_and_grandchild_are_gone_after_shutdown() {
 
 #[tokio::test]
 async fn double_forked_setsid_grandchild_is_gone_after_shutdown() {
+    let _serial = SERIAL.lock().await;
     become_subreaper().unwrap();
     let dir = tempfile::tempdir().unwrap();
     let pids = dir.path().join("pids");
@@ -77,6 +85,7 @@ async fn double_forked_setsid_grandchild_is_gone_after_shutdown() {
 
 #[tokio::test]
 async fn removing_a_probe_kills_its_whole_group() {
+    let _serial = SERIAL.lock().await;
     let dir = tempfile::tempdir().unwrap();
     let pids = dir.path().join("pids");
     let script = write_script(
@@ -120,12 +129,14 @@ fn setsid_spawner(dir: &std::path::Path, name: &str, mark: &str) -> std::path::P
 
 #[tokio::test]
 async fn setsid_grandchildren_of_a_removed_probe_are_killed() {
+    let _serial = SERIAL.lock().await;
     removed_probe_leaves_nothing(marker(1), true).await;
 }
 
 /// The same without cgroups: the subreaper and the run's environment tag find the escapees.
 #[tokio::test]
 async fn setsid_grandchildren_are_killed_without_cgroups() {
+    let _serial = SERIAL.lock().await;
     become_subreaper().unwrap();
     removed_probe_leaves_nothing(marker(4), false).await;
 }
@@ -164,6 +175,7 @@ async fn removed_probe_leaves_nothing(mark: String, cgroups: bool) {
 
 #[tokio::test]
 async fn setsid_grandchildren_are_killed_before_the_respawn() {
+    let _serial = SERIAL.lock().await;
     let mark = marker(2);
     let _guard = MarkerGuard(mark.clone());
     let dir = tempfile::tempdir().unwrap();
@@ -207,8 +219,82 @@ async fn setsid_grandchildren_are_killed_before_the_respawn() {
     assert!(eventually(WAIT, || procs_with_arg(&mark).is_empty()).await);
 }
 
+/// The daemon's janitor: its child named `gg-janitor`.
+fn janitor_of(daemon: i32) -> Option<i32> {
+    std::fs::read_dir("/proc")
+        .ok()?
+        .filter_map(|e| e.ok()?.file_name().to_str()?.parse::<i32>().ok())
+        .find(|&pid| {
+            ppid_of(pid) == Some(daemon)
+                && std::fs::read_to_string(format!("/proc/{pid}/comm"))
+                    .is_ok_and(|c| c.trim_end() == "gg-janitor")
+        })
+}
+
+/// A drop-in whose children escape through `setsid` (directly, and double-forked so that they
+/// are re-parented at once) and one that clears its environment.
+fn escaping_dropin(probes: &std::path::Path, mark: &str) {
+    std::fs::write(
+        probes.join("escaper.meta"),
+        "version = \"1.0.0\"\nmeasurements: ()\n",
+    )
+    .unwrap();
+    daemon_support::write_script(
+        &probes.join("escaper.sh"),
+        &format!(
+            "#!/bin/sh\nsetsid sleep {mark} </dev/null >/dev/null 2>&1 &\n\
+             (setsid sh -c 'exec sleep {mark}' </dev/null >/dev/null 2>&1 &)\n\
+             env -i sleep {mark} </dev/null >/dev/null 2>&1 &\n\
+             exec sleep 1000\n"
+        ),
+    );
+}
+
+/// Issue 9 class 7: SIGKILL the daemon (no chance to clean up) and, without starting another,
+/// everything its probe started is gone within moments: the janitor saw the daemon die.
+#[test]
+fn grandchildren_of_a_sigkilled_daemon_die_with_it() {
+    let _serial = SERIAL.blocking_lock();
+    let mark = marker(5);
+    let _guard = MarkerGuard(mark.clone());
+    let mut daemon = daemon_support::Daemon::start(60, "", |probes| escaping_dropin(probes, &mark));
+    let found = daemon_support::wait_for(WAIT, || {
+        Some(procs_with_arg(&mark)).filter(|p| p.len() >= 3)
+    });
+    assert!(
+        found.is_some(),
+        "probe did not start its children: {:?}; log:\n{}",
+        procs_with_arg(&mark),
+        daemon.log()
+    );
+    let janitor = janitor_of(daemon.pid());
+    assert!(daemon
+        .scrape()
+        .contains("gala_gopher_self_janitor_running{machine_id=\"test-machine\"} 1"));
+    daemon.child.kill().unwrap();
+    daemon.child.wait().unwrap();
+    let gone = daemon_support::wait_for(Duration::from_secs(5), || {
+        procs_with_arg(&mark).is_empty().then_some(())
+    });
+    assert!(
+        gone.is_some(),
+        "grandchildren of the SIGKILLed daemon survived it: {:?}; janitor {janitor:?}; log:\n{}",
+        procs_with_arg(&mark),
+        daemon.log()
+    );
+    let janitor = janitor.expect("the daemon has a gg-janitor child");
+    assert!(
+        daemon_support::wait_for(WAIT, || (!process_alive(janitor)).then_some(())).is_some(),
+        "the janitor outlived its work"
+    );
+    // Not asserted: its "killed the processes they left" line. Another daemon starting on
+    // this host at that moment (stale-instance cleanup) may have killed them first.
+}
+
+/// When the janitor is killed with the daemon, the next start still cleans up.
 #[test]
 fn grandchildren_of_a_sigkilled_daemon_are_killed_at_the_next_start() {
+    let _serial = SERIAL.blocking_lock();
     let mark = marker(3);
     let _guard = MarkerGuard(mark.clone());
     let scripts = tempfile::tempdir().unwrap();
@@ -230,8 +316,34 @@ fn grandchildren_of_a_sigkilled_daemon_are_killed_at_the_next_start() {
         "probe did not start; log:\n{}",
         first.log()
     );
-    // SIGKILL: the daemon gets no chance to clean up (Drop of Daemon kills and reaps it).
+    // The janitor first (it would clean up at once), then the daemon: no chance to clean up
+    // (Drop of Daemon kills and reaps it).
+    let janitor = janitor_of(first.pid()).expect("the daemon has a gg-janitor child");
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(janitor),
+        nix::sys::signal::Signal::SIGKILL,
+    )
+    .unwrap();
+    // The daemon notices (self-metric at once, one warning when it reaps it) and carries on.
+    first.wait_scrape(
+        "gala_gopher_self_janitor_running{machine_id=\"test-machine\"} 0",
+        WAIT,
+    );
+    assert!(
+        daemon_support::wait_for(WAIT, || first
+            .log()
+            .contains("janitor process ended early")
+            .then_some(()))
+        .is_some(),
+        "no warning about the janitor's end; log:\n{}",
+        first.log()
+    );
     drop(first);
+    std::thread::sleep(Duration::from_millis(300));
+    assert!(
+        !procs_with_arg(&mark).is_empty(),
+        "nothing was left to clean up at the next start"
+    );
 
     let second = daemon_support::Daemon::start(60, "", |_| {});
     let gone = daemon_support::wait_for(WAIT, || procs_with_arg(&mark).is_empty().then_some(()));

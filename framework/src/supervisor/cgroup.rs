@@ -14,8 +14,11 @@
 //!   the run's end, descendants of the daemon carrying the tag (and their descendants) and members
 //!   of the run's process group are killed. A process that clears its environment *and* leaves
 //!   the process group escapes this; the cgroup does not have that gap.
+//! * **Daemon killed**: the janitor process ([`super::janitor`]) sees the daemon die and runs
+//!   [`clean_up_instance`] for it at once.
 //! * **Restart**: the instance directory names the daemon's pid and start time. At start, the
-//!   directories of instances that are gone (e.g. SIGKILLed) are killed and removed.
+//!   directories of instances that are gone (e.g. SIGKILLed with their janitor) are killed and
+//!   removed.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::ffi::CString;
@@ -60,9 +63,18 @@ fn instance_name() -> &'static str {
     static NAME: OnceLock<String> = OnceLock::new();
     NAME.get_or_init(|| {
         let pid = std::process::id() as i32;
-        let start = child::read_stat(pid).map_or(0, |s| s.starttime);
-        format!("{INSTANCE_PREFIX}{pid}.{start}")
+        instance_name_of(pid, own_starttime())
     })
+}
+
+/// Start time of this process (0 if unreadable, consistently so).
+pub(crate) fn own_starttime() -> u64 {
+    child::read_stat(std::process::id() as i32).map_or(0, |s| s.starttime)
+}
+
+/// `gala-gopher.<pid>.<starttime>`: the instance name of the daemon process `pid`.
+fn instance_name_of(pid: i32, starttime: u64) -> String {
+    format!("{INSTANCE_PREFIX}{pid}.{starttime}")
 }
 
 /// Mount point of the cgroup2 file system, from `/proc/self/mountinfo`.
@@ -100,7 +112,8 @@ fn own_cgroup(cgroup: &str) -> Option<&str> {
     cgroup.lines().find_map(|l| l.strip_prefix("0::"))
 }
 
-fn detect() -> Result<Hierarchy, String> {
+/// `<cgroup2 mount>/<own cgroup>`: where this process puts (and finds) instance directories.
+fn instances_parent() -> Result<PathBuf, String> {
     let mountinfo = std::fs::read_to_string("/proc/self/mountinfo")
         .map_err(|e| format!("/proc/self/mountinfo: {e}"))?;
     let mount = cgroup2_mount(&mountinfo).ok_or("no cgroup2 file system mounted")?;
@@ -111,7 +124,11 @@ fn detect() -> Result<Hierarchy, String> {
     if own.split('/').any(|c| c == "..") {
         return Err(format!("own cgroup {own} is outside this cgroup namespace"));
     }
-    let parent = mount.join(own.trim_start_matches('/'));
+    Ok(mount.join(own.trim_start_matches('/')))
+}
+
+fn detect() -> Result<Hierarchy, String> {
+    let parent = instances_parent()?;
     let instance = parent.join(instance_name());
     match std::fs::create_dir(&instance) {
         Ok(()) => {}
@@ -190,6 +207,87 @@ fn remove_stale_instances(parent: &Path) {
             );
         }
     }
+}
+
+/// Kill everything the daemon instance `pid`/`starttime` (which has exited) left behind: its
+/// cgroup directory with all run cgroups below, and processes carrying one of its run tags (runs
+/// tracked without a cgroup) with their descendants and the other members of their process
+/// groups — except `spare_pgrp`, the daemon's own group, which may hold the user's shell
+/// pipeline. Blocking; run by the janitor, which shares the daemon's cgroup. Returns how many
+/// processes were killed.
+pub(crate) fn clean_up_instance(pid: i32, starttime: u64, spare_pgrp: i32) -> usize {
+    let name = instance_name_of(pid, starttime);
+    let mut killed = 0;
+    if let Ok(parent) = instances_parent() {
+        let dir = parent.join(&name);
+        if dir.exists() {
+            killed += kill_tree_blocking(&dir);
+        }
+    }
+    killed + kill_tagged_blocking(&name, spare_pgrp)
+}
+
+/// The tag-based half of [`clean_up_instance`]: repeats until no such process is left (one
+/// killed mid-fork may leave a child found by the next round) or [`KILL_DEADLINE`] passes.
+fn kill_tagged_blocking(instance: &str, spare_pgrp: i32) -> usize {
+    let prefix = format!("{RUN_ENV}={instance}/");
+    let me = std::process::id() as i32;
+    // SAFETY: getpgrp has no arguments and cannot fail.
+    let own_pgrp = unsafe { libc::getpgrp() };
+    // Kept across rounds: a group outlives its killed leader while members are left.
+    let mut groups = BTreeSet::new();
+    let mut seen = BTreeSet::new();
+    let until = Instant::now() + KILL_DEADLINE;
+    loop {
+        let stats = all_stats();
+        let mut kids: BTreeMap<i32, Vec<i32>> = BTreeMap::new();
+        let mut stack = Vec::new();
+        for (pid, s) in &stats {
+            kids.entry(s.ppid).or_default().push(*pid);
+            if s.state != 'Z' && has_env_prefix(*pid, prefix.as_bytes()) {
+                stack.push(*pid);
+                if s.pgrp > 1 && s.pgrp != spare_pgrp && s.pgrp != own_pgrp {
+                    groups.insert(s.pgrp);
+                }
+            }
+        }
+        let mut victims = BTreeSet::new();
+        while let Some(pid) = stack.pop() {
+            if victims.insert(pid) {
+                stack.extend(kids.get(&pid).into_iter().flatten().copied());
+            }
+        }
+        victims.extend(
+            stats
+                .iter()
+                .filter(|(_, s)| groups.contains(&s.pgrp))
+                .map(|(p, _)| *p),
+        );
+        let live: Vec<i32> = stats
+            .iter()
+            .filter(|(p, s)| victims.contains(p) && s.state != 'Z' && *p > 1 && *p != me)
+            .map(|(p, _)| *p)
+            .collect();
+        if live.is_empty() {
+            break;
+        }
+        for &pid in &live {
+            let _ = nix::sys::signal::kill(Pid::from_raw(pid), Signal::SIGKILL);
+        }
+        seen.extend(live);
+        if Instant::now() >= until {
+            tracing::warn!(instance, "processes left by probe runs do not die");
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    seen.len()
+}
+
+/// Does the environment of `pid` have an entry starting with `prefix`?
+fn has_env_prefix(pid: i32, prefix: &[u8]) -> bool {
+    std::fs::read(format!("/proc/{pid}/environ"))
+        .is_ok_and(|env| env.split(|&b| b == 0).any(|e| e.starts_with(prefix)))
 }
 
 /// Members (pids) of a cgroup directory.
@@ -561,6 +659,60 @@ mod tests {
         assert_eq!(leaf_name("tcp", 7), "7-tcp");
         assert_eq!(leaf_name("a/b c\n", 1), "1-a_b_c_");
         assert_eq!(leaf_name(&"x".repeat(100), 2).len(), 2 + MAX_NAME);
+    }
+
+    /// Processes of this test whose command line has `arg`, not zombies.
+    fn live_with_arg(arg: &str) -> Vec<i32> {
+        all_stats()
+            .into_iter()
+            .filter(|(pid, s)| {
+                s.state != 'Z'
+                    && std::fs::read(format!("/proc/{pid}/cmdline"))
+                        .is_ok_and(|c| c.split(|&b| b == 0).any(|a| a == arg.as_bytes()))
+            })
+            .map(|(p, _)| p)
+            .collect()
+    }
+
+    /// The janitor's fallback half: what runs of a gone instance left without cgroups (tagged
+    /// processes in their own session, and an untagged child of a tagged one) is killed.
+    #[test]
+    fn leftovers_tagged_with_a_gone_instance_are_killed() {
+        use std::os::unix::process::CommandExt as _;
+        let mark = format!("1000.{}77", std::process::id());
+        // A pid above pid_max: no live daemon has this instance name.
+        let instance = instance_name_of(i32::MAX - 7, 1);
+        let mut probe = std::process::Command::new("sh")
+            .arg("-c")
+            .arg(format!(
+                "setsid sleep {mark} </dev/null >/dev/null 2>&1 &\n\
+                 env -i sleep {mark} </dev/null >/dev/null 2>&1 &\n\
+                 exec sleep {mark}"
+            ))
+            .env(RUN_ENV, format!("{instance}/0-test"))
+            .process_group(0)
+            .spawn()
+            .unwrap();
+        let until = Instant::now() + Duration::from_secs(10);
+        while live_with_arg(&mark).len() < 3 && Instant::now() < until {
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        assert_eq!(live_with_arg(&mark).len(), 3);
+        // SAFETY: getpgrp has no arguments and cannot fail.
+        let own_group = unsafe { libc::getpgrp() };
+        let killed = kill_tagged_blocking(&instance, own_group);
+        let _ = probe.wait();
+        let left = live_with_arg(&mark);
+        for &p in &left {
+            let _ = nix::sys::signal::kill(Pid::from_raw(p), Signal::SIGKILL);
+        }
+        assert!(left.is_empty(), "left: {left:?}");
+        assert!(killed >= 3, "killed {killed}");
+        // Nothing of another instance is touched.
+        assert_eq!(
+            kill_tagged_blocking(&instance_name_of(i32::MAX - 8, 1), own_group),
+            0
+        );
     }
 
     #[test]

@@ -303,16 +303,18 @@ fn on_noexec_mount(path: &std::path::Path) -> bool {
         .is_ok_and(|v| v.flags().contains(nix::sys::statvfs::FsFlags::ST_NOEXEC))
 }
 
-/// Children of this process not owned by a tokio handle, with their state.
+/// Children of this process not owned by a tokio handle, with their state. The janitor is not
+/// one of them: it is reaped by [`super::janitor::reap_if_exited`] only.
 fn foreign_children() -> Vec<(i32, char)> {
     let me = std::process::id() as i32;
     let Ok(dir) = std::fs::read_dir("/proc") else {
         return Vec::new();
     };
+    let janitor = super::janitor::pid();
     let set = owned();
     dir.filter_map(|e| e.ok())
         .filter_map(|e| e.file_name().to_str()?.parse::<i32>().ok())
-        .filter(|pid| !set.contains(pid))
+        .filter(|pid| !set.contains(pid) && Some(*pid) != janitor)
         .filter_map(|pid| {
             let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
             let (state, ppid) = stat_state_ppid(&stat)?;
@@ -341,6 +343,7 @@ pub fn reap_orphan_zombies() -> usize {
     if !any_child_exited() {
         return 0;
     }
+    super::janitor::reap_if_exited();
     let mut reaped = 0;
     // Hold the registry while reaping so a concurrent spawn cannot hand out a pid we are about to
     // look at; the list is re-checked under the same lock.

@@ -17,6 +17,7 @@
 mod cgroup;
 mod child;
 pub mod discovery;
+pub mod janitor;
 mod probe_task;
 pub mod start_check;
 mod stderr_log;

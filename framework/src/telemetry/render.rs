@@ -230,6 +230,17 @@ pub fn render_self_metrics(tel: &Telemetry, store: &TableStore, out: &mut String
             n.load(Ordering::Relaxed)
         );
     }
+    header(
+        out,
+        "gala_gopher_self_janitor_running",
+        "gauge",
+        "1 while the janitor process (kills what probes left if the daemon is killed) runs.",
+    );
+    let _ = writeln!(
+        out,
+        "gala_gopher_self_janitor_running{{machine_id=\"{mid}\"}} {}",
+        u8::from(crate::supervisor::janitor::running())
+    );
     super::render_sink_metrics(&tel.sinks.all(), &tel.events, &mid, out);
     super::render_discovery_metrics(&tel.discovery, &mid, out);
     super::render_http_metrics(&tel.http, &mid, out);
