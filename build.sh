@@ -48,8 +48,9 @@ test_venv() {
         "$venv/bin/python3" -m pip install --quiet --disable-pip-version-check -r "$req"
         cp "$req" "$venv/requirements.txt"
     fi
-    GALA_GOPHER_TEST_PYTHON="$(cd "$venv/bin" && pwd)/python3"
-    export GALA_GOPHER_TEST_PYTHON
+    # Not GALA_GOPHER_*: the daemon reads those as configuration overrides.
+    GG_TEST_PYTHON="$(cd "$venv/bin" && pwd)/python3"
+    export GG_TEST_PYTHON
 }
 
 # Formatting and lints are part of the tests.

@@ -8,11 +8,11 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-/// The python with the test packages: `GALA_GOPHER_TEST_PYTHON` (the virtual environment
+/// The python with the test packages: `GG_TEST_PYTHON` (the virtual environment
 /// `./build.sh --test` creates from `framework/tests/requirements.txt`), else the real
 /// interpreter behind `python3` (not a pyenv shim, whose pid would not be the server's).
 pub fn python() -> PathBuf {
-    if let Some(p) = std::env::var_os("GALA_GOPHER_TEST_PYTHON") {
+    if let Some(p) = std::env::var_os("GG_TEST_PYTHON") {
         return PathBuf::from(p);
     }
     let out = Command::new("python3")
