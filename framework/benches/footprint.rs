@@ -4,7 +4,6 @@
 //! Run: `cargo bench -p gala-gopher --bench footprint` (env `GG_SERIES`, default 100000).
 
 use std::net::TcpListener;
-use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 #[path = "support/mod.rs"]
@@ -25,23 +24,7 @@ fn main() -> anyhow::Result<()> {
     let probes = dir.path().join("probes");
     support::write_load_probe(&probes, rows)?;
     let port = TcpListener::bind("127.0.0.1:0")?.local_addr()?.port();
-    let conf = dir.path().join("gg.conf");
-    std::fs::write(
-        &conf,
-        format!(
-            "global = {{ log_level = \"warn\"; probes_dir = \"{}\"; meta_dir = \"{}\"; machine_id = \"bench\"; }};\n\
-             imdb = {{ max_records_num = {}; }};\nweb_server = {{ port = {port}; }};\n",
-            dir.path().join("empty").display(),
-            dir.path().join("meta").display(),
-            rows + 10
-        ),
-    )?;
-    let mut daemon = Command::new(env!("CARGO_BIN_EXE_gala-gopher"))
-        .arg("-c")
-        .arg(&conf)
-        .stdout(Stdio::null())
-        .stderr(Stdio::inherit())
-        .spawn()?;
+    let mut daemon = support::spawn_daemon(dir.path(), &dir.path().join("empty"), rows, port, "")?;
     let pid = daemon.id();
     let t0 = Instant::now();
     while http_get(port, "/metrics").is_err() {

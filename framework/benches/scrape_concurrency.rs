@@ -9,7 +9,7 @@
 
 use std::io::{Read, Write};
 use std::net::{TcpListener, TcpStream};
-use std::process::{Child, Command, Stdio};
+use std::process::Child;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -41,23 +41,13 @@ fn start(series: usize, max_requests: u32) -> anyhow::Result<Daemon> {
     let probes = dir.path().join("probes");
     support::write_load_probe(&probes, rows)?;
     let port = TcpListener::bind("127.0.0.1:0")?.local_addr()?.port();
-    let conf = dir.path().join("gg.conf");
-    std::fs::write(
-        &conf,
-        format!(
-            "global = {{ log_level = \"warn\"; probes_dir = \"{}\"; meta_dir = \"{}\"; machine_id = \"bench\"; }};\n\
-             imdb = {{ max_records_num = {}; }};\nweb_server = {{ port = {port}; max_requests = {max_requests}; }};\n",
-            probes.display(),
-            dir.path().join("meta").display(),
-            rows + 10
-        ),
+    let child = support::spawn_daemon(
+        dir.path(),
+        &probes,
+        rows,
+        port,
+        &format!("max_requests = {max_requests};"),
     )?;
-    let child = Command::new(env!("CARGO_BIN_EXE_gala-gopher"))
-        .arg("-c")
-        .arg(&conf)
-        .stdout(Stdio::null())
-        .stderr(Stdio::inherit())
-        .spawn()?;
     let d = Daemon {
         child,
         port,

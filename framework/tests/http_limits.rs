@@ -2,6 +2,9 @@
 //! connections, more connections than allowed, descriptor exhaustion, and many concurrent
 //! scrapes of a large store. Every test runs the real daemon and talks raw TCP to it.
 
+#[path = "../benches/support/mod.rs"]
+#[allow(dead_code)]
+mod bench_support;
 mod daemon_support;
 
 use std::io::{ErrorKind, Read, Write};
@@ -18,25 +21,10 @@ const ENV_IDLE: &str = "GALA_GOPHER_WEB_SERVER__IDLE_TIMEOUT_SECS";
 const ENV_MAX_CONN: &str = "GALA_GOPHER_WEB_SERVER__MAX_CONNECTIONS";
 const ENV_MAX_REQ: &str = "GALA_GOPHER_WEB_SERVER__MAX_REQUESTS";
 
-/// A drop-in probe printing `rows` rows × 5 gauges every second (`rows * 5` live series).
+/// A drop-in probe printing `rows` rows × 5 gauges every second (`rows * 5` live series): the
+/// same probe the whole-daemon benchmarks use.
 fn load_probe(probes: &Path, rows: usize) {
-    std::fs::write(
-        probes.join("load.meta"),
-        "version = \"1.0.0\"\nmeasurements: ({ table_name: \"load\"; entity_name: \"load\"; fields: (\
-         { description: \"id\"; type: \"key\"; name: \"id\"; }, { description: \"c\"; type: \"label\"; name: \"comm\"; },\
-         { description: \"a\"; type: \"gauge\"; name: \"a\"; }, { description: \"b\"; type: \"gauge\"; name: \"b\"; },\
-         { description: \"c\"; type: \"gauge\"; name: \"c\"; }, { description: \"d\"; type: \"gauge\"; name: \"d\"; },\
-         { description: \"e\"; type: \"gauge\"; name: \"e\"; }); });\n",
-    )
-    .unwrap();
-    write_script(
-        &probes.join("load.py"),
-        &format!(
-            "#!/usr/bin/env python3\nimport sys, time\nwhile True:\n    t = int(time.time())\n    \
-             sys.stdout.write(''.join(f'|load|{{i}}|proc{{i % 97}}|{{i}}|{{t}}|{{i * 0.5}}|{{i % 7}}|{{-i}}|\\n' for i in range({rows})))\n    \
-             sys.stdout.flush()\n    time.sleep(1)\n"
-        ),
-    );
+    bench_support::write_load_probe(probes, rows).expect("write the load probe");
 }
 
 /// Wait until the `load` table holds `rows` rows.

@@ -27,6 +27,18 @@ impl Write for Capture {
 }
 
 impl Capture {
+    /// Capture this thread's log output (DEBUG and up, no colours) until the guard drops.
+    fn install() -> (Capture, tracing::subscriber::DefaultGuard) {
+        let capture = Capture::default();
+        let writer = capture.clone();
+        let subscriber = tracing_subscriber::fmt()
+            .with_max_level(tracing::Level::DEBUG)
+            .with_ansi(false)
+            .with_writer(move || writer.clone())
+            .finish();
+        (capture, tracing::subscriber::set_default(subscriber))
+    }
+
     fn text(&self) -> String {
         String::from_utf8_lossy(&self.0.lock().unwrap()).into_owned()
     }
@@ -34,15 +46,8 @@ impl Capture {
 
 #[tokio::test]
 async fn stderr_lines_are_logged_with_level_and_probe() {
-    let capture = Capture::default();
-    let writer = capture.clone();
-    let subscriber = tracing_subscriber::fmt()
-        .with_max_level(tracing::Level::DEBUG)
-        .with_ansi(false)
-        .with_writer(move || writer.clone())
-        .finish();
     // current_thread runtime: every task of this test runs on this thread.
-    let _guard = tracing::subscriber::set_default(subscriber);
+    let (capture, _guard) = Capture::install();
 
     let dir = tempfile::tempdir().unwrap();
     let script = write_script(
@@ -112,14 +117,7 @@ exec sleep 1000"#,
 
 #[tokio::test]
 async fn stderr_flood_is_rate_limited() {
-    let capture = Capture::default();
-    let writer = capture.clone();
-    let subscriber = tracing_subscriber::fmt()
-        .with_max_level(tracing::Level::DEBUG)
-        .with_ansi(false)
-        .with_writer(move || writer.clone())
-        .finish();
-    let _guard = tracing::subscriber::set_default(subscriber);
+    let (capture, _guard) = Capture::install();
 
     let dir = tempfile::tempdir().unwrap();
     let done = dir.path().join("done");

@@ -61,3 +61,33 @@ pub fn metric_value(body: &str, prefix: &str) -> Option<f64> {
         .find(|l| l.starts_with(prefix))
         .and_then(|l| l.rsplit(' ').next()?.parse().ok())
 }
+
+/// Write `dir/gg.conf` for a bench daemon (warn logs, machine id `bench`, room for `rows` rows)
+/// serving on `port`, with `web_extra` appended inside `web_server`, and start the real daemon
+/// on it.
+#[allow(dead_code)] // not every bench including this module starts its own daemon
+pub fn spawn_daemon(
+    dir: &Path,
+    probes_dir: &Path,
+    rows: usize,
+    port: u16,
+    web_extra: &str,
+) -> std::io::Result<std::process::Child> {
+    let conf = dir.join("gg.conf");
+    std::fs::write(
+        &conf,
+        format!(
+            "global = {{ log_level = \"warn\"; probes_dir = \"{}\"; meta_dir = \"{}\"; machine_id = \"bench\"; }};\n\
+             imdb = {{ max_records_num = {}; }};\nweb_server = {{ port = {port}; {web_extra} }};\n",
+            probes_dir.display(),
+            dir.join("meta").display(),
+            rows + 10
+        ),
+    )?;
+    std::process::Command::new(env!("CARGO_BIN_EXE_gala-gopher"))
+        .arg("-c")
+        .arg(&conf)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::inherit())
+        .spawn()
+}
