@@ -14,15 +14,13 @@ use supervisor_support::*;
 
 const WAIT: Duration = Duration::from_secs(10);
 
-/// One test at a time: the supervisors of one process share its instance, so one test's
-/// shutdown kills (and counts) another's re-parented orphans, and a daemon starting while
-/// another was just SIGKILLed cleans up the dead one's leftovers itself, hiding whether its
-/// janitor did.
+/// The SIGKILLed-daemon tests one at a time: a daemon starting while another was just SIGKILLed
+/// cleans up the dead one's leftovers itself, hiding whether its janitor did. (In-process
+/// supervisors need no lock: each sweeps only its own runs.)
 static SERIAL: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
 
 #[tokio::test]
 async fn term_ignoring_probe_and_grandchild_are_gone_after_shutdown() {
-    let _serial = SERIAL.lock().await;
     become_subreaper().unwrap();
     let dir = tempfile::tempdir().unwrap();
     let pids = dir.path().join("pids");
@@ -50,7 +48,6 @@ async fn term_ignoring_probe_and_grandchild_are_gone_after_shutdown() {
 
 #[tokio::test]
 async fn double_forked_setsid_grandchild_is_gone_after_shutdown() {
-    let _serial = SERIAL.lock().await;
     become_subreaper().unwrap();
     let dir = tempfile::tempdir().unwrap();
     let pids = dir.path().join("pids");
@@ -85,7 +82,6 @@ async fn double_forked_setsid_grandchild_is_gone_after_shutdown() {
 
 #[tokio::test]
 async fn removing_a_probe_kills_its_whole_group() {
-    let _serial = SERIAL.lock().await;
     let dir = tempfile::tempdir().unwrap();
     let pids = dir.path().join("pids");
     let script = write_script(
@@ -129,14 +125,12 @@ fn setsid_spawner(dir: &std::path::Path, name: &str, mark: &str) -> std::path::P
 
 #[tokio::test]
 async fn setsid_grandchildren_of_a_removed_probe_are_killed() {
-    let _serial = SERIAL.lock().await;
     removed_probe_leaves_nothing(marker(1), true).await;
 }
 
 /// The same without cgroups: the subreaper and the run's environment tag find the escapees.
 #[tokio::test]
 async fn setsid_grandchildren_are_killed_without_cgroups() {
-    let _serial = SERIAL.lock().await;
     become_subreaper().unwrap();
     removed_probe_leaves_nothing(marker(4), false).await;
 }
@@ -175,7 +169,6 @@ async fn removed_probe_leaves_nothing(mark: String, cgroups: bool) {
 
 #[tokio::test]
 async fn setsid_grandchildren_are_killed_before_the_respawn() {
-    let _serial = SERIAL.lock().await;
     let mark = marker(2);
     let _guard = MarkerGuard(mark.clone());
     let dir = tempfile::tempdir().unwrap();

@@ -374,8 +374,18 @@ fn kill_tree_blocking(dir: &Path) -> usize {
 /// Sequence number making each run's cgroup and tag unique within the process.
 static SEQ: AtomicU64 = AtomicU64::new(0);
 
-/// `seq-name` with only `[A-Za-z0-9._-]`; starts with a digit, so never a cgroup control file.
-fn leaf_name(probe: &str, seq: u64) -> String {
+/// Sequence number of supervisors in this process (one in the daemon; tests have several).
+static SCOPES: AtomicU64 = AtomicU64::new(0);
+
+/// The runs of one supervisor: their cgroups and tags start with `<scope>.`, so one supervisor's
+/// shutdown sweep never touches another's processes.
+pub(crate) fn new_scope() -> u64 {
+    SCOPES.fetch_add(1, Ordering::Relaxed)
+}
+
+/// `scope.seq-name` with only `[A-Za-z0-9._-]`; starts with a digit, so never a cgroup control
+/// file.
+fn leaf_name(scope: u64, probe: &str, seq: u64) -> String {
     let clean: String = probe
         .chars()
         .take(MAX_NAME)
@@ -387,7 +397,7 @@ fn leaf_name(probe: &str, seq: u64) -> String {
             }
         })
         .collect();
-    format!("{seq}-{clean}")
+    format!("{scope}.{seq}-{clean}")
 }
 
 /// The containment of one probe run: created before the spawn, ended after the child is reaped.
@@ -403,8 +413,8 @@ pub(crate) struct RunGroup {
 impl RunGroup {
     /// A fresh containment for a run of `probe`: its own cgroup if `use_cgroup` and one is
     /// available, else tracking by tag.
-    pub(crate) fn new(probe: &str, use_cgroup: bool) -> RunGroup {
-        let leaf = leaf_name(probe, SEQ.fetch_add(1, Ordering::Relaxed));
+    pub(crate) fn new(scope: u64, probe: &str, use_cgroup: bool) -> RunGroup {
+        let leaf = leaf_name(scope, probe, SEQ.fetch_add(1, Ordering::Relaxed));
         let tag = format!("{}/{leaf}", instance_name());
         let cgroup = if use_cgroup {
             hierarchy().and_then(|h| create_leaf(&h.instance, &leaf))
@@ -604,14 +614,20 @@ fn tagged_descendants(tag: &str) -> Vec<i32> {
     out
 }
 
-/// Was `pid` started by a probe run of this daemon instance (by its cgroup or its environment)?
-pub(crate) fn is_probe_process(pid: i32) -> bool {
+/// Was `pid` started by a probe run of supervisor `scope` in this daemon instance (by its cgroup
+/// or its environment)?
+pub(crate) fn is_probe_process(pid: i32, scope: u64) -> bool {
     let instance = instance_name();
-    let in_cgroup = std::fs::read_to_string(format!("/proc/{pid}/cgroup"))
-        .is_ok_and(|cg| own_cgroup(&cg).is_some_and(|p| p.split('/').any(|c| c == instance)));
+    let leaf_prefix = format!("{scope}.");
+    let in_cgroup = std::fs::read_to_string(format!("/proc/{pid}/cgroup")).is_ok_and(|cg| {
+        own_cgroup(&cg).is_some_and(|p| {
+            let mut parts = p.split('/').skip_while(|c| *c != instance);
+            parts.next().is_some() && parts.next().is_some_and(|l| l.starts_with(&leaf_prefix))
+        })
+    });
     in_cgroup
         || std::fs::read(format!("/proc/{pid}/environ")).is_ok_and(|env| {
-            let prefix = format!("{RUN_ENV}={instance}/");
+            let prefix = format!("{RUN_ENV}={instance}/{leaf_prefix}");
             env.split(|&b| b == 0)
                 .any(|e| e.starts_with(prefix.as_bytes()))
         })
@@ -656,9 +672,9 @@ mod tests {
 
     #[test]
     fn leaf_names_are_safe() {
-        assert_eq!(leaf_name("tcp", 7), "7-tcp");
-        assert_eq!(leaf_name("a/b c\n", 1), "1-a_b_c_");
-        assert_eq!(leaf_name(&"x".repeat(100), 2).len(), 2 + MAX_NAME);
+        assert_eq!(leaf_name(0, "tcp", 7), "0.7-tcp");
+        assert_eq!(leaf_name(3, "a/b c\n", 1), "3.1-a_b_c_");
+        assert_eq!(leaf_name(0, &"x".repeat(100), 2).len(), 4 + MAX_NAME);
     }
 
     /// Processes of this test whose command line has `arg`, not zombies.

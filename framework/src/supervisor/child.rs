@@ -364,15 +364,16 @@ pub fn reap_orphan_zombies() -> usize {
     reaped
 }
 
-/// SIGKILL and reap every foreign child started by a probe run of this daemon (see
+/// SIGKILL and reap every foreign child started by a probe run of supervisor `scope` (see
 /// [`super::cgroup::is_probe_process`]) until none is left or `deadline` passes. Killing one may
 /// re-parent its own children to us, so this repeats. Other children of the process (a test
 /// harness's own) are left alone.
-pub async fn kill_orphans(deadline: Duration) {
+pub(crate) async fn kill_orphans(deadline: Duration, scope: u64) {
     let until = tokio::time::Instant::now() + deadline;
     loop {
         let mut children = foreign_children();
-        children.retain(|&(pid, state)| state == 'Z' || super::cgroup::is_probe_process(pid));
+        children
+            .retain(|&(pid, state)| state == 'Z' || super::cgroup::is_probe_process(pid, scope));
         if children.is_empty() {
             return;
         }

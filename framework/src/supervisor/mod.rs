@@ -171,6 +171,8 @@ struct Shared {
     /// Serializes reconcile/restart/shutdown; `true` once shut down.
     control: tokio::sync::Mutex<bool>,
     reaper: Mutex<Option<JoinHandle<()>>>,
+    /// Scope of this supervisor's probe runs (their cgroups and tags).
+    scope: u64,
 }
 
 /// Runs the desired set of probes. Cheap to clone (a handle to shared state).
@@ -218,6 +220,7 @@ impl Supervisor {
                 probes: Mutex::new(BTreeMap::new()),
                 control: tokio::sync::Mutex::new(false),
                 reaper: Mutex::new(Some(reaper)),
+                scope: cgroup::new_scope(),
             }),
         }
     }
@@ -316,7 +319,7 @@ impl Supervisor {
         if let Some(reaper) = lock(&self.shared.reaper).take() {
             reaper.abort();
         }
-        child::kill_orphans(self.shared.opts.grace).await;
+        child::kill_orphans(self.shared.opts.grace, self.shared.scope).await;
         cgroup::release_instance();
     }
 
@@ -350,6 +353,7 @@ impl Supervisor {
             stats: Arc::clone(&stats),
             sink: Arc::clone(&self.shared.sink),
             opts: self.shared.opts.clone(),
+            scope: self.shared.scope,
         };
         let task = tokio::spawn(probe_task::run(ctx, stop_rx));
         ManagedProbe {

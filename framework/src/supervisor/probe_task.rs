@@ -32,6 +32,8 @@ pub(crate) struct ProbeContext {
     pub(crate) stats: Arc<ProbeStats>,
     pub(crate) sink: Arc<dyn OutputSink>,
     pub(crate) opts: SupervisorOptions,
+    /// The supervisor's run scope ([`cgroup::new_scope`]).
+    pub(crate) scope: u64,
 }
 
 /// How one run of the child ended.
@@ -76,6 +78,7 @@ pub(crate) async fn run(ctx: ProbeContext, mut stop: watch::Receiver<bool>) {
         stats,
         sink,
         opts,
+        scope,
     } = ctx;
     let mut backoff = opts.backoff_initial;
     let mut spawned_before = false;
@@ -120,7 +123,7 @@ pub(crate) async fn run(ctx: ProbeContext, mut stop: watch::Receiver<bool>) {
             continue;
         }
 
-        let mut run = cgroup::RunGroup::new(&spec.name, opts.cgroups);
+        let mut run = cgroup::RunGroup::new(scope, &spec.name, opts.cgroups);
         let owned = match spawn(&spec, &opts, &run) {
             Ok(c) => c,
             Err(e) => {
