@@ -59,22 +59,29 @@ lint() {
     cargo clippy --workspace --all-targets -- -D warnings
 }
 
-# Install the release build into a temp prefix and check the rpm layout and shipped config.
+# Install the release build into a temp prefix and check the rpm layout (every probe of
+# probes/shipped.list included) and the shipped config.
 install_check() {
     cargo build --workspace --release
     local prefix
     prefix="$(mktemp -d)"
     ./install.sh --prefix "$prefix" >/dev/null
-    local missing=0
-    for f in usr/bin/gala-gopher etc/gala-gopher/gala-gopher.conf etc/gala-gopher/gala-gopher-app.conf \
-             usr/lib/systemd/system/gala-gopher.service opt/gala-gopher/sdk/gala_probe.py \
-             opt/gala-gopher/sdk/gala_probe.sh opt/gala-gopher/meta \
-             opt/gala-gopher/probes/system_infos opt/gala-gopher/probes/system_infos.meta \
-             opt/gala-gopher/probes/tcpprobe opt/gala-gopher/probes/tcpprobe.meta \
-             opt/gala-gopher/probes/taskprobe opt/gala-gopher/probes/taskprobe.meta \
-             opt/gala-gopher/probes/ioprobe opt/gala-gopher/probes/ioprobe.meta \
-             opt/gala-gopher/probes/example.sh opt/gala-gopher/probes/example.meta \
-             opt/gala-gopher/probes/example_py.py opt/gala-gopher/probes/example_py.meta; do
+    # The fixed layout, then every probe of probes/shipped.list with its .meta.
+    local expected=(usr/bin/gala-gopher etc/gala-gopher/gala-gopher.conf etc/gala-gopher/gala-gopher-app.conf
+                    usr/lib/systemd/system/gala-gopher.service opt/gala-gopher/sdk/gala_probe.py
+                    opt/gala-gopher/sdk/gala_probe.sh opt/gala-gopher/meta)
+    local name dir source
+    while read -r name dir source; do
+        case "$name" in ''|'#'*) continue ;; esac
+        if [ "$source" = cargo ]; then
+            expected+=("opt/gala-gopher/probes/$name")
+        else
+            expected+=("opt/gala-gopher/probes/$source")
+        fi
+        expected+=("opt/gala-gopher/probes/$name.meta")
+    done < probes/shipped.list
+    local missing=0 f
+    for f in "${expected[@]}"; do
         if [ ! -e "$prefix/$f" ]; then echo "install check: missing $f" >&2; missing=1; fi
     done
     "$prefix/usr/bin/gala-gopher" --check-config -c "$prefix/etc/gala-gopher/gala-gopher.conf" >/dev/null

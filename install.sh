@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Install the release build (./build.sh --release) with the rpm's layout:
 #   PREFIX/usr/bin/gala-gopher
-#   PREFIX/opt/gala-gopher/probes/   every probe executable or script, its NAME.meta beside it
+#   PREFIX/opt/gala-gopher/probes/   every probe of probes/shipped.list (executable or script),
+#                                    its NAME.meta beside it
 #   PREFIX/opt/gala-gopher/meta/     extra .meta files (for extend probes run from elsewhere)
 #   PREFIX/opt/gala-gopher/sdk/      python/shell helpers for script probes
 #   PREFIX/etc/gala-gopher/          gala-gopher.conf, gala-gopher-app.conf (existing files kept;
@@ -22,11 +23,22 @@ while [ $# -gt 0 ]; do
 done
 
 TARGET="${CARGO_TARGET_DIR:-target}/release"
-# name of the binary : directory with its .meta
-RUST_PROBES=("system_infos:probes/system_infos" "tcpprobe:probes/tcp" "taskprobe:probes/proc" "ioprobe:probes/io")
-SCRIPT_PROBES=(probes/example/example.sh probes/example/example_py.py)
+# The shipped probes, from probes/shipped.list (NAME DIR SOURCE per line):
+CARGO_PROBES=()   # NAME:DIR       the release binary NAME, DIR/NAME.meta
+SCRIPT_PROBES=()  # NAME:DIR:FILE  the script DIR/FILE, DIR/NAME.meta
+while read -r name dir source extra; do
+    case "$name" in ''|'#'*) continue ;; esac
+    if [ -z "$source" ] || [ -n "$extra" ]; then
+        echo "install.sh: probes/shipped.list: bad line \"$name $dir $source $extra\"" >&2; exit 1
+    fi
+    if [ "$source" = cargo ]; then
+        CARGO_PROBES+=("$name:$dir")
+    else
+        SCRIPT_PROBES+=("$name:$dir:$source")
+    fi
+done < probes/shipped.list
 
-for bin in gala-gopher "${RUST_PROBES[@]%%:*}"; do
+for bin in gala-gopher "${CARGO_PROBES[@]%%:*}"; do
     [ -x "$TARGET/$bin" ] || { echo "install.sh: $TARGET/$bin missing; run ./build.sh --release first" >&2; exit 1; }
 done
 
@@ -35,15 +47,15 @@ install -d -m 0755 "$root/usr/bin" "$root/opt/gala-gopher/probes" "$root/opt/gal
     "$root/opt/gala-gopher/sdk" "$root/usr/lib/systemd/system"
 install -d -m 0750 "$root/etc/gala-gopher"
 install -m 0755 "$TARGET/gala-gopher" "$root/usr/bin/gala-gopher"
-for entry in "${RUST_PROBES[@]}"; do
-    bin="${entry%%:*}"; dir="${entry#*:}"
-    install -m 0755 "$TARGET/$bin" "$root/opt/gala-gopher/probes/$bin"
-    install -m 0644 "$dir/$bin.meta" "$root/opt/gala-gopher/probes/$bin.meta"
+for entry in "${CARGO_PROBES[@]}"; do
+    name="${entry%%:*}"; dir="${entry#*:}"
+    install -m 0755 "$TARGET/$name" "$root/opt/gala-gopher/probes/$name"
+    install -m 0644 "$dir/$name.meta" "$root/opt/gala-gopher/probes/$name.meta"
 done
-for script in "${SCRIPT_PROBES[@]}"; do
-    name="$(basename "$script")"
-    install -m 0755 "$script" "$root/opt/gala-gopher/probes/$name"
-    install -m 0644 "${script%.*}.meta" "$root/opt/gala-gopher/probes/${name%.*}.meta"
+for entry in "${SCRIPT_PROBES[@]}"; do
+    IFS=: read -r name dir file <<< "$entry"
+    install -m 0755 "$dir/$file" "$root/opt/gala-gopher/probes/$file"
+    install -m 0644 "$dir/$name.meta" "$root/opt/gala-gopher/probes/$name.meta"
 done
 install -m 0644 probe-sdk/scripts/gala_probe.py probe-sdk/scripts/gala_probe.sh "$root/opt/gala-gopher/sdk/"
 for conf in gala-gopher.conf gala-gopher-app.conf; do

@@ -6,11 +6,15 @@ use std::future::Future;
 use std::pin::Pin;
 use std::sync::atomic::Ordering;
 use std::sync::{Arc, RwLock};
-use std::time::{SystemTime, UNIX_EPOCH};
 
 use tokio::io::AsyncReadExt;
 
-use crate::export::{RecordSink, RecordView};
+// The hand-over traits live with the messages (below ingest, events and export); `LogEvents`
+// and `EventSink` stay reachable here for ingest's callers.
+pub use crate::message::{EventSink, LogEvents};
+
+use crate::clock::now_ms;
+use crate::message::{RecordSink, RecordView};
 use crate::meta::{MetaCache, MetaCounters, MetaLimits, SchemaRef, SchemaRegistry};
 use crate::store::{Scratch, TableStore};
 use crate::supervisor::{OutputSink, ProbeSpec};
@@ -22,30 +26,6 @@ const MAX_WARNED_TABLES: usize = 32;
 
 /// Bytes read from a probe pipe per read call.
 const READ_CHUNK: usize = 256 * 1024;
-
-/// Unix time in milliseconds.
-pub fn now_ms() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_millis() as u64)
-        .unwrap_or(0)
-}
-
-/// Receives `|event|…|` lines (raw values after the table name).
-pub trait EventSink: Send + Sync + 'static {
-    /// Handle one event record from `probe`.
-    fn event(&self, probe: &str, values: &[&str]);
-}
-
-/// Event sink that only logs (used until a push channel is configured).
-#[derive(Debug, Default)]
-pub struct LogEvents;
-
-impl EventSink for LogEvents {
-    fn event(&self, probe: &str, values: &[&str]) {
-        tracing::info!(probe, event = values.join("|"), "probe event");
-    }
-}
 
 /// The ingest path shared by all probe readers (cheap to clone: shared handles).
 #[derive(Clone)]
@@ -242,7 +222,7 @@ impl LineHandler {
                 }
                 return;
             }
-            Err(ParseError::Malformed) => {
+            Err(ParseError::Malformed(_)) => {
                 self.stats.drop_line(DropReason::Malformed);
                 return;
             }
@@ -390,23 +370,13 @@ fn forward(
 /// Log a probe's non-record line at the level its prefix names (`[DEBUG]`, `[INFO]`, `[WARN]`,
 /// `[ERROR]`; no prefix → info).
 pub fn log_probe_line(probe: &str, line: &str) {
-    let line = line.trim_end();
-    let (level, msg) = if let Some(m) = line.strip_prefix("[ERROR]") {
-        (tracing::Level::ERROR, m)
-    } else if let Some(m) = line.strip_prefix("[WARN]") {
-        (tracing::Level::WARN, m)
-    } else if let Some(m) = line.strip_prefix("[INFO]") {
-        (tracing::Level::INFO, m)
-    } else if let Some(m) = line.strip_prefix("[DEBUG]") {
-        (tracing::Level::DEBUG, m)
-    } else {
-        (tracing::Level::INFO, line)
-    };
+    use record_line::log::{classify, Level};
+    let (level, msg) = classify(line.trim_end());
     let msg = msg.trim_start();
     match level {
-        tracing::Level::ERROR => tracing::error!(probe, "{msg}"),
-        tracing::Level::WARN => tracing::warn!(probe, "{msg}"),
-        tracing::Level::DEBUG => tracing::debug!(probe, "{msg}"),
-        _ => tracing::info!(probe, "{msg}"),
+        Level::Error => tracing::error!(probe, "{msg}"),
+        Level::Warn => tracing::warn!(probe, "{msg}"),
+        Level::Debug => tracing::debug!(probe, "{msg}"),
+        Level::Info => tracing::info!(probe, "{msg}"),
     }
 }

@@ -1,13 +1,16 @@
 //! gala-gopher daemon library. The data path reads top to bottom:
 //! probe process → [`wire`] (framer, parser) → [`meta`] (schema lookup) → [`store`] → [`export`].
-//! The control path: [`config`] + drop-ins → [`supervisor`] → [`telemetry`] (served by
-//! [`export::http`]).
+//! The control path: [`config`] + drop-ins (+ overrides) → [`control`] (desired state) →
+//! [`supervisor`] → [`telemetry`] (served by [`export::http`] and [`control::status`]).
 
+pub mod clock;
 pub mod config;
+pub mod control;
 pub mod events;
 pub mod export;
 pub mod ingest;
 pub mod machine_id;
+pub mod message;
 pub mod meta;
 pub mod meta_report;
 pub mod store;

@@ -8,15 +8,17 @@ use std::time::Duration;
 
 use anyhow::Context;
 use clap::Parser;
-use gala_gopher::config::{self, CheckType, GopherConfig, OutChannel};
+use gala_gopher::clock::now_ms;
+use gala_gopher::config::{self, GopherConfig, OutChannel};
+use gala_gopher::control::{self, Control};
 use gala_gopher::export::build_exporters;
 use gala_gopher::export::http::{self, MetricsState};
 use gala_gopher::export::prometheus::RenderOptions;
-use gala_gopher::ingest::{now_ms, Ingest};
+use gala_gopher::ingest::Ingest;
 use gala_gopher::meta::SchemaRegistry;
 use gala_gopher::store::{StoreLimits, TableStore};
-use gala_gopher::supervisor::discovery::{self, ConfiguredProbe, DiscoveryInputs};
-use gala_gopher::supervisor::{self, StartCheck, Supervisor, SupervisorOptions, Switch};
+use gala_gopher::supervisor::discovery::{self, DiscoveryInputs};
+use gala_gopher::supervisor::{self, Supervisor, SupervisorOptions};
 use gala_gopher::telemetry::Telemetry;
 use tokio::signal::unix::{signal, SignalKind};
 use tokio::sync::watch;
@@ -127,46 +129,6 @@ fn init_logging(cfg: &GopherConfig) {
         .init();
 }
 
-/// Config entries → the supervisor's view.
-fn configured_probes(cfg: &GopherConfig) -> anyhow::Result<Vec<ConfiguredProbe>> {
-    let check =
-        |name: &str, s: &Option<String>, t: CheckType| -> anyhow::Result<Option<StartCheck>> {
-            Ok(match (s, t) {
-                (None, _) => None,
-                (Some(cmd), CheckType::Count) => Some(StartCheck::ShellCount(cmd.clone())),
-                (Some(re), CheckType::Process) => Some(StartCheck::ProcessRegex(
-                    regex::Regex::new(re)
-                        .with_context(|| format!("probe {name}: start_check regex"))?,
-                )),
-            })
-        };
-    let switch = |s: config::Switch| match s {
-        config::Switch::On => Switch::On,
-        config::Switch::Off => Switch::Off,
-        config::Switch::Auto => Switch::Auto,
-    };
-    let mut out = Vec::new();
-    for p in &cfg.probes {
-        out.push(ConfiguredProbe {
-            name: p.name.clone(),
-            command: None,
-            param: p.param.clone(),
-            switch: switch(p.switch),
-            start_check: check(&p.name, &p.start_check, p.check_type)?,
-        });
-    }
-    for p in &cfg.extend_probes {
-        out.push(ConfiguredProbe {
-            name: p.name.clone(),
-            command: Some(p.command.clone()),
-            param: p.param.clone(),
-            switch: switch(p.switch),
-            start_check: check(&p.name, &p.start_check, p.check_type)?,
-        });
-    }
-    Ok(out)
-}
-
 async fn run(checked: config::Preflight, config_path: PathBuf) -> anyhow::Result<()> {
     let config::Preflight { loaded, registry } = checked;
     let cfg = &loaded.config;
@@ -218,14 +180,14 @@ async fn run(checked: config::Preflight, config_path: PathBuf) -> anyhow::Result
             ..SupervisorOptions::default()
         },
     );
-    let (configured_tx, configured_rx) = watch::channel(configured_probes(cfg)?);
+    let control = Control::new(config_path, cfg, Arc::clone(&telemetry))?;
     let discovery = discovery::spawn_discovery_loop(
         sup.clone(),
         DiscoveryInputs {
             probes_dir: cfg.global.probes_dir.clone(),
             meta_dir: cfg.global.meta_dir.clone(),
             sdk_dir: cfg.global.sdk_dir.clone(),
-            configured: configured_rx,
+            configured: control.subscribe(),
         },
         discovery::DISCOVERY_INTERVAL,
     );
@@ -258,12 +220,17 @@ async fn run(checked: config::Preflight, config_path: PathBuf) -> anyhow::Result
         );
         let limits = http::HttpLimits::from(&cfg.web_server);
         let counters = state.counters();
+        let app =
+            http::router(state).merge(control::status::router(control::status::StatusState {
+                store: Arc::clone(&store),
+                telemetry: Arc::clone(&telemetry),
+            }));
         let mut rx = stop_rx.clone();
         server = Some(tokio::spawn(async move {
             let shutdown = async move {
                 let _ = rx.wait_for(|s| *s).await;
             };
-            http::serve(listener, http::router(state), limits, counters, shutdown).await;
+            http::serve(listener, app, limits, counters, shutdown).await;
         }));
     }
 
@@ -275,28 +242,8 @@ async fn run(checked: config::Preflight, config_path: PathBuf) -> anyhow::Result
             _ = sigterm.recv() => break,
             _ = sigint.recv() => break,
             _ = sighup.recv() => {
-                match config::load(&config_path).map_err(anyhow::Error::from).and_then(|l| {
-                    configured_probes(&l.config).map(|p| (p, l))
-                }) {
-                    Ok((probes, new)) => {
-                        tracing::info!("SIGHUP: probe configuration reloaded");
-                        telemetry.config_reloads.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-                        let _ = configured_tx.send(probes);
-                        // Compared with what runs (never updated), so a change stays reported
-                        // until the restart that applies it.
-                        let pending = config::restart_required(cfg, &new.config);
-                        if !pending.is_empty() {
-                            tracing::warn!(
-                                "SIGHUP: these settings changed but need a restart to take effect (still using the old values): {}",
-                                pending.join(", ")
-                            );
-                        }
-                    }
-                    Err(e) => {
-                        telemetry.config_reload_failures.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-                        tracing::error!("SIGHUP: configuration not reloaded: {e:#}");
-                    }
-                }
+                // Logged and counted by control; a bad file leaves everything as it was.
+                let _ = control.reload();
             }
         }
     }

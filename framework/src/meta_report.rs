@@ -1,15 +1,20 @@
 //! Metadata publisher: one upstream metadata JSON per table to every sink that carries the meta
 //! stream — all tables at start and every `meta.report_period`, and a table as soon as it
 //! appears or changes (a drop-in probe's `.meta` registered at its start).
+//!
+//! The message, one line per table (`keys` start with `machine_id`, `labels` with `hostname`,
+//! `metrics` lists gauges and counters, as upstream):
+//! `{"timestamp": TS, "meta_name": "t", "entity_name": "E", "version": "1.0.0", "keys": ["machine_id", "k"], "labels": ["hostname", "l"], "metrics": ["g", "c"]}`
 
 use std::collections::HashMap;
+use std::io::Write as _;
 use std::sync::{Arc, RwLock};
 use std::time::{Duration, Instant};
 
-use crate::export::json;
-use crate::export::queue::{Item, MetaMessage, SinkQueue};
-use crate::ingest::now_ms;
-use crate::meta::{SchemaRef, SchemaRegistry};
+use crate::clock::now_ms;
+use crate::message::json::push_str;
+use crate::message::{Item, MetaMessage, Publish};
+use crate::meta::{FieldKind, SchemaRef, SchemaRegistry, TableSchema};
 
 /// How often the registry is checked for new tables.
 pub const CHECK_INTERVAL: Duration = Duration::from_secs(1);
@@ -22,27 +27,60 @@ fn snapshot(registry: &RwLock<SchemaRegistry>) -> Vec<SchemaRef> {
     tables
 }
 
-/// Push one metadata message per table in `tables` to every queue.
-pub fn publish(tables: &[SchemaRef], queues: &[Arc<SinkQueue>], time_ms: u64) {
+/// Append the upstream metadata JSON of a table (no newline). `keys` start with `machine_id`,
+/// `labels` with `hostname`; `metrics` lists gauges and counters (upstream omits histograms and
+/// summaries).
+pub fn metadata_json(schema: &TableSchema, time_ms: u64, out: &mut Vec<u8>) {
+    let _ = write!(out, "{{\"timestamp\": {time_ms}, \"meta_name\": ");
+    push_str(out, &schema.table_name);
+    out.extend_from_slice(b", \"entity_name\": ");
+    push_str(out, &schema.entity_name);
+    out.extend_from_slice(b", \"version\": ");
+    push_str(out, &schema.version);
+    let list = |out: &mut Vec<u8>, head: Option<&str>, pick: &dyn Fn(FieldKind) -> bool| {
+        out.push(b'[');
+        let mut first = true;
+        let names = head.into_iter().chain(
+            schema
+                .fields
+                .iter()
+                .filter(|f| pick(f.kind))
+                .map(|f| f.name.as_str()),
+        );
+        for n in names {
+            if !first {
+                out.extend_from_slice(b", ");
+            }
+            first = false;
+            push_str(out, n);
+        }
+        out.push(b']');
+    };
+    out.extend_from_slice(b", \"keys\": ");
+    list(out, Some("machine_id"), &|k| k == FieldKind::Key);
+    out.extend_from_slice(b", \"labels\": ");
+    list(out, Some("hostname"), &|k| k == FieldKind::Label);
+    out.extend_from_slice(b", \"metrics\": ");
+    list(out, None, &|k| {
+        matches!(k, FieldKind::Gauge | FieldKind::Counter)
+    });
+    out.push(b'}');
+}
+
+/// Publish one metadata message per table in `tables`.
+pub fn publish(tables: &[SchemaRef], out: &dyn Publish, time_ms: u64) {
     for t in tables {
         let mut buf = Vec::with_capacity(256);
-        json::metadata(t, time_ms, &mut buf);
-        let msg = Arc::new(MetaMessage {
+        metadata_json(t, time_ms, &mut buf);
+        out.publish(Item::Meta(Arc::new(MetaMessage {
             table: t.table_name.clone(),
             json: String::from_utf8(buf).unwrap_or_default(),
-        });
-        for q in queues {
-            q.push(Item::Meta(Arc::clone(&msg)));
-        }
+        })));
     }
 }
 
 /// The publisher loop (runs until aborted).
-pub async fn run(
-    registry: Arc<RwLock<SchemaRegistry>>,
-    queues: Vec<Arc<SinkQueue>>,
-    period: Duration,
-) {
+pub async fn run(registry: Arc<RwLock<SchemaRegistry>>, out: Arc<dyn Publish>, period: Duration) {
     let mut known: HashMap<String, SchemaRef> = HashMap::new();
     let mut last_full: Option<Instant> = None;
     let mut tick = tokio::time::interval(CHECK_INTERVAL);
@@ -63,11 +101,61 @@ pub async fn run(
         };
         if !due.is_empty() {
             tracing::debug!(tables = due.len(), full, "publishing metadata");
-            publish(&due, &queues, now_ms());
+            publish(&due, out.as_ref(), now_ms());
         }
         known = tables
             .into_iter()
             .map(|t| (t.table_name.clone(), t))
             .collect();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::Mutex;
+
+    fn schema() -> SchemaRef {
+        Arc::new(TableSchema::from_fields(
+            "t",
+            "E",
+            &[
+                ("k", FieldKind::Key),
+                ("l", FieldKind::Label),
+                ("g", FieldKind::Gauge),
+                ("c", FieldKind::Counter),
+                ("h", FieldKind::Histogram),
+            ],
+        ))
+    }
+
+    #[test]
+    fn metadata_matches_upstream_vector_12() {
+        let mut out = Vec::new();
+        metadata_json(&schema(), 1681822749000, &mut out);
+        assert_eq!(
+            String::from_utf8(out).unwrap(),
+            r#"{"timestamp": 1681822749000, "meta_name": "t", "entity_name": "E", "version": "1.0.0", "keys": ["machine_id", "k"], "labels": ["hostname", "l"], "metrics": ["g", "c"]}"#
+        );
+    }
+
+    #[derive(Default)]
+    struct Collect(Mutex<Vec<Item>>);
+
+    impl Publish for Collect {
+        fn publish(&self, item: Item) {
+            self.0.lock().unwrap().push(item);
+        }
+    }
+
+    #[test]
+    fn one_message_per_table() {
+        let out = Collect::default();
+        publish(&[schema(), schema()], &out, 5);
+        let got = out.0.lock().unwrap();
+        assert_eq!(got.len(), 2);
+        let Item::Meta(m) = &got[0] else { panic!() };
+        assert_eq!(m.table, "t");
+        assert!(m.json.starts_with(r#"{"timestamp": 5, "meta_name": "t""#));
     }
 }

@@ -10,10 +10,12 @@ A probe finds this module through the directory the daemon exports:
     for _ in gala_probe.period_loop(args["period"]):
         gala_probe.record("my_table", "key", 12.5, 3)
 
-Lines are formatted exactly like the Rust probe-sdk writer: `|table|v1|...|vn|`, with `|`, `\\`,
-newline and carriage return escaped as `\\|`, `\\\\`, `\\n`, `\\r`; None is an empty (absent) value;
-floats print like Rust's `{}` (no exponent, `1.0` -> `1`, NaN -> `NaN`, inf -> `+Inf`).
-Records are buffered and written with one write per flush(); period_loop() flushes every period.
+Lines are formatted exactly like the Rust probe-sdk writer, by the record-line contract (see
+docs/writing-a-probe.md and probe-sdk/record-line/vectors/record_lines.json): `|table|v1|...|vn|`,
+with `|`, `\\`, newline and carriage return escaped as `\\|`, `\\\\`, `\\n`, `\\r`; None is an
+empty (absent) value; floats print like Rust's `{}` (no exponent, `1.0` -> `1`, NaN -> `NaN`,
+inf -> `+Inf`). Records are buffered and written with one write per flush(); period_loop()
+flushes every period. split_line() reads a line back exactly as the daemon does (for tests).
 """
 
 import atexit
@@ -26,6 +28,7 @@ import time
 
 __all__ = [
     "ArgsError",
+    "RecordLineError",
     "event",
     "flush",
     "format_field",
@@ -36,6 +39,7 @@ __all__ = [
     "parse_args",
     "period_loop",
     "record",
+    "split_line",
     "terminated",
     "try_parse_args",
 ]
@@ -95,6 +99,68 @@ def format_record(table, *values):
     parts = [format_field(table)]
     parts.extend(format_field(v) for v in values)
     return "|" + "|".join(parts) + "|\n"
+
+
+class RecordLineError(ValueError):
+    """A line the daemon does not take as a record; `reason` says why (`not_record` for a log
+    line, else `empty_table`, `escape_in_table`, `no_separator` or `dangling_escape`)."""
+
+    def __init__(self, reason):
+        ValueError.__init__(self, reason)
+        self.reason = reason
+
+
+_UNESCAPES = {"n": "\n", "r": "\r", "t": "\t"}
+
+
+def _unescape(raw):
+    if "\\" not in raw:
+        return raw
+    out = []
+    chars = iter(raw)
+    for c in chars:
+        if c == "\\":
+            c = next(chars, "\\")
+            c = _UNESCAPES.get(c, c)
+        out.append(c)
+    return "".join(out)
+
+
+def split_line(line):
+    """Reads one record line (without its newline) as the daemon does: returns (table, values)
+    with the values unescaped, or raises RecordLineError. Meant for tests of probes.
+
+    The final `|` is optional and one trailing carriage return is ignored; `\\t` reads as a tab
+    and any other escaped character as itself.
+    """
+    if line.endswith("\r"):
+        line = line[:-1]
+    if not line.startswith("|"):
+        raise RecordLineError("not_record")
+    body = line[1:]
+    end = 0
+    while end < len(body) and body[end] not in "|\\":
+        end += 1
+    if end == 0:
+        raise RecordLineError("escape_in_table" if body.startswith("\\") else "empty_table")
+    if end == len(body):
+        raise RecordLineError("no_separator")
+    if body[end] == "\\":
+        raise RecordLineError("escape_in_table")
+    values = []
+    start = i = end + 1
+    while i < len(body):
+        if body[i] == "|":
+            values.append(_unescape(body[start:i]))
+            start = i + 1
+        elif body[i] == "\\":
+            if i + 1 == len(body):
+                raise RecordLineError("dangling_escape")
+            i += 1
+        i += 1
+    if start < len(body):
+        values.append(_unescape(body[start:]))
+    return body[:end], values
 
 
 def record(table, *values):

@@ -8,7 +8,9 @@
 #   done
 #
 # Lines match the Rust probe-sdk writer byte for byte: |table|v1|...|vn| with '|', '\', newline and
-# carriage return escaped as \|, \\, \n, \r. An empty argument is an empty (absent) value.
+# carriage return escaped as \|, \\, \n, \r. An empty argument is an empty (absent) value. The rules
+# are the record-line contract (docs/writing-a-probe.md), tested against
+# probe-sdk/record-line/vectors/record_lines.json.
 # Every name this file defines starts with gg_ / GG_ (private ones with gg__ / _gg_).
 
 _gg_nl='

@@ -1,33 +1,16 @@
 //! Probe log lines on stderr: `[INFO] msg`, `[WARN] msg`, `[ERROR] msg`.
 //!
 //! The daemon reads a probe's stderr line by line and logs each line under the probe's name at
-//! the level of its prefix. Use the [`info!`](crate::info), [`warn!`](crate::warn) and
+//! the level of its prefix (the prefixes are part of the record-line contract,
+//! [`record_line::log`]). Use the [`info!`](crate::info), [`warn!`](crate::warn) and
 //! [`error!`](crate::error) macros.
 
 use std::fmt;
 use std::io::Write;
 
-/// Severity of a log line; its prefix is what the daemon keys on.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Level {
-    /// `[INFO]`
-    Info,
-    /// `[WARN]`
-    Warn,
-    /// `[ERROR]`
-    Error,
-}
-
-impl Level {
-    /// The line prefix, e.g. `[WARN]`.
-    pub fn prefix(self) -> &'static str {
-        match self {
-            Level::Info => "[INFO]",
-            Level::Warn => "[WARN]",
-            Level::Error => "[ERROR]",
-        }
-    }
-}
+/// Severity of a log line; its prefix (the contract's, [`record_line::log`]) is what the daemon
+/// keys on.
+pub use record_line::log::Level;
 
 /// Formats one log line (with trailing newline) into `out`. Newlines inside the message are
 /// written as `\n` so one call is always exactly one line for the daemon.

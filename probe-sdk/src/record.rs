@@ -4,8 +4,9 @@
 //! the output with one `write` per [`RecordWriter::flush`], so the daemon sees whole lines and a
 //! period costs one syscall however many records it has.
 //!
-//! Values are escaped so that any string round-trips through the daemon's parser:
-//! `|` → `\|`, `\` → `\\`, newline → `\n`, carriage return → `\r`.
+//! Values are escaped by the record-line contract ([`record_line::escape`]), so any string
+//! round-trips through the daemon's parser; [`split_line`] reads a line back exactly as the
+//! daemon does, for probe tests.
 
 use std::io::{self, Write};
 
@@ -36,7 +37,9 @@ impl<W: Write> RecordWriter<W> {
     }
 
     /// Starts a record line for `table`; add values with [`Record::field`] and finish with
-    /// [`Record::end`]. A record dropped without `end()` leaves no trace in the buffer.
+    /// [`Record::end`]. A record dropped without `end()` leaves no trace in the buffer. A table
+    /// name cannot contain `|` or `\`; one that does is escaped, so the daemon refuses the line
+    /// instead of misreading it.
     pub fn record(&mut self, table: &str) -> Record<'_, W> {
         let start = self.buf.len();
         self.buf.push(b'|');
@@ -134,77 +137,25 @@ pub trait FieldValue {
     fn write_field(&self, out: &mut Vec<u8>);
 }
 
-/// Appends `s` to `out` with the record escapes applied.
-pub fn escape_into(s: &[u8], out: &mut Vec<u8>) {
-    let mut rest = s;
-    while let Some(pos) = rest.iter().position(|&b| needs_escape(b)) {
-        out.extend_from_slice(&rest[..pos]);
-        out.push(b'\\');
-        out.push(match rest[pos] {
-            b'\n' => b'n',
-            b'\r' => b'r',
-            other => other,
-        });
-        rest = &rest[pos + 1..];
-    }
-    out.extend_from_slice(rest);
-}
+/// Appends `s` to `out` with the record escapes applied (the contract's writer).
+pub use record_line::escape_into;
 
-/// Reverses [`escape_into`]: `\|`, `\\`, `\n`, `\r` become the raw byte; any other backslash
-/// sequence is kept as is. This mirrors the daemon's parser rules and is used by tests.
+/// Decodes the escapes of one raw value exactly as the daemon does: `\|`, `\\`, `\n`, `\r`,
+/// `\t`, and any other `\c` reads as `c`. Meant for tests of probes.
 pub fn unescape(s: &[u8]) -> Vec<u8> {
-    let mut out = Vec::with_capacity(s.len());
-    let mut i = 0;
-    while i < s.len() {
-        if s[i] == b'\\' && i + 1 < s.len() {
-            let decoded = match s[i + 1] {
-                b'|' => Some(b'|'),
-                b'\\' => Some(b'\\'),
-                b'n' => Some(b'\n'),
-                b'r' => Some(b'\r'),
-                _ => None,
-            };
-            if let Some(b) = decoded {
-                out.push(b);
-                i += 2;
-                continue;
-            }
-        }
-        out.push(s[i]);
-        i += 1;
-    }
-    out
+    record_line::unescape_bytes(s)
 }
 
-/// Splits one record line (without its trailing newline) into table and unescaped values, using
-/// the daemon's rules; `None` if it is not a record line. Meant for tests of probes.
+/// Splits one record line (without its trailing newline) into table and unescaped values by the
+/// daemon's own rules ([`record_line::parse_record`]: the final `|` is optional, one trailing
+/// `\r` is ignored); `None` if the daemon would not take it as a record (a log line, a malformed
+/// line, or bytes that are not UTF-8). Meant for tests of probes.
 pub fn split_line(line: &[u8]) -> Option<(Vec<u8>, Vec<Vec<u8>>)> {
-    let body = line.strip_prefix(b"|")?;
-    let mut tokens = Vec::new();
-    let mut cur_start = 0;
-    let mut i = 0;
-    while i < body.len() {
-        match body[i] {
-            b'\\' => i += 2,
-            b'|' => {
-                tokens.push(unescape(&body[cur_start..i]));
-                cur_start = i + 1;
-                i += 1;
-            }
-            _ => i += 1,
-        }
-    }
-    // A well-formed line ends with '|', so nothing may trail the last separator.
-    if cur_start != body.len() || tokens.is_empty() {
-        return None;
-    }
-    let table = tokens.remove(0);
-    Some((table, tokens))
-}
-
-#[inline]
-fn needs_escape(b: u8) -> bool {
-    matches!(b, b'|' | b'\\' | b'\n' | b'\r')
+    let text = std::str::from_utf8(line).ok()?;
+    let mut raw = Vec::new();
+    let table = record_line::parse_record(text, &mut raw).ok()?;
+    let values = raw.iter().map(|v| unescape(v.as_bytes())).collect();
+    Some((table.as_bytes().to_vec(), values))
 }
 
 impl FieldValue for str {
@@ -461,13 +412,19 @@ mod tests {
     }
 
     #[test]
-    fn split_line_rejects_non_records() {
+    fn split_line_reads_like_the_daemon() {
         assert!(split_line(b"no pipe").is_none());
-        assert!(split_line(b"|t|a").is_none());
-        assert!(split_line(b"|t|a\\|").is_none());
+        assert!(split_line(b"|t|a\\").is_none());
+        assert!(split_line(b"|t").is_none());
+        assert!(split_line(b"|t|\xff|").is_none());
         let (t, f) = split_line(b"|t||").unwrap();
         assert_eq!(t, b"t");
         assert_eq!(f, vec![Vec::<u8>::new()]);
+        // The final '|' is optional; `\t` is a tab, an unknown escape drops its backslash.
+        let (_, f) = split_line(b"|t|a").unwrap();
+        assert_eq!(f, vec![b"a".to_vec()]);
+        let (_, f) = split_line(b"|t|a\\||x\\ty\\q|").unwrap();
+        assert_eq!(f, vec![b"a|".to_vec(), b"x\tyq".to_vec()]);
     }
 
     mod props {

@@ -6,7 +6,7 @@ use std::sync::Once;
 use std::time::{Duration, Instant};
 
 /// Exit code of a probe whose kernel lacks something it needs (the daemon shows "unsupported").
-pub const EXIT_UNSUPPORTED: i32 = 3;
+pub use record_line::EXIT_UNSUPPORTED;
 
 /// Longest single sleep, so a termination signal is noticed within this delay.
 const SLEEP_SLICE: Duration = Duration::from_millis(100);

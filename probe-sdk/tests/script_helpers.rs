@@ -1,5 +1,7 @@
 //! The python (`gala_probe.py`) and shell (`gala_probe.sh`) helpers produce byte-identical
 //! record and event lines to the Rust writer, and parse flags with the same results and messages.
+//! All three writers (and the python and Rust test readers) follow the record-line vectors,
+//! `record-line/vectors/record_lines.json`.
 
 use std::path::PathBuf;
 use std::process::{Command, Output};
@@ -7,9 +9,15 @@ use std::process::{Command, Output};
 use probe_sdk::args::ProbeArgs;
 use probe_sdk::event::{CivilTime, Severity};
 use probe_sdk::record::RecordWriter;
+use serde_json::Value;
 
 fn sdk_dir() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("scripts")
+}
+
+/// The python to run: `GG_TEST_PYTHON` when set, else `python3` (only the standard library is used).
+fn python() -> std::ffi::OsString {
+    std::env::var_os("GG_TEST_PYTHON").unwrap_or_else(|| "python3".into())
 }
 
 /// String values covering every escape, shell-special characters and non-ASCII text.
@@ -69,7 +77,7 @@ fn run_python(body: &str) -> Output {
          {body}\n\
          gala_probe.flush()\n"
     );
-    Command::new("python3")
+    Command::new(python())
         .arg("-c")
         .arg(program)
         .env("GALA_GOPHER_SDK_DIR", sdk_dir())
@@ -446,6 +454,180 @@ fn shell_parse_args_agrees_with_rust() {
             } else {
                 assert_eq!(stdout_of(out).trim_end(), expected, "{shell} argv {argv:?}");
             }
+        }
+    }
+}
+
+/// The record-line vector file (the contract's specification).
+fn vectors() -> Value {
+    let path =
+        PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("record-line/vectors/record_lines.json");
+    serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap()
+}
+
+fn text(v: &Value) -> &str {
+    v.as_str().unwrap_or_else(|| panic!("not a string: {v}"))
+}
+
+fn texts(v: &Value) -> Vec<String> {
+    v.as_array()
+        .unwrap()
+        .iter()
+        .map(|s| text(s).to_string())
+        .collect()
+}
+
+/// `(table, values)` of the line vectors the daemon accepts.
+fn accepted_lines(v: &Value) -> Vec<(String, Vec<String>)> {
+    let out: Vec<_> = v["lines"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|l| l.get("reject").is_none())
+        .map(|l| (text(&l["table"]).to_string(), texts(&l["fields"])))
+        .collect();
+    assert!(out.len() >= 20, "the vector file lost lines");
+    out
+}
+
+/// Reads a written line (with its newline) by the daemon's rules.
+fn daemon_reads(written: &str) -> (String, Vec<String>) {
+    let line = written
+        .strip_suffix('\n')
+        .unwrap_or_else(|| panic!("no newline: {written:?}"));
+    assert!(!line.contains('\n'), "more than one line: {written:?}");
+    let mut raw = Vec::new();
+    let table =
+        record_line::parse_record(line, &mut raw).unwrap_or_else(|e| panic!("{e}: {line:?}"));
+    let values = raw
+        .iter()
+        .map(|r| {
+            let mut s = String::new();
+            record_line::unescape_into(r, &mut s);
+            s
+        })
+        .collect();
+    (table.to_string(), values)
+}
+
+#[test]
+fn python_helper_passes_its_vector_tests() {
+    let test_dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/python");
+    let out = Command::new(python())
+        .args(["-m", "unittest", "discover", "-v", "-s"])
+        .arg(&test_dir)
+        // Leave no __pycache__ in the source tree.
+        .env("PYTHONDONTWRITEBYTECODE", "1")
+        .output()
+        .unwrap_or_else(|e| panic!("running {:?}: {e}", python()));
+    let report = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        out.status.success(),
+        "python vector tests failed:\n{report}"
+    );
+    // An empty discovery also exits 0: make sure the tests ran.
+    assert!(
+        report.contains("Ran ") && !report.contains("Ran 0 tests"),
+        "{report}"
+    );
+}
+
+#[test]
+fn rust_writer_and_reader_follow_the_vectors() {
+    let v = vectors();
+    for t in v["values"].as_array().unwrap() {
+        let value = text(&t["value"]);
+        let got = rust_lines(|w| w.record("t").field(value).end().unwrap());
+        assert_eq!(
+            got,
+            format!("|t|{}|\n", text(&t["escaped"])),
+            "value {value:?}"
+        );
+    }
+    for l in v["lines"].as_array().unwrap() {
+        let line = text(&l["line"]);
+        let got = probe_sdk::record::split_line(line.as_bytes()).map(|(t, f)| {
+            let f: Vec<String> = f
+                .into_iter()
+                .map(|f| String::from_utf8(f).unwrap())
+                .collect();
+            (String::from_utf8(t).unwrap(), f)
+        });
+        match l.get("reject") {
+            Some(_) => assert_eq!(got, None, "{line:?}"),
+            None => assert_eq!(
+                got,
+                Some((text(&l["table"]).to_string(), texts(&l["fields"]))),
+                "{line:?}"
+            ),
+        }
+    }
+    for (table, fields) in accepted_lines(&v) {
+        let written = rust_lines(|w| {
+            let mut rec = w.record(&table);
+            for f in &fields {
+                rec = rec.field(f);
+            }
+            rec.end().unwrap()
+        });
+        assert_eq!(daemon_reads(&written), (table, fields), "{written:?}");
+    }
+    for t in v["log_writes"].as_array().unwrap() {
+        let level = match text(&t["level"]) {
+            "info" => probe_sdk::log::Level::Info,
+            "warn" => probe_sdk::log::Level::Warn,
+            "error" => probe_sdk::log::Level::Error,
+            other => panic!("level {other}"),
+        };
+        let mut out = Vec::new();
+        probe_sdk::log::format_line(&mut out, level, format_args!("{}", text(&t["message"])));
+        assert_eq!(
+            String::from_utf8(out).unwrap(),
+            format!("{}\n", text(&t["line"]))
+        );
+    }
+}
+
+#[test]
+fn shell_writer_follows_the_vectors() {
+    let v = vectors();
+    for shell in shells() {
+        for t in v["values"].as_array().unwrap() {
+            let value = text(&t["value"]);
+            let out = run_shell(
+                shell,
+                "gg_escape \"$1\"; printf '%s' \"$GG_ESCAPED\"",
+                &[value],
+            );
+            assert_eq!(
+                stdout_of(out),
+                text(&t["escaped"]),
+                "{shell}: value {value:?}"
+            );
+        }
+        // Every accepted line's table and values, written by gg_record, read back the same.
+        for (table, fields) in accepted_lines(&v) {
+            let mut args = vec![table.as_str()];
+            args.extend(fields.iter().map(String::as_str));
+            let written = stdout_of(run_shell(shell, "gg_record \"$@\"", &args));
+            assert_eq!(
+                daemon_reads(&written),
+                (table.clone(), fields),
+                "{shell}: {written:?}"
+            );
+        }
+        for t in v["log_writes"].as_array().unwrap() {
+            let snippet = format!("gg_log_{} \"$1\"", text(&t["level"]));
+            let out = run_shell(shell, &snippet, &[text(&t["message"])]);
+            assert!(
+                out.status.success() && out.stdout.is_empty(),
+                "{shell}: {snippet}"
+            );
+            assert_eq!(
+                String::from_utf8(out.stderr).unwrap(),
+                format!("{}\n", text(&t["line"])),
+                "{shell}: {snippet}"
+            );
         }
     }
 }

@@ -1,4 +1,3 @@
 fn main() {
-    // io: the probe; gg_selftest: a tiny program the tests use to exercise probe_sdk::bpf.
-    bpf_build::build_skeletons(&["io", "gg_selftest"]);
+    bpf_build::build_skeletons(&["io"]);
 }

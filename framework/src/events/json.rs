@@ -9,35 +9,8 @@
 
 use std::io::Write as _;
 
-use super::parse::Event;
-use crate::export::json::push_str;
-
-/// Identity strings of an event.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct EventIds {
-    /// `<machine_id>_<EntityName>_<EntityID with '/' → ':'>`.
-    pub entity_id: String,
-    /// `<ts_ms>_<entity_id>`.
-    pub event_id: String,
-    /// `gala_gopher_<EntityName>_<metric>`.
-    pub metric: String,
-}
-
-impl EventIds {
-    /// The ids upstream derives for `ev` at `time_ms`.
-    pub fn new(ev: &Event, machine_id: &str, time_ms: u64) -> Self {
-        let entity_id = format!(
-            "{machine_id}_{}_{}",
-            ev.entity_name,
-            ev.entity_id.replace('/', ":")
-        );
-        EventIds {
-            event_id: format!("{time_ms}_{entity_id}"),
-            metric: format!("gala_gopher_{}_{}", ev.entity_name, ev.metric),
-            entity_id,
-        }
-    }
-}
+use crate::message::json::push_str;
+use crate::message::{Event, EventIds};
 
 /// Render the event document (no newline). `body` is the (possibly translated) body.
 pub fn event_json(

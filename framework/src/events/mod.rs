@@ -8,35 +8,22 @@ pub mod json;
 pub mod parse;
 
 pub use dedup::Dedup;
-pub use json::{event_json, EventIds};
-pub use parse::{parse_event, Event, EventError, HeadLabels};
+pub use json::event_json;
+pub use parse::{parse_event, EventError};
+// The event types live with the other messages; kept reachable here.
+pub use crate::message::{Event, EventIds, EventMessage, HeadLabels};
 
 use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
+use crate::clock::now_ms;
 use crate::config::Language;
-use crate::export::queue::{Item, SinkQueue};
-use crate::ingest::{now_ms, EventSink};
+use crate::message::{EventSink, Item, Publish};
 use crate::telemetry::Telemetry;
 
 /// Entities remembered by the dedup window (upstream: 1000).
 pub const DEDUP_CAPACITY: usize = 10_000;
-
-/// An accepted event, ready for every sink: structured fields for OTLP, JSON for Kafka and files.
-#[derive(Debug)]
-pub struct EventMessage {
-    /// The event as parsed (its `body` untranslated).
-    pub event: Event,
-    /// Derived ids.
-    pub ids: EventIds,
-    /// Body in the configured language.
-    pub body: String,
-    /// Daemon receive time, Unix ms.
-    pub time_ms: u64,
-    /// The upstream event JSON (one line, no newline).
-    pub json: String,
-}
 
 /// The daemon's [`EventSink`]: dedups, translates, renders once, fans out.
 pub struct EventRouter {
@@ -44,17 +31,17 @@ pub struct EventRouter {
     language: Language,
     dedup: Mutex<Dedup>,
     clock: Instant,
-    queues: Vec<Arc<SinkQueue>>,
+    out: Arc<dyn Publish>,
     telemetry: Arc<Telemetry>,
 }
 
 impl EventRouter {
-    /// A router for `queues` (each sink's queue that carries events).
+    /// A router publishing to `out` (the queues of the sinks that carry events).
     pub fn new(
         machine_id: &str,
         language: Language,
         timeout_s: u64,
-        queues: Vec<Arc<SinkQueue>>,
+        out: Arc<dyn Publish>,
         telemetry: Arc<Telemetry>,
     ) -> Self {
         EventRouter {
@@ -62,7 +49,7 @@ impl EventRouter {
             language,
             dedup: Mutex::new(Dedup::new(timeout_s.saturating_mul(1000), DEDUP_CAPACITY)),
             clock: Instant::now(),
-            queues,
+            out,
             telemetry,
         }
     }
@@ -109,9 +96,7 @@ impl EventRouter {
             time_ms,
             json: String::from_utf8(json).unwrap_or_default(),
         });
-        for q in &self.queues {
-            q.push(Item::Event(Arc::clone(&msg)));
-        }
+        self.out.publish(Item::Event(Arc::clone(&msg)));
         Some(msg)
     }
 }

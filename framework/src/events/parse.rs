@@ -7,57 +7,8 @@
 //!
 //! Values arrive raw (as the wire parser split them) and are unescaped here.
 
+use crate::message::{Event, HeadLabels};
 use crate::wire::{unescape_into, value_is_absent};
-
-/// The extra labels of a HEAD event line.
-#[derive(Debug, Clone, PartialEq, Eq, Default)]
-pub struct HeadLabels {
-    /// Process id.
-    pub pid: String,
-    /// Process comm.
-    pub comm: String,
-    /// IP address.
-    pub ip: String,
-    /// Container id.
-    pub container_id: String,
-    /// Pod.
-    pub pod: String,
-    /// Device.
-    pub device: String,
-}
-
-impl HeadLabels {
-    /// The labels under their upstream JSON / attribute names, in upstream order.
-    pub fn named(&self) -> [(&'static str, &str); 6] {
-        [
-            ("PID", &self.pid),
-            ("COMM", &self.comm),
-            ("IP", &self.ip),
-            ("ContainerID", &self.container_id),
-            ("POD", &self.pod),
-            ("Device", &self.device),
-        ]
-    }
-}
-
-/// One abnormal event as a probe reported it.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Event {
-    /// Entity name (`cpu`, `fs`, `tcp_link` …).
-    pub entity_name: String,
-    /// Entity id within the entity name (`cpu`, `/home`, `eth0` …).
-    pub entity_id: String,
-    /// Metric the threshold applies to (without the `gala_gopher_<entity>_` prefix).
-    pub metric: String,
-    /// `INFO`, `WARN`, `ERROR`, `FATAL` (or a text derived from the number).
-    pub severity_text: String,
-    /// OpenTelemetry severity number (9, 13, 17, 21 …).
-    pub severity_number: u8,
-    /// Human description (`<asctime> <SEV> Entity(<id>) <message>`).
-    pub body: String,
-    /// Extra labels of the HEAD layout.
-    pub labels: Option<HeadLabels>,
-}
 
 /// Why an event line was refused.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]

@@ -1,5 +1,6 @@
-//! The metrics HTTP server (`web_server`): `GET /` and `GET /metrics` (Prometheus text),
-//! `GET /status` (JSON). Other paths 404, other methods 405.
+//! The metrics HTTP server (`web_server`): `GET /` and `GET /metrics` (Prometheus text). The
+//! daemon merges `GET /status` ([`crate::control::status::router`]) into [`router`]. Other paths
+//! 404, other methods 405.
 //!
 //! `/metrics` renders are single-flight: scrapes that arrive while a render runs wait for it and
 //! share its body (one reference-counted buffer, never copied per client), and a body still being
@@ -20,14 +21,13 @@ use axum::extract::State;
 use axum::http::{header, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
-use axum::{Json, Router};
-use serde::Serialize;
+use axum::Router;
 use tokio::sync::{watch, Semaphore};
 
 use super::prometheus::{render, RenderOptions};
-use crate::ingest::now_ms;
+use crate::clock::now_ms;
 use crate::store::TableStore;
-use crate::telemetry::{render_self_metrics, DropReason, HttpCounters, Telemetry};
+use crate::telemetry::{render_self_metrics, HttpCounters, Telemetry};
 
 /// Config section (and `server` label) of the metrics server.
 pub const WEB_SERVER: &str = "web_server";
@@ -143,7 +143,6 @@ pub fn router(state: MetricsState) -> Router {
     Router::new()
         .route("/", get(metrics))
         .route("/metrics", get(metrics))
-        .route("/status", get(status))
         .fallback(|| async { (StatusCode::NOT_FOUND, "not found\n") })
         .with_state(state)
 }
@@ -252,129 +251,4 @@ async fn metrics(State(state): State<MetricsState>) -> Response {
         Body::from(body),
     )
         .into_response()
-}
-
-/// One probe in `GET /status`.
-#[derive(Debug, Serialize)]
-pub struct ProbeStatus {
-    /// Probe name.
-    pub name: String,
-    /// stopped / running / backoff / failed.
-    pub state: String,
-    /// Pid of the running process, if any.
-    pub pid: Option<u32>,
-    /// Restarts so far.
-    pub restarts: u64,
-    /// Records accepted.
-    pub records: u64,
-    /// Dropped lines by reason (non-zero only).
-    pub dropped: std::collections::BTreeMap<&'static str, u64>,
-    /// Unix ms of the last record, if any.
-    pub last_record_ms: Option<u64>,
-    /// Last error (exit status, spawn failure, unsupported kernel …).
-    pub last_error: Option<String>,
-}
-
-/// `GET /status` body.
-#[derive(Debug, Serialize)]
-pub struct StatusDoc {
-    /// Machine id used in labels.
-    pub machine_id: String,
-    /// Probes, sorted by name.
-    pub probes: Vec<ProbeStatus>,
-    /// Live series per table.
-    pub tables: std::collections::BTreeMap<String, usize>,
-    /// Push sinks (Kafka, log files, OTLP); empty when none is configured.
-    pub sinks: Vec<SinkStatus>,
-}
-
-/// Counters of one stream of a push sink in `GET /status`.
-#[derive(Debug, Serialize)]
-pub struct StreamStatus {
-    /// Delivered.
-    pub sent: u64,
-    /// Given up on.
-    pub failed: u64,
-    /// Dropped because the queue was full.
-    pub dropped: u64,
-    /// Waiting in the queue.
-    pub queue_depth: u64,
-}
-
-/// One push sink in `GET /status`.
-#[derive(Debug, Serialize)]
-pub struct SinkStatus {
-    /// `kafka`, `logs` or `otlp`.
-    pub name: &'static str,
-    /// Queue capacity per stream.
-    pub queue_capacity: u64,
-    /// Per stream (`metric`, `event`, `meta`).
-    pub streams: std::collections::BTreeMap<&'static str, StreamStatus>,
-    /// Latest error, if any.
-    pub last_error: Option<String>,
-    /// Unix ms of the latest error.
-    pub last_error_ms: Option<u64>,
-}
-
-fn sink_status(s: &crate::telemetry::SinkStats) -> SinkStatus {
-    let (ms, err) = s
-        .last_error()
-        .map_or((None, None), |(t, e)| (Some(t), Some(e)));
-    SinkStatus {
-        name: s.name,
-        queue_capacity: s.capacity,
-        streams: s
-            .streams()
-            .map(|st| {
-                let c = s.stream(st);
-                (
-                    st.as_str(),
-                    StreamStatus {
-                        sent: c.sent.load(Ordering::Relaxed),
-                        failed: c.failed.load(Ordering::Relaxed),
-                        dropped: c.dropped.load(Ordering::Relaxed),
-                        queue_depth: c.depth.load(Ordering::Relaxed),
-                    },
-                )
-            })
-            .collect(),
-        last_error: err,
-        last_error_ms: ms,
-    }
-}
-
-/// Build the status document.
-pub fn status_doc(store: &TableStore, tel: &Telemetry) -> StatusDoc {
-    let probes = tel
-        .probes()
-        .iter()
-        .map(|p| {
-            let pid = p.pid.load(Ordering::Relaxed);
-            let last = p.last_record_ms.load(Ordering::Relaxed);
-            ProbeStatus {
-                name: p.name.to_string(),
-                state: p.state().as_str().to_string(),
-                pid: (pid != 0).then_some(pid),
-                restarts: p.restarts.load(Ordering::Relaxed),
-                records: p.records.load(Ordering::Relaxed),
-                dropped: DropReason::ALL
-                    .iter()
-                    .map(|r| (r.as_str(), p.dropped(*r)))
-                    .filter(|(_, n)| *n > 0)
-                    .collect(),
-                last_record_ms: (last != 0).then_some(last),
-                last_error: p.last_error(),
-            }
-        })
-        .collect();
-    StatusDoc {
-        machine_id: store.machine_id().to_string(),
-        probes,
-        tables: store.series_per_table().into_iter().collect(),
-        sinks: tel.sinks.all().iter().map(|s| sink_status(s)).collect(),
-    }
-}
-
-async fn status(State(state): State<MetricsState>) -> Json<StatusDoc> {
-    Json(status_doc(&state.store, &state.telemetry))
 }

@@ -6,19 +6,37 @@
 //!   `{"timestamp": 1681822749000, "machine_id": "M", "entity_name": "E", "k": "a", "g": "1"}`
 //! * metric, HEAD `json` channel (compact):
 //!   `{"timestamp":…,"entity_name":"E","table_name":"t","labels":{…,"machine_id":"M"},"metrics":{…},"histos":{…}}`
-//! * metadata, one per table:
-//!   `{"timestamp": TS, "meta_name": "t", "entity_name": "E", "version": "1.0.0", "keys": ["machine_id", "k"], "labels": ["hostname", "l"], "metrics": ["g", "c"]}`
+//!
+//! Events and metadata arrive rendered (by `crate::events` and `crate::meta_report`, once for
+//! every sink); [`item`] picks the bytes of any queue item.
 
 use std::io::Write as _;
 
-use super::queue::OwnedRecord;
-use crate::meta::{FieldKind, TableSchema};
+use crate::message::json::push_str;
+use crate::message::{Item, OwnedRecord};
+use crate::meta::FieldKind;
 use crate::store::value::parse_histogram;
 
-/// Append `s` as a JSON string literal (quoted, escaped).
-pub fn push_str(out: &mut Vec<u8>, s: &str) {
-    // Writing into a Vec cannot fail.
-    let _ = serde_json::to_writer(&mut *out, s);
+/// Metric line shape.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum MetricFormat {
+    /// Kafka and the `logs` channel: the upstream flat JSON ([`metric_flat`]).
+    Flat,
+    /// `json` channel: HEAD's `labels`/`metrics`/`histos` JSON ([`metric_head`]).
+    Head,
+}
+
+/// Append the JSON line of any queue item (no newline): a metric record in `format`, an event
+/// or metadata message as rendered by its publisher.
+pub fn item(item: &Item, machine_id: &str, format: MetricFormat, out: &mut Vec<u8>) {
+    match item {
+        Item::Metric(r) => match format {
+            MetricFormat::Flat => metric_flat(r, machine_id, out),
+            MetricFormat::Head => metric_head(r, machine_id, out),
+        },
+        Item::Event(e) => out.extend_from_slice(e.json.as_bytes()),
+        Item::Meta(m) => out.extend_from_slice(m.json.as_bytes()),
+    }
 }
 
 /// Append the upstream flat metric JSON of `rec` (no newline).
@@ -113,51 +131,11 @@ fn json_number(t: &str) -> &str {
     }
 }
 
-/// Append the upstream metadata JSON of a table (no newline). `keys` start with `machine_id`,
-/// `labels` with `hostname`; `metrics` lists gauges and counters (upstream omits histograms and
-/// summaries).
-pub fn metadata(schema: &TableSchema, time_ms: u64, out: &mut Vec<u8>) {
-    let _ = write!(out, "{{\"timestamp\": {time_ms}, \"meta_name\": ");
-    push_str(out, &schema.table_name);
-    out.extend_from_slice(b", \"entity_name\": ");
-    push_str(out, &schema.entity_name);
-    out.extend_from_slice(b", \"version\": ");
-    push_str(out, &schema.version);
-    let list = |out: &mut Vec<u8>, head: Option<&str>, pick: &dyn Fn(FieldKind) -> bool| {
-        out.push(b'[');
-        let mut first = true;
-        let names = head.into_iter().chain(
-            schema
-                .fields
-                .iter()
-                .filter(|f| pick(f.kind))
-                .map(|f| f.name.as_str()),
-        );
-        for n in names {
-            if !first {
-                out.extend_from_slice(b", ");
-            }
-            first = false;
-            push_str(out, n);
-        }
-        out.push(b']');
-    };
-    out.extend_from_slice(b", \"keys\": ");
-    list(out, Some("machine_id"), &|k| k == FieldKind::Key);
-    out.extend_from_slice(b", \"labels\": ");
-    list(out, Some("hostname"), &|k| k == FieldKind::Label);
-    out.extend_from_slice(b", \"metrics\": ");
-    list(out, None, &|k| {
-        matches!(k, FieldKind::Gauge | FieldKind::Counter)
-    });
-    out.push(b'}');
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::export::RecordView;
-    use crate::meta::SchemaRef;
+    use crate::message::RecordView;
+    use crate::meta::{SchemaRef, TableSchema};
     use std::sync::Arc;
 
     fn schema() -> SchemaRef {
@@ -216,14 +194,6 @@ mod tests {
         assert_eq!(
             text(|o| metric_head(&r, "M", o)),
             r#"{"timestamp":1681822749000,"entity_name":"E","table_name":"t","labels":{"k":"a","machine_id":"M"},"metrics":{"g":"1","c":"2"},"histos":{"h":{"10":1,"100":3,"1000":3,"count":3,"sum":250,"max":900}}}"#
-        );
-    }
-
-    #[test]
-    fn metadata_matches_upstream_vector_12() {
-        assert_eq!(
-            text(|o| metadata(&schema(), 1681822749000, o)),
-            r#"{"timestamp": 1681822749000, "meta_name": "t", "entity_name": "E", "version": "1.0.0", "keys": ["machine_id", "k"], "labels": ["hostname", "l"], "metrics": ["g", "c"]}"#
         );
     }
 }

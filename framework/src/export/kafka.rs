@@ -1,16 +1,16 @@
-//! Kafka sink: one librdkafka producer (vendored build) on a dedicated thread that drains the
-//! sink queue, renders each item once into a reused buffer and hands it to librdkafka, which
-//! batches per `kafka.queue_buffering_max_ms` / `batch_num_messages`.
+//! Kafka sink: one librdkafka producer (vendored build) on the `sink-kafka` thread; each item is
+//! rendered once (one message per item) and handed to librdkafka, which batches per
+//! `kafka.queue_buffering_max_ms` / `batch_num_messages`.
 //!
 //! Topics: `metric.kafka_topic` (one upstream flat JSON per record), `event.kafka_topic` (event
 //! JSON), `meta.kafka_topic` (one metadata JSON per table). No key, partition chosen by
 //! librdkafka.
 //!
 //! Back-pressure: when librdkafka's own buffer is full (`QueueFull`, e.g. the broker is away) the
-//! thread keeps the message and polls until there is room, so the sink queue in front of it
-//! fills and drops its oldest items (counted). librdkafka reconnects by itself; messages it holds
-//! are delivered when the broker is back, or fail after `message.timeout.ms` (300 s, counted as
-//! failed through the delivery report).
+//! send is retryable: the sink loop keeps the message and polls (50 ms) until there is room, so
+//! the sink queue in front of it fills and drops its oldest items (counted). librdkafka
+//! reconnects by itself; messages it holds are delivered when the broker is back, or fail after
+//! `message.timeout.ms` (300 s, counted as failed through the delivery report).
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
@@ -21,14 +21,12 @@ use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::producer::{BaseProducer, BaseRecord, DeliveryResult, Producer, ProducerContext};
 use rdkafka::ClientContext;
 
-use super::json;
-use super::queue::{Item, Popped, SinkQueue};
-use crate::config::Kafka;
-use crate::ingest::now_ms;
-use crate::telemetry::{SinkStats, Stream};
-
-/// Items taken from the sink queue per round.
-const BATCH: usize = 4096;
+use super::json::{self, MetricFormat};
+use super::sink::{streams_to, Backoff, Messages, Plan, SendError, Sent, Sink};
+use crate::clock::now_ms;
+use crate::config::{GopherConfig, Kafka, OutChannel};
+use crate::message::{Item, Stream};
+use crate::telemetry::SinkStats;
 
 /// How long shutdown waits for librdkafka to deliver what it holds.
 pub const FLUSH_TIMEOUT: Duration = Duration::from_secs(2);
@@ -39,9 +37,6 @@ pub enum KafkaSinkError {
     /// librdkafka refused the configuration (e.g. an unsupported `security_protocol`).
     #[error("kafka producer: {0}")]
     Client(#[from] KafkaError),
-    /// The sink thread could not be started.
-    #[error("kafka sink thread: {0}")]
-    Thread(#[from] std::io::Error),
 }
 
 /// The librdkafka properties for the `kafka` section (the six upstream settings plus SASL/TLS).
@@ -82,7 +77,7 @@ pub fn client_config(k: &Kafka) -> ClientConfig {
 }
 
 /// Counts deliveries and keeps the last error; forwards librdkafka's log to `tracing`.
-struct SinkContext {
+struct KafkaContext {
     stats: Arc<SinkStats>,
     last_warn_ms: AtomicU64,
 }
@@ -90,7 +85,7 @@ struct SinkContext {
 /// librdkafka repeats connection errors at every reconnect attempt; log one per 10 s.
 const WARN_EVERY_MS: u64 = 10_000;
 
-impl ClientContext for SinkContext {
+impl ClientContext for KafkaContext {
     fn log(&self, level: RDKafkaLogLevel, fac: &str, msg: &str) {
         match level {
             RDKafkaLogLevel::Emerg
@@ -117,7 +112,7 @@ impl ClientContext for SinkContext {
     }
 }
 
-impl ProducerContext for SinkContext {
+impl ProducerContext for KafkaContext {
     type DeliveryOpaque = usize;
 
     fn delivery(&self, result: &DeliveryResult<'_>, stream: usize) {
@@ -159,75 +154,128 @@ impl Topics {
     }
 }
 
-/// The producer, ready to be moved onto its thread.
-pub struct KafkaSink {
-    producer: BaseProducer<SinkContext>,
-    topics: Topics,
-    machine_id: String,
-    queue: Arc<SinkQueue>,
+/// The sink's settings, from the `kafka` section and the streams' `kafka_topic` (no `Debug`: the
+/// client properties hold the SASL password).
+#[derive(Clone)]
+pub struct KafkaSinkConfig {
+    /// librdkafka properties ([`client_config`]).
+    pub client: ClientConfig,
+    /// `kafka.kafka_broker` (for the log).
+    pub broker: String,
+    /// Topic per carried stream.
+    pub topics: Topics,
+    /// The daemon's machine id (in every metric message).
+    pub machine_id: String,
 }
 
-impl KafkaSink {
-    /// Create the producer (fails on a configuration librdkafka refuses).
-    pub fn new(
-        cfg: &Kafka,
-        topics: Topics,
-        machine_id: &str,
-        queue: Arc<SinkQueue>,
-    ) -> Result<Self, KafkaSinkError> {
-        let ctx = SinkContext {
-            stats: Arc::clone(queue.stats()),
-            last_warn_ms: AtomicU64::new(0),
+/// The Kafka sink: the producer and the topics.
+pub struct KafkaSink {
+    producer: BaseProducer<KafkaContext>,
+    topics: Topics,
+    machine_id: String,
+}
+
+impl Sink for KafkaSink {
+    const NAME: &'static str = "kafka";
+    const BATCH: usize = 4096;
+    /// While librdkafka's buffer is full: poll (serving delivery reports) 50 ms, try again.
+    const BACKOFF: Backoff = Backoff {
+        first: Duration::from_millis(50),
+        max: Duration::from_millis(50),
+    };
+    type Config = KafkaSinkConfig;
+    type Error = KafkaSinkError;
+
+    fn plan(cfg: &GopherConfig, machine_id: &str) -> Option<Plan<KafkaSinkConfig>> {
+        let streams = streams_to(cfg, &[OutChannel::Kafka]);
+        if streams.is_empty() {
+            return None;
+        }
+        let topic = |s: Stream, t: &str| streams.contains(&s).then(|| t.to_string());
+        let topics = Topics {
+            metric: topic(Stream::Metric, &cfg.metric.kafka_topic),
+            event: topic(Stream::Event, &cfg.event.kafka_topic),
+            meta: topic(Stream::Meta, &cfg.meta.kafka_topic),
         };
-        let producer = client_config(cfg)
-            .set_log_level(RDKafkaLogLevel::Warning)
-            .create_with_context(ctx)?;
-        Ok(KafkaSink {
-            producer,
-            topics,
-            machine_id: machine_id.to_string(),
-            queue,
+        Some(Plan {
+            streams,
+            queue_size: cfg.kafka.queue_size,
+            config: KafkaSinkConfig {
+                client: client_config(&cfg.kafka),
+                broker: cfg.kafka.kafka_broker.clone(),
+                topics,
+                machine_id: machine_id.to_string(),
+            },
         })
     }
 
-    /// Run the sink on its own thread until the queue is closed and drained.
-    pub fn spawn(self) -> Result<std::thread::JoinHandle<()>, KafkaSinkError> {
-        Ok(std::thread::Builder::new()
-            .name("sink-kafka".into())
-            .spawn(move || self.run())?)
+    /// Create the producer (fails on a configuration librdkafka refuses).
+    fn open(config: KafkaSinkConfig, stats: Arc<SinkStats>) -> Result<Self, KafkaSinkError> {
+        let streams: Vec<Stream> = stats.streams().collect();
+        let ctx = KafkaContext {
+            stats,
+            last_warn_ms: AtomicU64::new(0),
+        };
+        let producer = config
+            .client
+            .clone()
+            .set_log_level(RDKafkaLogLevel::Warning)
+            .create_with_context(ctx)?;
+        tracing::info!(broker = %config.broker, streams = ?streams, "kafka sink started");
+        Ok(KafkaSink {
+            producer,
+            topics: config.topics,
+            machine_id: config.machine_id,
+        })
     }
 
-    fn run(self) {
-        let stats = Arc::clone(self.queue.stats());
-        let mut batch = Vec::with_capacity(BATCH);
-        let mut buf = Vec::with_capacity(4096);
-        loop {
-            let wait = if self.producer.in_flight_count() > 0 {
-                Duration::from_millis(5)
-            } else {
-                Duration::from_millis(250)
-            };
-            if self.queue.pop_batch(&mut batch, BATCH, wait) == Popped::Closed {
-                break;
-            }
-            for item in batch.drain(..) {
-                let stream = item.stream();
-                let Some(topic) = self.topics.get(stream) else {
-                    continue;
-                };
-                buf.clear();
-                let payload: &[u8] = match &item {
-                    Item::Metric(r) => {
-                        json::metric_flat(r, &self.machine_id, &mut buf);
-                        &buf
-                    }
-                    Item::Event(e) => e.json.as_bytes(),
-                    Item::Meta(m) => m.json.as_bytes(),
-                };
-                self.produce(topic, stream, payload, &stats);
-            }
-            self.producer.poll(Duration::ZERO);
+    fn idle_wait(&self) -> Duration {
+        if self.producer.in_flight_count() > 0 {
+            Duration::from_millis(5)
+        } else {
+            Duration::from_millis(250)
         }
+    }
+
+    fn encode(&mut self, stream: Stream, items: &[Item], out: &mut Messages) {
+        if self.topics.get(stream).is_none() {
+            return;
+        }
+        for item in items {
+            out.push(1, |buf| {
+                json::item(item, &self.machine_id, MetricFormat::Flat, buf)
+            });
+        }
+    }
+
+    fn send(&mut self, stream: Stream, payload: &[u8]) -> Result<Sent, SendError> {
+        let Some(topic) = self.topics.get(stream) else {
+            return Err(SendError::Permanent(None));
+        };
+        let record =
+            BaseRecord::<(), [u8], usize>::with_opaque_to(topic, stream.index()).payload(payload);
+        match self.producer.send(record) {
+            // Counted by the delivery report.
+            Ok(()) => Ok(Sent::Pending),
+            Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), _)) => {
+                Err(SendError::Retryable(None))
+            }
+            Err((e, _)) => Err(SendError::Permanent(Some(format!(
+                "produce to {topic}: {e}"
+            )))),
+        }
+    }
+
+    fn pause(&mut self, pause: Duration) {
+        // Serve delivery reports; they free room in librdkafka's buffer.
+        self.producer.poll(pause);
+    }
+
+    fn flush(&mut self) {
+        self.producer.poll(Duration::ZERO);
+    }
+
+    fn close(&mut self) {
         let started = Instant::now();
         if let Err(e) = self.producer.flush(FLUSH_TIMEOUT) {
             tracing::warn!(
@@ -238,30 +286,5 @@ impl KafkaSink {
         }
         tracing::debug!(sink = "kafka", elapsed = ?started.elapsed(), "flushed");
         // Dropping the producer purges what is left; the delivery reports count it as failed.
-    }
-
-    fn produce(&self, topic: &str, stream: Stream, payload: &[u8], stats: &SinkStats) {
-        let mut record =
-            BaseRecord::<(), [u8], usize>::with_opaque_to(topic, stream.index()).payload(payload);
-        loop {
-            match self.producer.send(record) {
-                Ok(()) => return,
-                Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), r)) => {
-                    if self.queue.is_closed() {
-                        // Shutting down with librdkafka's buffer full: give up instead of waiting.
-                        stats.stream(stream).failed.fetch_add(1, Ordering::Relaxed);
-                        return;
-                    }
-                    record = r;
-                    // Serve delivery reports; they free room in librdkafka's buffer.
-                    self.producer.poll(Duration::from_millis(50));
-                }
-                Err((e, _)) => {
-                    stats.stream(stream).failed.fetch_add(1, Ordering::Relaxed);
-                    stats.set_last_error(now_ms(), &format!("produce to {topic}: {e}"));
-                    return;
-                }
-            }
-        }
     }
 }

@@ -2,7 +2,8 @@
 //!
 //! Push sinks see every accepted record through [`RecordSink`], independently of the table
 //! store: a record the store refuses at its caps still reaches Kafka/log files (upstream HEAD
-//! lost them).
+//! lost them). Each push sink implements [`sink::Sink`] and runs in the generic loop of
+//! [`runner`]; [`SINKS`] lists them.
 
 pub mod http;
 pub mod json;
@@ -12,26 +13,16 @@ pub mod otlp;
 pub mod pipeline;
 pub mod prometheus;
 pub mod queue;
+pub mod runner;
+pub mod sink;
 
+pub use crate::message::{RecordSink, RecordView};
 pub use pipeline::{build_exporters, ExportError, Exporters};
 
-use crate::meta::SchemaRef;
-
-/// A record as push sinks see it: unescaped values in field order, `None` = absent.
-#[derive(Debug, Clone, Copy)]
-pub struct RecordView<'a> {
-    /// Table schema.
-    pub schema: &'a SchemaRef,
-    /// Values in field order (`None` for empty / `(null)`).
-    pub values: &'a [Option<&'a str>],
-    /// Ingest time, Unix milliseconds.
-    pub time_ms: u64,
-    /// Probe that produced it.
-    pub probe: &'a str,
-}
-
-/// Receives every accepted record (called on the ingest path: must not block; queue and return).
-pub trait RecordSink: Send + Sync + 'static {
-    /// Handle one record.
-    fn record(&self, rec: &RecordView<'_>);
-}
+/// Every push exporter, in start order (also the order of their self-metrics). Adding one: a
+/// file implementing [`sink::Sink`] and a line here.
+pub const SINKS: &[runner::StartSink] = &[
+    runner::start::<kafka::KafkaSink>,
+    runner::start::<logs::LogSink>,
+    runner::start::<otlp::OtlpSink>,
+];

@@ -11,104 +11,8 @@ use std::sync::atomic::Ordering;
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::time::Duration;
 
-use super::RecordView;
-use crate::events::EventMessage;
-use crate::meta::SchemaRef;
-use crate::telemetry::{SinkStats, Stream};
-
-/// A metric record owned by the queues: values unescaped, concatenated in one string.
-#[derive(Debug)]
-pub struct OwnedRecord {
-    /// Table schema.
-    pub schema: SchemaRef,
-    /// Ingest time, Unix milliseconds.
-    pub time_ms: u64,
-    text: String,
-    /// `(start, end)` of each value in `text`; `start == u32::MAX` = absent.
-    spans: Vec<(u32, u32)>,
-}
-
-const ABSENT: u32 = u32::MAX;
-
-impl OwnedRecord {
-    /// Copy a borrowed record.
-    pub fn from_view(rec: &RecordView<'_>) -> Self {
-        let len: usize = rec.values.iter().map(|v| v.map_or(0, str::len)).sum();
-        let mut text = String::with_capacity(len);
-        let mut spans = Vec::with_capacity(rec.values.len());
-        for v in rec.values {
-            match v {
-                Some(v) => {
-                    let start = text.len();
-                    text.push_str(v);
-                    spans.push((start as u32, text.len() as u32));
-                }
-                None => spans.push((ABSENT, 0)),
-            }
-        }
-        OwnedRecord {
-            schema: rec.schema.clone(),
-            time_ms: rec.time_ms,
-            text,
-            spans,
-        }
-    }
-
-    /// Number of values (the schema's field count).
-    pub fn len(&self) -> usize {
-        self.spans.len()
-    }
-
-    /// Whether the record has no values.
-    pub fn is_empty(&self) -> bool {
-        self.spans.is_empty()
-    }
-
-    /// Value `i`, `None` if absent (or out of range).
-    pub fn value(&self, i: usize) -> Option<&str> {
-        let (a, b) = *self.spans.get(i)?;
-        if a == ABSENT {
-            return None;
-        }
-        self.text.get(a as usize..b as usize)
-    }
-
-    /// Values in field order.
-    pub fn values(&self) -> impl Iterator<Item = Option<&str>> + '_ {
-        (0..self.spans.len()).map(|i| self.value(i))
-    }
-}
-
-/// A table's metadata message, rendered once by the publisher.
-#[derive(Debug)]
-pub struct MetaMessage {
-    /// Table name.
-    pub table: String,
-    /// Upstream metadata JSON (one line, no newline).
-    pub json: String,
-}
-
-/// What travels through a sink queue.
-#[derive(Debug, Clone)]
-pub enum Item {
-    /// One metric record.
-    Metric(Arc<OwnedRecord>),
-    /// One abnormal event.
-    Event(Arc<EventMessage>),
-    /// One table's metadata.
-    Meta(Arc<MetaMessage>),
-}
-
-impl Item {
-    /// The stream the item belongs to.
-    pub fn stream(&self) -> Stream {
-        match self {
-            Item::Metric(_) => Stream::Metric,
-            Item::Event(_) => Stream::Event,
-            Item::Meta(_) => Stream::Meta,
-        }
-    }
-}
+use crate::message::{Item, Stream};
+use crate::telemetry::SinkStats;
 
 /// Result of [`SinkQueue::pop_batch`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -248,6 +152,7 @@ impl SinkQueue {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::message::MetaMessage;
 
     fn meta(n: usize) -> Item {
         Item::Meta(Arc::new(MetaMessage {

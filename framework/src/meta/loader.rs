@@ -29,20 +29,6 @@ pub const MAX_NAME_BYTES: usize = 63;
 /// Longest field description, in bytes.
 pub const MAX_DESCRIPTION_BYTES: usize = 1024;
 
-/// Field types whose values are exported, in the order error messages list them.
-const EXPORTED_TYPES: [(&str, FieldKind); 6] = [
-    ("key", FieldKind::Key),
-    ("label", FieldKind::Label),
-    ("gauge", FieldKind::Gauge),
-    ("counter", FieldKind::Counter),
-    ("histogram", FieldKind::Histogram),
-    ("summary", FieldKind::Summary),
-];
-
-/// Types upstream's own `.meta` files use for values that are stored but never exported. Only
-/// these are kept: any other string is far more likely a typo of an exported type.
-const STORED_ONLY_TYPES: [&str; 4] = ["string", "number", "byte sequence", "Unknown"];
-
 /// Bounds applied while loading a `.meta` file, each checked before the work it bounds.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct MetaLimits {
@@ -300,19 +286,16 @@ fn edit_distance(a: &str, b: &str) -> usize {
 }
 
 fn field_kind(type_node: &Node, type_name: &str, what: &str) -> Result<FieldKind, MetaError> {
-    if let Some((_, kind)) = EXPORTED_TYPES.iter().find(|(t, _)| *t == type_name) {
-        return Ok(*kind);
-    }
-    if STORED_ONLY_TYPES.contains(&type_name) {
-        return Ok(FieldKind::Other);
+    if let Ok(kind) = type_name.parse::<FieldKind>() {
+        return Ok(kind);
     }
     // Only short strings can be typos of a type name; bounding the length bounds the hint's cost.
     let hint = (type_name.len() <= 32)
         .then(|| {
             let lower = type_name.to_ascii_lowercase();
-            EXPORTED_TYPES
+            FieldKind::DECLARED
                 .iter()
-                .map(|(t, _)| (edit_distance(&lower, t), *t))
+                .map(|k| (edit_distance(&lower, k.as_str()), k.as_str()))
                 .filter(|(d, _)| *d <= 2)
                 .min()
         })
@@ -320,14 +303,14 @@ fn field_kind(type_node: &Node, type_name: &str, what: &str) -> Result<FieldKind
         .map(|(_, t)| format!(" (did you mean \"{t}\"?)"))
         .unwrap_or_default();
     let shown: String = type_name.chars().take(64).collect();
-    let exported: Vec<&str> = EXPORTED_TYPES.iter().map(|(t, _)| *t).collect();
+    let exported: Vec<&str> = FieldKind::DECLARED.iter().map(|k| k.as_str()).collect();
     Err(invalid(
         type_node,
         format!(
             "{what}: unknown type \"{shown}\"{hint}; a type is one of {} (exported) or {} (stored, \
              never exported)",
             exported.join(", "),
-            STORED_ONLY_TYPES.join(", ")
+            FieldKind::STORED_ONLY.join(", ")
         ),
     ))
 }

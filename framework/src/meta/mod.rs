@@ -14,43 +14,11 @@ pub use loader::{
     MetaLimits, SchemaRegistry, DEFAULT_MAX_FIELDS, DEFAULT_META_VERSION, MAX_DESCRIPTION_BYTES,
     MAX_META_FILE_BYTES, MAX_NAME_BYTES, MAX_TABLES_PER_FILE, META_REFUSAL_REASONS,
 };
+/// What a field is (key, label, gauge, counter, histogram, summary, or stored-only): the
+/// contract's kinds, shared with probes through the `record_line` crate.
+pub use record_line::FieldKind;
 
 use std::sync::Arc;
-
-/// What a field is: part of the series identity, a plain label, or a value of some metric type.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum FieldKind {
-    /// Identity of the record (and a Prometheus label).
-    Key,
-    /// A Prometheus label that is not part of the identity.
-    Label,
-    /// A value that can go up and down.
-    Gauge,
-    /// A monotonically increasing value.
-    Counter,
-    /// Upstream histogram encoding `N b1 c1 … bN cN sum max`.
-    Histogram,
-    /// Exported like a gauge (upstream behaviour).
-    Summary,
-    /// `string`, `number`, `byte sequence` or `Unknown` (types upstream's own metas use): stored,
-    /// never exported as a metric. Any other type string is refused.
-    Other,
-}
-
-impl FieldKind {
-    /// Whether the field carries a metric value (as opposed to identity/labels).
-    pub fn is_metric(self) -> bool {
-        matches!(
-            self,
-            FieldKind::Gauge | FieldKind::Counter | FieldKind::Histogram | FieldKind::Summary
-        )
-    }
-
-    /// Whether the field is rendered as a label (key or label).
-    pub fn is_label(self) -> bool {
-        matches!(self, FieldKind::Key | FieldKind::Label)
-    }
-}
 
 /// One field of a table, in record order.
 #[derive(Debug, Clone, PartialEq)]

@@ -1,4 +1,5 @@
-//! Metric value validation: numbers (Prometheus float syntax) and upstream histograms.
+//! Metric value validation: numbers (Prometheus float syntax) and upstream histograms (decoded
+//! by the `record_line` contract crate).
 
 /// Whether `text` is a number Prometheus accepts. `NaN`, `+Inf`, `-Inf` and exponents are valid.
 pub fn is_number(text: &str) -> bool {
@@ -48,55 +49,9 @@ pub fn canonical_number(text: &str) -> &str {
     }
 }
 
-/// A decoded upstream histogram `N b1 c1 … bN cN sum max` (cumulative counts).
-#[derive(Debug, Clone, PartialEq)]
-pub struct Histogram<'a> {
-    /// Upper bounds and cumulative counts, as text, in order.
-    pub buckets: Vec<(&'a str, &'a str)>,
-    /// Sum of observations.
-    pub sum: &'a str,
-    /// Largest observation (upstream extra).
-    pub max: &'a str,
-    /// Total count (the last cumulative count).
-    pub count: &'a str,
-}
-
-/// Decode and validate an upstream histogram value. Rejects a non-positive N, missing or extra
-/// tokens, non-numeric tokens, decreasing bounds or decreasing counts.
-pub fn parse_histogram(text: &str) -> Option<Histogram<'_>> {
-    let mut it = text.split_ascii_whitespace();
-    let n: usize = it.next()?.parse().ok()?;
-    if n == 0 || n > 1024 {
-        return None;
-    }
-    let mut buckets = Vec::with_capacity(n);
-    let mut last_bound = f64::NEG_INFINITY;
-    let mut last_count = 0f64;
-    for _ in 0..n {
-        let b = it.next()?;
-        let c = it.next()?;
-        let bv: f64 = b.parse().ok()?;
-        let cv: f64 = c.parse().ok()?;
-        if bv.is_nan() || bv <= last_bound || cv.is_nan() || cv < last_count || cv < 0.0 {
-            return None;
-        }
-        last_bound = bv;
-        last_count = cv;
-        buckets.push((b, c));
-    }
-    let sum = it.next()?;
-    let max = it.next()?;
-    if it.next().is_some() || !is_number(sum) || !is_number(max) {
-        return None;
-    }
-    let count = buckets.last().map(|(_, c)| *c)?;
-    Some(Histogram {
-        buckets,
-        sum,
-        max,
-        count,
-    })
-}
+/// A decoded upstream histogram `N b1 c1 … bN cN sum max` (cumulative counts), and its decoder:
+/// the contract's encoding, defined once in [`record_line::histogram`].
+pub use record_line::histogram::{decode as parse_histogram, Histogram};
 
 #[cfg(test)]
 mod tests {

@@ -1,4 +1,6 @@
-//! Desired probe set: config `probes` / `extend_probes` entries plus drop-ins in `probes_dir`.
+//! Files → probe specs: scans `probes_dir` for drop-ins, asks the desired state ([`Declare`],
+//! implemented by [`crate::control`], the one place where sources are merged) which probes to
+//! run given the drop-ins found, and resolves each declaration to a [`ProbeSpec`].
 //!
 //! The rule:
 //! * a configured entry without command (`probes`) named `X` runs `probes_dir/X` or
@@ -7,8 +9,9 @@
 //! * a configured entry with command (`extend_probes`) runs `command` + `param`, both split; its
 //!   tables are a `.meta` with the stem of the command's executable, beside it, if any;
 //! * a drop-in is a regular file in `probes_dir` (or `probes_dir/D/D*`) that is executable or ends
-//!   in `.sh`/`.py` and has `NAME.meta` beside it (`NAME` = file name without `.sh`/`.py`); it runs
-//!   with switch on and no params unless a configured entry of the same name governs it.
+//!   in `.sh`/`.py` and has `NAME.meta` beside it (`NAME` = file name without `.sh`/`.py`); declared
+//!   on its own ([`Base::DropIn`]) it runs with what the desired state gives it (by default
+//!   switch on, no params), declared as a configured entry it runs as that entry says.
 //!
 //! Every file that would be executed or read (probe, interpreter, script, `.meta`) and the SDK
 //! folder must pass the ownership rule of [`super::trust`]; refused ones never run. A read that
@@ -31,7 +34,8 @@ use super::trust::{valid_probe_name, which, Refusal, TrustCheck, TrustError, Tru
 use super::{ProbeOrigin, ProbeSpec, StartCheck, Supervisor, Switch};
 use crate::telemetry::{ProbeState, RefusalReason, Telemetry};
 
-/// A probe entry from the config (`probes` when `command` is `None`, else `extend_probes`).
+/// How one probe is declared: a config entry (`probes` when `command` is `None`, else
+/// `extend_probes`), or a drop-in's settings, with any overrides already applied.
 #[derive(Debug, Clone, PartialEq)]
 pub struct ConfiguredProbe {
     /// Probe name.
@@ -44,6 +48,39 @@ pub struct ConfiguredProbe {
     pub switch: Switch,
     /// Check for `auto`.
     pub start_check: Option<StartCheck>,
+}
+
+/// What a declared probe rests on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Base {
+    /// A config entry: `extend_probes` (its `command`) or `probes` (found by name in
+    /// `probes_dir`, a drop-in of that name included).
+    Entry,
+    /// A drop-in the scan found: its command line followed by `param`.
+    DropIn,
+}
+
+/// One probe to resolve into a [`ProbeSpec`].
+#[derive(Debug, Clone, PartialEq)]
+pub struct Declared {
+    /// Name, command, param, switch and start check to run it with.
+    pub probe: ConfiguredProbe,
+    /// What it rests on.
+    pub base: Base,
+}
+
+/// The desired probes, given the drop-ins a scan found. Implemented by [`crate::control`] (its
+/// merged state, and a bare list of config entries); discovery only resolves what it declares.
+pub trait Declare {
+    /// Each probe to run, once per name. `drop_ins` are the names of the drop-ins found (trusted
+    /// and checked); problems with the sources (a name configured twice) go to `warnings`.
+    fn declare(&self, drop_ins: &BTreeSet<String>, warnings: &mut Vec<String>) -> Vec<Declared>;
+}
+
+impl<T: Declare + ?Sized> Declare for Arc<T> {
+    fn declare(&self, drop_ins: &BTreeSet<String>, warnings: &mut Vec<String>) -> Vec<Declared> {
+        (**self).declare(drop_ins, warnings)
+    }
 }
 
 /// Identity of a file at scan time; a change (replaced script, edited meta) restarts the probe.
@@ -594,7 +631,7 @@ fn split(what: &str, name: &str, s: &str, warnings: &mut Vec<String>) -> Option<
     }
 }
 
-/// Inputs shared by every configured entry of one scan.
+/// Inputs shared by every declared probe of one scan.
 struct Dirs<'a> {
     probes: &'a Path,
     meta: &'a Path,
@@ -671,6 +708,31 @@ fn configured_spec(
     Ok(Some((spec, files)))
 }
 
+/// Spec for a probe declared on a drop-in of this scan: the drop-in's command line + `param`.
+/// `None` (with a warning) if `param` cannot be split or the drop-in is not in this scan.
+fn drop_in_spec(
+    entry: &ConfiguredProbe,
+    dirs: &Dirs<'_>,
+    drop_ins: &BTreeMap<String, DropIn>,
+    scan: &mut Scan,
+) -> Option<(ProbeSpec, Vec<FileStamp>)> {
+    let name = &entry.name;
+    let drop_in = drop_ins.get(name)?;
+    let params = split("param", name, &entry.param, &mut scan.warnings)?;
+    let mut argv = drop_in.argv.clone();
+    argv.extend(params);
+    let spec = ProbeSpec {
+        name: name.clone(),
+        argv,
+        env: probe_env(name, dirs.sdk, dirs.sdk_trusted),
+        origin: ProbeOrigin::DropIn,
+        switch: entry.switch,
+        start_check: entry.start_check.clone(),
+        meta_files: vec![drop_in.meta.clone()],
+    };
+    Some((spec, drop_in.stamps.clone()))
+}
+
 type SpecParts = (ProbeOrigin, Vec<String>, Vec<PathBuf>, Vec<FileStamp>);
 
 fn native_spec_parts(
@@ -720,10 +782,10 @@ fn native_spec_parts(
     Ok((ProbeOrigin::Native, argv, meta, files))
 }
 
-fn discover(
+fn discover<D: Declare + ?Sized>(
     probes_dir: &Path,
     meta_dir: &Path,
-    configured: &[ConfiguredProbe],
+    desired: &D,
     sdk_dir: &Path,
     prev: &Previous,
 ) -> Discovery {
@@ -747,10 +809,12 @@ fn discover(
         sdk_trusted,
     };
     let drop_ins = scan_drop_ins(probes_dir, &prev.drop_ins, &mut scan);
+    let found: BTreeSet<String> = drop_ins.keys().cloned().collect();
+    let declared = desired.declare(&found, &mut scan.warnings);
     let mut d = Discovery::default();
     let mut by_name: BTreeMap<String, (ProbeSpec, Vec<FileStamp>)> = BTreeMap::new();
     let mut seen = BTreeSet::new();
-    for entry in configured {
+    for Declared { probe: entry, base } in &declared {
         if !valid_probe_name(&entry.name) {
             scan.refusals.push(bad_name(
                 Path::new(&entry.name),
@@ -758,14 +822,15 @@ fn discover(
             ));
             continue;
         }
+        // `Declare` gives each name once; should it not, the first declaration wins.
         if !seen.insert(entry.name.as_str()) {
-            scan.warnings.push(format!(
-                "probe {} configured twice, keeping the first entry",
-                entry.name
-            ));
             continue;
         }
-        match configured_spec(entry, &dirs, &drop_ins, &mut scan) {
+        let built = match base {
+            Base::Entry => configured_spec(entry, &dirs, &drop_ins, &mut scan),
+            Base::DropIn => Ok(drop_in_spec(entry, &dirs, &drop_ins, &mut scan)),
+        };
+        match built {
             Ok(Some(spec)) => {
                 by_name.insert(entry.name.clone(), spec);
             }
@@ -785,21 +850,6 @@ fn discover(
             }
         }
     }
-    for (name, drop_in) in &drop_ins {
-        if seen.contains(name.as_str()) {
-            continue;
-        }
-        let spec = ProbeSpec {
-            name: name.clone(),
-            argv: drop_in.argv.clone(),
-            env: probe_env(name, sdk_dir, sdk_trusted),
-            origin: ProbeOrigin::DropIn,
-            switch: Switch::On,
-            start_check: None,
-            meta_files: vec![drop_in.meta.clone()],
-        };
-        by_name.insert(name.clone(), (spec, drop_in.stamps.clone()));
-    }
     for (name, (spec, stamps)) in &by_name {
         d.stamps.insert(name.clone(), stamps.clone());
         d.specs.push(spec.clone());
@@ -818,8 +868,10 @@ fn discover(
     d
 }
 
-/// The desired probe set (sorted by name) and warnings about entries that were skipped, refused
-/// or cannot run. Reads `probes_dir`; never fails as a whole.
+/// The probe specs (sorted by name) for config entries `configured` plus the drop-ins in
+/// `probes_dir` (merged by [`crate::control`]'s rule: an entry governs the drop-in of its name),
+/// and warnings about entries that were skipped, refused or cannot run. Reads `probes_dir`;
+/// never fails as a whole.
 pub fn desired_probes(
     probes_dir: &Path,
     meta_dir: &Path,
@@ -881,17 +933,18 @@ impl RefusalBook {
     }
 }
 
-/// What the discovery loop scans.
+/// What the discovery loop scans, and the desired state it resolves (by default a bare list of
+/// config entries; the daemon passes [`crate::control::Control::subscribe`]).
 #[derive(Debug, Clone)]
-pub struct DiscoveryInputs {
+pub struct DiscoveryInputs<D = Vec<ConfiguredProbe>> {
     /// `global.probes_dir`: native probes and drop-ins.
     pub probes_dir: PathBuf,
     /// Directory of global `.meta` files.
     pub meta_dir: PathBuf,
     /// Probe SDK directory exported to probes (`GALA_GOPHER_SDK_DIR`, `PYTHONPATH`).
     pub sdk_dir: PathBuf,
-    /// Configured entries; send a new list (REST `PUT`, config reload) to apply it at once.
-    pub configured: watch::Receiver<Vec<ConfiguredProbe>>,
+    /// The desired probes; a new value (config reload, override) is applied at once.
+    pub configured: watch::Receiver<D>,
 }
 
 /// Default rescan period of [`spawn_discovery_loop`].
@@ -901,11 +954,14 @@ pub const DISCOVERY_INTERVAL: Duration = Duration::from_secs(1);
 /// the desired set changed; a probe whose executable or `.meta` file changed is restarted.
 /// New warnings are logged once; refusals and failed reads are counted in the supervisor's
 /// telemetry. Abort the handle to stop it.
-pub fn spawn_discovery_loop(
+pub fn spawn_discovery_loop<D>(
     supervisor: Supervisor,
-    inputs: DiscoveryInputs,
+    inputs: DiscoveryInputs<D>,
     interval: Duration,
-) -> JoinHandle<()> {
+) -> JoinHandle<()>
+where
+    D: Declare + Clone + Send + Sync + 'static,
+{
     tokio::spawn(async move {
         let DiscoveryInputs {
             probes_dir,
@@ -920,11 +976,11 @@ pub fn spawn_discovery_loop(
         let mut prev = Previous::default();
         let mut book = RefusalBook::default();
         loop {
-            let entries = configured.borrow_and_update().clone();
+            let desired = configured.borrow_and_update().clone();
             let (p, m, s) = (probes_dir.clone(), meta_dir.clone(), sdk_dir.clone());
             let before = prev.clone();
             let scan =
-                tokio::task::spawn_blocking(move || discover(&p, &m, &entries, &s, &before)).await;
+                tokio::task::spawn_blocking(move || discover(&p, &m, &desired, &s, &before)).await;
             match scan {
                 Ok(mut d) => {
                     let warnings: BTreeSet<String> =

@@ -1,8 +1,10 @@
 //! Supervisor: the only component that spawns processes.
 //!
 //! INTERFACE CONTRACT:
-//! * [`ProbeSpec`] is the desired state of one probe, built from config `probes`, `extend_probes`
-//!   and drop-ins found in `global.probes_dir` by [`discovery::desired_probes`].
+//! * [`ProbeSpec`] is the desired state of one probe, resolved by [`discovery`] from what
+//!   [`crate::control`] declares (config `probes`, `extend_probes`, overrides) and the drop-ins
+//!   found in `global.probes_dir`. The supervisor never decides *what* should run, only makes
+//!   the running set match.
 //! * The supervisor execs `argv` directly (no shell), in its own process group, with
 //!   `PR_SET_PDEATHSIG(SIGKILL)`, stdout and stderr piped. stdout is handed to the
 //!   [`OutputSink`]; stderr lines are logged with the probe name and level prefix.
@@ -48,16 +50,8 @@ pub enum ProbeOrigin {
     DropIn,
 }
 
-/// `switch` of a probe entry.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Switch {
-    /// Run it.
-    On,
-    /// Do not run it.
-    Off,
-    /// Run it when its start check passes (re-evaluated periodically).
-    Auto,
-}
+/// `switch` of a probe: the config's type, the one used everywhere.
+pub use crate::config::Switch;
 
 /// How an `auto` probe decides whether to start.
 #[derive(Debug, Clone)]
@@ -150,7 +144,7 @@ impl Default for SupervisorOptions {
 }
 
 /// Exit code a probe uses to say "this kernel lacks what I need": retried only at `backoff_max`.
-pub const EXIT_UNSUPPORTED: i32 = 3;
+pub use record_line::EXIT_UNSUPPORTED;
 
 /// How often orphaned zombies (re-parented to the daemon as subreaper) are collected.
 const ORPHAN_REAP_INTERVAL: Duration = Duration::from_secs(3);

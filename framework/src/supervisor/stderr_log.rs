@@ -1,5 +1,6 @@
-//! A probe's stderr → daemon log, one tracing event per line at the level named by its prefix,
-//! within the probe's log-line budget (shared with its stdout; see [`crate::telemetry::LogLimiter`]).
+//! A probe's stderr → daemon log, one tracing event per line at the level named by its prefix
+//! (the contract's prefixes, [`record_line::log`]), within the probe's log-line budget (shared
+//! with its stdout; see [`crate::telemetry::LogLimiter`]).
 //!
 //! A probe may write to stderr as fast as a pipe goes: suppressed lines cost a scan for `\n`, an
 //! atomic add and nothing else (no decoding, no allocation, no formatting).
@@ -7,6 +8,7 @@
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
+use record_line::log::{classify, is_error_line, Level};
 use tokio::io::{AsyncRead, AsyncReadExt};
 
 use crate::telemetry::{log_suppressed, Admit, ProbeStats};
@@ -19,31 +21,6 @@ const READ_CHUNK: usize = 64 * 1024;
 
 /// Appended to a line that was cut at [`MAX_LINE`].
 const TRUNCATED_MARKER: &str = " …[truncated]";
-
-/// Log level named by a line's prefix.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum Level {
-    Debug,
-    Info,
-    Warn,
-    Error,
-}
-
-/// Split `[LEVEL] message` into level and message; no known prefix → info, whole line.
-pub(crate) fn classify(line: &str) -> (Level, &str) {
-    const PREFIXES: [(&str, Level); 4] = [
-        ("[DEBUG]", Level::Debug),
-        ("[INFO]", Level::Info),
-        ("[WARN]", Level::Warn),
-        ("[ERROR]", Level::Error),
-    ];
-    for (prefix, level) in PREFIXES {
-        if let Some(rest) = line.strip_prefix(prefix) {
-            return (level, rest.trim_start());
-        }
-    }
-    (Level::Info, line)
-}
 
 /// Splits a byte stream into lines of at most `max` bytes without ever buffering more.
 #[derive(Debug)]
@@ -120,7 +97,7 @@ pub(crate) async fn forward<R: AsyncRead + Unpin>(
     let mut emit = |raw: &[u8], truncated: bool| {
         stats.log_lines.fetch_add(1, Ordering::Relaxed);
         let verdict = stats.log_limit.admit();
-        let is_error = raw.starts_with(b"[ERROR]");
+        let is_error = is_error_line(raw);
         if verdict == Admit::Suppress && !is_error {
             return;
         }

@@ -7,35 +7,8 @@ use std::sync::{Arc, Mutex, RwLock};
 
 use crate::store::escape_label_value;
 
-/// What a sink carries: one queue and one set of counters per stream.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub enum Stream {
-    /// Metric records.
-    Metric,
-    /// Abnormal events.
-    Event,
-    /// Table metadata.
-    Meta,
-}
-
-impl Stream {
-    /// Every stream, in export order.
-    pub const ALL: [Stream; 3] = [Stream::Metric, Stream::Event, Stream::Meta];
-
-    /// Label value.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Stream::Metric => "metric",
-            Stream::Event => "event",
-            Stream::Meta => "meta",
-        }
-    }
-
-    /// Position in per-stream arrays.
-    pub fn index(self) -> usize {
-        self as usize
-    }
-}
+// The stream label is defined with the messages it classifies.
+pub use crate::message::Stream;
 
 /// Per-stream counters of one sink.
 #[derive(Debug, Default)]

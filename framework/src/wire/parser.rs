@@ -1,122 +1,8 @@
-//! Record-line parser.
-//!
-//! Grammar (upstream "lightweight report format", plus escapes):
-//! ```text
-//! line   = "|" table ( "|" value )* "|"?      ; the final "|" is optional
-//! table  = 1*( any char except "|" "\" )
-//! value  = *( any char except "|" "\"  |  "\" any-char )
-//! ```
-//! Escapes inside values: `\|` → `|`, `\\` → `\`, `\n` → newline, `\r`, `\t`. An unknown escape
-//! keeps the escaped character. Values are returned raw (still escaped) as borrowed slices;
-//! [`unescape_into`] decodes one when the store keeps it.
+//! Record-line parser: the daemon reads lines by the one contract in the [`record_line`] crate
+//! (grammar, escapes, absent values, refusal reasons), re-exported here so the data path keeps
+//! its `crate::wire::…` names. The rules are specified by `probe-sdk/record-line/vectors/`.
 
-use nom::character::complete::char;
-use nom::error::{Error as NomError, ErrorKind};
-use nom::multi::fold_many0;
-use nom::sequence::preceded;
-use nom::{IResult, Parser};
-
-/// Why a line is not a record.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
-pub enum ParseError {
-    /// The line does not start with `|`: it is a probe log line, not a record.
-    #[error("not a record line")]
-    NotRecord,
-    /// Starts with `|` but has no table name or is otherwise malformed.
-    #[error("malformed record line")]
-    Malformed,
-}
-
-fn fail(input: &str, kind: ErrorKind) -> nom::Err<NomError<&str>> {
-    nom::Err::Error(NomError::new(input, kind))
-}
-
-/// `table`: one or more characters up to the next `|` (a `\` is not allowed in table names).
-/// Hand-written nom parser: memchr finds the delimiter instead of testing char by char.
-fn table_name(input: &str) -> IResult<&str, &str> {
-    let end = memchr::memchr2(b'|', b'\\', input.as_bytes()).unwrap_or(input.len());
-    if end == 0 {
-        return Err(fail(input, ErrorKind::TakeWhile1));
-    }
-    Ok((&input[end..], &input[..end]))
-}
-
-/// `value`: characters up to the next unescaped `|` (or end of line), escapes kept raw.
-fn raw_value(input: &str) -> IResult<&str, &str> {
-    let bytes = input.as_bytes();
-    let mut i = 0;
-    loop {
-        let Some(p) = memchr::memchr2(b'|', b'\\', &bytes[i..]) else {
-            return Ok(("", input));
-        };
-        let at = i + p;
-        if bytes[at] == b'|' {
-            return Ok((&input[at..], &input[..at]));
-        }
-        // A backslash escapes the next character, whatever its UTF-8 length.
-        let escaped_len = input[at + 1..]
-            .chars()
-            .next()
-            .map(char::len_utf8)
-            .ok_or_else(|| fail(input, ErrorKind::Escaped))?;
-        i = at + 1 + escaped_len;
-    }
-}
-
-/// Parse a record line (without its trailing newline). Returns the table name and pushes each
-/// raw value into `values` (cleared first).
-pub fn parse_record<'a>(line: &'a str, values: &mut Vec<&'a str>) -> Result<&'a str, ParseError> {
-    values.clear();
-    let line = line.strip_suffix('\r').unwrap_or(line);
-    if !line.starts_with('|') {
-        return Err(ParseError::NotRecord);
-    }
-    let fields = fold_many0(
-        preceded(char('|'), raw_value),
-        || (),
-        |(), v| values.push(v),
-    );
-    let (rest, (_, table, ())) = (char('|'), table_name, fields)
-        .parse(line)
-        .map_err(|_: nom::Err<NomError<&str>>| ParseError::Malformed)?;
-    if !rest.is_empty() || values.is_empty() {
-        // Trailing garbage (a '\\' right after the table name, a dangling escape) or `|table`
-        // with no '|' after it.
-        return Err(ParseError::Malformed);
-    }
-    if line.ends_with('|') && values.last() == Some(&"") {
-        // The final '|' closes the last value; it does not open an empty one.
-        values.pop();
-    }
-    Ok(table)
-}
-
-/// Whether a raw value means "absent" (empty or the upstream literal `(null)`).
-pub fn value_is_absent(raw: &str) -> bool {
-    raw.is_empty() || raw == "(null)"
-}
-
-/// Decode the escapes of a raw value, appending to `out`.
-pub fn unescape_into(raw: &str, out: &mut String) {
-    if !raw.contains('\\') {
-        out.push_str(raw);
-        return;
-    }
-    let mut chars = raw.chars();
-    while let Some(c) = chars.next() {
-        if c != '\\' {
-            out.push(c);
-            continue;
-        }
-        match chars.next() {
-            Some('n') => out.push('\n'),
-            Some('r') => out.push('\r'),
-            Some('t') => out.push('\t'),
-            Some(other) => out.push(other),
-            None => out.push('\\'),
-        }
-    }
-}
+pub use record_line::{parse_record, unescape_into, value_is_absent, Malformed, ParseError};
 
 #[cfg(test)]
 mod tests {
@@ -171,11 +57,12 @@ mod tests {
 
     #[test]
     fn malformed() {
-        assert_eq!(parse("|"), Err(ParseError::Malformed));
-        assert_eq!(parse("||a|"), Err(ParseError::Malformed));
-        assert_eq!(parse("|zz"), Err(ParseError::Malformed));
-        assert_eq!(parse(r"|t|a\"), Err(ParseError::Malformed));
-        assert_eq!(parse(r"|t\x|a|"), Err(ParseError::Malformed));
+        let m = |reason| Err(ParseError::Malformed(reason));
+        assert_eq!(parse("|"), m(Malformed::EmptyTable));
+        assert_eq!(parse("||a|"), m(Malformed::EmptyTable));
+        assert_eq!(parse("|zz"), m(Malformed::NoSeparator));
+        assert_eq!(parse(r"|t|a\"), m(Malformed::DanglingEscape));
+        assert_eq!(parse(r"|t\x|a|"), m(Malformed::EscapeInTable));
     }
 
     #[test]

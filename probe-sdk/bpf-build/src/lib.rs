@@ -6,7 +6,10 @@
 //! // build.rs
 //! bpf_build::build_skeletons(&["tcp"]);
 //! ```
-//! and in the probe: `mod tcp_skel { include!(concat!(env!("OUT_DIR"), "/tcp.skel.rs")); }`.
+//! and in the probe's `src/skel.rs`: `include!(concat!(env!("OUT_DIR"), "/tcp.skel.rs"));`.
+//!
+//! clang's include path is the source directory (for `intf.h`), `vmlinux/<target arch>` and
+//! `probe-sdk/bpf/include` (for `gg_common.h`); the build reruns when any `.h` in them changes.
 
 use std::env;
 use std::ffi::OsString;
@@ -44,10 +47,16 @@ fn workspace_root(manifest: &Path) -> PathBuf {
 /// Build one skeleton per name from `src/bpf/<name>.bpf.c`. Panics with a clear message on failure
 /// (this runs inside build.rs, where a panic is the error channel).
 pub fn build_skeletons(names: &[&str]) {
+    build_skeletons_from("src/bpf", names);
+}
+
+/// Like [`build_skeletons`], with the sources in `src_dir` (relative to the crate's manifest
+/// directory) instead of `src/bpf`; probe-sdk uses it for its BPF self-test program.
+pub fn build_skeletons_from(src_dir: impl AsRef<Path>, names: &[&str]) {
     let manifest = PathBuf::from(env::var_os("CARGO_MANIFEST_DIR").expect("CARGO_MANIFEST_DIR"));
     let out_dir = PathBuf::from(env::var_os("OUT_DIR").expect("OUT_DIR"));
     let ws = workspace_root(&manifest);
-    let bpf_dir = manifest.join("src").join("bpf");
+    let bpf_dir = manifest.join(src_dir);
     let vmlinux = vmlinux_dir(&ws);
     let shared = shared_include_dir(&ws);
     for name in names {

@@ -39,6 +39,11 @@ impl FieldKind {
         FieldKind::Summary,
     ];
 
+    /// The `type` strings read as [`FieldKind::Other`]: the ones upstream's own `.meta` files use
+    /// for values that are stored but never exported. Only these are accepted, because any other
+    /// string is far more likely a typo of a declared kind.
+    pub const STORED_ONLY: [&'static str; 4] = ["string", "number", "byte sequence", "Unknown"];
+
     /// The `type` string written in `.meta` files (`Other` writes `string`).
     pub fn as_str(self) -> &'static str {
         match self {
@@ -69,8 +74,8 @@ impl FieldKind {
 impl FromStr for FieldKind {
     type Err = UnknownFieldKind;
 
-    /// Reads a `.meta` `type` string: the six kinds, and upstream's non-metric types
-    /// (`string`, `number`, `byte sequence`, `Unknown`) as [`FieldKind::Other`].
+    /// Reads a `.meta` `type` string: the six [declared](FieldKind::DECLARED) kinds, and the
+    /// [stored-only](FieldKind::STORED_ONLY) types as [`FieldKind::Other`]. Case-sensitive.
     fn from_str(s: &str) -> Result<Self, Self::Err> {
         Ok(match s {
             "key" => FieldKind::Key,
@@ -79,7 +84,7 @@ impl FromStr for FieldKind {
             "counter" => FieldKind::Counter,
             "histogram" => FieldKind::Histogram,
             "summary" => FieldKind::Summary,
-            "string" | "number" | "byte sequence" | "Unknown" => FieldKind::Other,
+            other if FieldKind::STORED_ONLY.contains(&other) => FieldKind::Other,
             other => return Err(UnknownFieldKind(other.to_string())),
         })
     }
@@ -100,7 +105,9 @@ mod tests {
         for k in FieldKind::DECLARED {
             assert_eq!(k.as_str().parse::<FieldKind>(), Ok(k));
         }
-        assert_eq!("number".parse::<FieldKind>(), Ok(FieldKind::Other));
+        for t in FieldKind::STORED_ONLY {
+            assert_eq!(t.parse::<FieldKind>(), Ok(FieldKind::Other));
+        }
         assert!("Gauge".parse::<FieldKind>().is_err());
     }
 }

@@ -5,7 +5,7 @@
 //! here and nowhere else:
 //!
 //! * [`escape`] — the value escapes (`\|`, `\\`, `\n`, `\r`, `\t`; any other `\c` reads as `c`),
-//! * [`line`] — splitting a line into table and raw values, and why a line is refused,
+//! * [`line`](mod@line) — splitting a line into table and raw values, and why a line is refused,
 //! * [`FieldKind`] — what a position of a table is (key, label, gauge, counter, histogram, summary),
 //! * [`histogram`] — the upstream histogram value `N b1 c1 … bN cN sum max`,
 //! * [`log`] — the log-line level prefixes,

@@ -150,6 +150,38 @@ mod tests {
         assert_eq!(parse(r"|\t|a|"), m(Malformed::EscapeInTable));
     }
 
+    proptest::proptest! {
+        #[test]
+        fn escaped_values_read_back(
+            values in proptest::collection::vec(proptest::arbitrary::any::<String>(), 0..6),
+            bar in proptest::bool::ANY,
+        ) {
+            let mut line = b"|t".to_vec();
+            for v in &values {
+                line.push(b'|');
+                crate::escape_into(v.as_bytes(), &mut line);
+            }
+            // The final '|' is optional, but the table needs one after it and a last empty value
+            // needs one to exist.
+            if bar || values.last().is_none_or(|v| v.is_empty()) {
+                line.push(b'|');
+            }
+            let line = String::from_utf8(line).unwrap();
+            let mut raw = Vec::new();
+            proptest::prop_assert_eq!(parse_record(&line, &mut raw), Ok("t"));
+            let read: Vec<String> = raw
+                .iter()
+                .map(|r| {
+                    let mut s = String::new();
+                    crate::unescape_into(r, &mut s);
+                    proptest::prop_assert_eq!(crate::unescape_bytes(r.as_bytes()), s.as_bytes());
+                    Ok(s)
+                })
+                .collect::<Result<_, _>>()?;
+            proptest::prop_assert_eq!(read, values);
+        }
+    }
+
     #[test]
     fn escapes_stay_raw_and_multibyte_escapes_are_whole() {
         assert_eq!(

@@ -20,10 +20,16 @@
 //!
 //! The BPF side includes `gg_common.h` (directory `probe-sdk/bpf/include`, already on the include
 //! path of `bpf-build`), which defines the per-CPU `gg_stats` map read by [`read_loss_counters`].
+//!
+//! Records and map values become the skeleton's types through [`plain_data`]; a probe's tables
+//! and its `.meta` text come from [`meta`]. The unit tests load a tiny BPF program of their own
+//! (`src/bpf/selftest/`) to check all of this end to end.
 
 mod btf;
 mod error;
 mod hooks;
+pub mod meta;
+pub mod plain_data;
 mod ringbuf;
 mod stats;
 mod tracefs;
@@ -33,6 +39,7 @@ pub use error::BpfError;
 pub use hooks::{
     kprobe_autoload, kprobes_available, missing_hooks, require_hooks, unsupported, Hook,
 };
+pub use plain_data::Plain;
 pub use ringbuf::RingPoller;
 pub use stats::{
     prog_recursion_misses, read_loss_counters, recursion_misses, try_read_loss_counters,
@@ -43,5 +50,7 @@ pub use tracefs::{ensure_tracefs, tracefs_root, tracepoint_exists};
 /// Re-export so probes use exactly the libbpf-rs version the SDK was built with.
 pub use libbpf_rs;
 
+#[cfg(test)]
+mod selftest;
 #[cfg(test)]
 mod tests;

@@ -2,15 +2,18 @@
 //! `block_rq_complete` raw tracepoints, aggregated in BPF maps and printed once per period as
 //! the `io_latency`, `io_count`, `io_err` and `io_bpf_stats` tables of `ioprobe.meta`.
 //!
-//! * [`loader`]: loads/attaches `src/bpf/io.bpf.c` and reads its maps.
-//! * [`stats`]: per-disk statistics summed over CPUs (pure).
-//! * [`histogram`]: upstream histogram field encoding.
+//! * [`skel`]: the generated skeleton of `src/bpf/io.bpf.c` (types from `src/bpf/intf.h`).
+//! * [`decode`]: map keys and values into the skeleton's types.
+//! * [`loader`]: loads/attaches the programs and reads their maps.
+//! * [`stats`]: per-disk statistics summed over CPUs, latency buckets (pure).
 //! * [`disk`]: disk names from sysfs.
+//! * [`tables`]: the table declarations, from which `ioprobe.meta` is generated.
 //! * [`report`]: the record lines.
 
+pub mod decode;
 pub mod disk;
-pub mod histogram;
 pub mod loader;
 pub mod report;
 pub mod skel;
 pub mod stats;
+pub mod tables;

@@ -8,8 +8,9 @@ use libbpf_rs::skel::{OpenSkel, Skel, SkelBuilder};
 use libbpf_rs::{MapCore, MapFlags, OpenObject};
 use probe_sdk::bpf::{self, BpfError, Hook, LossCounters};
 
-use crate::skel::io::{types, IoSkel, IoSkelBuilder};
-use crate::stats::{decode, DiskId, DiskSample};
+use crate::decode;
+use crate::skel::{IoSkel, IoSkelBuilder};
+use crate::stats::{DiskId, DiskSample};
 
 /// Raw tracepoints the probe attaches to.
 pub const RAW_TRACEPOINTS: [&str; 3] = ["block_rq_insert", "block_rq_issue", "block_rq_complete"];
@@ -120,10 +121,7 @@ impl<'obj> IoBpf<'obj> {
         let keys: Vec<Vec<u8>> = map.keys().collect();
         let mut samples = Vec::with_capacity(keys.len());
         for key in keys {
-            let Some(dev) = key
-                .get(..4)
-                .map(|b| u32::from_ne_bytes([b[0], b[1], b[2], b[3]]))
-            else {
+            let Some(dev) = decode::disk_key(&key) else {
                 continue;
             };
             // Keys are never deleted, but skip one that vanished rather than fail.
@@ -135,7 +133,7 @@ impl<'obj> IoBpf<'obj> {
             };
             let values = per_cpu
                 .iter()
-                .map(|v| decode::<types::io_disk_stats>(v).ok_or(IoBpfError::Layout("io_stats")))
+                .map(|v| decode::disk_stats(v).ok_or(IoBpfError::Layout("io_stats")))
                 .collect::<Result<Vec<_>, _>>()?;
             samples.push(DiskSample::from_cpus(
                 DiskId::from_kernel_dev(dev),

@@ -2,6 +2,7 @@
 //!
 //! Flags (upstream): `-t <secs>` period, `-d <name>` report only this disk, `-T <ms>` emit a
 //! `latency_req_max` event above this request latency, `-b <file>` custom BTF.
+//! `ioprobe --print-meta` prints the `.meta` file.
 //! Hidden test hooks: env `IOPROBE_EXTRA_HOOK=<category>:<name>` (or `raw:<name>`) adds a
 //! required hook, to exercise the "unsupported" path with a tracepoint that does not exist;
 //! env `IOPROBE_COMPLETION_HOOK=raw_tp` skips the preferred `tp_btf` completion program.
@@ -23,6 +24,10 @@ const EXTRA_HOOK_ENV: &str = "IOPROBE_EXTRA_HOOK";
 const COMPLETION_HOOK_ENV: &str = "IOPROBE_COMPLETION_HOOK";
 
 fn main() -> ExitCode {
+    if std::env::args().nth(1).as_deref() == Some("--print-meta") {
+        print!("{}", ioprobe::tables::meta_text());
+        return ExitCode::SUCCESS;
+    }
     let args = ProbeArgs::from_env();
     match run(&args) {
         Ok(()) => ExitCode::SUCCESS,

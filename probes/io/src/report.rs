@@ -7,21 +7,8 @@ use probe_sdk::event::Severity;
 use probe_sdk::record::RecordWriter;
 
 use crate::disk::DiskLabels;
-use crate::histogram;
-use crate::stats::{DiskSample, Op, STAGES};
-
-/// Table with per-stage latency statistics.
-pub const TABLE_LATENCY: &str = "io_latency";
-/// Table with bytes and request counts by operation.
-pub const TABLE_COUNT: &str = "io_count";
-/// Table with request errors (only disks that had errors).
-pub const TABLE_ERR: &str = "io_err";
-/// Loss counters of the BPF side.
-pub const TABLE_BPF_STATS: &str = "io_bpf_stats";
-/// Value of the `probe` key in [`TABLE_BPF_STATS`].
-pub const PROBE_KEY: &str = "io";
-/// Entity of the disk tables (and of the events).
-pub const ENTITY: &str = "block";
+use crate::stats::{DiskSample, LatStats, Op, LAT_BOUNDS_US, STAGES};
+use crate::tables::{ENTITY, PROBE_KEY, TABLE_BPF_STATS, TABLE_COUNT, TABLE_ERR, TABLE_LATENCY};
 
 /// What to print for one disk: its sample and labels (absent labels print as empty fields).
 #[derive(Debug, Clone)]
@@ -34,6 +21,12 @@ pub struct DiskReport<'a> {
 
 fn ns_to_us(ns: u64) -> u64 {
     ns / 1000
+}
+
+/// A stage's histogram value: bounds in µs, cumulative counts, the sum in µs (rounded down)
+/// and `max_us`.
+fn latency_histogram(lat: &LatStats, max_us: u64) -> String {
+    record_line::histogram::encode(&LAT_BOUNDS_US, &lat.slots, ns_to_us(lat.sum_ns), max_us)
 }
 
 /// Writes `io_latency`, `io_count` and (if it had errors) `io_err` for one disk.
@@ -56,7 +49,7 @@ pub fn write_disk<W: Write>(out: &mut RecordWriter<W>, disk: &DiskReport<'_>) ->
             .field(&max_us)
             .field(&ns_to_us(lat.sum_ns))
             .field(&lat.count)
-            .field(&histogram::encode(lat, max_us));
+            .field(&latency_histogram(lat, max_us));
     }
     rec.end()?;
 
@@ -124,7 +117,7 @@ pub fn write_latency_event<W: Write>(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::stats::{DiskId, DiskStats};
+    use crate::stats::{DiskId, DiskStats, LAT_SLOTS};
 
     fn sample() -> DiskSample {
         let mut stats = DiskStats {
@@ -161,6 +154,39 @@ mod tests {
         }
         s.push_str(&format!(" {sum_us} {max}"));
         s
+    }
+
+    #[test]
+    fn histogram_counts_are_cumulative() {
+        let mut lat = LatStats::default();
+        lat.slots[0] = 1; // < 1 us
+        lat.slots[3] = 2; // [4, 8) us
+        lat.slots[LAT_SLOTS - 1] = 1; // overflow bucket
+        lat.sum_ns = 5_000_000_999;
+        lat.count = 4;
+        let s = latency_histogram(&lat, 42);
+        let tokens: Vec<&str> = s.split(' ').collect();
+        assert_eq!(tokens.len(), 1 + 2 * LAT_SLOTS + 2);
+        assert_eq!(tokens[0], "33");
+        assert_eq!(&tokens[1..9], ["1", "1", "2", "1", "4", "1", "8", "3"]);
+        // Last bucket: bound 2^32 us, all 4 counted.
+        assert_eq!(tokens[2 * LAT_SLOTS - 1], "4294967296");
+        assert_eq!(tokens[2 * LAT_SLOTS], "4");
+        assert_eq!(&tokens[2 * LAT_SLOTS + 1..], ["5000000", "42"]);
+    }
+
+    #[test]
+    fn histogram_counts_never_decrease() {
+        let mut lat = LatStats::default();
+        for (i, s) in lat.slots.iter_mut().enumerate() {
+            *s = (i % 3) as u64;
+        }
+        let s = latency_histogram(&lat, 0);
+        let nums: Vec<u64> = s.split(' ').map(|t| t.parse().unwrap()).collect();
+        let counts: Vec<u64> = nums[1..1 + 2 * LAT_SLOTS].chunks(2).map(|c| c[1]).collect();
+        assert!(counts.windows(2).all(|w| w[0] <= w[1]));
+        assert_eq!(*counts.last().unwrap(), lat.slots.iter().sum::<u64>());
+        assert!(record_line::histogram::decode(&s).is_some());
     }
 
     #[test]

@@ -1,19 +1,12 @@
-//! Generated libbpf-rs skeletons.
+//! The generated libbpf-rs skeleton of `src/bpf/io.bpf.c`; its `types` are the Rust copies of
+//! `src/bpf/intf.h`.
 #![allow(
-    missing_docs,
     clippy::all,
+    missing_docs,
     non_camel_case_types,
+    non_snake_case,
     non_upper_case_globals,
     dead_code,
     unused_imports
 )]
-
-/// Skeleton of `src/bpf/io.bpf.c`.
-pub mod io {
-    include!(concat!(env!("OUT_DIR"), "/io.skel.rs"));
-}
-
-/// Skeleton of `src/bpf/gg_selftest.bpf.c` (used by tests only).
-pub mod selftest {
-    include!(concat!(env!("OUT_DIR"), "/gg_selftest.skel.rs"));
-}
+include!(concat!(env!("OUT_DIR"), "/io.skel.rs"));

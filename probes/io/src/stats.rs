@@ -1,37 +1,47 @@
 //! Per-disk statistics as user space sees them: the per-CPU values of the `io_stats` and
 //! `io_maxes` maps summed into one [`DiskStats`] per disk. Pure code, no BPF.
 
-use crate::skel::io::types;
+use crate::skel::types::{self, io_op, io_stage};
 
-/// Operation classes, in `enum io_op` order (`src/bpf/io.h`).
+/// Operation classes, in `enum io_op` order (`src/bpf/intf.h`).
 pub const OPS: [Op; 4] = [Op::Read, Op::Write, Op::Discard, Op::Flush];
 /// Latency stages, in `enum io_stage` order.
 pub const STAGES: [Stage; 3] = [Stage::Req, Stage::Queue, Stage::Device];
 /// Number of log2 latency buckets (`IO_LAT_SLOTS`).
 pub const LAT_SLOTS: usize = 33;
+/// Upper bound of each latency bucket, µs: bucket `i` holds latencies below `2^i` µs.
+pub const LAT_BOUNDS_US: [u64; LAT_SLOTS] = {
+    let mut bounds = [0u64; LAT_SLOTS];
+    let mut i = 0;
+    while i < LAT_SLOTS {
+        bounds[i] = 1 << i;
+        i += 1;
+    }
+    bounds
+};
 
-/// A request's operation class, grouped like `/proc/diskstats`.
+/// A request's operation class, grouped like `/proc/diskstats` (`enum io_op`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Op {
     /// Reads (and driver-in requests).
-    Read = 0,
+    Read = io_op::IO_OP_READ.0 as isize,
     /// Writes, write-zeroes, zone management.
-    Write = 1,
+    Write = io_op::IO_OP_WRITE.0 as isize,
     /// Discard and secure erase.
-    Discard = 2,
+    Discard = io_op::IO_OP_DISCARD.0 as isize,
     /// Cache flushes.
-    Flush = 3,
+    Flush = io_op::IO_OP_FLUSH.0 as isize,
 }
 
-/// A latency stage.
+/// A latency stage (`enum io_stage`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Stage {
     /// Request allocated (or first seen) to completed.
-    Req = 0,
+    Req = io_stage::IO_STAGE_REQ.0 as isize,
     /// Inserted into the queue (I/O scheduler or dispatch list) to issued to the driver.
-    Queue = 1,
+    Queue = io_stage::IO_STAGE_QUEUE.0 as isize,
     /// Issued to the driver to completed: driver plus device time.
-    Device = 2,
+    Device = io_stage::IO_STAGE_DEVICE.0 as isize,
 }
 
 impl Stage {
@@ -179,28 +189,13 @@ pub fn period_max(m: &types::io_period_max, ended: u32) -> [u64; 3] {
     }
 }
 
-/// Reinterprets a map value as the skeleton type `T`, which must be exactly `bytes.len()` long.
-pub(crate) fn decode<T: Copy + Pod>(bytes: &[u8]) -> Option<T> {
-    if bytes.len() != std::mem::size_of::<T>() {
-        return None;
-    }
-    // SAFETY: T is a plain-old-data C struct made only of integers (guaranteed by the `Pod`
-    // impls below), so every bit pattern is valid; the length was checked and
-    // read_unaligned has no alignment requirement.
-    Some(unsafe { std::ptr::read_unaligned(bytes.as_ptr().cast::<T>()) })
-}
-
-/// Marker for skeleton types that are integers-only C structs (any bytes are a valid value).
-pub(crate) trait Pod {}
-impl Pod for types::io_disk_stats {}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use probe_sdk::bpf::plain_data;
 
     fn cpu_value(seed: u64) -> types::io_disk_stats {
-        let mut v: types::io_disk_stats =
-            decode(&vec![0u8; std::mem::size_of::<types::io_disk_stats>()]).unwrap();
+        let mut v: types::io_disk_stats = plain_data::zeroed();
         v.ops = [seed, seed + 1, seed + 2, seed + 3];
         v.bytes = [seed * 4096, seed * 8192, 0, 0];
         v.errors = seed;
@@ -210,6 +205,13 @@ mod tests {
         v.lat[1].sum_ns = seed * 20_000;
         v.lat[1].count = seed;
         v
+    }
+
+    #[test]
+    fn latency_bounds_are_powers_of_two() {
+        assert_eq!(LAT_BOUNDS_US[0], 1);
+        assert_eq!(LAT_BOUNDS_US[3], 8);
+        assert_eq!(LAT_BOUNDS_US[LAT_SLOTS - 1], 1 << 32);
     }
 
     #[test]
@@ -239,16 +241,6 @@ mod tests {
         assert_eq!(s.lat[1].sum_ns, 100_000);
         assert_eq!(s.lat[0], LatStats::default());
         assert_eq!(s.total_ops(), 32);
-    }
-
-    #[test]
-    fn decode_checks_length() {
-        let size = std::mem::size_of::<types::io_disk_stats>();
-        assert!(decode::<types::io_disk_stats>(&vec![0u8; size - 1]).is_none());
-        let mut raw = vec![0u8; size];
-        raw[8] = 7; // ops[1]
-        let v: types::io_disk_stats = decode(&raw).unwrap();
-        assert_eq!(v.ops, [0, 7, 0, 0]);
     }
 
     fn with_max(

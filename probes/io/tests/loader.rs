@@ -98,7 +98,7 @@ fn raw_tp_completion_accounts_exactly() {
 /// without attaching anything: a verifier regression fails here first.
 #[test]
 fn every_program_passes_the_verifier() {
-    use ioprobe::skel::io::IoSkelBuilder;
+    use ioprobe::skel::IoSkelBuilder;
     use libbpf_rs::skel::{OpenSkel, SkelBuilder};
 
     let mut storage = MaybeUninit::uninit();

@@ -1,12 +1,15 @@
 //! taskprobe: per-process syscall counts and failures, time in slow syscalls, fork/exec/exit,
 //! off-CPU time and block IO, from eBPF tracepoints aggregated in maps and printed once per
 //! period as upstream `proc_*` records. See docs/probes/proc.md.
+//! `taskprobe --print-meta` prints the `.meta` file.
 
+mod decode;
 mod hooks;
 mod report;
 mod selection;
 mod skel;
 mod syscalls;
+mod tables;
 mod tracker;
 
 use std::cell::RefCell;
@@ -31,6 +34,7 @@ use probe_sdk::whitelist::Whitelist;
 use hooks::{BlockStart, Plan, SyscallTiming, DEFAULT_BITS, REQUIRE_HOOK_ENV};
 use selection::Selection;
 use skel::{OpenProcSkel, ProcProgs, ProcSkelBuilder};
+use tables::{STATS_PROBE, STATS_TABLE};
 use tracker::Tracker;
 
 const PROC_ROOT: &str = "/proc";
@@ -42,11 +46,12 @@ const POLL_SLICE: Duration = Duration::from_millis(100);
 /// Benchmark knob: load the syscall programs as no-ops, to measure what the hooks alone cost.
 /// The verifier prunes the check (frozen .rodata), so it costs nothing when unset.
 const NOOP_ENV: &str = "TASKPROBE_NOOP";
-/// Table and key value of this probe's loss counters.
-const STATS_TABLE: &str = "proc_bpf_stats";
-const STATS_PROBE: &str = "proc";
 
 fn main() -> ExitCode {
+    if std::env::args().nth(1).as_deref() == Some("--print-meta") {
+        print!("{}", tables::meta_text());
+        return ExitCode::SUCCESS;
+    }
     let args = ProbeArgs::from_env();
     // A bad flag value exits with 2, as ProbeArgs does for the common flags.
     let timing = match SyscallTiming::from_flags(&args.extra) {
@@ -306,9 +311,8 @@ fn run_probe(args: &ProbeArgs, timing: SyscallTiming) -> Result<()> {
         Some(RingPoller::new(
             &skel.maps.exec_events,
             move |data: &[u8]| {
-                let mut n = skel::types::exec_notice::default();
-                if plain::copy_from_bytes(&mut n, data).is_ok() {
-                    sink.borrow_mut().push(n.tgid);
+                if let Some(tgid) = decode::exec_notice_tgid(data) {
+                    sink.borrow_mut().push(tgid);
                 }
                 0
             },

@@ -5,6 +5,7 @@ use std::io::{self, Write};
 use probe_sdk::record::RecordWriter;
 
 use crate::syscalls::{SlowCol, SLOW_SLOTS};
+use crate::tables::{CPU, IO, LIFECYCLE, SLOW_TABLES, SYSCALL};
 
 /// Which `proc_*` tables are printed (from the `-P` bits).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -77,41 +78,27 @@ pub fn write_process<W: Write>(
     c: &ProcCounters,
     tables: &Tables,
 ) -> io::Result<()> {
-    use SlowCol::*;
     let comm = c.comm.as_str();
     if tables.syscall {
-        out.record("proc_syscall")
+        out.record(SYSCALL)
             .field(&tgid)
             .field(comm)
             .field(&c.syscall_failed)
             .field(&c.syscalls)
             .end()?;
     }
-    let slow_tables: [(bool, &str, &[SlowCol]); 4] = [
-        (
-            tables.io,
-            "proc_syscall_io",
-            &[Mount, Umount, Read, Write, Fsync],
-        ),
-        (tables.net, "proc_syscall_net", &[Sendmsg, Recvmsg]),
-        (
-            tables.sched,
-            "proc_syscall_sched",
-            &[SchedYield, Futex, EpollWait, EpollPwait],
-        ),
-        (tables.fork, "proc_syscall_fork", &[Fork, Vfork, Clone]),
-    ];
-    for (enabled, table, cols) in slow_tables {
+    let slow_enabled = [tables.io, tables.net, tables.sched, tables.fork];
+    for (enabled, table) in slow_enabled.into_iter().zip(&SLOW_TABLES) {
         if enabled {
-            let mut rec = out.record(table).field(&tgid).field(comm);
-            for &col in cols {
-                rec = rec.field(&c.slow(col));
+            let mut rec = out.record(table.name).field(&tgid).field(comm);
+            for (col, _) in table.columns {
+                rec = rec.field(&c.slow(*col));
             }
             rec.end()?;
         }
     }
     if tables.lifecycle {
-        out.record("proc_lifecycle")
+        out.record(LIFECYCLE)
             .field(&tgid)
             .field(comm)
             .field(&c.forks)
@@ -122,7 +109,7 @@ pub fn write_process<W: Write>(
             .end()?;
     }
     if tables.bio {
-        out.record("proc_io")
+        out.record(IO)
             .field(&tgid)
             .field(comm)
             .field(&c.bio_small[0])
@@ -136,7 +123,7 @@ pub fn write_process<W: Write>(
             .end()?;
     }
     if tables.cpu {
-        out.record("proc_cpu")
+        out.record(CPU)
             .field(&tgid)
             .field(comm)
             .field(&c.iowait_ns)
@@ -209,24 +196,13 @@ mod tests {
         assert_eq!(render(42, &sample(), &all), expected);
     }
 
-    /// Table name → field names, from the probe's own `.meta`.
+    /// Table name → field names, from the declarations `taskprobe.meta` is generated from.
     fn meta_tables() -> Vec<(String, Vec<String>)> {
-        let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("taskprobe.meta");
-        let root = gala_libconfig::parse_file(&path).expect("taskprobe.meta parses");
-        let measurements = root
-            .get("measurements")
-            .and_then(|m| m.elements())
-            .expect("measurements list");
-        measurements
-            .iter()
-            .map(|m| {
-                let name = m.get("table_name").and_then(|n| n.as_str()).unwrap();
-                let fields = m.get("fields").and_then(|f| f.elements()).unwrap();
-                let names = fields
-                    .iter()
-                    .map(|f| f.get("name").and_then(|n| n.as_str()).unwrap().to_string())
-                    .collect();
-                (name.to_string(), names)
+        crate::tables::meta_tables()
+            .into_iter()
+            .map(|t| {
+                let names = t.fields.iter().map(|f| f.name.to_string()).collect();
+                (t.name.to_string(), names)
             })
             .collect()
     }
@@ -238,8 +214,8 @@ mod tests {
         write_process(&mut w, 42, &sample(), &all).unwrap();
         probe_sdk::bpf::write_loss_record(
             &mut w,
-            "proc_bpf_stats",
-            "proc",
+            crate::tables::STATS_TABLE,
+            crate::tables::STATS_PROBE,
             &probe_sdk::bpf::LossCounters::default(),
         )
         .unwrap();

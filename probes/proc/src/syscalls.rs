@@ -5,24 +5,26 @@
 //! newer variants of the same operation add to the same column (`pread64` → `ns_read`,
 //! `clone3` → `ns_clone`, …), so the column means "time in that kind of syscall".
 
-/// Column indexes; must match `enum slow_col` in `src/bpf/proc.h`.
+use crate::skel::types::slow_col;
+
+/// Column indexes: `enum slow_col` of `src/bpf/intf.h`, as the skeleton generates it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 #[repr(u8)]
 pub enum SlowCol {
-    Mount = 1,
-    Umount,
-    Read,
-    Write,
-    Fsync,
-    Sendmsg,
-    Recvmsg,
-    SchedYield,
-    Futex,
-    EpollWait,
-    EpollPwait,
-    Fork,
-    Vfork,
-    Clone,
+    Mount = slow_col::COL_MOUNT.0 as u8,
+    Umount = slow_col::COL_UMOUNT.0 as u8,
+    Read = slow_col::COL_READ.0 as u8,
+    Write = slow_col::COL_WRITE.0 as u8,
+    Fsync = slow_col::COL_FSYNC.0 as u8,
+    Sendmsg = slow_col::COL_SENDMSG.0 as u8,
+    Recvmsg = slow_col::COL_RECVMSG.0 as u8,
+    SchedYield = slow_col::COL_SCHED_YIELD.0 as u8,
+    Futex = slow_col::COL_FUTEX.0 as u8,
+    EpollWait = slow_col::COL_EPOLL_WAIT.0 as u8,
+    EpollPwait = slow_col::COL_EPOLL_PWAIT.0 as u8,
+    Fork = slow_col::COL_FORK.0 as u8,
+    Vfork = slow_col::COL_VFORK.0 as u8,
+    Clone = slow_col::COL_CLONE.0 as u8,
 }
 
 /// Number of slots in `proc_stats.slow_ns` (`SLOW_SLOTS`; index 0 and 15 unused).

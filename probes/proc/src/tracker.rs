@@ -14,10 +14,11 @@ use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 
 use libbpf_rs::{MapCore, MapFlags};
 
+use crate::decode::{self, decode_stats, proc_stats_bytes};
 use crate::report::ProcCounters;
 use crate::skel::types;
 
-/// Slots of the filter array; must match `TRACK_SLOTS` in `src/bpf/proc.h`.
+/// Slots of the filter array; must match `TRACK_SLOTS` in `src/bpf/intf.h`.
 pub const TRACK_SLOTS: usize = 65536;
 
 /// Why a process could not be tracked.
@@ -60,61 +61,6 @@ fn is_full(e: &libbpf_rs::Error) -> bool {
         e.kind(),
         libbpf_rs::ErrorKind::TooBig | libbpf_rs::ErrorKind::OutOfMemory
     )
-}
-
-fn comm_bytes(comm: &str) -> [i8; 16] {
-    let mut out = [0i8; 16];
-    for (o, b) in out.iter_mut().zip(comm.bytes().take(15)) {
-        *o = b as i8;
-    }
-    out
-}
-
-/// The `comm` of a BPF struct as a string (up to the first NUL).
-pub fn comm_string(raw: &[i8; 16]) -> String {
-    let bytes: Vec<u8> = raw
-        .iter()
-        .map(|&c| c as u8)
-        .take_while(|&c| c != 0)
-        .collect();
-    String::from_utf8_lossy(&bytes).into_owned()
-}
-
-/// Decodes a `proc_stats` map value; the flag says whether the syscall counts still accrue in
-/// the process's hot slot.
-pub fn decode_stats(bytes: &[u8]) -> Option<(ProcCounters, bool)> {
-    let mut s = zeroed_stats();
-    plain::copy_from_bytes(&mut s, bytes).ok()?;
-    let c = ProcCounters {
-        comm: comm_string(&s.comm),
-        syscalls: s.syscalls,
-        syscall_failed: s.syscall_failed,
-        slow_ns: s.slow_ns,
-        forks: s.forks,
-        threads: s.threads,
-        execs: s.execs,
-        thread_exits: s.thread_exits,
-        offcpu_ns: s.offcpu_ns,
-        iowait_ns: s.iowait_ns,
-        bio_small: s.bio_small,
-        bio_big: s.bio_big,
-        bio_bytes: s.bio_bytes,
-        bio_latency_ns: s.bio_latency_ns,
-        bio_err: s.bio_err,
-        exited: s.exited != 0,
-    };
-    Some((c, s.in_slot != 0))
-}
-
-fn zeroed_stats() -> types::proc_stats {
-    // SAFETY: proc_stats is plain integers and byte arrays; all-zero is a valid value.
-    unsafe { std::mem::zeroed() }
-}
-
-fn stats_bytes(s: &types::proc_stats) -> &[u8] {
-    // SAFETY: proc_stats is a repr(C) struct of integers without padding holes we read back;
-    // viewing it as bytes for the map update is sound.
-    unsafe { plain::as_bytes(s) }
 }
 
 impl<'a> Tracker<'a> {
@@ -204,9 +150,7 @@ impl<'a> Tracker<'a> {
             .lookup(&tgid.to_ne_bytes(), MapFlags::ANY)
             .ok()
             .flatten()?;
-        let mut s = zeroed_stats();
-        plain::copy_from_bytes(&mut s, &v).ok()?;
-        Some(s)
+        decode::proc_stats(&v)
     }
 
     /// Starts counting `tgid` (no-op if it already has an entry).
@@ -219,11 +163,12 @@ impl<'a> Tracker<'a> {
         if use_slot {
             self.zero_hot(tgid);
         }
-        let mut s = zeroed_stats();
-        s.comm = comm_bytes(comm);
-        s.in_slot = u32::from(use_slot);
+        let s = decode::new_proc_stats(comm, use_slot);
         let key = tgid.to_ne_bytes();
-        if let Err(e) = self.stats.update(&key, stats_bytes(&s), MapFlags::NO_EXIST) {
+        if let Err(e) = self
+            .stats
+            .update(&key, proc_stats_bytes(&s), MapFlags::NO_EXIST)
+        {
             if is_full(&e) {
                 return Err(TrackError::Full);
             }
@@ -253,7 +198,9 @@ impl<'a> Tracker<'a> {
         if let Some(mut s) = self.read_entry(tgid) {
             if s.in_slot != 0 {
                 s.in_slot = 0;
-                let _ = self.stats.update(&key, stats_bytes(&s), MapFlags::EXIST);
+                let _ = self
+                    .stats
+                    .update(&key, proc_stats_bytes(&s), MapFlags::EXIST);
             }
         }
         if let Err(e) = self.overflow.update(&key, &[1u8], MapFlags::ANY) {
@@ -319,41 +266,5 @@ impl<'a> Tracker<'a> {
         }
         out.sort_by_key(|(tgid, _)| *tgid);
         out
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn comm_round_trip_truncates_to_15() {
-        let raw = comm_bytes("a-very-long-process-name");
-        assert_eq!(comm_string(&raw), "a-very-long-pro");
-        assert_eq!(comm_string(&comm_bytes("sh")), "sh");
-        assert_eq!(comm_string(&[0; 16]), "");
-    }
-
-    #[test]
-    fn decode_reads_every_field() {
-        let mut s = zeroed_stats();
-        s.syscalls = 10;
-        s.syscall_failed = 3;
-        s.slow_ns[3] = 99;
-        s.forks = 2;
-        s.bio_bytes = [5, 6];
-        s.exited = 1;
-        s.comm = comm_bytes("worker");
-        s.in_slot = 1;
-        let (c, in_slot) = decode_stats(stats_bytes(&s)).unwrap();
-        assert!(in_slot);
-        assert_eq!(c.syscalls, 10);
-        assert_eq!(c.syscall_failed, 3);
-        assert_eq!(c.slow_ns[3], 99);
-        assert_eq!(c.forks, 2);
-        assert_eq!(c.bio_bytes, [5, 6]);
-        assert!(c.exited);
-        assert_eq!(c.comm, "worker");
-        assert!(decode_stats(&[0u8; 3]).is_none());
     }
 }

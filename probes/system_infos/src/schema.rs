@@ -6,29 +6,9 @@
 //! Per-period values are gauges holding the change over the last period (upstream convention);
 //! only cumulative values are counters.
 
-/// How the daemon treats a field (the `.meta` `type`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Kind {
-    /// Part of the record identity, exported as a label.
-    Key,
-    /// A label that is not part of the identity.
-    Label,
-    /// A value that may go up or down (also every per-period delta).
-    Gauge,
-    /// A cumulative, monotonically increasing value.
-    Counter,
-}
-
-impl Kind {
-    fn as_str(self) -> &'static str {
-        match self {
-            Kind::Key => "key",
-            Kind::Label => "label",
-            Kind::Gauge => "gauge",
-            Kind::Counter => "counter",
-        }
-    }
-}
+/// How the daemon treats a field (the `.meta` `type`): the contract's kinds. This probe writes
+/// keys, labels, gauges (also every per-period delta) and counters (cumulative values).
+pub use record_line::FieldKind;
 
 /// One field of a table, in record order.
 #[derive(Debug, Clone, Copy)]
@@ -36,7 +16,7 @@ pub struct FieldDef {
     /// Field name: label name or metric suffix (`gala_gopher_<entity>_<name>`).
     pub name: &'static str,
     /// Field type.
-    pub kind: Kind,
+    pub kind: FieldKind,
     /// Description, exported as the metric's HELP text.
     pub help: &'static str,
 }
@@ -62,28 +42,28 @@ impl TableDef {
 const fn key(name: &'static str, help: &'static str) -> FieldDef {
     FieldDef {
         name,
-        kind: Kind::Key,
+        kind: FieldKind::Key,
         help,
     }
 }
 const fn label(name: &'static str, help: &'static str) -> FieldDef {
     FieldDef {
         name,
-        kind: Kind::Label,
+        kind: FieldKind::Label,
         help,
     }
 }
 const fn gauge(name: &'static str, help: &'static str) -> FieldDef {
     FieldDef {
         name,
-        kind: Kind::Gauge,
+        kind: FieldKind::Gauge,
         help,
     }
 }
 const fn counter(name: &'static str, help: &'static str) -> FieldDef {
     FieldDef {
         name,
-        kind: Kind::Counter,
+        kind: FieldKind::Counter,
         help,
     }
 }
@@ -621,7 +601,7 @@ mod tests {
             }
             assert_eq!(
                 t.fields[0].kind,
-                Kind::Key,
+                FieldKind::Key,
                 "{} must start with its key",
                 t.table
             );
@@ -635,7 +615,7 @@ mod tests {
             for f in t
                 .fields
                 .iter()
-                .filter(|f| matches!(f.kind, Kind::Gauge | Kind::Counter))
+                .filter(|f| matches!(f.kind, FieldKind::Gauge | FieldKind::Counter))
             {
                 let metric = format!("{}_{}", t.entity, f.name);
                 if let Some(other) = seen.insert(metric.clone(), t.table) {

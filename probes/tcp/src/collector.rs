@@ -9,8 +9,8 @@ use libbpf_rs::skel::{OpenSkel, SkelBuilder};
 use libbpf_rs::{Iter, Link, MapCore, OpenObject};
 use probe_sdk::bpf::{self, LossCounters};
 
+use crate::decode::LIVE_RECORD_SIZE;
 use crate::skel::{TcpSkel, TcpSkelBuilder};
-use crate::wire::LIVE_RECORD_SIZE;
 
 /// Failure to load, attach or read the BPF side.
 #[derive(Debug, thiserror::Error)]

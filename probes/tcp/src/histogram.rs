@@ -1,7 +1,5 @@
-//! The establish-latency histogram and its upstream field encoding
-//! `N b1 c1 … bN cN sum max` (bucket upper bounds with cumulative counts).
-
-use std::fmt::Write as _;
+//! The establish-latency histogram: its buckets, and its value in a record (encoded by
+//! `record_line::histogram`, `N b1 c1 … bN cN sum max` with cumulative counts).
 
 /// Bucket upper bounds in microseconds. The last one is beyond the kernel's SYN retry budget
 /// (about 127 s with default sysctls); larger values are filed there too.
@@ -59,22 +57,12 @@ impl Histogram {
         self.max = self.max.max(other.max);
     }
 
-    /// The upstream HEAD encoding with cumulative counts, e.g. `2 10 1 100 3 250 900` for
-    /// buckets (10, 100). None when there is no observation yet (the field is then absent).
+    /// The record value ([`record_line::histogram::encode`] over [`BOUNDS_US`]), e.g.
+    /// `2 10 1 100 3 250 900` for buckets (10, 100). None when there is no observation yet (the
+    /// field is then absent).
     pub fn encode(&self) -> Option<String> {
-        if self.count() == 0 {
-            return None;
-        }
-        let mut out = String::new();
-        // Writing into a String cannot fail.
-        let _ = write!(out, "{SLOTS}");
-        let mut cumulative = 0u64;
-        for (bound, count) in BOUNDS_US.iter().zip(self.counts.iter()) {
-            cumulative = cumulative.saturating_add(*count);
-            let _ = write!(out, " {bound} {cumulative}");
-        }
-        let _ = write!(out, " {} {}", self.sum, self.max);
-        Some(out)
+        (self.count() > 0)
+            .then(|| record_line::histogram::encode(&BOUNDS_US, &self.counts, self.sum, self.max))
     }
 }
 

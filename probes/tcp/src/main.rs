@@ -11,12 +11,12 @@
 mod collector;
 mod conn_key;
 mod conn_table;
+mod decode;
 mod histogram;
 mod owners;
 mod skel;
 mod tables;
 mod tracker;
-mod wire;
 
 use std::cell::{Cell, RefCell};
 use std::collections::HashMap;
@@ -35,10 +35,10 @@ use probe_sdk::{info, warn};
 
 use crate::collector::{Collector, Options};
 use crate::conn_table::ConnTable;
+use crate::decode::Record;
 use crate::owners::Owner;
 use crate::tables::{BIT_WINDOWS, STATS_TABLE};
 use crate::tracker::Tracker;
-use crate::wire::Record;
 
 /// Default for `-M`.
 const DEFAULT_MAX_CONNS: u32 = 16384;
@@ -88,7 +88,7 @@ fn pass(
             counters,
             windows,
             ino,
-        }) = wire::decode(bytes)
+        }) = decode::decode(bytes)
         {
             t.live(&id, &counters, &windows, ino, owners);
         }
@@ -137,7 +137,7 @@ fn run() -> Result<()> {
         let tracker = Rc::clone(&tracker);
         let undecodable = Rc::clone(&undecodable);
         RingPoller::new(collector.events(), move |bytes| {
-            match wire::decode(bytes) {
+            match decode::decode(bytes) {
                 Some(r) => tracker.borrow_mut().record(r),
                 None => undecodable.set(undecodable.get() + 1),
             }

@@ -1,19 +1,12 @@
-//! The generated libbpf-rs skeleton of `src/bpf/tcp.bpf.c`.
+//! The generated libbpf-rs skeleton of `src/bpf/tcp.bpf.c`; its `types` are the Rust copies of
+//! `src/bpf/intf.h`.
 #![allow(
     clippy::all,
     missing_docs,
     non_camel_case_types,
     non_snake_case,
+    non_upper_case_globals,
     dead_code,
     unused_imports
 )]
 include!(concat!(env!("OUT_DIR"), "/tcp.skel.rs"));
-
-// SAFETY: these are the `#[repr(C)]` plain-data copies of `tcp.h`'s records (integers and
-// integer arrays only), valid for any bit pattern; user space copies record bytes into them.
-unsafe impl plain::Plain for types::tcpp_sock_id {}
-unsafe impl plain::Plain for types::tcpp_ev_owner {}
-unsafe impl plain::Plain for types::tcpp_ev_estab {}
-unsafe impl plain::Plain for types::tcpp_ev_close {}
-unsafe impl plain::Plain for types::tcpp_ev_mark {}
-unsafe impl plain::Plain for types::tcpp_live {}

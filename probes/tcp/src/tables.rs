@@ -1,9 +1,9 @@
 //! The output tables, defined once: the record writer and the `.meta` text both come from
 //! [`TABLES`] (a test keeps `tcpprobe.meta` equal to [`meta_text`]).
 
-use std::fmt::Write as _;
 use std::io::{self, Write};
 
+use probe_sdk::bpf::meta::{self, Field, Table};
 use probe_sdk::record::RecordWriter;
 
 use crate::conn_key::ConnKey;
@@ -16,52 +16,6 @@ use crate::conn_table::{
 pub const ENTITY: &str = "tcp_link";
 /// Loss-counter table (`<probe>_bpf_stats`, entity `bpf_probe`).
 pub const STATS_TABLE: &str = "tcp_bpf_stats";
-
-/// `.meta` field type.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Kind {
-    /// Identity of the record.
-    Key,
-    /// Label only.
-    Label,
-    /// Value that goes up and down.
-    Gauge,
-    /// Monotonic value.
-    Counter,
-    /// Upstream histogram encoding.
-    Histogram,
-}
-
-impl Kind {
-    fn as_str(self) -> &'static str {
-        match self {
-            Kind::Key => "key",
-            Kind::Label => "label",
-            Kind::Gauge => "gauge",
-            Kind::Counter => "counter",
-            Kind::Histogram => "histogram",
-        }
-    }
-}
-
-/// One field of a table.
-#[derive(Debug)]
-pub struct FieldDef {
-    /// Field name.
-    pub name: &'static str,
-    /// Field type.
-    pub kind: Kind,
-    /// Description for `# HELP`.
-    pub description: &'static str,
-}
-
-const fn f(name: &'static str, kind: Kind, description: &'static str) -> FieldDef {
-    FieldDef {
-        name,
-        kind,
-        description,
-    }
-}
 
 /// A metric's value in one record; None is written as an empty (absent) field.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -80,29 +34,21 @@ pub struct TableDef {
     /// `-P` bit that enables the table (upstream tcpprobe bits); None = always on.
     pub bit: Option<u32>,
     /// Metric fields, after the common key fields and the `comm` label.
-    pub metrics: &'static [FieldDef],
+    pub metrics: &'static [Field],
     /// Metric values of an entry, in `metrics` order.
     pub values: fn(&ConnEntry) -> Vec<Value>,
 }
 
 /// The key fields and the label every connection table starts with.
-pub const KEY_FIELDS: &[FieldDef] = &[
-    f(
-        "tgid",
-        Kind::Key,
-        "process id of the socket owner (0 when unknown)",
-    ),
-    f("role", Kind::Key, "client (connected) or server (accepted)"),
-    f("client_ip", Kind::Key, "address of the connecting end"),
-    f("server_ip", Kind::Key, "address of the accepting end"),
-    f(
-        "client_port",
-        Kind::Key,
-        "port of the connecting end (0 unless -c 1)",
-    ),
-    f("server_port", Kind::Key, "port of the accepting end"),
-    f("protocol", Kind::Key, "address family: 2 IPv4, 10 IPv6"),
-    f("comm", Kind::Label, "process name of the socket owner"),
+pub const KEY_FIELDS: &[Field] = &[
+    Field::key("tgid", "process id of the socket owner (0 when unknown)"),
+    Field::key("role", "client (connected) or server (accepted)"),
+    Field::key("client_ip", "address of the connecting end"),
+    Field::key("server_ip", "address of the accepting end"),
+    Field::key("client_port", "port of the connecting end (0 unless -c 1)"),
+    Field::key("server_port", "port of the accepting end"),
+    Field::key("protocol", "address family: 2 IPv4, 10 IPv6"),
+    Field::label("comm", "process name of the socket owner"),
 ];
 
 /// `-P` bit of tcp_abn (upstream TCP_PROBE_ABN).
@@ -131,14 +77,14 @@ pub const TABLES: &[TableDef] = &[
         name: "tcp_link",
         bit: None,
         metrics: &[
-            f("link_count", Kind::Gauge, "live connections of the key at the end of the period"),
-            f("opens", Kind::Counter, "transitions to ESTABLISHED"),
-            f("closes", Kind::Counter, "transitions to CLOSE (all kinds below)"),
-            f("active_closes", Kind::Counter, "closed from FIN_WAIT1/FIN_WAIT2/CLOSING: the local end closed first"),
-            f("passive_closes", Kind::Counter, "closed from LAST_ACK: the peer closed first"),
-            f("aborted_closes", Kind::Counter, "closed from ESTABLISHED/CLOSE_WAIT: reset, abort or timeout"),
-            f("open_failed", Kind::Counter, "closed from SYN_SENT/SYN_RECV: never established"),
-            f("estab_latency", Kind::Histogram, "connection establish latency, us (client: SYN sent to ESTABLISHED; server: SYN-ACK round trip)"),
+            Field::gauge("link_count", "live connections of the key at the end of the period"),
+            Field::counter("opens", "transitions to ESTABLISHED"),
+            Field::counter("closes", "transitions to CLOSE (all kinds below)"),
+            Field::counter("active_closes", "closed from FIN_WAIT1/FIN_WAIT2/CLOSING: the local end closed first"),
+            Field::counter("passive_closes", "closed from LAST_ACK: the peer closed first"),
+            Field::counter("aborted_closes", "closed from ESTABLISHED/CLOSE_WAIT: reset, abort or timeout"),
+            Field::counter("open_failed", "closed from SYN_SENT/SYN_RECV: never established"),
+            Field::histogram("estab_latency", "connection establish latency, us (client: SYN sent to ESTABLISHED; server: SYN-ACK round trip)"),
         ],
         values: |e| {
             vec![
@@ -157,10 +103,10 @@ pub const TABLES: &[TableDef] = &[
         name: "tcp_tx_rx",
         bit: Some(BIT_TXRX),
         metrics: &[
-            f("rx_bytes", Kind::Counter, "payload bytes received"),
-            f("tx_bytes", Kind::Counter, "payload bytes sent, retransmissions excluded"),
-            f("segs_in", Kind::Counter, "segments received"),
-            f("segs_out", Kind::Counter, "segments sent"),
+            Field::counter("rx_bytes", "payload bytes received"),
+            Field::counter("tx_bytes", "payload bytes sent, retransmissions excluded"),
+            Field::counter("segs_in", "segments received"),
+            Field::counter("segs_out", "segments sent"),
         ],
         values: |e| {
             vec![
@@ -175,9 +121,9 @@ pub const TABLES: &[TableDef] = &[
         name: "tcp_rtt",
         bit: Some(BIT_RTT),
         metrics: &[
-            f("srtt", Kind::Gauge, "smoothed RTT, us (mean over the key's connections)"),
-            f("srtt_max", Kind::Gauge, "largest smoothed RTT of the key's connections, us"),
-            f("rcv_rtt", Kind::Gauge, "receive-side RTT estimate, us (mean)"),
+            Field::gauge("srtt", "smoothed RTT, us (mean over the key's connections)"),
+            Field::gauge("srtt_max", "largest smoothed RTT of the key's connections, us"),
+            Field::gauge("rcv_rtt", "receive-side RTT estimate, us (mean)"),
         ],
         values: |e| {
             vec![
@@ -191,14 +137,14 @@ pub const TABLES: &[TableDef] = &[
         name: "tcp_windows",
         bit: Some(BIT_WINDOWS),
         metrics: &[
-            f("snd_cwnd", Kind::Gauge, "congestion window, segments (mean over live connections)"),
-            f("snd_wnd", Kind::Gauge, "peer's receive window, bytes (mean)"),
-            f("rcv_wnd", Kind::Gauge, "advertised receive window, bytes (mean)"),
-            f("notsent_bytes", Kind::Gauge, "bytes written but not yet sent (mean)"),
-            f("notack_bytes", Kind::Gauge, "bytes sent but not yet acknowledged (mean)"),
-            f("reordering", Kind::Gauge, "reordering metric, segments (mean)"),
-            f("zero_snd_wnd_count", Kind::Counter, "times the peer closed its window (zero window received)"),
-            f("zero_rcv_wnd_count", Kind::Counter, "times a zero window was advertised to the peer"),
+            Field::gauge("snd_cwnd", "congestion window, segments (mean over live connections)"),
+            Field::gauge("snd_wnd", "peer's receive window, bytes (mean)"),
+            Field::gauge("rcv_wnd", "advertised receive window, bytes (mean)"),
+            Field::gauge("notsent_bytes", "bytes written but not yet sent (mean)"),
+            Field::gauge("notack_bytes", "bytes sent but not yet acknowledged (mean)"),
+            Field::gauge("reordering", "reordering metric, segments (mean)"),
+            Field::counter("zero_snd_wnd_count", "times the peer closed its window (zero window received)"),
+            Field::counter("zero_rcv_wnd_count", "times a zero window was advertised to the peer"),
         ],
         values: |e| {
             let g = &e.gauges;
@@ -218,9 +164,9 @@ pub const TABLES: &[TableDef] = &[
         name: "tcp_abn",
         bit: Some(BIT_ABN),
         metrics: &[
-            f("retran_packets", Kind::Counter, "retransmitted segments"),
-            f("send_rsts", Kind::Counter, "resets sent"),
-            f("receive_rsts", Kind::Counter, "resets received"),
+            Field::counter("retran_packets", "retransmitted segments"),
+            Field::counter("send_rsts", "resets sent"),
+            Field::counter("receive_rsts", "resets received"),
         ],
         values: |e| {
             vec![
@@ -234,31 +180,11 @@ pub const TABLES: &[TableDef] = &[
         name: "tcp_srtt",
         bit: Some(BIT_SRTT),
         metrics: &[
-            f("syn_srtt", Kind::Gauge, "mean establish latency of the connections established in the period, us"),
-            f("syn_srtt_max", Kind::Gauge, "largest establish latency in the period, us"),
+            Field::gauge("syn_srtt", "mean establish latency of the connections established in the period, us"),
+            Field::gauge("syn_srtt_max", "largest establish latency in the period, us"),
         ],
         values: |e| vec![opt(e.gauges.syn_srtt_us), opt(e.gauges.syn_srtt_max_us)],
     },
-];
-
-/// Fields of the loss-counter table (written by `probe_sdk::bpf::write_loss_record`).
-pub const STATS_FIELDS: &[FieldDef] = &[
-    f("probe", Kind::Key, "probe name"),
-    f(
-        "events",
-        Kind::Counter,
-        "kernel events accounted (state changes, resets, zero windows)",
-    ),
-    f(
-        "lost_events",
-        Kind::Counter,
-        "events lost (socket storage could not be allocated)",
-    ),
-    f(
-        "map_full",
-        Kind::Counter,
-        "connection deltas dropped because the key cap (-M) was reached",
-    ),
 ];
 
 /// Whether `table` is enabled by the `-P` bitmask.
@@ -296,38 +222,23 @@ pub fn write_entry<W: Write>(
     Ok(())
 }
 
-fn meta_table(out: &mut String, name: &str, entity: &str, fields: &[&FieldDef]) {
-    let _ = writeln!(out, "    {{");
-    let _ = writeln!(out, "        table_name: \"{name}\",");
-    let _ = writeln!(out, "        entity_name: \"{entity}\",");
-    let _ = writeln!(out, "        fields:");
-    let _ = writeln!(out, "        (");
-    for (i, fd) in fields.iter().enumerate() {
-        let sep = if i + 1 < fields.len() { "," } else { "" };
-        let _ = writeln!(
-            out,
-            "            {{ description: \"{}\", type: \"{}\", name: \"{}\" }}{sep}",
-            fd.description,
-            fd.kind.as_str(),
-            fd.name
-        );
-    }
-    let _ = writeln!(out, "        )");
-    let _ = write!(out, "    }}");
+/// Every table of the `.meta` file, in order: the connection tables, then the loss counters.
+pub fn meta_tables() -> Vec<Table> {
+    TABLES
+        .iter()
+        .map(|t| Table::new(t.name, ENTITY, &[KEY_FIELDS, t.metrics]))
+        .chain([meta::loss_table(
+            STATS_TABLE,
+            "kernel events accounted (state changes, resets, zero windows)",
+            "events lost (socket storage could not be allocated)",
+            "connection deltas dropped because the key cap (-M) was reached",
+        )])
+        .collect()
 }
 
-/// The `.meta` file describing every table this probe writes.
+/// The `.meta` file describing every table this probe writes (`tcpprobe --print-meta`).
 pub fn meta_text() -> String {
-    let mut out = String::from("version = \"1.0.0\"\n\nmeasurements:\n(\n");
-    for t in TABLES {
-        let fields: Vec<&FieldDef> = KEY_FIELDS.iter().chain(t.metrics.iter()).collect();
-        meta_table(&mut out, t.name, ENTITY, &fields);
-        out.push_str(",\n");
-    }
-    let stats: Vec<&FieldDef> = STATS_FIELDS.iter().collect();
-    meta_table(&mut out, STATS_TABLE, "bpf_probe", &stats);
-    out.push_str("\n)\n");
-    out
+    meta::render(&[], &meta_tables())
 }
 
 #[cfg(test)]
@@ -431,30 +342,30 @@ mod tests {
             doc.lookup("version").and_then(|n| n.as_str()),
             Some("1.0.0")
         );
-        let expected: Vec<(&str, &str, Vec<&FieldDef>)> = TABLES
-            .iter()
-            .map(|t| (t.name, ENTITY, KEY_FIELDS.iter().chain(t.metrics).collect()))
-            .chain([(STATS_TABLE, "bpf_probe", STATS_FIELDS.iter().collect())])
-            .collect();
-        for (i, (name, entity, fields)) in expected.iter().enumerate() {
+        let expected = meta_tables();
+        assert_eq!(meta::check(&expected), Vec::<String>::new());
+        assert_eq!(expected.last().map(|t| t.name), Some(STATS_TABLE));
+        for (i, table) in expected.iter().enumerate() {
             let m = doc.lookup(&format!("measurements.[{i}]")).unwrap();
-            assert_eq!(m.get("table_name").and_then(|n| n.as_str()), Some(*name));
-            assert_eq!(m.get("entity_name").and_then(|n| n.as_str()), Some(*entity));
-            for (j, fd) in fields.iter().enumerate() {
+            assert_eq!(
+                m.get("table_name").and_then(|n| n.as_str()),
+                Some(table.name)
+            );
+            assert_eq!(
+                m.get("entity_name").and_then(|n| n.as_str()),
+                Some(table.entity)
+            );
+            for (j, fd) in table.fields.iter().enumerate() {
                 let f = m.lookup(&format!("fields.[{j}]")).unwrap();
                 assert_eq!(f.get("name").and_then(|n| n.as_str()), Some(fd.name));
                 assert_eq!(
                     f.get("type").and_then(|n| n.as_str()),
                     Some(fd.kind.as_str())
                 );
-                // Upstream limits: names 63, descriptions 255; the IMDB keeps 31 of a name.
-                assert!(
-                    fd.name.len() <= 31 && fd.description.len() <= 255,
-                    "{}",
-                    fd.name
-                );
             }
-            assert!(m.lookup(&format!("fields.[{}]", fields.len())).is_none());
+            assert!(m
+                .lookup(&format!("fields.[{}]", table.fields.len()))
+                .is_none());
         }
         assert!(doc
             .lookup(&format!("measurements.[{}]", expected.len()))

@@ -14,8 +14,8 @@ use crate::conn_table::{
     PeriodDelta, CLOSE_ABORT, CLOSE_ACTIVE, CLOSE_FAILED, CLOSE_PASSIVE, C_RETRANS, C_RST_RECV,
     C_RST_SENT, C_RX_BYTES, C_SEGS_IN, C_SEGS_OUT, C_TX_BYTES, C_ZERO_RCV_WND, C_ZERO_SND_WND,
 };
+use crate::decode::{state, Counters, Record, SockId, Windows};
 use crate::owners::Owner;
-use crate::wire::{state, Counters, Record, SockId, Windows};
 
 /// A socket the tracker knows.
 #[derive(Debug, Clone)]

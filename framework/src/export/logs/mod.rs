@@ -2,37 +2,33 @@
 //! (`gopher_metrics_<N>`), `logs.event_dir` (`gopher_event_<N>`) and `logs.meta_dir`
 //! (`gopher_meta.log`), each capped by its `*_total_size` (see [`rotate`]).
 //!
-//! One thread writes all three streams, buffering a batch and writing it with few syscalls. A
-//! directory that cannot be used is retried every 10 s; its items count as failed meanwhile.
+//! One thread (`sink-logs`) writes all three streams, buffering a batch and writing it with few
+//! syscalls at the end of each round. A directory that cannot be used is retried every 10 s; its
+//! items count as failed meanwhile.
 
 pub mod rotate;
 
 pub use rotate::{prepare_dir, LogFileError, Naming, RotatingFile};
 
-use std::path::PathBuf;
+pub use super::json::MetricFormat;
+
+use std::path::{Path, PathBuf};
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use super::json;
-use super::queue::{Item, Popped, SinkQueue};
-use crate::ingest::now_ms;
-use crate::telemetry::{SinkStats, Stream};
+use super::sink::{streams_to, Messages, Plan, SendError, Sent, Sink};
+use crate::clock::now_ms;
+use crate::config::{GopherConfig, OutChannel};
+use crate::message::{Item, Stream};
+use crate::telemetry::SinkStats;
 
-/// Items taken from the sink queue per round.
-const BATCH: usize = 4096;
+/// Bytes in the `*_total_size` megabytes.
+const MB: u64 = 1024 * 1024;
 
 /// Pause between attempts to open an unusable directory.
 const RETRY_OPEN: Duration = Duration::from_secs(10);
-
-/// Metric line shape in the metric files.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum MetricFormat {
-    /// `logs` channel: the upstream flat (Kafka) JSON.
-    Flat,
-    /// `json` channel: HEAD's `labels`/`metrics`/`histos` JSON.
-    Head,
-}
 
 /// Where one stream's files go.
 #[derive(Debug, Clone)]
@@ -77,100 +73,161 @@ impl LazyFile {
     }
 }
 
-/// The log-file sink: file specs per stream.
-#[derive(Debug, Default)]
-pub struct LogSinkSpec {
+/// The sink's settings, from the `logs` section: file specs per stream.
+#[derive(Debug, Clone, Default)]
+pub struct LogSinkConfig {
     /// Metric files and line shape.
     pub metric: Option<(FileSpec, MetricFormat)>,
     /// Event files.
     pub event: Option<FileSpec>,
     /// Metadata file.
     pub meta: Option<FileSpec>,
+    /// The daemon's machine id (in every metric line).
+    pub machine_id: String,
 }
 
-/// Start the log-file sink thread.
-pub fn spawn(
-    spec: LogSinkSpec,
-    machine_id: &str,
-    queue: Arc<SinkQueue>,
-) -> std::io::Result<std::thread::JoinHandle<()>> {
-    let machine_id = machine_id.to_string();
-    // Create the directories now so a bad one is reported at start (writing retries later).
-    for s in [
-        spec.metric.as_ref().map(|(s, _)| s),
-        spec.event.as_ref(),
-        spec.meta.as_ref(),
-    ]
-    .into_iter()
-    .flatten()
-    {
-        if let Err(e) = prepare_dir(&s.dir) {
-            tracing::error!(sink = "logs", "{e}");
-            queue.stats().set_last_error(now_ms(), &e.to_string());
-        }
+fn file_spec(dir: &Path, naming: Naming, total_mb: u64) -> FileSpec {
+    FileSpec {
+        dir: dir.to_path_buf(),
+        naming,
+        total_bytes: total_mb.saturating_mul(MB),
     }
-    std::thread::Builder::new()
-        .name("sink-logs".into())
-        .spawn(move || run(spec, &machine_id, &queue))
 }
 
-fn run(spec: LogSinkSpec, machine_id: &str, queue: &SinkQueue) {
-    let stats = Arc::clone(queue.stats());
-    let format = spec.metric.as_ref().map(|(_, f)| *f);
-    let mut files: [Option<LazyFile>; 3] = [
-        spec.metric.map(|(s, _)| LazyFile::new(s)),
-        spec.event.map(LazyFile::new),
-        spec.meta.map(LazyFile::new),
-    ];
-    let mut batch = Vec::with_capacity(BATCH);
-    let mut line = Vec::with_capacity(4096);
-    loop {
-        let popped = queue.pop_batch(&mut batch, BATCH, Duration::from_millis(500));
-        for item in batch.drain(..) {
-            let stream = item.stream();
-            let Some(lazy) = files[stream.index()].as_mut() else {
-                continue;
-            };
-            let counters = stats.stream(stream);
-            let Some(file) = lazy.get(&stats) else {
-                counters.failed.fetch_add(1, Ordering::Relaxed);
-                continue;
-            };
-            line.clear();
-            let bytes: &[u8] = match &item {
-                Item::Metric(r) => {
-                    match format {
-                        Some(MetricFormat::Head) => json::metric_head(r, machine_id, &mut line),
-                        _ => json::metric_flat(r, machine_id, &mut line),
-                    }
-                    &line
-                }
-                Item::Event(e) => e.json.as_bytes(),
-                Item::Meta(m) => m.json.as_bytes(),
-            };
-            if let Err(e) = file.append(bytes) {
-                counters
-                    .failed
-                    .fetch_add(1 + file.take_lost(), Ordering::Relaxed);
+/// The log-file sink: the files of each carried stream.
+#[derive(Debug)]
+pub struct LogSink {
+    files: [Option<LazyFile>; 3],
+    format: MetricFormat,
+    machine_id: String,
+    stats: Arc<SinkStats>,
+}
+
+impl Sink for LogSink {
+    const NAME: &'static str = "logs";
+    const BATCH: usize = 4096;
+    type Config = LogSinkConfig;
+    type Error = std::convert::Infallible;
+
+    fn plan(cfg: &GopherConfig, machine_id: &str) -> Option<Plan<LogSinkConfig>> {
+        let streams = streams_to(cfg, &[OutChannel::Logs, OutChannel::Json]);
+        if streams.is_empty() {
+            return None;
+        }
+        let l = &cfg.logs;
+        let m = &cfg.metric.out_channel;
+        if m.contains(OutChannel::Logs) && m.contains(OutChannel::Json) {
+            tracing::warn!("metric.out_channel has both \"logs\" and \"json\": metric files use the json shape");
+        }
+        let format = if m.contains(OutChannel::Json) {
+            MetricFormat::Head
+        } else {
+            MetricFormat::Flat
+        };
+        let has = |s| streams.contains(&s);
+        let config = LogSinkConfig {
+            metric: has(Stream::Metric).then(|| {
+                let numbered = Naming::Numbered("gopher_metrics_");
+                (
+                    file_spec(&l.metric_dir, numbered, l.metric_total_size),
+                    format,
+                )
+            }),
+            event: has(Stream::Event).then(|| {
+                let numbered = Naming::Numbered("gopher_event_");
+                file_spec(&l.event_dir, numbered, l.event_total_size)
+            }),
+            meta: has(Stream::Meta).then(|| {
+                let backup = Naming::Backup("gopher_meta.log");
+                file_spec(&l.meta_dir, backup, l.meta_total_size)
+            }),
+            machine_id: machine_id.to_string(),
+        };
+        Some(Plan {
+            streams,
+            queue_size: l.queue_size,
+            config,
+        })
+    }
+
+    fn open(config: LogSinkConfig, stats: Arc<SinkStats>) -> Result<Self, Self::Error> {
+        // Create the directories now so a bad one is reported at start (writing retries later).
+        for s in [
+            config.metric.as_ref().map(|(s, _)| s),
+            config.event.as_ref(),
+            config.meta.as_ref(),
+        ]
+        .into_iter()
+        .flatten()
+        {
+            if let Err(e) = prepare_dir(&s.dir) {
+                tracing::error!(sink = "logs", "{e}");
                 stats.set_last_error(now_ms(), &e.to_string());
             }
         }
-        for (i, lazy) in files.iter_mut().enumerate() {
+        Ok(LogSink {
+            format: config
+                .metric
+                .as_ref()
+                .map_or(MetricFormat::Flat, |(_, f)| *f),
+            files: [
+                config.metric.map(|(s, _)| LazyFile::new(s)),
+                config.event.map(LazyFile::new),
+                config.meta.map(LazyFile::new),
+            ],
+            machine_id: config.machine_id,
+            stats,
+        })
+    }
+
+    fn encode(&mut self, stream: Stream, items: &[Item], out: &mut Messages) {
+        if self.files[stream.index()].is_none() {
+            return;
+        }
+        for item in items {
+            out.push(1, |line| {
+                json::item(item, &self.machine_id, self.format, line)
+            });
+        }
+    }
+
+    fn send(&mut self, stream: Stream, line: &[u8]) -> Result<Sent, SendError> {
+        let Some(lazy) = self.files[stream.index()].as_mut() else {
+            return Err(SendError::Permanent(None));
+        };
+        // Unusable directory: the open attempt recorded the error.
+        let Some(file) = lazy.get(&self.stats) else {
+            return Err(SendError::Permanent(None));
+        };
+        match file.append(line) {
+            // Counted when the buffer is written ([`Sink::flush`]).
+            Ok(()) => Ok(Sent::Pending),
+            Err(e) => {
+                // Buffered lines lost with the failed write.
+                let lost = file.take_lost();
+                self.stats
+                    .stream(stream)
+                    .failed
+                    .fetch_add(lost, Ordering::Relaxed);
+                Err(SendError::Permanent(Some(e.to_string())))
+            }
+        }
+    }
+
+    fn flush(&mut self) {
+        for (i, lazy) in self.files.iter_mut().enumerate() {
             let Some(file) = lazy.as_mut().and_then(|l| l.file.as_mut()) else {
                 continue;
             };
-            let counters = stats.stream(Stream::ALL[i]);
+            let counters = self.stats.stream(Stream::ALL[i]);
             let (written, res) = file.flush();
             counters.sent.fetch_add(written, Ordering::Relaxed);
             counters
                 .failed
                 .fetch_add(file.take_lost(), Ordering::Relaxed);
             if let Err(e) = res {
-                stats.set_last_error(now_ms(), &e.to_string());
+                self.stats.set_last_error(now_ms(), &e.to_string());
             }
-        }
-        if popped == Popped::Closed {
-            break;
         }
     }
 }

@@ -1,5 +1,6 @@
 //! OTLP sink: metrics as OTLP/HTTP protobuf (`POST <endpoint>/v1/metrics`), events as OTLP logs
-//! (`POST <endpoint>/v1/logs`), from a dedicated thread with a blocking HTTP client.
+//! (`POST <endpoint>/v1/logs`), one request per batch and stream, from the `sink-otlp` thread
+//! with a blocking HTTP client.
 //!
 //! Mapping: metric name `gala_gopher_<entity>_<field>` (as on `/metrics`); key and label fields
 //! become data-point attributes; gauge and summary → Gauge, counter → monotonic cumulative Sum,
@@ -8,14 +9,13 @@
 //! is skipped. Resource: `service.name = gala-gopher`, `host.name`, `host.id` (machine id).
 //! Cumulative sums and histograms start at the sink's start time.
 //!
-//! Delivery: a batch that fails with a transport error, 408, 429 or 5xx is retried (backoff
-//! 100 ms doubling to 5 s) while the sink queue keeps filling and dropping its oldest items; any
-//! other status counts the batch as failed. Metadata is not sent over OTLP.
+//! Delivery: a batch that fails with a transport error, 408, 429 or 5xx is retryable (the sink
+//! loop's backoff, 100 ms doubling to 5 s) while the sink queue keeps filling and dropping its
+//! oldest items; any other status counts the batch as failed. Metadata is not sent over OTLP.
 
 pub mod proto;
 
 use std::collections::HashMap;
-use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -27,18 +27,13 @@ use self::proto::{
     KeyValue, LogRecord, Metric, NumberDataPoint, Resource, ResourceLogs, ResourceMetrics,
     ScopeLogs, ScopeMetrics, Sum, TEMPORALITY_CUMULATIVE,
 };
-use super::queue::{Item, OwnedRecord, Popped, SinkQueue};
-use crate::events::EventMessage;
-use crate::ingest::now_ms;
+use super::sink::{streams_to, Messages, Plan, SendError, Sent, Sink};
+use crate::clock::now_ms;
+use crate::config::{GopherConfig, OutChannel};
+use crate::message::{EventMessage, Item, OwnedRecord, Stream};
 use crate::meta::FieldKind;
 use crate::store::value::parse_histogram;
-use crate::telemetry::{SinkStats, Stream};
-
-/// Items taken from the sink queue per request.
-const BATCH: usize = 2000;
-
-/// Longest pause between retries of a failed request.
-const MAX_BACKOFF: Duration = Duration::from_secs(5);
+use crate::telemetry::SinkStats;
 
 /// What the OTLP resource says about this host.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -109,8 +104,8 @@ fn histogram_point(
 }
 
 /// Build one metrics request from `records`; points of the same metric share one `Metric`.
-pub fn encode_metrics(
-    records: &[Arc<OwnedRecord>],
+pub fn encode_metrics<'a>(
+    records: impl IntoIterator<Item = &'a OwnedRecord>,
     resource: &ResourceInfo,
     start_ns: u64,
 ) -> ExportMetricsServiceRequest {
@@ -201,12 +196,12 @@ pub fn encode_metrics(
 }
 
 /// Build one logs request from `events`.
-pub fn encode_events(
-    events: &[Arc<EventMessage>],
+pub fn encode_events<'a>(
+    events: impl IntoIterator<Item = &'a EventMessage>,
     resource: &ResourceInfo,
 ) -> ExportLogsServiceRequest {
     let log_records = events
-        .iter()
+        .into_iter()
         .map(|e| {
             let ns = e.time_ms.saturating_mul(1_000_000);
             let ev = &e.event;
@@ -245,55 +240,117 @@ pub fn encode_events(
     }
 }
 
-/// How one POST ended.
-enum Outcome {
-    Sent,
-    Retry(String),
-    Failed(String),
+/// The sink's settings, from the `otlp` section.
+#[derive(Debug, Clone)]
+pub struct OtlpSinkConfig {
+    /// Collector base URL (`otlp.endpoint`).
+    pub endpoint: String,
+    /// Per-request timeout (`otlp.timeout_ms`).
+    pub timeout: Duration,
+    /// Resource attributes.
+    pub resource: ResourceInfo,
 }
 
-/// The OTLP sink, ready to be moved onto its thread.
+/// The kernel's host name (`host.name`), empty if unreadable.
+fn host_name() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .map(|s| s.trim().to_string())
+        .unwrap_or_default()
+}
+
+/// The OTLP sink: an HTTP agent and the two endpoints.
 pub struct OtlpSink {
     agent: ureq::Agent,
     metrics_url: String,
     logs_url: String,
     resource: ResourceInfo,
     start_ns: u64,
-    queue: Arc<SinkQueue>,
 }
 
-impl OtlpSink {
+impl Sink for OtlpSink {
+    const NAME: &'static str = "otlp";
+    const BATCH: usize = 2000;
+    type Config = OtlpSinkConfig;
+    type Error = std::convert::Infallible;
+
+    fn plan(cfg: &GopherConfig, machine_id: &str) -> Option<Plan<OtlpSinkConfig>> {
+        if cfg.meta.out_channel.contains(OutChannel::Otlp) {
+            tracing::warn!("meta.out_channel \"otlp\": OTLP has no metadata signal; ignored");
+        }
+        let streams: Vec<Stream> = streams_to(cfg, &[OutChannel::Otlp])
+            .into_iter()
+            .filter(|s| *s != Stream::Meta)
+            .collect();
+        if streams.is_empty() {
+            return None;
+        }
+        Some(Plan {
+            streams,
+            queue_size: cfg.otlp.queue_size,
+            config: OtlpSinkConfig {
+                endpoint: cfg.otlp.endpoint.clone(),
+                timeout: Duration::from_millis(cfg.otlp.timeout_ms),
+                resource: ResourceInfo {
+                    host_name: host_name(),
+                    host_id: machine_id.to_string(),
+                },
+            },
+        })
+    }
+
     /// A sink posting to `endpoint` (base URL) with a per-request `timeout`.
-    pub fn new(
-        endpoint: &str,
-        timeout: Duration,
-        resource: ResourceInfo,
-        queue: Arc<SinkQueue>,
-    ) -> Self {
-        let config = ureq::Agent::config_builder()
-            .timeout_global(Some(timeout))
+    fn open(config: OtlpSinkConfig, stats: Arc<SinkStats>) -> Result<Self, Self::Error> {
+        let agent_config = ureq::Agent::config_builder()
+            .timeout_global(Some(config.timeout))
             .http_status_as_error(false)
             .user_agent(concat!("gala-gopher/", env!("CARGO_PKG_VERSION")))
             .build();
-        let base = endpoint.trim_end_matches('/');
-        OtlpSink {
-            agent: ureq::Agent::new_with_config(config),
+        let base = config.endpoint.trim_end_matches('/');
+        let streams: Vec<Stream> = stats.streams().collect();
+        tracing::info!(endpoint = %config.endpoint, streams = ?streams, "otlp sink started");
+        Ok(OtlpSink {
+            agent: ureq::Agent::new_with_config(agent_config),
             metrics_url: format!("{base}/v1/metrics"),
             logs_url: format!("{base}/v1/logs"),
-            resource,
+            resource: config.resource,
             start_ns: now_ms().saturating_mul(1_000_000),
-            queue,
+        })
+    }
+
+    fn encode(&mut self, stream: Stream, items: &[Item], out: &mut Messages) {
+        let n = items.len() as u64;
+        match stream {
+            Stream::Metric => {
+                let records = items.iter().filter_map(|i| match i {
+                    Item::Metric(r) => Some(r.as_ref()),
+                    _ => None,
+                });
+                let req = encode_metrics(records, &self.resource, self.start_ns);
+                // Encoding into a Vec cannot fail.
+                out.push(n, |buf| {
+                    let _ = req.encode(buf);
+                });
+            }
+            Stream::Event => {
+                let events = items.iter().filter_map(|i| match i {
+                    Item::Event(e) => Some(e.as_ref()),
+                    _ => None,
+                });
+                let req = encode_events(events, &self.resource);
+                out.push(n, |buf| {
+                    let _ = req.encode(buf);
+                });
+            }
+            Stream::Meta => {}
         }
     }
 
-    /// Run on its own thread until the queue is closed and drained.
-    pub fn spawn(self) -> std::io::Result<std::thread::JoinHandle<()>> {
-        std::thread::Builder::new()
-            .name("sink-otlp".into())
-            .spawn(move || self.run())
-    }
-
-    fn post(&self, url: &str, body: &[u8]) -> Outcome {
+    fn send(&mut self, stream: Stream, body: &[u8]) -> Result<Sent, SendError> {
+        let url = match stream {
+            Stream::Metric => &self.metrics_url,
+            Stream::Event => &self.logs_url,
+            Stream::Meta => return Err(SendError::Permanent(None)),
+        };
         let resp = self
             .agent
             .post(url)
@@ -305,88 +362,14 @@ impl OtlpSink {
                 // Read the (small) reply so the connection can be reused.
                 let _ = r.body_mut().with_config().limit(1 << 20).read_to_vec();
                 match status {
-                    200..=299 => Outcome::Sent,
-                    408 | 429 | 500..=599 => Outcome::Retry(format!("{url}: HTTP {status}")),
-                    _ => Outcome::Failed(format!("{url}: HTTP {status}")),
-                }
-            }
-            Err(e) => Outcome::Retry(format!("{url}: {e}")),
-        }
-    }
-
-    /// POST until sent, refused, or the queue is closed during a retry.
-    fn deliver(&self, url: &str, body: &[u8], stream: Stream, n: u64, stats: &SinkStats) {
-        let c = stats.stream(stream);
-        let mut backoff = Duration::from_millis(100);
-        loop {
-            match self.post(url, body) {
-                Outcome::Sent => {
-                    c.sent.fetch_add(n, Ordering::Relaxed);
-                    return;
-                }
-                Outcome::Failed(e) => {
-                    c.failed.fetch_add(n, Ordering::Relaxed);
-                    stats.set_last_error(now_ms(), &e);
-                    return;
-                }
-                Outcome::Retry(e) => {
-                    stats.set_last_error(now_ms(), &e);
-                    if self.queue.is_closed() {
-                        c.failed.fetch_add(n, Ordering::Relaxed);
-                        return;
+                    200..=299 => Ok(Sent::Delivered),
+                    408 | 429 | 500..=599 => {
+                        Err(SendError::Retryable(Some(format!("{url}: HTTP {status}"))))
                     }
-                    std::thread::sleep(backoff);
-                    backoff = (backoff * 2).min(MAX_BACKOFF);
+                    _ => Err(SendError::Permanent(Some(format!("{url}: HTTP {status}")))),
                 }
             }
-        }
-    }
-
-    fn run(self) {
-        let stats = Arc::clone(self.queue.stats());
-        let mut batch = Vec::with_capacity(BATCH);
-        let mut records = Vec::with_capacity(BATCH);
-        let mut events = Vec::new();
-        let mut body = Vec::with_capacity(64 * 1024);
-        loop {
-            if self
-                .queue
-                .pop_batch(&mut batch, BATCH, Duration::from_millis(500))
-                == Popped::Closed
-            {
-                break;
-            }
-            for item in batch.drain(..) {
-                match item {
-                    Item::Metric(r) => records.push(r),
-                    Item::Event(e) => events.push(e),
-                    Item::Meta(_) => {}
-                }
-            }
-            if !events.is_empty() {
-                body.clear();
-                let _ = encode_events(&events, &self.resource).encode(&mut body);
-                self.deliver(
-                    &self.logs_url,
-                    &body,
-                    Stream::Event,
-                    events.len() as u64,
-                    &stats,
-                );
-                events.clear();
-            }
-            if !records.is_empty() {
-                body.clear();
-                let _ = encode_metrics(&records, &self.resource, self.start_ns).encode(&mut body);
-                self.deliver(
-                    &self.metrics_url,
-                    &body,
-                    Stream::Metric,
-                    records.len() as u64,
-                    &stats,
-                );
-                records.clear();
-            }
+            Err(e) => Err(SendError::Retryable(Some(format!("{url}: {e}")))),
         }
     }
 }
@@ -394,7 +377,7 @@ impl OtlpSink {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::export::RecordView;
+    use crate::message::RecordView;
     use crate::meta::TableSchema;
 
     fn rec(values: &[Option<&str>]) -> Arc<OwnedRecord> {
@@ -422,19 +405,16 @@ mod tests {
             host_name: "h".into(),
             host_id: "m".into(),
         };
-        let req = encode_metrics(
-            &[
-                rec(&[
-                    Some("a"),
-                    Some("1.5"),
-                    Some("7"),
-                    Some("3 10 1 100 3 1000 3 250 900"),
-                ]),
-                rec(&[Some("b"), Some("x"), None, None]),
-            ],
-            &res,
-            5,
-        );
+        let recs = [
+            rec(&[
+                Some("a"),
+                Some("1.5"),
+                Some("7"),
+                Some("3 10 1 100 3 1000 3 250 900"),
+            ]),
+            rec(&[Some("b"), Some("x"), None, None]),
+        ];
+        let req = encode_metrics(recs.iter().map(|r| r.as_ref()), &res, 5);
         let m = &req.resource_metrics[0].scope_metrics[0].metrics;
         let names: Vec<&str> = m.iter().map(|m| m.name.as_str()).collect();
         assert_eq!(

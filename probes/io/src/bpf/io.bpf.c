@@ -18,7 +18,7 @@
 #include <bpf/bpf_tracing.h>
 #include <bpf/bpf_core_read.h>
 #include "gg_common.h"
-#include "io.h"
+#include "intf.h"
 
 char LICENSE[] SEC("license") = "Dual BSD/GPL";
 
@@ -46,6 +46,9 @@ struct {
 
 /* Template for new io_stats elements (too large for the 512-byte BPF stack). */
 const struct io_disk_stats zero_stats = {};
+/* Not used at run time: they make the skeleton generate the enums of intf.h for Rust. */
+enum io_op io_op_type = 0;
+enum io_stage io_stage_type = 0;
 
 /* Kernels before 5.17 kept the disk in the request itself. */
 struct request___old {

@@ -14,7 +14,7 @@
 #include <bpf/bpf_tracing.h>
 #include <bpf/bpf_core_read.h>
 #include "gg_common.h"
-#include "proc.h"
+#include "intf.h"
 
 char LICENSE[] SEC("license") = "GPL";
 
@@ -116,8 +116,9 @@ struct {
 	__uint(max_entries, 64 * 1024);
 } exec_events SEC(".maps");
 
-/* Make the notice type visible to the skeleton's generated Rust types. */
+/* Make the notice type and the column enum visible to the skeleton's generated Rust types. */
 struct exec_notice _exec_notice = {};
+enum slow_col _slow_col = 0;
 
 static __always_inline bool is_tracked(__u32 tgid)
 {

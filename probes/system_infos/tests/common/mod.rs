@@ -33,27 +33,20 @@ pub fn meta_tables() -> HashMap<String, Vec<String>> {
     tables
 }
 
-/// Splits `|table|v1|…|vn|` into the table and its unescaped values; `None` for other lines.
+/// Splits `|table|v1|…|vn|` into the table and its unescaped values by the daemon's own rules
+/// (the `record_line` contract); `None` for lines the daemon would not take as records.
 pub fn split_record(line: &str) -> Option<(String, Vec<String>)> {
-    let inner = line.strip_prefix('|')?.strip_suffix('|')?;
-    let mut fields = Vec::new();
-    let mut cur = String::new();
-    let mut chars = inner.chars();
-    while let Some(c) = chars.next() {
-        match c {
-            '\\' => match chars.next() {
-                Some('n') => cur.push('\n'),
-                Some('r') => cur.push('\r'),
-                Some(other) => cur.push(other),
-                None => cur.push('\\'),
-            },
-            '|' => fields.push(std::mem::take(&mut cur)),
-            _ => cur.push(c),
-        }
-    }
-    fields.push(cur);
-    let table = fields.remove(0);
-    Some((table, fields))
+    let mut raw = Vec::new();
+    let table = record_line::parse_record(line, &mut raw).ok()?;
+    let values = raw
+        .iter()
+        .map(|v| {
+            let mut s = String::new();
+            record_line::unescape_into(v, &mut s);
+            s
+        })
+        .collect();
+    Some((table.to_string(), values))
 }
 
 /// Checks every record line against the `.meta` widths; returns the records by table.

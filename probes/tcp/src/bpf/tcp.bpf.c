@@ -21,7 +21,7 @@
 #include <bpf/bpf_core_read.h>
 #include <bpf/bpf_endian.h>
 #include "gg_common.h"
-#include "tcp.h"
+#include "intf.h"
 
 char LICENSE[] SEC("license") = "Dual BSD/GPL";
 
@@ -34,12 +34,14 @@ struct {
 	__uint(max_entries, 2 * 1024 * 1024);
 } events SEC(".maps");
 
-/* Not used at run time: they make the skeleton generate Rust copies of the record types. */
+/* Not used at run time: they make the skeleton generate Rust copies of the record types and
+ * of enum tcpp_kind (src/decode.rs takes the record kinds from it). */
 struct tcpp_ev_owner tcpp_ev_owner_type = {};
 struct tcpp_ev_estab tcpp_ev_estab_type = {};
 struct tcpp_ev_close tcpp_ev_close_type = {};
 struct tcpp_ev_mark tcpp_ev_mark_type = {};
 struct tcpp_live tcpp_live_type = {};
+enum tcpp_kind tcpp_kind_type = 0;
 
 /*
  * Local port. Not skc_num: the state-change tracepoint fires after inet_put_port() cleared it

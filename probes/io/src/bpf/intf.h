@@ -1,10 +1,10 @@
 /* SPDX-License-Identifier: (LGPL-2.1 OR BSD-2-Clause) */
 /*
- * io.h - layout shared by io.bpf.c and ioprobe's Rust code (via the skeleton's types).
- * Change both sides together.
+ * intf.h - layout shared by io.bpf.c and ioprobe's Rust code (via the skeleton's types;
+ * src/decode.rs reads map values into them). Change both sides together.
  */
-#ifndef IOPROBE_IO_H
-#define IOPROBE_IO_H
+#ifndef IOPROBE_INTF_H
+#define IOPROBE_INTF_H
 
 /* Operation classes, as /proc/diskstats groups them. */
 enum io_op {
@@ -70,4 +70,4 @@ struct io_start {
 	__u64 issue_ns;  /* 0 until issued */
 };
 
-#endif /* IOPROBE_IO_H */
+#endif /* IOPROBE_INTF_H */

@@ -1,6 +1,10 @@
-/* Layout shared by proc.bpf.c and the Rust side (types are generated into the skeleton). */
-#ifndef TASKPROBE_PROC_H
-#define TASKPROBE_PROC_H
+/* SPDX-License-Identifier: GPL-2.0 */
+/*
+ * intf.h - layout shared by proc.bpf.c and taskprobe's Rust code (types are generated into the
+ * skeleton; src/decode.rs reads and writes map values with them). Change both sides together.
+ */
+#ifndef TASKPROBE_INTF_H
+#define TASKPROBE_INTF_H
 
 /* Tracked-tgid filter: a direct-mapped array indexed by tgid & (TRACK_SLOTS - 1); a tgid whose
  * slot is taken by another tgid goes to the overflow hash. Must be a power of two. */
@@ -69,4 +73,4 @@ struct exec_notice {
 	char comm[16];
 };
 
-#endif
+#endif /* TASKPROBE_INTF_H */

@@ -1,6 +1,9 @@
-//! Decoding of the records `tcp.bpf.c` sends (ring buffer) and dumps (tcp iterator).
+//! Decoding of the records `tcp.bpf.c` sends (ring buffer) and dumps (tcp iterator): the
+//! skeleton's copies of `src/bpf/intf.h` read with `probe_sdk::bpf::plain_data`.
 
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+
+use probe_sdk::bpf::plain_data::{self, Plain};
 
 use crate::conn_key::{AF_INET, AF_INET6};
 use crate::owners::Owner;
@@ -9,17 +12,33 @@ use crate::skel::types::{
     tcpp_sock_id,
 };
 
-/// Record kinds (`enum tcpp_kind` in `tcp.h`).
+// SAFETY: these are the `#[repr(C)]` plain-data copies of `intf.h`'s records (integers and
+// integer arrays only), valid for any bit pattern.
+unsafe impl Plain for tcpp_sock_id {}
+// SAFETY: as above.
+unsafe impl Plain for tcpp_ev_owner {}
+// SAFETY: as above.
+unsafe impl Plain for tcpp_ev_estab {}
+// SAFETY: as above.
+unsafe impl Plain for tcpp_ev_close {}
+// SAFETY: as above.
+unsafe impl Plain for tcpp_ev_mark {}
+// SAFETY: as above.
+unsafe impl Plain for tcpp_live {}
+
+/// Record kinds: `enum tcpp_kind` of `intf.h`, as the skeleton generates it.
 mod kind {
-    pub const CONNECT: u8 = 1;
-    pub const LISTEN: u8 = 2;
-    pub const ESTABLISHED: u8 = 3;
-    pub const CLOSE: u8 = 4;
-    pub const RST_SENT: u8 = 5;
-    pub const RST_RECV: u8 = 6;
-    pub const ZERO_SND_WND: u8 = 7;
-    pub const ZERO_RCV_WND: u8 = 8;
-    pub const LIVE: u8 = 9;
+    use crate::skel::types::tcpp_kind;
+
+    pub const CONNECT: u8 = tcpp_kind::TCPP_EV_CONNECT.0 as u8;
+    pub const LISTEN: u8 = tcpp_kind::TCPP_EV_LISTEN.0 as u8;
+    pub const ESTABLISHED: u8 = tcpp_kind::TCPP_EV_ESTABLISHED.0 as u8;
+    pub const CLOSE: u8 = tcpp_kind::TCPP_EV_CLOSE.0 as u8;
+    pub const RST_SENT: u8 = tcpp_kind::TCPP_EV_RST_SENT.0 as u8;
+    pub const RST_RECV: u8 = tcpp_kind::TCPP_EV_RST_RECV.0 as u8;
+    pub const ZERO_SND_WND: u8 = tcpp_kind::TCPP_EV_ZERO_SND_WND.0 as u8;
+    pub const ZERO_RCV_WND: u8 = tcpp_kind::TCPP_EV_ZERO_RCV_WND.0 as u8;
+    pub const LIVE: u8 = tcpp_kind::TCPP_REC_LIVE.0 as u8;
 }
 
 /// Kernel TCP states (`BPF_TCP_*`), as far as the tracker needs them.
@@ -210,19 +229,12 @@ pub fn comm_string(raw: &[i8]) -> String {
     String::from_utf8_lossy(&bytes).into_owned()
 }
 
-fn read<T: plain::Plain + Default>(bytes: &[u8]) -> Option<T> {
-    let mut v = T::default();
-    // Longer input is fine (ring-buffer records are 8-byte padded); shorter is not.
-    plain::copy_from_bytes(&mut v, bytes).ok()?;
-    Some(v)
-}
-
 /// Size of one iterator record.
 pub const LIVE_RECORD_SIZE: usize = std::mem::size_of::<tcpp_live>();
 
 /// Decodes one record; None for a truncated record or an unknown kind or family.
 pub fn decode(bytes: &[u8]) -> Option<Record> {
-    let head: tcpp_sock_id = read(bytes)?;
+    let head: tcpp_sock_id = plain_data::read(bytes)?;
     let id = sock_id(&head)?;
     let owner = |e: &tcpp_ev_owner| Owner {
         tgid: e.tgid,
@@ -230,7 +242,7 @@ pub fn decode(bytes: &[u8]) -> Option<Record> {
     };
     Some(match head.kind {
         kind::CONNECT => {
-            let e: tcpp_ev_owner = read(bytes)?;
+            let e: tcpp_ev_owner = plain_data::read(bytes)?;
             Record::Connect {
                 id,
                 ts_ns: e.ts_ns,
@@ -238,14 +250,14 @@ pub fn decode(bytes: &[u8]) -> Option<Record> {
             }
         }
         kind::LISTEN => {
-            let e: tcpp_ev_owner = read(bytes)?;
+            let e: tcpp_ev_owner = plain_data::read(bytes)?;
             Record::Listen {
                 id,
                 owner: owner(&e),
             }
         }
         kind::ESTABLISHED => {
-            let e: tcpp_ev_estab = read(bytes)?;
+            let e: tcpp_ev_estab = plain_data::read(bytes)?;
             Record::Established {
                 id,
                 ts_ns: e.ts_ns,
@@ -253,7 +265,7 @@ pub fn decode(bytes: &[u8]) -> Option<Record> {
             }
         }
         kind::CLOSE => {
-            let e: tcpp_ev_close = read(bytes)?;
+            let e: tcpp_ev_close = plain_data::read(bytes)?;
             Record::Close {
                 id,
                 counters: counters(&e.c),
@@ -263,11 +275,11 @@ pub fn decode(bytes: &[u8]) -> Option<Record> {
         kind::RST_RECV => Record::RstRecv { id },
         kind::ZERO_SND_WND => Record::ZeroSndWnd { id },
         kind::ZERO_RCV_WND => {
-            let e: tcpp_ev_mark = read(bytes)?;
+            let e: tcpp_ev_mark = plain_data::read(bytes)?;
             Record::ZeroRcvWnd { id, episode: e.aux }
         }
         kind::LIVE => {
-            let e: tcpp_live = read(bytes)?;
+            let e: tcpp_live = plain_data::read(bytes)?;
             Record::Live {
                 id,
                 counters: counters(&e.c),
@@ -305,13 +317,27 @@ mod tests {
         id
     }
 
-    fn bytes<T: Copy>(v: &T) -> Vec<u8> {
-        // SAFETY: T is one of the plain #[repr(C)] record structs; reading its bytes is sound
-        // (they contain no padding that matters for these tests: every field is written).
-        unsafe {
-            std::slice::from_raw_parts((v as *const T).cast::<u8>(), std::mem::size_of::<T>())
-        }
-        .to_vec()
+    fn bytes<T: Plain>(v: &T) -> Vec<u8> {
+        // SAFETY: the records of intf.h are laid out without padding (explicit `pad` fields).
+        unsafe { plain_data::as_bytes(v) }.to_vec()
+    }
+
+    #[test]
+    fn kinds_fit_the_u8_field_and_differ() {
+        use crate::skel::types::tcpp_kind;
+        assert!(tcpp_kind::TCPP_REC_LIVE.0 <= u32::from(u8::MAX));
+        let all = [
+            kind::CONNECT,
+            kind::LISTEN,
+            kind::ESTABLISHED,
+            kind::CLOSE,
+            kind::RST_SENT,
+            kind::RST_RECV,
+            kind::ZERO_SND_WND,
+            kind::ZERO_RCV_WND,
+            kind::LIVE,
+        ];
+        assert_eq!(all, [1, 2, 3, 4, 5, 6, 7, 8, 9]);
     }
 
     #[test]

@@ -1,16 +1,34 @@
-//! probe_sdk::bpf end to end with a real (tiny) BPF program, `src/bpf/gg_selftest.bpf.c`:
-//! tracefs + classic tracepoint attach, RingPoller with batched wake-ups, and the gg_stats loss
-//! counters (EVENTS, LOST, MAP_FULL) with exactly predictable values.
+//! `probe_sdk::bpf` end to end with a real (tiny) BPF program, `gg_selftest.bpf.c` beside this
+//! file (built by probe-sdk's `build.rs` with the `bpf` feature): tracefs + classic tracepoint
+//! attach, [`RingPoller`] with batched wake-ups, the `gg_stats` loss counters of `gg_common.h`
+//! (EVENTS, LOST, MAP_FULL) with exactly predictable values, and [`plain_data`] on real records.
 
 use std::collections::BTreeSet;
 use std::mem::MaybeUninit;
 use std::os::fd::AsFd;
 use std::time::Duration;
 
-use ioprobe::skel::selftest::{types, GgSelftestSkel, GgSelftestSkelBuilder};
 use libbpf_rs::skel::{OpenSkel, Skel, SkelBuilder};
 use libbpf_rs::OpenObject;
-use probe_sdk::bpf::{self, LossCounters, RingPoller};
+
+use super::{plain_data, LossCounters, RingPoller};
+use skel::{types, GgSelftestSkel, GgSelftestSkelBuilder};
+
+/// The generated skeleton of `gg_selftest.bpf.c`.
+#[allow(
+    clippy::all,
+    missing_docs,
+    non_camel_case_types,
+    non_snake_case,
+    dead_code,
+    unused_imports
+)]
+mod skel {
+    include!(concat!(env!("OUT_DIR"), "/gg_selftest.skel.rs"));
+}
+
+// SAFETY: a u64 and a byte array: every bit pattern is a valid value.
+unsafe impl plain_data::Plain for types::selftest_event {}
 
 const CALLS: u64 = 1000;
 /// The BPF program's map `selftest_seen` holds this many keys.
@@ -33,9 +51,9 @@ fn getppid_calls(n: u64) {
 /// Loads the self-test program filtered on the calling thread, with a ring buffer of
 /// `ring_bytes` bytes.
 fn load(storage: &mut MaybeUninit<OpenObject>, ring_bytes: u32) -> GgSelftestSkel<'_> {
-    bpf::ensure_tracefs().expect("tracefs");
+    super::ensure_tracefs().expect("tracefs");
     let builder = GgSelftestSkelBuilder {
-        obj_builder: bpf::object_builder(None).unwrap(),
+        obj_builder: super::object_builder(None).unwrap(),
     };
     let mut open = builder.open(storage).unwrap();
     open.maps.rodata_data.as_deref_mut().unwrap().target_tid = gettid();
@@ -50,7 +68,9 @@ fn load(storage: &mut MaybeUninit<OpenObject>, ring_bytes: u32) -> GgSelftestSke
 
 fn seq_of(data: &[u8]) -> u64 {
     assert_eq!(data.len(), std::mem::size_of::<types::selftest_event>());
-    u64::from_ne_bytes(data[..8].try_into().unwrap())
+    plain_data::read_exact::<types::selftest_event>(data)
+        .expect("one event")
+        .seq
 }
 
 #[test]
@@ -77,7 +97,7 @@ fn every_event_is_received_and_counted() {
     drop(poller);
     assert_eq!(seqs, (0..CALLS).collect::<BTreeSet<_>>());
 
-    let loss = bpf::try_read_loss_counters(&skel.maps.gg_stats).unwrap();
+    let loss = super::try_read_loss_counters(&skel.maps.gg_stats).unwrap();
     assert_eq!(
         loss,
         LossCounters {
@@ -86,17 +106,17 @@ fn every_event_is_received_and_counted() {
             map_full: CALLS - SEEN_CAPACITY,
         }
     );
-    assert_eq!(bpf::read_loss_counters(&skel.maps.gg_stats), loss);
+    assert_eq!(super::read_loss_counters(&skel.maps.gg_stats), loss);
     // A syscall tracepoint cannot nest in itself: the kernel skipped nothing.
     let prog = skel.progs.selftest_getppid.as_fd();
-    assert_eq!(bpf::prog_recursion_misses(prog).unwrap(), 0);
-    assert_eq!(bpf::recursion_misses([prog, prog]), 0);
+    assert_eq!(super::prog_recursion_misses(prog).unwrap(), 0);
+    assert_eq!(super::recursion_misses([prog, prog]), 0);
 }
 
 #[test]
 fn program_info_of_a_non_program_is_an_error() {
     let file = std::fs::File::open("/dev/null").unwrap();
-    assert!(bpf::prog_recursion_misses(file.as_fd()).is_err());
+    assert!(super::prog_recursion_misses(file.as_fd()).is_err());
 }
 
 #[test]
@@ -107,7 +127,7 @@ fn full_ring_buffer_counts_lost_events() {
     getppid_calls(CALLS);
 
     let fit = u64::from(page) / RECORD_BYTES;
-    let loss = bpf::try_read_loss_counters(&skel.maps.gg_stats).unwrap();
+    let loss = super::try_read_loss_counters(&skel.maps.gg_stats).unwrap();
     assert_eq!(loss.events, fit);
     assert_eq!(loss.lost, CALLS - fit);
     assert_eq!(loss.map_full, CALLS - SEEN_CAPACITY);

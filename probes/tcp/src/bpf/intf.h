@@ -1,6 +1,6 @@
 /* SPDX-License-Identifier: (LGPL-2.1 OR BSD-2-Clause) */
 /*
- * tcp.h - records shared by tcp.bpf.c and the tcpprobe user space (src/wire.rs decodes them;
+ * intf.h - records shared by tcp.bpf.c and the tcpprobe user space (src/decode.rs decodes them;
  * the skeleton generates the Rust copies of these structs, so both sides always agree).
  *
  * The BPF side keeps no per-connection state: it reports the few state changes that matter
@@ -8,8 +8,8 @@
  * buffer, and the tcp iterator dumps every live socket's counters once per period. User space
  * joins them by socket cookie.
  */
-#ifndef TCPPROBE_TCP_H
-#define TCPPROBE_TCP_H
+#ifndef TCPPROBE_INTF_H
+#define TCPPROBE_INTF_H
 
 #define TCP_COMM_LEN 16
 
@@ -88,4 +88,4 @@ struct tcpp_live {
 	__u32 reordering;
 };
 
-#endif /* TCPPROBE_TCP_H */
+#endif /* TCPPROBE_INTF_H */

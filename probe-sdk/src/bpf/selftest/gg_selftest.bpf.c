@@ -1,8 +1,9 @@
 // SPDX-License-Identifier: (LGPL-2.1 OR BSD-2-Clause)
 /*
- * Test-only program exercising gg_common.h through the probe_sdk::bpf platform: each getppid()
- * of the target thread emits one ring-buffer event and inserts one key into a 4-entry map,
- * so the test can predict EVENTS, LOST and MAP_FULL exactly.
+ * Test-only program exercising gg_common.h through the probe_sdk::bpf platform (loaded by the
+ * unit tests in mod.rs beside this file): each getppid() of the target thread emits one
+ * ring-buffer event and inserts one key into a 4-entry map, so the test can predict EVENTS,
+ * LOST and MAP_FULL exactly.
  */
 #include "vmlinux.h"
 #include <bpf/bpf_helpers.h>

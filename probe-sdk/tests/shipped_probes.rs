@@ -1,0 +1,165 @@
+//! `probes/shipped.list` is the one list of the probes installed with gala-gopher
+//! (install.sh and build.sh's install check read it). These tests keep everything else that
+//! names the shipped probes in step with it: the shipped config, the workspace's probe crates,
+//! the probe files, and the docs.
+
+use std::collections::BTreeSet;
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+
+/// One line of `probes/shipped.list`.
+#[derive(Debug)]
+struct Shipped {
+    name: String,
+    dir: String,
+    /// `None` for a cargo binary, else the script file in `dir`.
+    script: Option<String>,
+}
+
+fn workspace() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("probe-sdk is inside the workspace")
+        .to_path_buf()
+}
+
+fn read(rel: &str) -> String {
+    let path = workspace().join(rel);
+    std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
+}
+
+fn shipped() -> Vec<Shipped> {
+    let list: Vec<Shipped> = read("probes/shipped.list")
+        .lines()
+        .map(str::trim)
+        .filter(|l| !l.is_empty() && !l.starts_with('#'))
+        .map(|l| {
+            let words: Vec<&str> = l.split_whitespace().collect();
+            let [name, dir, source] = words[..] else {
+                panic!("probes/shipped.list: expected NAME DIR SOURCE, got {l:?}")
+            };
+            Shipped {
+                name: name.to_string(),
+                dir: dir.to_string(),
+                script: (source != "cargo").then(|| source.to_string()),
+            }
+        })
+        .collect();
+    assert!(!list.is_empty());
+    list
+}
+
+fn names() -> BTreeSet<String> {
+    let list = shipped();
+    let names: BTreeSet<String> = list.iter().map(|p| p.name.clone()).collect();
+    assert_eq!(names.len(), list.len(), "a name listed twice");
+    names
+}
+
+#[test]
+fn shipped_config_lists_exactly_the_shipped_probes() {
+    // Listed probes run only if switched on; an installed probe missing from the config would
+    // run as a drop-in instead (docs/configuration.md, "Which probes run").
+    let path = workspace().join("conf/gala-gopher.conf");
+    let conf = gala_libconfig::parse_file(&path).expect("conf/gala-gopher.conf parses");
+    let entries = conf
+        .get("probes")
+        .and_then(|p| p.elements())
+        .expect("a probes list");
+    let in_conf: Vec<String> = entries
+        .iter()
+        .map(|e| {
+            e.get("name")
+                .and_then(|n| n.as_str())
+                .expect("probe entry with a name")
+                .to_string()
+        })
+        .collect();
+    let conf_set: BTreeSet<String> = in_conf.iter().cloned().collect();
+    assert_eq!(conf_set.len(), in_conf.len(), "a probe listed twice");
+    assert_eq!(
+        conf_set,
+        names(),
+        "conf/gala-gopher.conf `probes` vs probes/shipped.list"
+    );
+}
+
+#[test]
+fn every_shipped_probe_has_its_files() {
+    let ws = workspace();
+    for p in shipped() {
+        let dir = ws.join(&p.dir);
+        assert!(
+            dir.join(format!("{}.meta", p.name)).is_file(),
+            "{}: no {}/{}.meta",
+            p.name,
+            p.dir,
+            p.name
+        );
+        match &p.script {
+            None => {
+                let manifest = read(&format!("{}/Cargo.toml", p.dir));
+                assert!(
+                    manifest.contains(&format!("name = \"{}\"", p.name)),
+                    "{}: {}/Cargo.toml builds no binary of that name",
+                    p.name,
+                    p.dir
+                );
+            }
+            Some(script) => {
+                // The daemon finds probe NAME as NAME, NAME.sh or NAME.py.
+                assert!(
+                    [format!("{}.sh", p.name), format!("{}.py", p.name)].contains(script),
+                    "{}: script {script} is not NAME.sh or NAME.py",
+                    p.name
+                );
+                let mode = std::fs::metadata(dir.join(script))
+                    .unwrap_or_else(|e| panic!("{}/{script}: {e}", p.dir))
+                    .permissions()
+                    .mode();
+                assert!(mode & 0o111 != 0, "{}/{script} is not executable", p.dir);
+            }
+        }
+    }
+}
+
+#[test]
+fn every_probe_crate_is_shipped() {
+    // The workspace takes every probes/* crate as a member; each one must be a shipped probe.
+    let cargo_dirs: BTreeSet<String> = shipped()
+        .into_iter()
+        .filter(|p| p.script.is_none())
+        .map(|p| p.dir)
+        .collect();
+    let mut crates = BTreeSet::new();
+    for entry in std::fs::read_dir(workspace().join("probes")).unwrap() {
+        let path = entry.unwrap().path();
+        if path.join("Cargo.toml").is_file() {
+            let name = path.file_name().unwrap().to_string_lossy().into_owned();
+            crates.insert(format!("probes/{name}"));
+        }
+    }
+    assert_eq!(
+        crates, cargo_dirs,
+        "probes/*/Cargo.toml vs probes/shipped.list"
+    );
+}
+
+#[test]
+fn docs_name_every_shipped_probe() {
+    let readme = read("README.md");
+    let configuration = read("docs/configuration.md");
+    for p in shipped() {
+        let quoted = format!("`{}`", p.name);
+        assert!(readme.contains(&quoted), "README.md does not name {quoted}");
+        assert!(
+            configuration.contains(&quoted),
+            "docs/configuration.md does not name {quoted}"
+        );
+        if p.script.is_none() {
+            let page = Path::new(&p.dir).file_name().unwrap().to_string_lossy();
+            let page = format!("docs/probes/{page}.md");
+            assert!(workspace().join(&page).is_file(), "{}: no {page}", p.name);
+        }
+    }
+}

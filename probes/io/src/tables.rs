@@ -1,0 +1,165 @@
+//! The tables ioprobe prints, declared once: `ioprobe.meta` is generated from [`meta_tables`]
+//! (a test keeps the committed file equal to [`meta_text`]), and [`crate::report`] writes the
+//! records in the same field order (tests check it against these declarations).
+
+use probe_sdk::bpf::meta::{self, Field, Table};
+
+/// Table with per-stage latency statistics.
+pub const TABLE_LATENCY: &str = "io_latency";
+/// Table with bytes and request counts by operation.
+pub const TABLE_COUNT: &str = "io_count";
+/// Table with request errors (only disks that had errors).
+pub const TABLE_ERR: &str = "io_err";
+/// Loss counters of the BPF side.
+pub const TABLE_BPF_STATS: &str = "io_bpf_stats";
+/// Value of the `probe` key in [`TABLE_BPF_STATS`].
+pub const PROBE_KEY: &str = "io";
+/// Entity of the disk tables (and of the events).
+pub const ENTITY: &str = "block";
+
+/// The comment at the top of `ioprobe.meta`.
+const HEADER: &[&str] = &[
+    "ioprobe: per-disk block requests, from the block_rq_insert, block_rq_issue and block_rq_complete",
+    "raw tracepoints. Counters are cumulative since the probe started; *_max gauges cover the last",
+    "period. Latencies are in microseconds. io_err rows appear only for disks that had errors.",
+    "Details: docs/probes/io.md.",
+];
+
+/// The identity every disk table starts with.
+pub const DISK_FIELDS: &[Field] = &[
+    Field::key("major", "major number of the disk"),
+    Field::key("first_minor", "first minor number of the disk"),
+    Field::label("blk_name", "kernel name of the block device, e.g. vda"),
+    Field::label(
+        "disk_name",
+        "name of the disk the device belongs to (same as blk_name for a disk)",
+    ),
+];
+
+/// `io_latency` after the disk fields: max, sum, count and histogram per stage, in
+/// [`crate::stats::STAGES`] order.
+pub const LATENCY_FIELDS: &[Field] = &[
+    Field::gauge(
+        "latency_req_max",
+        "largest request latency (allocated to completed) in the last period, us",
+    ),
+    Field::counter("latency_req_sum", "sum of request latencies, us"),
+    Field::counter("count_latency_req", "number of request latencies measured"),
+    Field::histogram(
+        "latency_req_histo",
+        "request latency histogram, us (log2 buckets, 1 us to 2^32 us)",
+    ),
+    Field::gauge(
+        "latency_queue_max",
+        "largest queue latency (inserted to issued) in the last period, us",
+    ),
+    Field::counter("latency_queue_sum", "sum of queue latencies, us"),
+    Field::counter("count_latency_queue", "number of queue latencies measured"),
+    Field::histogram(
+        "latency_queue_histo",
+        "queue latency histogram, us (log2 buckets, 1 us to 2^32 us)",
+    ),
+    Field::gauge(
+        "latency_device_max",
+        "largest device latency (issued to completed) in the last period, us",
+    ),
+    Field::counter("latency_device_sum", "sum of device latencies, us"),
+    Field::counter(
+        "count_latency_device",
+        "number of device latencies measured",
+    ),
+    Field::histogram(
+        "latency_device_histo",
+        "device latency histogram, us (log2 buckets, 1 us to 2^32 us)",
+    ),
+];
+
+/// `io_count` after the disk fields.
+pub const COUNT_FIELDS: &[Field] = &[
+    Field::counter("read_bytes", "bytes read without error"),
+    Field::counter("write_bytes", "bytes written without error"),
+    Field::counter("discard_bytes", "bytes discarded without error"),
+    Field::counter(
+        "read_count",
+        "read requests completed, failed ones included",
+    ),
+    Field::counter(
+        "write_count",
+        "write requests completed, failed ones included",
+    ),
+    Field::counter(
+        "discard_count",
+        "discard requests completed, failed ones included",
+    ),
+    Field::counter("flush_count", "cache flush requests completed"),
+];
+
+/// `io_err` after the disk fields.
+pub const ERR_FIELDS: &[Field] = &[
+    Field::gauge(
+        "err_code",
+        "blk_status_t of the latest failed request (10 = I/O error)",
+    ),
+    Field::counter("err_count", "requests completed with an error"),
+];
+
+/// Every table, in `.meta` order.
+pub fn meta_tables() -> Vec<Table> {
+    vec![
+        Table::new(TABLE_LATENCY, ENTITY, &[DISK_FIELDS, LATENCY_FIELDS]),
+        Table::new(TABLE_COUNT, ENTITY, &[DISK_FIELDS, COUNT_FIELDS]),
+        Table::new(TABLE_ERR, ENTITY, &[DISK_FIELDS, ERR_FIELDS]),
+        meta::loss_table(
+            TABLE_BPF_STATS,
+            "block requests accounted in BPF maps",
+            "tracepoint calls the kernel skipped (program busy on that CPU): requests not counted",
+            "completions not counted because the per-disk map (512 disks) was full",
+        ),
+    ]
+}
+
+/// The `.meta` file describing every table this probe writes (`ioprobe --print-meta`).
+pub fn meta_text() -> String {
+    meta::render(HEADER, &meta_tables())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::stats::STAGES;
+
+    #[test]
+    fn declarations_keep_upstream_limits() {
+        assert_eq!(meta::check(&meta_tables()), Vec::<String>::new());
+    }
+
+    #[test]
+    fn latency_fields_follow_the_stages() {
+        assert_eq!(LATENCY_FIELDS.len(), 4 * STAGES.len());
+        for (stage, fields) in STAGES.iter().zip(LATENCY_FIELDS.chunks(4)) {
+            let name = stage.name();
+            let names: Vec<&str> = fields.iter().map(|f| f.name).collect();
+            assert_eq!(
+                names,
+                [
+                    format!("latency_{name}_max"),
+                    format!("latency_{name}_sum"),
+                    format!("count_latency_{name}"),
+                    format!("latency_{name}_histo"),
+                ]
+            );
+        }
+    }
+
+    #[test]
+    fn committed_meta_file_is_current() {
+        let committed =
+            std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/ioprobe.meta"))
+                .expect("probes/io/ioprobe.meta");
+        assert_eq!(
+            committed,
+            meta_text(),
+            "regenerate with: ioprobe --print-meta > probes/io/ioprobe.meta"
+        );
+    }
+}

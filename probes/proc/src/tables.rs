@@ -1,0 +1,223 @@
+//! The tables taskprobe prints, declared once: `taskprobe.meta` is generated from
+//! [`meta_tables`] (a test keeps the committed file equal to [`meta_text`]), and
+//! [`crate::report`] writes the records from the same declarations.
+
+use probe_sdk::bpf::meta::{self, Field, Table};
+
+use crate::syscalls::SlowCol;
+
+/// Entity of every process table.
+pub const ENTITY: &str = "proc";
+/// Syscall counts and failures.
+pub const SYSCALL: &str = "proc_syscall";
+/// Fork, thread, exec and exit counts.
+pub const LIFECYCLE: &str = "proc_lifecycle";
+/// Block IO issued by the process.
+pub const IO: &str = "proc_io";
+/// Off-CPU and IO-wait time.
+pub const CPU: &str = "proc_cpu";
+/// Loss counters of the BPF side.
+pub const STATS_TABLE: &str = "proc_bpf_stats";
+/// Value of the `probe` key in [`STATS_TABLE`].
+pub const STATS_PROBE: &str = "proc";
+
+/// The comment at the top of `taskprobe.meta`.
+const HEADER: &[&str] = &[
+    "taskprobe: per-process syscalls (opt-in, -P 1), time in slow syscalls, fork/exec/exit, off-CPU time and block IO,",
+    "from tp_btf programs aggregated in BPF maps. One row per tracked process (key tgid, label comm)",
+    "and table each period; every value is cumulative since the process began to be tracked, and an",
+    "exited process gets one final row (proc_lifecycle.exited = 1). Details: docs/probes/proc.md.",
+];
+
+/// The key and the label every process table starts with.
+pub const PROC_FIELDS: &[Field] = &[
+    Field::key("tgid", "ID of the process (thread group)"),
+    Field::label("comm", "comm of the process"),
+];
+
+/// `proc_syscall` after the process fields.
+pub const SYSCALL_FIELDS: &[Field] = &[
+    Field::counter(
+        "syscall_failed",
+        "syscalls that returned an error (-4095..-1)",
+    ),
+    Field::counter("syscall_count", "syscalls that returned"),
+];
+
+/// A table of time spent in slow syscalls: its columns in record order, each with its field.
+#[derive(Debug)]
+pub struct SlowTable {
+    /// Table name.
+    pub name: &'static str,
+    /// Columns after the process fields.
+    pub columns: &'static [(SlowCol, Field)],
+}
+
+/// A slow-syscall column's field: `what` names the syscalls that add to it.
+macro_rules! slow {
+    ($col:ident, $name:literal, $what:literal) => {
+        (
+            SlowCol::$col,
+            Field::counter(
+                $name,
+                concat!(
+                    "time in ",
+                    $what,
+                    ", ns: the blocked (switched-out) part by default, entry to exit with -S exact"
+                ),
+            ),
+        )
+    };
+}
+
+/// The slow-syscall tables, in output order (`-P` bits 2, 4, 8, 16).
+pub const SLOW_TABLES: [SlowTable; 4] = [
+    SlowTable {
+        name: "proc_syscall_io",
+        columns: &[
+            slow!(Mount, "ns_mount", "mount"),
+            slow!(Umount, "ns_umount", "umount2"),
+            slow!(Read, "ns_read", "read, readv, pread64, preadv, preadv2"),
+            slow!(
+                Write,
+                "ns_write",
+                "write, writev, pwrite64, pwritev, pwritev2"
+            ),
+            slow!(Fsync, "ns_fsync", "fsync, fdatasync"),
+        ],
+    },
+    SlowTable {
+        name: "proc_syscall_net",
+        columns: &[
+            slow!(Sendmsg, "ns_sendmsg", "sendmsg, sendmmsg, sendto"),
+            slow!(Recvmsg, "ns_recvmsg", "recvmsg, recvmmsg, recvfrom"),
+        ],
+    },
+    SlowTable {
+        name: "proc_syscall_sched",
+        columns: &[
+            slow!(SchedYield, "ns_sched_yield", "sched_yield"),
+            slow!(Futex, "ns_futex", "futex, futex_waitv"),
+            slow!(EpollWait, "ns_epoll_wait", "epoll_wait"),
+            slow!(EpollPwait, "ns_epoll_pwait", "epoll_pwait, epoll_pwait2"),
+        ],
+    },
+    SlowTable {
+        name: "proc_syscall_fork",
+        columns: &[
+            slow!(Fork, "ns_fork", "fork"),
+            slow!(Vfork, "ns_vfork", "vfork"),
+            slow!(Clone, "ns_clone", "clone, clone3"),
+        ],
+    },
+];
+
+/// `proc_lifecycle` after the process fields.
+pub const LIFECYCLE_FIELDS: &[Field] = &[
+    Field::counter("fork_count", "child processes created"),
+    Field::counter("thread_count", "threads created"),
+    Field::counter("exec_count", "successful execs"),
+    Field::counter("thread_exit_count", "threads exited, the last one included"),
+    Field::gauge(
+        "exited",
+        "1 in the final report of a process whose threads have all exited, else 0",
+    ),
+];
+
+/// `proc_io` after the process fields.
+pub const IO_FIELDS: &[Field] = &[
+    Field::counter(
+        "less_4k_io_read",
+        "block read requests of less than 4 KiB issued by the process",
+    ),
+    Field::counter(
+        "less_4k_io_write",
+        "block write requests of less than 4 KiB",
+    ),
+    Field::counter("greater_4k_io_read", "block read requests of 4 KiB or more"),
+    Field::counter(
+        "greater_4k_io_write",
+        "block write requests of 4 KiB or more",
+    ),
+    Field::counter("read_bytes", "bytes of completed block read requests"),
+    Field::counter("write_bytes", "bytes of completed block write requests"),
+    Field::counter(
+        "bio_latency",
+        "sum of block request latencies (start to completion), us",
+    ),
+    Field::counter("bio_err_count", "block requests completed with an error"),
+];
+
+/// `proc_cpu` after the process fields.
+pub const CPU_FIELDS: &[Field] = &[
+    Field::counter(
+        "iowait_ns",
+        "part of offcpu_ns spent blocked in IO wait, ns",
+    ),
+    Field::counter(
+        "offcpu_ns",
+        "time the threads were switched out (blocked or waiting to run), ns",
+    ),
+];
+
+/// Every table, in `.meta` order (which is also the order of the records each period).
+pub fn meta_tables() -> Vec<Table> {
+    let mut tables = vec![Table::new(SYSCALL, ENTITY, &[PROC_FIELDS, SYSCALL_FIELDS])];
+    for slow in &SLOW_TABLES {
+        let fields: Vec<Field> = slow.columns.iter().map(|(_, f)| *f).collect();
+        tables.push(Table::new(slow.name, ENTITY, &[PROC_FIELDS, &fields]));
+    }
+    tables.extend([
+        Table::new(LIFECYCLE, ENTITY, &[PROC_FIELDS, LIFECYCLE_FIELDS]),
+        Table::new(IO, ENTITY, &[PROC_FIELDS, IO_FIELDS]),
+        Table::new(CPU, ENTITY, &[PROC_FIELDS, CPU_FIELDS]),
+        meta::loss_table(
+            STATS_TABLE,
+            "events accounted in BPF maps (syscall exits, switches, forks, execs, exits and block requests of tracked processes) plus exec notices sent to user space",
+            "exec notices lost because the ring buffer was full, plus program runs the kernel skipped because the program was already running on that CPU",
+            "map inserts refused because a map was full (a process beyond the 10240 tracked, retried at each of its events, or a block request)",
+        ),
+    ]);
+    tables
+}
+
+/// The `.meta` file describing every table this probe writes (`taskprobe --print-meta`).
+pub fn meta_text() -> String {
+    meta::render(HEADER, &meta_tables())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn declarations_keep_upstream_limits() {
+        assert_eq!(meta::check(&meta_tables()), Vec::<String>::new());
+    }
+
+    #[test]
+    fn every_slow_column_has_one_field() {
+        let mut cols: Vec<u8> = SLOW_TABLES
+            .iter()
+            .flat_map(|t| t.columns.iter().map(|(c, _)| *c as u8))
+            .collect();
+        let n = cols.len();
+        cols.sort_unstable();
+        cols.dedup();
+        assert_eq!(cols.len(), n, "a column in two tables");
+        assert_eq!(cols, (1..=n as u8).collect::<Vec<_>>(), "every column");
+        assert_eq!(n + 1, crate::skel::types::slow_col::NR_COLS.0 as usize);
+    }
+
+    #[test]
+    fn committed_meta_file_is_current() {
+        let committed =
+            std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/taskprobe.meta"))
+                .expect("probes/proc/taskprobe.meta");
+        assert_eq!(
+            committed,
+            meta_text(),
+            "regenerate with: taskprobe --print-meta > probes/proc/taskprobe.meta"
+        );
+    }
+}
