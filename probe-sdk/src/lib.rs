@@ -6,11 +6,13 @@
 //! * [`log`]: `[INFO]`/`[WARN]`/`[ERROR]` lines on stderr.
 //! * [`event`]: upstream abnormal-event lines.
 //! * [`whitelist`]: `gala-gopher-app.conf` process selection.
+//! * [`meta`]: table declarations, and the `.meta` text and checks generated from them.
 //! * `bpf` (feature `bpf`): loading, feature probing and loss accounting for eBPF probes.
 
 pub mod args;
 pub mod event;
 pub mod log;
+pub mod meta;
 pub mod record;
 pub mod run;
 pub mod whitelist;

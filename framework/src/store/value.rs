@@ -72,27 +72,4 @@ mod tests {
         assert_eq!(canonical_number("-infinity"), "-Inf");
         assert_eq!(canonical_number("12.50"), "12.50");
     }
-
-    #[test]
-    fn histogram_vector_from_reference() {
-        let h = parse_histogram("3 10 1 100 3 1000 3 250 900").unwrap();
-        assert_eq!(h.buckets, vec![("10", "1"), ("100", "3"), ("1000", "3")]);
-        assert_eq!((h.sum, h.max, h.count), ("250", "900", "3"));
-    }
-
-    #[test]
-    fn histogram_rejections() {
-        for bad in [
-            "0 250 900",
-            "2 10 1 100",
-            "2 10 3 100 1 5 5",
-            "2 100 1 10 3 5 5",
-            "1 10 1 5 5 extra",
-            "x 10 1 5 5",
-            "1 10 a 5 5",
-            "",
-        ] {
-            assert!(parse_histogram(bad).is_none(), "{bad}");
-        }
-    }
 }

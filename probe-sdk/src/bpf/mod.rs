@@ -22,13 +22,13 @@
 //! path of `bpf-build`), which defines the per-CPU `gg_stats` map read by [`read_loss_counters`].
 //!
 //! Records and map values become the skeleton's types through [`plain_data`]; a probe's tables
-//! and its `.meta` text come from [`meta`]. The unit tests load a tiny BPF program of their own
+//! and its `.meta` text come from [`crate::meta`], plus the [`loss_table`] of the counters
+//! [`write_loss_record`] writes. The unit tests load a tiny BPF program of their own
 //! (`src/bpf/selftest/`) to check all of this end to end.
 
 mod btf;
 mod error;
 mod hooks;
-pub mod meta;
 pub mod plain_data;
 mod ringbuf;
 mod stats;
@@ -42,8 +42,9 @@ pub use hooks::{
 pub use plain_data::Plain;
 pub use ringbuf::RingPoller;
 pub use stats::{
-    prog_recursion_misses, read_loss_counters, recursion_misses, try_read_loss_counters,
-    write_loss_record, LossCounters, STAT_EVENTS, STAT_LOST, STAT_MAP_FULL, STAT_SLOTS,
+    loss_table, prog_recursion_misses, read_loss_counters, recursion_misses,
+    try_read_loss_counters, write_loss_record, LossCounters, LOSS_ENTITY, STAT_EVENTS, STAT_LOST,
+    STAT_MAP_FULL, STAT_SLOTS,
 };
 pub use tracefs::{ensure_tracefs, tracefs_root, tracepoint_exists};
 

@@ -6,6 +6,7 @@ use std::os::fd::{AsRawFd, BorrowedFd};
 use libbpf_rs::{MapCore, MapFlags};
 
 use super::BpfError;
+use crate::meta::{Field, Table};
 use crate::record::RecordWriter;
 
 /// Slot of `gg_stats` counting events produced (`GG_STAT_EVENTS` in `gg_common.h`).
@@ -98,8 +99,32 @@ pub fn recursion_misses<'a>(progs: impl IntoIterator<Item = BorrowedFd<'a>>) -> 
         .fold(0u64, u64::wrapping_add)
 }
 
+/// Entity of every `<probe>_bpf_stats` table.
+pub const LOSS_ENTITY: &str = "bpf_probe";
+
+/// Declaration of the `<probe>_bpf_stats` table [`write_loss_record`] writes: key `probe`,
+/// then the cumulative counters `events`, `lost_events` and `map_full`, described for this
+/// probe (what its events are, how they get lost, which maps can fill up).
+pub fn loss_table(
+    name: &'static str,
+    events: &'static str,
+    lost_events: &'static str,
+    map_full: &'static str,
+) -> Table {
+    Table::new(
+        name,
+        LOSS_ENTITY,
+        &[&[
+            Field::key("probe", "probe name"),
+            Field::counter("events", events),
+            Field::counter("lost_events", lost_events),
+            Field::counter("map_full", map_full),
+        ]],
+    )
+}
+
 /// Writes the `<probe>_bpf_stats` record: `|<table>|<probe>|events|lost_events|map_full|`
-/// (entity `bpf_probe`, key `probe`; all three cumulative counters).
+/// (entity [`LOSS_ENTITY`], key `probe`; all three cumulative counters, see [`loss_table`]).
 pub fn write_loss_record<W: Write>(
     out: &mut RecordWriter<W>,
     table: &str,
@@ -132,5 +157,41 @@ mod tests {
             String::from_utf8(w.into_inner()).unwrap(),
             "|io_bpf_stats|io|10|2|1|\n"
         );
+    }
+
+    #[test]
+    fn loss_table_declares_the_record() {
+        let table = loss_table("t_bpf_stats", "events seen", "events lost", "map full");
+        assert_eq!(
+            crate::meta::check(std::slice::from_ref(&table)),
+            Vec::<String>::new()
+        );
+        let expected = r#"version = "1.0.0"
+
+measurements:
+(
+    {
+        table_name: "t_bpf_stats",
+        entity_name: "bpf_probe",
+        fields:
+        (
+            { description: "probe name", type: "key", name: "probe" },
+            { description: "events seen", type: "counter", name: "events" },
+            { description: "events lost", type: "counter", name: "lost_events" },
+            { description: "map full", type: "counter", name: "map_full" }
+        )
+    }
+)
+"#;
+        assert_eq!(
+            crate::meta::render(&[], std::slice::from_ref(&table)),
+            expected
+        );
+        // One value per declared field, in that order.
+        let mut w = RecordWriter::new(Vec::new());
+        write_loss_record(&mut w, table.name, "t", &LossCounters::default()).unwrap();
+        w.flush().unwrap();
+        let line = String::from_utf8(w.into_inner()).unwrap();
+        assert_eq!(line.matches('|').count() - 2, table.width());
     }
 }

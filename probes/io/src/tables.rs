@@ -2,7 +2,8 @@
 //! (a test keeps the committed file equal to [`meta_text`]), and [`crate::report`] writes the
 //! records in the same field order (tests check it against these declarations).
 
-use probe_sdk::bpf::meta::{self, Field, Table};
+use probe_sdk::bpf;
+use probe_sdk::meta::{self, Field, Table};
 
 /// Table with per-stage latency statistics.
 pub const TABLE_LATENCY: &str = "io_latency";
@@ -109,7 +110,7 @@ pub fn meta_tables() -> Vec<Table> {
         Table::new(TABLE_LATENCY, ENTITY, &[DISK_FIELDS, LATENCY_FIELDS]),
         Table::new(TABLE_COUNT, ENTITY, &[DISK_FIELDS, COUNT_FIELDS]),
         Table::new(TABLE_ERR, ENTITY, &[DISK_FIELDS, ERR_FIELDS]),
-        meta::loss_table(
+        bpf::loss_table(
             TABLE_BPF_STATS,
             "block requests accounted in BPF maps",
             "tracepoint calls the kernel skipped (program busy on that CPU): requests not counted",

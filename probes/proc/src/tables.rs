@@ -2,7 +2,8 @@
 //! [`meta_tables`] (a test keeps the committed file equal to [`meta_text`]), and
 //! [`crate::report`] writes the records from the same declarations.
 
-use probe_sdk::bpf::meta::{self, Field, Table};
+use probe_sdk::bpf;
+use probe_sdk::meta::{self, Field, Table};
 
 use crate::syscalls::SlowCol;
 
@@ -171,7 +172,7 @@ pub fn meta_tables() -> Vec<Table> {
         Table::new(LIFECYCLE, ENTITY, &[PROC_FIELDS, LIFECYCLE_FIELDS]),
         Table::new(IO, ENTITY, &[PROC_FIELDS, IO_FIELDS]),
         Table::new(CPU, ENTITY, &[PROC_FIELDS, CPU_FIELDS]),
-        meta::loss_table(
+        bpf::loss_table(
             STATS_TABLE,
             "events accounted in BPF maps (syscall exits, switches, forks, execs, exits and block requests of tracked processes) plus exec notices sent to user space",
             "exec notices lost because the ring buffer was full, plus program runs the kernel skipped because the program was already running on that CPU",

@@ -343,7 +343,7 @@ impl Collector {
         cpu_us: Option<u64>,
     ) -> io::Result<()> {
         let e = &self.reader.errors;
-        out.record(schema::SELF_STATS.table)
+        out.record(schema::SELF_STATS.name)
             .field("system_infos")
             .field(&self.cycles)
             .field(&e.read_errors)

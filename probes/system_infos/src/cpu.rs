@@ -344,7 +344,7 @@ pub fn write<W: Write>(
     events.check_pct("cpu", "cpu", "total_used_per", total_util, |p| {
         format!("Too high cpu utilization({p:.2}%).")
     });
-    out.record(schema::SYSTEM_CPU_UTIL.table)
+    out.record(schema::SYSTEM_CPU_UTIL.name)
         .field("cpu")
         .field(&Fixed2(total_util))
         .end()
@@ -362,7 +362,7 @@ fn write_row<W: Write, K: probe_sdk::record::FieldValue + ?Sized>(
     to_ms: &dyn Fn(Option<u64>) -> Option<u64>,
 ) -> io::Result<()> {
     let col = |i: usize| to_ms(delta_opt(p.get(i), c.get(i)));
-    out.record(schema::SYSTEM_CPU.table)
+    out.record(schema::SYSTEM_CPU.name)
         .field(key)
         .field(&irq.map(|i| i.rcu))
         .field(&irq.map(|i| i.timer))

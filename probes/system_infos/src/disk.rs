@@ -161,7 +161,7 @@ pub fn write<W: Write>(
             format!("Disk device saturated({p:.2}%).")
         });
         let f2 = |v: f64| Fixed2(v);
-        out.record(schema::SYSTEM_IOSTAT.table)
+        out.record(schema::SYSTEM_IOSTAT.name)
             .field(c.name.as_str())
             .field(&f2(s.r[0]))
             .field(&f2(s.r[1]))

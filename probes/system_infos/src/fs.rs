@@ -342,7 +342,7 @@ pub fn write<W: Write>(
         events.check_pct("fs", &m.target, "UsePer", f.use_pct, |p| {
             format!("Too many Blocks used({p:.2}%).")
         });
-        out.record(schema::SYSTEM_DF.table)
+        out.record(schema::SYSTEM_DF.name)
             .field(m.target.as_str())
             .field(if m.read_only { "RO" } else { "RW" })
             .field(m.source.as_str())

@@ -151,7 +151,7 @@ pub fn write<W: Write>(
         format!("Too high swap utilization({p:.2}%).")
     });
 
-    out.record(schema::SYSTEM_MEMINFO.table)
+    out.record(schema::SYSTEM_MEMINFO.name)
         .field("/proc/meminfo")
         .field(&total)
         .field(&v("MemFree"))
@@ -207,7 +207,7 @@ pub fn write_dentry<W: Write>(
         r.errors.failed(&path, &"unexpected format");
         return Ok(());
     };
-    out.record(schema::SYSTEM_DENTRY.table)
+    out.record(schema::SYSTEM_DENTRY.name)
         .field("fs.dentry-state")
         .field(&dentry)
         .field(&unused)

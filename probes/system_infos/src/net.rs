@@ -94,7 +94,7 @@ pub fn write<W: Write>(
         .zip(tcp[2])
         .map(|(retrans, sent)| Fixed2(percent(retrans as f64, sent as f64)));
     let mut rec = out
-        .record(schema::SYSTEM_TCP.table)
+        .record(schema::SYSTEM_TCP.name)
         .field("/proc/net/snmp")
         .field(&cur.tcp[0]);
     for v in &tcp[1..11] {
@@ -106,7 +106,7 @@ pub fn write<W: Write>(
     }
     rec.end()?;
 
-    let mut rec = out.record(schema::SYSTEM_UDP.table).field("/proc/net/snmp");
+    let mut rec = out.record(schema::SYSTEM_UDP.name).field("/proc/net/snmp");
     for (p, c) in prev.udp.iter().zip(&cur.udp) {
         rec = rec.field(&delta_opt(*p, *c));
     }

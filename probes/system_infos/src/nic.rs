@@ -142,7 +142,7 @@ pub fn write<W: Write>(
             format!("net device rx queue errors({n}).")
         });
 
-        out.record(schema::NIC.table)
+        out.record(schema::NIC.name)
             .field(c.name.as_str())
             .field(if c.up { "UP" } else { "DOWN" })
             .field(&rx[0])

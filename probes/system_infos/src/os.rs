@@ -201,7 +201,7 @@ pub fn write<W: Write>(
         .read(&paths.proc("uptime"))
         .and_then(|t| t.split_ascii_whitespace().next()?.parse::<f64>().ok())
         .map(|u| u as u64);
-    out.record(schema::SYSTEM_OS.table)
+    out.record(schema::SYSTEM_OS.name)
         .field(st.os_version.as_str())
         .field(hostname.as_str())
         .field(st.kversion.as_str())

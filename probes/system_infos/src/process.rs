@@ -330,7 +330,7 @@ pub fn write<W: Write>(
         let rss_bytes = cs.rss_pages * page_size();
         let pm_util = mem_total_kb.map(|kb| Fixed2(percent(rss_bytes as f64, (kb * 1024) as f64)));
         let mut rec = out
-            .record(schema::SYSTEM_PROC.table)
+            .record(schema::SYSTEM_PROC.name)
             .field(&pid)
             .field(&cs.pgid)
             .field(&cs.ppid)

@@ -4,572 +4,483 @@
 //! Upstream's table, entity and field names are kept (reference §6.3, v2023 plus HEAD additions)
 //! so existing dashboards keep working; fields we added come after upstream's in each table.
 //! Per-period values are gauges holding the change over the last period (upstream convention);
-//! only cumulative values are counters.
+//! only cumulative values are counters. The declarations are `probe_sdk::meta` types, the same
+//! the eBPF probes use; this probe's `.meta` writes each field as a block of its own.
 
-/// How the daemon treats a field (the `.meta` `type`): the contract's kinds. This probe writes
-/// keys, labels, gauges (also every per-period delta) and counters (cumulative values).
-pub use record_line::FieldKind;
-
-/// One field of a table, in record order.
-#[derive(Debug, Clone, Copy)]
-pub struct FieldDef {
-    /// Field name: label name or metric suffix (`gala_gopher_<entity>_<name>`).
-    pub name: &'static str,
-    /// Field type.
-    pub kind: FieldKind,
-    /// Description, exported as the metric's HELP text.
-    pub help: &'static str,
-}
-
-/// One table: record lines start with `|<table>|`.
-#[derive(Debug, Clone, Copy)]
-pub struct TableDef {
-    /// Table name, the first token of a record line.
-    pub table: &'static str,
-    /// Entity name, the Prometheus metric prefix.
-    pub entity: &'static str,
-    /// Fields in record order.
-    pub fields: &'static [FieldDef],
-}
-
-impl TableDef {
-    /// Number of values a record of this table carries.
-    pub fn width(&self) -> usize {
-        self.fields.len()
-    }
-}
-
-const fn key(name: &'static str, help: &'static str) -> FieldDef {
-    FieldDef {
-        name,
-        kind: FieldKind::Key,
-        help,
-    }
-}
-const fn label(name: &'static str, help: &'static str) -> FieldDef {
-    FieldDef {
-        name,
-        kind: FieldKind::Label,
-        help,
-    }
-}
-const fn gauge(name: &'static str, help: &'static str) -> FieldDef {
-    FieldDef {
-        name,
-        kind: FieldKind::Gauge,
-        help,
-    }
-}
-const fn counter(name: &'static str, help: &'static str) -> FieldDef {
-    FieldDef {
-        name,
-        kind: FieldKind::Counter,
-        help,
-    }
-}
+use probe_sdk::meta::{self, Field, FieldLayout, Table};
 
 /// `system_cpu`: one row per online CPU plus the all-CPU row `cpu="cpu"`.
-pub const SYSTEM_CPU: TableDef = TableDef {
-    table: "system_cpu",
-    entity: "cpu",
-    fields: &[
-        key("cpu", "CPU number, or cpu for the row covering all online CPUs (leave that row out when summing per-CPU series)"),
-        gauge("rcu", "RCU softirqs run on this CPU during the last period"),
-        gauge("timer", "Timer softirqs run on this CPU during the last period"),
-        gauge("sched", "Scheduler softirqs run on this CPU during the last period"),
-        gauge("net_rx", "NET_RX (network receive) softirqs run on this CPU during the last period"),
-        gauge("user_msec", "Time spent in user mode (guest time included) during the last period, in milliseconds"),
-        gauge("nice_msec", "Time spent in user mode at low priority (nice) during the last period, in milliseconds"),
-        gauge("system_msec", "Time spent in kernel mode during the last period, in milliseconds"),
-        gauge("idle_msec", "Idle time during the last period, in milliseconds"),
-        gauge("iowait_msec", "Idle time with I/O outstanding during the last period, in milliseconds"),
-        gauge("irq_msec", "Time spent servicing hardware interrupts during the last period, in milliseconds"),
-        gauge("softirq_msec", "Time spent servicing softirqs during the last period, in milliseconds"),
-        gauge("steal_msec", "Time stolen by the hypervisor for other guests during the last period, in milliseconds"),
-        gauge("backlog_drops", "Packets dropped because this CPU's network input backlog was full, during the last period"),
-        gauge("rps_count", "Receive packet steering interrupts received by this CPU during the last period"),
-        gauge("util_per", "CPU busy percentage over the last period: time neither idle nor in iowait, over all time"),
-        gauge("mhz", "Current clock frequency of this CPU in MHz (absent on the all-CPU row and where the kernel does not report it)"),
+pub const SYSTEM_CPU: Table = Table::fixed(
+    "system_cpu",
+    "cpu",
+    &[
+        Field::key("cpu", "CPU number, or cpu for the row covering all online CPUs (leave that row out when summing per-CPU series)"),
+        Field::gauge("rcu", "RCU softirqs run on this CPU during the last period"),
+        Field::gauge("timer", "Timer softirqs run on this CPU during the last period"),
+        Field::gauge("sched", "Scheduler softirqs run on this CPU during the last period"),
+        Field::gauge("net_rx", "NET_RX (network receive) softirqs run on this CPU during the last period"),
+        Field::gauge("user_msec", "Time spent in user mode (guest time included) during the last period, in milliseconds"),
+        Field::gauge("nice_msec", "Time spent in user mode at low priority (nice) during the last period, in milliseconds"),
+        Field::gauge("system_msec", "Time spent in kernel mode during the last period, in milliseconds"),
+        Field::gauge("idle_msec", "Idle time during the last period, in milliseconds"),
+        Field::gauge("iowait_msec", "Idle time with I/O outstanding during the last period, in milliseconds"),
+        Field::gauge("irq_msec", "Time spent servicing hardware interrupts during the last period, in milliseconds"),
+        Field::gauge("softirq_msec", "Time spent servicing softirqs during the last period, in milliseconds"),
+        Field::gauge("steal_msec", "Time stolen by the hypervisor for other guests during the last period, in milliseconds"),
+        Field::gauge("backlog_drops", "Packets dropped because this CPU's network input backlog was full, during the last period"),
+        Field::gauge("rps_count", "Receive packet steering interrupts received by this CPU during the last period"),
+        Field::gauge("util_per", "CPU busy percentage over the last period: time neither idle nor in iowait, over all time"),
+        Field::gauge("mhz", "Current clock frequency of this CPU in MHz (absent on the all-CPU row and where the kernel does not report it)"),
     ],
-};
+);
 
 /// `system_cpu_util`: the machine-wide CPU busy percentage.
-pub const SYSTEM_CPU_UTIL: TableDef = TableDef {
-    table: "system_cpu_util",
-    entity: "cpu",
-    fields: &[
-        key("cpu", "Always cpu: the whole machine"),
-        gauge(
+pub const SYSTEM_CPU_UTIL: Table = Table::fixed(
+    "system_cpu_util",
+    "cpu",
+    &[
+        Field::key("cpu", "Always cpu: the whole machine"),
+        Field::gauge(
             "total_used_per",
             "Busy percentage of all online CPUs over the last period",
         ),
     ],
-};
+);
 
 /// `system_meminfo`: `/proc/meminfo`.
-pub const SYSTEM_MEMINFO: TableDef = TableDef {
-    table: "system_meminfo",
-    entity: "mem",
-    fields: &[
-        key("infos", "Source of the figures: /proc/meminfo"),
-        gauge("total_kB", "Usable physical memory (MemTotal), in kB"),
-        gauge("free_kB", "Unused physical memory (MemFree), in kB"),
-        gauge(
+pub const SYSTEM_MEMINFO: Table = Table::fixed(
+    "system_meminfo",
+    "mem",
+    &[
+        Field::key("infos", "Source of the figures: /proc/meminfo"),
+        Field::gauge("total_kB", "Usable physical memory (MemTotal), in kB"),
+        Field::gauge("free_kB", "Unused physical memory (MemFree), in kB"),
+        Field::gauge(
             "available_kB",
             "Memory available for new workloads without swapping (MemAvailable), in kB",
         ),
-        gauge(
+        Field::gauge(
             "util",
             "Memory use percentage: (MemTotal - MemFree - Buffers - Cached) / MemTotal",
         ),
-        gauge(
+        Field::gauge(
             "buffers_kB",
             "Memory in block device buffers (Buffers), in kB",
         ),
-        gauge("cache_kB", "Memory in the page cache (Cached), in kB"),
-        gauge(
+        Field::gauge("cache_kB", "Memory in the page cache (Cached), in kB"),
+        Field::gauge(
             "active_kB",
             "Memory used recently and not reclaimed unless necessary (Active), in kB",
         ),
-        gauge(
+        Field::gauge(
             "inactive_kB",
             "Memory not used recently, first to be reclaimed (Inactive), in kB",
         ),
-        gauge("swap_total_kB", "Total swap space (SwapTotal), in kB"),
-        gauge("swap_free_kB", "Unused swap space (SwapFree), in kB"),
-        gauge(
+        Field::gauge("swap_total_kB", "Total swap space (SwapTotal), in kB"),
+        Field::gauge("swap_free_kB", "Unused swap space (SwapFree), in kB"),
+        Field::gauge(
             "swap_util",
             "Swap use percentage: (SwapTotal - SwapFree) / SwapTotal, 0 without swap",
         ),
-        gauge("slab_kB", "Kernel slab allocations (Slab), in kB"),
-        gauge(
+        Field::gauge("slab_kB", "Kernel slab allocations (Slab), in kB"),
+        Field::gauge(
             "SReclaimable_kB",
             "Reclaimable part of the slab, such as caches (SReclaimable), in kB",
         ),
-        gauge(
+        Field::gauge(
             "Unreclaim_kB",
             "Unreclaimable part of the slab (SUnreclaim), in kB",
         ),
-        gauge("page_kB", "Memory used by page tables (PageTables), in kB"),
-        gauge(
+        Field::gauge("page_kB", "Memory used by page tables (PageTables), in kB"),
+        Field::gauge(
             "vmalloc_kB",
             "Memory allocated by vmalloc (VmallocUsed), in kB",
         ),
-        gauge(
+        Field::gauge(
             "stack_kB",
             "Memory used by kernel stacks (KernelStack), in kB",
         ),
-        gauge(
+        Field::gauge(
             "active_anon_kB",
             "Anonymous memory used recently (Active(anon)), in kB",
         ),
-        gauge(
+        Field::gauge(
             "inactive_anon_kB",
             "Anonymous memory not used recently (Inactive(anon)), in kB",
         ),
-        gauge(
+        Field::gauge(
             "active_file_kB",
             "File-backed memory used recently (Active(file)), in kB",
         ),
-        gauge(
+        Field::gauge(
             "inactive_file_kB",
             "File-backed memory not used recently (Inactive(file)), in kB",
         ),
-        gauge("mlocked", "Memory locked with mlock (Mlocked), in kB"),
-        gauge(
+        Field::gauge("mlocked", "Memory locked with mlock (Mlocked), in kB"),
+        Field::gauge(
             "big_page_kB",
             "Memory reserved for huge pages (HugePages_Total x Hugepagesize), in kB",
         ),
-        gauge("shmem_kB", "Shared memory and tmpfs (Shmem), in kB"),
-        gauge(
+        Field::gauge("shmem_kB", "Shared memory and tmpfs (Shmem), in kB"),
+        Field::gauge(
             "swap_cached_kB",
             "Memory that was swapped out and back in and is still in swap (SwapCached), in kB",
         ),
-        gauge(
+        Field::gauge(
             "dirty_kB",
             "Memory waiting to be written back to disk (Dirty), in kB",
         ),
-        gauge(
+        Field::gauge(
             "writeback_kB",
             "Memory being written back to disk (Writeback), in kB",
         ),
-        gauge(
+        Field::gauge(
             "anon_pages_kB",
             "Anonymous pages mapped into user page tables (AnonPages), in kB",
         ),
-        gauge(
+        Field::gauge(
             "mapped_kB",
             "Files mapped into memory, such as libraries (Mapped), in kB",
         ),
-        gauge(
+        Field::gauge(
             "commit_limit_kB",
             "Memory that can be committed under strict overcommit (CommitLimit), in kB",
         ),
-        gauge(
+        Field::gauge(
             "committed_as_kB",
             "Memory committed by all processes (Committed_AS), in kB",
         ),
     ],
-};
+);
 
 /// `system_dentry` (HEAD): `/proc/sys/fs/dentry-state`.
-pub const SYSTEM_DENTRY: TableDef = TableDef {
-    table: "system_dentry",
-    entity: "mem",
-    fields: &[
-        key("infos", "Source of the figures: fs.dentry-state"),
-        gauge("dentry", "Directory entries allocated in the dentry cache"),
-        gauge(
+pub const SYSTEM_DENTRY: Table = Table::fixed(
+    "system_dentry",
+    "mem",
+    &[
+        Field::key("infos", "Source of the figures: fs.dentry-state"),
+        Field::gauge("dentry", "Directory entries allocated in the dentry cache"),
+        Field::gauge(
             "unused_dentry",
             "Directory entries in the cache that are not in use",
         ),
-        gauge(
+        Field::gauge(
             "age_limit",
             "Age in seconds after which unused dentries may be reclaimed when memory is short",
         ),
     ],
-};
+);
 
 /// `system_iostat`: per whole disk, computed like `iostat -x`.
-pub const SYSTEM_IOSTAT: TableDef = TableDef {
-    table: "system_iostat",
-    entity: "disk",
-    fields: &[
-        key("disk_name", "Block device name (whole disks only, as /sys/block lists them)"),
-        gauge("rspeed", "Reads completed per second over the last period (iostat r/s)"),
-        gauge("rspeed_kB", "Kilobytes read per second over the last period (iostat rkB/s)"),
-        gauge("r_await", "Average time of the reads completed in the last period, queueing included, in ms (iostat r_await)"),
-        gauge("rareq", "Average size of the reads completed in the last period, in kB (iostat rareq-sz)"),
-        gauge("wspeed", "Writes completed per second over the last period (iostat w/s)"),
-        gauge("wspeed_kB", "Kilobytes written per second over the last period (iostat wkB/s)"),
-        gauge("w_await", "Average time of the writes completed in the last period, queueing included, in ms (iostat w_await)"),
-        gauge("wareq", "Average size of the writes completed in the last period, in kB (iostat wareq-sz)"),
-        gauge("aqu", "Average number of requests queued or in service over the last period (iostat aqu-sz)"),
-        gauge("util", "Percentage of the last period during which the device had I/O in flight (iostat %util)"),
-        gauge("rrqm", "Read requests merged per second over the last period (iostat rrqm/s)"),
-        gauge("wrqm", "Write requests merged per second over the last period (iostat wrqm/s)"),
-        gauge("dspeed", "Discards completed per second over the last period (iostat d/s)"),
-        gauge("dspeed_kB", "Kilobytes discarded per second over the last period (iostat dkB/s)"),
-        gauge("d_await", "Average time of the discards completed in the last period, in ms (iostat d_await)"),
-        gauge("fspeed", "Flush requests completed per second over the last period (iostat f/s)"),
-        gauge("f_await", "Average time of the flushes completed in the last period, in ms (iostat f_await)"),
+pub const SYSTEM_IOSTAT: Table = Table::fixed(
+    "system_iostat",
+    "disk",
+    &[
+        Field::key("disk_name", "Block device name (whole disks only, as /sys/block lists them)"),
+        Field::gauge("rspeed", "Reads completed per second over the last period (iostat r/s)"),
+        Field::gauge("rspeed_kB", "Kilobytes read per second over the last period (iostat rkB/s)"),
+        Field::gauge("r_await", "Average time of the reads completed in the last period, queueing included, in ms (iostat r_await)"),
+        Field::gauge("rareq", "Average size of the reads completed in the last period, in kB (iostat rareq-sz)"),
+        Field::gauge("wspeed", "Writes completed per second over the last period (iostat w/s)"),
+        Field::gauge("wspeed_kB", "Kilobytes written per second over the last period (iostat wkB/s)"),
+        Field::gauge("w_await", "Average time of the writes completed in the last period, queueing included, in ms (iostat w_await)"),
+        Field::gauge("wareq", "Average size of the writes completed in the last period, in kB (iostat wareq-sz)"),
+        Field::gauge("aqu", "Average number of requests queued or in service over the last period (iostat aqu-sz)"),
+        Field::gauge("util", "Percentage of the last period during which the device had I/O in flight (iostat %util)"),
+        Field::gauge("rrqm", "Read requests merged per second over the last period (iostat rrqm/s)"),
+        Field::gauge("wrqm", "Write requests merged per second over the last period (iostat wrqm/s)"),
+        Field::gauge("dspeed", "Discards completed per second over the last period (iostat d/s)"),
+        Field::gauge("dspeed_kB", "Kilobytes discarded per second over the last period (iostat dkB/s)"),
+        Field::gauge("d_await", "Average time of the discards completed in the last period, in ms (iostat d_await)"),
+        Field::gauge("fspeed", "Flush requests completed per second over the last period (iostat f/s)"),
+        Field::gauge("f_await", "Average time of the flushes completed in the last period, in ms (iostat f_await)"),
     ],
-};
+);
 
 /// `system_df`: per mounted filesystem, like `df` and `df -i`.
-pub const SYSTEM_DF: TableDef = TableDef {
-    table: "system_df",
-    entity: "fs",
-    fields: &[
-        key("MountOn", "Mount point"),
-        label("MountStatus", "RW or RO, from the mount options"),
-        label("Fsname", "Mounted device or source"),
-        label("Fstype", "Filesystem type"),
-        label("Inodes", "Total inodes of the filesystem"),
-        label("Blocks", "Total size of the filesystem, in 1K blocks"),
-        gauge("IUsed", "Inodes in use"),
-        gauge("IFree", "Free inodes"),
-        gauge(
+pub const SYSTEM_DF: Table = Table::fixed(
+    "system_df",
+    "fs",
+    &[
+        Field::key("MountOn", "Mount point"),
+        Field::label("MountStatus", "RW or RO, from the mount options"),
+        Field::label("Fsname", "Mounted device or source"),
+        Field::label("Fstype", "Filesystem type"),
+        Field::label("Inodes", "Total inodes of the filesystem"),
+        Field::label("Blocks", "Total size of the filesystem, in 1K blocks"),
+        Field::gauge("IUsed", "Inodes in use"),
+        Field::gauge("IFree", "Free inodes"),
+        Field::gauge(
             "IUsePer",
             "Inode use percentage: IUsed / Inodes (0 for filesystems without an inode limit)",
         ),
-        gauge("Used", "Space in use, in kB"),
-        gauge(
+        Field::gauge("Used", "Space in use, in kB"),
+        Field::gauge(
             "Free",
             "Space available to unprivileged users, in kB (df Avail)",
         ),
-        gauge(
+        Field::gauge(
             "UsePer",
             "Space use percentage as df computes it: Used / (Used + Free)",
         ),
     ],
-};
+);
 
 /// `nic`: per network interface, from `/proc/net/dev`, sysfs and the root qdisc.
-pub const NIC: TableDef = TableDef {
-    table: "nic",
-    entity: "nic",
-    fields: &[
-        key("dev_name", "Network interface name"),
-        label("status", "UP if the operational state is up, else DOWN"),
-        gauge("rx_bytes", "Bytes received during the last period"),
-        gauge("rx_packets", "Packets received during the last period"),
-        gauge("rx_errs", "Receive errors during the last period"),
-        gauge("rx_dropped", "Received packets dropped during the last period"),
-        gauge("tx_bytes", "Bytes sent during the last period"),
-        gauge("tx_packets", "Packets sent during the last period"),
-        gauge("tx_errs", "Transmit errors during the last period"),
-        gauge("tx_dropped", "Packets dropped on transmit during the last period"),
-        gauge("rxspeed_KB", "Receive rate over the last period, in KiB per second"),
-        gauge("txspeed_KB", "Transmit rate over the last period, in KiB per second"),
-        gauge("tc_sent_drop", "Packets dropped by the root qdisc during the last period"),
-        gauge("tc_sent_overlimits", "Root qdisc overlimit events during the last period"),
-        gauge("tc_backlog", "Bytes queued in the root qdisc"),
-        gauge("tc_ecn_mark", "Packets ECN-marked by the root qdisc during the last period (qdiscs reporting ecn_mark only)"),
-        gauge("link_up", "1 if the operational state is up, else 0"),
-        gauge("speed_Mbps", "Link speed in Mbit/s as the driver reports it (absent when unknown)"),
+pub const NIC: Table = Table::fixed(
+    "nic",
+    "nic",
+    &[
+        Field::key("dev_name", "Network interface name"),
+        Field::label("status", "UP if the operational state is up, else DOWN"),
+        Field::gauge("rx_bytes", "Bytes received during the last period"),
+        Field::gauge("rx_packets", "Packets received during the last period"),
+        Field::gauge("rx_errs", "Receive errors during the last period"),
+        Field::gauge("rx_dropped", "Received packets dropped during the last period"),
+        Field::gauge("tx_bytes", "Bytes sent during the last period"),
+        Field::gauge("tx_packets", "Packets sent during the last period"),
+        Field::gauge("tx_errs", "Transmit errors during the last period"),
+        Field::gauge("tx_dropped", "Packets dropped on transmit during the last period"),
+        Field::gauge("rxspeed_KB", "Receive rate over the last period, in KiB per second"),
+        Field::gauge("txspeed_KB", "Transmit rate over the last period, in KiB per second"),
+        Field::gauge("tc_sent_drop", "Packets dropped by the root qdisc during the last period"),
+        Field::gauge("tc_sent_overlimits", "Root qdisc overlimit events during the last period"),
+        Field::gauge("tc_backlog", "Bytes queued in the root qdisc"),
+        Field::gauge("tc_ecn_mark", "Packets ECN-marked by the root qdisc during the last period (qdiscs reporting ecn_mark only)"),
+        Field::gauge("link_up", "1 if the operational state is up, else 0"),
+        Field::gauge("speed_Mbps", "Link speed in Mbit/s as the driver reports it (absent when unknown)"),
     ],
-};
+);
 
 /// `system_tcp`: `/proc/net/snmp` Tcp plus a few `/proc/net/netstat` TcpExt counters.
-pub const SYSTEM_TCP: TableDef = TableDef {
-    table: "system_tcp",
-    entity: "net",
-    fields: &[
-        key("origin", "Source of the figures: /proc/net/snmp"),
-        gauge(
+pub const SYSTEM_TCP: Table = Table::fixed(
+    "system_tcp",
+    "net",
+    &[
+        Field::key("origin", "Source of the figures: /proc/net/snmp"),
+        Field::gauge(
             "tcp_curr_estab",
             "TCP connections currently in ESTABLISHED or CLOSE-WAIT",
         ),
-        gauge(
+        Field::gauge(
             "tcp_in_segs",
             "TCP segments received during the last period",
         ),
-        gauge("tcp_out_segs", "TCP segments sent during the last period"),
-        gauge(
+        Field::gauge("tcp_out_segs", "TCP segments sent during the last period"),
+        Field::gauge(
             "tcp_retrans_segs",
             "TCP segments retransmitted during the last period",
         ),
-        gauge(
+        Field::gauge(
             "tcp_in_errs",
             "TCP segments received in error during the last period",
         ),
-        gauge(
+        Field::gauge(
             "tcp_active_opens",
             "Active TCP opens (connect) during the last period",
         ),
-        gauge(
+        Field::gauge(
             "tcp_passive_opens",
             "Passive TCP opens (accepted SYN) during the last period",
         ),
-        gauge(
+        Field::gauge(
             "tcp_attempt_fails",
             "Failed TCP connection attempts during the last period",
         ),
-        gauge(
+        Field::gauge(
             "tcp_estab_resets",
             "Established TCP connections reset during the last period",
         ),
-        gauge("tcp_out_rsts", "TCP resets sent during the last period"),
-        gauge(
+        Field::gauge("tcp_out_rsts", "TCP resets sent during the last period"),
+        Field::gauge(
             "tcp_in_csum_errors",
             "TCP segments with a bad checksum received during the last period",
         ),
-        gauge(
+        Field::gauge(
             "tcp_retrans_per",
             "Retransmitted segments as a percentage of segments sent, over the last period",
         ),
-        gauge(
+        Field::gauge(
             "tcp_listen_overflows",
             "Times a listen queue overflowed during the last period (TcpExt ListenOverflows)",
         ),
-        gauge(
+        Field::gauge(
             "tcp_listen_drops",
             "SYNs dropped at listening sockets during the last period (TcpExt ListenDrops)",
         ),
-        gauge(
+        Field::gauge(
             "tcp_timeouts",
             "TCP retransmission timeouts during the last period (TcpExt TCPTimeouts)",
         ),
-        gauge(
+        Field::gauge(
             "tcp_syn_retrans",
             "SYN and SYN-ACK retransmissions during the last period (TcpExt TCPSynRetrans)",
         ),
     ],
-};
+);
 
 /// `system_udp`: `/proc/net/snmp` Udp.
-pub const SYSTEM_UDP: TableDef = TableDef {
-    table: "system_udp",
-    entity: "net",
-    fields: &[
-        key("origin", "Source of the figures: /proc/net/snmp"),
-        gauge(
+pub const SYSTEM_UDP: Table = Table::fixed(
+    "system_udp",
+    "net",
+    &[
+        Field::key("origin", "Source of the figures: /proc/net/snmp"),
+        Field::gauge(
             "udp_indata_grams",
             "UDP datagrams delivered to sockets during the last period",
         ),
-        gauge(
+        Field::gauge(
             "udp_outdata_grams",
             "UDP datagrams sent during the last period",
         ),
-        gauge(
+        Field::gauge(
             "udp_no_ports",
             "UDP datagrams received for a port without a listener during the last period",
         ),
-        gauge(
+        Field::gauge(
             "udp_in_errors",
             "UDP datagrams that could not be delivered during the last period",
         ),
-        gauge(
+        Field::gauge(
             "udp_rcvbuf_errors",
             "UDP datagrams dropped because a receive buffer was full during the last period",
         ),
-        gauge(
+        Field::gauge(
             "udp_sndbuf_errors",
             "UDP datagrams dropped because a send buffer was full during the last period",
         ),
-        gauge(
+        Field::gauge(
             "udp_in_csum_errors",
             "UDP datagrams with a bad checksum received during the last period",
         ),
     ],
-};
+);
 
 /// `system_os`: host facts; the value is always 1.
-pub const SYSTEM_OS: TableDef = TableDef {
-    table: "system_os",
-    entity: "host",
-    fields: &[
-        key("os_version", "Operating system, PRETTY_NAME of os-release"),
-        label("hostname", "Host name"),
-        label("kversion", "Kernel release"),
-        label("cpu_num", "Number of CPUs present"),
-        label("memory_MB", "Usable physical memory (MemTotal), in MiB"),
-        label("ip_addr", "Space-separated local IPv4 and global IPv6 addresses, loopback and link-local excluded"),
-        label("host_type", "vm when running under a hypervisor, else pm"),
-        label("clock_ticks", "Kernel clock ticks per second (USER_HZ)"),
-        label("os_btime", "Boot time, in seconds since the Unix epoch"),
-        gauge("value", "Always 1; the labels carry the information"),
-        gauge("uptime_secs", "Time since boot, in seconds"),
+pub const SYSTEM_OS: Table = Table::fixed(
+    "system_os",
+    "host",
+    &[
+        Field::key("os_version", "Operating system, PRETTY_NAME of os-release"),
+        Field::label("hostname", "Host name"),
+        Field::label("kversion", "Kernel release"),
+        Field::label("cpu_num", "Number of CPUs present"),
+        Field::label("memory_MB", "Usable physical memory (MemTotal), in MiB"),
+        Field::label("ip_addr", "Space-separated local IPv4 and global IPv6 addresses, loopback and link-local excluded"),
+        Field::label("host_type", "vm when running under a hypervisor, else pm"),
+        Field::label("clock_ticks", "Kernel clock ticks per second (USER_HZ)"),
+        Field::label("os_btime", "Boot time, in seconds since the Unix epoch"),
+        Field::gauge("value", "Always 1; the labels carry the information"),
+        Field::gauge("uptime_secs", "Time since boot, in seconds"),
     ],
-};
+);
 
 /// `system_proc`: per process selected by the `-w` whitelist (or `-f` pids).
-pub const SYSTEM_PROC: TableDef = TableDef {
-    table: "system_proc",
-    entity: "proc",
-    fields: &[
-        key("tgid", "Process ID"),
-        label("pgid", "Process group ID"),
-        label("ppid", "Parent process ID"),
-        label("comm", "Command name"),
-        label("cmdline", "Command line, arguments separated by spaces (first 256 bytes)"),
-        label("container_id", "Container ID from the process cgroup path (empty outside containers)"),
-        gauge("fd_count", "Open file descriptors"),
-        gauge("fd_free_per", "Percentage of the open-files soft limit still available"),
-        gauge("rchar_bytes", "Bytes read by read-type system calls during the last period"),
-        gauge("wchar_bytes", "Bytes written by write-type system calls during the last period"),
-        gauge("syscr_count", "Read-type system calls during the last period"),
-        gauge("syscw_count", "Write-type system calls during the last period"),
-        gauge("read_bytes", "Bytes fetched from storage during the last period"),
-        gauge("write_bytes", "Bytes sent to storage during the last period"),
-        gauge("cancelled_write_bytes", "Bytes of page cache whose write-back was cancelled (truncation) during the last period"),
-        gauge("shared_clean_size", "Clean pages shared with other processes, in kB"),
-        gauge("shared_dirty_size", "Dirty pages shared with other processes, in kB"),
-        gauge("private_clean_size", "Clean pages private to the process, in kB"),
-        gauge("private_dirty_size", "Dirty pages private to the process, in kB"),
-        gauge("referenced_size", "Memory currently marked as referenced or accessed, in kB"),
-        gauge("lazyfree_size", "Memory marked MADV_FREE, to be freed under memory pressure, in kB"),
-        gauge("swap_data_size", "Anonymous memory swapped out, in kB"),
-        gauge("swap_data_pss_size", "Proportional share of swapped-out memory, in kB"),
-        gauge("minor_pagefault_count", "Minor page faults (no disk access) during the last period"),
-        gauge("major_pagefault_count", "Major page faults (disk access) during the last period"),
-        gauge("utime_jiffies", "Clock ticks spent in user mode during the last period"),
-        gauge("stime_jiffies", "Clock ticks spent in kernel mode during the last period"),
-        gauge("cutime_jiffies", "Clock ticks of waited-for children in user mode during the last period"),
-        gauge("cstime_jiffies", "Clock ticks of waited-for children in kernel mode during the last period"),
-        gauge("priority", "Scheduling priority as the kernel reports it"),
-        gauge("nice", "Nice value, -20 (high priority) to 19 (low)"),
-        gauge("num_threads", "Number of threads"),
-        gauge("vm_size", "Virtual memory size, in bytes"),
-        gauge("pm_size", "Resident set size, in bytes"),
-        gauge("pm_util", "Resident set size as a percentage of MemTotal"),
-        gauge("cpu", "CPU the process last ran on"),
-        gauge("cpu_util", "CPU use over the last period as a percentage of one CPU (top's %CPU)"),
-        gauge("cpu_user_util", "User-mode CPU use (guest time excluded) over the last period, percentage of one CPU"),
-        gauge("cpu_system_util", "Kernel-mode CPU use over the last period, percentage of one CPU"),
+pub const SYSTEM_PROC: Table = Table::fixed(
+    "system_proc",
+    "proc",
+    &[
+        Field::key("tgid", "Process ID"),
+        Field::label("pgid", "Process group ID"),
+        Field::label("ppid", "Parent process ID"),
+        Field::label("comm", "Command name"),
+        Field::label("cmdline", "Command line, arguments separated by spaces (first 256 bytes)"),
+        Field::label("container_id", "Container ID from the process cgroup path (empty outside containers)"),
+        Field::gauge("fd_count", "Open file descriptors"),
+        Field::gauge("fd_free_per", "Percentage of the open-files soft limit still available"),
+        Field::gauge("rchar_bytes", "Bytes read by read-type system calls during the last period"),
+        Field::gauge("wchar_bytes", "Bytes written by write-type system calls during the last period"),
+        Field::gauge("syscr_count", "Read-type system calls during the last period"),
+        Field::gauge("syscw_count", "Write-type system calls during the last period"),
+        Field::gauge("read_bytes", "Bytes fetched from storage during the last period"),
+        Field::gauge("write_bytes", "Bytes sent to storage during the last period"),
+        Field::gauge("cancelled_write_bytes", "Bytes of page cache whose write-back was cancelled (truncation) during the last period"),
+        Field::gauge("shared_clean_size", "Clean pages shared with other processes, in kB"),
+        Field::gauge("shared_dirty_size", "Dirty pages shared with other processes, in kB"),
+        Field::gauge("private_clean_size", "Clean pages private to the process, in kB"),
+        Field::gauge("private_dirty_size", "Dirty pages private to the process, in kB"),
+        Field::gauge("referenced_size", "Memory currently marked as referenced or accessed, in kB"),
+        Field::gauge("lazyfree_size", "Memory marked MADV_FREE, to be freed under memory pressure, in kB"),
+        Field::gauge("swap_data_size", "Anonymous memory swapped out, in kB"),
+        Field::gauge("swap_data_pss_size", "Proportional share of swapped-out memory, in kB"),
+        Field::gauge("minor_pagefault_count", "Minor page faults (no disk access) during the last period"),
+        Field::gauge("major_pagefault_count", "Major page faults (disk access) during the last period"),
+        Field::gauge("utime_jiffies", "Clock ticks spent in user mode during the last period"),
+        Field::gauge("stime_jiffies", "Clock ticks spent in kernel mode during the last period"),
+        Field::gauge("cutime_jiffies", "Clock ticks of waited-for children in user mode during the last period"),
+        Field::gauge("cstime_jiffies", "Clock ticks of waited-for children in kernel mode during the last period"),
+        Field::gauge("priority", "Scheduling priority as the kernel reports it"),
+        Field::gauge("nice", "Nice value, -20 (high priority) to 19 (low)"),
+        Field::gauge("num_threads", "Number of threads"),
+        Field::gauge("vm_size", "Virtual memory size, in bytes"),
+        Field::gauge("pm_size", "Resident set size, in bytes"),
+        Field::gauge("pm_util", "Resident set size as a percentage of MemTotal"),
+        Field::gauge("cpu", "CPU the process last ran on"),
+        Field::gauge("cpu_util", "CPU use over the last period as a percentage of one CPU (top's %CPU)"),
+        Field::gauge("cpu_user_util", "User-mode CPU use (guest time excluded) over the last period, percentage of one CPU"),
+        Field::gauge("cpu_system_util", "Kernel-mode CPU use over the last period, percentage of one CPU"),
     ],
-};
+);
 
 /// `system_infos_stats`: the probe's own accounting.
-pub const SELF_STATS: TableDef = TableDef {
-    table: "system_infos_stats",
-    entity: "system_infos",
-    fields: &[
-        key("probe", "Always system_infos"),
-        counter(
+pub const SELF_STATS: Table = Table::fixed(
+    "system_infos_stats",
+    "system_infos",
+    &[
+        Field::key("probe", "Always system_infos"),
+        Field::counter(
             "cycles_total",
             "Collection cycles run since the probe started",
         ),
-        counter(
+        Field::counter(
             "read_errors_total",
             "Files that could not be read or parsed since the probe started (skipped, not fatal)",
         ),
-        counter(
+        Field::counter(
             "vanished_procs_total",
             "Selected processes that exited while being read, since the probe started",
         ),
-        gauge(
+        Field::gauge(
             "cycle_cpu_us",
             "CPU time the probe spent on its last collection cycle, in microseconds",
         ),
-        gauge(
+        Field::gauge(
             "procs_selected",
             "Processes selected by the whitelist (-w) and the pid list (-f) in the last cycle",
         ),
     ],
-};
+);
 
 /// Every table, in the order records are written each cycle.
-pub const TABLES: &[&TableDef] = &[
-    &SYSTEM_CPU,
-    &SYSTEM_CPU_UTIL,
-    &SYSTEM_MEMINFO,
-    &SYSTEM_DENTRY,
-    &SYSTEM_TCP,
-    &SYSTEM_UDP,
-    &NIC,
-    &SYSTEM_DF,
-    &SYSTEM_IOSTAT,
-    &SYSTEM_PROC,
-    &SYSTEM_OS,
-    &SELF_STATS,
+pub const TABLES: &[Table] = &[
+    SYSTEM_CPU,
+    SYSTEM_CPU_UTIL,
+    SYSTEM_MEMINFO,
+    SYSTEM_DENTRY,
+    SYSTEM_TCP,
+    SYSTEM_UDP,
+    NIC,
+    SYSTEM_DF,
+    SYSTEM_IOSTAT,
+    SYSTEM_PROC,
+    SYSTEM_OS,
+    SELF_STATS,
 ];
 
 /// Looks a table up by name.
-pub fn table(name: &str) -> Option<&'static TableDef> {
-    TABLES.iter().copied().find(|t| t.table == name)
+pub fn table(name: &str) -> Option<&'static Table> {
+    TABLES.iter().find(|t| t.name == name)
 }
 
-/// Renders the `.meta` file (libconfig syntax) describing every table.
+/// Renders the `.meta` file (libconfig syntax) describing every table, one block per field.
 pub fn render_meta() -> String {
-    let mut out = String::from("version = \"1.0.0\"\n\nmeasurements:\n(\n");
-    for (ti, t) in TABLES.iter().enumerate() {
-        out.push_str("    {\n");
-        out.push_str(&format!("        table_name: \"{}\",\n", t.table));
-        out.push_str(&format!("        entity_name: \"{}\",\n", t.entity));
-        out.push_str("        fields:\n        (\n");
-        for (fi, f) in t.fields.iter().enumerate() {
-            out.push_str("            {\n");
-            out.push_str(&format!("                description: \"{}\",\n", f.help));
-            out.push_str(&format!("                type: \"{}\",\n", f.kind.as_str()));
-            out.push_str(&format!("                name: \"{}\",\n", f.name));
-            out.push_str(if fi + 1 < t.fields.len() {
-                "            },\n"
-            } else {
-                "            }\n"
-            });
-        }
-        out.push_str("        )\n");
-        out.push_str(if ti + 1 < TABLES.len() {
-            "    },\n"
-        } else {
-            "    }\n"
-        });
-    }
-    out.push_str(")\n");
-    out
+    meta::render_with(FieldLayout::Block, &[], TABLES)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn is_prometheus_name(s: &str) -> bool {
-        let mut chars = s.chars();
-        matches!(chars.next(), Some(c) if c.is_ascii_alphabetic() || c == '_')
-            && chars.all(|c| c.is_ascii_alphanumeric() || c == '_')
-    }
+    use probe_sdk::meta::FieldKind;
 
     #[test]
     fn committed_meta_matches_the_definitions() {
@@ -580,48 +491,29 @@ mod tests {
         );
     }
 
+    /// Prometheus-safe names within upstream's 31 bytes, plain descriptions, unique names, and
+    /// no metric exported by two tables of one entity.
     #[test]
-    fn names_are_valid_prometheus_identifiers_and_help_is_plain() {
+    fn declarations_keep_upstream_limits() {
+        assert_eq!(meta::check(TABLES), Vec::<String>::new());
+    }
+
+    #[test]
+    fn every_table_starts_with_its_key() {
         for t in TABLES {
-            assert!(is_prometheus_name(t.entity), "{}", t.entity);
-            assert!(t.table.len() < 32, "{} too long for upstream", t.table);
-            let mut seen = std::collections::HashSet::new();
-            for f in t.fields {
-                assert!(is_prometheus_name(f.name), "{}.{}", t.table, f.name);
-                // Upstream truncates names to 31 characters.
-                assert!(f.name.len() <= 31, "{}.{}", t.table, f.name);
-                assert!(seen.insert(f.name), "duplicate {}.{}", t.table, f.name);
-                assert!(
-                    !f.help.is_empty() && f.help.len() <= 255,
-                    "{}.{}",
-                    t.table,
-                    f.name
-                );
-                assert!(!f.help.contains('\n'), "{}.{}", t.table, f.name);
-            }
             assert_eq!(
                 t.fields[0].kind,
                 FieldKind::Key,
                 "{} must start with its key",
-                t.table
+                t.name
             );
         }
     }
 
     #[test]
-    fn tables_sharing_an_entity_do_not_share_metric_names() {
-        let mut seen = std::collections::HashMap::new();
-        for t in TABLES {
-            for f in t
-                .fields
-                .iter()
-                .filter(|f| matches!(f.kind, FieldKind::Gauge | FieldKind::Counter))
-            {
-                let metric = format!("{}_{}", t.entity, f.name);
-                if let Some(other) = seen.insert(metric.clone(), t.table) {
-                    panic!("{metric} exported by both {other} and {}", t.table);
-                }
-            }
-        }
+    fn tables_are_found_by_name() {
+        assert_eq!(table("nic"), Some(&NIC));
+        assert_eq!(table("system_infos_stats").map(Table::width), Some(6));
+        assert_eq!(table("no_such_table"), None);
     }
 }

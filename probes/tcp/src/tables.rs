@@ -3,7 +3,8 @@
 
 use std::io::{self, Write};
 
-use probe_sdk::bpf::meta::{self, Field, Table};
+use probe_sdk::bpf;
+use probe_sdk::meta::{self, Field, Table};
 use probe_sdk::record::RecordWriter;
 
 use crate::conn_key::ConnKey;
@@ -227,7 +228,7 @@ pub fn meta_tables() -> Vec<Table> {
     TABLES
         .iter()
         .map(|t| Table::new(t.name, ENTITY, &[KEY_FIELDS, t.metrics]))
-        .chain([meta::loss_table(
+        .chain([bpf::loss_table(
             STATS_TABLE,
             "kernel events accounted (state changes, resets, zero windows)",
             "events lost (socket storage could not be allocated)",
