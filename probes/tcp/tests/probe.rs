@@ -408,15 +408,28 @@ fn zero_windows_are_counted_on_both_ends() {
         }
     }
     assert!(sent > 0);
-    // Zero-window probes go out on the persist timer (>= 200 ms, backing off).
-    thread::sleep(Duration::from_millis(1500));
-    let m = latest(&probe.records_for(2));
+    // Zero-window probes go out on the persist timer (>= 200 ms, backing off): on a busy
+    // machine the first one can fall into a later period, so read periods until both ends
+    // show it (the counters are cumulative), for at most 10 s.
     let port = listener.local_addr().unwrap().port();
     let lo = "127.0.0.1";
-    let cw = get(&m, "tcp_windows", &key("client", lo, lo, port, 2));
+    let (ck, sk) = (key("client", lo, lo, port, 2), key("server", lo, lo, port, 2));
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let mut m = latest(&probe.records_for(2));
+    while Instant::now() < deadline {
+        let seen = |k: &Key, f: &str| {
+            m.get(&("tcp_windows".to_string(), k.clone()))
+                .is_some_and(|r| num(r, "tcp_windows", f) >= 1)
+        };
+        if seen(&ck, "zero_snd_wnd_count") && seen(&sk, "zero_rcv_wnd_count") {
+            break;
+        }
+        m.extend(latest(&probe.records_for(1)));
+    }
+    let cw = get(&m, "tcp_windows", &ck);
     assert!(num(cw, "tcp_windows", "zero_snd_wnd_count") >= 1, "{cw:?}");
     assert!(num(cw, "tcp_windows", "notsent_bytes") > 0, "{cw:?}");
-    let sw = get(&m, "tcp_windows", &key("server", lo, lo, port, 2));
+    let sw = get(&m, "tcp_windows", &sk);
     assert!(num(sw, "tcp_windows", "zero_rcv_wnd_count") >= 1, "{sw:?}");
     assert_eq!(num(sw, "tcp_windows", "rcv_wnd"), 0, "{sw:?}");
     drop((c, s));
