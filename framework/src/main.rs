@@ -130,7 +130,12 @@ fn init_logging(cfg: &GopherConfig) {
 }
 
 async fn run(checked: config::Preflight, config_path: PathBuf) -> anyhow::Result<()> {
-    let config::Preflight { loaded, registry } = checked;
+    let config::Preflight {
+        loaded,
+        registry,
+        web_tls,
+        ..
+    } = checked;
     let cfg = &loaded.config;
     let machine_id = if cfg.global.machine_id.is_empty() {
         gala_gopher::machine_id::machine_id(std::path::Path::new("/"))
@@ -208,13 +213,21 @@ async fn run(checked: config::Preflight, config_path: PathBuf) -> anyhow::Result
         let listener = tokio::net::TcpListener::bind(addr)
             .await
             .with_context(|| format!("binding web_server {addr}"))?;
-        tracing::info!(%addr, "serving /metrics");
+        match &web_tls {
+            None => tracing::info!(%addr, "serving /metrics"),
+            Some(t) => tracing::info!(
+                %addr,
+                client_certificates = if t.client_auth() { "required" } else { "not asked" },
+                "serving /metrics over HTTPS"
+            ),
+        }
         http::return_large_buffers_on_free();
         let state = MetricsState::new(
             Arc::clone(&store),
             Arc::clone(&telemetry),
             RenderOptions {
                 timestamps: cfg.web_server.timestamps,
+                openmetrics: cfg.web_server.openmetrics,
             },
             cfg.web_server.max_requests as usize,
         );
@@ -230,7 +243,7 @@ async fn run(checked: config::Preflight, config_path: PathBuf) -> anyhow::Result
             let shutdown = async move {
                 let _ = rx.wait_for(|s| *s).await;
             };
-            http::serve(listener, app, limits, counters, shutdown).await;
+            http::serve_with_tls(listener, app, limits, web_tls, counters, shutdown).await;
         }));
     }
 

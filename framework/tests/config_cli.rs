@@ -145,6 +145,7 @@ fn check_config_refuses_what_the_daemon_refuses() {
 
     let cases = [
         (
+            // Files that are not PEM (TLS itself is supported: tests/http_tls.rs).
             "ssl_auth",
             good_meta.clone(),
             format!(
@@ -152,7 +153,7 @@ fn check_config_refuses_what_the_daemon_refuses() {
                 key.display(),
                 cert.display()
             ),
-            "web_server.ssl_auth",
+            "web_server.cert_file",
         ),
         ("bad meta", bad_meta.clone(), String::new(), "broken.meta"),
         (

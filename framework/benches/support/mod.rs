@@ -91,3 +91,50 @@ pub fn spawn_daemon(
         .stderr(std::process::Stdio::inherit())
         .spawn()
 }
+
+/// An in-process table store with `series` live series: tables of 1,000 rows (one key, one
+/// label) × 4 gauges and 1 counter (upstream counter names, without `_total`).
+#[allow(dead_code)] // only the in-process benches build a store
+pub fn populated_store(series: usize) -> gala_gopher::store::TableStore {
+    use gala_gopher::meta::{Field, FieldKind, TableSchema};
+    use gala_gopher::store::{Scratch, StoreLimits, TableStore};
+    const FIELDS: usize = 5;
+    let rows = series / FIELDS;
+    let store = TableStore::new(
+        StoreLimits {
+            max_tables: 1024,
+            max_records: 1000,
+            record_timeout_ms: u64::MAX / 2,
+        },
+        "0d2f5a9c1e7b4e6f8a3b2c1d0e9f8a7b",
+    );
+    let sc = &mut Scratch::default();
+    let field = |name: String, kind| Field {
+        description: format!("{name} of the process"),
+        name,
+        kind,
+    };
+    for t in 0..rows.div_ceil(1000) {
+        let mut fields = vec![
+            field("tgid".into(), FieldKind::Key),
+            field("comm".into(), FieldKind::Label),
+        ];
+        fields.extend((0..FIELDS - 1).map(|f| field(format!("gauge_{f}"), FieldKind::Gauge)));
+        fields.push(field("events".into(), FieldKind::Counter));
+        let schema = std::sync::Arc::new(TableSchema {
+            table_name: format!("bench_{t}"),
+            entity_name: format!("bench_{t}"),
+            version: "1.0.0".into(),
+            fields,
+            origin: "bench".into(),
+        });
+        for r in 0..1000.min(rows - t * 1000) {
+            let key = (100_000 + r).to_string();
+            let vals: Vec<String> = (0..FIELDS).map(|f| format!("{}.{f}", r * 7 + f)).collect();
+            let mut line: Vec<&str> = vec![&key, "nginx"];
+            line.extend(vals.iter().map(String::as_str));
+            let _ = store.upsert(&schema, &line, 1, sc);
+        }
+    }
+    store
+}

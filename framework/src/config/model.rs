@@ -436,6 +436,11 @@ pub struct WebServer {
     /// Add sample timestamps to `/metrics` (default false).
     #[serde(deserialize_with = "de::on_off")]
     pub timestamps: bool,
+    /// Answer `/metrics` in OpenMetrics when the scraper asks for it (default on). Off keeps
+    /// the classic text format for every scraper, and with it upstream's counter names
+    /// (OpenMetrics names counter samples `<name>_total`).
+    #[serde(deserialize_with = "de::on_off")]
+    pub openmetrics: bool,
     /// `ssl_auth`: serve HTTPS (default off).
     #[serde(deserialize_with = "de::on_off")]
     pub ssl_auth: bool,
@@ -472,6 +477,7 @@ impl Default for WebServer {
             bind_addr: IpAddr::V4(Ipv4Addr::LOCALHOST),
             port: 8888,
             timestamps: false,
+            openmetrics: true,
             ssl_auth: false,
             private_key: None,
             cert_file: None,
@@ -507,9 +513,14 @@ pub struct RestApiServer {
     /// Port (default 9999).
     #[serde(deserialize_with = "de::ranged::<_, u16, 1, 65535>")]
     pub port: u16,
-    /// Bearer token required on every request (`""` = none).
+    /// Bearer token required on requests that change state (`""` = none). Prefer
+    /// `token_file`: the config file is often readable by everyone.
     #[serde(deserialize_with = "de::opt_string")]
     pub token: Option<String>,
+    /// File holding the bearer token (owned by root or the daemon's user, mode 0600/0400);
+    /// exclusive with `token`.
+    #[serde(deserialize_with = "de::opt_path")]
+    pub token_file: Option<PathBuf>,
     /// `ssl_auth`: serve HTTPS (default off).
     #[serde(deserialize_with = "de::on_off")]
     pub ssl_auth: bool,
@@ -530,6 +541,7 @@ impl Default for RestApiServer {
             bind_addr: IpAddr::V4(Ipv4Addr::LOCALHOST),
             port: 9999,
             token: None,
+            token_file: None,
             ssl_auth: false,
             private_key: None,
             cert_file: None,
@@ -539,6 +551,11 @@ impl Default for RestApiServer {
 }
 
 impl RestApiServer {
+    /// Whether a bearer token is configured (`token` or `token_file`).
+    pub fn has_token(&self) -> bool {
+        self.token.is_some() || self.token_file.is_some()
+    }
+
     /// TLS settings when `ssl_auth` is on (validation guarantees key and cert are set then).
     pub fn tls(&self) -> Option<Tls> {
         tls_of(

@@ -51,11 +51,7 @@ pub fn summary(loaded: &LoadedConfig) -> String {
             "rest api: {}://{} (token: {})",
             if r.ssl_auth { "https" } else { "http" },
             std::net::SocketAddr::new(r.bind_addr, r.port),
-            if r.token.is_some() {
-                "required"
-            } else {
-                "none"
-            }
+            if r.has_token() { "required" } else { "none" }
         );
     } else {
         let _ = writeln!(out, "rest api: off");

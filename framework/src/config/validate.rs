@@ -160,6 +160,12 @@ fn validate_servers(cfg: &GopherConfig, loc: &Locator) -> Result<(), ConfigError
             }
         }
     }
+    if rest.token.is_some() && rest.token_file.is_some() {
+        return Err(loc.invalid(
+            "rest_api_server.token_file",
+            "set token_file or token, not both (token_file is the safer one)".to_string(),
+        ));
+    }
     if cfg.global.rest_api_on
         && cfg.metric.out_channel.contains(OutChannel::WebServer)
         && web.port == rest.port

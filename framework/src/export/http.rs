@@ -1,33 +1,45 @@
-//! The metrics HTTP server (`web_server`): `GET /` and `GET /metrics` (Prometheus text). The
-//! daemon merges `GET /status` ([`crate::control::status::router`]) into [`router`]. Other paths
-//! 404, other methods 405.
+//! The metrics HTTP server (`web_server`): `GET /` and `GET /metrics`. The daemon merges
+//! `GET /status` ([`crate::control::status::router`]) into [`router`]. Other paths 404, other
+//! methods 405.
 //!
-//! `/metrics` renders are single-flight: scrapes that arrive while a render runs wait for it and
-//! share its body (one reference-counted buffer, never copied per client), and a body still being
+//! `/metrics` answers in the classic Prometheus text format, or OpenMetrics when `Accept` prefers
+//! it, gzip-compressed when `Accept-Encoding` allows ([`negotiate`]). The body is streamed: the
+//! render hands over chunks of ~64 KiB as it goes ([`shared_render`]), so the first bytes leave
+//! long before a large page is complete.
+//!
+//! Renders are single-flight per format and encoding: scrapes that arrive while a render runs
+//! read the same chunks (reference-counted, never copied per client), and a render still being
 //! sent to one scraper is handed to others for up to a second, so memory does not grow with the
-//! number of concurrent scrapers; at most `max_requests` wait at once, more get a quick 503. The
-//! connection handling (limits, timeouts) is in [`serve`].
+//! number of concurrent scrapers; at most `max_requests` wait for a render at once, more get a
+//! quick 503. The connection handling (limits, timeouts) is in [`serve`].
 
+pub mod auth;
+mod negotiate;
 mod server;
+mod shared_render;
+pub mod tls;
+mod trusted_file;
 
-pub use server::{serve, HttpLimits};
+pub use server::{serve, serve_with_tls, HttpLimits};
 
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
-use axum::body::{Body, Bytes};
+use axum::body::Body;
 use axum::extract::State;
-use axum::http::{header, StatusCode};
+use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::Router;
-use tokio::sync::{watch, Semaphore};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
-use super::prometheus::{render, RenderOptions};
+use super::prometheus::{openmetrics, render_chunked, ChunkSink, Format, KeepAll, RenderOptions};
 use crate::clock::now_ms;
-use crate::store::TableStore;
+use crate::store::{escape_label_value, TableStore};
 use crate::telemetry::{render_self_metrics, HttpCounters, Telemetry};
+use negotiate::negotiate;
+use shared_render::{Ended, Next, Publisher, Render, ScrapeBody, Variant};
 
 /// Config section (and `server` label) of the metrics server.
 pub const WEB_SERVER: &str = "web_server";
@@ -48,50 +60,31 @@ pub struct MetricsState {
 /// sent to an earlier one: scrapers in step share a body, a lone scraper always gets a fresh one.
 const REUSE_WINDOW: Duration = Duration::from_secs(1);
 
-/// A finished render.
-struct Finished {
-    /// Render number (`HttpCounters::renders` after it), to recognise it later.
-    seq: u64,
-    done: Instant,
-    body: Bytes,
-}
-
-/// The render in flight and the last finished one.
-#[derive(Default)]
-struct Slots {
-    /// Receiver of the running render's body; `None` when no render runs.
-    in_flight: Option<watch::Receiver<Option<Bytes>>>,
-    latest: Option<Finished>,
-}
-
 /// Single-flight rendering and the cap on waiting scrapes.
 struct ScrapeShare {
-    slots: Mutex<Slots>,
-    /// Size of the last body, to allocate the next one once instead of doubling up to it.
-    last_len: AtomicUsize,
+    /// Per [`Variant`]: the render in flight, or the last one while it may still be shared.
+    slots: Mutex<[Option<Arc<Render>>; 4]>,
     /// `max_requests` permits; `None` = unlimited.
     requests: Option<Arc<Semaphore>>,
     max_requests: usize,
     counters: Arc<HttpCounters>,
     refusal_logged: AtomicBool,
+    /// Responses served, per [`Variant`].
+    served: [AtomicU64; 4],
 }
 
 impl ScrapeShare {
-    fn slots(&self) -> MutexGuard<'_, Slots> {
-        match self.slots.lock() {
-            Ok(g) => g,
-            Err(p) => p.into_inner(),
-        }
+    fn slots(&self) -> MutexGuard<'_, [Option<Arc<Render>>; 4]> {
+        self.slots.lock().unwrap_or_else(|p| p.into_inner())
     }
 }
 
-/// Ends the in-flight render also when it panics, so that a failed render never leaves later
-/// scrapes waiting on a dead channel.
-struct EndOfRender<'a>(&'a ScrapeShare);
+/// Ends a render as failed if its thread panics, so that no reader waits forever.
+struct FailUnlessEnded<'a>(&'a Render);
 
-impl Drop for EndOfRender<'_> {
+impl Drop for FailUnlessEnded<'_> {
     fn drop(&mut self) {
-        self.0.slots().in_flight = None;
+        self.0.end(Ended::Failed);
     }
 }
 
@@ -110,12 +103,12 @@ impl MetricsState {
             telemetry,
             options,
             scrape: Arc::new(ScrapeShare {
-                slots: Mutex::new(Slots::default()),
-                last_len: AtomicUsize::new(0),
+                slots: Mutex::default(),
                 requests: (max_requests > 0).then(|| Arc::new(Semaphore::new(max_requests))),
                 max_requests,
                 counters,
                 refusal_logged: AtomicBool::new(false),
+                served: Default::default(),
             }),
         }
     }
@@ -127,9 +120,9 @@ impl MetricsState {
 }
 
 /// Have glibc's allocator return every buffer of 1 MiB or more to the system when it is freed.
-/// By default the threshold grows to the largest buffer freed so far, so multi-megabyte `/metrics`
-/// bodies rendered on varying threads end up in per-thread arenas and RSS stays high long after a
-/// burst of scrapes. Process-wide; call once at start.
+/// By default the threshold grows to the largest buffer freed so far, so large buffers freed on
+/// varying threads (a big histogram family's `_max` lines, a long label) end up in per-thread
+/// arenas and RSS stays high long after a burst of scrapes. Process-wide; call once at start.
 pub fn return_large_buffers_on_free() {
     #[cfg(all(target_os = "linux", target_env = "gnu"))]
     // SAFETY: mallopt only changes allocator parameters; a fixed threshold is always valid.
@@ -147,69 +140,116 @@ pub fn router(state: MetricsState) -> Router {
         .with_state(state)
 }
 
-/// Render the full `/metrics` body (blocking; run it off the async workers).
+/// Render the full `/metrics` body in the classic text format (blocking; run it off the async
+/// workers).
 pub fn render_all(state: &MetricsState) -> String {
-    let last = state.scrape.last_len.load(Ordering::Relaxed);
-    let mut out = String::with_capacity((last + last / 16).max(64 * 1024));
-    render(&state.store, state.options, now_ms(), &mut out);
-    render_self_metrics(&state.telemetry, &state.store, &mut out);
+    let mut out = String::with_capacity(64 * 1024);
+    render_page(state, Format::Text, &mut out, &mut KeepAll);
     out
 }
 
-/// A body for one scrape: the last render's while it is recent and still being sent to another
-/// scraper, else the running render's, else a new one's. `None` if the render failed.
-async fn shared_render(state: &MetricsState) -> Option<Bytes> {
-    let mut rx = {
-        let mut slots = state.scrape.slots();
-        if let Some(f) = &slots.latest {
-            if f.done.elapsed() < REUSE_WINDOW && !f.body.is_unique() {
-                return Some(f.body.clone());
-            }
+/// The page: the store's series, then the self-metrics (and `# EOF` in OpenMetrics). Chunks go
+/// to `sink`; the end stays in `out`.
+fn render_page(state: &MetricsState, format: Format, out: &mut String, sink: &mut dyn ChunkSink) {
+    render_chunked(&state.store, state.options, format, now_ms(), out, sink);
+    sink.unlocked();
+    let mut own = String::with_capacity(16 * 1024);
+    render_self_metrics(&state.telemetry, &state.store, &mut own);
+    render_served(&state.scrape, &state.store, &mut own);
+    match format {
+        Format::Text => out.push_str(&own),
+        Format::OpenMetrics => {
+            openmetrics::append_converted(&own, out);
+            out.push_str(openmetrics::EOF);
         }
-        // Nobody else holds it (or it is too old): free it before rendering the next one.
-        slots.latest = None;
-        match slots.in_flight.as_ref() {
-            Some(rx) => rx.clone(),
-            None => {
-                let (tx, rx) = watch::channel(None);
-                slots.in_flight = Some(rx.clone());
-                let st = state.clone();
-                let runtime = tokio::runtime::Handle::current();
-                // Detached: a scraper that goes away does not cancel the render the others wait for.
-                tokio::task::spawn_blocking(move || {
-                    let end = EndOfRender(&st.scrape);
-                    let body = Bytes::from(render_all(&st));
-                    let share = &st.scrape;
-                    share.last_len.store(body.len(), Ordering::Relaxed);
-                    let seq = share.counters.renders.fetch_add(1, Ordering::Relaxed) + 1;
-                    share.slots().latest = Some(Finished {
-                        seq,
-                        done: Instant::now(),
-                        body: body.clone(),
-                    });
-                    drop(end);
-                    let _ = tx.send(Some(body));
-                    // Do not keep a body alive for a scrape that may never come.
-                    let st = st.clone();
-                    runtime.spawn(async move {
-                        tokio::time::sleep(REUSE_WINDOW).await;
-                        let mut slots = st.scrape.slots();
-                        if slots.latest.as_ref().is_some_and(|f| f.seq == seq) {
-                            slots.latest = None;
-                        }
-                    });
-                });
-                rx
-            }
-        }
-    };
-    let body = rx.wait_for(Option::is_some).await.ok()?;
-    body.as_ref().cloned()
+    }
 }
 
-async fn metrics(State(state): State<MetricsState>) -> Response {
+/// `gala_gopher_self_scrape_responses_total{format,encoding}`.
+fn render_served(share: &ScrapeShare, store: &TableStore, out: &mut String) {
+    use std::fmt::Write as _;
+    let name = "gala_gopher_self_scrape_responses_total";
+    let _ = writeln!(
+        out,
+        "# HELP {name} /metrics responses by exposition format and content encoding.\n\
+         # TYPE {name} counter"
+    );
+    let mut mid = String::new();
+    escape_label_value(store.machine_id(), &mut mid);
+    for v in Variant::ALL {
+        let _ = writeln!(
+            out,
+            "{name}{{format=\"{}\",encoding=\"{}\",machine_id=\"{mid}\"}} {}",
+            v.format_label(),
+            v.encoding_label(),
+            share.served[v.index()].load(Ordering::Relaxed)
+        );
+    }
+}
+
+/// The render a scrape of `variant` reads: the running one, else the last one while it is recent
+/// and still being sent to another scraper, else a new one. The scrape's `max_requests` permit is
+/// held until the render ends.
+fn join_or_start(
+    state: &MetricsState,
+    variant: Variant,
+    permit: Option<OwnedSemaphorePermit>,
+) -> Arc<Render> {
+    let mut slots = state.scrape.slots();
+    let slot = &mut slots[variant.index()];
+    if let Some(r) = slot.as_ref() {
+        let share = match r.ended() {
+            None => true,
+            Some(Ended::Complete(at)) => at.elapsed() < REUSE_WINDOW && r.has_readers(),
+            Some(Ended::Failed) => false,
+        };
+        if share {
+            r.hold_permit(permit);
+            return Arc::clone(r);
+        }
+    }
+    let render = Arc::new(Render::default());
+    render.hold_permit(permit);
+    // The previous render is freed (outside the lock) unless a scrape still sends it.
+    let previous = slot.replace(Arc::clone(&render));
+    drop(slots);
+    drop(previous);
+    let st = state.clone();
+    let job = Arc::clone(&render);
+    let runtime = tokio::runtime::Handle::current();
+    // Detached: a scraper that goes away does not cancel the render the others read.
+    tokio::task::spawn_blocking(move || {
+        let guard = FailUnlessEnded(&job);
+        let mut publisher = Publisher::new(&job, variant.gzip);
+        let mut buf = Publisher::buffer();
+        render_page(&st, variant.format, &mut buf, &mut publisher);
+        if let Err(e) = publisher.finish(buf) {
+            tracing::warn!("{WEB_SERVER}: /metrics render failed: {e}");
+            return;
+        }
+        drop(guard);
+        st.scrape.counters.renders.fetch_add(1, Ordering::Relaxed);
+        // Do not keep a body alive for a scrape that may never come.
+        let done = Arc::downgrade(&job);
+        drop(job);
+        runtime.spawn(async move {
+            tokio::time::sleep(REUSE_WINDOW).await;
+            let mut slots = st.scrape.slots();
+            let slot = &mut slots[variant.index()];
+            if slot
+                .as_ref()
+                .is_some_and(|r| Arc::as_ptr(r) == done.as_ptr())
+            {
+                *slot = None;
+            }
+        });
+    });
+    render
+}
+
+async fn metrics(State(state): State<MetricsState>, headers: HeaderMap) -> Response {
     let share = &state.scrape;
-    let _permit = match &share.requests {
+    let permit = match &share.requests {
         None => None,
         Some(sem) => match Arc::clone(sem).try_acquire_owned() {
             Ok(p) => Some(p),
@@ -235,20 +275,40 @@ async fn metrics(State(state): State<MetricsState>) -> Response {
         },
     };
     let started = Instant::now();
-    let Some(body) = shared_render(&state).await else {
-        return (StatusCode::INTERNAL_SERVER_ERROR, "render failed\n").into_response();
+    let negotiated = negotiate(&headers, state.options.openmetrics);
+    let variant = Variant {
+        format: negotiated.format,
+        gzip: negotiated.gzip,
     };
-    state
-        .telemetry
-        .last_scrape_us
-        .store(started.elapsed().as_micros() as u64, Ordering::Relaxed);
-    state.telemetry.scrapes.fetch_add(1, Ordering::Relaxed);
-    (
-        [(
-            header::CONTENT_TYPE,
-            "text/plain; version=0.0.4; charset=utf-8",
-        )],
-        Body::from(body),
-    )
-        .into_response()
+    let render = join_or_start(&state, variant, permit);
+    // A reader from now on, so that the render counts as being sent.
+    let telemetry = Arc::clone(&state.telemetry);
+    let body = ScrapeBody::new(Arc::clone(&render), move |complete| {
+        let server_time = complete.saturating_duration_since(started);
+        telemetry
+            .last_scrape_us
+            .store(server_time.as_micros() as u64, Ordering::Relaxed);
+        telemetry.scrapes.fetch_add(1, Ordering::Relaxed);
+    });
+    // The response head leaves with the first chunk; a page that fits in one is complete by then
+    // and gets a Content-Length.
+    let first = std::future::poll_fn(|cx| render.poll_chunk(0, cx)).await;
+    if matches!(first, Next::End(Ended::Failed)) {
+        return (StatusCode::INTERNAL_SERVER_ERROR, "render failed\n").into_response();
+    }
+    share.served[variant.index()].fetch_add(1, Ordering::Relaxed);
+    let mut resp = Response::new(Body::new(body));
+    let h = resp.headers_mut();
+    h.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static(negotiated.content_type),
+    );
+    h.insert(
+        header::VARY,
+        HeaderValue::from_static("Accept, Accept-Encoding"),
+    );
+    if negotiated.gzip {
+        h.insert(header::CONTENT_ENCODING, HeaderValue::from_static("gzip"));
+    }
+    resp
 }

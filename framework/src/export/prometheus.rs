@@ -1,22 +1,92 @@
-//! Prometheus text exposition (format 0.0.4) of the table store.
+//! Prometheus exposition of the table store: the classic text format (0.0.4, the default) and
+//! OpenMetrics text 1.0.0 ([`openmetrics`] holds what differs).
 //!
 //! Scrapes are non-destructive: any number of scrapers see the same live series. Metric names are
 //! upstream's `gala_gopher_<entity>_<field>`; series with the same name from several tables are
-//! merged into one family (one `# HELP`/`# TYPE`).
+//! merged into one family (one `# HELP`/`# TYPE`). Label strings come pre-rendered from the store.
+//!
+//! A render can hand its output over in pieces ([`ChunkSink`]) so that the first bytes can be
+//! sent while the rest is still being rendered.
+
+pub mod openmetrics;
 
 use std::collections::{BTreeMap, HashSet};
 use std::fmt::Write as _;
 use std::sync::{Arc, Mutex};
 
 use crate::meta::FieldKind;
-use crate::store::value::{canonical_number, parse_histogram};
+use crate::store::value::{canonical_number, parse_histogram, Histogram};
 use crate::store::{Table, TableStore};
 
-/// Rendering options from `web_server`.
-#[derive(Debug, Clone, Copy, Default)]
+/// Rendering options from `web_server` (default: no timestamps, OpenMetrics when asked).
+#[derive(Debug, Clone, Copy)]
 pub struct RenderOptions {
-    /// Append upstream's millisecond timestamps (the row's last update time).
+    /// Append the row's last update time to each sample (milliseconds in the classic format,
+    /// upstream's; seconds in OpenMetrics).
     pub timestamps: bool,
+    /// Whether `/metrics` may answer in OpenMetrics when asked (`web_server.openmetrics`).
+    pub openmetrics: bool,
+}
+
+impl Default for RenderOptions {
+    fn default() -> Self {
+        RenderOptions {
+            timestamps: false,
+            openmetrics: true,
+        }
+    }
+}
+
+/// Exposition format of a `/metrics` body.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
+pub enum Format {
+    /// Prometheus text format 0.0.4 (the default).
+    #[default]
+    Text,
+    /// OpenMetrics text 1.0.0.
+    OpenMetrics,
+}
+
+/// Receives a render in pieces of complete lines.
+pub trait ChunkSink {
+    /// How full the buffer gets before it is handed over (asked again after each chunk).
+    fn chunk_bytes(&self) -> usize;
+
+    /// `buf` holds at least [`ChunkSink::chunk_bytes`]: take its contents (leave it empty).
+    /// Called while a table is locked, so it must be quick.
+    fn chunk(&mut self, buf: &mut String);
+
+    /// No table is locked: the moment for slower work on the chunks taken so far.
+    fn unlocked(&mut self) {}
+}
+
+/// Where a render writes: a buffer handed to the sink whenever it is full.
+struct Out<'a> {
+    buf: &'a mut String,
+    /// The sink's current [`ChunkSink::chunk_bytes`].
+    limit: usize,
+    sink: &'a mut dyn ChunkSink,
+}
+
+impl Out<'_> {
+    /// Hand the buffer over if it is full. Only called after a complete sample line.
+    fn maybe_flush(&mut self) {
+        if self.buf.len() >= self.limit {
+            self.sink.chunk(self.buf);
+            self.limit = self.sink.chunk_bytes();
+        }
+    }
+}
+
+/// Keeps everything in the buffer.
+pub struct KeepAll;
+
+impl ChunkSink for KeepAll {
+    fn chunk_bytes(&self) -> usize {
+        usize::MAX
+    }
+
+    fn chunk(&mut self, _buf: &mut String) {}
 }
 
 struct Family {
@@ -33,22 +103,34 @@ fn type_name(kind: FieldKind) -> &'static str {
     }
 }
 
-fn push_help(out: &mut String, name: &str, help: &str) {
+fn push_header(out: &mut String, format: Format, name: &str, kind: &str, help: &str) {
     out.push_str("# HELP ");
     out.push_str(name);
     out.push(' ');
-    for c in help.chars() {
-        match c {
-            '\\' => out.push_str("\\\\"),
-            '\n' => out.push_str("\\n"),
-            c => out.push(c),
+    match format {
+        Format::Text => {
+            for c in help.chars() {
+                match c {
+                    '\\' => out.push_str("\\\\"),
+                    '\n' => out.push_str("\\n"),
+                    c => out.push(c),
+                }
+            }
         }
+        Format::OpenMetrics => openmetrics::push_help_text(out, help),
     }
+    out.push_str("\n# TYPE ");
+    out.push_str(name);
+    out.push(' ');
+    out.push_str(kind);
     out.push('\n');
 }
 
+/// One sample line.
+#[allow(clippy::too_many_arguments)]
 fn push_sample(
     out: &mut String,
+    format: Format,
     name: &str,
     suffix: &str,
     labels: &str,
@@ -71,14 +153,33 @@ fn push_sample(
     out.push_str("} ");
     out.push_str(canonical_number(value));
     if let Some(ts) = ts {
-        let _ = write!(out, " {ts}");
+        match format {
+            Format::Text => {
+                let _ = write!(out, " {ts}");
+            }
+            Format::OpenMetrics => openmetrics::push_timestamp(out, ts),
+        }
     }
     out.push('\n');
 }
 
-/// Render every live series of `store` into `out`. Rows older than the record timeout (not yet
-/// swept) are skipped.
+/// Render every live series of `store` into `out` in the classic text format. Rows older than
+/// the record timeout (not yet swept) are skipped.
 pub fn render(store: &TableStore, opts: RenderOptions, now_ms: u64, out: &mut String) {
+    render_chunked(store, opts, Format::Text, now_ms, out, &mut KeepAll);
+}
+
+/// Render every live series of `store` in `format`, handing `out` to `sink` whenever it holds
+/// the sink's chunk size or more (what is left at the end stays in `out`). Without `# EOF`: the
+/// caller appends the self-metrics first.
+pub fn render_chunked(
+    store: &TableStore,
+    opts: RenderOptions,
+    format: Format,
+    now_ms: u64,
+    out: &mut String,
+    sink: &mut dyn ChunkSink,
+) {
     let timeout = store.limits().record_timeout_ms;
     let mut families: BTreeMap<String, Family> = BTreeMap::new();
     for table in store.tables() {
@@ -102,11 +203,22 @@ pub fn render(store: &TableStore, opts: RenderOptions, now_ms: u64, out: &mut St
         });
     }
 
+    let mut out = Out {
+        buf: out,
+        limit: sink.chunk_bytes(),
+        sink,
+    };
+    let mut le = String::new();
     for (name, fam) in &families {
-        let header_at = out.len();
-        push_help(out, name, &fam.help);
-        let _ = writeln!(out, "# TYPE {name} {}", type_name(fam.kind));
-        let body_at = out.len();
+        // OpenMetrics names a counter family without `_total` and its samples with it.
+        let (family, sample) = match (format, fam.kind) {
+            (Format::OpenMetrics, FieldKind::Counter) => openmetrics::counter_names(name),
+            _ => (name.as_str(), name.clone()),
+        };
+        let header_at = out.buf.len();
+        push_header(out.buf, format, family, type_name(fam.kind), &fam.help);
+        // Once a sample is written the header stays, so the buffer may be handed over.
+        let mut wrote = false;
         let mut max_lines = String::new();
         // Two tables feeding one family could yield the same label set twice; the first table
         // (by name) wins so the exposition never has duplicate series.
@@ -117,58 +229,124 @@ pub fn render(store: &TableStore, opts: RenderOptions, now_ms: u64, out: &mut St
                     if now_ms.saturating_sub(row.updated_ms()) > timeout {
                         continue;
                     }
+                    let Some(v) = row.value(*idx) else { continue };
                     if let Some(seen) = seen.as_mut() {
-                        if row.value(*idx).is_some() && !seen.insert(row.labels().to_string()) {
+                        if !seen.insert(row.labels().to_string()) {
                             continue;
                         }
                     }
-                    let Some(v) = row.value(*idx) else { continue };
                     let ts = opts.timestamps.then_some(row.updated_ms());
-                    if fam.kind != FieldKind::Histogram {
-                        push_sample(out, name, "", row.labels(), None, v, ts);
-                        continue;
-                    }
-                    let Some(h) = parse_histogram(v) else {
-                        continue;
+                    let labels = row.labels();
+                    let written = if fam.kind == FieldKind::Histogram {
+                        match parse_histogram(v) {
+                            Some(h) => {
+                                push_histogram(out.buf, format, &sample, labels, &h, ts, &mut le);
+                                push_sample(
+                                    &mut max_lines,
+                                    format,
+                                    &sample,
+                                    "_max",
+                                    labels,
+                                    None,
+                                    h.max,
+                                    ts,
+                                );
+                                true
+                            }
+                            None => false,
+                        }
+                    } else {
+                        let v = canonical_number(v);
+                        let ok = format == Format::Text
+                            || fam.kind != FieldKind::Counter
+                            || openmetrics::counter_value_ok(v);
+                        if ok {
+                            push_sample(out.buf, format, &sample, "", labels, None, v, ts);
+                        }
+                        ok
                     };
-                    let mut has_inf = false;
-                    for (b, c) in &h.buckets {
-                        let le = canonical_number(b);
-                        has_inf |= le == "+Inf";
-                        push_sample(out, name, "_bucket", row.labels(), Some(le), c, ts);
+                    wrote |= written;
+                    if wrote {
+                        out.maybe_flush();
                     }
-                    if !has_inf {
-                        push_sample(
-                            out,
-                            name,
-                            "_bucket",
-                            row.labels(),
-                            Some("+Inf"),
-                            h.count,
-                            ts,
-                        );
-                    }
-                    push_sample(out, name, "_sum", row.labels(), None, h.sum, ts);
-                    push_sample(out, name, "_count", row.labels(), None, h.count, ts);
-                    push_sample(&mut max_lines, name, "_max", row.labels(), None, h.max, ts);
                 }
             });
+            out.sink.unlocked();
         }
-        if out.len() == body_at {
-            out.truncate(header_at);
+        if !wrote {
+            out.buf.truncate(header_at);
             continue;
         }
         if !max_lines.is_empty() {
             let max_name = format!("{name}_max");
-            push_help(
-                out,
+            push_header(
+                out.buf,
+                format,
                 &max_name,
+                "gauge",
                 &format!("Maximum observed value of {name}."),
             );
-            let _ = writeln!(out, "# TYPE {max_name} gauge");
-            out.push_str(&max_lines);
+            out.buf.push_str(&max_lines);
+            out.maybe_flush();
+            out.sink.unlocked();
         }
     }
+}
+
+/// The `_bucket`, `_sum` and `_count` lines of one histogram row. OpenMetrics additionally wants
+/// canonical `le` values, whole counts, and no `_sum`/`_count` that is negative or NaN or comes
+/// with negative buckets; a row it cannot carry gets only what is valid.
+fn push_histogram(
+    out: &mut String,
+    format: Format,
+    name: &str,
+    labels: &str,
+    h: &Histogram<'_>,
+    ts: Option<u64>,
+    le: &mut String,
+) {
+    let om = format == Format::OpenMetrics;
+    if om
+        && !h
+            .buckets
+            .iter()
+            .all(|(_, c)| openmetrics::is_whole_count(c))
+    {
+        return;
+    }
+    let mut has_inf = false;
+    let mut negative_bucket = false;
+    for (b, c) in &h.buckets {
+        let bound = canonical_number(b);
+        has_inf |= bound == "+Inf";
+        let bound = if om {
+            let v: f64 = bound.parse().unwrap_or(f64::NAN);
+            negative_bucket |= v < 0.0;
+            le.clear();
+            openmetrics::push_canonical_float(le, v);
+            le.as_str()
+        } else {
+            bound
+        };
+        push_sample(out, format, name, "_bucket", labels, Some(bound), c, ts);
+    }
+    if !has_inf {
+        push_sample(
+            out,
+            format,
+            name,
+            "_bucket",
+            labels,
+            Some("+Inf"),
+            h.count,
+            ts,
+        );
+    }
+    if om && (negative_bucket || !openmetrics::counter_value_ok(canonical_number(h.sum))) {
+        return;
+    }
+    push_sample(out, format, name, "_sum", labels, None, h.sum, ts);
+    push_sample(out, format, name, "_count", labels, None, h.count, ts);
 }
 
 #[cfg(test)]
@@ -188,7 +366,15 @@ mod tests {
             store.upsert(sch, l, 1000, sc).unwrap();
         }
         let mut out = String::new();
-        render(&store, RenderOptions { timestamps: ts }, 1000, &mut out);
+        render(
+            &store,
+            RenderOptions {
+                timestamps: ts,
+                openmetrics: true,
+            },
+            1000,
+            &mut out,
+        );
         out
     }
 
@@ -266,6 +452,132 @@ mod tests {
                 "gala_gopher_E_g{k=\"b\",machine_id=\"M\"} 3"
             ]
         );
+    }
+
+    fn render_om(lines: &[&[&str]], sch: &crate::meta::SchemaRef, ts: bool) -> String {
+        let store = TableStore::new(StoreLimits::default(), "M");
+        let sc = &mut Scratch::default();
+        for l in lines {
+            store.upsert(sch, l, 1234, sc).unwrap();
+        }
+        let mut out = String::new();
+        let opts = RenderOptions {
+            timestamps: ts,
+            openmetrics: true,
+        };
+        render_chunked(
+            &store,
+            opts,
+            Format::OpenMetrics,
+            1234,
+            &mut out,
+            &mut KeepAll,
+        );
+        out
+    }
+
+    #[test]
+    fn openmetrics_counters_timestamps_and_help() {
+        let mut s = (*schema(&[
+            ("k", FieldKind::Key),
+            ("g", FieldKind::Gauge),
+            ("c", FieldKind::Counter),
+            ("n_total", FieldKind::Counter),
+        ]))
+        .clone();
+        s.fields[1].description = "say \"hi\"\\".into();
+        let sch = Arc::new(s);
+        let out = render_om(
+            &[&["a", "1", "2", "3"], &["b", "1", "-1", "NaN"]],
+            &sch,
+            true,
+        );
+        assert_eq!(
+            out,
+            "# HELP gala_gopher_E_c c help\n# TYPE gala_gopher_E_c counter\n\
+             gala_gopher_E_c_total{k=\"a\",machine_id=\"M\"} 2 1.234\n\
+             # HELP gala_gopher_E_g say \\\"hi\\\"\\\\\n# TYPE gala_gopher_E_g gauge\n\
+             gala_gopher_E_g{k=\"a\",machine_id=\"M\"} 1 1.234\n\
+             gala_gopher_E_g{k=\"b\",machine_id=\"M\"} 1 1.234\n\
+             # HELP gala_gopher_E_n n_total help\n# TYPE gala_gopher_E_n counter\n\
+             gala_gopher_E_n_total{k=\"a\",machine_id=\"M\"} 3 1.234\n"
+        );
+    }
+
+    #[test]
+    fn openmetrics_histograms() {
+        let sch = schema(&[("k", FieldKind::Key), ("h", FieldKind::Histogram)]);
+        let out = render_om(
+            &[
+                &["a", "3 10 1 100 3 1000000 3 250 900"],
+                // Not whole counts: OpenMetrics cannot carry it.
+                &["b", "1 10 1.5 2 3"],
+                // A negative bucket: no _sum/_count.
+                &["c", "2 -5 1 5 2 -1 4"],
+            ],
+            &sch,
+            false,
+        );
+        assert_eq!(
+            out,
+            "# HELP gala_gopher_E_h h help\n# TYPE gala_gopher_E_h histogram\n\
+             gala_gopher_E_h_bucket{k=\"a\",machine_id=\"M\",le=\"10.0\"} 1\n\
+             gala_gopher_E_h_bucket{k=\"a\",machine_id=\"M\",le=\"100.0\"} 3\n\
+             gala_gopher_E_h_bucket{k=\"a\",machine_id=\"M\",le=\"1e+06\"} 3\n\
+             gala_gopher_E_h_bucket{k=\"a\",machine_id=\"M\",le=\"+Inf\"} 3\n\
+             gala_gopher_E_h_sum{k=\"a\",machine_id=\"M\"} 250\n\
+             gala_gopher_E_h_count{k=\"a\",machine_id=\"M\"} 3\n\
+             gala_gopher_E_h_bucket{k=\"c\",machine_id=\"M\",le=\"-5.0\"} 1\n\
+             gala_gopher_E_h_bucket{k=\"c\",machine_id=\"M\",le=\"5.0\"} 2\n\
+             gala_gopher_E_h_bucket{k=\"c\",machine_id=\"M\",le=\"+Inf\"} 2\n\
+             # HELP gala_gopher_E_h_max Maximum observed value of gala_gopher_E_h.\n\
+             # TYPE gala_gopher_E_h_max gauge\n\
+             gala_gopher_E_h_max{k=\"a\",machine_id=\"M\"} 900\n\
+             gala_gopher_E_h_max{k=\"b\",machine_id=\"M\"} 3\n\
+             gala_gopher_E_h_max{k=\"c\",machine_id=\"M\"} 4\n"
+        );
+    }
+
+    /// Collects the chunks a render hands over.
+    struct Collect(Vec<String>);
+
+    impl ChunkSink for Collect {
+        fn chunk_bytes(&self) -> usize {
+            1000
+        }
+
+        fn chunk(&mut self, buf: &mut String) {
+            self.0.push(std::mem::take(buf));
+        }
+    }
+
+    #[test]
+    fn chunked_render_is_the_whole_render_in_pieces() {
+        let sch = schema(&[
+            ("k", FieldKind::Key),
+            ("g", FieldKind::Gauge),
+            ("c", FieldKind::Counter),
+            ("h", FieldKind::Histogram),
+        ]);
+        let store = TableStore::new(StoreLimits::default(), "M");
+        let sc = &mut Scratch::default();
+        for i in 0..500 {
+            let k = i.to_string();
+            store
+                .upsert(&sch, &[&k, "1.5", "7", "2 1 1 2 2 3 2"], 1000, sc)
+                .unwrap();
+        }
+        for format in [Format::Text, Format::OpenMetrics] {
+            let opts = RenderOptions::default();
+            let mut whole = String::new();
+            render_chunked(&store, opts, format, 1000, &mut whole, &mut KeepAll);
+            let mut sink = Collect(Vec::new());
+            let mut rest = String::new();
+            render_chunked(&store, opts, format, 1000, &mut rest, &mut sink);
+            assert!(sink.0.len() > 10, "{format:?}: {} chunks", sink.0.len());
+            assert!(sink.0.iter().all(|c| c.len() >= 1000 && c.ends_with('\n')));
+            assert_eq!(sink.0.concat() + &rest, whole, "{format:?}");
+        }
     }
 
     #[test]

@@ -46,6 +46,8 @@ pub struct HttpCounters {
     pub refused_requests: AtomicU64,
     /// Failed accept(2) calls (e.g. EMFILE).
     pub accept_errors: AtomicU64,
+    /// TLS handshakes that failed or did not finish within the header time limit.
+    pub tls_handshake_failures: AtomicU64,
     /// `/metrics` bodies rendered; concurrent scrapes share one render.
     pub renders: AtomicU64,
     timeouts: [AtomicU64; HttpTimeout::ALL.len()],
@@ -60,6 +62,7 @@ impl HttpCounters {
             refused_connections: AtomicU64::new(0),
             refused_requests: AtomicU64::new(0),
             accept_errors: AtomicU64::new(0),
+            tls_handshake_failures: AtomicU64::new(0),
             renders: AtomicU64::new(0),
             timeouts: Default::default(),
         }
@@ -158,6 +161,13 @@ pub fn render_http_metrics(servers: &HttpServers, mid: &str, out: &mut String) {
         "counter",
         "Failed accept calls (e.g. out of file descriptors); the server backs off after each.",
         &|c| c.accept_errors.load(Ordering::Relaxed),
+    );
+    family(
+        out,
+        "gala_gopher_self_http_tls_handshake_failures_total",
+        "counter",
+        "TLS handshakes that failed (bad or missing client certificate, plain HTTP, no common protocol) or did not finish within header_read_timeout_secs.",
+        &|c| c.tls_handshake_failures.load(Ordering::Relaxed),
     );
     family(
         out,

@@ -413,7 +413,10 @@ fn zero_windows_are_counted_on_both_ends() {
     // show it (the counters are cumulative), for at most 10 s.
     let port = listener.local_addr().unwrap().port();
     let lo = "127.0.0.1";
-    let (ck, sk) = (key("client", lo, lo, port, 2), key("server", lo, lo, port, 2));
+    let (ck, sk) = (
+        key("client", lo, lo, port, 2),
+        key("server", lo, lo, port, 2),
+    );
     let deadline = Instant::now() + Duration::from_secs(10);
     let mut m = latest(&probe.records_for(2));
     while Instant::now() < deadline {

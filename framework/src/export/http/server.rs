@@ -6,6 +6,12 @@
 //! Time limits follow Go's `net/http`: a connection has `header_read_timeout` from accept (or
 //! from the first byte of a keep-alive request) to a complete header, `idle_timeout` between
 //! requests, and `request_timeout` from the header to the last response byte.
+//!
+//! With TLS ([`serve_with_tls`]) the handshake runs inside the connection's task: it holds a
+//! connection slot and must finish, with the first request header, within
+//! `header_read_timeout`. A failed handshake closes only its own connection and is counted in
+//! `gala_gopher_self_http_tls_handshake_failures_total` (a client that closes before sending a
+//! byte, such as a TCP health check, is not a failure).
 
 use std::convert::Infallible;
 use std::future::Future;
@@ -24,10 +30,12 @@ use hyper::body::Incoming;
 use hyper::server::conn::http1;
 use hyper_util::rt::TokioIo;
 use hyper_util::service::TowerToHyperService;
-use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt as _, ReadBuf};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{watch, Notify};
+use tokio_rustls::server::TlsStream;
 
+use super::tls::ServerTls;
 use crate::config::WebServer;
 use crate::telemetry::{HttpCounters, HttpTimeout};
 
@@ -41,6 +49,13 @@ const LOG_PERIOD: Duration = Duration::from_secs(60);
 
 /// HTTP connections open in this process over all servers, checked against the descriptor budget.
 static OPEN_CONNECTIONS: AtomicUsize = AtomicUsize::new(0);
+
+/// Failed TLS handshakes are logged at most once per [`LOG_PERIOD`] over all servers.
+static HANDSHAKE_LOG: std::sync::Mutex<LogLimit> = std::sync::Mutex::new(LogLimit::new());
+
+/// Answer to a client speaking plain HTTP to a TLS port (as Go's `net/http` answers it).
+const PLAIN_HTTP_REPLY: &[u8] = b"HTTP/1.0 400 Bad Request\r\nContent-Type: text/plain\r\n\
+    Connection: close\r\n\r\nClient sent an HTTP request to an HTTPS server.\n";
 
 /// Connection limit and time limits of one HTTP server.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -139,6 +154,18 @@ pub async fn serve(
     counters: Arc<HttpCounters>,
     shutdown: impl Future<Output = ()> + Send,
 ) {
+    serve_with_tls(listener, router, limits, None, counters, shutdown).await;
+}
+
+/// [`serve`], over TLS when `tls` is set.
+pub async fn serve_with_tls(
+    listener: TcpListener,
+    router: Router,
+    limits: HttpLimits,
+    tls: Option<ServerTls>,
+    counters: Arc<HttpCounters>,
+    shutdown: impl Future<Output = ()> + Send,
+) {
     let server = counters.server;
     let budget = descriptor_budget();
     if limits.max_connections == 0 || budget < limits.max_connections {
@@ -200,7 +227,10 @@ pub async fn serve(
                      ({n} more since the last report; counted in gala_gopher_self_http_connections_refused_total)"
                 );
             }
-            refuse(stream);
+            if tls.is_none() {
+                refuse(stream);
+            }
+            // A TLS client could not read a plain reply: it just sees the close.
             continue;
         }
         counters.accepted.fetch_add(1, Ordering::Relaxed);
@@ -209,6 +239,7 @@ pub async fn serve(
             stream,
             service.clone(),
             limits,
+            tls.clone(),
             open,
             stop_rx.clone(),
         ));
@@ -253,68 +284,211 @@ async fn serve_connection(
     stream: TcpStream,
     service: TowerToHyperService<Router>,
     limits: HttpLimits,
+    tls: Option<ServerTls>,
     open: OpenConnection,
     mut stop: watch::Receiver<bool>,
 ) {
     let counters = Arc::clone(&open.0);
     let _ = stream.set_nodelay(true);
     let state = Arc::new(ConnState::new());
-    let io = TokioIo::new(TrackedIo {
-        inner: stream,
-        state: Arc::clone(&state),
-    });
-    let svc_state = Arc::clone(&state);
-    let svc_counters = Arc::clone(&counters);
-    let svc = hyper::service::service_fn(move |req: Request<Incoming>| {
-        let state = Arc::clone(&svc_state);
-        let counters = Arc::clone(&svc_counters);
-        let service = service.clone();
-        async move {
-            state.begin_request(limits.request_timeout);
-            let call = hyper::service::Service::call(&service, req);
-            let resp = match tokio::time::timeout(limits.request_timeout, call).await {
-                Ok(Ok(resp)) => resp,
-                Ok(Err(never)) => match never {},
-                Err(_) => {
-                    counters.timeout(HttpTimeout::Request);
-                    log_first_timeout(counters.server, HttpTimeout::Request, &limits);
-                    request_timed_out()
-                }
-            };
-            Ok::<_, Infallible>(resp.map(|inner| TrackedBody { inner, state }))
-        }
-    });
-    // Header timeouts are enforced by the watchdog: hyper's own one also cuts idle keep-alive
-    // connections at the (shorter) header limit.
-    let conn = http1::Builder::new()
-        .keep_alive(true)
-        .writev(true)
-        .header_read_timeout(None)
-        .serve_connection(io, svc);
-    let mut conn = std::pin::pin!(conn);
+    // Started at accept: a TLS handshake counts against the header time limit.
     let mut watchdog = std::pin::pin!(watchdog(Arc::clone(&state), limits));
-    let mut stopping = false;
-    loop {
-        tokio::select! {
-            r = conn.as_mut() => {
-                if let Err(e) = r {
-                    tracing::debug!("{}: connection: {e}", counters.server);
+    let conn = Conn {
+        service,
+        limits,
+        state: Arc::clone(&state),
+        counters: Arc::clone(&counters),
+    };
+    match tls {
+        None => {
+            let io = TrackedIo {
+                inner: stream,
+                state,
+            };
+            conn.serve(io, watchdog.as_mut(), &mut stop).await;
+        }
+        Some(tls) => {
+            let io = tokio::select! {
+                io = handshake(stream, &tls, &state, &counters) => match io {
+                    Some(io) => io,
+                    None => return,
+                },
+                kind = &mut watchdog => {
+                    counters.tls_handshake_failures.fetch_add(1, Ordering::Relaxed);
+                    counters.timeout(kind);
+                    log_first_timeout(counters.server, kind, &limits);
+                    return;
                 }
-                break;
-            }
-            kind = &mut watchdog => {
-                // Dropping the connection closes the socket, whatever it was waiting for.
-                counters.timeout(kind);
-                log_first_timeout(counters.server, kind, &limits);
-                break;
-            }
-            _ = stop.wait_for(|s| *s), if !stopping => {
-                stopping = true;
-                conn.as_mut().graceful_shutdown();
-            }
+                _ = stop.wait_for(|s| *s) => return,
+            };
+            conn.serve(io, watchdog.as_mut(), &mut stop).await;
         }
     }
     drop(open);
+}
+
+/// The TLS handshake of an accepted connection; `None` when it failed (counted and logged) or
+/// the client closed before sending anything.
+async fn handshake(
+    stream: TcpStream,
+    tls: &ServerTls,
+    state: &Arc<ConnState>,
+    counters: &HttpCounters,
+) -> Option<TlsStream<TrackedIo>> {
+    let peer = stream.peer_addr().ok();
+    // A TLS client starts with a handshake record (0x16); a letter is a plain HTTP request.
+    let mut first = [0u8; 1];
+    match stream.peek(&mut first).await {
+        Ok(0) | Err(_) => return None,
+        Ok(_) if first[0].is_ascii_alphabetic() => {
+            counters
+                .tls_handshake_failures
+                .fetch_add(1, Ordering::Relaxed);
+            log_handshake_failure(counters.server, peer, &"the client sent plain HTTP");
+            reply_plain_http(stream).await;
+            return None;
+        }
+        Ok(_) => {}
+    }
+    let io = TrackedIo {
+        inner: stream,
+        state: Arc::clone(state),
+    };
+    match tls.acceptor().accept(io).await {
+        Ok(s) => Some(s),
+        Err(e) => {
+            counters
+                .tls_handshake_failures
+                .fetch_add(1, Ordering::Relaxed);
+            log_handshake_failure(counters.server, peer, &e);
+            None
+        }
+    }
+}
+
+/// Tell a plain-HTTP client why it gets nothing, then close. Its request header (up to 4 KiB,
+/// for at most a second; the header time limit bounds this too) is read first, so the close is
+/// a FIN, not a reset that could discard the reply.
+async fn reply_plain_http(mut stream: TcpStream) {
+    use tokio::io::AsyncReadExt as _;
+    let mut head = Vec::with_capacity(1024);
+    let mut buf = [0u8; 1024];
+    let read_head = async {
+        while head.len() < 4096 && !head.windows(4).any(|w| w == b"\r\n\r\n") {
+            match stream.read(&mut buf).await {
+                Ok(0) | Err(_) => return false,
+                Ok(n) => head.extend_from_slice(&buf[..n]),
+            }
+        }
+        true
+    };
+    if !matches!(
+        tokio::time::timeout(Duration::from_secs(1), read_head).await,
+        Ok(true)
+    ) {
+        return;
+    }
+    let reply = async {
+        stream.write_all(PLAIN_HTTP_REPLY).await?;
+        stream.shutdown().await
+    };
+    let _ = tokio::time::timeout(Duration::from_secs(1), reply).await;
+}
+
+fn log_handshake_failure(
+    server: &str,
+    peer: Option<std::net::SocketAddr>,
+    reason: &dyn std::fmt::Display,
+) {
+    let hit = match HANDSHAKE_LOG.lock() {
+        Ok(mut l) => l.hit(),
+        Err(p) => p.into_inner().hit(),
+    };
+    let peer = peer.map_or_else(|| "a client".to_string(), |p| p.to_string());
+    if let Some(n) = hit {
+        tracing::warn!(
+            "{server}: TLS handshake with {peer} failed: {reason} ({n} more since the last \
+             report; counted in gala_gopher_self_http_tls_handshake_failures_total)"
+        );
+    } else {
+        tracing::debug!("{server}: TLS handshake with {peer} failed: {reason}");
+    }
+}
+
+/// What serving HTTP on one connection needs, whatever carries it (TCP or TLS).
+struct Conn {
+    service: TowerToHyperService<Router>,
+    limits: HttpLimits,
+    state: Arc<ConnState>,
+    counters: Arc<HttpCounters>,
+}
+
+impl Conn {
+    async fn serve<I>(
+        self,
+        io: I,
+        mut watchdog: Pin<&mut impl Future<Output = HttpTimeout>>,
+        stop: &mut watch::Receiver<bool>,
+    ) where
+        I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+    {
+        let Conn {
+            service,
+            limits,
+            state,
+            counters,
+        } = self;
+        let svc_state = Arc::clone(&state);
+        let svc_counters = Arc::clone(&counters);
+        let svc = hyper::service::service_fn(move |req: Request<Incoming>| {
+            let state = Arc::clone(&svc_state);
+            let counters = Arc::clone(&svc_counters);
+            let service = service.clone();
+            async move {
+                state.begin_request(limits.request_timeout);
+                let call = hyper::service::Service::call(&service, req);
+                let resp = match tokio::time::timeout(limits.request_timeout, call).await {
+                    Ok(Ok(resp)) => resp,
+                    Ok(Err(never)) => match never {},
+                    Err(_) => {
+                        counters.timeout(HttpTimeout::Request);
+                        log_first_timeout(counters.server, HttpTimeout::Request, &limits);
+                        request_timed_out()
+                    }
+                };
+                Ok::<_, Infallible>(resp.map(|inner| TrackedBody { inner, state }))
+            }
+        });
+        // Header timeouts are enforced by the watchdog: hyper's own one also cuts idle
+        // keep-alive connections at the (shorter) header limit.
+        let conn = http1::Builder::new()
+            .keep_alive(true)
+            .writev(true)
+            .header_read_timeout(None)
+            .serve_connection(TokioIo::new(io), svc);
+        let mut conn = std::pin::pin!(conn);
+        let mut stopping = false;
+        loop {
+            tokio::select! {
+                r = conn.as_mut() => {
+                    if let Err(e) = r {
+                        tracing::debug!("{}: connection: {e}", counters.server);
+                    }
+                    break;
+                }
+                kind = &mut watchdog => {
+                    // Dropping the connection closes the socket, whatever it was waiting for.
+                    counters.timeout(kind);
+                    log_first_timeout(counters.server, kind, &limits);
+                    break;
+                }
+                _ = stop.wait_for(|s| *s), if !stopping => {
+                    stopping = true;
+                    conn.as_mut().graceful_shutdown();
+                }
+            }
+        }
+    }
 }
 
 /// Which timeout kinds have been logged (once per process; they are counted every time).
