@@ -9,7 +9,7 @@ use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Output, Stdio};
+use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
 use daemon_support::*;
@@ -146,15 +146,6 @@ impl Pki {
 
     fn p(&self, name: &str) -> String {
         self.path(name).display().to_string()
-    }
-}
-
-struct KillOnDrop(Child);
-
-impl Drop for KillOnDrop {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
     }
 }
 
@@ -476,19 +467,8 @@ fn prometheus_scrapes_over_mutual_tls() {
         ),
     )
     .unwrap();
-    let prom_port = free_port();
-    let prom = Command::new("prometheus")
-        .arg(format!("--config.file={}", conf.display()))
-        .arg(format!(
-            "--storage.tsdb.path={}",
-            work.path().join("tsdb").display()
-        ))
-        .arg(format!("--web.listen-address=127.0.0.1:{prom_port}"))
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("prometheus installed (apt prometheus); .ci/run installs it");
-    let _prom = KillOnDrop(prom);
+    let prom = Prometheus::start(&conf, work.path());
+    let prom_port = prom.port;
     let query = "/api/v1/query?query=gala_gopher_self_http_connections_accepted_total";
     let answer = wait_for(Duration::from_secs(60), || {
         let (status, body) = http(prom_port, "GET", query).ok()?;

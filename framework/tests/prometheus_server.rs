@@ -2,19 +2,9 @@
 
 mod daemon_support;
 
-use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
 use daemon_support::*;
-
-struct KillOnDrop(Child);
-
-impl Drop for KillOnDrop {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
 
 #[test]
 fn prometheus_scrapes_and_answers_query() {
@@ -36,19 +26,8 @@ fn prometheus_scrapes_and_answers_query() {
         ),
     )
     .unwrap();
-    let prom_port = free_port();
-    let prom = Command::new("prometheus")
-        .arg(format!("--config.file={}", conf.display()))
-        .arg(format!(
-            "--storage.tsdb.path={}",
-            work.path().join("tsdb").display()
-        ))
-        .arg(format!("--web.listen-address=127.0.0.1:{prom_port}"))
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("prometheus installed (apt prometheus); .ci/run installs it");
-    let _prom = KillOnDrop(prom);
+    let prom = Prometheus::start(&conf, work.path());
+    let prom_port = prom.port;
     let query = "/api/v1/query?query=gala_gopher_golden_threads%7Btgid%3D%22100%22%7D";
     let answer = wait_for(Duration::from_secs(60), || {
         let (status, body) = http(prom_port, "GET", query).ok()?;

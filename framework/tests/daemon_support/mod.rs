@@ -239,3 +239,43 @@ pub fn promtool_check(scrape: &str) -> (Option<i32>, String) {
     );
     (out.status.code(), report)
 }
+
+/// A child process killed (and reaped) when dropped.
+pub struct KillOnDrop(pub Child);
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// A real Prometheus server (apt `prometheus`) on a free port, with its TSDB in `work`; killed
+/// when dropped.
+pub struct Prometheus {
+    /// Its HTTP port on 127.0.0.1.
+    pub port: u16,
+    _child: KillOnDrop,
+}
+
+impl Prometheus {
+    /// Start Prometheus with `config` (a prometheus.yml) and `work/tsdb` as storage.
+    pub fn start(config: &Path, work: &Path) -> Prometheus {
+        let port = free_port();
+        let child = Command::new("prometheus")
+            .arg(format!("--config.file={}", config.display()))
+            .arg(format!(
+                "--storage.tsdb.path={}",
+                work.join("tsdb").display()
+            ))
+            .arg(format!("--web.listen-address=127.0.0.1:{port}"))
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("prometheus installed (apt prometheus); .ci/run installs it");
+        Prometheus {
+            port,
+            _child: KillOnDrop(child),
+        }
+    }
+}
