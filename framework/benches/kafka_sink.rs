@@ -167,6 +167,7 @@ fn in_process(
             values: &v,
             time_ms: 1_700_000_000_000 + i as u64,
             probe: "bench",
+            custom_labels: None,
         });
     }
     let c = stats.stream(Stream::Metric);

@@ -1,6 +1,8 @@
 //! Ingest: the reader side of a probe's stdout. Framer → parser → schema lookup → store, with
 //! every drop counted per probe and reason. Non-record lines go to the daemon log (rate-limited),
-//! `|event|…|` lines go to the event path instead of the store.
+//! `|event|…|` lines go to the event path instead of the store. A probe's custom labels
+//! ([`crate::custom_labels`]) are picked up once per read chunk and added to each of its records,
+//! in the store and on the push path.
 
 use std::future::Future;
 use std::pin::Pin;
@@ -14,8 +16,9 @@ use tokio::io::AsyncReadExt;
 pub use crate::message::{EventSink, LogEvents};
 
 use crate::clock::now_ms;
+use crate::custom_labels::{CustomLabels, LabelSet};
 use crate::message::{RecordSink, RecordView};
-use crate::meta::{MetaCache, MetaCounters, MetaLimits, SchemaRef, SchemaRegistry};
+use crate::meta::{MetaCache, MetaCounters, MetaLimits, SchemaRef, SchemaRegistry, TableSchema};
 use crate::store::{Scratch, TableStore};
 use crate::supervisor::{OutputSink, ProbeSpec};
 use crate::telemetry::{DropReason, ProbeStats};
@@ -27,6 +30,9 @@ const MAX_WARNED_TABLES: usize = 32;
 /// Bytes read from a probe pipe per read call.
 const READ_CHUNK: usize = 256 * 1024;
 
+/// Tables whose custom-label set a reader remembers before it starts over.
+const MAX_LABELED_TABLES: usize = 1024;
+
 /// The ingest path shared by all probe readers (cheap to clone: shared handles).
 #[derive(Clone)]
 pub struct Ingest {
@@ -34,6 +40,7 @@ pub struct Ingest {
     store: Arc<TableStore>,
     events: Arc<dyn EventSink>,
     records: Option<Arc<dyn RecordSink>>,
+    custom_labels: Option<Arc<CustomLabels>>,
     max_line: usize,
     /// `.meta` loads within the limits (`max_fields` = `imdb.max_metrics_num`), remembered by
     /// file identity so restarts and retries do not re-parse an unchanged file.
@@ -54,6 +61,7 @@ impl Ingest {
             store,
             events,
             records: None,
+            custom_labels: None,
             max_line,
             metas: Arc::new(MetaCache::new(
                 MetaLimits::with_max_fields(max_fields),
@@ -74,9 +82,21 @@ impl Ingest {
         self
     }
 
+    /// Add each probe's custom labels from `labels` to its records (changes apply from the
+    /// reader's next read chunk).
+    pub fn with_custom_labels(mut self, labels: Arc<CustomLabels>) -> Self {
+        self.custom_labels = Some(labels);
+        self
+    }
+
     /// A line handler with its own scratch state (one per probe reader).
     pub fn handler(&self, stats: Arc<ProbeStats>) -> LineHandler {
+        let custom = self
+            .custom_labels
+            .as_ref()
+            .map(|r| ProbeLabels::new(Arc::clone(r), &stats.name));
         LineHandler {
+            custom,
             registry: Arc::clone(&self.registry),
             store: Arc::clone(&self.store),
             events: Arc::clone(&self.events),
@@ -112,7 +132,7 @@ impl Ingest {
                     break;
                 }
             };
-            handler.now_ms = now_ms();
+            handler.begin_chunk(now_ms());
             framer.push(&buf[..n], |l| handler.handle(l));
         }
         framer.finish(|l| handler.handle(l));
@@ -171,6 +191,8 @@ pub struct LineHandler {
     store: Arc<TableStore>,
     events: Arc<dyn EventSink>,
     records: Option<Arc<dyn RecordSink>>,
+    /// The probe's custom labels, if the daemon has a registry.
+    custom: Option<ProbeLabels>,
     stats: Arc<ProbeStats>,
     scratch: Scratch,
     sink_text: String,
@@ -184,7 +206,97 @@ pub struct LineHandler {
     pub now_ms: u64,
 }
 
+/// One reader's view of its probe's custom labels, checked once per read chunk.
+struct ProbeLabels {
+    registry: Arc<CustomLabels>,
+    /// The registry's generation when `labels` was fetched.
+    generation: u64,
+    labels: LabelSet,
+    /// `labels` as they apply to each table seen since they changed (names of the table's own
+    /// fields left out; `None`: nothing to add). Keyed by schema address; the `SchemaRef` held
+    /// keeps that address from being reused.
+    per_table: std::collections::HashMap<
+        usize,
+        (SchemaRef, Option<LabelSet>),
+        foldhash::fast::RandomState,
+    >,
+}
+
+impl ProbeLabels {
+    fn new(registry: Arc<CustomLabels>, probe: &str) -> Self {
+        let generation = registry.generation();
+        let labels = registry.get(probe);
+        ProbeLabels {
+            registry,
+            generation,
+            labels,
+            per_table: Default::default(),
+        }
+    }
+
+    /// Pick up a changed set (one atomic load when nothing changed).
+    fn refresh(&mut self, probe: &str) {
+        let generation = self.registry.generation();
+        if generation == self.generation {
+            return;
+        }
+        self.generation = generation;
+        let labels = self.registry.get(probe);
+        if !Arc::ptr_eq(&labels, &self.labels) {
+            self.labels = labels;
+            self.per_table.clear();
+        }
+    }
+
+    /// The labels to add to a record of `schema`.
+    fn for_table(&mut self, schema: &SchemaRef, probe: &str) -> Option<LabelSet> {
+        if self.labels.is_empty() {
+            return None;
+        }
+        let key = Arc::as_ptr(schema) as usize;
+        if let Some((_, set)) = self.per_table.get(&key) {
+            return set.clone();
+        }
+        if self.per_table.len() >= MAX_LABELED_TABLES {
+            self.per_table.clear();
+        }
+        let set = self.apply_to(schema, probe);
+        self.per_table
+            .insert(key, (Arc::clone(schema), set.clone()));
+        set
+    }
+
+    /// Leave out the labels named like a field of `schema` (logged and counted once per probe,
+    /// table and label).
+    fn apply_to(&self, schema: &TableSchema, probe: &str) -> Option<LabelSet> {
+        let is_field = |name: &str| schema.fields.iter().any(|f| f.name == name);
+        if !self.labels.iter().any(|(n, _)| is_field(n)) {
+            return Some(Arc::clone(&self.labels));
+        }
+        let mut kept = Vec::with_capacity(self.labels.len());
+        for (name, value) in self.labels.iter() {
+            if !is_field(name) {
+                kept.push((name.clone(), value.clone()));
+            } else if self.registry.note_conflict(probe, &schema.table_name, name) {
+                tracing::warn!(probe, table = %schema.table_name, label = %name,
+                    "custom label {name} left out of table {}: the table has a field of that name \
+                     (counted in gala_gopher_self_custom_label_conflicts_total)", schema.table_name);
+            }
+        }
+        (!kept.is_empty()).then(|| Arc::from(kept))
+    }
+}
+
 impl LineHandler {
+    /// Start a read chunk: its records are stamped `now_ms`, and a change of the probe's custom
+    /// labels made since the last chunk is picked up.
+    pub fn begin_chunk(&mut self, now_ms: u64) {
+        self.now_ms = now_ms;
+        if let Some(c) = &mut self.custom {
+            c.refresh(&self.stats.name);
+        }
+    }
+
     /// Handle one framed line.
     pub fn handle(&mut self, line: FramedLine<'_>) {
         let bytes = match line {
@@ -242,10 +354,17 @@ impl LineHandler {
             }
             return;
         };
-        match self
-            .store
-            .upsert(&schema, values, self.now_ms, &mut self.scratch)
-        {
+        let extra = match &mut self.custom {
+            Some(c) => c.for_table(&schema, &self.stats.name),
+            None => None,
+        };
+        match self.store.upsert_with(
+            &schema,
+            values,
+            self.now_ms,
+            &mut self.scratch,
+            extra.as_ref(),
+        ) {
             Ok(up) => {
                 if up.bad_values > 0 {
                     self.stats
@@ -273,6 +392,7 @@ impl LineHandler {
                 values,
                 self.now_ms,
                 &self.stats.name,
+                extra.as_ref(),
                 &mut self.sink_text,
                 &mut self.sink_values,
             );
@@ -330,12 +450,14 @@ impl LineHandler {
 }
 
 /// Unescape `raw` once and hand the record to a push sink.
+#[allow(clippy::too_many_arguments)]
 fn forward(
     sink: &dyn RecordSink,
     schema: &SchemaRef,
     raw: &[&str],
     time_ms: u64,
     probe: &str,
+    custom_labels: Option<&LabelSet>,
     text: &mut String,
     values_buf: &mut Vec<Option<&'static str>>,
 ) {
@@ -362,6 +484,7 @@ fn forward(
         values: &values,
         time_ms,
         probe,
+        custom_labels,
     });
     values.clear();
     *values_buf = values.into_iter().map(|_| None).collect();

@@ -6,6 +6,8 @@
 pub mod clock;
 pub mod config;
 pub mod control;
+pub mod ctl_client;
+pub mod custom_labels;
 pub mod events;
 pub mod export;
 pub mod ingest;

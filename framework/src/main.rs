@@ -134,7 +134,8 @@ async fn run(checked: config::Preflight, config_path: PathBuf) -> anyhow::Result
         loaded,
         registry,
         web_tls,
-        ..
+        rest_tls,
+        rest_token,
     } = checked;
     let cfg = &loaded.config;
     let machine_id = if cfg.global.machine_id.is_empty() {
@@ -167,7 +168,8 @@ async fn run(checked: config::Preflight, config_path: PathBuf) -> anyhow::Result
         cfg.global.max_line_bytes,
         cfg.imdb.max_metrics_num as usize,
     )
-    .with_meta_counters(Arc::clone(&telemetry.meta));
+    .with_meta_counters(Arc::clone(&telemetry.meta))
+    .with_custom_labels(Arc::clone(&telemetry.custom_labels));
     if let Some(sink) = exporters.record_sink() {
         ingest = ingest.with_record_sink(sink);
     }
@@ -196,6 +198,32 @@ async fn run(checked: config::Preflight, config_path: PathBuf) -> anyhow::Result
         },
         discovery::DISCOVERY_INTERVAL,
     );
+
+    // The REST API's handlers: also behind the command socket, and what replays probes.init.
+    let probes_init = (!cfg.global.probes_init.is_empty())
+        .then(|| PathBuf::from(&cfg.global.probes_init));
+    let rest_state = control::rest::RestState::new(
+        control.clone(),
+        sup.clone(),
+        Arc::clone(&telemetry),
+        probes_init.clone(),
+        STOP_GRACE,
+    )
+    .with_labels(Arc::clone(&telemetry.custom_labels) as Arc<dyn control::rest::LabelSink>);
+    if let Some(path) = probes_init {
+        let rest = rest_state.clone();
+        tokio::spawn(async move {
+            let (applied, refused) = control::probes_init::replay(&rest, &path).await;
+            if applied + refused > 0 {
+                tracing::info!(
+                    applied,
+                    refused,
+                    "{} replayed",
+                    path.display()
+                );
+            }
+        });
+    }
 
     let expiry_store = Arc::clone(&store);
     let expiry = tokio::spawn(async move {
@@ -247,6 +275,33 @@ async fn run(checked: config::Preflight, config_path: PathBuf) -> anyhow::Result
         }));
     }
 
+    let mut rest_server = None;
+    if cfg.global.rest_api_on {
+        let addr = SocketAddr::new(cfg.rest_api_server.bind_addr, cfg.rest_api_server.port);
+        let listener = tokio::net::TcpListener::bind(addr)
+            .await
+            .with_context(|| format!("binding rest_api_server {addr}"))?;
+        tracing::info!(
+            %addr,
+            tls = rest_tls.is_some(),
+            token = rest_token.is_some(),
+            "serving the REST API"
+        );
+        let mut app = control::rest::router(rest_state.clone());
+        if let Some(token) = rest_token {
+            app = app.layer(http::auth::require_bearer(token).writes_only());
+        }
+        let counters = telemetry.http.register("rest_api_server");
+        let limits = http::HttpLimits::from(&cfg.web_server);
+        let mut rx = stop_rx.clone();
+        rest_server = Some(tokio::spawn(async move {
+            let shutdown = async move {
+                let _ = rx.wait_for(|s| *s).await;
+            };
+            http::serve_with_tls(listener, app, limits, rest_tls, counters, shutdown).await;
+        }));
+    }
+
     let mut sigterm = signal(SignalKind::terminate())?;
     let mut sigint = signal(SignalKind::interrupt())?;
     let mut sighup = signal(SignalKind::hangup())?;
@@ -264,7 +319,7 @@ async fn run(checked: config::Preflight, config_path: PathBuf) -> anyhow::Result
     discovery.abort();
     sup.shutdown().await;
     let _ = stop_tx.send(true);
-    if let Some(s) = server {
+    for s in [server, rest_server].into_iter().flatten() {
         let _ = tokio::time::timeout(Duration::from_secs(1), s).await;
     }
     expiry.abort();

@@ -472,8 +472,7 @@ fn check_summarises() {
     .unwrap();
     let s = config::check(&p).unwrap();
     let want = format!(
-        "{0}: OK (2 warnings)\n  warning: {0}:1: unknown key \"global.bogus\" (ignored)\n\
-         \x20 warning: {0}:1: global.rest_api_on: the REST API is not implemented in this version (ignored)\n\
+        "{0}: OK (1 warning)\n  warning: {0}:1: unknown key \"global.bogus\" (ignored)\n\
          metric -> web_server (http://127.0.0.1:8888/metrics); event -> logs; meta -> logs\n\
          rest api: http://127.0.0.1:9999 (token: required)\n\
          probes_dir: /opt/gala-gopher/probes; meta_dir: {1}\n\

@@ -16,19 +16,34 @@ with `|`, `\\`, newline and carriage return escaped as `\\|`, `\\\\`, `\\n`, `\\
 empty (absent) value; floats print like Rust's `{}` (no exponent, `1.0` -> `1`, NaN -> `NaN`,
 inf -> `+Inf`). Records are buffered and written with one write per flush(); period_loop()
 flushes every period. split_line() reads a line back exactly as the daemon does (for tests).
+
+A probe declared with `reload = true` (the `probe` group of its .meta) gets its run-time state from
+the daemon on stdin, one JSON object per line (probe-sdk/probe-decl/vectors/control_lines.json):
+
+    control = gala_probe.Control()
+    while control.sleep(args["period"]):      # params.report_period, once sent, wins
+        if control.selects(pid): ...
 """
 
 import atexit
+import bisect
+import json
 import math
 from decimal import Decimal, localcontext
 import os
+import select
 import signal
 import sys
 import time
 
 __all__ = [
     "ArgsError",
+    "Control",
+    "ControlLineError",
+    "MAX_CONTROL_LINE_BYTES",
     "RecordLineError",
+    "control_period",
+    "control_selects",
     "event",
     "flush",
     "format_field",
@@ -37,6 +52,7 @@ __all__ = [
     "log_info",
     "log_warn",
     "parse_args",
+    "parse_control_line",
     "period_loop",
     "record",
     "split_line",
@@ -398,8 +414,14 @@ def _on_signal(_signum, _frame):
 
 
 def terminated():
-    """True once SIGTERM/SIGINT/SIGHUP arrived (after period_loop() started) or stdout broke."""
+    """True once SIGTERM/SIGINT/SIGHUP arrived (after period_loop() or Control.sleep() started)
+    or stdout broke."""
     return _terminated
+
+
+def _trap_termination():
+    for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
+        signal.signal(sig, _on_signal)
 
 
 def period_loop(period):
@@ -407,9 +429,9 @@ def period_loop(period):
 
     Buffered records are flushed before each wait, so records made in the loop body reach the
     daemon at the end of each period. Sleeps in slices of 0.1 s so termination is prompt.
+    A probe with `reload = true` uses Control.sleep() instead, which also reads control lines.
     """
-    for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
-        signal.signal(sig, _on_signal)
+    _trap_termination()
     period = float(period)
     deadline = time.monotonic() + period
     while True:
@@ -426,3 +448,362 @@ def period_loop(period):
         if deadline <= now:
             deadline = now + period
         yield
+
+
+# The control channel (crate probe-decl, src/channel.rs; specified by
+# probe-sdk/probe-decl/vectors/control_lines.json): the daemon writes one JSON object per line on
+# the stdin of a probe declared with `reload = true`, the complete run-time state each time.
+
+MAX_CONTROL_LINE_BYTES = 1 << 20
+"""Longest control line, newline included."""
+
+_U32_MAX = 2**32 - 1
+_SNOOP_MODES = ("all", "include", "exclude")
+# Containers nested in all, the line's own object included: the daemon's reader (serde_json)
+# refuses deeper values in the fields it reads.
+_MAX_DEPTH = 127
+# What Rust's str::trim_end strips (Unicode White_Space), as the daemon's reader does.
+_TRAILING_SPACE = (
+    "\t\n\x0b\x0c\r \x85\xa0\u1680\u2000\u2001\u2002\u2003\u2004\u2005\u2006\u2007\u2008"
+    "\u2009\u200a\u2028\u2029\u202f\u205f\u3000"
+)
+_READ_CHUNK = 65536
+# Bytes one poll reads at most; the rest waits for the next poll.
+_READ_PER_POLL = 4 * MAX_CONTROL_LINE_BYTES
+
+
+class ControlLineError(ValueError):
+    """A control line a probe skips; `reason` is `too_long` or `invalid`."""
+
+    def __init__(self, reason, message):
+        ValueError.__init__(self, message)
+        self.reason = reason
+
+
+class _Object(dict):
+    """A JSON object that remembers which keys it was given more than once."""
+
+    __slots__ = ("repeated",)
+
+
+def _json_object(pairs):
+    obj = _Object()
+    obj.repeated = set()
+    for key, value in pairs:
+        if key in obj:
+            obj.repeated.add(key)
+        obj[key] = value
+    return obj
+
+
+def _json_int(text):
+    # As the daemon's reader: -0 and integers beyond 64 bits are floats (inf when out of range,
+    # refused below where it matters).
+    if text == "-0":
+        return -0.0
+    if len(text) <= 20:
+        n = int(text)
+        if -(2**63) <= n <= 2**64 - 1:
+            return n
+    return float(text)
+
+
+def _json_constant(name):
+    raise ValueError("%s is not JSON" % name)
+
+
+def _invalid(message):
+    return ControlLineError("invalid", "control line: " + message)
+
+
+def _check_text(text, what):
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        raise _invalid("%s: lone surrogate in a string" % what)
+
+
+def _check_value(value, depth, what):
+    """A param value: finite numbers, no lone surrogates, not nested too deep."""
+    if isinstance(value, float):
+        if math.isinf(value):
+            raise _invalid("%s: number out of range" % what)
+    elif isinstance(value, str):
+        _check_text(value, what)
+    elif isinstance(value, (list, dict)):
+        if depth >= _MAX_DEPTH:
+            raise _invalid("%s: nested too deep" % what)
+        if isinstance(value, dict):
+            for key, item in value.items():
+                _check_text(key, what)
+                _check_value(item, depth + 1, what)
+        else:
+            for item in value:
+                _check_value(item, depth + 1, what)
+
+
+def _u32(obj, key, default):
+    value = obj.get(key, default)
+    if type(value) is not int or not 0 <= value <= _U32_MAX:
+        raise _invalid("%s must be an integer in 0..=%d" % (key, _U32_MAX))
+    return value
+
+
+def _fields(obj, known, what):
+    """Checks an object's keys: no lone surrogates, no known key given twice."""
+    if not isinstance(obj, dict):
+        raise _invalid("%s must be an object" % what)
+    for key in obj:
+        _check_text(key, what)
+    twice = sorted(k for k in getattr(obj, "repeated", ()) if k in known)
+    if twice:
+        raise _invalid("%s: duplicate field %s" % (what, twice[0]))
+
+
+def parse_control_line(line):
+    """Reads one control line (bytes or str, with or without its newline) as the daemon's own
+    reader does and returns it as a dict with every key filled in:
+
+        {"v": 1, "probe": [...], "probe_bits": N, "params": {...},
+         "snoop": {"mode": "all" | "include" | "exclude", "pids": [sorted, distinct]}}
+
+    Raises ControlLineError (`reason` too_long or invalid). Keys it does not know are ignored.
+    """
+    if isinstance(line, str):
+        try:
+            line = line.encode("utf-8")
+        except UnicodeEncodeError:
+            raise _invalid("not UTF-8")
+    if len(line) > MAX_CONTROL_LINE_BYTES:
+        raise ControlLineError(
+            "too_long", "control line longer than %d bytes" % MAX_CONTROL_LINE_BYTES)
+    try:
+        text = bytes(line).decode("utf-8")
+    except UnicodeDecodeError:
+        raise _invalid("not UTF-8")
+    try:
+        obj = json.loads(text.rstrip(_TRAILING_SPACE), object_pairs_hook=_json_object,
+                         parse_int=_json_int, parse_constant=_json_constant)
+    except (ValueError, RecursionError) as e:
+        raise _invalid(str(e))
+    _fields(obj, ("v", "probe", "probe_bits", "params", "snoop"), "the line")
+    probe = obj.get("probe", [])
+    if not isinstance(probe, list) or not all(isinstance(p, str) for p in probe):
+        raise _invalid("probe must be an array of strings")
+    for p in probe:
+        _check_text(p, "probe")
+    params = obj.get("params", {})
+    _fields(params, (), "params")
+    for name, value in params.items():
+        _check_value(value, 2, "params." + name)
+    snoop = obj.get("snoop", {})
+    _fields(snoop, ("mode", "pids"), "snoop")
+    mode = snoop.get("mode", "all")
+    if not isinstance(mode, str) or mode not in _SNOOP_MODES:
+        raise _invalid("snoop.mode must be all, include or exclude")
+    pids = snoop.get("pids", [])
+    if not isinstance(pids, list) or not all(
+            type(p) is int and 0 <= p <= _U32_MAX for p in pids):
+        raise _invalid("snoop.pids must be an array of integers in 0..=%d" % _U32_MAX)
+    return {
+        "v": _u32(obj, "v", 1),
+        "probe": list(probe),
+        "probe_bits": _u32(obj, "probe_bits", 0),
+        "params": dict(params),
+        "snoop": {"mode": mode, "pids": sorted(set(pids))},
+    }
+
+
+def control_selects(msg, pid):
+    """Whether process `pid` is observed by the state `msg` (a parsed control line; None, before
+    any line arrived, observes every process)."""
+    if msg is None:
+        return True
+    snoop = msg["snoop"]
+    if snoop["mode"] == "all":
+        return True
+    pids = snoop["pids"]
+    i = bisect.bisect_left(pids, pid)
+    listed = i < len(pids) and pids[i] == pid
+    return listed if snoop["mode"] == "include" else not listed
+
+
+def control_period(msg, default, name="report_period"):
+    """Param `name` of `msg` when it is an integer of at least 1 (a period in seconds), else
+    `default`."""
+    if msg is not None:
+        value = msg["params"].get(name)
+        if type(value) is int and value >= 1:
+            return value
+    return default
+
+
+class Control:
+    """The control channel, read from stdin (`fd`) without blocking and without a thread.
+
+        control = gala_probe.Control()
+        while control.sleep(args["period"]):     # reads control lines while it waits
+            bits = control.probe_bits            # None until the first line
+            dev = control.param("dev_name", "")
+            if control.selects(pid): ...
+
+    poll() reads what has arrived and returns the newest message not returned yet (a dict, see
+    parse_control_line) or None; `message` is the newest one so far. A line that is not a control
+    message is skipped (one warning on stderr for the first); a line longer than
+    MAX_CONTROL_LINE_BYTES is dropped whole. Stdin at end of file, /dev/null or closed (a probe
+    run by hand, or without `reload = true`) never yields a message.
+    """
+
+    def __init__(self, fd=0):
+        self.message = None
+        self.received = 0
+        self.refused = 0
+        self.closed = False
+        self._fd = fd
+        self._buf = bytearray()
+        self._skipping = False
+        self._new = None
+        self._warned = False
+        self._period = None
+        self._next = None
+
+    def poll(self, timeout=0.0):
+        """Reads the control lines that have arrived (waiting at most `timeout` seconds for the
+        first bytes) and returns the newest message not returned yet, or None."""
+        self._read(timeout)
+        msg, self._new = self._new, None
+        return msg
+
+    def param(self, name, default=None):
+        """Param `name` of the newest message (its effective value), or `default`."""
+        if self.message is None:
+            return default
+        return self.message["params"].get(name, default)
+
+    @property
+    def probe_bits(self):
+        """`-P` bits of the sub-probes on, or None before the first message."""
+        return None if self.message is None else self.message["probe_bits"]
+
+    @property
+    def probe(self):
+        """Names of the sub-probes on (empty before the first message)."""
+        return [] if self.message is None else self.message["probe"]
+
+    def selects(self, pid):
+        """Whether process `pid` is to be observed (every process before the first message)."""
+        return control_selects(self.message, pid)
+
+    def period(self, default, name="report_period"):
+        """The period in seconds: param `name` when it is an integer >= 1, else `default`."""
+        return control_period(self.message, default, name)
+
+    def sleep(self, period, name="report_period"):
+        """Waits for the next period boundary while reading control lines; returns True there and
+        False once the probe should stop (SIGTERM, SIGINT, SIGHUP, or stdout gone).
+
+        The period is param `name` of the newest message when that is an integer >= 1, else
+        `period` seconds. A change applies at once: the next boundary becomes one new period after
+        the previous one, or now if that has passed (as probe_sdk::run::PeriodLoop::set_period).
+        The first boundary is one period after the first call. Buffered records are flushed
+        before waiting, as period_loop() does.
+        """
+        _trap_termination()
+        flush()
+        now = time.monotonic()
+        if self._next is None:
+            self._period = self.period(period, name)
+            self._next = now + self._period
+        while not _terminated:
+            current = self.period(period, name)
+            if current != self._period:
+                last = self._next - self._period
+                self._period = current
+                self._next = max(last + current, now)
+            if now >= self._next:
+                self._next += self._period
+                if self._next <= now:
+                    self._next = now + self._period
+                return True
+            wait = min(0.1, self._next - now)
+            if self.closed:
+                time.sleep(wait)
+            else:
+                self._read(wait)
+            now = time.monotonic()
+        flush()
+        return False
+
+    def _read(self, timeout):
+        budget = _READ_PER_POLL
+        while not self.closed and budget > 0:
+            try:
+                ready = select.select([self._fd], [], [], timeout)[0]
+            except (OSError, ValueError):
+                self._end()
+                return
+            if not ready:
+                return
+            timeout = 0
+            try:
+                data = os.read(self._fd, _READ_CHUNK)
+            except BlockingIOError:
+                return
+            except OSError:
+                data = b""
+            if not data:
+                self._end()
+                return
+            budget -= len(data)
+            self._split(data)
+
+    def _split(self, data):
+        start = 0
+        while start < len(data):
+            nl = data.find(b"\n", start)
+            end = len(data) if nl < 0 else nl + 1
+            piece = data[start:end]
+            start = end
+            if self._skipping:
+                if nl >= 0:
+                    self._skipping = False
+                    self._refuse(ControlLineError(
+                        "too_long", "control line longer than %d bytes" % MAX_CONTROL_LINE_BYTES))
+                continue
+            if len(self._buf) + len(piece) > MAX_CONTROL_LINE_BYTES:
+                # Dropped whole: never buffered beyond the limit.
+                del self._buf[:]
+                if nl < 0:
+                    self._skipping = True
+                else:
+                    self._refuse(ControlLineError(
+                        "too_long", "control line longer than %d bytes" % MAX_CONTROL_LINE_BYTES))
+                continue
+            self._buf += piece
+            if nl >= 0:
+                line = bytes(self._buf)
+                del self._buf[:]
+                self._line(line)
+
+    def _end(self):
+        # The last line needs no newline; an overlong one just ends.
+        self.closed = True
+        if self._buf and not self._skipping:
+            line = bytes(self._buf)
+            del self._buf[:]
+            self._line(line)
+
+    def _line(self, line):
+        try:
+            msg = parse_control_line(line)
+        except ControlLineError as e:
+            self._refuse(e)
+            return
+        self.received += 1
+        self.message = self._new = msg
+
+    def _refuse(self, error):
+        self.refused += 1
+        if not self._warned:
+            self._warned = True
+            log_warn("control channel: line skipped: %s" % error)

@@ -246,3 +246,432 @@ gg_wait_next() {
     fi
     return 0
 }
+
+# ---------------------------------------------------------------------------------------------
+# The control channel. A probe declared with `reload = true` (the `probe` group of its .meta)
+# gets its run-time state from the daemon on stdin: one JSON object per line, each the complete
+# state (probe-sdk/probe-decl/vectors/control_lines.json is the specification):
+#
+#   while gg_control_wait_next; do              # a new report_period applies at once
+#       dev=$(gg_control_param dev_name)        # a param of the newest line
+#       gg_record ...
+#   done
+#
+# POSIX sh cannot read stdin without blocking (`read -t` is not POSIX), so the first
+# gg_control_poll starts a background reader: a subshell blocked in `read` on the probe's stdin
+# that checks each line (length, then JSON and field types, with awk) and renames the newest
+# good one into a private folder (mkdir -m 700 under $TMPDIR, default /tmp). gg_control_poll
+# only reads that file: it never blocks, and the rename makes each take atomic. Lines are data:
+# they are only ever read with `read -r` and passed to awk on stdin, never evaluated. The reader
+# holds a line whole before checking its length (POSIX read has no bound; the daemon never
+# writes more than 1 MiB); a longer line is dropped. The first poll also sets an EXIT trap
+# running gg_control_stop (stop the reader, remove the folder): a probe that sets its own EXIT
+# trap calls gg_control_stop in it. The reader briefly uses file descriptor 9 when it starts.
+
+GG_CONTROL_LINE=
+GG_CONTROL_CLOSED=0
+_gg_ctl_started=
+_gg_ctl_dir=
+_gg_ctl_pid=
+_gg_ctl_seq=0
+
+# The JSON reader, in awk (run with LC_ALL=C: it works on bytes). ARGV: MODE [NAME]; stdin: one
+# line. MODE check: exit 0 when the line is a control message (the rules of
+# probe_decl::ControlMsg::parse_line: an object; v, probe_bits and pids integers in 0..2^32-1;
+# probe an array of strings; params an object; snoop.mode all, include or exclude; known keys
+# once; valid UTF-8 and no lone surrogates where it is read; param values finite and at most 127
+# levels deep). MODE param: print params.NAME (a number as written, a string decoded) and a
+# newline; exit 1 when absent or not a number or string. MODE int: the same for an integer that
+# fits 64 bits.
+_gg_json_awk='
+function isdigit(c) { return c != "" && index("0123456789", c) > 0 }
+function ws(   c) {
+    while (p <= n) {
+        c = substr(s, p, 1)
+        if (c != " " && c != "\t" && c != "\n" && c != "\r") return
+        p++
+    }
+}
+function hex4(q,   i, c, d, v) {
+    v = 0
+    for (i = 0; i < 4; i++) {
+        c = substr(s, q + i, 1)
+        d = (c == "") ? 0 : index("0123456789abcdef", tolower(c))
+        if (d == 0) return -1
+        v = v * 16 + d - 1
+    }
+    return v
+}
+function utf8len(q,   b, k, lo, hi, i) {
+    b = ord[substr(s, q, 1)]
+    if (b >= 194 && b <= 223) k = 1
+    else if (b >= 224 && b <= 239) k = 2
+    else if (b >= 240 && b <= 244) k = 3
+    else return 0
+    lo = 128; hi = 191
+    if (b == 224) lo = 160
+    else if (b == 237) hi = 159
+    else if (b == 240) lo = 144
+    else if (b == 244) hi = 143
+    i = ord[substr(s, q + 1, 1)]
+    if (i < lo || i > hi) return 0
+    for (i = 2; i <= k; i++) {
+        b = ord[substr(s, q + i, 1)]
+        if (b < 128 || b > 191) return 0
+    }
+    return k + 1
+}
+function utf8(cp) {
+    if (cp < 128) return sprintf("%c", cp)
+    if (cp < 2048) return sprintf("%c%c", 192 + int(cp / 64), 128 + cp % 64)
+    if (cp < 65536)
+        return sprintf("%c%c%c", 224 + int(cp / 4096), 128 + int(cp / 64) % 64, 128 + cp % 64)
+    return sprintf("%c%c%c%c", 240 + int(cp / 262144), 128 + int(cp / 4096) % 64,
+        128 + int(cp / 64) % 64, 128 + cp % 64)
+}
+# A string at p: sets sval (decoded), slone (a lone surrogate), snul (a NUL character).
+function str(   c, b, q, cp, lo) {
+    p++
+    sval = ""; slone = 0; snul = 0; q = p
+    while (p <= n) {
+        c = substr(s, p, 1)
+        if (c == "\"") {
+            sval = sval substr(s, q, p - q)
+            p++
+            return 1
+        }
+        if (c == "\\") {
+            sval = sval substr(s, q, p - q)
+            c = substr(s, p + 1, 1)
+            p += 2
+            if (c == "u") {
+                cp = hex4(p)
+                if (cp < 0) return 0
+                p += 4
+                if (cp >= 55296 && cp <= 56319 && substr(s, p, 2) == "\\u") {
+                    lo = hex4(p + 2)
+                    if (lo >= 56320 && lo <= 57343) {
+                        cp = 65536 + (cp - 55296) * 1024 + lo - 56320
+                        p += 6
+                    }
+                }
+                if (cp >= 55296 && cp <= 57343) slone = 1
+                else if (cp == 0) snul = 1
+                else sval = sval utf8(cp)
+            } else if (c == "\"" || c == "\\" || c == "/") sval = sval c
+            else if (c == "b") sval = sval "\b"
+            else if (c == "f") sval = sval "\f"
+            else if (c == "n") sval = sval "\n"
+            else if (c == "r") sval = sval "\r"
+            else if (c == "t") sval = sval "\t"
+            else return 0
+            q = p
+            continue
+        }
+        b = ord[c]
+        if (b < 32) return 0
+        if (b < 128) p++
+        else {
+            b = utf8len(p)
+            if (!b) return 0
+            p += b
+        }
+    }
+    return 0
+}
+# A number at p: sets ntext and nint (integer form, as JSON readers take it: -0 is not).
+function num(   q, c) {
+    q = p
+    if (substr(s, p, 1) == "-") p++
+    c = substr(s, p, 1)
+    if (c == "0") p++
+    else if (isdigit(c)) { while (isdigit(substr(s, p, 1))) p++ }
+    else return 0
+    nint = 1
+    if (substr(s, p, 1) == ".") {
+        p++
+        if (!isdigit(substr(s, p, 1))) return 0
+        while (isdigit(substr(s, p, 1))) p++
+        nint = 0
+    }
+    c = substr(s, p, 1)
+    if (c == "e" || c == "E") {
+        p++
+        c = substr(s, p, 1)
+        if (c == "+" || c == "-") p++
+        if (!isdigit(substr(s, p, 1))) return 0
+        while (isdigit(substr(s, p, 1))) p++
+        nint = 0
+    }
+    ntext = substr(s, q, p - q)
+    if (ntext == "-0") nint = 0
+    return 1
+}
+function fits_i64(   d) {
+    if (!nint) return 0
+    d = ntext
+    if (substr(d, 1, 1) == "-") {
+        d = substr(d, 2)
+        return length(d) < 19 || (length(d) == 19 && d <= "9223372036854775808")
+    }
+    return length(d) < 19 || (length(d) == 19 && d <= "9223372036854775807")
+}
+function u32() {
+    if (!isdigit(substr(s, p, 1)) || !num() || !nint) return 0
+    return length(ntext) < 10 || (length(ntext) == 10 && ntext <= "4294967295")
+}
+# Any value at p, nested depth levels deep; checked: the reader reads it (a param value).
+# Sets vkind (s n { [ t f z) and, for a string or number, vtext, vok (no NUL) and vint.
+function val(depth, checked,   c, end, d) {
+    c = substr(s, p, 1)
+    if (c == "\"") {
+        if (!str() || (checked && slone)) return 0
+        vkind = "s"; vtext = sval; vok = !snul
+        return 1
+    }
+    if (c == "-" || isdigit(c)) {
+        if (!num()) return 0
+        if (checked && (ntext + 0 > 1.7976931348623157e308 || ntext + 0 < -1.7976931348623157e308))
+            return 0
+        vkind = "n"; vtext = ntext; vok = 1; vint = fits_i64()
+        return 1
+    }
+    if (c == "{" || c == "[") {
+        if ((checked && depth > 127) || depth > 1000) return 0
+        end = (c == "{") ? "}" : "]"
+        p++
+        ws()
+        if (substr(s, p, 1) == end) { p++; vkind = c; return 1 }
+        while (1) {
+            ws()
+            if (c == "{") {
+                if (substr(s, p, 1) != "\"" || !str() || (checked && slone)) return 0
+                ws()
+                if (substr(s, p, 1) != ":") return 0
+                p++
+                ws()
+            }
+            if (!val(depth + 1, checked)) return 0
+            ws()
+            d = substr(s, p, 1)
+            p++
+            if (d == end) { vkind = c; return 1 }
+            if (d != ",") return 0
+        }
+    }
+    if (substr(s, p, 4) == "true") { p += 4; vkind = "t"; return 1 }
+    if (substr(s, p, 5) == "false") { p += 5; vkind = "f"; return 1 }
+    if (substr(s, p, 4) == "null") { p += 4; vkind = "z"; return 1 }
+    return 0
+}
+# "{" key ":" value ("," ...)* "}" at p; each key and value go to field(what, key).
+function object(what,   key, d) {
+    if (substr(s, p, 1) != "{") return 0
+    p++
+    ws()
+    if (substr(s, p, 1) == "}") { p++; return 1 }
+    while (1) {
+        ws()
+        if (substr(s, p, 1) != "\"" || !str() || slone) return 0
+        key = sval
+        ws()
+        if (substr(s, p, 1) != ":") return 0
+        p++
+        ws()
+        if (!field(what, key)) return 0
+        ws()
+        d = substr(s, p, 1)
+        p++
+        if (d == "}") return 1
+        if (d != ",") return 0
+    }
+}
+function array(what,   d) {
+    if (substr(s, p, 1) != "[") return 0
+    p++
+    ws()
+    if (substr(s, p, 1) == "]") { p++; return 1 }
+    while (1) {
+        ws()
+        if (what == "pids") { if (!u32()) return 0 }
+        else if (substr(s, p, 1) != "\"" || !str() || slone) return 0
+        ws()
+        d = substr(s, p, 1)
+        p++
+        if (d == "]") return 1
+        if (d != ",") return 0
+    }
+}
+function field(what, key) {
+    if (what == "top" && (key == "v" || key == "probe_bits" || key == "probe" || key == "params" || key == "snoop") || what == "snoop" && (key == "mode" || key == "pids")) {
+        if ((what, key) in seen) return 0
+        seen[what, key] = 1
+        if (key == "v" || key == "probe_bits") return u32()
+        if (key == "probe" || key == "pids") return array(key)
+        if (key == "params" || key == "snoop") return object(key)
+        if (substr(s, p, 1) != "\"" || !str() || slone) return 0
+        return sval == "all" || sval == "include" || sval == "exclude"
+    }
+    if (what != "params") return val(what == "top" ? 2 : 3, 0)
+    if (!val(3, 1)) return 0
+    if (key == want) { found = 1; fkind = vkind; ftext = vtext; fok = vok; fint = vint }
+    return 1
+}
+BEGIN {
+    mode = ARGV[1]; want = ARGV[2]; ARGV[1] = ""; ARGV[2] = ""
+    for (i = 1; i < 256; i++) ord[sprintf("%c", i)] = i
+    if ((getline s) <= 0) exit 1
+    n = length(s); p = 1
+    ws()
+    if (!object("top")) exit 1
+    ws()
+    if (p <= n) exit 1
+    if (mode == "check") exit 0
+    if (!found || !(fkind == "n" || fkind == "s") || !fok) exit 1
+    if (mode == "int" && !(fkind == "n" && fint)) exit 1
+    printf "%s\n", ftext
+    exit 0
+}
+'
+
+# gg__control_valid LINE: whether LINE is a control message.
+gg__control_valid() {
+    printf '%s\n' "$1" | LC_ALL=C awk "$_gg_json_awk" check
+}
+
+# gg__control_reader DIR: the background reader (stdin: the control channel). Publishes each good
+# line as DIR/line ("SEQ\nLINE\n", renamed into place); DIR/eof marks the end of the channel.
+gg__control_reader() {
+    # Bytes, not characters: for ${#var} and awk (this subshell only).
+    LC_ALL=C
+    _gg_n=0
+    _gg_warned=0
+    while :; do
+        _gg_nl=1
+        IFS= read -r _gg_l || {
+            _gg_nl=0
+            [ -n "$_gg_l" ] || break
+        }
+        if [ $((${#_gg_l} + _gg_nl)) -gt 1048576 ]; then
+            _gg_why="control line longer than 1048576 bytes"
+        elif gg__control_valid "$_gg_l"; then
+            _gg_n=$((_gg_n + 1))
+            printf '%s\n%s\n' "$_gg_n" "$_gg_l" >"$1/next" && mv -f "$1/next" "$1/line"
+            [ "$_gg_nl" = 1 ] || break
+            continue
+        else
+            _gg_why="control line: not a control message"
+        fi
+        if [ "$_gg_warned" = 0 ]; then
+            _gg_warned=1
+            gg_log_warn "control channel: line skipped: $_gg_why"
+        fi
+        [ "$_gg_nl" = 1 ] || break
+    done
+    : >"$1/eof"
+}
+
+# gg__control_start: starts the reader (once); without a usable stdin or folder, the channel
+# stays closed.
+gg__control_start() {
+    _gg_ctl_started=1
+    if ! (: <&0) 2>/dev/null; then
+        GG_CONTROL_CLOSED=1
+        return 1
+    fi
+    _gg_i=0
+    until mkdir -m 700 "${TMPDIR:-/tmp}/gala_probe_control.$$.$_gg_i" 2>/dev/null; do
+        _gg_i=$((_gg_i + 1))
+        if [ "$_gg_i" -ge 20 ]; then
+            gg_log_warn "control channel: cannot create a folder in ${TMPDIR:-/tmp}"
+            GG_CONTROL_CLOSED=1
+            return 1
+        fi
+    done
+    _gg_ctl_dir="${TMPDIR:-/tmp}/gala_probe_control.$$.$_gg_i"
+    trap gg_control_stop EXIT
+    # An asynchronous command's stdin is /dev/null unless redirected, and dash applies that
+    # before the command's own redirections: hand the channel over through fd 9.
+    exec 9<&0
+    gg__control_reader "$_gg_ctl_dir" <&9 9<&- &
+    _gg_ctl_pid=$!
+    exec 9<&-
+}
+
+# gg_control_poll: takes the newest control line that arrived since the last call, without
+# blocking. Returns 0 and sets GG_CONTROL_LINE when there is one, else returns 1 (and sets
+# GG_CONTROL_CLOSED=1 once the channel has ended: stdin at end of file, /dev/null or closed).
+gg_control_poll() {
+    [ -n "$_gg_ctl_started" ] || gg__control_start
+    [ -n "$_gg_ctl_dir" ] || return 1
+    _gg_closed=0
+    [ -e "$_gg_ctl_dir/eof" ] && _gg_closed=1
+    if [ -f "$_gg_ctl_dir/line" ] &&
+        { IFS= read -r _gg_s && [ "$_gg_s" != "$_gg_ctl_seq" ] && IFS= read -r _gg_new; } \
+            <"$_gg_ctl_dir/line"; then
+        _gg_ctl_seq=$_gg_s
+        GG_CONTROL_LINE=$_gg_new
+        return 0
+    fi
+    GG_CONTROL_CLOSED=$_gg_closed
+    return 1
+}
+
+# gg_control_stop: stops the reader and removes its folder (run at exit by the EXIT trap).
+gg_control_stop() {
+    if [ -n "$_gg_ctl_pid" ]; then
+        kill "$_gg_ctl_pid" 2>/dev/null
+        _gg_ctl_pid=
+    fi
+    if [ -n "$_gg_ctl_dir" ]; then
+        rm -rf "$_gg_ctl_dir"
+        _gg_ctl_dir=
+    fi
+}
+
+# gg_control_param NAME: prints param NAME of GG_CONTROL_LINE (a number as written, a string
+# decoded) and a newline; returns 1 when there is no line, no such param, or its value is not a
+# number or string (a list, object, boolean or null).
+gg_control_param() {
+    case $1 in
+        '' | *[!a-z0-9_]*) return 1 ;;
+    esac
+    [ -n "$GG_CONTROL_LINE" ] || return 1
+    printf '%s\n' "$GG_CONTROL_LINE" | LC_ALL=C awk "$_gg_json_awk" param "$1"
+}
+
+# gg_control_period [NAME]: prints param NAME (default report_period) of GG_CONTROL_LINE when it
+# is an integer in 1..999999999 (a period in seconds); returns 1 otherwise.
+gg_control_period() {
+    set -- "${1:-report_period}"
+    case $1 in
+        *[!a-z0-9_]*) return 1 ;;
+    esac
+    [ -n "$GG_CONTROL_LINE" ] || return 1
+    _gg_p=$(printf '%s\n' "$GG_CONTROL_LINE" | LC_ALL=C awk "$_gg_json_awk" int "$1") || return 1
+    case $_gg_p in
+        '' | 0* | *[!0-9]* | ??????????*) return 1 ;;
+    esac
+    printf '%s\n' "$_gg_p"
+}
+
+# gg_control_wait_next [NAME]: gg_wait_next for a probe with `reload = true`: waits in steps of
+# one second, taking control lines between them. When a new line's param NAME (default
+# report_period) is an integer in 1..999999999 it becomes GG_PERIOD at once: the wait ends one
+# new period after the previous boundary, or now if that has passed. Returns 1 once the probe
+# should exit (gg_trap_term).
+gg_control_wait_next() {
+    _gg_waited=0
+    while [ "${GG_TERMINATED:-0}" != 1 ]; do
+        if gg_control_poll && _gg_p=$(gg_control_period "$1"); then
+            GG_PERIOD=$_gg_p
+        fi
+        [ "$_gg_waited" -ge "${GG_PERIOD:-5}" ] && return 0
+        sleep 1 &
+        _gg_sleep=$!
+        wait "$_gg_sleep"
+        _gg_waited=$((_gg_waited + 1))
+    done
+    kill "$_gg_sleep" 2>/dev/null
+    return 1
+}

@@ -7,15 +7,22 @@
 //! * [`event`]: upstream abnormal-event lines.
 //! * [`whitelist`]: `gala-gopher-app.conf` process selection.
 //! * [`meta`]: table declarations, and the `.meta` text and checks generated from them.
+//! * [`control`]: the control channel (run-time params, sub-probes and snoopers on stdin) and,
+//!   re-exported as [`decl`], what a probe declares about them.
 //! * `bpf` (feature `bpf`): loading, feature probing and loss accounting for eBPF probes.
 
 pub mod args;
+pub mod control;
 pub mod event;
 pub mod log;
 pub mod meta;
 pub mod record;
 pub mod run;
 pub mod whitelist;
+
+/// The run-time control contract (crate `probe-decl`): [`decl::Declaration`] and
+/// [`decl::ControlMsg`].
+pub use probe_decl as decl;
 
 #[cfg(feature = "bpf")]
 pub mod bpf;

@@ -91,9 +91,20 @@ impl PeriodLoop {
         !terminated()
     }
 
-    /// The period this loop was created with.
+    /// The current period.
     pub fn period(&self) -> Duration {
         self.period
+    }
+
+    /// Changes the period (a control-channel update): the next boundary is one new period after
+    /// the previous one, or now if that has already passed.
+    pub fn set_period(&mut self, period: Duration) {
+        if period == self.period || period.is_zero() {
+            return;
+        }
+        let last = self.next.checked_sub(self.period).unwrap_or(self.next);
+        self.period = period;
+        self.next = (last + period).max(Instant::now());
     }
 }
 

@@ -2,6 +2,8 @@
 # Example drop-in probe (upstream's "example" table): every period prints
 #   |example|system|<cpu %>|<memory %>|<established tcp connections>|
 # with values read from /proc. Flags: the upstream ones (-t period, ...), see gala_probe.sh.
+# example.meta declares `reload = true` and the param report_period: the daemon sends changes as
+# control lines on stdin, and gg_control_wait_next applies a new period without a restart.
 
 . "${GALA_GOPHER_SDK_DIR:-/opt/gala-gopher/sdk}/gala_probe.sh" || exit 1
 
@@ -57,7 +59,7 @@ gg_log_info "example probe started, period ${GG_PERIOD}s"
 cpu_sample
 _prev_busy=$_busy
 _prev_total=$_total
-while gg_wait_next; do
+while gg_control_wait_next; do
     cpu_sample
     percent $((_busy - _prev_busy)) $((_total - _prev_total))
     _cpu_pct=$_pct

@@ -5,6 +5,9 @@
 
 The histogram uses the upstream encoding `N b1 c1 ... bN cN sum max` (cumulative counts,
 microseconds, since the probe started). Flags: the upstream ones (-t period, ...).
+
+example_py.meta declares `reload = true` and the param report_period: the daemon sends changes as
+control lines on stdin, and Control.sleep() applies a new period without a restart.
 """
 
 import os
@@ -64,7 +67,8 @@ def main():
     histograms = {path: LatencyHistogram(BOUNDS_US) for path in PATHS}
     version = platform.python_version()
     gala_probe.log_info("example_py started, period %ss" % args["period"])
-    for _ in gala_probe.period_loop(args["period"]):
+    control = gala_probe.Control()
+    while control.sleep(args["period"]):
         for path, hist in histograms.items():
             for _ in range(CALLS_PER_PERIOD):
                 start = time.perf_counter_ns()

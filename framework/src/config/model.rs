@@ -238,6 +238,14 @@ pub struct Global {
     /// Fixed `machine_id` label value; empty (default) = DMI product_uuid, else /etc/machine-id.
     #[serde(deserialize_with = "de::string")]
     pub machine_id: String,
+    /// Command socket for `gopher-ctl` (default `/run/gala_gopher/gala_gopher_cmd.sock`;
+    /// empty = none).
+    #[serde(deserialize_with = "de::string")]
+    pub cmd_socket: String,
+    /// Upstream's persisted REST state, rewritten after each successful `PUT` and replayed at
+    /// start (default `/etc/gala-gopher/probes.init`; empty = none).
+    #[serde(deserialize_with = "de::string")]
+    pub probes_init: String,
 }
 
 impl Default for Global {
@@ -252,6 +260,8 @@ impl Default for Global {
             sdk_dir: "/opt/gala-gopher/sdk".into(),
             max_line_bytes: 65536,
             machine_id: String::new(),
+            cmd_socket: "/run/gala_gopher/gala_gopher_cmd.sock".into(),
+            probes_init: "/etc/gala-gopher/probes.init".into(),
         }
     }
 }

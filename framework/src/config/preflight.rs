@@ -62,12 +62,6 @@ pub fn check_loaded(mut loaded: LoadedConfig) -> Result<Preflight, ConfigError> 
     };
     let registry = meta::load_dir_with(&cfg.global.meta_dir, &limits)
         .map_err(|e| loaded.invalid("global.meta_dir", e.to_string()))?;
-    if cfg.global.rest_api_on {
-        let at = loaded.provenance("global.rest_api_on");
-        loaded.warnings.push(format!(
-            "{at}: global.rest_api_on: the REST API is not implemented in this version (ignored)"
-        ));
-    }
     if cfg.metric.pod_info_switch {
         let at = loaded.provenance("metric.pod_info_switch");
         loaded.warnings.push(format!(

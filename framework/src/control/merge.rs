@@ -6,6 +6,9 @@
 //! field by field: a field an override leaves `None` keeps the value below it.
 
 use std::collections::{BTreeMap, BTreeSet};
+use std::sync::Arc;
+
+use super::runtime::Runtime;
 
 use crate::config::Switch;
 use crate::supervisor::discovery::{Base, ConfiguredProbe, Declare, Declared};
@@ -49,6 +52,8 @@ pub struct Override {
     /// Replaces the whole parameter string (appended to the command line, split like a shell
     /// would): upstream's REST document is a probe's complete configuration.
     pub param: Option<String>,
+    /// Replaces the run-time settings (sub-probes, params, snoopers, custom labels) as a whole.
+    pub runtime: Option<Arc<Runtime>>,
 }
 
 /// Overrides of one probe, by source.
@@ -151,21 +156,50 @@ pub fn merge(
             ));
             continue;
         }
+        let (probe, runtime) = apply(entry.clone(), overrides.get(&entry.name));
         out.push(Declared {
-            probe: apply(entry.clone(), overrides.get(&entry.name)),
+            probe,
             base: Base::Entry,
+            runtime,
         });
     }
     for name in drop_ins {
         if seen.contains(name.as_str()) {
             continue;
         }
+        seen.insert(name.as_str());
+        let (probe, runtime) = apply(drop_in_defaults(name), overrides.get(name));
         out.push(Declared {
-            probe: apply(drop_in_defaults(name), overrides.get(name)),
+            probe,
             base: Base::DropIn,
+            runtime,
+        });
+    }
+    for name in shipped_probes() {
+        if seen.contains(name) {
+            continue;
+        }
+        let mut probe = drop_in_defaults(name);
+        probe.switch = Switch::Off;
+        let (probe, runtime) = apply(probe, overrides.get(name));
+        out.push(Declared {
+            probe,
+            base: Base::Shipped,
+            runtime,
         });
     }
     out
+}
+
+/// Names of the probes installed with gala-gopher (`probes/shipped.list`): each one found in
+/// `probes_dir` is declared, switched off, even without a config entry, so the REST API can
+/// start it (upstream's fixed probe table).
+pub fn shipped_probes() -> impl Iterator<Item = &'static str> {
+    include_str!("../../../probes/shipped.list")
+        .lines()
+        .map(str::trim)
+        .filter(|l| !l.is_empty() && !l.starts_with('#'))
+        .filter_map(|l| l.split_whitespace().next())
 }
 
 /// A drop-in's settings when no entry governs it.
@@ -179,7 +213,11 @@ fn drop_in_defaults(name: &str) -> ConfiguredProbe {
     }
 }
 
-fn apply(mut probe: ConfiguredProbe, overrides: Option<&Overrides>) -> ConfiguredProbe {
+fn apply(
+    mut probe: ConfiguredProbe,
+    overrides: Option<&Overrides>,
+) -> (ConfiguredProbe, Option<Arc<Runtime>>) {
+    let mut runtime = None;
     // BTreeMap order is `Source` order: the highest source is applied last and wins.
     for ov in overrides.into_iter().flat_map(BTreeMap::values) {
         if let Some(switch) = ov.switch {
@@ -188,8 +226,11 @@ fn apply(mut probe: ConfiguredProbe, overrides: Option<&Overrides>) -> Configure
         if let Some(param) = &ov.param {
             probe.param.clone_from(param);
         }
+        if let Some(rt) = &ov.runtime {
+            runtime = Some(Arc::clone(rt));
+        }
     }
-    probe
+    (probe, runtime)
 }
 
 #[cfg(test)]
@@ -211,9 +252,10 @@ mod tests {
         v.iter().map(|s| s.to_string()).collect()
     }
 
-    /// `name base switch param` per declared probe.
+    /// `name base switch param` per declared probe (shipped probes left out).
     fn render(d: &[Declared]) -> Vec<String> {
         d.iter()
+            .filter(|d| d.base != Base::Shipped)
             .map(|d| {
                 format!(
                     "{} {:?} {} {:?}",
@@ -221,6 +263,14 @@ mod tests {
                 )
             })
             .collect()
+    }
+
+    #[test]
+    fn shipped_probes_are_listed() {
+        let names: Vec<&str> = shipped_probes().collect();
+        for n in ["system_infos", "tcpprobe", "taskprobe", "ioprobe"] {
+            assert!(names.contains(&n), "{names:?}");
+        }
     }
 
     #[test]
@@ -265,7 +315,7 @@ mod tests {
         ];
         let mut warnings = Vec::new();
         let d = entries.declare(&names(&["tcp"]), &mut warnings);
-        assert_eq!(d.len(), 1);
+        assert_eq!(d.iter().filter(|d| d.base != Base::Shipped).count(), 1);
         assert_eq!(d[0].probe.command.as_deref(), Some("/a"));
         assert_eq!(d[0].base, Base::Entry);
         assert_eq!(
@@ -285,6 +335,7 @@ mod tests {
             Override {
                 switch: Some(Switch::On),
                 param: Some("-t 10".into()),
+                runtime: None,
             },
         ));
         let d = state.declare(&BTreeSet::new(), &mut Vec::new());
@@ -300,6 +351,7 @@ mod tests {
             Override {
                 switch: Some(Switch::Off),
                 param: None,
+                runtime: None,
             },
         ));
         let d = state.declare(&BTreeSet::new(), &mut Vec::new());
@@ -322,6 +374,7 @@ mod tests {
         let off = Override {
             switch: Some(Switch::Off),
             param: None,
+            runtime: None,
         };
         state.set_override("foo", Source::Rest, off.clone());
         state.set_override(
@@ -330,6 +383,7 @@ mod tests {
             Override {
                 switch: None,
                 param: Some("-v".into()),
+                runtime: None,
             },
         );
         // Setting the same value again changes nothing.
@@ -354,6 +408,7 @@ mod tests {
             Override {
                 switch: Some(Switch::Off),
                 param: None,
+                runtime: None,
             },
         );
         state.set_entries(vec![entry("a", None, "-x", Switch::On)]);

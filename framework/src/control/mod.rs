@@ -23,7 +23,11 @@
 
 mod entries;
 pub mod merge;
+pub mod probes_init;
 mod reload;
+pub mod rest;
+pub mod runtime;
+pub mod snooper;
 pub mod status;
 
 use std::path::PathBuf;
@@ -209,6 +213,7 @@ mod tests {
         Override {
             switch: Some(Switch::Off),
             param: None,
+            runtime: None,
         }
     }
 
@@ -240,6 +245,7 @@ mod tests {
         let bad = Override {
             switch: None,
             param: Some("-x 'open".into()),
+            runtime: None,
         };
         assert!(matches!(
             c.set_override("a", Source::Rest, bad),

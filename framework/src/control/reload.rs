@@ -82,6 +82,7 @@ mod tests {
             Override {
                 switch: Some(Switch::Off),
                 param: None,
+                runtime: None,
             },
         )
         .unwrap();

@@ -19,6 +19,7 @@ mod server;
 mod shared_render;
 pub mod tls;
 mod trusted_file;
+pub mod unix;
 
 pub use server::{serve, serve_with_tls, HttpLimits};
 

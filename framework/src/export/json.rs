@@ -3,9 +3,11 @@
 //!
 //! * metric, v2023/HEAD Kafka and `logs` channel — every field in meta order, all values strings,
 //!   absent values as the literal `"(null)"`:
-//!   `{"timestamp": 1681822749000, "machine_id": "M", "entity_name": "E", "k": "a", "g": "1"}`
+//!   `{"timestamp": 1681822749000, "machine_id": "M", "entity_name": "E", "k": "a", "g": "1"}`,
+//!   then the probe's custom labels (`, "env": "prod"`)
 //! * metric, HEAD `json` channel (compact):
-//!   `{"timestamp":…,"entity_name":"E","table_name":"t","labels":{…,"machine_id":"M"},"metrics":{…},"histos":{…}}`
+//!   `{"timestamp":…,"entity_name":"E","table_name":"t","labels":{…,"machine_id":"M"},"metrics":{…},"histos":{…}}`,
+//!   custom labels in `labels` after the table's own, before `machine_id`
 //!
 //! Events and metadata arrive rendered (by `crate::events` and `crate::meta_report`, once for
 //! every sink); [`item`] picks the bytes of any queue item.
@@ -51,6 +53,12 @@ pub fn metric_flat(rec: &OwnedRecord, machine_id: &str, out: &mut Vec<u8>) {
         out.extend_from_slice(b": ");
         push_str(out, value.unwrap_or("(null)"));
     }
+    for (name, value) in rec.custom_labels() {
+        out.extend_from_slice(b", ");
+        push_str(out, name);
+        out.extend_from_slice(b": ");
+        push_str(out, value);
+    }
     out.push(b'}');
 }
 
@@ -70,6 +78,12 @@ pub fn metric_head(rec: &OwnedRecord, machine_id: &str, out: &mut Vec<u8>) {
             push_str(out, v);
             out.push(b',');
         }
+    }
+    for (name, value) in rec.custom_labels() {
+        push_str(out, name);
+        out.push(b':');
+        push_str(out, value);
+        out.push(b',');
     }
     out.extend_from_slice(b"\"machine_id\":");
     push_str(out, machine_id);
@@ -134,7 +148,7 @@ fn json_number(t: &str) -> &str {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::message::RecordView;
+    use crate::message::{RecordLabels, RecordView};
     use crate::meta::{SchemaRef, TableSchema};
     use std::sync::Arc;
 
@@ -153,12 +167,17 @@ mod tests {
     }
 
     fn record(values: &[Option<&str>]) -> OwnedRecord {
+        labeled(values, None)
+    }
+
+    fn labeled(values: &[Option<&str>], labels: Option<&RecordLabels>) -> OwnedRecord {
         let s = schema();
         OwnedRecord::from_view(&RecordView {
             schema: &s,
             values,
             time_ms: 1681822749000,
             probe: "p",
+            custom_labels: labels,
         })
     }
 
@@ -194,6 +213,23 @@ mod tests {
         assert_eq!(
             text(|o| metric_head(&r, "M", o)),
             r#"{"timestamp":1681822749000,"entity_name":"E","table_name":"t","labels":{"k":"a","machine_id":"M"},"metrics":{"g":"1","c":"2"},"histos":{"h":{"10":1,"100":3,"1000":3,"count":3,"sum":250,"max":900}}}"#
+        );
+    }
+
+    #[test]
+    fn custom_labels_follow_the_table_fields() {
+        let labels: RecordLabels = Arc::from(vec![
+            ("env".to_string(), "p\"rod".to_string()),
+            ("zone".to_string(), "z".to_string()),
+        ]);
+        let r = labeled(&[Some("a"), None, Some("1"), None, None], Some(&labels));
+        assert_eq!(
+            text(|o| metric_flat(&r, "M", o)),
+            r#"{"timestamp": 1681822749000, "machine_id": "M", "entity_name": "E", "k": "a", "l": "(null)", "g": "1", "c": "(null)", "h": "(null)", "env": "p\"rod", "zone": "z"}"#
+        );
+        assert_eq!(
+            text(|o| metric_head(&r, "M", o)),
+            r#"{"timestamp":1681822749000,"entity_name":"E","table_name":"t","labels":{"k":"a","env":"p\"rod","zone":"z","machine_id":"M"},"metrics":{"g":"1"},"histos":{}}"#
         );
     }
 }

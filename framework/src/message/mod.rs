@@ -10,7 +10,7 @@ pub mod json;
 mod record;
 
 pub use event::{Event, EventIds, EventMessage, EventSink, HeadLabels, LogEvents};
-pub use record::{OwnedRecord, RecordSink, RecordView};
+pub use record::{OwnedRecord, RecordLabels, RecordSink, RecordView};
 
 use std::sync::Arc;
 

@@ -1,7 +1,13 @@
 //! Metric records on their way from ingest to the push sinks: borrowed on the ingest path
 //! ([`RecordView`]), copied once into a shared [`OwnedRecord`] for the sink queues.
 
+use std::sync::Arc;
+
 use crate::meta::SchemaRef;
+
+/// Labels the daemon adds to a record (the probe's custom labels that do not collide with a
+/// field of the table), name-sorted; one shared allocation per label-set change.
+pub type RecordLabels = Arc<[(String, String)]>;
 
 /// A record as push sinks see it: unescaped values in field order, `None` = absent.
 #[derive(Debug, Clone, Copy)]
@@ -14,6 +20,8 @@ pub struct RecordView<'a> {
     pub time_ms: u64,
     /// Probe that produced it.
     pub probe: &'a str,
+    /// Custom labels to add (after the table's own labels), `None` if none.
+    pub custom_labels: Option<&'a RecordLabels>,
 }
 
 /// Receives every accepted record (called on the ingest path: must not block; queue and return).
@@ -29,6 +37,7 @@ pub struct OwnedRecord {
     pub schema: SchemaRef,
     /// Ingest time, Unix milliseconds.
     pub time_ms: u64,
+    custom_labels: Option<RecordLabels>,
     text: String,
     /// `(start, end)` of each value in `text`; `start == u32::MAX` = absent.
     spans: Vec<(u32, u32)>,
@@ -55,9 +64,15 @@ impl OwnedRecord {
         OwnedRecord {
             schema: rec.schema.clone(),
             time_ms: rec.time_ms,
+            custom_labels: rec.custom_labels.cloned(),
             text,
             spans,
         }
+    }
+
+    /// Custom labels to add after the table's own labels (name, value), name-sorted.
+    pub fn custom_labels(&self) -> &[(String, String)] {
+        self.custom_labels.as_deref().unwrap_or(&[])
     }
 
     /// Number of values (the schema's field count).
@@ -107,6 +122,7 @@ mod tests {
             values: &[Some("a|b"), None, Some("")],
             time_ms: 7,
             probe: "p",
+            custom_labels: None,
         });
         assert_eq!(r.len(), 3);
         assert_eq!(
@@ -115,5 +131,15 @@ mod tests {
         );
         assert_eq!(r.value(3), None);
         assert_eq!(r.time_ms, 7);
+        assert!(r.custom_labels().is_empty());
+        let labels: RecordLabels = Arc::from(vec![("env".to_string(), "prod".to_string())]);
+        let r = OwnedRecord::from_view(&RecordView {
+            schema: &schema,
+            values: &[Some("a"), None, None],
+            time_ms: 7,
+            probe: "p",
+            custom_labels: Some(&labels),
+        });
+        assert_eq!(r.custom_labels(), &labels[..]);
     }
 }

@@ -39,11 +39,18 @@ impl Default for StoreLimits {
     }
 }
 
+/// Labels the daemon adds after a table's own labels (a probe's custom labels for this table,
+/// name-sorted, already validated): the same `Arc` for every record until the set changes, so a
+/// row compares it by pointer.
+pub type ExtraLabels = Arc<[(String, String)]>;
+
 /// The latest record for one key tuple.
 #[derive(Debug, Clone)]
 pub struct Row {
     labels: String,
     label_src: String,
+    /// The extra labels `labels` was rendered with.
+    extra: Option<ExtraLabels>,
     text: String,
     spans: Vec<Option<(u32, u32)>>,
     updated_ms: u64,
@@ -177,6 +184,20 @@ impl TableStore {
         now_ms: u64,
         scratch: &mut Scratch,
     ) -> Result<Upserted, DropReason> {
+        self.upsert_with(schema, raw, now_ms, scratch, None)
+    }
+
+    /// [`TableStore::upsert`] with `extra` labels rendered after the table's own labels (before
+    /// `machine_id`). A row is re-rendered when its labels or its `extra` set (compared by
+    /// pointer) change; the key tuple, and so the row, stays the same.
+    pub fn upsert_with(
+        &self,
+        schema: &SchemaRef,
+        raw: &[&str],
+        now_ms: u64,
+        scratch: &mut Scratch,
+        extra: Option<&ExtraLabels>,
+    ) -> Result<Upserted, DropReason> {
         if raw.len() != schema.fields.len() {
             return Err(DropReason::FieldCount);
         }
@@ -241,8 +262,14 @@ impl TableStore {
             Some(row) => {
                 std::mem::swap(&mut row.text, text);
                 std::mem::swap(&mut row.spans, spans);
-                if row.label_src != *label_src {
+                let same_extra = match (&row.extra, extra) {
+                    (None, None) => true,
+                    (Some(a), Some(b)) => Arc::ptr_eq(a, b),
+                    _ => false,
+                };
+                if row.label_src != *label_src || !same_extra {
                     std::mem::swap(&mut row.label_src, label_src);
+                    row.extra = extra.cloned();
                     render_labels(schema, row, &self.machine_id);
                 }
                 row.updated_ms = now_ms;
@@ -261,6 +288,7 @@ impl TableStore {
                 let mut row = Row {
                     labels: String::new(),
                     label_src: label_src.clone(),
+                    extra: extra.cloned(),
                     text: text.clone(),
                     spans: spans.clone(),
                     updated_ms: now_ms,
@@ -388,6 +416,15 @@ fn render_labels(schema: &SchemaRef, row: &mut Row, machine_id: &str) {
             out.push('"');
         }
     }
+    for (name, v) in row.extra.iter().flat_map(|e| e.iter()) {
+        if !out.is_empty() {
+            out.push(',');
+        }
+        out.push_str(name);
+        out.push_str("=\"");
+        escape_label_value(v, &mut out);
+        out.push('"');
+    }
     if !has_machine_id {
         if !out.is_empty() {
             out.push(',');
@@ -509,6 +546,38 @@ mod tests {
         s.upsert(&sch, &["a", "", "9", "9"], 0, sc).unwrap();
         assert_eq!(rows(&s)[0].1[2].as_deref(), Some("9"));
         assert_eq!(s.counters.dropped_record_limit.load(Ordering::Relaxed), 1);
+    }
+
+    #[test]
+    fn extra_labels_follow_table_labels_and_rerender_on_change() {
+        let s = store(10);
+        let sc = &mut Scratch::default();
+        let sch = schema();
+        let set = |p: &[(&str, &str)]| -> ExtraLabels {
+            p.iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect::<Vec<_>>()
+                .into()
+        };
+        let a = set(&[("env", "p\"q"), ("zone", "z")]);
+        s.upsert_with(&sch, &["a", "x", "1", "2"], 0, sc, Some(&a))
+            .unwrap();
+        s.upsert_with(&sch, &["b", "", "1", "2"], 0, sc, Some(&a))
+            .unwrap();
+        let r = rows(&s);
+        assert_eq!(r[0].0, r#"k="a",l="x",env="p\"q",zone="z",machine_id="M""#);
+        assert_eq!(r[1].0, r#"k="b",env="p\"q",zone="z",machine_id="M""#);
+        // A new set (another Arc) re-renders on the next update; same key, same row.
+        let b = set(&[("env", "dev")]);
+        s.upsert_with(&sch, &["a", "x", "3", "4"], 1, sc, Some(&b))
+            .unwrap();
+        let r = rows(&s);
+        assert_eq!(r.len(), 2);
+        assert_eq!(r[0].0, r#"k="a",l="x",env="dev",machine_id="M""#);
+        assert_eq!(r[1].0, r#"k="b",env="p\"q",zone="z",machine_id="M""#);
+        // Cleared: back to the table's own labels.
+        s.upsert(&sch, &["a", "x", "3", "4"], 2, sc).unwrap();
+        assert_eq!(rows(&s)[0].0, r#"k="a",l="x",machine_id="M""#);
     }
 
     #[test]

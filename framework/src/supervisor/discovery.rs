@@ -32,6 +32,7 @@ use tokio::task::JoinHandle;
 
 use super::trust::{valid_probe_name, which, Refusal, TrustCheck, TrustError, Trusted};
 use super::{ProbeOrigin, ProbeSpec, StartCheck, Supervisor, Switch};
+use probe_decl::Declaration;
 use crate::telemetry::{ProbeState, RefusalReason, Telemetry};
 
 /// How one probe is declared: a config entry (`probes` when `command` is `None`, else
@@ -58,6 +59,9 @@ pub enum Base {
     Entry,
     /// A drop-in the scan found: its command line followed by `param`.
     DropIn,
+    /// A shipped probe ([`crate::control::merge::shipped_probes`]) without entry or drop-in:
+    /// resolved like a `probes` entry, silently left out when its executable is not installed.
+    Shipped,
 }
 
 /// One probe to resolve into a [`ProbeSpec`].
@@ -67,6 +71,8 @@ pub struct Declared {
     pub probe: ConfiguredProbe,
     /// What it rests on.
     pub base: Base,
+    /// Run-time settings from an override (REST, `probes.init`), if any.
+    pub runtime: Option<Arc<crate::control::runtime::Runtime>>,
 }
 
 /// The desired probes, given the drop-ins a scan found. Implemented by [`crate::control`] (its
@@ -121,6 +127,61 @@ struct Previous {
     specs: BTreeMap<String, (ProbeSpec, Vec<FileStamp>)>,
     drop_ins: BTreeMap<String, DropIn>,
     sdk_trusted: Option<bool>,
+    /// Probe declarations read from `.meta` files, by file identity.
+    decls: DeclCache,
+}
+
+/// `.meta` file → its probe declaration (or why it is refused), valid while the file is unchanged.
+type DeclCache = BTreeMap<PathBuf, (MetaIdentity, Result<Option<Arc<Declaration>>, String>)>;
+
+/// What tells a changed `.meta` file from the one read before.
+type MetaIdentity = (Option<SystemTime>, u64, u64, u64);
+
+fn meta_identity(path: &Path) -> Option<MetaIdentity> {
+    use std::os::unix::fs::MetadataExt;
+    let md = std::fs::metadata(path).ok()?;
+    Some((md.modified().ok(), md.len(), md.dev(), md.ino()))
+}
+
+/// The probe declaration (`probe` group) of the first of `meta_files` that has one, read through
+/// `cache`; a refused declaration is a warning and leaves the probe undeclared (state only).
+fn declaration_of(
+    name: &str,
+    meta_files: &[PathBuf],
+    cache: &mut DeclCache,
+    warnings: &mut Vec<String>,
+) -> Option<Arc<Declaration>> {
+    for path in meta_files {
+        let Some(id) = meta_identity(path) else {
+            continue;
+        };
+        let fresh = match cache.get(path) {
+            Some((seen, _)) => *seen != id,
+            None => true,
+        };
+        if fresh {
+            let read = crate::meta::read_meta_text(path, crate::meta::MetaLimits::default().max_file_bytes)
+                .map_err(|e| e.to_string())
+                .and_then(|(text, _)| {
+                    gala_libconfig::parse_str(&text, path).map_err(|e| e.to_string())
+                })
+                .and_then(|root| {
+                    Declaration::from_node(&root)
+                        .map(|d| d.map(Arc::new))
+                        .map_err(|e| e.to_string())
+                });
+            cache.insert(path.clone(), (id, read));
+        }
+        match cache.get(path).map(|(_, r)| r) {
+            Some(Ok(Some(d))) => return Some(Arc::clone(d)),
+            Some(Ok(None)) | None => {}
+            Some(Err(e)) => {
+                warnings.push(format!("probe {name}: {e}; its run-time settings are refused"));
+                return None;
+            }
+        }
+    }
+    None
 }
 
 /// Result of one scan.
@@ -645,8 +706,12 @@ fn configured_spec(
     dirs: &Dirs<'_>,
     drop_ins: &BTreeMap<String, DropIn>,
     scan: &mut Scan,
+    shipped: bool,
 ) -> Result<Option<(ProbeSpec, Vec<FileStamp>)>, Problem> {
     let name = &entry.name;
+    if shipped && native_executable(dirs.probes, name)?.is_none() {
+        return Ok(None);
+    }
     let Some(params) = split("param", name, &entry.param, &mut scan.warnings) else {
         return Ok(None);
     };
@@ -704,6 +769,8 @@ fn configured_spec(
         switch: entry.switch,
         start_check: entry.start_check.clone(),
         meta_files,
+        declaration: None,
+        runtime: None,
     };
     Ok(Some((spec, files)))
 }
@@ -729,6 +796,8 @@ fn drop_in_spec(
         switch: entry.switch,
         start_check: entry.start_check.clone(),
         meta_files: vec![drop_in.meta.clone()],
+        declaration: None,
+        runtime: None,
     };
     Some((spec, drop_in.stamps.clone()))
 }
@@ -814,7 +883,13 @@ fn discover<D: Declare + ?Sized>(
     let mut d = Discovery::default();
     let mut by_name: BTreeMap<String, (ProbeSpec, Vec<FileStamp>)> = BTreeMap::new();
     let mut seen = BTreeSet::new();
-    for Declared { probe: entry, base } in &declared {
+    let mut decls = prev.decls.clone();
+    for Declared {
+        probe: entry,
+        base,
+        runtime,
+    } in &declared
+    {
         if !valid_probe_name(&entry.name) {
             scan.refusals.push(bad_name(
                 Path::new(&entry.name),
@@ -827,12 +902,24 @@ fn discover<D: Declare + ?Sized>(
             continue;
         }
         let built = match base {
-            Base::Entry => configured_spec(entry, &dirs, &drop_ins, &mut scan),
+            Base::Entry => configured_spec(entry, &dirs, &drop_ins, &mut scan, false),
+            Base::Shipped => configured_spec(entry, &dirs, &drop_ins, &mut scan, true),
             Base::DropIn => Ok(drop_in_spec(entry, &dirs, &drop_ins, &mut scan)),
         };
         match built {
-            Ok(Some(spec)) => {
-                by_name.insert(entry.name.clone(), spec);
+            Ok(Some((mut spec, stamps))) => {
+                spec.declaration =
+                    declaration_of(&entry.name, &spec.meta_files, &mut decls, &mut scan.warnings);
+                if let Some(rt) = runtime {
+                    // Without the control channel, run-time settings are command-line flags:
+                    // a change restarts the probe.
+                    match &spec.declaration {
+                        Some(decl) if !decl.reload => spec.argv.extend(rt.argv(decl)),
+                        _ => {}
+                    }
+                    spec.runtime = Some(Arc::clone(rt));
+                }
+                by_name.insert(entry.name.clone(), (spec, stamps));
             }
             Ok(None) => {}
             Err(Problem::Refused(r)) => {
@@ -854,10 +941,12 @@ fn discover<D: Declare + ?Sized>(
         d.stamps.insert(name.clone(), stamps.clone());
         d.specs.push(spec.clone());
     }
+    decls.retain(|path, _| by_name.values().any(|(s, _)| s.meta_files.contains(path)));
     d.next = Previous {
         specs: by_name,
         drop_ins,
         sdk_trusted: Some(sdk_trusted),
+        decls,
     };
     for r in &scan.refusals {
         scan.warnings.push(r.to_string());

@@ -18,6 +18,7 @@
 
 mod cgroup;
 mod child;
+pub mod control_channel;
 pub mod discovery;
 pub mod janitor;
 mod probe_task;
@@ -49,6 +50,9 @@ pub enum ProbeOrigin {
     /// An executable with a `.meta` beside it, found in `probes_dir`.
     DropIn,
 }
+
+use crate::control::runtime::{Runtime, Snoopers};
+use probe_decl::Snoop;
 
 /// `switch` of a probe: the config's type, the one used everywhere.
 pub use crate::config::Switch;
@@ -90,6 +94,31 @@ pub struct ProbeSpec {
     pub start_check: Option<StartCheck>,
     /// `.meta` files describing the probe's tables.
     pub meta_files: Vec<PathBuf>,
+    /// What the probe declares about its run-time control (the `probe` group of its `.meta`).
+    pub declaration: Option<Arc<probe_decl::Declaration>>,
+    /// Run-time settings from REST or `probes.init` (for a probe without `reload`, already
+    /// turned into flags in `argv`).
+    pub runtime: Option<Arc<crate::control::runtime::Runtime>>,
+}
+
+impl ProbeSpec {
+    /// Whether the probe reads the control channel.
+    pub fn reloads(&self) -> bool {
+        self.declaration.as_ref().is_some_and(|d| d.reload)
+    }
+
+    /// Whether `other` is the same run: everything but the run-time settings equal (those reach
+    /// a running probe over its control channel, or through `argv` for one without).
+    pub fn same_run(&self, other: &ProbeSpec) -> bool {
+        self.name == other.name
+            && self.argv == other.argv
+            && self.env == other.env
+            && self.origin == other.origin
+            && self.switch == other.switch
+            && self.start_check == other.start_check
+            && self.meta_files == other.meta_files
+            && self.declaration == other.declaration
+    }
 }
 
 /// Receives a probe's stdout. Implemented by the ingest path (framer → parser → store).
@@ -149,12 +178,26 @@ pub use record_line::EXIT_UNSUPPORTED;
 /// How often orphaned zombies (re-parented to the daemon as subreaper) are collected.
 const ORPHAN_REAP_INTERVAL: Duration = Duration::from_secs(3);
 
+/// Resolves snoopers into the processes a probe observes (the daemon plugs in
+/// [`crate::control::snooper`]); results reach the probe over its control channel.
+pub trait SnoopResolver: Send + Sync + 'static {
+    /// Resolve `snoopers` for `probe` from now on (replacing what it resolved before); the
+    /// receiver follows the selection as processes start, exec and exit.
+    fn resolve(&self, probe: &str, snoopers: &Snoopers) -> watch::Receiver<Snoop>;
+    /// Stop resolving for `probe`.
+    fn forget(&self, probe: &str);
+}
+
 /// One probe under supervision.
 struct ManagedProbe {
     spec: ProbeSpec,
     stats: Arc<ProbeStats>,
     stop: watch::Sender<bool>,
     task: JoinHandle<()>,
+    /// Run-time settings pushed to a probe with `reload` (its control channel follows them).
+    runtime: watch::Sender<Option<Arc<Runtime>>>,
+    /// Keeps the snooper resolution of the probe current; aborted with the probe.
+    snoop_task: Option<JoinHandle<()>>,
 }
 
 struct Shared {
@@ -167,6 +210,8 @@ struct Shared {
     reaper: Mutex<Option<JoinHandle<()>>>,
     /// Scope of this supervisor's probe runs (their cgroups and tags).
     scope: u64,
+    /// Snooper resolution, if the daemon provides it.
+    snooper: Mutex<Option<Arc<dyn SnoopResolver>>>,
 }
 
 /// Runs the desired set of probes. Cheap to clone (a handle to shared state).
@@ -215,8 +260,14 @@ impl Supervisor {
                 control: tokio::sync::Mutex::new(false),
                 reaper: Mutex::new(Some(reaper)),
                 scope: cgroup::new_scope(),
+                snooper: Mutex::new(None),
             }),
         }
+    }
+
+    /// Resolve probes' snoopers with `resolver` (probes started from now on).
+    pub fn set_snoop_resolver(&self, resolver: Arc<dyn SnoopResolver>) {
+        *lock(&self.shared.snooper) = Some(resolver);
     }
 
     /// Make the running set match `desired`: start new probes, stop (and retire) probes no longer
@@ -243,8 +294,15 @@ impl Supervisor {
             let names: Vec<String> = probes.keys().cloned().collect();
             for name in names {
                 match wanted.get(&name) {
-                    Some(spec) if probes.get(&name).is_some_and(|p| &p.spec == spec) => {
-                        wanted.remove(&name);
+                    Some(spec) if probes.get(&name).is_some_and(|p| p.spec.same_run(spec)) => {
+                        if let (Some(p), Some(spec)) = (probes.get_mut(&name), wanted.remove(&name))
+                        {
+                            if p.spec.runtime != spec.runtime {
+                                // Reaches a running probe over its control channel.
+                                p.runtime.send_replace(spec.runtime.clone());
+                                p.spec = spec;
+                            }
+                        }
                     }
                     Some(_) => changed.extend(probes.remove(&name)),
                     None => removed.extend(probes.remove(&name)),
@@ -257,6 +315,9 @@ impl Supervisor {
             let _ = p.stop.send(true);
         }
         for p in removed.into_iter().chain(changed) {
+            if let Some(t) = &p.snoop_task {
+                t.abort();
+            }
             // A panicked task has nothing left to clean up: its child was killed on drop.
             let _ = p.task.await;
             if !wanted.contains_key(&p.spec.name) {
@@ -289,6 +350,9 @@ impl Supervisor {
         };
         let _ = old.stop.send(true);
         let _ = old.task.await;
+        if let Some(t) = &old.snoop_task {
+            t.abort();
+        }
         let managed = self.start(old.spec);
         lock(&self.shared.probes).insert(name.to_string(), managed);
         drop(control);
@@ -308,6 +372,9 @@ impl Supervisor {
             let _ = p.stop.send(true);
         }
         for p in all {
+            if let Some(t) = &p.snoop_task {
+                t.abort();
+            }
             let _ = p.task.await;
         }
         if let Some(reaper) = lock(&self.shared.reaper).take() {
@@ -342,12 +409,28 @@ impl Supervisor {
     fn start(&self, spec: ProbeSpec) -> ManagedProbe {
         let stats = self.shared.telemetry.probe(&spec.name);
         let (stop, stop_rx) = watch::channel(false);
+        let (runtime, runtime_rx) = watch::channel(spec.runtime.clone());
+        let (snoop_tx, snoop_rx) = watch::channel(Snoop::default());
+        let resolver = lock(&self.shared.snooper).clone();
+        let snoop_task = match resolver {
+            Some(r) if spec.reloads() => Some(tokio::spawn(follow_snoopers(
+                spec.name.clone(),
+                r,
+                runtime_rx.clone(),
+                snoop_tx,
+            ))),
+            _ => None,
+        };
         let ctx = probe_task::ProbeContext {
             spec: spec.clone(),
             stats: Arc::clone(&stats),
             sink: Arc::clone(&self.shared.sink),
             opts: self.shared.opts.clone(),
             scope: self.shared.scope,
+            control: control_channel::ControlInputs {
+                runtime: runtime_rx,
+                snoop: snoop_rx,
+            },
         };
         let task = tokio::spawn(probe_task::run(ctx, stop_rx));
         ManagedProbe {
@@ -355,6 +438,57 @@ impl Supervisor {
             stats,
             stop,
             task,
+            runtime,
+            snoop_task,
         }
     }
+}
+
+/// Keep `snoop` equal to what `resolver` makes of the snoopers in `runtime`, re-asking it when
+/// the snoopers change; ends (forgetting the probe) when the probe is dropped.
+async fn follow_snoopers(
+    name: String,
+    resolver: Arc<dyn SnoopResolver>,
+    mut runtime: watch::Receiver<Option<Arc<Runtime>>>,
+    snoop: watch::Sender<Snoop>,
+) {
+    let mut current: Option<Snoopers> = None;
+    let mut source: Option<watch::Receiver<Snoop>> = None;
+    loop {
+        let want = runtime
+            .borrow_and_update()
+            .as_ref()
+            .map(|r| r.snoopers.clone())
+            .unwrap_or_default();
+        if current.as_ref() != Some(&want) {
+            source = match &want {
+                Snoopers::All => {
+                    resolver.forget(&name);
+                    None
+                }
+                other => Some(resolver.resolve(&name, other)),
+            };
+            current = Some(want);
+        }
+        let now = match &mut source {
+            Some(rx) => rx.borrow_and_update().clone(),
+            None => Snoop::default(),
+        };
+        snoop.send_if_modified(|s| {
+            let changed = *s != now;
+            *s = now;
+            changed
+        });
+        let changed_source = async {
+            match &mut source {
+                Some(rx) => rx.changed().await.is_ok(),
+                None => std::future::pending().await,
+            }
+        };
+        tokio::select! {
+            r = runtime.changed() => if r.is_err() { break },
+            ok = changed_source => if !ok { source = None; current = None; },
+        }
+    }
+    resolver.forget(&name);
 }

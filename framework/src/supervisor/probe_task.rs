@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
-use super::{cgroup, child, start_check, stderr_log};
+use super::{cgroup, child, control_channel, start_check, stderr_log};
 use super::{OutputSink, ProbeSpec, StartCheck, SupervisorOptions, Switch, EXIT_UNSUPPORTED};
 use crate::telemetry::{ProbeState, ProbeStats};
 
@@ -34,6 +34,8 @@ pub(crate) struct ProbeContext {
     pub(crate) opts: SupervisorOptions,
     /// The supervisor's run scope ([`cgroup::new_scope`]).
     pub(crate) scope: u64,
+    /// What the control channel of a probe with `reload` carries.
+    pub(crate) control: control_channel::ControlInputs,
 }
 
 /// How one run of the child ended.
@@ -79,6 +81,7 @@ pub(crate) async fn run(ctx: ProbeContext, mut stop: watch::Receiver<bool>) {
         sink,
         opts,
         scope,
+        control,
     } = ctx;
     let mut backoff = opts.backoff_initial;
     let mut spawned_before = false;
@@ -124,7 +127,7 @@ pub(crate) async fn run(ctx: ProbeContext, mut stop: watch::Receiver<bool>) {
         }
 
         let mut run = cgroup::RunGroup::new(scope, &spec.name, opts.cgroups);
-        let owned = match spawn(&spec, &opts, &run) {
+        let mut owned = match spawn(&spec, &opts, &run) {
             Ok(c) => c,
             Err(e) => {
                 let program = spec.argv.first().map(String::as_str).unwrap_or("");
@@ -149,7 +152,20 @@ pub(crate) async fn run(ctx: ProbeContext, mut stop: watch::Receiver<bool>) {
         run.started(owned.pid);
         tracing::info!(probe = %spec.name, pid = owned.pid, "probe started");
 
-        match supervise(owned, run, &stats, &*sink, &opts, &mut stop).await {
+        let writer = owned.child.stdin.take().and_then(|stdin| {
+            let decl = spec.declaration.clone()?;
+            Some(tokio::spawn(control_channel::write_lines(
+                stdin,
+                decl,
+                control.clone(),
+                Arc::clone(&stats),
+            )))
+        });
+        let end = supervise(owned, run, &stats, &*sink, &opts, &mut stop).await;
+        if let Some(w) = writer {
+            w.abort();
+        }
+        match end {
             RunEnd::Stopped => {
                 set_down(&stats, ProbeState::Stopped);
                 return;
@@ -216,6 +232,9 @@ fn spawn(
     run: &cgroup::RunGroup,
 ) -> std::io::Result<child::OwnedChild> {
     let mut cmd = child::probe_command(&spec.argv)?;
+    if spec.reloads() {
+        cmd.stdin(std::process::Stdio::piped());
+    }
     for (k, v) in spec.env.iter().chain(opts.env.iter()) {
         cmd.env(k, v);
     }

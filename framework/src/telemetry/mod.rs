@@ -122,6 +122,10 @@ pub struct ProbeStats {
     /// Processes killed when a run of the probe ended, other than the probe process itself
     /// (escaped children and grandchildren).
     pub orphans_killed: AtomicU64,
+    /// Control-channel lines written to the probe's stdin (run-time settings without restart).
+    pub control_lines: AtomicU64,
+    /// Control-channel writes that failed (probe not reading its stdin, or gone).
+    pub control_errors: AtomicU64,
     state: Mutex<ProbeState>,
     last_error: Mutex<Option<String>>,
 }
@@ -140,6 +144,8 @@ impl ProbeStats {
             last_record_ms: AtomicU64::new(0),
             log_limit: LogLimiter::default(),
             orphans_killed: AtomicU64::new(0),
+            control_lines: AtomicU64::new(0),
+            control_errors: AtomicU64::new(0),
             state: Mutex::new(ProbeState::Stopped),
             last_error: Mutex::new(None),
         }
@@ -206,6 +212,9 @@ pub struct Telemetry {
     pub http: HttpServers,
     /// `.meta` loads and refusals (shared with the ingest path).
     pub meta: Arc<crate::meta::MetaCounters>,
+    /// Per-probe custom labels (set by the REST API, read by the ingest path) and their
+    /// conflict counters.
+    pub custom_labels: Arc<crate::custom_labels::CustomLabels>,
     /// SIGHUP reloads whose configuration was applied.
     pub config_reloads: AtomicU64,
     /// SIGHUP reloads refused because the file was invalid (old configuration kept).

@@ -87,6 +87,20 @@ pub fn render_self_metrics(tel: &Telemetry, store: &TableStore, out: &mut String
     );
     per_probe(
         out,
+        "gala_gopher_self_probe_control_lines_total",
+        "counter",
+        "Run-time settings sent to the probe over its control channel (stdin).",
+        &|p| p.control_lines.load(Ordering::Relaxed).to_string(),
+    );
+    per_probe(
+        out,
+        "gala_gopher_self_probe_control_errors_total",
+        "counter",
+        "Control-channel writes that failed (the probe did not read its stdin in time, or was gone).",
+        &|p| p.control_errors.load(Ordering::Relaxed).to_string(),
+    );
+    per_probe(
+        out,
         "gala_gopher_self_probe_up",
         "gauge",
         "1 if the probe process is running.",
@@ -245,4 +259,5 @@ pub fn render_self_metrics(tel: &Telemetry, store: &TableStore, out: &mut String
     super::render_discovery_metrics(&tel.discovery, &mid, out);
     super::render_http_metrics(&tel.http, &mid, out);
     tel.meta.render(&mid, out);
+    tel.custom_labels.render(&mid, out);
 }

@@ -35,6 +35,25 @@ pub fn http(port: u16, method: &str, path: &str) -> std::io::Result<(u16, String
     Ok((status, body.to_string()))
 }
 
+/// Spawn the daemon on `dir/gala-gopher.conf`, its output appended to `dir/daemon.log`.
+fn spawn_daemon(dir: &Path, env: &[(&str, &str)]) -> Child {
+    let log = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(dir.join("daemon.log"))
+        .unwrap();
+    Command::new(env!("CARGO_BIN_EXE_gala-gopher"))
+        .arg("-c")
+        .arg(dir.join("gala-gopher.conf"))
+        .env("GALA_GOPHER_GLOBAL__MACHINE_ID", MACHINE_ID)
+        .envs(env.iter().copied())
+        .stdin(Stdio::null())
+        .stdout(log.try_clone().unwrap())
+        .stderr(log)
+        .spawn()
+        .expect("spawn gala-gopher")
+}
+
 /// Write an executable script.
 pub fn write_script(path: &Path, body: &str) {
     std::fs::write(path, body).unwrap();
@@ -97,38 +116,39 @@ impl Daemon {
         setup(&dir.path().join("probes"));
         let port = free_port();
         let conf = format!(
-            "global = {{ log_level = \"info\"; probes_dir = \"{p}\"; meta_dir = \"{m}\"; sdk_dir = \"{s}\"; }};\n\
+            "global = {{ log_level = \"info\"; probes_dir = \"{p}\"; meta_dir = \"{m}\"; sdk_dir = \"{s}\"; \
+             cmd_socket = \"{d}/cmd.sock\"; probes_init = \"{d}/probes.init\"; }};\n\
              imdb = {{ record_timeout = {record_timeout}; }};\n\
              web_server = {{ bind_addr = \"127.0.0.1\"; port = {port}; }};\n{extra}\n",
             p = dir.path().join("probes").display(),
             m = dir.path().join("meta").display(),
             s = workspace().join("probe-sdk/scripts").display(),
+            d = dir.path().display(),
         );
         let conf_path = dir.path().join("gala-gopher.conf");
         std::fs::write(&conf_path, conf).unwrap();
-        let log = std::fs::File::create(dir.path().join("daemon.log")).unwrap();
-        let child = Command::new(env!("CARGO_BIN_EXE_gala-gopher"))
-            .arg("-c")
-            .arg(&conf_path)
-            .env("GALA_GOPHER_GLOBAL__MACHINE_ID", MACHINE_ID)
-            .envs(env.iter().copied())
-            .stdin(Stdio::null())
-            .stdout(log.try_clone().unwrap())
-            .stderr(log)
-            .spawn()
-            .expect("spawn gala-gopher");
+        Daemon::start_in(dir, port, env)
+    }
+
+    /// Start the daemon on the config already in `dir` (`gala-gopher.conf`, web port `port`).
+    pub fn start_in(dir: tempfile::TempDir, port: u16, env: &[(&str, &str)]) -> Daemon {
+        let child = spawn_daemon(dir.path(), env);
         let d = Daemon { dir, port, child };
+        d.wait_up();
+        d
+    }
+
+    fn wait_up(&self) {
         let up = wait_for(Duration::from_secs(20), || {
-            http(d.port, "GET", "/metrics")
+            http(self.port, "GET", "/metrics")
                 .ok()
                 .filter(|(s, _)| *s == 200)
         });
         assert!(
             up.is_some(),
             "daemon did not serve /metrics; log:\n{}",
-            d.log()
+            self.log()
         );
-        d
     }
 
     pub fn log(&self) -> String {
@@ -163,6 +183,18 @@ impl Daemon {
 
     pub fn pid(&self) -> i32 {
         self.child.id() as i32
+    }
+
+    /// SIGTERM, wait, and start again on the same folder and config (the log is appended).
+    pub fn restart(&mut self, env: &[(&str, &str)]) {
+        // SAFETY: plain kill(2) on our own child.
+        unsafe {
+            libc::kill(self.child.id() as i32, libc::SIGTERM);
+        }
+        let status = wait_for(Duration::from_secs(15), || self.child.try_wait().ok().flatten());
+        assert!(status.is_some(), "daemon exits after SIGTERM");
+        self.child = spawn_daemon(self.dir.path(), env);
+        self.wait_up();
     }
 
     /// SIGTERM and wait; returns the exit status and how long it took.

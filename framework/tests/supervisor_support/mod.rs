@@ -131,6 +131,8 @@ pub fn spec(name: &str, argv: &[&str]) -> ProbeSpec {
         switch: Switch::On,
         start_check: None,
         meta_files: Vec::new(),
+        declaration: None,
+        runtime: None,
     }
 }
 

@@ -7,13 +7,17 @@
 //! * [`loader`]: loads/attaches the programs and reads their maps.
 //! * [`stats`]: per-disk statistics summed over CPUs, latency buckets (pure).
 //! * [`disk`]: disk names from sysfs.
-//! * [`tables`]: the table declarations, from which `ioprobe.meta` is generated.
+//! * [`tables`]: the table declarations and the run-time control declaration, from which
+//!   `ioprobe.meta` is generated.
 //! * [`report`]: the record lines.
+//! * [`settings`]: period, tables, disk and event threshold, from the command line and the
+//!   control channel.
 
 pub mod decode;
 pub mod disk;
 pub mod loader;
 pub mod report;
+pub mod settings;
 pub mod skel;
 pub mod stats;
 pub mod tables;

@@ -1,27 +1,35 @@
 //! `ioprobe`: per-disk block I/O latency, bytes, request counts and errors (see `ioprobe.meta`).
 //!
-//! Flags (upstream): `-t <secs>` period, `-d <name>` report only this disk, `-T <ms>` emit a
+//! Flags (upstream): `-t <secs>` period, `-P <bits>` tables (1 `io_latency`, 2 `io_err`,
+//! 4 `io_count`; default all), `-d <name>` report only this disk, `-T <ms>` emit a
 //! `latency_req_max` event above this request latency, `-b <file>` custom BTF.
-//! `ioprobe --print-meta` prints the `.meta` file.
+//! The control channel on stdin changes period, tables, disk and threshold without a restart
+//! ([`ioprobe::settings`]); each applied change logs one `[INFO]` line.
+//! `ioprobe --print-meta` prints the `.meta` file (tables and run-time control).
 //! Hidden test hooks: env `IOPROBE_EXTRA_HOOK=<category>:<name>` (or `raw:<name>`) adds a
 //! required hook, to exercise the "unsupported" path with a tracepoint that does not exist;
 //! env `IOPROBE_COMPLETION_HOOK=raw_tp` skips the preferred `tp_btf` completion program.
 
 use std::mem::MaybeUninit;
 use std::process::ExitCode;
+use std::time::{Duration, Instant};
 
 use anyhow::Context;
 use ioprobe::disk::DiskNames;
 use ioprobe::loader::{required_hooks, CompletionHook, IoBpf};
 use ioprobe::report::{self, DiskReport};
+use ioprobe::settings::Settings;
 use probe_sdk::args::ProbeArgs;
 use probe_sdk::bpf::{self, Hook};
+use probe_sdk::control::Control;
 use probe_sdk::record::{is_broken_pipe, RecordWriter};
-use probe_sdk::run::PeriodLoop;
+use probe_sdk::run::{self, PeriodLoop};
 use probe_sdk::{error, info, warn};
 
 const EXTRA_HOOK_ENV: &str = "IOPROBE_EXTRA_HOOK";
 const COMPLETION_HOOK_ENV: &str = "IOPROBE_COMPLETION_HOOK";
+/// Longest sleep between termination and control checks.
+const POLL_SLICE: Duration = Duration::from_millis(100);
 
 fn main() -> ExitCode {
     if std::env::args().nth(1).as_deref() == Some("--print-meta") {
@@ -75,7 +83,11 @@ fn run(args: &ProbeArgs) -> anyhow::Result<()> {
             CompletionHook::RawTp,
         ),
     };
-    let mut period = PeriodLoop::new(args.period()).context("cannot install signal handlers")?;
+    let _signals = PeriodLoop::new(args.period()).context("cannot install signal handlers")?;
+    // Stdin closed or /dev/null (run by hand): no message ever arrives.
+    let control = Control::from_stdin();
+    let decl = ioprobe::tables::declaration();
+    let mut settings = Settings::from_args(args);
     info!(
         "ioprobe attached to raw tracepoints {} (completion via {}); period {} s",
         ioprobe::loader::RAW_TRACEPOINTS.join(", "),
@@ -84,24 +96,48 @@ fn run(args: &ProbeArgs) -> anyhow::Result<()> {
     );
 
     let names = DiskNames::default();
-    let latency_thr_us = args.latency_thr_ms.saturating_mul(1000);
     let mut out = RecordWriter::stdout();
-    while period.wait_next() {
+    let mut next = Instant::now() + settings.period;
+    while !run::terminated() {
+        std::thread::sleep(
+            next.saturating_duration_since(Instant::now())
+                .min(POLL_SLICE),
+        );
+        if let Some(msg) = control.take() {
+            let old_period = settings.period;
+            let applied = settings.apply(&msg, &decl);
+            for refused in &applied.refused {
+                warn!("control: {refused}");
+            }
+            for change in &applied.changes {
+                info!("control: {change}");
+            }
+            if applied.period_changed {
+                // One new period after the previous boundary, or now if that has passed.
+                let last = next.checked_sub(old_period).unwrap_or(next);
+                next = (last + settings.period).max(Instant::now());
+            }
+        }
+        let now = Instant::now();
+        if now < next {
+            continue;
+        }
         let samples = probe.collect().context("cannot read the io maps")?;
+        let latency_thr_us = settings.latency_thr_ms.saturating_mul(1000);
         let mut write = || -> std::io::Result<()> {
             for sample in &samples {
                 let labels = names.labels(sample.id);
-                if let Some(only) = args.dev.as_deref() {
-                    if labels.as_ref().map(|l| l.blk_name.as_str()) != Some(only) {
-                        continue;
-                    }
+                if !settings.selects(labels.as_ref().map(|l| l.blk_name.as_str())) {
+                    continue;
                 }
                 let disk = DiskReport {
                     sample,
                     labels: labels.as_ref(),
                 };
-                report::write_disk(&mut out, &disk)?;
-                report::write_latency_event(&mut out, &disk, latency_thr_us)?;
+                report::write_disk(&mut out, &disk, settings.tables)?;
+                if settings.tables.latency {
+                    report::write_latency_event(&mut out, &disk, latency_thr_us)?;
+                }
             }
             report::write_bpf_stats(&mut out, &probe.loss_counters())?;
             out.flush()
@@ -111,6 +147,9 @@ fn run(args: &ProbeArgs) -> anyhow::Result<()> {
             // The daemon is gone: nobody reads us any more.
             Err(e) if is_broken_pipe(&e) => break,
             Err(e) => return Err(e).context("cannot write records"),
+        }
+        while next <= now {
+            next += settings.period;
         }
     }
     Ok(())

@@ -8,7 +8,53 @@ use probe_sdk::record::RecordWriter;
 
 use crate::disk::DiskLabels;
 use crate::stats::{DiskSample, LatStats, Op, LAT_BOUNDS_US, STAGES};
-use crate::tables::{ENTITY, PROBE_KEY, TABLE_BPF_STATS, TABLE_COUNT, TABLE_ERR, TABLE_LATENCY};
+use crate::tables::{
+    BIT_COUNT, BIT_ERR, BIT_TRACE, ENTITY, PROBE_KEY, TABLE_BPF_STATS, TABLE_COUNT, TABLE_ERR,
+    TABLE_LATENCY,
+};
+
+/// Which disk tables are printed (from the `-P` bits of the sub-probes, see
+/// [`crate::tables::declaration`]); `io_bpf_stats` always is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Tables {
+    /// `io_latency` (sub-probe `io_trace`), and the `latency_req_max` event.
+    pub latency: bool,
+    /// `io_err` (sub-probe `io_err`).
+    pub err: bool,
+    /// `io_count` (sub-probe `io_count`).
+    pub count: bool,
+}
+
+impl Tables {
+    /// Every table.
+    pub const ALL: Tables = Tables {
+        latency: true,
+        err: true,
+        count: true,
+    };
+
+    /// The tables of `-P` bits `bits`.
+    pub fn from_bits(bits: u32) -> Tables {
+        Tables {
+            latency: bits & BIT_TRACE != 0,
+            err: bits & BIT_ERR != 0,
+            count: bits & BIT_COUNT != 0,
+        }
+    }
+
+    /// Names of the tables printed, in output order.
+    pub fn names(&self) -> Vec<&'static str> {
+        [
+            (self.latency, TABLE_LATENCY),
+            (self.count, TABLE_COUNT),
+            (self.err, TABLE_ERR),
+        ]
+        .into_iter()
+        .filter(|(on, _)| *on)
+        .map(|(_, name)| name)
+        .collect()
+    }
+}
 
 /// What to print for one disk: its sample and labels (absent labels print as empty fields).
 #[derive(Debug, Clone)]
@@ -29,13 +75,54 @@ fn latency_histogram(lat: &LatStats, max_us: u64) -> String {
     record_line::histogram::encode(&LAT_BOUNDS_US, &lat.slots, ns_to_us(lat.sum_ns), max_us)
 }
 
-/// Writes `io_latency`, `io_count` and (if it had errors) `io_err` for one disk.
-pub fn write_disk<W: Write>(out: &mut RecordWriter<W>, disk: &DiskReport<'_>) -> io::Result<()> {
+/// Writes `io_latency`, `io_count` and (if it had errors) `io_err` for one disk, those of them
+/// that `tables` selects.
+pub fn write_disk<W: Write>(
+    out: &mut RecordWriter<W>,
+    disk: &DiskReport<'_>,
+    tables: Tables,
+) -> io::Result<()> {
     let s = &disk.sample.stats;
     let id = disk.sample.id;
     let blk_name = disk.labels.map(|l| l.blk_name.as_str());
     let disk_name = disk.labels.map(|l| l.disk_name.as_str());
 
+    if tables.latency {
+        write_latency(out, disk)?;
+    }
+    if tables.count {
+        out.record(TABLE_COUNT)
+            .field(&id.major)
+            .field(&id.first_minor)
+            .field(&blk_name)
+            .field(&disk_name)
+            .field(&s.bytes[Op::Read as usize])
+            .field(&s.bytes[Op::Write as usize])
+            .field(&s.bytes[Op::Discard as usize])
+            .field(&s.ops[Op::Read as usize])
+            .field(&s.ops[Op::Write as usize])
+            .field(&s.ops[Op::Discard as usize])
+            .field(&s.ops[Op::Flush as usize])
+            .end()?;
+    }
+    if tables.err && s.errors > 0 {
+        out.record(TABLE_ERR)
+            .field(&id.major)
+            .field(&id.first_minor)
+            .field(&blk_name)
+            .field(&disk_name)
+            .field(&s.last_err)
+            .field(&s.errors)
+            .end()?;
+    }
+    Ok(())
+}
+
+fn write_latency<W: Write>(out: &mut RecordWriter<W>, disk: &DiskReport<'_>) -> io::Result<()> {
+    let s = &disk.sample.stats;
+    let id = disk.sample.id;
+    let blk_name = disk.labels.map(|l| l.blk_name.as_str());
+    let disk_name = disk.labels.map(|l| l.disk_name.as_str());
     let mut rec = out
         .record(TABLE_LATENCY)
         .field(&id.major)
@@ -51,33 +138,7 @@ pub fn write_disk<W: Write>(out: &mut RecordWriter<W>, disk: &DiskReport<'_>) ->
             .field(&lat.count)
             .field(&latency_histogram(lat, max_us));
     }
-    rec.end()?;
-
-    out.record(TABLE_COUNT)
-        .field(&id.major)
-        .field(&id.first_minor)
-        .field(&blk_name)
-        .field(&disk_name)
-        .field(&s.bytes[Op::Read as usize])
-        .field(&s.bytes[Op::Write as usize])
-        .field(&s.bytes[Op::Discard as usize])
-        .field(&s.ops[Op::Read as usize])
-        .field(&s.ops[Op::Write as usize])
-        .field(&s.ops[Op::Discard as usize])
-        .field(&s.ops[Op::Flush as usize])
-        .end()?;
-
-    if s.errors > 0 {
-        out.record(TABLE_ERR)
-            .field(&id.major)
-            .field(&id.first_minor)
-            .field(&blk_name)
-            .field(&disk_name)
-            .field(&s.last_err)
-            .field(&s.errors)
-            .end()?;
-    }
-    Ok(())
+    rec.end()
 }
 
 /// Writes the `io_bpf_stats` record.
@@ -203,6 +264,7 @@ mod tests {
                     sample: &s,
                     labels: Some(&labels),
                 },
+                Tables::ALL,
             )
             .unwrap();
         });
@@ -233,12 +295,42 @@ mod tests {
                     sample: &s,
                     labels: None,
                 },
+                Tables::ALL,
             )
             .unwrap();
         });
         let last = text.lines().last().unwrap();
         assert_eq!(last, "|io_err|7|3|||10|5|");
         assert!(text.starts_with("|io_latency|7|3|||"));
+    }
+
+    #[test]
+    fn only_selected_tables_are_written() {
+        let mut s = sample();
+        s.stats.errors = 1;
+        let d = DiskReport {
+            sample: &s,
+            labels: None,
+        };
+        let tables = |t: Tables| {
+            render(|w| write_disk(w, &d, t).unwrap())
+                .lines()
+                .map(|l| l.split('|').nth(1).unwrap().to_string())
+                .collect::<Vec<_>>()
+        };
+        assert_eq!(tables(Tables::ALL), ["io_latency", "io_count", "io_err"]);
+        assert_eq!(tables(Tables::from_bits(BIT_COUNT)), ["io_count"]);
+        assert_eq!(tables(Tables::from_bits(BIT_ERR)), ["io_err"]);
+        assert_eq!(
+            tables(Tables::from_bits(BIT_TRACE | BIT_ERR)),
+            ["io_latency", "io_err"]
+        );
+        assert!(tables(Tables::from_bits(0x100)).is_empty());
+        assert_eq!(Tables::from_bits(u32::MAX), Tables::ALL);
+        assert_eq!(
+            Tables::from_bits(BIT_COUNT | BIT_TRACE).names(),
+            ["io_latency", "io_count"]
+        );
     }
 
     #[test]

@@ -2,7 +2,9 @@
 //! (a test keeps the committed file equal to [`meta_text`]), and [`crate::report`] writes the
 //! records in the same field order (tests check it against these declarations).
 
+use probe_sdk::args::DEFAULT_PERIOD_SECS;
 use probe_sdk::bpf;
+use probe_sdk::decl::{self, Declaration, ParamValue, SubProbe};
 use probe_sdk::meta::{self, Field, Table};
 
 /// Table with per-stage latency statistics.
@@ -17,6 +19,13 @@ pub const TABLE_BPF_STATS: &str = "io_bpf_stats";
 pub const PROBE_KEY: &str = "io";
 /// Entity of the disk tables (and of the events).
 pub const ENTITY: &str = "block";
+
+/// `-P` bit: `io_latency` and the `latency_req_max` event (upstream `PROBE_RANGE_IO_TRACE`).
+pub const BIT_TRACE: u32 = 1;
+/// `-P` bit: `io_err` (upstream `PROBE_RANGE_IO_ERR`).
+pub const BIT_ERR: u32 = 2;
+/// `-P` bit: `io_count` (upstream `PROBE_RANGE_IO_COUNT`).
+pub const BIT_COUNT: u32 = 4;
 
 /// The comment at the top of `ioprobe.meta`.
 const HEADER: &[&str] = &[
@@ -119,9 +128,47 @@ pub fn meta_tables() -> Vec<Table> {
     ]
 }
 
-/// The `.meta` file describing every table this probe writes (`ioprobe --print-meta`).
+/// What ioprobe declares about its run-time control (the `probe` group of `ioprobe.meta`).
+///
+/// * REST name `io`; changes apply without a restart (control channel on stdin). No snoopers:
+///   block requests are not attributed to processes here.
+/// * Sub-probes (upstream's names and bits): `io_trace` → `io_latency` (and the latency event),
+///   `io_err` → `io_err`, `io_count` → `io_count`; all on by default. Upstream's `page_cache`
+///   is not produced, so it is not declared. All three come from the same programs: the bits
+///   select what is printed, the programs stay attached.
+/// * Params: `report_period` (default 5 s, `-t`), `dev_name` (print only this disk, `-d`;
+///   empty = every disk) and `latency_thr` (ms, `-T`; 0 = no event).
+pub fn declaration() -> Declaration {
+    let report_period = decl::standard("report_period")
+        .map(|p| p.with_default(ParamValue::Int(i64::from(DEFAULT_PERIOD_SECS))));
+    Declaration {
+        rest_name: Some("io".to_string()),
+        reload: true,
+        snoopers: Vec::new(),
+        sub_probes: vec![
+            SubProbe::new("io_trace", BIT_TRACE),
+            SubProbe::new("io_err", BIT_ERR),
+            SubProbe::new("io_count", BIT_COUNT),
+        ],
+        params: [
+            report_period,
+            decl::standard("dev_name"),
+            decl::standard("latency_thr"),
+        ]
+        .into_iter()
+        .flatten()
+        .collect(),
+    }
+}
+
+/// The `.meta` file describing every table this probe writes and its run-time control
+/// (`ioprobe --print-meta`).
 pub fn meta_text() -> String {
-    meta::render(HEADER, &meta_tables())
+    format!(
+        "{}\n{}",
+        meta::render(HEADER, &meta_tables()),
+        declaration().render_meta()
+    )
 }
 
 #[cfg(test)]
@@ -150,6 +197,28 @@ mod tests {
                 ]
             );
         }
+    }
+
+    #[test]
+    fn declaration_is_valid() {
+        let d = declaration();
+        d.validate().unwrap();
+        assert_eq!(d.rest_name.as_deref(), Some("io"));
+        assert!(d.snoopers.is_empty());
+        assert_eq!(
+            d.sub_probe_bits(&d.default_sub_probes()),
+            Ok(BIT_TRACE | BIT_ERR | BIT_COUNT)
+        );
+        assert!(d.sub_probe("page_cache").is_none(), "not produced");
+        let names: Vec<&str> = d.params.iter().map(|p| p.name.as_str()).collect();
+        assert_eq!(names, ["report_period", "dev_name", "latency_thr"]);
+        assert_eq!(
+            d.param("report_period").map(|p| &p.default),
+            Some(&ParamValue::Int(5))
+        );
+        // The flags are the ones ProbeArgs reads.
+        let flags: Vec<Option<char>> = d.params.iter().map(|p| p.flag).collect();
+        assert_eq!(flags, [Some('t'), Some('d'), Some('T')]);
     }
 
     #[test]

@@ -103,6 +103,18 @@ fn meta_is_well_formed() {
 }
 
 #[test]
+fn meta_declares_the_run_time_control() {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("ioprobe.meta");
+    let root = gala_libconfig::parse_file(&path).unwrap();
+    let decl = probe_sdk::decl::Declaration::from_node(&root)
+        .expect("valid probe group")
+        .expect("a probe group");
+    assert_eq!(decl, ioprobe::tables::declaration());
+    assert!(decl.reload);
+    assert_eq!(decl.sub_probe("io_count").map(|s| s.bits), Some(4));
+}
+
+#[test]
 fn printed_records_match_the_meta() {
     let tables = load_meta();
     let mut stats = DiskStats {
@@ -134,6 +146,7 @@ fn printed_records_match_the_meta() {
             sample: &sample,
             labels: Some(&labels),
         },
+        report::Tables::ALL,
     )
     .unwrap();
     report::write_bpf_stats(&mut w, &LossCounters::default()).unwrap();

@@ -147,7 +147,7 @@ mod tests {
             "TRACK_SLOTS"
         );
         assert_eq!(
-            array_len(|r: &types::rodata| &r.slow_col),
+            array_len(|b: &types::bss| &b.slow_col),
             TABLE_LEN,
             "SYSCALL_TABLE_LEN"
         );

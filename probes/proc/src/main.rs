@@ -1,10 +1,18 @@
 //! taskprobe: per-process syscall counts and failures, time in slow syscalls, fork/exec/exit,
 //! off-CPU time and block IO, from eBPF tracepoints aggregated in maps and printed once per
 //! period as upstream `proc_*` records. See docs/probes/proc.md.
-//! `taskprobe --print-meta` prints the `.meta` file.
+//! `taskprobe --print-meta` prints the `.meta` file (tables and run-time control).
+//!
+//! Run-time control (the daemon's control channel on stdin, see [`tables::declaration`]):
+//! `report_period` changes the period; `probe_bits` changes the plan, attaching and detaching
+//! programs and switching the BPF knobs without reloading; `snoop` include/exclude replaces
+//! the `-f`/`-w` selection (and `all` goes back to it), updating the BPF filter so untracked
+//! processes cost nothing and stop being reported. Each applied change logs one `[INFO]` line.
 
 mod decode;
 mod hooks;
+mod knobs;
+mod programs;
 mod report;
 mod selection;
 mod skel;
@@ -24,24 +32,28 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result};
 use libbpf_rs::skel::{OpenSkel, SkelBuilder};
-use libbpf_rs::{Link, MapCore, ProgramMut};
+use libbpf_rs::MapCore;
 use probe_sdk::args::ProbeArgs;
 use probe_sdk::bpf::{self, Hook, RingPoller};
+use probe_sdk::control::{Control, ControlMsg};
+use probe_sdk::decl::Declaration;
 use probe_sdk::record::{self, RecordWriter};
 use probe_sdk::run::{self, PeriodLoop};
 use probe_sdk::whitelist::Whitelist;
 
-use hooks::{BlockStart, Plan, SyscallTiming, DEFAULT_BITS, REQUIRE_HOOK_ENV};
-use selection::Selection;
-use skel::{OpenProcSkel, ProcProgs, ProcSkelBuilder};
+use hooks::{Plan, SyscallTiming, DEFAULT_BITS, REQUIRE_HOOK_ENV};
+use knobs::{KnobVars, Knobs};
+use programs::{Attached, Loaded};
+use selection::{Active, FilterMode, Selection};
+use skel::{types, OpenProcSkel, ProcProgs, ProcSkelBuilder};
 use tables::{STATS_PROBE, STATS_TABLE};
-use tracker::Tracker;
+use tracker::{FilterMem, Tracker};
 
 const PROC_ROOT: &str = "/proc";
 /// Bound on processes counted at once (entries of `proc_stats`); further ones count as
 /// `map_full` in `proc_bpf_stats`.
 const MAX_TRACKED: u32 = 10240;
-/// Longest wait between ring-buffer drains / termination checks.
+/// Longest wait between ring-buffer drains / termination and control checks.
 const POLL_SLICE: Duration = Duration::from_millis(100);
 /// Benchmark knob: load the syscall programs as no-ops, to measure what the hooks alone cost.
 /// The verifier prunes the check (frozen .rodata), so it costs nothing when unset.
@@ -81,72 +93,17 @@ fn hooks_to_check(plan: &Plan) -> Result<Vec<Hook>> {
     Ok(hooks)
 }
 
-fn configure(open: &mut OpenProcSkel<'_>, plan: &Plan, sel: &Selection) -> Result<()> {
+fn configure(open: &mut OpenProcSkel<'_>, loaded: &Loaded) -> Result<()> {
     let ro = open
         .maps
         .rodata_data
         .as_deref_mut()
         .context("BPF object has no .rodata")?;
-    ro.track_all = u8::from(sel.is_all());
-    // Children of a whitelisted process share its comm and cmdline until they exec (which
-    // sends a notice and is re-checked), so they are tracked from their first syscall.
-    ro.inherit_forks = u8::from(sel.has_whitelist());
-    ro.notify_exec = u8::from(sel.has_whitelist());
-    ro.slow_col = plan.syscall_table;
-    ro.account_offcpu = u8::from(plan.offcpu);
-    ro.exact_sys_time = u8::from(plan.sys_enter);
-    ro.blocked_sys_time = u8::from(plan.blocked_timing);
     ro.noop_hooks = u8::from(std::env::var_os(NOOP_ENV).is_some());
     open.maps.proc_stats.set_max_entries(MAX_TRACKED)?;
     open.maps.tracked_overflow.set_max_entries(MAX_TRACKED)?;
-    let progs = &mut open.progs;
-    progs.on_sys_enter.set_autoload(plan.sys_enter);
-    progs.on_sys_exit.set_autoload(plan.sys_exit);
-    progs.on_sched_switch.set_autoload(plan.sched_switch);
-    progs
-        .on_io_start
-        .set_autoload(plan.block == Some(BlockStart::IoStart));
-    progs
-        .on_rq_issue
-        .set_autoload(plan.block == Some(BlockStart::RqIssue));
-    progs.on_rq_complete.set_autoload(plan.block.is_some());
+    loaded.set_autoload(&mut open.progs);
     Ok(())
-}
-
-/// The programs the plan attaches, in attach order.
-fn planned<'a, 'obj>(p: &'a ProcProgs<'obj>, plan: &Plan) -> Vec<&'a ProgramMut<'obj>> {
-    let mut progs = vec![&p.on_fork, &p.on_exec, &p.on_exit];
-    if plan.sys_enter {
-        progs.push(&p.on_sys_enter);
-    }
-    if plan.sys_exit {
-        progs.push(&p.on_sys_exit);
-    }
-    if plan.sched_switch {
-        progs.push(&p.on_sched_switch);
-    }
-    match plan.block {
-        Some(BlockStart::IoStart) => progs.push(&p.on_io_start),
-        Some(BlockStart::RqIssue) => progs.push(&p.on_rq_issue),
-        None => {}
-    }
-    if plan.block.is_some() {
-        progs.push(&p.on_rq_complete);
-    }
-    progs
-}
-
-fn attach(p: &ProcProgs<'_>, plan: &Plan) -> Result<Vec<Link>> {
-    Ok(planned(p, plan)
-        .into_iter()
-        .map(ProgramMut::attach)
-        .collect::<Result<_, _>>()?)
-}
-
-/// Calls of the attached programs that the kernel skipped because the same program was already
-/// running on that CPU (e.g. a block completion interrupting one): events not accounted.
-fn recursion_misses(p: &ProcProgs<'_>, plan: &Plan) -> u64 {
-    bpf::recursion_misses(planned(p, plan).into_iter().map(AsFd::as_fd))
 }
 
 /// Counters the user-space side adds to `proc_bpf_stats`.
@@ -163,13 +120,18 @@ fn track_logged(tracker: &Tracker<'_>, loss: &mut UserLoss, tgid: u32, comm: &st
     }
 }
 
-/// Makes the tracked set follow the selection: new matches are tracked, processes that no
-/// longer match are dropped. Exited processes are left for their final report.
-fn resync(tracker: &Tracker<'_>, sel: &Selection, loss: &mut UserLoss) {
-    // Entries before the scan: a child that BPF starts tracking in between is then not yet
-    // listed here, so it cannot be dropped for missing from an older scan.
+/// Makes the tracked set follow the selection (listed mode): new matches are tracked,
+/// processes that no longer match are dropped. Exited processes are left for their final
+/// report. `wanted` is called after the entries are read: a child that BPF starts tracking in
+/// between is then not listed in them, so it cannot be dropped for missing from an older scan.
+fn resync(
+    tracker: &Tracker<'_>,
+    wanted: impl FnOnce() -> BTreeSet<u32>,
+    proc_root: &Path,
+    loss: &mut UserLoss,
+) {
     let entries = tracker.entries();
-    let wanted = sel.scan();
+    let wanted = wanted();
     let mut have = BTreeSet::new();
     for (tgid, c) in entries {
         if c.exited {
@@ -186,14 +148,14 @@ fn resync(tracker: &Tracker<'_>, sel: &Selection, loss: &mut UserLoss) {
         }
     }
     for tgid in wanted.difference(&have) {
-        if let Some(id) = selection::identity(sel.proc_root(), *tgid) {
+        if let Some(id) = selection::identity(proc_root, *tgid) {
             track_logged(tracker, loss, *tgid, &id.comm);
         }
     }
 }
 
-/// Track-all mode, after the start-up scan: drops entries of processes that are gone without an
-/// exit having been seen, so they are not reported forever.
+/// Unlisted modes (all, exclude): drops entries of processes that are gone without an exit
+/// having been seen, so they are not reported forever.
 fn prune_vanished(tracker: &Tracker<'_>, proc_root: &Path) {
     for (tgid, c) in tracker.entries() {
         // Re-read after the /proc check: an exit between the snapshot and the check has set
@@ -204,38 +166,213 @@ fn prune_vanished(tracker: &Tracker<'_>, proc_root: &Path) {
     }
 }
 
-/// Re-evaluates a process that just exec'd (whitelist mode).
-fn on_exec_notice(tracker: &Tracker<'_>, sel: &Selection, loss: &mut UserLoss, tgid: u32) {
-    match selection::identity(sel.proc_root(), tgid) {
-        Some(id) if sel.selects(tgid, &id) => track_logged(tracker, loss, tgid, &id.comm),
-        Some(_) if tracker.is_tracked(tgid) => tracker.untrack(tgid),
-        // Not selected and not tracked, or already gone (its exit is handled by BPF).
-        _ => {}
-    }
-}
-
-/// Prints every process once and the loss counters; exited processes are then forgotten.
-fn report<W: Write>(
-    out: &mut RecordWriter<W>,
+/// Unlisted modes, right after the mode is set: processes that already exist (BPF adds new ones
+/// at fork, and any it missed at their next context switch or syscall). One prune afterwards
+/// closes the scan's race: the exit hook is attached, so only a process that exited before its
+/// entry was inserted can be gone without `exited`.
+fn track_existing(
     tracker: &Tracker<'_>,
-    sel: &mut Selection,
-    plan: &Plan,
-    gg_stats: &dyn MapCore,
-    loss: &UserLoss,
-    misses: u64,
-) -> std::io::Result<()> {
-    for (tgid, c) in tracker.entries() {
-        report::write_process(out, tgid, &c, &plan.tables)?;
-        if c.exited {
-            tracker.untrack(tgid);
-            sel.forget_pid(tgid);
+    proc_root: &Path,
+    excluded: &BTreeSet<u32>,
+    loss: &mut UserLoss,
+) {
+    for (tgid, comm) in selection::user_processes(proc_root) {
+        if !excluded.contains(&tgid) {
+            track_logged(tracker, loss, tgid, &comm);
         }
     }
-    let mut counters = bpf::read_loss_counters(gg_stats);
-    counters.map_full += loss.map_full;
-    counters.lost = counters.lost.saturating_add(misses);
-    bpf::write_loss_record(out, STATS_TABLE, STATS_PROBE, &counters)?;
-    out.flush()
+    prune_vanished(tracker, proc_root);
+}
+
+/// What one run keeps between wake-ups: the BPF side, the selection and the plan in force.
+struct Runtime<'a, 'obj> {
+    tracker: &'a Tracker<'a>,
+    knobs: &'a Knobs<'a>,
+    progs: &'a ProcProgs<'obj>,
+    gg_stats: &'a dyn MapCore,
+    loaded: Loaded,
+    attached: Attached,
+    decl: Declaration,
+    /// The command line's selection.
+    sel: Selection,
+    active: Active,
+    timing: SyscallTiming,
+    io_start: bool,
+    bits: u32,
+    /// Bits a control message asked for that could not be applied (warned about once).
+    refused_bits: Option<u32>,
+    plan: Plan,
+    period: Duration,
+    next: Instant,
+    loss: UserLoss,
+}
+
+impl Runtime<'_, '_> {
+    fn proc_root(&self) -> &Path {
+        self.sel.proc_root()
+    }
+
+    /// The periodic update of a listed selection (`-f`/`-w` or snoop include).
+    fn resync(&mut self) {
+        if self.active.filter_mode(&self.sel) != FilterMode::Include {
+            return;
+        }
+        let (active, sel) = (&self.active, &self.sel);
+        let wanted = || active.wanted(sel).unwrap_or_default();
+        resync(self.tracker, wanted, sel.proc_root(), &mut self.loss);
+    }
+
+    /// Re-evaluates a process that just exec'd (command-line whitelist in force).
+    fn on_exec_notice(&mut self, tgid: u32) {
+        if !self.active.uses_whitelist(&self.sel) {
+            return;
+        }
+        let tracker = self.tracker;
+        match selection::identity(self.proc_root(), tgid) {
+            Some(id) if self.sel.selects(tgid, &id) => {
+                track_logged(tracker, &mut self.loss, tgid, &id.comm)
+            }
+            Some(_) if tracker.is_tracked(tgid) => tracker.untrack(tgid),
+            // Not selected and not tracked, or already gone (its exit is handled by BPF).
+            _ => {}
+        }
+    }
+
+    /// Applies a control message: period, tables (plan), process selection.
+    fn apply(&mut self, msg: &ControlMsg) -> Result<()> {
+        if let Some(v) = msg.params.get("report_period") {
+            match self.decl.param("report_period").map(|p| p.check(v)) {
+                Some(Ok(probe_sdk::decl::ParamValue::Int(secs))) => {
+                    self.set_period(Duration::from_secs(secs.unsigned_abs()))
+                }
+                Some(Err(e)) => probe_sdk::warn!("control: {e}"),
+                _ => {}
+            }
+        }
+        if msg.probe_bits != 0 {
+            self.set_bits(msg.probe_bits)?;
+        }
+        self.set_active(Active::from_snoop(&msg.snoop));
+        Ok(())
+    }
+
+    /// Next boundary one new period after the previous one, or now if that has passed.
+    fn set_period(&mut self, period: Duration) {
+        if period == self.period || period.is_zero() {
+            return;
+        }
+        let last = self.next.checked_sub(self.period).unwrap_or(self.next);
+        self.period = period;
+        self.next = (last + period).max(Instant::now());
+        probe_sdk::info!("control: report_period {} s", period.as_secs());
+    }
+
+    fn set_bits(&mut self, bits: u32) -> Result<()> {
+        if bits == self.bits || Some(bits) == self.refused_bits {
+            return Ok(());
+        }
+        let plan = Plan::new(bits, self.timing, self.io_start);
+        let missing = self.loaded.missing(&plan);
+        if !missing.is_empty() {
+            self.refused_bits = Some(bits);
+            probe_sdk::warn!(
+                "control: -P {bits:#x} not applied: the kernel lacks {}",
+                missing.join(", ")
+            );
+            return Ok(());
+        }
+        self.attached
+            .apply(self.progs, &plan, self.knobs)
+            .context("attaching BPF programs for the new plan")?;
+        self.bits = bits;
+        self.refused_bits = None;
+        self.plan = plan;
+        probe_sdk::info!(
+            "control: -P {bits:#x}: tables {}; hooks {}",
+            self.plan.tables.names().join(", "),
+            self.attached.hooks().join(", ")
+        );
+        Ok(())
+    }
+
+    fn set_active(&mut self, active: Active) {
+        if active == self.active {
+            return;
+        }
+        let old_mode = self.tracker.mode();
+        let mode = active.filter_mode(&self.sel);
+        self.active = active;
+        self.knobs
+            .set_whitelist_helpers(self.active.uses_whitelist(&self.sel));
+        let excluded = self.active.excluded();
+        let tracker = self.tracker;
+        if mode != old_mode {
+            // From scratch: no entry of one mode lives on in another.
+            let failed = tracker.reset(mode, &excluded);
+            self.loss.map_full += failed;
+            // Threads switched out before are not measured into the new entries.
+            self.knobs.bump_gen();
+            match mode {
+                FilterMode::Include => self.resync(),
+                FilterMode::All | FilterMode::Exclude => {
+                    track_existing(tracker, self.sel.proc_root(), &excluded, &mut self.loss)
+                }
+            }
+        } else {
+            match mode {
+                FilterMode::Include => self.resync(),
+                FilterMode::Exclude => self.update_exclusions(&excluded),
+                FilterMode::All => {}
+            }
+        }
+        probe_sdk::info!(
+            "control: snoop {}: {} processes tracked",
+            self.active.describe(),
+            tracker.entries().len()
+        );
+    }
+
+    /// Exclude mode, new list: newly excluded processes stop being counted, processes no longer
+    /// excluded are counted again.
+    fn update_exclusions(&mut self, excluded: &BTreeSet<u32>) {
+        let tracker = self.tracker;
+        let current = tracker.filter_members();
+        for &tgid in excluded.difference(&current) {
+            if tracker.exclude(tgid).is_err() {
+                self.loss.map_full += 1;
+            }
+        }
+        for &tgid in current.difference(excluded) {
+            tracker.unexclude(tgid);
+            if let Some(id) = selection::identity(self.sel.proc_root(), tgid) {
+                track_logged(tracker, &mut self.loss, tgid, &id.comm);
+            }
+        }
+    }
+
+    /// Prints every process once and the loss counters; exited processes are then forgotten.
+    fn report<W: Write>(&mut self, out: &mut RecordWriter<W>) -> std::io::Result<()> {
+        let tracker = self.tracker;
+        for (tgid, c) in tracker.entries() {
+            report::write_process(out, tgid, &c, &self.plan.tables)?;
+            if c.exited {
+                tracker.untrack(tgid);
+                self.active.forget_pid(&mut self.sel, tgid);
+            }
+        }
+        let mut counters = bpf::read_loss_counters(self.gg_stats);
+        counters.map_full += self.loss.map_full;
+        // Programs that are not attached now keep the misses of their attached time.
+        let misses = bpf::recursion_misses(
+            self.loaded
+                .programs(self.progs)
+                .into_iter()
+                .map(AsFd::as_fd),
+        );
+        counters.lost = counters.lost.saturating_add(misses);
+        bpf::write_loss_record(out, STATS_TABLE, STATS_PROBE, &counters)?;
+        out.flush()
+    }
 }
 
 fn run_probe(args: &ProbeArgs, timing: SyscallTiming) -> Result<()> {
@@ -244,7 +381,8 @@ fn run_probe(args: &ProbeArgs, timing: SyscallTiming) -> Result<()> {
     } else {
         DEFAULT_BITS
     };
-    let plan = Plan::new(bits, timing, bpf::raw_tracepoint_exists("block_io_start"));
+    let io_start = bpf::raw_tracepoint_exists("block_io_start");
+    let plan = Plan::new(bits, timing, io_start);
     bpf::require_hooks(&hooks_to_check(&plan)?);
     let hooks: Vec<String> = plan
         .required_hooks()
@@ -267,46 +405,91 @@ fn run_probe(args: &ProbeArgs, timing: SyscallTiming) -> Result<()> {
         .map(Whitelist::load)
         .transpose()
         .context("loading the whitelist (-w)")?;
-    let mut sel = Selection::new(&args.pids, whitelist, Path::new(PROC_ROOT));
+    let sel = Selection::new(&args.pids, whitelist, Path::new(PROC_ROOT));
     let _signals = PeriodLoop::new(args.period()).context("installing signal handlers")?;
+    // Stdin closed or /dev/null (run by hand): no message ever arrives.
+    let control = Control::from_stdin();
 
+    let loaded = Loaded::new(bpf::raw_tracepoint_exists);
     let builder = ProcSkelBuilder {
         obj_builder: bpf::object_builder(args.btf_path.as_deref())?,
     };
     let mut storage = MaybeUninit::uninit();
     let mut open = builder.open(&mut storage).context("opening BPF object")?;
-    configure(&mut open, &plan, &sel)?;
+    configure(&mut open, &loaded)?;
     let mut skel = open.load().context("loading BPF programs")?;
 
-    let mut loss = UserLoss::default();
     let bss = skel
         .maps
         .bss_data
         .as_deref_mut()
         .context("BPF object has no .bss")?;
+    let types::bss {
+        tracked_slots,
+        hot_slots,
+        overflow_used,
+        filter_mode,
+        inherit_forks,
+        notify_exec,
+        account_offcpu,
+        exact_sys_time,
+        blocked_sys_time,
+        slow_col,
+        knob_gen,
+        ..
+    } = bss;
+    let knobs = Knobs::new(KnobVars {
+        inherit_forks,
+        notify_exec,
+        account_offcpu,
+        exact_sys_time,
+        blocked_sys_time,
+        slow_col,
+        knob_gen,
+    });
+    let active = Active::CmdLine;
+    let mode = active.filter_mode(&sel);
     let tracker = Tracker::new(
-        bss,
+        FilterMem::new(tracked_slots, hot_slots, overflow_used, filter_mode),
         &skel.maps.tracked_overflow,
         &skel.maps.proc_stats,
-        sel.is_all(),
+        mode,
     );
-    if !sel.is_all() {
-        resync(&tracker, &sel, &mut loss);
-    }
-    let _links = attach(&skel.progs, &plan).context("attaching BPF programs")?;
-    if sel.is_all() {
-        // Processes that existed before the probe: BPF adds new ones at fork, and any it
-        // missed at their next context switch or syscall.
-        for (tgid, comm) in selection::user_processes(sel.proc_root()) {
-            track_logged(&tracker, &mut loss, tgid, &comm);
-        }
-        // One pass closes the scan's race: the exit hook is attached by now, so only a process
-        // that exited before its entry was inserted can be gone without `exited`.
-        prune_vanished(&tracker, sel.proc_root());
+    // Children of a whitelisted process share its comm and cmdline until they exec (which
+    // sends a notice and is re-checked), so they are tracked from their first syscall.
+    knobs.set_whitelist_helpers(active.uses_whitelist(&sel));
+    let period = args.period();
+    let mut rt = Runtime {
+        tracker: &tracker,
+        knobs: &knobs,
+        progs: &skel.progs,
+        gg_stats: &skel.maps.gg_stats,
+        loaded,
+        attached: Attached::default(),
+        decl: tables::declaration(),
+        sel,
+        active,
+        timing,
+        io_start,
+        bits,
+        refused_bits: None,
+        plan,
+        period,
+        next: Instant::now() + period,
+        loss: UserLoss::default(),
+    };
+    rt.resync();
+    let progs = rt.progs;
+    rt.attached
+        .apply(progs, &rt.plan, &knobs)
+        .context("attaching BPF programs")?;
+    if mode != FilterMode::Include {
+        track_existing(&tracker, rt.sel.proc_root(), &BTreeSet::new(), &mut rt.loss);
     }
 
     let notices: Rc<RefCell<Vec<u32>>> = Rc::default();
-    let poller = if sel.has_whitelist() {
+    // Exec notices exist only while the command line's whitelist is in force.
+    let poller = if rt.sel.has_whitelist() {
         let sink = Rc::clone(&notices);
         Some(RingPoller::new(
             &skel.maps.exec_events,
@@ -323,7 +506,7 @@ fn run_probe(args: &ProbeArgs, timing: SyscallTiming) -> Result<()> {
     probe_sdk::info!(
         "taskprobe attached: {} processes tracked ({}), period {} s",
         tracker.entries().len(),
-        if sel.is_all() {
+        if mode == FilterMode::All {
             "all processes"
         } else {
             "selected processes"
@@ -331,11 +514,11 @@ fn run_probe(args: &ProbeArgs, timing: SyscallTiming) -> Result<()> {
         args.period_secs
     );
 
-    let period = args.period();
     let mut out = RecordWriter::stdout();
-    let mut next = Instant::now() + period;
+    rt.next = Instant::now() + rt.period;
     while !run::terminated() {
-        let wait = next
+        let wait = rt
+            .next
             .saturating_duration_since(Instant::now())
             .min(POLL_SLICE);
         match &poller {
@@ -346,31 +529,24 @@ fn run_probe(args: &ProbeArgs, timing: SyscallTiming) -> Result<()> {
         }
         let pending: Vec<u32> = notices.borrow_mut().drain(..).collect();
         for tgid in pending {
-            on_exec_notice(&tracker, &sel, &mut loss, tgid);
+            rt.on_exec_notice(tgid);
+        }
+        if let Some(msg) = control.take() {
+            rt.apply(&msg)?;
         }
         let now = Instant::now();
-        if now < next {
+        if now < rt.next {
             continue;
         }
-        if !sel.is_all() {
-            resync(&tracker, &sel, &mut loss);
-        }
-        if let Err(e) = report(
-            &mut out,
-            &tracker,
-            &mut sel,
-            &plan,
-            &skel.maps.gg_stats,
-            &loss,
-            recursion_misses(&skel.progs, &plan),
-        ) {
+        rt.resync();
+        if let Err(e) = rt.report(&mut out) {
             if record::is_broken_pipe(&e) {
                 return Ok(());
             }
             return Err(e).context("writing records");
         }
-        while next <= now {
-            next += period;
+        while rt.next <= now {
+            rt.next += rt.period;
         }
     }
     Ok(())

@@ -28,6 +28,28 @@ pub struct Tables {
     pub cpu: bool,
 }
 
+impl Tables {
+    /// Names of the tables printed, in output order.
+    pub fn names(&self) -> Vec<&'static str> {
+        let slow = [self.io, self.net, self.sched, self.fork];
+        let mut out = Vec::new();
+        if self.syscall {
+            out.push(SYSCALL);
+        }
+        for (on, t) in slow.into_iter().zip(&SLOW_TABLES) {
+            if on {
+                out.push(t.name);
+            }
+        }
+        for (on, name) in [(self.lifecycle, LIFECYCLE), (self.bio, IO), (self.cpu, CPU)] {
+            if on {
+                out.push(name);
+            }
+        }
+        out
+    }
+}
+
 /// Cumulative values of one process, decoded from the BPF `struct proc_stats`.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct ProcCounters {
@@ -243,6 +265,21 @@ mod tests {
         let out = render(7, &sample(), &only);
         assert_eq!(out.lines().count(), 2);
         assert!(out.starts_with("|proc_syscall|7|nginx|"));
+    }
+
+    #[test]
+    fn table_names_follow_the_output_order() {
+        let t = Tables {
+            cpu: true,
+            sched: true,
+            lifecycle: true,
+            ..Tables::default()
+        };
+        assert_eq!(
+            t.names(),
+            ["proc_syscall_sched", "proc_lifecycle", "proc_cpu"]
+        );
+        assert_eq!(ALL_TABLES.names().len(), 8);
     }
 
     #[test]

@@ -1,9 +1,109 @@
-//! Which processes to track: a pid list (`-f`), a whitelist (`-w`), both, or every process.
+//! Which processes to track: a pid list (`-f`), a whitelist (`-w`), both, or every process
+//! ([`Selection`], from the command line); or, while the daemon's snoopers say so over the
+//! control channel, exactly some pids or all but some pids ([`Active`]).
 
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 
+use probe_sdk::control::{Snoop, SnoopMode};
 use probe_sdk::whitelist::{cmdline_text, Whitelist};
+
+/// How the BPF side reads its filter of tgids (`enum filter_mode` in `src/bpf/intf.h`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FilterMode {
+    /// Every process is tracked; the filter is unused.
+    All,
+    /// The filter lists the tracked processes.
+    Include,
+    /// The filter lists the processes not tracked.
+    Exclude,
+}
+
+/// The selection in force.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub enum Active {
+    /// The command line's ([`Selection`]).
+    #[default]
+    CmdLine,
+    /// The daemon's snoopers: exactly these processes.
+    Include(BTreeSet<u32>),
+    /// The daemon's snoopers: every process but these.
+    Exclude(BTreeSet<u32>),
+}
+
+impl Active {
+    /// The selection a control message's `snoop` asks for (`all`: back to the command line).
+    pub fn from_snoop(snoop: &Snoop) -> Active {
+        let pids = || snoop.pids.iter().copied().filter(|&p| p != 0).collect();
+        match snoop.mode {
+            SnoopMode::All => Active::CmdLine,
+            SnoopMode::Include => Active::Include(pids()),
+            SnoopMode::Exclude => Active::Exclude(pids()),
+        }
+    }
+
+    /// How BPF reads its filter under this selection (`cmdline` is the command line's).
+    pub fn filter_mode(&self, cmdline: &Selection) -> FilterMode {
+        match self {
+            Active::CmdLine if cmdline.is_all() => FilterMode::All,
+            Active::CmdLine | Active::Include(_) => FilterMode::Include,
+            Active::Exclude(_) => FilterMode::Exclude,
+        }
+    }
+
+    /// The processes to track right now when they are listed (`Include` filter mode): the
+    /// command line's scan, or the included pids that are alive. None in the other modes.
+    pub fn wanted(&self, cmdline: &Selection) -> Option<BTreeSet<u32>> {
+        match self {
+            Active::CmdLine if cmdline.is_all() => None,
+            Active::CmdLine => Some(cmdline.scan()),
+            Active::Include(pids) => Some(
+                pids.iter()
+                    .copied()
+                    .filter(|p| cmdline.proc_root().join(p.to_string()).is_dir())
+                    .collect(),
+            ),
+            Active::Exclude(_) => None,
+        }
+    }
+
+    /// The excluded pids (empty unless `Exclude`).
+    pub fn excluded(&self) -> BTreeSet<u32> {
+        match self {
+            Active::Exclude(pids) => pids.clone(),
+            _ => BTreeSet::new(),
+        }
+    }
+
+    /// Whether the command line's whitelist decides (exec notices, inherited forks).
+    pub fn uses_whitelist(&self, cmdline: &Selection) -> bool {
+        *self == Active::CmdLine && cmdline.has_whitelist()
+    }
+
+    /// A listed process exited: it is not tracked again even if its number is reused.
+    pub fn forget_pid(&mut self, cmdline: &mut Selection, pid: u32) {
+        match self {
+            Active::CmdLine => cmdline.forget_pid(pid),
+            Active::Include(pids) => {
+                pids.remove(&pid);
+            }
+            Active::Exclude(_) => {}
+        }
+    }
+
+    /// For the log: `command-line selection`, `include 2 pids`, `exclude 1 pid`.
+    pub fn describe(&self) -> String {
+        let n = |pids: &BTreeSet<u32>| {
+            let s = if pids.len() == 1 { "" } else { "s" };
+            format!("{} pid{s}", pids.len())
+        };
+        match self {
+            Active::CmdLine => "command-line selection".to_string(),
+            Active::Include(p) => format!("include {}", n(p)),
+            Active::Exclude(p) => format!("exclude {}", n(p)),
+        }
+    }
+}
 
 /// The user's process selection.
 #[derive(Debug)]
@@ -187,6 +287,61 @@ mod tests {
         let sel = Selection::new(&[], None, Path::new("/proc"));
         assert!(sel.is_all());
         assert!(!sel.has_whitelist());
+    }
+
+    #[test]
+    fn snoop_modes_map_to_filter_modes() {
+        let dir = tempfile::tempdir().unwrap();
+        fake_proc(dir.path(), 10, "a", b"a\0");
+        fake_proc(dir.path(), 20, "b", b"b\0");
+        let all = Selection::new(&[], None, dir.path());
+        let listed = Selection::new(&[20], None, dir.path());
+        let snoop = |mode, pids: &[u32]| Snoop {
+            mode,
+            pids: pids.to_vec(),
+        };
+
+        let cmd = Active::from_snoop(&snoop(SnoopMode::All, &[10]));
+        assert_eq!(cmd, Active::CmdLine);
+        assert_eq!(cmd.filter_mode(&all), FilterMode::All);
+        assert_eq!(cmd.wanted(&all), None);
+        assert_eq!(cmd.filter_mode(&listed), FilterMode::Include);
+        assert_eq!(cmd.wanted(&listed), Some(BTreeSet::from([20])));
+
+        // Include replaces the command line's pids; dead and zero pids are not wanted.
+        let inc = Active::from_snoop(&snoop(SnoopMode::Include, &[0, 10, 99]));
+        assert_eq!(inc, Active::Include(BTreeSet::from([10, 99])));
+        assert_eq!(inc.filter_mode(&all), FilterMode::Include);
+        assert_eq!(inc.wanted(&listed), Some(BTreeSet::from([10])));
+        assert_eq!(inc.describe(), "include 2 pids");
+        assert!(inc.excluded().is_empty());
+
+        let exc = Active::from_snoop(&snoop(SnoopMode::Exclude, &[10]));
+        assert_eq!(exc.filter_mode(&listed), FilterMode::Exclude);
+        assert_eq!(exc.wanted(&listed), None);
+        assert_eq!(exc.excluded(), BTreeSet::from([10]));
+        assert_eq!(exc.describe(), "exclude 1 pid");
+    }
+
+    #[test]
+    fn exited_pids_leave_the_active_selection() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut cmdline = Selection::new(&[5], None, dir.path());
+        let mut inc = Active::Include(BTreeSet::from([5, 6]));
+        inc.forget_pid(&mut cmdline, 6);
+        assert_eq!(inc, Active::Include(BTreeSet::from([5])));
+        assert!(
+            cmdline.pids.contains(&5),
+            "the command line keeps its own pids"
+        );
+        let mut cmd = Active::CmdLine;
+        cmd.forget_pid(&mut cmdline, 5);
+        assert!(cmdline.pids.is_empty());
+        let wl = Whitelist::parse_str(r#"application = ( { comm = "x"; cmdline = ""; } );"#, "t")
+            .unwrap();
+        let with_wl = Selection::new(&[], Some(wl), dir.path());
+        assert!(Active::CmdLine.uses_whitelist(&with_wl));
+        assert!(!Active::Include(BTreeSet::new()).uses_whitelist(&with_wl));
     }
 
     #[test]

@@ -2,9 +2,15 @@
 //! [`meta_tables`] (a test keeps the committed file equal to [`meta_text`]), and
 //! [`crate::report`] writes the records from the same declarations.
 
+use probe_sdk::args::DEFAULT_PERIOD_SECS;
 use probe_sdk::bpf;
+use probe_sdk::decl::{self, Declaration, ParamValue, SnooperKind, SubProbe};
 use probe_sdk::meta::{self, Field, Table};
 
+use crate::hooks::{
+    BIT_FORK_SYSCALL, BIT_IO, BIT_IO_SYSCALL, BIT_NET_SYSCALL, BIT_SCHED_SYSCALL, BIT_SYSCALL,
+    BIT_THREAD_CPU,
+};
 use crate::syscalls::SlowCol;
 
 /// Entity of every process table.
@@ -182,9 +188,48 @@ pub fn meta_tables() -> Vec<Table> {
     tables
 }
 
-/// The `.meta` file describing every table this probe writes (`taskprobe --print-meta`).
+/// What taskprobe declares about its run-time control (the `probe` group of `taskprobe.meta`).
+///
+/// * REST name `proc`; changes apply without a restart (control channel on stdin).
+/// * Snoopers: every kind (the daemon resolves them to pids; container and pod kinds too).
+/// * Sub-probes, with upstream's grouping of the tables onto our `-P` bits:
+///   `proc_syscall` → `proc_syscall` (counts, bit 1), `proc_syscall_sched` (8) and
+///   `proc_syscall_fork` (16); `proc_io` → `proc_syscall_io` (2) and `proc_io` (1024);
+///   `proc_net` → `proc_syscall_net` (4); `proc_offcpu` → `proc_cpu` (2048). `proc_syscall` is
+///   off by default: its counts need the `sys_exit` tracepoint, a toll on every syscall of the
+///   host (docs/probes/proc.md). `proc_lifecycle` and `proc_bpf_stats` are always written.
+///   Upstream's `proc_fs`, `proc_dns`, `proc_pagecache`, `proc_ioctl` and `proc_pygc` are not
+///   produced, so they are not declared (REST refuses them).
+/// * Params: `report_period` (default 5 s, as `-t`).
+pub fn declaration() -> Declaration {
+    let report_period = decl::standard("report_period")
+        .map(|p| p.with_default(ParamValue::Int(i64::from(DEFAULT_PERIOD_SECS))));
+    Declaration {
+        rest_name: Some("proc".to_string()),
+        reload: true,
+        snoopers: SnooperKind::ALL.to_vec(),
+        sub_probes: vec![
+            SubProbe::new(
+                "proc_syscall",
+                BIT_SYSCALL | BIT_SCHED_SYSCALL | BIT_FORK_SYSCALL,
+            )
+            .off_by_default(),
+            SubProbe::new("proc_io", BIT_IO_SYSCALL | BIT_IO),
+            SubProbe::new("proc_net", BIT_NET_SYSCALL),
+            SubProbe::new("proc_offcpu", BIT_THREAD_CPU),
+        ],
+        params: report_period.into_iter().collect(),
+    }
+}
+
+/// The `.meta` file describing every table this probe writes and its run-time control
+/// (`taskprobe --print-meta`).
 pub fn meta_text() -> String {
-    meta::render(HEADER, &meta_tables())
+    format!(
+        "{}\n{}",
+        meta::render(HEADER, &meta_tables()),
+        declaration().render_meta()
+    )
 }
 
 #[cfg(test)]
@@ -208,6 +253,49 @@ mod tests {
         assert_eq!(cols.len(), n, "a column in two tables");
         assert_eq!(cols, (1..=n as u8).collect::<Vec<_>>(), "every column");
         assert_eq!(n + 1, crate::skel::types::slow_col::NR_COLS.0 as usize);
+    }
+
+    #[test]
+    fn declaration_is_valid_and_covers_the_default_tables() {
+        let d = declaration();
+        d.validate().unwrap();
+        assert_eq!(d.rest_name.as_deref(), Some("proc"));
+        let all: u32 = d.sub_probes.iter().fold(0, |acc, s| acc | s.bits);
+        let default_bits = d
+            .sub_probe_bits(&d.default_sub_probes())
+            .expect("default sub-probes");
+        assert_eq!(
+            default_bits,
+            crate::hooks::DEFAULT_BITS & all & !BIT_SCHED_SYSCALL & !BIT_FORK_SYSCALL,
+            "defaults: everything but proc_syscall (sys_exit toll)"
+        );
+        // Every table but proc_lifecycle is selected by some sub-probe.
+        let plan = crate::hooks::Plan::new(all, crate::hooks::SyscallTiming::Blocked, true);
+        let t = plan.tables;
+        assert!(t.syscall && t.io && t.net && t.sched && t.fork && t.bio && t.cpu);
+        for not_produced in [
+            "proc_fs",
+            "proc_dns",
+            "proc_pagecache",
+            "proc_ioctl",
+            "proc_pygc",
+        ] {
+            assert!(d.sub_probe(not_produced).is_none(), "{not_produced}");
+        }
+        assert_eq!(
+            d.param("report_period").map(|p| &p.default),
+            Some(&ParamValue::Int(5))
+        );
+    }
+
+    #[test]
+    fn committed_meta_declares_the_same() {
+        let path = std::path::Path::new(concat!(env!("CARGO_MANIFEST_DIR"), "/taskprobe.meta"));
+        let root = gala_libconfig::parse_file(path).expect("taskprobe.meta parses");
+        assert_eq!(
+            Declaration::from_node(&root).expect("valid probe group"),
+            Some(declaration())
+        );
     }
 
     #[test]

@@ -12,13 +12,18 @@ use crate::schema;
 use crate::selection::ProcSelection;
 use crate::source::{HostPaths, ReadErrors, Reader};
 use crate::{mem, os, qdisc};
+use probe_sdk::control::{Snoop, SnoopMode};
 use probe_sdk::event::CivilTime;
 use probe_sdk::record::RecordWriter;
 use probe_sdk::whitelist::Whitelist;
 use std::collections::HashMap;
 use std::io::{self, Write};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::time::{Instant, SystemTime};
+
+/// Most processes `system_proc` reports under a control-channel selection (an `exclude` one
+/// selects nearly every process of the host); the lowest pids are kept.
+pub const MAX_SNOOPED_PROCS: usize = 4096;
 
 /// Sub-probe bits of `-P` (0 or absent = all), after HEAD's baseinfo ranges.
 pub mod bits {
@@ -139,6 +144,10 @@ pub struct Collector {
     cycles: u64,
     procs_selected: usize,
     selection: ProcSelection,
+    /// The control channel's process selection; None: the command line's (`-w`, `-f`).
+    snoop: Option<Snoop>,
+    /// The cap was reported for the current `snoop`.
+    snoop_capped: bool,
 }
 
 impl Collector {
@@ -154,6 +163,35 @@ impl Collector {
             cycles: 0,
             procs_selected: 0,
             selection: ProcSelection::default(),
+            snoop: None,
+            snoop_capped: false,
+        }
+    }
+
+    /// Tables written from the next cycle on ([`bits`]). A table turned on reports from the
+    /// cycle after next: its per-period values need a first reading.
+    pub fn set_tables(&mut self, tables: u32) {
+        self.cfg.tables = tables;
+    }
+
+    /// Event thresholds from the next cycle on.
+    pub fn set_thresholds(&mut self, thresholds: Thresholds) {
+        self.cfg.thresholds = thresholds;
+    }
+
+    /// Interfaces reported (empty: all but `lo`) from the next cycle on.
+    pub fn set_nics(&mut self, nics: Vec<String>) {
+        self.cfg.nics = nics;
+    }
+
+    /// Selects the processes of `system_proc` by the control channel's `snoop`; mode `all`
+    /// goes back to the command line's selection (`-w`, `-f`). A newly selected process is
+    /// reported from the cycle after next (its per-period values need a first reading).
+    pub fn set_snoop(&mut self, snoop: &Snoop) {
+        let next = (snoop.mode != SnoopMode::All).then(|| snoop.clone());
+        if next != self.snoop {
+            self.snoop = next;
+            self.snoop_capped = false;
         }
     }
 
@@ -248,6 +286,16 @@ impl Collector {
     }
 
     fn selected_pids(&mut self) -> Vec<u32> {
+        if let Some(snoop) = &self.snoop {
+            let (pids, capped) = snooped_pids(snoop, &self.cfg.paths.proc, &mut self.reader);
+            if capped && !self.snoop_capped {
+                self.snoop_capped = true;
+                probe_sdk::warn!(
+                    "control: more than {MAX_SNOOPED_PROCS} processes selected, system_proc reports the first {MAX_SNOOPED_PROCS}"
+                );
+            }
+            return pids;
+        }
         let mut pids = Vec::new();
         if let Some(w) = self.cfg.whitelist.as_mut() {
             if w.refresh() {
@@ -354,10 +402,93 @@ impl Collector {
     }
 }
 
+/// The processes under `proc_root` that `snoop` selects, ascending, at most
+/// [`MAX_SNOOPED_PROCS`]; and whether more were selected.
+fn snooped_pids(snoop: &Snoop, proc_root: &Path, r: &mut Reader) -> (Vec<u32>, bool) {
+    let mut pids: Vec<u32> = match snoop.mode {
+        SnoopMode::Include => snoop
+            .pids
+            .iter()
+            .copied()
+            .filter(|pid| proc_root.join(pid.to_string()).exists())
+            .collect(),
+        SnoopMode::Exclude | SnoopMode::All => {
+            let Ok(dir) = std::fs::read_dir(proc_root) else {
+                r.errors.failed(proc_root, &"cannot list");
+                return (Vec::new(), false);
+            };
+            dir.filter_map(Result::ok)
+                .filter_map(|e| {
+                    let name = e.file_name();
+                    let name = name.to_str()?;
+                    // Upstream's rule: process directories start with 1-9.
+                    (!name.starts_with('0')).then_some(())?;
+                    name.parse::<u32>().ok()
+                })
+                .filter(|pid| snoop.selects(*pid))
+                .collect()
+        }
+    };
+    pids.sort_unstable();
+    pids.dedup();
+    let capped = pids.len() > MAX_SNOOPED_PROCS;
+    pids.truncate(MAX_SNOOPED_PROCS);
+    (pids, capped)
+}
+
 /// CPU time consumed by this process so far, in microseconds.
 fn process_cpu_us() -> Option<u64> {
     let t = nix::time::clock_gettime(nix::time::ClockId::CLOCK_PROCESS_CPUTIME_ID).ok()?;
     let secs = u64::try_from(t.tv_sec()).ok()?;
     let nanos = u64::try_from(t.tv_nsec()).ok()?;
     Some(secs * 1_000_000 + nanos / 1000)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn proc_tree(pids: impl IntoIterator<Item = u32>) -> tempfile::TempDir {
+        let dir = tempfile::tempdir().unwrap();
+        for pid in pids {
+            std::fs::create_dir(dir.path().join(pid.to_string())).unwrap();
+        }
+        std::fs::create_dir(dir.path().join("0bogus")).unwrap();
+        std::fs::create_dir(dir.path().join("sys")).unwrap();
+        dir
+    }
+
+    #[test]
+    fn snoop_include_and_exclude_select_live_processes() {
+        let dir = proc_tree([1, 5, 9]);
+        let mut r = Reader::default();
+        let include = Snoop {
+            mode: SnoopMode::Include,
+            pids: vec![5, 7],
+        };
+        assert_eq!(snooped_pids(&include, dir.path(), &mut r), (vec![5], false));
+        let exclude = Snoop {
+            mode: SnoopMode::Exclude,
+            pids: vec![5],
+        };
+        assert_eq!(
+            snooped_pids(&exclude, dir.path(), &mut r),
+            (vec![1, 9], false)
+        );
+    }
+
+    #[test]
+    fn snoop_selection_is_capped() {
+        let n = MAX_SNOOPED_PROCS as u32 + 2;
+        let dir = proc_tree(1..=n);
+        let mut r = Reader::default();
+        let exclude = Snoop {
+            mode: SnoopMode::Exclude,
+            pids: vec![1],
+        };
+        let (pids, capped) = snooped_pids(&exclude, dir.path(), &mut r);
+        assert!(capped);
+        assert_eq!(pids.len(), MAX_SNOOPED_PROCS);
+        assert_eq!((pids[0], pids[MAX_SNOOPED_PROCS - 1]), (2, n - 1));
+    }
 }

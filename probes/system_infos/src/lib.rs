@@ -3,8 +3,9 @@
 //! lines.
 //!
 //! Every reader takes its root from [`source::HostPaths`], so tests point the whole probe at a
-//! captured tree. [`collector::Collector`] runs one cycle; [`schema`] defines the tables and
-//! renders `system_infos.meta`.
+//! captured tree. [`collector::Collector`] runs one cycle; [`schema`] defines the tables and the
+//! run-time control declaration and renders `system_infos.meta`; [`runtime`] applies the
+//! control channel's messages.
 
 pub mod collector;
 pub mod cpu;
@@ -18,6 +19,7 @@ pub mod options;
 pub mod os;
 pub mod process;
 pub mod qdisc;
+pub mod runtime;
 pub mod schema;
 pub mod selection;
 pub mod source;

@@ -71,17 +71,7 @@ impl Options {
                 upper_pct: a.res_upper_pct,
                 drops: a.drops_thr,
             },
-            nics: a
-                .dev
-                .as_deref()
-                .map(|d| {
-                    d.split(',')
-                        .map(str::trim)
-                        .filter(|s| !s.is_empty())
-                        .map(String::from)
-                        .collect()
-                })
-                .unwrap_or_default(),
+            nics: a.dev.as_deref().map(parse_nics).unwrap_or_default(),
             df_remote: self.df_remote,
             qdisc: self.live,
             whitelist: a.whitelist.clone().map(WhitelistFile::new),
@@ -90,6 +80,16 @@ impl Options {
             measure_cpu: true,
         }
     }
+}
+
+/// The interface list of `-d` (and of the `dev_name` param): comma-separated names; empty
+/// means all but `lo`.
+pub fn parse_nics(dev: &str) -> Vec<String> {
+    dev.split(',')
+        .map(str::trim)
+        .filter(|s| !s.is_empty())
+        .map(String::from)
+        .collect()
 }
 
 /// USER_HZ: the unit of the tick counters in `/proc`.

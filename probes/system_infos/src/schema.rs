@@ -1,5 +1,6 @@
-//! The tables this probe writes: one definition per table, from which `system_infos.meta` is
-//! rendered (a test keeps the committed file equal to [`render_meta`]).
+//! The tables this probe writes and its run-time control declaration: one definition per table
+//! plus [`declaration`], from which `system_infos.meta` is rendered (a test keeps the committed
+//! file equal to [`render_meta`]).
 //!
 //! Upstream's table, entity and field names are kept (reference §6.3, v2023 plus HEAD additions)
 //! so existing dashboards keep working; fields we added come after upstream's in each table.
@@ -7,6 +8,9 @@
 //! only cumulative values are counters. The declarations are `probe_sdk::meta` types, the same
 //! the eBPF probes use; this probe's `.meta` writes each field as a block of its own.
 
+use crate::collector::bits;
+use probe_sdk::args::DEFAULT_PERIOD_SECS;
+use probe_sdk::decl::{self, Declaration, Param, ParamValue, SnooperKind, SubProbe};
 use probe_sdk::meta::{self, Field, FieldLayout, Table};
 
 /// `system_cpu`: one row per online CPU plus the all-CPU row `cpu="cpu"`.
@@ -446,7 +450,7 @@ pub const SELF_STATS: Table = Table::fixed(
         ),
         Field::gauge(
             "procs_selected",
-            "Processes selected by the whitelist (-w) and the pid list (-f) in the last cycle",
+            "Processes selected in the last cycle: by the whitelist (-w) and the pid list (-f), or by the control channel's snoopers",
         ),
     ],
 );
@@ -472,9 +476,67 @@ pub fn table(name: &str) -> Option<&'static Table> {
     TABLES.iter().find(|t| t.name == name)
 }
 
-/// Renders the `.meta` file (libconfig syntax) describing every table, one block per field.
+/// Upstream's param `name` (reference §5.4). Only constant names are passed, and the
+/// declaration test builds every one of them.
+fn standard(name: &str) -> Param {
+    decl::standard(name).expect("a param name upstream has")
+}
+
+/// What `system_infos` declares about its run-time control (REST name `baseinfo`).
+///
+/// Sub-probes are upstream's baseinfo names on this probe's `-P` bits ([`bits`]):
+///
+/// | sub-probe | bits | tables |
+/// |---|---|---|
+/// | `cpu` | 1 | `system_cpu`, `system_cpu_util` |
+/// | `mem` | 2 | `system_meminfo`, `system_dentry` |
+/// | `nic` | 4 | `nic` |
+/// | `net` | 8 | `system_tcp`, `system_udp` |
+/// | `disk` | 16 | `system_iostat` |
+/// | `fs` | 32 | `system_df` |
+/// | `proc` | 64 | `system_proc` |
+/// | `host` | 128 | `system_os` |
+///
+/// `system_infos_stats` is always written. Upstream's `con` (container write rates) has no
+/// table here and is not declared, so REST refuses it.
+///
+/// Params: `report_period` (`-t`, default 5 s), `report_event` (`-l warn`), `res_upper_thr`
+/// (`-U`: cpu, memory, swap, filesystem and disk use events), `drops_thr` (`-D`: NIC drop and
+/// error events) and `dev_name` (`-d`: the NICs reported). Every snooper kind is honoured: the
+/// daemon resolves them to pids, which select the processes of `system_proc`.
+pub fn declaration() -> Declaration {
+    Declaration {
+        rest_name: Some("baseinfo".to_string()),
+        reload: true,
+        snoopers: SnooperKind::ALL.to_vec(),
+        sub_probes: vec![
+            SubProbe::new("cpu", bits::CPU),
+            SubProbe::new("mem", bits::MEM),
+            SubProbe::new("nic", bits::NIC),
+            SubProbe::new("net", bits::NET),
+            SubProbe::new("disk", bits::DISK),
+            SubProbe::new("fs", bits::FS),
+            SubProbe::new("proc", bits::PROC),
+            SubProbe::new("host", bits::HOST),
+        ],
+        params: vec![
+            standard("report_period").with_default(ParamValue::Int(i64::from(DEFAULT_PERIOD_SECS))),
+            standard("report_event"),
+            standard("res_upper_thr"),
+            standard("drops_thr"),
+            standard("dev_name"),
+        ],
+    }
+}
+
+/// Renders the `.meta` file (libconfig syntax): every table, one block per field, then the
+/// run-time control declaration (the `probe` group).
 pub fn render_meta() -> String {
-    meta::render_with(FieldLayout::Block, &[], TABLES)
+    format!(
+        "{}\n{}",
+        meta::render_with(FieldLayout::Block, &[], TABLES),
+        declaration().render_meta()
+    )
 }
 
 #[cfg(test)]
@@ -508,6 +570,57 @@ mod tests {
                 t.name
             );
         }
+    }
+
+    #[test]
+    fn declaration_is_valid_and_maps_sub_probes_to_our_bits() {
+        let d = declaration();
+        d.validate().expect("valid declaration");
+        assert_eq!(d.rest_name.as_deref(), Some("baseinfo"));
+        assert!(d.reload);
+        assert_eq!(d.snoopers, SnooperKind::ALL);
+        let names: Vec<&str> = d.sub_probes.iter().map(|s| s.name.as_str()).collect();
+        assert_eq!(
+            names,
+            ["cpu", "mem", "nic", "net", "disk", "fs", "proc", "host"]
+        );
+        assert!(d.sub_probe("con").is_none(), "no container table here");
+        // One bit each, all distinct, covering every table bit of the collector.
+        let mut all = 0;
+        for s in &d.sub_probes {
+            assert_eq!(s.bits.count_ones(), 1, "{}", s.name);
+            assert_eq!(all & s.bits, 0, "{} shares a bit", s.name);
+            all |= s.bits;
+        }
+        assert_eq!(all, 0xff);
+        assert_eq!(d.sub_probe_bits(&["proc".into()]), Ok(bits::PROC));
+        let params: Vec<&str> = d.params.iter().map(|p| p.name.as_str()).collect();
+        assert_eq!(
+            params,
+            [
+                "report_period",
+                "report_event",
+                "res_upper_thr",
+                "drops_thr",
+                "dev_name"
+            ]
+        );
+        assert_eq!(d.defaults()["report_period"], ParamValue::Int(5));
+        // The flags are the ones options.rs parses.
+        let flags: Vec<Option<char>> = d.params.iter().map(|p| p.flag).collect();
+        assert_eq!(
+            flags,
+            [Some('t'), Some('l'), Some('U'), Some('D'), Some('d')]
+        );
+    }
+
+    #[test]
+    fn meta_carries_the_declaration() {
+        let doc =
+            gala_libconfig::parse_str(&render_meta(), std::path::Path::new("system_infos.meta"))
+                .expect("valid libconfig");
+        assert_eq!(Declaration::from_node(&doc), Ok(Some(declaration())));
+        assert!(doc.lookup("measurements").is_some());
     }
 
     #[test]

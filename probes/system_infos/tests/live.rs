@@ -4,9 +4,11 @@
 mod common;
 
 use std::collections::{BTreeSet, HashMap};
-use std::io::{BufRead, BufReader, Read};
+use std::io::{BufRead, BufReader, Read, Write};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, ChildStdin, Command, Stdio};
+use std::sync::mpsc::{self, Receiver};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 const BIN: &str = env!("CARGO_BIN_EXE_system_infos");
@@ -396,4 +398,225 @@ fn sigterm_and_a_closed_pipe_end_the_probe_cleanly() {
     drop(stdout);
     let status = wait_with_guard(&mut child, Duration::from_secs(10));
     assert!(status.success(), "{status:?}");
+}
+
+/// One cycle's records by table, and when its last record (`system_infos_stats`) arrived.
+struct Cycle {
+    at: Instant,
+    tables: HashMap<String, Vec<Vec<String>>>,
+}
+
+impl Cycle {
+    fn table_names(&self) -> BTreeSet<String> {
+        self.tables.keys().cloned().collect()
+    }
+
+    /// The pids of `system_proc`.
+    fn procs(&self) -> BTreeSet<u32> {
+        self.tables
+            .get("system_proc")
+            .map(|rows| rows.iter().map(|r| r[0].parse().unwrap()).collect())
+            .unwrap_or_default()
+    }
+}
+
+/// The probe running with its stdin as the control channel; its cycles arrive on a channel.
+struct Controlled {
+    child: Child,
+    cycles: Receiver<Cycle>,
+    stderr: Arc<Mutex<String>>,
+    stdin: ChildStdin,
+}
+
+impl Controlled {
+    fn start(args: &[&str]) -> Controlled {
+        let mut child = Command::new(BIN)
+            .args(args)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("spawn system_infos");
+        let stdin = child.stdin.take().unwrap();
+        let stdout = child.stdout.take().unwrap();
+        let (tx, cycles) = mpsc::channel();
+        std::thread::spawn(move || {
+            let mut tables: HashMap<String, Vec<Vec<String>>> = HashMap::new();
+            for line in BufReader::new(stdout).lines() {
+                let Ok(line) = line else { break };
+                let (table, values) = common::split_record(&line)
+                    .unwrap_or_else(|| panic!("not a record line: {line:?}"));
+                let end = table == "system_infos_stats";
+                tables.entry(table).or_default().push(values);
+                if end {
+                    let cycle = Cycle {
+                        at: Instant::now(),
+                        tables: std::mem::take(&mut tables),
+                    };
+                    if tx.send(cycle).is_err() {
+                        break;
+                    }
+                }
+            }
+        });
+        let stderr = Arc::new(Mutex::new(String::new()));
+        let buf = Arc::clone(&stderr);
+        let err = child.stderr.take().unwrap();
+        std::thread::spawn(move || {
+            for line in BufReader::new(err).lines() {
+                let Ok(line) = line else { break };
+                let mut b = buf.lock().unwrap();
+                b.push_str(&line);
+                b.push('\n');
+            }
+        });
+        Controlled {
+            child,
+            cycles,
+            stderr,
+            stdin,
+        }
+    }
+
+    fn send(&mut self, line: &str) {
+        writeln!(self.stdin, "{line}").expect("write the control line");
+        self.stdin.flush().unwrap();
+    }
+
+    /// The next `n` cycles.
+    fn cycles(&self, n: usize) -> Vec<Cycle> {
+        (0..n)
+            .map(|_| {
+                self.cycles
+                    .recv_timeout(Duration::from_secs(10))
+                    .unwrap_or_else(|_| {
+                        panic!("no cycle; stderr:\n{}", self.stderr.lock().unwrap())
+                    })
+            })
+            .collect()
+    }
+
+    /// Waits until stderr contains `needle`, then drops the cycles read so far (they may
+    /// predate the change).
+    fn wait_log(&self, needle: &str) {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while !self.stderr.lock().unwrap().contains(needle) {
+            assert!(
+                Instant::now() < deadline,
+                "no {needle:?} on stderr:\n{}",
+                self.stderr.lock().unwrap()
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        while self.cycles.try_recv().is_ok() {}
+    }
+
+    /// The probe started by this test is still running: no restart, same pid.
+    fn assert_alive(&mut self) {
+        assert!(
+            self.child.try_wait().unwrap().is_none(),
+            "the probe exited; stderr:\n{}",
+            self.stderr.lock().unwrap()
+        );
+        assert_eq!(
+            read(&format!("/proc/{}/comm", self.child.id())).trim_end(),
+            "system_infos"
+        );
+    }
+}
+
+impl Drop for Controlled {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn names(list: &[&str]) -> BTreeSet<String> {
+    list.iter().map(|s| s.to_string()).collect()
+}
+
+#[test]
+fn control_channel_changes_period_and_tables_without_restart() {
+    let mut probe = Controlled::start(&["-t", "1", "-P", "2"]);
+    let before = probe.cycles(3);
+    for w in before.windows(2) {
+        let gap = w[1].at - w[0].at;
+        assert!(gap < Duration::from_millis(1900), "{gap:?}");
+    }
+    let mem = names(&["system_meminfo", "system_dentry", "system_infos_stats"]);
+    assert_eq!(before[2].table_names(), mem);
+
+    // Period 1 s -> 3 s.
+    probe.send(r#"{"v":1,"probe":["mem"],"probe_bits":2,"params":{"report_period":3}}"#);
+    probe.wait_log("[INFO] control: period 1s -> 3s");
+    let after = probe.cycles(2);
+    let gap = after[1].at - after[0].at;
+    assert!(
+        gap > Duration::from_millis(2500) && gap < Duration::from_millis(4500),
+        "{gap:?}"
+    );
+    probe.assert_alive();
+
+    // A line that is not a control message changes nothing.
+    probe.send("{not json");
+    probe.wait_log("[WARN] control channel: line skipped");
+    assert_eq!(probe.cycles(1)[0].table_names(), mem);
+    probe.assert_alive();
+
+    // Only the cpu tables, back to 1 s. The first cycle after the change primes them.
+    probe.send(r#"{"probe":["cpu"],"probe_bits":1,"params":{"report_period":1}}"#);
+    probe.wait_log("[INFO] control: period 3s -> 1s, tables 0x2 -> 0x1");
+    let cpu = names(&["system_cpu", "system_cpu_util", "system_infos_stats"]);
+    let cycles = probe.cycles(3);
+    assert!(
+        cycles[0].table_names().is_subset(&cpu),
+        "{:?}",
+        cycles[0].table_names()
+    );
+    for c in &cycles[1..] {
+        assert_eq!(c.table_names(), cpu);
+    }
+    probe.assert_alive();
+}
+
+#[test]
+fn control_channel_snoop_selects_the_processes() {
+    let a = Reaped(Command::new("/bin/sleep").arg("1000").spawn().unwrap());
+    let b = Reaped(Command::new("/bin/sleep").arg("1000").spawn().unwrap());
+    let (pa, pb) = (a.0.id(), b.0.id());
+    let both: BTreeSet<u32> = [pa, pb].into();
+    let pids = format!("{pa},{pb}");
+    let mut probe = Controlled::start(&["-t", "1", "-P", "64", "-f", &pids]);
+    // The command line selects both.
+    assert_eq!(probe.cycles(1)[0].procs(), both);
+
+    probe.send(&format!(
+        r#"{{"snoop":{{"mode":"include","pids":[{pa}]}}}}"#
+    ));
+    probe.wait_log("[INFO] control: snoop include 1 pid");
+    for c in probe.cycles(2) {
+        assert_eq!(c.procs(), [pa].into());
+    }
+
+    // Everything but a; processes new to the selection report from their second reading.
+    probe.send(&format!(
+        r#"{{"snoop":{{"mode":"exclude","pids":[{pa}]}}}}"#
+    ));
+    probe.wait_log("[INFO] control: snoop exclude 1 pid");
+    let cycles = probe.cycles(3);
+    assert!(cycles.iter().all(|c| !c.procs().contains(&pa)));
+    let last = cycles[2].procs();
+    assert!(last.contains(&pb), "{last:?}");
+    assert!(last.contains(&probe.child.id()), "{last:?}");
+    assert!(last.contains(&std::process::id()), "{last:?}");
+
+    // Back to the command line's selection.
+    probe.send(r#"{"snoop":{"mode":"all","pids":[]}}"#);
+    probe.wait_log("[INFO] control: snoop all (command line)");
+    let cycles = probe.cycles(3);
+    assert!(cycles.iter().all(|c| c.procs().is_subset(&both)));
+    assert_eq!(cycles[2].procs(), both);
+    probe.assert_alive();
+    drop((a, b));
 }

@@ -38,7 +38,8 @@ fn ctx(what: &'static str) -> impl FnOnce(libbpf_rs::Error) -> CollectError {
 /// How to configure the BPF side.
 #[derive(Debug, Clone)]
 pub struct Options {
-    /// Attach the per-segment `tcp_probe` hook (zero-window counts).
+    /// Load the per-segment `tcp_probe` program (zero-window counts; the kernel has the hook).
+    /// It is attached only while the windows table is on: [`Collector::set_zero_window`].
     pub zero_window: bool,
     /// Custom BTF file (`-b`).
     pub btf_path: Option<PathBuf>,
@@ -49,7 +50,10 @@ pub struct Collector<'obj> {
     skel: TcpSkel<'obj>,
     _links: Vec<Link>,
     iter_link: Link,
-    zero_window: bool,
+    /// The `tcp_probe` program is loaded.
+    zero_window_loaded: bool,
+    /// Its link while attached (dropping it detaches).
+    zero_window_link: Option<Link>,
     buf: Vec<u8>,
 }
 
@@ -79,14 +83,6 @@ impl<'obj> Collector<'obj> {
         ] {
             links.push(prog.attach().map_err(ctx(what))?);
         }
-        if opts.zero_window {
-            links.push(
-                skel.progs
-                    .on_tcp_probe
-                    .attach()
-                    .map_err(ctx("attaching tp_btf/tcp_probe"))?,
-            );
-        }
         let iter_link = skel
             .progs
             .dump_tcp
@@ -96,9 +92,28 @@ impl<'obj> Collector<'obj> {
             skel,
             _links: links,
             iter_link,
-            zero_window: opts.zero_window,
+            zero_window_loaded: opts.zero_window,
+            zero_window_link: None,
             buf: Vec::with_capacity(64 * 1024),
         })
+    }
+
+    /// Attaches (`on`) or detaches the per-segment zero-window hook, which costs a program run
+    /// per received segment and so runs only while the windows table is written. Returns
+    /// whether it is attached now (never when it was not loaded).
+    pub fn set_zero_window(&mut self, on: bool) -> Result<bool, CollectError> {
+        if !on {
+            self.zero_window_link = None;
+        } else if self.zero_window_loaded && self.zero_window_link.is_none() {
+            self.zero_window_link = Some(
+                self.skel
+                    .progs
+                    .on_tcp_probe
+                    .attach()
+                    .map_err(ctx("attaching tp_btf/tcp_probe"))?,
+            );
+        }
+        Ok(self.zero_window_link.is_some())
     }
 
     /// The ring buffer of state-change and event records.
@@ -145,7 +160,7 @@ impl<'obj> Collector<'obj> {
             p.on_send_reset.as_fd(),
             p.on_receive_reset.as_fd(),
         ];
-        if self.zero_window {
+        if self.zero_window_loaded {
             fds.push(p.on_tcp_probe.as_fd());
         }
         c.lost = c.lost.saturating_add(bpf::recursion_misses(fds));

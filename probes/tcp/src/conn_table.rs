@@ -277,6 +277,11 @@ impl ConnTable {
         }
     }
 
+    /// Forgets idle keys after `retain_periods` periods from now on (the period changed).
+    pub fn set_retain(&mut self, retain_periods: u64) {
+        self.retain_periods = retain_periods.max(1);
+    }
+
     /// Keys that changed in the current period, sorted by key.
     pub fn active(&self) -> Vec<(&ConnKey, &ConnEntry)> {
         let mut v: Vec<_> = self

@@ -5,6 +5,13 @@
 //! Flags: the upstream ones (`-t` period, `-c 0|1` client ports, `-P` table bits, `-b` BTF),
 //! plus `-M <n>`: most connections (sockets) and keys tracked, default 16384; the excess is
 //! counted in `tcp_bpf_stats.map_full`. `tcpprobe --print-meta` prints the `.meta` file.
+//!
+//! Control channel (stdin, [`probe_sdk::control`]): `report_period`, `report_cport`, the tables
+//! (`probe_bits`) and the process selection (`snoop`) change without a restart, checked every
+//! drain (100 ms). Every hook but the per-segment zero-window one stays attached whatever the
+//! tables, so tables and process selection filter at output (connections of unselected
+//! processes are still tracked and count towards `-M`); the zero-window hook is attached while
+//! the windows table is on and detached otherwise.
 //! Hidden, for tests: `TCPPROBE_REQUIRE_HOOK=<category:name|raw:name>` makes the probe require
 //! one more hook, so the "unsupported" path (exit code 3) can be exercised.
 
@@ -14,6 +21,7 @@ mod conn_table;
 mod decode;
 mod histogram;
 mod owners;
+mod runtime;
 mod skel;
 mod tables;
 mod tracker;
@@ -29,6 +37,7 @@ use std::time::{Duration, Instant};
 use anyhow::{bail, Context, Result};
 use probe_sdk::args::ProbeArgs;
 use probe_sdk::bpf::{self, Hook, RingPoller};
+use probe_sdk::control::Control;
 use probe_sdk::record::{is_broken_pipe, RecordWriter};
 use probe_sdk::run::{terminated, PeriodLoop};
 use probe_sdk::{info, warn};
@@ -37,6 +46,7 @@ use crate::collector::{Collector, Options};
 use crate::conn_table::ConnTable;
 use crate::decode::Record;
 use crate::owners::Owner;
+use crate::runtime::Settings;
 use crate::tables::{BIT_WINDOWS, STATS_TABLE};
 use crate::tracker::Tracker;
 
@@ -97,6 +107,11 @@ fn pass(
     Ok(())
 }
 
+/// Idle keys are remembered for [`RETAIN_SECS`], at least two periods.
+fn retain_periods(period_secs: u32) -> u64 {
+    (RETAIN_SECS / u64::from(period_secs.max(1))).max(2)
+}
+
 fn run() -> Result<()> {
     if std::env::args().nth(1).as_deref() == Some("--print-meta") {
         print!("{}", tables::meta_text());
@@ -109,28 +124,31 @@ fn run() -> Result<()> {
     }
     if args.whitelist.is_some() || args.filter.is_some() {
         warn!(
-            "-w/-F process filtering is not implemented by tcpprobe: every connection is reported"
+            "-w/-F process filtering is not implemented by tcpprobe: every connection is reported (the control channel's snoopers select processes)"
         );
     }
+    let control = Control::from_stdin();
+    let declaration = tables::declaration();
+    let mut settings = Settings::from_args(&args);
     bpf::require_hooks(&required_hooks());
-    let mut zero_window = args.probe_bits & BIT_WINDOWS != 0;
-    if zero_window && !bpf::raw_tracepoint_exists("tcp_probe") {
+    let zero_window_hook = bpf::raw_tracepoint_exists("tcp_probe");
+    if !zero_window_hook {
         warn!("raw tracepoint tcp_probe missing: zero-window counts disabled");
-        zero_window = false;
     }
 
     let opts = Options {
-        zero_window,
+        zero_window: zero_window_hook,
         btf_path: args.btf_path.clone(),
     };
     let mut object = MaybeUninit::uninit();
     let mut collector = Collector::start(&mut object, &opts)?;
+    let zero_window = collector.set_zero_window(settings.probe_bits & BIT_WINDOWS != 0)?;
     // Before the first drain, so no record is missed between attach and the loop.
-    let periods = PeriodLoop::new(args.period()).context("installing signal handlers")?;
+    let _signals = PeriodLoop::new(settings.period()).context("installing signal handlers")?;
 
     let tracker = Rc::new(RefCell::new(Tracker::new(
         max_conns as usize,
-        args.report_cport,
+        settings.report_cport,
     )));
     let undecodable = Rc::new(Cell::new(0u64));
     let poller = {
@@ -153,26 +171,47 @@ fn run() -> Result<()> {
     info!(
         "attached (zero-window hook: {}, client ports: {}, max connections: {max_conns}, older sockets named: {})",
         if zero_window { "on" } else { "off" },
-        if args.report_cport { "on" } else { "off" },
+        if settings.report_cport { "on" } else { "off" },
         owners.len(),
     );
     drop(owners);
 
-    let retain = (RETAIN_SECS / u64::from(args.period_secs)).max(2);
-    let mut table = ConnTable::new(max_conns as usize, retain);
+    let mut table = ConnTable::new(max_conns as usize, retain_periods(settings.period_secs));
     let mut out = RecordWriter::stdout();
-    let period = periods.period();
-    let mut next = Instant::now() + period;
+    let mut next = Instant::now() + settings.period();
     while !terminated() {
+        if let Some(msg) = control.take() {
+            let (new, refused) = settings.updated(&declaration, &msg);
+            for r in refused {
+                warn!("{r}");
+            }
+            if let Some(line) = settings.describe_change(&new) {
+                if new.period_secs != settings.period_secs {
+                    next = runtime::rebase(next, settings.period(), new.period(), Instant::now());
+                    table.set_retain(retain_periods(new.period_secs));
+                }
+                if new.report_cport != settings.report_cport {
+                    tracker.borrow_mut().set_report_cport(new.report_cport);
+                }
+                let windows = new.probe_bits & BIT_WINDOWS != 0;
+                if windows != (settings.probe_bits & BIT_WINDOWS != 0) {
+                    if let Err(e) = collector.set_zero_window(windows) {
+                        warn!("zero-window counts stay off: {e}");
+                    }
+                }
+                info!("{line}");
+                settings = new;
+            }
+        }
         let now = Instant::now();
         if now < next {
             poller.poll((next - now).min(DRAIN_EVERY))?;
             continue;
         }
         // Skip boundaries missed while busy rather than firing them back to back.
-        next += period;
+        next += settings.period();
         if next <= now {
-            next = now + period;
+            next = now + settings.period();
         }
         poller.poll(Duration::ZERO)?;
         pass(&mut collector, &tracker, None)?;
@@ -190,7 +229,8 @@ fn run() -> Result<()> {
         let written = table
             .active()
             .into_iter()
-            .try_for_each(|(k, e)| tables::write_entry(&mut out, args.probe_bits, k, e))
+            .filter(|(k, _)| settings.snoop.selects(k.tgid))
+            .try_for_each(|(k, e)| tables::write_entry(&mut out, settings.probe_bits, k, e))
             .and_then(|()| bpf::write_loss_record(&mut out, STATS_TABLE, "tcp", &loss))
             .and_then(|()| out.flush());
         match written {

@@ -1,9 +1,12 @@
-//! The output tables, defined once: the record writer and the `.meta` text both come from
-//! [`TABLES`] (a test keeps `tcpprobe.meta` equal to [`meta_text`]).
+//! The output tables and the run-time control declaration, defined once: the record writer and
+//! the `.meta` text both come from [`TABLES`] and [`declaration`] (a test keeps `tcpprobe.meta`
+//! equal to [`meta_text`]).
 
 use std::io::{self, Write};
 
+use probe_sdk::args::DEFAULT_PERIOD_SECS;
 use probe_sdk::bpf;
+use probe_sdk::decl::{self, Declaration, Param, ParamValue, SnooperKind, SubProbe};
 use probe_sdk::meta::{self, Field, Table};
 use probe_sdk::record::RecordWriter;
 
@@ -188,6 +191,49 @@ pub const TABLES: &[TableDef] = &[
     },
 ];
 
+/// Upstream's param `name` (reference §5.4). Only constant names are passed, and the
+/// declaration test builds every one of them.
+fn standard(name: &str) -> Param {
+    decl::standard(name).expect("a param name upstream has")
+}
+
+/// What tcpprobe declares about its run-time control (REST name `tcp`).
+///
+/// Sub-probes are upstream's names mapped to the `-P` bits of the tables this probe writes:
+///
+/// | sub-probe | bits | table |
+/// |---|---|---|
+/// | `tcp_abnormal` | 1 | `tcp_abn` |
+/// | `tcp_windows` | 2 | `tcp_windows` (and the per-segment zero-window hook) |
+/// | `tcp_rtt` | 4 | `tcp_rtt` |
+/// | `tcp_stats` | 8 | `tcp_tx_rx` |
+/// | `tcp_srtt` | 64 | `tcp_srtt` |
+///
+/// `tcp_link` and `tcp_bpf_stats` are always written. Upstream's `tcp_rate`, `tcp_sockbuf` and
+/// `tcp_delay` have no table here and are not declared, so REST refuses them.
+///
+/// Params: `report_period` (`-t`, default 5 s) and `report_cport` (`-c`). Every snooper kind
+/// is honoured: the daemon resolves them to pids, and connections are reported only when their
+/// owning process is selected.
+pub fn declaration() -> Declaration {
+    Declaration {
+        rest_name: Some("tcp".to_string()),
+        reload: true,
+        snoopers: SnooperKind::ALL.to_vec(),
+        sub_probes: vec![
+            SubProbe::new("tcp_abnormal", BIT_ABN),
+            SubProbe::new("tcp_rtt", BIT_RTT),
+            SubProbe::new("tcp_windows", BIT_WINDOWS),
+            SubProbe::new("tcp_srtt", BIT_SRTT),
+            SubProbe::new("tcp_stats", BIT_TXRX),
+        ],
+        params: vec![
+            standard("report_period").with_default(ParamValue::Int(i64::from(DEFAULT_PERIOD_SECS))),
+            standard("report_cport"),
+        ],
+    }
+}
+
 /// Whether `table` is enabled by the `-P` bitmask.
 pub fn enabled(table: &TableDef, probe_bits: u32) -> bool {
     table.bit.is_none_or(|b| probe_bits & b != 0)
@@ -237,9 +283,14 @@ pub fn meta_tables() -> Vec<Table> {
         .collect()
 }
 
-/// The `.meta` file describing every table this probe writes (`tcpprobe --print-meta`).
+/// The `.meta` file (`tcpprobe --print-meta`): every table this probe writes, then its
+/// run-time control declaration (the `probe` group).
 pub fn meta_text() -> String {
-    meta::render(&[], &meta_tables())
+    format!(
+        "{}\n{}",
+        meta::render(&[], &meta_tables()),
+        declaration().render_meta()
+    )
 }
 
 #[cfg(test)]
@@ -371,6 +422,51 @@ mod tests {
         assert!(doc
             .lookup(&format!("measurements.[{}]", expected.len()))
             .is_none());
+    }
+
+    #[test]
+    fn declaration_is_valid_and_maps_sub_probes_to_our_tables() {
+        let d = declaration();
+        d.validate().expect("valid declaration");
+        assert_eq!(d.rest_name.as_deref(), Some("tcp"));
+        assert!(d.reload);
+        assert_eq!(d.snoopers, SnooperKind::ALL);
+        // Each sub-probe selects exactly the bit of one table we write.
+        for s in &d.sub_probes {
+            let tables: Vec<&str> = TABLES
+                .iter()
+                .filter(|t| t.bit == Some(s.bits))
+                .map(|t| t.name)
+                .collect();
+            assert_eq!(tables.len(), 1, "{}: {tables:?}", s.name);
+        }
+        // Every selectable table has a sub-probe.
+        for t in TABLES.iter().filter(|t| t.bit.is_some()) {
+            assert!(
+                d.sub_probes.iter().any(|s| Some(s.bits) == t.bit),
+                "{} has no sub-probe",
+                t.name
+            );
+        }
+        for missing in ["tcp_rate", "tcp_sockbuf", "tcp_delay"] {
+            assert!(d.sub_probe(missing).is_none(), "{missing}");
+        }
+        assert_eq!(
+            d.sub_probe_bits(&["tcp_stats".into(), "tcp_rtt".into()]),
+            Ok(BIT_TXRX | BIT_RTT)
+        );
+        let names: Vec<&str> = d.params.iter().map(|p| p.name.as_str()).collect();
+        assert_eq!(names, ["report_period", "report_cport"]);
+        assert_eq!(d.defaults()["report_period"], ParamValue::Int(5));
+        assert_eq!(d.param("report_period").map(|p| p.flag), Some(Some('t')));
+        assert_eq!(d.param("report_cport").map(|p| p.flag), Some(Some('c')));
+    }
+
+    #[test]
+    fn meta_carries_the_declaration() {
+        let doc = gala_libconfig::parse_str(&meta_text(), std::path::Path::new("tcpprobe.meta"))
+            .expect("valid libconfig");
+        assert_eq!(Declaration::from_node(&doc), Ok(Some(declaration())));
     }
 
     #[test]

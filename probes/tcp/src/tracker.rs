@@ -219,6 +219,12 @@ impl Tracker {
         }
     }
 
+    /// Keeps client ports in keys from now on (or not); keys already reported keep theirs until
+    /// they expire, so series start anew at the change.
+    pub fn set_report_cport(&mut self, on: bool) {
+        self.report_cport = on;
+    }
+
     /// Records dropped because `cap` sockets were tracked already.
     pub fn overflow(&self) -> u64 {
         self.overflow

@@ -1,11 +1,11 @@
 //! Runs the real `tcpprobe` binary (needs root and eBPF, as in CI) against loopback TCP traffic
 //! generated here with known byte counts, and checks the exported records.
 
-use std::collections::HashMap;
+use std::collections::{BTreeSet, HashMap};
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream};
 use std::os::fd::AsRawFd;
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, ChildStdin, Command, Stdio};
 use std::sync::mpsc::{self, Receiver, RecvTimeoutError};
 use std::sync::{Arc, Mutex};
 use std::thread;
@@ -13,11 +13,13 @@ use std::time::{Duration, Instant};
 
 const BIN: &str = env!("CARGO_BIN_EXE_tcpprobe");
 
-/// A running probe whose stdout lines arrive on a channel.
+/// A running probe whose stdout lines arrive on a channel (with their arrival time), and whose
+/// stdin is the control channel.
 struct Probe {
     child: Child,
-    lines: Receiver<String>,
+    lines: Receiver<(Instant, String)>,
     stderr: Arc<Mutex<String>>,
+    stdin: ChildStdin,
 }
 
 impl Probe {
@@ -25,16 +27,18 @@ impl Probe {
     fn start(args: &[&str]) -> Probe {
         let mut child = Command::new(BIN)
             .args(args)
+            .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
             .spawn()
             .expect("spawn tcpprobe");
+        let stdin = child.stdin.take().unwrap();
         let (tx, lines) = mpsc::channel();
         let stdout = child.stdout.take().unwrap();
         thread::spawn(move || {
             for line in BufReader::new(stdout).lines() {
                 let Ok(line) = line else { break };
-                if tx.send(line).is_err() {
+                if tx.send((Instant::now(), line)).is_err() {
                     break;
                 }
             }
@@ -63,24 +67,33 @@ impl Probe {
             child,
             lines,
             stderr,
+            stdin,
         }
     }
 
     /// Reads records until `periods` complete periods (each ends with the tcp_bpf_stats
     /// record) have arrived after this call.
     fn records_for(&self, periods: usize) -> Vec<Vec<String>> {
+        self.timed_records_for(periods)
+            .into_iter()
+            .map(|(_, r)| r)
+            .collect()
+    }
+
+    /// [`records_for`](Self::records_for) with each record's arrival time.
+    fn timed_records_for(&self, periods: usize) -> Vec<(Instant, Vec<String>)> {
         let mut out = Vec::new();
         let mut seen = 0;
-        let deadline = Instant::now() + Duration::from_secs(10 + 2 * periods as u64);
+        let deadline = Instant::now() + Duration::from_secs(10 + 4 * periods as u64);
         while seen < periods {
             let left = deadline.saturating_duration_since(Instant::now());
             match self.lines.recv_timeout(left) {
-                Ok(line) => {
+                Ok((at, line)) => {
                     let fields = parse(&line);
                     if fields.first().map(String::as_str) == Some("tcp_bpf_stats") {
                         seen += 1;
                     }
-                    out.push(fields);
+                    out.push((at, fields));
                 }
                 Err(RecvTimeoutError::Timeout) | Err(RecvTimeoutError::Disconnected) => panic!(
                     "only {seen} of {periods} periods arrived; stderr:\n{}",
@@ -89,6 +102,40 @@ impl Probe {
             }
         }
         out
+    }
+}
+
+impl Probe {
+    /// Writes one control line.
+    fn send(&mut self, line: &str) {
+        writeln!(self.stdin, "{line}").expect("write the control line");
+        self.stdin.flush().unwrap();
+    }
+
+    /// Waits until the probe's stderr contains `needle`, then drops the records read so far
+    /// (they may predate the change).
+    fn wait_log(&self, needle: &str) {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while !self.stderr.lock().unwrap().contains(needle) {
+            assert!(
+                Instant::now() < deadline,
+                "no {needle:?} on stderr:\n{}",
+                self.stderr.lock().unwrap()
+            );
+            thread::sleep(Duration::from_millis(20));
+        }
+        while self.lines.try_recv().is_ok() {}
+    }
+
+    /// The probe started by this test is still running: no restart, same pid.
+    fn assert_alive(&mut self) {
+        assert!(
+            self.child.try_wait().unwrap().is_none(),
+            "the probe exited; stderr:\n{}",
+            self.stderr.lock().unwrap()
+        );
+        let comm = std::fs::read_to_string(format!("/proc/{}/comm", self.child.id())).unwrap();
+        assert_eq!(comm.trim_end(), "tcpprobe");
     }
 }
 
@@ -383,10 +430,10 @@ fn set_int_opt(fd: i32, level: i32, name: i32, value: i32) {
     assert_eq!(rc, 0);
 }
 
-#[test]
-fn zero_windows_are_counted_on_both_ends() {
-    let probe = Probe::start(&["-t", "1"]);
-    // A receiver with a tiny buffer that never reads: its window closes, the sender probes it.
+/// A receiver with a tiny buffer that never reads: its window closes and the sender probes it.
+/// Returns the latest records once both ends counted a zero window (or after 10 s), with the
+/// client and server keys.
+fn zero_window_scenario(probe: &Probe) -> (HashMap<(String, Key), Vec<String>>, Key, Key) {
     let listener = TcpListener::bind("127.0.0.1:0").unwrap();
     set_int_opt(
         listener.as_raw_fd(),
@@ -429,13 +476,20 @@ fn zero_windows_are_counted_on_both_ends() {
         }
         m.extend(latest(&probe.records_for(1)));
     }
+    drop((c, s));
+    (m, ck, sk)
+}
+
+#[test]
+fn zero_windows_are_counted_on_both_ends() {
+    let probe = Probe::start(&["-t", "1"]);
+    let (m, ck, sk) = zero_window_scenario(&probe);
     let cw = get(&m, "tcp_windows", &ck);
     assert!(num(cw, "tcp_windows", "zero_snd_wnd_count") >= 1, "{cw:?}");
     assert!(num(cw, "tcp_windows", "notsent_bytes") > 0, "{cw:?}");
     let sw = get(&m, "tcp_windows", &sk);
     assert!(num(sw, "tcp_windows", "zero_rcv_wnd_count") >= 1, "{sw:?}");
     assert_eq!(num(sw, "tcp_windows", "rcv_wnd"), 0, "{sw:?}");
-    drop((c, s));
 }
 
 #[test]
@@ -524,4 +578,188 @@ fn bad_flags_are_rejected() {
             "{args:?}"
         );
     }
+}
+
+/// Tables of `records`.
+fn tables_of(records: &[Vec<String>]) -> BTreeSet<String> {
+    records.iter().map(|r| r[0].clone()).collect()
+}
+
+/// Gaps between consecutive period ends (tcp_bpf_stats records) of `records`.
+fn period_gaps(records: &[(Instant, Vec<String>)]) -> Vec<Duration> {
+    let ends: Vec<Instant> = records
+        .iter()
+        .filter(|(_, r)| r[0] == "tcp_bpf_stats")
+        .map(|(t, _)| *t)
+        .collect();
+    ends.windows(2).map(|w| w[1] - w[0]).collect()
+}
+
+#[test]
+fn control_channel_changes_period_and_tables_without_restart() {
+    let mut probe = Probe::start(&["-t", "1"]);
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    exchange(&listener, 1_000, 1_000);
+    let before = probe.timed_records_for(3);
+    let gaps = period_gaps(&before);
+    assert!(
+        gaps.iter().all(|g| *g < Duration::from_millis(1900)),
+        "{gaps:?}"
+    );
+    let all: Vec<Vec<String>> = before.into_iter().map(|(_, r)| r).collect();
+    let tables = tables_of(&all);
+    for t in ["tcp_link", "tcp_tx_rx", "tcp_rtt", "tcp_abn", "tcp_srtt"] {
+        assert!(
+            tables.contains(t),
+            "{t} missing before the change: {tables:?}"
+        );
+    }
+
+    // Period 1 s -> 3 s.
+    probe.send(r#"{"v":1,"params":{"report_period":3,"report_cport":0}}"#);
+    probe.wait_log("[INFO] control: period 1s -> 3s");
+    let gaps = period_gaps(&probe.timed_records_for(2));
+    assert_eq!(gaps.len(), 1);
+    assert!(
+        gaps[0] > Duration::from_millis(2500) && gaps[0] < Duration::from_millis(4500),
+        "{gaps:?}"
+    );
+    probe.assert_alive();
+
+    // A line that is not a control message changes nothing.
+    probe.send("this is not a control message");
+    probe.wait_log("[WARN] control channel: line skipped");
+    probe.records_for(1);
+    probe.assert_alive();
+
+    // Only tcp_stats (tcp_tx_rx), back to 1 s. tcp_link and tcp_bpf_stats are always written.
+    probe.send(r#"{"probe":["tcp_stats"],"probe_bits":8,"params":{"report_period":1}}"#);
+    probe.wait_log("[INFO] control: period 3s -> 1s, tables 0xffffffff -> 0x8");
+    exchange(&listener, 1_000, 1_000);
+    let after = probe.records_for(2);
+    let want: BTreeSet<String> = ["tcp_link", "tcp_tx_rx", "tcp_bpf_stats"]
+        .map(String::from)
+        .into();
+    assert_eq!(tables_of(&after), want);
+    probe.assert_alive();
+}
+
+#[test]
+fn zero_window_hook_is_attached_when_the_windows_table_is_turned_on() {
+    // Started without the windows table: the per-segment hook is not attached.
+    let mut probe = Probe::start(&["-t", "1", "-P", "8"]);
+    probe.send(r#"{"probe_bits":2}"#);
+    probe.wait_log("[INFO] control: tables 0x8 -> 0x2");
+    let (m, ck, sk) = zero_window_scenario(&probe);
+    let cw = get(&m, "tcp_windows", &ck);
+    assert!(num(cw, "tcp_windows", "zero_snd_wnd_count") >= 1, "{cw:?}");
+    let sw = get(&m, "tcp_windows", &sk);
+    assert!(num(sw, "tcp_windows", "zero_rcv_wnd_count") >= 1, "{sw:?}");
+    probe.assert_alive();
+}
+
+/// Environment variable that turns [`connector_child`] into a TCP client of this port.
+const CONNECT_ENV: &str = "TCPPROBE_TEST_CONNECT_PORT";
+
+/// Not a test of its own: run by [`Connector::spawn`] in a child process (a second TCP client
+/// with its own pid), it connects to the port in [`CONNECT_ENV`], sends 1000 bytes, and holds
+/// the connection until its stdin closes.
+#[test]
+fn connector_child() {
+    let Ok(port) = std::env::var(CONNECT_ENV) else {
+        return;
+    };
+    let port: u16 = port.parse().unwrap();
+    let mut c = TcpStream::connect(("127.0.0.1", port)).unwrap();
+    c.write_all(&pattern(1_000, 9)).unwrap();
+    let mut rest = Vec::new();
+    let _ = std::io::stdin().read_to_end(&mut rest);
+}
+
+/// A child process holding one TCP connection to a port.
+struct Connector(Child);
+
+impl Connector {
+    fn spawn(port: u16) -> Connector {
+        let child = Command::new(std::env::current_exe().unwrap())
+            .args(["connector_child", "--exact", "--test-threads", "1", "-q"])
+            .env(CONNECT_ENV, port.to_string())
+            .stdin(Stdio::piped())
+            .stdout(Stdio::null())
+            .spawn()
+            .expect("spawn the connector");
+        Connector(child)
+    }
+
+    fn pid(&self) -> String {
+        self.0.id().to_string()
+    }
+}
+
+impl Drop for Connector {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// tgids of the connection records (tcp_bpf_stats left out).
+fn tgids(records: &[Vec<String>]) -> BTreeSet<String> {
+    records
+        .iter()
+        .filter(|r| r[0] != "tcp_bpf_stats")
+        .map(|r| r[1].clone())
+        .collect()
+}
+
+#[test]
+fn snoop_selects_connections_by_owning_process() {
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let mut probe = Probe::start(&["-t", "1"]);
+    let (a, b) = (Connector::spawn(port), Connector::spawn(port));
+    let mut accepted = Vec::new();
+    for _ in 0..2 {
+        let (mut s, _) = listener.accept().unwrap();
+        let mut got = vec![0u8; 1_000];
+        s.read_exact(&mut got).unwrap();
+        accepted.push(s);
+    }
+    let me = std::process::id().to_string();
+    let everyone: BTreeSet<String> = [a.pid(), b.pid(), me.clone()].into();
+
+    // No snoop yet: both clients and the server side (this process) are reported.
+    let seen = tgids(&probe.records_for(2));
+    assert!(seen.is_superset(&everyone), "{seen:?} vs {everyone:?}");
+
+    probe.send(&format!(
+        r#"{{"snoop":{{"mode":"include","pids":[{}]}}}}"#,
+        a.pid()
+    ));
+    probe.wait_log("[INFO] control: snoop include 1 pid");
+    let records = probe.records_for(2);
+    assert_eq!(tgids(&records), [a.pid()].into());
+    assert!(
+        records
+            .iter()
+            .any(|r| r[0] == "tcp_link" && r[2] == "client" && r[6] == port.to_string()),
+        "no client record of {}",
+        a.pid()
+    );
+
+    probe.send(&format!(
+        r#"{{"snoop":{{"mode":"exclude","pids":[{}]}}}}"#,
+        a.pid()
+    ));
+    probe.wait_log("[INFO] control: snoop exclude 1 pid");
+    let seen = tgids(&probe.records_for(2));
+    assert!(!seen.contains(&a.pid()), "{seen:?}");
+    assert!(seen.contains(&b.pid()) && seen.contains(&me), "{seen:?}");
+
+    probe.send(r#"{"snoop":{"mode":"all"}}"#);
+    probe.wait_log("[INFO] control: snoop all");
+    let seen = tgids(&probe.records_for(2));
+    assert!(seen.is_superset(&everyone), "{seen:?} vs {everyone:?}");
+    probe.assert_alive();
+    drop(accepted);
 }

@@ -166,6 +166,66 @@ pub async fn serve_with_tls(
     counters: Arc<HttpCounters>,
     shutdown: impl Future<Output = ()> + Send,
 ) {
+    accept_loop(Tcp { listener, tls }, router, limits, counters, shutdown).await;
+}
+
+/// A listening socket [`accept_loop`] serves: how it accepts, refuses and serves a connection.
+pub(super) trait Listen: Send {
+    /// An accepted connection.
+    type Stream: Send + 'static;
+    /// The next connection (errors as accept(2) reports them).
+    fn accept(&self) -> impl Future<Output = io::Result<Self::Stream>> + Send;
+    /// Refuse a connection over the limit (best effort, never waits).
+    fn refuse(&self, stream: Self::Stream);
+    /// Serve one connection until it closes, times out or `stop` turns true.
+    fn serve(
+        &self,
+        stream: Self::Stream,
+        conn: Conn,
+        stop: watch::Receiver<bool>,
+    ) -> impl Future<Output = ()> + Send + 'static;
+}
+
+/// TCP, plain or TLS.
+struct Tcp {
+    listener: TcpListener,
+    tls: Option<ServerTls>,
+}
+
+impl Listen for Tcp {
+    type Stream = TcpStream;
+
+    async fn accept(&self) -> io::Result<TcpStream> {
+        self.listener.accept().await.map(|(s, _)| s)
+    }
+
+    fn refuse(&self, stream: TcpStream) {
+        // A TLS client could not read a plain reply: it just sees the close.
+        if self.tls.is_none() {
+            let _ = stream.try_write(refusal().as_bytes());
+        }
+    }
+
+    fn serve(
+        &self,
+        stream: TcpStream,
+        conn: Conn,
+        stop: watch::Receiver<bool>,
+    ) -> impl Future<Output = ()> + Send + 'static {
+        serve_tcp_connection(stream, conn, self.tls.clone(), stop)
+    }
+}
+
+/// Serve `router` on `listener` until `shutdown` resolves, then let open connections finish
+/// their current request: the connection cap, the time limits and accept back-off of this
+/// module, whatever the socket.
+pub(super) async fn accept_loop<L: Listen>(
+    listener: L,
+    router: Router,
+    limits: HttpLimits,
+    counters: Arc<HttpCounters>,
+    shutdown: impl Future<Output = ()> + Send,
+) {
     let server = counters.server;
     let budget = descriptor_budget();
     if limits.max_connections == 0 || budget < limits.max_connections {
@@ -190,7 +250,7 @@ pub async fn serve_with_tls(
             r = listener.accept() => r,
         };
         let stream = match accepted {
-            Ok((stream, _)) => stream,
+            Ok(stream) => stream,
             Err(e) if is_connection_error(&e) => continue,
             Err(e) => {
                 counters.accept_errors.fetch_add(1, Ordering::Relaxed);
@@ -227,22 +287,17 @@ pub async fn serve_with_tls(
                      ({n} more since the last report; counted in gala_gopher_self_http_connections_refused_total)"
                 );
             }
-            if tls.is_none() {
-                refuse(stream);
-            }
-            // A TLS client could not read a plain reply: it just sees the close.
+            listener.refuse(stream);
             continue;
         }
         counters.accepted.fetch_add(1, Ordering::Relaxed);
         let open = OpenConnection::new(Arc::clone(&counters));
-        tokio::spawn(serve_connection(
-            stream,
-            service.clone(),
-            limits,
-            tls.clone(),
-            open,
-            stop_rx.clone(),
-        ));
+        let conn = Conn::new(service.clone(), limits, Arc::clone(&counters));
+        let served = listener.serve(stream, conn, stop_rx.clone());
+        tokio::spawn(async move {
+            served.await;
+            drop(open);
+        });
     }
     drop(stop_rx);
     let _ = stop_tx.send(true);
@@ -250,16 +305,15 @@ pub async fn serve_with_tls(
     stop_tx.closed().await;
 }
 
-/// Best-effort 503 to a connection over the limit, then close it.
-fn refuse(stream: TcpStream) {
+/// The 503 written (best effort, never waiting: a client that cannot take these few bytes
+/// simply sees the close) to a plain connection over the limit before closing it.
+pub(super) fn refusal() -> String {
     const BODY: &str = "too many connections\n";
-    let reply = format!(
+    format!(
         "HTTP/1.1 503 Service Unavailable\r\nContent-Type: text/plain\r\nContent-Length: {}\r\n\
          Retry-After: 1\r\nConnection: close\r\n\r\n{BODY}",
         BODY.len()
-    );
-    // Never waits: a client that cannot take these few bytes simply sees the close.
-    let _ = stream.try_write(reply.as_bytes());
+    )
 }
 
 /// One open connection in the counters; closing it (drop) is counted back.
@@ -280,34 +334,21 @@ impl Drop for OpenConnection {
     }
 }
 
-async fn serve_connection(
+async fn serve_tcp_connection(
     stream: TcpStream,
-    service: TowerToHyperService<Router>,
-    limits: HttpLimits,
+    conn: Conn,
     tls: Option<ServerTls>,
-    open: OpenConnection,
     mut stop: watch::Receiver<bool>,
 ) {
-    let counters = Arc::clone(&open.0);
     let _ = stream.set_nodelay(true);
-    let state = Arc::new(ConnState::new());
-    // Started at accept: a TLS handshake counts against the header time limit.
-    let mut watchdog = std::pin::pin!(watchdog(Arc::clone(&state), limits));
-    let conn = Conn {
-        service,
-        limits,
-        state: Arc::clone(&state),
-        counters: Arc::clone(&counters),
-    };
     match tls {
-        None => {
-            let io = TrackedIo {
-                inner: stream,
-                state,
-            };
-            conn.serve(io, watchdog.as_mut(), &mut stop).await;
-        }
+        None => conn.serve_plain(stream, stop).await,
         Some(tls) => {
+            let state = Arc::clone(&conn.state);
+            let counters = Arc::clone(&conn.counters);
+            let limits = conn.limits;
+            // Started at accept: a TLS handshake counts against the header time limit.
+            let mut watchdog = std::pin::pin!(watchdog(Arc::clone(&state), limits));
             let io = tokio::select! {
                 io = handshake(stream, &tls, &state, &counters) => match io {
                     Some(io) => io,
@@ -324,7 +365,6 @@ async fn serve_connection(
             conn.serve(io, watchdog.as_mut(), &mut stop).await;
         }
     }
-    drop(open);
 }
 
 /// The TLS handshake of an accepted connection; `None` when it failed (counted and logged) or
@@ -334,7 +374,7 @@ async fn handshake(
     tls: &ServerTls,
     state: &Arc<ConnState>,
     counters: &HttpCounters,
-) -> Option<TlsStream<TrackedIo>> {
+) -> Option<TlsStream<TrackedIo<TcpStream>>> {
     let peer = stream.peer_addr().ok();
     // A TLS client starts with a handshake record (0x16); a letter is a plain HTTP request.
     let mut first = [0u8; 1];
@@ -415,8 +455,8 @@ fn log_handshake_failure(
     }
 }
 
-/// What serving HTTP on one connection needs, whatever carries it (TCP or TLS).
-struct Conn {
+/// What serving HTTP on one connection needs, whatever carries it (TCP, TLS, a Unix socket).
+pub(super) struct Conn {
     service: TowerToHyperService<Router>,
     limits: HttpLimits,
     state: Arc<ConnState>,
@@ -424,6 +464,32 @@ struct Conn {
 }
 
 impl Conn {
+    fn new(
+        service: TowerToHyperService<Router>,
+        limits: HttpLimits,
+        counters: Arc<HttpCounters>,
+    ) -> Self {
+        Conn {
+            service,
+            limits,
+            state: Arc::new(ConnState::new()),
+            counters,
+        }
+    }
+
+    /// Serve HTTP/1.1 straight on `stream` (no handshake), under the time limits from accept.
+    pub(super) async fn serve_plain<S>(self, stream: S, mut stop: watch::Receiver<bool>)
+    where
+        S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+    {
+        let mut watchdog = std::pin::pin!(watchdog(Arc::clone(&self.state), self.limits));
+        let io = TrackedIo {
+            inner: stream,
+            state: Arc::clone(&self.state),
+        };
+        self.serve(io, watchdog.as_mut(), &mut stop).await;
+    }
+
     async fn serve<I>(
         self,
         io: I,
@@ -665,12 +731,12 @@ async fn watchdog(state: Arc<ConnState>, limits: HttpLimits) -> HttpTimeout {
 }
 
 /// The socket, reporting reads and writes to the connection's [`ConnState`].
-struct TrackedIo {
-    inner: TcpStream,
+struct TrackedIo<S> {
+    inner: S,
     state: Arc<ConnState>,
 }
 
-impl AsyncRead for TrackedIo {
+impl<S: AsyncRead + Unpin> AsyncRead for TrackedIo<S> {
     fn poll_read(
         self: Pin<&mut Self>,
         cx: &mut Context<'_>,
@@ -686,7 +752,7 @@ impl AsyncRead for TrackedIo {
     }
 }
 
-impl AsyncWrite for TrackedIo {
+impl<S: AsyncWrite + Unpin> AsyncWrite for TrackedIo<S> {
     fn poll_write(
         self: Pin<&mut Self>,
         cx: &mut Context<'_>,

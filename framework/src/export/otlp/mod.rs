@@ -2,8 +2,8 @@
 //! (`POST <endpoint>/v1/logs`), one request per batch and stream, from the `sink-otlp` thread
 //! with a blocking HTTP client.
 //!
-//! Mapping: metric name `gala_gopher_<entity>_<field>` (as on `/metrics`); key and label fields
-//! become data-point attributes; gauge and summary → Gauge, counter → monotonic cumulative Sum,
+//! Mapping: metric name `gala_gopher_<entity>_<field>` (as on `/metrics`); key and label fields,
+//! then the probe's custom labels, become data-point attributes; gauge and summary → Gauge, counter → monotonic cumulative Sum,
 //! histogram → cumulative Histogram (explicit bounds = upstream bucket bounds, per-bucket counts,
 //! sum, max). Integers are sent as `as_int`, others as `as_double`; a value that is not a number
 //! is skipped. Resource: `service.name = gala-gopher`, `host.name`, `host.id` (machine id).
@@ -120,6 +120,11 @@ pub fn encode_metrics<'a>(
             .iter()
             .zip(rec.values())
             .filter_map(|(f, v)| Some(KeyValue::string(&f.name, v.filter(|_| f.kind.is_label())?)))
+            .chain(
+                rec.custom_labels()
+                    .iter()
+                    .map(|(k, v)| KeyValue::string(k, v)),
+            )
             .collect();
         let time_ns = rec.time_ms.saturating_mul(1_000_000);
         let schema_id = Arc::as_ptr(schema) as usize;
@@ -381,6 +386,13 @@ mod tests {
     use crate::meta::TableSchema;
 
     fn rec(values: &[Option<&str>]) -> Arc<OwnedRecord> {
+        labeled(values, None)
+    }
+
+    fn labeled(
+        values: &[Option<&str>],
+        custom_labels: Option<&crate::message::RecordLabels>,
+    ) -> Arc<OwnedRecord> {
         let schema = Arc::new(TableSchema::from_fields(
             "t",
             "E",
@@ -396,6 +408,7 @@ mod tests {
             values,
             time_ms: 1000,
             probe: "p",
+            custom_labels,
         }))
     }
 
@@ -448,5 +461,25 @@ mod tests {
         assert_eq!(p.bucket_counts, [1, 2, 0, 0]);
         assert_eq!((p.count, p.sum, p.max), (3, Some(250.0), Some(900.0)));
         assert_eq!(p.attributes, [KeyValue::string("k", "a")]);
+    }
+
+    #[test]
+    fn custom_labels_are_attributes() {
+        let res = ResourceInfo {
+            host_name: "h".into(),
+            host_id: "m".into(),
+        };
+        let labels: crate::message::RecordLabels =
+            Arc::from(vec![("env".to_string(), "prod".to_string())]);
+        let r = labeled(&[Some("a"), Some("1"), None, None], Some(&labels));
+        let req = encode_metrics([r.as_ref()], &res, 5);
+        let m = &req.resource_metrics[0].scope_metrics[0].metrics;
+        let Some(metric::Data::Gauge(g)) = &m[0].data else {
+            panic!()
+        };
+        assert_eq!(
+            g.data_points[0].attributes,
+            [KeyValue::string("k", "a"), KeyValue::string("env", "prod")]
+        );
     }
 }

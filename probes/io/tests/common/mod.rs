@@ -4,11 +4,11 @@
 
 use std::alloc::{self, Layout};
 use std::fs::{File, OpenOptions};
-use std::io::{self, BufRead, BufReader};
+use std::io::{self, BufRead, BufReader, Write};
 use std::os::fd::AsRawFd;
 use std::os::unix::fs::{FileExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, ChildStdin, Command, Stdio};
 use std::sync::mpsc::{self, Receiver, RecvTimeoutError};
 use std::thread;
 use std::time::{Duration, Instant};
@@ -155,6 +155,8 @@ pub fn direct_reads(f: &File, buf: &mut AlignedBuf, first_block: u64, count: u64
 /// A running `ioprobe` with its stdout lines and stderr lines collected.
 pub struct ProbeRun {
     child: Child,
+    /// The control channel, when started with [`ProbeRun::start_controlled`].
+    control: Option<ChildStdin>,
     lines: Receiver<String>,
     errs: Receiver<String>,
     pub stderr: Vec<String>,
@@ -166,13 +168,28 @@ impl ProbeRun {
     }
 
     pub fn start_with_env(args: &[&str], env: &[(&str, &str)]) -> ProbeRun {
+        ProbeRun::spawn(args, env, false)
+    }
+
+    /// Starts with stdin piped: [`ProbeRun::send`] writes control lines.
+    pub fn start_controlled(args: &[&str]) -> ProbeRun {
+        ProbeRun::spawn(args, &[], true)
+    }
+
+    fn spawn(args: &[&str], env: &[(&str, &str)], controlled: bool) -> ProbeRun {
         let mut child = Command::new(env!("CARGO_BIN_EXE_ioprobe"))
             .args(args)
             .envs(env.iter().copied())
+            .stdin(if controlled {
+                Stdio::piped()
+            } else {
+                Stdio::null()
+            })
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
             .spawn()
             .expect("spawn ioprobe");
+        let control = child.stdin.take();
         let (tx, lines) = mpsc::channel();
         let out = child.stdout.take().unwrap();
         thread::spawn(move || {
@@ -193,6 +210,7 @@ impl ProbeRun {
         });
         ProbeRun {
             child,
+            control,
             lines,
             errs,
             stderr: Vec::new(),
@@ -202,6 +220,44 @@ impl ProbeRun {
     /// Process id of the probe.
     pub fn pid(&self) -> u32 {
         self.child.id()
+    }
+
+    /// Writes one control line (a newline is added).
+    pub fn send(&mut self, line: &str) {
+        let stdin = self
+            .control
+            .as_mut()
+            .expect("started with start_controlled");
+        writeln!(stdin, "{line}").expect("write control line");
+        stdin.flush().expect("flush control line");
+    }
+
+    /// Closes the control channel (stdin at EOF).
+    pub fn close_control(&mut self) {
+        drop(self.control.take());
+    }
+
+    /// Whether the probe process is still running.
+    pub fn running(&mut self) -> bool {
+        matches!(self.child.try_wait(), Ok(None))
+    }
+
+    /// Waits for a stderr line containing `needle`; panics with stderr on timeout.
+    pub fn wait_stderr(&mut self, needle: &str, timeout: Duration) -> String {
+        let deadline = Instant::now() + timeout;
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            match self.errs.recv_timeout(left) {
+                Ok(line) => {
+                    let found = line.contains(needle);
+                    self.stderr.push(line.clone());
+                    if found {
+                        return line;
+                    }
+                }
+                Err(_) => panic!("no {needle:?} on stderr; stderr: {:#?}", self.stderr),
+            }
+        }
     }
 
     /// Waits for the "[INFO] ioprobe attached" line.

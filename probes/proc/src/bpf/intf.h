@@ -10,6 +10,15 @@
  * slot is taken by another tgid goes to the overflow hash. Must be a power of two. */
 #define TRACK_SLOTS 65536
 
+/* How the filter (tracked_slots + tracked_overflow) is read, set by user space at run time:
+ * FILTER_ALL tracks every process (filter unused), FILTER_INCLUDE tracks the tgids in it,
+ * FILTER_EXCLUDE tracks every process but the tgids in it. */
+enum filter_mode {
+	FILTER_ALL = 0,
+	FILTER_INCLUDE = 1,
+	FILTER_EXCLUDE = 2,
+};
+
 /* Syscall numbers below this index the slow-syscall column table. */
 #define SYSCALL_TABLE_LEN 512
 

@@ -8,7 +8,13 @@
  * By default slow-syscall time comes from sched_switch: the time a thread is switched out while
  * blocked inside a slow syscall, which costs per context switch, not per syscall.
  * When the syscall hooks do run, an untracked process leaves after one array load; only tracked
- * processes pay for a hash lookup and atomic adds. */
+ * processes pay for a hash lookup and atomic adds.
+ *
+ * Run-time control: the filter mode, fork inheritance, exec notices and the plan knobs live in
+ * .bss and change while the programs run (the control channel, see src/control.rs); programs
+ * are attached and detached as the plan changes. Each plan change bumps knob_gen, and a start
+ * time saved under an older generation is dropped instead of measured, so time that passed
+ * while a hook was detached or a knob was off is never counted. */
 #include "vmlinux.h"
 #include <bpf/bpf_helpers.h>
 #include <bpf/bpf_tracing.h>
@@ -28,19 +34,23 @@ char LICENSE[] SEC("license") = "GPL";
 #define ENOSYS 38
 #define TS_COMPAT 0x0002
 
-/* Knobs set by user space before load. */
-const volatile __u8 track_all = 0;       /* no filter: every process is tracked */
-const volatile __u8 inherit_forks = 0;   /* a tracked process's forked children are tracked too */
-const volatile __u8 notify_exec = 0;      /* send an exec_notice for every exec (whitelist mode) */
-const volatile __u8 account_offcpu = 0;  /* proc_cpu enabled (sched_switch also runs without it) */
+/* Knob set by user space before load. */
 const volatile __u8 noop_hooks = 0;      /* benchmark floor: syscall programs do nothing */
+
+/* Knobs user space changes at run time (.bss). */
+__u32 filter_mode;       /* enum filter_mode */
+__u8 inherit_forks;      /* a tracked process's forked children are tracked too */
+__u8 notify_exec;        /* send an exec_notice for every exec (whitelist mode) */
+__u8 account_offcpu;     /* proc_cpu enabled (sched_switch also runs without it) */
 /* Slow-syscall timing. exact_sys_time: sys_enter/sys_exit time whole syscalls (every syscall on
  * the host pays the tracepoint toll). blocked_sys_time: sched_switch adds the time a thread
  * spends switched out while blocked inside a slow syscall (no syscall hook at all). At most one
  * is set by user space. */
-const volatile __u8 exact_sys_time = 0;
-const volatile __u8 blocked_sys_time = 0;
-const volatile __u8 slow_col[SYSCALL_TABLE_LEN] = {};
+__u8 exact_sys_time;
+__u8 blocked_sys_time;
+__u8 slow_col[SYSCALL_TABLE_LEN];
+/* Bumped by user space after every change of the knobs above that concern timing. */
+__u32 knob_gen;
 
 /* Tracked-tgid filter, shared with user space through the mmap'ed .bss. */
 __u32 tracked_slots[TRACK_SLOTS];
@@ -66,12 +76,15 @@ struct {
 	__type(value, struct proc_stats);
 } proc_stats SEC(".maps");
 
-/* Per-thread scratch: start of the current slow syscall and of the current off-CPU period. */
+/* Per-thread scratch: start of the current slow syscall and of the current off-CPU period,
+ * each with the knob_gen it was taken under. */
 struct thread_state {
 	__u64 sys_start;
 	__u64 off_start;
 	__u32 off_iowait;
 	__u32 block_col; /* slow column the thread is blocked in while switched out, or COL_NONE */
+	__u32 sys_gen;
+	__u32 off_gen;
 };
 
 struct {
@@ -86,7 +99,7 @@ struct {
  * Spares the common, non-blocking case two task-storage lookups. */
 struct cpu_sys_slot {
 	__u32 pid;
-	__u32 pad;
+	__u32 gen; /* knob_gen at the entry */
 	__u64 start;
 };
 
@@ -102,6 +115,8 @@ struct rq_start {
 	__u64 ts;
 	__u32 tgid;
 	__u32 write;
+	__u32 gen; /* knob_gen at the start: a request started before a re-attach is not timed */
+	__u32 pad;
 };
 
 struct {
@@ -116,16 +131,14 @@ struct {
 	__uint(max_entries, 64 * 1024);
 } exec_events SEC(".maps");
 
-/* Make the notice type and the column enum visible to the skeleton's generated Rust types. */
+/* Make the notice type and the enums visible to the skeleton's generated Rust types. */
 struct exec_notice _exec_notice = {};
 enum slow_col _slow_col = 0;
+enum filter_mode _filter_mode = 0;
 
-static __always_inline bool is_tracked(__u32 tgid)
+/* Whether tgid is in the filter (slot or overflow hash). */
+static __always_inline bool in_filter(__u32 tgid)
 {
-	if (tgid == 0)
-		return false;
-	if (track_all)
-		return true;
 	if (tracked_slots[tgid & (TRACK_SLOTS - 1)] == tgid)
 		return true;
 	if (!overflow_used)
@@ -133,18 +146,32 @@ static __always_inline bool is_tracked(__u32 tgid)
 	return bpf_map_lookup_elem(&tracked_overflow, &tgid) != NULL;
 }
 
+static __always_inline bool is_tracked(__u32 tgid)
+{
+	__u32 mode = filter_mode;
+
+	if (tgid == 0)
+		return false;
+	if (mode == FILTER_ALL)
+		return true;
+	if (mode == FILTER_EXCLUDE)
+		return !in_filter(tgid);
+	return in_filter(tgid);
+}
+
 static __always_inline struct proc_stats *stats_of(__u32 tgid)
 {
 	return bpf_map_lookup_elem(&proc_stats, &tgid);
 }
 
-/* Stats entry of the current process, created on first sight in track-all mode. */
+/* Stats entry of the current (tracked) process, created on first sight unless the filter lists
+ * the tracked processes (FILTER_ALL, FILTER_EXCLUDE). */
 static __always_inline struct proc_stats *stats_current(__u32 tgid)
 {
 	struct proc_stats *st = bpf_map_lookup_elem(&proc_stats, &tgid);
 	long err;
 
-	if (st || !track_all)
+	if (st || filter_mode == FILTER_INCLUDE)
 		return st;
 	err = gg_map_update(&proc_stats, &tgid, &zero_stats, BPF_NOEXIST);
 	if (err && err != -EEXIST)
@@ -169,7 +196,8 @@ static __always_inline void track(__u32 tgid, const char *comm)
 	st = bpf_map_lookup_elem(&proc_stats, &tgid);
 	if (st)
 		bpf_probe_read_kernel_str(st->comm, sizeof(st->comm), comm);
-	if (track_all)
+	/* Only FILTER_INCLUDE lists tracked processes in the filter. */
+	if (filter_mode != FILTER_INCLUDE)
 		return;
 	/* Distinct tgids only share a slot when pid_max > TRACK_SLOTS; user space re-checks the
 	 * filter against proc_stats every period, which heals a lost race (no cmpxchg on BPF v1). */
@@ -192,7 +220,7 @@ static __always_inline void untrack(__u32 tgid)
 {
 	__u32 idx = tgid & (TRACK_SLOTS - 1);
 
-	if (track_all)
+	if (filter_mode != FILTER_INCLUDE)
 		return;
 	if (tracked_slots[idx] == tgid)
 		tracked_slots[idx] = 0;
@@ -268,30 +296,32 @@ int BPF_PROG(on_sys_enter, struct pt_regs *regs, long id)
 	if (!slot)
 		return 0;
 	slot->pid = (__u32)pid_tgid;
+	slot->gen = knob_gen;
 	slot->start = bpf_ktime_get_ns();
 	return 0;
 }
 
 /* Start time of the current thread's slow syscall, consumed: from this CPU's slot if the thread
- * ran here without interruption since the entry, else from task storage (saved at switch-out). */
+ * ran here without interruption since the entry, else from task storage (saved at switch-out).
+ * 0 when none was taken under the current knob generation. */
 static __always_inline __u64 take_sys_start(__u32 pid)
 {
 	struct cpu_sys_slot *slot;
 	struct thread_state *ts;
-	__u32 zero = 0;
+	__u32 zero = 0, gen = knob_gen;
 	__u64 start;
 
 	slot = bpf_map_lookup_elem(&cpu_sys_slot, &zero);
 	if (slot && slot->pid == pid) {
 		slot->pid = 0;
-		return slot->start;
+		return slot->gen == gen ? slot->start : 0;
 	}
 	ts = bpf_task_storage_get(&thread_state, bpf_get_current_task_btf(), 0, 0);
 	if (!ts)
 		return 0;
 	start = ts->sys_start;
 	ts->sys_start = 0;
-	return start;
+	return ts->sys_gen == gen ? start : 0;
 }
 
 SEC("tp_btf/sys_exit")
@@ -310,7 +340,7 @@ int BPF_PROG(on_sys_exit, struct pt_regs *regs, long ret)
 		return 0;
 	if (tgid == 0)
 		return 0;
-	if (!track_all && tracked_slots[slot] == tgid) {
+	if (filter_mode == FILTER_INCLUDE && tracked_slots[slot] == tgid) {
 		/* Hot path: no hash lookup for a slot owner. */
 		hot = &hot_slots[slot];
 		__sync_fetch_and_add(&hot->syscalls, 1);
@@ -318,7 +348,7 @@ int BPF_PROG(on_sys_exit, struct pt_regs *regs, long ret)
 			__sync_fetch_and_add(&hot->failed, 1);
 		gg_count(GG_STAT_EVENTS);
 	} else {
-		if (!track_all && !(overflow_used && bpf_map_lookup_elem(&tracked_overflow, &tgid)))
+		if (!is_tracked(tgid))
 			return 0;
 		st = stats_current(tgid);
 		if (!st)
@@ -357,19 +387,19 @@ int BPF_PROG(on_sched_switch, bool preempt, struct task_struct *prev, struct tas
 	struct cpu_sys_slot *slot = NULL;
 	struct thread_state *ts;
 	struct proc_stats *st;
-	__u32 ptgid = prev->tgid, ntgid = next->tgid, zero = 0;
+	__u32 ptgid = prev->tgid, ntgid = next->tgid, zero = 0, gen = knob_gen;
 	__u64 now = 0, delta;
 	bool in_sys = false;
 	__u8 bcol = COL_NONE;
 
 	if (is_tracked(ptgid) && !(prev_state & TASK_DEAD) && !(prev->flags & PF_EXITING)) {
-		/* Without sys_exit, track-all mode creates entries here: every user process that
-		 * runs is switched out sooner or later (prev is current here). */
-		if (track_all && !(prev->flags & PF_KTHREAD))
+		/* Without sys_exit, FILTER_ALL and FILTER_EXCLUDE create entries here: every user
+		 * process that runs is switched out sooner or later (prev is current here). */
+		if (filter_mode != FILTER_INCLUDE && !(prev->flags & PF_KTHREAD))
 			stats_current(ptgid);
 		if (exact_sys_time) {
 			slot = bpf_map_lookup_elem(&cpu_sys_slot, &zero);
-			in_sys = slot && slot->pid == (__u32)prev->pid;
+			in_sys = slot && slot->pid == (__u32)prev->pid && slot->gen == gen;
 		}
 		/* Blocked (not preempted: a preempted task is runnable, not waiting). */
 		if (blocked_sys_time && !preempt && prev_state != 0)
@@ -377,11 +407,14 @@ int BPF_PROG(on_sched_switch, bool preempt, struct task_struct *prev, struct tas
 		if (in_sys || account_offcpu || bcol != COL_NONE) {
 			ts = bpf_task_storage_get(&thread_state, prev, 0,
 						  BPF_LOCAL_STORAGE_GET_F_CREATE);
-			if (ts && in_sys && slot)
+			if (ts && in_sys && slot) {
 				ts->sys_start = slot->start;
+				ts->sys_gen = gen;
+			}
 			if (ts && (account_offcpu || bcol != COL_NONE)) {
 				now = bpf_ktime_get_ns();
 				ts->off_start = now;
+				ts->off_gen = gen;
 				ts->off_iowait = BPF_CORE_READ_BITFIELD(prev, in_iowait);
 				ts->block_col = bcol;
 			}
@@ -397,6 +430,12 @@ int BPF_PROG(on_sched_switch, bool preempt, struct task_struct *prev, struct tas
 	ts = bpf_task_storage_get(&thread_state, next, 0, 0);
 	if (!ts || !ts->off_start)
 		return 0;
+	if (ts->off_gen != gen) {
+		/* Switched out under other knobs (or before a detach): not measured. */
+		ts->off_start = 0;
+		ts->block_col = COL_NONE;
+		return 0;
+	}
 	if (!now)
 		now = bpf_ktime_get_ns();
 	delta = now - ts->off_start;
@@ -439,7 +478,7 @@ int BPF_PROG(on_fork, struct task_struct *parent, struct task_struct *child)
 		return 0;
 	}
 	__sync_fetch_and_add(&st->forks, 1);
-	if (inherit_forks || track_all)
+	if (inherit_forks || filter_mode != FILTER_INCLUDE)
 		track(child->tgid, child->comm);
 	return 0;
 }
@@ -506,6 +545,7 @@ static __always_inline void io_start(struct request *rq)
 	s.ts = bpf_ktime_get_ns();
 	s.tgid = tgid;
 	s.write = (rq->cmd_flags & REQ_OP_MASK) & 1;
+	s.gen = knob_gen;
 	gg_map_update(&rq_start, &key, &s, BPF_ANY);
 }
 
@@ -536,7 +576,9 @@ int BPF_PROG(on_rq_complete, struct request *rq, blk_status_t error, unsigned in
 	s = bpf_map_lookup_elem(&rq_start, &key);
 	if (!s)
 		return 0;
-	st = stats_of(s->tgid);
+	/* A request started before the hooks were last re-attached may belong to an earlier user
+	 * of the same struct request: not attributed. */
+	st = s->gen == knob_gen ? stats_of(s->tgid) : NULL;
 	if (st) {
 		w = s->write & 1;
 		if (nr_bytes < SMALL_IO_BYTES)

@@ -51,6 +51,8 @@ impl Record {
 /// A running taskprobe with its stdout lines and stderr text collected by threads.
 pub struct Probe {
     child: Child,
+    /// The control channel, when started with [`Probe::start_controlled`].
+    control: Option<ChildStdin>,
     lines: Receiver<String>,
     stderr: Arc<Mutex<String>>,
     /// Every record received so far.
@@ -59,15 +61,29 @@ pub struct Probe {
 
 impl Probe {
     pub fn start(args: &[&str], env: &[(&str, &str)]) -> Probe {
+        Probe::spawn(args, env, false)
+    }
+
+    /// Starts with stdin piped: [`Probe::send`] writes control lines.
+    pub fn start_controlled(args: &[&str]) -> Probe {
+        Probe::spawn(args, &[], true)
+    }
+
+    fn spawn(args: &[&str], env: &[(&str, &str)], controlled: bool) -> Probe {
         let mut cmd = Command::new(TASKPROBE);
         cmd.args(args)
-            .stdin(Stdio::null())
+            .stdin(if controlled {
+                Stdio::piped()
+            } else {
+                Stdio::null()
+            })
             .stdout(Stdio::piped())
             .stderr(Stdio::piped());
         for (k, v) in env {
             cmd.env(k, v);
         }
         let mut child = cmd.spawn().expect("spawn taskprobe");
+        let control = child.stdin.take();
         let stdout = child.stdout.take().expect("stdout");
         let mut stderr_pipe = child.stderr.take().expect("stderr");
         let (tx, rx) = mpsc::channel();
@@ -94,6 +110,7 @@ impl Probe {
         });
         Probe {
             child,
+            control,
             lines: rx,
             stderr,
             seen: Vec::new(),
@@ -102,6 +119,51 @@ impl Probe {
 
     pub fn pid(&self) -> u32 {
         self.child.id()
+    }
+
+    /// Writes one control line (a newline is added).
+    pub fn send(&mut self, line: &str) {
+        let stdin = self
+            .control
+            .as_mut()
+            .expect("started with start_controlled");
+        writeln!(stdin, "{line}").expect("write control line");
+        stdin.flush().expect("flush control line");
+    }
+
+    /// Closes the control channel (stdin at EOF).
+    pub fn close_control(&mut self) {
+        drop(self.control.take());
+    }
+
+    /// Whether the probe process is still running.
+    pub fn running(&mut self) -> bool {
+        matches!(self.child.try_wait(), Ok(None))
+    }
+
+    /// Waits until stderr holds `needle` `count` times; panics with stderr on timeout.
+    pub fn wait_stderr(&mut self, needle: &str, count: usize, timeout: Duration) {
+        let deadline = Instant::now() + timeout;
+        while self.stderr().matches(needle).count() < count {
+            assert!(
+                Instant::now() < deadline,
+                "no {needle:?} (x{count}) on stderr within {timeout:?}:\n{}",
+                self.stderr()
+            );
+            // Keep reading stdout meanwhile, so the probe never blocks on a full pipe.
+            self.collect_for(Duration::from_millis(20));
+        }
+    }
+
+    /// The records of the next whole period: skips to the end of the period being printed,
+    /// then returns the records up to and including the next `proc_bpf_stats`.
+    pub fn next_period(&mut self, timeout: Duration) -> Vec<Record> {
+        self.wait_for(timeout, |r| r.table == "proc_bpf_stats")
+            .expect("end of the current period");
+        let start = self.seen.len();
+        self.wait_for(timeout, |r| r.table == "proc_bpf_stats")
+            .expect("end of the next period");
+        self.seen[start..].to_vec()
     }
 
     pub fn stderr(&self) -> String {

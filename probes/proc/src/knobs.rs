@@ -1,0 +1,105 @@
+//! The knobs `proc.bpf.c` reads from its mmap'ed `.bss` while it runs: which syscalls are timed
+//! and how, off-CPU accounting, fork inheritance and exec notices. User space writes them when
+//! the plan or the process selection changes (control channel), without reloading anything.
+//!
+//! Every change of the timing knobs bumps `knob_gen`: BPF drops a start time (syscall entry,
+//! switch-out, block request) taken under an older generation instead of measuring it, so time
+//! that passed while a hook was detached or a knob was off is never counted.
+
+use std::sync::atomic::{AtomicU32, AtomicU8, Ordering};
+
+use crate::hooks::Plan;
+use crate::syscalls;
+
+/// User-space handle on the run-time knobs.
+pub struct Knobs<'a> {
+    inherit_forks: &'a AtomicU8,
+    notify_exec: &'a AtomicU8,
+    account_offcpu: &'a AtomicU8,
+    exact_sys_time: &'a AtomicU8,
+    blocked_sys_time: &'a AtomicU8,
+    slow_col: &'a [AtomicU8],
+    knob_gen: &'a AtomicU32,
+}
+
+impl std::fmt::Debug for Knobs<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Knobs")
+            .field("gen", &self.knob_gen.load(Ordering::Relaxed))
+            .finish_non_exhaustive()
+    }
+}
+
+fn atomic_u8(v: &mut u8) -> &AtomicU8 {
+    // SAFETY: AtomicU8 has the size and alignment of u8; the caller holds the unique borrow of
+    // this byte of the mmap'ed .bss, which BPF only reads.
+    unsafe { AtomicU8::from_ptr(v) }
+}
+
+/// The `.bss` variables behind [`Knobs`], borrowed from the loaded skeleton.
+#[derive(Debug)]
+pub struct KnobVars<'a> {
+    /// `inherit_forks`
+    pub inherit_forks: &'a mut u8,
+    /// `notify_exec`
+    pub notify_exec: &'a mut u8,
+    /// `account_offcpu`
+    pub account_offcpu: &'a mut u8,
+    /// `exact_sys_time`
+    pub exact_sys_time: &'a mut u8,
+    /// `blocked_sys_time`
+    pub blocked_sys_time: &'a mut u8,
+    /// `slow_col`
+    pub slow_col: &'a mut [u8; syscalls::TABLE_LEN],
+    /// `knob_gen`
+    pub knob_gen: &'a mut u32,
+}
+
+impl<'a> Knobs<'a> {
+    /// Wraps the variables (all still 0 after load: nothing timed, nothing inherited).
+    pub fn new(v: KnobVars<'a>) -> Knobs<'a> {
+        // SAFETY: as in `atomic_u8`, for the whole array.
+        let slow_col = unsafe {
+            std::slice::from_raw_parts(
+                v.slow_col.as_mut_ptr().cast::<AtomicU8>(),
+                syscalls::TABLE_LEN,
+            )
+        };
+        Knobs {
+            inherit_forks: atomic_u8(v.inherit_forks),
+            notify_exec: atomic_u8(v.notify_exec),
+            account_offcpu: atomic_u8(v.account_offcpu),
+            exact_sys_time: atomic_u8(v.exact_sys_time),
+            blocked_sys_time: atomic_u8(v.blocked_sys_time),
+            slow_col,
+            // SAFETY: AtomicU32 has the size and alignment of u32; unique borrow as above.
+            knob_gen: unsafe { AtomicU32::from_ptr(v.knob_gen) },
+        }
+    }
+
+    /// Whitelist mode: forked children of tracked processes are tracked, and every exec sends a
+    /// notice.
+    pub fn set_whitelist_helpers(&self, on: bool) {
+        self.inherit_forks.store(u8::from(on), Ordering::Release);
+        self.notify_exec.store(u8::from(on), Ordering::Release);
+    }
+
+    /// The timing knobs of `plan`, then a new generation.
+    pub fn set_plan(&self, plan: &Plan) {
+        for (knob, col) in self.slow_col.iter().zip(plan.syscall_table) {
+            knob.store(col, Ordering::Relaxed);
+        }
+        self.account_offcpu
+            .store(u8::from(plan.offcpu), Ordering::Relaxed);
+        self.exact_sys_time
+            .store(u8::from(plan.sys_enter), Ordering::Relaxed);
+        self.blocked_sys_time
+            .store(u8::from(plan.blocked_timing), Ordering::Relaxed);
+        self.bump_gen();
+    }
+
+    /// Starts a new generation: start times taken before are not measured.
+    pub fn bump_gen(&self) {
+        self.knob_gen.fetch_add(1, Ordering::AcqRel);
+    }
+}

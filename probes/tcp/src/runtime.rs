@@ -1,0 +1,200 @@
+//! What the control channel changes while tcpprobe runs: the settings, how a control message
+//! updates them (checked against the probe's own [`declaration`](crate::tables::declaration)),
+//! and the one log line describing a change.
+
+use std::time::{Duration, Instant};
+
+use probe_sdk::args::ProbeArgs;
+use probe_sdk::decl::{ControlMsg, Declaration, ParamValue, Snoop, SnoopMode};
+
+/// The run-time settings of the probe.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Settings {
+    /// Report period, seconds (`report_period`, `-t`).
+    pub period_secs: u32,
+    /// Tables written (`-P` bits; `probe_bits` of the control message).
+    pub probe_bits: u32,
+    /// Client ports in keys (`report_cport`, `-c`).
+    pub report_cport: bool,
+    /// Connections reported: those whose owning process this selects.
+    pub snoop: Snoop,
+}
+
+impl Settings {
+    /// The settings the command line gives.
+    pub fn from_args(args: &ProbeArgs) -> Settings {
+        Settings {
+            period_secs: args.period_secs,
+            probe_bits: args.probe_bits,
+            report_cport: args.report_cport,
+            snoop: Snoop::default(),
+        }
+    }
+
+    /// The settings after `msg`. A param that is missing keeps its value; one the declaration
+    /// refuses keeps its value too and its refusal is returned (to be logged). `probe_bits` 0
+    /// keeps the tables.
+    pub fn updated(&self, decl: &Declaration, msg: &ControlMsg) -> (Settings, Vec<String>) {
+        let mut refused = Vec::new();
+        let mut next = self.clone();
+        if let Some(p) = int_param(decl, msg, "report_period", &mut refused) {
+            next.period_secs = u32::try_from(p).unwrap_or(next.period_secs);
+        }
+        if let Some(c) = int_param(decl, msg, "report_cport", &mut refused) {
+            next.report_cport = c != 0;
+        }
+        if msg.probe_bits != 0 {
+            next.probe_bits = msg.probe_bits;
+        }
+        next.snoop = msg.snoop.clone();
+        (next, refused)
+    }
+
+    /// The report period.
+    pub fn period(&self) -> Duration {
+        Duration::from_secs(u64::from(self.period_secs))
+    }
+
+    /// `control: …` naming every setting that differs in `new`, or None if none does.
+    pub fn describe_change(&self, new: &Settings) -> Option<String> {
+        let mut parts = Vec::new();
+        if self.period_secs != new.period_secs {
+            parts.push(format!(
+                "period {}s -> {}s",
+                self.period_secs, new.period_secs
+            ));
+        }
+        if self.probe_bits != new.probe_bits {
+            parts.push(format!(
+                "tables 0x{:x} -> 0x{:x}",
+                self.probe_bits, new.probe_bits
+            ));
+        }
+        if self.report_cport != new.report_cport {
+            parts.push(format!(
+                "client ports {} -> {}",
+                on_off(self.report_cport),
+                on_off(new.report_cport)
+            ));
+        }
+        if self.snoop != new.snoop {
+            parts.push(format!("snoop {}", describe_snoop(&new.snoop)));
+        }
+        (!parts.is_empty()).then(|| format!("control: {}", parts.join(", ")))
+    }
+}
+
+fn on_off(b: bool) -> &'static str {
+    if b {
+        "on"
+    } else {
+        "off"
+    }
+}
+
+/// `all`, `include 2 pids`, `exclude 1 pid`.
+pub fn describe_snoop(s: &Snoop) -> String {
+    let mode = match s.mode {
+        SnoopMode::All => return "all".to_string(),
+        SnoopMode::Include => "include",
+        SnoopMode::Exclude => "exclude",
+    };
+    let n = s.pids.len();
+    format!("{mode} {n} pid{}", if n == 1 { "" } else { "s" })
+}
+
+/// Param `name` of `msg` as an integer, if present and accepted by the declaration.
+fn int_param(
+    decl: &Declaration,
+    msg: &ControlMsg,
+    name: &str,
+    refused: &mut Vec<String>,
+) -> Option<i64> {
+    let value = msg.params.get(name)?;
+    let param = decl.param(name)?;
+    match param.check(value) {
+        Ok(ParamValue::Int(i)) => Some(i),
+        Ok(_) => None,
+        Err(e) => {
+            refused.push(format!("control: {e}; kept the current value"));
+            None
+        }
+    }
+}
+
+/// The next period boundary after a period change from `old` to `new`: one new period after the
+/// previous boundary (`next - old`), or `now` if that has passed already (the rule of
+/// `probe_sdk::run::PeriodLoop::set_period`).
+pub fn rebase(next: Instant, old: Duration, new: Duration, now: Instant) -> Instant {
+    let last = next.checked_sub(old).unwrap_or(next);
+    (last + new).max(now)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::tables::{declaration, BIT_TXRX};
+
+    fn msg(line: &str) -> ControlMsg {
+        ControlMsg::parse_line(line).unwrap()
+    }
+
+    #[test]
+    fn a_message_updates_period_tables_ports_and_snoop() {
+        let d = declaration();
+        let base = Settings::from_args(&ProbeArgs::default());
+        assert_eq!(base.period_secs, 5);
+        let (s, refused) = base.updated(
+            &d,
+            &msg(r#"{"probe_bits":8,"params":{"report_period":10,"report_cport":1},"snoop":{"mode":"include","pids":[7,3]}}"#),
+        );
+        assert!(refused.is_empty());
+        assert_eq!(s.period_secs, 10);
+        assert_eq!(s.probe_bits, BIT_TXRX);
+        assert!(s.report_cport);
+        assert!(s.snoop.selects(3) && s.snoop.selects(7) && !s.snoop.selects(5));
+        assert_eq!(
+            base.describe_change(&s).unwrap(),
+            "control: period 5s -> 10s, tables 0xffffffff -> 0x8, client ports off -> on, snoop include 2 pids"
+        );
+        assert_eq!(s.describe_change(&s), None);
+    }
+
+    #[test]
+    fn refused_or_missing_values_keep_the_current_ones() {
+        let d = declaration();
+        let base = Settings::from_args(&ProbeArgs::default());
+        let (s, refused) = base.updated(
+            &d,
+            &msg(
+                r#"{"probe_bits":0,"params":{"report_period":0,"report_cport":"yes","unknown":1}}"#,
+            ),
+        );
+        assert_eq!(s, base);
+        assert_eq!(refused.len(), 2, "{refused:?}");
+        assert!(
+            refused[0].contains("report_period invalid value 0"),
+            "{refused:?}"
+        );
+        // Snoop back to all.
+        let mut inc = base.clone();
+        inc.snoop = Snoop {
+            mode: SnoopMode::Exclude,
+            pids: vec![1],
+        };
+        let (s, _) = inc.updated(&d, &msg("{}"));
+        assert_eq!(s.snoop.mode, SnoopMode::All);
+        assert_eq!(inc.describe_change(&s).unwrap(), "control: snoop all");
+        assert_eq!(describe_snoop(&inc.snoop), "exclude 1 pid");
+    }
+
+    #[test]
+    fn rebase_keeps_the_last_boundary() {
+        let t0 = Instant::now();
+        let s = Duration::from_secs;
+        // Last boundary t0, next t0+1; period 1 -> 3: next is t0+3.
+        assert_eq!(rebase(t0 + s(1), s(1), s(3), t0 + s(0)), t0 + s(3));
+        // Period 10 -> 2 at t0+5 (last boundary t0): t0+2 has passed, so now.
+        assert_eq!(rebase(t0 + s(10), s(10), s(2), t0 + s(5)), t0 + s(5));
+    }
+}
