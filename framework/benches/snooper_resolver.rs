@@ -3,6 +3,7 @@
 //! the resolver thread's CPU time as % of one core and the events per second it received,
 //! for a selector that matches none of the churn (`^java$`) and one that matches all of it
 //! (`^true$`, so the published set changes at every push). Target: at most 2 % of a core.
+//! A third run shows the fallback (a `/proc` rescan every second) for comparison.
 //!
 //! Run (as root, for the proc connector): `cargo bench -p gala-gopher --bench snooper_resolver`.
 
@@ -44,11 +45,12 @@ fn churn() -> u64 {
     threads.into_iter().map(|t| t.join().unwrap_or(0)).sum()
 }
 
-fn phase(title: &str, comm: &str) {
+fn phase(title: &str, comm: &str, use_connector: bool) {
     let r = Resolver::start(ResolverOpts {
         // The churn descends from this process: root the resolver elsewhere so it is matched
         // like any other process.
         root_pid: u32::MAX,
+        use_connector,
         ..ResolverOpts::default()
     })
     .expect("start resolver");
@@ -104,6 +106,15 @@ fn phase(title: &str, comm: &str) {
 }
 
 fn main() {
-    phase("whitelist matching none of the churn (^java$)", "^java$");
-    phase("whitelist matching all of the churn (^true$)", "^true$");
+    phase(
+        "whitelist matching none of the churn (^java$)",
+        "^java$",
+        true,
+    );
+    phase(
+        "whitelist matching all of the churn (^true$)",
+        "^true$",
+        true,
+    );
+    phase("periodic /proc scan instead (^java$)", "^java$", false);
 }

@@ -235,8 +235,27 @@ async fn run(checked: config::Preflight, config_path: PathBuf) -> anyhow::Result
     });
 
     let (stop_tx, stop_rx) = watch::channel(false);
+    let status_state = control::status::StatusState {
+        store: Arc::clone(&store),
+        telemetry: Arc::clone(&telemetry),
+    };
+    let metrics_state = cfg
+        .metric
+        .out_channel
+        .contains(OutChannel::WebServer)
+        .then(|| {
+            MetricsState::new(
+                Arc::clone(&store),
+                Arc::clone(&telemetry),
+                RenderOptions {
+                    timestamps: cfg.web_server.timestamps,
+                    openmetrics: cfg.web_server.openmetrics,
+                },
+                cfg.web_server.max_requests as usize,
+            )
+        });
     let mut server = None;
-    if cfg.metric.out_channel.contains(OutChannel::WebServer) {
+    if let Some(state) = metrics_state.clone() {
         let addr = SocketAddr::new(cfg.web_server.bind_addr, cfg.web_server.port);
         let listener = tokio::net::TcpListener::bind(addr)
             .await
@@ -250,22 +269,9 @@ async fn run(checked: config::Preflight, config_path: PathBuf) -> anyhow::Result
             ),
         }
         http::return_large_buffers_on_free();
-        let state = MetricsState::new(
-            Arc::clone(&store),
-            Arc::clone(&telemetry),
-            RenderOptions {
-                timestamps: cfg.web_server.timestamps,
-                openmetrics: cfg.web_server.openmetrics,
-            },
-            cfg.web_server.max_requests as usize,
-        );
         let limits = http::HttpLimits::from(&cfg.web_server);
         let counters = state.counters();
-        let app =
-            http::router(state).merge(control::status::router(control::status::StatusState {
-                store: Arc::clone(&store),
-                telemetry: Arc::clone(&telemetry),
-            }));
+        let app = http::router(state).merge(control::status::router(status_state.clone()));
         let mut rx = stop_rx.clone();
         server = Some(tokio::spawn(async move {
             let shutdown = async move {
@@ -273,6 +279,33 @@ async fn run(checked: config::Preflight, config_path: PathBuf) -> anyhow::Result
             };
             http::serve_with_tls(listener, app, limits, web_tls, counters, shutdown).await;
         }));
+    }
+
+    // gopher-ctl's socket: the REST routes, /status and /metrics, guarded by file permissions.
+    let mut cmd_server = None;
+    if !cfg.global.cmd_socket.is_empty() {
+        let path = std::path::Path::new(&cfg.global.cmd_socket);
+        match http::unix::bind_unix(path) {
+            Ok(sock) => {
+                let mut app = control::rest::routes(rest_state.clone())
+                    .merge(control::status::router(status_state.clone()));
+                if let Some(state) = metrics_state.clone() {
+                    app = app.merge(http::router(state));
+                }
+                tracing::info!(socket = %path.display(), "serving gopher-ctl");
+                let counters = telemetry.http.register(http::unix::CMD_SOCKET);
+                let mut rx = stop_rx.clone();
+                cmd_server = Some(tokio::spawn(async move {
+                    let shutdown = async move {
+                        let _ = rx.wait_for(|s| *s).await;
+                    };
+                    sock.serve(app, http::unix::CMD_SOCKET_LIMITS, counters, shutdown)
+                        .await;
+                }));
+            }
+            // Not fatal: the daemon observes without it (e.g. another instance holds it).
+            Err(e) => tracing::warn!("gopher-ctl socket {}: {e}", path.display()),
+        }
     }
 
     let mut rest_server = None;
@@ -319,7 +352,7 @@ async fn run(checked: config::Preflight, config_path: PathBuf) -> anyhow::Result
     discovery.abort();
     sup.shutdown().await;
     let _ = stop_tx.send(true);
-    for s in [server, rest_server].into_iter().flatten() {
+    for s in [server, rest_server, cmd_server].into_iter().flatten() {
         let _ = tokio::time::timeout(Duration::from_secs(1), s).await;
     }
     expiry.abort();

@@ -34,6 +34,8 @@ fn shipped_config_loads_without_warnings() {
     let c = &loaded.config;
     assert_eq!(c.web_server.bind_addr.to_string(), "127.0.0.1");
     assert_eq!(c.rest_api_server.bind_addr.to_string(), "127.0.0.1");
+    // The REST API is on, on loopback only.
+    assert!(c.global.rest_api_on);
     let on: Vec<&str> = c
         .probes
         .iter()
@@ -77,6 +79,8 @@ fn empty_document_gives_defaults() {
     assert_eq!(c.kafka.queue_buffering_max_kbytes, 1_048_576);
     assert_eq!(c.otlp.timeout_ms, 5000);
     assert!(!c.global.rest_api_on);
+    assert_eq!(c.rest_api_server.bind_addr.to_string(), "127.0.0.1");
+    assert_eq!(c.global.probes_init, "/etc/gala-gopher/probes.init");
 }
 
 #[test]

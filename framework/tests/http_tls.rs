@@ -708,3 +708,76 @@ fn check_config_accepts_every_supported_key_format() {
         assert!(summary.contains("(https://127.0.0.1:"), "{summary}");
     }
 }
+
+/// The REST API over HTTPS with client certificates and a bearer token: a client with the CA
+/// and its certificate reads, a client without a certificate fails the handshake, a write
+/// without the token gets 401 and with it reaches the handler.
+#[test]
+fn rest_api_over_mutual_tls_with_a_token() {
+    let pki = Pki::new();
+    let dir = tempfile::tempdir().unwrap();
+    let token = dir.path().join("token");
+    std::fs::write(&token, "tls-token-1\n").unwrap();
+    chmod(&token, 0o600);
+    let (web_port, rest_port) = (free_port(), free_port());
+    let rest = format!(
+        "rest_api_server = {{\n  bind_addr = \"127.0.0.1\";\n  port = {rest_port};\n  ssl_auth = \"on\";\n  \
+         private_key = \"{}\";\n  cert_file = \"{}\";\n  ca_file = \"{}\";\n  token_file = \"{}\";\n}};",
+        pki.p("server.key"),
+        pki.p("server.pem"),
+        pki.p("ca.pem"),
+        token.display()
+    );
+    let global = format!(
+        "rest_api_on = true; cmd_socket = \"{0}/cmd.sock\"; probes_init = \"{0}/probes.init\";",
+        dir.path().display()
+    );
+    let conf = write_conf(dir.path(), web_port, &pki, &global, "", &rest);
+    let log = std::fs::File::create(dir.path().join("daemon.log")).unwrap();
+    let _child = KillOnDrop(
+        Command::new(BIN)
+            .arg("-c")
+            .arg(&conf)
+            .stdin(Stdio::null())
+            .stdout(log.try_clone().unwrap())
+            .stderr(log)
+            .spawn()
+            .expect("spawn gala-gopher"),
+    );
+    let curl = |args: &[&str], method: &str, path: &str| {
+        let out = Command::new("curl")
+            .args(["-sS", "--max-time", "10", "--cacert", &pki.p("ca.pem")])
+            .args(["-w", "\n%{http_code}", "-X", method])
+            .args(args)
+            .arg(format!("https://127.0.0.1:{rest_port}{path}"))
+            .output()
+            .expect("curl installed");
+        (
+            out.status.success(),
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+        )
+    };
+    let cert = ["--cert", &pki.p("client.pem"), "--key", &pki.p("client.key")];
+    let listed = wait_for(Duration::from_secs(20), || {
+        let (ok, out) = curl(&cert, "GET", "/probes");
+        (ok && out.ends_with("\n200")).then_some(out)
+    });
+    let daemon_log = || std::fs::read_to_string(dir.path().join("daemon.log")).unwrap_or_default();
+    let listed = listed.unwrap_or_else(|| panic!("REST API not served; log:\n{}", daemon_log()));
+    assert!(listed.starts_with('['), "{listed}");
+
+    let (ok, out) = curl(&[], "GET", "/probes");
+    assert!(!ok && !out.ends_with("\n200"), "no client certificate must fail: {out}");
+
+    let put = |extra: &[&str]| {
+        let mut args = cert.to_vec();
+        args.extend_from_slice(&["-d", "json={\"state\":\"running\"}"]);
+        args.extend_from_slice(extra);
+        curl(&args, "PUT", "/nosuch")
+    };
+    let (ok, out) = put(&[]);
+    assert!(ok && out.ends_with("\n401"), "{out}");
+    let (ok, out) = put(&["-H", "Authorization: Bearer tls-token-1"]);
+    assert!(ok && out.ends_with("\n400"), "{out}");
+    assert!(out.contains("invalid probe name nosuch"), "{out}");
+}

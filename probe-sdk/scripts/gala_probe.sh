@@ -575,7 +575,7 @@ gg__control_reader() {
 # stays closed.
 gg__control_start() {
     _gg_ctl_started=1
-    if ! (: <&0) 2>/dev/null; then
+    if ! (exec 9<&0) 2>/dev/null; then
         GG_CONTROL_CLOSED=1
         return 1
     fi

@@ -85,7 +85,8 @@ fn read_lines<R: BufRead>(mut input: R, slot: &Mutex<Slot>) {
             Ok(_) => {}
         }
         let too_long = buf.len() as u64 > limit;
-        if too_long {
+        // A line one byte over the limit may end right there: then there is nothing to skip.
+        if too_long && !buf.ends_with(b"\n") {
             // Skip the rest of the overlong line.
             loop {
                 let mut rest = Vec::new();

@@ -1,10 +1,16 @@
 //! The python (`gala_probe.py`) and shell (`gala_probe.sh`) helpers produce byte-identical
 //! record and event lines to the Rust writer, and parse flags with the same results and messages.
 //! All three writers (and the python and Rust test readers) follow the record-line vectors,
-//! `record-line/vectors/record_lines.json`.
+//! `record-line/vectors/record_lines.json`. The control-channel readers (Rust
+//! `probe_sdk::control`, the python `Control` and the shell `gg_control_*`) follow the
+//! control-line vectors, `probe-decl/vectors/control_lines.json`.
 
+use std::ffi::OsString;
+use std::io::{BufRead, BufReader, Write};
+use std::os::unix::ffi::OsStringExt;
 use std::path::PathBuf;
-use std::process::{Command, Output};
+use std::process::{Command, Output, Stdio};
+use std::time::{Duration, Instant};
 
 use probe_sdk::args::ProbeArgs;
 use probe_sdk::event::{CivilTime, Severity};
@@ -630,4 +636,357 @@ fn shell_writer_follows_the_vectors() {
             );
         }
     }
+}
+
+// The control channel.
+
+/// The control-line vector file (the channel's specification).
+fn control_vectors() -> Value {
+    let path =
+        PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("probe-decl/vectors/control_lines.json");
+    serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap()
+}
+
+/// The bytes a stream vector writes (`{fill, count}` pieces expanded).
+fn stream_bytes(chunks: &Value) -> Vec<Vec<u8>> {
+    chunks
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| match c {
+            Value::String(s) => s.as_bytes().to_vec(),
+            _ => {
+                let count = usize::try_from(c["count"].as_u64().unwrap()).unwrap();
+                text(&c["fill"]).repeat(count).into_bytes()
+            }
+        })
+        .collect()
+}
+
+/// The line of a `long` vector, newline included.
+fn long_line(t: &Value) -> String {
+    let (prefix, suffix) = (text(&t["prefix"]), text(&t["suffix"]));
+    let bytes = usize::try_from(t["bytes"].as_u64().unwrap()).unwrap();
+    let line = format!(
+        "{prefix}{}{suffix}\n",
+        text(&t["fill"]).repeat(bytes - prefix.len() - suffix.len() - 1)
+    );
+    assert_eq!(line.len(), bytes);
+    line
+}
+
+/// The streams every channel reader is run on: the stream vectors, and each `long` vector
+/// written alone.
+fn control_streams(v: &Value) -> Vec<(String, Vec<Vec<u8>>, Value, u64, u64)> {
+    let mut out: Vec<_> = v["streams"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|t| {
+            (
+                text(&t["note"]).to_string(),
+                stream_bytes(&t["chunks"]),
+                t["newest"].clone(),
+                t["received"].as_u64().unwrap(),
+                t["refused"].as_u64().unwrap(),
+            )
+        })
+        .collect();
+    assert!(out.len() >= 8, "the vector file lost streams");
+    for t in v["long"].as_array().unwrap() {
+        let accepted = t.get("reject").is_none();
+        out.push((
+            text(&t["note"]).to_string(),
+            vec![long_line(t).into_bytes()],
+            if accepted {
+                serde_json::json!({"probe_bits": t["probe_bits"], "period": t["period"]})
+            } else {
+                Value::Null
+            },
+            u64::from(accepted),
+            u64::from(!accepted),
+        ));
+    }
+    out
+}
+
+/// `{probe_bits, period}` of a message, as the stream vectors state the newest one.
+fn bits_and_period(msg: &probe_sdk::decl::ControlMsg) -> Value {
+    serde_json::json!({
+        "probe_bits": msg.probe_bits,
+        "period": msg.int("report_period").filter(|p| *p >= 1),
+    })
+}
+
+#[test]
+fn rust_control_follows_the_stream_vectors() {
+    let v = control_vectors();
+    for (note, chunks, newest, received, refused) in control_streams(&v) {
+        let control =
+            probe_sdk::control::Control::from_reader(std::io::Cursor::new(chunks.concat()));
+        let start = Instant::now();
+        while control.counts() != (received, refused) {
+            assert!(
+                start.elapsed() < Duration::from_secs(20),
+                "{note}: counts {:?}",
+                control.counts()
+            );
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        let got = control.take().map(|m| bits_and_period(&m));
+        assert_eq!(got.unwrap_or(Value::Null), newest, "{note}");
+    }
+}
+
+/// Runs `snippet` with the shell helper sourced, `input` written piece by piece on its stdin.
+fn run_shell_with_input(shell: &str, snippet: &str, input: Vec<Vec<u8>>) -> Output {
+    let script = format!(". \"$GALA_GOPHER_SDK_DIR/gala_probe.sh\"\n{snippet}\n");
+    let mut child = Command::new(shell)
+        .arg("-c")
+        .arg(script)
+        .env("GALA_GOPHER_SDK_DIR", sdk_dir())
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stdin = child.stdin.take().unwrap();
+    let writer = std::thread::spawn(move || {
+        for piece in input {
+            // The shell may have stopped reading; that is its test's business.
+            if stdin.write_all(&piece).is_err() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    });
+    let out = child.wait_with_output().unwrap();
+    writer.join().unwrap();
+    out
+}
+
+#[test]
+fn shell_control_follows_the_stream_vectors() {
+    // Polls until the channel ends, then prints the number of good lines and the newest one.
+    let snippet = "i=0\n\
+        while [ $i -lt 2400 ]; do\n\
+            gg_control_poll\n\
+            [ \"$GG_CONTROL_CLOSED\" = 1 ] && break\n\
+            sleep 0.05\n\
+            i=$((i + 1))\n\
+        done\n\
+        printf '%s\\n%s' \"$_gg_ctl_seq\" \"$GG_CONTROL_LINE\"";
+    let v = control_vectors();
+    for shell in shells() {
+        for (note, chunks, newest, received, refused) in control_streams(&v) {
+            let out = run_shell_with_input(shell, snippet, chunks);
+            let stdout = stdout_of(out.clone());
+            let (seq, line) = stdout.split_once('\n').unwrap();
+            let got = if line.is_empty() {
+                Value::Null
+            } else {
+                bits_and_period(&probe_sdk::decl::ControlMsg::parse_line(line).unwrap())
+            };
+            assert_eq!(got, newest, "{shell}: {note}");
+            assert_eq!(seq, received.to_string(), "{shell}: {note}");
+            let stderr = String::from_utf8(out.stderr).unwrap();
+            let expected = if refused > 0 {
+                "[WARN] control channel: line skipped: "
+            } else {
+                ""
+            };
+            assert!(
+                stderr.starts_with(expected) && stderr.lines().count() == usize::from(refused > 0),
+                "{shell}: {note}: {stderr}"
+            );
+        }
+    }
+}
+
+#[test]
+fn shell_control_reads_the_valid_vectors() {
+    let v = control_vectors();
+    let lines = v["valid"].as_array().unwrap();
+    assert!(lines.len() >= 20);
+    for shell in shells() {
+        for t in lines {
+            let line = text(&t["line"]);
+            let note = text(&t["note"]);
+            let valid = run_shell(shell, "gg__control_valid \"$1\"", &[line]);
+            assert!(valid.status.success(), "{shell}: {note}: refused {line:?}");
+            let period = run_shell(shell, "GG_CONTROL_LINE=$1\ngg_control_period", &[line]);
+            match t["period"].as_i64() {
+                Some(p) => assert_eq!(stdout_of(period), format!("{p}\n"), "{shell}: {note}"),
+                None => assert!(
+                    period.status.code() == Some(1) && period.stdout.is_empty(),
+                    "{shell}: {note}"
+                ),
+            }
+            let Some(params) = t["params"].as_object() else {
+                continue;
+            };
+            for (name, value) in params {
+                let expected = match value {
+                    Value::String(s) => Some(format!("{s}\n")),
+                    Value::Number(n) if n.is_i64() || n.is_u64() => Some(format!("{n}\n")),
+                    // Printed as written, which this test cannot know from the parsed value.
+                    Value::Number(_) => continue,
+                    _ => None,
+                };
+                let out = run_shell(
+                    shell,
+                    "GG_CONTROL_LINE=$1\ngg_control_param \"$2\"",
+                    &[line, name],
+                );
+                match expected {
+                    Some(e) => assert_eq!(stdout_of(out), e, "{shell}: {note}: {name}"),
+                    None => assert!(
+                        out.status.code() == Some(1) && out.stdout.is_empty(),
+                        "{shell}: {note}: {name}: {out:?}"
+                    ),
+                }
+            }
+        }
+        // No line, or no such param.
+        let out = run_shell(shell, "gg_control_param report_period", &[]);
+        assert_eq!(out.status.code(), Some(1), "{shell}");
+        let out = run_shell(
+            shell,
+            "GG_CONTROL_LINE=$1\ngg_control_param nope",
+            &["{\"params\":{}}"],
+        );
+        assert_eq!(out.status.code(), Some(1), "{shell}");
+    }
+}
+
+/// Runs a shell snippet with raw bytes as its first argument.
+fn run_shell_bytes(shell: &str, snippet: &str, arg: Vec<u8>) -> Output {
+    let script = format!(". \"$GALA_GOPHER_SDK_DIR/gala_probe.sh\"\n{snippet}\n");
+    Command::new(shell)
+        .arg("-c")
+        .arg(script)
+        .arg("gg-test")
+        .arg(OsString::from_vec(arg))
+        .env("GALA_GOPHER_SDK_DIR", sdk_dir())
+        .output()
+        .unwrap()
+}
+
+#[test]
+fn shell_control_refuses_the_invalid_vectors() {
+    let v = control_vectors();
+    for shell in shells() {
+        for t in v["invalid"].as_array().unwrap() {
+            let bytes = match t.get("line") {
+                Some(line) => text(line).as_bytes().to_vec(),
+                None => {
+                    let hex = text(&t["bytes_hex"]);
+                    (0..hex.len())
+                        .step_by(2)
+                        .map(|i| u8::from_str_radix(&hex[i..i + 2], 16).unwrap())
+                        .collect()
+                }
+            };
+            let out = run_shell_bytes(shell, "gg__control_valid \"$1\"", bytes);
+            assert_eq!(out.status.code(), Some(1), "{shell}: {}", text(&t["note"]));
+            assert!(out.stdout.is_empty() && out.stderr.is_empty(), "{out:?}");
+        }
+    }
+}
+
+#[test]
+fn shell_control_without_a_channel_never_yields() {
+    for shell in shells() {
+        // stdin /dev/null, then closed.
+        for redirect in ["</dev/null", "<&-"] {
+            let snippet = format!(
+                "f() {{ gg_control_poll && echo yielded; sleep 0.3; gg_control_poll && echo yielded; \
+                 echo \"closed=$GG_CONTROL_CLOSED\"; }}\nf {redirect}"
+            );
+            let out = run_shell(shell, &snippet, &[]);
+            assert_eq!(stdout_of(out), "closed=1\n", "{shell} {redirect}");
+        }
+    }
+}
+
+/// The `probe` group of an example's `.meta`.
+fn example_declaration(meta: &str) -> probe_sdk::decl::Declaration {
+    let path = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("../probes/example")
+        .join(meta);
+    let text = std::fs::read_to_string(&path).unwrap();
+    let root = gala_libconfig::parse_str(&text, &path).unwrap();
+    probe_sdk::decl::Declaration::from_node(&root)
+        .unwrap()
+        .unwrap_or_else(|| panic!("{meta}: no probe group"))
+}
+
+#[test]
+fn example_metas_declare_reload_and_report_period() {
+    for meta in ["example.meta", "example_py.meta"] {
+        let d = example_declaration(meta);
+        assert!(d.reload, "{meta}");
+        let p = d.param("report_period").unwrap();
+        assert_eq!(p.flag, Some('t'), "{meta}");
+        assert_eq!(
+            p.check(&serde_json::json!(1)),
+            Ok(probe_sdk::decl::ParamValue::Int(1))
+        );
+    }
+}
+
+/// Starts an example with `-t 30`, sends a control line setting report_period to 1 and expects
+/// records within a few seconds: the new period applies without a restart.
+fn example_applies_a_new_period(probe: &str) {
+    let path = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("../probes/example")
+        .join(probe);
+    let mut child = Command::new(&path)
+        .args(["-t", "30"])
+        .env("GALA_GOPHER_SDK_DIR", sdk_dir())
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let stdout = child.stdout.take().unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    let reader = std::thread::spawn(move || {
+        for line in BufReader::new(stdout).lines() {
+            let Ok(line) = line else { return };
+            if tx.send(line).is_err() {
+                return;
+            }
+        }
+    });
+    let mut stdin = child.stdin.take().unwrap();
+    let start = Instant::now();
+    stdin
+        .write_all(b"{\"v\":1,\"probe\":[],\"probe_bits\":0,\"params\":{\"report_period\":1},\"snoop\":{\"mode\":\"all\",\"pids\":[]}}\n")
+        .unwrap();
+    let first = rx.recv_timeout(Duration::from_secs(10));
+    let took = start.elapsed();
+    let pid = i32::try_from(child.id()).unwrap();
+    // SAFETY: plain kill(2) on our own child's pid.
+    unsafe { libc::kill(pid, libc::SIGTERM) };
+    let status = child.wait().unwrap();
+    drop(stdin);
+    reader.join().unwrap();
+    let first = first.unwrap_or_else(|_| panic!("{probe}: no record 10 s after period 1"));
+    assert!(first.starts_with("|example"), "{probe}: {first}");
+    assert!(
+        took < Duration::from_secs(5),
+        "{probe}: first record after {took:?}"
+    );
+    assert_eq!(status.code(), Some(0), "{probe}");
+}
+
+#[test]
+fn python_example_applies_a_new_period_without_restart() {
+    example_applies_a_new_period("example_py.py");
+}
+
+#[test]
+fn shell_example_applies_a_new_period_without_restart() {
+    example_applies_a_new_period("example.sh");
 }

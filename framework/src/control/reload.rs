@@ -93,6 +93,7 @@ mod tests {
             state
                 .declare(&drop_ins, &mut Vec::new())
                 .iter()
+                .filter(|d| d.base != crate::supervisor::discovery::Base::Shipped)
                 .map(|d| format!("{} {}", d.probe.name, d.probe.switch))
                 .collect()
         };

@@ -15,7 +15,7 @@ use tokio::io::AsyncWriteExt;
 use tokio::process::ChildStdin;
 use tokio::sync::watch;
 
-use crate::control::runtime::Runtime;
+use crate::control::runtime::{Base, Runtime};
 use crate::telemetry::ProbeStats;
 
 /// Longest wait for a probe to take one control line.
@@ -31,29 +31,32 @@ pub(crate) struct ControlInputs {
 }
 
 /// The line for the current inputs.
-fn current_line(decl: &Declaration, inputs: &mut ControlInputs) -> String {
+fn current_line(decl: &Declaration, base: &Base, inputs: &mut ControlInputs) -> String {
     let runtime = inputs.runtime.borrow_and_update().clone();
     let snoop = inputs.snoop.borrow_and_update().clone();
     runtime
         .as_deref()
         .cloned()
         .unwrap_or_default()
-        .control_msg(decl, snoop)
+        .control_msg(decl, base, snoop)
         .to_line()
 }
 
-/// Write control lines to `stdin` until the inputs' senders are gone or a write fails.
+/// Write control lines to `stdin` until the inputs' senders are gone or a write fails; `argv`
+/// is the probe's command line (its flags are the values REST has not set).
 pub(crate) async fn write_lines(
     mut stdin: ChildStdin,
     decl: Arc<Declaration>,
+    argv: Vec<String>,
     mut inputs: ControlInputs,
     stats: Arc<ProbeStats>,
 ) {
+    let base = Base::from_argv(&decl, &argv);
     let mut last: Option<String> = None;
     // Without a resolver the selection never changes: its sender is gone from the start.
     let mut snoop_open = true;
     loop {
-        let line = current_line(&decl, &mut inputs);
+        let line = current_line(&decl, &base, &mut inputs);
         if last.as_deref() != Some(line.as_str()) {
             let written = tokio::time::timeout(WRITE_TIMEOUT, async {
                 stdin.write_all(line.as_bytes()).await?;

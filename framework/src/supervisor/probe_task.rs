@@ -157,6 +157,7 @@ pub(crate) async fn run(ctx: ProbeContext, mut stop: watch::Receiver<bool>) {
             Some(tokio::spawn(control_channel::write_lines(
                 stdin,
                 decl,
+                spec.argv.clone(),
                 control.clone(),
                 Arc::clone(&stats),
             )))

@@ -13,7 +13,7 @@ use serde::Serialize;
 use serde_json::{Map, Value};
 
 use crate::config::Switch;
-use crate::control::runtime::{ProcNameDoc, Runtime, SnooperDoc, Snoopers};
+use crate::control::runtime::{Base, ProcNameDoc, Runtime, SnooperDoc, Snoopers};
 use probe_decl::{Declaration, SnooperKind, MAX_SUB_PROBES};
 
 /// Most snooper entries in one section (upstream's limit).
@@ -529,8 +529,15 @@ pub struct ProbeView {
     pub run: RunView,
 }
 
-/// The `GET` view of `target` with settings `rt` and switch `switch`.
-pub fn view(target: Target<'_>, rt: &Runtime, switch: Switch, run: RunView) -> ProbeView {
+/// The `GET` view of `target` with settings `rt` over its command line's `base`, and switch
+/// `switch`.
+pub fn view(
+    target: Target<'_>,
+    rt: &Runtime,
+    base: &Base,
+    switch: Switch,
+    run: RunView,
+) -> ProbeView {
     let (snoopers, blacklist) = match &rt.snoopers {
         Snoopers::All => (Some(SnoopersView::of(None, &rt.custom_labels)), None),
         Snoopers::Whitelist(d) => (Some(SnoopersView::of(Some(d), &rt.custom_labels)), None),
@@ -542,12 +549,12 @@ pub fn view(target: Target<'_>, rt: &Runtime, switch: Switch, run: RunView) -> P
     ProbeView {
         cmd: CmdView {
             bin: target.bin.to_string(),
-            probe: rt.effective_sub_probes(target.decl),
+            probe: rt.effective_sub_probes(target.decl, base),
         },
         snoopers,
         blacklist,
         params: rt
-            .effective_params(target.decl)
+            .effective_params(target.decl, base)
             .into_iter()
             .map(|(k, v)| (k, v.to_json()))
             .collect(),

@@ -259,6 +259,8 @@ impl RestState {
             }
         };
         let pid = stats.pid.load(Ordering::Relaxed);
+        // For a probe without reload, argv already holds the REST flags: the base is the same.
+        let base = super::runtime::Base::from_argv(&decl, &spec.argv);
         document::view(
             Target {
                 name: probe,
@@ -266,6 +268,7 @@ impl RestState {
                 bin: &bin,
             },
             &rt,
+            &base,
             spec.switch,
             RunView {
                 status: stats.state().as_str().to_string(),
@@ -477,16 +480,21 @@ fn cut(s: &str) -> String {
     s[..end].to_string()
 }
 
-/// The REST routes: `GET /probes`, `GET`/`PUT /<probe>`; other methods 405, other paths 404,
-/// bodies over [`MAX_BODY_BYTES`] 413 — all in upstream's JSON shape.
+/// The REST API as a server of its own: [`routes`], other paths 404 in upstream's JSON shape.
 pub fn router(state: RestState) -> Router {
+    routes(state).fallback(not_found)
+}
+
+/// The REST routes, without a fallback (to merge with other routers, as the command socket
+/// does): `GET /probes`, `GET`/`PUT /<probe>`; other methods 405, bodies over
+/// [`MAX_BODY_BYTES`] 413 — all in upstream's JSON shape.
+pub fn routes(state: RestState) -> Router {
     Router::new()
         .route("/probes", get(list_probes).fallback(method_not_allowed))
         .route(
             "/{probe}",
             get(get_probe).put(put_probe).fallback(method_not_allowed),
         )
-        .fallback(not_found)
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
         .with_state(state)
 }

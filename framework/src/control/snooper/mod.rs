@@ -18,6 +18,11 @@
 //! matched — a whitelist never contains them, a blacklist always excludes them; kernel threads
 //! are never matched; at most [`ResolverOpts::max_pids`] pids are published per probe (pids
 //! already published keep their place, the cap hit is counted and logged once per probe).
+//!
+//! Known limits: a process is matched when its probe may next publish, so one that lives shorter
+//! than the push interval may never be listed; a process whose main thread exits before its
+//! other threads is dropped at that exit; with periodic scans only, an exec that keeps the comm
+//! is seen through the command line, which is re-read at each scan for comm-matching processes.
 
 mod connector;
 mod engine;
@@ -43,6 +48,8 @@ pub const MAX_RESOLVED_PIDS: usize = 1000;
 pub const MAX_PROBES: usize = 1024;
 /// Longest probe name, container or pod string, label key or value, comm regex (bytes).
 pub const MAX_TEXT_BYTES: usize = 256;
+/// Most changes waiting for the resolver thread; more are refused ([`SnooperError::Busy`]).
+pub const MAX_QUEUED_CHANGES: usize = 1024;
 
 /// One `proc_name` snooper: processes whose comm matches `comm` and whose command line contains
 /// `cmdline`.
@@ -98,6 +105,10 @@ pub enum SnooperError {
     /// [`MAX_PROBES`] probes already have snoopers or subscribers.
     #[error("too many probes with snoopers (at most {MAX_PROBES})")]
     TooManyProbes,
+    /// [`MAX_QUEUED_CHANGES`] changes are already waiting for the resolver thread (or it has
+    /// stopped).
+    #[error("snooper resolver busy: too many changes waiting")]
+    Busy,
     /// The resolver's thread or wake-up descriptor could not be created.
     #[error("cannot start the snooper resolver: {0}")]
     Start(#[source] io::Error),
@@ -306,7 +317,7 @@ impl Shared {
 
 struct Handle {
     shared: Arc<Shared>,
-    commands: mpsc::Sender<Command>,
+    commands: mpsc::SyncSender<Command>,
 }
 
 impl Drop for Handle {
@@ -369,7 +380,7 @@ impl Resolver {
             source: AtomicU8::new(if connector.is_some() { 0 } else { 1 }),
             wake,
         });
-        let (commands, rx) = mpsc::channel();
+        let (commands, rx) = mpsc::sync_channel(MAX_QUEUED_CHANGES);
         let engine = engine::Engine::new(
             procfs::LiveProc::default(),
             opts.root_pid,
@@ -426,21 +437,23 @@ impl Resolver {
             let mut channels = self.channels();
             self.channel_generation(&mut channels, probe)?
         };
-        // The thread lives while a handle does, so the channel is open.
-        let _ = self.inner.commands.send(Command::Set {
+        let sent = self.inner.commands.try_send(Command::Set {
             probe: probe.to_string(),
             mode,
             generation,
         });
         self.inner.shared.wake();
-        Ok(())
+        sent.map_err(|_| SnooperError::Busy)
     }
 
-    /// Forget `probe`: its snoopers and its channel (receivers see it closed).
+    /// Forget `probe`: its snoopers and its channel (receivers see it closed). Waits only if
+    /// [`MAX_QUEUED_CHANGES`] changes are queued (the thread takes them all at its next wake-up).
     pub fn remove(&self, probe: &str) {
         if self.channels().remove(probe).is_none() {
             return;
         }
+        self.inner.shared.wake();
+        // Fails only if the thread has stopped, and then there is nothing left to forget.
         let _ = self.inner.commands.send(Command::Remove {
             probe: probe.to_string(),
         });
