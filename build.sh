@@ -67,7 +67,7 @@ install_check() {
     prefix="$(mktemp -d)"
     ./install.sh --prefix "$prefix" >/dev/null
     # The fixed layout, then every probe of probes/shipped.list with its .meta.
-    local expected=(usr/bin/gala-gopher etc/gala-gopher/gala-gopher.conf etc/gala-gopher/gala-gopher-app.conf
+    local expected=(usr/bin/gala-gopher usr/bin/gopher-ctl etc/gala-gopher/gala-gopher.conf etc/gala-gopher/gala-gopher-app.conf
                     usr/lib/systemd/system/gala-gopher.service opt/gala-gopher/sdk/gala_probe.py
                     opt/gala-gopher/sdk/gala_probe.sh opt/gala-gopher/meta)
     local name dir source

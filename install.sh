@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Install the release build (./build.sh --release) with the rpm's layout:
-#   PREFIX/usr/bin/gala-gopher
+#   PREFIX/usr/bin/gala-gopher, PREFIX/usr/bin/gopher-ctl
 #   PREFIX/opt/gala-gopher/probes/   every probe of probes/shipped.list (executable or script),
 #                                    its NAME.meta beside it
 #   PREFIX/opt/gala-gopher/meta/     extra .meta files (for extend probes run from elsewhere)
@@ -38,7 +38,7 @@ while read -r name dir source extra; do
     fi
 done < probes/shipped.list
 
-for bin in gala-gopher "${CARGO_PROBES[@]%%:*}"; do
+for bin in gala-gopher gopher-ctl "${CARGO_PROBES[@]%%:*}"; do
     [ -x "$TARGET/$bin" ] || { echo "install.sh: $TARGET/$bin missing; run ./build.sh --release first" >&2; exit 1; }
 done
 
@@ -47,6 +47,7 @@ install -d -m 0755 "$root/usr/bin" "$root/opt/gala-gopher/probes" "$root/opt/gal
     "$root/opt/gala-gopher/sdk" "$root/usr/lib/systemd/system"
 install -d -m 0750 "$root/etc/gala-gopher"
 install -m 0755 "$TARGET/gala-gopher" "$root/usr/bin/gala-gopher"
+install -m 0755 "$TARGET/gopher-ctl" "$root/usr/bin/gopher-ctl"
 for entry in "${CARGO_PROBES[@]}"; do
     name="${entry%%:*}"; dir="${entry#*:}"
     install -m 0755 "$TARGET/$name" "$root/opt/gala-gopher/probes/$name"

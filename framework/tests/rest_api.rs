@@ -475,3 +475,65 @@ fn the_token_guards_writes_only() {
     assert_eq!(st, 200, "{v}");
     let _ = sample;
 }
+
+/// `gopher-ctl` against the real daemon's command socket: the same documents and replies as
+/// REST, its exit codes, and a clear message once the daemon is gone.
+#[test]
+fn gopher_ctl_drives_the_daemon_over_its_socket() {
+    let r = start("");
+    let sock = r.daemon.dir.path().join("cmd.sock");
+    let ctl = |args: &[&str]| {
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_gopher-ctl"))
+            .arg("--socket")
+            .arg(&sock)
+            .args(args)
+            .output()
+            .expect("run gopher-ctl");
+        (
+            out.status.code(),
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    };
+    use std::os::unix::fs::{FileTypeExt, PermissionsExt};
+    let md = std::fs::metadata(&sock).expect("socket exists");
+    assert!(md.file_type().is_socket());
+    assert_eq!(md.permissions().mode() & 0o777, 0o660);
+
+    let (code, out, err) = ctl(&["probe", "set", "ctlrest", r#"{"params":{"report_period":2},"state":"running"}"#]);
+    assert_eq!(code, Some(0), "{out}{err}");
+    assert!(out.contains("New config takes effect"), "{out}");
+    let (code, out, _) = ctl(&["probe", "get", "ctl"]);
+    assert_eq!(code, Some(0));
+    let v: Value = serde_json::from_str(&out).expect("JSON");
+    assert_eq!(v["state"], "running");
+    assert_eq!(v["params"]["report_period"], 2);
+    // The same document as REST shows.
+    assert_eq!(r.get("/ctl").1["params"], v["params"]);
+    let (code, out, _) = ctl(&["probe", "list"]);
+    assert_eq!(code, Some(0));
+    assert!(out.contains("\"ctl\""), "{out}");
+    let (code, out, _) = ctl(&["status"]);
+    assert_eq!(code, Some(0));
+    assert!(out.contains("\"probes\""), "{out}");
+    let m1 = wait_for(Duration::from_secs(10), || {
+        let (code, out, _) = ctl(&["metric"]);
+        (code == Some(0) && out.contains("gala_gopher_ctl_period")).then_some(out)
+    })
+    .expect("metric shows the probe's series");
+    // Not destructive: asking again gives the series again.
+    let (_, m2, _) = ctl(&["metric"]);
+    assert!(m1.contains("gala_gopher_ctl_period") && m2.contains("gala_gopher_ctl_period"));
+
+    let (code, _, err) = ctl(&["probe", "set", "ctl", r#"{"params":{"report_period":9999}}"#]);
+    assert_eq!(code, Some(1));
+    assert!(err.contains("params.report_period invalid value 9999"), "{err}");
+    let (code, _, err) = ctl(&["probe", "get", "nosuch"]);
+    assert_eq!(code, Some(1), "{err}");
+
+    let Rest { daemon, .. } = r;
+    daemon.stop();
+    let (code, _, err) = ctl(&["probe", "list"]);
+    assert_eq!(code, Some(2), "{err}");
+    assert!(err.contains("not running"), "{err}");
+}

@@ -708,6 +708,8 @@ class Control:
         The first boundary is one period after the first call. Buffered records are flushed
         before waiting, as period_loop() does.
         """
+        if not period > 0:
+            raise ValueError("period must be positive")
         _trap_termination()
         flush()
         now = time.monotonic()

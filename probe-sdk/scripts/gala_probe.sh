@@ -591,9 +591,10 @@ gg__control_start() {
     _gg_ctl_dir="${TMPDIR:-/tmp}/gala_probe_control.$$.$_gg_i"
     trap gg_control_stop EXIT
     # An asynchronous command's stdin is /dev/null unless redirected, and dash applies that
-    # before the command's own redirections: hand the channel over through fd 9.
+    # before the command's own redirections: hand the channel over through fd 9. The reader
+    # writes no records: it does not hold the probe's stdout open.
     exec 9<&0
-    gg__control_reader "$_gg_ctl_dir" <&9 9<&- &
+    gg__control_reader "$_gg_ctl_dir" <&9 9<&- >/dev/null &
     _gg_ctl_pid=$!
     exec 9<&-
 }

@@ -675,37 +675,45 @@ fn long_line(t: &Value) -> String {
     line
 }
 
-/// The streams every channel reader is run on: the stream vectors, and each `long` vector
-/// written alone.
-fn control_streams(v: &Value) -> Vec<(String, Vec<Vec<u8>>, Value, u64, u64)> {
+/// One stream every channel reader is run on.
+struct StreamCase {
+    note: String,
+    /// Written one after the other, then end of input.
+    pieces: Vec<Vec<u8>>,
+    /// `{probe_bits, period}` of the newest message, or null.
+    newest: Value,
+    received: u64,
+    refused: u64,
+}
+
+/// The stream vectors, and each `long` vector written alone.
+fn control_streams(v: &Value) -> Vec<StreamCase> {
     let mut out: Vec<_> = v["streams"]
         .as_array()
         .unwrap()
         .iter()
-        .map(|t| {
-            (
-                text(&t["note"]).to_string(),
-                stream_bytes(&t["chunks"]),
-                t["newest"].clone(),
-                t["received"].as_u64().unwrap(),
-                t["refused"].as_u64().unwrap(),
-            )
+        .map(|t| StreamCase {
+            note: text(&t["note"]).to_string(),
+            pieces: stream_bytes(&t["chunks"]),
+            newest: t["newest"].clone(),
+            received: t["received"].as_u64().unwrap(),
+            refused: t["refused"].as_u64().unwrap(),
         })
         .collect();
     assert!(out.len() >= 8, "the vector file lost streams");
     for t in v["long"].as_array().unwrap() {
         let accepted = t.get("reject").is_none();
-        out.push((
-            text(&t["note"]).to_string(),
-            vec![long_line(t).into_bytes()],
-            if accepted {
+        out.push(StreamCase {
+            note: text(&t["note"]).to_string(),
+            pieces: vec![long_line(t).into_bytes()],
+            newest: if accepted {
                 serde_json::json!({"probe_bits": t["probe_bits"], "period": t["period"]})
             } else {
                 Value::Null
             },
-            u64::from(accepted),
-            u64::from(!accepted),
-        ));
+            received: u64::from(accepted),
+            refused: u64::from(!accepted),
+        });
     }
     out
 }
@@ -721,9 +729,16 @@ fn bits_and_period(msg: &probe_sdk::decl::ControlMsg) -> Value {
 #[test]
 fn rust_control_follows_the_stream_vectors() {
     let v = control_vectors();
-    for (note, chunks, newest, received, refused) in control_streams(&v) {
+    for StreamCase {
+        note,
+        pieces,
+        newest,
+        received,
+        refused,
+    } in control_streams(&v)
+    {
         let control =
-            probe_sdk::control::Control::from_reader(std::io::Cursor::new(chunks.concat()));
+            probe_sdk::control::Control::from_reader(std::io::Cursor::new(pieces.concat()));
         let start = Instant::now();
         while control.counts() != (received, refused) {
             assert!(
@@ -778,8 +793,15 @@ fn shell_control_follows_the_stream_vectors() {
         printf '%s\\n%s' \"$_gg_ctl_seq\" \"$GG_CONTROL_LINE\"";
     let v = control_vectors();
     for shell in shells() {
-        for (note, chunks, newest, received, refused) in control_streams(&v) {
-            let out = run_shell_with_input(shell, snippet, chunks);
+        for StreamCase {
+            note,
+            pieces,
+            newest,
+            received,
+            refused,
+        } in control_streams(&v)
+        {
+            let out = run_shell_with_input(shell, snippet, pieces);
             let stdout = stdout_of(out.clone());
             let (seq, line) = stdout.split_once('\n').unwrap();
             let got = if line.is_empty() {
@@ -989,4 +1011,27 @@ fn python_example_applies_a_new_period_without_restart() {
 #[test]
 fn shell_example_applies_a_new_period_without_restart() {
     example_applies_a_new_period("example.sh");
+}
+
+/// The declaration example of docs/writing-a-probe.md ("The declaration") is a valid `probe`
+/// group, with every param type.
+#[test]
+fn documented_declaration_example_is_valid() {
+    let path = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../docs/writing-a-probe.md");
+    let doc = std::fs::read_to_string(&path).unwrap();
+    let section = &doc[doc.find("### The declaration").expect("section")..];
+    let block = section
+        .split("```")
+        .nth(1)
+        .expect("a code block in the section");
+    let root = gala_libconfig::parse_str(block, &path).unwrap();
+    let d = probe_sdk::decl::Declaration::from_node(&root)
+        .unwrap()
+        .expect("a probe group");
+    assert!(d.reload && d.rest_name.as_deref() == Some("tcp"));
+    let mut types: Vec<&str> = d.params.iter().map(|p| p.kind.type_name()).collect();
+    types.sort_unstable();
+    types.dedup();
+    assert_eq!(types, ["choice", "int", "list", "string"]);
+    assert_eq!(d.sub_probe_bits(&["tcp_rtt".into()]), Ok(4));
 }

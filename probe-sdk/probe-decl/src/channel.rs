@@ -92,6 +92,9 @@ pub enum ChannelError {
     /// Not a control message.
     #[error("control line: {0}")]
     Json(#[from] serde_json::Error),
+    /// A JSON value that should be an object is not.
+    #[error("control line: {0} must be a JSON object")]
+    NotAnObject(&'static str),
 }
 
 impl ControlMsg {
@@ -100,7 +103,13 @@ impl ControlMsg {
         if line.len() > MAX_LINE_BYTES {
             return Err(ChannelError::TooLong);
         }
-        let mut msg: ControlMsg = serde_json::from_str(line.trim_end())?;
+        // Serde would also read a struct from a JSON array: a control line is an object.
+        let value: serde_json::Value = serde_json::from_str(line.trim_end())?;
+        let object = value.as_object().ok_or(ChannelError::NotAnObject("the line"))?;
+        if object.get("snoop").is_some_and(|s| !s.is_object()) {
+            return Err(ChannelError::NotAnObject("snoop"));
+        }
+        let mut msg: ControlMsg = serde_json::from_value(value)?;
         msg.snoop.pids.sort_unstable();
         msg.snoop.pids.dedup();
         Ok(msg)
@@ -154,6 +163,9 @@ mod tests {
         assert!(!ex.selects(5) && ex.selects(6));
 
         assert!(ControlMsg::parse_line("not json").is_err());
+        assert!(ControlMsg::parse_line("[]").is_err());
+        assert!(ControlMsg::parse_line("[1,[\"a\"],3]").is_err());
+        assert!(ControlMsg::parse_line("{\"snoop\":[]}").is_err());
         assert!(ControlMsg::parse_line(&" ".repeat(MAX_LINE_BYTES + 1)).is_err());
     }
 }

@@ -32,7 +32,7 @@ const WHAT: usize = EVENT_OFFSET;
 const DATA: usize = EVENT_OFFSET + 16;
 
 /// Socket receive buffer: room for a burst of some thousands of events between two reads.
-const RCVBUF_BYTES: libc::c_int = 4096;
+const RCVBUF_BYTES: libc::c_int = 4 << 20;
 /// Messages per `recvmmsg` call and the room for each (a proc event message is 76 bytes).
 const BATCH: usize = 64;
 const MSG_BYTES: usize = 256;

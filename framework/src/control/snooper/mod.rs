@@ -308,8 +308,9 @@ impl Shared {
         let channels = self.channels.lock().unwrap_or_else(PoisonError::into_inner);
         if let Some(ch) = channels.get(probe) {
             if ch.generation == generation {
-                ch.tx.send_replace(resolved);
+                // Counted first: a receiver may look at the counters as soon as it wakes.
                 self.counters.pushes.fetch_add(1, Ordering::Relaxed);
+                ch.tx.send_replace(resolved);
             }
         }
     }

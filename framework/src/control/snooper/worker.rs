@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 use super::connector::{Batch, Connector, Event};
 use super::engine::Engine;
 use super::procfs::LiveProc;
-use super::{Command, ResolverOpts, Shared};
+use super::{Command, ResolverOpts, Shared, SOURCE_CONNECTOR, SOURCE_SCAN};
 
 /// After a batch of events, wait this long before reading again so that a busy host costs one
 /// wake-up per pause rather than one per event (the socket buffer holds the events meanwhile;
@@ -60,21 +60,29 @@ pub(super) fn run(
     engine.rescan();
     tracing::info!(
         source = if connector.is_some() {
-            "proc_connector"
+            SOURCE_CONNECTOR
         } else {
-            "proc_scan"
+            SOURCE_SCAN
         },
         processes = engine.process_count(),
         "snooper resolver started"
     );
     let mut next_scan = Instant::now() + opts.rescan_interval;
+    // Repairs after lost events: at most one per rescan interval, so an event storm that keeps
+    // overflowing the socket costs one scan a second, not one per read.
+    let mut last_repair: Option<Instant> = None;
+    let mut repair_at: Option<Instant> = None;
     let mut events = Vec::with_capacity(256);
     loop {
         shared.cpu_ns.store(thread_cpu_ns(), Ordering::Relaxed);
         let now = Instant::now();
         let mut deadline = engine.next_due(opts.push_interval);
-        if connector.is_none() {
-            deadline = Some(deadline.map_or(next_scan, |d| d.min(next_scan)));
+        let scan_at = match (&connector, repair_at) {
+            (None, _) => Some(next_scan),
+            (Some(_), at) => at,
+        };
+        if let Some(at) = scan_at {
+            deadline = Some(deadline.map_or(at, |d| d.min(at)));
         }
         let timeout_ms = match deadline {
             None => -1,
@@ -98,9 +106,12 @@ pub(super) fn run(
         ];
         // SAFETY: two live pollfds; a negative fd is ignored by poll(2).
         let n = unsafe { libc::poll(fds.as_mut_ptr(), 2, timeout_ms) };
-        if n < 0 && std::io::Error::last_os_error().kind() != std::io::ErrorKind::Interrupted {
-            tracing::error!(error = %std::io::Error::last_os_error(), "snooper: poll failed; resolver stops");
-            return;
+        if n < 0 {
+            let e = std::io::Error::last_os_error();
+            if e.kind() != std::io::ErrorKind::Interrupted {
+                tracing::error!(error = %e, "snooper: poll failed; resolver stops");
+                return;
+            }
         }
 
         if fds[0].revents != 0 {
@@ -152,15 +163,22 @@ pub(super) fn run(
                     connector = None;
                     shared.source.store(1, Ordering::Relaxed);
                     next_scan = Instant::now();
-                } else if lost {
+                } else if lost && repair_at.is_none() {
                     tracing::debug!("snooper: process events lost; rescanning /proc");
-                    engine.rescan();
+                    let now = Instant::now();
+                    repair_at =
+                        Some(last_repair.map_or(now, |t| (t + opts.rescan_interval).max(now)));
                 }
             }
         }
         if connector.is_none() && Instant::now() >= next_scan {
             engine.rescan();
             next_scan = Instant::now() + opts.rescan_interval;
+        }
+        if connector.is_some() && repair_at.is_some_and(|t| Instant::now() >= t) {
+            engine.rescan();
+            repair_at = None;
+            last_repair = Some(Instant::now());
         }
 
         for p in engine.due(Instant::now(), opts.push_interval) {
