@@ -187,6 +187,15 @@ async fn run(checked: config::Preflight, config_path: PathBuf) -> anyhow::Result
             ..SupervisorOptions::default()
         },
     );
+    // Snoopers: the processes each probe observes, kept current from the kernel's process events.
+    match control::snooper::Resolver::start(control::snooper::ResolverOpts::default()) {
+        Ok(resolver) => {
+            tracing::info!(source = resolver.source(), "snooper resolver started");
+            let _ = telemetry.snooper.set(resolver.counters());
+            sup.set_snoop_resolver(Arc::new(control::snooper_glue::ResolverGlue::new(resolver)));
+        }
+        Err(e) => tracing::warn!("no snooper resolver ({e}): snoopers select no process"),
+    }
     let control = Control::new(config_path, cfg, Arc::clone(&telemetry))?;
     let discovery = discovery::spawn_discovery_loop(
         sup.clone(),
@@ -200,8 +209,8 @@ async fn run(checked: config::Preflight, config_path: PathBuf) -> anyhow::Result
     );
 
     // The REST API's handlers: also behind the command socket, and what replays probes.init.
-    let probes_init = (!cfg.global.probes_init.is_empty())
-        .then(|| PathBuf::from(&cfg.global.probes_init));
+    let probes_init =
+        (!cfg.global.probes_init.is_empty()).then(|| PathBuf::from(&cfg.global.probes_init));
     let rest_state = control::rest::RestState::new(
         control.clone(),
         sup.clone(),
@@ -215,12 +224,7 @@ async fn run(checked: config::Preflight, config_path: PathBuf) -> anyhow::Result
         tokio::spawn(async move {
             let (applied, refused) = control::probes_init::replay(&rest, &path).await;
             if applied + refused > 0 {
-                tracing::info!(
-                    applied,
-                    refused,
-                    "{} replayed",
-                    path.display()
-                );
+                tracing::info!(applied, refused, "{} replayed", path.display());
             }
         });
     }

@@ -757,7 +757,12 @@ fn rest_api_over_mutual_tls_with_a_token() {
             String::from_utf8_lossy(&out.stdout).into_owned(),
         )
     };
-    let cert = ["--cert", &pki.p("client.pem"), "--key", &pki.p("client.key")];
+    let cert = [
+        "--cert",
+        &pki.p("client.pem"),
+        "--key",
+        &pki.p("client.key"),
+    ];
     let listed = wait_for(Duration::from_secs(20), || {
         let (ok, out) = curl(&cert, "GET", "/probes");
         (ok && out.ends_with("\n200")).then_some(out)
@@ -767,7 +772,10 @@ fn rest_api_over_mutual_tls_with_a_token() {
     assert!(listed.starts_with('['), "{listed}");
 
     let (ok, out) = curl(&[], "GET", "/probes");
-    assert!(!ok && !out.ends_with("\n200"), "no client certificate must fail: {out}");
+    assert!(
+        !ok && !out.ends_with("\n200"),
+        "no client certificate must fail: {out}"
+    );
 
     let put = |extra: &[&str]| {
         let mut args = cert.to_vec();

@@ -97,7 +97,10 @@ fn setup(probes: &Path) {
     std::fs::write(probes.join("flags.meta"), flags_meta).unwrap();
     // The flags probe reports under its own table.
     let src = std::fs::read_to_string(probes.join("flags.py")).unwrap();
-    write_script(&probes.join("flags.py"), &src.replace("|ctl_state|", "|flags_state|"));
+    write_script(
+        &probes.join("flags.py"),
+        &src.replace("|ctl_state|", "|flags_state|"),
+    );
 }
 
 struct Rest {
@@ -121,7 +124,12 @@ fn start(rest_extra: &str) -> Rest {
     let rest = Rest { daemon, port };
     // Discovery has run once the probe is listed.
     wait_for(Duration::from_secs(10), || {
-        rest.get("/probes").1.as_array()?.iter().find(|p| p["name"] == "ctl").cloned()
+        rest.get("/probes")
+            .1
+            .as_array()?
+            .iter()
+            .find(|p| p["name"] == "ctl")
+            .cloned()
     })
     .expect("ctl listed");
     rest
@@ -153,7 +161,10 @@ fn request(port: u16, method: &str, path: &str, headers: &str, body: &[u8]) -> (
 }
 
 fn dechunk(head: &str, body: &str) -> String {
-    if !head.to_ascii_lowercase().contains("transfer-encoding: chunked") {
+    if !head
+        .to_ascii_lowercase()
+        .contains("transfer-encoding: chunked")
+    {
         return body.to_string();
     }
     let mut out = String::new();
@@ -214,7 +225,10 @@ fn put_starts_retunes_without_restart_and_stops() {
     assert_eq!(v["cmd"]["probe"], serde_json::json!(["alpha"]));
     assert_eq!(v["params"]["report_period"], 1);
     assert_eq!(v["reload"], true);
-    assert!(v["cmd"]["bin"].as_str().unwrap().ends_with("/ctl.py"), "{v}");
+    assert!(
+        v["cmd"]["bin"].as_str().unwrap().ends_with("/ctl.py"),
+        "{v}"
+    );
     // The declared REST name and any case address it too.
     assert_eq!(r.get("/CtlRest").1["cmd"], v["cmd"]);
     assert_eq!(r.get("/CTL").0, 200);
@@ -233,15 +247,19 @@ fn put_starts_retunes_without_restart_and_stops() {
     assert!(alive(pid as i32));
     assert_eq!(v["cmd"]["probe"], serde_json::json!(["alpha", "beta"]));
     assert_eq!(v["params"]["report_period"], 2);
-    wait_for(Duration::from_secs(10), || r.ctl_sample(pid, 3, "2").then_some(()))
-        .unwrap_or_else(|| panic!("bits 3 period 2 not seen:\n{}", r.daemon.scrape()));
+    wait_for(Duration::from_secs(10), || {
+        r.ctl_sample(pid, 3, "2").then_some(())
+    })
+    .unwrap_or_else(|| panic!("bits 3 period 2 not seen:\n{}", r.daemon.scrape()));
 
     // New params: same process, new period; params merge (report_period kept when only
     // dev_name is given).
     let (st, v) = r.put("/ctl", r#"{"params":{"report_period":3}}"#);
     assert_eq!(st, 200, "{v}");
-    wait_for(Duration::from_secs(10), || r.ctl_sample(pid, 3, "3").then_some(()))
-        .unwrap_or_else(|| panic!("period 3 not seen:\n{}", r.daemon.scrape()));
+    wait_for(Duration::from_secs(10), || {
+        r.ctl_sample(pid, 3, "3").then_some(())
+    })
+    .unwrap_or_else(|| panic!("period 3 not seen:\n{}", r.daemon.scrape()));
     let (st, _) = r.put("/ctl", r#"{"params":{"dev_name":"sda"}}"#);
     assert_eq!(st, 200);
     let (_, v) = r.get("/ctl");
@@ -253,7 +271,9 @@ fn put_starts_retunes_without_restart_and_stops() {
     // Custom labels land on every series of the probe, still without a restart.
     let (st, v) = r.put("/ctl", r#"{"snoopers":{"custom_labels":{"team":"blue"}}}"#);
     assert_eq!(st, 200, "{v}");
-    let scrape = r.daemon.wait_scrape("team=\"blue\"", Duration::from_secs(10));
+    let scrape = r
+        .daemon
+        .wait_scrape("team=\"blue\"", Duration::from_secs(10));
     for l in scrape.lines().filter(|l| l.starts_with("gala_gopher_ctl_")) {
         assert!(l.contains("team=\"blue\""), "{l}");
     }
@@ -264,7 +284,10 @@ fn put_starts_retunes_without_restart_and_stops() {
     // Stopped: the reply comes after the process is gone.
     let (st, v) = r.put("/ctl", r#"{"state":"stopped"}"#);
     assert_eq!(st, 200, "{v}");
-    assert!(!alive(pid as i32), "pid {pid} still alive after the stop reply");
+    assert!(
+        !alive(pid as i32),
+        "pid {pid} still alive after the stop reply"
+    );
     let (_, v) = r.get("/ctl");
     assert_eq!(v["state"], "stopped");
     assert!(v["pid"].is_null());
@@ -275,7 +298,10 @@ fn put_starts_retunes_without_restart_and_stops() {
 #[test]
 fn a_probe_without_reload_is_restarted_with_flags() {
     let r = start("");
-    let (st, v) = r.put("/flags", r#"{"params":{"report_period":2},"state":"running"}"#);
+    let (st, v) = r.put(
+        "/flags",
+        r#"{"params":{"report_period":2},"state":"running"}"#,
+    );
     assert_eq!(st, 200, "{v}");
     let (_, v) = r.get("/flags");
     assert_eq!(v["reload"], false);
@@ -301,49 +327,132 @@ fn a_probe_without_reload_is_restarted_with_flags() {
 #[test]
 fn bad_input_is_refused_and_changes_nothing() {
     let r = start("");
-    let (st, _) = r.put("/ctl", r#"{"params":{"report_period":2},"state":"running"}"#);
+    let (st, _) = r.put(
+        "/ctl",
+        r#"{"params":{"report_period":2},"state":"running"}"#,
+    );
     assert_eq!(st, 200);
     let before = r.get("/ctl").1;
     let pid = pid_of(&before);
-    let big = format!("{{\"params\":{{\"dev_name\":\"{}\"}}}}", "a".repeat(10 << 20));
+    let big = format!(
+        "{{\"params\":{{\"dev_name\":\"{}\"}}}}",
+        "a".repeat(10 << 20)
+    );
     let deep = format!("{}{}", "[".repeat(10_000), "]".repeat(10_000));
     let cases: Vec<(&str, String, &str)> = vec![
         ("/ctl", "{nope".into(), "invalid JSON"),
         ("/ctl", big, "larger than"),
-        ("/nosuch", r#"{"state":"running"}"#.into(), "invalid probe name"),
-        ("/ctl", r#"{"cmd":{"probe":["gamma"]}}"#.into(), "unsupported probe range: gamma"),
+        (
+            "/nosuch",
+            r#"{"state":"running"}"#.into(),
+            "invalid probe name",
+        ),
+        (
+            "/ctl",
+            r#"{"cmd":{"probe":["gamma"]}}"#.into(),
+            "unsupported probe range: gamma",
+        ),
         ("/ctl", r#"{"cmd":{"probe":[]}}"#.into(), "at least one"),
         ("/ctl", r#"{"cmd":{}}"#.into(), "cmd.probe"),
-        ("/ctl", r#"{"params":{"sample_period":100}}"#.into(), "params.sample_period is not supported"),
-        ("/ctl", r#"{"params":{"report_period":0}}"#.into(), "must be in [1, 600]"),
-        ("/ctl", r#"{"params":{"report_period":"5"}}"#.into(), "invalid data type"),
-        ("/ctl", r#"{"cmd":{"bin":"/bin/sh","probe":["alpha"]}}"#.into(), "cmd.bin"),
-        ("/ctl", r#"{"params":{"dev_name":"sda;reboot"}}"#.into(), "params.dev_name"),
-        ("/ctl", r#"{"params":{"dev_name":"../../etc"}}"#.into(), "params.dev_name"),
-        ("/ctl", r#"{"params":{"dev_name":"$(id)"}}"#.into(), "params.dev_name"),
-        ("/ctl", r#"{"snoopers":{"proc_name":[{"comm":"java;rm -rf /"}]}}"#.into(), "proc_name.comm"),
-        ("/ctl", r#"{"snoopers":{"proc_name":[{"comm":"java","cmdline":"`id`"}]}}"#.into(), "proc_name.cmdline"),
-        ("/ctl", r#"{"snoopers":{"proc_name":[{"comm":"(("}]}}"#.into(), "not a valid regex"),
-        ("/ctl", r#"{"snoopers":{"container_name":["../x"]}}"#.into(), "container_name"),
-        ("/ctl", r#"{"snoopers":{"custom_labels":{"a b":"x"}}}"#.into(), "custom_labels"),
-        ("/ctl", r#"{"snoopers":{"custom_labels":{"k":"a|b"}}}"#.into(), "custom_labels.k"),
+        (
+            "/ctl",
+            r#"{"params":{"sample_period":100}}"#.into(),
+            "params.sample_period is not supported",
+        ),
+        (
+            "/ctl",
+            r#"{"params":{"report_period":0}}"#.into(),
+            "must be in [1, 600]",
+        ),
+        (
+            "/ctl",
+            r#"{"params":{"report_period":"5"}}"#.into(),
+            "invalid data type",
+        ),
+        (
+            "/ctl",
+            r#"{"cmd":{"bin":"/bin/sh","probe":["alpha"]}}"#.into(),
+            "cmd.bin",
+        ),
+        (
+            "/ctl",
+            r#"{"params":{"dev_name":"sda;reboot"}}"#.into(),
+            "params.dev_name",
+        ),
+        (
+            "/ctl",
+            r#"{"params":{"dev_name":"../../etc"}}"#.into(),
+            "params.dev_name",
+        ),
+        (
+            "/ctl",
+            r#"{"params":{"dev_name":"$(id)"}}"#.into(),
+            "params.dev_name",
+        ),
+        (
+            "/ctl",
+            r#"{"snoopers":{"proc_name":[{"comm":"java;rm -rf /"}]}}"#.into(),
+            "proc_name.comm",
+        ),
+        (
+            "/ctl",
+            r#"{"snoopers":{"proc_name":[{"comm":"java","cmdline":"`id`"}]}}"#.into(),
+            "proc_name.cmdline",
+        ),
+        (
+            "/ctl",
+            r#"{"snoopers":{"proc_name":[{"comm":"(("}]}}"#.into(),
+            "not a valid regex",
+        ),
+        (
+            "/ctl",
+            r#"{"snoopers":{"container_name":["../x"]}}"#.into(),
+            "container_name",
+        ),
+        (
+            "/ctl",
+            r#"{"snoopers":{"custom_labels":{"a b":"x"}}}"#.into(),
+            "custom_labels",
+        ),
+        (
+            "/ctl",
+            r#"{"snoopers":{"custom_labels":{"k":"a|b"}}}"#.into(),
+            "custom_labels.k",
+        ),
         ("/ctl", r#"{"snoopers":{"pod_id":["x"]}}"#.into(), "pod_id"),
-        ("/ctl", r#"{"snoopers":{"proc_id":[1]},"blacklist":{"proc_id":[2]}}"#.into(), "mutually exclusive"),
-        ("/ctl", r#"{"state":"paused"}"#.into(), "invalid state paused"),
+        (
+            "/ctl",
+            r#"{"snoopers":{"proc_id":[1]},"blacklist":{"proc_id":[2]}}"#.into(),
+            "mutually exclusive",
+        ),
+        (
+            "/ctl",
+            r#"{"state":"paused"}"#.into(),
+            "invalid state paused",
+        ),
         ("/ctl", deep, "deeper"),
         ("/ctl", "[1]".into(), "JSON object"),
     ];
     for (path, doc, want) in &cases {
         let (st, v) = r.put(path, doc);
-        assert!((400..500).contains(&st), "{path} {}: status {st} {v}", &doc[..doc.len().min(80)]);
-        let msg = v["message"].as_str().unwrap_or_else(|| panic!("no JSON message for {doc:.80}: {v}"));
+        assert!(
+            (400..500).contains(&st),
+            "{path} {}: status {st} {v}",
+            &doc[..doc.len().min(80)]
+        );
+        let msg = v["message"]
+            .as_str()
+            .unwrap_or_else(|| panic!("no JSON message for {doc:.80}: {v}"));
         assert_eq!(v["result"], "failed");
         assert!(msg.contains(want), "{doc:.80}: {msg:?} lacks {want:?}");
         assert!(msg.len() < 400, "{msg}");
     }
     // 110 proc_id entries: over the limit.
     let many: Vec<u32> = (1..=110).collect();
-    let (st, v) = r.put("/ctl", &format!("{{\"snoopers\":{{\"proc_id\":{many:?}}}}}"));
+    let (st, v) = r.put(
+        "/ctl",
+        &format!("{{\"snoopers\":{{\"proc_id\":{many:?}}}}}"),
+    );
     assert_eq!(st, 400, "{v}");
     // A message with quotes is valid JSON (escaped).
     let (st, v) = r.put("/ctl", r#"{"params":{"dev_name":"a\"b"}}"#);
@@ -402,7 +511,10 @@ fn probes_init_persists_across_restarts_and_reports_bad_lines() {
         r#"{"cmd":{"probe":["beta"]},"params":{"report_period":4},"snoopers":{"proc_name":[{"comm":"^nomatch$","cmdline":"a b  c"}],"custom_labels":{"team":"blue"}},"state":"running"}"#,
     );
     assert_eq!(st, 200, "{v}");
-    let (st, v) = r.put("/flags", r#"{"params":{"report_period":2},"state":"running"}"#);
+    let (st, v) = r.put(
+        "/flags",
+        r#"{"params":{"report_period":2},"state":"running"}"#,
+    );
     assert_eq!(st, 200, "{v}");
     let init = r.daemon.dir.path().join("probes.init");
     let text = std::fs::read_to_string(&init).unwrap();
@@ -410,7 +522,8 @@ fn probes_init_persists_across_restarts_and_reports_bad_lines() {
     let before_ctl = r.get("/ctl").1;
     let replays = |log: &str| log.matches("replayed").count();
 
-    r.daemon.restart(&[("GALA_GOPHER_GLOBAL__REST_API_ON", "true")]);
+    r.daemon
+        .restart(&[("GALA_GOPHER_GLOBAL__REST_API_ON", "true")]);
     let v = wait_for(Duration::from_secs(20), || {
         let v = r.get("/ctl").1;
         (v["status"] == "running").then_some(v)
@@ -425,8 +538,10 @@ fn probes_init_persists_across_restarts_and_reports_bad_lines() {
     })
     .expect("flags running after restart");
     assert_eq!(f["params"]["report_period"], 2);
-    wait_for(Duration::from_secs(20), || (replays(&r.daemon.log()) == 1).then_some(()))
-        .expect("replay finished");
+    wait_for(Duration::from_secs(20), || {
+        (replays(&r.daemon.log()) == 1).then_some(())
+    })
+    .expect("replay finished");
 
     // A broken line: reported with its number, the others still apply.
     std::fs::write(
@@ -434,7 +549,8 @@ fn probes_init_persists_across_restarts_and_reports_bad_lines() {
         "# comment\nctl {\"state\":\"running\",\"params\":{\"report_period\":5}}\nflags {broken\nnosuch {\"state\":\"running\"}\n",
     )
     .unwrap();
-    r.daemon.restart(&[("GALA_GOPHER_GLOBAL__REST_API_ON", "true")]);
+    r.daemon
+        .restart(&[("GALA_GOPHER_GLOBAL__REST_API_ON", "true")]);
     let v = wait_for(Duration::from_secs(20), || {
         let v = r.get("/ctl").1;
         (v["params"]["report_period"] == 5 && v["status"] == "running").then_some(v)
@@ -447,9 +563,14 @@ fn probes_init_persists_across_restarts_and_reports_bad_lines() {
     })
     .unwrap_or_else(|| panic!("second replay not finished:\n{}", r.daemon.log()));
     assert!(log.contains("probes.init:3: invalid JSON"), "{log}");
-    assert!(log.contains("probes.init:4: probe nosuch: invalid probe name"), "{log}");
+    assert!(
+        log.contains("probes.init:4: probe nosuch: invalid probe name"),
+        "{log}"
+    );
     // The file is left as written: the broken line stays for its owner to fix.
-    assert!(std::fs::read_to_string(&init).unwrap().contains("flags {broken"));
+    assert!(std::fs::read_to_string(&init)
+        .unwrap()
+        .contains("flags {broken"));
     // flags was not set by the file this time: the config entry's switch (off) rules.
     assert_eq!(r.get("/flags").1["state"], "stopped");
 }
@@ -500,7 +621,12 @@ fn gopher_ctl_drives_the_daemon_over_its_socket() {
     assert!(md.file_type().is_socket());
     assert_eq!(md.permissions().mode() & 0o777, 0o660);
 
-    let (code, out, err) = ctl(&["probe", "set", "ctlrest", r#"{"params":{"report_period":2},"state":"running"}"#]);
+    let (code, out, err) = ctl(&[
+        "probe",
+        "set",
+        "ctlrest",
+        r#"{"params":{"report_period":2},"state":"running"}"#,
+    ]);
     assert_eq!(code, Some(0), "{out}{err}");
     assert!(out.contains("New config takes effect"), "{out}");
     let (code, out, _) = ctl(&["probe", "get", "ctl"]);
@@ -525,9 +651,17 @@ fn gopher_ctl_drives_the_daemon_over_its_socket() {
     let (_, m2, _) = ctl(&["metric"]);
     assert!(m1.contains("gala_gopher_ctl_period") && m2.contains("gala_gopher_ctl_period"));
 
-    let (code, _, err) = ctl(&["probe", "set", "ctl", r#"{"params":{"report_period":9999}}"#]);
+    let (code, _, err) = ctl(&[
+        "probe",
+        "set",
+        "ctl",
+        r#"{"params":{"report_period":9999}}"#,
+    ]);
     assert_eq!(code, Some(1));
-    assert!(err.contains("params.report_period invalid value 9999"), "{err}");
+    assert!(
+        err.contains("params.report_period invalid value 9999"),
+        "{err}"
+    );
     let (code, _, err) = ctl(&["probe", "get", "nosuch"]);
     assert_eq!(code, Some(1), "{err}");
 

@@ -1,8 +1,9 @@
 //! The merge rule: which source's settings a probe runs with.
 //!
 //! Per probe name, the base is its config entry if there is one, else the drop-in of that name
-//! with default settings (switch on, no params); without either, the probe is not run (its
-//! overrides wait, dormant, for one to appear). Overrides then apply in rising [`Source`] order,
+//! with default settings (switch on, no params — off for a shipped probe,
+//! [`shipped_probes`]); without either, the probe is not run (its overrides wait, dormant, for
+//! one to appear). Overrides then apply in rising [`Source`] order,
 //! field by field: a field an override leaves `None` keeps the value below it.
 
 use std::collections::{BTreeMap, BTreeSet};
@@ -168,7 +169,13 @@ pub fn merge(
             continue;
         }
         seen.insert(name.as_str());
-        let (probe, runtime) = apply(drop_in_defaults(name), overrides.get(name));
+        let mut probe = drop_in_defaults(name);
+        if shipped_probes().any(|s| s == name) {
+            // An installed shipped probe waits for a config entry, probes.init or REST to
+            // start it (upstream HEAD's fixed probe table); other drop-ins run as found.
+            probe.switch = Switch::Off;
+        }
+        let (probe, runtime) = apply(probe, overrides.get(name));
         out.push(Declared {
             probe,
             base: Base::DropIn,
@@ -266,11 +273,26 @@ mod tests {
     }
 
     #[test]
-    fn shipped_probes_are_listed() {
+    fn shipped_probes_are_listed_and_wait_to_be_started() {
         let names: Vec<&str> = shipped_probes().collect();
         for n in ["system_infos", "tcpprobe", "taskprobe", "ioprobe"] {
             assert!(names.contains(&n), "{names:?}");
         }
+        // Installed in probes_dir (a drop-in) or not (declared as shipped): off until asked.
+        let state = DesiredState::new(Vec::new());
+        let d = state.declare(&names_of(&["tcpprobe", "mine"]), &mut Vec::new());
+        let sw = |n: &str| {
+            d.iter()
+                .find(|d| d.probe.name == n)
+                .map(|d| (d.base, d.probe.switch))
+        };
+        assert_eq!(sw("tcpprobe"), Some((Base::DropIn, Switch::Off)));
+        assert_eq!(sw("mine"), Some((Base::DropIn, Switch::On)));
+        assert_eq!(sw("ioprobe"), Some((Base::Shipped, Switch::Off)));
+    }
+
+    fn names_of(v: &[&str]) -> BTreeSet<String> {
+        v.iter().map(|s| s.to_string()).collect()
     }
 
     #[test]

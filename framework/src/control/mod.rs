@@ -28,6 +28,7 @@ mod reload;
 pub mod rest;
 pub mod runtime;
 pub mod snooper;
+pub mod snooper_glue;
 pub mod status;
 
 use std::path::PathBuf;

@@ -43,7 +43,9 @@ pub fn read(path: &Path) -> io::Result<Option<Vec<Line>>> {
         Err(e) => return Err(e),
     };
     if !md.file_type().is_file() {
-        return Err(io::Error::other("not a regular file (symlinks are refused)"));
+        return Err(io::Error::other(
+            "not a regular file (symlinks are refused)",
+        ));
     }
     let me = nix::unistd::geteuid().as_raw();
     if (md.uid() != 0 && md.uid() != me) || md.mode() & 0o022 != 0 {
@@ -165,7 +167,12 @@ pub async fn replay(rest: &RestState, path: &Path) -> (usize, usize) {
         }
         match rest.put(&line.name, doc, Source::ProbesInit).await {
             Ok(_) => {
-                tracing::info!("{}:{}: probe {} set", path.display(), line.number, line.name);
+                tracing::info!(
+                    "{}:{}: probe {} set",
+                    path.display(),
+                    line.number,
+                    line.name
+                );
                 applied += 1;
             }
             Err(f) => {
@@ -211,7 +218,10 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("probes.init");
         let docs = vec![
-            ("tcp".to_string(), serde_json::json!({"state": "running", "x": "a b"})),
+            (
+                "tcp".to_string(),
+                serde_json::json!({"state": "running", "x": "a b"}),
+            ),
             ("io".to_string(), serde_json::json!({"state": "stopped"})),
         ];
         write(&path, &docs).unwrap();

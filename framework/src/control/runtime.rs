@@ -187,7 +187,11 @@ impl Runtime {
 
     /// Every declared param's value in effect: set here, else on the command line, else the
     /// declared default.
-    pub fn effective_params(&self, decl: &Declaration, base: &Base) -> BTreeMap<String, ParamValue> {
+    pub fn effective_params(
+        &self,
+        decl: &Declaration,
+        base: &Base,
+    ) -> BTreeMap<String, ParamValue> {
         let mut all = decl.defaults();
         for (k, v) in base.params.iter().chain(&self.params) {
             if all.contains_key(k) {
@@ -272,7 +276,8 @@ mod tests {
         assert_eq!(msg.int("report_period"), Some(5));
 
         rt.sub_probes = Some(vec!["b".into()]);
-        rt.params.insert("report_period".into(), ParamValue::Int(10));
+        rt.params
+            .insert("report_period".into(), ParamValue::Int(10));
         rt.params.insert("gone".into(), ParamValue::Int(1));
         assert_eq!(rt.bits(&d, &none), 2);
         assert_eq!(rt.argv(&d), ["-P", "0x2", "-t", "10"]);
@@ -301,7 +306,10 @@ mod tests {
         rt.sub_probes = Some(vec!["b".into()]);
         let msg = rt.control_msg(&d, &base, Snoop::default());
         assert_eq!((msg.probe_bits, msg.int("report_period")), (2, Some(9)));
-        assert_eq!(Base::from_argv(&d, &["p".into(), "-P".into(), "0".into()]).bits, Some(u32::MAX));
+        assert_eq!(
+            Base::from_argv(&d, &["p".into(), "-P".into(), "0".into()]).bits,
+            Some(u32::MAX)
+        );
     }
 
     #[test]

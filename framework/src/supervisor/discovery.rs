@@ -32,8 +32,8 @@ use tokio::task::JoinHandle;
 
 use super::trust::{valid_probe_name, which, Refusal, TrustCheck, TrustError, Trusted};
 use super::{ProbeOrigin, ProbeSpec, StartCheck, Supervisor, Switch};
-use probe_decl::Declaration;
 use crate::telemetry::{ProbeState, RefusalReason, Telemetry};
+use probe_decl::Declaration;
 
 /// How one probe is declared: a config entry (`probes` when `command` is `None`, else
 /// `extend_probes`), or a drop-in's settings, with any overrides already applied.
@@ -160,23 +160,26 @@ fn declaration_of(
             None => true,
         };
         if fresh {
-            let read = crate::meta::read_meta_text(path, crate::meta::MetaLimits::default().max_file_bytes)
-                .map_err(|e| e.to_string())
-                .and_then(|(text, _)| {
-                    gala_libconfig::parse_str(&text, path).map_err(|e| e.to_string())
-                })
-                .and_then(|root| {
-                    Declaration::from_node(&root)
-                        .map(|d| d.map(Arc::new))
-                        .map_err(|e| e.to_string())
-                });
+            let read = crate::meta::read_meta_text(
+                path,
+                crate::meta::MetaLimits::default().max_file_bytes,
+            )
+            .map_err(|e| e.to_string())
+            .and_then(|(text, _)| gala_libconfig::parse_str(&text, path).map_err(|e| e.to_string()))
+            .and_then(|root| {
+                Declaration::from_node(&root)
+                    .map(|d| d.map(Arc::new))
+                    .map_err(|e| e.to_string())
+            });
             cache.insert(path.clone(), (id, read));
         }
         match cache.get(path).map(|(_, r)| r) {
             Some(Ok(Some(d))) => return Some(Arc::clone(d)),
             Some(Ok(None)) | None => {}
             Some(Err(e)) => {
-                warnings.push(format!("probe {name}: {e}; its run-time settings are refused"));
+                warnings.push(format!(
+                    "probe {name}: {e}; its run-time settings are refused"
+                ));
                 return None;
             }
         }
@@ -908,8 +911,12 @@ fn discover<D: Declare + ?Sized>(
         };
         match built {
             Ok(Some((mut spec, stamps))) => {
-                spec.declaration =
-                    declaration_of(&entry.name, &spec.meta_files, &mut decls, &mut scan.warnings);
+                spec.declaration = declaration_of(
+                    &entry.name,
+                    &spec.meta_files,
+                    &mut decls,
+                    &mut scan.warnings,
+                );
                 if let Some(rt) = runtime {
                     // Without the control channel, run-time settings are command-line flags:
                     // a change restarts the probe.

@@ -215,6 +215,8 @@ pub struct Telemetry {
     /// Per-probe custom labels (set by the REST API, read by the ingest path) and their
     /// conflict counters.
     pub custom_labels: Arc<crate::custom_labels::CustomLabels>,
+    /// The snooper resolver's counters, once it runs.
+    pub snooper: std::sync::OnceLock<Arc<crate::control::snooper::ResolverCounters>>,
     /// SIGHUP reloads whose configuration was applied.
     pub config_reloads: AtomicU64,
     /// SIGHUP reloads refused because the file was invalid (old configuration kept).

@@ -260,4 +260,40 @@ pub fn render_self_metrics(tel: &Telemetry, store: &TableStore, out: &mut String
     super::render_http_metrics(&tel.http, &mid, out);
     tel.meta.render(&mid, out);
     tel.custom_labels.render(&mid, out);
+    if let Some(c) = tel.snooper.get() {
+        for (name, help, v) in [
+            (
+                "gala_gopher_self_snooper_events_total",
+                "Process events (fork, exec, comm, exit) the snooper resolver received.",
+                &c.events,
+            ),
+            (
+                "gala_gopher_self_snooper_events_lost_total",
+                "Times the kernel dropped process events (ENOBUFS); each is repaired by a /proc rescan.",
+                &c.events_lost,
+            ),
+            (
+                "gala_gopher_self_snooper_rescans_total",
+                "Full /proc scans of the snooper resolver.",
+                &c.rescans,
+            ),
+            (
+                "gala_gopher_self_snooper_truncations_total",
+                "Times a probe's resolved processes went over the 1000-pid cap (the excess left out).",
+                &c.truncations,
+            ),
+            (
+                "gala_gopher_self_snooper_pushes_total",
+                "Resolved process sets published to probes.",
+                &c.pushes,
+            ),
+        ] {
+            header(out, name, "counter", help);
+            let _ = writeln!(
+                out,
+                "{name}{{machine_id=\"{mid}\"}} {}",
+                v.load(Ordering::Relaxed)
+            );
+        }
+    }
 }

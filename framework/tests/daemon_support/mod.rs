@@ -191,7 +191,9 @@ impl Daemon {
         unsafe {
             libc::kill(self.child.id() as i32, libc::SIGTERM);
         }
-        let status = wait_for(Duration::from_secs(15), || self.child.try_wait().ok().flatten());
+        let status = wait_for(Duration::from_secs(15), || {
+            self.child.try_wait().ok().flatten()
+        });
         assert!(status.is_some(), "daemon exits after SIGTERM");
         self.child = spawn_daemon(self.dir.path(), env);
         self.wait_up();

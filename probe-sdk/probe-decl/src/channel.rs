@@ -75,8 +75,27 @@ pub struct ControlMsg {
     #[serde(default)]
     pub params: BTreeMap<String, serde_json::Value>,
     /// Processes to observe.
-    #[serde(default)]
+    #[serde(default, deserialize_with = "object")]
     pub snoop: Snoop,
+}
+
+/// Deserializes `T` from a JSON object only (derived impls also take arrays).
+fn object<'de, D, T>(d: D) -> Result<T, D::Error>
+where
+    D: serde::Deserializer<'de>,
+    T: Deserialize<'de>,
+{
+    struct Only<T>(std::marker::PhantomData<T>);
+    impl<'de, T: Deserialize<'de>> serde::de::Visitor<'de> for Only<T> {
+        type Value = T;
+        fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+            f.write_str("a JSON object")
+        }
+        fn visit_map<A: serde::de::MapAccess<'de>>(self, map: A) -> Result<T, A::Error> {
+            T::deserialize(serde::de::value::MapAccessDeserializer::new(map))
+        }
+    }
+    d.deserialize_map(Only(std::marker::PhantomData))
 }
 
 fn one() -> u32 {
@@ -92,9 +111,6 @@ pub enum ChannelError {
     /// Not a control message.
     #[error("control line: {0}")]
     Json(#[from] serde_json::Error),
-    /// A JSON value that should be an object is not.
-    #[error("control line: {0} must be a JSON object")]
-    NotAnObject(&'static str),
 }
 
 impl ControlMsg {
@@ -104,12 +120,9 @@ impl ControlMsg {
             return Err(ChannelError::TooLong);
         }
         // Serde would also read a struct from a JSON array: a control line is an object.
-        let value: serde_json::Value = serde_json::from_str(line.trim_end())?;
-        let object = value.as_object().ok_or(ChannelError::NotAnObject("the line"))?;
-        if object.get("snoop").is_some_and(|s| !s.is_object()) {
-            return Err(ChannelError::NotAnObject("snoop"));
-        }
-        let mut msg: ControlMsg = serde_json::from_value(value)?;
+        let mut de = serde_json::Deserializer::from_str(line.trim_end());
+        let mut msg: ControlMsg = object(&mut de)?;
+        de.end()?;
         msg.snoop.pids.sort_unstable();
         msg.snoop.pids.dedup();
         Ok(msg)

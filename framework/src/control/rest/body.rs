@@ -126,7 +126,10 @@ mod tests {
         assert_eq!(document(&form(), enc).unwrap(), want);
         let plain = br#"{"state":"running","x":"a b"}"#;
         assert_eq!(document(&HeaderMap::new(), plain).unwrap(), want);
-        assert_eq!(document(&HeaderMap::new(), b"json={\"a\":1}\n").unwrap()["a"], 1);
+        assert_eq!(
+            document(&HeaderMap::new(), b"json={\"a\":1}\n").unwrap()["a"],
+            1
+        );
     }
 
     #[test]
@@ -134,10 +137,16 @@ mod tests {
         let h = HeaderMap::new();
         assert!(document(&h, b"").unwrap_err().message.contains("empty"));
         assert!(document(&h, b"state=running").is_err());
-        assert!(document(&h, b"json={nope").unwrap_err().message.contains("invalid JSON"));
+        assert!(document(&h, b"json={nope")
+            .unwrap_err()
+            .message
+            .contains("invalid JSON"));
         assert!(document(&form(), b"json=%ZZ").is_err());
         let deep = format!("json={}{}", "[".repeat(10_000), "]".repeat(10_000));
-        assert!(document(&h, deep.as_bytes()).unwrap_err().message.contains("deeper"));
+        assert!(document(&h, deep.as_bytes())
+            .unwrap_err()
+            .message
+            .contains("deeper"));
         // Brackets inside strings do not count.
         let s = format!("{{\"a\":\"{}\"}}", "[".repeat(100));
         assert!(document(&h, s.as_bytes()).is_ok());

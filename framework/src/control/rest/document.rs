@@ -230,7 +230,10 @@ fn label_pair(obj: &Map<String, Value>, field: &str) -> Result<(String, String),
     match (it.next(), it.next()) {
         (Some((k, v)), None) => {
             if !label_name(k) {
-                return fail(format!("{field}: invalid label name {}", shown(&Value::from(k.as_str()))));
+                return fail(format!(
+                    "{field}: invalid label name {}",
+                    shown(&Value::from(k.as_str()))
+                ));
             }
             let v = text(v, &format!("{field}.{k}"), MAX_STRING_BYTES, false)?;
             Ok((k.clone(), v.to_string()))
@@ -319,7 +322,10 @@ fn snooper_section(
             }
             for (k, v) in m {
                 if !label_name(k) {
-                    return fail(format!("{field}: invalid label name {}", shown(&Value::from(k.as_str()))));
+                    return fail(format!(
+                        "{field}: invalid label name {}",
+                        shown(&Value::from(k.as_str()))
+                    ));
                 }
                 let v = text(v, &format!("{field}.{k}"), MAX_STRING_BYTES, false)?;
                 labels.push((k.clone(), v.to_string()));
@@ -610,7 +616,11 @@ pub fn persisted(rt: &Runtime, switch: Switch) -> Value {
     if switch != Switch::Auto {
         doc.insert(
             "state".into(),
-            Value::from(if switch == Switch::On { "running" } else { "stopped" }),
+            Value::from(if switch == Switch::On {
+                "running"
+            } else {
+                "stopped"
+            }),
         );
     }
     Value::Object(doc)

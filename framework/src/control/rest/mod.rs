@@ -389,8 +389,7 @@ impl RestState {
         let stats = self.inner.telemetry.probe(probe);
         let applied = || {
             sup.spec(probe).is_some_and(|s| {
-                s.runtime.as_deref() == Some(&**runtime)
-                    && switch.is_none_or(|sw| s.switch == sw)
+                s.runtime.as_deref() == Some(&**runtime) && switch.is_none_or(|sw| s.switch == sw)
             })
         };
         let deadline = tokio::time::Instant::now() + APPLY_WAIT;
@@ -420,8 +419,7 @@ impl RestState {
             }
             Some(Switch::Off) => {
                 let deadline = tokio::time::Instant::now() + self.inner.stop_wait;
-                while stats.pid.load(Ordering::Relaxed) != 0
-                    || stats.state() == ProbeState::Running
+                while stats.pid.load(Ordering::Relaxed) != 0 || stats.state() == ProbeState::Running
                 {
                     if tokio::time::Instant::now() >= deadline {
                         return Ok(format!(
@@ -453,16 +451,11 @@ impl RestState {
             let Some(spec) = self.inner.supervisor.spec(name) else {
                 continue;
             };
-            let rt = ov
-                .runtime
-                .as_deref()
-                .cloned()
-                .unwrap_or_default();
+            let rt = ov.runtime.as_deref().cloned().unwrap_or_default();
             lines.push((name.to_string(), document::persisted(&rt, spec.switch)));
         }
         let path = path.clone();
-        let written =
-            tokio::task::spawn_blocking(move || probes_init::write(&path, &lines)).await;
+        let written = tokio::task::spawn_blocking(move || probes_init::write(&path, &lines)).await;
         match written {
             Ok(Ok(())) => {}
             Ok(Err(e)) => tracing::warn!("probes.init: {e}"),

@@ -1,0 +1,268 @@
+//! Run-time control of the shipped eBPF probes through the real daemon and its REST API: the
+//! daemon starts with no probe running; tcpprobe is started, retuned without a restart and
+//! stopped over REST; taskprobe follows a `proc_name` snooper as processes come and go.
+
+mod daemon_support;
+
+use std::io::{Read, Write};
+use std::net::TcpStream;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::Duration;
+
+use daemon_support::*;
+use serde_json::Value;
+
+/// Path of a workspace binary built next to this test (target/<profile>/<name>).
+fn probe_bin(name: &str) -> PathBuf {
+    let exe = std::env::current_exe().unwrap();
+    let dir = exe.parent().and_then(Path::parent).unwrap();
+    let bin = dir.join(name);
+    assert!(
+        bin.exists(),
+        "{} not built: run the whole suite (`cargo test --workspace`, as build.sh --test does)",
+        bin.display()
+    );
+    bin
+}
+
+/// Install a shipped probe as `install.sh` does: binary and `.meta` in `probes_dir`, no
+/// config entry (the REST API finds it by its shipped name and its declared REST name).
+fn install_probe(probes: &Path, bin: &str, dir: &str) {
+    std::fs::copy(probe_bin(bin), probes.join(bin)).unwrap();
+    std::fs::copy(
+        workspace().join(dir).join(format!("{bin}.meta")),
+        probes.join(format!("{bin}.meta")),
+    )
+    .unwrap();
+}
+
+fn request(port: u16, method: &str, path: &str, body: &str) -> (u16, Value) {
+    let mut s = TcpStream::connect(("127.0.0.1", port)).expect("connect");
+    s.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
+    write!(
+        s,
+        "{method} {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\nContent-Type: application/x-www-form-urlencoded\r\nContent-Length: {}\r\n\r\n{body}",
+        body.len()
+    )
+    .unwrap();
+    let mut buf = String::new();
+    let _ = s.read_to_string(&mut buf);
+    let (head, body) = buf.split_once("\r\n\r\n").unwrap_or((&buf, ""));
+    let status = head
+        .split_whitespace()
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .unwrap_or(0);
+    (status, serde_json::from_str(body).unwrap_or(Value::Null))
+}
+
+struct Rest {
+    d: Daemon,
+    port: u16,
+}
+
+impl Rest {
+    fn start(record_timeout: u32, setup: impl FnOnce(&Path)) -> Rest {
+        let port = free_port();
+        let d = Daemon::start_env(
+            record_timeout,
+            &format!("rest_api_server = {{ bind_addr = \"127.0.0.1\"; port = {port}; }};"),
+            &[("GALA_GOPHER_GLOBAL__REST_API_ON", "true")],
+            setup,
+        );
+        Rest { d, port }
+    }
+
+    fn get(&self, path: &str) -> Value {
+        let (st, v) = request(self.port, "GET", path, "");
+        assert_eq!(st, 200, "GET {path}: {v}");
+        v
+    }
+
+    fn put(&self, path: &str, doc: &str) -> Value {
+        let (st, v) = request(self.port, "PUT", path, &format!("json={doc}"));
+        assert_eq!(st, 200, "PUT {path} {doc}: {v}\nlog:\n{}", self.d.log());
+        v
+    }
+
+    fn wait_known(&self, path: &str) {
+        wait_for(Duration::from_secs(20), || {
+            (request(self.port, "GET", path, "").0 == 200).then_some(())
+        })
+        .unwrap_or_else(|| panic!("{path} not known; log:\n{}", self.d.log()));
+    }
+}
+
+fn series(scrape: &str, prefix: &str) -> Vec<String> {
+    scrape
+        .lines()
+        .filter(|l| l.starts_with(prefix))
+        .map(str::to_string)
+        .collect()
+}
+
+/// One loopback connection moving some bytes.
+fn loopback_traffic() {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let server = std::thread::spawn(move || {
+        let (mut s, _) = listener.accept().unwrap();
+        let mut buf = vec![0u8; 10_000];
+        s.read_exact(&mut buf).unwrap();
+        s.write_all(&buf).unwrap();
+        std::thread::sleep(Duration::from_secs(8));
+    });
+    let mut c = TcpStream::connect(("127.0.0.1", port)).unwrap();
+    c.write_all(&[1u8; 10_000]).unwrap();
+    let mut back = vec![0u8; 10_000];
+    c.read_exact(&mut back).unwrap();
+    std::thread::sleep(Duration::from_secs(8));
+    drop(c);
+    server.join().unwrap();
+}
+
+#[test]
+fn tcpprobe_is_started_retuned_and_stopped_over_rest() {
+    let r = Rest::start(60, |probes| install_probe(probes, "tcpprobe", "probes/tcp"));
+    r.wait_known("/tcp");
+    let v = r.get("/tcp");
+    assert_eq!(v["state"], "stopped", "{v}");
+    assert!(v["pid"].is_null());
+    assert!(!r.d.scrape().contains("gala_gopher_tcp_link_"));
+
+    // Two sub-probes and a report period.
+    r.put(
+        "/tcp",
+        r#"{"cmd":{"probe":["tcp_rtt","tcp_stats"]},"params":{"report_period":2},"state":"running"}"#,
+    );
+    let v = r.get("/TCP");
+    assert_eq!(
+        v["cmd"]["probe"],
+        serde_json::json!(["tcp_rtt", "tcp_stats"])
+    );
+    assert_eq!(v["params"]["report_period"], 2);
+    assert_eq!(v["state"], "running");
+    assert_eq!(v["reload"], true);
+    let pid = v["pid"].as_u64().expect("running");
+    std::thread::spawn(loopback_traffic);
+    let scrape = wait_for(Duration::from_secs(30), || {
+        let s = r.d.scrape();
+        (!series(&s, "gala_gopher_tcp_link_srtt{").is_empty()
+            && !series(&s, "gala_gopher_tcp_link_rx_bytes{").is_empty())
+        .then_some(s)
+    })
+    .unwrap_or_else(|| panic!("tcp_rtt / tcp_tx_rx not seen:\n{}", r.d.scrape()));
+    // Only the chosen tables (tcp_link and the loss table are always written).
+    for other in [
+        "gala_gopher_tcp_link_retran_packets{",
+        "gala_gopher_tcp_link_zero_rcv_wnd_count{",
+        "gala_gopher_tcp_link_syn_srtt{",
+    ] {
+        assert!(
+            series(&scrape, other).is_empty(),
+            "{other} reported:\n{scrape}"
+        );
+    }
+    // The log shows the flags reached the probe.
+    assert!(r.d.log().contains("tables"), "{}", r.d.log());
+
+    // New params: the same process takes them.
+    r.put("/tcp", r#"{"params":{"report_period":3}}"#);
+    wait_for(Duration::from_secs(10), || {
+        r.d.log().contains("period 2s -> 3s").then_some(())
+    })
+    .unwrap_or_else(|| panic!("period change not applied; log:\n{}", r.d.log()));
+    let v = r.get("/tcp");
+    assert_eq!(v["pid"].as_u64(), Some(pid), "restarted: {v}");
+    assert_eq!(v["restarts"], 0);
+    assert_eq!(v["params"]["report_period"], 3);
+
+    // Stopped: the process is gone when the reply comes.
+    r.put("/tcp", r#"{"state":"stopped"}"#);
+    assert!(!alive(pid as i32), "tcpprobe {pid} still alive");
+    assert_eq!(r.get("/tcp")["state"], "stopped");
+}
+
+/// A python process whose comm is `comm`, waking every 100 ms (so it switches off-CPU).
+fn sleeper(comm: &str) -> KillOnDrop {
+    let child = Command::new("python3")
+        .arg("-c")
+        .arg(format!(
+            "import time\nopen('/proc/self/comm', 'w').write('{comm}')\nwhile True: time.sleep(0.1)\n"
+        ))
+        .spawn()
+        .expect("python3");
+    KillOnDrop(child)
+}
+
+fn tgid_series(scrape: &str, pid: u32) -> usize {
+    let tgid = format!("tgid=\"{pid}\"");
+    scrape
+        .lines()
+        .filter(|l| l.starts_with("gala_gopher_proc_") && l.contains(&tgid))
+        .count()
+}
+
+#[test]
+fn taskprobe_follows_a_proc_name_snooper() {
+    let r = Rest::start(4, |probes| {
+        install_probe(probes, "taskprobe", "probes/proc")
+    });
+    r.wait_known("/proc");
+    let a = sleeper("ggsnoopmatch");
+    let b = sleeper("ggsnoopmatch");
+    let other = sleeper("ggsnoopother");
+    let (pa, pb, po) = (a.0.id(), b.0.id(), other.0.id());
+
+    r.put(
+        "/proc",
+        r#"{"cmd":{"probe":["proc_offcpu"]},"snoopers":{"proc_name":[{"comm":"^ggsnoopmatch$","cmdline":""}]},"params":{"report_period":1},"state":"running"}"#,
+    );
+    let v = r.get("/proc");
+    let pid = v["pid"].as_u64().expect("running");
+    assert_eq!(v["snoopers"]["proc_name"][0]["comm"], "^ggsnoopmatch$");
+    wait_for(Duration::from_secs(20), || {
+        let s = r.d.scrape();
+        (tgid_series(&s, pa) > 0 && tgid_series(&s, pb) > 0).then_some(())
+    })
+    .unwrap_or_else(|| panic!("the two matching processes not reported:\n{}", r.d.scrape()));
+    // Never the third, nor anything else.
+    std::thread::sleep(Duration::from_secs(2));
+    let s = r.d.scrape();
+    assert_eq!(tgid_series(&s, po), 0, "non-matching process reported");
+    let others: Vec<&str> = s
+        .lines()
+        .filter(|l| l.starts_with("gala_gopher_proc_") && l.contains("tgid=\""))
+        .filter(|l| {
+            ![pa, pb]
+                .iter()
+                .any(|p| l.contains(&format!("tgid=\"{p}\"")))
+        })
+        .collect();
+    assert!(others.is_empty(), "other processes reported: {others:?}");
+
+    // A fourth matching process appears without a probe restart.
+    let c = sleeper("ggsnoopmatch");
+    let pc = c.0.id();
+    wait_for(Duration::from_secs(20), || {
+        (tgid_series(&r.d.scrape(), pc) > 0).then_some(())
+    })
+    .unwrap_or_else(|| panic!("late matching process not reported:\n{}", r.d.scrape()));
+    let v = r.get("/proc");
+    assert_eq!(v["pid"].as_u64(), Some(pid), "taskprobe restarted: {v}");
+
+    // One exits: its series expire (record_timeout 4 s).
+    drop(a);
+    wait_for(Duration::from_secs(20), || {
+        (tgid_series(&r.d.scrape(), pa) == 0).then_some(())
+    })
+    .unwrap_or_else(|| {
+        panic!(
+            "series of the exited process did not expire:\n{}",
+            r.d.scrape()
+        )
+    });
+    assert!(tgid_series(&r.d.scrape(), pb) > 0);
+    drop((b, c, other));
+}
