@@ -163,3 +163,35 @@ fn docs_name_every_shipped_probe() {
         }
     }
 }
+
+/// Each shipped probe's page documents what its `.meta` declares for run-time control: the REST
+/// name, every sub-probe and every param (the declaration is the one source; the page follows).
+#[test]
+fn probe_pages_document_their_declarations() {
+    use probe_sdk::decl::Declaration;
+    for p in shipped().into_iter().filter(|p| p.script.is_none()) {
+        let meta_rel = format!("{}/{}.meta", p.dir, p.name);
+        let root = gala_libconfig::parse_str(&read(&meta_rel), Path::new(&meta_rel))
+            .unwrap_or_else(|e| panic!("{meta_rel}: {e}"));
+        let decl = Declaration::from_node(&root)
+            .unwrap_or_else(|e| panic!("{meta_rel}: {e}"))
+            .unwrap_or_else(|| panic!("{meta_rel}: no probe declaration"));
+        let page_name = Path::new(&p.dir).file_name().unwrap().to_string_lossy();
+        let page_rel = format!("docs/probes/{page_name}.md");
+        let page = read(&page_rel);
+        let section = page
+            .split("## Run-time control")
+            .nth(1)
+            .unwrap_or_else(|| panic!("{page_rel}: no \"## Run-time control\" section"));
+        let section = section.split("\n## ").next().unwrap_or(section);
+        let mut words: Vec<String> = decl.rest_name.iter().cloned().collect();
+        words.extend(decl.sub_probes.iter().map(|s| s.name.clone()));
+        words.extend(decl.params.iter().map(|p| p.name.clone()));
+        for w in words {
+            assert!(
+                section.contains(&format!("`{w}`")),
+                "{page_rel}: the run-time control section does not name `{w}` (declared in {meta_rel})"
+            );
+        }
+    }
+}
