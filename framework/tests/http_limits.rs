@@ -323,7 +323,8 @@ fn idle_connection_flood_under_low_nofile_keeps_serving() {
     std::fs::write(
         &conf,
         format!(
-            "global = {{ log_level = \"info\"; probes_dir = \"{p}\"; meta_dir = \"{m}\"; }};\n\
+            "global = {{ log_level = \"info\"; probes_dir = \"{p}\"; meta_dir = \"{m}\"; \
+             cmd_socket = \"\"; probes_init = \"\"; }};\n\
              web_server = {{ bind_addr = \"127.0.0.1\"; port = {port}; header_read_timeout_secs = 3; }};\n",
             p = dir.path().join("probes").display(),
             m = dir.path().join("meta").display(),

@@ -170,8 +170,14 @@ fn write_conf(dir: &Path, port: u16, pki: &Pki, global: &str, web: &str, extra: 
             format!("{key} = \"{}\";", pki.p(file))
         }
     };
+    // Each daemon its own command socket (or none), never the system's.
+    let own = if global.contains("cmd_socket") {
+        String::new()
+    } else {
+        "cmd_socket = \"\"; probes_init = \"\";".to_string()
+    };
     let conf = format!(
-        "global = {{ log_level = \"info\"; probes_dir = \"{p}\"; meta_dir = \"{m}\"; machine_id = \"{MACHINE_ID}\"; {global} }};\n\
+        "global = {{ log_level = \"info\"; probes_dir = \"{p}\"; meta_dir = \"{m}\"; machine_id = \"{MACHINE_ID}\"; {own} {global} }};\n\
          web_server = {{\n  bind_addr = \"127.0.0.1\";\n  port = {port};\n  ssl_auth = \"on\";\n  \
          {key}\n  {cert}\n{web}\n}};\n{extra}\n",
         p = dir.join("probes").display(),

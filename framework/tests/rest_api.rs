@@ -671,3 +671,44 @@ fn gopher_ctl_drives_the_daemon_over_its_socket() {
     assert_eq!(code, Some(2), "{err}");
     assert!(err.contains("not running"), "{err}");
 }
+
+/// A `probe` group that does not hold together is reported with file and line; the probe still
+/// runs, and takes only a state over REST.
+#[test]
+fn a_bad_declaration_is_reported_and_the_probe_still_runs() {
+    let port = free_port();
+    let d = Daemon::start_env(
+        60,
+        &format!("rest_api_server = {{ bind_addr = \"127.0.0.1\"; port = {port}; }};"),
+        &[("GALA_GOPHER_GLOBAL__REST_API_ON", "true")],
+        |probes| {
+            write_script(
+                &probes.join("odd.sh"),
+                "#!/bin/sh\nwhile :; do echo '|odd_t|a|1|'; sleep 1; done\n",
+            );
+            let meta = "version = \"1.0.0\";\nmeasurements: ( { table_name: \"odd_t\"; entity_name: \"odd\"; fields: (\n\
+                        { description: \"k\"; type: \"key\"; name: \"k\"; }, { description: \"v\"; type: \"gauge\"; name: \"v\"; } ); } );\n\
+                        probe = {\n  reload = true;\n  sub_probes = ( { name = \"x\"; bits = 0; } );\n};\n";
+            std::fs::write(probes.join("odd.meta"), meta).unwrap();
+        },
+    );
+    d.wait_scrape("gala_gopher_odd_v", Duration::from_secs(15));
+    let log = d.log();
+    assert!(
+        log.contains("odd.meta:4: probe declaration: sub_probe x: bits must not be 0"),
+        "{log}"
+    );
+    let (st, v) = request(port, "GET", "/odd", "", b"");
+    assert_eq!(st, 200);
+    assert_eq!(v["reload"], false);
+    let (st, v) = request(
+        port,
+        "PUT",
+        "/odd",
+        "",
+        br#"json={"params":{"report_period":5}}"#,
+    );
+    assert_eq!(st, 400, "{v}");
+    let (st, v) = request(port, "PUT", "/odd", "", br#"json={"state":"stopped"}"#);
+    assert_eq!(st, 200, "{v}");
+}

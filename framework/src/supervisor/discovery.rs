@@ -160,13 +160,15 @@ fn declaration_of(
             None => true,
         };
         if fresh {
+            // A file that cannot be read or parsed is the ingest path's to report (it refuses
+            // the probe's tables); only a bad `probe` group is reported here.
             let read = crate::meta::read_meta_text(
                 path,
                 crate::meta::MetaLimits::default().max_file_bytes,
             )
-            .map_err(|e| e.to_string())
-            .and_then(|(text, _)| gala_libconfig::parse_str(&text, path).map_err(|e| e.to_string()))
-            .and_then(|root| {
+            .ok()
+            .and_then(|(text, _)| gala_libconfig::parse_str(&text, path).ok())
+            .map_or(Ok(None), |root| {
                 Declaration::from_node(&root)
                     .map(|d| d.map(Arc::new))
                     .map_err(|e| e.to_string())
