@@ -6,36 +6,12 @@ mod daemon_support;
 
 use std::io::{Read, Write};
 use std::net::TcpStream;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::Command;
 use std::time::Duration;
 
 use daemon_support::*;
 use serde_json::Value;
-
-/// Path of a workspace binary built next to this test (target/<profile>/<name>).
-fn probe_bin(name: &str) -> PathBuf {
-    let exe = std::env::current_exe().unwrap();
-    let dir = exe.parent().and_then(Path::parent).unwrap();
-    let bin = dir.join(name);
-    assert!(
-        bin.exists(),
-        "{} not built: run the whole suite (`cargo test --workspace`, as build.sh --test does)",
-        bin.display()
-    );
-    bin
-}
-
-/// Install a shipped probe as `install.sh` does: binary and `.meta` in `probes_dir`, no
-/// config entry (the REST API finds it by its shipped name and its declared REST name).
-fn install_probe(probes: &Path, bin: &str, dir: &str) {
-    std::fs::copy(probe_bin(bin), probes.join(bin)).unwrap();
-    std::fs::copy(
-        workspace().join(dir).join(format!("{bin}.meta")),
-        probes.join(format!("{bin}.meta")),
-    )
-    .unwrap();
-}
 
 fn request(port: u16, method: &str, path: &str, body: &str) -> (u16, Value) {
     let mut s = TcpStream::connect(("127.0.0.1", port)).expect("connect");

@@ -6,23 +6,11 @@ mod daemon_support;
 mod export_support;
 
 use std::collections::BTreeMap;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::time::{Duration, Instant};
 
 use daemon_support::*;
 use export_support::*;
-
-/// A workspace binary built next to this test (target/<profile>/<name>).
-fn probe_bin(name: &str) -> PathBuf {
-    let exe = std::env::current_exe().unwrap();
-    let bin = exe.parent().and_then(Path::parent).unwrap().join(name);
-    assert!(
-        bin.exists(),
-        "{} not built: run the whole suite (`cargo test --workspace`)",
-        bin.display()
-    );
-    bin
-}
 
 fn start(root: &Path, timeout_s: u32, language: &str) -> Daemon {
     let conf = format!(

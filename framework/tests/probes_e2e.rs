@@ -8,29 +8,6 @@ use std::time::Duration;
 
 use daemon_support::*;
 
-/// Path of a workspace binary built next to this test (target/<profile>/<name>).
-fn probe_bin(name: &str) -> PathBuf {
-    let exe = std::env::current_exe().unwrap();
-    let dir = exe.parent().and_then(Path::parent).unwrap();
-    let bin = dir.join(name);
-    assert!(
-        bin.exists(),
-        "{} not built: run the whole suite (`cargo test --workspace`, as build.sh --test does)",
-        bin.display()
-    );
-    bin
-}
-
-/// Install a shipped probe (binary + its .meta) into a daemon's probes dir.
-fn install_probe(probes: &Path, bin: &str, meta_dir: &str) {
-    std::fs::copy(probe_bin(bin), probes.join(bin)).unwrap();
-    std::fs::copy(
-        workspace().join(meta_dir).join(format!("{bin}.meta")),
-        probes.join(format!("{bin}.meta")),
-    )
-    .unwrap();
-}
-
 /// Upstream metric names (camelCase, `_kB`, counters without `_total`) draw promtool *lint*
 /// warnings; the exposition must still parse (exit 1 would be a format error).
 fn promtool_format_ok(scrape: &str) {

@@ -308,20 +308,30 @@ fn a_probe_without_reload_is_restarted_with_flags() {
     let pid = pid_of(&v);
     let (st, v) = r.put("/flags", r#"{"params":{"report_period":3}}"#);
     assert_eq!(st, 200, "{v}");
-    let v = wait_for(Duration::from_secs(10), || {
-        let v = r.get("/flags").1;
-        (v["pid"].as_u64().is_some_and(|p| p != pid)).then_some(v)
+    // Restarted: a new process reports the new period it was given as `-t 3`.
+    let old_pid = format!("pid=\"{pid}\"");
+    wait_for(Duration::from_secs(15), || {
+        r.daemon
+            .scrape()
+            .lines()
+            .any(|l| {
+                l.starts_with("gala_gopher_flags_period{")
+                    && !l.contains(&old_pid)
+                    && l.ends_with(" 3")
+            })
+            .then_some(())
     })
-    .expect("restarted with a new pid");
-    let newpid = pid_of(&v);
-    // The flag reached the new process: -t 3 on its command line.
-    let cmdline = std::fs::read(format!("/proc/{newpid}/cmdline")).unwrap();
-    let args: Vec<&[u8]> = cmdline.split(|b| *b == 0).collect();
-    assert!(
-        args.windows(2).any(|w| w[0] == b"-t" && w[1] == b"3"),
-        "{:?}",
-        String::from_utf8_lossy(&cmdline)
-    );
+    .unwrap_or_else(|| {
+        panic!(
+            "no new process with -t 3: {}\n{}\nlog:\n{}",
+            r.get("/flags").1,
+            r.daemon.scrape(),
+            r.daemon.log()
+        )
+    });
+    let v = r.get("/flags").1;
+    assert_ne!(v["pid"].as_u64(), Some(pid));
+    assert_eq!(v["params"]["report_period"], 3);
 }
 
 #[test]

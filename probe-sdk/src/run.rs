@@ -51,6 +51,15 @@ fn install_handlers() -> io::Result<()> {
     result
 }
 
+/// The next period boundary after a period change from `old` to `new`, the next boundary
+/// having been `next`: one new period after the previous boundary (`next - old`), or `now` if
+/// that has passed already. The rule of [`PeriodLoop::set_period`], for probes with their own
+/// loop.
+pub fn rebase(next: Instant, old: Duration, new: Duration, now: Instant) -> Instant {
+    let last = next.checked_sub(old).unwrap_or(next);
+    (last + new).max(now)
+}
+
 /// Paces a probe's main loop: `while lp.wait_next() { collect; print; flush }`.
 #[derive(Debug)]
 pub struct PeriodLoop {
@@ -102,15 +111,22 @@ impl PeriodLoop {
         if period == self.period || period.is_zero() {
             return;
         }
-        let last = self.next.checked_sub(self.period).unwrap_or(self.next);
+        self.next = rebase(self.next, self.period, period, Instant::now());
         self.period = period;
-        self.next = (last + period).max(Instant::now());
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn rebase_keeps_the_last_boundary() {
+        let t0 = Instant::now();
+        let s = Duration::from_secs;
+        assert_eq!(rebase(t0 + s(1), s(1), s(3), t0), t0 + s(3));
+        assert_eq!(rebase(t0 + s(10), s(10), s(2), t0 + s(5)), t0 + s(5));
+    }
 
     #[test]
     fn reports_its_period() {

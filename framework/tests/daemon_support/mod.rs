@@ -54,6 +54,30 @@ fn spawn_daemon(dir: &Path, env: &[(&str, &str)]) -> Child {
         .expect("spawn gala-gopher")
 }
 
+/// Path of a workspace binary built next to this test (target/<profile>/<name>).
+pub fn probe_bin(name: &str) -> PathBuf {
+    let exe = std::env::current_exe().unwrap();
+    let dir = exe.parent().and_then(Path::parent).unwrap();
+    let bin = dir.join(name);
+    assert!(
+        bin.exists(),
+        "{} not built: run the whole suite (`cargo test --workspace`, as build.sh --test does)",
+        bin.display()
+    );
+    bin
+}
+
+/// Install a shipped probe as `install.sh` does: binary `bin` and its `.meta` (from the
+/// workspace folder `dir`) into `probes`.
+pub fn install_probe(probes: &Path, bin: &str, dir: &str) {
+    std::fs::copy(probe_bin(bin), probes.join(bin)).unwrap();
+    std::fs::copy(
+        workspace().join(dir).join(format!("{bin}.meta")),
+        probes.join(format!("{bin}.meta")),
+    )
+    .unwrap();
+}
+
 /// Write an executable script.
 pub fn write_script(path: &Path, body: &str) {
     std::fs::write(path, body).unwrap();

@@ -21,6 +21,8 @@ use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 
+use crate::declaration::{Declaration, ParamError, ParamValue};
+
 /// Longest control line, newline included.
 pub const MAX_LINE_BYTES: usize = 1 << 20;
 
@@ -35,6 +37,19 @@ pub enum SnoopMode {
     Include,
     /// Every process but the listed pids (blacklist).
     Exclude,
+}
+
+impl std::fmt::Display for Snoop {
+    /// `all`, `include 2 pids`, `exclude 1 pid` (for a probe's log line).
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let mode = match self.mode {
+            SnoopMode::All => return f.write_str("all"),
+            SnoopMode::Include => "include",
+            SnoopMode::Exclude => "exclude",
+        };
+        let n = self.pids.len();
+        write!(f, "{mode} {n} pid{}", if n == 1 { "" } else { "s" })
+    }
 }
 
 /// The resolved process selection.
@@ -135,6 +150,18 @@ impl ControlMsg {
         s
     }
 
+    /// Param `name` checked against its declaration in `decl`: None when the line does not
+    /// carry it or `decl` does not declare it (a probe keeps its value then), else the value or
+    /// why it is refused.
+    pub fn checked(
+        &self,
+        decl: &Declaration,
+        name: &str,
+    ) -> Option<Result<ParamValue, ParamError>> {
+        let value = self.params.get(name)?;
+        Some(decl.param(name)?.check(value))
+    }
+
     /// Param `name` as an integer.
     pub fn int(&self, name: &str) -> Option<i64> {
         self.params.get(name)?.as_i64()
@@ -175,6 +202,19 @@ mod tests {
         };
         assert!(!ex.selects(5) && ex.selects(6));
 
+        assert_eq!(msg.snoop.to_string(), "include 2 pids");
+        assert_eq!(Snoop::default().to_string(), "all");
+        let decl = Declaration {
+            params: vec![crate::standard("report_period").unwrap()],
+            ..Declaration::default()
+        };
+        assert_eq!(
+            msg.checked(&decl, "report_period"),
+            Some(Ok(ParamValue::Int(10)))
+        );
+        assert_eq!(msg.checked(&decl, "dev_name"), None);
+        let bad = ControlMsg::parse_line(r#"{"params":{"report_period":0}}"#).unwrap();
+        assert!(matches!(bad.checked(&decl, "report_period"), Some(Err(_))));
         assert!(ControlMsg::parse_line("not json").is_err());
         assert!(ControlMsg::parse_line("[]").is_err());
         assert!(ControlMsg::parse_line("[1,[\"a\"],3]").is_err());

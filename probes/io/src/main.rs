@@ -113,9 +113,7 @@ fn run(args: &ProbeArgs) -> anyhow::Result<()> {
                 info!("control: {change}");
             }
             if applied.period_changed {
-                // One new period after the previous boundary, or now if that has passed.
-                let last = next.checked_sub(old_period).unwrap_or(next);
-                next = (last + settings.period).max(Instant::now());
+                next = probe_sdk::run::rebase(next, old_period, settings.period, Instant::now());
             }
         }
         let now = Instant::now();

@@ -67,14 +67,11 @@ impl Settings {
     /// `probe_bits` unless 0.
     pub fn apply(&mut self, msg: &ControlMsg, decl: &Declaration) -> Applied {
         let mut applied = Applied::default();
-        let mut checked = |name: &str| {
-            let v = msg.params.get(name)?;
-            match decl.param(name)?.check(v) {
-                Ok(v) => Some(v),
-                Err(e) => {
-                    applied.refused.push(e.to_string());
-                    None
-                }
+        let mut checked = |name: &str| match msg.checked(decl, name)? {
+            Ok(v) => Some(v),
+            Err(e) => {
+                applied.refused.push(e.to_string());
+                None
             }
         };
         let period = checked("report_period");

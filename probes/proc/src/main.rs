@@ -261,9 +261,8 @@ impl Runtime<'_, '_> {
         if period == self.period || period.is_zero() {
             return;
         }
-        let last = self.next.checked_sub(self.period).unwrap_or(self.next);
+        self.next = probe_sdk::run::rebase(self.next, self.period, period, Instant::now());
         self.period = period;
-        self.next = (last + period).max(Instant::now());
         probe_sdk::info!("control: report_period {} s", period.as_secs());
     }
 

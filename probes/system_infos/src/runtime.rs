@@ -130,13 +130,10 @@ fn nics(dev: &str) -> &str {
 
 /// `all (command line)`, `include 2 pids`, `exclude 1 pid`.
 pub fn describe_snoop(s: &Snoop) -> String {
-    let mode = match s.mode {
-        SnoopMode::All => return "all (command line)".to_string(),
-        SnoopMode::Include => "include",
-        SnoopMode::Exclude => "exclude",
-    };
-    let n = s.pids.len();
-    format!("{mode} {n} pid{}", if n == 1 { "" } else { "s" })
+    match s.mode {
+        SnoopMode::All => "all (command line)".to_string(),
+        _ => s.to_string(),
+    }
 }
 
 /// Param `name` of `msg`, if present and accepted by the declaration.
@@ -146,8 +143,7 @@ fn checked(
     name: &str,
     refused: &mut Vec<String>,
 ) -> Option<ParamValue> {
-    let value = msg.params.get(name)?;
-    match decl.param(name)?.check(value) {
+    match msg.checked(decl, name)? {
         Ok(v) => Some(v),
         Err(e) => {
             refused.push(format!("control: {e}; kept the current value"));
@@ -187,9 +183,8 @@ impl Ticker {
         if period == self.period || period.is_zero() {
             return;
         }
-        let last = self.next.checked_sub(self.period).unwrap_or(self.next);
+        self.next = probe_sdk::run::rebase(self.next, self.period, period, now);
         self.period = period;
-        self.next = (last + period).max(now);
     }
 
     /// Whether a boundary has come at `now`; if so the clock moves to the next one, skipping

@@ -187,7 +187,12 @@ fn run() -> Result<()> {
             }
             if let Some(line) = settings.describe_change(&new) {
                 if new.period_secs != settings.period_secs {
-                    next = runtime::rebase(next, settings.period(), new.period(), Instant::now());
+                    next = probe_sdk::run::rebase(
+                        next,
+                        settings.period(),
+                        new.period(),
+                        Instant::now(),
+                    );
                     table.set_retain(retain_periods(new.period_secs));
                 }
                 if new.report_cport != settings.report_cport {

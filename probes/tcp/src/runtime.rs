@@ -2,10 +2,10 @@
 //! updates them (checked against the probe's own [`declaration`](crate::tables::declaration)),
 //! and the one log line describing a change.
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use probe_sdk::args::ProbeArgs;
-use probe_sdk::decl::{ControlMsg, Declaration, ParamValue, Snoop, SnoopMode};
+use probe_sdk::decl::{ControlMsg, Declaration, ParamValue, Snoop};
 
 /// The run-time settings of the probe.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -78,7 +78,7 @@ impl Settings {
             ));
         }
         if self.snoop != new.snoop {
-            parts.push(format!("snoop {}", describe_snoop(&new.snoop)));
+            parts.push(format!("snoop {}", new.snoop));
         }
         (!parts.is_empty()).then(|| format!("control: {}", parts.join(", ")))
     }
@@ -92,27 +92,15 @@ fn on_off(b: bool) -> &'static str {
     }
 }
 
-/// `all`, `include 2 pids`, `exclude 1 pid`.
-pub fn describe_snoop(s: &Snoop) -> String {
-    let mode = match s.mode {
-        SnoopMode::All => return "all".to_string(),
-        SnoopMode::Include => "include",
-        SnoopMode::Exclude => "exclude",
-    };
-    let n = s.pids.len();
-    format!("{mode} {n} pid{}", if n == 1 { "" } else { "s" })
-}
-
-/// Param `name` of `msg` as an integer, if present and accepted by the declaration.
+/// Param `name` of `msg` as an integer, if present and accepted by the declaration; a refusal
+/// is noted in `refused`.
 fn int_param(
     decl: &Declaration,
     msg: &ControlMsg,
     name: &str,
     refused: &mut Vec<String>,
 ) -> Option<i64> {
-    let value = msg.params.get(name)?;
-    let param = decl.param(name)?;
-    match param.check(value) {
+    match msg.checked(decl, name)? {
         Ok(ParamValue::Int(i)) => Some(i),
         Ok(_) => None,
         Err(e) => {
@@ -122,18 +110,11 @@ fn int_param(
     }
 }
 
-/// The next period boundary after a period change from `old` to `new`: one new period after the
-/// previous boundary (`next - old`), or `now` if that has passed already (the rule of
-/// `probe_sdk::run::PeriodLoop::set_period`).
-pub fn rebase(next: Instant, old: Duration, new: Duration, now: Instant) -> Instant {
-    let last = next.checked_sub(old).unwrap_or(next);
-    (last + new).max(now)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::tables::{declaration, BIT_TXRX};
+    use probe_sdk::decl::SnoopMode;
 
     fn msg(line: &str) -> ControlMsg {
         ControlMsg::parse_line(line).unwrap()
@@ -185,16 +166,6 @@ mod tests {
         let (s, _) = inc.updated(&d, &msg("{}"));
         assert_eq!(s.snoop.mode, SnoopMode::All);
         assert_eq!(inc.describe_change(&s).unwrap(), "control: snoop all");
-        assert_eq!(describe_snoop(&inc.snoop), "exclude 1 pid");
-    }
-
-    #[test]
-    fn rebase_keeps_the_last_boundary() {
-        let t0 = Instant::now();
-        let s = Duration::from_secs;
-        // Last boundary t0, next t0+1; period 1 -> 3: next is t0+3.
-        assert_eq!(rebase(t0 + s(1), s(1), s(3), t0 + s(0)), t0 + s(3));
-        // Period 10 -> 2 at t0+5 (last boundary t0): t0+2 has passed, so now.
-        assert_eq!(rebase(t0 + s(10), s(10), s(2), t0 + s(5)), t0 + s(5));
+        assert_eq!(inc.snoop.to_string(), "exclude 1 pid");
     }
 }
