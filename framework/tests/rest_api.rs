@@ -101,6 +101,16 @@ fn setup(probes: &Path) {
         &probes.join("flags.py"),
         &src.replace("|ctl_state|", "|flags_state|"),
     );
+    // A third one, a drop-in without a config entry (it runs until told otherwise).
+    write_script(
+        &probes.join("third.py"),
+        &CTL_PY.replace("|ctl_state|", "|third_state|"),
+    );
+    let third_meta = CTL_META
+        .replace("ctl_state", "third_state")
+        .replace("\"ctl\"", "\"third\"")
+        .replace("rest_name = \"ctlrest\";", "");
+    std::fs::write(probes.join("third.meta"), third_meta).unwrap();
 }
 
 struct Rest {
@@ -526,6 +536,12 @@ fn probes_init_persists_across_restarts_and_reports_bad_lines() {
         r#"{"params":{"report_period":2},"state":"running"}"#,
     );
     assert_eq!(st, 200, "{v}");
+    let (st, v) = r.put(
+        "/third",
+        r#"{"cmd":{"probe":["alpha","beta"]},"params":{"dev_name":"sdz"}}"#,
+    );
+    assert_eq!(st, 200, "{v}");
+    let before_third = r.get("/third").1;
     let init = r.daemon.dir.path().join("probes.init");
     let text = std::fs::read_to_string(&init).unwrap();
     assert!(text.contains("\"cmdline\":\"a b  c\""), "{text}");
@@ -548,6 +564,14 @@ fn probes_init_persists_across_restarts_and_reports_bad_lines() {
     })
     .expect("flags running after restart");
     assert_eq!(f["params"]["report_period"], 2);
+    let t = wait_for(Duration::from_secs(20), || {
+        let v = r.get("/third").1;
+        (v["status"] == "running" && v["params"]["dev_name"] == "sdz").then_some(v)
+    })
+    .expect("third running with its settings after restart");
+    for k in ["cmd", "params", "state"] {
+        assert_eq!(before_third[k], t[k], "third: {k} differs after restart");
+    }
     wait_for(Duration::from_secs(20), || {
         (replays(&r.daemon.log()) == 1).then_some(())
     })
