@@ -22,6 +22,13 @@ use std::sync::{Arc, RwLock};
 
 use crate::config::valid_probe_name;
 
+/// Labels of single processes of a probe (`proc_name` snoopers' `label`), by pid: added to the
+/// probe's rows whose `tgid` (or `pid`) field is that pid.
+pub type ProcessLabels = Arc<std::collections::HashMap<u32, (String, String)>>;
+
+/// Most labeled processes per probe (the resolver's pid cap).
+pub const MAX_PROCESS_LABELS: usize = 1000;
+
 /// A probe's custom labels, sorted by name: shared by the registry, the ingest readers, the
 /// store rows and the push records (one allocation per change, never per record).
 pub type LabelSet = Arc<[(String, String)]>;
@@ -152,6 +159,8 @@ pub struct CustomLabels {
     /// Bumped after every change; readers compare it before looking anything up.
     generation: AtomicU64,
     probes: RwLock<BTreeMap<String, ProbeEntry>>,
+    /// Per-process labels, by probe.
+    processes: RwLock<BTreeMap<String, ProcessLabels>>,
     empty: LabelSet,
 }
 
@@ -160,6 +169,7 @@ impl Default for CustomLabels {
         CustomLabels {
             generation: AtomicU64::new(0),
             probes: RwLock::new(BTreeMap::new()),
+            processes: RwLock::new(BTreeMap::new()),
             empty: Arc::from(Vec::new()),
         }
     }
@@ -227,6 +237,46 @@ impl CustomLabels {
             .map_or_else(|| Arc::clone(&self.empty), |e| Arc::clone(&e.labels))
     }
 
+    /// Replace `probe`'s per-process labels (the snooper resolver's `proc_name` labels of the
+    /// processes it matched); labels that fail the rules of [`validate`] are left out, and at
+    /// most [`MAX_PROCESS_LABELS`] processes are kept. An empty map clears them.
+    pub fn set_process_labels(
+        &self,
+        probe: &str,
+        labels: impl IntoIterator<Item = (u32, (String, String))>,
+    ) {
+        let map: std::collections::HashMap<u32, (String, String)> = labels
+            .into_iter()
+            .filter(|(_, (k, v))| check_name(k).is_ok() && check_value(k, v).is_ok())
+            .take(MAX_PROCESS_LABELS)
+            .collect();
+        let mut all = self.processes.write().unwrap_or_else(|p| p.into_inner());
+        let same = match all.get(probe) {
+            Some(old) => **old == map,
+            None => map.is_empty(),
+        };
+        if same {
+            return;
+        }
+        if map.is_empty() {
+            all.remove(probe);
+        } else if all.len() < MAX_PROBES || all.contains_key(probe) {
+            all.insert(probe.to_string(), Arc::new(map));
+        } else {
+            return;
+        }
+        self.generation.fetch_add(1, Ordering::Release);
+    }
+
+    /// `probe`'s per-process labels, if any.
+    pub fn process_labels(&self, probe: &str) -> Option<ProcessLabels> {
+        self.processes
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(probe)
+            .cloned()
+    }
+
     /// Changes so far: when it is unchanged since a [`CustomLabels::get`], so is every set. Read
     /// it before `get`.
     pub fn generation(&self) -> u64 {
@@ -291,6 +341,29 @@ impl CustomLabels {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn process_labels_are_kept_per_probe_and_bump_the_generation() {
+        let r = CustomLabels::new();
+        let g0 = r.generation();
+        r.set_process_labels(
+            "p",
+            [
+                (7, ("app".to_string(), "shop".to_string())),
+                (8, ("machine_id".to_string(), "x".to_string())),
+            ],
+        );
+        assert!(r.generation() > g0);
+        let m = r.process_labels("p").unwrap();
+        assert_eq!(m.len(), 1, "a reserved name is left out");
+        assert_eq!(m[&7].1, "shop");
+        let g1 = r.generation();
+        r.set_process_labels("p", [(7, ("app".to_string(), "shop".to_string()))]);
+        assert_eq!(r.generation(), g1, "the same map again changes nothing");
+        r.set_process_labels("p", []);
+        assert!(r.process_labels("p").is_none());
+        assert!(r.generation() > g1);
+    }
 
     fn l(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
         pairs

@@ -212,6 +212,12 @@ struct ProbeLabels {
     /// The registry's generation when `labels` was fetched.
     generation: u64,
     labels: LabelSet,
+    /// Labels of single processes (`proc_name` snoopers), by pid.
+    processes: Option<crate::custom_labels::ProcessLabels>,
+    /// The set for a (table, pid) with a process label: cached so that a row's set keeps its
+    /// address (the store re-renders a row only when it changes).
+    per_process:
+        std::collections::HashMap<(usize, u32), Option<LabelSet>, foldhash::fast::RandomState>,
     /// `labels` as they apply to each table seen since they changed (names of the table's own
     /// fields left out; `None`: nothing to add). Keyed by schema address; the `SchemaRef` held
     /// keeps that address from being reused.
@@ -226,10 +232,13 @@ impl ProbeLabels {
     fn new(registry: Arc<CustomLabels>, probe: &str) -> Self {
         let generation = registry.generation();
         let labels = registry.get(probe);
+        let processes = registry.process_labels(probe);
         ProbeLabels {
             registry,
             generation,
             labels,
+            processes,
+            per_process: Default::default(),
             per_table: Default::default(),
         }
     }
@@ -246,6 +255,57 @@ impl ProbeLabels {
             self.labels = labels;
             self.per_table.clear();
         }
+        let processes = self.registry.process_labels(probe);
+        let same = match (&processes, &self.processes) {
+            (Some(a), Some(b)) => Arc::ptr_eq(a, b),
+            (None, None) => true,
+            _ => false,
+        };
+        if !same {
+            self.processes = processes;
+        }
+        // Either change may alter a combined set.
+        self.per_process.clear();
+    }
+
+    /// The labels to add to a record of `schema` with `values`: the probe's set, plus the label
+    /// of its process when its `tgid` (or `pid`) field names a labeled one.
+    fn for_record(&mut self, schema: &SchemaRef, values: &[&str], probe: &str) -> Option<LabelSet> {
+        let Some(processes) = self.processes.clone() else {
+            return self.for_table(schema, probe);
+        };
+        let pid = ["tgid", "pid"]
+            .iter()
+            .find_map(|n| schema.fields.iter().position(|f| f.name == *n))
+            .and_then(|i| values.get(i))
+            .and_then(|v| v.parse::<u32>().ok());
+        let Some((pid, label)) = pid.and_then(|p| Some((p, processes.get(&p)?))) else {
+            return self.for_table(schema, probe);
+        };
+        let key = (Arc::as_ptr(schema) as usize, pid);
+        if let Some(set) = self.per_process.get(&key) {
+            return set.clone();
+        }
+        if self.per_process.len() >= crate::custom_labels::MAX_PROCESS_LABELS * 4 {
+            self.per_process.clear();
+        }
+        let base = self.for_table(schema, probe);
+        let clashes = schema.fields.iter().any(|f| f.name == label.0)
+            || base
+                .iter()
+                .flat_map(|b| b.iter())
+                .any(|(n, _)| *n == label.0);
+        let set = if clashes {
+            base
+        } else {
+            let mut all: Vec<(String, String)> =
+                base.iter().flat_map(|b| b.iter()).cloned().collect();
+            all.push(label.clone());
+            all.sort_by(|a, b| a.0.cmp(&b.0));
+            Some(Arc::from(all))
+        };
+        self.per_process.insert(key, set.clone());
+        set
     }
 
     /// The labels to add to a record of `schema`.
@@ -355,7 +415,7 @@ impl LineHandler {
             return;
         };
         let extra = match &mut self.custom {
-            Some(c) => c.for_table(&schema, &self.stats.name),
+            Some(c) => c.for_record(&schema, values, &self.stats.name),
             None => None,
         };
         match self.store.upsert_with(

@@ -192,7 +192,10 @@ async fn run(checked: config::Preflight, config_path: PathBuf) -> anyhow::Result
         Ok(resolver) => {
             tracing::info!(source = resolver.source(), "snooper resolver started");
             let _ = telemetry.snooper.set(resolver.counters());
-            sup.set_snoop_resolver(Arc::new(control::snooper_glue::ResolverGlue::new(resolver)));
+            sup.set_snoop_resolver(Arc::new(control::snooper_glue::ResolverGlue::new(
+                resolver,
+                Arc::clone(&telemetry.custom_labels),
+            )));
         }
         Err(e) => tracing::warn!("no snooper resolver ({e}): snoopers select no process"),
     }

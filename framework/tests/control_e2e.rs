@@ -193,7 +193,7 @@ fn taskprobe_follows_a_proc_name_snooper() {
 
     r.put(
         "/proc",
-        r#"{"cmd":{"probe":["proc_offcpu"]},"snoopers":{"proc_name":[{"comm":"^ggsnoopmatch$","cmdline":""}]},"params":{"report_period":1},"state":"running"}"#,
+        r#"{"cmd":{"probe":["proc_offcpu"]},"snoopers":{"proc_name":[{"comm":"^ggsnoopmatch$","cmdline":"","label":{"app":"shop"}}]},"params":{"report_period":1},"state":"running"}"#,
     );
     let v = r.get("/proc");
     let pid = v["pid"].as_u64().expect("running");
@@ -206,6 +206,16 @@ fn taskprobe_follows_a_proc_name_snooper() {
     // Never the third, nor anything else.
     std::thread::sleep(Duration::from_secs(2));
     let s = r.d.scrape();
+    // The proc_name entry's label is on the matched processes' series.
+    let tgid_a = format!("tgid=\"{pa}\"");
+    let lines_a: Vec<&str> = s
+        .lines()
+        .filter(|l| l.starts_with("gala_gopher_proc_") && l.contains(&tgid_a))
+        .collect();
+    assert!(!lines_a.is_empty());
+    for l in &lines_a {
+        assert!(l.contains("app=\"shop\""), "{l}");
+    }
     assert_eq!(tgid_series(&s, po), 0, "non-matching process reported");
     let others: Vec<&str> = s
         .lines()

@@ -9,18 +9,21 @@ use tokio::sync::watch;
 
 use super::runtime::{SnooperDoc, Snoopers};
 use super::snooper::{Mode, ProcName, Resolved, Resolver, Selector};
+use crate::custom_labels::CustomLabels;
 use crate::supervisor::SnoopResolver;
 
 /// The resolver, as the supervisor uses it.
 #[derive(Clone)]
 pub struct ResolverGlue {
     resolver: Resolver,
+    /// Where the `proc_name` labels of matched processes go (added to their series).
+    labels: Arc<CustomLabels>,
 }
 
 impl ResolverGlue {
-    /// Glue over `resolver`.
-    pub fn new(resolver: Resolver) -> ResolverGlue {
-        ResolverGlue { resolver }
+    /// Glue over `resolver`, handing the labels of matched processes to `labels`.
+    pub fn new(resolver: Resolver, labels: Arc<CustomLabels>) -> ResolverGlue {
+        ResolverGlue { resolver, labels }
     }
 }
 
@@ -73,9 +76,13 @@ impl SnoopResolver for ResolverGlue {
             return rx;
         }
         let mut source = self.resolver.subscribe(probe);
+        let labels = Arc::clone(&self.labels);
+        let name = probe.to_string();
         tokio::spawn(async move {
             loop {
                 let now: Arc<Resolved> = source.borrow_and_update().clone();
+                labels
+                    .set_process_labels(&name, now.labels.iter().map(|(pid, l)| (*pid, l.clone())));
                 let snoop = snoop_of(kind, &now);
                 tx.send_if_modified(|s| {
                     let changed = *s != snoop;
@@ -93,5 +100,6 @@ impl SnoopResolver for ResolverGlue {
 
     fn forget(&self, probe: &str) {
         self.resolver.remove(probe);
+        self.labels.set_process_labels(probe, []);
     }
 }
