@@ -205,6 +205,9 @@ struct Shared {
     telemetry: Arc<Telemetry>,
     opts: SupervisorOptions,
     probes: Mutex<BTreeMap<String, ManagedProbe>>,
+    /// Specs of probes being restarted (their old run stopping): still managed for
+    /// [`Supervisor::spec`] and [`Supervisor::names`] meanwhile.
+    restarting: Mutex<BTreeMap<String, ProbeSpec>>,
     /// Serializes reconcile/restart/shutdown; `true` once shut down.
     control: tokio::sync::Mutex<bool>,
     reaper: Mutex<Option<JoinHandle<()>>>,
@@ -257,6 +260,7 @@ impl Supervisor {
                 telemetry,
                 opts,
                 probes: Mutex::new(BTreeMap::new()),
+                restarting: Mutex::new(BTreeMap::new()),
                 control: tokio::sync::Mutex::new(false),
                 reaper: Mutex::new(Some(reaper)),
                 scope: cgroup::new_scope(),
@@ -304,7 +308,10 @@ impl Supervisor {
                             }
                         }
                     }
-                    Some(_) => changed.extend(probes.remove(&name)),
+                    Some(spec) => {
+                        lock(&self.shared.restarting).insert(name.clone(), spec.clone());
+                        changed.extend(probes.remove(&name));
+                    }
                     None => removed.extend(probes.remove(&name)),
                 }
             }
@@ -330,10 +337,15 @@ impl Supervisor {
         }
 
         let mut probes = lock(&self.shared.probes);
+        let mut restarting = lock(&self.shared.restarting);
         for (name, spec) in wanted {
             let managed = self.start(spec);
+            restarting.remove(&name);
             probes.insert(name, managed);
         }
+        restarting.clear();
+        drop(restarting);
+        drop(probes);
         drop(control);
     }
 
@@ -344,7 +356,14 @@ impl Supervisor {
         if *control {
             return false;
         }
-        let old = lock(&self.shared.probes).remove(name);
+        let old = {
+            let mut probes = lock(&self.shared.probes);
+            let old = probes.remove(name);
+            if let Some(o) = &old {
+                lock(&self.shared.restarting).insert(name.to_string(), o.spec.clone());
+            }
+            old
+        };
         let Some(old) = old else {
             return false;
         };
@@ -354,7 +373,9 @@ impl Supervisor {
             t.abort();
         }
         let managed = self.start(old.spec);
-        lock(&self.shared.probes).insert(name.to_string(), managed);
+        let mut probes = lock(&self.shared.probes);
+        lock(&self.shared.restarting).remove(name);
+        probes.insert(name.to_string(), managed);
         drop(control);
         true
     }
@@ -391,9 +412,15 @@ impl Supervisor {
             .map(|p| Arc::clone(&p.stats))
     }
 
-    /// The spec a probe currently runs with.
+    /// The spec a probe currently runs with (or is being restarted with).
     pub fn spec(&self, name: &str) -> Option<ProbeSpec> {
-        lock(&self.shared.probes).get(name).map(|p| p.spec.clone())
+        // Both locks at once (in reconcile's order): a restart moves a name between them.
+        let probes = lock(&self.shared.probes);
+        let restarting = lock(&self.shared.restarting);
+        probes
+            .get(name)
+            .map(|p| p.spec.clone())
+            .or_else(|| restarting.get(name).cloned())
     }
 
     /// The telemetry this supervisor reports into.
@@ -401,9 +428,15 @@ impl Supervisor {
         Arc::clone(&self.shared.telemetry)
     }
 
-    /// Names of all managed probes (any state), sorted.
+    /// Names of all managed probes (any state, restarting ones included), sorted.
     pub fn names(&self) -> Vec<String> {
-        lock(&self.shared.probes).keys().cloned().collect()
+        let probes = lock(&self.shared.probes);
+        let restarting = lock(&self.shared.restarting);
+        let mut names: Vec<String> = probes.keys().cloned().collect();
+        names.extend(restarting.keys().cloned());
+        names.sort();
+        names.dedup();
+        names
     }
 
     fn start(&self, spec: ProbeSpec) -> ManagedProbe {
