@@ -228,6 +228,23 @@ fn pid_of(v: &Value) -> u64 {
 #[test]
 fn put_starts_retunes_without_restart_and_stops() {
     let r = start("");
+    // Upstream's keys come first, in upstream's order.
+    let raw = {
+        let mut s = TcpStream::connect(("127.0.0.1", r.port)).unwrap();
+        write!(s, "GET /ctl HTTP/1.0\r\n\r\n").unwrap();
+        let mut buf = String::new();
+        let _ = s.read_to_string(&mut buf);
+        buf
+    };
+    let at = |k: &str| raw.find(&format!("\"{k}\":")).unwrap_or(usize::MAX);
+    assert!(
+        at("cmd") < at("snoopers") && at("snoopers") < at("params"),
+        "{raw}"
+    );
+    assert!(
+        at("params") < at("state") && at("state") < at("status"),
+        "{raw}"
+    );
     // Known but never started: stopped, defaults.
     let (st, v) = r.get("/ctl");
     assert_eq!(st, 200, "{v}");

@@ -265,7 +265,7 @@ impl RestState {
     }
 
     /// `GET /<probe>`: the probe's configuration in upstream's shape (plus run state).
-    pub fn get(&self, name: &str) -> Result<Value, Failure> {
+    pub fn get(&self, name: &str) -> Result<document::ProbeView, Failure> {
         let probe = self.resolve(name).ok_or(Failure {
             status: StatusCode::NOT_FOUND,
             message: "url not found".into(),
@@ -274,11 +274,8 @@ impl RestState {
             status: StatusCode::NOT_FOUND,
             message: "url not found".into(),
         })?;
-        let view = self.view_of(&probe, &spec);
-        serde_json::to_value(view).map_err(|e| Failure {
-            status: StatusCode::INTERNAL_SERVER_ERROR,
-            message: e.to_string(),
-        })
+        // Serialized as it is (not through a JSON map), so upstream's key order stays.
+        Ok(self.view_of(&probe, &spec))
     }
 
     fn view_of(&self, probe: &str, spec: &ProbeSpec) -> document::ProbeView {
