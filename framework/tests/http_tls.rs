@@ -426,12 +426,28 @@ fn stalled_tls_clients_are_dropped_at_the_header_timeout_and_hold_a_slot() {
     }
 
     // A handshake in progress holds a connection slot: three stalled clients fill the limit.
-    let mut stalled: Vec<TcpStream> = (0..3)
-        .map(|_| TcpStream::connect(("127.0.0.1", d.port)).unwrap())
-        .collect();
-    std::thread::sleep(Duration::from_millis(200));
-    let (ok, out, err) = d.curl(&pki, &[]);
-    assert!(!ok, "a fourth connection must be refused: {out}{err}");
+    // On a loaded machine a connection closed just before may still be counted for a moment
+    // (then one of the three is the refused one): try again with three fresh ones.
+    let mut stalled: Vec<TcpStream> = Vec::new();
+    let mut fourth = String::new();
+    for _ in 0..5 {
+        std::thread::sleep(Duration::from_millis(300));
+        stalled = (0..3)
+            .map(|_| TcpStream::connect(("127.0.0.1", d.port)).unwrap())
+            .collect();
+        std::thread::sleep(Duration::from_millis(200));
+        let (ok, out, err) = d.curl(&pki, &[]);
+        if !ok {
+            fourth.clear();
+            break;
+        }
+        fourth = format!("{out}{err}");
+        stalled.clear();
+    }
+    assert!(
+        fourth.is_empty(),
+        "a fourth connection must be refused: {fourth}"
+    );
     for s in &mut stalled {
         assert!(closed_within(s, Duration::from_secs(5)));
     }
