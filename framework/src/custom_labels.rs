@@ -93,7 +93,7 @@ pub enum LabelError {
 }
 
 /// Check one label name.
-fn check_name(name: &str) -> Result<(), LabelError> {
+pub(crate) fn check_name(name: &str) -> Result<(), LabelError> {
     let mut bytes = name.bytes();
     let well_formed = name.len() <= MAX_NAME_BYTES
         && bytes

@@ -36,10 +36,7 @@ fn selector(doc: &SnooperDoc) -> Selector {
             .iter()
             .filter_map(|p| {
                 Some(ProcName {
-                    comm: regex::RegexBuilder::new(&p.comm)
-                        .size_limit(1 << 16)
-                        .build()
-                        .ok()?,
+                    comm: super::snooper::comm_regex(&p.comm).ok()?,
                     cmdline: p.cmdline.clone(),
                     label: p.label.clone(),
                 })

@@ -132,33 +132,27 @@ struct Previous {
 }
 
 /// `.meta` file → its probe declaration (or why it is refused), valid while the file is unchanged.
-type DeclCache = BTreeMap<PathBuf, (MetaIdentity, Result<Option<Arc<Declaration>>, String>)>;
-
-/// What tells a changed `.meta` file from the one read before.
-type MetaIdentity = (Option<SystemTime>, u64, u64, u64);
-
-fn meta_identity(path: &Path) -> Option<MetaIdentity> {
-    use std::os::unix::fs::MetadataExt;
-    let md = std::fs::metadata(path).ok()?;
-    Some((md.modified().ok(), md.len(), md.dev(), md.ino()))
-}
+type DeclCache = BTreeMap<PathBuf, (FileStamp, Result<Option<Arc<Declaration>>, String>)>;
 
 /// The probe declaration (`probe` group) of the first of `meta_files` that has one, read through
-/// `cache`; a refused declaration is a warning and leaves the probe undeclared (state only).
+/// `cache`, a file being unchanged while its scan stamp (in `stamps`) is; a refused declaration is
+/// a warning and leaves the probe undeclared (state only).
 fn declaration_of(
     name: &str,
     meta_files: &[PathBuf],
+    stamps: &[FileStamp],
     cache: &mut DeclCache,
     warnings: &mut Vec<String>,
 ) -> Option<Arc<Declaration>> {
     for path in meta_files {
-        let Some(id) = meta_identity(path) else {
+        let Some(id) = stamps.iter().find(|s| s.path == *path) else {
             continue;
         };
         let fresh = match cache.get(path) {
-            Some((seen, _)) => *seen != id,
+            Some((seen, _)) => seen != id,
             None => true,
         };
+        let id = id.clone();
         if fresh {
             // A file that cannot be read or parsed is the ingest path's to report (it refuses
             // the probe's tables); only a bad `probe` group is reported here.
@@ -235,7 +229,8 @@ fn probe_name(file: &str) -> &str {
         .unwrap_or(file)
 }
 
-fn is_interpreter(program: &str) -> bool {
+/// Whether `program` (a path or a name) is an interpreter whose first argument is the code run.
+pub(crate) fn is_interpreter(program: &str) -> bool {
     let base = program.rsplit('/').next().unwrap_or(program);
     let stem = base.trim_end_matches(|c: char| c.is_ascii_digit() || c == '.');
     INTERPRETERS.contains(&stem)
@@ -916,6 +911,7 @@ fn discover<D: Declare + ?Sized>(
                 spec.declaration = declaration_of(
                     &entry.name,
                     &spec.meta_files,
+                    &stamps,
                     &mut decls,
                     &mut scan.warnings,
                 );

@@ -16,16 +16,14 @@ use crate::config::Switch;
 use crate::control::runtime::{Base, ProcNameDoc, Runtime, SnooperDoc, Snoopers};
 use probe_decl::{Declaration, SnooperKind, MAX_SUB_PROBES};
 
-/// Most snooper entries in one section (upstream's limit).
-pub const MAX_SNOOPER_ENTRIES: usize = 100;
-/// Most custom labels, or pod labels (upstream's limit).
-pub const MAX_LABELS: usize = 10;
-/// Longest string in a snooper or label, in bytes.
-pub const MAX_STRING_BYTES: usize = 256;
+/// Most snooper entries in one section (upstream's limit; the resolver's).
+pub use crate::control::snooper::MAX_SNOOPERS as MAX_SNOOPER_ENTRIES;
+/// Longest string in a snooper or label, in bytes (the resolver's).
+pub use crate::control::snooper::MAX_TEXT_BYTES as MAX_STRING_BYTES;
+/// Most custom labels, or pod labels (upstream's limit; the label registry's).
+pub use crate::custom_labels::MAX_LABELS;
 /// Longest `comm` regex, in bytes.
 const MAX_COMM_BYTES: usize = 128;
-/// Compiled size limit of a `comm` regex.
-const REGEX_SIZE_LIMIT: usize = 1 << 16;
 
 /// The probe a document is applied to.
 #[derive(Debug, Clone, Copy)]
@@ -215,14 +213,9 @@ fn text<'v>(v: &'v Value, field: &str, max: usize, regex: bool) -> Result<&'v st
     Ok(s)
 }
 
-/// A Prometheus label name that is not reserved.
+/// A label name the label registry accepts (Prometheus syntax, not reserved).
 fn label_name(s: &str) -> bool {
-    let mut chars = s.chars();
-    matches!(chars.next(), Some(c) if c.is_ascii_alphabetic() || c == '_')
-        && chars.all(|c| c.is_ascii_alphanumeric() || c == '_')
-        && s.len() <= 64
-        && !s.starts_with("__")
-        && s != "machine_id"
+    crate::custom_labels::check_name(s).is_ok()
 }
 
 fn label_pair(obj: &Map<String, Value>, field: &str) -> Result<(String, String), DocError> {
@@ -356,10 +349,7 @@ fn snooper_section(
                     if comm.is_empty() {
                         return fail(format!("{field}.comm must not be empty"));
                     }
-                    if let Err(e) = regex::RegexBuilder::new(comm)
-                        .size_limit(REGEX_SIZE_LIMIT)
-                        .build()
-                    {
+                    if let Err(e) = crate::control::snooper::comm_regex(comm) {
                         let first = e.to_string();
                         let first = first.lines().last().unwrap_or("").trim().to_string();
                         return fail(format!("{field}.comm is not a valid regex: {first}"));

@@ -26,7 +26,7 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::{Json, Router};
 use serde::Serialize;
-use serde_json::{json, Value};
+use serde_json::Value;
 
 use self::document::{RunView, Target};
 use super::merge::{Override, Source};
@@ -195,8 +195,7 @@ fn switch_word(s: Switch) -> &'static str {
 fn bin_of(spec: &ProbeSpec) -> String {
     let argv = &spec.argv;
     let first = argv.first().cloned().unwrap_or_default();
-    let base = first.rsplit('/').next().unwrap_or(&first);
-    if matches!(base, "sh" | "bash" | "dash" | "python3" | "python") {
+    if crate::supervisor::discovery::is_interpreter(&first) {
         if let Some(script) = argv.get(1) {
             return script.clone();
         }
@@ -578,9 +577,4 @@ async fn not_found() -> Response {
         message: "url not found".into(),
     }
     .into_response()
-}
-
-/// `{"result":"failed","message":…}` for a body the server refused before a handler saw it.
-pub fn failure_json(message: &str) -> Value {
-    json!({"result": "failed", "message": message})
 }

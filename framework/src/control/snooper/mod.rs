@@ -51,6 +51,17 @@ pub const MAX_TEXT_BYTES: usize = 256;
 /// Most changes waiting for the resolver thread; more are refused ([`SnooperError::Busy`]).
 pub const MAX_QUEUED_CHANGES: usize = 1024;
 
+/// Compiled size limit of a `comm` regex.
+const COMM_REGEX_SIZE_LIMIT: usize = 1 << 16;
+
+/// A `proc_name` snooper's `comm` pattern compiled (bounded in size): the one rule REST
+/// validation and the resolver both use.
+pub fn comm_regex(pattern: &str) -> Result<regex::Regex, regex::Error> {
+    regex::RegexBuilder::new(pattern)
+        .size_limit(COMM_REGEX_SIZE_LIMIT)
+        .build()
+}
+
 /// One `proc_name` snooper: processes whose comm matches `comm` and whose command line contains
 /// `cmdline`.
 #[derive(Debug, Clone)]
