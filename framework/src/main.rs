@@ -27,7 +27,7 @@ use tokio::sync::watch;
 #[derive(Debug, Parser)]
 #[command(
     name = "gala-gopher",
-    version,
+    version = version_text(),
     about = "eBPF-based host observability agent",
     disable_version_flag = true
 )]
@@ -38,9 +38,24 @@ struct Cli {
     /// Validate the configuration, print a summary and exit (0 = valid, 2 = invalid).
     #[arg(long = "check-config")]
     check_config: bool,
-    /// Print the version and exit.
+    /// Print the version and the probes of this build, and exit.
     #[arg(short = 'v', long = "version", action = clap::ArgAction::Version)]
     version: Option<bool>,
+}
+
+/// `-v`/`--version`: the version, then the probes this build carries and, for a tailored
+/// build, those it left out (`GG_PROBES` at build time, [`control::merge`]).
+fn version_text() -> &'static str {
+    static TEXT: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+    TEXT.get_or_init(|| {
+        let ours: Vec<&str> = control::merge::shipped_probes().collect();
+        let left_out: Vec<&str> = control::merge::tailored_out().collect();
+        let mut text = format!("{}\nprobes: {}", env!("CARGO_PKG_VERSION"), ours.join(" "));
+        if !left_out.is_empty() {
+            text.push_str(&format!("\nleft out: {}", left_out.join(" ")));
+        }
+        text
+    })
 }
 
 /// Grace period per probe at daemon stop: every child must be gone within 5 s.

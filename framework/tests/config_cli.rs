@@ -1,5 +1,6 @@
 //! The real `gala-gopher` binary: what it reads as a config file, `--check-config` agreeing with
-//! the daemon, a closed stdout, and what SIGHUP says about settings it cannot apply.
+//! the daemon, a closed stdout, what SIGHUP says about settings it cannot apply, and `-v` naming
+//! the probes of the build.
 
 mod daemon_support;
 
@@ -297,4 +298,30 @@ fn settings_without_an_implementation_are_warned_about() {
     .unwrap();
     let out = run(&["--check-config", "-c", p.to_str().unwrap()], &[], "check");
     assert!(!stderr(&out).contains("warning"), "{}", stderr(&out));
+}
+
+#[test]
+fn version_names_the_probes_of_the_build() {
+    let ours: Vec<&str> = gala_gopher::control::merge::shipped_probes().collect();
+    let left_out: Vec<&str> = gala_gopher::control::merge::tailored_out().collect();
+    if option_env!("GG_PROBES").is_none_or(|s| s.trim().is_empty()) {
+        // A full build carries every shipped probe.
+        assert!(left_out.is_empty(), "{left_out:?}");
+        for n in ["system_infos", "tcpprobe", "taskprobe", "ioprobe"] {
+            assert!(ours.contains(&n), "{ours:?}");
+        }
+    }
+    let mut expected = vec![
+        format!("gala-gopher {}", env!("CARGO_PKG_VERSION")),
+        format!("probes: {}", ours.join(" ")),
+    ];
+    if !left_out.is_empty() {
+        expected.push(format!("left out: {}", left_out.join(" ")));
+    }
+    for flag in ["-v", "--version"] {
+        let out = run(&[flag], &[], flag);
+        assert_eq!(out.status.code(), Some(0), "{flag}: {}", stderr(&out));
+        let text = String::from_utf8_lossy(&out.stdout);
+        assert_eq!(text.lines().collect::<Vec<_>>(), expected, "{flag}");
+    }
 }

@@ -170,9 +170,12 @@ pub fn merge(
         }
         seen.insert(name.as_str());
         let mut probe = drop_in_defaults(name);
+        // An installed shipped probe waits for a config entry, probes.init or REST to start it
+        // (upstream HEAD's fixed probe table); other drop-ins run as found. A probe left out of
+        // a tailored build ([`tailored_out`]) is not shipped by it: its file found in
+        // `probes_dir` anyway (say, left over from a full install) is a drop-in like any
+        // user's, run as found — no special case.
         if shipped_probes().any(|s| s == name) {
-            // An installed shipped probe waits for a config entry, probes.init or REST to
-            // start it (upstream HEAD's fixed probe table); other drop-ins run as found.
             probe.switch = Switch::Off;
         }
         let (probe, runtime) = apply(probe, overrides.get(name));
@@ -198,15 +201,131 @@ pub fn merge(
     out
 }
 
-/// Names of the probes installed with gala-gopher (`probes/shipped.list`): each one found in
-/// `probes_dir` is declared, switched off, even without a config entry, so the REST API can
-/// start it (upstream's fixed probe table).
+/// `probes/shipped.list`: the probes of a full build, one `NAME DIR SOURCE` line each.
+const SHIPPED_LIST: &str = include_str!("../../../probes/shipped.list");
+
+/// The probes this build carries, as `GG_PROBES` said when the crate was compiled (build.sh
+/// sets it for a tailored build only): names separated by commas and/or whitespace; unset or
+/// without a name, every probe of [`SHIPPED_LIST`]. Cargo recompiles the crate when the
+/// variable changes (an `option_env!` is tracked).
+const BUILD_SELECTION: &str = match option_env!("GG_PROBES") {
+    Some(s) => s,
+    None => "",
+};
+
+// A name `GG_PROBES` selects that `probes/shipped.list` does not list fails the build.
+const _: () = if let Some(name) = first_unknown(SHIPPED_LIST, BUILD_SELECTION) {
+    panic!("{}", name) // GG_PROBES names this probe, which probes/shipped.list does not list
+};
+
+/// Names of the probes installed with gala-gopher (`probes/shipped.list`, less those a
+/// tailored build left out): each one found in `probes_dir` is declared, switched off, even
+/// without a config entry, so the REST API can start it (upstream's fixed probe table).
 pub fn shipped_probes() -> impl Iterator<Item = &'static str> {
-    include_str!("../../../probes/shipped.list")
-        .lines()
+    selected(SHIPPED_LIST, BUILD_SELECTION)
+}
+
+/// Names of `probes/shipped.list` that this (tailored) build left out: neither built nor
+/// installed; the REST API answers them "not supported in the current version". Empty for a
+/// full build.
+pub fn tailored_out() -> impl Iterator<Item = &'static str> {
+    left_out(SHIPPED_LIST, BUILD_SELECTION)
+}
+
+/// The NAMEs of a `shipped.list` text, in list order (comments and blank lines skipped).
+fn listed(list: &str) -> impl Iterator<Item = &str> {
+    list.lines()
         .map(str::trim)
         .filter(|l| !l.is_empty() && !l.starts_with('#'))
         .filter_map(|l| l.split_whitespace().next())
+}
+
+/// Whether `b` separates two names of a selection: a comma or ASCII whitespace.
+const fn is_separator(b: u8) -> bool {
+    b == b',' || b.is_ascii_whitespace()
+}
+
+/// The names of a selection (`GG_PROBES`).
+fn selection_names(selection: &str) -> impl Iterator<Item = &str> {
+    selection
+        .split(|c: char| u8::try_from(c).is_ok_and(is_separator))
+        .filter(|n| !n.is_empty())
+}
+
+/// The NAMEs of `list` a build selecting `selection` carries, in list order: every one when
+/// `selection` names none. A selected name `list` lacks is [`first_unknown`]'s concern.
+fn selected<'a>(list: &'a str, selection: &'a str) -> impl Iterator<Item = &'a str> {
+    let all = selection_names(selection).next().is_none();
+    listed(list).filter(move |n| all || selection_names(selection).any(|s| s == *n))
+}
+
+/// The NAMEs of `list` a build selecting `selection` leaves out, in list order.
+fn left_out<'a>(list: &'a str, selection: &'a str) -> impl Iterator<Item = &'a str> {
+    listed(list).filter(move |n| !selected(list, selection).any(|s| s == *n))
+}
+
+/// The first name of `selection` that is no NAME of `list`. A `const fn`, so that the build
+/// itself checks `GG_PROBES`; it reads `list` as [`listed`] does and `selection` as
+/// [`selection_names`] does (a test holds them together).
+const fn first_unknown<'a>(list: &str, selection: &'a str) -> Option<&'a str> {
+    let sel = selection.as_bytes();
+    let mut i = 0;
+    while i < sel.len() {
+        if is_separator(sel[i]) {
+            i += 1;
+            continue;
+        }
+        let start = i;
+        while i < sel.len() && !is_separator(sel[i]) {
+            i += 1;
+        }
+        let name = sel.split_at(i).0.split_at(start).1;
+        if !lists(list.as_bytes(), name) {
+            return match std::str::from_utf8(name) {
+                Ok(n) => Some(n),
+                // Unreachable: separators are ASCII, so a name is whole UTF-8 sequences.
+                Err(_) => Some(selection),
+            };
+        }
+    }
+    None
+}
+
+/// Whether `name` is the NAME (first word) of a line of `list` that is no comment.
+const fn lists(list: &[u8], name: &[u8]) -> bool {
+    let mut i = 0;
+    while i < list.len() {
+        while i < list.len() && list[i] != b'\n' && list[i].is_ascii_whitespace() {
+            i += 1;
+        }
+        let start = i;
+        while i < list.len() && !list[i].is_ascii_whitespace() {
+            i += 1;
+        }
+        if i > start && list[start] != b'#' && same(list, start, i, name) {
+            return true;
+        }
+        while i < list.len() && list[i] != b'\n' {
+            i += 1;
+        }
+        i += 1;
+    }
+    false
+}
+
+/// Whether `list[start..end]` is `name`.
+const fn same(list: &[u8], start: usize, end: usize, name: &[u8]) -> bool {
+    if end - start != name.len() {
+        return false;
+    }
+    let mut k = 0;
+    while k < name.len() {
+        if list[start + k] != name[k] {
+            return false;
+        }
+        k += 1;
+    }
+    true
 }
 
 /// A drop-in's settings when no entry governs it.
@@ -274,21 +393,122 @@ mod tests {
 
     #[test]
     fn shipped_probes_are_listed_and_wait_to_be_started() {
-        let names: Vec<&str> = shipped_probes().collect();
+        let listed: Vec<&str> = listed(SHIPPED_LIST).collect();
         for n in ["system_infos", "tcpprobe", "taskprobe", "ioprobe"] {
-            assert!(names.contains(&n), "{names:?}");
+            assert!(listed.contains(&n), "{listed:?}");
         }
+        // The build's probes and those it left out split the list (whatever GG_PROBES said).
+        let ours: Vec<&str> = shipped_probes().collect();
+        let out: Vec<&str> = tailored_out().collect();
+        assert!(!ours.is_empty());
+        assert_eq!(ours.len() + out.len(), listed.len());
+        assert!(ours.iter().all(|n| !out.contains(n)), "{ours:?} {out:?}");
         // Installed in probes_dir (a drop-in) or not (declared as shipped): off until asked.
+        // A left-out probe's file is a plain drop-in: it runs as found.
+        let installed = ours[0];
+        let mut drop_ins = vec![installed, "mine"];
+        drop_ins.extend(&out);
         let state = DesiredState::new(Vec::new());
-        let d = state.declare(&names_of(&["tcpprobe", "mine"]), &mut Vec::new());
+        let d = state.declare(&names_of(&drop_ins), &mut Vec::new());
         let sw = |n: &str| {
             d.iter()
                 .find(|d| d.probe.name == n)
                 .map(|d| (d.base, d.probe.switch))
         };
-        assert_eq!(sw("tcpprobe"), Some((Base::DropIn, Switch::Off)));
+        assert_eq!(sw(installed), Some((Base::DropIn, Switch::Off)));
         assert_eq!(sw("mine"), Some((Base::DropIn, Switch::On)));
-        assert_eq!(sw("ioprobe"), Some((Base::Shipped, Switch::Off)));
+        for n in &ours[1..] {
+            assert_eq!(sw(n), Some((Base::Shipped, Switch::Off)), "{n}");
+        }
+        for n in &out {
+            assert_eq!(sw(n), Some((Base::DropIn, Switch::On)), "{n}");
+        }
+        assert_eq!(d.len(), listed.len() + 1);
+    }
+
+    /// A list as `probes/shipped.list` writes it, with the odd spacing a hand edit leaves.
+    const LIST: &str = "# NAME  DIR  SOURCE\n\
+                        \n\
+                        system_infos  probes/system_infos  cargo\n\
+                        \ttcpprobe\tprobes/tcp\tcargo\r\n\
+                        #ioprobe  probes/io  cargo\n\
+                        taskprobe probes/proc cargo\n\
+                        example_py";
+
+    #[test]
+    fn the_list_gives_its_names_in_order() {
+        assert_eq!(
+            listed(LIST).collect::<Vec<_>>(),
+            ["system_infos", "tcpprobe", "taskprobe", "example_py"]
+        );
+    }
+
+    #[test]
+    fn a_selection_is_names_between_commas_and_whitespace() {
+        let names = |s| selection_names(s).collect::<Vec<_>>();
+        assert_eq!(names("a,b c\tд ,, e\n"), ["a", "b", "c", "д", "e"]);
+        assert!(names("").is_empty());
+        assert!(names(" ,\t, ").is_empty());
+    }
+
+    #[test]
+    fn a_build_carries_the_selected_names_in_list_order() {
+        let sel = |s| {
+            (
+                selected(LIST, s).collect::<Vec<_>>(),
+                left_out(LIST, s).collect::<Vec<_>>(),
+            )
+        };
+        let all = vec!["system_infos", "tcpprobe", "taskprobe", "example_py"];
+        // Unset, empty or without a name: the full list.
+        assert_eq!(sel(""), (all.clone(), vec![]));
+        assert_eq!(sel(" , "), (all, vec![]));
+        assert_eq!(
+            sel("taskprobe, system_infos"),
+            (
+                vec!["system_infos", "taskprobe"],
+                vec!["tcpprobe", "example_py"]
+            )
+        );
+        assert_eq!(
+            sel("tcpprobe tcpprobe"),
+            (
+                vec!["tcpprobe"],
+                vec!["system_infos", "taskprobe", "example_py"]
+            )
+        );
+    }
+
+    #[test]
+    fn a_selected_name_the_list_lacks_is_found_at_compile_time() {
+        // A const context: what the build's own check runs.
+        const BAD: Option<&str> = first_unknown(LIST, "tcpprobe,ioprobe");
+        assert_eq!(BAD, Some("ioprobe"));
+        const GOOD: Option<&str> = first_unknown(SHIPPED_LIST, BUILD_SELECTION);
+        assert_eq!(GOOD, None);
+        for sel in [
+            "",
+            "tcpprobe",
+            "example_py, system_infos",
+            "ioprobe",
+            "tcp",
+            "tcpprobes",
+            "#ioprobe",
+            "NAME",
+            "#",
+            "probes/tcp",
+            "cargo",
+            "tcpprobe\r",
+            "TCPPROBE",
+            "taskprobe nosuch tcpprobe",
+            "д",
+        ] {
+            // The const reader agrees with the runtime one, name for name.
+            let runtime = selection_names(sel).find(|s| !listed(LIST).any(|n| n == *s));
+            assert_eq!(first_unknown(LIST, sel), runtime, "{sel:?}");
+        }
+        assert_eq!(first_unknown(LIST, "taskprobe nosuch x"), Some("nosuch"));
+        assert_eq!(first_unknown(LIST, "cargo"), Some("cargo"));
     }
 
     fn names_of(v: &[&str]) -> BTreeSet<String> {

@@ -137,6 +137,7 @@ struct Sample {
 pub struct Collector {
     cfg: Config,
     statfs: Box<dyn StatFs>,
+    mount_view: fs::MountView,
     reader: Reader,
     prev: Option<Sample>,
     os_static: Option<os::OsStatic>,
@@ -156,6 +157,7 @@ impl Collector {
         Collector {
             cfg,
             statfs,
+            mount_view: fs::MountView::default(),
             reader: Reader::default(),
             prev: None,
             os_static: None,
@@ -198,6 +200,7 @@ impl Collector {
     /// Reads from another tree from now on (fixture tests replay two captured snapshots).
     pub fn set_paths(&mut self, paths: HostPaths) {
         self.cfg.paths = paths;
+        self.mount_view = fs::MountView::default();
     }
 
     /// Error counters so far.
@@ -356,6 +359,7 @@ impl Collector {
         if self.cfg.on(bits::FS) {
             fs::write(
                 &paths,
+                &mut self.mount_view,
                 &mut self.reader,
                 self.statfs.as_mut(),
                 self.cfg.df_remote,

@@ -1,6 +1,13 @@
 //! `system_df`: mounted filesystems from the mount table, sizes from `statvfs(2)` (what `df`
 //! and `df -i` print).
 //!
+//! The mount table is the host's: `/proc/1/mountinfo`, PID 1's mount namespace, with each
+//! mount point queried through `/proc/1/root`. A hardened service unit (`ProtectSystem=`,
+//! `ProtectHome=`, `PrivateTmp=`) gives the probe a private namespace with read-only bind
+//! remounts and extra tmpfs mounts, which users do not want to see. When those files cannot be
+//! read (no `CAP_SYS_PTRACE`, another user), the probe says so once and describes its own
+//! namespace (`/proc/self/mounts`, paths as they are) from then on ([`MountView`]).
+//!
 //! Skipped: kernel pseudo filesystems ([`PSEUDO_FS`]), read-only images that are always full
 //! (squashfs, iso9660), filesystems reporting 0 blocks (as `df` does), and, unless
 //! `--df-remote` is given, network and FUSE filesystems ([`REMOTE_FS`]) whose `statvfs` can
@@ -15,6 +22,7 @@ use crate::value::{percent, Fixed2};
 use probe_sdk::record::RecordWriter;
 use std::collections::HashMap;
 use std::io::{self, Write};
+use std::path::{Component, Path, PathBuf};
 use std::sync::mpsc;
 use std::time::Duration;
 
@@ -105,6 +113,107 @@ fn unescape_octal(s: &str) -> String {
     String::from_utf8_lossy(&out).into_owned()
 }
 
+/// Largest mount table read, in bytes; lines past it are left out (and counted as a read
+/// error). Mount table lines are 100 to 300 bytes: this is tens of thousands of mounts.
+pub const MAX_MOUNT_TABLE_BYTES: usize = 8 << 20;
+
+/// Parses a `/proc/<pid>/mountinfo` mount table:
+/// `id parent major:minor root mount-point mount-options [optional fields…] - fstype source
+/// super-options`. Read-only when the mount or its filesystem is (`ro` in either options
+/// field), as `/proc/self/mounts` shows it. Malformed lines are skipped.
+pub fn parse_mountinfo(text: &str) -> Vec<Mount> {
+    text.lines()
+        .filter_map(|line| {
+            let (mount, fs) = line.split_once(" - ")?;
+            let mut m = mount.split_ascii_whitespace().skip(4);
+            let (target, mount_opts) = (m.next()?, m.next()?);
+            let mut f = fs.split_ascii_whitespace();
+            let (fstype, source) = (f.next()?, f.next()?);
+            let super_opts = f.next().unwrap_or("");
+            let ro = |opts: &str| opts.split(',').any(|o| o == "ro");
+            Some(Mount {
+                source: unescape_octal(source),
+                target: unescape_octal(target),
+                fstype: unescape_octal(fstype),
+                read_only: ro(mount_opts) || ro(super_opts),
+            })
+        })
+        .collect()
+}
+
+/// Where to `statvfs` the mount point `target` of the namespace whose root is `root`
+/// (`/proc/<pid>/root`). `None` when `target` is not absolute or has a `..` component, which
+/// could lead out of `root`.
+pub fn path_in_root(root: &Path, target: &str) -> Option<PathBuf> {
+    let mut comps = Path::new(target).components();
+    if comps.next() != Some(Component::RootDir) {
+        return None;
+    }
+    let mut path = root.to_path_buf();
+    for c in comps {
+        match c {
+            Component::Normal(name) => path.push(name),
+            Component::CurDir => {}
+            Component::RootDir | Component::Prefix(_) | Component::ParentDir => return None,
+        }
+    }
+    Some(path)
+}
+
+/// Which mount namespace `system_df` describes: another process's (`HostPaths::mount_ns`,
+/// PID 1's) while it can be read, else, after one warning, the probe's own for good.
+#[derive(Debug, Default)]
+pub struct MountView {
+    /// The other namespace was read once: later failures are ordinary read errors.
+    checked: bool,
+    /// It could not be read at first: the probe's own namespace is described.
+    own: bool,
+}
+
+/// The mounts of one cycle, and the root their mount points are relative to.
+struct MountTable {
+    mounts: Vec<Mount>,
+    /// `/proc/<pid>/root` of another namespace; `None`: the probe's own.
+    root: Option<PathBuf>,
+}
+
+impl MountView {
+    /// Reads the mount table this cycle describes; `None` (counted) when it cannot be read.
+    fn read(&mut self, paths: &HostPaths, r: &mut Reader) -> Option<MountTable> {
+        if let (Some(ns), false) = (&paths.mount_ns, self.own) {
+            let (info, root) = (ns.join("mountinfo"), ns.join("root"));
+            if self.checked {
+                let mounts = parse_mountinfo(r.read_bounded(&info, MAX_MOUNT_TABLE_BYTES)?);
+                return Some(MountTable {
+                    mounts,
+                    root: Some(root),
+                });
+            }
+            let usable = crate::source::read_bounded_into(&info, &mut r.buf, MAX_MOUNT_TABLE_BYTES)
+                .and_then(|_| std::fs::metadata(&root).map(|_| ()));
+            match usable {
+                Ok(()) => {
+                    self.checked = true;
+                    // Read again through the counting path (a cut table is reported there).
+                    return self.read(paths, r);
+                }
+                Err(e) => {
+                    probe_sdk::warn!(
+                        "system_df: cannot read the mount namespace of {} ({e}); reporting the \
+                         probe's own mounts ({}) instead, which a service's private namespace \
+                         changes",
+                        ns.display(),
+                        paths.mounts.display()
+                    );
+                    self.own = true;
+                }
+            }
+        }
+        let mounts = parse_mounts(r.read_bounded(&paths.mounts, MAX_MOUNT_TABLE_BYTES)?);
+        Some(MountTable { mounts, root: None })
+    }
+}
+
 /// Parses a `/proc/self/mounts` (fstab-format) mount table.
 pub fn parse_mounts(text: &str) -> Vec<Mount> {
     text.lines()
@@ -157,11 +266,12 @@ pub struct FsUsage {
 
 /// Where filesystem sizes come from: `statvfs(2)` live, a captured table in fixture tests.
 pub trait StatFs {
-    /// Sizes of the filesystem mounted at `mount`; `Ok(None)` when the call timed out.
-    fn statvfs(&mut self, mount: &Mount) -> io::Result<Option<FsUsage>>;
+    /// Sizes of the filesystem mounted at `mount`, reached at `path` (its mount point, or
+    /// that under another namespace's root); `Ok(None)` when the call timed out.
+    fn statvfs(&mut self, mount: &Mount, path: &Path) -> io::Result<Option<FsUsage>>;
 }
 
-fn statvfs_now(path: &str) -> io::Result<FsUsage> {
+fn statvfs_now(path: &Path) -> io::Result<FsUsage> {
     let s = nix::sys::statvfs::statvfs(path).map_err(io::Error::from)?;
     // The libc field widths differ between targets; these conversions are lossless widenings.
     #[allow(clippy::useless_conversion)]
@@ -198,9 +308,9 @@ impl SyscallStatFs {
 }
 
 impl StatFs for SyscallStatFs {
-    fn statvfs(&mut self, m: &Mount) -> io::Result<Option<FsUsage>> {
+    fn statvfs(&mut self, m: &Mount, path: &Path) -> io::Result<Option<FsUsage>> {
         if !is_remote(&m.fstype) {
-            return statvfs_now(&m.target).map(Some);
+            return statvfs_now(path).map(Some);
         }
         if let Some(rx) = self.hung.get(&m.target) {
             match rx.try_recv() {
@@ -212,7 +322,7 @@ impl StatFs for SyscallStatFs {
             }
         }
         let (tx, rx) = mpsc::channel();
-        let path = m.target.clone();
+        let path = path.to_path_buf();
         std::thread::Builder::new()
             .name("statvfs".into())
             .spawn(move || {
@@ -266,7 +376,8 @@ impl TableStatFs {
 }
 
 impl StatFs for TableStatFs {
-    fn statvfs(&mut self, m: &Mount) -> io::Result<Option<FsUsage>> {
+    /// Looks the mount point up; `path` is not used.
+    fn statvfs(&mut self, m: &Mount, _path: &Path) -> io::Result<Option<FsUsage>> {
         self.0
             .get(&m.target)
             .copied()
@@ -308,21 +419,33 @@ pub fn df(u: &FsUsage) -> DfFigures {
     }
 }
 
-/// Reads the mount table and writes one `system_df` record per selected filesystem.
+/// Reads the mount table `view` describes and writes one `system_df` record per selected
+/// filesystem.
 pub fn write<W: Write>(
     paths: &HostPaths,
+    view: &mut MountView,
     r: &mut Reader,
     statfs: &mut dyn StatFs,
     include_remote: bool,
     out: &mut RecordWriter<W>,
     events: &mut Events,
 ) -> io::Result<()> {
-    let Some(text) = r.read(&paths.mounts) else {
+    let Some(table) = view.read(paths, r) else {
         return Ok(());
     };
-    let mounts = select_mounts(parse_mounts(text), include_remote);
-    for m in mounts {
-        let usage = match statfs.statvfs(&m) {
+    for m in select_mounts(table.mounts, include_remote) {
+        let path = match &table.root {
+            None => PathBuf::from(&m.target),
+            Some(root) => match path_in_root(root, &m.target) {
+                Some(p) => p,
+                None => {
+                    let what = "mount point is not a plain absolute path";
+                    r.errors.failed(Path::new(&m.target), &what);
+                    continue;
+                }
+            },
+        };
+        let usage = match statfs.statvfs(&m, &path) {
             Ok(Some(u)) => u,
             Ok(None) => continue,
             // Unmounted between reading the table and the call: not an error.
@@ -380,6 +503,146 @@ mod tests {
         assert!(sel[1].read_only, "the last mount on a mount point wins");
         let with_remote = select_mounts(all, true);
         assert_eq!(with_remote.len(), 3);
+    }
+
+    /// PID 1's view on a host whose service unit remounted things in its own namespace: the
+    /// fields after ` - ` are fstype, source, super options; optional fields come before it.
+    const MOUNTINFO: &str = "\
+22 27 0:21 / /proc rw,relatime - proc proc rw
+27 1 254:0 / / rw,relatime shared:1 - ext4 /dev/vda rw,discard
+30 27 0:26 / /dev/shm rw,nosuid shared:4 master:2 - tmpfs tmpfs rw
+31 27 254:1 / /mnt/my\\040share\\134x ro,relatime shared:5 - ext4 /dev/my\\040disk rw
+32 27 254:2 / /data rw,relatime - xfs /dev/vdb ro,attr2
+33 27 254:2 /sub /srv/bind rw - xfs /dev/vdb rw
+34 27 0:40 / /mnt/nfs rw - nfs4 srv:/x rw,vers=4.2
+35 30 0:27 / /dev/shm rw - tmpfs tmpfs ro
+this line has no separator
+36 27 0:41 / /short rw -
+";
+
+    #[test]
+    fn mountinfo_fields_escapes_and_read_only() {
+        let all = parse_mountinfo(MOUNTINFO);
+        let by: HashMap<&str, &Mount> = all.iter().map(|m| (m.target.as_str(), m)).collect();
+        assert_eq!(all.len(), 8, "the malformed lines are skipped: {all:?}");
+        let root = by["/"];
+        assert_eq!(
+            (root.source.as_str(), root.fstype.as_str(), root.read_only),
+            ("/dev/vda", "ext4", false),
+            "optional fields (shared:1) are not the fstype"
+        );
+        let share = by["/mnt/my share\\x"];
+        assert_eq!(share.source, "/dev/my disk");
+        assert!(share.read_only, "per-mount ro");
+        assert!(
+            by["/data"].read_only,
+            "ro in the super options: the filesystem is read-only"
+        );
+        assert!(!by["/srv/bind"].read_only);
+        assert_eq!(
+            by["/srv/bind"].source, "/dev/vdb",
+            "a bind mount names its device"
+        );
+        let sel = select_mounts(all, false);
+        let targets: Vec<_> = sel.iter().map(|m| m.target.as_str()).collect();
+        assert_eq!(
+            targets,
+            vec!["/", "/mnt/my share\\x", "/data", "/srv/bind", "/dev/shm"],
+            "pseudo and remote filesystems left out, the last mount on /dev/shm kept"
+        );
+        assert!(sel[4].read_only);
+    }
+
+    #[test]
+    fn mount_points_stay_inside_the_root() {
+        let root = Path::new("/proc/1/root");
+        assert_eq!(path_in_root(root, "/"), Some(root.to_path_buf()));
+        assert_eq!(
+            path_in_root(root, "/mnt/my share/./x/"),
+            Some(PathBuf::from("/proc/1/root/mnt/my share/x"))
+        );
+        assert_eq!(
+            path_in_root(root, "/mnt/a..b"),
+            Some(PathBuf::from("/proc/1/root/mnt/a..b"))
+        );
+        assert_eq!(path_in_root(root, "/mnt/../../etc"), None);
+        assert_eq!(path_in_root(root, "/.."), None);
+        assert_eq!(path_in_root(root, "relative"), None);
+        assert_eq!(path_in_root(root, ""), None);
+    }
+
+    /// Records the paths asked for; every filesystem is 1000 blocks of 4 KiB.
+    #[derive(Default)]
+    struct Recorder(Vec<PathBuf>);
+
+    impl StatFs for Recorder {
+        fn statvfs(&mut self, _m: &Mount, path: &Path) -> io::Result<Option<FsUsage>> {
+            self.0.push(path.to_path_buf());
+            Ok(Some(FsUsage {
+                frsize: 4096,
+                blocks: 1000,
+                bfree: 500,
+                bavail: 400,
+                files: 10,
+                ffree: 5,
+            }))
+        }
+    }
+
+    /// Runs [`write`] once; returns the records and the paths `statvfs` was asked for.
+    fn df_rows(paths: &HostPaths, view: &mut MountView, r: &mut Reader) -> (String, Vec<PathBuf>) {
+        let mut statfs = Recorder::default();
+        let mut out = RecordWriter::new(Vec::new());
+        let mut events = Events::new(crate::events::Thresholds::default());
+        write(paths, view, r, &mut statfs, false, &mut out, &mut events).unwrap();
+        out.flush().unwrap();
+        (String::from_utf8(out.into_inner()).unwrap(), statfs.0)
+    }
+
+    #[test]
+    fn another_namespace_is_read_through_its_root_else_ours_after_one_warning() {
+        let dir = tempfile::tempdir().unwrap();
+        let ns = dir.path().join("1");
+        std::fs::create_dir_all(ns.join("root")).unwrap();
+        std::fs::write(
+            ns.join("mountinfo"),
+            "27 1 254:0 / / rw - ext4 /dev/vda rw\n\
+             40 27 254:0 / /mnt/../../etc rw - ext4 /dev/vda rw\n",
+        )
+        .unwrap();
+        let own = dir.path().join("mounts");
+        std::fs::write(&own, "/dev/vda / ext4 ro 0 0\ntmpfs /tmp tmpfs rw 0 0\n").unwrap();
+        let mut paths = HostPaths {
+            mounts: own,
+            mount_ns: Some(ns.clone()),
+            ..HostPaths::default()
+        };
+        let (mut view, mut r) = (MountView::default(), Reader::default());
+
+        let (rows, asked) = df_rows(&paths, &mut view, &mut r);
+        assert!(rows.starts_with("|system_df|/|RW|/dev/vda|ext4|"), "{rows}");
+        assert_eq!(
+            rows.lines().count(),
+            1,
+            "the `..` mount point is skipped: {rows}"
+        );
+        assert_eq!(asked, vec![ns.join("root")]);
+        assert_eq!(r.errors.read_errors, 1, "the `..` mount point is counted");
+
+        // A namespace that cannot be read: the probe's own table, direct paths, for good.
+        paths.mount_ns = Some(dir.path().join("gone"));
+        let mut view = MountView::default();
+        let mut r = Reader::default();
+        let (rows, asked) = df_rows(&paths, &mut view, &mut r);
+        assert!(rows.starts_with("|system_df|/|RO|/dev/vda|ext4|"), "{rows}");
+        assert_eq!(asked, vec![PathBuf::from("/"), PathBuf::from("/tmp")]);
+        assert_eq!(
+            r.errors.read_errors, 0,
+            "the fallback is a warning, not a read error"
+        );
+        paths.mount_ns = Some(ns);
+        let (_, asked) = df_rows(&paths, &mut view, &mut r);
+        assert_eq!(asked[0], PathBuf::from("/"), "the fallback is not retried");
     }
 
     #[test]

@@ -16,6 +16,16 @@ pub enum OptionsError {
     /// A long option that needs a value was last.
     #[error("{0}: missing value")]
     MissingValue(&'static str),
+    /// A long option's value is not what it takes.
+    #[error("{opt}: invalid value {value:?}, expected {expected}")]
+    InvalidValue {
+        /// The option.
+        opt: &'static str,
+        /// What was given.
+        value: String,
+        /// What it takes.
+        expected: &'static str,
+    },
     /// A long option this probe does not know.
     #[error("unknown option {0}")]
     Unknown(String),
@@ -52,6 +62,8 @@ pub const USAGE: &str = "system_infos [-t SECS] [-w APP_CONF] [-l warn] [-U PCT]
 \x20 -d NIC,NIC     report only these interfaces (default: all but lo)\n\
 \x20 -P BITS        tables: 1 cpu, 2 mem, 4 nic, 8 tcp/udp, 16 iostat, 32 df, 64 proc, 128 os (default all)\n\
 \x20 --proc-root DIR, --sys-root DIR, --mounts FILE, --os-release FILE   read another tree (tests)\n\
+\x20 --mount-ns-pid PID   system_df describes this process's mount namespace (default 1, the host's;\n\
+\x20                none when a tree is read)\n\
 \x20 --df-remote    include network and FUSE filesystems in system_df (statvfs with a 2 s timeout)\n\
 \x20 --once         write one period of records and exit\n\
 \x20 --print-meta   print system_infos.meta and exit\n";
@@ -113,6 +125,7 @@ where
     let mut sys_root: Option<PathBuf> = None;
     let mut mounts: Option<PathBuf> = None;
     let mut os_release: Option<PathBuf> = None;
+    let mut mount_ns_pid: Option<u32> = None;
     let (mut once, mut df_remote, mut print_meta, mut help) = (false, false, false, false);
 
     let mut it = argv.into_iter().map(Into::into);
@@ -137,6 +150,15 @@ where
             "sys-root" => sys_root = Some(value("--sys-root")?),
             "mounts" => mounts = Some(value("--mounts")?),
             "os-release" => os_release = Some(value("--os-release")?),
+            "mount-ns-pid" => {
+                let v = value("--mount-ns-pid")?.to_string_lossy().into_owned();
+                let pid = v.parse().ok().filter(|p| *p > 0);
+                mount_ns_pid = Some(pid.ok_or(OptionsError::InvalidValue {
+                    opt: "--mount-ns-pid",
+                    value: v,
+                    expected: "a process id",
+                })?);
+            }
             "once" => once = true,
             "df-remote" => df_remote = true,
             "print-meta" => print_meta = true,
@@ -162,6 +184,12 @@ where
     if let Some(o) = os_release {
         paths.os_release = vec![o];
     }
+    // A test tree has no other process's mount namespace unless one is asked for.
+    paths.mount_ns = match mount_ns_pid {
+        Some(pid) => Some(paths.proc.join(pid.to_string())),
+        None if live => paths.mount_ns,
+        None => None,
+    };
     Ok(Options {
         args,
         paths,
@@ -196,6 +224,12 @@ mod tests {
         assert_eq!(o.paths.proc, PathBuf::from("/x/proc"));
         assert_eq!(o.paths.mounts, PathBuf::from("/x/proc/self/mounts"));
         assert_eq!(o.paths.sys, PathBuf::from("/x/sys"));
+        assert_eq!(o.paths.mount_ns, None, "a test tree has no host namespace");
+        let o = parse(["--proc-root", "/x/proc", "--mount-ns-pid=7"]).unwrap();
+        assert_eq!(o.paths.mount_ns, Some(PathBuf::from("/x/proc/7")));
+        let o = parse(["--mount-ns-pid", "42"]).unwrap();
+        assert!(o.live);
+        assert_eq!(o.paths.mount_ns, Some(PathBuf::from("/proc/42")));
     }
 
     #[test]
@@ -216,6 +250,11 @@ mod tests {
             parse(["--mounts"]).unwrap_err(),
             OptionsError::MissingValue("--mounts")
         );
+        assert_eq!(
+            parse(["--mount-ns-pid", "x"]).unwrap_err().to_string(),
+            "--mount-ns-pid: invalid value \"x\", expected a process id"
+        );
+        assert!(parse(["--mount-ns-pid=0"]).is_err());
         assert!(matches!(
             parse(["-t", "0"]).unwrap_err(),
             OptionsError::Args(_)

@@ -11,8 +11,13 @@ pub struct HostPaths {
     pub proc: PathBuf,
     /// sysfs root (`/sys`).
     pub sys: PathBuf,
-    /// The mount table (`/proc/self/mounts`).
+    /// The probe's own mount table (`/proc/self/mounts`): `system_df`'s fallback when
+    /// `mount_ns` cannot be read, and its only source in test trees.
     pub mounts: PathBuf,
+    /// `/proc/<pid>` of the process whose mount namespace `system_df` describes (`/proc/1`,
+    /// the host's init): its `mountinfo` is the mount table, and mount points are queried
+    /// through its `root`. `None` in test trees.
+    pub mount_ns: Option<PathBuf>,
     /// os-release candidates, first existing wins (`/etc/os-release`, `/usr/lib/os-release`).
     pub os_release: Vec<PathBuf>,
 }
@@ -23,6 +28,7 @@ impl Default for HostPaths {
             proc: PathBuf::from("/proc"),
             sys: PathBuf::from("/sys"),
             mounts: PathBuf::from("/proc/self/mounts"),
+            mount_ns: Some(PathBuf::from("/proc/1")),
             os_release: vec![
                 PathBuf::from("/etc/os-release"),
                 PathBuf::from("/usr/lib/os-release"),
@@ -33,12 +39,13 @@ impl Default for HostPaths {
 
 impl HostPaths {
     /// Paths of a captured tree: `<dir>/proc`, `<dir>/sys`, `<dir>/proc/self/mounts`,
-    /// `<dir>/etc/os-release`.
+    /// `<dir>/etc/os-release` (no other mount namespace).
     pub fn fixture(dir: &Path) -> HostPaths {
         HostPaths {
             proc: dir.join("proc"),
             sys: dir.join("sys"),
             mounts: dir.join("proc/self/mounts"),
+            mount_ns: None,
             os_release: vec![dir.join("etc/os-release")],
         }
     }
@@ -70,7 +77,33 @@ pub fn read_into(path: &Path, buf: &mut String) -> io::Result<()> {
 /// Reads `path` into `bytes` (cleared first) with plain `read` calls until end of file.
 pub fn read_bytes_into(path: &Path, bytes: &mut Vec<u8>) -> io::Result<()> {
     bytes.clear();
-    let mut f = File::open(path)?;
+    fill(File::open(path)?, bytes)
+}
+
+/// Reads at most `max` bytes of `path` into `buf` (cleared first). A longer file is cut after
+/// its last complete line within `max` bytes, and `Ok(true)` says it was cut.
+pub fn read_bounded_into(path: &Path, buf: &mut String, max: usize) -> io::Result<bool> {
+    let mut bytes = std::mem::take(buf).into_bytes();
+    bytes.clear();
+    let limit = u64::try_from(max).unwrap_or(u64::MAX).saturating_add(1);
+    let res = File::open(path).and_then(|f| fill(f.take(limit), &mut bytes));
+    let cut = bytes.len() > max;
+    if cut {
+        let end = bytes[..max]
+            .iter()
+            .rposition(|b| *b == b'\n')
+            .map_or(0, |i| i + 1);
+        bytes.truncate(end);
+    }
+    *buf = match String::from_utf8(bytes) {
+        Ok(s) => s,
+        Err(e) => String::from_utf8_lossy(e.as_bytes()).into_owned(),
+    };
+    res.map(|()| cut)
+}
+
+/// Appends everything `f` yields to `bytes`, with plain `read` calls until end of file.
+fn fill(mut f: impl Read, bytes: &mut Vec<u8>) -> io::Result<()> {
     loop {
         if bytes.capacity() - bytes.len() < 1024 {
             bytes.reserve(bytes.capacity().max(4096));
@@ -151,6 +184,23 @@ impl Reader {
         }
     }
 
+    /// Reads at most `max` bytes of a file that should exist (see [`read_bounded_into`]); a
+    /// failure is counted and `None` returned, a longer file is counted and its head returned.
+    pub fn read_bounded(&mut self, path: &Path, max: usize) -> Option<&str> {
+        match read_bounded_into(path, &mut self.buf, max) {
+            Ok(false) => Some(&self.buf),
+            Ok(true) => {
+                let what = format!("the lines past its first {max} bytes");
+                self.errors.failed(path, &what);
+                Some(&self.buf)
+            }
+            Err(e) => {
+                self.errors.failed(path, &e);
+                None
+            }
+        }
+    }
+
     /// Reads a file some kernels do not have; absence is silent, other failures are counted.
     pub fn read_optional(&mut self, path: &Path) -> Option<&str> {
         match read_into(path, &mut self.buf) {
@@ -181,5 +231,22 @@ mod tests {
         // A directory cannot be read as a file: counted even for optional files.
         assert!(r.read_optional(dir.path()).is_none());
         assert_eq!(r.errors.read_errors, 2);
+    }
+
+    #[test]
+    fn bounded_reads_stop_at_the_last_whole_line() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("t");
+        std::fs::write(&p, "aaa\nbbb\ncc").unwrap();
+        let mut r = Reader::default();
+        assert_eq!(r.read_bounded(&p, 10), Some("aaa\nbbb\ncc"));
+        assert_eq!(r.errors.read_errors, 0);
+        assert_eq!(r.read_bounded(&p, 9), Some("aaa\nbbb\n"));
+        assert_eq!(r.read_bounded(&p, 8), Some("aaa\nbbb\n"));
+        assert_eq!(r.read_bounded(&p, 7), Some("aaa\n"));
+        assert_eq!(r.read_bounded(&p, 2), Some(""));
+        assert_eq!(r.errors.read_errors, 4, "each cut is counted");
+        assert!(r.read_bounded(&dir.path().join("nope"), 9).is_none());
+        assert_eq!(r.errors.read_errors, 5);
     }
 }

@@ -29,7 +29,7 @@ use serde::Serialize;
 use serde_json::Value;
 
 use self::document::{RunView, Target};
-use super::merge::{Override, Source};
+use super::merge::{tailored_out, Override, Source};
 use super::probes_init;
 use super::runtime::Runtime;
 use super::Control;
@@ -73,8 +73,16 @@ const HEAD_NAMES: [&str; 21] = [
     "flowtracer",
 ];
 
+/// The refusal of a name no managed probe answers to.
 fn unknown(name: &str) -> String {
-    if HEAD_NAMES.iter().any(|h| h.eq_ignore_ascii_case(name)) {
+    unknown_with(name, tailored_out())
+}
+
+/// [`unknown`], given the probes the build left out: one of those (its own name) is "not
+/// supported in the current version" like upstream HEAD's names.
+fn unknown_with<'a>(name: &str, left_out: impl IntoIterator<Item = &'a str>) -> String {
+    let mut not_here = HEAD_NAMES.into_iter().chain(left_out);
+    if not_here.any(|h| h.eq_ignore_ascii_case(name)) {
         format!("probe {name} is not supported in the current version (not installed)")
     } else {
         format!("invalid probe name {}", cut(name))
@@ -577,4 +585,39 @@ async fn not_found() -> Response {
         message: "url not found".into(),
     }
     .into_response()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_not_in_this_version_are_told_apart_from_invalid_ones() {
+        let not_supported = "is not supported in the current version (not installed)";
+        // Upstream HEAD's names, any case.
+        assert_eq!(
+            unknown_with("TCP", []),
+            format!("probe TCP {not_supported}")
+        );
+        // A probe a tailored build left out, by its own name.
+        assert_eq!(
+            unknown_with("tcpprobe", ["ioprobe", "tcpprobe"]),
+            format!("probe tcpprobe {not_supported}")
+        );
+        assert_eq!(unknown_with("tcpprobe", []), "invalid probe name tcpprobe");
+        assert_eq!(
+            unknown_with("nosuch", ["tcpprobe"]),
+            "invalid probe name nosuch"
+        );
+        // An invalid name is cut in the reply.
+        let long = "x".repeat(300);
+        assert_eq!(
+            unknown_with(&long, []).len(),
+            "invalid probe name ".len() + 64
+        );
+        // This build's own left-out probes (none in a full build).
+        for n in tailored_out() {
+            assert_eq!(unknown(n), format!("probe {n} {not_supported}"));
+        }
+    }
 }
