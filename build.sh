@@ -216,7 +216,10 @@ source_tarball() {
         tar --exclude=./target --exclude=./vendor -cf - . | tar -xf - -C "$stage/$name"
     fi
     mkdir -p "$stage/$name/.cargo"
-    (cd "$stage/$name" && cargo vendor --locked --versioned-dirs --quiet vendor > .cargo/config.toml)
+    (cd "$stage/$name" && cargo vendor --locked --versioned-dirs vendor > .cargo/config.toml 2> "$stage/vendor.log") ||
+        { cat "$stage/vendor.log" >&2; exit 1; }
+    grep -q '^directory = "vendor"' "$stage/$name/.cargo/config.toml" ||
+        { echo "build.sh: cargo vendor printed no source replacement" >&2; exit 1; }
     tar --sort=name --owner=0 --group=0 --numeric-owner --mtime="@${SOURCE_DATE_EPOCH:-$(git log -1 --format=%ct 2>/dev/null || date +%s)}" \
         -C "$stage" -czf "$pkgdir/$name.tar.gz" "$name"
     rm -rf "$stage"

@@ -1,4 +1,4 @@
-#!/usr/bin/env python3
+#!/usr/bin/python3
 """Example drop-in probe in Python: times os.stat() on a few paths and reports, per path,
 
     |example_py|<path>|<python version>|<load avg 1m>|<stat calls>|<latency histogram>|
