@@ -373,8 +373,9 @@ def tailored(tmp_path_factory):
         build("--no-packages", package_dir=out)
 
 
-# Names of the probes --probes system_infos,tcp leaves out, as docs and config would spell them.
-LEFT_OUT = ("taskprobe", "ioprobe", "example_py", "example.sh", "`example`")
+# The probes --probes system_infos,tcp leaves out, as the packaged config and docs would name them
+# (the example probes' sources are still cited by writing-a-probe.md as templates to copy).
+LEFT_OUT = ("taskprobe", "ioprobe")
 
 
 def test_tailored_package_has_only_the_chosen_probes(tailored, tmp_path):
