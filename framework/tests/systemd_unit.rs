@@ -429,16 +429,7 @@ fn start_confined(
     let child = cmd.spawn().expect("spawn setpriv gala-gopher");
     drop(procs);
     let d = Daemon { dir, port, child };
-    let up = wait_for(Duration::from_secs(20), || {
-        http(d.port, "GET", "/metrics")
-            .ok()
-            .filter(|(s, _)| *s == 200)
-    });
-    assert!(
-        up.is_some(),
-        "daemon did not serve /metrics; log:\n{}",
-        d.log()
-    );
+    d.wait_up();
     d
 }
 

@@ -162,7 +162,8 @@ impl Daemon {
         d
     }
 
-    fn wait_up(&self) {
+    /// Waits until the daemon serves `/metrics` (20 s), failing with its log.
+    pub fn wait_up(&self) {
         let up = wait_for(Duration::from_secs(20), || {
             http(self.port, "GET", "/metrics")
                 .ok()
