@@ -191,7 +191,6 @@ packages() {
         echo "build.sh: conf/rpm/gala-gopher.spec Version $spec_version != workspace version $version" >&2
         exit 1
     fi
-    case "$PKG_RELEASE" in ''|*[!0-9]*) echo "build.sh: --pkg-release must be a number" >&2; exit 2 ;; esac
     mkdir -p "$pkgdir"
     pkgdir="$(cd "$pkgdir" && pwd)"
     rm -f "$pkgdir"/gala-gopher[-_]*
@@ -333,7 +332,9 @@ while [ $# -gt 0 ]; do
                 echo "build.sh: unknown option $1" >&2; usage >&2; exit 2
             fi ;;
         --no-packages) NO_PACKAGES=1 ;;
-        --pkg-release=*) PKG_RELEASE="${1#--pkg-release=}" ;;
+        --pkg-release=*)
+            PKG_RELEASE="${1#--pkg-release=}"
+            case "$PKG_RELEASE" in ''|*[!0-9]*) echo "build.sh: --pkg-release must be a number" >&2; exit 2 ;; esac ;;
         --package-dir=*) PACKAGE_DIR="${1#--package-dir=}" ;;
         *) echo "build.sh: unknown option $1" >&2; usage >&2; exit 2 ;;
     esac

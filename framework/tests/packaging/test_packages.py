@@ -356,6 +356,22 @@ def test_install_sh_uninstall_keeps_edited_config(tmp_path):
     assert set(left) == {"/etc/gala-gopher/gala-gopher.conf", "/opt/gala-gopher/probes/mine.sh"}, left
 
 
+@pytest.mark.parametrize("flags, message", [
+    (["--probes", "system_infos,nosuch"], 'no probe "nosuch"'),
+    (["--probes", ", ,"], "leaves no probe"),
+    (["-DENABLE_NOSUCH=0"], "unknown probe"),
+    (["-DENABLE_TCP=maybe"], "unknown option"),
+    (["--pkg-release=1;rm"], "must be a number"),
+    (["--frobnicate"], "unknown option"),
+])
+def test_bad_build_options_fail_before_building(flags, message):
+    p = subprocess.run(["./build.sh", "--release", *flags], cwd=REPO, capture_output=True, text=True,
+                       timeout=60)
+    assert p.returncode == 2, (p.returncode, p.stdout, p.stderr)
+    assert message in p.stderr, p.stderr
+    assert "Compiling" not in p.stderr
+
+
 @pytest.fixture(scope="module")
 def tailored(tmp_path_factory):
     """`--probes system_infos,tcp`: the packages, then the full release build restored."""
