@@ -28,10 +28,11 @@ usage() { sed -n '2,25p' "$0" | sed 's/^# \{0,1\}//'; }
 # Build: clang (BPF C), libelf/zlib (libbpf), openssl (librdkafka's TLS). Packages: rpm
 # (rpmbuild), rpmlint, dpkg-dev (dpkg-shlibdeps). Tests: promtool + prometheus, bpftool (vmlinux
 # regeneration), python3 (script probes) and python3-venv (the test receivers' packages),
-# util-linux (losetup, setpriv, unshare), systemd (systemd-analyze), busybox-static (a shell for
+# util-linux (losetup, setpriv, unshare, nsenter), iproute2 (loopback in the package tests' network
+# namespace), binutils (readelf), systemd (systemd-analyze), busybox-static (a shell for
 # the package scriptlets in an empty install root).
 APT_PACKAGES=(clang libelf-dev zlib1g-dev libssl-dev pkg-config make gcc g++ bpftool
-              rpm rpmlint dpkg-dev busybox-static systemd
+              rpm rpmlint dpkg-dev busybox-static systemd iproute2 binutils
               prometheus python3 python3-venv util-linux procps curl ca-certificates)
 
 TARGET_ROOT="${CARGO_TARGET_DIR:-target}"
