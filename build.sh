@@ -33,6 +33,7 @@ usage() { sed -n '2,25p' "$0" | sed 's/^# \{0,1\}//'; }
 # the package scriptlets in an empty install root).
 APT_PACKAGES=(clang libelf-dev zlib1g-dev libssl-dev pkg-config make gcc g++ bpftool
               rpm rpmlint dpkg-dev busybox-static systemd iproute2 binutils
+              podman runc uidmap fuse-overlayfs slirp4netns buildah
               prometheus python3 python3-venv util-linux procps curl ca-certificates)
 
 TARGET_ROOT="${CARGO_TARGET_DIR:-target}"
