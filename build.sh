@@ -6,6 +6,10 @@
 #              target/packages (docs/packaging.md): the rpm and source rpm, a .deb of the same
 #              layout, and gala-gopher-VERSION.tar.gz, the source with every crate vendored
 #              (rpmbuild -ba needs no network with it)
+#   --image    the container image (docs/container.md): the release build (unless --release
+#              ran too), then localhost/gala-gopher:VERSION built by podman from a root filesystem
+#              tree (podman's storage in target/podman), saved as
+#              target/packages/gala-gopher-image-VERSION.tar (podman load -i / docker load -i)
 #   --debug    debug build of every crate (target/debug); no packages
 #   --test     check formatting and lints (cargo fmt --check, clippy -D warnings), install the
 #              python test packages into a virtual environment (target/test-venv, from
@@ -13,7 +17,7 @@
 #              real programs), then build the release and its packages and check them (layout,
 #              rpmlint, install/upgrade/removal in empty roots, tailoring, offline build)
 #   --help     this text
-# Options of --release:
+# Options of --release and --image:
 #   --probes LIST          build and package only these probes (comma-separated; a probe's name,
 #                          its upstream REST name or its folder: --probes system_infos,tcp,io)
 #   -DENABLE_<PROBE>=0     upstream's form: leave that probe out (-DENABLE_TCP=0 -DENABLE_IO=0)
@@ -23,7 +27,7 @@
 set -euo pipefail
 cd "$(dirname "$0")"
 
-usage() { sed -n '2,25p' "$0" | sed 's/^# \{0,1\}//'; }
+usage() { sed -n '2,/^[^#]/p' "$0" | sed -n 's/^# \{0,1\}//p'; }
 
 # Build: clang (BPF C), libelf/zlib (libbpf), openssl (librdkafka's TLS). Packages: rpm
 # (rpmbuild), rpmlint, dpkg-dev (dpkg-shlibdeps). Tests: promtool + prometheus, bpftool (vmlinux
@@ -33,7 +37,7 @@ usage() { sed -n '2,25p' "$0" | sed 's/^# \{0,1\}//'; }
 # the package scriptlets in an empty install root).
 APT_PACKAGES=(clang libelf-dev zlib1g-dev libssl-dev pkg-config make gcc g++ bpftool
               rpm rpmlint dpkg-dev busybox-static systemd iproute2 binutils
-              podman runc uidmap fuse-overlayfs slirp4netns buildah
+              podman runc uidmap fuse-overlayfs slirp4netns buildah containerd
               prometheus python3 python3-venv util-linux procps curl ca-certificates)
 
 TARGET_ROOT="${CARGO_TARGET_DIR:-target}"
@@ -271,6 +275,107 @@ deb_package() {
     rm -rf "$stage"
 }
 
+# --- Container image ------------------------------------------------------------------------
+
+# The busybox applets the image links beside /bin/busybox: a shell for the entrypoint, script
+# probes and `count` start checks, and a few tools to look around (podman exec).
+IMAGE_APPLETS=(sh cat ls ps grep sed awk head tail wc tr cut sleep kill env id printf echo test
+               mkdir rm mv cp ln chmod date uname hostname mount umount chroot nsenter)
+
+# podman with its storage, run root and containers.conf under target/podman: the build depends
+# on no global podman state. runc, the cgroupfs manager and no default ulimits: crun refuses
+# hybrid cgroups, and the default ulimits need CAP_SYS_RESOURCE (framework/container/src/podman.rs).
+image_podman() {
+    local dir
+    mkdir -p "$TARGET_ROOT/podman/run"
+    dir="$(cd "$TARGET_ROOT/podman" && pwd)"
+    printf '[containers]\ndefault_ulimits = []\n\n[engine]\nruntime = "runc"\ncgroup_manager = "cgroupfs"\n' \
+        > "$dir/containers.conf"
+    CONTAINERS_CONF="$dir/containers.conf" podman --root "$dir/storage" --runroot "$dir/run" \
+        --runtime runc --cgroup-manager=cgroupfs "$@"
+}
+
+# The image's root filesystem in $1: install.sh's layout, busybox, the shared libraries of every
+# ELF file (the paths ldd resolves on this host, and the dynamic loader), the account files.
+image_rootfs() {
+    local root="$1" d link applet f lib
+    rm -rf "$root"
+    mkdir -p "$root"
+    # The host's merged-/usr links (/lib -> usr/lib, …), so that a library lands once whichever
+    # of its two paths ldd names.
+    for d in bin sbin lib lib64; do
+        if [ -L "/$d" ]; then
+            link="$(readlink "/$d")"
+            mkdir -p "$root/${link#/}"
+            ln -s "$link" "$root/$d"
+        fi
+    done
+    ./install.sh --prefix "$root" >/dev/null
+    install -D -m 0755 conf/container/entrypoint.sh "$root/usr/bin/gala-gopher-entrypoint"
+    [ -x /bin/busybox ] || { echo "build.sh --image: /bin/busybox missing (apt-get install busybox-static)" >&2; exit 1; }
+    install -D -m 0755 /bin/busybox "$root/usr/bin/busybox"
+    mkdir -p "$root/bin"
+    local applets
+    applets="$(/bin/busybox --list)"
+    for applet in "${IMAGE_APPLETS[@]}"; do
+        grep -qx "$applet" <<< "$applets" ||
+            { echo "build.sh --image: busybox has no applet $applet" >&2; exit 1; }
+        [ -e "$root/bin/$applet" ] || ln -s /usr/bin/busybox "$root/bin/$applet"
+    done
+    local elfs=() libs=() deps
+    mapfile -t elfs < <(find "$root" -type f -perm -u+x -exec sh -c 'head -c4 "$1" | grep -q ELF' _ {} \; -print)
+    for f in "${elfs[@]}"; do
+        # "not a dynamic executable" (busybox-static): nothing to copy.
+        deps="$(ldd "$f" 2>/dev/null)" || continue
+        if grep -q 'not found' <<< "$deps"; then
+            echo "build.sh --image: $f: a library is missing on this host:" >&2; echo "$deps" >&2; exit 1
+        fi
+        # "libz.so.1 => /lib/x86_64-linux-gnu/libz.so.1 (0x…)", and the loader "/lib64/ld-….so.2 (0x…)".
+        mapfile -t -O "${#libs[@]}" libs < <(awk '$2 == "=>" && $3 ~ /^\// { print $3; next } $1 ~ /^\// { print $1 }' <<< "$deps")
+    done
+    [ ${#libs[@]} -gt 0 ] || { echo "build.sh --image: ldd found no libraries (no dynamic loader?)" >&2; exit 1; }
+    mapfile -t libs < <(printf '%s\n' "${libs[@]}" | sort -u)
+    for lib in "${libs[@]}"; do
+        [ -e "$root$lib" ] || cp -L --parents "$lib" "$root/"
+    done
+    mkdir -p "$root/etc" "$root/root" "$root/tmp" "$root/run" "$root/var/log/gala-gopher" \
+        "$root/proc" "$root/sys" "$root/dev"
+    chmod 1777 "$root/tmp"
+    chmod 0700 "$root/root"
+    chmod 0750 "$root/var/log/gala-gopher"
+    printf 'root:x:0:0:root:/root:/bin/sh\nnobody:x:65534:65534:nobody:/nonexistent:/bin/false\n' > "$root/etc/passwd"
+    printf 'root:x:0:\nnogroup:x:65534:\n' > "$root/etc/group"
+    printf 'passwd: files\ngroup: files\nhosts: files dns\n' > "$root/etc/nsswitch.conf"
+    # CA certificates for the Kafka sink's TLS (librdkafka reads OpenSSL's default locations).
+    if [ -f /etc/ssl/certs/ca-certificates.crt ]; then
+        install -D -m 0644 /etc/ssl/certs/ca-certificates.crt "$root/etc/ssl/certs/ca-certificates.crt"
+        mkdir -p "$root/usr/lib/ssl"
+        ln -s /etc/ssl/certs "$root/usr/lib/ssl/certs"
+        ln -s /etc/ssl/certs/ca-certificates.crt "$root/usr/lib/ssl/cert.pem"
+    fi
+}
+
+# localhost/gala-gopher:VERSION from conf/container/Containerfile over the root filesystem,
+# saved as gala-gopher-image-VERSION.tar beside the packages.
+image() {
+    # The binaries of this invocation's --release, else of a release build run now (cargo leaves
+    # an up-to-date one as it is).
+    [[ " ${ACTIONS[*]} " == *" --release "* ]] || release_build
+    local version context tag pkgdir="${PACKAGE_DIR:-$TARGET_ROOT/packages}" started=$SECONDS
+    version="$(workspace_version)"
+    tag="localhost/gala-gopher:$version"
+    context="$TARGET_ROOT/image"
+    image_rootfs "$context/rootfs"
+    image_podman build --quiet --no-cache --layers=false --build-arg "VERSION=$version" \
+        -f conf/container/Containerfile -t "$tag" "$context" >/dev/null
+    # The image an earlier build tagged so is left untagged: remove it (this storage only).
+    image_podman image prune -f >/dev/null
+    mkdir -p "$pkgdir"
+    rm -f "$pkgdir/gala-gopher-image-$version.tar"
+    image_podman save --quiet --format docker-archive -o "$pkgdir/gala-gopher-image-$version.tar" "$tag"
+    echo "build.sh: image $tag in $pkgdir/gala-gopher-image-$version.tar ($((SECONDS - started)) s)"
+}
+
 # --- Checks of --test -----------------------------------------------------------------------
 
 # Install the release build into a temp prefix and check the layout (every probe of
@@ -321,7 +426,7 @@ ACTIONS=() PROBES_ARG="" DISABLED=() NO_PACKAGES=0 PKG_RELEASE=1 PACKAGE_DIR=""
 while [ $# -gt 0 ]; do
     case "$1" in
         --help|-h) usage; exit 0 ;;
-        --check|--clean|--release|--debug|--test) ACTIONS+=("$1") ;;
+        --check|--clean|--release|--image|--debug|--test) ACTIONS+=("$1") ;;
         --probes) PROBES_ARG="${2:?--probes needs a list}"; shift ;;
         --probes=*) PROBES_ARG="${1#--probes=}" ;;
         -DENABLE_*=0) tok="${1#-DENABLE_}"; DISABLED+=("${tok%=0}") ;;
@@ -342,7 +447,7 @@ while [ $# -gt 0 ]; do
     esac
     shift
 done
-for action in --check --clean --release --debug --test; do
+for action in --check --clean --release --image --debug --test; do
     [[ " ${ACTIONS[*]} " == *" $action "* ]] || continue
     case "$action" in
         --check) check ;;
@@ -350,6 +455,7 @@ for action in --check --clean --release --debug --test; do
         --release)
             release_build
             [ "$NO_PACKAGES" = 1 ] || packages ;;
+        --image) image ;;
         --debug) cargo build --workspace ;;
         --test)
             lint; test_venv; cargo test --workspace --no-fail-fast

@@ -45,10 +45,26 @@ pub const MAX_PROBES: usize = 1024;
 /// every new detection is counted (and logged) again.
 const MAX_CONFLICTS_REMEMBERED: usize = 256;
 
-/// Names no custom label may take: `machine_id` is added by the daemon; `le` and `quantile` are
-/// the exposition's own histogram/summary labels; `timestamp` and `entity_name` are keys of the
-/// upstream flat JSON object that carries the labels on Kafka and in log files.
-pub const RESERVED_NAMES: [&str; 5] = ["machine_id", "le", "quantile", "timestamp", "entity_name"];
+/// Names no custom label may take: `machine_id` and the container and pod labels are added by
+/// the daemon; `le` and `quantile` are the exposition's own histogram/summary labels;
+/// `timestamp` and `entity_name` are keys of the upstream flat JSON object that carries the
+/// labels on Kafka and in log files.
+pub const RESERVED_NAMES: [&str; 11] = [
+    "machine_id",
+    "le",
+    "quantile",
+    "timestamp",
+    "entity_name",
+    "container_id",
+    "container_name",
+    "container_image",
+    "pod_id",
+    "pod",
+    "pod_namespace",
+];
+
+/// Most pod label names a probe copies onto its series (REST `snoopers.pod_labels`).
+pub const MAX_POD_LABELS: usize = 10;
 
 /// Why a set of custom labels was refused (nothing is changed then).
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -161,7 +177,10 @@ pub struct CustomLabels {
     probes: RwLock<BTreeMap<String, ProbeEntry>>,
     /// Per-process labels, by probe.
     processes: RwLock<BTreeMap<String, ProcessLabels>>,
+    /// Pod label names copied onto each probe's series (REST `snoopers.pod_labels`).
+    pod_labels: RwLock<BTreeMap<String, Arc<[String]>>>,
     empty: LabelSet,
+    no_pod_labels: Arc<[String]>,
 }
 
 impl Default for CustomLabels {
@@ -170,7 +189,9 @@ impl Default for CustomLabels {
             generation: AtomicU64::new(0),
             probes: RwLock::new(BTreeMap::new()),
             processes: RwLock::new(BTreeMap::new()),
+            pod_labels: RwLock::new(BTreeMap::new()),
             empty: Arc::from(Vec::new()),
+            no_pod_labels: Arc::from(Vec::new()),
         }
     }
 }
@@ -266,6 +287,49 @@ impl CustomLabels {
             return;
         }
         self.generation.fetch_add(1, Ordering::Release);
+    }
+
+    /// Replace the pod label names copied onto `probe`'s series (REST `snoopers.pod_labels`:
+    /// a `key` or `key=value` entry copies the pod label `key`); an empty vec clears them.
+    pub fn set_pod_labels(&self, probe: &str, names: Vec<String>) -> Result<(), LabelError> {
+        if !valid_probe_name(probe) {
+            return Err(LabelError::InvalidProbe(probe.to_string()));
+        }
+        if names.len() > MAX_POD_LABELS {
+            return Err(LabelError::TooMany { count: names.len() });
+        }
+        let mut names: Vec<String> = names
+            .into_iter()
+            .map(|n| n.split_once('=').map_or(n.clone(), |(k, _)| k.to_string()))
+            .collect();
+        names.sort();
+        names.dedup();
+        let mut all = self.pod_labels.write().unwrap_or_else(|p| p.into_inner());
+        let same = match all.get(probe) {
+            Some(old) => **old == *names,
+            None => names.is_empty(),
+        };
+        if same {
+            return Ok(());
+        }
+        if names.is_empty() {
+            all.remove(probe);
+        } else if all.len() < MAX_PROBES || all.contains_key(probe) {
+            all.insert(probe.to_string(), Arc::from(names));
+        } else {
+            return Err(LabelError::TooManyProbes);
+        }
+        self.generation.fetch_add(1, Ordering::Release);
+        Ok(())
+    }
+
+    /// The pod label names copied onto `probe`'s series (empty if none).
+    pub fn pod_labels(&self, probe: &str) -> Arc<[String]> {
+        self.pod_labels
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(probe)
+            .map_or_else(|| Arc::clone(&self.no_pod_labels), Arc::clone)
     }
 
     /// `probe`'s per-process labels, if any.

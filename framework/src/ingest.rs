@@ -1,8 +1,8 @@
 //! Ingest: the reader side of a probe's stdout. Framer → parser → schema lookup → store, with
 //! every drop counted per probe and reason. Non-record lines go to the daemon log (rate-limited),
-//! `|event|…|` lines go to the event path instead of the store. A probe's custom labels
-//! ([`crate::custom_labels`]) are picked up once per read chunk and added to each of its records,
-//! in the store and on the push path.
+//! `|event|…|` lines go to the event path instead of the store. A record's extra labels
+//! ([`crate::record_labels`]: container and pod labels, the probe's custom labels) are picked up
+//! once per read chunk and added to each of its records, in the store and on the push path.
 
 use std::future::Future;
 use std::pin::Pin;
@@ -18,7 +18,8 @@ pub use crate::message::{EventSink, LogEvents};
 use crate::clock::now_ms;
 use crate::custom_labels::{CustomLabels, LabelSet};
 use crate::message::{RecordSink, RecordView};
-use crate::meta::{MetaCache, MetaCounters, MetaLimits, SchemaRef, SchemaRegistry, TableSchema};
+use crate::meta::{MetaCache, MetaCounters, MetaLimits, SchemaRef, SchemaRegistry};
+use crate::record_labels::{ContainerSource, RecordLabels};
 use crate::store::{Scratch, TableStore};
 use crate::supervisor::{OutputSink, ProbeSpec};
 use crate::telemetry::{DropReason, ProbeStats};
@@ -30,9 +31,6 @@ const MAX_WARNED_TABLES: usize = 32;
 /// Bytes read from a probe pipe per read call.
 const READ_CHUNK: usize = 256 * 1024;
 
-/// Tables whose custom-label set a reader remembers before it starts over.
-const MAX_LABELED_TABLES: usize = 1024;
-
 /// The ingest path shared by all probe readers (cheap to clone: shared handles).
 #[derive(Clone)]
 pub struct Ingest {
@@ -41,6 +39,7 @@ pub struct Ingest {
     events: Arc<dyn EventSink>,
     records: Option<Arc<dyn RecordSink>>,
     custom_labels: Option<Arc<CustomLabels>>,
+    containers: Option<Arc<dyn ContainerSource>>,
     max_line: usize,
     /// `.meta` loads within the limits (`max_fields` = `imdb.max_metrics_num`), remembered by
     /// file identity so restarts and retries do not re-parse an unchanged file.
@@ -62,6 +61,7 @@ impl Ingest {
             events,
             records: None,
             custom_labels: None,
+            containers: None,
             max_line,
             metas: Arc::new(MetaCache::new(
                 MetaLimits::with_max_fields(max_fields),
@@ -89,12 +89,20 @@ impl Ingest {
         self
     }
 
+    /// Add container and pod labels from `source` to the records of processes and containers
+    /// (`metric.pod_info_switch`).
+    pub fn with_containers(mut self, source: Arc<dyn ContainerSource>) -> Self {
+        self.containers = Some(source);
+        self
+    }
+
     /// A line handler with its own scratch state (one per probe reader).
     pub fn handler(&self, stats: Arc<ProbeStats>) -> LineHandler {
-        let custom = self
-            .custom_labels
-            .as_ref()
-            .map(|r| ProbeLabels::new(Arc::clone(r), &stats.name));
+        let custom = RecordLabels::new(
+            &stats.name,
+            self.custom_labels.clone(),
+            self.containers.clone(),
+        );
         LineHandler {
             custom,
             registry: Arc::clone(&self.registry),
@@ -191,8 +199,8 @@ pub struct LineHandler {
     store: Arc<TableStore>,
     events: Arc<dyn EventSink>,
     records: Option<Arc<dyn RecordSink>>,
-    /// The probe's custom labels, if the daemon has a registry.
-    custom: Option<ProbeLabels>,
+    /// The extra labels of the probe's records (custom, process, container), if any source.
+    custom: Option<RecordLabels>,
     stats: Arc<ProbeStats>,
     scratch: Scratch,
     sink_text: String,
@@ -206,154 +214,13 @@ pub struct LineHandler {
     pub now_ms: u64,
 }
 
-/// One reader's view of its probe's custom labels, checked once per read chunk.
-struct ProbeLabels {
-    registry: Arc<CustomLabels>,
-    /// The registry's generation when `labels` was fetched.
-    generation: u64,
-    labels: LabelSet,
-    /// Labels of single processes (`proc_name` snoopers), by pid.
-    processes: Option<crate::custom_labels::ProcessLabels>,
-    /// The set for a (table, pid) with a process label: cached so that a row's set keeps its
-    /// address (the store re-renders a row only when it changes).
-    per_process:
-        std::collections::HashMap<(usize, u32), Option<LabelSet>, foldhash::fast::RandomState>,
-    /// `labels` as they apply to each table seen since they changed (names of the table's own
-    /// fields left out; `None`: nothing to add). Keyed by schema address; the `SchemaRef` held
-    /// keeps that address from being reused.
-    per_table: std::collections::HashMap<
-        usize,
-        (SchemaRef, Option<LabelSet>),
-        foldhash::fast::RandomState,
-    >,
-}
-
-impl ProbeLabels {
-    fn new(registry: Arc<CustomLabels>, probe: &str) -> Self {
-        let generation = registry.generation();
-        let labels = registry.get(probe);
-        let processes = registry.process_labels(probe);
-        ProbeLabels {
-            registry,
-            generation,
-            labels,
-            processes,
-            per_process: Default::default(),
-            per_table: Default::default(),
-        }
-    }
-
-    /// Pick up a changed set (one atomic load when nothing changed).
-    fn refresh(&mut self, probe: &str) {
-        let generation = self.registry.generation();
-        if generation == self.generation {
-            return;
-        }
-        self.generation = generation;
-        let labels = self.registry.get(probe);
-        if !Arc::ptr_eq(&labels, &self.labels) {
-            self.labels = labels;
-            self.per_table.clear();
-        }
-        let processes = self.registry.process_labels(probe);
-        let same = match (&processes, &self.processes) {
-            (Some(a), Some(b)) => Arc::ptr_eq(a, b),
-            (None, None) => true,
-            _ => false,
-        };
-        if !same {
-            self.processes = processes;
-        }
-        // Either change may alter a combined set.
-        self.per_process.clear();
-    }
-
-    /// The labels to add to a record of `schema` with `values`: the probe's set, plus the label
-    /// of its process when its `tgid` (or `pid`) field names a labeled one.
-    fn for_record(&mut self, schema: &SchemaRef, values: &[&str], probe: &str) -> Option<LabelSet> {
-        let Some(processes) = self.processes.clone() else {
-            return self.for_table(schema, probe);
-        };
-        let pid = ["tgid", "pid"]
-            .iter()
-            .find_map(|n| schema.fields.iter().position(|f| f.name == *n))
-            .and_then(|i| values.get(i))
-            .and_then(|v| v.parse::<u32>().ok());
-        let Some((pid, label)) = pid.and_then(|p| Some((p, processes.get(&p)?))) else {
-            return self.for_table(schema, probe);
-        };
-        let key = (Arc::as_ptr(schema) as usize, pid);
-        if let Some(set) = self.per_process.get(&key) {
-            return set.clone();
-        }
-        if self.per_process.len() >= crate::custom_labels::MAX_PROCESS_LABELS * 4 {
-            self.per_process.clear();
-        }
-        let base = self.for_table(schema, probe);
-        let clashes = schema.fields.iter().any(|f| f.name == label.0)
-            || base
-                .iter()
-                .flat_map(|b| b.iter())
-                .any(|(n, _)| *n == label.0);
-        let set = if clashes {
-            base
-        } else {
-            let mut all: Vec<(String, String)> =
-                base.iter().flat_map(|b| b.iter()).cloned().collect();
-            all.push(label.clone());
-            all.sort_by(|a, b| a.0.cmp(&b.0));
-            Some(Arc::from(all))
-        };
-        self.per_process.insert(key, set.clone());
-        set
-    }
-
-    /// The labels to add to a record of `schema`.
-    fn for_table(&mut self, schema: &SchemaRef, probe: &str) -> Option<LabelSet> {
-        if self.labels.is_empty() {
-            return None;
-        }
-        let key = Arc::as_ptr(schema) as usize;
-        if let Some((_, set)) = self.per_table.get(&key) {
-            return set.clone();
-        }
-        if self.per_table.len() >= MAX_LABELED_TABLES {
-            self.per_table.clear();
-        }
-        let set = self.apply_to(schema, probe);
-        self.per_table
-            .insert(key, (Arc::clone(schema), set.clone()));
-        set
-    }
-
-    /// Leave out the labels named like a field of `schema` (logged and counted once per probe,
-    /// table and label).
-    fn apply_to(&self, schema: &TableSchema, probe: &str) -> Option<LabelSet> {
-        let is_field = |name: &str| schema.fields.iter().any(|f| f.name == name);
-        if !self.labels.iter().any(|(n, _)| is_field(n)) {
-            return Some(Arc::clone(&self.labels));
-        }
-        let mut kept = Vec::with_capacity(self.labels.len());
-        for (name, value) in self.labels.iter() {
-            if !is_field(name) {
-                kept.push((name.clone(), value.clone()));
-            } else if self.registry.note_conflict(probe, &schema.table_name, name) {
-                tracing::warn!(probe, table = %schema.table_name, label = %name,
-                    "custom label {name} left out of table {}: the table has a field of that name \
-                     (counted in gala_gopher_self_custom_label_conflicts_total)", schema.table_name);
-            }
-        }
-        (!kept.is_empty()).then(|| Arc::from(kept))
-    }
-}
-
 impl LineHandler {
     /// Start a read chunk: its records are stamped `now_ms`, and a change of the probe's custom
     /// labels made since the last chunk is picked up.
     pub fn begin_chunk(&mut self, now_ms: u64) {
         self.now_ms = now_ms;
         if let Some(c) = &mut self.custom {
-            c.refresh(&self.stats.name);
+            c.refresh();
         }
     }
 
@@ -415,7 +282,7 @@ impl LineHandler {
             return;
         };
         let extra = match &mut self.custom {
-            Some(c) => c.for_record(&schema, values, &self.stats.name),
+            Some(c) => c.for_record(&schema, values, self.now_ms),
             None => None,
         };
         match self.store.upsert_with(

@@ -5,6 +5,7 @@
 
 pub mod clock;
 pub mod config;
+pub mod container_labels;
 pub mod control;
 pub mod ctl_client;
 pub mod custom_labels;
@@ -15,6 +16,7 @@ pub mod machine_id;
 pub mod message;
 pub mod meta;
 pub mod meta_report;
+pub mod record_labels;
 pub mod store;
 pub mod supervisor;
 pub mod telemetry;

@@ -10,6 +10,7 @@ use anyhow::Context;
 use clap::Parser;
 use gala_gopher::clock::now_ms;
 use gala_gopher::config::{self, GopherConfig, OutChannel};
+use gala_gopher::container_labels;
 use gala_gopher::control::{self, Control};
 use gala_gopher::export::build_exporters;
 use gala_gopher::export::http::{self, MetricsState};
@@ -84,6 +85,8 @@ fn main() -> ExitCode {
     for w in &checked.loaded.warnings {
         tracing::warn!("{w}");
     }
+    // Still one thread: the environment may be changed (probes inherit GOPHER_HOST_PATH).
+    set_host_root(&checked.loaded.config.global.host_root);
     // Before the runtime: fork is only safe while the process has one thread.
     if let Err(e) = supervisor::janitor::start() {
         tracing::warn!(
@@ -108,6 +111,26 @@ fn main() -> ExitCode {
             eprintln!("gala-gopher: {e:#}");
             ExitCode::FAILURE
         }
+    }
+}
+
+/// Make `global.host_root` (else `GOPHER_HOST_PATH`) this process's host root and hand it to the
+/// probes through `GOPHER_HOST_PATH`. Must run while the process has one thread.
+fn set_host_root(configured: &str) {
+    use container_info::host;
+    if !configured.is_empty() {
+        // Checked by preflight already.
+        if let Ok(root) = host::parse(configured) {
+            if let Err(e) = host::set_root(root.clone()) {
+                tracing::warn!("global.host_root: {e}");
+            }
+            // SAFETY (edition 2021: safe fn): no other thread exists yet.
+            std::env::set_var(host::ENV, &root);
+        }
+    }
+    let root = host::root();
+    if !host::is_identity() {
+        tracing::info!(host_root = %root.display(), "host files are read under the host root");
     }
 }
 
@@ -185,11 +208,21 @@ async fn run(checked: config::Preflight, config_path: PathBuf) -> anyhow::Result
     )
     .with_meta_counters(Arc::clone(&telemetry.meta))
     .with_custom_labels(Arc::clone(&telemetry.custom_labels));
+    // Container and pod identity: a bounded cache over the runtimes' APIs, filled by its own task.
+    let containers = container_info::resolver::Containers::new(container_labels::resolver_config(
+        &cfg.container,
+    ));
+    let _container_task = containers.start();
+    let labeler = container_labels::ContainerLabeler::new(containers);
+    let _ = telemetry.containers.set(labeler.clone());
+    if cfg.metric.pod_info_switch {
+        ingest = ingest.with_containers(Arc::new(labeler.clone()));
+    }
     if let Some(sink) = exporters.record_sink() {
         ingest = ingest.with_record_sink(sink);
     }
     let ingest = Arc::new(ingest);
-    let metadata = exporters.start_metadata(Arc::clone(&registry));
+    let metadata = exporters.start_metadata(Arc::clone(&registry), cfg.metric.pod_info_switch);
 
     if let Err(e) = supervisor::become_subreaper() {
         tracing::warn!("cannot become child subreaper: {e}");
@@ -203,7 +236,11 @@ async fn run(checked: config::Preflight, config_path: PathBuf) -> anyhow::Result
         },
     );
     // Snoopers: the processes each probe observes, kept current from the kernel's process events.
-    match control::snooper::Resolver::start(control::snooper::ResolverOpts::default()) {
+    let snooper_opts = control::snooper::ResolverOpts {
+        containers: Some(Arc::new(labeler)),
+        ..control::snooper::ResolverOpts::default()
+    };
+    match control::snooper::Resolver::start(snooper_opts) {
         Ok(resolver) => {
             tracing::info!(source = resolver.source(), "snooper resolver started");
             let _ = telemetry.snooper.set(resolver.counters());

@@ -31,6 +31,12 @@ fn snapshot(registry: &RwLock<SchemaRegistry>) -> Vec<SchemaRef> {
 /// `labels` with `hostname`; `metrics` lists gauges and counters (upstream omits histograms and
 /// summaries).
 pub fn metadata_json(schema: &TableSchema, time_ms: u64, out: &mut Vec<u8>) {
+    metadata_json_with(schema, time_ms, &[], out);
+}
+
+/// [`metadata_json`] with `added` label names after the table's own (the container and pod
+/// labels the daemon adds to the table's series, as upstream HEAD lists them).
+pub fn metadata_json_with(schema: &TableSchema, time_ms: u64, added: &[&str], out: &mut Vec<u8>) {
     let _ = write!(out, "{{\"timestamp\": {time_ms}, \"meta_name\": ");
     push_str(out, &schema.table_name);
     out.extend_from_slice(b", \"entity_name\": ");
@@ -60,6 +66,14 @@ pub fn metadata_json(schema: &TableSchema, time_ms: u64, out: &mut Vec<u8>) {
     list(out, Some("machine_id"), &|k| k == FieldKind::Key);
     out.extend_from_slice(b", \"labels\": ");
     list(out, Some("hostname"), &|k| k == FieldKind::Label);
+    if !added.is_empty() {
+        out.pop();
+        for n in added {
+            out.extend_from_slice(b", ");
+            push_str(out, n);
+        }
+        out.push(b']');
+    }
     out.extend_from_slice(b", \"metrics\": ");
     list(out, None, &|k| {
         matches!(k, FieldKind::Gauge | FieldKind::Counter)
@@ -67,11 +81,17 @@ pub fn metadata_json(schema: &TableSchema, time_ms: u64, out: &mut Vec<u8>) {
     out.push(b'}');
 }
 
-/// Publish one metadata message per table in `tables`.
-pub fn publish(tables: &[SchemaRef], out: &dyn Publish, time_ms: u64) {
+/// Publish one metadata message per table in `tables`; with `container_labels`, the labels list
+/// names the container and pod labels the table's series carry.
+pub fn publish(tables: &[SchemaRef], out: &dyn Publish, time_ms: u64, container_labels: bool) {
     for t in tables {
         let mut buf = Vec::with_capacity(256);
-        metadata_json(t, time_ms, &mut buf);
+        let added = if container_labels {
+            crate::record_labels::container_label_names(t)
+        } else {
+            Vec::new()
+        };
+        metadata_json_with(t, time_ms, &added, &mut buf);
         out.publish(Item::Meta(Arc::new(MetaMessage {
             table: t.table_name.clone(),
             json: String::from_utf8(buf).unwrap_or_default(),
@@ -80,7 +100,12 @@ pub fn publish(tables: &[SchemaRef], out: &dyn Publish, time_ms: u64) {
 }
 
 /// The publisher loop (runs until aborted).
-pub async fn run(registry: Arc<RwLock<SchemaRegistry>>, out: Arc<dyn Publish>, period: Duration) {
+pub async fn run(
+    registry: Arc<RwLock<SchemaRegistry>>,
+    out: Arc<dyn Publish>,
+    period: Duration,
+    container_labels: bool,
+) {
     let mut known: HashMap<String, SchemaRef> = HashMap::new();
     let mut last_full: Option<Instant> = None;
     let mut tick = tokio::time::interval(CHECK_INTERVAL);
@@ -101,7 +126,7 @@ pub async fn run(registry: Arc<RwLock<SchemaRegistry>>, out: Arc<dyn Publish>, p
         };
         if !due.is_empty() {
             tracing::debug!(tables = due.len(), full, "publishing metadata");
-            publish(&due, out.as_ref(), now_ms());
+            publish(&due, out.as_ref(), now_ms(), container_labels);
         }
         known = tables
             .into_iter()
@@ -139,6 +164,40 @@ mod tests {
         );
     }
 
+    #[test]
+    fn process_and_container_tables_list_the_added_labels() {
+        let proc = TableSchema::from_fields(
+            "p",
+            "proc",
+            &[
+                ("tgid", FieldKind::Key),
+                ("comm", FieldKind::Label),
+                ("g", FieldKind::Gauge),
+            ],
+        );
+        let mut out = Vec::new();
+        let added = crate::record_labels::container_label_names(&proc);
+        metadata_json_with(&proc, 1, &added, &mut out);
+        let s = String::from_utf8(out).unwrap();
+        assert!(s.contains(r#""labels": ["hostname", "comm", "container_id", "container_name", "container_image", "pod_id", "pod", "pod_namespace"]"#), "{s}");
+        let con = TableSchema::from_fields(
+            "c",
+            "container",
+            &[("container_id", FieldKind::Key), ("g", FieldKind::Gauge)],
+        );
+        assert_eq!(
+            crate::record_labels::container_label_names(&con),
+            [
+                "container_name",
+                "container_image",
+                "pod_id",
+                "pod",
+                "pod_namespace"
+            ]
+        );
+        assert!(crate::record_labels::container_label_names(&schema()).is_empty());
+    }
+
     #[derive(Default)]
     struct Collect(Mutex<Vec<Item>>);
 
@@ -151,7 +210,7 @@ mod tests {
     #[test]
     fn one_message_per_table() {
         let out = Collect::default();
-        publish(&[schema(), schema()], &out, 5);
+        publish(&[schema(), schema()], &out, 5, true);
         let got = out.0.lock().unwrap();
         assert_eq!(got.len(), 2);
         let Item::Meta(m) = &got[0] else { panic!() };

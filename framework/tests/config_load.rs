@@ -52,7 +52,8 @@ fn shipped_config_loads_without_warnings() {
             "example_py",
             "tcpprobe",
             "taskprobe",
-            "ioprobe"
+            "ioprobe",
+            "containerprobe"
         ]
     );
     assert_eq!(

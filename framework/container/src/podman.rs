@@ -42,10 +42,15 @@ impl Podman {
     /// A podman keeping everything under `dir` (created if missing).
     pub fn new(dir: &Path) -> io::Result<Podman> {
         std::fs::create_dir_all(dir.join("run"))?;
-        // crun refuses hybrid cgroups; default ulimits need CAP_SYS_RESOURCE.
+        std::fs::create_dir_all(dir.join("tmp"))?;
+        // crun refuses hybrid cgroups; default ulimits need CAP_SYS_RESOURCE. Its own tmp_dir
+        // keeps the events log (and exit files) apart from other podman instances.
         std::fs::write(
             dir.join("containers.conf"),
-            "[containers]\ndefault_ulimits = []\n\n[engine]\nruntime = \"runc\"\ncgroup_manager = \"cgroupfs\"\n",
+            format!(
+                "[containers]\ndefault_ulimits = []\n\n[engine]\nruntime = \"runc\"\ncgroup_manager = \"cgroupfs\"\ntmp_dir = \"{}\"\n",
+                dir.join("tmp").display()
+            ),
         )?;
         Ok(Podman {
             dir: dir.to_path_buf(),
@@ -73,7 +78,9 @@ impl Podman {
 
     /// Import `rootfs` (a directory) as image `tag`.
     pub fn import_dir(&self, rootfs: &Path, tag: &str) -> io::Result<()> {
-        let tar = self.dir.join(format!("{}.tar", tag.replace(['/', ':'], "_")));
+        let tar = self
+            .dir
+            .join(format!("{}.tar", tag.replace(['/', ':'], "_")));
         let out = Command::new("tar")
             .arg("-C")
             .arg(rootfs)

@@ -385,6 +385,51 @@ pub(crate) fn endpoint<'de, D: Deserializer<'de>>(d: D) -> Result<String, D::Err
     }
 }
 
+/// `global.host_root`: empty, or an absolute path without `..` (kept as written).
+pub(crate) fn host_root<'de, D: Deserializer<'de>>(d: D) -> Result<String, D::Error> {
+    let s = string(d)?;
+    container_info::host::parse(&s).map_err(de::Error::custom)?;
+    Ok(s)
+}
+
+/// Unix socket paths: a string (comma-separated, so an environment override can name several)
+/// or a list of strings; each an absolute path of at most 107 bytes (`sun_path`).
+pub(crate) fn socket_paths<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<PathBuf>, D::Error> {
+    let mut out = Vec::new();
+    let mut add = |p: &str| -> Result<(), D::Error> {
+        if p.is_empty() {
+            return Ok(());
+        }
+        if !p.starts_with('/') || p.len() > 107 || p.contains('\0') {
+            return Err(de::Error::custom(format!(
+                "invalid socket path {p:?}, expected an absolute path of at most 107 bytes"
+            )));
+        }
+        if out.len() >= 16 {
+            return Err(de::Error::custom("more than 16 socket paths"));
+        }
+        out.push(PathBuf::from(p));
+        Ok(())
+    };
+    match Raw::deserialize(d)? {
+        Raw::Str(s) | Raw::Env(s) => {
+            for part in s.split(',').map(str::trim) {
+                add(part)?;
+            }
+        }
+        Raw::List(items) => {
+            for item in items {
+                match item {
+                    Raw::Str(s) => add(&s)?,
+                    other => return Err(other.invalid_type("a socket path")),
+                }
+            }
+        }
+        other => return Err(other.invalid_type("a socket path or a list of socket paths")),
+    }
+    Ok(out)
+}
+
 const CHANNELS: &str = "a channel name or a list of channel names";
 
 /// One or more output channels; see [`super::OutChannels`]: a string (comma-separated names, so

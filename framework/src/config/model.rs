@@ -36,6 +36,8 @@ pub struct GopherConfig {
     pub logs: Logs,
     /// `otlp`: OTLP/HTTP exporter.
     pub otlp: Otlp,
+    /// `container` (new): container runtimes for container and pod labels.
+    pub container: Container,
     /// `probes`: probes found by name in `global.probes_dir`.
     pub probes: Vec<ProbeEntry>,
     /// `extend_probes`: probes run from an explicit command.
@@ -246,6 +248,10 @@ pub struct Global {
     /// start (default `/etc/gala-gopher/probes.init`; empty = none).
     #[serde(deserialize_with = "de::string")]
     pub probes_init: String,
+    /// Where the host's `/` is seen (new; upstream's `GOPHER_HOST_PATH`): every read of a host
+    /// file goes through it. Empty (default) = `GOPHER_HOST_PATH` if set, else `/`.
+    #[serde(deserialize_with = "de::host_root")]
+    pub host_root: String,
 }
 
 impl Default for Global {
@@ -262,6 +268,7 @@ impl Default for Global {
             machine_id: String::new(),
             cmd_socket: "/run/gala_gopher/gala_gopher_cmd.sock".into(),
             probes_init: "/etc/gala-gopher/probes.init".into(),
+            host_root: String::new(),
         }
     }
 }
@@ -275,7 +282,8 @@ pub struct Metric {
     /// Kafka topic (default `gala_gopher`).
     #[serde(deserialize_with = "de::string")]
     pub kafka_topic: String,
-    /// Add container/pod labels (default off).
+    /// Add the container and pod labels to every series of a process or container (default on,
+    /// as upstream).
     #[serde(deserialize_with = "de::on_off")]
     pub pod_info_switch: bool,
 }
@@ -285,7 +293,7 @@ impl Default for Metric {
         Metric {
             out_channel: OutChannels::new([OutChannel::WebServer]),
             kafka_topic: "gala_gopher".into(),
-            pod_info_switch: false,
+            pod_info_switch: true,
         }
     }
 }
@@ -692,6 +700,48 @@ impl Default for Logs {
             event_total_size: 100,
             meta_total_size: 100,
             queue_size: 100_000,
+        }
+    }
+}
+
+/// `container` section (new): how container ids found in `/proc/<pid>/cgroup` become names,
+/// images and pods.
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
+#[serde(default)]
+pub struct Container {
+    /// Ask the container runtimes for names, images and pods (default on); off = only the
+    /// `container_id` and `pod_id` the cgroup paths give.
+    #[serde(deserialize_with = "de::on_off")]
+    pub runtime_api: bool,
+    /// Docker Engine API sockets (docker, podman's service), tried in order; empty (default) =
+    /// the usual paths (`/run/docker.sock`, `/var/run/docker.sock`, `/run/podman/podman.sock`).
+    /// Under `global.host_root`.
+    #[serde(deserialize_with = "de::socket_paths")]
+    pub docker_sockets: Vec<PathBuf>,
+    /// CRI sockets (containerd, CRI-O, iSulad); empty (default) = the usual paths. Under
+    /// `global.host_root`.
+    #[serde(deserialize_with = "de::socket_paths")]
+    pub cri_sockets: Vec<PathBuf>,
+    /// Longest wait for one runtime request, ms (default 2000, 100..=60000).
+    #[serde(deserialize_with = "de::ranged::<_, u64, 100, 60_000>")]
+    pub request_timeout_ms: u64,
+    /// Full re-listing of the runtimes' containers, seconds (default 30, 5..=3600).
+    #[serde(deserialize_with = "de::ranged::<_, u64, 5, 3600>")]
+    pub resync_period: u64,
+    /// Most containers kept (default 4096, 16..=65536).
+    #[serde(deserialize_with = "de::ranged::<_, u32, 16, 65_536>")]
+    pub max_containers: u32,
+}
+
+impl Default for Container {
+    fn default() -> Self {
+        Container {
+            runtime_api: true,
+            docker_sockets: Vec::new(),
+            cri_sockets: Vec::new(),
+            request_timeout_ms: 2000,
+            resync_period: 30,
+            max_containers: 4096,
         }
     }
 }

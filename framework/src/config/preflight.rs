@@ -62,13 +62,6 @@ pub fn check_loaded(mut loaded: LoadedConfig) -> Result<Preflight, ConfigError> 
     };
     let registry = meta::load_dir_with(&cfg.global.meta_dir, &limits)
         .map_err(|e| loaded.invalid("global.meta_dir", e.to_string()))?;
-    if cfg.metric.pod_info_switch {
-        let at = loaded.provenance("metric.pod_info_switch");
-        loaded.warnings.push(format!(
-            "{at}: metric.pod_info_switch: container and pod labels are not implemented in this \
-             version (ignored)"
-        ));
-    }
     if cfg.global.pin_path != super::model::Global::default().pin_path {
         let at = loaded.provenance("global.pin_path");
         loaded.warnings.push(format!(

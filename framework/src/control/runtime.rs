@@ -126,22 +126,6 @@ impl SnooperDoc {
             + self.pod_id.len()
             + self.pod_labels.len()
     }
-
-    /// Kinds given that cannot be resolved yet (container awareness lands later).
-    pub fn unresolved(&self) -> Vec<&'static str> {
-        let mut out = Vec::new();
-        for (kind, empty) in [
-            ("container_id", self.container_id.is_empty()),
-            ("container_name", self.container_name.is_empty()),
-            ("pod_id", self.pod_id.is_empty()),
-            ("pod_labels", self.pod_labels.is_empty()),
-        ] {
-            if !empty {
-                out.push(kind);
-            }
-        }
-        out
-    }
 }
 
 /// Which processes a probe observes.
@@ -312,15 +296,4 @@ mod tests {
         );
     }
 
-    #[test]
-    fn unresolved_kinds() {
-        let doc = SnooperDoc {
-            proc_id: vec![1],
-            pod_id: vec!["x".into()],
-            ..SnooperDoc::default()
-        };
-        assert_eq!(doc.unresolved(), ["pod_id"]);
-        assert_eq!(doc.len(), 2);
-        assert!(!doc.is_empty());
-    }
 }

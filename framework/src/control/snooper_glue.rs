@@ -63,6 +63,14 @@ impl SnoopResolver for ResolverGlue {
             Snoopers::Whitelist(d) => (Mode::Whitelist(selector(d)), SnoopMode::Include),
             Snoopers::Blacklist(d) => (Mode::Blacklist(selector(d)), SnoopMode::Exclude),
         };
+        // A whitelist's pod_labels also name the pod labels copied onto the probe's series.
+        let pod_labels = match snoopers {
+            Snoopers::Whitelist(d) => d.pod_labels.clone(),
+            _ => Vec::new(),
+        };
+        if let Err(e) = self.labels.set_pod_labels(probe, pod_labels) {
+            tracing::warn!(probe, "snoopers.pod_labels not copied onto series: {e}");
+        }
         // Until the first resolution, a whitelist observes nothing and a blacklist everything.
         let (tx, rx) = watch::channel(Snoop {
             mode: kind,
@@ -98,5 +106,6 @@ impl SnoopResolver for ResolverGlue {
     fn forget(&self, probe: &str) {
         self.resolver.remove(probe);
         self.labels.set_process_labels(probe, []);
+        let _ = self.labels.set_pod_labels(probe, Vec::new());
     }
 }

@@ -66,6 +66,10 @@ pub struct StatusDoc {
     pub tables: BTreeMap<String, usize>,
     /// Push sinks (Kafka, log files, OTLP); empty when none is configured.
     pub sinks: Vec<SinkStatus>,
+    /// The container runtimes (each socket's state, requests, errors) and the cache, once the
+    /// container directory runs.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub containers: Option<serde_json::Value>,
 }
 
 /// Counters of one stream of a push sink in `GET /status`.
@@ -152,6 +156,7 @@ pub fn status_doc(store: &TableStore, tel: &Telemetry) -> StatusDoc {
         probes,
         tables: store.series_per_table().into_iter().collect(),
         sinks: tel.sinks.all().iter().map(|s| sink_status(s)).collect(),
+        containers: tel.containers.get().map(|c| c.containers().status()),
     }
 }
 

@@ -122,15 +122,18 @@ impl Exporters {
 
     /// Start publishing table metadata (at start, every `meta.report_period`, and when a table
     /// appears) if metadata goes anywhere. Needs a tokio runtime.
+    /// With `container_labels`, process and container tables list the container and pod labels.
     pub fn start_metadata(
         &self,
         registry: Arc<RwLock<SchemaRegistry>>,
+        container_labels: bool,
     ) -> Option<tokio::task::JoinHandle<()>> {
         let out = Arc::clone(self.meta.as_ref()?);
         Some(tokio::spawn(meta_report::run(
             registry,
             out,
             self.report_period,
+            container_labels,
         )))
     }
 

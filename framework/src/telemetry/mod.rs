@@ -215,6 +215,8 @@ pub struct Telemetry {
     /// Per-probe custom labels (set by the REST API, read by the ingest path) and their
     /// conflict counters.
     pub custom_labels: Arc<crate::custom_labels::CustomLabels>,
+    /// The container directory (container and pod labels), once it runs.
+    pub containers: std::sync::OnceLock<crate::container_labels::ContainerLabeler>,
     /// The snooper resolver's counters, once it runs.
     pub snooper: std::sync::OnceLock<Arc<crate::control::snooper::ResolverCounters>>,
     /// SIGHUP reloads whose configuration was applied.

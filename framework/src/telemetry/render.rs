@@ -260,6 +260,9 @@ pub fn render_self_metrics(tel: &Telemetry, store: &TableStore, out: &mut String
     super::render_http_metrics(&tel.http, &mid, out);
     tel.meta.render(&mid, out);
     tel.custom_labels.render(&mid, out);
+    if let Some(c) = tel.containers.get() {
+        c.render(&mid, out);
+    }
     if let Some(c) = tel.snooper.get() {
         for (name, help, v) in [
             (

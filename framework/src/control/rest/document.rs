@@ -500,8 +500,6 @@ pub struct RunView {
     pub last_error: Option<String>,
     /// True: changes reach the running probe over its control channel; false: it is restarted.
     pub reload: bool,
-    /// Snooper kinds given but not resolved yet (container awareness lands later).
-    pub unresolved_snoopers: Vec<&'static str>,
 }
 
 /// The `GET /<probe>` shape: upstream's keys in upstream's order (`cmd`, `snoopers` or

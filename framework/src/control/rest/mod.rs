@@ -290,12 +290,6 @@ impl RestState {
         let rt = spec.runtime.as_deref().cloned().unwrap_or_default();
         let bin = bin_of(spec);
         let stats = self.inner.telemetry.probe(probe);
-        let unresolved = match &rt.snoopers {
-            super::runtime::Snoopers::All => Vec::new(),
-            super::runtime::Snoopers::Whitelist(d) | super::runtime::Snoopers::Blacklist(d) => {
-                d.unresolved()
-            }
-        };
         let pid = stats.pid.load(Ordering::Relaxed);
         // For a probe without reload, argv already holds the REST flags: the base is the same.
         let base = super::runtime::Base::from_argv(&decl, &spec.argv);
@@ -314,7 +308,6 @@ impl RestState {
                 restarts: stats.restarts.load(Ordering::Relaxed),
                 last_error: stats.last_error(),
                 reload: decl.reload,
-                unresolved_snoopers: unresolved,
             },
         )
     }

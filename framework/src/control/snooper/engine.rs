@@ -13,6 +13,8 @@ use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use container_info::cgroup::ContainerRef;
+
 use super::procfs::{ProcReader, Stat};
 use super::{Mode, Resolved, ResolverCounters, Selector};
 
@@ -40,6 +42,26 @@ impl Lazy {
     }
 }
 
+/// A process's container, read from its cgroup file only when a snooper needs it.
+#[derive(Debug, Clone)]
+enum LazyContainer {
+    Unread,
+    Host,
+    In(Arc<ContainerRef>),
+}
+
+impl LazyContainer {
+    fn get(&mut self, read: impl FnOnce() -> Option<Arc<ContainerRef>>) -> Option<&ContainerRef> {
+        if matches!(self, LazyContainer::Unread) {
+            *self = read().map_or(LazyContainer::Host, LazyContainer::In);
+        }
+        match self {
+            LazyContainer::In(c) => Some(c),
+            _ => None,
+        }
+    }
+}
+
 /// One live process (thread group).
 #[derive(Debug, Clone)]
 struct Proc {
@@ -50,6 +72,7 @@ struct Proc {
     kthread: bool,
     comm: Lazy,
     cmdline: Lazy,
+    container: LazyContainer,
 }
 
 /// Which snooper matched a process: the index of the first matching `proc_name` entry (whose
@@ -93,6 +116,9 @@ pub struct Engine<R> {
     pending: HashSet<u32, foldhash::fast::RandomState>,
     probes: BTreeMap<String, Probe>,
     counters: Arc<ResolverCounters>,
+    /// The container directory's generation at the last re-match of container-name and
+    /// pod-label snoopers.
+    containers_gen: u64,
 }
 
 /// Does `sel` in `mode` match process `pid`? Reads comm and cmdline on first need.
@@ -125,7 +151,18 @@ fn verdict<R: ProcReader>(mode: &Mode, pid: u32, p: &mut Proc, reader: &R) -> Op
             }
         }
     }
-    sel.proc_id.contains(&pid).then_some(None)
+    if sel.proc_id.contains(&pid) {
+        return Some(None);
+    }
+    if sel.by_container() {
+        if let Some(c) = p.container.get(|| reader.container(pid)) {
+            let info = reader.container_info(&c.id);
+            if sel.matches_container(c, info.as_deref()) {
+                return Some(None);
+            }
+        }
+    }
+    None
 }
 
 impl<R: ProcReader> Engine<R> {
@@ -139,6 +176,7 @@ impl<R: ProcReader> Engine<R> {
             pending: HashSet::default(),
             probes: BTreeMap::new(),
             counters,
+            containers_gen: 0,
         }
     }
 
@@ -208,6 +246,7 @@ impl<R: ProcReader> Engine<R> {
             kthread: st.kthread,
             comm: Lazy::Known(st.comm),
             cmdline: Lazy::Unread,
+            container: LazyContainer::Unread,
         }
     }
 
@@ -237,6 +276,7 @@ impl<R: ProcReader> Engine<R> {
                     comm: Lazy::Known(st.comm),
                     // A missed exec may have changed it: read again when needed.
                     cmdline: Lazy::Unread,
+                    container: LazyContainer::Unread,
                 },
             );
         }
@@ -274,6 +314,7 @@ impl<R: ProcReader> Engine<R> {
                 kthread: p.kthread,
                 comm: p.comm.clone(),
                 cmdline: p.cmdline.clone(),
+                container: p.container.clone(),
             },
             None => match self.reader.stat(child) {
                 Some(st) => self.learn(child, st),
@@ -293,6 +334,8 @@ impl<R: ProcReader> Engine<R> {
                 p.kthread = false;
                 p.comm = Lazy::Unread;
                 p.cmdline = Lazy::Unread;
+                // `podman exec`/`kubectl exec` join the container before they exec.
+                p.container = LazyContainer::Unread;
             }
             None => {
                 let Some(st) = self.reader.stat(pid) else {
@@ -345,6 +388,37 @@ impl<R: ProcReader> Engine<R> {
             }
         }
         self.rematch_probe(name);
+    }
+
+    /// Whether a probe selects by container name or pod label (what the runtime says may change
+    /// without a process event: [`Engine::containers_changed`] is to be called regularly).
+    pub fn watches_containers(&self) -> bool {
+        self.probes.values().any(|p| match &p.mode {
+            Mode::All => false,
+            Mode::Whitelist(s) | Mode::Blacklist(s) => s.by_runtime_info(),
+        })
+    }
+
+    /// Re-match the probes that select by container name or pod label if the container
+    /// directory changed since the last call.
+    pub fn containers_changed(&mut self) {
+        let generation = self.reader.containers_generation();
+        if generation == self.containers_gen {
+            return;
+        }
+        self.containers_gen = generation;
+        let names: Vec<String> = self
+            .probes
+            .iter()
+            .filter(|(_, p)| match &p.mode {
+                Mode::All => false,
+                Mode::Whitelist(s) | Mode::Blacklist(s) => s.by_runtime_info(),
+            })
+            .map(|(n, _)| n.clone())
+            .collect();
+        for name in names {
+            self.rematch_probe(&name);
+        }
     }
 
     /// Forget `name`.
@@ -486,27 +560,24 @@ fn resolve(probe: &Probe, cap: usize) -> (Resolved, bool) {
             }
         }
     }
-    (
-        Resolved {
-            pids,
-            labels,
-            unresolved: sel.unresolved_kinds(),
-        },
-        truncated,
-    )
+    (Resolved { pids, labels }, truncated)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::control::snooper::ProcName;
+    use container_info::info::ContainerInfo;
     use std::cell::RefCell;
 
-    /// An in-memory `/proc`: pid → (ppid, comm, cmdline, kthread).
+    /// An in-memory `/proc`: pid → (ppid, comm, cmdline, kthread), and containers.
     #[derive(Default)]
     struct FakeProc {
         procs: RefCell<BTreeMap<u32, (u32, String, String, bool)>>,
         reads: RefCell<usize>,
+        containers: RefCell<BTreeMap<u32, Arc<ContainerRef>>>,
+        infos: RefCell<BTreeMap<String, Arc<ContainerInfo>>>,
+        generation: RefCell<u64>,
     }
 
     impl FakeProc {
@@ -518,6 +589,15 @@ mod tests {
     }
 
     impl ProcReader for &FakeProc {
+        fn container(&self, pid: u32) -> Option<Arc<ContainerRef>> {
+            self.containers.borrow().get(&pid).cloned()
+        }
+        fn container_info(&self, id: &str) -> Option<Arc<ContainerInfo>> {
+            self.infos.borrow().get(id).cloned()
+        }
+        fn containers_generation(&self) -> u64 {
+            *self.generation.borrow()
+        }
         fn scan(&self) -> Vec<(u32, Stat)> {
             let pids: Vec<u32> = self.procs.borrow().keys().copied().collect();
             pids.into_iter()
@@ -699,6 +779,85 @@ mod tests {
         assert_eq!(e.next_due(ivl), None);
     }
 
+    fn in_container(f: &FakeProc, pid: u32, id: &str, pod: Option<&str>) {
+        f.containers.borrow_mut().insert(
+            pid,
+            Arc::new(ContainerRef {
+                id: id.into(),
+                runtime: container_info::cgroup::Runtime::Podman,
+                pod_uid: pod.map(str::to_string),
+                cgroup_path: String::new(),
+            }),
+        );
+    }
+
+    #[test]
+    fn container_and_pod_kinds_follow_the_directory() {
+        let f = world();
+        let a = "a".repeat(64);
+        let b = "b".repeat(64);
+        in_container(&f, 200, &a, None);
+        in_container(&f, 300, &b, Some("0f1e2d3c-0000-1111-2222-333344445555"));
+        let mut e = engine(&f, 1000);
+        let by = |sel: Selector| Mode::Whitelist(sel);
+        e.set(
+            "id",
+            by(Selector {
+                container_id: vec!["AAAAAAAAAAAA".into()],
+                ..Selector::default()
+            }),
+            1,
+        );
+        e.set(
+            "pod",
+            by(Selector {
+                pod_id: vec!["0f1e2d3c000011112222333344445555".into()],
+                ..Selector::default()
+            }),
+            2,
+        );
+        e.set(
+            "name",
+            by(Selector {
+                container_name: vec!["web".into()],
+                pod_labels: vec!["tier=front".into()],
+                ..Selector::default()
+            }),
+            3,
+        );
+        assert!(e.watches_containers());
+        let got = pids(&mut e);
+        assert_eq!(got["id"], vec![200]);
+        assert_eq!(got["pod"], vec![300]);
+        assert!(!got.contains_key("name"), "names are not known yet");
+        // The runtime answers later: the name matches without a process event.
+        f.infos.borrow_mut().insert(
+            a.clone(),
+            Arc::new(ContainerInfo {
+                id: a.clone(),
+                name: "web".into(),
+                ..ContainerInfo::default()
+            }),
+        );
+        let mut pod = container_info::info::PodInfo::default();
+        pod.labels.insert("tier".into(), "front".into());
+        f.infos.borrow_mut().insert(
+            b.clone(),
+            Arc::new(ContainerInfo {
+                id: b.clone(),
+                name: "other".into(),
+                pod: Some(pod),
+                ..ContainerInfo::default()
+            }),
+        );
+        *f.generation.borrow_mut() += 1;
+        e.containers_changed();
+        assert_eq!(pids(&mut e)["name"], vec![200, 300]);
+        // A process forked in the container later inherits it.
+        e.fork(200, 210);
+        assert_eq!(pids(&mut e)["id"], vec![200, 210]);
+    }
+
     #[test]
     fn rescan_reconciles_and_walks_ancestry() {
         let f = world();
@@ -712,8 +871,7 @@ mod tests {
             }),
             1,
         );
-        let r = e.due(Instant::now(), Duration::ZERO);
-        assert_eq!(r[0].resolved.unresolved, vec!["container_id".to_string()]);
+        e.due(Instant::now(), Duration::ZERO);
         // Missed events: 201 exited, 202 (a grandchild of the daemon) and 203 appeared.
         f.procs.borrow_mut().remove(&201);
         f.add(202, 102, "java", "java");

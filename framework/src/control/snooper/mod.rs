@@ -2,7 +2,7 @@
 //! §5.3 and §5.6).
 //!
 //! A REST client selects processes per probe with a [`Selector`] (pids, comm regex + cmdline
-//! substring, and container/pod kinds that cannot be resolved yet) in a [`Mode`]: whitelist
+//! substring, container ids and names, pod ids and pod labels) in a [`Mode`]: whitelist
 //! (only the matched processes), blacklist (every process except them) or all. The
 //! [`Resolver`] turns that into a concrete pid set per probe ([`Resolved`]) and keeps it current
 //! while processes come and go, publishing on a watch channel per probe.
@@ -18,6 +18,13 @@
 //! matched — a whitelist never contains them, a blacklist always excludes them; kernel threads
 //! are never matched; at most [`ResolverOpts::max_pids`] pids are published per probe (pids
 //! already published keep their place, the cap hit is counted and logged once per probe).
+//!
+//! Container and pod kinds: a process's container is read from its cgroup file on first need
+//! (again after an exec: `podman exec` and `kubectl exec` processes are moved into the container
+//! before they exec), its name and pod from [`ContainerDirectory`] (the daemon's runtime cache).
+//! A process started in a matched container later is matched through its fork/exec events; a
+//! container whose name or pod becomes known later is matched when the directory's generation
+//! moves (checked at least every [`CONTAINER_POLL`] while a probe selects by name or pod).
 //!
 //! Known limits: a process is matched when its probe may next publish, so one that lives shorter
 //! than the push interval may never be listed; a process whose main thread exits before its
@@ -38,7 +45,11 @@ use std::time::Duration;
 
 use tokio::sync::watch;
 
-pub use procfs::MAX_CMDLINE_BYTES;
+pub use procfs::{ContainerDirectory, MAX_CMDLINE_BYTES};
+
+/// How often the resolver looks for container name or pod changes while a probe selects by
+/// them.
+pub const CONTAINER_POLL: Duration = Duration::from_millis(250);
 
 /// Most entries in one snooper list (upstream's limit of 100 snooper confs).
 pub const MAX_SNOOPERS: usize = 100;
@@ -81,13 +92,13 @@ pub struct Selector {
     pub proc_id: Vec<u32>,
     /// comm/cmdline patterns.
     pub proc_name: Vec<ProcName>,
-    /// Container ids (not resolved yet: reported in [`Resolved::unresolved`]).
+    /// Container ids: a process in a container whose id starts with one (hex, any case).
     pub container_id: Vec<String>,
-    /// Container names (not resolved yet).
+    /// Container names: a process in a container of that name.
     pub container_name: Vec<String>,
-    /// Pod ids (not resolved yet).
+    /// Pod uids (with or without hyphens): a process in a container of that pod.
     pub pod_id: Vec<String>,
-    /// Pod label names (not resolved yet).
+    /// Pod labels, `key` or `key=value`: a process in a pod with that label.
     pub pod_labels: Vec<String>,
 }
 
@@ -182,18 +193,63 @@ impl Selector {
             && self.pod_labels.is_empty()
     }
 
-    /// The kinds given that cannot be resolved yet (container awareness comes later).
-    pub fn unresolved_kinds(&self) -> Vec<String> {
-        [
-            ("container_id", self.container_id.is_empty()),
-            ("container_name", self.container_name.is_empty()),
-            ("pod_id", self.pod_id.is_empty()),
-            ("pod_labels", self.pod_labels.is_empty()),
-        ]
-        .into_iter()
-        .filter(|(_, empty)| !empty)
-        .map(|(kind, _)| kind.to_string())
-        .collect()
+    /// Selects by container or pod at all (the process's cgroup is read then).
+    pub fn by_container(&self) -> bool {
+        !(self.container_id.is_empty()
+            && self.container_name.is_empty()
+            && self.pod_id.is_empty()
+            && self.pod_labels.is_empty())
+    }
+
+    /// Selects by what the container runtime knows (names, pod labels), which may arrive after
+    /// the process is seen.
+    pub fn by_runtime_info(&self) -> bool {
+        !(self.container_name.is_empty() && self.pod_labels.is_empty())
+    }
+
+    /// Does a process in container `c` (with `info`, if known) match a container or pod kind?
+    pub fn matches_container(
+        &self,
+        c: &container_info::cgroup::ContainerRef,
+        info: Option<&container_info::info::ContainerInfo>,
+    ) -> bool {
+        let id_hit = self.container_id.iter().any(|want| {
+            !want.is_empty()
+                && c.id.len() >= want.len()
+                && c.id.as_bytes()[..want.len()].eq_ignore_ascii_case(want.as_bytes())
+        });
+        if id_hit {
+            return true;
+        }
+        let pod_uid = c
+            .pod_uid
+            .as_deref()
+            .or_else(|| info.and_then(|i| i.pod.as_ref()).map(|p| p.uid.as_str()));
+        if let Some(uid) = pod_uid {
+            let bare = |s: &str| -> String {
+                s.chars()
+                    .filter(|c| *c != '-')
+                    .map(|c| c.to_ascii_lowercase())
+                    .collect()
+            };
+            let uid = bare(uid);
+            if !uid.is_empty() && self.pod_id.iter().any(|p| bare(p) == uid) {
+                return true;
+            }
+        }
+        let Some(info) = info else {
+            return false;
+        };
+        if !info.name.is_empty() && self.container_name.iter().any(|n| *n == info.name) {
+            return true;
+        }
+        let Some(pod) = &info.pod else {
+            return false;
+        };
+        self.pod_labels.iter().any(|l| match l.split_once('=') {
+            Some((k, v)) => pod.labels.get(k).is_some_and(|have| have == v),
+            None => pod.labels.contains_key(l.as_str()),
+        })
     }
 }
 
@@ -217,9 +273,6 @@ pub struct Resolved {
     pub pids: BTreeSet<u32>,
     /// Whitelist: pid → label of the first `proc_name` entry that matched it, if it has one.
     pub labels: BTreeMap<u32, (String, String)>,
-    /// Snooper kinds given but not resolvable yet (`container_id`, `container_name`, `pod_id`,
-    /// `pod_labels`).
-    pub unresolved: Vec<String>,
 }
 
 /// The resolver's self-metrics (monotonic counters).
@@ -250,6 +303,14 @@ pub struct ResolverOpts {
     pub rescan_interval: Duration,
     /// Try the proc connector; false forces periodic rescans.
     pub use_connector: bool,
+    /// Which container and pod a process is in (none: container and pod kinds match nothing).
+    pub containers: Option<Arc<dyn ContainerDirectory>>,
+}
+
+impl std::fmt::Debug for dyn ContainerDirectory {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("ContainerDirectory")
+    }
 }
 
 impl Default for ResolverOpts {
@@ -260,6 +321,7 @@ impl Default for ResolverOpts {
             push_interval: Duration::from_millis(100),
             rescan_interval: Duration::from_secs(1),
             use_connector: true,
+            containers: None,
         }
     }
 }
@@ -394,7 +456,7 @@ impl Resolver {
         });
         let (commands, rx) = mpsc::sync_channel(MAX_QUEUED_CHANGES);
         let engine = engine::Engine::new(
-            procfs::LiveProc::default(),
+            procfs::LiveProc::with_containers(opts.containers.clone()),
             opts.root_pid,
             opts.max_pids,
             Arc::clone(&shared.counters),
@@ -567,13 +629,17 @@ mod tests {
     }
 
     #[test]
-    fn unresolved_kinds_in_fixed_order() {
+    fn container_kinds_are_flagged() {
         let s = Selector {
             pod_labels: vec!["app".into()],
+            ..Selector::default()
+        };
+        assert!(s.by_container() && s.by_runtime_info());
+        let s = Selector {
             container_id: vec!["abc".into()],
             ..Selector::default()
         };
-        assert_eq!(s.unresolved_kinds(), vec!["container_id", "pod_labels"]);
+        assert!(s.by_container() && !s.by_runtime_info());
         assert!(!s.is_empty());
         assert!(Selector::default().is_empty());
     }

@@ -8,6 +8,9 @@ use std::io::{self, Read};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
+use container_info::cgroup::ContainerRef;
+use container_info::info::ContainerInfo;
+
 /// Longest command line read (bytes); a `cmdline` snooper longer than this can never match.
 pub const MAX_CMDLINE_BYTES: usize = 4096;
 
@@ -63,6 +66,17 @@ pub fn cmdline_text(raw: &[u8]) -> Arc<str> {
     Arc::from(String::from_utf8_lossy(&spaced).as_ref())
 }
 
+/// Which container a process is in, and what its runtime says of it (the daemon's
+/// `container_info::resolver::Containers`). Cheap, never waits on a runtime.
+pub trait ContainerDirectory: Send + Sync {
+    /// The container of `pid` (`None`: a host process, or gone).
+    fn of_pid(&self, pid: u32) -> Option<Arc<ContainerRef>>;
+    /// What the runtime says of container `id` (`None`: not known yet; it is asked meanwhile).
+    fn info(&self, id: &str) -> Option<Arc<ContainerInfo>>;
+    /// Bumped whenever an [`ContainerDirectory::info`] answer may have changed.
+    fn generation(&self) -> u64;
+}
+
 /// Where the resolver learns about processes.
 pub trait ProcReader {
     /// Every process (thread group) now: pid and its stat.
@@ -73,18 +87,42 @@ pub trait ProcReader {
     fn comm(&self, pid: u32) -> Option<Arc<str>>;
     /// One process's command line ([`cmdline_text`], first [`MAX_CMDLINE_BYTES`]); `None` if it is gone.
     fn cmdline(&self, pid: u32) -> Option<Arc<str>>;
+    /// One process's container; `None` for a host process (or without a directory).
+    fn container(&self, _pid: u32) -> Option<Arc<ContainerRef>> {
+        None
+    }
+    /// What the runtime says of a container, if known.
+    fn container_info(&self, _id: &str) -> Option<Arc<ContainerInfo>> {
+        None
+    }
+    /// The container directory's generation (0 without one).
+    fn containers_generation(&self) -> u64 {
+        0
+    }
 }
 
-/// The real `/proc` (or another procfs mount).
-#[derive(Debug, Clone)]
+/// The real `/proc` (under the host root), and the daemon's container directory.
+#[derive(Clone)]
 pub struct LiveProc {
     root: PathBuf,
+    containers: Option<Arc<dyn ContainerDirectory>>,
 }
 
 impl Default for LiveProc {
     fn default() -> Self {
         LiveProc {
-            root: PathBuf::from("/proc"),
+            root: container_info::host::path("/proc"),
+            containers: None,
+        }
+    }
+}
+
+impl LiveProc {
+    /// The host's `/proc`, with `containers` for the container and pod kinds.
+    pub fn with_containers(containers: Option<Arc<dyn ContainerDirectory>>) -> Self {
+        LiveProc {
+            containers,
+            ..LiveProc::default()
         }
     }
 }
@@ -141,6 +179,18 @@ impl ProcReader for LiveProc {
         let mut buf = vec![0u8; MAX_CMDLINE_BYTES];
         let n = read_bounded(&self.file(pid, "cmdline"), &mut buf).ok()?;
         Some(cmdline_text(&buf[..n]))
+    }
+
+    fn container(&self, pid: u32) -> Option<Arc<ContainerRef>> {
+        self.containers.as_ref()?.of_pid(pid)
+    }
+
+    fn container_info(&self, id: &str) -> Option<Arc<ContainerInfo>> {
+        self.containers.as_ref()?.info(id)
+    }
+
+    fn containers_generation(&self) -> u64 {
+        self.containers.as_ref().map_or(0, |c| c.generation())
     }
 }
 

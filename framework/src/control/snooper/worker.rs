@@ -77,6 +77,10 @@ pub(super) fn run(
         shared.cpu_ns.store(thread_cpu_ns(), Ordering::Relaxed);
         let now = Instant::now();
         let mut deadline = engine.next_due(opts.push_interval);
+        if engine.watches_containers() {
+            let at = now + super::CONTAINER_POLL;
+            deadline = Some(deadline.map_or(at, |d| d.min(at)));
+        }
         let scan_at = match (&connector, repair_at) {
             (None, _) => Some(next_scan),
             (Some(_), at) => at,
@@ -181,6 +185,7 @@ pub(super) fn run(
             last_repair = Some(Instant::now());
         }
 
+        engine.containers_changed();
         for p in engine.due(Instant::now(), opts.push_interval) {
             shared.publish(&p.probe, p.generation, p.resolved);
         }
