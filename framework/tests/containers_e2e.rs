@@ -347,3 +347,51 @@ fn runtimes_that_hang_or_answer_garbage_never_stop_the_series() {
     })
     .unwrap_or_else(|| panic!("labels did not fill in after recovery:\n{}\n{}", d.scrape(), d.log()));
 }
+
+#[test]
+fn tcp_links_of_a_container_process_carry_its_labels() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut rt = Runtime::new(dir.path());
+    rt.serve();
+    let d = Daemon::start(
+        60,
+        &format!(
+            "{}\nprobes = ( {{ name = \"tcpprobe\"; param = \"-t 1\"; switch = \"on\"; }} );",
+            container_section(&[&rt.socket], "")
+        ),
+        |probes| install_probe(probes, "tcpprobe", "probes/tcp"),
+    );
+    d.wait_scrape("gala_gopher_bpf_probe_events", Duration::from_secs(30));
+    // A server in a container on the host's network namespace; the test is its client.
+    let port = free_port();
+    let id = rt
+        .podman
+        .run_args(&[
+            "run", "-d", "--network", "host", "--name", "gg-tcp-srv", IMAGE, "/bin/nc", "-l",
+            "-p", &port.to_string(),
+        ])
+        .expect("podman run nc");
+    let server = rt.podman.pid("gg-tcp-srv").unwrap();
+    let mut c = wait_for(Duration::from_secs(10), || {
+        TcpStream::connect(("127.0.0.1", port)).ok()
+    })
+    .expect("nc in the container never listened");
+    c.write_all(&[5u8; 50_000]).unwrap();
+    let want = [
+        format!("container_id=\"{}\"", &id[..12]),
+        "container_name=\"gg-tcp-srv\"".to_string(),
+        format!("container_image=\"{IMAGE}\""),
+    ];
+    wait_for(Duration::from_secs(30), || {
+        let s = d.scrape();
+        let l = lines_of(&s, "gala_gopher_tcp_link_", server);
+        (!l.is_empty() && l.iter().all(|l| want.iter().all(|w| l.contains(w)))).then_some(())
+    })
+    .unwrap_or_else(|| panic!("the container's tcp link lacks its labels:\n{}", d.scrape()));
+    // The client (this test, a host process) has its own links without container labels.
+    let s = d.scrape();
+    for l in lines_of(&s, "gala_gopher_tcp_link_", std::process::id()) {
+        assert!(!l.contains("container_id="), "host process with container labels: {l}");
+    }
+    drop(c);
+}
