@@ -1,7 +1,8 @@
 //! Machine identity for the `machine_id` label, read from files (never `dmidecode`).
 //!
 //! Order: DMI `product_uuid` (what upstream's `dmidecode -s system-uuid` printed, lower-cased),
-//! then `/etc/machine-id`, then the hostname.
+//! then `/etc/machine-id`, then the host name (`/etc/hostname`, then the kernel's). Every file
+//! is the host's, read under the host root ([`container_info::host`]).
 
 use std::path::Path;
 
@@ -12,12 +13,26 @@ fn read_trimmed(path: &Path) -> Option<String> {
     (!useless).then(|| s.to_ascii_lowercase())
 }
 
-/// Resolve the machine id below `root` (`/` in production; a temp tree in tests).
+/// Resolve the machine id below `root` (the host root in production; a temp tree in tests).
+///
+/// `/etc/hostname` comes before `/proc/sys/kernel/hostname` because under a host root the
+/// latter is the reader's UTS namespace, a container's name.
 pub fn machine_id(root: &Path) -> String {
-    read_trimmed(&root.join("sys/class/dmi/id/product_uuid"))
-        .or_else(|| read_trimmed(&root.join("etc/machine-id")))
-        .or_else(|| read_trimmed(&root.join("proc/sys/kernel/hostname")))
-        .unwrap_or_else(|| "unknown".to_string())
+    [
+        "sys/class/dmi/id/product_uuid",
+        "etc/machine-id",
+        "etc/hostname",
+        "proc/sys/kernel/hostname",
+    ]
+    .iter()
+    .find_map(|rel| read_trimmed(&root.join(rel)))
+    .unwrap_or_else(|| "unknown".to_string())
+}
+
+/// The machine id of the host under this process's host root (`global.host_root`,
+/// `GOPHER_HOST_PATH`; `/` on a host install).
+pub fn host_machine_id() -> String {
+    machine_id(container_info::host::root())
 }
 
 #[cfg(test)]
@@ -43,5 +58,23 @@ mod tests {
         )
         .unwrap();
         assert_eq!(machine_id(d.path()), "abc123");
+    }
+
+    #[test]
+    fn host_name_is_the_last_resort() {
+        let d = tempfile::tempdir().unwrap();
+        assert_eq!(machine_id(d.path()), "unknown");
+        std::fs::create_dir_all(d.path().join("proc/sys/kernel")).unwrap();
+        std::fs::write(d.path().join("proc/sys/kernel/hostname"), "Kernel-Name\n").unwrap();
+        assert_eq!(machine_id(d.path()), "kernel-name");
+        std::fs::create_dir_all(d.path().join("etc")).unwrap();
+        std::fs::write(d.path().join("etc/hostname"), "etc-name\n").unwrap();
+        assert_eq!(machine_id(d.path()), "etc-name");
+        std::fs::write(d.path().join("etc/machine-id"), "\n").unwrap();
+        assert_eq!(
+            machine_id(d.path()),
+            "etc-name",
+            "an empty machine-id is skipped"
+        );
     }
 }

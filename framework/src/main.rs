@@ -177,7 +177,7 @@ async fn run(checked: config::Preflight, config_path: PathBuf) -> anyhow::Result
     } = checked;
     let cfg = &loaded.config;
     let machine_id = if cfg.global.machine_id.is_empty() {
-        gala_gopher::machine_id::machine_id(std::path::Path::new("/"))
+        gala_gopher::machine_id::host_machine_id()
     } else {
         cfg.global.machine_id.clone()
     };

@@ -144,7 +144,8 @@ impl Whitelist {
     }
 
     /// Selected pids among `<proc_root>/<pid>` directories, ascending. Processes that vanish or
-    /// cannot be read during the scan are skipped.
+    /// cannot be read during the scan are skipped. In production `proc_root` is
+    /// `crate::host::path("/proc")`, the host's procfs under the host root.
     pub fn scan(&self, proc_root: &Path) -> Vec<u32> {
         let Ok(dir) = std::fs::read_dir(proc_root) else {
             return Vec::new();

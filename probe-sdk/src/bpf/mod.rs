@@ -25,6 +25,13 @@
 //! and its `.meta` text come from [`crate::meta`], plus the [`loss_table`] of the counters
 //! [`write_loss_record`] writes. The unit tests load a tiny BPF program of their own
 //! (`src/bpf/selftest/`) to check all of this end to end.
+//!
+//! Host root: nothing here goes through [`crate::host::path`]. BTF (`/sys/kernel/btf`),
+//! tracefs and debugfs (`/sys/kernel/tracing`, `/sys/kernel/debug`), the perf event sources
+//! (`/sys/bus/event_source`) and `/proc/sys/kernel/osrelease` describe the running kernel, which a
+//! container shares with the host; libbpf reads them at their normal place too, so a container
+//! mounts the host's `/sys` at `/sys` (`-v /sys:/sys`). The BTF cache (`/opt/gala-gopher/btf`)
+//! and a `-b` file are the agent's own files.
 
 mod btf;
 mod error;

@@ -14,20 +14,22 @@ pub struct DiskLabels {
     pub disk_name: String,
 }
 
-/// Resolves disk names under a sysfs root (`/sys` in production, a fixture tree in tests).
+/// Resolves disk names under a sysfs root (the host's `/sys` in production, a fixture tree in
+/// tests).
 #[derive(Debug, Clone)]
 pub struct DiskNames {
     sys_root: PathBuf,
 }
 
 impl Default for DiskNames {
+    /// The host's sysfs, under the host root (`probe_sdk::host::path("/sys")`).
     fn default() -> Self {
-        DiskNames::new("/sys")
+        DiskNames::new(probe_sdk::host::path("/sys"))
     }
 }
 
 impl DiskNames {
-    /// Names read under `sys_root` (normally `/sys`).
+    /// Names read under `sys_root`.
     pub fn new(sys_root: impl Into<PathBuf>) -> DiskNames {
         DiskNames {
             sys_root: sys_root.into(),

@@ -49,7 +49,6 @@ use skel::{types, OpenProcSkel, ProcProgs, ProcSkelBuilder};
 use tables::{STATS_PROBE, STATS_TABLE};
 use tracker::{FilterMem, Tracker};
 
-const PROC_ROOT: &str = "/proc";
 /// Bound on processes counted at once (entries of `proc_stats`); further ones count as
 /// `map_full` in `proc_bpf_stats`.
 const MAX_TRACKED: u32 = 10240;
@@ -404,7 +403,7 @@ fn run_probe(args: &ProbeArgs, timing: SyscallTiming) -> Result<()> {
         .map(Whitelist::load)
         .transpose()
         .context("loading the whitelist (-w)")?;
-    let sel = Selection::new(&args.pids, whitelist, Path::new(PROC_ROOT));
+    let sel = Selection::new(&args.pids, whitelist, &probe_sdk::host::path("/proc"));
     let _signals = PeriodLoop::new(args.period()).context("installing signal handlers")?;
     // Stdin closed or /dev/null (run by hand): no message ever arrives.
     let control = Control::from_stdin();

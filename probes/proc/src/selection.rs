@@ -164,7 +164,7 @@ pub fn user_processes(proc_root: &Path) -> Vec<(u32, String)> {
 }
 
 impl Selection {
-    /// Builds the selection; `proc_root` is normally `/proc`.
+    /// Builds the selection; `proc_root` is the host's procfs, `probe_sdk::host::path("/proc")`.
     pub fn new(pids: &[u32], whitelist: Option<Whitelist>, proc_root: &Path) -> Selection {
         let pids: BTreeSet<u32> = pids.iter().copied().filter(|&p| p != 0).collect();
         Selection {

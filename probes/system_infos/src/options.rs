@@ -64,6 +64,8 @@ pub const USAGE: &str = "system_infos [-t SECS] [-w APP_CONF] [-l warn] [-U PCT]
 \x20 --proc-root DIR, --sys-root DIR, --mounts FILE, --os-release FILE   read another tree (tests)\n\
 \x20 --mount-ns-pid PID   system_df describes this process's mount namespace (default 1, the host's;\n\
 \x20                none when a tree is read)\n\
+\x20 env GOPHER_HOST_PATH=DIR   the host's / is seen at DIR (a container): /proc, /sys and /etc are\n\
+\x20                read below it (paths given to the options above are used as given)\n\
 \x20 --df-remote    include network and FUSE filesystems in system_df (statvfs with a 2 s timeout)\n\
 \x20 --once         write one period of records and exit\n\
 \x20 --print-meta   print system_infos.meta and exit\n";
@@ -184,12 +186,16 @@ where
     if let Some(o) = os_release {
         paths.os_release = vec![o];
     }
-    // A test tree has no other process's mount namespace unless one is asked for.
+    // A test tree has no other process's mount namespace unless one is asked for, and no
+    // host `/etc/hostname`. `paths.proc` carries the host root, so does the namespace.
     paths.mount_ns = match mount_ns_pid {
         Some(pid) => Some(paths.proc.join(pid.to_string())),
         None if live => paths.mount_ns,
         None => None,
     };
+    if !live {
+        paths.etc_hostname = None;
+    }
     Ok(Options {
         args,
         paths,

@@ -184,10 +184,19 @@ pub fn write<W: Write>(
     st: &OsStatic,
     out: &mut RecordWriter<W>,
 ) -> io::Result<()> {
-    let hostname = r
-        .read(&paths.proc("sys/kernel/hostname"))
+    let from_etc = paths
+        .etc_hostname
+        .as_ref()
+        .and_then(|p| r.read_optional(p))
         .map(|t| t.trim().to_string())
-        .unwrap_or_default();
+        .filter(|h| !h.is_empty());
+    let hostname = match from_etc {
+        Some(h) => h,
+        None => r
+            .read(&paths.proc("sys/kernel/hostname"))
+            .map(|t| t.trim().to_string())
+            .unwrap_or_default(),
+    };
     let mut ips = r
         .read_optional(&paths.proc("net/fib_trie"))
         .map(parse_fib_trie_locals)

@@ -132,16 +132,13 @@ pub fn parse_fd_limit(text: &str) -> Option<u64> {
         .and_then(|soft| soft.parse().ok())
 }
 
-/// A 64-hex-digit container ID in a `/proc/<pid>/cgroup` path (docker, containerd, cri-o, podman).
+/// The container of a `/proc/<pid>/cgroup` text as upstream labels it: the 12-character short
+/// id (the daemon's container labels use the same parser, `container_info::cgroup`, and the same
+/// short form).
 pub fn parse_container_id(cgroup: &str) -> Option<String> {
-    cgroup.lines().find_map(|line| {
-        let path = line.splitn(3, ':').nth(2)?;
-        path.split('/').find_map(|seg| {
-            let seg = seg.strip_suffix(".scope").unwrap_or(seg);
-            let id = seg.rsplit(['-', ':']).next()?;
-            (id.len() == 64 && id.bytes().all(|b| b.is_ascii_hexdigit())).then(|| id.to_string())
-        })
-    })
+    let r = container_info::cgroup::parse(cgroup)?;
+    let short = r.id.get(..container_info::info::SHORT_ID_LEN).unwrap_or(&r.id);
+    Some(short.to_string())
 }
 
 /// `cmdline` as a label: NUL-separated arguments joined by spaces, cut at [`CMDLINE_MAX`].
@@ -409,11 +406,13 @@ mod tests {
         let id = "a".repeat(64);
         assert_eq!(
             parse_container_id(&format!("0::/system.slice/docker-{id}.scope\n")),
-            Some(id.clone())
+            Some("a".repeat(12))
         );
         assert_eq!(
-            parse_container_id(&format!("12:cpu:/kubepods/pod1/{id}\n")),
-            Some(id)
+            parse_container_id(&format!(
+                "12:cpu:/kubepods/burstable/pod0f1e2d3c-0000-1111-2222-333344445555/{id}\n"
+            )),
+            Some("a".repeat(12))
         );
         assert_eq!(parse_container_id("0::/user.slice\n"), None);
         assert_eq!(cmdline_label(b"sleep\x00100\x00"), "sleep 100");

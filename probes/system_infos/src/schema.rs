@@ -389,7 +389,7 @@ pub const SYSTEM_PROC: Table = Table::fixed(
         Field::label("ppid", "Parent process ID"),
         Field::label("comm", "Command name"),
         Field::label("cmdline", "Command line, arguments separated by spaces (first 256 bytes)"),
-        Field::label("container_id", "Container ID from the process cgroup path (empty outside containers)"),
+        Field::label("container_id", "Container short ID (12 hex digits) from the process cgroup path (empty outside containers)"),
         Field::gauge("fd_count", "Open file descriptors"),
         Field::gauge("fd_free_per", "Percentage of the open-files soft limit still available"),
         Field::gauge("rchar_bytes", "Bytes read by read-type system calls during the last period"),

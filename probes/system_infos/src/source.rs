@@ -5,14 +5,18 @@ use std::io::{self, Read};
 use std::path::{Path, PathBuf};
 
 /// Roots of the files the probe reads; tests point them at fixture trees.
+///
+/// The default is the host as [`probe_sdk::host`] sees it: every path below carries the host
+/// root (`GOPHER_HOST_PATH`, e.g. `/host/proc`), except `mounts`, which is the probe's own.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct HostPaths {
     /// procfs root (`/proc`).
     pub proc: PathBuf,
     /// sysfs root (`/sys`).
     pub sys: PathBuf,
-    /// The probe's own mount table (`/proc/self/mounts`): `system_df`'s fallback when
-    /// `mount_ns` cannot be read, and its only source in test trees.
+    /// The probe's own mount table (`/proc/self/mounts`, never under the host root: it is this
+    /// process's namespace): `system_df`'s fallback when `mount_ns` cannot be read, and its
+    /// only source in test trees.
     pub mounts: PathBuf,
     /// `/proc/<pid>` of the process whose mount namespace `system_df` describes (`/proc/1`,
     /// the host's init): its `mountinfo` is the mount table, and mount points are queried
@@ -20,24 +24,33 @@ pub struct HostPaths {
     pub mount_ns: Option<PathBuf>,
     /// os-release candidates, first existing wins (`/etc/os-release`, `/usr/lib/os-release`).
     pub os_release: Vec<PathBuf>,
+    /// The host's `/etc/hostname`, read before `<proc>/sys/kernel/hostname` when set. Set only
+    /// under a host root: the kernel's name there is the probe's own UTS namespace, which is a
+    /// container's. `None` on a host install and in test trees.
+    pub etc_hostname: Option<PathBuf>,
 }
 
 impl Default for HostPaths {
+    /// The host under this process's host root ([`probe_sdk::host::root`]).
     fn default() -> Self {
-        HostPaths {
-            proc: PathBuf::from("/proc"),
-            sys: PathBuf::from("/sys"),
-            mounts: PathBuf::from("/proc/self/mounts"),
-            mount_ns: Some(PathBuf::from("/proc/1")),
-            os_release: vec![
-                PathBuf::from("/etc/os-release"),
-                PathBuf::from("/usr/lib/os-release"),
-            ],
-        }
+        HostPaths::under(probe_sdk::host::root())
     }
 }
 
 impl HostPaths {
+    /// The host whose `/` is seen at `root` (`/` on a host install, `/host` in a container).
+    pub fn under(root: &Path) -> HostPaths {
+        let host = |p: &str| probe_sdk::host::join(root, Path::new(p));
+        HostPaths {
+            proc: host("/proc"),
+            sys: host("/sys"),
+            mounts: PathBuf::from("/proc/self/mounts"),
+            mount_ns: Some(host("/proc/1")),
+            os_release: vec![host("/etc/os-release"), host("/usr/lib/os-release")],
+            etc_hostname: (root != Path::new("/")).then(|| host("/etc/hostname")),
+        }
+    }
+
     /// Paths of a captured tree: `<dir>/proc`, `<dir>/sys`, `<dir>/proc/self/mounts`,
     /// `<dir>/etc/os-release` (no other mount namespace).
     pub fn fixture(dir: &Path) -> HostPaths {
@@ -47,6 +60,7 @@ impl HostPaths {
             mounts: dir.join("proc/self/mounts"),
             mount_ns: None,
             os_release: vec![dir.join("etc/os-release")],
+            etc_hostname: None,
         }
     }
 
@@ -217,6 +231,31 @@ impl Reader {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn host_paths_carry_the_host_root_except_the_own_mount_table() {
+        let host = HostPaths::under(Path::new("/host"));
+        assert_eq!(host.proc, PathBuf::from("/host/proc"));
+        assert_eq!(host.sys, PathBuf::from("/host/sys"));
+        assert_eq!(host.mounts, PathBuf::from("/proc/self/mounts"));
+        assert_eq!(host.mount_ns, Some(PathBuf::from("/host/proc/1")));
+        assert_eq!(
+            host.os_release,
+            vec![
+                PathBuf::from("/host/etc/os-release"),
+                PathBuf::from("/host/usr/lib/os-release")
+            ]
+        );
+        assert_eq!(host.etc_hostname, Some(PathBuf::from("/host/etc/hostname")));
+        let plain = HostPaths::under(Path::new("/"));
+        assert_eq!(plain.proc, PathBuf::from("/proc"));
+        assert_eq!(plain.mount_ns, Some(PathBuf::from("/proc/1")));
+        assert_eq!(plain.os_release[0], PathBuf::from("/etc/os-release"));
+        assert_eq!(
+            plain.etc_hostname, None,
+            "a host install uses the kernel's name"
+        );
+    }
 
     #[test]
     fn missing_files_are_counted_only_when_expected() {

@@ -30,7 +30,6 @@ use std::cell::{Cell, RefCell};
 use std::collections::HashMap;
 use std::io::{self, Write};
 use std::mem::MaybeUninit;
-use std::path::Path;
 use std::rc::Rc;
 use std::time::{Duration, Instant};
 
@@ -163,9 +162,10 @@ fn run() -> Result<()> {
         })?
     };
 
-    // Sockets older than the probe: their owners from /proc, then a first pass adopts them.
-    let proc_root = Path::new("/proc");
-    let owners = owners::socket_owners(proc_root, &owners::tcp_socket_inodes(proc_root));
+    // Sockets older than the probe: their owners from the host's /proc, then a first pass
+    // adopts them.
+    let proc_root = probe_sdk::host::path("/proc");
+    let owners = owners::socket_owners(&proc_root, &owners::tcp_socket_inodes(&proc_root));
     poller.poll(Duration::ZERO)?;
     pass(&mut collector, &tracker, Some(&owners))?;
     info!(
