@@ -43,8 +43,14 @@ fn source() -> Arc<Source> {
             let v = vec![
                 ("container_id".to_string(), format!("{c:012x}")),
                 ("container_name".to_string(), format!("app-{c}")),
-                ("container_image".to_string(), "registry.local/app:1.2.3".to_string()),
-                ("pod_id".to_string(), format!("0000{c:04}-1111-2222-3333-444455556666")),
+                (
+                    "container_image".to_string(),
+                    "registry.local/app:1.2.3".to_string(),
+                ),
+                (
+                    "pod_id".to_string(),
+                    format!("0000{c:04}-1111-2222-3333-444455556666"),
+                ),
                 ("pod".to_string(), format!("prod/app-{c}-7d9f")),
                 ("pod_namespace".to_string(), "prod".to_string()),
             ];

@@ -14,7 +14,7 @@
 //! [`crate::custom_labels::RESERVED_NAMES`]).
 
 use std::collections::HashMap;
-use std::hash::{BuildHasher, Hash, Hasher};
+use std::hash::BuildHasher;
 use std::sync::Arc;
 
 use crate::custom_labels::{CustomLabels, LabelSet, ProcessLabels};
@@ -210,9 +210,7 @@ impl RecordLabels {
         id: &str,
         base: Option<LabelSet>,
     ) -> Option<LabelSet> {
-        let mut h = self.hasher.build_hasher();
-        id.hash(&mut h);
-        let k = (table, h.finish());
+        let k = (table, self.hasher.hash_one(id));
         let stamp = (self.custom_gen, self.containers_gen);
         if let Some(e) = self.subjects.get(&k) {
             if e.stamp == stamp && e.id.as_deref() == Some(id) {

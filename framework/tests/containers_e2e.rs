@@ -161,28 +161,50 @@ fn process_series_carry_their_container_labels_and_host_processes_none() {
     let (w1, w2) = (want(&id1, "gg-lab-one"), want(&id2, "gg-lab-two"));
     wait_for(Duration::from_secs(30), || {
         let s = d.scrape();
-        (labeled(&s, pid1, &w1) && labeled(&s, pid2, &w2) && !lines_of(&s, "gala_gopher_proc_", host).is_empty())
-            .then_some(())
+        (labeled(&s, pid1, &w1)
+            && labeled(&s, pid2, &w2)
+            && !lines_of(&s, "gala_gopher_proc_", host).is_empty())
+        .then_some(())
     })
-    .unwrap_or_else(|| panic!("container labels missing:\n{}\nlog:\n{}", d.scrape(), d.log()));
+    .unwrap_or_else(|| {
+        panic!(
+            "container labels missing:\n{}\nlog:\n{}",
+            d.scrape(),
+            d.log()
+        )
+    });
     let s = d.scrape();
     for l in lines_of(&s, "gala_gopher_proc_", host) {
-        for name in ["container_id", "container_name", "container_image", "pod_id", "pod="] {
+        for name in [
+            "container_id",
+            "container_name",
+            "container_image",
+            "pod_id",
+            "pod=",
+        ] {
             assert!(!l.contains(name), "host process has {name}: {l}");
         }
     }
     // No pod outside Kubernetes: the pod labels are omitted, not empty.
     for l in lines_of(&s, "gala_gopher_proc_", pid1) {
-        assert!(!l.contains("pod_id=") && !l.contains("pod_namespace="), "{l}");
+        assert!(
+            !l.contains("pod_id=") && !l.contains("pod_namespace="),
+            "{l}"
+        );
     }
     // Label order: the table's own labels, then the container labels, then machine_id.
     let l = lines_of(&s, "gala_gopher_proc_", pid1)[0];
     let at = |n: &str| l.find(n).unwrap_or_else(|| panic!("{n} in {l}"));
-    assert!(at("container_id=") < at("container_name=") && at("container_image=") < at("machine_id="));
+    assert!(
+        at("container_id=") < at("container_name=") && at("container_image=") < at("machine_id=")
+    );
     let status = d.status();
     let c = &status["containers"];
     assert!(c.is_object(), "no containers in /status: {status}");
-    assert!(s.contains("gala_gopher_self_container_runtime_requests_total"), "{s}");
+    assert!(
+        s.contains("gala_gopher_self_container_runtime_requests_total"),
+        "{s}"
+    );
     assert!(
         sample(&s, "gala_gopher_self_container_runtime_requests_total{").unwrap_or(0.0) >= 1.0,
         "no runtime request counted"
@@ -220,20 +242,33 @@ fn a_container_name_snooper_follows_processes_started_later() {
     wait_for(Duration::from_secs(30), || {
         let s = d.scrape();
         let l = lines_of(&s, "gala_gopher_proc_", pid1);
-        (!l.is_empty() && l.iter().all(|l| l.contains("container_name=\"gg-snp-in\""))).then_some(())
+        (!l.is_empty() && l.iter().all(|l| l.contains("container_name=\"gg-snp-in\"")))
+            .then_some(())
     })
-    .unwrap_or_else(|| panic!("the container's process not reported:\n{}\n{}", d.scrape(), d.log()));
+    .unwrap_or_else(|| {
+        panic!(
+            "the container's process not reported:\n{}\n{}",
+            d.scrape(),
+            d.log()
+        )
+    });
     let (_, v) = request(port, "GET", "/proc", "");
     let probe_pid = v["pid"].as_u64().expect("taskprobe running");
     // Only processes of that container: none of the other, none of the host.
     let s = d.scrape();
-    assert!(lines_of(&s, "gala_gopher_proc_", pid2).is_empty(), "other container reported");
+    assert!(
+        lines_of(&s, "gala_gopher_proc_", pid2).is_empty(),
+        "other container reported"
+    );
     let strays: Vec<&str> = s
         .lines()
         .filter(|l| l.starts_with("gala_gopher_proc_") && l.contains("tgid=\""))
         .filter(|l| !l.contains("container_name=\"gg-snp-in\""))
         .collect();
-    assert!(strays.is_empty(), "processes outside the container: {strays:?}");
+    assert!(
+        strays.is_empty(),
+        "processes outside the container: {strays:?}"
+    );
 
     // A process started in the container afterwards is observed without a probe restart.
     rt.podman
@@ -253,7 +288,11 @@ fn a_container_name_snooper_follows_processes_started_later() {
     })
     .unwrap_or_else(|| panic!("late process {late} not reported:\n{}", d.scrape()));
     let (_, v) = request(port, "GET", "/proc", "");
-    assert_eq!(v["pid"].as_u64(), Some(probe_pid), "taskprobe restarted: {v}");
+    assert_eq!(
+        v["pid"].as_u64(),
+        Some(probe_pid),
+        "taskprobe restarted: {v}"
+    );
 }
 
 /// A unix socket that accepts and never answers (kept open while the listener lives).
@@ -321,8 +360,16 @@ fn runtimes_that_hang_or_answer_garbage_never_stop_the_series() {
     );
     wait_for(Duration::from_secs(20), || {
         let s = d.scrape();
-        let t = sample(&s, "gala_gopher_self_container_runtime_errors_total{kind=\"timeout\"").unwrap_or(0.0);
-        let p = sample(&s, "gala_gopher_self_container_runtime_errors_total{kind=\"protocol\"").unwrap_or(0.0);
+        let t = sample(
+            &s,
+            "gala_gopher_self_container_runtime_errors_total{kind=\"timeout\"",
+        )
+        .unwrap_or(0.0);
+        let p = sample(
+            &s,
+            "gala_gopher_self_container_runtime_errors_total{kind=\"protocol\"",
+        )
+        .unwrap_or(0.0);
         (t >= 1.0 && p >= 1.0).then_some(())
     })
     .unwrap_or_else(|| panic!("runtime errors not counted:\n{}", d.scrape()));
@@ -334,7 +381,11 @@ fn runtimes_that_hang_or_answer_garbage_never_stop_the_series() {
     for _ in 0..5 {
         d.scrape();
     }
-    assert!(t.elapsed() < Duration::from_secs(2), "scrapes slowed down: {:?}", t.elapsed());
+    assert!(
+        t.elapsed() < Duration::from_secs(2),
+        "scrapes slowed down: {:?}",
+        t.elapsed()
+    );
 
     // The runtime recovers on the hanging path: the labels fill in.
     std::fs::remove_file(&hang).unwrap();
@@ -345,7 +396,13 @@ fn runtimes_that_hang_or_answer_garbage_never_stop_the_series() {
         let l = lines_of(&s, "gala_gopher_proc_", pid);
         (!l.is_empty() && l.iter().all(|l| l.contains("container_name=\"gg-flaky\""))).then_some(())
     })
-    .unwrap_or_else(|| panic!("labels did not fill in after recovery:\n{}\n{}", d.scrape(), d.log()));
+    .unwrap_or_else(|| {
+        panic!(
+            "labels did not fill in after recovery:\n{}\n{}",
+            d.scrape(),
+            d.log()
+        )
+    });
 }
 
 #[test]
@@ -367,8 +424,17 @@ fn tcp_links_of_a_container_process_carry_its_labels() {
     let id = rt
         .podman
         .run_args(&[
-            "run", "-d", "--network", "host", "--name", "gg-tcp-srv", IMAGE, "/bin/nc", "-l",
-            "-p", &port.to_string(),
+            "run",
+            "-d",
+            "--network",
+            "host",
+            "--name",
+            "gg-tcp-srv",
+            IMAGE,
+            "/bin/nc",
+            "-l",
+            "-p",
+            &port.to_string(),
         ])
         .expect("podman run nc");
     let server = rt.podman.pid("gg-tcp-srv").unwrap();
@@ -391,7 +457,10 @@ fn tcp_links_of_a_container_process_carry_its_labels() {
     // The client (this test, a host process) has its own links without container labels.
     let s = d.scrape();
     for l in lines_of(&s, "gala_gopher_tcp_link_", std::process::id()) {
-        assert!(!l.contains("container_id="), "host process with container labels: {l}");
+        assert!(
+            !l.contains("container_id="),
+            "host process with container labels: {l}"
+        );
     }
     drop(c);
 }

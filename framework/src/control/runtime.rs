@@ -295,5 +295,4 @@ mod tests {
             Some(u32::MAX)
         );
     }
-
 }

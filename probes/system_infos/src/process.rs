@@ -137,7 +137,9 @@ pub fn parse_fd_limit(text: &str) -> Option<u64> {
 /// short form).
 pub fn parse_container_id(cgroup: &str) -> Option<String> {
     let r = container_info::cgroup::parse(cgroup)?;
-    let short = r.id.get(..container_info::info::SHORT_ID_LEN).unwrap_or(&r.id);
+    let short =
+        r.id.get(..container_info::info::SHORT_ID_LEN)
+            .unwrap_or(&r.id);
     Some(short.to_string())
 }
 

@@ -179,7 +179,10 @@ fn every_host_file_is_read_below_the_host_root() {
         f("system_proc", &procs[0], "cmdline"),
         "fake-proc --in-the-tree"
     );
-    assert_eq!(f("system_proc", &procs[0], "container_id"), &CONTAINER[..12]);
+    assert_eq!(
+        f("system_proc", &procs[0], "container_id"),
+        &CONTAINER[..12]
+    );
     assert_eq!(f("system_proc", &procs[0], "fd_count"), "3");
 
     // PID 1's mount table, each mount point measured through `<root>/proc/1/root`.

@@ -240,7 +240,7 @@ impl Selector {
         let Some(info) = info else {
             return false;
         };
-        if !info.name.is_empty() && self.container_name.iter().any(|n| *n == info.name) {
+        if !info.name.is_empty() && self.container_name.contains(&info.name) {
             return true;
         }
         let Some(pod) = &info.pod else {
