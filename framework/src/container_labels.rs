@@ -209,4 +209,12 @@ impl ContainerDirectory for ContainerLabeler {
     fn generation(&self) -> u64 {
         self.containers.generation()
     }
+
+    fn note_fork(&self, parent: u32, child: u32) {
+        self.containers.note_fork(parent, child);
+    }
+
+    fn note_exec(&self, pid: u32) {
+        self.containers.note_exec(pid);
+    }
 }

@@ -349,6 +349,38 @@ impl Containers {
         cref
     }
 
+    /// Process `parent` forked `child`: a fork does not change cgroups, so the child is in its
+    /// parent's container. Copies the parent's cached container (no file read) so that a child
+    /// that exits before its first record is looked up still gets its labels; nothing when the
+    /// parent is not cached, or is a host process (a runtime's helper forks on the host and
+    /// moves the child into the container before it execs: that child is read when asked).
+    pub fn note_fork(&self, parent: u32, child: u32) {
+        let now = Instant::now();
+        let (cref, fresh) = match read(&self.pids).get(&parent) {
+            Some(e) if e.cref.is_some() => (
+                e.cref.clone(),
+                now.saturating_duration_since(e.at) < self.cfg.pid_ttl,
+            ),
+            _ => return,
+        };
+        // A parent last seen in a container a while ago is read again (it is alive: it forked).
+        let cref = if fresh { cref } else { self.of_pid(parent) };
+        if cref.is_none() {
+            return;
+        }
+        let mut pids = write(&self.pids);
+        if pids.len() < self.cfg.max_pids || pids.contains_key(&child) {
+            pids.insert(child, PidEntry { cref, at: now });
+        }
+    }
+
+    /// Process `pid` executed a program: forget its cached container. A runtime's helper
+    /// (`runc exec`, `podman exec`, `kubectl exec`) is forked on the host, joins the container's
+    /// cgroup and then execs; an answer cached before the exec would keep it a host process.
+    pub fn note_exec(&self, pid: u32) {
+        write(&self.pids).remove(&pid);
+    }
+
     /// What is known of container `id` (full id). A miss queues the id for the resolver task
     /// (without waiting) and answers `None`; ask again later (see [`Self::generation`]).
     pub fn info(&self, id: &str) -> Option<Arc<ContainerInfo>> {

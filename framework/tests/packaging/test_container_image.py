@@ -329,6 +329,32 @@ def sleeper(podman, tmp_path_factory):
     return cid, pid
 
 
+@pytest.fixture(scope="module")
+def api_socket(podman, tmp_path_factory):
+    """podman's Docker-compatible API for the test's podman storage, on a host socket the agent
+    reaches through its host root (`/host` + this path)."""
+    sock = tmp_path_factory.mktemp("api") / "podman.sock"
+    env = dict(os.environ, CONTAINERS_CONF=str(podman.conf))
+    proc = subprocess.Popen(
+        ["podman", "--root", str(podman.root / "storage"), "--runroot", str(podman.root / "run"),
+         "--runtime", "runc", "--cgroup-manager=cgroupfs", "system", "service", "--time=0",
+         f"unix://{sock}"],
+        env=env, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + 30
+    while True:
+        try:
+            with socket.socket(socket.AF_UNIX) as s:
+                s.connect(str(sock))
+            break
+        except OSError:
+            assert time.monotonic() < deadline, "podman's API socket never accepted"
+            assert proc.poll() is None, "podman system service exited"
+            time.sleep(0.1)
+    yield sock
+    proc.kill()
+    proc.wait()
+
+
 class Agent:
     name = "gg-agent"
 
@@ -353,7 +379,7 @@ class Agent:
 
 
 @pytest.fixture(scope="module")
-def agent(podman, image, sleeper):
+def agent(podman, image, sleeper, api_socket):
     """The agent with docs/container.md's flags; its probes.init (GOPHER_PROBES_INIT) points
     system_infos' process table at this test's process and the sleeper, every 2 s, with a
     custom label that can only come from that file."""
@@ -370,7 +396,9 @@ def agent(podman, image, sleeper):
     podman("run", "-d", "--name", Agent.name, "--privileged", "--pid=host", "--network=host",
            "-v", "/:/host:ro", "-v", "/sys:/sys", "-e", "GOPHER_HOST_PATH=/host",
            "-e", f"GOPHER_METRIC_PORT={metric_port}", "-e", f"GOPHER_REST_PORT={rest_port}",
-           "-e", f"GOPHER_PROBES_INIT={init}", image)
+           "-e", f"GOPHER_PROBES_INIT={init}",
+           # The runtime API socket as the host sees it; the daemon reads it under /host.
+           "-e", f"GALA_GOPHER_CONTAINER__DOCKER_SOCKETS={api_socket}", image)
     yield Agent(podman, metric_port, rest_port, started)
     podman("rm", "-f", "-t", "0", Agent.name, check=False)
 
@@ -428,16 +456,22 @@ def test_status_answers_on_the_metric_port(agent):
     assert probes["system_infos"]["records"] > 0, probes["system_infos"]
 
 
-# Needs the lead's container labels (framework/container + record_labels): the container id a
-# process runs in, as the 12-character short id, on its process series. Written before that
-# work landed; see the report of the task that added this file for whether it passed then.
-def test_another_containers_process_carries_its_container_id(agent, sleeper):
+def test_another_containers_process_carries_its_container_labels(agent, sleeper):
+    """The agent in its container labels another container's process: the id from the host's
+    /proc/<pid>/cgroup (through /host), name and image from the runtime's API socket (through
+    /host as well)."""
     cid, pid = sleeper
-    series = agent.wait_for(f"process series of the sleeper (host pid {pid})",
-                            lambda: proc_series(http_get(agent.metric_port, "/metrics")[1], pid))
+
+    def named():
+        series = proc_series(http_get(agent.metric_port, "/metrics")[1], pid)
+        return series if series and all("container_name" in l for _, l in series) else None
+
+    series = agent.wait_for(f"labeled process series of the sleeper (host pid {pid})", named)
     for name, labels in series:
         assert labels.get("comm") == "sleep", labels
         assert labels.get("container_id") == cid[:12], (name, labels, cid)
+        assert labels.get("container_name") == "gg-sleeper", (name, labels)
+        assert labels.get("container_image") == "localhost/gg-busybox:1", (name, labels)
 
 
 def test_podman_stop_stops_the_agent_cleanly(agent):

@@ -307,6 +307,7 @@ impl<R: ProcReader> Engine<R> {
 
     /// `child` was forked by `parent`: it runs the parent's program until it execs.
     pub fn fork(&mut self, parent: u32, child: u32) {
+        self.reader.note_fork(parent, child);
         let proc = match self.procs.get(&parent) {
             Some(p) => Proc {
                 start: 0,
@@ -328,6 +329,7 @@ impl<R: ProcReader> Engine<R> {
 
     /// `pid` executed a new program: its comm and cmdline are read again when needed.
     pub fn exec(&mut self, pid: u32) {
+        self.reader.note_exec(pid);
         match self.procs.get_mut(&pid) {
             Some(p) => {
                 // A kernel thread that execs (a usermode helper) becomes a user process.

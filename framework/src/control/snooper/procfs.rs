@@ -75,6 +75,10 @@ pub trait ContainerDirectory: Send + Sync {
     fn info(&self, id: &str) -> Option<Arc<ContainerInfo>>;
     /// Bumped whenever an [`ContainerDirectory::info`] answer may have changed.
     fn generation(&self) -> u64;
+    /// `parent` forked `child` (the child shares its parent's container).
+    fn note_fork(&self, _parent: u32, _child: u32) {}
+    /// `pid` executed a program (it may have joined a container just before).
+    fn note_exec(&self, _pid: u32) {}
 }
 
 /// Where the resolver learns about processes.
@@ -99,6 +103,10 @@ pub trait ProcReader {
     fn containers_generation(&self) -> u64 {
         0
     }
+    /// `parent` forked `child`: pass it on to the container directory.
+    fn note_fork(&self, _parent: u32, _child: u32) {}
+    /// `pid` executed a program: pass it on to the container directory.
+    fn note_exec(&self, _pid: u32) {}
 }
 
 /// The real `/proc` (under the host root), and the daemon's container directory.
@@ -191,6 +199,18 @@ impl ProcReader for LiveProc {
 
     fn containers_generation(&self) -> u64 {
         self.containers.as_ref().map_or(0, |c| c.generation())
+    }
+
+    fn note_fork(&self, parent: u32, child: u32) {
+        if let Some(c) = &self.containers {
+            c.note_fork(parent, child);
+        }
+    }
+
+    fn note_exec(&self, pid: u32) {
+        if let Some(c) = &self.containers {
+            c.note_exec(pid);
+        }
     }
 }
 
