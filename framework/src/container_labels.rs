@@ -65,11 +65,7 @@ impl ContainerLabeler {
         if id.len() < info::SHORT_ID_LEN {
             return None;
         }
-        let hit = self
-            .containers
-            .all()
-            .into_iter()
-            .find(|c| c.id.starts_with(id));
+        let hit = self.containers.cached_prefix(id);
         if hit.is_none() {
             // Ask the runtime (docker and CRI both take a unique prefix).
             let _ = self.containers.info(id);

@@ -142,10 +142,14 @@ fn process_series_carry_their_container_labels_and_host_processes_none() {
     let d = Daemon::start(
         30,
         &format!(
-            "{}\nprobes = ( {{ name = \"system_infos\"; param = \"-t 1 -P 64 -f {pid1},{pid2},{host}\"; switch = \"on\"; }} );",
+            "{}\nprobes = ( {{ name = \"system_infos\"; param = \"-t 1 -P 64 -f {pid1},{pid2},{host}\"; switch = \"on\"; }},\n\
+             {{ name = \"containerprobe\"; param = \"-t 1\"; switch = \"on\"; }} );",
             container_section(&[&rt.socket], "")
         ),
-        |probes| install_probe(probes, "system_infos", "probes/system_infos"),
+        |probes| {
+            install_probe(probes, "system_infos", "probes/system_infos");
+            install_probe(probes, "containerprobe", "probes/container");
+        },
     );
     let want = |id: &str, name: &str| {
         vec![
@@ -197,6 +201,32 @@ fn process_series_carry_their_container_labels_and_host_processes_none() {
     let at = |n: &str| l.find(n).unwrap_or_else(|| panic!("{n} in {l}"));
     assert!(
         at("container_id=") < at("container_name=") && at("container_image=") < at("machine_id=")
+    );
+    // The container table (key container_id, the short id) gets the names without a second
+    // container_id.
+    let short1 = format!("container_id=\"{}\"", &id1[..12]);
+    let container_rows = |s: &str| -> Vec<String> {
+        s.lines()
+            .filter(|l| {
+                l.starts_with("gala_gopher_container_memory_usage_bytes{") && l.contains(&short1)
+            })
+            .map(str::to_string)
+            .collect()
+    };
+    let rows = wait_for(Duration::from_secs(30), || {
+        let rows = container_rows(&d.scrape());
+        (!rows.is_empty()
+            && rows
+                .iter()
+                .all(|l| l.contains("container_name=\"gg-lab-one\"")))
+        .then_some(rows)
+    })
+    .unwrap_or_else(|| panic!("container table without names:\n{}", d.scrape()));
+    assert_eq!(rows[0].matches("container_id=").count(), 1, "{}", rows[0]);
+    assert!(
+        rows[0].contains(&format!("container_image=\"{IMAGE}\"")),
+        "{}",
+        rows[0]
     );
     let status = d.status();
     let c = &status["containers"];

@@ -167,13 +167,54 @@ pub struct DockerEvent {
     pub name: Option<String>,
     /// `Actor.Attributes.image`, when given.
     pub image: Option<String>,
+    /// The other attributes: the container's labels (docker and podman put them there), minus
+    /// the few attributes that are not labels (`exitCode`, `signal`, …); bounded.
+    pub labels: BTreeMap<String, String>,
 }
 
-/// A Docker Engine API client for one unix socket.
+/// Event attributes that are not container labels.
+const NOT_LABELS: [&str; 5] = ["exitCode", "containerExitCode", "signal", "podId", "execID"];
+
+impl DockerEvent {
+    /// What a `start` event alone says of a container that is not a Kubernetes one (docker
+    /// and podman put its name, image and labels in the event): no inspect needed. `None` when
+    /// the event lacks them or the container belongs to a pod (the pod's labels come from its
+    /// sandbox, which needs an inspect).
+    pub fn start_info(&self) -> Option<ContainerInfo> {
+        if self.action != EventAction::Start {
+            return None;
+        }
+        let (name, image) = (self.name.as_ref()?, self.image.as_ref()?);
+        if name.is_empty() || self.labels.keys().any(|k| k.starts_with("io.kubernetes.")) {
+            return None;
+        }
+        Some(
+            DockerContainer {
+                id: self.id.clone(),
+                name: strip_slash(name),
+                image: image.clone(),
+                labels: self.labels.clone(),
+                state: "running".into(),
+                pid: 0,
+            }
+            .to_info(None),
+        )
+    }
+}
+
+/// Idle keep-alive connections kept per client (inspects come in bursts at container starts).
+const IDLE_CONNECTIONS: usize = 2;
+
+/// One HTTP/1.1 connection: its request handle and the task driving it.
+type Conn = (hyper::client::conn::http1::SendRequest<Empty<Bytes>>, ConnGuard);
+
+/// A Docker Engine API client for one unix socket. Clones share its idle connections.
 #[derive(Debug, Clone)]
 pub struct DockerClient {
     socket: PathBuf,
     timeout: Duration,
+    /// Keep-alive connections whose last response was read whole, ready for the next request.
+    idle: std::sync::Arc<std::sync::Mutex<Vec<Conn>>>,
 }
 
 /// Aborts the task driving a connection when the response (or event stream) is dropped.
@@ -268,6 +309,7 @@ impl DockerClient {
         DockerClient {
             socket: socket.into(),
             timeout,
+            idle: Default::default(),
         }
     }
 
@@ -285,8 +327,8 @@ impl DockerClient {
             .unwrap_or(Err(DockerError::Timeout(self.timeout)))
     }
 
-    /// Connect, send `GET path` and wait for the response head (no time limit here).
-    async fn get(&self, path: &str) -> Result<(Response<Incoming>, ConnGuard), DockerError> {
+    /// A new connection.
+    async fn connect(&self) -> Result<Conn, DockerError> {
         let stream =
             UnixStream::connect(&self.socket)
                 .await
@@ -294,19 +336,61 @@ impl DockerClient {
                     path: self.socket.clone(),
                     source,
                 })?;
-        let (mut sender, conn) =
-            hyper::client::conn::http1::handshake(TokioIo::new(stream)).await?;
+        let (sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream)).await?;
         let guard = ConnGuard(tokio::spawn(async move {
             let _ = conn.await;
         }));
-        let req = Request::get(path)
+        Ok((sender, guard))
+    }
+
+    /// An idle keep-alive connection still open, if any.
+    fn take_idle(&self) -> Option<Conn> {
+        let mut idle = self.idle.lock().unwrap_or_else(|p| p.into_inner());
+        while let Some((sender, guard)) = idle.pop() {
+            if sender.is_ready() && !sender.is_closed() {
+                return Some((sender, guard));
+            }
+        }
+        None
+    }
+
+    /// Keep `conn` for the next request (its response was read whole).
+    fn put_idle(&self, conn: Conn) {
+        let mut idle = self.idle.lock().unwrap_or_else(|p| p.into_inner());
+        if idle.len() < IDLE_CONNECTIONS {
+            idle.push(conn);
+        }
+    }
+
+    fn request(path: &str) -> Result<Request<Empty<Bytes>>, DockerError> {
+        Request::get(path)
             .header(hyper::header::HOST, "docker")
             .body(Empty::<Bytes>::new())
             .map_err(|_| DockerError::Status {
                 status: 0,
                 what: path.to_string(),
-            })?;
-        let resp = sender.send_request(req).await?;
+            })
+    }
+
+    /// Send `GET path` on an idle keep-alive connection (a fresh one if it fails: the runtime
+    /// may have closed it meanwhile) or a new one, and wait for the response head (no time
+    /// limit here).
+    async fn get_reusing(&self, path: &str) -> Result<(Response<Incoming>, Conn), DockerError> {
+        if let Some((mut sender, guard)) = self.take_idle() {
+            if let Ok(resp) = sender.send_request(Self::request(path)?).await {
+                return Ok((resp, (sender, guard)));
+            }
+        }
+        let (mut sender, guard) = self.connect().await?;
+        let resp = sender.send_request(Self::request(path)?).await?;
+        Ok((resp, (sender, guard)))
+    }
+
+    /// Connect, send `GET path` and wait for the response head, on a connection of its own (a
+    /// stream that is never returned to the idle set).
+    async fn get(&self, path: &str) -> Result<(Response<Incoming>, ConnGuard), DockerError> {
+        let (mut sender, guard) = self.connect().await?;
+        let resp = sender.send_request(Self::request(path)?).await?;
         Ok((resp, guard))
     }
 
@@ -317,8 +401,18 @@ impl DockerClient {
         limit: usize,
     ) -> Result<Option<T>, DockerError> {
         self.within(async {
-            let (resp, _guard) = self.get(path).await?;
+            let (resp, conn) = self.get_reusing(path).await?;
             let status = resp.status();
+            let body = Limited::new(resp.into_body(), limit)
+                .collect()
+                .await
+                .map_err(|e| match e.downcast::<hyper::Error>() {
+                    Ok(e) => DockerError::Http(*e),
+                    Err(_) => DockerError::TooLarge(limit),
+                })?
+                .to_bytes();
+            // Read whole: the connection can serve the next request.
+            self.put_idle(conn);
             if status == StatusCode::NOT_FOUND {
                 return Ok(None);
             }
@@ -328,14 +422,6 @@ impl DockerClient {
                     what: path.to_string(),
                 });
             }
-            let body = Limited::new(resp.into_body(), limit)
-                .collect()
-                .await
-                .map_err(|e| match e.downcast::<hyper::Error>() {
-                    Ok(e) => DockerError::Http(*e),
-                    Err(_) => DockerError::TooLarge(limit),
-                })?
-                .to_bytes();
             Ok(Some(serde_json::from_slice(&body)?))
         })
         .await
@@ -496,11 +582,17 @@ impl Events {
             "rename" => EventAction::Rename,
             _ => EventAction::Other(action),
         };
+        let name = attrs.remove("name");
+        let image = attrs.remove("image");
+        for k in NOT_LABELS {
+            attrs.remove(k);
+        }
         Some(DockerEvent {
             action,
             id,
-            name: attrs.remove("name"),
-            image: attrs.remove("image"),
+            name,
+            image,
+            labels: info::bounded_labels(&attrs),
         })
     }
 }

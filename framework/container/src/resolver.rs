@@ -230,7 +230,8 @@ pub struct Containers {
     cfg: Config,
     sockets: Vec<Socket>,
     pids: RwLock<HashMap<u32, PidEntry>>,
-    infos: RwLock<HashMap<String, Entry>>,
+    /// By full id, ordered so that a short id (a prefix) is found by a range lookup.
+    infos: RwLock<BTreeMap<String, Entry>>,
     /// CRI sandbox id → pod (bounded by `max_containers`).
     pods: RwLock<HashMap<String, Arc<PodInfo>>>,
     /// Ids queued or recently asked for → not asked again before this instant.
@@ -287,7 +288,7 @@ impl Containers {
             cfg,
             sockets,
             pids: RwLock::new(HashMap::new()),
-            infos: RwLock::new(HashMap::new()),
+            infos: RwLock::new(BTreeMap::new()),
             pods: RwLock::new(HashMap::new()),
             pending: Mutex::new(HashMap::new()),
             tx,
@@ -391,6 +392,23 @@ impl Containers {
     /// cgroup path names first.
     pub fn info_of(&self, r: &ContainerRef) -> Option<Arc<ContainerInfo>> {
         self.lookup(&r.id, Some(r.runtime))
+    }
+
+    /// The cached container whose id starts with `prefix` (a short id such as a table's
+    /// 12-character `container_id`), if exactly one does; without queuing a miss.
+    pub fn cached_prefix(&self, prefix: &str) -> Option<Arc<ContainerInfo>> {
+        if prefix.is_empty() {
+            return None;
+        }
+        let infos = read(&self.infos);
+        let mut hits = infos
+            .range::<str, _>((std::ops::Bound::Included(prefix), std::ops::Bound::Unbounded))
+            .take_while(|(id, _)| id.starts_with(prefix));
+        let (_, first) = hits.next()?;
+        if hits.next().is_some() {
+            return None;
+        }
+        Some(first.info.clone())
     }
 
     /// What is cached of container `id`, without queuing a miss.
@@ -835,7 +853,19 @@ impl Containers {
 
     async fn on_event(&self, i: usize, client: &DockerClient, ev: docker::DockerEvent) {
         match ev.action {
-            EventAction::Start | EventAction::Rename => {
+            // A start goes through the lookup queue, which asks once per id however many
+            // callers (this event, a first record of the container) want it; a restart of a
+            // container already known changes nothing the labels use.
+            EventAction::Start => {
+                if self.cached(&ev.id).is_some() {
+                } else if let Some(info) = ev.start_info() {
+                    // Name, image and labels came with the event: no inspect.
+                    self.put(info, i);
+                } else {
+                    self.request(&ev.id, Some(Runtime::Docker));
+                }
+            }
+            EventAction::Rename => {
                 if let Ok(Some(info)) = self.docker_lookup(i, client, &ev.id).await {
                     self.put(info, i);
                 }
@@ -883,7 +913,9 @@ impl Containers {
         Ok(Some(c.to_info(labels)))
     }
 
-    /// `ContainerStatus` of `id` with its pod (`PodSandboxStatus`), or the sandbox `id` itself.
+    /// Container `id` from `ListContainers` filtered by id (one request: name, image, labels
+    /// and its sandbox), with its pod from the pod cache or `PodSandboxStatus`; or, when no
+    /// container has that id, the sandbox `id` itself.
     async fn cri_lookup(&self, i: usize, id: &str) -> Result<Option<ContainerInfo>, ()> {
         let Some(client) = self.cri(i).await else {
             return Err(());
@@ -892,15 +924,19 @@ impl Containers {
             self.record_error(i, e.kind(), e.to_string());
         };
         self.count_request(i);
-        let c = match client.container_status(id).await {
-            Ok(c) => c,
+        let filter = crate::cri::proto::ContainerFilter {
+            id: id.to_string(),
+            ..Default::default()
+        };
+        let found = match client.list_containers(Some(filter)).await {
+            Ok(list) => list.into_iter().find(|c| c.id.starts_with(id)),
             Err(e) => {
                 fail(e);
                 return Err(());
             }
         };
         self.record_ok(i);
-        let Some(c) = c else {
+        let Some(c) = found else {
             self.count_request(i);
             return match client.pod_sandbox_status(id).await {
                 Ok(s) => Ok(s.map(|s| s.to_info())),
@@ -910,14 +946,7 @@ impl Containers {
                 }
             };
         };
-        self.count_request(i);
-        let sandbox_id = match client.sandbox_of(id).await {
-            Ok(s) => s,
-            Err(e) => {
-                fail(e);
-                None
-            }
-        };
+        let sandbox_id = (!c.pod_sandbox_id.is_empty()).then(|| c.pod_sandbox_id.clone());
         let mut pod = sandbox_id
             .as_ref()
             .and_then(|s| read(&self.pods).get(s).cloned());
@@ -952,6 +981,11 @@ impl Containers {
 
     /// Ask the runtimes for a queued id: the kind the cgroup path names first, then the other.
     async fn resolve(self: Arc<Self>, lookup: Lookup) {
+        // Learnt meanwhile (a runtime event, a resync): nothing to ask.
+        if self.cached(&lookup.id).is_some() {
+            lock(&self.pending).remove(&lookup.id);
+            return;
+        }
         let cri_first = lookup.hint.is_some_and(|r| !r.prefers_docker_api());
         let mut order: Vec<usize> = (0..self.sockets.len()).collect();
         order.sort_by_key(|&i| (self.sockets[i].kind == SocketKind::Cri) != cri_first);
@@ -990,8 +1024,10 @@ fn docker_infos(list: &[docker::DockerContainer], max: usize) -> Vec<ContainerIn
         .filter(|c| c.is_sandbox())
         .map(|c| (c.id.as_str(), &c.labels))
         .collect();
+    // Beyond `max` (the cache's bound) entries are counted as over the limit by `replace_from`;
+    // the client already bounds the list itself.
     list.iter()
-        .take(max)
+        .take(max.saturating_mul(2))
         .map(|c| {
             let sb = if c.is_sandbox() {
                 Some(&c.labels)
@@ -1021,6 +1057,6 @@ fn cri_infos(
                 .filter(|s| s.state == crate::cri::SANDBOX_READY)
                 .map(CriSandbox::to_info),
         )
-        .take(max)
+        .take(max.saturating_mul(2))
         .collect()
 }

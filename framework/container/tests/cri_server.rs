@@ -291,7 +291,8 @@ fn the_resolver_fills_cri_containers_with_pods_and_evicts_gone_ones() {
             .get("ContainerStatus")
             .copied()
             .unwrap_or(0)
-            >= 1
+            == 0,
+        "a queued lookup is one filtered ListContainers (+ PodSandboxStatus for a new pod)"
     );
     // An unknown id is asked once, then not again within the resync period.
     let unknown = "ab".repeat(32);
