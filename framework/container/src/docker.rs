@@ -206,7 +206,10 @@ impl DockerEvent {
 const IDLE_CONNECTIONS: usize = 2;
 
 /// One HTTP/1.1 connection: its request handle and the task driving it.
-type Conn = (hyper::client::conn::http1::SendRequest<Empty<Bytes>>, ConnGuard);
+type Conn = (
+    hyper::client::conn::http1::SendRequest<Empty<Bytes>>,
+    ConnGuard,
+);
 
 /// A Docker Engine API client for one unix socket. Clones share its idle connections.
 #[derive(Debug, Clone)]

@@ -402,7 +402,10 @@ impl Containers {
         }
         let infos = read(&self.infos);
         let mut hits = infos
-            .range::<str, _>((std::ops::Bound::Included(prefix), std::ops::Bound::Unbounded))
+            .range::<str, _>((
+                std::ops::Bound::Included(prefix),
+                std::ops::Bound::Unbounded,
+            ))
             .take_while(|(id, _)| id.starts_with(prefix));
         let (_, first) = hits.next()?;
         if hits.next().is_some() {
@@ -856,15 +859,12 @@ impl Containers {
             // A start goes through the lookup queue, which asks once per id however many
             // callers (this event, a first record of the container) want it; a restart of a
             // container already known changes nothing the labels use.
-            EventAction::Start => {
-                if self.cached(&ev.id).is_some() {
-                } else if let Some(info) = ev.start_info() {
-                    // Name, image and labels came with the event: no inspect.
-                    self.put(info, i);
-                } else {
-                    self.request(&ev.id, Some(Runtime::Docker));
-                }
-            }
+            EventAction::Start if self.cached(&ev.id).is_some() => {}
+            EventAction::Start => match ev.start_info() {
+                // Name, image and labels came with the event: no inspect.
+                Some(info) => self.put(info, i),
+                None => self.request(&ev.id, Some(Runtime::Docker)),
+            },
             EventAction::Rename => {
                 if let Ok(Some(info)) = self.docker_lookup(i, client, &ev.id).await {
                     self.put(info, i);
