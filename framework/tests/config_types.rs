@@ -41,6 +41,9 @@ const INTEGER_KEYS: &[&str] = &[
     "logs.queue_size",
     "otlp.timeout_ms",
     "otlp.queue_size",
+    "container.request_timeout_ms",
+    "container.resync_period",
+    "container.max_containers",
 ];
 
 /// Every boolean switch of the model.
@@ -50,6 +53,7 @@ const SWITCH_KEYS: &[&str] = &[
     "web_server.timestamps",
     "web_server.ssl_auth",
     "rest_api_server.ssl_auth",
+    "container.runtime_api",
 ];
 
 /// String keys (a valid value each, so only the type is wrong in the bad cases).
@@ -61,6 +65,7 @@ const STRING_KEYS: &[&str] = &[
     "global.meta_dir",
     "global.sdk_dir",
     "global.machine_id",
+    "global.host_root",
     "metric.out_channel",
     "metric.kafka_topic",
     "event.kafka_topic",
@@ -303,4 +308,43 @@ fn unknown_environment_sections_name_the_variable() {
         "{:?}",
         loaded.warnings
     );
+}
+
+#[test]
+fn container_sockets_and_host_root_are_checked() {
+    let c = load(
+        "global = { host_root = \"/host/\"; };\ncontainer = { docker_sockets = [\"/run/a.sock\", \"/run/b.sock\"]; cri_sockets = \"/run/c.sock\"; };\n",
+        &[],
+    )
+    .unwrap();
+    assert_eq!(c.config.global.host_root, "/host/");
+    assert_eq!(
+        c.config.container.docker_sockets,
+        [Path::new("/run/a.sock"), Path::new("/run/b.sock")]
+    );
+    assert_eq!(c.config.container.cri_sockets, [Path::new("/run/c.sock")]);
+    // An environment override names several, comma-separated.
+    let c = load(
+        "",
+        &[(
+            "GALA_GOPHER_CONTAINER__DOCKER_SOCKETS",
+            "/x/1.sock, /x/2.sock",
+        )],
+    )
+    .unwrap();
+    assert_eq!(c.config.container.docker_sockets.len(), 2);
+    let e = file_error("container.docker_sockets", "[\"relative.sock\"]");
+    assert!(
+        e.contains("container.docker_sockets") && e.contains("absolute path"),
+        "{e}"
+    );
+    let long = format!("[\"/{}\"]", "s".repeat(120));
+    assert!(file_error("container.cri_sockets", &long).contains("107 bytes"));
+    let e = file_error("global.host_root", "\"host\"");
+    assert!(
+        e.contains("global.host_root") && e.contains("not an absolute path"),
+        "{e}"
+    );
+    assert!(file_error("global.host_root", "\"/a/../b\"").contains(".."));
+    assert!(file_error("container.request_timeout_ms", "50").contains("100"));
 }

@@ -16,7 +16,6 @@ use std::time::{Duration, Instant};
 
 use container_info::podman::Podman;
 use daemon_support::*;
-use serde_json::Value;
 
 const IMAGE: &str = "localhost/gg-busy:1";
 
@@ -78,26 +77,6 @@ impl Drop for Runtime {
             let _ = s.wait();
         }
     }
-}
-
-fn request(port: u16, method: &str, path: &str, body: &str) -> (u16, Value) {
-    let mut s = TcpStream::connect(("127.0.0.1", port)).expect("connect");
-    s.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
-    write!(
-        s,
-        "{method} {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\nContent-Type: application/x-www-form-urlencoded\r\nContent-Length: {}\r\n\r\n{body}",
-        body.len()
-    )
-    .unwrap();
-    let mut buf = String::new();
-    let _ = s.read_to_string(&mut buf);
-    let (head, body) = buf.split_once("\r\n\r\n").unwrap_or((&buf, ""));
-    let status = head
-        .split_whitespace()
-        .nth(1)
-        .and_then(|c| c.parse().ok())
-        .unwrap_or(0);
-    (status, serde_json::from_str(body).unwrap_or(Value::Null))
 }
 
 /// The series lines of `prefix` for process `pid`.

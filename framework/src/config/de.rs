@@ -392,11 +392,38 @@ pub(crate) fn host_root<'de, D: Deserializer<'de>>(d: D) -> Result<String, D::Er
     Ok(s)
 }
 
+/// A string (comma-separated items, so an environment override can name several) or a list of
+/// strings; each non-empty item goes to `add`. `item` and `items` name them in type errors.
+fn string_list<'de, D: Deserializer<'de>>(
+    d: D,
+    item: &'static str,
+    items: &'static str,
+    mut add: impl FnMut(&str) -> Result<(), D::Error>,
+) -> Result<(), D::Error> {
+    match Raw::deserialize(d)? {
+        Raw::Str(s) | Raw::Env(s) => {
+            for part in s.split(',').map(str::trim) {
+                add(part)?;
+            }
+        }
+        Raw::List(items) => {
+            for it in items {
+                match it {
+                    Raw::Str(s) => add(&s)?,
+                    other => return Err(other.invalid_type(item)),
+                }
+            }
+        }
+        other => return Err(other.invalid_type(items)),
+    }
+    Ok(())
+}
+
 /// Unix socket paths: a string (comma-separated, so an environment override can name several)
 /// or a list of strings; each an absolute path of at most 107 bytes (`sun_path`).
 pub(crate) fn socket_paths<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<PathBuf>, D::Error> {
     let mut out = Vec::new();
-    let mut add = |p: &str| -> Result<(), D::Error> {
+    let add = |p: &str| -> Result<(), D::Error> {
         if p.is_empty() {
             return Ok(());
         }
@@ -411,22 +438,12 @@ pub(crate) fn socket_paths<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<PathBu
         out.push(PathBuf::from(p));
         Ok(())
     };
-    match Raw::deserialize(d)? {
-        Raw::Str(s) | Raw::Env(s) => {
-            for part in s.split(',').map(str::trim) {
-                add(part)?;
-            }
-        }
-        Raw::List(items) => {
-            for item in items {
-                match item {
-                    Raw::Str(s) => add(&s)?,
-                    other => return Err(other.invalid_type("a socket path")),
-                }
-            }
-        }
-        other => return Err(other.invalid_type("a socket path or a list of socket paths")),
-    }
+    string_list(
+        d,
+        "a socket path",
+        "a socket path or a list of socket paths",
+        add,
+    )?;
     Ok(out)
 }
 
@@ -436,27 +453,12 @@ const CHANNELS: &str = "a channel name or a list of channel names";
 /// an environment override can name several) or a list of strings.
 pub(crate) fn channels<'de, D: Deserializer<'de>>(d: D) -> Result<super::OutChannels, D::Error> {
     let mut out = super::OutChannels::default();
-    let mut add = |name: &str| -> Result<(), D::Error> {
+    let add = |name: &str| -> Result<(), D::Error> {
         if !name.is_empty() {
             out.push(name.parse().map_err(de::Error::custom)?);
         }
         Ok(())
     };
-    match Raw::deserialize(d)? {
-        Raw::Str(s) | Raw::Env(s) => {
-            for part in s.split(',').map(str::trim) {
-                add(part)?;
-            }
-        }
-        Raw::List(items) => {
-            for item in items {
-                match item {
-                    Raw::Str(s) => add(&s)?,
-                    other => return Err(other.invalid_type("a channel name")),
-                }
-            }
-        }
-        other => return Err(other.invalid_type(CHANNELS)),
-    }
+    string_list(d, "a channel name", CHANNELS, add)?;
     Ok(out)
 }
