@@ -13,7 +13,6 @@ use std::time::Duration;
 use daemon_support::*;
 use serde_json::Value;
 
-
 struct Rest {
     d: Daemon,
     port: u16,
