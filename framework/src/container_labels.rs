@@ -174,10 +174,16 @@ impl ContainerSource for ContainerLabeler {
     }
 
     fn of_pid(&self, pid: u32, pod_labels: &[String]) -> Vec<(String, String)> {
+        if !pod_labels.is_empty() {
+            self.containers.want_pod_labels();
+        }
         self.containers.labels_of_pid(pid, pod_labels)
     }
 
     fn of_container(&self, id: &str, pod_labels: &[String]) -> Vec<(String, String)> {
+        if !pod_labels.is_empty() {
+            self.containers.want_pod_labels();
+        }
         let Some(found) = self.find(id) else {
             return Vec::new();
         };
@@ -212,5 +218,9 @@ impl ContainerDirectory for ContainerLabeler {
 
     fn note_exec(&self, pid: u32) {
         self.containers.note_exec(pid);
+    }
+
+    fn want_pod_labels(&self) {
+        self.containers.want_pod_labels();
     }
 }

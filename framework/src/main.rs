@@ -124,7 +124,7 @@ fn set_host_root(configured: &str) {
             if let Err(e) = host::set_root(root.clone()) {
                 tracing::warn!("global.host_root: {e}");
             }
-            // SAFETY (edition 2021: safe fn): no other thread exists yet.
+            // Sound only while no other thread reads the environment: none exists yet.
             std::env::set_var(host::ENV, &root);
         }
     }

@@ -406,9 +406,8 @@ impl CriClient {
             message,
         };
         // The URI is not used: the connector below always dials the socket.
-        let endpoint = Endpoint::from_static("http://cri.invalid")
-            .connect_timeout(timeout)
-            .timeout(timeout);
+        // No per-request timeout layer: `unary` bounds each call itself (one timer, not two).
+        let endpoint = Endpoint::from_static("http://cri.invalid").connect_timeout(timeout);
         let path = socket.to_path_buf();
         let connector = tower::service_fn(move |_: Uri| {
             let path = path.clone();

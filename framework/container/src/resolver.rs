@@ -239,6 +239,9 @@ pub struct Containers {
     tx: mpsc::Sender<Lookup>,
     rx: Mutex<Option<mpsc::Receiver<Lookup>>>,
     generation: AtomicU64,
+    /// Some caller uses pod labels ([`Containers::want_pod_labels`]): a lookup of a container in
+    /// a pod not cached yet also asks for the pod (CRI `PodSandboxStatus`).
+    pod_labels_wanted: std::sync::atomic::AtomicBool,
     n: Atomics,
 }
 
@@ -294,6 +297,7 @@ impl Containers {
             tx,
             rx: Mutex::new(Some(rx)),
             generation: AtomicU64::new(0),
+            pod_labels_wanted: std::sync::atomic::AtomicBool::new(false),
             n: Atomics::default(),
         })
     }
@@ -348,6 +352,14 @@ impl Containers {
             );
         }
         cref
+    }
+
+    /// Pod labels are used from now on (a probe copies some onto its series, or selects by
+    /// them): a CRI lookup of a container whose pod is not cached asks for the pod too. Until
+    /// then a new pod costs no `PodSandboxStatus` (its name, namespace and uid come with the
+    /// container's own labels); the periodic resync lists every pod with its labels either way.
+    pub fn want_pod_labels(&self) {
+        self.pod_labels_wanted.store(true, Ordering::Relaxed);
     }
 
     /// Process `parent` forked `child`: a fork does not change cgroups, so the child is in its
@@ -950,7 +962,8 @@ impl Containers {
         let mut pod = sandbox_id
             .as_ref()
             .and_then(|s| read(&self.pods).get(s).cloned());
-        if let (None, Some(sb)) = (&pod, &sandbox_id) {
+        let wanted = self.pod_labels_wanted.load(Ordering::Relaxed);
+        if let (None, Some(sb), true) = (&pod, &sandbox_id, wanted) {
             self.count_request(i);
             match client.pod_sandbox_status(sb).await {
                 Ok(Some(s)) => {

@@ -294,6 +294,44 @@ fn the_resolver_fills_cri_containers_with_pods_and_evicts_gone_ones() {
             == 0,
         "a queued lookup is one filtered ListContainers (+ PodSandboxStatus for a new pod)"
     );
+    // A container of a pod not cached yet: its pod is asked for (PodSandboxStatus) only once
+    // pod labels are wanted; before that the pod comes from the container's own labels.
+    let sandbox_calls = || {
+        data.lock()
+            .unwrap()
+            .calls
+            .get("PodSandboxStatus")
+            .copied()
+            .unwrap_or(0)
+    };
+    let in_new_pod = |id: &str| {
+        let mut x = container(id, "late", CONTAINER_RUNNING);
+        x.pod_sandbox_id = "9".repeat(64);
+        data.lock().unwrap().hidden.push(x);
+        ContainerRef {
+            id: id.to_string(),
+            ..r.clone()
+        }
+    };
+    let before = sandbox_calls();
+    let first = in_new_pod(&"4".repeat(64));
+    assert!(c.info_of(&first).is_none());
+    wait("first new-pod container", &|| c.info_of(&first).is_some());
+    assert_eq!(
+        sandbox_calls(),
+        before,
+        "no PodSandboxStatus while pod labels are unused"
+    );
+    c.want_pod_labels();
+    let second = in_new_pod(&"5".repeat(64));
+    assert!(c.info_of(&second).is_none());
+    wait("second new-pod container", &|| c.info_of(&second).is_some());
+    assert_eq!(
+        sandbox_calls(),
+        before + 1,
+        "pod labels wanted: the pod is asked for"
+    );
+
     // An unknown id is asked once, then not again within the resync period.
     let unknown = "ab".repeat(32);
     assert!(c.info(&unknown).is_none());

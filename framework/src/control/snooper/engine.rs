@@ -367,6 +367,11 @@ impl<R: ProcReader> Engine<R> {
 
     /// Set (or replace) `name`'s snoopers; `generation` names its channel.
     pub fn set(&mut self, name: &str, mode: Mode, generation: u64) {
+        if let Mode::Whitelist(s) | Mode::Blacklist(s) = &mode {
+            if !s.pod_labels.is_empty() {
+                self.reader.want_pod_labels();
+            }
+        }
         match self.probes.get_mut(name) {
             Some(p) => {
                 p.mode = mode;

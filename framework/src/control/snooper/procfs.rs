@@ -79,6 +79,8 @@ pub trait ContainerDirectory: Send + Sync {
     fn note_fork(&self, _parent: u32, _child: u32) {}
     /// `pid` executed a program (it may have joined a container just before).
     fn note_exec(&self, _pid: u32) {}
+    /// A snooper selects by pod labels: the directory must learn them.
+    fn want_pod_labels(&self) {}
 }
 
 /// Where the resolver learns about processes.
@@ -107,6 +109,8 @@ pub trait ProcReader {
     fn note_fork(&self, _parent: u32, _child: u32) {}
     /// `pid` executed a program: pass it on to the container directory.
     fn note_exec(&self, _pid: u32) {}
+    /// A snooper selects by pod labels: pass it on to the container directory.
+    fn want_pod_labels(&self) {}
 }
 
 /// The real `/proc` (under the host root), and the daemon's container directory.
@@ -210,6 +214,12 @@ impl ProcReader for LiveProc {
     fn note_exec(&self, pid: u32) {
         if let Some(c) = &self.containers {
             c.note_exec(pid);
+        }
+    }
+
+    fn want_pod_labels(&self) {
+        if let Some(c) = &self.containers {
+            c.want_pod_labels();
         }
     }
 }
