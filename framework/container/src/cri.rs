@@ -470,27 +470,40 @@ impl CriClient {
             .unwrap_or(Err(CriError::Timeout(self.timeout)))
     }
 
+    /// [`Self::unary`] where gRPC `NotFound` (the runtime does not know the id) is `None`.
+    async fn unary_found<Req, Resp>(
+        &self,
+        method: &'static str,
+        req: Req,
+        max: usize,
+    ) -> Result<Option<Resp>, CriError>
+    where
+        Req: prost::Message + Send + Sync + 'static,
+        Resp: prost::Message + Default + Send + Sync + 'static,
+    {
+        match self.unary(method, req, max).await {
+            Err(CriError::Status {
+                code: tonic::Code::NotFound,
+                ..
+            }) => Ok(None),
+            r => r.map(Some),
+        }
+    }
+
     /// `ContainerStatus`; `None` when the runtime does not know the id (gRPC `NotFound`).
     pub async fn container_status(&self, id: &str) -> Result<Option<CriContainer>, CriError> {
         let req = proto::ContainerStatusRequest {
             container_id: id.to_string(),
             verbose: false,
         };
-        let resp: proto::ContainerStatusResponse = match self
-            .unary(
+        let resp: Option<proto::ContainerStatusResponse> = self
+            .unary_found(
                 "/runtime.v1.RuntimeService/ContainerStatus",
                 req,
                 STATUS_MESSAGE_MAX,
             )
-            .await
-        {
-            Err(CriError::Status {
-                code: tonic::Code::NotFound,
-                ..
-            }) => return Ok(None),
-            r => r?,
-        };
-        let Some(s) = resp.status else {
+            .await?;
+        let Some(s) = resp.and_then(|r| r.status) else {
             return Ok(None);
         };
         Ok(Some(CriContainer {
@@ -509,22 +522,15 @@ impl CriClient {
             pod_sandbox_id: id.to_string(),
             verbose: false,
         };
-        let resp: proto::PodSandboxStatusResponse = match self
-            .unary(
+        let resp: Option<proto::PodSandboxStatusResponse> = self
+            .unary_found(
                 "/runtime.v1.RuntimeService/PodSandboxStatus",
                 req,
                 STATUS_MESSAGE_MAX,
             )
-            .await
-        {
-            Err(CriError::Status {
-                code: tonic::Code::NotFound,
-                ..
-            }) => return Ok(None),
-            r => r?,
-        };
+            .await?;
         Ok(resp
-            .status
+            .and_then(|r| r.status)
             .map(|s| sandbox_of(s.id, s.state, s.metadata, &s.labels)))
     }
 
