@@ -271,22 +271,37 @@ impl CustomLabels {
             .filter(|(_, (k, v))| check_name(k).is_ok() && check_value(k, v).is_ok())
             .take(MAX_PROCESS_LABELS)
             .collect();
-        let mut all = self.processes.write().unwrap_or_else(|p| p.into_inner());
-        let same = match all.get(probe) {
-            Some(old) => **old == map,
-            None => map.is_empty(),
+        let empty = map.is_empty();
+        // Beyond MAX_PROBES the map is not kept (the resolver's pids stay unlabeled).
+        let _ = self.replace(&self.processes, probe, Arc::new(map), empty);
+    }
+
+    /// Replace `probe`'s entry of `all` by `new` (remove it when `empty`) unless it is equal;
+    /// bump the generation on a change. `Err` when `MAX_PROBES` probes already have an entry.
+    fn replace<V: PartialEq>(
+        &self,
+        all: &RwLock<BTreeMap<String, V>>,
+        probe: &str,
+        new: V,
+        empty: bool,
+    ) -> Result<(), LabelError> {
+        let mut all = all.write().unwrap_or_else(|p| p.into_inner());
+        let unchanged = match all.get(probe) {
+            Some(old) => *old == new,
+            None => empty,
         };
-        if same {
-            return;
+        if unchanged {
+            return Ok(());
         }
-        if map.is_empty() {
+        if empty {
             all.remove(probe);
         } else if all.len() < MAX_PROBES || all.contains_key(probe) {
-            all.insert(probe.to_string(), Arc::new(map));
+            all.insert(probe.to_string(), new);
         } else {
-            return;
+            return Err(LabelError::TooManyProbes);
         }
         self.generation.fetch_add(1, Ordering::Release);
+        Ok(())
     }
 
     /// Replace the pod label names copied onto `probe`'s series (REST `snoopers.pod_labels`:
@@ -304,23 +319,8 @@ impl CustomLabels {
             .collect();
         names.sort();
         names.dedup();
-        let mut all = self.pod_labels.write().unwrap_or_else(|p| p.into_inner());
-        let same = match all.get(probe) {
-            Some(old) => **old == *names,
-            None => names.is_empty(),
-        };
-        if same {
-            return Ok(());
-        }
-        if names.is_empty() {
-            all.remove(probe);
-        } else if all.len() < MAX_PROBES || all.contains_key(probe) {
-            all.insert(probe.to_string(), Arc::from(names));
-        } else {
-            return Err(LabelError::TooManyProbes);
-        }
-        self.generation.fetch_add(1, Ordering::Release);
-        Ok(())
+        let empty = names.is_empty();
+        self.replace(&self.pod_labels, probe, Arc::from(names), empty)
     }
 
     /// The pod label names copied onto `probe`'s series (empty if none).
