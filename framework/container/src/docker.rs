@@ -483,12 +483,12 @@ impl DockerClient {
         }))
     }
 
-    /// Subscribe to container events (`GET /v1.41/events?filters={"type":["container"]}`).
+    /// Subscribe to container events (`GET /v1.41/events?filters=`[`EVENT_FILTER`]): only
+    /// the actions the cache uses, so the daemon does not send (nor this side parse) a
+    /// container's create/attach/die/stop or every health-check exec.
     /// The time limit covers the subscription (response head); the stream itself has none.
     pub async fn events(&self) -> Result<Events, DockerError> {
-        // filters={"type":["container"]}, URL-encoded.
-        let path =
-            format!("/{API_VERSION}/events?filters=%7B%22type%22%3A%5B%22container%22%5D%7D");
+        let path = format!("/{API_VERSION}/events?filters={EVENT_FILTER_QUERY}");
         let (resp, guard) = self.within(self.get(&path)).await?;
         if !resp.status().is_success() {
             return Err(DockerError::Status {
@@ -505,6 +505,14 @@ impl DockerClient {
         })
     }
 }
+
+/// The event filter asked for: container events whose action changes what the cache holds
+/// (`remove` is podman's name for `destroy`). Other actions still arriving are ignored.
+pub const EVENT_FILTER: &str =
+    r#"{"type":["container"],"event":["start","rename","destroy","remove"]}"#;
+/// [`EVENT_FILTER`] URL-encoded (a test checks the two agree).
+const EVENT_FILTER_QUERY: &str = "%7B%22type%22%3A%5B%22container%22%5D%2C%22event%22%3A%5B\
+%22start%22%2C%22rename%22%2C%22destroy%22%2C%22remove%22%5D%7D";
 
 /// A container event stream: JSON objects, one per line.
 #[derive(Debug)]
@@ -597,5 +605,30 @@ impl Events {
             image,
             labels: info::bounded_labels(&attrs),
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn event_filter_query_is_the_filter_url_encoded() {
+        let decoded = percent_encoding::percent_decode_str(EVENT_FILTER_QUERY)
+            .decode_utf8()
+            .expect("utf-8");
+        assert_eq!(decoded, EVENT_FILTER);
+        let v: serde_json::Value = serde_json::from_str(&decoded).expect("JSON");
+        assert_eq!(v["type"][0], "container");
+        // Every action the cache acts on is asked for.
+        for action in ["start", "rename", "destroy", "remove"] {
+            assert!(
+                v["event"].as_array().unwrap().iter().any(|a| a == action),
+                "{action}"
+            );
+        }
+        assert!(EVENT_FILTER_QUERY
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'%'));
     }
 }

@@ -38,6 +38,10 @@ pub const DEFAULT_CRI_SOCKETS: [&str; 3] = [
 pub const QUEUE_LEN: usize = 1024;
 /// Runtime lookups of queued ids in flight at once.
 pub const CONCURRENT_LOOKUPS: usize = 4;
+/// Shortest time between two batches of queued ids sent to the runtimes (see
+/// `serve_queue`): the most a burst of container starts adds to a new container's label
+/// latency (target: 1 s).
+pub const GATHER: Duration = Duration::from_millis(100);
 /// How long an id whose lookup failed (runtime error) is not asked for again.
 pub const RETRY_AFTER_ERROR: Duration = Duration::from_secs(1);
 /// First and longest wait before re-subscribing to a docker event stream.
@@ -981,13 +985,29 @@ impl Containers {
         Ok(Some(c.to_info(pod.as_deref())))
     }
 
+    /// Serve queued ids a batch at a time, at most one batch per [`GATHER`]: an id queued
+    /// after a quiet spell is asked for at once, while during a burst of container starts the
+    /// ids gather (queuing one does not wake this task) and go out together, multiplexed on
+    /// one connection. The resolver's CPU is mostly its wake-ups, so this is what bounds it
+    /// under churn.
     async fn serve_queue(self: Arc<Self>, mut rx: mpsc::Receiver<Lookup>) {
         let mut running = JoinSet::new();
-        while let Some(lookup) = rx.recv().await {
-            while running.len() >= CONCURRENT_LOOKUPS {
-                running.join_next().await;
+        let mut batch = Vec::new();
+        let mut last: Option<tokio::time::Instant> = None;
+        while rx.recv_many(&mut batch, QUEUE_LEN).await > 0 {
+            if let Some(last) = last {
+                tokio::time::sleep_until(last + GATHER).await;
+                while let Ok(lookup) = rx.try_recv() {
+                    batch.push(lookup);
+                }
             }
-            running.spawn(self.clone().resolve(lookup));
+            last = Some(tokio::time::Instant::now());
+            for lookup in batch.drain(..) {
+                while running.len() >= CONCURRENT_LOOKUPS {
+                    running.join_next().await;
+                }
+                running.spawn(self.clone().resolve(lookup));
+            }
             while running.try_join_next().is_some() {}
         }
     }

@@ -38,7 +38,8 @@ pub struct Data {
     pub containers: Vec<Container>,
     /// Requests per kind (`list`, `inspect`, `events`, `other`).
     pub calls: HashMap<&'static str, u64>,
-    subscribers: Vec<mpsc::UnboundedSender<Bytes>>,
+    /// Event streams: each with the actions its `filters` asked for (`None`: all).
+    subscribers: Vec<(mpsc::UnboundedSender<Bytes>, Option<Vec<String>>)>,
     time: u64,
 }
 
@@ -92,7 +93,12 @@ impl Data {
         .to_string()
             + "\n";
         let line = Bytes::from(line);
-        self.subscribers.retain(|s| s.send(line.clone()).is_ok());
+        self.subscribers.retain(|(s, actions)| {
+            let wanted = actions
+                .as_ref()
+                .is_none_or(|a| a.iter().any(|a| a == action));
+            !wanted || s.send(line.clone()).is_ok()
+        });
     }
 }
 
@@ -147,6 +153,25 @@ fn inspect_body(c: &Container) -> serde_json::Value {
     })
 }
 
+/// The `event` actions of an events request's `filters` query parameter (`None`: no such
+/// filter, every action), as dockerd reads it.
+fn event_actions(query: Option<&str>) -> Option<Vec<String>> {
+    let filters = query?
+        .split('&')
+        .find_map(|kv| kv.strip_prefix("filters="))?;
+    let json = percent_encoding::percent_decode_str(filters)
+        .decode_utf8()
+        .ok()?;
+    let v: serde_json::Value = serde_json::from_str(&json).ok()?;
+    let actions = v.get("event")?.as_array()?;
+    Some(
+        actions
+            .iter()
+            .filter_map(|a| a.as_str().map(str::to_string))
+            .collect(),
+    )
+}
+
 fn route(req: &Request<Incoming>, d: &Shared) -> Reply {
     let path = req.uri().path();
     // "/v1.41/containers/json" → "/containers/json".
@@ -175,7 +200,7 @@ fn route(req: &Request<Incoming>, d: &Shared) -> Reply {
         ["events"] => {
             *g.calls.entry("events").or_default() += 1;
             let (tx, rx) = mpsc::unbounded_channel();
-            g.subscribers.push(tx);
+            g.subscribers.push((tx, event_actions(req.uri().query())));
             let mut r = Response::new(Either::Right(EventBody(rx)));
             r.headers_mut().insert(
                 hyper::header::CONTENT_TYPE,
