@@ -146,13 +146,12 @@ fn pod_labels_of_sandbox(labels: &BTreeMap<String, String>) -> BTreeMap<String, 
 pub enum EventAction {
     /// The container started.
     Start,
-    /// Its process exited.
-    Die,
     /// It was removed.
     Destroy,
     /// It was renamed (the event's `name` is the new name).
     Rename,
-    /// Anything else (`create`, `exec_start: …`, `health_status: …`).
+    /// Anything else (`create`, `die`, `exec_start: …`: not asked for by [`EVENT_FILTER`],
+    /// but a runtime that ignores the filter sends them).
     Other(String),
 }
 
@@ -588,7 +587,6 @@ impl Events {
         }
         let action = match action.as_str() {
             "start" => EventAction::Start,
-            "die" => EventAction::Die,
             "destroy" | "remove" => EventAction::Destroy,
             "rename" => EventAction::Rename,
             _ => EventAction::Other(action),

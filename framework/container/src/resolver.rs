@@ -887,7 +887,7 @@ impl Containers {
                 }
             }
             EventAction::Destroy => self.remove(&ev.id),
-            EventAction::Die | EventAction::Other(_) => {}
+            EventAction::Other(_) => {}
         }
     }
 
