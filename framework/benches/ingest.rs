@@ -2,7 +2,9 @@
 //! writes records as fast as it can; the daemon's ingest path (framer → parser → schema lookup →
 //! store) consumes them. Reports records/s and the daemon side's CPU time.
 //!
-//! Run: `cargo bench -p gala-gopher --bench ingest` (env `GG_BENCH_RECORDS` to change the count).
+//! Run: `cargo bench -p gala-gopher --bench ingest` (env `GG_BENCH_RECORDS` to change the count;
+//! `GG_BENCH_PER_PERIOD=1` declares the two counters `period: "delta"`, so the store derives
+//! their per-period change on every record: the cost of upstream's counter semantics).
 
 use std::io::Write;
 use std::process::Stdio;
@@ -88,7 +90,16 @@ fn main() -> anyhow::Result<()> {
         .unwrap_or(5_000_000);
     let dir = tempfile::tempdir()?;
     let meta = dir.path().join("bench.meta");
-    std::fs::write(&meta, META)?;
+    let per_period = std::env::var_os("GG_BENCH_PER_PERIOD").is_some();
+    let meta_text = if per_period {
+        META.replace(
+            "type: \"counter\";",
+            "type: \"counter\"; period: \"delta\";",
+        )
+    } else {
+        META.to_string()
+    };
+    std::fs::write(&meta, meta_text)?;
     let mut reg = SchemaRegistry::default();
     reg.add_file(&meta)?;
     let store = Arc::new(TableStore::new(StoreLimits::default(), "bench-machine"));
@@ -129,7 +140,8 @@ fn main() -> anyhow::Result<()> {
     );
     let rate = accepted as f64 / elapsed.as_secs_f64();
     println!(
-        "ingest: {accepted} records in {:.3} s = {:.0} records/s; daemon CPU {:.3} s ({:.0} ns/record, {:.0}% of one core); series {}; RSS {} kB",
+        "ingest{}: {accepted} records in {:.3} s = {:.0} records/s; daemon CPU {:.3} s ({:.0} ns/record, {:.0}% of one core); series {}; RSS {} kB",
+        if per_period { " (per-period counters)" } else { "" },
         elapsed.as_secs_f64(),
         rate,
         cpu,

@@ -24,23 +24,15 @@ pub fn populated(series: usize) -> TableStore {
     let mut made = 0;
     for t in 0..tables {
         let mut fields = vec![
-            Field {
-                name: "tgid".into(),
-                kind: FieldKind::Key,
-                description: "process id".into(),
-            },
-            Field {
-                name: "comm".into(),
-                kind: FieldKind::Label,
-                description: "command".into(),
-            },
+            Field::new("tgid", FieldKind::Key, "process id"),
+            Field::new("comm", FieldKind::Label, "command"),
         ];
         for f in 0..fields_per_row {
-            fields.push(Field {
-                name: format!("metric_{f}"),
-                kind: FieldKind::Gauge,
-                description: format!("metric {f}"),
-            });
+            fields.push(Field::new(
+                format!("metric_{f}"),
+                FieldKind::Gauge,
+                format!("metric {f}"),
+            ));
         }
         let schema = Arc::new(TableSchema {
             table_name: format!("bench_{t}"),
@@ -48,6 +40,7 @@ pub fn populated(series: usize) -> TableStore {
             version: "1.0.0".into(),
             fields,
             origin: "bench".into(),
+            derives: false,
         });
         for r in 0..1000 {
             if made >= rows {

@@ -197,6 +197,34 @@ impl ContainerSource for ContainerLabeler {
         labels.retain(|(n, _)| n != "container_id");
         labels
     }
+
+    fn of_pod(&self, uid: &str, pod_labels: &[String]) -> Vec<(String, String)> {
+        if !pod_labels.is_empty() {
+            self.containers.want_pod_labels();
+        }
+        let uid_dashed = uid.replace('_', "-");
+        let Some(found) = self.containers.all().into_iter().find(|c| {
+            c.pod
+                .as_ref()
+                .is_some_and(|p| p.uid == uid || p.uid == uid_dashed)
+        }) else {
+            return Vec::new();
+        };
+        let r = ContainerRef {
+            id: found.id.clone(),
+            runtime: container_info::cgroup::Runtime::Unknown,
+            pod_uid: Some(uid.to_string()),
+            cgroup_path: String::new(),
+        };
+        let mut labels = info::series_labels(&r, Some(&found), pod_labels);
+        labels.retain(|(n, _)| {
+            !matches!(
+                n.as_str(),
+                "container_id" | "container_name" | "container_image" | "pod_id"
+            )
+        });
+        labels
+    }
 }
 
 impl ContainerDirectory for ContainerLabeler {

@@ -19,7 +19,7 @@ use crate::clock::now_ms;
 use crate::custom_labels::{CustomLabels, LabelSet};
 use crate::message::{RecordSink, RecordView};
 use crate::meta::{MetaCache, MetaCounters, MetaLimits, SchemaRef, SchemaRegistry};
-use crate::record_labels::{ContainerSource, RecordLabels};
+use crate::record_labels::{ContainerSource, ProcessSource, RecordLabels};
 use crate::store::{Scratch, TableStore};
 use crate::supervisor::{OutputSink, ProbeSpec};
 use crate::telemetry::{DropReason, ProbeStats};
@@ -40,6 +40,7 @@ pub struct Ingest {
     records: Option<Arc<dyn RecordSink>>,
     custom_labels: Option<Arc<CustomLabels>>,
     containers: Option<Arc<dyn ContainerSource>>,
+    identities: Option<Arc<dyn ProcessSource>>,
     max_line: usize,
     /// `.meta` loads within the limits (`max_fields` = `imdb.max_metrics_num`), remembered by
     /// file identity so restarts and retries do not re-parse an unchanged file.
@@ -62,6 +63,7 @@ impl Ingest {
             records: None,
             custom_labels: None,
             containers: None,
+            identities: None,
             max_line,
             metas: Arc::new(MetaCache::new(
                 MetaLimits::with_max_fields(max_fields),
@@ -70,9 +72,18 @@ impl Ingest {
         }
     }
 
-    /// Count `.meta` loads and refusals into `counters` (the daemon's self-metrics).
-    pub fn with_meta_counters(mut self, counters: Arc<MetaCounters>) -> Self {
-        self.metas = Arc::new(MetaCache::new(self.metas.limits(), counters));
+    /// Count `.meta` loads and refusals into `counters` (the daemon's self-metrics), and export
+    /// per-period counters as `counter_mode` says (`metric.counter_mode`).
+    pub fn with_meta_counters(
+        mut self,
+        counters: Arc<MetaCounters>,
+        counter_mode: crate::meta::CounterMode,
+    ) -> Self {
+        let limits = MetaLimits {
+            counter_mode,
+            ..self.metas.limits()
+        };
+        self.metas = Arc::new(MetaCache::new(limits, counters));
         self
     }
 
@@ -96,12 +107,20 @@ impl Ingest {
         self
     }
 
+    /// Add upstream HEAD's process identity labels from `source` to the records of processes:
+    /// `comm` for tables with a `tgid` field, and `cmdline`, `start_time` for the `proc` entity.
+    pub fn with_process_identity(mut self, source: Arc<dyn ProcessSource>) -> Self {
+        self.identities = Some(source);
+        self
+    }
+
     /// A line handler with its own scratch state (one per probe reader).
     pub fn handler(&self, stats: Arc<ProbeStats>) -> LineHandler {
         let custom = RecordLabels::new(
             &stats.name,
             self.custom_labels.clone(),
             self.containers.clone(),
+            self.identities.clone(),
         );
         LineHandler {
             custom,
@@ -313,6 +332,17 @@ impl LineHandler {
             }
         }
         if let Some(sink) = &self.records {
+            if schema.derives {
+                forward_derived(
+                    sink.as_ref(),
+                    &schema,
+                    &self.scratch,
+                    self.now_ms,
+                    &self.stats.name,
+                    extra.as_ref(),
+                );
+                return;
+            }
             forward(
                 sink.as_ref(),
                 &schema,
@@ -415,6 +445,30 @@ fn forward(
     });
     values.clear();
     *values_buf = values.into_iter().map(|_| None).collect();
+}
+
+/// Hand a record of a table with derived fields to a push sink: the store's exported values
+/// (per-period changes, scaled totals), so a push consumer reads what `/metrics` shows. A record
+/// the store refused has no previous total to derive from and is not forwarded.
+fn forward_derived(
+    sink: &dyn RecordSink,
+    schema: &SchemaRef,
+    scratch: &Scratch,
+    time_ms: u64,
+    probe: &str,
+    custom_labels: Option<&LabelSet>,
+) {
+    let Some(derived) = scratch.derived_values() else {
+        return;
+    };
+    let values: Vec<Option<&str>> = derived.collect();
+    sink.record(&RecordView {
+        schema,
+        values: &values,
+        time_ms,
+        probe,
+        custom_labels,
+    });
 }
 
 /// Log a probe's non-record line at the level its prefix names (`[DEBUG]`, `[INFO]`, `[WARN]`,

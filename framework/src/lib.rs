@@ -16,6 +16,7 @@ pub mod machine_id;
 pub mod message;
 pub mod meta;
 pub mod meta_report;
+pub mod process_identity;
 pub mod record_labels;
 pub mod store;
 pub mod supervisor;

@@ -206,8 +206,12 @@ async fn run(checked: config::Preflight, config_path: PathBuf) -> anyhow::Result
         cfg.global.max_line_bytes,
         cfg.imdb.max_metrics_num as usize,
     )
-    .with_meta_counters(Arc::clone(&telemetry.meta))
-    .with_custom_labels(Arc::clone(&telemetry.custom_labels));
+    .with_meta_counters(
+        Arc::clone(&telemetry.meta),
+        cfg.metric.counter_mode.for_meta(),
+    )
+    .with_custom_labels(Arc::clone(&telemetry.custom_labels))
+    .with_process_identity(Arc::new(gala_gopher::process_identity::ProcFs));
     // Container and pod identity: a bounded cache over the runtimes' APIs, filled by its own task.
     let containers = container_info::resolver::Containers::new(container_labels::resolver_config(
         &cfg.container,

@@ -86,11 +86,10 @@ pub fn metadata_json_with(schema: &TableSchema, time_ms: u64, added: &[&str], ou
 pub fn publish(tables: &[SchemaRef], out: &dyn Publish, time_ms: u64, container_labels: bool) {
     for t in tables {
         let mut buf = Vec::with_capacity(256);
-        let added = if container_labels {
-            crate::record_labels::container_label_names(t)
-        } else {
-            Vec::new()
-        };
+        let mut added = crate::record_labels::identity_label_names(t);
+        if container_labels {
+            added.extend(crate::record_labels::container_label_names(t));
+        }
         metadata_json_with(t, time_ms, &added, &mut buf);
         out.publish(Item::Meta(Arc::new(MetaMessage {
             table: t.table_name.clone(),

@@ -32,6 +32,29 @@ pub trait ContainerSource: Send + Sync {
     /// The labels of container `id` (the 12-character short id or the full id), without
     /// `container_id` itself (the table has it), in output order.
     fn of_container(&self, id: &str, pod_labels: &[String]) -> Vec<(String, String)>;
+    /// The labels of the pod with uid `uid` (`pod`, `pod_namespace` and the requested
+    /// `pod_labels`), without `pod_id` itself (the table has it); empty when unknown.
+    fn of_pod(&self, uid: &str, pod_labels: &[String]) -> Vec<(String, String)> {
+        let _ = (uid, pod_labels);
+        Vec::new()
+    }
+}
+
+/// Where a process's identity labels come from ([`crate::process_identity::ProcFs`]; tests use
+/// fakes): `comm`, and with `full` also `cmdline` and `start_time`, in this order; empty for a
+/// process that is gone.
+pub trait ProcessSource: Send + Sync {
+    /// The identity labels of process `pid`.
+    fn of_process(&self, pid: u32, full: bool) -> Vec<(String, String)>;
+}
+
+/// Which identity labels a table's rows get: none, `comm` (tables with a `tgid` field), or also
+/// `cmdline` and `start_time` (entity `proc`), as upstream HEAD adds them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Identity {
+    None,
+    Comm,
+    Full,
 }
 
 /// Tables whose label set a reader remembers before it starts over.
@@ -48,6 +71,7 @@ enum SubjectField {
     None,
     Pid(usize),
     Container(usize),
+    Pod(usize),
 }
 
 /// Per table: the subject field and the probe's custom labels as they apply to the table.
@@ -55,6 +79,7 @@ struct TableEntry {
     /// Held so the schema's address (the key) is not reused while remembered.
     _schema: SchemaRef,
     subject: SubjectField,
+    identity: Identity,
     /// Custom labels without the names of the table's own fields.
     base: Option<LabelSet>,
 }
@@ -73,6 +98,9 @@ pub struct RecordLabels {
     probe: String,
     custom: Option<Arc<CustomLabels>>,
     containers: Option<Arc<dyn ContainerSource>>,
+    identities: Option<Arc<dyn ProcessSource>>,
+    /// Per (pid, full): the identity labels and when they were read.
+    identity_cache: HashMap<(u32, bool), (u64, Vec<(String, String)>), foldhash::fast::RandomState>,
     custom_gen: u64,
     containers_gen: u64,
     labels: LabelSet,
@@ -89,14 +117,17 @@ impl RecordLabels {
         probe: &str,
         custom: Option<Arc<CustomLabels>>,
         containers: Option<Arc<dyn ContainerSource>>,
+        identities: Option<Arc<dyn ProcessSource>>,
     ) -> Option<Self> {
-        if custom.is_none() && containers.is_none() {
+        if custom.is_none() && containers.is_none() && identities.is_none() {
             return None;
         }
         let mut me = RecordLabels {
             probe: probe.to_string(),
             custom,
             containers,
+            identities,
+            identity_cache: HashMap::default(),
             custom_gen: u64::MAX,
             containers_gen: 0,
             labels: Arc::from(Vec::new()),
@@ -149,12 +180,13 @@ impl RecordLabels {
             let entry = TableEntry {
                 _schema: Arc::clone(schema),
                 subject: subject_field(schema),
+                identity: identity_of(schema),
                 base: self.base_for(schema),
             };
             self.tables.insert(key, entry);
         }
-        let (subject, base) = match self.tables.get(&key) {
-            Some(t) => (t.subject, t.base.clone()),
+        let (subject, identity, base) = match self.tables.get(&key) {
+            Some(t) => (t.subject, t.identity, t.base.clone()),
             None => return None,
         };
         match subject {
@@ -162,13 +194,19 @@ impl RecordLabels {
             SubjectField::Pid(i) => {
                 let pid = values.get(i).and_then(|v| v.parse::<u32>().ok());
                 match pid {
-                    Some(pid) if pid > 0 => self.for_pid(schema, key, pid, base, now_ms),
+                    Some(pid) if pid > 0 => self.for_pid(schema, key, pid, identity, base, now_ms),
                     _ => base,
                 }
             }
             SubjectField::Container(i) => match values.get(i) {
                 Some(id) if valid_container_id(id) && self.containers.is_some() => {
-                    self.for_container(schema, key, id, base)
+                    self.for_container(schema, key, id, base, false)
+                }
+                _ => base,
+            },
+            SubjectField::Pod(i) => match values.get(i) {
+                Some(uid) if valid_pod_uid(uid) && self.containers.is_some() => {
+                    self.for_container(schema, key, uid, base, true)
                 }
                 _ => base,
             },
@@ -180,11 +218,17 @@ impl RecordLabels {
         schema: &TableSchema,
         table: usize,
         pid: u32,
+        identity: Identity,
         base: Option<LabelSet>,
         now_ms: u64,
     ) -> Option<LabelSet> {
         let label = self.processes.as_ref().and_then(|p| p.get(&pid)).cloned();
-        if self.containers.is_none() && label.is_none() {
+        let identity = if self.identities.is_some() {
+            identity
+        } else {
+            Identity::None
+        };
+        if self.containers.is_none() && label.is_none() && identity == Identity::None {
             return base;
         }
         let stamp = (self.custom_gen, self.containers_gen);
@@ -194,21 +238,48 @@ impl RecordLabels {
                 return e.set.clone();
             }
         }
-        let container = self
-            .containers
-            .as_ref()
-            .map(|c| c.of_pid(pid, &self.pod_labels))
-            .unwrap_or_default();
-        let set = combine(schema, container, base, label);
+        let mut labels = self.identity(pid, identity, now_ms);
+        labels.extend(
+            self.containers
+                .as_ref()
+                .map(|c| c.of_pid(pid, &self.pod_labels))
+                .unwrap_or_default(),
+        );
+        let set = combine(schema, labels, base, label);
         self.remember(k, None, stamp, now_ms, set)
     }
 
+    /// The identity labels of `pid` (read at most once per [`PID_RECHECK_MS`] for all tables).
+    fn identity(&mut self, pid: u32, identity: Identity, now_ms: u64) -> Vec<(String, String)> {
+        let full = match identity {
+            Identity::None => return Vec::new(),
+            Identity::Comm => false,
+            Identity::Full => true,
+        };
+        let Some(src) = &self.identities else {
+            return Vec::new();
+        };
+        if let Some((at, v)) = self.identity_cache.get(&(pid, full)) {
+            if now_ms.saturating_sub(*at) < PID_RECHECK_MS {
+                return v.clone();
+            }
+        }
+        if self.identity_cache.len() >= MAX_SUBJECTS {
+            self.identity_cache.clear();
+        }
+        let v = src.of_process(pid, full);
+        self.identity_cache.insert((pid, full), (now_ms, v.clone()));
+        v
+    }
+
+    /// The labels of a container (`pod` false) or pod (`pod` true) row, remembered per id.
     fn for_container(
         &mut self,
         schema: &TableSchema,
         table: usize,
         id: &str,
         base: Option<LabelSet>,
+        pod: bool,
     ) -> Option<LabelSet> {
         let k = (table, self.hasher.hash_one(id));
         let stamp = (self.custom_gen, self.containers_gen);
@@ -220,7 +291,13 @@ impl RecordLabels {
         let container = self
             .containers
             .as_ref()
-            .map(|c| c.of_container(id, &self.pod_labels))
+            .map(|c| {
+                if pod {
+                    c.of_pod(id, &self.pod_labels)
+                } else {
+                    c.of_container(id, &self.pod_labels)
+                }
+            })
             .unwrap_or_default();
         let set = combine(schema, container, base, None);
         self.remember(k, Some(id.into()), stamp, 0, set)
@@ -291,16 +368,51 @@ impl RecordLabels {
     }
 }
 
-/// The subject field of a table: `tgid`, else `pid`, else `container_id`.
+/// The subject field of a table: `tgid`, else `pid`, else `container_id`, else `pod_id`.
 fn subject_field(schema: &TableSchema) -> SubjectField {
     let find = |name: &str| schema.fields.iter().position(|f| f.name == name);
     if let Some(i) = find("tgid").or_else(|| find("pid")) {
         SubjectField::Pid(i)
     } else if let Some(i) = find("container_id") {
         SubjectField::Container(i)
+    } else if let Some(i) = find("pod_id") {
+        SubjectField::Pod(i)
     } else {
         SubjectField::None
     }
+}
+
+/// The identity labels a table's rows get: `comm` with a `tgid` field, plus `cmdline` and
+/// `start_time` for the `proc` entity.
+fn identity_of(schema: &TableSchema) -> Identity {
+    if !schema
+        .fields
+        .iter()
+        .any(|f| f.name == "tgid" && f.kind.is_label())
+    {
+        Identity::None
+    } else if schema.entity_name == "proc" {
+        Identity::Full
+    } else {
+        Identity::Comm
+    }
+}
+
+/// The identity label names the rows of `schema` may carry (for its metadata), minus the
+/// table's own fields: `comm` for tables with a `tgid` key or label, and `cmdline`,
+/// `start_time` for the `proc` entity.
+pub fn identity_label_names(schema: &TableSchema) -> Vec<&'static str> {
+    use crate::process_identity::{CMDLINE, COMM, START_TIME};
+    let names: &[&'static str] = match identity_of(schema) {
+        Identity::None => &[],
+        Identity::Comm => &[COMM],
+        Identity::Full => &[COMM, CMDLINE, START_TIME],
+    };
+    names
+        .iter()
+        .copied()
+        .filter(|n| !schema.fields.iter().any(|f| f.name == *n))
+        .collect()
 }
 
 /// The container and pod label names the rows of `schema` may carry (for its metadata): all six
@@ -311,6 +423,7 @@ pub fn container_label_names(schema: &TableSchema) -> Vec<&'static str> {
         SubjectField::None => &[],
         SubjectField::Pid(_) => &container_info::info::LABEL_NAMES,
         SubjectField::Container(_) => &container_info::info::LABEL_NAMES[1..],
+        SubjectField::Pod(_) => &container_info::info::LABEL_NAMES[4..],
     };
     names
         .iter()
@@ -319,12 +432,21 @@ pub fn container_label_names(schema: &TableSchema) -> Vec<&'static str> {
         .collect()
 }
 
+/// A pod uid: 1 to 64 characters of hex digits, `-` and `_` (systemd cgroup paths write the
+/// uid's dashes as underscores).
+fn valid_pod_uid(uid: &str) -> bool {
+    (1..=64).contains(&uid.len())
+        && uid
+            .bytes()
+            .all(|b| b.is_ascii_hexdigit() || b == b'-' || b == b'_')
+}
+
 /// 1 to 64 hex digits (upstream's container id rule).
 fn valid_container_id(id: &str) -> bool {
     (1..=64).contains(&id.len()) && id.bytes().all(|b| b.is_ascii_hexdigit())
 }
 
-/// Container labels (in their order, minus the table's own fields), then the custom labels and
+/// Identity and container labels (in their order, minus the table's own fields), then the custom labels and
 /// the process label sorted by name (minus names already taken). `None` when empty.
 fn combine(
     schema: &TableSchema,
@@ -388,6 +510,12 @@ mod tests {
         fn of_container(&self, id: &str, _: &[String]) -> Vec<(String, String)> {
             vec![("container_name".into(), format!("name-{id}"))]
         }
+        fn of_pod(&self, uid: &str, _: &[String]) -> Vec<(String, String)> {
+            vec![
+                ("pod".into(), format!("default/web-{uid}")),
+                ("pod_namespace".into(), "default".into()),
+            ]
+        }
     }
 
     fn schema(fields: &[(&str, FieldKind)]) -> SchemaRef {
@@ -425,6 +553,7 @@ mod tests {
             "pr",
             Some(Arc::clone(&custom)),
             Some(f.clone() as Arc<dyn ContainerSource>),
+            None,
         )
         .unwrap();
         let s = schema(PROC_META);
@@ -472,6 +601,7 @@ mod tests {
             "pr",
             Some(custom),
             Some(f.clone() as Arc<dyn ContainerSource>),
+            None,
         )
         .unwrap();
         let s = schema(PROC_META);
@@ -482,7 +612,8 @@ mod tests {
     #[test]
     fn container_tables_get_names_without_a_second_container_id() {
         let f = fake();
-        let mut r = RecordLabels::new("pr", None, Some(f as Arc<dyn ContainerSource>)).unwrap();
+        let mut r =
+            RecordLabels::new("pr", None, Some(f as Arc<dyn ContainerSource>), None).unwrap();
         let s = schema(CON_META);
         let a = r.for_record(&s, &["abcdefabcdef", "1"], 0).unwrap();
         assert_eq!(
@@ -505,12 +636,86 @@ mod tests {
             ("container_id", FieldKind::Label),
             ("v", FieldKind::Gauge),
         ];
-        let mut r = RecordLabels::new("pr", None, Some(f as Arc<dyn ContainerSource>)).unwrap();
+        let mut r =
+            RecordLabels::new("pr", None, Some(f as Arc<dyn ContainerSource>), None).unwrap();
         let s = schema(meta);
         let a = r.for_record(&s, &["7", "own", "1"], 0).unwrap();
         assert_eq!(
             &*a,
             &[("container_name".to_string(), "web".to_string())][..]
         );
+    }
+
+    struct FakeProcs;
+
+    impl ProcessSource for FakeProcs {
+        fn of_process(&self, pid: u32, full: bool) -> Vec<(String, String)> {
+            let mut v = vec![("comm".to_string(), format!("p{pid}"))];
+            if full {
+                v.push(("cmdline".into(), format!("/bin/p{pid} -x")));
+                v.push(("start_time".into(), "1700000000".into()));
+            }
+            v
+        }
+    }
+
+    #[test]
+    fn tgid_tables_get_comm_and_proc_tables_also_cmdline_and_start_time_first() {
+        let f = fake();
+        let mut r = RecordLabels::new(
+            "pr",
+            None,
+            Some(f as Arc<dyn ContainerSource>),
+            Some(Arc::new(FakeProcs) as Arc<dyn ProcessSource>),
+        )
+        .unwrap();
+        let names = |set: Option<LabelSet>| -> Vec<String> {
+            set.map(|s| s.iter().map(|(n, _)| n.clone()).collect())
+                .unwrap_or_default()
+        };
+        let link = schema(PROC_META);
+        assert_eq!(
+            names(r.for_record(&link, &["7", "1"], 0)),
+            ["comm", "container_id", "container_name"]
+        );
+        let proc = Arc::new(TableSchema::from_fields("p", "proc", PROC_META));
+        let got = r.for_record(&proc, &["8", "1"], 0).unwrap();
+        assert_eq!(
+            got.iter()
+                .map(|(n, v)| format!("{n}={v}"))
+                .collect::<Vec<_>>(),
+            ["comm=p8", "cmdline=/bin/p8 -x", "start_time=1700000000"]
+        );
+        // A table's own comm wins; pid-only tables (threads) get none; metadata names agree.
+        let own = schema(&[("tgid", FieldKind::Key), ("comm", FieldKind::Label)]);
+        assert_eq!(
+            names(r.for_record(&own, &["9", "x"], 0)),
+            Vec::<String>::new()
+        );
+        let thread = schema(&[("pid", FieldKind::Key), ("v", FieldKind::Gauge)]);
+        assert!(!names(r.for_record(&thread, &["9", "1"], 0)).contains(&"comm".to_string()));
+        assert_eq!(
+            identity_label_names(&proc),
+            ["comm", "cmdline", "start_time"]
+        );
+        assert_eq!(identity_label_names(&link), ["comm"]);
+        assert!(identity_label_names(&own).is_empty());
+    }
+
+    #[test]
+    fn pod_tables_get_the_pod_name_and_namespace() {
+        let f = fake();
+        let mut r =
+            RecordLabels::new("pr", None, Some(f as Arc<dyn ContainerSource>), None).unwrap();
+        let pods = schema(&[("pod_id", FieldKind::Key), ("containers", FieldKind::Gauge)]);
+        let got = r.for_record(&pods, &["1f2e-3d", "2"], 0).unwrap();
+        assert_eq!(
+            got.iter()
+                .map(|(n, v)| format!("{n}={v}"))
+                .collect::<Vec<_>>(),
+            ["pod=default/web-1f2e-3d", "pod_namespace=default"]
+        );
+        assert!(r.for_record(&pods, &["not a uid", "2"], 0).is_none());
+        assert_eq!(container_label_names(&pods), ["pod", "pod_namespace"]);
     }
 }

@@ -478,3 +478,175 @@ fn meta_cache_reads_each_file_version_once() {
     cache.forget(&p);
     assert_eq!(registry.read().unwrap().get("t").unwrap().entity_name, "E");
 }
+
+fn per_period_doc(extra: &str) -> String {
+    format!(
+        "version = \"1.0.0\";\nmeasurements = ({{\n  table_name: \"net\";\n  entity_name: \"link\";\n  fields: (\n    {{ description: \"id\", type: \"key\", name: \"id\" }},\n    {{ description: \"bytes\", type: \"counter\", name: \"rx_bytes\", period: \"delta\"{extra} }},\n    {{ description: \"plain\", type: \"counter\", name: \"opens_total\" }}\n  );\n}});\n"
+    )
+}
+
+#[test]
+fn per_period_counters_follow_the_counter_mode() {
+    let dir = tempfile::tempdir().unwrap();
+    let plain = write(dir.path(), "a.meta", &per_period_doc(""));
+    let scaled = write(
+        dir.path(),
+        "b.meta",
+        &per_period_doc(", total_name: \"rx_seconds_total\", total_scale: \"1e-9\""),
+    );
+    let upstream = meta::MetaLimits::default();
+    let prometheus = meta::MetaLimits {
+        counter_mode: meta::CounterMode::Prometheus,
+        ..meta::MetaLimits::default()
+    };
+    // Upstream mode: a gauge of the change, under its own name; other counters untouched.
+    let t = &meta::load_file_with(&plain, &upstream).unwrap()[0];
+    assert!(t.derives);
+    let f = &t.fields[1];
+    assert_eq!((f.name.as_str(), f.kind), ("rx_bytes", FieldKind::Gauge));
+    assert_eq!(f.derive, meta::Derive::Delta);
+    assert_eq!((f.declared, f.per_period), (FieldKind::Counter, true));
+    assert_eq!(t.fields[2].kind, FieldKind::Counter);
+    // Prometheus mode: the running total as `<name>_total`, or the declared name and scale.
+    let t = &meta::load_file_with(&plain, &prometheus).unwrap()[0];
+    assert!(!t.derives);
+    let f = &t.fields[1];
+    assert_eq!(
+        (f.name.as_str(), f.kind),
+        ("rx_bytes_total", FieldKind::Counter)
+    );
+    assert_eq!(f.derive, meta::Derive::None);
+    let t = &meta::load_file_with(&scaled, &prometheus).unwrap()[0];
+    let f = &t.fields[1];
+    assert_eq!(
+        (f.name.as_str(), f.kind),
+        ("rx_seconds_total", FieldKind::Counter)
+    );
+    assert_eq!(f.derive, meta::Derive::Scale(1e-9));
+    let t = &meta::load_file_with(&scaled, &upstream).unwrap()[0];
+    assert_eq!(t.fields[1].name, "rx_bytes");
+}
+
+#[test]
+fn bad_per_period_declarations_name_file_line_and_field() {
+    let dir = tempfile::tempdir().unwrap();
+    for (extra, want) in [
+        (
+            ", total_scale: \"-1\"",
+            "\"total_scale\" must be a positive number",
+        ),
+        (", total_name: \"1bad\"", "must match"),
+    ] {
+        let p = write(dir.path(), "x.meta", &per_period_doc(extra));
+        let e = meta::load_file(&p).unwrap_err().to_string();
+        assert!(e.contains("x.meta:7") && e.contains(want), "{e}");
+    }
+    let p = write(
+        dir.path(),
+        "y.meta",
+        &per_period_doc("").replace("period: \"delta\"", "period: \"sum\""),
+    );
+    let e = meta::load_file(&p).unwrap_err().to_string();
+    assert!(
+        e.contains("y.meta:7") && e.contains("unknown period \"sum\""),
+        "{e}"
+    );
+    let p = write(
+        dir.path(),
+        "z.meta",
+        &per_period_doc("").replace(
+            "type: \"counter\", name: \"rx_bytes\"",
+            "type: \"gauge\", name: \"rx_bytes\"",
+        ),
+    );
+    let e = meta::load_file(&p).unwrap_err().to_string();
+    assert!(e.contains("applies to counters only"), "{e}");
+    // In Prometheus mode the `_total` name must not collide with another field.
+    let p = write(
+        dir.path(),
+        "w.meta",
+        &per_period_doc("").replace("opens_total", "rx_bytes_total"),
+    );
+    let prometheus = meta::MetaLimits {
+        counter_mode: meta::CounterMode::Prometheus,
+        ..meta::MetaLimits::default()
+    };
+    let e = meta::load_file_with(&p, &prometheus)
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("duplicate field name \"rx_bytes_total\""), "{e}");
+}
+
+#[test]
+fn a_metric_with_two_meanings_in_one_entity_is_refused_naming_both_files() {
+    let dir = tempfile::tempdir().unwrap();
+    let infos = write(
+        dir.path(),
+        "system_infos.meta",
+        &doc(&[table(
+            "system_proc",
+            "proc",
+            &[("tgid", "key"), ("read_bytes", "gauge")],
+        )]),
+    );
+    let task = write(
+        dir.path(),
+        "taskprobe.meta",
+        &doc(&[table(
+            "proc_io",
+            "proc",
+            &[("tgid", "key"), ("read_bytes", "counter")],
+        )]),
+    );
+    let mut reg = SchemaRegistry::new();
+    reg.add_file(&infos).unwrap();
+    let e = reg.add_file(&task).unwrap_err();
+    assert!(matches!(e, MetaError::MetricClash { .. }));
+    assert_eq!(e.reason(), "metric_clash");
+    let msg = e.to_string();
+    assert!(
+        msg.contains("taskprobe.meta:") && msg.contains("system_infos.meta:"),
+        "{msg}"
+    );
+    assert!(msg.contains("gala_gopher_proc_read_bytes"), "{msg}");
+    assert!(
+        reg.get("proc_io").is_none(),
+        "nothing of the refused file is installed"
+    );
+    // The whole directory load fails the same way (daemon start, --check-config).
+    let e = meta::load_dir(dir.path()).unwrap_err().to_string();
+    assert!(
+        e.contains("taskprobe.meta") && e.contains("system_infos.meta"),
+        "{e}"
+    );
+    // Same type and meaning in another table of the entity: one family, allowed; another
+    // entity may use the name freely.
+    fs::write(
+        &task,
+        doc(&[
+            table(
+                "proc_io",
+                "proc",
+                &[("tgid", "key"), ("read_bytes", "gauge")],
+            ),
+            table(
+                "disk_io",
+                "disk",
+                &[("dev", "key"), ("read_bytes", "counter")],
+            ),
+        ]),
+    )
+    .unwrap();
+    reg.add_file(&task).unwrap();
+    // A per-period counter and a plain gauge of the same name differ in meaning.
+    let other = write(
+        dir.path(),
+        "other.meta",
+        &per_period_doc("")
+            .replace("\"link\"", "\"proc\"")
+            .replace("\"net\"", "\"proc_net\"")
+            .replace("rx_bytes", "read_bytes"),
+    );
+    let e = reg.add_file(&other).unwrap_err().to_string();
+    assert!(e.contains("per period"), "{e}");
+}

@@ -19,6 +19,15 @@ pub struct Field {
     pub kind: FieldKind,
     /// Description, exported as the metric's `# HELP`.
     pub description: &'static str,
+    /// A counter whose upstream meaning is its change per period (`period: "delta"`): the probe
+    /// writes the running total; the daemon exports the per-period change under `name` as a
+    /// gauge by default, or the running total as a `_total` counter in Prometheus mode
+    /// (`metric.counter_mode`).
+    pub per_period: bool,
+    /// Name and factor to base units of the running total in Prometheus mode (`total_name`,
+    /// `total_scale`, e.g. `("sendmsg_seconds_total", "1e-9")` for a nanosecond counter); by
+    /// default `<name>_total`, unscaled.
+    pub total: Option<(&'static str, &'static str)>,
 }
 
 impl Field {
@@ -28,6 +37,26 @@ impl Field {
             name,
             kind,
             description,
+            per_period: false,
+            total: None,
+        }
+    }
+
+    /// A counter the probe writes as a running total and upstream reports per period (a gauge
+    /// of the change since the previous period): see [`Field::per_period`].
+    pub const fn per_period(name: &'static str, description: &'static str) -> Field {
+        Field {
+            per_period: true,
+            ..Field::new(name, FieldKind::Counter, description)
+        }
+    }
+
+    /// This field's name and factor to base units as a running total in Prometheus mode
+    /// (e.g. `.total("sendmsg_seconds_total", "1e-9")` for nanoseconds).
+    pub const fn total(self, name: &'static str, scale: &'static str) -> Field {
+        Field {
+            total: Some((name, scale)),
+            ..self
         }
     }
 
@@ -159,15 +188,35 @@ fn render_table(out: &mut String, layout: FieldLayout, table: &Table) {
     for (i, f) in table.fields.iter().enumerate() {
         let sep = if i + 1 < table.fields.len() { "," } else { "" };
         let (description, kind, name) = (f.description, f.kind, f.name);
+        let mut extra: Vec<(&str, &str)> = Vec::new();
+        if f.per_period {
+            extra.push(("period", "delta"));
+        }
+        if let Some((total_name, scale)) = f.total {
+            extra.push(("total_name", total_name));
+            extra.push(("total_scale", scale));
+        }
         let _ = match layout {
-            FieldLayout::OneLine => writeln!(
-                out,
-                "            {{ description: \"{description}\", type: \"{kind}\", name: \"{name}\" }}{sep}"
-            ),
-            FieldLayout::Block => writeln!(
-                out,
-                "            {{\n                description: \"{description}\",\n                type: \"{kind}\",\n                name: \"{name}\",\n            }}{sep}"
-            ),
+            FieldLayout::OneLine => {
+                let tail: String = extra
+                    .iter()
+                    .map(|(k, v)| format!(", {k}: \"{v}\""))
+                    .collect();
+                writeln!(
+                    out,
+                    "            {{ description: \"{description}\", type: \"{kind}\", name: \"{name}\"{tail} }}{sep}"
+                )
+            }
+            FieldLayout::Block => {
+                let tail: String = extra
+                    .iter()
+                    .map(|(k, v)| format!("                {k}: \"{v}\",\n"))
+                    .collect();
+                writeln!(
+                    out,
+                    "            {{\n                description: \"{description}\",\n                type: \"{kind}\",\n                name: \"{name}\",\n{tail}            }}{sep}"
+                )
+            }
         };
     }
     let _ = writeln!(out, "        )");
@@ -212,6 +261,20 @@ pub fn check(tables: &[Table]) -> Vec<String> {
                     .contains(|c: char| c == '"' || c == '\\' || c.is_control())
             {
                 problems.push(format!("{}.{}: bad description", t.name, f.name));
+            }
+            if (f.per_period || f.total.is_some()) && f.kind != FieldKind::Counter {
+                problems.push(format!(
+                    "{}.{}: per-period/total on a non-counter",
+                    t.name, f.name
+                ));
+            }
+            if let Some((total_name, scale)) = f.total {
+                if total_name.len() > 63 || !prometheus_name(total_name) {
+                    problems.push(format!("{}.{}: bad total name", t.name, f.name));
+                }
+                if !scale.parse::<f64>().is_ok_and(|v| v.is_finite() && v > 0.0) {
+                    problems.push(format!("{}.{}: bad total scale {scale:?}", t.name, f.name));
+                }
             }
             if !f.is_metric() {
                 continue;

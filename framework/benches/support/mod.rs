@@ -109,10 +109,9 @@ pub fn populated_store(series: usize) -> gala_gopher::store::TableStore {
         "0d2f5a9c1e7b4e6f8a3b2c1d0e9f8a7b",
     );
     let sc = &mut Scratch::default();
-    let field = |name: String, kind| Field {
-        description: format!("{name} of the process"),
-        name,
-        kind,
+    let field = |name: String, kind| {
+        let description = format!("{name} of the process");
+        Field::new(name, kind, description)
     };
     for t in 0..rows.div_ceil(1000) {
         let mut fields = vec![
@@ -127,6 +126,7 @@ pub fn populated_store(series: usize) -> gala_gopher::store::TableStore {
             version: "1.0.0".into(),
             fields,
             origin: "bench".into(),
+            derives: false,
         });
         for r in 0..1000.min(rows - t * 1000) {
             let key = (100_000 + r).to_string();

@@ -59,6 +59,29 @@ string_enum! {
 }
 
 string_enum! {
+    /// `metric.counter_mode`: how counters whose upstream meaning is "per period" (declared
+    /// `period: "delta"` in their `.meta`) are exported.
+    pub enum CounterMode {
+        /// Upstream's meaning under upstream's name: the change in the period, a gauge (what
+        /// gala-spider and gala-anteater read). The default.
+        Upstream = "upstream",
+        /// Prometheus-native: the running total, a counter named `<name>_total` (or the field's
+        /// `total_name`) in base units.
+        Prometheus = "prometheus",
+    }
+}
+
+impl CounterMode {
+    /// The schema loader's form.
+    pub fn for_meta(self) -> crate::meta::CounterMode {
+        match self {
+            CounterMode::Upstream => crate::meta::CounterMode::Upstream,
+            CounterMode::Prometheus => crate::meta::CounterMode::Prometheus,
+        }
+    }
+}
+
+string_enum! {
     /// One output channel of `metric`/`event`/`meta`.
     pub enum OutChannel {
         /// Prometheus `/metrics` on `web_server`.
@@ -286,6 +309,8 @@ pub struct Metric {
     /// as upstream).
     #[serde(deserialize_with = "de::on_off")]
     pub pod_info_switch: bool,
+    /// How per-period counters are exported (default `upstream`; see [`CounterMode`]).
+    pub counter_mode: CounterMode,
 }
 
 impl Default for Metric {
@@ -294,6 +319,7 @@ impl Default for Metric {
             out_channel: OutChannels::new([OutChannel::WebServer]),
             kafka_topic: "gala_gopher".into(),
             pod_info_switch: true,
+            counter_mode: CounterMode::Upstream,
         }
     }
 }

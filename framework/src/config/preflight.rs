@@ -58,6 +58,7 @@ pub fn check_loaded(mut loaded: LoadedConfig) -> Result<Preflight, ConfigError> 
     };
     let limits = meta::MetaLimits {
         max_fields: usize::try_from(cfg.imdb.max_metrics_num).unwrap_or(usize::MAX),
+        counter_mode: cfg.metric.counter_mode.for_meta(),
         ..meta::MetaLimits::default()
     };
     let registry = meta::load_dir_with(&cfg.global.meta_dir, &limits)

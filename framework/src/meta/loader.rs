@@ -13,7 +13,7 @@ use std::sync::Arc;
 
 use gala_libconfig::{Node, Value};
 
-use super::{Field, FieldKind, SchemaRef, TableSchema};
+use super::{CounterMode, Derive, Field, FieldKind, SchemaRef, TableSchema};
 
 /// `version` used when a `.meta` file has none.
 pub const DEFAULT_META_VERSION: &str = "1.0.0";
@@ -29,7 +29,8 @@ pub const MAX_NAME_BYTES: usize = 63;
 /// Longest field description, in bytes.
 pub const MAX_DESCRIPTION_BYTES: usize = 1024;
 
-/// Bounds applied while loading a `.meta` file, each checked before the work it bounds.
+/// Bounds applied while loading a `.meta` file, each checked before the work it bounds, and how
+/// its per-period counters are exported.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct MetaLimits {
     /// Largest file read, in bytes (checked on the open file before reading).
@@ -42,6 +43,8 @@ pub struct MetaLimits {
     pub max_name_bytes: usize,
     /// Longest field description, in bytes.
     pub max_description_bytes: usize,
+    /// How counters declared `period: "delta"` are exported (`metric.counter_mode`).
+    pub counter_mode: CounterMode,
 }
 
 impl Default for MetaLimits {
@@ -52,6 +55,7 @@ impl Default for MetaLimits {
             max_fields: DEFAULT_MAX_FIELDS,
             max_name_bytes: MAX_NAME_BYTES,
             max_description_bytes: MAX_DESCRIPTION_BYTES,
+            counter_mode: CounterMode::Upstream,
         }
     }
 }
@@ -137,6 +141,31 @@ pub enum MetaError {
         /// File that already owns the table.
         other: PathBuf,
     },
+    /// A metric of the table is also exported by another table of the same entity with a
+    /// different type or meaning: the two would be one Prometheus family with two meanings.
+    #[error(
+        "{origin}: metric gala_gopher_{entity}_{field} of table \"{table}\" ({what}) is also exported by \
+         table \"{other_table}\" at {other} ({other_what}): one metric name must have one \
+         meaning; rename one of them"
+    )]
+    MetricClash {
+        /// `FILE:LINE` of the new declaration.
+        origin: String,
+        /// Entity both tables share.
+        entity: String,
+        /// Exported field name.
+        field: String,
+        /// New table.
+        table: String,
+        /// Type and meaning in the new table.
+        what: String,
+        /// Table already loaded.
+        other_table: String,
+        /// `FILE:LINE` where that table is declared.
+        other: String,
+        /// Type and meaning there.
+        other_what: String,
+    },
     /// A meta directory exists but cannot be listed.
     #[error("{}: cannot read directory: {source}", dir.display())]
     ReadDir {
@@ -162,12 +191,13 @@ impl MetaError {
             MetaError::NotRegularFile { .. } => "not_regular_file",
             MetaError::Read { .. } | MetaError::ReadDir { .. } => "read_error",
             MetaError::DuplicateTable { .. } => "duplicate_table",
+            MetaError::MetricClash { .. } => "metric_clash",
         }
     }
 }
 
 /// Every value [`MetaError::reason`] can return, in export order.
-pub const META_REFUSAL_REASONS: [&str; 9] = [
+pub const META_REFUSAL_REASONS: [&str; 10] = [
     "too_large",
     "not_regular_file",
     "read_error",
@@ -177,6 +207,7 @@ pub const META_REFUSAL_REASONS: [&str; 9] = [
     "too_many_fields",
     "name_too_long",
     "duplicate_table",
+    "metric_clash",
 ];
 
 fn human_bytes(n: u64) -> String {
@@ -350,11 +381,87 @@ fn parse_field(
             bounded(node, "description", &what, s, limits.max_description_bytes)?
         }
     };
-    Ok(Field {
-        name: name.to_string(),
-        kind,
-        description: description.to_string(),
-    })
+    let opt_str = |key: &str| -> Result<Option<(&Node, &str)>, MetaError> {
+        match node.get(key) {
+            None => Ok(None),
+            Some(n) => match n.as_str() {
+                Some(v) => Ok(Some((n, v))),
+                None => Err(invalid(
+                    n,
+                    format!(
+                        "{what}: \"{key}\" must be a string, found {}",
+                        n.value.type_name()
+                    ),
+                )),
+            },
+        }
+    };
+    let per_period = match opt_str("period")? {
+        None => false,
+        Some((_, "delta")) => true,
+        Some((n, other)) => {
+            let shown: String = other.chars().take(64).collect();
+            return Err(invalid(
+                n,
+                format!("{what}: unknown period \"{shown}\"; the one period is \"delta\""),
+            ));
+        }
+    };
+    let total_name = match opt_str("total_name")? {
+        None => None,
+        Some(_) => Some(identifier(node, "total_name", &what, limits)?),
+    };
+    let total_scale = match opt_str("total_scale")? {
+        None => None,
+        Some((n, v)) => match v.trim().parse::<f64>() {
+            Ok(f) if f.is_finite() && f > 0.0 => Some(f),
+            _ => {
+                let shown: String = v.chars().take(64).collect();
+                return Err(invalid(
+                    n,
+                    format!("{what}: \"total_scale\" must be a positive number, found \"{shown}\""),
+                ));
+            }
+        },
+    };
+    if (per_period || total_name.is_some() || total_scale.is_some()) && kind != FieldKind::Counter {
+        let attr = if per_period {
+            "period"
+        } else {
+            "total_name/total_scale"
+        };
+        return Err(invalid(
+            node,
+            format!("{what}: \"{attr}\" applies to counters only, not to type \"{kind}\""),
+        ));
+    }
+    if (total_name.is_some() || total_scale.is_some()) && !per_period {
+        return Err(invalid(
+            node,
+            format!("{what}: \"total_name\"/\"total_scale\" need period: \"delta\""),
+        ));
+    }
+    let mut field = Field::new(name, kind, description);
+    field.per_period = per_period;
+    if per_period {
+        match limits.counter_mode {
+            CounterMode::Upstream => {
+                field.kind = FieldKind::Gauge;
+                field.derive = Derive::Delta;
+            }
+            CounterMode::Prometheus => {
+                field.name = match total_name {
+                    Some(t) => t.to_string(),
+                    None if name.ends_with("_total") => name.to_string(),
+                    None => format!("{name}_total"),
+                };
+                if let Some(f) = total_scale.filter(|f| *f != 1.0) {
+                    field.derive = Derive::Scale(f);
+                }
+            }
+        }
+    }
+    Ok(field)
 }
 
 fn parse_table(node: &Node, version: &str, limits: &MetaLimits) -> Result<TableSchema, MetaError> {
@@ -397,12 +504,11 @@ fn parse_table(node: &Node, version: &str, limits: &MetaLimits) -> Result<TableS
         ));
     }
     let mut fields: Vec<Field> = Vec::with_capacity(field_nodes.len());
-    let mut seen: HashSet<&str> = HashSet::with_capacity(field_nodes.len());
+    let mut seen: HashSet<String> = HashSet::with_capacity(field_nodes.len());
     for (idx, fnode) in field_nodes.iter().enumerate() {
         let field = parse_field(fnode, table_name, idx, limits)?;
-        // The node outlives `fields`, so the set borrows names from it rather than copying them.
-        let name = fnode.get("name").and_then(Node::as_str).unwrap_or_default();
-        if !seen.insert(name) {
+        // Exported names: a per-period counter's `_total` name (Prometheus mode) counts too.
+        if !seen.insert(field.name.clone()) {
             return Err(invalid(
                 fnode,
                 format!("{what}: duplicate field name \"{}\"", field.name),
@@ -416,7 +522,9 @@ fn parse_table(node: &Node, version: &str, limits: &MetaLimits) -> Result<TableS
         version: version.to_string(),
         fields,
         origin: node.file_line(),
-    })
+        derives: false,
+    }
+    .with_derives_noted())
 }
 
 /// Identity of a `.meta` file's content as last read: a different stamp means "read it again".
@@ -593,6 +701,7 @@ impl SchemaRegistry {
                 }
             }
         }
+        self.check_clashes(path, tables)?;
         self.remove_file(path);
         for r in tables {
             self.tables
@@ -602,6 +711,53 @@ impl SchemaRegistry {
             path.to_path_buf(),
             tables.iter().map(|r| r.table_name.clone()).collect(),
         );
+        Ok(())
+    }
+
+    /// One metric name, one meaning: a metric field of `tables` (the new content of `path`) that
+    /// another table of the same entity also exports must have the same declared type and
+    /// period. Tables `path` declares now are replaced, so they are not compared.
+    fn check_clashes(&self, path: &Path, tables: &[SchemaRef]) -> Result<(), MetaError> {
+        let describe = |f: &Field| {
+            let period = if f.per_period { ", per period" } else { "" };
+            format!("declared {}{period}", f.declared)
+        };
+        for (i, t) in tables.iter().enumerate() {
+            let others = self
+                .tables
+                .values()
+                .filter(|(o, p)| p != path && o.entity_name == t.entity_name)
+                .map(|(o, _)| o)
+                .chain(
+                    tables[..i]
+                        .iter()
+                        .filter(|o| o.entity_name == t.entity_name),
+                );
+            for o in others {
+                for f in t.fields.iter().filter(|f| f.kind.is_metric()) {
+                    let Some(g) = o
+                        .fields
+                        .iter()
+                        .find(|g| g.kind.is_metric() && g.name == f.name)
+                    else {
+                        continue;
+                    };
+                    if g.declared != f.declared || g.per_period != f.per_period || g.kind != f.kind
+                    {
+                        return Err(MetaError::MetricClash {
+                            origin: t.origin.clone(),
+                            entity: t.entity_name.clone(),
+                            field: f.name.clone(),
+                            table: t.table_name.clone(),
+                            what: describe(f),
+                            other_table: o.table_name.clone(),
+                            other: o.origin.clone(),
+                            other_what: describe(g),
+                        });
+                    }
+                }
+            }
+        }
         Ok(())
     }
 

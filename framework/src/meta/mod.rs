@@ -20,15 +20,72 @@ pub use record_line::FieldKind;
 
 use std::sync::Arc;
 
+/// How `metric.counter_mode` exports a counter declared `period: "delta"` (a running total
+/// written by the probe whose upstream meaning is its change per period).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum CounterMode {
+    /// Upstream's meaning under upstream's name (the default): the change since the row's
+    /// previous record, as a gauge. What gala-spider and gala-anteater read.
+    #[default]
+    Upstream,
+    /// Prometheus-native: the running total as a counter named `total_name` (default
+    /// `<name>_total`), scaled to base units by `total_scale`.
+    Prometheus,
+}
+
+impl CounterMode {
+    /// The config spelling (`upstream`, `prometheus`).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            CounterMode::Upstream => "upstream",
+            CounterMode::Prometheus => "prometheus",
+        }
+    }
+}
+
+/// What the table store does to a field's value before it is kept and exported.
+#[derive(Debug, Clone, Copy, PartialEq, Default)]
+pub enum Derive {
+    /// Keep the probe's value.
+    #[default]
+    None,
+    /// Replace the running total by its change since the row's previous record (the running
+    /// total itself for a row's first record, and after the total went down: a probe restart).
+    Delta,
+    /// Multiply by this factor (a running total in base units).
+    Scale(f64),
+}
+
 /// One field of a table, in record order.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Field {
-    /// Field name; also the Prometheus label name or metric suffix.
+    /// Field name as exported: the Prometheus label name or metric suffix (for a per-period
+    /// counter in Prometheus mode, its `total_name`).
     pub name: String,
-    /// Field kind from the `type` key.
+    /// Field kind as exported (a per-period counter is a gauge in upstream mode).
     pub kind: FieldKind,
     /// Human description, used for `# HELP`.
     pub description: String,
+    /// What the store does to the value.
+    pub derive: Derive,
+    /// The `type` the `.meta` file declared (before [`CounterMode`] applied).
+    pub declared: FieldKind,
+    /// Whether the `.meta` file declared `period: "delta"`.
+    pub per_period: bool,
+}
+
+impl Field {
+    /// A plain field (declared as exported, no derivation).
+    pub fn new(name: impl Into<String>, kind: FieldKind, description: impl Into<String>) -> Field {
+        Field {
+            name: name.into(),
+            kind,
+            description: description.into(),
+            derive: Derive::None,
+            declared: kind,
+            per_period: false,
+        }
+    }
 }
 
 /// A table declared by a `.meta` file.
@@ -44,6 +101,8 @@ pub struct TableSchema {
     pub fields: Vec<Field>,
     /// File and line the table was declared at (for error messages).
     pub origin: String,
+    /// Whether any field has a [`Derive`] other than `None` (the store's fast path skips them).
+    pub derives: bool,
 }
 
 impl TableSchema {
@@ -56,14 +115,17 @@ impl TableSchema {
             version: "1.0.0".into(),
             fields: fields
                 .iter()
-                .map(|&(name, kind)| Field {
-                    name: name.into(),
-                    kind,
-                    description: format!("{name} help"),
-                })
+                .map(|&(name, kind)| Field::new(name, kind, format!("{name} help")))
                 .collect(),
             origin: format!("built-in table {table}"),
+            derives: false,
         }
+    }
+
+    /// `self` with [`TableSchema::derives`] computed from its fields.
+    pub fn with_derives_noted(mut self) -> TableSchema {
+        self.derives = self.fields.iter().any(|f| f.derive != Derive::None);
+        self
     }
 
     /// Indices of the key fields, in order.

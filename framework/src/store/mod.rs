@@ -14,7 +14,7 @@ use indexmap::IndexMap;
 /// Row map: first-seen order, fast non-cryptographic hashing (keys come from local probes).
 type RowMap = IndexMap<String, Row, foldhash::fast::RandomState>;
 
-use crate::meta::{FieldKind, SchemaRef};
+use crate::meta::{Derive, FieldKind, SchemaRef};
 use crate::telemetry::DropReason;
 use crate::wire::{unescape_into, value_is_absent};
 
@@ -54,6 +54,9 @@ pub struct Row {
     text: String,
     spans: Vec<Option<(u32, u32)>>,
     updated_ms: u64,
+    /// The probe's running totals of the fields the store exports per period
+    /// ([`Derive::Delta`]), by field index; empty for tables without such fields.
+    totals: Vec<Option<value::Total>>,
 }
 
 impl Row {
@@ -110,6 +113,25 @@ pub struct Scratch {
     label_src: String,
     text: String,
     spans: Vec<Option<(u32, u32)>>,
+    /// The values as exported after [`Derive`] (tables with derived fields only).
+    derived_text: String,
+    derived_spans: Vec<Option<(u32, u32)>>,
+    /// Whether `derived_*` hold the last upsert's record.
+    derived_ok: bool,
+}
+
+impl Scratch {
+    /// The exported values of the last upserted record of a table with derived fields
+    /// ([`crate::meta::TableSchema::derives`]): per-period changes and scaled totals in place
+    /// of the probe's running totals, unescaped. `None` if the last upsert was refused or its
+    /// table derives nothing (the probe's values are then the exported ones).
+    pub fn derived_values(&self) -> Option<impl Iterator<Item = Option<&str>> + '_> {
+        self.derived_ok.then(|| {
+            self.derived_spans
+                .iter()
+                .map(|s| s.and_then(|(a, b)| self.derived_text.get(a as usize..b as usize)))
+        })
+    }
 }
 
 /// Result of a successful upsert.
@@ -201,11 +223,15 @@ impl TableStore {
         if raw.len() != schema.fields.len() {
             return Err(DropReason::FieldCount);
         }
+        scratch.derived_ok = false;
         let Scratch {
             key,
             label_src,
             text,
             spans,
+            derived_text,
+            derived_spans,
+            derived_ok,
         } = scratch;
         key.clear();
         label_src.clear();
@@ -260,6 +286,17 @@ impl TableStore {
         let rows_len = t.rows.len();
         let (row, new_row) = match t.rows.get_mut(key.as_str()) {
             Some(row) => {
+                if schema.derives {
+                    derive(
+                        schema,
+                        text,
+                        spans,
+                        &mut row.totals,
+                        derived_text,
+                        derived_spans,
+                    );
+                    *derived_ok = true;
+                }
                 std::mem::swap(&mut row.text, text);
                 std::mem::swap(&mut row.spans, spans);
                 let same_extra = match (&row.extra, extra) {
@@ -285,6 +322,18 @@ impl TableStore {
                         .fetch_add(1, Ordering::Relaxed);
                     return Err(DropReason::StoreFull);
                 }
+                let mut totals = Vec::new();
+                if schema.derives {
+                    derive(
+                        schema,
+                        text,
+                        spans,
+                        &mut totals,
+                        derived_text,
+                        derived_spans,
+                    );
+                    *derived_ok = true;
+                }
                 let mut row = Row {
                     labels: String::new(),
                     label_src: label_src.clone(),
@@ -292,6 +341,7 @@ impl TableStore {
                     text: text.clone(),
                     spans: spans.clone(),
                     updated_ms: now_ms,
+                    totals,
                 };
                 render_labels(schema, &mut row, &self.machine_id);
                 (row, true)
@@ -397,6 +447,57 @@ impl TableStore {
     }
 }
 
+/// Apply the schema's [`Derive`]s to a record (`text`/`spans`, in place), with `totals` the
+/// row's previous running totals (updated). The exported values are also left in
+/// `out_text`/`out_spans` for the push path.
+fn derive(
+    schema: &SchemaRef,
+    text: &mut String,
+    spans: &mut [Option<(u32, u32)>],
+    totals: &mut Vec<Option<value::Total>>,
+    out_text: &mut String,
+    out_spans: &mut Vec<Option<(u32, u32)>>,
+) {
+    if totals.len() != schema.fields.len() {
+        totals.clear();
+        totals.resize(schema.fields.len(), None);
+    }
+    out_text.clear();
+    out_spans.clear();
+    for (i, f) in schema.fields.iter().enumerate() {
+        let Some((a, b)) = spans[i] else {
+            out_spans.push(None);
+            continue;
+        };
+        let v = &text[a as usize..b as usize];
+        let start = out_text.len();
+        match f.derive {
+            Derive::None => out_text.push_str(v),
+            Derive::Delta => match value::Total::parse(v) {
+                Some(cur) => {
+                    cur.delta_since(totals[i], out_text);
+                    totals[i] = Some(cur);
+                }
+                None => {
+                    // Not a number a total can be (the store already refused non-numbers):
+                    // leave it out rather than export a wrong change.
+                    totals[i] = None;
+                    out_spans.push(None);
+                    continue;
+                }
+            },
+            Derive::Scale(factor) => match value::Total::parse(v) {
+                Some(cur) => value::push_number(cur.as_f64() * factor, out_text),
+                None => out_text.push_str(v),
+            },
+        }
+        out_spans.push(Some((start as u32, out_text.len() as u32)));
+    }
+    text.clear();
+    text.push_str(out_text);
+    spans.copy_from_slice(out_spans);
+}
+
 fn render_labels(schema: &SchemaRef, row: &mut Row, machine_id: &str) {
     let mut out = std::mem::take(&mut row.labels);
     out.clear();
@@ -476,6 +577,77 @@ mod tests {
             });
         }
         out
+    }
+
+    fn derived_schema(derive: Derive) -> SchemaRef {
+        let mut t = TableSchema::from_fields(
+            "d",
+            "E",
+            &[
+                ("k", FieldKind::Key),
+                ("c", FieldKind::Gauge),
+                ("g", FieldKind::Gauge),
+            ],
+        );
+        t.fields[1].derive = derive;
+        Arc::new(t.with_derives_noted())
+    }
+
+    fn exported(sc: &Scratch) -> Vec<Option<String>> {
+        sc.derived_values()
+            .expect("derived values")
+            .map(|v| v.map(str::to_string))
+            .collect()
+    }
+
+    #[test]
+    fn delta_fields_export_the_change_per_row_and_restart_from_a_lower_total() {
+        let s = store(10);
+        let sc = &mut Scratch::default();
+        let sch = derived_schema(Derive::Delta);
+        let mut seen = Vec::new();
+        for (key, total) in [
+            ("a", "100"),
+            ("b", "7"),
+            ("a", "150"),
+            ("a", "150"),
+            ("b", "9.5"),
+            ("a", "40"),
+            ("a", "18446744073709551615"),
+        ] {
+            s.upsert(&sch, &[key, total, "3"], 0, sc).unwrap();
+            let v = exported(sc);
+            assert_eq!(v[0].as_deref(), Some(key));
+            assert_eq!(v[2].as_deref(), Some("3"), "plain fields pass through");
+            seen.push(v[1].clone().unwrap());
+        }
+        // first record = the total; then the change; a lower total (probe restart) = itself;
+        // whole numbers stay exact up to u64::MAX.
+        assert_eq!(
+            seen,
+            ["100", "7", "50", "0", "2.5", "40", "18446744073709551575"]
+        );
+        let r = rows(&s);
+        assert_eq!(r[0].1[1].as_deref(), Some("18446744073709551575"));
+        assert_eq!(r[1].1[1].as_deref(), Some("2.5"));
+    }
+
+    #[test]
+    fn scale_and_absent_values_and_refused_rows() {
+        let s = store(1);
+        let sc = &mut Scratch::default();
+        let sch = derived_schema(Derive::Scale(1e-9));
+        s.upsert(&sch, &["a", "2500000000", ""], 0, sc).unwrap();
+        assert_eq!(exported(sc), [Some("a".into()), Some("2.5".into()), None]);
+        // A refused new key leaves nothing to forward.
+        assert_eq!(
+            s.upsert(&sch, &["b", "1", "1"], 0, sc),
+            Err(DropReason::StoreFull)
+        );
+        assert!(sc.derived_values().is_none());
+        // A table without derived fields never fills the derived buffers.
+        s.upsert(&schema(), &["a", "x", "1", "2"], 0, sc).unwrap();
+        assert!(sc.derived_values().is_none());
     }
 
     #[test]

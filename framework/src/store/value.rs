@@ -73,3 +73,66 @@ mod tests {
         assert_eq!(canonical_number("12.50"), "12.50");
     }
 }
+
+/// A probe's running total of a per-period counter, as read from its record: exact for whole
+/// numbers up to 2^64-1, a float otherwise.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum Total {
+    /// A whole, non-negative number.
+    Whole(u64),
+    /// Any other finite number.
+    Float(f64),
+}
+
+impl Total {
+    /// `text` (a valid number) as a total; `None` for NaN and infinities.
+    pub fn parse(text: &str) -> Option<Total> {
+        let t = text.trim();
+        if let Ok(n) = t.parse::<u64>() {
+            return Some(Total::Whole(n));
+        }
+        t.parse::<f64>()
+            .ok()
+            .filter(|f| f.is_finite())
+            .map(Total::Float)
+    }
+
+    /// The value as a float.
+    pub fn as_f64(self) -> f64 {
+        match self {
+            Total::Whole(n) => n as f64,
+            Total::Float(f) => f,
+        }
+    }
+
+    /// Append the change from `prev` to `self`: `self` itself when there is no previous total
+    /// (the first record of a row: the probe counts from zero) or when the total went down
+    /// (the probe restarted and counts from zero again).
+    pub fn delta_since(self, prev: Option<Total>, out: &mut String) {
+        use std::fmt::Write as _;
+        match (prev, self) {
+            (Some(Total::Whole(p)), Total::Whole(c)) if c >= p => {
+                let _ = write!(out, "{}", c - p);
+            }
+            (Some(p), c) if c.as_f64() >= p.as_f64() => push_number(c.as_f64() - p.as_f64(), out),
+            (_, Total::Whole(c)) => {
+                let _ = write!(out, "{c}");
+            }
+            (_, Total::Float(c)) => push_number(c, out),
+        }
+    }
+}
+
+/// Append a finite float in the shortest form that reads back to it (no exponent).
+pub fn push_number(v: f64, out: &mut String) {
+    use std::fmt::Write as _;
+    if v.is_finite() {
+        let _ = write!(out, "{v}");
+    } else if v.is_nan() {
+        out.push_str("NaN");
+    } else if v > 0.0 {
+        out.push_str("+Inf");
+    } else {
+        out.push_str("-Inf");
+    }
+}
