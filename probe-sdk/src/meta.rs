@@ -357,6 +357,37 @@ measurements:
     }
 
     #[test]
+    fn per_period_counters_render_their_attributes_in_both_layouts() {
+        const T: Table = Table::fixed(
+            "t_io",
+            "thing",
+            &[
+                Field::key("id", "identity"),
+                Field::per_period("bytes", "bytes in the period"),
+                Field::per_period("wait_ns", "wait in the period, ns")
+                    .total("wait_seconds_total", "1e-9"),
+            ],
+        );
+        let one = render(&[], &[T]);
+        assert!(one.contains(
+            r#"{ description: "bytes in the period", type: "counter", name: "bytes", period: "delta" },"#
+        ));
+        assert!(one.contains(
+            r#"name: "wait_ns", period: "delta", total_name: "wait_seconds_total", total_scale: "1e-9" }"#
+        ));
+        let block = render_with(FieldLayout::Block, &[], &[T]);
+        assert!(block.contains("                period: \"delta\",\n                total_name:"));
+        assert!(check(&[T]).is_empty(), "{:?}", check(&[T]));
+        let mut bad = T.clone();
+        bad.fields = Cow::Owned(vec![
+            Field::key("id", "identity"),
+            Field::gauge("g", "gauge").total("g_total", "0"),
+        ]);
+        let problems = check(&[bad]);
+        assert_eq!(problems.len(), 2, "{problems:?}");
+    }
+
+    #[test]
     fn renders_the_block_layout() {
         let expected = r#"version = "1.0.0"
 

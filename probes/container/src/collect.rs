@@ -1,5 +1,6 @@
 //! One collection cycle: discover the containers, then read each one's cgroup files (v1 or v2,
-//! per controller), its oldest process's start and its network namespace's interfaces.
+//! per controller), its oldest process's start and its network namespace's interfaces; the
+//! Kubernetes pods of the reported containers are summed from their samples ([`pods`]).
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::os::unix::fs::MetadataExt;
@@ -22,6 +23,10 @@ pub const MAX_DEVICES: usize = 256;
 pub struct Sample {
     /// Container id, first 12 characters.
     pub short_id: String,
+    /// Uid of the container's Kubernetes pod, when its cgroup path names one.
+    pub pod_uid: Option<String>,
+    /// Processes (tgids) of the container seen in `/proc` this cycle.
+    pub procs_seen: u64,
     /// CPU time, seconds.
     pub cpu_usage_s: Option<f64>,
     /// User CPU time, seconds.
@@ -79,6 +84,59 @@ pub struct DevRow {
     pub io: DevIo,
 }
 
+/// One row of `pod`: sums over the pod's containers reported in one cycle.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct PodSample {
+    /// Pod uid.
+    pub pod_uid: String,
+    /// Its reported containers.
+    pub containers: u64,
+    /// Their tasks: `pids.current` each, the processes seen where that is absent.
+    pub processes: u64,
+    /// Their CPU time, seconds; None if one of them lacks it.
+    pub cpu_usage_s: Option<f64>,
+    /// Their working sets, bytes; None if one of them lacks it.
+    pub mem_working_set: Option<u64>,
+}
+
+/// What one cycle collected.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct Cycle {
+    /// The reported containers, ascending by id.
+    pub containers: Vec<Sample>,
+    /// The pods of those containers, ascending by uid.
+    pub pods: Vec<PodSample>,
+}
+
+/// The pods of `samples`: one per pod uid, over the samples that name it (containers without a
+/// pod uid are in none). A sum some container lacks is absent rather than partial, so a missing
+/// file never looks like a drop of the pod's counter.
+pub fn pods(samples: &[Sample]) -> Vec<PodSample> {
+    let mut by_uid: BTreeMap<&str, PodSample> = BTreeMap::new();
+    for s in samples {
+        let Some(uid) = s.pod_uid.as_deref() else {
+            continue;
+        };
+        let p = by_uid.entry(uid).or_insert_with(|| PodSample {
+            pod_uid: uid.to_string(),
+            containers: 0,
+            processes: 0,
+            cpu_usage_s: Some(0.0),
+            mem_working_set: Some(0),
+        });
+        p.containers += 1;
+        p.processes = p
+            .processes
+            .saturating_add(s.processes.unwrap_or(s.procs_seen));
+        p.cpu_usage_s = p.cpu_usage_s.zip(s.cpu_usage_s).map(|(a, b)| a + b);
+        p.mem_working_set = p
+            .mem_working_set
+            .zip(s.mem_working_set)
+            .map(|(a, b)| a.saturating_add(b));
+    }
+    by_uid.into_values().collect()
+}
+
 impl Sample {
     /// Whether no cgroup value could be read (the container went away during the cycle).
     fn is_empty(&self) -> bool {
@@ -96,6 +154,8 @@ pub struct Counters {
     pub cycles: u64,
     /// Containers in the last cycle's report.
     pub containers: u64,
+    /// Pods in the last cycle's report.
+    pub pods: u64,
     /// Containers left out by the cap, summed over cycles.
     pub containers_over_cap: u64,
     /// `/proc` entries left unread by the cap, summed over cycles.
@@ -195,8 +255,8 @@ impl Collector {
         v
     }
 
-    /// One cycle: every selected container's sample.
-    pub fn collect(&mut self, snoop: &Snoop) -> Vec<Sample> {
+    /// One cycle: every selected container's sample and their pods.
+    pub fn collect(&mut self, snoop: &Snoop) -> Cycle {
         self.counters.cycles += 1;
         let mountinfo = self.paths.mountinfo.clone();
         let hier = match self.read(&mountinfo, read::LARGE) {
@@ -224,8 +284,13 @@ impl Collector {
                 out.push(s);
             }
         }
+        let pods = pods(&out);
         self.counters.containers = out.len() as u64;
-        out
+        self.counters.pods = pods.len() as u64;
+        Cycle {
+            containers: out,
+            pods,
+        }
     }
 
     /// (device, inode) of the host's network namespace, if any candidate is readable.
@@ -245,6 +310,8 @@ impl Collector {
             .collect();
         let mut s = Sample {
             short_id: c.id.chars().take(12).collect(),
+            pod_uid: c.pod_uid.clone(),
+            procs_seen: c.pids.len() as u64,
             ..Sample::default()
         };
         self.cpu(&mut s, hier, &lines);
@@ -466,5 +533,49 @@ mod tests {
         assert_eq!(working_set(Some(10), Some(30)), Some(0));
         assert_eq!(working_set(Some(10), None), Some(10));
         assert_eq!(working_set(None, Some(1)), None);
+    }
+
+    fn container(pod: Option<&str>, processes: Option<u64>, cpu: Option<f64>) -> Sample {
+        Sample {
+            pod_uid: pod.map(str::to_string),
+            procs_seen: 2,
+            processes,
+            cpu_usage_s: cpu,
+            mem_working_set: Some(1000),
+            ..Sample::default()
+        }
+    }
+
+    #[test]
+    fn pods_sum_their_containers_and_leave_out_plain_ones() {
+        let samples = [
+            container(Some("p1"), Some(5), Some(1.5)),
+            container(None, Some(100), Some(9.0)),
+            container(Some("p2"), Some(1), None),
+            container(Some("p1"), None, Some(0.25)),
+            container(Some("p2"), Some(3), Some(1.0)),
+        ];
+        let got = pods(&samples);
+        assert_eq!(
+            got,
+            [
+                PodSample {
+                    pod_uid: "p1".into(),
+                    containers: 2,
+                    // 5 tasks from pids.current, 2 processes seen where it is absent.
+                    processes: 7,
+                    cpu_usage_s: Some(1.75),
+                    mem_working_set: Some(2000),
+                },
+                PodSample {
+                    pod_uid: "p2".into(),
+                    containers: 2,
+                    processes: 4,
+                    cpu_usage_s: None,
+                    mem_working_set: Some(2000),
+                },
+            ]
+        );
+        assert!(pods(&[container(None, Some(1), Some(1.0))]).is_empty());
     }
 }

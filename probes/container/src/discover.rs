@@ -22,6 +22,8 @@ pub type Identify = fn(&str) -> Option<ContainerRef>;
 pub struct Found {
     /// Full container id.
     pub id: String,
+    /// Uid of its Kubernetes pod, from a `kubepods` cgroup path (`ContainerRef::pod_uid`).
+    pub pod_uid: Option<String>,
     /// Its processes (tgids), ascending.
     pub pids: Vec<u32>,
     /// The cgroup lines of its first process that name the container, each path cut after the
@@ -103,6 +105,7 @@ pub fn scan(proc: &Path, identify: Identify, snoop: &Snoop) -> Scan {
         let slot = all.entry(found.id.clone()).or_insert_with(|| Found {
             lines: container_lines(&text, &found.id),
             id: found.id,
+            pod_uid: found.pod_uid,
             pids: Vec::new(),
         });
         slot.pids.push(pid);

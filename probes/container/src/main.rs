@@ -86,12 +86,9 @@ fn run_probe(args: &ProbeArgs) -> anyhow::Result<()> {
             std::thread::sleep((rt.next - now).min(SLICE));
             continue;
         }
-        let written = collector
-            .collect(&rt.snoop)
-            .iter()
-            .try_for_each(|s| report::write_sample(&mut out, s))
-            .and_then(|()| report::write_stats(&mut out, &collector.counters()))
-            .and_then(|()| out.flush());
+        let cycle = collector.collect(&rt.snoop);
+        let written =
+            report::write_cycle(&mut out, &cycle, &collector.counters()).and_then(|()| out.flush());
         match written {
             Ok(()) => {}
             // The daemon closed our stdout: it is stopping us.

@@ -4,8 +4,8 @@ use std::io::{self, Write};
 
 use probe_sdk::record::RecordWriter;
 
-use crate::collect::{Counters, Sample};
-use crate::tables::{BLKIO, CONTAINER, STATS, STATS_PROBE};
+use crate::collect::{Counters, Cycle, PodSample, Sample};
+use crate::tables::{BLKIO, CONTAINER, POD, STATS, STATS_PROBE};
 
 /// Writes one `container` row and the `container_blkio` rows of `s`.
 pub fn write_sample<W: Write>(out: &mut RecordWriter<W>, s: &Sample) -> io::Result<()> {
@@ -56,12 +56,39 @@ pub fn write_sample<W: Write>(out: &mut RecordWriter<W>, s: &Sample) -> io::Resu
     Ok(())
 }
 
+/// Writes one `pod` row.
+pub fn write_pod<W: Write>(out: &mut RecordWriter<W>, p: &PodSample) -> io::Result<()> {
+    out.record(POD)
+        .field(p.pod_uid.as_str())
+        .field(&p.containers)
+        .field(&p.processes)
+        .field(&p.cpu_usage_s)
+        .field(&p.mem_working_set)
+        .end()
+}
+
+/// Writes one cycle: each container's rows, the pod rows, then the `containerprobe_stats` row.
+pub fn write_cycle<W: Write>(
+    out: &mut RecordWriter<W>,
+    cycle: &Cycle,
+    c: &Counters,
+) -> io::Result<()> {
+    for s in &cycle.containers {
+        write_sample(out, s)?;
+    }
+    for p in &cycle.pods {
+        write_pod(out, p)?;
+    }
+    write_stats(out, c)
+}
+
 /// Writes the `containerprobe_stats` row (the last record of a period).
 pub fn write_stats<W: Write>(out: &mut RecordWriter<W>, c: &Counters) -> io::Result<()> {
     out.record(STATS)
         .field(STATS_PROBE)
         .field(&c.cycles)
         .field(&c.containers)
+        .field(&c.pods)
         .field(&c.containers_over_cap)
         .field(&c.procs_over_cap)
         .field(&c.devices_over_cap)
@@ -73,14 +100,13 @@ pub fn write_stats<W: Write>(out: &mut RecordWriter<W>, c: &Counters) -> io::Res
 mod tests {
     use super::*;
     use crate::cgroup_files::{DevIo, DevNum};
-    use crate::collect::DevRow;
+    use crate::collect::{pods, DevRow};
     use crate::proc_files::NetTotals;
     use crate::tables::meta_tables;
 
-    fn lines(s: &Sample, c: &Counters) -> Vec<(String, Vec<String>)> {
+    fn lines(cycle: &Cycle, c: &Counters) -> Vec<(String, Vec<String>)> {
         let mut out = RecordWriter::new(Vec::new());
-        write_sample(&mut out, s).unwrap();
-        write_stats(&mut out, c).unwrap();
+        write_cycle(&mut out, cycle, c).unwrap();
         let text = String::from_utf8(out.buffered().to_vec()).unwrap();
         text.lines()
             .map(|l| {
@@ -99,6 +125,9 @@ mod tests {
     fn every_record_has_its_table_width_and_absent_values_are_empty() {
         let s = Sample {
             short_id: "0123456789ab".into(),
+            pod_uid: Some("0b6f1b0e-2a3c-4d5e-8f90-123456789abc".into()),
+            procs_seen: 1,
+            processes: Some(4),
             cpu_usage_s: Some(1.5),
             mem_usage: Some(4096),
             net: Some(NetTotals {
@@ -120,9 +149,19 @@ mod tests {
             }],
             ..Sample::default()
         };
-        let recs = lines(&s, &Counters::default());
+        let cycle = Cycle {
+            pods: pods(std::slice::from_ref(&s)),
+            containers: vec![s],
+        };
+        let counters = Counters {
+            containers: 1,
+            pods: 1,
+            ..Counters::default()
+        };
+        let recs = lines(&cycle, &counters);
         let tables = meta_tables();
-        assert_eq!(recs.len(), 3);
+        let order: Vec<&str> = recs.iter().map(|(t, _)| t.as_str()).collect();
+        assert_eq!(order, [CONTAINER, BLKIO, POD, STATS]);
         for (name, values) in &recs {
             let t = tables.iter().find(|t| t.name == name).unwrap();
             assert_eq!(values.len(), t.width(), "{name}");
@@ -144,6 +183,11 @@ mod tests {
             recs[1].1,
             ["0123456789ab", "254:0", "vda", "1", "2", "3", "4"]
         );
-        assert_eq!(recs[2].1[0], "container");
+        // No memory_working_set_bytes in the container row: absent in the pod row too.
+        assert_eq!(
+            recs[2].1,
+            ["0b6f1b0e-2a3c-4d5e-8f90-123456789abc", "1", "4", "1.5", ""]
+        );
+        assert_eq!(recs[3].1[..4], ["container", "0", "1", "1"]);
     }
 }

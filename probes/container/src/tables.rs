@@ -6,12 +6,15 @@ use probe_sdk::args::DEFAULT_PERIOD_SECS;
 use probe_sdk::decl::{self, Declaration, ParamValue, SnooperKind};
 use probe_sdk::meta::{self, Field, Table};
 
-/// Entity of the per-container tables (`gala_gopher_container_<field>`).
+/// Entity of [`CONTAINER`] (`gala_gopher_container_<field>`).
 pub const ENTITY: &str = "container";
 /// One row per running container.
 pub const CONTAINER: &str = "container";
-/// One row per container and block device.
+/// One row per container and block device; its own entity (`gala_gopher_container_blkio_<field>`),
+/// because gala-spider drops an entity whose tables have different key lists.
 pub const BLKIO: &str = "container_blkio";
+/// One row per Kubernetes pod with a running container on this host; entity of the same name.
+pub const POD: &str = "pod";
 /// The probe's own accounting.
 pub const STATS: &str = "containerprobe_stats";
 /// Value of the `probe` key in [`STATS`].
@@ -21,8 +24,9 @@ pub const STATS_PROBE: &str = "container";
 const HEADER: &[&str] = &[
     "containerprobe: one row per running container (key container_id, the first 12 hex digits of its id)",
     "from its cgroup v1 or v2 files and /proc/<pid>/net/dev, with cAdvisor's field names; container_blkio",
-    "has one row per container and block device. An absent value means the source does not exist on this",
-    "host (e.g. memory pressure on pure cgroup v1, network of a container in the host's netns).",
+    "has one row per container and block device, pod one per Kubernetes pod (key pod_id, the pod uid) with",
+    "a reported container. An absent value means the source does not exist on this host (e.g. memory",
+    "pressure on pure cgroup v1, network of a container in the host's netns).",
     "Details: docs/probes/container.md.",
 ];
 
@@ -172,6 +176,30 @@ pub const BLKIO_FIELDS: &[Field] = &[
     ),
 ];
 
+/// Fields of [`POD`], in record order.
+pub const POD_FIELDS: &[Field] = &[
+    Field::key(
+        "pod_id",
+        "Pod uid, from the kubepods cgroup path of its containers (the daemon adds the pod and pod_namespace labels)",
+    ),
+    Field::gauge(
+        "containers",
+        "Running containers of the pod reported in this cycle (its sandbox/pause container included)",
+    ),
+    Field::gauge(
+        "processes",
+        "Tasks of its containers: the sum of their pids.current (processes seen in /proc where absent)",
+    ),
+    Field::counter(
+        "cpu_usage_seconds_total",
+        "Sum of its containers' cpu_usage_seconds_total; absent if one of them lacks it",
+    ),
+    Field::gauge(
+        "memory_working_set_bytes",
+        "Sum of its containers' memory_working_set_bytes; absent if one of them lacks it",
+    ),
+];
+
 /// The probe's own accounting: [`STATS`].
 pub const STATS_TABLE: Table = Table::fixed(
     STATS,
@@ -180,6 +208,7 @@ pub const STATS_TABLE: Table = Table::fixed(
         Field::key("probe", "Always container"),
         Field::counter("cycles_total", "Collection cycles run since the probe started"),
         Field::gauge("containers", "Containers reported in the last cycle"),
+        Field::gauge("pods", "Pods reported in the last cycle"),
         Field::counter(
             "containers_over_cap_total",
             "Containers left out of a cycle because 4096 were reported already, summed over cycles",
@@ -203,7 +232,8 @@ pub const STATS_TABLE: Table = Table::fixed(
 pub fn meta_tables() -> Vec<Table> {
     vec![
         Table::fixed(CONTAINER, ENTITY, CONTAINER_FIELDS),
-        Table::fixed(BLKIO, ENTITY, BLKIO_FIELDS),
+        Table::fixed(BLKIO, BLKIO, BLKIO_FIELDS),
+        Table::fixed(POD, POD, POD_FIELDS),
         STATS_TABLE,
     ]
 }
@@ -243,6 +273,37 @@ mod tests {
     #[test]
     fn declarations_keep_upstream_limits() {
         assert_eq!(meta::check(&meta_tables()), Vec::<String>::new());
+    }
+
+    /// gala-spider merges the tables of one entity and drops the entity when their key lists
+    /// differ.
+    #[test]
+    fn tables_of_one_entity_have_the_same_keys() {
+        let tables = meta_tables();
+        let keys = |t: &Table| -> Vec<&str> {
+            t.fields
+                .iter()
+                .filter(|f| f.kind == meta::FieldKind::Key)
+                .map(|f| f.name)
+                .collect()
+        };
+        for t in &tables {
+            for o in tables.iter().filter(|o| o.entity == t.entity) {
+                assert_eq!(
+                    keys(t),
+                    keys(o),
+                    "entity {}: {} vs {}",
+                    t.entity,
+                    t.name,
+                    o.name
+                );
+            }
+        }
+        let entity = |name: &str| tables.iter().find(|t| t.name == name).map(|t| t.entity);
+        assert_eq!(entity(BLKIO), Some("container_blkio"));
+        assert_eq!(entity(POD), Some("pod"));
+        let pod = tables.iter().find(|t| t.name == POD).unwrap();
+        assert_eq!(keys(pod), ["pod_id"]);
     }
 
     #[test]

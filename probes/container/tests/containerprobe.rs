@@ -12,7 +12,9 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use container_info::podman::Podman;
-use containerprobe::tables::{BLKIO, BLKIO_FIELDS, CONTAINER, CONTAINER_FIELDS, STATS};
+use containerprobe::tables::{
+    BLKIO, BLKIO_FIELDS, CONTAINER, CONTAINER_FIELDS, POD, POD_FIELDS, STATS, STATS_TABLE,
+};
 
 const PROBE: &str = env!("CARGO_BIN_EXE_containerprobe");
 const IMAGE: &str = "localhost/busy:1";
@@ -37,6 +39,8 @@ impl Rec {
         let fields = match self.table.as_str() {
             CONTAINER => CONTAINER_FIELDS,
             BLKIO => BLKIO_FIELDS,
+            POD => POD_FIELDS,
+            STATS => &STATS_TABLE.fields,
             t => panic!("no field list for {t}"),
         };
         let i = fields
@@ -71,6 +75,13 @@ impl Period {
         self.recs
             .iter()
             .filter(|r| r.table == BLKIO && r.values[0] == id[..12])
+            .collect()
+    }
+
+    fn pod(&self, uid: &str) -> Vec<&Rec> {
+        self.recs
+            .iter()
+            .filter(|r| r.table == POD && r.values[0] == uid)
             .collect()
     }
 
@@ -401,8 +412,8 @@ fn memory_cpu_pids_and_start_time_of_real_containers() {
     p.rm("busy").unwrap();
 
     let stats = last.stats();
-    assert_eq!(stats.values[0], "container");
-    let errors = stats.values[6].as_str();
+    assert_eq!(stats.get("probe"), "container");
+    let errors = stats.get("read_errors_total");
     assert_eq!(
         errors,
         "0",
@@ -586,7 +597,7 @@ fn snoopers_select_the_containers_holding_their_pids() {
         p.container(&b).is_some() && p.container(&a).is_none()
     });
     assert_eq!(
-        only_b.stats().values[2],
+        only_b.stats().get("containers"),
         "1",
         "containers gauge: {:?}",
         only_b.stats()
@@ -598,4 +609,96 @@ fn snoopers_select_the_containers_holding_their_pids() {
     let err = probe.stderr();
     assert!(err.contains("[INFO] control: snoop include 1 pid"), "{err}");
     assert!(err.contains("[INFO] control: snoop all"), "{err}");
+}
+
+/// Cgroups podman leaves under a `--cgroup-parent` (the parent and its `conmon` child, in every
+/// hierarchy): removed when the test ends, after its containers.
+struct CgroupParent(String);
+
+impl Drop for CgroupParent {
+    fn drop(&mut self) {
+        let Ok(mounts) = std::fs::read_dir("/sys/fs/cgroup") else {
+            return;
+        };
+        let dirs: Vec<PathBuf> = mounts
+            .flatten()
+            .map(|m| m.path().join(self.0.trim_start_matches('/')))
+            .filter(|d| d.is_dir())
+            .collect();
+        // conmon may still be exiting when `podman rm` returns: its cgroup stays busy a moment.
+        let busy = |d: &Path| std::fs::remove_dir(d).is_err() && d.exists();
+        let deadline = Instant::now() + Duration::from_secs(10);
+        for dir in dirs {
+            while busy(&dir.join("conmon")) || busy(&dir) {
+                if Instant::now() > deadline {
+                    eprintln!("cannot remove {}", dir.display());
+                    break;
+                }
+                std::thread::sleep(Duration::from_millis(100));
+            }
+        }
+    }
+}
+
+#[test]
+fn pod_row_for_two_containers_under_a_kubepods_pod_cgroup() {
+    let _serial = serial();
+    let dir = tempfile::tempdir().unwrap();
+    // A pod uid of this run only, so that parallel runs and real pods never share it.
+    let nanos = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap()
+        .as_nanos();
+    let uid = format!(
+        "{:08x}-{:04x}-4{:03x}-8{:03x}-{:012x}",
+        std::process::id(),
+        (nanos >> 48) & 0xffff,
+        (nanos >> 36) & 0xfff,
+        (nanos >> 24) & 0xfff,
+        nanos & 0xffff_ffff_ffff
+    );
+    // kubelet's cgroupfs driver layout: the containers' cgroups are children of the pod's.
+    let parent = CgroupParent(format!("/kubepods/besteffort/pod{uid}"));
+    let p = podman(dir.path());
+    let in_pod = ["--cgroup-parent", parent.0.as_str()];
+    let a = p
+        .run_detached(
+            "pod_a",
+            &in_pod,
+            IMAGE,
+            &["sh", "-c", "sleep 300 & sleep 300 & wait"],
+        )
+        .unwrap();
+    let b = p
+        .run_detached("pod_b", &in_pod, IMAGE, &["sleep", "300"])
+        .unwrap();
+    let plain = p
+        .run_detached("plain", &[], IMAGE, &["sleep", "300"])
+        .unwrap();
+    let mut probe = Probe::start(false);
+    let period = probe.period_where("both pod containers with their tasks", WAIT, |p| {
+        p.container(&a).is_some_and(|r| r.get("processes") == "3")
+            && p.container(&b).is_some_and(|r| r.get("processes") == "1")
+            && p.container(&plain).is_some()
+            && !p.pod(&uid).is_empty()
+    });
+    let pods = period.pod(&uid);
+    assert_eq!(pods.len(), 1, "{:#?}", period.recs);
+    let pod = pods[0];
+    assert_eq!(pod.get("containers"), "2", "{pod:?}");
+    assert_eq!(pod.get("processes"), "4", "{pod:?}");
+    let (ra, rb) = (period.container(&a).unwrap(), period.container(&b).unwrap());
+    for f in ["cpu_usage_seconds_total", "memory_working_set_bytes"] {
+        assert_eq!(
+            pod.num(f),
+            ra.num(f) + rb.num(f),
+            "{f}: {pod:?} {ra:?} {rb:?}"
+        );
+    }
+    assert!(pod.num("memory_working_set_bytes") > 0.0, "{pod:?}");
+    // The plain container is in no pod: the pod rows of this period are other pods' only
+    // (another test's pod may run at the same time), each with a pod uid.
+    let stats = period.stats();
+    let pod_rows = period.recs.iter().filter(|r| r.table == POD).count();
+    assert_eq!(stats.get("pods"), pod_rows.to_string(), "{stats:?}");
 }

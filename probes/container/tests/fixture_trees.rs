@@ -5,7 +5,7 @@
 use std::path::Path;
 
 use containerprobe::cgroup_files::{DevIo, DevNum};
-use containerprobe::collect::{Collector, DevRow, Sample};
+use containerprobe::collect::{Collector, Cycle, DevRow, PodSample, Sample};
 use containerprobe::paths::HostPaths;
 use containerprobe::proc_files::NetTotals;
 use probe_sdk::decl::{Snoop, SnoopMode};
@@ -71,9 +71,14 @@ fn processes(root: &Path, cgroup_a: &str, cgroup_a_sub: &str, cgroup_b: &str) {
 }
 
 fn collect(root: &Path, snoop: &Snoop) -> (Vec<Sample>, Collector) {
+    let (cycle, c) = collect_cycle(root, snoop);
+    (cycle.containers, c)
+}
+
+fn collect_cycle(root: &Path, snoop: &Snoop) -> (Cycle, Collector) {
     let mut c = Collector::new(HostPaths::fixture(root), container_info::cgroup::parse);
-    let samples = c.collect(snoop);
-    (samples, c)
+    let cycle = c.collect(snoop);
+    (cycle, c)
 }
 
 fn hybrid_tree(root: &Path) {
@@ -166,6 +171,8 @@ fn hybrid_host_reads_v1_controllers_and_v2_pressure() {
         *a,
         Sample {
             short_id: ID_A[..12].to_string(),
+            pod_uid: None,
+            procs_seen: 2,
             cpu_usage_s: Some(2.5),
             cpu_user_s: Some(1.5),
             cpu_system_s: Some(0.75),
@@ -373,4 +380,195 @@ fn pure_v1_host_has_no_pressure_and_bad_files_are_counted() {
     assert_eq!(s.mem_limit, Some(268_435_456));
     assert_eq!((s.processes, s.pids_max), (None, None));
     assert_eq!(c.counters().read_errors, 2, "{:?}", c.counters());
+}
+
+/// Uid of the pod of the kubepods fixtures.
+const POD_UID: &str = "0b6f1b0e-2a3c-4d5e-8f90-123456789abc";
+const ID_C: &str = "cccc0000cccc1111cccc2222cccc3333cccc4444cccc5555cccc6666cccc7777";
+
+/// Containers A (pids 100, 101) and B (pid 200) of pod [`POD_UID`] and a plain docker container
+/// C (pid 300): `cgroup` gives each one's `/proc/<pid>/cgroup` text.
+fn pod_processes(root: &Path, cgroup: impl Fn(&str) -> String) {
+    for (pid, id) in [(100, ID_A), (101, ID_A), (200, ID_B), (300, ID_C)] {
+        put(root, &format!("proc/{pid}/cgroup"), &cgroup(id));
+        put(root, &format!("proc/{pid}/stat"), &stat(pid, 1000));
+    }
+}
+
+/// The `pod` rows of a cycle as written, values unescaped.
+fn pod_records(cycle: &Cycle, collector: &Collector) -> Vec<Vec<String>> {
+    let mut out = probe_sdk::record::RecordWriter::new(Vec::new());
+    containerprobe::report::write_cycle(&mut out, cycle, &collector.counters()).unwrap();
+    let text = String::from_utf8(out.buffered().to_vec()).unwrap();
+    text.lines()
+        .filter_map(|l| probe_sdk::record::split_line(l.as_bytes()))
+        .filter(|(t, _)| t.as_slice() == containerprobe::tables::POD.as_bytes())
+        .map(|(_, v)| {
+            v.into_iter()
+                .map(|v| String::from_utf8(v).unwrap())
+                .collect()
+        })
+        .collect()
+}
+
+#[test]
+fn kubepods_containers_make_one_pod_row_on_a_v1_cgroupfs_host() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path();
+    put(
+        root,
+        "proc/self/mountinfo",
+        "29 25 0:26 / /sys/fs/cgroup/cpu,cpuacct rw - cgroup cgroup rw,cpu,cpuacct\n\
+         30 25 0:27 / /sys/fs/cgroup/memory rw - cgroup cgroup rw,memory\n\
+         31 25 0:28 / /sys/fs/cgroup/pids rw - cgroup cgroup rw,pids\n\
+         32 25 0:29 / /sys/fs/cgroup/unified rw - cgroup2 cgroup2 rw\n",
+    );
+    proc_base(root);
+    // kubelet's cgroupfs driver on a hybrid host: v1 paths name the pod, the unified one is `/`.
+    let path = |id: &str| {
+        if id == ID_C {
+            format!("/docker/{id}")
+        } else {
+            format!("/kubepods/burstable/pod{POD_UID}/{id}")
+        }
+    };
+    pod_processes(root, |id| {
+        let p = path(id);
+        format!("9:pids:{p}\n5:memory:{p}\n3:cpu,cpuacct:{p}\n1:name=systemd:{p}\n0::/\n")
+    });
+    for (id, cpu_ns, mem, inactive, tasks) in [
+        (ID_A, 1_500_000_000u64, 300u64, 100u64, 4u64),
+        (ID_B, 250_000_000, 50, 0, 1),
+        (ID_C, 9_000_000_000, 7000, 0, 9),
+    ] {
+        let g = |ctl: &str, file: &str| format!("sys/fs/cgroup/{ctl}{}/{file}", path(id));
+        put(
+            root,
+            &g("cpu,cpuacct", "cpuacct.usage"),
+            &format!("{cpu_ns}\n"),
+        );
+        put(
+            root,
+            &g("memory", "memory.usage_in_bytes"),
+            &format!("{mem}\n"),
+        );
+        put(
+            root,
+            &g("memory", "memory.stat"),
+            &format!("total_inactive_file {inactive}\n"),
+        );
+        put(root, &g("pids", "pids.current"), &format!("{tasks}\n"));
+    }
+    let (cycle, c) = collect_cycle(root, &Snoop::default());
+    let pods_of: Vec<(&str, Option<&str>)> = cycle
+        .containers
+        .iter()
+        .map(|s| (s.short_id.as_str(), s.pod_uid.as_deref()))
+        .collect();
+    assert_eq!(
+        pods_of,
+        [
+            (&ID_A[..12], Some(POD_UID)),
+            (&ID_B[..12], Some(POD_UID)),
+            (&ID_C[..12], None)
+        ]
+    );
+    assert_eq!(
+        cycle.pods,
+        [PodSample {
+            pod_uid: POD_UID.to_string(),
+            containers: 2,
+            processes: 5,
+            cpu_usage_s: Some(1.75),
+            mem_working_set: Some(250),
+        }]
+    );
+    assert_eq!(
+        pod_records(&cycle, &c),
+        [[POD_UID, "2", "5", "1.75", "250"]],
+        "one pod row, none for the plain container"
+    );
+    let counters = c.counters();
+    assert_eq!((counters.containers, counters.pods), (3, 1));
+    assert_eq!(counters.read_errors, 0, "{counters:?}");
+
+    // Snoopers select containers; the pod row sums only the selected ones.
+    let (only_b, _) = collect_cycle(
+        root,
+        &Snoop {
+            mode: SnoopMode::Include,
+            pids: vec![200],
+        },
+    );
+    assert_eq!(only_b.pods.len(), 1);
+    assert_eq!(
+        (only_b.pods[0].containers, only_b.pods[0].processes),
+        (1, 1)
+    );
+    let (only_c, c) = collect_cycle(
+        root,
+        &Snoop {
+            mode: SnoopMode::Include,
+            pids: vec![300],
+        },
+    );
+    assert!(only_c.pods.is_empty(), "{:?}", only_c.pods);
+    assert_eq!(c.counters().pods, 0);
+}
+
+#[test]
+fn kubepods_containers_make_one_pod_row_on_a_v2_systemd_host() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path();
+    put(
+        root,
+        "proc/self/mountinfo",
+        "24 18 0:22 / /sys/fs/cgroup rw,nosuid - cgroup2 cgroup2 rw,nsdelegate\n",
+    );
+    proc_base(root);
+    // kubelet's systemd driver: the pod slice spells the uid with underscores.
+    let slice = format!(
+        "/kubepods.slice/kubepods-burstable.slice/kubepods-burstable-pod{}.slice",
+        POD_UID.replace('-', "_")
+    );
+    let path = |id: &str| {
+        if id == ID_C {
+            format!("/system.slice/docker-{id}.scope")
+        } else {
+            format!("{slice}/cri-containerd-{id}.scope")
+        }
+    };
+    pod_processes(root, |id| format!("0::{}\n", path(id)));
+    for (id, cpu_us, mem) in [
+        (ID_A, 2_000_000u64, 4096u64),
+        (ID_B, 500_000, 1024),
+        (ID_C, 1_000_000, 1),
+    ] {
+        let g = |file: &str| format!("sys/fs/cgroup{}/{file}", path(id));
+        put(root, &g("cpu.stat"), &format!("usage_usec {cpu_us}\n"));
+        put(root, &g("memory.current"), &format!("{mem}\n"));
+        put(root, &g("memory.stat"), "inactive_file 0\n");
+        // B's cgroup has no pids controller: its processes seen in /proc (1) are counted.
+        if id != ID_B {
+            put(root, &g("pids.current"), "3\n");
+        }
+    }
+    let (cycle, c) = collect_cycle(root, &Snoop::default());
+    assert_eq!(cycle.containers.len(), 3);
+    assert_eq!(cycle.containers[1].processes, None);
+    assert_eq!(
+        cycle.pods,
+        [PodSample {
+            pod_uid: POD_UID.to_string(),
+            containers: 2,
+            processes: 3 + 1,
+            cpu_usage_s: Some(2.5),
+            mem_working_set: Some(5120),
+        }]
+    );
+    assert_eq!(
+        pod_records(&cycle, &c),
+        [[POD_UID, "2", "4", "2.5", "5120"]]
+    );
+    assert_eq!(c.counters().read_errors, 0, "{:?}", c.counters());
 }
