@@ -7,6 +7,12 @@ use probe_sdk::record::RecordWriter;
 use crate::collect::{Counters, Cycle, PodSample, Sample};
 use crate::tables::{BLKIO, CONTAINER, POD, STATS, STATS_PROBE};
 
+/// A sum over the container's `container_blkio` rows; absent when it has none (nothing counted,
+/// e.g. v1 without a throttle rule, is not the same as zero bytes).
+fn blkio_sum(s: &Sample, f: fn(&crate::cgroup_files::DevIo) -> u64) -> Option<u64> {
+    (!s.blkio.is_empty()).then(|| s.blkio.iter().map(|r| f(&r.io)).sum())
+}
+
 /// Writes one `container` row and the `container_blkio` rows of `s`.
 pub fn write_sample<W: Write>(out: &mut RecordWriter<W>, s: &Sample) -> io::Result<()> {
     let net = s.net;
@@ -41,6 +47,8 @@ pub fn write_sample<W: Write>(out: &mut RecordWriter<W>, s: &Sample) -> io::Resu
         .field(&n(|t| t.tx_dropped))
         .field(&n(|t| t.tx_errors))
         .field(&s.start_time_s)
+        .field(&blkio_sum(s, |io| io.read_bytes))
+        .field(&blkio_sum(s, |io| io.write_bytes))
         .end()?;
     for row in &s.blkio {
         out.record(BLKIO)
@@ -179,6 +187,21 @@ mod tests {
         assert_eq!(field("memory_psi_some_seconds_total"), "");
         assert_eq!(field("network_receive_bytes_total"), "7");
         assert_eq!(field("network_transmit_bytes_total"), "0");
+        // cAdvisor's per-container block IO totals (what gala-anteater reads): the device sums.
+        assert_eq!(field("fs_reads_bytes_total"), "1");
+        assert_eq!(field("fs_writes_bytes_total"), "2");
+        let no_io = Sample {
+            blkio: Vec::new(),
+            ..cycle.containers[0].clone()
+        };
+        let mut w = RecordWriter::new(Vec::new());
+        write_sample(&mut w, &no_io).unwrap();
+        w.flush().unwrap();
+        let text = String::from_utf8(w.into_inner()).unwrap();
+        assert!(
+            text.starts_with("|container|") && text.ends_with("||\n"),
+            "{text}"
+        );
         assert_eq!(
             recs[1].1,
             ["0123456789ab", "254:0", "vda", "1", "2", "3", "4"]

@@ -148,6 +148,14 @@ pub const CONTAINER_FIELDS: &[Field] = &[
         "start_time_seconds",
         "Start of the container's oldest process, unix time in seconds",
     ),
+    Field::counter(
+        "fs_reads_bytes_total",
+        "Bytes read from block devices, sum of its container_blkio rows (cAdvisor's name); absent without rows",
+    ),
+    Field::counter(
+        "fs_writes_bytes_total",
+        "Bytes written to block devices, sum of its container_blkio rows (cAdvisor's name); absent without rows",
+    ),
 ];
 
 /// Fields of [`BLKIO`], in record order.
