@@ -78,7 +78,10 @@ fn tcpprobe_through_daemon_counts_loopback_bytes() {
     use std::io::{Read, Write};
     let d = Daemon::start(
         60,
-        "probes = ( { name = \"tcpprobe\"; param = \"-t 1\"; switch = \"on\"; } );",
+        // Running totals (`*_total`): exact whatever the period boundaries; the per-period
+        // derivation itself is tested in aops_dropin.rs.
+        "metric = { counter_mode = \"prometheus\"; };\n\
+         probes = ( { name = \"tcpprobe\"; param = \"-t 1\"; switch = \"on\"; } );",
         |probes| install_probe(probes, "tcpprobe", "probes/tcp"),
     );
     d.wait_scrape("gala_gopher_bpf_probe_events", Duration::from_secs(30));
@@ -103,12 +106,12 @@ fn tcpprobe_through_daemon_counts_loopback_bytes() {
         let s = d.scrape();
         let srv_rx = sample_with(
             &s,
-            "gala_gopher_tcp_link_rx_bytes",
+            "gala_gopher_tcp_link_rx_bytes_total",
             &[&port_label, "role=\"server\""],
         )?;
         let cli_rx = sample_with(
             &s,
-            "gala_gopher_tcp_link_rx_bytes",
+            "gala_gopher_tcp_link_rx_bytes_total",
             &[&port_label, "role=\"client\""],
         )?;
         (srv_rx == 100_000.0 && cli_rx == 30_000.0).then_some(s)
@@ -141,7 +144,8 @@ fn ioprobe_through_daemon_counts_direct_writes() {
     use std::os::unix::fs::{FileExt, OpenOptionsExt};
     let d = Daemon::start(
         60,
-        "probes = ( { name = \"ioprobe\"; param = \"-t 1\"; switch = \"on\"; } );",
+        "metric = { counter_mode = \"prometheus\"; };\n\
+         probes = ( { name = \"ioprobe\"; param = \"-t 1\"; switch = \"on\"; } );",
         |probes| install_probe(probes, "ioprobe", "probes/io"),
     );
     d.wait_scrape("gala_gopher_bpf_probe_events", Duration::from_secs(30));
@@ -150,7 +154,8 @@ fn ioprobe_through_daemon_counts_direct_writes() {
     let (maj, min) = disk_of(dir.path());
     let labels = [format!("major=\"{maj}\""), format!("first_minor=\"{min}\"")];
     let needles: Vec<&str> = labels.iter().map(String::as_str).collect();
-    let before = sample_with(&d.scrape(), "gala_gopher_block_write_bytes", &needles).unwrap_or(0.0);
+    let before =
+        sample_with(&d.scrape(), "gala_gopher_block_write_bytes_total", &needles).unwrap_or(0.0);
 
     const BLOCK: usize = 4096;
     const WRITES: usize = 64;
@@ -172,12 +177,12 @@ fn ioprobe_through_daemon_counts_direct_writes() {
 
     let want = before + (BLOCK * WRITES) as f64;
     let seen = wait_for(Duration::from_secs(20), || {
-        let v = sample_with(&d.scrape(), "gala_gopher_block_write_bytes", &needles)?;
+        let v = sample_with(&d.scrape(), "gala_gopher_block_write_bytes_total", &needles)?;
         (v >= want).then_some(v)
     });
     assert!(
         seen.is_some(),
-        "write_bytes for {maj}:{min} did not grow by {} bytes; last scrape:\n{}",
+        "write_bytes_total for {maj}:{min} did not grow by {} bytes; last scrape:\n{}",
         BLOCK * WRITES,
         d.scrape()
     );

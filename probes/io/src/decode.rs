@@ -51,7 +51,8 @@ mod tests {
         let v: types::io_disk_stats = plain_data::zeroed();
         assert_eq!(v.ops.len(), OPS.len(), "IO_OP_NR");
         assert_eq!(v.lat.len(), STAGES.len(), "IO_STAGE_NR");
-        assert_eq!(v.max.max_ns.len(), STAGES.len(), "IO_STAGE_NR");
+        assert_eq!(v.period.cur.max_ns.len(), STAGES.len(), "IO_STAGE_NR");
+        assert_eq!(v.period.prev.jitter_ns.len(), STAGES.len(), "IO_STAGE_NR");
         assert_eq!(v.lat[0].slots.len(), LAT_SLOTS, "IO_LAT_SLOTS");
         assert_eq!(OPS.len(), types::io_op::IO_OP_NR.0 as usize);
         assert_eq!(STAGES.len(), types::io_stage::IO_STAGE_NR.0 as usize);

@@ -7,7 +7,7 @@ use probe_sdk::event::Severity;
 use probe_sdk::record::RecordWriter;
 
 use crate::disk::DiskLabels;
-use crate::stats::{DiskSample, LatStats, Op, LAT_BOUNDS_US, STAGES};
+use crate::stats::{DiskSample, LatStats, Op, Stage, LAT_BOUNDS_US, STAGES};
 use crate::tables::{
     BIT_COUNT, BIT_ERR, BIT_TRACE, ENTITY, PROBE_KEY, TABLE_BPF_STATS, TABLE_COUNT, TABLE_ERR,
     TABLE_LATENCY,
@@ -69,8 +69,8 @@ fn ns_to_us(ns: u64) -> u64 {
     ns / 1000
 }
 
-/// A stage's histogram value: bounds in µs, cumulative counts, the sum in µs (rounded down)
-/// and `max_us`.
+/// A stage's histogram value: bounds in µs, cumulative counts (since start), the sum in µs
+/// (rounded down) and `max_us`, the period's largest latency.
 fn latency_histogram(lat: &LatStats, max_us: u64) -> String {
     record_line::histogram::encode(&LAT_BOUNDS_US, &lat.slots, ns_to_us(lat.sum_ns), max_us)
 }
@@ -131,12 +131,16 @@ fn write_latency<W: Write>(out: &mut RecordWriter<W>, disk: &DiskReport<'_>) -> 
         .field(&disk_name);
     for stage in STAGES {
         let lat = &s.lat[stage as usize];
-        let max_us = ns_to_us(disk.sample.period_max_ns[stage as usize]);
+        let p = &disk.sample.period[stage as usize];
+        // Upstream's fields in nanoseconds: max/last/jitter of the period (absent without a
+        // request), running totals of the sum and count (exported per period).
         rec = rec
-            .field(&max_us)
-            .field(&ns_to_us(lat.sum_ns))
+            .field(&p.if_any(p.max_ns))
+            .field(&p.if_any(p.last_ns))
+            .field(&lat.sum_ns)
+            .field(&p.if_any(p.jitter_ns))
             .field(&lat.count)
-            .field(&latency_histogram(lat, max_us));
+            .field(&latency_histogram(lat, ns_to_us(p.max_ns)));
     }
     rec.end()
 }
@@ -158,7 +162,7 @@ pub fn write_latency_event<W: Write>(
     disk: &DiskReport<'_>,
     threshold_us: u64,
 ) -> io::Result<()> {
-    let max_us = ns_to_us(disk.sample.period_max_ns[0]);
+    let max_us = ns_to_us(disk.sample.period_max_ns(Stage::Req));
     if threshold_us == 0 || max_us <= threshold_us {
         return Ok(());
     }
@@ -178,7 +182,7 @@ pub fn write_latency_event<W: Write>(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::stats::{DiskId, DiskStats, LAT_SLOTS};
+    use crate::stats::{DiskId, DiskStats, PeriodLat, LAT_SLOTS};
 
     fn sample() -> DiskSample {
         let mut stats = DiskStats {
@@ -196,7 +200,23 @@ mod tests {
                 first_minor: 3,
             },
             stats,
-            period_max_ns: [199_999, 0, 180_500],
+            period: [
+                PeriodLat {
+                    count: 67,
+                    max_ns: 199_999,
+                    last_ns: 150_000,
+                    last_ts: 1,
+                    jitter_ns: 49_999,
+                },
+                PeriodLat::default(),
+                PeriodLat {
+                    count: 67,
+                    max_ns: 180_500,
+                    last_ns: 120_000,
+                    last_ts: 1,
+                    jitter_ns: 30_500,
+                },
+            ],
         }
     }
 
@@ -270,8 +290,9 @@ mod tests {
         });
         let lines: Vec<&str> = text.lines().collect();
         assert_eq!(lines.len(), 2, "no io_err without errors: {text}");
+        // ns as upstream; the driver stage had no request: its period gauges are absent.
         let expected_latency = format!(
-            "|io_latency|7|3|loop3|loop3|199|10050|67|{}|0|0|0|{}|180|10050|67|{}|",
+            "|io_latency|7|3|loop3|loop3|199999|150000|10050000|49999|67|{}|||0||0|{}|180500|120000|10050000|30500|67|{}|",
             hist(199, 67, 10050),
             hist(0, 0, 0),
             hist(180, 67, 10050)

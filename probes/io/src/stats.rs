@@ -1,12 +1,13 @@
-//! Per-disk statistics as user space sees them: the per-CPU values of the `io_stats` and
-//! `io_maxes` maps summed into one [`DiskStats`] per disk. Pure code, no BPF.
+//! Per-disk statistics as user space sees them: the per-CPU values of the `io_stats` map
+//! summed into one [`DiskStats`] per disk, and the period's latencies ([`PeriodLat`]) combined
+//! over CPUs. Pure code, no BPF.
 
 use crate::skel::types::{self, io_op, io_stage};
 
 /// Operation classes, in `enum io_op` order (`src/bpf/intf.h`).
 pub const OPS: [Op; 4] = [Op::Read, Op::Write, Op::Discard, Op::Flush];
 /// Latency stages, in `enum io_stage` order.
-pub const STAGES: [Stage; 3] = [Stage::Req, Stage::Queue, Stage::Device];
+pub const STAGES: [Stage; 3] = [Stage::Req, Stage::Driver, Stage::Device];
 /// Number of log2 latency buckets (`IO_LAT_SLOTS`).
 pub const LAT_SLOTS: usize = 33;
 /// Upper bound of each latency bucket, µs: bucket `i` holds latencies below `2^i` µs.
@@ -36,10 +37,11 @@ pub enum Op {
 /// A latency stage (`enum io_stage`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Stage {
-    /// Request allocated (or first seen) to completed.
+    /// Request allocated (or first seen) to completed (upstream's block stage).
     Req = io_stage::IO_STAGE_REQ.0 as isize,
-    /// Inserted into the queue (I/O scheduler or dispatch list) to issued to the driver.
-    Queue = io_stage::IO_STAGE_QUEUE.0 as isize,
+    /// Request allocated (else inserted into the queue) to issued to the driver: block-layer
+    /// queueing before the device sees it (upstream's driver stage, start to device issue).
+    Driver = io_stage::IO_STAGE_DRIVER.0 as isize,
     /// Issued to the driver to completed: driver plus device time.
     Device = io_stage::IO_STAGE_DEVICE.0 as isize,
 }
@@ -49,7 +51,7 @@ impl Stage {
     pub fn name(self) -> &'static str {
         match self {
             Stage::Req => "req",
-            Stage::Queue => "queue",
+            Stage::Driver => "driver",
             Stage::Device => "device",
         }
     }
@@ -145,6 +147,42 @@ impl DiskStats {
     }
 }
 
+/// One stage's latencies of one period, over all CPUs, nanoseconds.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct PeriodLat {
+    /// Latencies recorded in the period.
+    pub count: u64,
+    /// The largest.
+    pub max_ns: u64,
+    /// The latest one (by completion time across CPUs).
+    pub last_ns: u64,
+    /// Completion time (ktime) of the latest one.
+    pub last_ts: u64,
+    /// Largest difference between two consecutive latencies on one CPU.
+    pub jitter_ns: u64,
+}
+
+impl PeriodLat {
+    /// Folds one CPU's values of this stage in.
+    fn add(&mut self, p: &types::io_period, stage: usize) {
+        if p.n[stage] == 0 {
+            return;
+        }
+        self.count += p.n[stage];
+        self.max_ns = self.max_ns.max(p.max_ns[stage]);
+        self.jitter_ns = self.jitter_ns.max(p.jitter_ns[stage]);
+        if p.last_ts[stage] >= self.last_ts {
+            self.last_ts = p.last_ts[stage];
+            self.last_ns = p.last_ns[stage];
+        }
+    }
+
+    /// `v` if the period recorded a latency: max, last and jitter mean nothing otherwise.
+    pub fn if_any(&self, v: u64) -> Option<u64> {
+        (self.count > 0).then_some(v)
+    }
+}
+
 /// One disk's state at the end of a period.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct DiskSample {
@@ -152,8 +190,8 @@ pub struct DiskSample {
     pub id: DiskId,
     /// Cumulative statistics.
     pub stats: DiskStats,
-    /// Largest latency per [`Stage`] completed during the period, nanoseconds (0 if none).
-    pub period_max_ns: [u64; 3],
+    /// The period's latencies per [`Stage`].
+    pub period: [PeriodLat; 3],
 }
 
 impl DiskSample {
@@ -161,31 +199,33 @@ impl DiskSample {
     /// (the value `period_epoch` had during the period).
     pub fn from_cpus(id: DiskId, per_cpu: &[types::io_disk_stats], ended_epoch: u32) -> DiskSample {
         let mut stats = DiskStats::default();
-        let mut period_max_ns = [0u64; 3];
+        let mut period = [PeriodLat::default(); 3];
         for v in per_cpu {
             stats.add_cpu(v);
-            let max = period_max(&v.max, ended_epoch);
-            for (acc, m) in period_max_ns.iter_mut().zip(max) {
-                *acc = (*acc).max(m);
+            if let Some(p) = period_of(&v.period, ended_epoch) {
+                for (stage, acc) in period.iter_mut().enumerate() {
+                    acc.add(p, stage);
+                }
             }
         }
-        DiskSample {
-            id,
-            stats,
-            period_max_ns,
-        }
+        DiskSample { id, stats, period }
+    }
+
+    /// The period's largest latency of `stage`, nanoseconds (0 without any).
+    pub fn period_max_ns(&self, stage: Stage) -> u64 {
+        self.period[stage as usize].max_ns
     }
 }
 
-/// One CPU's maxima for period `ended`: the current slot if the CPU is still in that period,
+/// One CPU's values for period `ended`: the current slot if the CPU is still in that period,
 /// the previous slot if a completion already moved it on, else none.
-pub fn period_max(m: &types::io_period_max, ended: u32) -> [u64; 3] {
-    if m.epoch == ended {
-        m.max_ns
-    } else if m.prev_epoch == ended {
-        m.prev_max_ns
+pub fn period_of(p: &types::io_period_pair, ended: u32) -> Option<&types::io_period> {
+    if p.cur.epoch == ended {
+        Some(&p.cur)
+    } else if p.prev.epoch == ended {
+        Some(&p.prev)
     } else {
-        [0; 3]
+        None
     }
 }
 
@@ -243,37 +283,63 @@ mod tests {
         assert_eq!(s.total_ops(), 32);
     }
 
-    fn with_max(
-        epoch: u32,
-        max: [u64; 3],
-        prev_epoch: u32,
-        prev: [u64; 3],
-    ) -> types::io_disk_stats {
+    /// A period slot with one value per stage: `n` latencies, the largest `max`, the latest
+    /// `last` at time `ts`, and a tenth of `max` as jitter.
+    fn slot(epoch: u32, n: [u64; 3], max: [u64; 3], last: [u64; 3], ts: u64) -> types::io_period {
+        types::io_period {
+            epoch,
+            n,
+            max_ns: max,
+            last_ns: last,
+            last_ts: n.map(|k| if k > 0 { ts } else { 0 }),
+            jitter_ns: max.map(|m| m / 10),
+            ..Default::default()
+        }
+    }
+
+    fn with_period(cur: types::io_period, prev: types::io_period) -> types::io_disk_stats {
         let mut v = cpu_value(1);
-        v.max.epoch = epoch;
-        v.max.max_ns = max;
-        v.max.prev_epoch = prev_epoch;
-        v.max.prev_max_ns = prev;
+        v.period.cur = cur;
+        v.period.prev = prev;
         v
     }
 
     #[test]
-    fn period_maxima_come_from_the_right_slot() {
+    fn period_latencies_come_from_the_right_slot() {
         let id = DiskId {
             major: 8,
             first_minor: 0,
         };
-        // CPU 0 is still in period 4; CPU 1 moved on to 5 (its period-4 max is in prev);
+        let stale = slot(1, [9; 3], [999; 3], [999; 3], 1);
+        // CPU 0 is still in period 4; CPU 1 moved on to 5 (its period-4 values are in prev);
         // CPU 2 last completed something in period 2.
         let cpus = [
-            with_max(4, [100, 0, 50], 3, [999, 999, 999]),
-            with_max(5, [7, 7, 7], 4, [80, 30, 90]),
-            with_max(2, [999, 999, 999], 1, [999, 999, 999]),
+            with_period(
+                slot(4, [2, 0, 2], [100, 0, 50], [60, 0, 40], 500),
+                slot(3, [9; 3], [999; 3], [999; 3], 1),
+            ),
+            with_period(
+                slot(5, [1; 3], [7; 3], [7; 3], 900),
+                slot(4, [1; 3], [80, 30, 90], [80, 30, 90], 700),
+            ),
+            with_period(slot(2, [9; 3], [999; 3], [999; 3], 1), stale),
         ];
         let s = DiskSample::from_cpus(id, &cpus, 4);
-        assert_eq!(s.period_max_ns, [100, 30, 90]);
+        let maxes: Vec<u64> = STAGES.iter().map(|st| s.period_max_ns(*st)).collect();
+        assert_eq!(maxes, [100, 30, 90]);
+        let counts: Vec<u64> = s.period.iter().map(|p| p.count).collect();
+        assert_eq!(counts, [3, 1, 3]);
+        // The latest completion (ts 700 on CPU 1) gives `last`; the driver stage only had it.
+        let last: Vec<u64> = s.period.iter().map(|p| p.last_ns).collect();
+        assert_eq!(last, [80, 30, 90]);
+        // Jitter: the largest of the CPUs' (a tenth of their max here).
+        let jitter: Vec<u64> = s.period.iter().map(|p| p.jitter_ns).collect();
+        assert_eq!(jitter, [10, 3, 9]);
         assert_eq!(s.stats.ops, [3, 6, 9, 12]);
-        // Nothing belongs to period 6.
-        assert_eq!(DiskSample::from_cpus(id, &cpus, 6).period_max_ns, [0, 0, 0]);
+        // Nothing belongs to period 6: no latency, so max/last/jitter are absent.
+        let none = DiskSample::from_cpus(id, &cpus, 6);
+        assert_eq!(none.period, [PeriodLat::default(); 3]);
+        assert_eq!(none.period[0].if_any(5), None);
+        assert_eq!(s.period[0].if_any(5), Some(5));
     }
 }

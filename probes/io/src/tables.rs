@@ -30,9 +30,10 @@ pub const BIT_COUNT: u32 = 4;
 /// The comment at the top of `ioprobe.meta`.
 const HEADER: &[&str] = &[
     "ioprobe: per-disk block requests, from the block_rq_insert, block_rq_issue and block_rq_complete",
-    "raw tracepoints. Counters are cumulative since the probe started; *_max gauges cover the last",
-    "period. Latencies are in microseconds. io_err rows appear only for disks that had errors.",
-    "Details: docs/probes/io.md.",
+    "raw tracepoints. As upstream: latencies in nanoseconds; *_max, *_last and *_jitter cover the",
+    "period (absent without requests); period: delta fields are written as running totals and",
+    "exported as their change per period. Histograms are in microseconds, cumulative since start.",
+    "io_err rows appear only for disks that had errors. Details: docs/probes/io.md.",
 ];
 
 /// The identity every disk table starts with.
@@ -46,48 +47,93 @@ pub const DISK_FIELDS: &[Field] = &[
     ),
 ];
 
-/// `io_latency` after the disk fields: max, sum, count and histogram per stage, in
-/// [`crate::stats::STAGES`] order.
+/// Number of `io_latency` fields per stage.
+pub const FIELDS_PER_STAGE: usize = 6;
+
+/// `io_latency` after the disk fields: upstream's max, last, sum, jitter and count per stage,
+/// then our histogram, in [`crate::stats::STAGES`] order.
 pub const LATENCY_FIELDS: &[Field] = &[
     Field::gauge(
         "latency_req_max",
-        "largest request latency (allocated to completed) in the last period, us",
-    ),
-    Field::counter("latency_req_sum", "sum of request latencies, us"),
-    Field::counter("count_latency_req", "number of request latencies measured"),
-    Field::histogram(
-        "latency_req_histo",
-        "request latency histogram, us (log2 buckets, 1 us to 2^32 us)",
+        "largest request latency (allocated to completed) of the period, ns",
     ),
     Field::gauge(
-        "latency_queue_max",
-        "largest queue latency (inserted to issued) in the last period, us",
+        "latency_req_last",
+        "latency of the last request completed in the period, ns",
     ),
-    Field::counter("latency_queue_sum", "sum of queue latencies, us"),
-    Field::counter("count_latency_queue", "number of queue latencies measured"),
+    Field::per_period(
+        "latency_req_sum",
+        "sum of the latencies of the requests completed in the period, ns",
+    )
+    .total("latency_req_seconds_total", "1e-9"),
+    Field::gauge(
+        "latency_req_jitter",
+        "largest change between consecutive request latencies (one CPU) in the period, ns",
+    ),
+    Field::per_period(
+        "count_latency_req",
+        "requests completed in the period with a latency measured",
+    ),
     Field::histogram(
-        "latency_queue_histo",
-        "queue latency histogram, us (log2 buckets, 1 us to 2^32 us)",
+        "latency_req_histo",
+        "request latency histogram since start, us (log2 buckets, 1 us to 2^32 us)",
+    ),
+    Field::gauge(
+        "latency_driver_max",
+        "largest driver latency (allocated to issued to the driver) of the period, ns",
+    ),
+    Field::gauge(
+        "latency_driver_last",
+        "driver latency of the last request completed in the period, ns",
+    ),
+    Field::per_period(
+        "latency_driver_sum",
+        "sum of the driver latencies of the requests completed in the period, ns",
+    )
+    .total("latency_driver_seconds_total", "1e-9"),
+    Field::gauge(
+        "latency_driver_jitter",
+        "largest change between consecutive driver latencies (one CPU) in the period, ns",
+    ),
+    Field::per_period(
+        "count_latency_driver",
+        "requests completed in the period with a driver latency measured",
+    ),
+    Field::histogram(
+        "latency_driver_histo",
+        "driver latency histogram since start, us (log2 buckets, 1 us to 2^32 us)",
     ),
     Field::gauge(
         "latency_device_max",
-        "largest device latency (issued to completed) in the last period, us",
+        "largest device latency (issued to completed) of the period, ns",
     ),
-    Field::counter("latency_device_sum", "sum of device latencies, us"),
-    Field::counter(
+    Field::gauge(
+        "latency_device_last",
+        "device latency of the last request completed in the period, ns",
+    ),
+    Field::per_period(
+        "latency_device_sum",
+        "sum of the device latencies of the requests completed in the period, ns",
+    )
+    .total("latency_device_seconds_total", "1e-9"),
+    Field::gauge(
+        "latency_device_jitter",
+        "largest change between consecutive device latencies (one CPU) in the period, ns",
+    ),
+    Field::per_period(
         "count_latency_device",
-        "number of device latencies measured",
+        "requests completed in the period with a device latency measured",
     ),
     Field::histogram(
         "latency_device_histo",
-        "device latency histogram, us (log2 buckets, 1 us to 2^32 us)",
+        "device latency histogram since start, us (log2 buckets, 1 us to 2^32 us)",
     ),
 ];
 
 /// `io_count` after the disk fields.
 pub const COUNT_FIELDS: &[Field] = &[
-    Field::counter("read_bytes", "bytes read without error"),
-    Field::counter("write_bytes", "bytes written without error"),
+    Field::per_period("read_bytes", "bytes read without error in the period"),
+    Field::per_period("write_bytes", "bytes written without error in the period"),
     Field::counter("discard_bytes", "bytes discarded without error"),
     Field::counter(
         "read_count",
@@ -108,9 +154,12 @@ pub const COUNT_FIELDS: &[Field] = &[
 pub const ERR_FIELDS: &[Field] = &[
     Field::gauge(
         "err_code",
-        "blk_status_t of the latest failed request (10 = I/O error)",
+        "blk_status_t of the latest failed request since start (10 = I/O error)",
     ),
-    Field::counter("err_count", "requests completed with an error"),
+    Field::per_period(
+        "err_count",
+        "requests completed with an error in the period",
+    ),
 ];
 
 /// Every table, in `.meta` order.
@@ -183,19 +232,72 @@ mod tests {
 
     #[test]
     fn latency_fields_follow_the_stages() {
-        assert_eq!(LATENCY_FIELDS.len(), 4 * STAGES.len());
-        for (stage, fields) in STAGES.iter().zip(LATENCY_FIELDS.chunks(4)) {
+        assert_eq!(LATENCY_FIELDS.len(), FIELDS_PER_STAGE * STAGES.len());
+        let stages: Vec<&str> = STAGES.iter().map(|s| s.name()).collect();
+        assert_eq!(stages, ["req", "driver", "device"], "upstream's stages");
+        for (stage, fields) in STAGES.iter().zip(LATENCY_FIELDS.chunks(FIELDS_PER_STAGE)) {
             let name = stage.name();
             let names: Vec<&str> = fields.iter().map(|f| f.name).collect();
+            // Upstream's five, in its order, then ours.
             assert_eq!(
                 names,
                 [
                     format!("latency_{name}_max"),
+                    format!("latency_{name}_last"),
                     format!("latency_{name}_sum"),
+                    format!("latency_{name}_jitter"),
                     format!("count_latency_{name}"),
                     format!("latency_{name}_histo"),
                 ]
             );
+        }
+    }
+
+    /// Upstream resets its per-disk sums and counts after every report (io_trace_bpf.h,
+    /// io_count.bpf.c): those are per-period fields; its max, last and jitter are period
+    /// gauges; units are nanoseconds (ktime differences).
+    #[test]
+    fn upstream_named_fields_have_upstreams_meaning() {
+        use probe_sdk::meta::FieldKind;
+        let all: Vec<&Field> = LATENCY_FIELDS
+            .iter()
+            .chain(COUNT_FIELDS)
+            .chain(ERR_FIELDS)
+            .collect();
+        let per_period: Vec<&str> = all
+            .iter()
+            .filter(|f| f.per_period)
+            .map(|f| f.name)
+            .collect();
+        assert_eq!(
+            per_period,
+            [
+                "latency_req_sum",
+                "count_latency_req",
+                "latency_driver_sum",
+                "count_latency_driver",
+                "latency_device_sum",
+                "count_latency_device",
+                "read_bytes",
+                "write_bytes",
+                "err_count"
+            ]
+        );
+        for f in &all {
+            let gauge = ["_max", "_last", "_jitter"]
+                .iter()
+                .any(|s| f.name.ends_with(s));
+            if gauge || f.name == "err_code" {
+                assert_eq!(f.kind, FieldKind::Gauge, "{}", f.name);
+            }
+            if f.name.starts_with("latency_") && f.kind != FieldKind::Histogram {
+                assert!(f.description.ends_with(", ns"), "{}: unit", f.name);
+            }
+            if f.name.ends_with("_sum") {
+                let (total, scale) = f.total.expect("seconds in Prometheus mode");
+                assert!(total.ends_with("_seconds_total"), "{total}");
+                assert_eq!(scale, "1e-9");
+            }
         }
     }
 

@@ -1,5 +1,5 @@
 //! The library's loader directly (no binary): both completion programs account a loop device's
-//! I/O exactly, and period maxima are handed out once.
+//! I/O exactly, and period latencies (max, last, jitter) are handed out once.
 
 mod common;
 
@@ -7,7 +7,7 @@ use std::mem::MaybeUninit;
 
 use common::*;
 use ioprobe::loader::{CompletionHook, IoBpf};
-use ioprobe::stats::{DiskId, DiskSample, Op, Stage};
+use ioprobe::stats::{DiskId, DiskSample, Op, PeriodLat, Stage};
 
 const BLOCK: usize = 4096;
 
@@ -57,27 +57,33 @@ fn exact_accounting(hook: CompletionHook) {
     assert_eq!(s.stats.bytes[Op::Read as usize], reads * BLOCK as u64);
     assert_eq!(s.stats.bytes[Op::Write as usize], writes * BLOCK as u64);
     assert_eq!(s.stats.errors, 0);
-    for stage in [Stage::Req, Stage::Queue, Stage::Device] {
+    // mq-deadline inserts every request, so every stage has a start: all three are measured.
+    for stage in [Stage::Req, Stage::Driver, Stage::Device] {
         let lat = &s.stats.lat[stage as usize];
         assert_eq!(lat.count, reads + writes, "{stage:?}");
         assert_eq!(lat.slots.iter().sum::<u64>(), lat.count, "{stage:?}");
-        let max = s.period_max_ns[stage as usize];
+        // One period since the programs were attached: the period saw every request.
+        let p = &s.period[stage as usize];
+        assert_eq!(p.count, lat.count, "{stage:?}");
+        let max = p.max_ns;
         assert!(
             max > 0 && max * lat.count >= lat.sum_ns,
             "{stage:?}: max {max} sum {}",
             lat.sum_ns
         );
+        assert!(p.last_ns > 0 && p.last_ns <= max, "{stage:?}: {p:?}");
+        // The jitter is a difference of two latencies of the period: below the largest.
+        assert!(p.jitter_ns < max, "{stage:?}: {p:?}");
     }
-    // A request's whole latency covers its queue and device parts.
+    // A request's whole latency is its driver part plus its device part, exactly.
     let l = &s.stats.lat;
-    assert!(l[0].sum_ns >= l[2].sum_ns);
-    assert!(l[0].sum_ns >= l[1].sum_ns);
+    assert_eq!(l[0].sum_ns, l[1].sum_ns + l[2].sum_ns);
 
-    // Next period without I/O on the device: cumulative values stay, maxima are gone.
+    // Next period without I/O on the device: cumulative values stay, period values are gone.
     let again = bpf.collect().unwrap();
     let s2 = disk(&again, &lo);
     assert_eq!(s2.stats, s.stats);
-    assert_eq!(s2.period_max_ns, [0, 0, 0]);
+    assert_eq!(s2.period, [PeriodLat::default(); 3]);
 
     let loss = bpf.loss_counters();
     assert_eq!(loss.map_full, 0);

@@ -21,10 +21,31 @@ mod count {
     pub const FLUSH: usize = 10;
 }
 
-/// Offsets of one stage's fields in io_latency: max, sum, count, histogram.
-fn stage(i: usize) -> (usize, usize, usize, usize) {
-    let base = 4 + 4 * i;
-    (base, base + 1, base + 2, base + 3)
+/// Offsets of one stage's fields in io_latency (stages req, driver, device).
+struct StageFields {
+    max: usize,
+    last: usize,
+    sum: usize,
+    jitter: usize,
+    count: usize,
+    hist: usize,
+}
+
+fn stage(i: usize) -> StageFields {
+    let base = 4 + 6 * i;
+    StageFields {
+        max: base,
+        last: base + 1,
+        sum: base + 2,
+        jitter: base + 3,
+        count: base + 4,
+        hist: base + 5,
+    }
+}
+
+/// A period gauge: absent (empty) when the period had no request, else a number.
+fn period_gauge(s: &str) -> Option<u64> {
+    (!s.is_empty()).then(|| num(s))
 }
 
 fn backing_file(dir: &tempfile::TempDir, bytes: u64) -> std::path::PathBuf {
@@ -34,12 +55,21 @@ fn backing_file(dir: &tempfile::TempDir, bytes: u64) -> std::path::PathBuf {
     path
 }
 
-/// Checks one stage's histogram against the count/sum/max fields next to it.
+/// Checks one stage's histogram against the count/sum/max fields next to it (histogram in µs,
+/// fields in ns as upstream), and the period gauges against each other.
 fn check_histogram(f: &[&str], i: usize, expected_count: u64) {
-    let (max_i, sum_i, count_i, hist_i) = stage(i);
-    let count = num(f[count_i]);
+    let st = stage(i);
+    let count = num(f[st.count]);
     assert_eq!(count, expected_count, "stage {i} count");
-    let tokens: Vec<u64> = f[hist_i].split(' ').map(num).collect();
+    let max = period_gauge(f[st.max]);
+    let (last, jitter) = (period_gauge(f[st.last]), period_gauge(f[st.jitter]));
+    // All three are there, or none (no request in the period).
+    assert_eq!(max.is_some(), last.is_some(), "stage {i}: {f:?}");
+    assert_eq!(max.is_some(), jitter.is_some(), "stage {i}: {f:?}");
+    if let (Some(m), Some(l), Some(j)) = (max, last, jitter) {
+        assert!(l <= m && j < m, "stage {i}: max {m} last {l} jitter {j}");
+    }
+    let tokens: Vec<u64> = f[st.hist].split(' ').map(num).collect();
     let n = tokens[0] as usize;
     assert_eq!(n, 33);
     assert_eq!(tokens.len(), 1 + 2 * n + 2);
@@ -56,21 +86,20 @@ fn check_histogram(f: &[&str], i: usize, expected_count: u64) {
     assert_eq!(*counts.last().unwrap(), count, "histogram total = count");
     assert_eq!(
         tokens[1 + 2 * n],
-        num(f[sum_i]),
-        "histogram sum = sum field"
+        num(f[st.sum]) / 1000,
+        "histogram sum (us) = sum field (ns)"
     );
     assert_eq!(
         tokens[2 + 2 * n],
-        num(f[max_i]),
-        "histogram max = max field"
+        max.unwrap_or(0) / 1000,
+        "histogram max (us) = max field (ns)"
     );
     if count > 0 {
         // The period maximum falls below the bound of the highest non-empty bucket.
         let top = counts.iter().position(|&c| c == count).unwrap();
         assert!(
-            num(f[max_i]) < bounds[top],
-            "max {} vs bucket bound {}",
-            f[max_i],
+            max.unwrap_or(0) / 1000 < bounds[top],
+            "max {max:?} ns vs bucket bound {} us",
             bounds[top]
         );
     }
@@ -116,8 +145,15 @@ fn direct_io_on_a_loop_device_is_counted_exactly() {
 
     let f = disk_row(&rows, "io_latency", maj, min);
     check_histogram(&f, 0, ops1); // req
-    check_histogram(&f, 1, 0); // queue: nothing was inserted
+                                  // driver: from the allocation time the kernel keeps for I/O statistics (nothing was
+                                  // inserted without a scheduler).
+    check_histogram(&f, 1, ops1);
     check_histogram(&f, 2, ops1); // device
+                                  // Every request's latency is its driver part plus its device part.
+    assert_eq!(
+        num(f[stage(0).sum]),
+        num(f[stage(1).sum]) + num(f[stage(2).sum])
+    );
 
     // Phase 2, mq-deadline: every request is inserted, then issued.
     lo.set_scheduler("mq-deadline");
@@ -144,7 +180,7 @@ fn direct_io_on_a_loop_device_is_counted_exactly() {
     let ops2 = num(f[count::WRITE]) + num(f[count::READ]) - ops1;
     let f = disk_row(&rows, "io_latency", maj, min);
     check_histogram(&f, 0, ops1 + ops2 + flushes);
-    check_histogram(&f, 1, ops2); // every phase-2 data request went through mq-deadline
+    check_histogram(&f, 1, ops1 + ops2 + flushes);
     check_histogram(&f, 2, ops1 + ops2 + flushes);
     assert_eq!(
         num(disk_row(&rows, "io_count", maj, min)[count::DISCARD]),
@@ -155,6 +191,49 @@ fn direct_io_on_a_loop_device_is_counted_exactly() {
         .find(|l| l.starts_with("|io_bpf_stats|io|"))
         .unwrap();
     assert_eq!(num(fields(bpf_stats).1[3]), 0, "map full");
+    assert_eq!(probe.stop(), Some(0));
+}
+
+#[test]
+fn an_idle_disk_keeps_being_reported_with_unchanged_totals() {
+    // Per-period fields are running totals whose change the daemon exports: a disk must be
+    // written every period, also without I/O, for that change to go back to 0; its period
+    // gauges (max, last, jitter) are then absent rather than stale.
+    let dir = tempfile::tempdir().unwrap();
+    let lo = LoopDevice::attach(&backing_file(&dir, 4 << 20)).unwrap();
+    let (maj, min) = (lo.major, lo.minor);
+    let mut probe = ProbeRun::start(&["-t", "1"]);
+    probe.wait_attached(WAIT);
+    let dev = lo.open_direct();
+    let wbuf = AlignedBuf::new(BLOCK, 0x3c);
+    assert_eq!(direct_writes(&dev, &wbuf, 0, 8), 8);
+    let first = probe.next_period(WAIT);
+    let writes = num(disk_row(&first, "io_count", maj, min)[count::WRITE]);
+    assert!(writes > 0);
+    for i in 0..3 {
+        let rows = probe.next_period(WAIT);
+        assert_eq!(
+            disk_row(&rows, "io_count", maj, min),
+            disk_row(&first, "io_count", maj, min),
+            "period {i}: io_count unchanged"
+        );
+        let (then, now) = (
+            disk_row(&first, "io_latency", maj, min),
+            disk_row(&rows, "io_latency", maj, min),
+        );
+        for s in 0..3 {
+            let st = stage(s);
+            for (what, at) in [("sum", st.sum), ("count", st.count), ("histogram", st.hist)] {
+                assert_eq!(now[at], then[at], "period {i}, stage {s}: {what}");
+            }
+            for (what, at) in [("max", st.max), ("last", st.last), ("jitter", st.jitter)] {
+                assert_eq!(
+                    now[at], "",
+                    "period {i}, stage {s}: {what} of an idle period"
+                );
+            }
+        }
+    }
     assert_eq!(probe.stop(), Some(0));
 }
 

@@ -6,7 +6,7 @@ use std::path::Path;
 
 use ioprobe::disk::DiskLabels;
 use ioprobe::report::{self, DiskReport};
-use ioprobe::stats::{DiskId, DiskSample, DiskStats};
+use ioprobe::stats::{DiskId, DiskSample, DiskStats, PeriodLat};
 use probe_sdk::bpf::LossCounters;
 use probe_sdk::record::RecordWriter;
 
@@ -133,7 +133,18 @@ fn printed_records_match_the_meta() {
             first_minor: 0,
         },
         stats,
-        period_max_ns: [0, 0, 60_000],
+        // Only the device stage had a request in the period.
+        period: [
+            PeriodLat::default(),
+            PeriodLat::default(),
+            PeriodLat {
+                count: 3,
+                max_ns: 60_000,
+                last_ns: 40_000,
+                last_ts: 1,
+                jitter_ns: 20_000,
+            },
+        ],
     };
     let labels = DiskLabels {
         blk_name: "vda".into(),
@@ -167,8 +178,15 @@ fn printed_records_match_the_meta() {
                     let n: Vec<u64> = v.split(' ').map(|t| t.parse().unwrap()).collect();
                     assert_eq!(n.len() as u64, 1 + 2 * n[0] + 2, "{table}.{name}");
                 }
-                "gauge" | "counter" => {
+                "counter" => {
                     assert!(v.parse::<u64>().is_ok(), "{table}.{name} = {v:?}");
+                }
+                // A period gauge is absent (empty) when the period had no request.
+                "gauge" => {
+                    assert!(
+                        v.is_empty() || v.parse::<u64>().is_ok(),
+                        "{table}.{name} = {v:?}"
+                    );
                 }
                 _ => assert!(!v.is_empty() && !v.contains(' '), "{table}.{name} = {v:?}"),
             }
@@ -176,4 +194,21 @@ fn printed_records_match_the_meta() {
         seen.push(table.to_string());
     }
     assert_eq!(seen, ["io_latency", "io_count", "io_err", "io_bpf_stats"]);
+    // The device stage's period gauges are there, in nanoseconds; the others are absent.
+    let latency: Vec<&str> = text.lines().next().unwrap().split('|').collect();
+    let field = |name: &str| {
+        let i = tables["io_latency"]
+            .fields
+            .iter()
+            .position(|(n, _)| n == name)
+            .unwrap();
+        latency[2 + i]
+    };
+    assert_eq!(field("latency_device_max"), "60000");
+    assert_eq!(field("latency_device_last"), "40000");
+    assert_eq!(field("latency_device_jitter"), "20000");
+    assert_eq!(field("latency_device_sum"), "150000");
+    assert_eq!(field("count_latency_device"), "3");
+    assert_eq!(field("latency_req_max"), "");
+    assert_eq!(field("latency_driver_last"), "");
 }

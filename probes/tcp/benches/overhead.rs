@@ -172,9 +172,11 @@ fn accounting(lines: &[String], port: u16) -> (PerRole, (u64, u64, u64)) {
     for l in lines {
         let f: Vec<&str> = l.trim_matches('|').split('|').collect();
         match f.first() {
-            Some(&"tcp_link") if f[1] == me && f[6] == port.to_string() => {
+            // tgid, comm, role, client_ip, toa_client_ip, server_ip, client_port,
+            // server_port, protocol, then link_count, opens, closes.
+            Some(&"tcp_link") if f[1] == me && f[8] == port.to_string() => {
                 let n = |i: usize| f[i].parse::<u64>().unwrap_or(0);
-                roles.insert(f[2].to_string(), (n(10), n(11)));
+                roles.insert(f[3].to_string(), (n(11), n(12)));
             }
             Some(&"tcp_bpf_stats") => {
                 let n = |i: usize| f[i].parse::<u64>().unwrap_or(0);

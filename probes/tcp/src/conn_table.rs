@@ -1,6 +1,9 @@
 //! Per-key state kept across periods: the BPF side hands over what changed per key in a
-//! period ([`PeriodDelta`]); [`ConnTable`] turns that into cumulative counters (Prometheus
-//! counters must not go down) and this period's gauges, with a cap on the number of keys.
+//! period ([`PeriodDelta`]); [`ConnTable`] turns that into running totals (counted from zero
+//! when the key is first seen; the daemon exports a per-period field's change between two
+//! records, see `tables`) and this period's gauges, with a cap on the number of keys. Every
+//! remembered key is reported every period, idle or not, so that a per-period change goes back
+//! to 0 when nothing happens.
 
 use std::collections::HashMap;
 
@@ -42,8 +45,6 @@ pub const CLOSE_KINDS: usize = 4;
 /// What one period added for a key.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct PeriodDelta {
-    /// Process name of the owner (may be empty when unknown).
-    pub comm: String,
     /// Counter increments, indexed by the `C_*` constants.
     pub counters: [u64; COUNTERS],
     /// Connections that reached ESTABLISHED.
@@ -79,9 +80,6 @@ pub struct PeriodDelta {
 impl PeriodDelta {
     /// Adds another delta of the same key.
     pub fn merge(&mut self, o: &PeriodDelta) {
-        if self.comm.is_empty() {
-            self.comm.clone_from(&o.comm);
-        }
         for (a, b) in self
             .counters
             .iter_mut()
@@ -161,8 +159,6 @@ impl Gauges {
 /// Everything reported for one key.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct ConnEntry {
-    /// Process name of the owner (label `comm`), empty when unknown.
-    pub comm: String,
     /// Cumulative counters since the key was first seen, indexed by the `C_*` constants.
     pub counters: [u64; COUNTERS],
     /// Cumulative connections established.
@@ -171,9 +167,9 @@ pub struct ConnEntry {
     pub closes: [u64; CLOSE_KINDS],
     /// Cumulative establish latencies.
     pub estab: Histogram,
-    /// Live connections at this period's pass.
+    /// Live connections at this period's pass (0 for an idle key).
     pub live: u64,
-    /// This period's gauges.
+    /// This period's gauges (all None for an idle key).
     pub gauges: Gauges,
     /// Period in which the key last had a delta.
     last_period: u64,
@@ -181,9 +177,6 @@ pub struct ConnEntry {
 
 impl ConnEntry {
     fn absorb(&mut self, d: &PeriodDelta, period: u64) {
-        if !d.comm.is_empty() {
-            self.comm.clone_from(&d.comm);
-        }
         for (a, b) in self
             .counters
             .iter_mut()
@@ -197,6 +190,18 @@ impl ConnEntry {
         self.live = d.live;
         self.gauges = Gauges::from_delta(d);
         self.last_period = period;
+    }
+
+    /// A period without any delta: totals stay, nothing was sampled.
+    fn idle(&mut self) {
+        self.live = 0;
+        self.gauges = Gauges::default();
+    }
+
+    /// Whether the key had a delta in the current period.
+    #[cfg(test)]
+    fn active_in(&self, period: u64) -> bool {
+        self.last_period == period
     }
 }
 
@@ -223,8 +228,9 @@ impl ConnTable {
         }
     }
 
-    /// Starts a new period and applies its deltas. Keys beyond the cap that cannot displace an
-    /// idle key are dropped and counted in [`overflow`](Self::overflow).
+    /// Starts a new period and applies its deltas; keys without a delta become idle (totals
+    /// kept, no gauges). Keys beyond the cap that cannot displace an idle key are dropped and
+    /// counted in [`overflow`](Self::overflow).
     pub fn apply<I: IntoIterator<Item = (ConnKey, PeriodDelta)>>(&mut self, deltas: I) {
         self.period += 1;
         let period = self.period;
@@ -239,6 +245,9 @@ impl ConnTable {
         let (known, new): (Vec<_>, Vec<_>) = merged
             .into_iter()
             .partition(|(k, _)| self.entries.contains_key(k));
+        for e in self.entries.values_mut() {
+            e.idle();
+        }
         for (k, d) in known {
             if let Some(e) = self.entries.get_mut(&k) {
                 e.absorb(&d, period);
@@ -282,14 +291,18 @@ impl ConnTable {
         self.retain_periods = retain_periods.max(1);
     }
 
-    /// Keys that changed in the current period, sorted by key.
-    pub fn active(&self) -> Vec<(&ConnKey, &ConnEntry)> {
-        let mut v: Vec<_> = self
-            .entries
-            .iter()
-            .filter(|(_, e)| e.last_period == self.period)
-            .collect();
+    /// Every remembered key (active or idle), sorted by key: what a period reports.
+    pub fn rows(&self) -> Vec<(&ConnKey, &ConnEntry)> {
+        let mut v: Vec<_> = self.entries.iter().collect();
         v.sort_by(|a, b| a.0.cmp(b.0));
+        v
+    }
+
+    /// Keys that changed in the current period, sorted by key.
+    #[cfg(test)]
+    fn active(&self) -> Vec<(&ConnKey, &ConnEntry)> {
+        let mut v = self.rows();
+        v.retain(|(_, e)| e.active_in(self.period));
         v
     }
 
@@ -308,12 +321,13 @@ impl ConnTable {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::conn_key::Role;
+    use crate::conn_key::{Comm, Role};
     use std::net::{IpAddr, Ipv4Addr};
 
     fn key(server_port: u16) -> ConnKey {
         ConnKey {
             tgid: 7,
+            comm: Comm::new("curl"),
             role: Role::Client,
             client_ip: IpAddr::V4(Ipv4Addr::LOCALHOST),
             server_ip: IpAddr::V4(Ipv4Addr::LOCALHOST),
@@ -324,7 +338,6 @@ mod tests {
 
     fn delta(rx: u64, live: u64) -> PeriodDelta {
         let mut d = PeriodDelta {
-            comm: "curl".into(),
             live,
             ..Default::default()
         };
@@ -340,7 +353,7 @@ mod tests {
         let active = t.active();
         assert_eq!(active.len(), 1);
         assert_eq!(active[0].1.counters[C_RX_BYTES], 150);
-        assert_eq!(active[0].1.comm, "curl");
+        assert_eq!(active[0].0.comm.as_str(), "curl");
     }
 
     #[test]
@@ -353,15 +366,23 @@ mod tests {
     }
 
     #[test]
-    fn idle_keys_are_not_reported_then_forgotten() {
+    fn idle_keys_are_reported_with_unchanged_totals_then_forgotten() {
         let mut t = ConnTable::new(10, 2);
-        t.apply([(key(80), delta(100, 0))]);
+        let mut d = delta(100, 1);
+        d.rtt_samples = 1;
+        d.srtt_sum_us = 40;
+        t.apply([(key(80), d)]);
         t.apply([(key(81), delta(1, 1))]);
-        // key 80 is idle: remembered but not active.
+        // key 80 is idle: not active, but still a row, with its total and without gauges.
         assert_eq!(t.active().len(), 1);
-        assert_eq!(t.len(), 2);
+        let rows = t.rows();
+        assert_eq!(rows.len(), 2);
+        let idle = rows.iter().find(|(k, _)| k.server_port == 80).unwrap().1;
+        assert_eq!(idle.counters[C_RX_BYTES], 100);
+        assert_eq!((idle.live, idle.gauges), (0, Gauges::default()));
         t.apply([(key(81), delta(1, 1))]);
         assert_eq!(t.len(), 1, "key 80 forgotten after 2 idle periods");
+        assert_eq!(t.rows().len(), 1);
         // Coming back restarts its counters.
         t.apply([(key(80), delta(5, 0))]);
         let e = t

@@ -51,7 +51,8 @@ use crate::tracker::Tracker;
 
 /// Default for `-M`.
 const DEFAULT_MAX_CONNS: u32 = 16384;
-/// Idle keys are remembered this long (so their counters continue if they come back).
+/// Idle keys are remembered (and reported, with unchanged totals) this long, so their totals
+/// continue if they come back.
 const RETAIN_SECS: u64 = 60;
 /// Longest wait between ring-buffer drains (records are submitted without wake-ups).
 const DRAIN_EVERY: Duration = Duration::from_millis(100);
@@ -231,8 +232,10 @@ fn run() -> Result<()> {
             .map_full
             .saturating_add(table.overflow())
             .saturating_add(tracked_overflow);
+        // Every remembered key, idle ones included: a per-period field must show 0 change
+        // rather than keep its last change visible.
         let written = table
-            .active()
+            .rows()
             .into_iter()
             .filter(|(k, _)| settings.snoop.selects(k.tgid))
             .try_for_each(|(k, e)| tables::write_entry(&mut out, settings.probe_bits, k, e))

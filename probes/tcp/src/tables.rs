@@ -37,22 +37,33 @@ pub struct TableDef {
     pub name: &'static str,
     /// `-P` bit that enables the table (upstream tcpprobe bits); None = always on.
     pub bit: Option<u32>,
-    /// Metric fields, after the common key fields and the `comm` label.
+    /// Metric fields, after the common key fields.
     pub metrics: &'static [Field],
     /// Metric values of an entry, in `metrics` order.
     pub values: fn(&ConnEntry) -> Vec<Value>,
 }
 
-/// The key fields and the label every connection table starts with.
+/// The key fields every connection table starts with: upstream HEAD's `tcp_link` keys, in its
+/// order (gala-spider merges the tables of one entity only when their keys are the same).
 pub const KEY_FIELDS: &[Field] = &[
     Field::key("tgid", "process id of the socket owner (0 when unknown)"),
-    Field::key("role", "client (connected) or server (accepted)"),
+    Field::key(
+        "comm",
+        "process name of the socket owner (unknown when the owner is unknown)",
+    ),
+    Field::key(
+        "role",
+        "client (the local end connected) or server (it was accepted)",
+    ),
     Field::key("client_ip", "address of the connecting end"),
+    Field::key(
+        "toa_client_ip",
+        "client address before TOA; TCP option address is not parsed here, so always client_ip",
+    ),
     Field::key("server_ip", "address of the accepting end"),
     Field::key("client_port", "port of the connecting end (0 unless -c 1)"),
     Field::key("server_port", "port of the accepting end"),
     Field::key("protocol", "address family: 2 IPv4, 10 IPv6"),
-    Field::label("comm", "process name of the socket owner"),
 ];
 
 /// `-P` bit of tcp_abn (upstream TCP_PROBE_ABN).
@@ -107,10 +118,13 @@ pub const TABLES: &[TableDef] = &[
         name: "tcp_tx_rx",
         bit: Some(BIT_TXRX),
         metrics: &[
-            Field::counter("rx_bytes", "payload bytes received"),
-            Field::counter("tx_bytes", "payload bytes sent, retransmissions excluded"),
-            Field::counter("segs_in", "segments received"),
-            Field::counter("segs_out", "segments sent"),
+            Field::per_period("rx_bytes", "payload bytes received in the period"),
+            Field::per_period(
+                "tx_bytes",
+                "payload bytes sent in the period, retransmissions excluded",
+            ),
+            Field::per_period("segs_in", "segments received in the period"),
+            Field::per_period("segs_out", "segments sent in the period"),
         ],
         values: |e| {
             vec![
@@ -125,9 +139,18 @@ pub const TABLES: &[TableDef] = &[
         name: "tcp_rtt",
         bit: Some(BIT_RTT),
         metrics: &[
-            Field::gauge("srtt", "smoothed RTT, us (mean over the key's connections)"),
-            Field::gauge("srtt_max", "largest smoothed RTT of the key's connections, us"),
-            Field::gauge("rcv_rtt", "receive-side RTT estimate, us (mean)"),
+            Field::gauge(
+                "srtt",
+                "smoothed RTT in the period, us: mean over the key's connections sampled",
+            ),
+            Field::gauge(
+                "srtt_max",
+                "largest smoothed RTT of the key's connections sampled in the period, us",
+            ),
+            Field::gauge(
+                "rcv_rtt",
+                "receive-side RTT estimate in the period, us: mean over the connections sampled",
+            ),
         ],
         values: |e| {
             vec![
@@ -141,14 +164,29 @@ pub const TABLES: &[TableDef] = &[
         name: "tcp_windows",
         bit: Some(BIT_WINDOWS),
         metrics: &[
-            Field::gauge("snd_cwnd", "congestion window, segments (mean over live connections)"),
-            Field::gauge("snd_wnd", "peer's receive window, bytes (mean)"),
-            Field::gauge("rcv_wnd", "advertised receive window, bytes (mean)"),
-            Field::gauge("notsent_bytes", "bytes written but not yet sent (mean)"),
-            Field::gauge("notack_bytes", "bytes sent but not yet acknowledged (mean)"),
-            Field::gauge("reordering", "reordering metric, segments (mean)"),
-            Field::counter("zero_snd_wnd_count", "times the peer closed its window (zero window received)"),
-            Field::counter("zero_rcv_wnd_count", "times a zero window was advertised to the peer"),
+            Field::gauge(
+                "snd_cwnd",
+                "congestion window at the period's end, segments: mean over live connections",
+            ),
+            Field::gauge("snd_wnd", "peer's receive window at the period's end, bytes (mean)"),
+            Field::gauge("rcv_wnd", "advertised receive window at the period's end, bytes (mean)"),
+            Field::gauge(
+                "notsent_bytes",
+                "bytes written but not yet sent at the period's end (mean)",
+            ),
+            Field::gauge(
+                "notack_bytes",
+                "bytes sent but not yet acknowledged at the period's end (mean)",
+            ),
+            Field::gauge("reordering", "reordering metric at the period's end, segments (mean)"),
+            Field::per_period(
+                "zero_snd_wnd_count",
+                "times in the period the peer closed its window (zero window received)",
+            ),
+            Field::per_period(
+                "zero_rcv_wnd_count",
+                "zero-window episodes in the period: segments arriving while our window was 0",
+            ),
         ],
         values: |e| {
             let g = &e.gauges;
@@ -168,9 +206,9 @@ pub const TABLES: &[TableDef] = &[
         name: "tcp_abn",
         bit: Some(BIT_ABN),
         metrics: &[
-            Field::counter("retran_packets", "retransmitted segments"),
-            Field::counter("send_rsts", "resets sent"),
-            Field::counter("receive_rsts", "resets received"),
+            Field::per_period("retran_packets", "segments retransmitted in the period"),
+            Field::per_period("send_rsts", "resets sent in the period"),
+            Field::per_period("receive_rsts", "resets received in the period"),
         ],
         values: |e| {
             vec![
@@ -184,8 +222,14 @@ pub const TABLES: &[TableDef] = &[
         name: "tcp_srtt",
         bit: Some(BIT_SRTT),
         metrics: &[
-            Field::gauge("syn_srtt", "mean establish latency of the connections established in the period, us"),
-            Field::gauge("syn_srtt_max", "largest establish latency in the period, us"),
+            Field::gauge(
+                "syn_srtt",
+                "mean establish latency of the connections established in the period, us",
+            ),
+            Field::gauge(
+                "syn_srtt_max",
+                "largest establish latency of the connections established in the period, us",
+            ),
         ],
         values: |e| vec![opt(e.gauges.syn_srtt_us), opt(e.gauges.syn_srtt_max_us)],
     },
@@ -239,25 +283,27 @@ pub fn enabled(table: &TableDef, probe_bits: u32) -> bool {
     table.bit.is_none_or(|b| probe_bits & b != 0)
 }
 
-/// Writes one record per enabled table for `key`.
+/// Writes one record per enabled table for `key`. `toa_client_ip` is `client_ip`: without
+/// TOA parsing, the connecting end's address is the best known client address.
 pub fn write_entry<W: Write>(
     out: &mut RecordWriter<W>,
     probe_bits: u32,
     key: &ConnKey,
     entry: &ConnEntry,
 ) -> io::Result<()> {
-    let comm = (!entry.comm.is_empty()).then_some(entry.comm.as_str());
+    let client_ip = key.client_ip.to_string();
     for table in TABLES.iter().filter(|t| enabled(t, probe_bits)) {
         let mut rec = out
             .record(table.name)
             .field(&key.tgid)
+            .field(key.comm.as_str())
             .field(key.role.as_str())
-            .field(&key.client_ip.to_string())
+            .field(&client_ip)
+            .field(&client_ip)
             .field(&key.server_ip.to_string())
             .field(&key.client_port)
             .field(&key.server_port)
-            .field(&key.protocol())
-            .field(&comm);
+            .field(&key.protocol());
         for v in (table.values)(entry) {
             rec = match v {
                 Value::Num(n) => rec.field(&n),
@@ -296,13 +342,15 @@ pub fn meta_text() -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::conn_key::Role;
+    use crate::conn_key::{Comm, Role};
     use crate::conn_table::{ConnTable, PeriodDelta};
+    use probe_sdk::meta::FieldKind;
     use std::net::{IpAddr, Ipv4Addr};
 
     fn sample_entry() -> (ConnKey, ConnEntry) {
         let key = ConnKey {
             tgid: 1234,
+            comm: Comm::new("curl"),
             role: Role::Client,
             client_ip: IpAddr::V4(Ipv4Addr::new(10, 0, 0, 1)),
             server_ip: IpAddr::V4(Ipv4Addr::new(10, 0, 0, 2)),
@@ -310,7 +358,6 @@ mod tests {
             server_port: 80,
         };
         let mut d = PeriodDelta {
-            comm: "curl".into(),
             live: 1,
             opens: 1,
             rtt_samples: 1,
@@ -330,7 +377,7 @@ mod tests {
         d.estab.max = 70;
         let mut t = ConnTable::new(4, 4);
         t.apply([(key, d)]);
-        let (k, e) = t.active()[0];
+        let (k, e) = t.rows()[0];
         (*k, e.clone())
     }
 
@@ -347,27 +394,108 @@ mod tests {
         let out = render(u32::MAX);
         let lines: Vec<&str> = out.lines().collect();
         assert_eq!(lines.len(), TABLES.len());
-        assert_eq!(
-            lines[1],
-            "|tcp_tx_rx|1234|client|10.0.0.1|10.0.0.2|0|80|2|curl|100|200|3|4|"
-        );
-        assert_eq!(
-            lines[2],
-            "|tcp_rtt|1234|client|10.0.0.1|10.0.0.2|0|80|2|curl|30|30|0|"
-        );
-        assert_eq!(
-            lines[4],
-            "|tcp_abn|1234|client|10.0.0.1|10.0.0.2|0|80|2|curl|0|0|1|"
-        );
-        assert_eq!(
-            lines[5],
-            "|tcp_srtt|1234|client|10.0.0.1|10.0.0.2|0|80|2|curl|70|70|"
-        );
-        assert!(lines[0].starts_with(
-            "|tcp_link|1234|client|10.0.0.1|10.0.0.2|0|80|2|curl|1|1|2|0|1|1|0|14 50 0 100 1 "
-        ));
+        let keys = "1234|curl|client|10.0.0.1|10.0.0.1|10.0.0.2|0|80|2";
+        assert_eq!(lines[1], format!("|tcp_tx_rx|{keys}|100|200|3|4|"));
+        assert_eq!(lines[2], format!("|tcp_rtt|{keys}|30|30|0|"));
+        assert_eq!(lines[4], format!("|tcp_abn|{keys}|0|0|1|"));
+        assert_eq!(lines[5], format!("|tcp_srtt|{keys}|70|70|"));
+        assert!(lines[0].starts_with(&format!("|tcp_link|{keys}|1|1|2|0|1|1|0|14 50 0 100 1 ")));
         // Window gauges come only from live samples: the sums are zero here, not absent.
-        assert!(lines[3].starts_with("|tcp_windows|1234|client|"));
+        assert!(lines[3].starts_with(&format!("|tcp_windows|{keys}|")));
+    }
+
+    /// gala-spider merges all tables of one entity at one `.meta` version and drops the entity
+    /// when their keys differ; upstream HEAD's `tcp_metric` (entity `tcp_link`) has exactly
+    /// these keys, in this order.
+    #[test]
+    fn every_tcp_link_table_has_upstream_heads_keys() {
+        const HEAD_KEYS: [&str; 9] = [
+            "tgid",
+            "comm",
+            "role",
+            "client_ip",
+            "toa_client_ip",
+            "server_ip",
+            "client_port",
+            "server_port",
+            "protocol",
+        ];
+        let tables = meta_tables();
+        let tcp_link: Vec<&Table> = tables.iter().filter(|t| t.entity == ENTITY).collect();
+        assert_eq!(tcp_link.len(), TABLES.len());
+        for t in tcp_link {
+            let keys: Vec<&str> = t
+                .fields
+                .iter()
+                .filter(|f| f.kind == FieldKind::Key)
+                .map(|f| f.name)
+                .collect();
+            assert_eq!(keys, HEAD_KEYS, "{}", t.name);
+            // Keys first, then metrics only: no label in between.
+            assert!(t.fields[..HEAD_KEYS.len()]
+                .iter()
+                .all(|f| f.kind == FieldKind::Key));
+            assert!(
+                t.fields[HEAD_KEYS.len()..].iter().all(|f| f.is_metric()),
+                "{}",
+                t.name
+            );
+        }
+        // The loss table is another entity and keeps its own key.
+        let stats = tables.iter().find(|t| t.name == STATS_TABLE).unwrap();
+        assert_eq!(stats.entity, "bpf_probe");
+        assert_eq!(stats.fields[0].name, "probe");
+    }
+
+    /// Upstream (tcp_probe.c) resets its per-link sums after every report: these are the
+    /// fields whose meaning is the change per period; the rest are period gauges, or our own
+    /// cumulative counters and histogram.
+    #[test]
+    fn upstream_named_sums_are_per_period() {
+        let per_period: Vec<&str> = TABLES
+            .iter()
+            .flat_map(|t| t.metrics.iter())
+            .filter(|f| f.per_period)
+            .map(|f| f.name)
+            .collect();
+        assert_eq!(
+            per_period,
+            [
+                "rx_bytes",
+                "tx_bytes",
+                "segs_in",
+                "segs_out",
+                "zero_snd_wnd_count",
+                "zero_rcv_wnd_count",
+                "retran_packets",
+                "send_rsts",
+                "receive_rsts"
+            ]
+        );
+        for gauge in ["srtt", "rcv_rtt", "snd_cwnd", "syn_srtt", "syn_srtt_max"] {
+            let f = TABLES
+                .iter()
+                .flat_map(|t| t.metrics.iter())
+                .find(|f| f.name == gauge)
+                .unwrap();
+            assert_eq!(f.kind, FieldKind::Gauge, "{gauge}");
+        }
+        assert!(meta_text().contains(
+            r#"{ description: "payload bytes received in the period", type: "counter", name: "rx_bytes", period: "delta" }"#
+        ));
+    }
+
+    #[test]
+    fn unknown_owner_is_a_non_empty_key() {
+        let (mut k, e) = sample_entry();
+        k.tgid = 0;
+        k.comm = Comm::unknown();
+        let mut w = RecordWriter::new(Vec::new());
+        write_entry(&mut w, BIT_TXRX, &k, &e).unwrap();
+        w.flush().unwrap();
+        let out = String::from_utf8(w.into_inner()).unwrap();
+        assert!(out.starts_with("|tcp_link|0|unknown|client|"), "{out}");
+        assert!(out.lines().all(|l| !l.contains("||")), "{out}");
     }
 
     #[test]

@@ -9,7 +9,7 @@
 use std::collections::{HashMap, HashSet};
 use std::net::IpAddr;
 
-use crate::conn_key::{ConnKey, Role};
+use crate::conn_key::{Comm, ConnKey, Role};
 use crate::conn_table::{
     PeriodDelta, CLOSE_ABORT, CLOSE_ACTIVE, CLOSE_FAILED, CLOSE_PASSIVE, C_RETRANS, C_RST_RECV,
     C_RST_SENT, C_RX_BYTES, C_SEGS_IN, C_SEGS_OUT, C_TX_BYTES, C_ZERO_RCV_WND, C_ZERO_SND_WND,
@@ -76,16 +76,16 @@ impl Sock {
         };
         ConnKey {
             tgid: self.owner.as_ref().map_or(0, |o| o.tgid),
+            comm: self
+                .owner
+                .as_ref()
+                .map_or_else(Comm::unknown, |o| Comm::new(&o.comm)),
             role: self.role,
             client_ip,
             server_ip,
             client_port: if report_cport { client_port } else { 0 },
             server_port,
         }
-    }
-
-    fn comm(&self) -> &str {
-        self.owner.as_ref().map_or("", |o| o.comm.as_str())
     }
 }
 
@@ -102,19 +102,19 @@ struct Listener {
 /// right after CLOSE), kept in two generations of at most `cap` entries each.
 #[derive(Debug, Default)]
 struct RecentlyClosed {
-    now: HashMap<u64, (ConnKey, String)>,
-    prev: HashMap<u64, (ConnKey, String)>,
+    now: HashMap<u64, ConnKey>,
+    prev: HashMap<u64, ConnKey>,
 }
 
 impl RecentlyClosed {
-    fn insert(&mut self, cookie: u64, key: ConnKey, comm: String, cap: usize) {
+    fn insert(&mut self, cookie: u64, key: ConnKey, cap: usize) {
         if self.now.len() >= cap {
             self.prev = std::mem::take(&mut self.now);
         }
-        self.now.insert(cookie, (key, comm));
+        self.now.insert(cookie, key);
     }
 
-    fn get(&self, cookie: u64) -> Option<&(ConnKey, String)> {
+    fn get(&self, cookie: u64) -> Option<&ConnKey> {
         self.now.get(&cookie).or_else(|| self.prev.get(&cookie))
     }
 
@@ -238,16 +238,12 @@ impl Tracker {
 
     /// This period's delta of `key`; None (counted as overflow) when `cap` keys changed
     /// already in this period.
-    fn delta_for(&mut self, key: ConnKey, comm: &str) -> Option<&mut PeriodDelta> {
+    fn delta_for(&mut self, key: ConnKey) -> Option<&mut PeriodDelta> {
         if self.deltas.len() >= self.cap && !self.deltas.contains_key(&key) {
             self.overflow += 1;
             return None;
         }
-        let d = self.deltas.entry(key).or_default();
-        if d.comm.is_empty() && !comm.is_empty() {
-            d.comm = comm.to_string();
-        }
-        Some(d)
+        Some(self.deltas.entry(key).or_default())
     }
 
     fn add_listener(
@@ -389,8 +385,8 @@ impl Tracker {
                 .connect_ts_ns
                 .map_or(0, |t0| ts_ns.saturating_sub(t0) / 1_000),
         };
-        let (key, comm) = (s.key(report_cport), s.comm().to_string());
-        let Some(d) = self.delta_for(key, &comm) else {
+        let key = s.key(report_cport);
+        let Some(d) = self.delta_for(key) else {
             return;
         };
         d.opens += 1;
@@ -414,28 +410,27 @@ impl Tracker {
         };
         s.update_endpoints(id);
         let kind = close_kind(id.state, s.established);
-        let (key, comm) = (s.key(self.report_cport), s.comm().to_string());
-        let Some(d) = self.delta_for(key, &comm) else {
+        let key = s.key(self.report_cport);
+        let Some(d) = self.delta_for(key) else {
             return;
         };
         add_counters(d, counters, &s.last);
         add_rtt(d, counters);
         d.closes[kind] += 1;
-        self.closed.insert(id.cookie, key, comm, self.cap);
+        self.closed.insert(id.cookie, key, self.cap);
     }
 
     fn count(&mut self, id: &SockId, idx: usize) {
-        let (key, comm) = if let Some((key, comm)) = self.closed.get(id.cookie) {
-            (*key, comm.clone())
+        let key = if let Some(key) = self.closed.get(id.cookie) {
+            *key
         } else if let Some(s) = self.socks.get_mut(&id.cookie) {
             s.update_endpoints(id);
-            (s.key(self.report_cport), s.comm().to_string())
+            s.key(self.report_cport)
         } else {
             // Not tracked: counted for its key all the same; its CLOSE record will follow.
-            let s = self.stranger(id, None);
-            (s.key(self.report_cport), String::new())
+            self.stranger(id, None).key(self.report_cport)
         };
-        let Some(d) = self.delta_for(key, &comm) else {
+        let Some(d) = self.delta_for(key) else {
             return;
         };
         d.counters[idx] = d.counters[idx].saturating_add(1);
@@ -490,8 +485,8 @@ impl Tracker {
         s.last_pass = Some(pass);
         let last = s.last;
         s.last = *counters;
-        let (key, comm) = (s.key(report_cport), s.comm().to_string());
-        let Some(d) = self.delta_for(key, &comm) else {
+        let key = s.key(report_cport);
+        let Some(d) = self.delta_for(key) else {
             return;
         };
         add_counters(d, counters, &last);
@@ -610,7 +605,7 @@ mod tests {
             .unwrap()
             .0;
         assert_eq!((key.tgid, key.client_port, key.server_port), (10, 0, 80));
-        assert_eq!(c.comm, "client");
+        assert_eq!(key.comm.as_str(), "client");
         assert_eq!((c.counters[C_RX_BYTES], c.counters[C_TX_BYTES]), (30, 100));
         assert_eq!((c.opens, c.closes[CLOSE_ACTIVE]), (1, 1));
         assert_eq!(
@@ -629,7 +624,7 @@ mod tests {
             (20, 80),
             "owner from the listener"
         );
-        assert_eq!(s.comm, "server");
+        assert_eq!(skey.comm.as_str(), "server");
         assert_eq!(s.closes[CLOSE_PASSIVE], 1);
         assert_eq!(s.estab.sum, 40, "server latency is the SYN-ACK rtt");
         // Closed sockets leave the live table at once.
@@ -776,6 +771,7 @@ mod tests {
         let d = t.take_period();
         let adopted = d.iter().find(|(k, _)| k.tgid == 0).unwrap();
         assert_eq!(adopted.1.counters[C_RX_BYTES], 4);
+        assert_eq!(adopted.0.comm.as_str(), "unknown", "a key is never empty");
     }
 
     #[test]

@@ -104,8 +104,9 @@ fn owners_of_older_connections_come_from_the_host_root() {
             .split('|')
             .map(String::from)
             .collect();
-        // table, tgid, role, client_ip, server_ip, client_port, server_port, protocol, comm, …
-        if rec[0] == "tcp_tx_rx" && rec[2] == "server" && rec[6] == port.to_string() {
+        // table, tgid, comm, role, client_ip, toa_client_ip, server_ip, client_port,
+        // server_port, protocol, …
+        if rec[0] == "tcp_tx_rx" && rec[3] == "server" && rec[8] == port.to_string() {
             server_row = Some(rec);
         }
     }
@@ -113,5 +114,5 @@ fn owners_of_older_connections_come_from_the_host_root() {
     let _ = child.wait();
     let rec = server_row.expect("a tcp_tx_rx record of the server side");
     assert_eq!(rec[1], FAKE_PID.to_string(), "{rec:?}");
-    assert_eq!(rec[8], "tcp-fake-owner", "{rec:?}");
+    assert_eq!(rec[2], "tcp-fake-owner", "{rec:?}");
 }

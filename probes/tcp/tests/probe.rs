@@ -156,8 +156,12 @@ fn parse(line: &str) -> Vec<String> {
     inner.split('|').map(str::to_string).collect()
 }
 
-/// Key fields as printed: tgid, role, client_ip, server_ip, client_port, server_port, protocol.
-type Key = [String; 7];
+/// Key fields as printed, upstream HEAD's: tgid, comm, role, client_ip, toa_client_ip,
+/// server_ip, client_port, server_port, protocol.
+type Key = [String; 9];
+
+/// Number of key fields before the metrics of a connection table.
+const KEYS: usize = 9;
 
 /// The last record per (table, key) — the values are cumulative, so the last one is complete.
 fn latest(records: &[Vec<String>]) -> HashMap<(String, Key), Vec<String>> {
@@ -179,7 +183,10 @@ fn my_comm() -> String {
 fn key(role: &str, client: &str, server: &str, server_port: u16, proto: u16) -> Key {
     [
         std::process::id().to_string(),
+        my_comm(),
         role.to_string(),
+        client.to_string(),
+        // toa_client_ip: no TOA parsing, so the client address.
         client.to_string(),
         server.to_string(),
         "0".to_string(),
@@ -188,7 +195,7 @@ fn key(role: &str, client: &str, server: &str, server_port: u16, proto: u16) -> 
     ]
 }
 
-/// Field `name` of a record of `table`, by position after the 7 keys and the comm label.
+/// Field `name` of a record of `table`, by position after the keys.
 fn field(rec: &[String], table: &str, name: &str) -> String {
     let names: &[&str] = match table {
         "tcp_link" => &[
@@ -202,6 +209,7 @@ fn field(rec: &[String], table: &str, name: &str) -> String {
             "estab_latency",
         ],
         "tcp_tx_rx" => &["rx_bytes", "tx_bytes", "segs_in", "segs_out"],
+        "tcp_rtt" => &["srtt", "srtt_max", "rcv_rtt"],
         "tcp_abn" => &["retran_packets", "send_rsts", "receive_rsts"],
         "tcp_windows" => &[
             "snd_cwnd",
@@ -217,7 +225,7 @@ fn field(rec: &[String], table: &str, name: &str) -> String {
         _ => panic!("table {table} not used here"),
     };
     let i = names.iter().position(|n| *n == name).unwrap();
-    rec[1 + 7 + 1 + i].clone()
+    rec[1 + KEYS + i].clone()
 }
 
 fn get<'a>(m: &'a HashMap<(String, Key), Vec<String>>, table: &str, k: &Key) -> &'a Vec<String> {
@@ -309,7 +317,8 @@ fn exact_bytes_roles_and_resets() {
     };
     assert!(TcpStream::connect(SocketAddr::from(([127, 0, 0, 1], refused_port))).is_err());
 
-    let m = latest(&probe.records_for(3));
+    let records = probe.records_for(3);
+    let m = latest(&records);
     let lo = "127.0.0.1";
     let p = plain.local_addr().unwrap().port();
     let client = key("client", lo, lo, p, 2);
@@ -318,7 +327,8 @@ fn exact_bytes_roles_and_resets() {
     let c = get(&m, "tcp_tx_rx", &client);
     assert_eq!(num(c, "tcp_tx_rx", "tx_bytes"), up as u64);
     assert_eq!(num(c, "tcp_tx_rx", "rx_bytes"), down as u64);
-    assert_eq!(c[8], my_comm(), "comm label");
+    assert_eq!(c[2], my_comm(), "comm key");
+    assert_eq!(c[5], c[4], "toa_client_ip is the client address");
     let s = get(&m, "tcp_tx_rx", &server);
     assert_eq!(num(s, "tcp_tx_rx", "rx_bytes"), up as u64);
     assert_eq!(num(s, "tcp_tx_rx", "tx_bytes"), down as u64);
@@ -355,8 +365,16 @@ fn exact_bytes_roles_and_resets() {
         let abn = get(&m, "tcp_abn", k);
         assert_eq!(num(abn, "tcp_abn", "send_rsts"), 0);
         assert_eq!(num(abn, "tcp_abn", "receive_rsts"), 0);
-        let srtt = get(&m, "tcp_srtt", k);
-        assert!(num(srtt, "tcp_srtt", "syn_srtt") > 0, "{srtt:?}");
+        // A period gauge: present in the period of the open, absent once the key is idle.
+        let syn_srtt: Vec<u64> = records
+            .iter()
+            .filter(|r| r[0] == "tcp_srtt" && r[1..=KEYS] == k[..])
+            .filter_map(|r| field(r, "tcp_srtt", "syn_srtt").parse().ok())
+            .collect();
+        assert!(
+            syn_srtt.len() == 1 && syn_srtt[0] > 0,
+            "one open, one syn_srtt: {syn_srtt:?}"
+        );
     }
 
     let a = aborted.local_addr().unwrap().port();
@@ -404,11 +422,11 @@ fn ipv6_and_client_ports() {
     // Still open at the next period: reported live.
     let m = latest(&probe.records_for(2));
     let mut k = key("client", "::1", "::1", addr.port(), 10);
-    k[4] = cport.to_string();
+    k[6] = cport.to_string();
     let tx = get(&m, "tcp_tx_rx", &k);
     assert_eq!(num(tx, "tcp_tx_rx", "tx_bytes"), 12_345);
     assert_eq!(num(get(&m, "tcp_link", &k), "tcp_link", "link_count"), 1);
-    k[1] = "server".into();
+    k[2] = "server".into();
     assert_eq!(
         num(get(&m, "tcp_tx_rx", &k), "tcp_tx_rx", "rx_bytes"),
         12_345
@@ -520,7 +538,7 @@ fn connections_older_than_the_probe_are_attributed() {
         num(get(&m, "tcp_tx_rx", &sk), "tcp_tx_rx", "rx_bytes"),
         3_000
     );
-    assert_eq!(get(&m, "tcp_tx_rx", &sk)[8], my_comm());
+    assert_eq!(get(&m, "tcp_tx_rx", &sk)[2], my_comm());
     drop((c, s));
 }
 
@@ -549,6 +567,68 @@ fn key_cap_overflow_is_counted() {
             per_period += 1;
             assert!(per_period <= 2, "more than 2 keys in one period");
         }
+    }
+}
+
+/// The records of `n` whole periods read from now on, one vector per period (the
+/// tcp_bpf_stats record ends a period).
+fn periods(probe: &Probe, n: usize) -> Vec<Vec<Vec<String>>> {
+    let mut out = vec![Vec::new()];
+    for r in probe.records_for(n) {
+        let end = r[0] == "tcp_bpf_stats";
+        out.last_mut().unwrap().push(r);
+        if end {
+            out.push(Vec::new());
+        }
+    }
+    out.pop();
+    out
+}
+
+#[test]
+fn idle_keys_keep_being_reported_with_unchanged_totals() {
+    // Per-period fields are running totals: the daemon exports their change since the row's
+    // previous record, so a key must be written every period, also when nothing happened, for
+    // that change to go back to 0.
+    let probe = Probe::start(&["-t", "1"]);
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let (up, down) = (5_000usize, 2_000usize);
+    exchange(&listener, up, down);
+    let port = listener.local_addr().unwrap().port();
+    let ck = key("client", "127.0.0.1", "127.0.0.1", port, 2);
+    // Wait for the period that reports the close: the connection is gone after it.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let m = latest(&probe.records_for(1));
+        if m.get(&("tcp_link".to_string(), ck.clone()))
+            .is_some_and(|r| num(r, "tcp_link", "closes") == 1)
+        {
+            break;
+        }
+        assert!(Instant::now() < deadline, "the close was never reported");
+    }
+    let idle = periods(&probe, 3);
+    assert_eq!(idle.len(), 3);
+    for (i, period) in idle.iter().enumerate() {
+        let m = latest(period);
+        let tx = get(&m, "tcp_tx_rx", &ck);
+        assert_eq!(num(tx, "tcp_tx_rx", "tx_bytes"), up as u64, "period {i}");
+        assert_eq!(num(tx, "tcp_tx_rx", "rx_bytes"), down as u64, "period {i}");
+        let abn = get(&m, "tcp_abn", &ck);
+        assert_eq!(num(abn, "tcp_abn", "retran_packets"), 0, "period {i}");
+        let link = get(&m, "tcp_link", &ck);
+        assert_eq!(num(link, "tcp_link", "opens"), 1, "period {i}");
+        assert_eq!(num(link, "tcp_link", "closes"), 1, "period {i}");
+        assert_eq!(num(link, "tcp_link", "link_count"), 0, "period {i}");
+        // Nothing sampled while idle: the period gauges are absent, not stale.
+        let rtt = get(&m, "tcp_rtt", &ck);
+        assert_eq!(field(rtt, "tcp_rtt", "srtt"), "", "period {i}: {rtt:?}");
+        let srtt = get(&m, "tcp_srtt", &ck);
+        assert_eq!(
+            field(srtt, "tcp_srtt", "syn_srtt"),
+            "",
+            "period {i}: {srtt:?}"
+        );
     }
 }
 
@@ -742,7 +822,7 @@ fn snoop_selects_connections_by_owning_process() {
     assert!(
         records
             .iter()
-            .any(|r| r[0] == "tcp_link" && r[2] == "client" && r[6] == port.to_string()),
+            .any(|r| r[0] == "tcp_link" && r[3] == "client" && r[8] == port.to_string()),
         "no client record of {}",
         a.pid()
     );

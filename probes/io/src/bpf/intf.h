@@ -15,10 +15,10 @@ enum io_op {
 	IO_OP_NR = 4,
 };
 
-/* Latency stages. */
+/* Latency stages (upstream's block, driver and device latencies). */
 enum io_stage {
 	IO_STAGE_REQ = 0,    /* request allocated (or first seen) -> completed */
-	IO_STAGE_QUEUE = 1,  /* inserted into the queue -> issued to the driver */
+	IO_STAGE_DRIVER = 1, /* request allocated (else inserted) -> issued to the driver */
 	IO_STAGE_DEVICE = 2, /* issued to the driver -> completed */
 	IO_STAGE_NR = 3,
 };
@@ -36,19 +36,28 @@ struct io_lat_hist {
 	__u64 count;
 };
 
-/*
- * Largest latencies of one report period on one CPU. User space numbers the periods
- * (period_epoch); a program that finds an older epoch here rolls cur into prev first, so user
- * space can still read the period that just ended from prev when this CPU has moved on.
- */
-struct io_period_max {
-	__u32 epoch;      /* period that max_ns belongs to */
-	__u32 prev_epoch; /* period that prev_max_ns belongs to */
-	__u64 max_ns[IO_STAGE_NR];
-	__u64 prev_max_ns[IO_STAGE_NR];
+/* Latencies of one report period on one CPU, per stage. */
+struct io_period {
+	__u32 epoch;                  /* the period (period_epoch) these values belong to */
+	__u32 _pad;
+	__u64 n[IO_STAGE_NR];         /* latencies recorded */
+	__u64 max_ns[IO_STAGE_NR];    /* the largest */
+	__u64 last_ns[IO_STAGE_NR];   /* the latest */
+	__u64 last_ts[IO_STAGE_NR];   /* ktime when the latest was recorded */
+	__u64 jitter_ns[IO_STAGE_NR]; /* largest difference between two consecutive ones */
 };
 
-/* Per disk, per CPU; cumulative since the probe started (except max). */
+/*
+ * User space numbers the periods (period_epoch); a program that finds an older epoch in cur
+ * rolls cur into prev first, so user space can still read the period that just ended from prev
+ * when this CPU has moved on.
+ */
+struct io_period_pair {
+	struct io_period cur;
+	struct io_period prev;
+};
+
+/* Per disk, per CPU; cumulative since the probe started (except period). */
 struct io_disk_stats {
 	__u64 ops[IO_OP_NR];     /* completed requests */
 	__u64 bytes[IO_OP_NR];   /* bytes completed without error */
@@ -57,7 +66,7 @@ struct io_disk_stats {
 	__u32 last_err;          /* blk_status_t of that error */
 	__u32 _pad;
 	struct io_lat_hist lat[IO_STAGE_NR];
-	struct io_period_max max;
+	struct io_period_pair period;
 };
 
 /*

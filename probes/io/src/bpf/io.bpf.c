@@ -6,7 +6,7 @@
  * identifies a request exactly, unlike the (dev, sector) of the classic tracepoints):
  *   block_rq_insert   -> remember the insert time
  *   block_rq_issue    -> remember the issue time
- *   block_rq_complete -> count op/bytes/errors; record req, queue and device latencies.
+ *   block_rq_complete -> count op/bytes/errors; record req, driver and device latencies.
  *                        Two variants: tp_btf (plain loads from the request, preferred) and
  *                        raw_tp (bpf_probe_read_kernel, for kernels without tp_btf); the loader
  *                        enables one.
@@ -104,10 +104,13 @@ static __always_inline __u32 lat_slot(__u64 ns)
 	return slot < IO_LAT_SLOTS ? slot : IO_LAT_SLOTS - 1;
 }
 
-static __always_inline void lat_add(struct io_disk_stats *s, __u32 stage, __u64 ns)
+/* Records one latency: cumulative histogram, and this period's count, max, last and jitter. */
+static __always_inline void lat_add(struct io_disk_stats *s, __u32 stage, __u64 ns, __u64 now)
 {
+	struct io_period *p = &s->period.cur;
 	struct io_lat_hist *h;
 	__u32 slot = lat_slot(ns);
+	__u64 d;
 
 	if (stage >= IO_STAGE_NR || slot >= IO_LAT_SLOTS) /* bounds for the verifier */
 		return;
@@ -115,27 +118,30 @@ static __always_inline void lat_add(struct io_disk_stats *s, __u32 stage, __u64 
 	h->slots[slot] += 1;
 	h->sum_ns += ns;
 	h->count += 1;
-	if (ns > s->max.max_ns[stage])
-		s->max.max_ns[stage] = ns;
+	/* Upstream's jitter: the largest change from one latency to the next within a period. */
+	if (p->n[stage]) {
+		d = ns > p->last_ns[stage] ? ns - p->last_ns[stage] : p->last_ns[stage] - ns;
+		if (d > p->jitter_ns[stage])
+			p->jitter_ns[stage] = d;
+	}
+	p->n[stage] += 1;
+	p->last_ns[stage] = ns;
+	p->last_ts[stage] = now;
+	if (ns > p->max_ns[stage])
+		p->max_ns[stage] = ns;
 }
 
-/* Starts a new period on this CPU's maxima if user space has moved on since the last update. */
-static __always_inline void max_roll(struct io_period_max *m)
+/* Starts a new period on this CPU if user space has moved on since the last update. */
+static __always_inline void period_roll(struct io_period_pair *p)
 {
 	__u32 epoch = period_epoch;
 
-	if (m->epoch == epoch)
+	if (p->cur.epoch == epoch)
 		return;
-	if (m->epoch + 1 == epoch) {
-		m->prev_epoch = m->epoch;
-		m->prev_max_ns[IO_STAGE_REQ] = m->max_ns[IO_STAGE_REQ];
-		m->prev_max_ns[IO_STAGE_QUEUE] = m->max_ns[IO_STAGE_QUEUE];
-		m->prev_max_ns[IO_STAGE_DEVICE] = m->max_ns[IO_STAGE_DEVICE];
-	}
-	m->epoch = epoch;
-	m->max_ns[IO_STAGE_REQ] = 0;
-	m->max_ns[IO_STAGE_QUEUE] = 0;
-	m->max_ns[IO_STAGE_DEVICE] = 0;
+	if (p->cur.epoch + 1 == epoch)
+		__builtin_memcpy(&p->prev, &p->cur, sizeof(p->cur));
+	__builtin_memset(&p->cur, 0, sizeof(p->cur));
+	p->cur.epoch = epoch;
 }
 
 static __always_inline struct io_disk_stats *disk_stats(__u32 dev)
@@ -236,7 +242,7 @@ static __always_inline int account_completion(struct request *rq, const struct r
 	struct io_disk_stats *s;
 	struct io_start *e;
 	__u64 now, issue, insert, start;
-	bool insert_ok;
+	bool insert_ok, start_ok;
 
 	if (!dev)
 		return 0;
@@ -280,16 +286,19 @@ static __always_inline int account_completion(struct request *rq, const struct r
 	/* An insert time older than the request's allocation belongs to a previous user. */
 	insert_ok = insert && insert <= issue && (!ri->alloc_ns || insert >= ri->alloc_ns);
 	start = issue;
+	start_ok = true;
 	if (ri->alloc_ns && ri->alloc_ns <= issue)
 		start = ri->alloc_ns;
 	else if (insert_ok)
 		start = insert;
+	else
+		start_ok = false; /* only the issue time is known: no driver latency */
 
-	max_roll(&s->max);
-	lat_add(s, IO_STAGE_REQ, now - start);
-	lat_add(s, IO_STAGE_DEVICE, now - issue);
-	if (insert_ok)
-		lat_add(s, IO_STAGE_QUEUE, issue - insert);
+	period_roll(&s->period);
+	lat_add(s, IO_STAGE_REQ, now - start, now);
+	if (start_ok)
+		lat_add(s, IO_STAGE_DRIVER, issue - start, now);
+	lat_add(s, IO_STAGE_DEVICE, now - issue, now);
 	return 0;
 }
 
