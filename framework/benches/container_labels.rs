@@ -88,6 +88,7 @@ fn bench(c: &mut Criterion) {
         "bench",
         Some(Arc::clone(&custom)),
         Some(src.clone() as Arc<dyn ContainerSource>),
+        None,
     )
     .expect("a source");
     g.bench_function("hit", |b| {

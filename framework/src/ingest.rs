@@ -129,7 +129,11 @@ impl Ingest {
             events: Arc::clone(&self.events),
             records: self.records.clone(),
             stats,
-            scratch: Scratch::default(),
+            scratch: {
+                let mut s = Scratch::default();
+                s.keep_derived(self.records.is_some());
+                s
+            },
             sink_text: String::new(),
             sink_values: Vec::new(),
             cached: None,

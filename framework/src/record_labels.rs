@@ -57,6 +57,9 @@ enum Identity {
     Full,
 }
 
+/// Label (name, value) pairs in output order.
+type Labels = Vec<(String, String)>;
+
 /// Tables whose label set a reader remembers before it starts over.
 const MAX_TABLES: usize = 1024;
 /// (table, subject) sets a reader remembers before it starts over.
@@ -100,7 +103,7 @@ pub struct RecordLabels {
     containers: Option<Arc<dyn ContainerSource>>,
     identities: Option<Arc<dyn ProcessSource>>,
     /// Per (pid, full): the identity labels and when they were read.
-    identity_cache: HashMap<(u32, bool), (u64, Vec<(String, String)>), foldhash::fast::RandomState>,
+    identity_cache: HashMap<(u32, bool), (u64, Labels), foldhash::fast::RandomState>,
     custom_gen: u64,
     containers_gen: u64,
     labels: LabelSet,

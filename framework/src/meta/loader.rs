@@ -143,29 +143,8 @@ pub enum MetaError {
     },
     /// A metric of the table is also exported by another table of the same entity with a
     /// different type or meaning: the two would be one Prometheus family with two meanings.
-    #[error(
-        "{origin}: metric gala_gopher_{entity}_{field} of table \"{table}\" ({what}) is also exported by \
-         table \"{other_table}\" at {other} ({other_what}): one metric name must have one \
-         meaning; rename one of them"
-    )]
-    MetricClash {
-        /// `FILE:LINE` of the new declaration.
-        origin: String,
-        /// Entity both tables share.
-        entity: String,
-        /// Exported field name.
-        field: String,
-        /// New table.
-        table: String,
-        /// Type and meaning in the new table.
-        what: String,
-        /// Table already loaded.
-        other_table: String,
-        /// `FILE:LINE` where that table is declared.
-        other: String,
-        /// Type and meaning there.
-        other_what: String,
-    },
+    #[error(transparent)]
+    MetricClash(Box<MetricClash>),
     /// A meta directory exists but cannot be listed.
     #[error("{}: cannot read directory: {source}", dir.display())]
     ReadDir {
@@ -174,6 +153,32 @@ pub enum MetaError {
         /// Underlying I/O error.
         source: std::io::Error,
     },
+}
+
+/// Details of [`MetaError::MetricClash`].
+#[derive(Debug, thiserror::Error)]
+#[error(
+    "{origin}: metric gala_gopher_{entity}_{field} of table \"{table}\" ({what}) is also exported by \
+     table \"{other_table}\" at {other} ({other_what}): one metric name must have one meaning; \
+     rename one of them"
+)]
+pub struct MetricClash {
+    /// `FILE:LINE` of the new declaration.
+    pub origin: String,
+    /// Entity both tables share.
+    pub entity: String,
+    /// Exported field name.
+    pub field: String,
+    /// New table.
+    pub table: String,
+    /// Type and meaning in the new table.
+    pub what: String,
+    /// Table already loaded.
+    pub other_table: String,
+    /// `FILE:LINE` where that table is declared.
+    pub other: String,
+    /// Type and meaning there.
+    pub other_what: String,
 }
 
 impl MetaError {
@@ -191,7 +196,7 @@ impl MetaError {
             MetaError::NotRegularFile { .. } => "not_regular_file",
             MetaError::Read { .. } | MetaError::ReadDir { .. } => "read_error",
             MetaError::DuplicateTable { .. } => "duplicate_table",
-            MetaError::MetricClash { .. } => "metric_clash",
+            MetaError::MetricClash(_) => "metric_clash",
         }
     }
 }
@@ -744,7 +749,7 @@ impl SchemaRegistry {
                     };
                     if g.declared != f.declared || g.per_period != f.per_period || g.kind != f.kind
                     {
-                        return Err(MetaError::MetricClash {
+                        return Err(MetaError::MetricClash(Box::new(MetricClash {
                             origin: t.origin.clone(),
                             entity: t.entity_name.clone(),
                             field: f.name.clone(),
@@ -753,7 +758,7 @@ impl SchemaRegistry {
                             other_table: o.table_name.clone(),
                             other: o.origin.clone(),
                             other_what: describe(g),
-                        });
+                        })));
                     }
                 }
             }

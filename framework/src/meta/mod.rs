@@ -11,8 +11,9 @@ pub use cache::{MetaCache, MetaCounters};
 pub use loader::{
     load_dir, load_dir_with, load_file, load_file_stamped, load_file_with, meta_files_in,
     read_meta_text, tables_from_document, tables_within, FileStamp, MetaError, MetaLimit,
-    MetaLimits, SchemaRegistry, DEFAULT_MAX_FIELDS, DEFAULT_META_VERSION, MAX_DESCRIPTION_BYTES,
-    MAX_META_FILE_BYTES, MAX_NAME_BYTES, MAX_TABLES_PER_FILE, META_REFUSAL_REASONS,
+    MetaLimits, MetricClash, SchemaRegistry, DEFAULT_MAX_FIELDS, DEFAULT_META_VERSION,
+    MAX_DESCRIPTION_BYTES, MAX_META_FILE_BYTES, MAX_NAME_BYTES, MAX_TABLES_PER_FILE,
+    META_REFUSAL_REASONS,
 };
 /// What a field is (key, label, gauge, counter, histogram, summary, or stored-only): the
 /// contract's kinds, shared with probes through the `record_line` crate.

@@ -118,9 +118,17 @@ pub struct Scratch {
     derived_spans: Vec<Option<(u32, u32)>>,
     /// Whether `derived_*` hold the last upsert's record.
     derived_ok: bool,
+    /// Whether to keep the exported values of derived records (a push path wants them).
+    keep_derived: bool,
 }
 
 impl Scratch {
+    /// Keep the exported values of each record of a table with derived fields for
+    /// [`Scratch::derived_values`] (off by default: a copy per record nobody reads).
+    pub fn keep_derived(&mut self, keep: bool) {
+        self.keep_derived = keep;
+    }
+
     /// The exported values of the last upserted record of a table with derived fields
     /// ([`crate::meta::TableSchema::derives`]): per-period changes and scaled totals in place
     /// of the probe's running totals, unescaped. `None` if the last upsert was refused or its
@@ -232,7 +240,9 @@ impl TableStore {
             derived_text,
             derived_spans,
             derived_ok,
+            keep_derived,
         } = scratch;
+        let out = keep_derived.then_some((derived_text, derived_spans));
         key.clear();
         label_src.clear();
         text.clear();
@@ -287,15 +297,7 @@ impl TableStore {
         let (row, new_row) = match t.rows.get_mut(key.as_str()) {
             Some(row) => {
                 if schema.derives {
-                    derive(
-                        schema,
-                        text,
-                        spans,
-                        &mut row.totals,
-                        derived_text,
-                        derived_spans,
-                    );
-                    *derived_ok = true;
+                    *derived_ok = derive(schema, text, spans, &mut row.totals, out);
                 }
                 std::mem::swap(&mut row.text, text);
                 std::mem::swap(&mut row.spans, spans);
@@ -324,15 +326,7 @@ impl TableStore {
                 }
                 let mut totals = Vec::new();
                 if schema.derives {
-                    derive(
-                        schema,
-                        text,
-                        spans,
-                        &mut totals,
-                        derived_text,
-                        derived_spans,
-                    );
-                    *derived_ok = true;
+                    *derived_ok = derive(schema, text, spans, &mut totals, out);
                 }
                 let mut row = Row {
                     labels: String::new(),
@@ -447,55 +441,58 @@ impl TableStore {
     }
 }
 
-/// Apply the schema's [`Derive`]s to a record (`text`/`spans`, in place), with `totals` the
-/// row's previous running totals (updated). The exported values are also left in
-/// `out_text`/`out_spans` for the push path.
+/// Value spans of a record: field index → byte range in its text, `None` if absent.
+type Spans = Vec<Option<(u32, u32)>>;
+
+/// Apply the schema's [`Derive`]s to a record (`text`/`spans`, in place: a derived value is
+/// appended to `text` and its span repointed), with `totals` the row's previous running totals
+/// (updated). The exported values are also copied into `out`, if given, for the push path;
+/// returns whether they were.
 fn derive(
     schema: &SchemaRef,
     text: &mut String,
     spans: &mut [Option<(u32, u32)>],
     totals: &mut Vec<Option<value::Total>>,
-    out_text: &mut String,
-    out_spans: &mut Vec<Option<(u32, u32)>>,
-) {
+    out: Option<(&mut String, &mut Spans)>,
+) -> bool {
     if totals.len() != schema.fields.len() {
         totals.clear();
         totals.resize(schema.fields.len(), None);
     }
-    out_text.clear();
-    out_spans.clear();
     for (i, f) in schema.fields.iter().enumerate() {
+        if f.derive == Derive::None {
+            continue;
+        }
         let Some((a, b)) = spans[i] else {
-            out_spans.push(None);
             continue;
         };
-        let v = &text[a as usize..b as usize];
-        let start = out_text.len();
-        match f.derive {
-            Derive::None => out_text.push_str(v),
-            Derive::Delta => match value::Total::parse(v) {
-                Some(cur) => {
-                    cur.delta_since(totals[i], out_text);
-                    totals[i] = Some(cur);
-                }
-                None => {
-                    // Not a number a total can be (the store already refused non-numbers):
-                    // leave it out rather than export a wrong change.
-                    totals[i] = None;
-                    out_spans.push(None);
-                    continue;
-                }
-            },
-            Derive::Scale(factor) => match value::Total::parse(v) {
-                Some(cur) => value::push_number(cur.as_f64() * factor, out_text),
-                None => out_text.push_str(v),
-            },
+        let parsed = value::Total::parse(&text[a as usize..b as usize]);
+        let start = text.len();
+        match (f.derive, parsed) {
+            (Derive::Delta, Some(cur)) => {
+                cur.delta_since(totals[i], text);
+                totals[i] = Some(cur);
+            }
+            (Derive::Scale(factor), Some(cur)) => value::push_number(cur.as_f64() * factor, text),
+            (Derive::Delta, None) => {
+                // Not a number a total can be (NaN, ±Inf): leave it out rather than export a
+                // wrong change, and start again from the next total.
+                totals[i] = None;
+                spans[i] = None;
+                continue;
+            }
+            _ => continue,
         }
-        out_spans.push(Some((start as u32, out_text.len() as u32)));
+        spans[i] = Some((start as u32, text.len() as u32));
     }
-    text.clear();
-    text.push_str(out_text);
-    spans.copy_from_slice(out_spans);
+    let Some((out_text, out_spans)) = out else {
+        return false;
+    };
+    out_text.clear();
+    out_text.push_str(text);
+    out_spans.clear();
+    out_spans.extend_from_slice(spans);
+    true
 }
 
 fn render_labels(schema: &SchemaRef, row: &mut Row, machine_id: &str) {
@@ -604,6 +601,7 @@ mod tests {
     fn delta_fields_export_the_change_per_row_and_restart_from_a_lower_total() {
         let s = store(10);
         let sc = &mut Scratch::default();
+        sc.keep_derived(true);
         let sch = derived_schema(Derive::Delta);
         let mut seen = Vec::new();
         for (key, total) in [
@@ -636,6 +634,7 @@ mod tests {
     fn scale_and_absent_values_and_refused_rows() {
         let s = store(1);
         let sc = &mut Scratch::default();
+        sc.keep_derived(true);
         let sch = derived_schema(Derive::Scale(1e-9));
         s.upsert(&sch, &["a", "2500000000", ""], 0, sc).unwrap();
         assert_eq!(exported(sc), [Some("a".into()), Some("2.5".into()), None]);

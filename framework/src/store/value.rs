@@ -87,10 +87,10 @@ pub enum Total {
 impl Total {
     /// `text` (a valid number) as a total; `None` for NaN and infinities.
     pub fn parse(text: &str) -> Option<Total> {
-        let t = text.trim();
-        if let Ok(n) = t.parse::<u64>() {
+        if let Ok(n) = text.parse::<u64>() {
             return Some(Total::Whole(n));
         }
+        let t = text.trim();
         t.parse::<f64>()
             .ok()
             .filter(|f| f.is_finite())
@@ -109,15 +109,11 @@ impl Total {
     /// (the first record of a row: the probe counts from zero) or when the total went down
     /// (the probe restarted and counts from zero again).
     pub fn delta_since(self, prev: Option<Total>, out: &mut String) {
-        use std::fmt::Write as _;
+        let mut buf = itoa::Buffer::new();
         match (prev, self) {
-            (Some(Total::Whole(p)), Total::Whole(c)) if c >= p => {
-                let _ = write!(out, "{}", c - p);
-            }
+            (Some(Total::Whole(p)), Total::Whole(c)) if c >= p => out.push_str(buf.format(c - p)),
             (Some(p), c) if c.as_f64() >= p.as_f64() => push_number(c.as_f64() - p.as_f64(), out),
-            (_, Total::Whole(c)) => {
-                let _ = write!(out, "{c}");
-            }
+            (_, Total::Whole(c)) => out.push_str(buf.format(c)),
             (_, Total::Float(c)) => push_number(c, out),
         }
     }

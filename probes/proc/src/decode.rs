@@ -3,7 +3,7 @@
 
 use probe_sdk::bpf::plain_data::{self, Plain};
 
-use crate::report::ProcCounters;
+use crate::report::{PeriodMax, ProcCounters};
 use crate::skel::types;
 
 // SAFETY: plain C structs of integers and byte arrays, valid for any bit pattern.
@@ -44,10 +44,17 @@ pub fn new_proc_stats(comm: &str, in_slot: bool) -> types::proc_stats {
     s
 }
 
+fn period_max(m: &types::period_max) -> PeriodMax {
+    PeriodMax {
+        ns: m.ns,
+        period: m.period,
+    }
+}
+
 /// The bytes of a `proc_stats` value, for a map update.
 pub fn proc_stats_bytes(s: &types::proc_stats) -> &[u8] {
-    // SAFETY: `struct proc_stats` has no padding: u64 fields, then two u32 and a 16-byte array
-    // (see intf.h), so every byte is initialized.
+    // SAFETY: `struct proc_stats` has no padding: u64 fields and `struct period_max`s (a u64 and
+    // two u32), then two u32 and a 16-byte array (see intf.h), so every byte is initialized.
     unsafe { plain_data::as_bytes(s) }
 }
 
@@ -59,7 +66,7 @@ pub fn decode_stats(bytes: &[u8]) -> Option<(ProcCounters, bool)> {
         comm: comm_string(&s.comm),
         syscalls: s.syscalls,
         syscall_failed: s.syscall_failed,
-        slow_ns: s.slow_ns,
+        slow_max: s.slow_max.each_ref().map(period_max),
         forks: s.forks,
         threads: s.threads,
         execs: s.execs,
@@ -68,9 +75,9 @@ pub fn decode_stats(bytes: &[u8]) -> Option<(ProcCounters, bool)> {
         iowait_ns: s.iowait_ns,
         bio_small: s.bio_small,
         bio_big: s.bio_big,
-        bio_bytes: s.bio_bytes,
-        bio_latency_ns: s.bio_latency_ns,
+        bio_latency: period_max(&s.bio_latency),
         bio_err: s.bio_err,
+        hangs: s.hangs,
         exited: s.exited != 0,
     };
     Some((c, s.in_slot != 0))
@@ -100,17 +107,23 @@ mod tests {
         let mut s = new_proc_stats("worker", true);
         s.syscalls = 10;
         s.syscall_failed = 3;
-        s.slow_ns[3] = 99;
+        s.slow_max[3].ns = 99;
+        s.slow_max[3].period = 4;
         s.forks = 2;
-        s.bio_bytes = [5, 6];
+        s.bio_big = [5, 6];
+        s.bio_latency.ns = 77;
+        s.bio_latency.period = 4;
+        s.hangs = 8;
         s.exited = 1;
         let (c, in_slot) = decode_stats(proc_stats_bytes(&s)).unwrap();
         assert!(in_slot);
         assert_eq!(c.syscalls, 10);
         assert_eq!(c.syscall_failed, 3);
-        assert_eq!(c.slow_ns[3], 99);
+        assert_eq!(c.slow_max[3], PeriodMax { ns: 99, period: 4 });
         assert_eq!(c.forks, 2);
-        assert_eq!(c.bio_bytes, [5, 6]);
+        assert_eq!(c.bio_big, [5, 6]);
+        assert_eq!(c.bio_latency, PeriodMax { ns: 77, period: 4 });
+        assert_eq!(c.hangs, 8);
         assert!(c.exited);
         assert_eq!(c.comm, "worker");
         assert!(decode_stats(&[0u8; 3]).is_none());
@@ -132,7 +145,7 @@ mod tests {
     #[test]
     fn rust_constants_match_intf_h() {
         assert_eq!(
-            array_len(|s: &types::proc_stats| &s.slow_ns),
+            array_len(|s: &types::proc_stats| &s.slow_max),
             SLOW_SLOTS,
             "SLOW_SLOTS"
         );

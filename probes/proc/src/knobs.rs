@@ -5,6 +5,9 @@
 //! Every change of the timing knobs bumps `knob_gen`: BPF drops a start time (syscall entry,
 //! switch-out, block request) taken under an older generation instead of measuring it, so time
 //! that passed while a hook was detached or a knob was off is never counted.
+//!
+//! `period_gen` numbers the report periods: BPF tags each per-period maximum with it, and each
+//! report closes the period (see [`Knobs::close_period`]).
 
 use std::sync::atomic::{AtomicU32, AtomicU8, Ordering};
 
@@ -20,6 +23,7 @@ pub struct Knobs<'a> {
     blocked_sys_time: &'a AtomicU8,
     slow_col: &'a [AtomicU8],
     knob_gen: &'a AtomicU32,
+    period_gen: &'a AtomicU32,
 }
 
 impl std::fmt::Debug for Knobs<'_> {
@@ -53,6 +57,8 @@ pub struct KnobVars<'a> {
     pub slow_col: &'a mut [u8; syscalls::TABLE_LEN],
     /// `knob_gen`
     pub knob_gen: &'a mut u32,
+    /// `period_gen`
+    pub period_gen: &'a mut u32,
 }
 
 impl<'a> Knobs<'a> {
@@ -74,6 +80,8 @@ impl<'a> Knobs<'a> {
             slow_col,
             // SAFETY: AtomicU32 has the size and alignment of u32; unique borrow as above.
             knob_gen: unsafe { AtomicU32::from_ptr(v.knob_gen) },
+            // SAFETY: as for knob_gen.
+            period_gen: unsafe { AtomicU32::from_ptr(v.period_gen) },
         }
     }
 
@@ -96,6 +104,14 @@ impl<'a> Knobs<'a> {
         self.blocked_sys_time
             .store(u8::from(plan.blocked_timing), Ordering::Relaxed);
         self.bump_gen();
+    }
+
+    /// Ends the current report period and returns its number: maxima BPF takes from now on
+    /// belong to the next one, and those tagged with the returned number are this report's.
+    /// A maximum BPF is storing at this very moment may be tagged with the closed period after
+    /// the report has read it, and is then lost (a window of a few instructions).
+    pub fn close_period(&self) -> u32 {
+        self.period_gen.fetch_add(1, Ordering::AcqRel)
     }
 
     /// Starts a new generation: start times taken before are not measured.

@@ -280,7 +280,7 @@ impl Runtime<'_, '_> {
             return Ok(());
         }
         self.attached
-            .apply(self.progs, &plan, self.knobs)
+            .apply(self.progs, &self.loaded, &plan, self.knobs)
             .context("attaching BPF programs for the new plan")?;
         self.bits = bits;
         self.refused_bits = None;
@@ -348,11 +348,15 @@ impl Runtime<'_, '_> {
         }
     }
 
-    /// Prints every process once and the loss counters; exited processes are then forgotten.
+    /// Prints every process once (every tracked process, every period, so the daemon's
+    /// per-period changes and the maxima fall back to 0 when it is idle) and the loss counters;
+    /// exited processes are then forgotten.
     fn report<W: Write>(&mut self, out: &mut RecordWriter<W>) -> std::io::Result<()> {
         let tracker = self.tracker;
+        // Closed before the maps are read: maxima taken from now on are the next period's.
+        let period = self.knobs.close_period();
         for (tgid, c) in tracker.entries() {
-            report::write_process(out, tgid, &c, &self.plan.tables)?;
+            report::write_process(out, tgid, &c, &self.plan.tables, period)?;
             if c.exited {
                 tracker.untrack(tgid);
                 self.active.forget_pid(&mut self.sel, tgid);
@@ -391,6 +395,12 @@ fn run_probe(args: &ProbeArgs, timing: SyscallTiming) -> Result<()> {
         "taskprobe plan: -P {bits:#x}, slow-syscall timing {timing:?}, hooks: {}",
         hooks.join(", ")
     );
+    if plan.tables.bio && !bpf::raw_tracepoint_exists("sched_process_hang") {
+        probe_sdk::info!(
+            "proc_io.hang_count stays 0: the kernel has no sched_process_hang tracepoint (no \
+             hung-task detector)"
+        );
+    }
     if !plan.tables.syscall {
         probe_sdk::info!(
             "proc_syscall (syscall counts) is off: it needs the sys_exit tracepoint, which slows \
@@ -434,6 +444,7 @@ fn run_probe(args: &ProbeArgs, timing: SyscallTiming) -> Result<()> {
         blocked_sys_time,
         slow_col,
         knob_gen,
+        period_gen,
         ..
     } = bss;
     let knobs = Knobs::new(KnobVars {
@@ -444,6 +455,7 @@ fn run_probe(args: &ProbeArgs, timing: SyscallTiming) -> Result<()> {
         blocked_sys_time,
         slow_col,
         knob_gen,
+        period_gen,
     });
     let active = Active::CmdLine;
     let mode = active.filter_mode(&sel);
@@ -479,7 +491,7 @@ fn run_probe(args: &ProbeArgs, timing: SyscallTiming) -> Result<()> {
     rt.resync();
     let progs = rt.progs;
     rt.attached
-        .apply(progs, &rt.plan, &knobs)
+        .apply(progs, &rt.loaded, &rt.plan, &knobs)
         .context("attaching BPF programs")?;
     if mode != FilterMode::Include {
         track_existing(&tracker, rt.sel.proc_root(), &BTreeSet::new(), &mut rt.loss);

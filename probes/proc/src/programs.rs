@@ -1,7 +1,9 @@
 //! Which BPF programs are loaded and which are attached. Every program whose hook exists is
 //! loaded at start (loading costs nothing per event); the plan decides which are attached, and
 //! a new plan from the control channel attaches and detaches programs without reloading, so
-//! the `sys_exit` toll is paid only while syscall counts are asked for.
+//! the `sys_exit` toll is paid only while syscall counts are asked for. `sched_process_hang` is
+//! optional: a kernel without it (no hung-task detector) runs the plans that want it without it,
+//! and `hang_count` stays 0.
 
 use libbpf_rs::{Link, OpenProgramMut, ProgramMut};
 
@@ -30,11 +32,13 @@ pub enum Prog {
     RqIssue,
     /// `block_rq_complete`
     RqComplete,
+    /// `sched_process_hang` (optional)
+    Hang,
 }
 
 impl Prog {
     /// Every program, in attach order.
-    pub const ALL: [Prog; 9] = [
+    pub const ALL: [Prog; 10] = [
         Prog::Fork,
         Prog::Exec,
         Prog::Exit,
@@ -44,6 +48,7 @@ impl Prog {
         Prog::IoStart,
         Prog::RqIssue,
         Prog::RqComplete,
+        Prog::Hang,
     ];
 
     /// The raw tracepoint the program attaches to.
@@ -58,7 +63,13 @@ impl Prog {
             Prog::IoStart => "block_io_start",
             Prog::RqIssue => "block_rq_issue",
             Prog::RqComplete => "block_rq_complete",
+            Prog::Hang => "sched_process_hang",
         }
+    }
+
+    /// Whether a plan that wants the program runs without it when the kernel lacks its hook.
+    pub fn optional(self) -> bool {
+        self == Prog::Hang
     }
 
     /// Whether `plan` attaches the program.
@@ -70,7 +81,7 @@ impl Prog {
             Prog::SchedSwitch => plan.sched_switch,
             Prog::IoStart => plan.block == Some(BlockStart::IoStart),
             Prog::RqIssue => plan.block == Some(BlockStart::RqIssue),
-            Prog::RqComplete => plan.block.is_some(),
+            Prog::RqComplete | Prog::Hang => plan.block.is_some(),
         }
     }
 
@@ -90,6 +101,7 @@ impl Prog {
             Prog::IoStart => &p.on_io_start,
             Prog::RqIssue => &p.on_rq_issue,
             Prog::RqComplete => &p.on_rq_complete,
+            Prog::Hang => &p.on_hang,
         }
     }
 
@@ -104,6 +116,7 @@ impl Prog {
             Prog::IoStart => &mut p.on_io_start,
             Prog::RqIssue => &mut p.on_rq_issue,
             Prog::RqComplete => &mut p.on_rq_complete,
+            Prog::Hang => &mut p.on_hang,
         }
     }
 }
@@ -111,13 +124,13 @@ impl Prog {
 /// Which programs are loaded: those whose hook exists (`exists`), and of the two block-start
 /// programs only the one the plans use (`block_io_start` when the kernel has it).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Loaded([bool; 9]);
+pub struct Loaded([bool; 10]);
 
 impl Loaded {
     /// Decides from `exists(hook)`.
     pub fn new(exists: impl Fn(&str) -> bool) -> Loaded {
         let io_start = exists(Prog::IoStart.hook());
-        let mut out = [false; 9];
+        let mut out = [false; 10];
         for p in Prog::ALL {
             out[p.index()] = match p {
                 Prog::IoStart => io_start,
@@ -140,11 +153,12 @@ impl Loaded {
         }
     }
 
-    /// The hooks `plan` needs whose program is not loaded (the kernel lacks them).
+    /// The hooks `plan` needs whose program is not loaded (the kernel lacks them); optional
+    /// programs are not needed.
     pub fn missing(&self, plan: &Plan) -> Vec<&'static str> {
         Prog::ALL
             .into_iter()
-            .filter(|p| p.wanted(plan) && !self.has(*p))
+            .filter(|p| p.wanted(plan) && !p.optional() && !self.has(*p))
             .map(Prog::hook)
             .collect()
     }
@@ -162,7 +176,7 @@ impl Loaded {
 /// The links of the attached programs (dropping a link detaches its program).
 #[derive(Default)]
 pub struct Attached {
-    links: [Option<Link>; 9],
+    links: [Option<Link>; 10],
 }
 
 impl std::fmt::Debug for Attached {
@@ -178,11 +192,12 @@ impl std::fmt::Debug for Attached {
 
 impl Attached {
     /// Moves to `plan`: detaches the programs it does not use, sets its knobs (a new
-    /// generation), then attaches the programs it adds. The caller has checked with
+    /// generation), then attaches the loaded programs it adds. The caller has checked with
     /// [`Loaded::missing`] that every program it needs is loaded.
     pub fn apply(
         &mut self,
         progs: &ProcProgs<'_>,
+        loaded: &Loaded,
         plan: &Plan,
         knobs: &Knobs<'_>,
     ) -> Result<(), libbpf_rs::Error> {
@@ -193,7 +208,7 @@ impl Attached {
         }
         knobs.set_plan(plan);
         for p in Prog::ALL {
-            if p.wanted(plan) && self.links[p.index()].is_none() {
+            if p.wanted(plan) && loaded.has(p) && self.links[p.index()].is_none() {
                 self.links[p.index()] = Some(p.of(progs).attach()?);
             }
         }
@@ -222,6 +237,7 @@ mod tests {
             .into_iter()
             .filter(|p| *p != Prog::RqIssue)
             .all(|p| p.wanted(&all)));
+        assert!(!Prog::Hang.wanted(&Plan::new(BIT_SYSCALL, SyscallTiming::Blocked, true)));
         let default = Plan::new(DEFAULT_BITS, SyscallTiming::Blocked, false);
         assert!(!Prog::SysExit.wanted(&default) && !Prog::SysEnter.wanted(&default));
         assert!(Prog::RqIssue.wanted(&default) && !Prog::IoStart.wanted(&default));
@@ -242,5 +258,11 @@ mod tests {
             ["block_rq_issue", "block_rq_complete"]
         );
         assert!(old.missing(&plan).is_empty());
+        // No hung-task detector: proc_io runs without hang_count.
+        let no_hang = Loaded::new(|h| h != "sched_process_hang");
+        assert!(!no_hang.has(Prog::Hang));
+        let io = Plan::new(BIT_IO, SyscallTiming::Blocked, true);
+        assert!(no_hang.missing(&io).is_empty());
+        assert!(Loaded::new(|_| true).has(Prog::Hang));
     }
 }

@@ -1,4 +1,6 @@
-//! Turning one process's cumulative BPF counters into the upstream `proc_*` record lines.
+//! Turning one process's BPF values into the upstream `proc_*` record lines: running totals
+//! (the daemon exports upstream's per-period change of the `per_period` fields) and the maxima
+//! of the report period being closed.
 
 use std::io::{self, Write};
 
@@ -50,7 +52,29 @@ impl Tables {
     }
 }
 
-/// Cumulative values of one process, decoded from the BPF `struct proc_stats`.
+/// A maximum the BPF side keeps per report period (`struct period_max`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct PeriodMax {
+    /// The maximum, ns.
+    pub ns: u64,
+    /// Report period it was taken in (`period_gen` at the time).
+    pub period: u32,
+}
+
+impl PeriodMax {
+    /// The maximum of report period `period`: 0 if none was taken in it (an older value is a
+    /// previous period's).
+    pub fn of_period(self, period: u32) -> u64 {
+        if self.period == period {
+            self.ns
+        } else {
+            0
+        }
+    }
+}
+
+/// Values of one process, decoded from the BPF `struct proc_stats`: running totals since the
+/// process began to be tracked, and per-period maxima.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct ProcCounters {
     /// Process name (`comm`) at the time of the last exec/track/exit.
@@ -59,8 +83,8 @@ pub struct ProcCounters {
     pub syscalls: u64,
     /// Syscalls that returned an error (-4095..=-1).
     pub syscall_failed: u64,
-    /// Nanoseconds spent in each slow-syscall column ([`SlowCol`] as index; 0 unused).
-    pub slow_ns: [u64; SLOW_SLOTS],
+    /// Longest call of each slow-syscall column ([`SlowCol`] as index; 0 unused).
+    pub slow_max: [PeriodMax; SLOW_SLOTS],
     /// Child processes created.
     pub forks: u64,
     /// Threads created.
@@ -73,32 +97,34 @@ pub struct ProcCounters {
     pub offcpu_ns: u64,
     /// Part of `offcpu_ns` spent blocked in IO wait, ns.
     pub iowait_ns: u64,
-    /// Block requests < 4 KiB, [read, write].
+    /// Block requests <= 4 KiB, [read, write].
     pub bio_small: [u64; 2],
-    /// Block requests >= 4 KiB, [read, write].
+    /// Block requests > 4 KiB, [read, write].
     pub bio_big: [u64; 2],
-    /// Bytes completed, [read, write].
-    pub bio_bytes: [u64; 2],
-    /// Sum of request latencies (issue to completion), ns.
-    pub bio_latency_ns: u64,
+    /// Longest request completed without error (issue to completion).
+    pub bio_latency: PeriodMax,
     /// Requests completed with an error.
     pub bio_err: u64,
+    /// Hung-task reports.
+    pub hangs: u64,
     /// The whole process has exited (this is its final report).
     pub exited: bool,
 }
 
 impl ProcCounters {
-    fn slow(&self, col: SlowCol) -> u64 {
-        self.slow_ns[col as usize]
+    fn slow(&self, col: SlowCol, period: u32) -> u64 {
+        self.slow_max[col as usize].of_period(period)
     }
 }
 
-/// Writes the enabled tables for process `tgid`. Every value is cumulative since tracking began.
+/// Writes the enabled tables for process `tgid`: running totals as they are, maxima of report
+/// period `period` (the one being closed).
 pub fn write_process<W: Write>(
     out: &mut RecordWriter<W>,
     tgid: u32,
     c: &ProcCounters,
     tables: &Tables,
+    period: u32,
 ) -> io::Result<()> {
     let comm = c.comm.as_str();
     if tables.syscall {
@@ -114,7 +140,7 @@ pub fn write_process<W: Write>(
         if enabled {
             let mut rec = out.record(table.name).field(&tgid).field(comm);
             for (col, _) in table.columns {
-                rec = rec.field(&c.slow(*col));
+                rec = rec.field(&c.slow(*col, period));
             }
             rec.end()?;
         }
@@ -138,10 +164,9 @@ pub fn write_process<W: Write>(
             .field(&c.bio_small[1])
             .field(&c.bio_big[0])
             .field(&c.bio_big[1])
-            .field(&c.bio_bytes[0])
-            .field(&c.bio_bytes[1])
-            .field(&(c.bio_latency_ns / 1000))
+            .field(&c.bio_latency.of_period(period))
             .field(&c.bio_err)
+            .field(&c.hangs)
             .end()?;
     }
     if tables.cpu {
@@ -159,23 +184,33 @@ pub fn write_process<W: Write>(
 mod tests {
     use super::*;
 
+    /// The report period the sample's maxima were taken in.
+    const PERIOD: u32 = 7;
+
     fn render(tgid: u32, c: &ProcCounters, tables: &Tables) -> String {
+        render_period(tgid, c, tables, PERIOD)
+    }
+
+    fn render_period(tgid: u32, c: &ProcCounters, tables: &Tables, period: u32) -> String {
         let mut w = RecordWriter::new(Vec::new());
-        write_process(&mut w, tgid, c, tables).unwrap();
+        write_process(&mut w, tgid, c, tables, period).unwrap();
         w.flush().unwrap();
         String::from_utf8(w.into_inner()).unwrap()
     }
 
     fn sample() -> ProcCounters {
-        let mut slow_ns = [0u64; SLOW_SLOTS];
-        for (i, v) in slow_ns.iter_mut().enumerate() {
-            *v = 100 + i as u64;
+        let mut slow_max = [PeriodMax::default(); SLOW_SLOTS];
+        for (i, v) in slow_max.iter_mut().enumerate() {
+            *v = PeriodMax {
+                ns: 100 + i as u64,
+                period: PERIOD,
+            };
         }
         ProcCounters {
             comm: "nginx".into(),
             syscalls: 1000,
             syscall_failed: 7,
-            slow_ns,
+            slow_max,
             forks: 2,
             threads: 3,
             execs: 1,
@@ -184,9 +219,12 @@ mod tests {
             iowait_ns: 1_000,
             bio_small: [1, 2],
             bio_big: [3, 4],
-            bio_bytes: [4096, 8192],
-            bio_latency_ns: 12_345_678,
+            bio_latency: PeriodMax {
+                ns: 12_345_678,
+                period: PERIOD,
+            },
             bio_err: 1,
+            hangs: 2,
             exited: true,
         }
     }
@@ -212,10 +250,33 @@ mod tests {
 |proc_syscall_sched|42|nginx|108|109|110|111|
 |proc_syscall_fork|42|nginx|112|113|114|
 |proc_lifecycle|42|nginx|2|3|1|4|1|
-|proc_io|42|nginx|1|2|3|4|4096|8192|12345|1|
+|proc_io|42|nginx|1|2|3|4|12345678|1|2|
 |proc_cpu|42|nginx|1000|5000|
 ";
         assert_eq!(render(42, &sample(), &all), expected);
+    }
+
+    /// The maxima belong to the period they were taken in: the next report of an idle process
+    /// shows 0 for them, and the running totals unchanged.
+    #[test]
+    fn maxima_of_an_earlier_period_read_as_zero() {
+        let mut c = sample();
+        c.slow_max[SlowCol::Read as usize].period = PERIOD - 1;
+        let io = Tables {
+            io: true,
+            bio: true,
+            ..Tables::default()
+        };
+        assert_eq!(
+            render(42, &c, &io),
+            "|proc_syscall_io|42|nginx|101|102|0|104|105|\n|proc_io|42|nginx|1|2|3|4|12345678|1|2|\n"
+        );
+        assert_eq!(
+            render_period(42, &c, &io, PERIOD + 1),
+            "|proc_syscall_io|42|nginx|0|0|0|0|0|\n|proc_io|42|nginx|1|2|3|4|0|1|2|\n"
+        );
+        assert_eq!(PeriodMax { ns: 5, period: 3 }.of_period(3), 5);
+        assert_eq!(PeriodMax { ns: 5, period: 3 }.of_period(4), 0);
     }
 
     /// Table name → field names, from the declarations `taskprobe.meta` is generated from.
@@ -233,7 +294,7 @@ mod tests {
     fn records_match_the_meta_field_for_field() {
         let all = ALL_TABLES;
         let mut w = RecordWriter::new(Vec::new());
-        write_process(&mut w, 42, &sample(), &all).unwrap();
+        write_process(&mut w, 42, &sample(), &all, PERIOD).unwrap();
         probe_sdk::bpf::write_loss_record(
             &mut w,
             crate::tables::STATS_TABLE,

@@ -27,7 +27,7 @@ pub enum SlowCol {
     Clone = slow_col::COL_CLONE.0 as u8,
 }
 
-/// Number of slots in `proc_stats.slow_ns` (`SLOW_SLOTS`; index 0 and 15 unused).
+/// Number of slots in `proc_stats.slow_max` (`SLOW_SLOTS`; index 0 and 15 unused).
 pub const SLOW_SLOTS: usize = 16;
 
 /// Length of the syscall-number → column table handed to BPF (`SYSCALL_TABLE_LEN`).

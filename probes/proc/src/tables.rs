@@ -30,10 +30,12 @@ pub const STATS_PROBE: &str = "proc";
 
 /// The comment at the top of `taskprobe.meta`.
 const HEADER: &[&str] = &[
-    "taskprobe: per-process syscalls (opt-in, -P 1), time in slow syscalls, fork/exec/exit, off-CPU time and block IO,",
-    "from tp_btf programs aggregated in BPF maps. One row per tracked process (key tgid, label comm)",
-    "and table each period; every value is cumulative since the process began to be tracked, and an",
-    "exited process gets one final row (proc_lifecycle.exited = 1). Details: docs/probes/proc.md.",
+    "taskprobe: per-process syscalls (opt-in, -P 1), the longest slow syscalls, fork/exec/exit, off-CPU time and",
+    "block IO, from tp_btf programs aggregated in BPF maps. One row per tracked process (key tgid, label",
+    "comm) and table every period while the process lives, and one final row after it exited",
+    "(proc_lifecycle.exited = 1). Upstream's per-period counts and times are running totals here",
+    "(period delta: the daemon exports their change per period); ns_* and bio_latency are maxima of",
+    "the period. Details: docs/probes/proc.md.",
 ];
 
 /// The key and the label every process table starts with.
@@ -44,11 +46,14 @@ pub const PROC_FIELDS: &[Field] = &[
 
 /// `proc_syscall` after the process fields.
 pub const SYSCALL_FIELDS: &[Field] = &[
-    Field::counter(
+    Field::per_period(
         "syscall_failed",
-        "syscalls that returned an error (-4095..-1)",
+        "Syscalls that returned an error (-4095..-1), per period",
     ),
-    Field::counter("syscall_count", "syscalls that returned"),
+    Field::counter(
+        "syscall_count",
+        "Syscalls that returned, cumulative since the process began to be tracked",
+    ),
 ];
 
 /// A table of time spent in slow syscalls: its columns in record order, each with its field.
@@ -60,17 +65,18 @@ pub struct SlowTable {
     pub columns: &'static [(SlowCol, Field)],
 }
 
-/// A slow-syscall column's field: `what` names the syscalls that add to it.
+/// A slow-syscall column's field (upstream: the longest call of the period, in ns): `what`
+/// names the syscalls that count for it.
 macro_rules! slow {
     ($col:ident, $name:literal, $what:literal) => {
         (
             SlowCol::$col,
-            Field::counter(
+            Field::gauge(
                 $name,
                 concat!(
-                    "time in ",
+                    "Longest single ",
                     $what,
-                    ", ns: the blocked (switched-out) part by default, entry to exit with -S exact"
+                    " call in the period, ns: entry to exit with -S exact, by default the longest blocked (switched-out) stretch inside one; 0 without any"
                 ),
             ),
         )
@@ -121,50 +127,66 @@ pub const SLOW_TABLES: [SlowTable; 4] = [
 
 /// `proc_lifecycle` after the process fields.
 pub const LIFECYCLE_FIELDS: &[Field] = &[
-    Field::counter("fork_count", "child processes created"),
-    Field::counter("thread_count", "threads created"),
-    Field::counter("exec_count", "successful execs"),
-    Field::counter("thread_exit_count", "threads exited, the last one included"),
+    Field::counter(
+        "fork_count",
+        "Child processes created, cumulative since the process began to be tracked",
+    ),
+    Field::counter("thread_count", "Threads created, cumulative"),
+    Field::counter("exec_count", "Successful execs, cumulative"),
+    Field::counter(
+        "thread_exit_count",
+        "Threads exited, the last one included, cumulative",
+    ),
     Field::gauge(
         "exited",
         "1 in the final report of a process whose threads have all exited, else 0",
     ),
 ];
 
-/// `proc_io` after the process fields.
+/// `proc_io` after the process fields, in upstream's order.
 pub const IO_FIELDS: &[Field] = &[
-    Field::counter(
+    Field::per_period(
         "less_4k_io_read",
-        "block read requests of less than 4 KiB issued by the process",
+        "Block read requests of 4 KiB or less issued by the process and completed, per period",
     ),
-    Field::counter(
+    Field::per_period(
         "less_4k_io_write",
-        "block write requests of less than 4 KiB",
+        "Block write requests of 4 KiB or less issued by the process and completed, per period",
     ),
-    Field::counter("greater_4k_io_read", "block read requests of 4 KiB or more"),
-    Field::counter(
+    Field::per_period(
+        "greater_4k_io_read",
+        "Block read requests of more than 4 KiB issued by the process and completed, per period",
+    ),
+    Field::per_period(
         "greater_4k_io_write",
-        "block write requests of 4 KiB or more",
+        "Block write requests of more than 4 KiB issued by the process and completed, per period",
     ),
-    Field::counter("read_bytes", "bytes of completed block read requests"),
-    Field::counter("write_bytes", "bytes of completed block write requests"),
-    Field::counter(
+    Field::gauge(
         "bio_latency",
-        "sum of block request latencies (start to completion), us",
+        "Longest block request of the period (issue to completion, failed ones excluded), ns; 0 without any",
     ),
-    Field::counter("bio_err_count", "block requests completed with an error"),
+    Field::per_period(
+        "bio_err_count",
+        "Block requests issued by the process that completed with an error, per period",
+    ),
+    Field::per_period(
+        "hang_count",
+        "Hung-task reports of the process (a thread blocked uninterruptibly past kernel.hung_task_timeout_secs), per period",
+    ),
 ];
 
 /// `proc_cpu` after the process fields.
 pub const CPU_FIELDS: &[Field] = &[
-    Field::counter(
+    Field::per_period(
         "iowait_ns",
-        "part of offcpu_ns spent blocked in IO wait, ns",
-    ),
-    Field::counter(
+        "Time the threads spent switched out while blocked in IO wait (part of offcpu_ns), ns per period",
+    )
+    .total("iowait_seconds_total", "1e-9"),
+    Field::per_period(
         "offcpu_ns",
-        "time the threads were switched out (blocked or waiting to run), ns",
-    ),
+        "Time the threads spent switched out (blocked or waiting to run), ns per period",
+    )
+    .total("offcpu_seconds_total", "1e-9"),
 ];
 
 /// Every table, in `.meta` order (which is also the order of the records each period).

@@ -9,7 +9,7 @@ use crate::events::Events;
 use crate::qdisc::QdiscStats;
 use crate::schema;
 use crate::source::{read_into, HostPaths, Reader};
-use crate::value::{delta, delta_opt, per_sec, Fixed2};
+use crate::value::{delta, per_sec, Fixed2};
 use probe_sdk::record::RecordWriter;
 use std::collections::HashMap;
 use std::io::{self, Write};
@@ -158,7 +158,8 @@ pub fn write<W: Write>(
             .field(&q.map(|(a, b)| delta(a.drops, b.drops)))
             .field(&q.map(|(a, b)| delta(a.overlimits, b.overlimits)))
             .field(&c.qdisc.map(|b| b.backlog))
-            .field(&q.and_then(|(a, b)| delta_opt(a.ecn_mark, b.ecn_mark)))
+            // Upstream prints the qdisc's ecn_mark counter as it stands, not its change.
+            .field(&c.qdisc.and_then(|b| b.ecn_mark))
             .field(&u8::from(c.up))
             .field(&c.speed_mbps)
             .end()?;
@@ -188,5 +189,50 @@ mod tests {
             )
         );
         assert_eq!(d[1].1.tx, [6, 1, 1, 0]);
+    }
+
+    fn nic(rx_bytes: u64, qdisc: QdiscStats) -> Nic {
+        Nic {
+            name: "eth0".into(),
+            c: DevCounters {
+                rx: [rx_bytes, 0, 0, 0],
+                tx: [0; 4],
+            },
+            up: true,
+            speed_mbps: Some(1000),
+            qdisc: Some(qdisc),
+        }
+    }
+
+    /// Upstream's meanings: counters of the period (rx_bytes, tc_sent_drop, tc_sent_overlimits),
+    /// the backlog now, and tc_ecn_mark as the qdisc's running count.
+    #[test]
+    fn period_deltas_and_qdisc_levels() {
+        let prev = nic(
+            1000,
+            QdiscStats {
+                drops: 5,
+                overlimits: 9,
+                backlog: 100,
+                ecn_mark: Some(14),
+            },
+        );
+        let cur = nic(
+            3048,
+            QdiscStats {
+                drops: 7,
+                overlimits: 9,
+                backlog: 40,
+                ecn_mark: Some(20),
+            },
+        );
+        let mut out = RecordWriter::new(Vec::new());
+        let mut events = Events::new(crate::events::Thresholds::default());
+        write(&[prev], &[cur], 2.0, &mut out, &mut events).unwrap();
+        out.flush().unwrap();
+        assert_eq!(
+            String::from_utf8(out.into_inner()).unwrap(),
+            "|nic|eth0|UP|2048|0|0|0|0|0|0|0|1.00|0.00|2|0|40|20|1|1000|\n"
+        );
     }
 }

@@ -4,8 +4,10 @@
 //!
 //! Upstream's table, entity and field names are kept (reference §6.3, v2023 plus HEAD additions)
 //! so existing dashboards keep working; fields we added come after upstream's in each table.
-//! Per-period values are gauges holding the change over the last period (upstream convention);
-//! only cumulative values are counters. The declarations are `probe_sdk::meta` types, the same
+//! Per-period values are gauges holding the change over the last period, computed here from the
+//! kernel's counters (upstream convention); only cumulative values of our own fields are
+//! counters. Where upstream prints a kernel counter as it stands (`nic.tc_ecn_mark`), so do we,
+//! as a gauge. The declarations are `probe_sdk::meta` types, the same
 //! the eBPF probes use; this probe's `.meta` writes each field as a block of its own.
 
 use crate::collector::bits;
@@ -250,7 +252,7 @@ pub const NIC: Table = Table::fixed(
         Field::gauge("tc_sent_drop", "Packets dropped by the root qdisc during the last period"),
         Field::gauge("tc_sent_overlimits", "Root qdisc overlimit events during the last period"),
         Field::gauge("tc_backlog", "Bytes queued in the root qdisc"),
-        Field::gauge("tc_ecn_mark", "Packets ECN-marked by the root qdisc during the last period (qdiscs reporting ecn_mark only)"),
+        Field::gauge("tc_ecn_mark", "Packets ECN-marked by the interface's codel and fq_codel qdiscs since they were created: the running count, as upstream prints it (absent without such a qdisc)"),
         Field::gauge("link_up", "1 if the operational state is up, else 0"),
         Field::gauge("speed_Mbps", "Link speed in Mbit/s as the driver reports it (absent when unknown)"),
     ],

@@ -15,7 +15,8 @@
 //!   one byte on stdin so a probe can be attached to this pid before the loop.
 //! * `io-sleep COUNT MS DIR`: print `ready <pid>`, wait for the go byte, write COUNT × 64 KiB
 //!   to a new file in DIR with `O_DIRECT` (so the block requests are issued from this process),
-//!   sleep MS milliseconds, print `done`, and wait for stdin to close.
+//!   sleep MS milliseconds, print `done <ns>` with the longest single write in ns (wall time
+//!   around the `pwrite`, which bounds its block request's latency), and wait for stdin to close.
 //! * `blockers MS`: print `ready <pid>`, wait for the go byte, then block MS milliseconds in
 //!   each of: `epoll_wait` on an empty epoll set (timeout MS), `futex` (joining a thread that
 //!   sleeps MS in `nanosleep`, which is not a timed syscall), and `read` of a pipe that a thread
@@ -256,12 +257,15 @@ fn io_sleep(count: u64, ms: u64, dir: &str) -> Result<(), String> {
         if !wait_byte()? {
             return Ok(());
         }
+        let mut longest = 0u128;
         for i in 0..count {
+            let start = Instant::now();
             file.write_all_at(buf, i * IO_CHUNK as u64)
                 .map_err(|e| format!("direct write: {e}"))?;
+            longest = longest.max(start.elapsed().as_nanos());
         }
         std::thread::sleep(std::time::Duration::from_millis(ms));
-        write_all(1, b"done\n")?;
+        write_all(1, format!("done {longest}\n").as_bytes())?;
         while wait_byte()? {}
         Ok(())
     })();

@@ -46,22 +46,34 @@ enum slow_col {
 /* Power of two >= NR_COLS, so a masked column index is provably in bounds for the verifier. */
 #define SLOW_SLOTS 16
 
-/* Cumulative per-process values (one entry per tracked tgid in map `proc_stats`). */
+/* A maximum over one report period: `ns` belongs to the period `period` (the value of .bss
+ * `period_gen` when it was taken). User space bumps `period_gen` at each report and reads a
+ * maximum taken under an older period as 0, so nothing has to be reset. */
+struct period_max {
+	__u64 ns;
+	__u32 period;
+	__u32 pad;
+};
+
+/* Per-process values (one entry per tracked tgid in map `proc_stats`): running totals since the
+ * process began to be tracked, except the `period_max` fields. */
 struct proc_stats {
 	__u64 syscalls;
 	__u64 syscall_failed;
-	__u64 slow_ns[SLOW_SLOTS]; /* [COL_NONE] and the last slot unused */
+	/* Longest single slow syscall of each column in the period ([COL_NONE] and the last slot
+	 * unused): entry to exit with exact timing, else the longest blocked stretch inside one. */
+	struct period_max slow_max[SLOW_SLOTS];
 	__u64 forks;            /* child processes created */
 	__u64 threads;          /* threads created */
 	__u64 execs;
 	__u64 thread_exits;
 	__u64 offcpu_ns;
 	__u64 iowait_ns;
-	__u64 bio_small[2];     /* [0] read, [1] write; requests of < 4 KiB */
-	__u64 bio_big[2];       /* >= 4 KiB */
-	__u64 bio_bytes[2];
-	__u64 bio_latency_ns;
+	__u64 bio_small[2];     /* [0] read, [1] write; requests of <= 4 KiB */
+	__u64 bio_big[2];       /* > 4 KiB */
+	struct period_max bio_latency; /* longest request without error, issue to completion */
 	__u64 bio_err;
+	__u64 hangs;            /* sched_process_hang reports (hung-task detector) */
 	__u32 exited;           /* 1 once the whole thread group has exited */
 	__u32 in_slot;          /* 1 while syscall counts accrue in hot_slots[tgid & mask] */
 	char comm[16];

@@ -1,6 +1,7 @@
 // SPDX-License-Identifier: GPL-2.0
-/* taskprobe: per-process syscall counts/failures, time in slow syscalls, lifecycle, off-CPU time
- * and block IO, aggregated in maps (no per-syscall event to user space).
+/* taskprobe: per-process syscall counts/failures, the longest slow syscalls, lifecycle, off-CPU
+ * time and block IO, aggregated in maps (no per-syscall event to user space). Counters are
+ * running totals; maxima are kept per report period (struct period_max, period_gen).
  *
  * Cost model (see docs/probes/proc.md): attaching sys_enter/sys_exit at all puts every syscall
  * of every process on the kernel's syscall-work slow path, a toll no program body can avoid, so
@@ -30,6 +31,7 @@ char LICENSE[] SEC("license") = "GPL";
 #define PF_EXITING 0x4
 #define PF_KTHREAD 0x00200000
 #define REQ_OP_MASK 0xff
+/* Upstream's boundary: a request of more than 4 KiB is "greater", 4 KiB and less "less". */
 #define SMALL_IO_BYTES 4096
 #define ENOSYS 38
 #define TS_COMPAT 0x0002
@@ -51,6 +53,9 @@ __u8 blocked_sys_time;
 __u8 slow_col[SYSCALL_TABLE_LEN];
 /* Bumped by user space after every change of the knobs above that concern timing. */
 __u32 knob_gen;
+/* Report period the maxima (struct period_max) are taken in; bumped by user space right before
+ * it reads the maps for a report. */
+__u32 period_gen;
 
 /* Tracked-tgid filter, shared with user space through the mmap'ed .bss. */
 __u32 tracked_slots[TRACK_SLOTS];
@@ -157,6 +162,20 @@ static __always_inline bool is_tracked(__u32 tgid)
 	if (mode == FILTER_EXCLUDE)
 		return !in_filter(tgid);
 	return in_filter(tgid);
+}
+
+/* Raises a maximum of the current report period to ns. Two CPUs updating the same process's
+ * maximum at once may keep the smaller value (no atomic max), as upstream's plain store does. */
+static __always_inline void period_max(struct period_max *m, __u64 ns)
+{
+	__u32 gen = period_gen;
+
+	if (m->period != gen) {
+		m->ns = ns;
+		m->period = gen;
+	} else if (ns > m->ns) {
+		m->ns = ns;
+	}
 }
 
 static __always_inline struct proc_stats *stats_of(__u32 tgid)
@@ -376,7 +395,7 @@ int BPF_PROG(on_sys_exit, struct pt_regs *regs, long ret)
 	/* Keep the mask: clang drops it from a value it can bound, the verifier cannot. */
 	barrier_var(idx);
 	idx &= SLOW_SLOTS - 1;
-	__sync_fetch_and_add(&st->slow_ns[idx], bpf_ktime_get_ns() - start);
+	period_max(&st->slow_max[idx], bpf_ktime_get_ns() - start);
 	return 0;
 }
 
@@ -455,7 +474,7 @@ int BPF_PROG(on_sched_switch, bool preempt, struct task_struct *prev, struct tas
 
 		barrier_var(idx);
 		idx &= SLOW_SLOTS - 1;
-		__sync_fetch_and_add(&st->slow_ns[idx], delta);
+		period_max(&st->slow_max[idx], delta);
 	}
 	gg_count(GG_STAT_EVENTS);
 	return 0;
@@ -581,16 +600,35 @@ int BPF_PROG(on_rq_complete, struct request *rq, blk_status_t error, unsigned in
 	st = s->gen == knob_gen ? stats_of(s->tgid) : NULL;
 	if (st) {
 		w = s->write & 1;
-		if (nr_bytes < SMALL_IO_BYTES)
-			__sync_fetch_and_add(&st->bio_small[w], 1);
-		else
+		if (nr_bytes > SMALL_IO_BYTES)
 			__sync_fetch_and_add(&st->bio_big[w], 1);
-		__sync_fetch_and_add(&st->bio_bytes[w], nr_bytes);
-		__sync_fetch_and_add(&st->bio_latency_ns, bpf_ktime_get_ns() - s->ts);
+		else
+			__sync_fetch_and_add(&st->bio_small[w], 1);
+		/* Upstream times only requests that completed without error. */
 		if (error)
 			__sync_fetch_and_add(&st->bio_err, 1);
+		else
+			period_max(&st->bio_latency, bpf_ktime_get_ns() - s->ts);
 		gg_count(GG_STAT_EVENTS);
 	}
 	bpf_map_delete_elem(&rq_start, &key);
+	return 0;
+}
+
+/* The hung-task detector (khungtaskd) reports a task blocked uninterruptibly for longer than
+ * kernel.hung_task_timeout_secs. Optional: kernels without CONFIG_DETECT_HUNG_TASK lack it. */
+SEC("tp_btf/sched_process_hang")
+int BPF_PROG(on_hang, struct task_struct *p)
+{
+	struct proc_stats *st;
+	__u32 tgid = p->tgid;
+
+	if (!is_tracked(tgid))
+		return 0;
+	st = stats_of(tgid);
+	if (!st)
+		return 0;
+	__sync_fetch_and_add(&st->hangs, 1);
+	gg_count(GG_STAT_EVENTS);
 	return 0;
 }
