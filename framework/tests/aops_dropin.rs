@@ -92,12 +92,15 @@ fn records(tables: &[(String, Vec<TableSchema>)], round: u64) -> String {
     let mut out = String::new();
     for (_, ts) in tables {
         for t in ts {
+            // A process table's rows are of a host process (the replay script): no container.
+            let host_process = t.fields.iter().any(|f| f.name == "tgid");
             out.push('|');
             out.push_str(&t.table_name);
             out.push('|');
             for (i, f) in t.fields.iter().enumerate() {
                 let i = i as u64;
                 let v = match f.declared {
+                    FieldKind::Label if host_process && f.name == "container_id" => String::new(),
                     FieldKind::Key | FieldKind::Label => label_value(&f.name),
                     FieldKind::Counter => (1000 * (i + 1) + (round - 1) * 10 * (i + 1)).to_string(),
                     FieldKind::Gauge | FieldKind::Summary => (i + round).to_string(),
@@ -226,8 +229,8 @@ fn normalize(s: &str, pid: &str, dir: &str) -> String {
         "\"start_time\":\"",
         "\"timestamp\": ",
         "\"timestamp\":",
-        "\"Timestamp\":",
         "\"Timestamp\": ",
+        "\"Timestamp\":",
         "\"event_id\": \"",
         "\"event_id\":\"",
     ];
@@ -236,7 +239,7 @@ fn normalize(s: &str, pid: &str, dir: &str) -> String {
             if let Some(after) = rest.strip_prefix(p) {
                 let digits = after.bytes().take_while(u8::is_ascii_digit).count();
                 out.push_str(p);
-                out.push_str(if digits > 0 { "N" } else { "" });
+                out.push_str(if digits > 0 { "0" } else { "" });
                 rest = &after[digits..];
                 continue 'outer;
             }

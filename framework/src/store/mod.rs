@@ -473,7 +473,9 @@ fn derive(
                 cur.delta_since(totals[i], text);
                 totals[i] = Some(cur);
             }
-            (Derive::Scale(factor), Some(cur)) => value::push_number(cur.as_f64() * factor, text),
+            (Derive::Scale(factor), Some(cur)) => {
+                value::push_number(value::scale(cur.as_f64(), factor), text)
+            }
             (Derive::Delta, None) => {
                 // Not a number a total can be (NaN, ±Inf): leave it out rather than export a
                 // wrong change, and start again from the next total.

@@ -58,6 +58,16 @@ mod tests {
     use super::*;
 
     #[test]
+    fn scaling_to_base_units_keeps_short_decimals() {
+        let mut out = String::new();
+        push_number(scale(3030.0, 1e-9), &mut out);
+        assert_eq!(out, "0.00000303");
+        assert_eq!(scale(7.0, 1e-3), 0.007);
+        assert_eq!(scale(3.0, 1024.0), 3072.0);
+        assert_eq!(scale(5.0, 0.3), 5.0 * 0.3);
+    }
+
+    #[test]
     fn numbers() {
         for ok in [
             "1", "-2", "3.5", "1e9", "-1.5E-3", "NaN", "+Inf", "-Inf", "inf", "+5", ".5",
@@ -116,6 +126,18 @@ impl Total {
             (_, Total::Whole(c)) => out.push_str(buf.format(c)),
             (_, Total::Float(c)) => push_number(c, out),
         }
+    }
+}
+
+/// `v × factor`, computed as `v ÷ (1/factor)` when that is a whole number (`1e-9` → `÷ 1e9`), so
+/// `3030 ns` becomes exactly `0.00000303` s rather than `0.0000030300000000000002`.
+pub fn scale(v: f64, factor: f64) -> f64 {
+    let inverse = 1.0 / factor;
+    let whole = inverse.round();
+    if factor < 1.0 && whole >= 1.0 && (inverse - whole).abs() <= whole * 1e-12 {
+        v / whole
+    } else {
+        v * factor
     }
 }
 
