@@ -53,7 +53,8 @@ fn shipped_config_loads_without_warnings() {
             "tcpprobe",
             "taskprobe",
             "ioprobe",
-            "containerprobe"
+            "containerprobe",
+            "sliprobe"
         ]
     );
     assert_eq!(

@@ -591,7 +591,8 @@ fn shipped_probes_work_under_the_units_capabilities() {
         (
             "tcpprobe: tcp_link of the workload's older listener",
             vec![
-                format!("gala_gopher_tcp_link_link_count{{{w},role=\"server\""),
+                format!("gala_gopher_tcp_link_link_count{{{w},"),
+                "role=\"server\"".into(),
                 format!("server_port=\"{server_port}\""),
             ],
         ),

@@ -21,9 +21,10 @@ pub use de::{valid_probe_name, MAX_PROBE_NAME};
 pub use error::{ConfigError, Provenance};
 pub use load::{load, load_str, LoadedConfig, ENV_PREFIX, ENV_SEPARATOR};
 pub use model::{
-    CheckType, CompressionCodec, Container, CounterMode, Egress, Event, ExtendProbeEntry, Global, GopherConfig,
-    Imdb, Ingress, Kafka, Language, LogLevel, Logs, Meta, Metric, Otlp, OutChannel, OutChannels,
-    ProbeEntry, RestApiServer, SaslMechanism, SecurityProtocol, Switch, Tls, WebServer,
+    CheckType, CompressionCodec, Container, CounterMode, Egress, Event, ExtendProbeEntry, Global,
+    GopherConfig, Imdb, Ingress, Kafka, Language, LogLevel, Logs, Meta, Metric, Otlp, OutChannel,
+    OutChannels, ProbeEntry, RestApiServer, SaslMechanism, SecurityProtocol, Switch, Tls,
+    WebServer,
 };
 pub use preflight::{check_loaded, preflight, Preflight};
 pub use reload::{restart_required, RELOADABLE};
