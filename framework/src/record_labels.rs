@@ -262,15 +262,23 @@ impl RecordLabels {
         let Some(src) = &self.identities else {
             return Vec::new();
         };
-        if let Some((at, v)) = self.identity_cache.get(&(pid, full)) {
+        let cached = self.identity_cache.get(&(pid, full));
+        if let Some((at, v)) = cached {
             if now_ms.saturating_sub(*at) < PID_RECHECK_MS {
                 return v.clone();
+            }
+        }
+        let mut v = src.of_process(pid, full);
+        if v.is_empty() {
+            // Gone since the last read (its last records still arrive): keep what it was, so
+            // its series do not lose their identity labels (a reused pid reads as itself).
+            if let Some((_, old)) = cached {
+                v = old.clone();
             }
         }
         if self.identity_cache.len() >= MAX_SUBJECTS {
             self.identity_cache.clear();
         }
-        let v = src.of_process(pid, full);
         self.identity_cache.insert((pid, full), (now_ms, v.clone()));
         v
     }
@@ -649,10 +657,16 @@ mod tests {
         );
     }
 
+    /// The pid [`FakeProcs`] reports as gone.
+    static GONE: AtomicU64 = AtomicU64::new(0);
+
     struct FakeProcs;
 
     impl ProcessSource for FakeProcs {
         fn of_process(&self, pid: u32, full: bool) -> Vec<(String, String)> {
+            if GONE.load(Ordering::Relaxed) == u64::from(pid) {
+                return Vec::new();
+            }
             let mut v = vec![("comm".to_string(), format!("p{pid}"))];
             if full {
                 v.push(("cmdline".into(), format!("/bin/p{pid} -x")));
