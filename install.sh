@@ -36,7 +36,7 @@ done
 root="${PREFIX%/}"
 TARGET="${CARGO_TARGET_DIR:-target}/release"
 CONFS=(gala-gopher.conf gala-gopher-app.conf probes.init)
-DOCS=(configuration.md rest-api.md exporters.md writing-a-probe.md packaging.md container-labels.md container.md)
+DOCS=(configuration.md rest-api.md exporters.md writing-a-probe.md packaging.md container-labels.md container.md aops.md)
 DOC_DIR=usr/share/doc/gala-gopher
 SHARE_DIR=usr/share/gala-gopher
 

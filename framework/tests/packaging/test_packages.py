@@ -380,8 +380,8 @@ def tailored(tmp_path_factory):
         build("--probes", "system_infos,tcp", package_dir=out)
         version_line = run(REPO / "target/release/gala-gopher", "--version").stdout
         # Upstream's form selects the same build (nothing recompiled: the same selection).
-        p = build("-DENABLE_PROC=0", "-DENABLE_IO=0", "-DENABLE_CONTAINER=0", "-DENABLE_EXAMPLE=0",
-                  "-DENABLE_EXAMPLE_PY=0", "--no-packages", package_dir=out)
+        p = build("-DENABLE_PROC=0", "-DENABLE_IO=0", "-DENABLE_CONTAINER=0", "-DENABLE_SLI=0",
+                  "-DENABLE_EXAMPLE=0", "-DENABLE_EXAMPLE_PY=0", "--no-packages", package_dir=out)
         assert "Compiling" not in p.stderr, p.stderr
         upstream_form = run(REPO / "target/release/gala-gopher", "--version").stdout
         yield out, version_line, upstream_form
@@ -391,7 +391,7 @@ def tailored(tmp_path_factory):
 
 # The probes --probes system_infos,tcp leaves out, as the packaged config and docs would name them
 # (the example probes' sources are still cited by writing-a-probe.md as templates to copy).
-LEFT_OUT = ("taskprobe", "ioprobe", "containerprobe")
+LEFT_OUT = ("taskprobe", "ioprobe", "containerprobe", "sliprobe")
 
 
 def test_tailored_package_has_only_the_chosen_probes(tailored, tmp_path):
@@ -408,7 +408,7 @@ def test_tailored_package_has_only_the_chosen_probes(tailored, tmp_path):
     for f in files:
         if f.startswith(("/etc/", "/usr/share/doc/")):
             text = (x / f.lstrip("/")).read_text()
-            for gone in LEFT_OUT + ("proc.md", "io.md"):
+            for gone in LEFT_OUT + ("proc.md", "io.md", "sli.md"):
                 assert gone not in text, f"{f} mentions {gone}"
     assert "/usr/share/doc/gala-gopher/probes/tcp.md" in files
     assert "/usr/share/doc/gala-gopher/probes/proc.md" not in files
@@ -422,7 +422,7 @@ def test_tailored_daemon_answers_not_supported_for_left_out_probes(tailored, tmp
     daemon = Daemon(root)
     try:
         serves_probe(daemon, "system_infos")
-        for name in ("proc", "io", "container", "taskprobe"):
+        for name in ("proc", "io", "container", "sli", "taskprobe"):
             p = daemon.curl("-X", "PUT", f"http://127.0.0.1:9999/{name}",
                             "-d", 'json={"state":"running"}')
             assert "not supported in the current version" in p.stdout, (name, p.stdout)
