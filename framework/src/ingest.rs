@@ -344,6 +344,7 @@ impl LineHandler {
                     self.now_ms,
                     &self.stats.name,
                     extra.as_ref(),
+                    &mut self.sink_values,
                 );
                 return;
             }
@@ -461,11 +462,18 @@ fn forward_derived(
     time_ms: u64,
     probe: &str,
     custom_labels: Option<&LabelSet>,
+    values_buf: &mut Vec<Option<&'static str>>,
 ) {
     let Some(derived) = scratch.derived_values() else {
         return;
     };
-    let values: Vec<Option<&str>> = derived.collect();
+    // Reuse the allocation (an empty vec holds no borrow; same-layout collects are in place).
+    let mut values: Vec<Option<&str>> = std::mem::take(values_buf)
+        .into_iter()
+        .map(|_| None)
+        .collect();
+    values.clear();
+    values.extend(derived);
     sink.record(&RecordView {
         schema,
         values: &values,
@@ -473,6 +481,8 @@ fn forward_derived(
         probe,
         custom_labels,
     });
+    values.clear();
+    *values_buf = values.into_iter().map(|_| None).collect();
 }
 
 /// Log a probe's non-record line at the level its prefix names (`[DEBUG]`, `[INFO]`, `[WARN]`,

@@ -88,9 +88,51 @@ pub fn join(root: &Path, host_path: &Path) -> PathBuf {
     root.join(rel)
 }
 
+/// Undoes the `\ooo` octal escapes the kernel writes in `/proc/*/mountinfo` and `/proc/mounts`
+/// (`\040` space, `\011` tab, `\012` newline, `\134` backslash). A backslash not followed by three
+/// octal digits of a byte value stays as it is; invalid UTF-8 is replaced.
+pub fn unescape_octal(s: &str) -> String {
+    if !s.contains('\\') {
+        return s.to_string();
+    }
+    let b = s.as_bytes();
+    let mut out = Vec::with_capacity(b.len());
+    let mut i = 0;
+    while i < b.len() {
+        if b[i] == b'\\' && i + 3 < b.len() {
+            let oct = &b[i + 1..i + 4];
+            if oct.iter().all(|c| (b'0'..=b'7').contains(c)) {
+                let v = u32::from(oct[0] - b'0') * 64
+                    + u32::from(oct[1] - b'0') * 8
+                    + u32::from(oct[2] - b'0');
+                if let Ok(byte) = u8::try_from(v) {
+                    out.push(byte);
+                    i += 4;
+                    continue;
+                }
+            }
+        }
+        out.push(b[i]);
+        i += 1;
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn mountinfo_escapes_are_undone() {
+        assert_eq!(
+            unescape_octal(r"/mnt/my\040cg\134x\011y"),
+            "/mnt/my cg\\x\ty"
+        );
+        assert_eq!(unescape_octal(r"plain"), "plain");
+        assert_eq!(unescape_octal(r"end\04"), r"end\04");
+        assert_eq!(unescape_octal(r"a\9b"), r"a\9b");
+        assert_eq!(unescape_octal(r"\777"), r"\777", "not a byte value: kept");
+    }
 
     #[test]
     fn parse_accepts_absolute_and_refuses_relative_or_dotdot() {

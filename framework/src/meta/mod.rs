@@ -34,16 +34,6 @@ pub enum CounterMode {
     Prometheus,
 }
 
-impl CounterMode {
-    /// The config spelling (`upstream`, `prometheus`).
-    pub fn as_str(self) -> &'static str {
-        match self {
-            CounterMode::Upstream => "upstream",
-            CounterMode::Prometheus => "prometheus",
-        }
-    }
-}
-
 /// What the table store does to a field's value before it is kept and exported.
 #[derive(Debug, Clone, Copy, PartialEq, Default)]
 pub enum Derive {

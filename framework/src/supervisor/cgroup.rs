@@ -29,6 +29,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
+use container_info::host::unescape_octal as unescape_mountinfo;
 use nix::sys::signal::Signal;
 use nix::unistd::Pid;
 
@@ -87,24 +88,6 @@ fn cgroup2_mount(mountinfo: &str) -> Option<PathBuf> {
         let mount = left.split_ascii_whitespace().nth(4)?;
         Some(PathBuf::from(unescape_mountinfo(mount)))
     })
-}
-
-/// mountinfo escapes space, tab, newline and backslash as `\ooo`.
-fn unescape_mountinfo(s: &str) -> String {
-    let b = s.as_bytes();
-    let mut out = Vec::with_capacity(b.len());
-    let mut i = 0;
-    while i < b.len() {
-        if b[i] == b'\\' && i + 4 <= b.len() && b[i + 1..i + 4].iter().all(u8::is_ascii_digit) {
-            let v = (b[i + 1] - b'0') * 64 + (b[i + 2] - b'0') * 8 + (b[i + 3] - b'0');
-            out.push(v);
-            i += 4;
-        } else {
-            out.push(b[i]);
-            i += 1;
-        }
-    }
-    String::from_utf8_lossy(&out).into_owned()
 }
 
 /// The unified-hierarchy path of this process, from `/proc/self/cgroup` (`0::/path`).

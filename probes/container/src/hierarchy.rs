@@ -4,6 +4,8 @@
 
 use std::path::{Component, Path, PathBuf};
 
+use container_info::host::unescape_octal as unescape;
+
 use crate::proc_files::CgroupLine;
 
 /// Cgroup mounts looked at (a host has about 15; bind mounts of them are skipped).
@@ -46,31 +48,6 @@ pub struct Hierarchies {
     pub unified: Option<Mount>,
     /// The v1 hierarchies with their mount options (controllers among them).
     pub v1: Vec<(Vec<String>, Mount)>,
-}
-
-/// Undoes mountinfo's octal escapes (`\040` space, `\011` tab, `\012` newline, `\134` `\`).
-fn unescape(s: &str) -> String {
-    let b = s.as_bytes();
-    let mut out = Vec::with_capacity(b.len());
-    let mut i = 0;
-    while i < b.len() {
-        if b[i] == b'\\' && i + 3 < b.len() {
-            let oct = &b[i + 1..i + 4];
-            if oct.iter().all(|c| (b'0'..=b'7').contains(c)) {
-                let v = u32::from(oct[0] - b'0') * 64
-                    + u32::from(oct[1] - b'0') * 8
-                    + u32::from(oct[2] - b'0');
-                if let Ok(byte) = u8::try_from(v) {
-                    out.push(byte);
-                    i += 4;
-                    continue;
-                }
-            }
-        }
-        out.push(b[i]);
-        i += 1;
-    }
-    String::from_utf8_lossy(&out).into_owned()
 }
 
 impl Hierarchies {

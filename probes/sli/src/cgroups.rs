@@ -16,6 +16,7 @@ use std::collections::{BTreeMap, HashMap};
 use std::os::unix::fs::{DirEntryExt, MetadataExt};
 use std::path::{Component, Path, PathBuf};
 
+use container_info::host::unescape_octal as unescape;
 use container_info::info::SHORT_ID_LEN;
 use probe_sdk::decl::{Snoop, SnoopMode};
 
@@ -113,31 +114,6 @@ pub struct Layout {
     pub cpuacct_v1: Option<Mount>,
     /// The v1 hierarchy of `cpu` (`cpu.cfs_quota_us`, `cpu.cfs_period_us`).
     pub cpu_v1: Option<Mount>,
-}
-
-/// Undoes mountinfo's octal escapes (`\040` space, `\011` tab, `\012` newline, `\134` `\`).
-fn unescape(s: &str) -> String {
-    let b = s.as_bytes();
-    let mut out = Vec::with_capacity(b.len());
-    let mut i = 0;
-    while i < b.len() {
-        if b[i] == b'\\' && i + 3 < b.len() {
-            let oct = &b[i + 1..i + 4];
-            if oct.iter().all(|c| (b'0'..=b'7').contains(c)) {
-                let v = u32::from(oct[0] - b'0') * 64
-                    + u32::from(oct[1] - b'0') * 8
-                    + u32::from(oct[2] - b'0');
-                if let Ok(byte) = u8::try_from(v) {
-                    out.push(byte);
-                    i += 4;
-                    continue;
-                }
-            }
-        }
-        out.push(b[i]);
-        i += 1;
-    }
-    String::from_utf8_lossy(&out).into_owned()
 }
 
 impl Layout {

@@ -26,6 +26,8 @@ use std::path::{Component, Path, PathBuf};
 use std::sync::mpsc;
 use std::time::Duration;
 
+use container_info::host::unescape_octal;
+
 /// Kernel interfaces and images that hold no user data.
 pub const PSEUDO_FS: &[&str] = &[
     "autofs",
@@ -87,30 +89,6 @@ pub struct Mount {
     pub fstype: String,
     /// Mounted read-only.
     pub read_only: bool,
-}
-
-/// Decodes the `\040`-style octal escapes the kernel uses for spaces, tabs, newlines and `\`.
-fn unescape_octal(s: &str) -> String {
-    if !s.contains('\\') {
-        return s.to_string();
-    }
-    let b = s.as_bytes();
-    let mut out = Vec::with_capacity(b.len());
-    let mut i = 0;
-    while i < b.len() {
-        if b[i] == b'\\'
-            && i + 3 < b.len()
-            && b[i + 1..i + 4].iter().all(|c| (b'0'..=b'7').contains(c))
-        {
-            let v = (b[i + 1] - b'0') * 64 + (b[i + 2] - b'0') * 8 + (b[i + 3] - b'0');
-            out.push(v);
-            i += 4;
-        } else {
-            out.push(b[i]);
-            i += 1;
-        }
-    }
-    String::from_utf8_lossy(&out).into_owned()
 }
 
 /// Largest mount table read, in bytes; lines past it are left out (and counted as a read
