@@ -646,6 +646,18 @@ mod tests {
             Err(DropReason::StoreFull)
         );
         assert!(sc.derived_values().is_none());
+        // A total that is no number a total can be (NaN, infinities) is left out, not derived.
+        let delta = derived_schema(Derive::Delta);
+        s.upsert(&delta, &["a", "NaN", "1"], 0, sc).unwrap();
+        assert_eq!(exported(sc)[1], None);
+        s.upsert(&delta, &["a", "+Inf", "1"], 0, sc).unwrap();
+        assert_eq!(exported(sc)[1], None);
+        s.upsert(&delta, &["a", "5", "1"], 0, sc).unwrap();
+        assert_eq!(
+            exported(sc)[1].as_deref(),
+            Some("5"),
+            "counts again from the next total"
+        );
         // A table without derived fields never fills the derived buffers.
         s.upsert(&schema(), &["a", "x", "1", "2"], 0, sc).unwrap();
         assert!(sc.derived_values().is_none());
