@@ -204,6 +204,22 @@ pub fn procs_with_arg(arg: &str) -> Vec<i32> {
         .collect()
 }
 
+/// Processes with `arg` that lead their own session: `setsid` has run, so they left the
+/// probe's process group and only an orphan sweep can end them.
+pub fn session_leaders_with_arg(arg: &str) -> Vec<i32> {
+    procs_with_arg(arg)
+        .into_iter()
+        .filter(|&pid| {
+            std::fs::read_to_string(format!("/proc/{pid}/stat")).is_ok_and(|s| {
+                // Fields after the `(comm)`: state ppid pgrp session ...
+                s.rsplit_once(')')
+                    .and_then(|(_, rest)| rest.split_whitespace().nth(3)?.parse::<i32>().ok())
+                    == Some(pid)
+            })
+        })
+        .collect()
+}
+
 /// Whether `pid` exists and is not a zombie.
 pub fn process_alive(pid: i32) -> bool {
     std::fs::read_to_string(format!("/proc/{pid}/stat"))
