@@ -1,0 +1,399 @@
+"""Helpers for gala-gopher middleware probes written in Python (standard library only).
+
+What every probe that watches a server needs, written once:
+
+* ``processes(comms)`` finds running servers by their command name (``/proc/PID/comm``), and
+  ``listening_tcp(pid)`` / ``listening_unix(pid)`` the sockets such a process listens on, so a
+  probe discovers its instances at run time (a server started or stopped later appears or goes
+  without restarting the probe). ``in_root(pid, path)`` reaches a file as the process sees it
+  (through ``/proc/PID/root``: containers included).
+* ``read_secret(path)`` reads a credential from a file only root can read or change (never from
+  the command line, where ``ps`` shows it).
+* ``http_request()`` and ``exchange()`` talk to a server with one deadline for the whole request
+  and a cap on the answer's size: a server that is slow or answers garbage costs at most the
+  timeout, never the probe.
+* ``Instances`` keeps the per-instance ``up`` gauge and error counter every middleware probe
+  reports (one table, ``<probe>_instance``: see docs/probes/middleware.md).
+
+    import os, sys
+    sys.path.insert(0, os.environ.get("GALA_GOPHER_SDK_DIR", "/opt/gala-gopher/sdk"))
+    import gala_probe, gala_middleware as mw
+"""
+
+import os
+import socket
+import stat
+import time
+
+__all__ = [
+    "HttpError",
+    "Instances",
+    "MAX_ANSWER_BYTES",
+    "Process",
+    "SecretError",
+    "exchange",
+    "http_request",
+    "in_root",
+    "listening_tcp",
+    "listening_unix",
+    "processes",
+    "read_secret",
+    "request_timeout",
+]
+
+MAX_ANSWER_BYTES = 8 << 20
+"""Largest answer read from a server; a longer one is an error, not a memory spike."""
+
+MAX_SECRET_BYTES = 64 << 10
+
+
+def request_timeout(period, limit=5.0):
+    """Timeout for one request: shorter than the period, so a slow server never delays a report.
+
+    At most ``limit`` seconds and at most half the period (at least 0.2 s).
+    """
+    return max(0.2, min(float(limit), float(period) / 2.0))
+
+
+# --- Discovery ---------------------------------------------------------------------------------
+
+
+class Process:
+    """A running process: ``pid``, ``comm`` and ``argv`` (list of str, may be empty)."""
+
+    __slots__ = ("pid", "comm", "argv")
+
+    def __init__(self, pid, comm, argv):
+        self.pid = pid
+        self.comm = comm
+        self.argv = argv
+
+    def __repr__(self):
+        return "Process(%d, %r)" % (self.pid, self.comm)
+
+
+def _read(path, limit=1 << 20):
+    with open(path, "rb") as f:
+        return f.read(limit)
+
+
+def processes(comms, proc="/proc"):
+    """Running processes whose ``comm`` is one of ``comms`` (exact names), sorted by pid.
+
+    Processes that exit while being read are skipped.
+    """
+    wanted = set(comms)
+    out = []
+    try:
+        entries = os.listdir(proc)
+    except OSError:
+        return out
+    for name in entries:
+        if not name.isdigit():
+            continue
+        try:
+            comm = _read("%s/%s/comm" % (proc, name), 64).decode("utf-8", "replace").rstrip("\n")
+            if comm not in wanted:
+                continue
+            raw = _read("%s/%s/cmdline" % (proc, name))
+        except OSError:
+            continue
+        argv = [a.decode("utf-8", "replace") for a in raw.split(b"\0")[:-1]] if raw else []
+        out.append(Process(int(name), comm, argv))
+    out.sort(key=lambda p: p.pid)
+    return out
+
+
+def _socket_inodes(pid, proc):
+    inodes = set()
+    fd_dir = "%s/%d/fd" % (proc, pid)
+    try:
+        fds = os.listdir(fd_dir)
+    except OSError:
+        return inodes
+    for fd in fds:
+        try:
+            target = os.readlink("%s/%s" % (fd_dir, fd))
+        except OSError:
+            continue
+        if target.startswith("socket:[") and target.endswith("]"):
+            inodes.add(target[8:-1])
+    return inodes
+
+
+def _hex_ip(text):
+    """An address of /proc/net/tcp{,6} (kernel byte order per 32-bit word) as text."""
+    raw = bytes.fromhex(text)
+    if len(raw) == 4:
+        return socket.inet_ntop(socket.AF_INET, raw[::-1])
+    words = b"".join(raw[i : i + 4][::-1] for i in range(0, 16, 4))
+    if words[:12] == b"\0" * 10 + b"\xff\xff":
+        return socket.inet_ntop(socket.AF_INET, words[12:])
+    return socket.inet_ntop(socket.AF_INET6, words)
+
+
+def parse_proc_net_tcp(text, inodes=None, state="0A"):
+    """(ip, port) of the entries of a /proc/net/tcp{,6} text in ``state`` (0A = listen), only
+    those whose inode is in ``inodes`` when given."""
+    out = []
+    for line in text.splitlines()[1:]:
+        cols = line.split()
+        if len(cols) < 10 or cols[3] != state:
+            continue
+        if inodes is not None and cols[9] not in inodes:
+            continue
+        try:
+            addr, port = cols[1].rsplit(":", 1)
+            out.append((_hex_ip(addr), int(port, 16)))
+        except ValueError:
+            continue
+    return out
+
+
+def listening_tcp(pid, proc="/proc"):
+    """Sorted, distinct (ip, port) TCP listening sockets of ``pid`` (IPv4 and IPv6), read in the
+    process's own network namespace."""
+    inodes = _socket_inodes(pid, proc)
+    found = set()
+    if not inodes:
+        return []
+    for table in ("tcp", "tcp6"):
+        try:
+            text = _read("%s/%d/net/%s" % (proc, pid, table), 64 << 20).decode("ascii", "replace")
+        except OSError:
+            continue
+        found.update(parse_proc_net_tcp(text, inodes))
+    return sorted(found)
+
+
+def listening_unix(pid, proc="/proc"):
+    """Sorted paths of the unix stream sockets ``pid`` listens on (abstract ones left out)."""
+    inodes = _socket_inodes(pid, proc)
+    if not inodes:
+        return []
+    try:
+        text = _read("%s/%d/net/unix" % (proc, pid), 64 << 20).decode("utf-8", "replace")
+    except OSError:
+        return []
+    out = set()
+    for line in text.splitlines()[1:]:
+        cols = line.split(None, 7)
+        # Num RefCount Protocol Flags Type St Inode Path; Flags 00010000 = listening.
+        if len(cols) < 8 or cols[6] not in inodes or not cols[7].startswith("/"):
+            continue
+        if int(cols[3], 16) & 0x10000:
+            out.add(cols[7])
+    return sorted(out)
+
+
+def in_root(pid, path):
+    """``path`` as process ``pid`` sees it (its mount namespace and root: containers too)."""
+    return "/proc/%d/root/%s" % (pid, path.lstrip("/"))
+
+
+# --- Credentials -------------------------------------------------------------------------------
+
+
+class SecretError(ValueError):
+    """A credential file that is missing, too large, or readable or writable by others."""
+
+
+def read_secret(path):
+    """The content of credential file ``path``, trailing newline stripped.
+
+    The file must be a regular file owned by root (uid 0) with no permission for group or
+    others (mode 0600 or 0400), else SecretError: a secret anyone can read is no secret, and one
+    anyone can change lets them point the probe elsewhere.
+    """
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
+    except OSError as e:
+        raise SecretError("%s: %s" % (path, e.strerror)) from None
+    try:
+        st = os.fstat(fd)
+        if not stat.S_ISREG(st.st_mode):
+            raise SecretError("%s: not a regular file" % path)
+        if st.st_uid != 0:
+            raise SecretError("%s: not owned by root" % path)
+        if st.st_mode & 0o077:
+            raise SecretError("%s: readable or writable by group or others (chmod 600)" % path)
+        data = os.read(fd, MAX_SECRET_BYTES + 1)
+    finally:
+        os.close(fd)
+    if len(data) > MAX_SECRET_BYTES:
+        raise SecretError("%s: larger than %d bytes" % (path, MAX_SECRET_BYTES))
+    return data.decode("utf-8").rstrip("\r\n")
+
+
+# --- Talking to servers ------------------------------------------------------------------------
+
+
+class HttpError(IOError):
+    """A request that failed: connection, timeout, oversized or malformed answer."""
+
+
+def _connect(address, deadline):
+    """A connected stream socket to ``address``: (host, port) or a unix socket path."""
+    left = deadline - time.monotonic()
+    if left <= 0:
+        raise socket.timeout("timed out")
+    if isinstance(address, str):
+        s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        s.settimeout(left)
+        try:
+            s.connect(address)
+        except OSError:
+            s.close()
+            raise
+        return s
+    return socket.create_connection(address, timeout=left)
+
+
+def exchange(address, request, timeout, done=None, limit=MAX_ANSWER_BYTES):
+    """Send ``request`` (bytes) and return the answer (bytes), all within ``timeout`` seconds.
+
+    ``address`` is (host, port) or a unix socket path. Reads until the server closes the
+    connection, or until ``done(answer_so_far)`` is true. Raises OSError (socket.timeout
+    included) or HttpError when the answer exceeds ``limit`` bytes.
+    """
+    deadline = time.monotonic() + timeout
+    s = _connect(address, deadline)
+    try:
+        if request:
+            s.settimeout(max(0.001, deadline - time.monotonic()))
+            s.sendall(request)
+        chunks = []
+        size = 0
+        while True:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                raise socket.timeout("timed out")
+            s.settimeout(left)
+            chunk = s.recv(65536)
+            if not chunk:
+                break
+            chunks.append(chunk)
+            size += len(chunk)
+            if size > limit:
+                raise HttpError("answer larger than %d bytes" % limit)
+            if done is not None and done(b"".join(chunks) if len(chunks) > 1 else chunk):
+                chunks = [b"".join(chunks)]
+                break
+        return b"".join(chunks)
+    finally:
+        s.close()
+
+
+def _dechunk(body):
+    out = []
+    pos = 0
+    while True:
+        end = body.find(b"\r\n", pos)
+        if end < 0:
+            raise HttpError("truncated chunked body")
+        try:
+            size = int(body[pos:end].split(b";", 1)[0], 16)
+        except ValueError:
+            raise HttpError("bad chunk size") from None
+        if size == 0:
+            return b"".join(out)
+        start = end + 2
+        if start + size > len(body):
+            raise HttpError("truncated chunked body")
+        out.append(body[start : start + size])
+        pos = start + size + 2
+
+
+def http_request(address, path, timeout, method="GET", headers=None, body=None, host="localhost"):
+    """One HTTP/1.1 request (``Connection: close``); returns (status, headers, body).
+
+    ``address`` is (host, port) or a unix socket path. ``headers`` a dict; header names in the
+    result are lower case. Chunked answers are decoded. The whole exchange, connect included,
+    takes at most ``timeout`` seconds (OSError / socket.timeout), and an answer larger than
+    MAX_ANSWER_BYTES or not HTTP raises HttpError.
+    """
+    if not isinstance(address, str):
+        host = "%s:%d" % (("[%s]" % address[0]) if ":" in address[0] else address[0], address[1])
+    lines = ["%s %s HTTP/1.1" % (method, path), "Host: %s" % host, "Connection: close"]
+    for k, v in (headers or {}).items():
+        if any(c in str(v) + k for c in "\r\n"):
+            raise HttpError("header %r: line break in header" % k)
+        lines.append("%s: %s" % (k, v))
+    if body is not None:
+        lines.append("Content-Length: %d" % len(body))
+    raw = ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1") + (body or b"")
+    answer = exchange(address, raw, timeout)
+    head, sep, rest = answer.partition(b"\r\n\r\n")
+    if not sep:
+        raise HttpError("no complete HTTP header in the answer")
+    status_line, *header_lines = head.decode("latin-1").split("\r\n")
+    parts = status_line.split(" ", 2)
+    if len(parts) < 2 or not parts[0].startswith("HTTP/") or not parts[1].isdigit():
+        raise HttpError("not an HTTP answer: %r" % status_line[:80])
+    hdrs = {}
+    for line in header_lines:
+        k, _, v = line.partition(":")
+        hdrs[k.strip().lower()] = v.strip()
+    if hdrs.get("transfer-encoding", "").lower() == "chunked":
+        rest = _dechunk(rest)
+    elif "content-length" in hdrs:
+        try:
+            n = int(hdrs["content-length"])
+        except ValueError:
+            raise HttpError("bad Content-Length") from None
+        if len(rest) < n:
+            raise HttpError("truncated body (%d of %d bytes)" % (len(rest), n))
+        rest = rest[:n]
+    return int(parts[1]), hdrs, rest
+
+
+# --- Instance bookkeeping ----------------------------------------------------------------------
+
+
+class Instances:
+    """The per-instance health every middleware probe reports, one record per instance and period
+    in table ``table`` (``<probe>_instance``: key ``instance``; ``up`` gauge 1/0,
+    ``scrape_errors`` counter since the probe started, ``scrape_seconds`` gauge).
+
+    Each period: ``begin()``, then per instance ``ok(instance, seconds)`` or
+    ``failed(instance, error, seconds)``, then ``report()``. A failure is logged once when the
+    instance goes down (and once when it is back), not every period. Instances not seen in a
+    period are forgotten (their error count too).
+    """
+
+    def __init__(self, table, log_warn, log_info, record):
+        self.table = table
+        self._warn = log_warn
+        self._info = log_info
+        self._record = record
+        self._errors = {}
+        self._down = set()
+        self._seen = {}
+
+    def begin(self):
+        self._seen = {}
+
+    def ok(self, instance, seconds=0.0):
+        if instance in self._down:
+            self._down.discard(instance)
+            self._info("%s: %s is up again" % (self.table, instance))
+        self._errors.setdefault(instance, 0)
+        self._seen[instance] = (1, seconds)
+
+    def failed(self, instance, error, seconds=0.0):
+        self._errors[instance] = self._errors.get(instance, 0) + 1
+        if instance not in self._down:
+            self._down.add(instance)
+            self._warn("%s: %s is down: %s" % (self.table, instance, error))
+        self._seen[instance] = (0, seconds)
+
+    def errors(self, instance):
+        return self._errors.get(instance, 0)
+
+    def report(self):
+        for instance in list(self._errors):
+            if instance not in self._seen:
+                del self._errors[instance]
+                self._down.discard(instance)
+        for instance, (up, seconds) in sorted(self._seen.items()):
+            self._record(self.table, instance, up, self._errors.get(instance, 0), round(seconds, 6))
