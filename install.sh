@@ -60,7 +60,8 @@ uninstall() {
     local i f
     rm -f "$root/usr/bin/gala-gopher" "$root/usr/bin/gopher-ctl" \
         "$root/usr/lib/systemd/system/gala-gopher.service" \
-        "$root/opt/gala-gopher/sdk/gala_probe.py" "$root/opt/gala-gopher/sdk/gala_probe.sh"
+        "$root/opt/gala-gopher/sdk/gala_probe.py" "$root/opt/gala-gopher/sdk/gala_probe.sh" \
+        "$root/opt/gala-gopher/sdk/gala_middleware.py"
     for i in "${!ALL_NAMES[@]}"; do
         f="$(probe_file "${ALL_NAMES[$i]}" "${ALL_SOURCES[$i]}")"
         rm -f "$root/opt/gala-gopher/probes/$f" "$root/opt/gala-gopher/probes/${ALL_NAMES[$i]}.meta"
@@ -184,7 +185,8 @@ for i in "${!ALL_NAMES[@]}"; do
             "$root/opt/gala-gopher/probes/${ALL_NAMES[$i]}.meta"
     fi
 done
-install -m 0644 probe-sdk/scripts/gala_probe.py probe-sdk/scripts/gala_probe.sh "$root/opt/gala-gopher/sdk/"
+install -m 0644 probe-sdk/scripts/gala_probe.py probe-sdk/scripts/gala_probe.sh \
+    probe-sdk/scripts/gala_middleware.py "$root/opt/gala-gopher/sdk/"
 
 staged="$(mktemp -d)"
 trap 'rm -rf "$staged"' EXIT
