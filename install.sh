@@ -212,8 +212,15 @@ for doc in "${DOCS[@]}"; do
     tailor_doc "${LEFT_OUT[*]}" < "docs/$doc" > "$staged/$doc"
     install -m 0644 "$staged/$doc" "$root/$DOC_DIR/$doc"
 done
+middleware=0
 for dir in "${DIRS[@]}"; do
     page="docs/probes/$(basename "$dir").md"
     if [ -e "$page" ]; then install -m 0644 "$page" "$root/$DOC_DIR/probes/"; fi
+    if grep -q "]($(basename "$page"))" docs/probes/middleware.md; then middleware=1; fi
 done
+# The middleware probes' overview, with the rows of the left-out ones removed.
+if [ "$middleware" = 1 ]; then
+    tailor_doc "${LEFT_OUT[*]}" < docs/probes/middleware.md > "$staged/middleware.md"
+    install -m 0644 "$staged/middleware.md" "$root/$DOC_DIR/probes/middleware.md"
+fi
 echo "installed into $PREFIX (probes:${BUILT% })"

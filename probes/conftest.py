@@ -118,7 +118,7 @@ class ProbeRun:
         out = []
         for line in self.lines:
             try:
-                t, values = gala_probe.split_line(line)
+                t, values = gala_probe.split_line(line.rstrip("\n"))
             except gala_probe.RecordLineError:
                 continue
             if table is None or t == table:

@@ -54,7 +54,10 @@ fn shipped_config_loads_without_warnings() {
             "taskprobe",
             "ioprobe",
             "containerprobe",
-            "sliprobe"
+            "sliprobe",
+            "haproxy",
+            "lvs",
+            "redis"
         ]
     );
     assert_eq!(

@@ -49,6 +49,15 @@ fn shipped() -> Vec<Shipped> {
     list
 }
 
+impl Shipped {
+    /// Every shipped probe but the examples (templates to copy, described in
+    /// writing-a-probe.md) has its page, `docs/probes/<dir>.md`.
+    fn page(&self) -> Option<String> {
+        let dir = Path::new(&self.dir).file_name()?.to_string_lossy();
+        (dir != "example").then(|| format!("docs/probes/{dir}.md"))
+    }
+}
+
 fn names() -> BTreeSet<String> {
     let list = shipped();
     let names: BTreeSet<String> = list.iter().map(|p| p.name.clone()).collect();
@@ -161,9 +170,7 @@ fn docs_name_every_shipped_probe() {
                 .any(|l| l.contains(&quoted) && l.contains(&marker)),
             "README.md has no line naming {quoted} marked {marker}"
         );
-        if p.script.is_none() {
-            let page = Path::new(&p.dir).file_name().unwrap().to_string_lossy();
-            let page = format!("docs/probes/{page}.md");
+        if let Some(page) = p.page() {
             assert!(workspace().join(&page).is_file(), "{}: no {page}", p.name);
         }
     }
@@ -191,15 +198,14 @@ fn docs_name_every_shipped_probe() {
 #[test]
 fn probe_pages_document_their_declarations() {
     use probe_sdk::decl::Declaration;
-    for p in shipped().into_iter().filter(|p| p.script.is_none()) {
+    for p in shipped() {
+        let Some(page_rel) = p.page() else { continue };
         let meta_rel = format!("{}/{}.meta", p.dir, p.name);
         let root = gala_libconfig::parse_str(&read(&meta_rel), Path::new(&meta_rel))
             .unwrap_or_else(|e| panic!("{meta_rel}: {e}"));
         let decl = Declaration::from_node(&root)
             .unwrap_or_else(|e| panic!("{meta_rel}: {e}"))
             .unwrap_or_else(|| panic!("{meta_rel}: no probe declaration"));
-        let page_name = Path::new(&p.dir).file_name().unwrap().to_string_lossy();
-        let page_rel = format!("docs/probes/{page_name}.md");
         let page = read(&page_rel);
         let section = page
             .split("## Run-time control")
