@@ -55,9 +55,12 @@ fn shipped_config_loads_without_warnings() {
             "ioprobe",
             "containerprobe",
             "sliprobe",
+            "nginx",
             "haproxy",
             "lvs",
-            "redis"
+            "rabbitmq",
+            "redis",
+            "pg_stat_probe"
         ]
     );
     assert_eq!(

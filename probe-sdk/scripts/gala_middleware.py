@@ -32,10 +32,12 @@ __all__ = [
     "Process",
     "SecretError",
     "exchange",
+    "hex_ip",
     "http_request",
     "in_root",
     "listening_tcp",
     "listening_unix",
+    "parse_proc_net_tcp",
     "processes",
     "read_secret",
     "request_timeout",
@@ -121,8 +123,9 @@ def _socket_inodes(pid, proc):
     return inodes
 
 
-def _hex_ip(text):
-    """An address of /proc/net/tcp{,6} (kernel byte order per 32-bit word) as text."""
+def hex_ip(text):
+    """An address of /proc/net/tcp{,6} (kernel byte order per 32-bit word) as text; an IPv4-mapped
+    IPv6 address as the IPv4 one."""
     raw = bytes.fromhex(text)
     if len(raw) == 4:
         return socket.inet_ntop(socket.AF_INET, raw[::-1])
@@ -144,7 +147,7 @@ def parse_proc_net_tcp(text, inodes=None, state="0A"):
             continue
         try:
             addr, port = cols[1].rsplit(":", 1)
-            out.append((_hex_ip(addr), int(port, 16)))
+            out.append((hex_ip(addr), int(port, 16)))
         except ValueError:
             continue
     return out
