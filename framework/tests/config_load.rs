@@ -58,6 +58,8 @@ fn shipped_config_loads_without_warnings() {
             "nginx",
             "haproxy",
             "lvs",
+            "dnsmasq",
+            "bind",
             "rabbitmq",
             "redis",
             "pg_stat_probe"

@@ -20,9 +20,12 @@ What every probe that watches a server needs, written once:
     import gala_probe, gala_middleware as mw
 """
 
+import contextlib
+import ctypes
 import os
 import socket
 import stat
+import sys
 import time
 
 __all__ = [
@@ -34,13 +37,16 @@ __all__ = [
     "exchange",
     "hex_ip",
     "http_request",
+    "in_netns",
     "in_root",
     "listening_tcp",
     "listening_unix",
+    "netns",
     "parse_proc_net_tcp",
     "processes",
     "read_secret",
     "request_timeout",
+    "same_netns",
 ]
 
 MAX_ANSWER_BYTES = 8 << 20
@@ -192,6 +198,71 @@ def listening_unix(pid, proc="/proc"):
 def in_root(pid, path):
     """``path`` as process ``pid`` sees it (its mount namespace and root: containers too)."""
     return "/proc/%d/root/%s" % (pid, path.lstrip("/"))
+
+
+# --- Network namespaces ------------------------------------------------------------------------
+
+CLONE_NEWNET = 0x40000000
+_libc = None
+
+
+def netns(pid):
+    """The network namespace of ``pid`` (or "self") as ``net:[inode]``; None when unreadable."""
+    try:
+        return os.readlink("/proc/%s/ns/net" % pid)
+    except OSError:
+        return None
+
+
+def same_netns(pid):
+    """Whether ``pid`` is in this process's network namespace (False when unreadable)."""
+    theirs = netns(pid)
+    return theirs is not None and theirs == netns("self")
+
+
+def _setns(fd):
+    global _libc
+    if hasattr(os, "setns"):  # python >= 3.12
+        os.setns(fd, CLONE_NEWNET)
+        return
+    if _libc is None:
+        _libc = ctypes.CDLL(None, use_errno=True)
+    if _libc.setns(fd, CLONE_NEWNET) != 0:
+        err = ctypes.get_errno()
+        raise OSError(err, os.strerror(err))
+
+
+@contextlib.contextmanager
+def in_netns(pid):
+    """Runs the body with the calling thread in the network namespace of process ``pid``
+    (nothing to do for None), to reach a server that listens only inside a container.
+
+    Only the calling thread moves (use a worker thread), and it is back in its own namespace when
+    the body ends; a socket keeps the namespace it was made in. Raises OSError when the namespace
+    cannot be opened or entered. A thread that cannot get back would talk to the wrong servers
+    from then on: the probe exits (status 1) and the daemon starts it again.
+    """
+    if pid is None:
+        yield
+        return
+    theirs = os.open("/proc/%d/ns/net" % pid, os.O_RDONLY | os.O_CLOEXEC)
+    try:
+        ours = os.open("/proc/thread-self/ns/net", os.O_RDONLY | os.O_CLOEXEC)
+        try:
+            _setns(theirs)
+            try:
+                yield
+            finally:
+                try:
+                    _setns(ours)
+                except OSError as e:
+                    sys.stderr.write("[ERROR] cannot return to the probe's network namespace: %s\n" % e)
+                    sys.stderr.flush()
+                    os._exit(1)
+        finally:
+            os.close(ours)
+    finally:
+        os.close(theirs)
 
 
 # --- Credentials -------------------------------------------------------------------------------

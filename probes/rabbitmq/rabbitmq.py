@@ -169,13 +169,6 @@ def management_port(text):
     return port
 
 
-def _netns(pid):
-    try:
-        return os.readlink("/proc/%s/ns/net" % pid)
-    except OSError:
-        return None
-
-
 def node_address(pid, proc="/proc"):
     """(ip, port) to reach the management listener of RabbitMQ node `pid` from here, or
     (None, why) when there is none."""
@@ -200,7 +193,7 @@ def node_address(pid, proc="/proc"):
     ips = [ip for ip, p in mw.listening_tcp(pid, proc) if p == port]
     if not ips:
         return None, "no management listener on port %d (is rabbitmq_management enabled?)" % port
-    same_netns = _netns(pid) == _netns("self")
+    same_netns = mw.same_netns(pid)
     for ip in ips:
         if ip in ("0.0.0.0", "::") or ip.startswith("127.") or ip == "::1":
             if same_netns:

@@ -14,7 +14,6 @@ the same params arrive on stdin as control lines and apply without a restart.
 """
 
 import concurrent.futures
-import ctypes
 import os
 import sys
 import time
@@ -310,10 +309,6 @@ def parse_instances(text):
     return out, bad
 
 
-_CLONE_NEWNET = 0x40000000
-_libc = None
-
-
 class NetnsAddress:
     """A TCP ``address`` (host, port) inside the network namespace of process ``pid``."""
 
@@ -330,54 +325,14 @@ class NetnsAddress:
         return "NetnsAddress(%d, %r)" % (self.pid, self.address)
 
 
-def _setns(fd):
-    """Moves the calling thread into the network namespace open on ``fd``."""
-    global _libc
-    if hasattr(os, "setns"):  # python >= 3.12
-        os.setns(fd, _CLONE_NEWNET)
-        return
-    if _libc is None:
-        _libc = ctypes.CDLL(None, use_errno=True)
-    if _libc.setns(fd, _CLONE_NEWNET) != 0:
-        err = ctypes.get_errno()
-        raise OSError(err, os.strerror(err))
-
-
 def fetch_info_in_netns(target, timeout, auth=None):
     """fetch_info() from inside the network namespace of ``target.pid``: only the calling
     (worker) thread enters it, for the exchange, and returns before this returns."""
     try:
-        theirs = os.open("/proc/%d/ns/net" % target.pid, os.O_RDONLY | os.O_CLOEXEC)
+        with mw.in_netns(target.pid):
+            return fetch_info(target.address, timeout, auth)
     except OSError as e:
-        raise ScrapeError("network namespace of pid %d: %s" % (target.pid, e.strerror)) from None
-    try:
-        ours = os.open("/proc/thread-self/ns/net", os.O_RDONLY | os.O_CLOEXEC)
-        try:
-            try:
-                _setns(theirs)
-            except OSError as e:
-                raise ScrapeError("cannot enter the network namespace of pid %d: %s" % (target.pid, e)) from None
-            try:
-                return fetch_info(target.address, timeout, auth)
-            finally:
-                try:
-                    _setns(ours)
-                except OSError as e:
-                    # A worker left in another namespace would read the wrong servers: stop, the
-                    # daemon starts the probe again.
-                    gala_probe.log_error("cannot return to the probe's network namespace: %s" % e)
-                    os._exit(1)
-        finally:
-            os.close(ours)
-    finally:
-        os.close(theirs)
-
-
-def _same_netns(pid):
-    try:
-        return os.readlink("/proc/%d/ns/net" % pid) == os.readlink("/proc/self/ns/net")
-    except OSError:
-        return False
+        raise ScrapeError("network namespace of pid %d: %s" % (target.pid, e.strerror or e)) from None
 
 
 def tcp_target(listening):
@@ -407,7 +362,7 @@ def discover(pid):
     In the probe's network namespace: its TCP port, else its unix socket. In another one (a
     container): its unix socket through /proc/PID/root, else its TCP port from inside that
     namespace (NetnsAddress); such names end in ``@pidPID``."""
-    same = _same_netns(pid)
+    same = mw.same_netns(pid)
     if same:
         found = tcp_target(mw.listening_tcp(pid))
         if found:

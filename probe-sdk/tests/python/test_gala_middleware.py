@@ -95,6 +95,40 @@ class Discovery(unittest.TestCase):
         self.assertEqual(mw.in_root(42, "/etc/nginx/nginx.conf"), "/proc/42/root/etc/nginx/nginx.conf")
 
 
+class NetworkNamespaces(unittest.TestCase):
+    def test_in_netns_reaches_a_server_only_inside_its_namespace(self):
+        import subprocess
+
+        # A listener on loopback in its own network namespace (unshare needs root: CI is root).
+        code = (
+            "import socket,sys,time\n"
+            "s=socket.socket(); s.bind(('127.0.0.1',0)); s.listen()\n"
+            "print(s.getsockname()[1], flush=True)\n"
+            "c,_=s.accept(); c.sendall(b'inside'); c.close(); time.sleep(30)\n"
+        )
+        p = subprocess.Popen(["unshare", "-n", "sh", "-c", "ip link set lo up && exec python3 -c \"$0\"", code],
+                             stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+        try:
+            line = p.stdout.readline()
+            if not line.strip().isdigit():
+                p.kill()
+                self.fail("unshare -n failed: %r" % p.stderr.read(500))
+            port = int(line)
+            self.assertFalse(mw.same_netns(p.pid))
+            self.assertTrue(mw.same_netns(os.getpid()))
+            before = mw.netns("self")
+            with mw.in_netns(p.pid):
+                answer = mw.exchange(("127.0.0.1", port), b"", 5.0)
+            self.assertEqual(answer, b"inside")
+            self.assertEqual(mw.netns("thread-self"), before)
+            with self.assertRaises(OSError):
+                with mw.in_netns(2**22 + 12345):
+                    pass
+        finally:
+            p.kill()
+            p.wait()
+
+
 class Secrets(unittest.TestCase):
     def setUp(self):
         self.dir = tempfile.mkdtemp()
