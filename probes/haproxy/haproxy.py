@@ -20,6 +20,7 @@ Flags: the upstream ones (-t period), plus -S <socket path> and -A <addr,addr> f
 See docs/probes/haproxy.md.
 """
 
+import concurrent.futures
 import os
 import shlex
 import socket
@@ -41,6 +42,7 @@ MAX_CONFIG_FILES = 64
 """Configuration files read per process (a `-f` directory's *.cfg files included)."""
 MAX_SOCKETS_PER_PROCESS = 16
 MAX_INSTANCES = 64
+MAX_WORKERS = 8
 MAX_SESS_BYTES = 16 << 20
 """Largest `show sess all` answer read per instance (about 8000 sessions); sessions after it are
 not counted in haproxy_link."""
@@ -528,9 +530,13 @@ class Probe:
             found = dict(sorted(found.items())[:MAX_INSTANCES])
         return found
 
-    def scrape(self, name, addrs, timeout, bits):
-        """Scrapes one instance through the first of `addrs` that answers; returns (identity of
-        the HAProxy process, links or None) or None when the instance is down."""
+    @staticmethod
+    def fetch(name, addrs, timeout, bits, link_first=None):
+        """The requests to one instance (run in a worker thread; no shared state touched):
+        `show info` and `show stat` through the first of `addrs` that answers, then `show sess
+        all` (for links) through the first that answers it, `link_first` tried first. Returns
+        (name, info or None, rows, links or None, the address links came from, link error or
+        truncation flag, error, seconds)."""
         start = time.monotonic()
         deadline = start + timeout
 
@@ -553,30 +559,41 @@ class Probe:
                     error = e
                 if time.monotonic() >= deadline:
                     break
+        links = link_addr = link_error = None
+        truncated = False
+        if info is not None and bits & BIT_LINK:
+            for addr in sorted(addrs, key=lambda a: a != link_first):
+                try:
+                    links, truncated = read_sessions(addr, deadline)
+                    link_addr = addr
+                    break
+                except (OSError, ScrapeError) as e:
+                    link_error = link_error or e
+                    if time.monotonic() >= deadline:
+                        break
+        return (name, info, rows, links, link_addr, link_error if links is None else truncated,
+                error, time.monotonic() - start)
+
+    def account(self, fetched, bits):
+        """Bookkeeping and records of one instance's fetch() (main thread): its health, its
+        tables, and (identity of the HAProxy process, links or None), or None when it is down."""
+        name, info, rows, links, link_addr, link_note, error, seconds = fetched
         if info is None:
-            self.health.failed(name, error, time.monotonic() - start)
+            self.health.failed(name, error, seconds)
             return None
-        links = self._links(name, addrs, deadline) if bits & BIT_LINK else None
-        self.health.ok(name, time.monotonic() - start)
+        if bits & BIT_LINK:
+            links = self._links(name, links, link_addr, link_note)
+        self.health.ok(name, seconds)
         self._report(name, info, rows)
         ident = (info.get("node"), info.get("Pid"), info.get("Start_time_sec"))
         return ident, links
 
-    def _links(self, name, addrs, deadline):
-        """Links of the first address that answers `show sess all` (it needs level operator)."""
-        ordered = sorted(addrs, key=lambda a: a != self.link_addr.get(name))
-        error = None
-        for addr in ordered:
-            try:
-                links, truncated = read_sessions(addr, deadline)
-            except (OSError, ScrapeError) as e:
-                error = error or e
-                if time.monotonic() >= deadline:
-                    break
-                continue
-            self.link_addr[name] = addr
+    def _links(self, name, links, link_addr, link_note):
+        """Warnings (once) about `show sess` of instance `name`; its links or None."""
+        if links is not None:
+            self.link_addr[name] = link_addr
             self.link_warned.discard(name)
-            if truncated and (name, "trunc") not in self.link_warned:
+            if link_note is True and (name, "trunc") not in self.link_warned:
                 self.link_warned.add((name, "trunc"))
                 gala_probe.log_warn("haproxy: %s: show sess answer above %d bytes, later "
                                     "sessions not counted" % (name, MAX_SESS_BYTES))
@@ -584,8 +601,8 @@ class Probe:
         if name not in self.link_warned:
             self.link_warned.add(name)
             hint = " (show sess needs a stats socket of level operator or admin)" if isinstance(
-                error, ScrapeError) else ""
-            gala_probe.log_warn("haproxy: %s: no haproxy_link%s: %s" % (name, hint, error))
+                link_note, ScrapeError) else ""
+            gala_probe.log_warn("haproxy: %s: no haproxy_link%s: %s" % (name, hint, link_note))
         return None
 
     @staticmethod
@@ -609,8 +626,13 @@ class Probe:
         targets = self.targets(socket_path, addrs, discover)
         by_ident = {}  # HAProxy process -> its links (one process behind two sockets: once)
         carried = {}  # processes up whose `show sess` failed: their links are not zeroed
-        for name, addresses in sorted(targets.items()):
-            got = self.scrape(name, addresses, timeout, bits)
+        # Instances are asked in parallel: one that hangs costs its own timeout, not the others'.
+        jobs = sorted(targets.items())
+        with concurrent.futures.ThreadPoolExecutor(max_workers=max(1, min(MAX_WORKERS, len(jobs)))) as pool:
+            fetched = list(pool.map(
+                lambda job: self.fetch(job[0], job[1], timeout, bits, self.link_addr.get(job[0])), jobs))
+        for one in fetched:
+            got = self.account(one, bits)
             if got is None or got[0] in by_ident:
                 continue
             ident, links = got
