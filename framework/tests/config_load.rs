@@ -62,7 +62,8 @@ fn shipped_config_loads_without_warnings() {
             "bind",
             "rabbitmq",
             "redis",
-            "pg_stat_probe"
+            "pg_stat_probe",
+            "jvmprobe"
         ]
     );
     assert_eq!(

@@ -24,11 +24,17 @@ fn shipped_metas() -> Vec<(String, PathBuf)> {
         .map(|l| {
             let words: Vec<&str> = l.split_whitespace().collect();
             assert!(words.len() == 3, "shipped.list: bad line {l:?}");
-            let meta = workspace().join(words[1]).join(format!("{}.meta", words[0]));
+            let meta = workspace()
+                .join(words[1])
+                .join(format!("{}.meta", words[0]));
             (words[0].to_string(), meta)
         })
         .collect();
-    assert!(metas.len() >= 10, "shipped.list lists {} probes", metas.len());
+    assert!(
+        metas.len() >= 10,
+        "shipped.list lists {} probes",
+        metas.len()
+    );
     metas
 }
 
