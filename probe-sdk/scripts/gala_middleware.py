@@ -43,10 +43,12 @@ __all__ = [
     "listening_unix",
     "netns",
     "parse_proc_net_tcp",
+    "ppid",
     "processes",
     "read_secret",
     "request_timeout",
     "same_netns",
+    "start_time",
 ]
 
 MAX_ANSWER_BYTES = 8 << 20
@@ -110,6 +112,28 @@ def processes(comms, proc="/proc"):
         out.append(Process(int(name), comm, argv))
     out.sort(key=lambda p: p.pid)
     return out
+
+
+def _stat_field(pid, index, proc):
+    """Field ``index`` of /proc/PID/stat counted from the one after ``(comm)`` (0: state), as an
+    int; None when the process is gone or the line is odd."""
+    try:
+        with open("%s/%d/stat" % (proc, pid), "rb") as f:
+            raw = f.read(4096)
+        return int(raw[raw.rindex(b")") + 2 :].split()[index])
+    except (OSError, ValueError, IndexError):
+        return None
+
+
+def ppid(pid, proc="/proc"):
+    """Parent pid of ``pid``, or None."""
+    return _stat_field(pid, 1, proc)
+
+
+def start_time(pid, proc="/proc"):
+    """Start time of ``pid`` in clock ticks since boot, or None. With the pid it names one
+    process for good: a reused pid has another start time."""
+    return _stat_field(pid, 19, proc)
 
 
 def _socket_inodes(pid, proc):

@@ -264,14 +264,6 @@ def pick_address(listeners):
     return out
 
 
-def _start_time(pid):
-    try:
-        with open("/proc/%d/stat" % pid, "rb") as f:
-            return f.read(4096).rsplit(b")", 1)[1].split()[19]
-    except (OSError, IndexError):
-        return None
-
-
 class Discovery:
     """Running dnsmasq processes and the address each one answers DNS on (a process in another
     network namespace, a container, is asked from inside that namespace: `ADDR:PORT@pidPID`).
@@ -289,7 +281,7 @@ class Discovery:
         self._listeners = {}  # pid -> (start time, {port: host}, checked at)
 
     def _addresses(self, pid):
-        start = _start_time(pid)
+        start = mw.start_time(pid)
         now = time.monotonic()
         cached = self._listeners.get(pid)
         if cached is not None and cached[0] == start:

@@ -251,14 +251,6 @@ class Discovery:
                 break
         return files[:MAX_CONFIG_FILES]
 
-    def _ppid(self, pid):
-        try:
-            with open("%s/%d/stat" % (self.proc, pid), "rb") as f:
-                raw = f.read(4096)
-            return int(raw[raw.rindex(b")") + 2 :].split()[1])
-        except (OSError, ValueError, IndexError):
-            return None
-
     def _same_root(self, pid):
         try:
             st = os.stat("%s/%d/root" % (self.proc, pid))
@@ -275,7 +267,7 @@ class Discovery:
         pids = set(p.pid for p in procs)
         for p in procs:
             alive.add(p.pid)
-            if self._ppid(p.pid) in pids:
+            if mw.ppid(p.pid, self.proc) in pids:
                 # A master-worker worker: same config as its master, maybe chrooted.
                 continue
             files = self._files(p.pid, p.argv)

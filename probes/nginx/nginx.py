@@ -466,31 +466,6 @@ def fetch_status(address, location, host, timeout):
 # --- /proc: processes and sockets ----------------------------------------------------------
 
 
-def _ppid(pid):
-    try:
-        with open("/proc/%d/stat" % pid, "rb") as f:
-            stat = f.read(4096)
-        return int(stat[stat.rindex(b")") + 2:].split()[1])
-    except (OSError, ValueError, IndexError):
-        return None
-
-
-def _start_time(pid):
-    try:
-        with open("/proc/%d/stat" % pid, "rb") as f:
-            stat = f.read(4096)
-        return int(stat[stat.rindex(b")") + 2:].split()[19])
-    except (OSError, ValueError, IndexError):
-        return None
-
-
-def _net_ns(pid):
-    try:
-        return os.stat("/proc/%s/ns/net" % pid).st_ino
-    except OSError:
-        return None
-
-
 def socket_inodes(pids):
     inodes = set()
     for pid in pids:
@@ -639,7 +614,7 @@ class Master:
 
     def __init__(self, pid):
         self.pid = pid
-        self.start = _start_time(pid)
+        self.start = mw.start_time(pid)
         self.workers = []
         self.info = None
         self.error = None
@@ -655,7 +630,7 @@ class Probe:
         self.instances = mw.Instances("nginx_instance", gala_probe.log_warn,
                                       gala_probe.log_info, gala_probe.record)
         self.pool = concurrent.futures.ThreadPoolExecutor(max_workers=MAX_WORKERS)
-        self.self_ns = _net_ns("self")
+        self.self_ns = mw.netns("self")
         self.bad_urls = None
         self.use_diag = True
 
@@ -673,7 +648,7 @@ class Probe:
             if not p.argv or not p.argv[0].startswith("nginx: master process"):
                 continue
             m = self.masters.get(p.pid)
-            if m is None or m.start != _start_time(p.pid):
+            if m is None or m.start != mw.start_time(p.pid):
                 m = Master(p.pid)
             if m.read_at is None or now - m.read_at >= CONF_REFRESH_SECONDS:
                 m.read_at = now
@@ -694,7 +669,7 @@ class Probe:
         for m in found.values():
             m.workers = []
         for p in running:
-            parent = found.get(_ppid(p.pid)) if p.pid not in found else None
+            parent = found.get(mw.ppid(p.pid)) if p.pid not in found else None
             if parent is not None:
                 parent.workers.append(p.pid)
         self.masters = found
@@ -707,7 +682,7 @@ class Probe:
             if not inodes:
                 continue
             sockets = None
-            if self.use_diag and self.self_ns is not None and _net_ns(m.pid) == self.self_ns:
+            if self.use_diag and self.self_ns is not None and mw.netns(m.pid) == self.self_ns:
                 try:
                     sockets = diag_tcp_sockets(inodes)
                 except OSError as e:
@@ -742,7 +717,7 @@ class Probe:
                 if isinstance(address, str):
                     # A unix socket is reached through the master's root: containers too.
                     address = mw.in_root(m.pid, address)
-                elif self.self_ns is not None and _net_ns(m.pid) != self.self_ns:
+                elif self.self_ns is not None and mw.netns(m.pid) != self.self_ns:
                     self.warn_once(("netns", m.pid), "nginx %d runs in another network namespace:"
                                    " its stub_status at %s is not reachable from here"
                                    % (m.pid, instance))

@@ -571,44 +571,25 @@ def _ns(pid, kind):
         return None
 
 
-def _ppid(pid):
-    try:
-        with open("/proc/%d/stat" % pid, "rb") as f:
-            stat = f.read(4096)
-        return int(stat[stat.rindex(b")") + 2 :].split()[1])
-    except (OSError, ValueError, IndexError):
-        return None
-
-
-def _start_time(pid):
-    try:
-        with open("/proc/%d/stat" % pid, "rb") as f:
-            stat = f.read(4096)
-        return int(stat[stat.rindex(b")") + 2 :].split()[19])
-    except (OSError, ValueError, IndexError):
-        return None
-
-
 class Discovery:
     """Finds running postmasters each period. A postmaster's listening sockets never change while
     it runs, so they are read once per process (by pid and start time)."""
 
     def __init__(self):
         self._cache = {}
-        self._own_net = _ns("self", "net")
         self._own_mnt = _ns("self", "mnt")
 
     def postmasters(self):
         procs = mw.processes(SERVER_COMMS)
         pids = {p.pid for p in procs}
         # Backends are children of the postmaster and have its comm: keep the parents only.
-        return [p.pid for p in procs if _ppid(p.pid) not in pids]
+        return [p.pid for p in procs if mw.ppid(p.pid) not in pids]
 
     def targets(self):
         out = []
         alive = set()
         for pid in self.postmasters():
-            key = (pid, _start_time(pid))
+            key = (pid, mw.start_time(pid))
             alive.add(key)
             found = self._cache.get(key)
             if found is None:
@@ -623,7 +604,7 @@ class Discovery:
 
     def _discover(self, pid):
         tcp = mw.listening_tcp(pid)
-        same_net = self._own_net is not None and _ns(pid, "net") == self._own_net
+        same_net = mw.same_netns(pid)
         if tcp and same_net:
             by_port = {}
             for ip, port in tcp:

@@ -91,6 +91,14 @@ class Discovery(unittest.TestCase):
         self.assertTrue(me.argv)
         self.assertEqual(mw.processes(["no-such-comm-xyz"]), [])
 
+    def test_ppid_and_start_time(self):
+        self.assertEqual(mw.ppid(os.getpid()), os.getppid())
+        start = mw.start_time(os.getpid())
+        self.assertIsInstance(start, int)
+        self.assertGreaterEqual(start, mw.start_time(os.getppid()))
+        self.assertIsNone(mw.ppid(2**22 + 12345))
+        self.assertIsNone(mw.start_time(2**22 + 12345))
+
     def test_in_root(self):
         self.assertEqual(mw.in_root(42, "/etc/nginx/nginx.conf"), "/proc/42/root/etc/nginx/nginx.conf")
 

@@ -283,7 +283,7 @@ def test_sock_diag_and_proc_net_tcp_agree(nginx):
         for s in held:
             http_get(nginx.front, "/proxy/y", s)
         master = nginx.server.pid
-        pids = [master] + [p.pid for p in mod.mw.processes(["nginx"]) if mod._ppid(p.pid) == master]
+        pids = [master] + [p.pid for p in mod.mw.processes(["nginx"]) if mod.mw.ppid(p.pid) == master]
         assert len(pids) == 2, pids  # the master and its one worker
         inodes = mod.socket_inodes(pids)
         diag = sorted(mod.diag_tcp_sockets(inodes))
