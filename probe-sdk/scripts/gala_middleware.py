@@ -34,21 +34,28 @@ __all__ = [
     "MAX_ANSWER_BYTES",
     "Process",
     "SecretError",
+    "RootPathError",
     "exchange",
+    "glob_in_root",
     "hex_ip",
     "http_request",
     "in_netns",
     "in_root",
     "listening_tcp",
+    "listdir_in_root",
     "listening_unix",
     "netns",
+    "open_in_root",
     "parse_proc_net_tcp",
     "ppid",
     "processes",
+    "read_in_root",
     "read_secret",
     "request_timeout",
+    "root_of",
     "same_netns",
     "start_time",
+    "stat_in_root",
 ]
 
 MAX_ANSWER_BYTES = 8 << 20
@@ -220,8 +227,151 @@ def listening_unix(pid, proc="/proc"):
 
 
 def in_root(pid, path):
-    """``path`` as process ``pid`` sees it (its mount namespace and root: containers too)."""
+    """``path`` as process ``pid`` sees it (its mount namespace and root: containers too), for
+    connecting to a socket. To READ a file there use read_in_root() and friends: a symlink the
+    server's owner planted must not lead this root process to the host's files."""
     return "/proc/%d/root/%s" % (pid, path.lstrip("/"))
+
+
+# --- Files inside a server's root --------------------------------------------------------------
+
+MAX_SYMLINKS = 40
+MAX_FILE_BYTES = 1 << 20
+MAX_GLOB_MATCHES = 256
+
+
+class RootPathError(OSError):
+    """A path that cannot be resolved inside the root (too many symlinks, not a regular file...)."""
+
+
+def root_of(pid):
+    """The root directory of process ``pid`` as this process reaches it (``/proc/PID/root``)."""
+    return "/proc/%d/root" % pid
+
+
+def _walk(root, path):
+    """(O_PATH fd of the directory holding the last component, that component's name) of
+    ``path`` resolved inside directory ``root`` as a chroot would: an absolute symlink target
+    starts again at ``root``, ``..`` never leaves it, at most MAX_SYMLINKS links. The caller
+    closes the fd. The name is "" for the root itself."""
+    flags = os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC
+    stack = [os.open(root, flags)]
+    parts = [p for p in path.split("/") if p not in ("", ".")]
+    links = 0
+    try:
+        while parts:
+            name = parts.pop(0)
+            if name == "..":
+                if len(stack) > 1:
+                    os.close(stack.pop())
+                continue
+            try:
+                target = os.readlink(name, dir_fd=stack[-1])
+            except OSError as e:
+                if e.errno not in (22, 2):  # EINVAL: not a symlink; ENOENT: left to the caller
+                    raise
+                target = None
+            if target is not None:
+                links += 1
+                if links > MAX_SYMLINKS:
+                    raise RootPathError(40, "too many levels of symbolic links", path)
+                if target.startswith("/"):
+                    while len(stack) > 1:
+                        os.close(stack.pop())
+                parts = [p for p in target.split("/") if p not in ("", ".")] + parts
+                continue
+            if not parts:
+                return os.dup(stack[-1]), name
+            stack.append(os.open(name, flags | os.O_NOFOLLOW, dir_fd=stack[-1]))
+        return os.dup(stack[-1]), ""
+    finally:
+        for fd in stack:
+            os.close(fd)
+
+
+def open_in_root(root, path, flags=os.O_RDONLY):
+    """An fd of ``path`` opened inside directory ``root`` (see _walk), never through a symlink
+    that leads out of it, and non-blocking (a FIFO planted where a file is expected cannot hang
+    the probe). ``root`` is root_of(pid) for a server's own view, or "/" for the host's."""
+    parent, name = _walk(root, path)
+    try:
+        return os.open(name or ".", flags | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC, dir_fd=parent)
+    finally:
+        os.close(parent)
+
+
+def read_in_root(root, path, limit=MAX_FILE_BYTES):
+    """The bytes of regular file ``path`` inside ``root``; RootPathError when it is not a regular
+    file or is larger than ``limit`` bytes, OSError when it cannot be read."""
+    fd = open_in_root(root, path)
+    try:
+        st = os.fstat(fd)
+        if not stat.S_ISREG(st.st_mode):
+            raise RootPathError(21, "not a regular file", path)
+        chunks, size = [], 0
+        while True:
+            chunk = os.read(fd, min(65536, limit + 1 - size))
+            if not chunk:
+                break
+            chunks.append(chunk)
+            size += len(chunk)
+            if size > limit:
+                raise RootPathError(27, "larger than %d bytes" % limit, path)
+        return b"".join(chunks)
+    finally:
+        os.close(fd)
+
+
+def stat_in_root(root, path):
+    """os.stat_result of ``path`` inside ``root`` (symlinks followed inside it)."""
+    fd = open_in_root(root, path, os.O_PATH)
+    try:
+        return os.fstat(fd)
+    finally:
+        os.close(fd)
+
+
+def listdir_in_root(root, path):
+    """Sorted names in directory ``path`` inside ``root``."""
+    fd = open_in_root(root, path, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        return sorted(os.listdir(fd))
+    finally:
+        os.close(fd)
+
+
+def glob_in_root(root, pattern, limit=MAX_GLOB_MATCHES):
+    """Sorted absolute paths inside ``root`` matching the shell pattern ``pattern`` (``*``, ``?``,
+    ``[...]`` in any component; names starting with "." only when the pattern's component does),
+    at most ``limit`` of them."""
+    import fnmatch
+
+    found = ["/"]
+    parts = [p for p in pattern.split("/") if p not in ("", ".")]
+    for i, part in enumerate(parts):
+        nxt = []
+        for base in found:
+            if not any(c in part for c in "*?["):
+                nxt.append(base.rstrip("/") + "/" + part)
+                continue
+            try:
+                names = listdir_in_root(root, base)
+            except OSError:
+                continue
+            for n in names:
+                if fnmatch.fnmatchcase(n, part) and (not n.startswith(".") or part.startswith(".")):
+                    nxt.append(base.rstrip("/") + "/" + n)
+        found = nxt[: limit * 4]
+    out = []
+    for p in found:
+        try:
+            stat_in_root(root, p)
+        except OSError:
+            continue
+        out.append(p)
+        if len(out) >= limit:
+            break
+    return sorted(out)
 
 
 # --- Network namespaces ------------------------------------------------------------------------

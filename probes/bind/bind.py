@@ -20,7 +20,6 @@ import concurrent.futures
 import datetime
 import json
 import os
-import stat
 import sys
 import time
 
@@ -220,10 +219,11 @@ def includes(tokens):
     return out
 
 
-def read_config(path_of, conf):
+def read_config(root, conf):
     """(statistics channels, [(file, signature)]) of the configuration `conf`, includes followed.
 
-    `path_of(path)` maps a path as named sees it to one the probe can open."""
+    Paths are named's own, read inside directory `root` (its /proc/PID/root) with
+    gala_middleware.read_in_root: no symlink leads out of it, a FIFO never blocks."""
     channels = []
     files = []
     todo = [(conf, 0)]
@@ -231,26 +231,12 @@ def read_config(path_of, conf):
         path, depth = todo.pop(0)
         if len(files) >= MAX_CONFIG_FILES:
             raise ConfigError("more than %d configuration files" % MAX_CONFIG_FILES)
-        real = path_of(path)
         try:
-            # Non-blocking: a FIFO where a file is expected must not hang the probe.
-            fd = os.open(real, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
+            st = mw.stat_in_root(root, path)
+            data = mw.read_in_root(root, path, MAX_CONFIG_BYTES)
         except OSError as e:
-            raise ConfigError("%s: %s" % (path, e.strerror)) from None
-        try:
-            st = os.fstat(fd)
-            if not stat.S_ISREG(st.st_mode):
-                raise ConfigError("%s: not a regular file" % path)
-            if st.st_size > MAX_CONFIG_BYTES:
-                raise ConfigError("%s: larger than %d bytes" % (path, MAX_CONFIG_BYTES))
-            data = os.read(fd, MAX_CONFIG_BYTES + 1)
-        except OSError as e:
-            raise ConfigError("%s: %s" % (path, e.strerror)) from None
-        finally:
-            os.close(fd)
-        if len(data) > MAX_CONFIG_BYTES:
-            raise ConfigError("%s: larger than %d bytes" % (path, MAX_CONFIG_BYTES))
-        files.append((real, (st.st_ino, st.st_size, st.st_mtime_ns)))
+            raise ConfigError("%s: %s" % (path, e.strerror or e)) from None
+        files.append((path, (st.st_ino, st.st_size, st.st_mtime_ns)))
         try:
             tokens = tokenize(data.decode("utf-8", "replace"))
         except ConfigError as e:
@@ -344,12 +330,13 @@ class Discovery:
         self._told = {}
         self._own_ns = mw.netns("self")
 
-    def _still_valid(self, entry, argv):
+    @staticmethod
+    def _still_valid(pid, entry, argv):
         if entry[0] != argv:
             return False
-        for real, sig in entry[1]:
+        for path, sig in entry[1]:
             try:
-                st = os.stat(real)
+                st = mw.stat_in_root(mw.root_of(pid), path)
             except OSError:
                 return False
             if (st.st_ino, st.st_size, st.st_mtime_ns) != sig:
@@ -358,14 +345,14 @@ class Discovery:
 
     def _lookup(self, p):
         entry = self._cache.get(p.pid)
-        if entry is not None and self._still_valid(entry, p.argv):
+        if entry is not None and self._still_valid(p.pid, entry, p.argv):
             return entry[2]
         conf = config_path(p.argv)
         candidates = [conf] if conf else list(DEFAULT_CONFIGS)
         result, files = None, []
         for c in candidates:
             try:
-                channels, files = read_config(lambda path: mw.in_root(p.pid, path), c)
+                channels, files = read_config(mw.root_of(p.pid), c)
             except ConfigError as e:
                 result = e
                 continue

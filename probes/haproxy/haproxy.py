@@ -201,18 +201,6 @@ def _resolve(base, path):
     return path if path.startswith("/") else os.path.normpath(os.path.join(base, path))
 
 
-def _read_bounded(path):
-    """The start of a regular file (a FIFO or device named by `-f` is never read)."""
-    fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
-    try:
-        if not stat.S_ISREG(os.fstat(fd).st_mode):
-            raise OSError("%s: not a regular file" % path)
-        with os.fdopen(fd, "rb", closefd=False) as f:
-            return f.read(MAX_CONFIG_BYTES).decode("utf-8", "replace")
-    finally:
-        os.close(fd)
-
-
 class Discovery:
     """Stats sockets of the running haproxy processes, re-read when a process or one of its
     configuration files changes."""
@@ -226,8 +214,12 @@ class Discovery:
         except OSError:
             self._root = None
 
+    def _root_dir(self, pid):
+        return "%s/%d/root" % (self.proc, pid)
+
     def _files(self, pid, argv):
-        """[(path as haproxy sees it, path to open)] of the process's configuration files."""
+        """Paths (as haproxy sees them) of the process's configuration files, read inside its
+        root (gala_middleware.read_in_root: no symlink leads out of it, no FIFO hangs us)."""
         paths, chdir = config_args(argv)
         try:
             cwd = os.readlink("%s/%d/cwd" % (self.proc, pid))
@@ -236,17 +228,21 @@ class Discovery:
         # -C is where haproxy went before reading its files, so usually its cwd already.
         base = chdir if chdir and chdir.startswith("/") else cwd
         files = []
+        root = self._root_dir(pid)
         for p in paths:
             seen = _resolve(base, p)
-            real = mw.in_root(pid, seen)
-            if os.path.isdir(real):
+            try:
+                is_dir = stat.S_ISDIR(mw.stat_in_root(root, seen).st_mode)
+            except OSError:
+                is_dir = False
+            if is_dir:
                 try:
-                    names = sorted(n for n in os.listdir(real) if n.endswith(".cfg"))
+                    names = [n for n in mw.listdir_in_root(root, seen) if n.endswith(".cfg")]
                 except OSError:
                     continue
-                files.extend((seen + "/" + n, real + "/" + n) for n in names)
+                files.extend(seen.rstrip("/") + "/" + n for n in names)
             else:
-                files.append((seen, real))
+                files.append(seen)
             if len(files) >= MAX_CONFIG_FILES:
                 break
         return files[:MAX_CONFIG_FILES]
@@ -272,12 +268,12 @@ class Discovery:
                 continue
             files = self._files(p.pid, p.argv)
             sig = []
-            for _, real in files:
+            for path in files:
                 try:
-                    st = os.stat(real)
-                    sig.append((real, st.st_mtime_ns, st.st_size))
+                    st = mw.stat_in_root(self._root_dir(p.pid), path)
+                    sig.append((path, st.st_ino, st.st_mtime_ns, st.st_size))
                 except OSError:
-                    sig.append((real, None, None))
+                    sig.append((path, None, None, None))
             sig = (tuple(p.argv), tuple(sig))
             cached = self._cache.get(p.pid)
             if cached is None or cached[0] != sig:
@@ -298,9 +294,9 @@ class Discovery:
             cwd = os.readlink("%s/%d/cwd" % (self.proc, pid))
         except OSError:
             cwd = "/"
-        for _, real in files:
+        for path in files:
             try:
-                text = _read_bounded(real)
+                text = mw.read_in_root(self._root_dir(pid), path, MAX_CONFIG_BYTES).decode("utf-8", "replace")
             except OSError:
                 continue
             for spec in stats_sockets(text):

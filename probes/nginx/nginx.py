@@ -28,6 +28,7 @@ import glob
 import os
 import re
 import socket
+import stat
 import struct
 import sys
 import time
@@ -115,33 +116,23 @@ class Directive:
 
 
 class ConfReader:
-    """Reads an nginx configuration as process `pid` sees it (through /proc/PID/root), with
-    bounded includes; `root` replaces /proc/PID/root (tests)."""
+    """Reads an nginx configuration as process `pid` sees it (inside /proc/PID/root, symlinks
+    never leading out of it: gala_middleware.read_in_root), with bounded includes; `root`
+    replaces /proc/PID/root (tests)."""
 
     def __init__(self, pid=None, root=None):
-        self.pid = pid
-        self.root = root
+        self.root = root if root is not None else (mw.root_of(pid) if pid is not None else "/")
         self.files = 0
         self.total = 0
-
-    def host_path(self, path):
-        if self.root is not None:
-            return os.path.join(self.root, path.lstrip("/"))
-        if self.pid is None:
-            return path
-        return mw.in_root(self.pid, path)
 
     def read(self, path):
         self.files += 1
         if self.files > MAX_CONF_FILES:
             raise ConfError("more than %d configuration files" % MAX_CONF_FILES)
         try:
-            with open(self.host_path(path), "rb") as f:
-                data = f.read(MAX_CONF_FILE_BYTES + 1)
+            data = mw.read_in_root(self.root, path, MAX_CONF_FILE_BYTES)
         except OSError as e:
             raise ConfError("%s: %s" % (path, e.strerror or e)) from None
-        if len(data) > MAX_CONF_FILE_BYTES:
-            raise ConfError("%s: larger than %d bytes" % (path, MAX_CONF_FILE_BYTES))
         self.total += len(data)
         if self.total > MAX_CONF_TOTAL_BYTES:
             raise ConfError("configuration larger than %d bytes" % MAX_CONF_TOTAL_BYTES)
@@ -159,14 +150,15 @@ class ConfReader:
             pattern = os.path.join(conf_dir, pattern)
         out = []
         if glob.has_magic(pattern):
-            base = self.host_path("/")
-            found = sorted(glob.glob(self.host_path(pattern)))
-            names = ["/" + os.path.relpath(p, base) for p in found]
+            names = mw.glob_in_root(self.root, pattern, MAX_CONF_FILES)
         else:
             names = [pattern]
         for name in names:
-            if os.path.isdir(self.host_path(name)):
-                continue
+            try:
+                if stat.S_ISDIR(mw.stat_in_root(self.root, name).st_mode):
+                    continue
+            except OSError:
+                pass  # read() names the error
             out.extend(self.parse_file(name, conf_dir, depth + 1))
         return out
 

@@ -178,14 +178,14 @@ def node_address(pid, proc="/proc"):
     if not env.get("RABBITMQ_CONFIG_FILE"):
         path = env.get("RABBITMQ_CONF_ENV_FILE") or DEFAULT_ENV_FILE
         try:
-            with open(mw.in_root(pid, path), "rb") as f:
-                env_file = env_file_settings(f.read(MAX_CONFIG_BYTES).decode("utf-8", "replace"))
+            raw = mw.read_in_root("%s/%d/root" % (proc, pid), path, MAX_CONFIG_BYTES)
+            env_file = env_file_settings(raw.decode("utf-8", "replace"))
         except OSError:
             pass
     for path in config_paths(env, env_file):
         try:
-            with open(mw.in_root(pid, path), "rb") as f:
-                text = f.read(MAX_CONFIG_BYTES).decode("utf-8", "replace")
+            raw = mw.read_in_root("%s/%d/root" % (proc, pid), path, MAX_CONFIG_BYTES)
+            text = raw.decode("utf-8", "replace")
         except OSError:
             continue
         port = management_port(text) or port

@@ -2,6 +2,7 @@
 
 import os
 import socket
+import stat
 import sys
 import tempfile
 import threading
@@ -135,6 +136,91 @@ class NetworkNamespaces(unittest.TestCase):
         finally:
             p.kill()
             p.wait()
+            p.stdout.close()
+            p.stderr.close()
+
+
+class FilesInARoot(unittest.TestCase):
+    """A server's files are read as a chroot would see them: what its owner planted (symlinks
+    out, FIFOs, huge files) cannot make the root probe read the host's files or hang."""
+
+    def setUp(self):
+        self.root = tempfile.mkdtemp()
+        self.outside = tempfile.mkdtemp()
+        os.makedirs(os.path.join(self.root, "etc/app/conf.d"))
+        with open(os.path.join(self.outside, "secret"), "w") as f:
+            f.write("host secret")
+        with open(os.path.join(self.root, "etc/app/app.conf"), "w") as f:
+            f.write("inside")
+        for n in ("a.conf", "b.conf", ".hidden.conf", "c.txt"):
+            with open(os.path.join(self.root, "etc/app/conf.d", n), "w") as f:
+                f.write(n)
+
+    def tearDown(self):
+        import shutil
+
+        shutil.rmtree(self.root)
+        shutil.rmtree(self.outside)
+
+    def link(self, target, name):
+        os.symlink(target, os.path.join(self.root, name))
+
+    def test_plain_and_relative_paths(self):
+        self.assertEqual(mw.read_in_root(self.root, "/etc/app/app.conf"), b"inside")
+        self.assertEqual(mw.read_in_root(self.root, "etc/./app/../app/app.conf"), b"inside")
+
+    def test_symlinks_stay_inside_the_root(self):
+        # An absolute target is the root's own path, not the host's.
+        self.link(os.path.join(self.outside, "secret"), "etc/app/abs.conf")
+        with self.assertRaises(OSError):
+            mw.read_in_root(self.root, "/etc/app/abs.conf")
+        # `..` never climbs above the root.
+        self.link("../../../../../../" + self.outside.lstrip("/") + "/secret", "etc/app/up.conf")
+        with self.assertRaises(OSError):
+            mw.read_in_root(self.root, "/etc/app/up.conf")
+        with self.assertRaises(OSError):
+            mw.read_in_root(self.root, "/../../" + self.outside.lstrip("/") + "/secret")
+        # A link inside the root works, absolute or relative.
+        self.link("/etc/app/app.conf", "etc/app/ok.conf")
+        self.link("app.conf", "etc/app/rel.conf")
+        self.assertEqual(mw.read_in_root(self.root, "/etc/app/ok.conf"), b"inside")
+        self.assertEqual(mw.read_in_root(self.root, "/etc/app/rel.conf"), b"inside")
+        # A directory link too.
+        self.link("/etc/app", "cfg")
+        self.assertEqual(mw.read_in_root(self.root, "/cfg/app.conf"), b"inside")
+
+    def test_loops_fifos_and_size(self):
+        self.link("loop2", "loop1")
+        self.link("loop1", "loop2")
+        with self.assertRaises(OSError):
+            mw.read_in_root(self.root, "/loop1")
+        os.mkfifo(os.path.join(self.root, "etc/app/fifo.conf"))
+        start = time.monotonic()
+        with self.assertRaises(mw.RootPathError):
+            mw.read_in_root(self.root, "/etc/app/fifo.conf")
+        self.assertLess(time.monotonic() - start, 1.0)
+        with self.assertRaises(mw.RootPathError):
+            mw.read_in_root(self.root, "/etc/app/app.conf", limit=3)
+        with self.assertRaises(mw.RootPathError):
+            mw.read_in_root(self.root, "/etc/app")
+
+    def test_listdir_stat_and_glob(self):
+        self.assertEqual(mw.listdir_in_root(self.root, "/etc/app/conf.d"),
+                         [".hidden.conf", "a.conf", "b.conf", "c.txt"])
+        self.assertTrue(stat.S_ISDIR(mw.stat_in_root(self.root, "/etc/app").st_mode))
+        self.assertEqual(mw.glob_in_root(self.root, "/etc/app/conf.d/*.conf"),
+                         ["/etc/app/conf.d/a.conf", "/etc/app/conf.d/b.conf"])
+        self.assertEqual(mw.glob_in_root(self.root, "/etc/*/conf.d/[ab].conf"),
+                         ["/etc/app/conf.d/a.conf", "/etc/app/conf.d/b.conf"])
+        self.assertEqual(mw.glob_in_root(self.root, "/etc/app/app.conf"), ["/etc/app/app.conf"])
+        self.assertEqual(mw.glob_in_root(self.root, "/nothing/*"), [])
+        self.assertEqual(len(mw.glob_in_root(self.root, "/etc/app/conf.d/*", limit=2)), 2)
+
+    def test_a_real_process_root(self):
+        self.assertEqual(mw.root_of(1), "/proc/1/root")
+        with open("/etc/hostname", "rb") as f:
+            expected = f.read()
+        self.assertEqual(mw.read_in_root(mw.root_of(os.getpid()), "/etc/hostname"), expected)
 
 
 class Secrets(unittest.TestCase):

@@ -177,23 +177,23 @@ def test_meta_matches_probe_and_parsers(tmp_path):
     )
     (tmp_path / "etc" / "rel.conf").write_text('statistics-channels{inet ::1 port 8054;inet 198.51.100.7;};')
     root = str(tmp_path)
-    channels, files = mod.read_config(lambda p: root + p, "/etc/named.conf")
+    channels, files = mod.read_config(root, "/etc/named.conf")
     assert channels == [("192.0.2.1", 8053), ("::1", 8054), ("198.51.100.7", 80)]
     assert len(files) == 3
     assert mod.pick_channel(channels) == ("::1", 8054)
     assert mod.pick_channel([("0.0.0.0", 8080), ("192.0.2.1", 1)]) == ("127.0.0.1", 8080)
     (tmp_path / "etc" / "loop.conf").write_text('include "/etc/loop.conf";')
     with pytest.raises(mod.ConfigError):
-        mod.read_config(lambda p: root + p, "/etc/loop.conf")
+        mod.read_config(root, "/etc/loop.conf")
     with pytest.raises(mod.ConfigError):
-        mod.read_config(lambda p: root + p, "/etc/missing.conf")
+        mod.read_config(root, "/etc/missing.conf")
     os.mkfifo(str(tmp_path / "etc" / "fifo.conf"))  # never opened for a blocking read
     (tmp_path / "etc" / "to-fifo.conf").write_text('include "/etc/fifo.conf";')
     with pytest.raises(mod.ConfigError, match="not a regular file"):
-        mod.read_config(lambda p: root + p, "/etc/to-fifo.conf")
+        mod.read_config(root, "/etc/to-fifo.conf")
     (tmp_path / "etc" / "open.conf").write_text('statistics-channels { inet "127.0.0.1 };')
     with pytest.raises(mod.ConfigError, match="unterminated"):
-        mod.read_config(lambda p: root + p, "/etc/open.conf")
+        mod.read_config(root, "/etc/open.conf")
     assert mod.config_path(["named", "-g", "-c", "/x.conf"]) == "/x.conf"
     assert mod.config_path(["named", "-u", "bind", "-c/y.conf"]) == "/y.conf"
     assert mod.config_path(["named", "-f", "-u", "bind"]) is None

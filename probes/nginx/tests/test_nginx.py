@@ -178,6 +178,19 @@ def test_config_reader_follows_includes_and_listen_forms(tmp_path):
     (tmp_path / "etc/ng/loop.conf").write_text("include loop.conf;\n")
     with pytest.raises(mod.ConfError):
         mod.ConfReader(root=str(tmp_path)).parse_file("/etc/ng/loop.conf", "/etc/ng")
+    # What the server's owner plants cannot lead the root probe out of the server's root: an
+    # absolute symlink resolves inside it, a FIFO is refused at once instead of blocking.
+    outside = tmp_path.parent / (tmp_path.name + "-host")
+    outside.mkdir()
+    (outside / "secret.conf").write_text("http { server { listen 7777; location /s { stub_status; } } }\n")
+    os.symlink(str(outside / "secret.conf"), str(tmp_path / "etc/ng/evil.conf"))
+    (tmp_path / "etc/ng/evil-main.conf").write_text("include evil.conf;\n")
+    with pytest.raises(mod.ConfError):
+        mod.ConfReader(root=str(tmp_path)).parse_file("/etc/ng/evil-main.conf", "/etc/ng")
+    os.mkfifo(str(tmp_path / "etc/ng/fifo.conf"))
+    (tmp_path / "etc/ng/fifo-main.conf").write_text("include fifo.conf;\n")
+    with pytest.raises(mod.ConfError, match="not a regular file"):
+        mod.ConfReader(root=str(tmp_path)).parse_file("/etc/ng/fifo-main.conf", "/etc/ng")
     for bad in ("http {", "http { } }", "a 'b;"):
         (tmp_path / "bad.conf").write_text(bad)
         with pytest.raises(mod.ConfError):
