@@ -56,6 +56,7 @@ __all__ = [
     "same_netns",
     "start_time",
     "stat_in_root",
+    "trusted_server",
 ]
 
 MAX_ANSWER_BYTES = 8 << 20
@@ -224,6 +225,41 @@ def listening_unix(pid, proc="/proc"):
         if int(cols[3], 16) & 0x10000:
             out.add(cols[7])
     return sorted(out)
+
+
+SYSTEM_UID_MAX = 999
+"""Accounts up to this uid are the system's (root and the service users packages create:
+login.defs SYS_UID_MAX); ordinary users start above it."""
+
+
+def trusted_server(pid, proc="/proc"):
+    """(True, "") when a server found by discovery may be sent credentials, else (False, why).
+
+    Trusted: the process runs in this host's own network and mount namespaces (not in a
+    container, whose owner may be anyone) under a system account (uid <= SYSTEM_UID_MAX: root or
+    a service user such as redis or postgres). A process name proves nothing (any user can start
+    a program called "redis-server" on a free port and wait for the password), so servers that
+    fail this get no credentials unless the user names them explicitly (an `instances` param).
+    """
+    for kind in ("net", "mnt"):
+        try:
+            if os.readlink("%s/%d/ns/%s" % (proc, pid, kind)) != os.readlink("/proc/self/ns/%s" % kind):
+                return False, "it runs in another %s namespace (a container)" % ("network" if kind == "net" else "mount")
+        except OSError:
+            return False, "its namespaces cannot be read"
+    try:
+        with open("%s/%d/status" % (proc, pid), "rb") as f:
+            for line in f.read(16384).decode("ascii", "replace").splitlines():
+                if line.startswith("Uid:"):
+                    uids = [int(u) for u in line.split()[1:]]
+                    break
+            else:
+                return False, "its owner cannot be read"
+    except (OSError, ValueError):
+        return False, "its owner cannot be read"
+    if max(uids) > SYSTEM_UID_MAX:
+        return False, "it runs as uid %d, not a system account" % max(uids)
+    return True, ""
 
 
 def in_root(pid, path):

@@ -524,7 +524,7 @@ def pgpass_lookup(text, hosts, port, database, user):
 class Target:
     """One server to scrape: its instance name, where to connect, and upstream's labels."""
 
-    __slots__ = ("instance", "address", "tgid", "server_ip", "server_port")
+    __slots__ = ("instance", "address", "tgid", "server_ip", "server_port", "untrusted")
 
     def __init__(self, instance, address, tgid, server_ip, server_port):
         self.instance = instance
@@ -532,6 +532,8 @@ class Target:
         self.tgid = tgid
         self.server_ip = server_ip
         self.server_port = server_port
+        # Why a discovered server gets no password (gala_middleware.trusted_server), or None.
+        self.untrusted = None
 
     def host_names(self):
         """Host names a pgpass line may use for this target."""
@@ -713,10 +715,13 @@ class Probe:
         found = self.discovery.targets() if values["discover"] else []
         out = {}
         for t in found:
+            ok, why = mw.trusted_server(int(t.tgid)) if t.tgid else (False, "its process is unknown")
+            t.untrusted = None if ok else why
             out.setdefault(t.instance, t)
         for t in explicit:
             known = out.get(t.instance)
             if known is not None:
+                known.untrusted = None  # named by the user: trusted
                 continue
             # An explicit address of a discovered server takes its pid (upstream's tgid).
             for d in found:
@@ -796,6 +801,11 @@ class Probe:
                 # a proxy): reconnect once, within the same deadline, before calling it down.
                 self._drop(target.instance)
         user, password, pgpass = credentials
+        if target.untrusted is not None and (password is not None or pgpass is not None):
+            # Any user can start a program named postgres that asks for a cleartext password.
+            self.warn_once("%s: password not sent: %s; name it in param instances to send it"
+                           % (target.instance, target.untrusted))
+            password = pgpass = None
         if password is None and pgpass is not None:
             password = pgpass_lookup(
                 pgpass, target.host_names(), target.server_port, values["dbname"], user)
@@ -908,7 +918,10 @@ def main():
     try:
         while control.sleep(args["period"]):
             values = settings.effective(control.message)
-            probe.scrape(values, control.period(args["period"]))
+            try:
+                probe.scrape(values, control.period(args["period"]))
+            except Exception as e:  # noqa: BLE001 - one odd period must not end the probe
+                probe.warn_once("period skipped: %s: %s" % (type(e).__name__, e))
     finally:
         probe.close()
     gala_probe.log_info("pg_stat_probe stopped")

@@ -218,6 +218,7 @@ class Discovery:
         self.proc = proc
         self._cache = {}  # pid -> (argv, address or None, when)
         self._logged = set()  # pids logged as without a listener
+        self.pids = {}  # instance name -> pid of the last nodes()
 
     def nodes(self):
         """{instance name: address} of the nodes running now."""
@@ -238,6 +239,8 @@ class Discovery:
             cache[p.pid] = (p.argv, address, when)
             if address is not None:
                 found[instance_name(address)] = address
+                self.pids[instance_name(address)] = p.pid
+        self.pids = {name: pid for name, pid in self.pids.items() if name in found}
         self._cache = cache
         self._logged &= set(pid for pid, v in cache.items() if v[1] is None)
         return found
@@ -502,8 +505,24 @@ def run_period(settings, period, health, executor, discovery, logged):
     timeout = mw.request_timeout(period)
     max_queues = max(0, int(settings["max_queues"]))
 
+    # A credentials file's user goes only to the instances named in `instances` and to nodes
+    # that gala_middleware.trusted_server() trusts: any user can start a program that looks
+    # like a RabbitMQ node and wait for the password.
+    untrusted = {}
+    if settings["credentials_file"]:
+        explicit_names = set(instance_name(a) for a in explicit)
+        for name in names:
+            pid = discovery.pids.get(name)
+            if name in explicit_names or pid is None:
+                continue
+            ok, why = mw.trusted_server(pid, discovery.proc)
+            if not ok:
+                untrusted[name] = "credentials not sent: %s; name it in param instances to send them" % why
+
     def one(name):
         start = time.monotonic()
+        if name in untrusted:
+            return name, None, untrusted[name], 0.0
         if auth is None:
             return name, None, auth_error, 0.0
         try:

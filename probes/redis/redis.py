@@ -386,6 +386,7 @@ class Discovery:
     def __init__(self):
         self._cache = {}  # pid -> (monotonic time, (name, address) or None)
         self._unreachable = set()
+        self.pids = {}  # name -> pid of the instances of the last targets()
 
     def targets(self, failed_names):
         now = time.monotonic()
@@ -409,10 +410,12 @@ class Discovery:
                 continue
             self._unreachable.discard(p.pid)
             out[cached[1][0]] = cached[1][1]
+            self.pids[cached[1][0]] = p.pid
         for pid in list(self._cache):
             if pid not in alive:
                 del self._cache[pid]
         self._unreachable &= alive
+        self.pids = {name: pid for name, pid in self.pids.items() if name in out}
         return out
 
 
@@ -446,6 +449,7 @@ class Probe:
         self.pool = concurrent.futures.ThreadPoolExecutor(max_workers=MAX_WORKERS)
         self.failed = set()
         self.logged = {}
+        self.explicit = set()
 
     def param(self, control, name, default):
         """Param ``name``: the newest control line's, else the command line's, else ``default``."""
@@ -480,7 +484,19 @@ class Probe:
         if self.param(control, "discover", 1):
             targets.update(self.discovery.targets(self.failed))
         targets.update(explicit)
+        self.explicit = set(explicit)
         return targets
+
+    def auth_for(self, name, auth):
+        """The credentials for instance ``name``: explicit instances and trusted discovered
+        servers get them (gala_middleware.trusted_server), others are asked without."""
+        if auth is None or name in self.explicit:
+            return auth
+        pid = self.discovery.pids.get(name)
+        ok, why = mw.trusted_server(pid) if pid is not None else (False, "unknown process")
+        self.once("trust:%s" % name, None if ok else
+                  "%s: password not sent: %s; name it in param instances to send it" % (name, why))
+        return auth if ok else None
 
     def scrape(self, address, timeout, auth):
         start = time.monotonic()
@@ -506,7 +522,8 @@ class Probe:
             self.health.report()
             return
         futures = {
-            name: self.pool.submit(self.scrape, address, timeout, auth) for name, address in targets.items()
+            name: self.pool.submit(self.scrape, address, timeout, self.auth_for(name, auth))
+            for name, address in targets.items()
         }
         # The socket timeout bounds each exchange; this bounds what it does not (a host name
         # that takes long to resolve), so one period never waits much longer than the timeout.

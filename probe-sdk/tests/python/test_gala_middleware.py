@@ -125,6 +125,9 @@ class NetworkNamespaces(unittest.TestCase):
             port = int(line)
             self.assertFalse(mw.same_netns(p.pid))
             self.assertTrue(mw.same_netns(os.getpid()))
+            ok, why = mw.trusted_server(p.pid)
+            self.assertFalse(ok)
+            self.assertIn("another network namespace", why)
             before = mw.netns("self")
             with mw.in_netns(p.pid):
                 answer = mw.exchange(("127.0.0.1", port), b"", 5.0)
@@ -221,6 +224,23 @@ class FilesInARoot(unittest.TestCase):
         with open("/etc/hostname", "rb") as f:
             expected = f.read()
         self.assertEqual(mw.read_in_root(mw.root_of(os.getpid()), "/etc/hostname"), expected)
+
+
+class TrustedServers(unittest.TestCase):
+    def test_system_accounts_in_the_host_namespaces_only(self):
+        import subprocess
+
+        self.assertEqual(os.getuid(), 0, "the suite runs as root")
+        self.assertEqual(mw.trusted_server(os.getpid()), (True, ""))
+        p = subprocess.Popen(["sleep", "30"], user=65534)
+        try:
+            ok, why = mw.trusted_server(p.pid)
+            self.assertFalse(ok)
+            self.assertIn("uid 65534", why)
+        finally:
+            p.kill()
+            p.wait()
+        self.assertFalse(mw.trusted_server(2**22 + 12345)[0])
 
 
 class Secrets(unittest.TestCase):

@@ -560,3 +560,66 @@ def test_daemon_drop_in(pg, secrets):
         d.wait_metric("gala_gopher_postgresql_up", 20,
                       lambda l, v: 'instance="%s"' % down in l and v == 0)
         assert probe_pid() == pid
+
+
+FAKE_POSTMASTER = r'''
+import ctypes, socket, struct, sys
+ctypes.CDLL(None).prctl(15, b"postgres", 0, 0, 0)  # PR_SET_NAME: what discovery looks for
+s = socket.socket()
+s.bind(("127.0.0.1", int(sys.argv[1])))
+s.listen()
+while True:
+    c, _ = s.accept()
+    c.settimeout(5)
+    try:
+        n = struct.unpack(">I", c.recv(4))[0]
+        c.recv(n - 4)  # the startup packet (an SSLRequest is refused, then the startup)
+        if n == 8:
+            c.sendall(b"N")
+            n = struct.unpack(">I", c.recv(4))[0]
+            c.recv(n - 4)
+        c.sendall(b"R" + struct.pack(">II", 8, 3))  # AuthenticationCleartextPassword
+        got = c.recv(4096)
+        with open(sys.argv[2], "ab") as f:
+            f.write(got + b"\n")
+    except (OSError, struct.error):
+        pass  # e.g. the test's own port check
+    c.close()
+'''
+
+
+def test_password_not_sent_to_an_untrusted_discovered_server(secrets):
+    """Any user can start a program named postgres that asks for a cleartext password: a
+    discovered server running as an ordinary user gets none (named explicitly, it does)."""
+    cred = os.path.join(secrets[0], "cred")
+    work = tempfile.mkdtemp(prefix="gg-fake-pg-")
+    os.chmod(work, 0o777)
+    script, got = os.path.join(work, "fake.py"), os.path.join(work, "got")
+    with open(script, "w") as f:
+        f.write(FAKE_POSTMASTER)
+    port = free_port()
+    fake = Server([sys.executable if sys.executable.startswith("/usr/") else "/usr/bin/python3", script,
+                   str(port), got], user=65534)
+    try:
+        wait_port(port, 20)
+        inst = "127.0.0.1:%d" % port
+        with ProbeRun(SCRIPT, probe_args("-r", cred)) as run:
+            run.wait(lambda r: "%s: password not sent: it runs as uid 65534" % inst in r.stderr_text(), 30)
+            run.stop()
+        secret = PASSWORDS["mon"].encode()
+
+        def answers():
+            try:
+                with open(got, "rb") as f:
+                    return f.read()
+            except FileNotFoundError:
+                return b""
+
+        assert secret not in answers()
+        # Named explicitly, it is trusted: the password goes (the check above can fail).
+        with ProbeRun(SCRIPT, probe_args("-x", "0", "-a", inst, "-r", cred)) as run:
+            assert wait_for(lambda: secret in answers(), 30), answers()
+            run.stop()
+    finally:
+        fake.stop()
+        shutil.rmtree(work, ignore_errors=True)

@@ -599,3 +599,65 @@ def test_daemon_drop_in(rabbit, loaded):
         d.wait_metric("gala_gopher_rabbitmq_queues_reported", 30,
                       lambda l, v: here(l, v) and v == 1)
         assert json.loads(mw.http_request(cmd, "/rabbitmq", 5)[2])["pid"] == pid
+
+
+FAKE_NODE = r'''
+import ctypes, http.server, sys
+ctypes.CDLL(None).prctl(15, b"beam.smp", 0, 0, 0)  # PR_SET_NAME: what discovery looks for
+
+
+class H(http.server.BaseHTTPRequestHandler):
+    def do_GET(self):
+        with open(sys.argv[2], "a") as f:
+            f.write("%s\n" % self.headers.get("Authorization"))
+        self.send_response(401)
+        self.send_header("Content-Length", "0")
+        self.end_headers()
+
+    def log_message(self, *a):
+        pass
+
+
+http.server.HTTPServer(("127.0.0.1", int(sys.argv[1])), H).serve_forever()
+'''
+
+
+def test_credentials_not_sent_to_an_untrusted_discovered_node(tmp_path):
+    """Any user can start a program that looks like a RabbitMQ node (its name, `-s rabbit`, a
+    config naming its port): a discovered node running as an ordinary user gets no credentials;
+    named explicitly, it does."""
+    work = tempfile.mkdtemp(prefix="gg-fake-rabbit-")
+    os.chmod(work, 0o777)
+    script, got, conf = (os.path.join(work, n) for n in ("fake.py", "got", "rabbitmq.conf"))
+    port = free_port()
+    with open(script, "w") as f:
+        f.write(FAKE_NODE)
+    with open(conf, "w") as f:
+        f.write("management.tcp.port = %d\n" % port)
+    cred = tmp_path / "cred"
+    cred.write_text("admin:very-secret\n")
+    os.chmod(cred, 0o600)
+    env = dict(os.environ, RABBITMQ_CONFIG_FILE=conf)
+    fake = Server(["/usr/bin/python3", script, str(port), got, "-s", "rabbit", "boot"], env=env, user=65534)
+    secret = base64.b64encode(b"admin:very-secret").decode()
+
+    def answers():
+        try:
+            with open(got) as f:
+                return f.read()
+        except FileNotFoundError:
+            return ""
+
+    inst = "127.0.0.1:%d" % port
+    try:
+        assert wait_for(lambda: mw.listening_tcp(fake.pid), 20), fake.log_text()
+        with ProbeRun(SCRIPT, ["-t", "1", "-r", str(cred)]) as run:
+            run.wait(lambda r: "credentials not sent: it runs as uid 65534" in r.stderr_text(), 30)
+            run.stop()
+        assert secret not in answers()
+        with ProbeRun(SCRIPT, ["-t", "1", "-x", "0", "-a", inst, "-r", str(cred)]) as run:
+            assert wait_for(lambda: secret in answers(), 30), answers()
+            run.stop()
+    finally:
+        fake.stop()
+        shutil.rmtree(work, ignore_errors=True)

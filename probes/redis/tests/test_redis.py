@@ -7,8 +7,10 @@ The test reads the servers' own counters with its own small RESP client (not the
 import importlib.util
 import json
 import os
+import shutil
 import socket
 import subprocess
+import tempfile
 import threading
 import time
 
@@ -313,6 +315,41 @@ def test_password_file_root_only(tmp_path):
     finally:
         srv.stop()
         plain.stop()
+
+
+def test_password_goes_only_to_trusted_servers(tmp_path):
+    """A discovered server gets the password only if it runs as a system account in the host's
+    own namespaces: any user can start a program named redis-server and wait for it."""
+    root_port, user_port = free_port(), free_port()
+    trusted = start_redis(tmp_path, "root", root_port, "--requirepass", "pw-123")
+    # Its own dir in /tmp: pytest's tmp_path is under a root-only folder.
+    d = tempfile.mkdtemp(prefix="gg-redis-nobody-")
+    os.chown(d, 65534, 65534)
+    log = os.path.join(d, "redis.log")
+    untrusted = Server([server_binary("redis-server"), "--port", str(user_port), "--save", "", "--appendonly",
+                        "no", "--dir", d, "--bind", "127.0.0.1", "--requirepass", "pw-123"],
+                       user=65534, log=log)
+    wait_port(user_port, 20)
+    secret = tmp_path / "redis.pass"
+    secret.write_text("pw-123\n")
+    os.chmod(secret, 0o600)
+    root_inst, user_inst = "127.0.0.1:%d" % root_port, "127.0.0.1:%d" % user_port
+    try:
+        with ProbeRun(SCRIPT, ["-t", "1", "-W", str(secret)]) as run:
+            wait_row(run, "redis_instance", INSTANCE, lambda r: r["instance"] == root_inst and r["up"] == "1")
+            wait_row(run, "redis_instance", INSTANCE, lambda r: r["instance"] == user_inst and r["up"] == "0")
+            run.stop()
+            err = run.stderr_text()
+            assert "%s: password not sent: it runs as uid 65534" % user_inst in err, err
+            assert "NOAUTH" in err
+        # Named explicitly, the same server is trusted.
+        with ProbeRun(SCRIPT, ["-t", "1", "-x", "0", "-a", user_inst, "-W", str(secret)]) as run:
+            wait_row(run, "redis_instance", INSTANCE, lambda r: r["instance"] == user_inst and r["up"] == "1")
+            run.stop()
+    finally:
+        trusted.stop()
+        untrusted.stop()
+        shutil.rmtree(d, ignore_errors=True)
 
 
 # --- down, slow, garbage -------------------------------------------------------------------------
