@@ -221,10 +221,12 @@ fn unshare() -> std::path::PathBuf {
 fn jvm_in_its_own_pid_and_mount_namespace() {
     let classes = compile_gc_load();
     let script = format!(
-        "mount -t tmpfs tmpfs /tmp && exec {} {} -cp {} GcLoad 3 0",
+        // The classes are reached through fd 3, opened before the new /tmp hides them (the
+        // checkout, and so the target folder, may itself be under /tmp).
+        "exec 3<{} && mount -t tmpfs tmpfs /tmp && exec {} {} -cp /proc/self/fd/3 GcLoad 3 0",
+        classes.path().display(),
         jdk_tool("java").display(),
         SERIAL.join(" "),
-        classes.path().display()
     );
     let mut cmd = Command::new(unshare());
     cmd.args([
@@ -278,31 +280,29 @@ fn planted_files_are_refused() {
         .build(4096);
     let good_path = dir.path().join("good");
     std::fs::write(&good_path, &good).unwrap();
-    let elsewhere = dir.path().join("elsewhere");
-    std::fs::create_dir(&elsewhere).unwrap();
     std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
     let script = format!(
         r#"set -e
+exec 3<{good} 4<{real}
 mount -t tmpfs tmpfs /tmp
-mkdir /tmp/hsperfdata_root
+mkdir /tmp/hsperfdata_root /tmp/elsewhere
 sleep 600 & a=$!
 sleep 600 & b=$!
 sleep 600 & c=$!
 sleep 600 & d=$!
 sleep 600 & e=$!
 sleep 600 & f=$!
-ln -s {good} /tmp/hsperfdata_root/$a
-cp {good} /tmp/hsperfdata_root/$b && chown 65534 /tmp/hsperfdata_root/$b
+cat <&3 > /tmp/good && ln -s /tmp/good /tmp/hsperfdata_root/$a
+cp /tmp/good /tmp/hsperfdata_root/$b && chown 65534 /tmp/hsperfdata_root/$b
 head -c 5000 /dev/urandom > /tmp/hsperfdata_root/$c
-cp {good} {elsewhere}/$d && ln -s {elsewhere} /tmp/hsperfdata_evil
-cp {good} /tmp/hsperfdata_root/$e
-cp {real} /tmp/hsperfdata_root/$f
+cp /tmp/good /tmp/elsewhere/$d && ln -s /tmp/elsewhere /tmp/hsperfdata_evil
+cp /tmp/good /tmp/hsperfdata_root/$e
+cat <&4 > /tmp/hsperfdata_root/$f
 echo "$a $b $c $d $e $f"
 echo ready
 wait
 "#,
         good = good_path.display(),
-        elsewhere = elsewhere.display(),
         real = concat!(
             env!("CARGO_MANIFEST_DIR"),
             "/tests/fixtures/jdk17-serial.hsperf"
