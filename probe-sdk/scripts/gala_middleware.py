@@ -34,6 +34,7 @@ __all__ = [
     "MAX_ANSWER_BYTES",
     "Process",
     "SecretError",
+    "connect",
     "RootPathError",
     "exchange",
     "glob_in_root",
@@ -516,8 +517,9 @@ class HttpError(IOError):
     """A request that failed: connection, timeout, oversized or malformed answer."""
 
 
-def _connect(address, deadline):
-    """A connected stream socket to ``address``: (host, port) or a unix socket path."""
+def connect(address, deadline):
+    """A stream socket connected to ``address`` ((host, port) or a unix socket path) before
+    ``deadline`` (time.monotonic()), with that time left as its timeout."""
     left = deadline - time.monotonic()
     if left <= 0:
         raise socket.timeout("timed out")
@@ -541,7 +543,7 @@ def exchange(address, request, timeout, done=None, limit=MAX_ANSWER_BYTES):
     included) or HttpError when the answer exceeds ``limit`` bytes.
     """
     deadline = time.monotonic() + timeout
-    s = _connect(address, deadline)
+    s = connect(address, deadline)
     try:
         if request:
             s.settimeout(max(0.001, deadline - time.monotonic()))
@@ -588,16 +590,23 @@ def _dechunk(body):
         pos = start + size + 2
 
 
-def http_request(address, path, timeout, method="GET", headers=None, body=None, host="localhost"):
+def http_request(address, path, timeout, method="GET", headers=None, body=None, host=None,
+                 limit=MAX_ANSWER_BYTES):
     """One HTTP/1.1 request (``Connection: close``); returns (status, headers, body).
 
-    ``address`` is (host, port) or a unix socket path. ``headers`` a dict; header names in the
-    result are lower case. Chunked answers are decoded. The whole exchange, connect included,
-    takes at most ``timeout`` seconds (OSError / socket.timeout), and an answer larger than
-    MAX_ANSWER_BYTES or not HTTP raises HttpError.
+    ``address`` is (host, port) or a unix socket path. ``host`` is the Host header (default: the
+    address, or "localhost" for a unix socket; give the server name for a virtual host).
+    ``headers`` a dict; header names in the result are lower case. Chunked answers are decoded.
+    The whole exchange, connect included, takes at most ``timeout`` seconds (OSError /
+    socket.timeout), and an answer larger than ``limit`` bytes or not HTTP raises HttpError.
     """
-    if not isinstance(address, str):
-        host = "%s:%d" % (("[%s]" % address[0]) if ":" in address[0] else address[0], address[1])
+    if host is None:
+        if isinstance(address, str):
+            host = "localhost"
+        else:
+            host = "%s:%d" % (("[%s]" % address[0]) if ":" in address[0] else address[0], address[1])
+    if any(c in host for c in "\r\n"):
+        raise HttpError("line break in the Host header")
     lines = ["%s %s HTTP/1.1" % (method, path), "Host: %s" % host, "Connection: close"]
     for k, v in (headers or {}).items():
         if any(c in str(v) + k for c in "\r\n"):
@@ -606,7 +615,7 @@ def http_request(address, path, timeout, method="GET", headers=None, body=None, 
     if body is not None:
         lines.append("Content-Length: %d" % len(body))
     raw = ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1") + (body or b"")
-    answer = exchange(address, raw, timeout)
+    answer = exchange(address, raw, timeout, limit=limit)
     head, sep, rest = answer.partition(b"\r\n\r\n")
     if not sep:
         raise HttpError("no complete HTTP header in the answer")

@@ -405,53 +405,14 @@ def parse_status(body):
     return tuple(int(g) for g in m.groups())
 
 
-def _dechunk(body):
-    out, pos = [], 0
-    while True:
-        end = body.find(b"\r\n", pos)
-        if end < 0:
-            raise StatusError("truncated chunked body")
-        try:
-            size = int(body[pos:end].split(b";", 1)[0], 16)
-        except ValueError:
-            raise StatusError("bad chunk size") from None
-        if size == 0:
-            return b"".join(out)
-        start = end + 2
-        if start + size > len(body):
-            raise StatusError("truncated chunked body")
-        out.append(body[start:start + size])
-        pos = start + size + 2
-
-
 def fetch_status(address, location, host, timeout):
-    """The parsed stub_status page at `address` (host, port) or unix path; raises OSError,
-    mw.HttpError or StatusError."""
-    request = ("GET %s HTTP/1.1\r\nHost: %s\r\nUser-Agent: gala-gopher-nginx\r\n"
-               "Connection: close\r\n\r\n" % (location, host)).encode("latin-1")
-    answer = mw.exchange(address, request, timeout, limit=MAX_STATUS_BYTES)
-    head, sep, body = answer.partition(b"\r\n\r\n")
-    if not sep:
-        raise StatusError("no complete HTTP header")
-    lines = head.split(b"\r\n")
-    parts = lines[0].split(b" ", 2)
-    if len(parts) < 2 or not parts[0].startswith(b"HTTP/") or not parts[1].isdigit():
-        raise StatusError("not an HTTP answer: %r" % lines[0][:60])
-    if parts[1] != b"200":
-        raise StatusError("HTTP status %s" % parts[1].decode("latin-1"))
-    headers = {}
-    for line in lines[1:]:
-        k, _, v = line.partition(b":")
-        headers[k.strip().lower()] = v.strip()
-    if headers.get(b"transfer-encoding", b"").lower() == b"chunked":
-        body = _dechunk(body)
-    elif b"content-length" in headers:
-        if not headers[b"content-length"].isdigit():
-            raise StatusError("bad Content-Length")
-        n = int(headers[b"content-length"])
-        if len(body) < n:
-            raise StatusError("truncated body")
-        body = body[:n]
+    """The parsed stub_status page at `address` (host, port) or unix path, asked for virtual
+    host `host`; raises OSError, mw.HttpError or StatusError."""
+    status, _headers, body = mw.http_request(
+        address, location, timeout, headers={"User-Agent": "gala-gopher-nginx"}, host=host,
+        limit=MAX_STATUS_BYTES)
+    if status != 200:
+        raise StatusError("HTTP status %d" % status)
     return parse_status(body)
 
 

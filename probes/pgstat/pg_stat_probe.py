@@ -230,7 +230,7 @@ class Connection:
         self.tls = False
         self._buf = bytearray()
         self._budget = mw.MAX_ANSWER_BYTES
-        self._sock = _connect(address, deadline)
+        self._sock = mw.connect(address, deadline)
         try:
             if sslmode != "disable" and not isinstance(address, str):
                 self._start_tls(sslmode == "require", deadline)
@@ -412,22 +412,6 @@ class Connection:
         except OSError:
             pass
         self._sock.close()
-
-
-def _connect(address, deadline):
-    left = deadline - time.monotonic()
-    if left <= 0:
-        raise socket.timeout("timed out")
-    if isinstance(address, str):
-        s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-        s.settimeout(left)
-        try:
-            s.connect(address)
-        except OSError:
-            s.close()
-            raise
-        return s
-    return socket.create_connection(address, timeout=left)
 
 
 def _row_description(payload):

@@ -306,6 +306,30 @@ class Requests(unittest.TestCase):
         addr = serve_once(b"+PONG\r\n", delay=0.0)
         self.assertEqual(mw.exchange(addr, b"PING\r\n", 2.0, done=lambda a: a.endswith(b"\r\n")), b"+PONG\r\n")
 
+    def test_host_header_is_the_address_or_the_given_name(self):
+        for host, expected in ((None, None), ("status.example", b"Host: status.example\r\n")):
+            s = socket.socket()
+            s.bind(("127.0.0.1", 0))
+            s.listen()
+            seen = []
+
+            def run(s=s, seen=seen):
+                conn, _ = s.accept()
+                with conn:
+                    seen.append(conn.recv(65536))
+                    conn.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n")
+                s.close()
+
+            t = threading.Thread(target=run, daemon=True)
+            t.start()
+            port = s.getsockname()[1]
+            self.assertEqual(mw.http_request(("127.0.0.1", port), "/", 2.0, host=host)[0], 200)
+            t.join(2)
+            want = expected or b"Host: 127.0.0.1:%d\r\n" % port
+            self.assertIn(want, seen[0])
+        with self.assertRaises(mw.HttpError):
+            mw.http_request(("127.0.0.1", 1), "/", 1.0, host="a\r\nEvil: 1")
+
     def test_header_injection_is_refused(self):
         with self.assertRaises(mw.HttpError):
             mw.http_request(("127.0.0.1", 1), "/", 1.0, headers={"A": "b\r\nEvil: 1"})
