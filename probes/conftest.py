@@ -271,8 +271,20 @@ class Daemon:
         self.stop()
 
 
+_SERVERS = []
+"""Servers started and not stopped yet: what a failing test left is stopped at the session's end."""
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _stop_leftover_servers():
+    yield
+    for server in list(_SERVERS):
+        server.stop()
+
+
 class Server:
-    """A server process started by a test (own session, killed with its group at the end)."""
+    """A server process started by a test (own session, killed with its group at the end; one
+    a failing test did not stop is stopped when the test session ends)."""
 
     def __init__(self, cmd, env=None, cwd=None, user=None, log=None):
         self.log_path = log or tempfile.mktemp(prefix="gg-server-", suffix=".log")
@@ -290,6 +302,7 @@ class Server:
             start_new_session=True,
             **kwargs,
         )
+        _SERVERS.append(self)
 
     @property
     def pid(self):
@@ -300,6 +313,8 @@ class Server:
             return f.read().decode("utf-8", "replace")
 
     def stop(self, sig=signal.SIGTERM, timeout=15.0):
+        if self in _SERVERS:
+            _SERVERS.remove(self)
         if self.proc.poll() is None:
             try:
                 os.killpg(self.proc.pid, sig)
