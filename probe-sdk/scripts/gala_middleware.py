@@ -41,6 +41,7 @@ __all__ = [
     "hex_ip",
     "http_request",
     "in_netns",
+    "instance_params",
     "in_root",
     "listening_tcp",
     "listdir_in_root",
@@ -638,6 +639,25 @@ def http_request(address, path, timeout, method="GET", headers=None, body=None, 
             raise HttpError("truncated body (%d of %d bytes)" % (len(rest), n))
         rest = rest[:n]
     return int(parts[1]), hdrs, rest
+
+
+# --- Params ------------------------------------------------------------------------------------
+
+
+def instance_params(args, control):
+    """The two params every discovering probe has, as in effect now: ``instances`` (flag ``-a``,
+    a comma-separated list, default "") and ``discover`` (flag ``-x 0|1``, default 1). The newest
+    control line wins over the command line (``args`` from gala_probe.parse_args, ``control`` a
+    gala_probe.Control); a malformed ``-x`` value is ignored."""
+    p = {"instances": "", "discover": 1}
+    for flag, value in args["extra"]:
+        if flag == "a" and value is not None:
+            p["instances"] = value
+        if flag == "x" and value in ("0", "1"):
+            p["discover"] = int(value)
+    p["instances"] = control.param("instances", p["instances"])
+    p["discover"] = control.param("discover", p["discover"])
+    return p
 
 
 # --- Instance bookkeeping ----------------------------------------------------------------------

@@ -38,7 +38,6 @@ MAX_VIEWS = 64
 MAX_WORKERS = 8
 MAX_LABEL = 64
 
-DEFAULT_PARAMS = {"instances": "", "discover": 1}
 
 # (field, (keys summed)) of table `bind`, after instance, version, uptime_seconds.
 # nsstats: what the server received and answered; zonestats: zone maintenance (the server as a
@@ -483,18 +482,6 @@ def scrape(key, host, port, pid, timeout):
         return key, None, "unexpected answer: %s: %s" % (type(e).__name__, e), time.monotonic() - start
 
 
-def _params(args, control):
-    p = dict(DEFAULT_PARAMS)
-    for flag, value in args["extra"]:
-        if flag == "a" and value is not None:
-            p["instances"] = value
-        if flag == "x" and value in ("0", "1"):
-            p["discover"] = int(value)
-    p["instances"] = control.param("instances", p["instances"])
-    p["discover"] = control.param("discover", p["discover"])
-    return p
-
-
 def main():
     args = gala_probe.parse_args()
     control = gala_probe.Control()
@@ -504,7 +491,7 @@ def main():
     bad_instances = None
     gala_probe.log_info("bind probe started, period %ss" % args["period"])
     while control.sleep(args["period"]):
-        params = _params(args, control)
+        params = mw.instance_params(args, control)
         timeout = mw.request_timeout(control.period(args["period"]))
         try:
             explicit = parse_instances(str(params["instances"]))

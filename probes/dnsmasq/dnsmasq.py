@@ -53,7 +53,6 @@ STAT_NAMES = (
 )
 REQUIRED = ("hits.bind", "cachesize.bind", "insertions.bind", "evictions.bind", "misses.bind")
 
-DEFAULT_PARAMS = {"instances": "", "discover": 1}
 
 
 class DnsError(ValueError):
@@ -495,19 +494,6 @@ def report(scrape, health):
         gala_probe.record("dnsmasq_server", scrape.key, server, queries, failed)
 
 
-def _params(args, control):
-    """Effective params: the newest control line wins over the command line."""
-    p = dict(DEFAULT_PARAMS)
-    for flag, value in args["extra"]:
-        if flag == "a" and value is not None:
-            p["instances"] = value
-        if flag == "x" and value in ("0", "1"):
-            p["discover"] = int(value)
-    p["instances"] = control.param("instances", p["instances"])
-    p["discover"] = control.param("discover", p["discover"])
-    return p
-
-
 def main():
     args = gala_probe.parse_args()
     control = gala_probe.Control()
@@ -517,7 +503,7 @@ def main():
     gala_probe.log_info("dnsmasq probe started, period %ss" % args["period"])
     while control.sleep(args["period"]):
         period = control.period(args["period"])
-        params = _params(args, control)
+        params = mw.instance_params(args, control)
         try:
             explicit = parse_instances(str(params["instances"]))
             bad_instances = None

@@ -340,6 +340,23 @@ class Requests(unittest.TestCase):
         self.assertEqual(mw.request_timeout(0.1), 0.2)
 
 
+class InstanceParams(unittest.TestCase):
+    def test_flags_then_control_lines(self):
+        class Control:
+            def __init__(self, params):
+                self.params = params
+
+            def param(self, name, default=None):
+                return self.params.get(name, default)
+
+        args = {"extra": [("a", "10.0.0.1:53"), ("x", "0")]}
+        self.assertEqual(mw.instance_params(args, Control({})), {"instances": "10.0.0.1:53", "discover": 0})
+        self.assertEqual(mw.instance_params(args, Control({"discover": 1, "instances": ""})),
+                         {"instances": "", "discover": 1})
+        bad = {"extra": [("x", "maybe"), ("a", None)]}
+        self.assertEqual(mw.instance_params(bad, Control({})), {"instances": "", "discover": 1})
+
+
 class InstanceHealth(unittest.TestCase):
     def test_up_down_errors_and_forgetting(self):
         rows, logs = [], []
