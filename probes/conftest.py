@@ -33,6 +33,16 @@ import gala_probe  # noqa: E402
 SYSTEM_PYTHON = "/usr/bin/python3"
 
 
+def load_probe(script, name):
+    """A probe script imported as module `name` (its main() not run), to test its functions."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location(name, script)
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
+
+
 def free_port():
     """A TCP port free on 127.0.0.1 right now."""
     with socket.socket() as s:

@@ -7,7 +7,6 @@ reports and with the load it made.
 """
 
 import http.server
-import importlib.util
 import json
 import os
 import re
@@ -18,7 +17,7 @@ import urllib.request
 
 import pytest
 
-from conftest import Daemon, ProbeRun, Server, free_port, server_binary, wait_for, wait_port
+from conftest import Daemon, ProbeRun, Server, free_port, load_probe, server_binary, wait_for, wait_port
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 SCRIPT = os.path.join(os.path.dirname(HERE), "bind.py")
@@ -26,10 +25,7 @@ META = os.path.join(os.path.dirname(HERE), "bind.meta")
 
 
 def load_probe_module():
-    spec = importlib.util.spec_from_file_location("bind_probe", SCRIPT)
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
+    return load_probe(SCRIPT, "bind_probe")
 
 
 def meta_fields(path):

@@ -6,7 +6,6 @@ names hit), then reads dnsmasq's own CHAOS statistics with `dig` and named's que
 its statistics channel, and compares them with what the probe reports and with the pattern.
 """
 
-import importlib.util
 import json
 import os
 import random
@@ -19,7 +18,7 @@ import urllib.request
 
 import pytest
 
-from conftest import Daemon, ProbeRun, Server, free_port, server_binary, wait_port
+from conftest import Daemon, ProbeRun, Server, free_port, load_probe, server_binary, wait_port
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 SCRIPT = os.path.join(os.path.dirname(HERE), "dnsmasq.py")
@@ -32,10 +31,7 @@ QUERIES_PER_SCRAPE = 8
 
 
 def load_probe_module():
-    spec = importlib.util.spec_from_file_location("dnsmasq_probe", SCRIPT)
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
+    return load_probe(SCRIPT, "dnsmasq_probe")
 
 
 def meta_fields(path):

@@ -9,7 +9,6 @@ probe reports.
 
 import http.client
 import http.server
-import importlib.util
 import json
 import os
 import socket
@@ -18,7 +17,7 @@ import time
 
 import pytest
 
-from conftest import Daemon, ProbeRun, Server, free_port, server_binary, wait_for, wait_port
+from conftest import Daemon, ProbeRun, Server, free_port, load_probe, server_binary, wait_for, wait_port
 import gala_middleware as mw  # noqa: E402 (the SDK folder is on sys.path through conftest)
 
 HERE = os.path.dirname(os.path.abspath(__file__))
@@ -27,10 +26,7 @@ META = os.path.join(os.path.dirname(HERE), "haproxy.meta")
 
 
 def load_probe_module():
-    spec = importlib.util.spec_from_file_location("haproxy_probe", SCRIPT)
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
+    return load_probe(SCRIPT, "haproxy_probe")
 
 
 PROBE = load_probe_module()

@@ -15,7 +15,6 @@ This machine's kernel has no IPVS, so no real virtual service can be set up here
   services appearing and disappearing, garbage and a FIFO (up 0, scrape_errors growing, recovery).
 """
 
-import importlib.util
 import json
 import os
 import socket
@@ -32,17 +31,14 @@ PROBE_DIR = os.path.dirname(HERE)
 SCRIPT = os.path.join(PROBE_DIR, "lvs.py")
 META = os.path.join(PROBE_DIR, "lvs.meta")
 sys.path.insert(0, os.path.dirname(PROBE_DIR))
-from conftest import Daemon, ProbeRun  # noqa: E402
+from conftest import Daemon, ProbeRun, load_probe  # noqa: E402
 
 import gala_middleware  # noqa: E402  (conftest put the SDK on sys.path)
 import gala_probe  # noqa: E402
 
 
 def _load_probe():
-    spec = importlib.util.spec_from_file_location("lvs_probe", SCRIPT)
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
+    return load_probe(SCRIPT, "lvs_probe")
 
 
 lvs = _load_probe()

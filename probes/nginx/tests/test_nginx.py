@@ -5,7 +5,6 @@ and a proxy_pass (with upstream keep-alive) to a second server block of its own,
 `include` glob. The test reads stub_status itself and compares with what the probe reports.
 """
 
-import importlib.util
 import json
 import os
 import re
@@ -15,7 +14,7 @@ import threading
 
 import pytest
 
-from conftest import Daemon, ProbeRun, Server, free_port, server_binary, wait_port
+from conftest import Daemon, ProbeRun, Server, free_port, load_probe, server_binary, wait_port
 
 import gala_middleware as mw  # noqa: E402 (the SDK folder is on sys.path through conftest)
 import gala_probe  # noqa: E402
@@ -28,10 +27,7 @@ STATUS_FIELDS = ("active", "accepted", "handled", "requests", "reading", "writin
 
 
 def load_probe_module():
-    spec = importlib.util.spec_from_file_location("nginx_probe", SCRIPT)
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
+    return load_probe(SCRIPT, "nginx_probe")
 
 
 class Nginx:

@@ -9,7 +9,6 @@ management API read by the test itself.
 """
 
 import base64
-import importlib.util
 import json
 import os
 import shutil
@@ -24,7 +23,7 @@ import urllib.request
 
 import pytest
 
-from conftest import SDK_DIR, Daemon, ProbeRun, Server, free_port, server_binary, wait_for
+from conftest import SDK_DIR, Daemon, ProbeRun, Server, free_port, load_probe, server_binary, wait_for
 
 sys.path.insert(0, SDK_DIR)
 import gala_middleware as mw  # noqa: E402
@@ -41,10 +40,7 @@ K_AMQP_ACKS = 3
 
 
 def load_probe_module():
-    spec = importlib.util.spec_from_file_location("rabbitmq_probe_module", SCRIPT)
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
+    return load_probe(SCRIPT, "rabbitmq_probe_module")
 
 
 # --- The real server ---------------------------------------------------------------------------

@@ -4,7 +4,6 @@ loopback (free ports, temp dirs), by itself (ProbeRun) and through the daemon as
 The test reads the servers' own counters with its own small RESP client (not the probe's).
 """
 
-import importlib.util
 import json
 import os
 import shutil
@@ -16,7 +15,7 @@ import time
 
 import pytest
 
-from conftest import Daemon, ProbeRun, Server, free_port, server_binary, wait_for, wait_port
+from conftest import Daemon, ProbeRun, Server, free_port, load_probe, server_binary, wait_for, wait_port
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 SCRIPT = os.path.join(os.path.dirname(HERE), "redis.py")
@@ -38,10 +37,7 @@ COMMAND = ["instance", "command", "calls", "usec", "rejected_calls", "failed_cal
 
 
 def load_probe_module():
-    spec = importlib.util.spec_from_file_location("redis_probe_under_test", SCRIPT)
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
+    return load_probe(SCRIPT, "redis_probe_under_test")
 
 
 # --- the test's own RESP client ------------------------------------------------------------------
