@@ -32,6 +32,7 @@ use gala_gopher::meta::{self, FieldKind, TableSchema};
 const SHIPPED_METAS: &[&str] = &[
     "probes/system_infos/system_infos.meta",
     "probes/tcp/tcpprobe.meta",
+    "probes/endpoint/endpoint.meta",
     "probes/proc/taskprobe.meta",
     "probes/io/ioprobe.meta",
     "probes/container/containerprobe.meta",

@@ -51,6 +51,7 @@ fn shipped_config_loads_without_warnings() {
             "example",
             "example_py",
             "tcpprobe",
+            "endpoint",
             "taskprobe",
             "ioprobe",
             "containerprobe",

@@ -1,6 +1,7 @@
 //! Run-time control of the shipped eBPF probes through the real daemon and its REST API: the
 //! daemon starts with no probe running; tcpprobe is started, retuned without a restart and
-//! stopped over REST; taskprobe follows a `proc_name` snooper as processes come and go.
+//! stopped over REST, and its tables follow the sub-probes; the endpoint probe is driven as
+//! `socket`; taskprobe follows a `proc_name` snooper as processes come and go.
 
 mod daemon_support;
 
@@ -231,4 +232,113 @@ fn taskprobe_follows_a_proc_name_snooper() {
     });
     assert!(tgid_series(&r.d.scrape(), pb) > 0);
     drop((b, c, other));
+}
+
+/// Sends a few datagrams to a UDP socket that reads them, from another socket.
+fn udp_traffic() {
+    let rx = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+    let tx = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+    rx.set_read_timeout(Some(Duration::from_millis(200)))
+        .unwrap();
+    let mut buf = [0u8; 2048];
+    for _ in 0..40 {
+        tx.send_to(&[7u8; 1000], rx.local_addr().unwrap()).unwrap();
+        let _ = rx.recv_from(&mut buf);
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
+#[test]
+fn tcpprobe_tables_follow_the_sub_probes_without_a_restart() {
+    let r = Rest::start(60, |probes| install_probe(probes, "tcpprobe", "probes/tcp"));
+    r.wait_known("/tcp");
+    // HEAD's tcp_delay is not built here: refused, naming it.
+    let (st, v) = request(
+        r.port,
+        "PUT",
+        "/tcp",
+        r#"json={"cmd":{"probe":["tcp_delay"]},"state":"running"}"#,
+    );
+    assert_ne!(st, 200, "tcp_delay accepted: {v}");
+    assert!(v.to_string().contains("tcp_delay"), "{v}");
+    // cluster_ip_backend: 0 is honoured, a translation is refused.
+    let (st, v) = request(
+        r.port,
+        "PUT",
+        "/tcp",
+        r#"json={"params":{"cluster_ip_backend":1},"state":"running"}"#,
+    );
+    assert_ne!(st, 200, "cluster_ip_backend 1 accepted: {v}");
+
+    r.put(
+        "/tcp",
+        r#"{"cmd":{"probe":["tcp_rate","tcp_sockbuf"]},"params":{"report_period":2,"cluster_ip_backend":0},"state":"running"}"#,
+    );
+    let pid = r.get("/tcp")["pid"].as_u64().expect("running");
+    std::thread::spawn(loopback_traffic);
+    let scrape = wait_for(Duration::from_secs(30), || {
+        let s = r.d.scrape();
+        (!series(&s, "gala_gopher_tcp_link_rto{").is_empty()
+            && !series(&s, "gala_gopher_tcp_link_sk_rcvbuf{").is_empty())
+        .then_some(s)
+    })
+    .unwrap_or_else(|| panic!("tcp_rate / tcp_sockbuf not seen:\n{}", r.d.scrape()));
+    for other in [
+        "gala_gopher_tcp_link_srtt{",
+        "gala_gopher_tcp_link_lost_out{",
+    ] {
+        assert!(
+            series(&scrape, other).is_empty(),
+            "{other} reported:\n{scrape}"
+        );
+    }
+    // The abnormal table instead, in the same process.
+    r.put("/tcp", r#"{"cmd":{"probe":["tcp_abnormal"]}}"#);
+    std::thread::spawn(loopback_traffic);
+    wait_for(Duration::from_secs(30), || {
+        (!series(&r.d.scrape(), "gala_gopher_tcp_link_lost_out{").is_empty()).then_some(())
+    })
+    .unwrap_or_else(|| panic!("tcp_abn not seen:\n{}", r.d.scrape()));
+    let v = r.get("/tcp");
+    assert_eq!(v["pid"].as_u64(), Some(pid), "restarted: {v}");
+    assert_eq!(v["cmd"]["probe"], serde_json::json!(["tcp_abnormal"]));
+    r.put("/tcp", r#"{"state":"stopped"}"#);
+}
+
+#[test]
+fn endpoint_probe_is_driven_as_socket() {
+    let r = Rest::start(60, |probes| {
+        install_probe(probes, "endpoint", "probes/endpoint")
+    });
+    r.wait_known("/socket");
+    assert_eq!(r.get("/socket")["state"], "stopped");
+    r.put(
+        "/socket",
+        r#"{"cmd":{"probe":["udp_socket"]},"params":{"report_period":2},"state":"running"}"#,
+    );
+    let pid = r.get("/socket")["pid"].as_u64().expect("running");
+    std::thread::spawn(udp_traffic);
+    let scrape = wait_for(Duration::from_secs(30), || {
+        let s = r.d.scrape();
+        (!series(&s, "gala_gopher_endpoint_udp_bind_sends{").is_empty()).then_some(s)
+    })
+    .unwrap_or_else(|| panic!("endpoint_udp not seen:\n{}", r.d.scrape()));
+    assert!(
+        series(&scrape, "gala_gopher_endpoint_active_open{").is_empty(),
+        "endpoint_tcp reported:\n{scrape}"
+    );
+    // Switched to the TCP table without a restart.
+    r.put("/socket", r#"{"cmd":{"probe":["tcp_socket"]}}"#);
+    std::thread::spawn(loopback_traffic);
+    wait_for(Duration::from_secs(30), || {
+        let s = r.d.scrape();
+        (!series(&s, "gala_gopher_endpoint_active_open{").is_empty()
+            && !series(&s, "gala_gopher_endpoint_passive_open{").is_empty())
+        .then_some(())
+    })
+    .unwrap_or_else(|| panic!("endpoint_tcp not seen:\n{}", r.d.scrape()));
+    let v = r.get("/socket");
+    assert_eq!(v["pid"].as_u64(), Some(pid), "restarted: {v}");
+    r.put("/socket", r#"{"state":"stopped"}"#);
+    assert!(!alive(pid as i32), "endpoint {pid} still alive");
 }

@@ -7,13 +7,19 @@
 //! accounted (opens and closes per role equal the number of connections, no lost events) and
 //! reports the probe's own CPU and RSS, at idle and under the load.
 //!
+//! Then, every table on as well: a bulk loopback transfer (`BENCH_BULK_GB`, default 10 GB, one
+//! connection, 1 MiB writes) without and with the probe, and the probe's own CPU and RSS while
+//! `BENCH_HOLD_CONNS` (default 10000) connections are open (20000 sockets for each pass).
+//!
 //! `cargo bench -p tcpprobe --bench overhead -- [rounds] [connections]` (default 7 x 10000,
 //! each run 3 times per mode and round, the least CPU counting);
-//! `BENCH_PROBE_ARGS` adds probe flags (e.g. `-P 0xfffd` to leave the tcp_probe hook out).
+//! `BENCH_PROBE_ARGS` adds probe flags (e.g. `-P 0xfffd` to leave the tcp_probe hook out);
+//! `BENCH_ONLY=loop|bulk|hold` runs one part.
 
 use std::collections::HashMap;
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{TcpListener, TcpStream};
+use std::os::fd::AsRawFd;
 use std::process::{Child, Command, Stdio};
 use std::sync::mpsc;
 use std::thread;
@@ -68,10 +74,16 @@ struct Probe {
 
 impl Probe {
     fn start() -> Probe {
+        Probe::start_with(&[])
+    }
+
+    /// [`start`](Self::start) with more flags.
+    fn start_with(flags: &[&str]) -> Probe {
         // Extra probe flags for experiments, e.g. BENCH_PROBE_ARGS="-P 0xfffd" (no tcp_probe hook).
         let extra = std::env::var("BENCH_PROBE_ARGS").unwrap_or_default();
         let mut child = Command::new(BIN)
             .args(["-t", "1"])
+            .args(flags)
             .args(extra.split_whitespace())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
@@ -188,15 +200,102 @@ fn accounting(lines: &[String], port: u16) -> (PerRole, (u64, u64, u64)) {
     (roles, stats)
 }
 
-fn main() {
-    let nums: Vec<u64> = std::env::args()
-        .skip(1)
-        .filter_map(|a| a.parse().ok())
-        .collect();
-    let rounds = nums.first().copied().unwrap_or(7).max(1);
-    let conns = nums.get(1).copied().unwrap_or(10_000).max(100);
+/// One connection moves `bytes` over loopback in 1 MiB writes, a second thread reads them.
+/// Returns (CPU of this process, wall) in seconds.
+fn bulk(bytes: u64) -> (f64, f64) {
+    let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
+    let addr = listener.local_addr().expect("listener address");
+    let cpu0 = cpu_secs_self();
+    let t0 = Instant::now();
+    let reader = thread::spawn(move || {
+        let (mut s, _) = listener.accept().expect("accept");
+        let mut buf = vec![0u8; 1 << 20];
+        let mut n = 0u64;
+        loop {
+            let k = s.read(&mut buf).expect("receive");
+            if k == 0 {
+                break;
+            }
+            n += k as u64;
+        }
+        n
+    });
+    let mut c = TcpStream::connect(addr).expect("connect");
+    let buf = vec![0x5au8; 1 << 20];
+    let mut left = bytes;
+    while left > 0 {
+        let k = left.min(buf.len() as u64) as usize;
+        c.write_all(&buf[..k]).expect("send");
+        left -= k as u64;
+    }
+    drop(c);
+    let got = reader.join().expect("reader");
+    assert_eq!(got, bytes);
+    (cpu_secs_self() - cpu0, t0.elapsed().as_secs_f64())
+}
 
-    pin_to(0);
+/// Connections per listener in [`hold`], below the default `somaxconn` (4096).
+const PER_LISTENER: usize = 3000;
+
+/// Bulk runs per mode and round; the least CPU counts.
+const SUB_RUNS_BULK: usize = 2;
+
+/// The least CPU of `k` bulk runs (and its wall time).
+fn bulk_min(bytes: u64, k: usize) -> (f64, f64) {
+    (0..k.max(1))
+        .map(|_| bulk(bytes))
+        .min_by(|a, b| a.0.total_cmp(&b.0))
+        .unwrap_or((0.0, 0.0))
+}
+
+/// `n` open connections. Only the client ends take a file of this process: the server ends
+/// stay in their listeners' accept queues (full sockets all the same, ESTABLISHED and walked by
+/// the iterator), so the file limit only needs `n` plus a few. Returns the client ends and the
+/// listeners (dropping them closes everything).
+fn hold(n: usize) -> (Vec<TcpStream>, Vec<TcpListener>) {
+    let want = (n + 256) as libc::rlim_t;
+    // SAFETY: getrlimit/setrlimit on a struct we own.
+    unsafe {
+        let mut rl: libc::rlimit = std::mem::zeroed();
+        libc::getrlimit(libc::RLIMIT_NOFILE, &mut rl);
+        if rl.rlim_cur < want {
+            rl.rlim_cur = want.min(rl.rlim_max);
+            libc::setrlimit(libc::RLIMIT_NOFILE, &rl);
+        }
+    }
+    let listeners: Vec<TcpListener> = (0..n.div_ceil(PER_LISTENER))
+        .map(|_| {
+            let l = TcpListener::bind("127.0.0.1:0").expect("bind");
+            // SAFETY: listen(2) again on our own listening socket raises its backlog.
+            unsafe { libc::listen(l.as_raw_fd(), PER_LISTENER as i32 + 64) };
+            l
+        })
+        .collect();
+    let clients = (0..n)
+        .map(|i| {
+            let addr = listeners[i / PER_LISTENER]
+                .local_addr()
+                .expect("listener address");
+            TcpStream::connect(addr).expect("connect (file limit?)")
+        })
+        .collect();
+    (clients, listeners)
+}
+
+/// The last tcp_bpf_stats of a probe's output: (events, lost, map_full).
+fn last_stats(lines: &[String]) -> (u64, u64, u64) {
+    accounting(lines, 0).1
+}
+
+fn env_num(name: &str, default: u64) -> u64 {
+    std::env::var(name)
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
+}
+
+/// The connect / send / close loop, without and with the probe.
+fn loop_section(rounds: u64, conns: u64) {
     let listener = TcpListener::bind("127.0.0.1:0").unwrap();
     let addr = listener.local_addr().unwrap();
     // Warm-up (page cache, allocator, first connections).
@@ -308,4 +407,102 @@ fn main() {
         median(&mut probe_cpu_frac) * 100.0
     );
     println!("  probe RSS: idle {idle_rss} KiB, under load {load_rss} KiB (peak {load_hwm} KiB)");
+}
+
+/// The bulk transfer, without and with the probe.
+fn bulk_section() {
+    // Bulk transfer, alternating which mode goes first.
+    let gb = env_num("BENCH_BULK_GB", 10).max(1);
+    let bytes = gb << 30;
+    bulk(bytes / 10);
+    let mut bulk_ratios = Vec::new();
+    let mut bulk_lost = 0;
+    let mut bulk_rate = (0.0, 0.0);
+    let rounds = env_num("BENCH_BULK_ROUNDS", 5).max(1);
+    for round in 0..rounds {
+        let mut off = (0.0, 0.0);
+        let mut on = (0.0, 0.0);
+        let order = if round % 2 == 0 {
+            [false, true]
+        } else {
+            [true, false]
+        };
+        for with_probe in order {
+            if !with_probe {
+                off = bulk_min(bytes, SUB_RUNS_BULK);
+                continue;
+            }
+            let probe = Probe::start();
+            thread::sleep(Duration::from_millis(1100));
+            on = bulk_min(bytes, SUB_RUNS_BULK);
+            thread::sleep(Duration::from_millis(1500));
+            let (_, lost, _) = last_stats(&probe.stop());
+            bulk_lost += lost;
+        }
+        eprintln!(
+            "bulk round {round}: off {:.2}s cpu / {:.2}s wall, on {:.2}s cpu / {:.2}s wall, ratio {:.3}",
+            off.0, off.1, on.0, on.1, on.0 / off.0
+        );
+        bulk_ratios.push(on.0 / off.0);
+        bulk_rate = (bytes as f64 / off.1 / 1e9, bytes as f64 / on.1 / 1e9);
+    }
+    println!(
+        "tcpprobe bulk: {rounds} rounds x {SUB_RUNS_BULK} runs x {gb} GB over one loopback connection, 1 MiB writes"
+    );
+    println!(
+        "  CPU ratio on/off (median): {:.3}; throughput last round off {:.2} GB/s, on {:.2} GB/s; lost events {bulk_lost}",
+        median(&mut bulk_ratios),
+        bulk_rate.0,
+        bulk_rate.1
+    );
+}
+
+/// The probe's cost with many open connections.
+fn hold_section() {
+    // Many open connections: the iterator walks every socket each period.
+    let n = env_num("BENCH_HOLD_CONNS", 10_000) as usize;
+    let held = hold(n);
+    // Both ends of every connection are tracked: the socket cap must hold them.
+    let cap = (2 * n + 4096).to_string();
+    let probe = Probe::start_with(&["-M", &cap]);
+    thread::sleep(Duration::from_millis(1500));
+    let (c0, t0) = (cpu_secs_of(probe.pid()), Instant::now());
+    thread::sleep(Duration::from_secs(10));
+    let hold_cpu = (cpu_secs_of(probe.pid()) - c0) / t0.elapsed().as_secs_f64();
+    let (hold_rss, hold_hwm) = rss_kib(probe.pid());
+    let lines = probe.stop();
+    let rows = lines.iter().filter(|l| l.starts_with("|tcp_rate|")).count();
+    let (_, lost, map_full) = last_stats(&lines);
+    println!(
+        "tcpprobe with {n} open loopback connections ({} sockets; -t 1, every table):",
+        2 * n
+    );
+    println!(
+        "  probe CPU {:.2}% of a core, RSS {hold_rss} KiB (peak {hold_hwm} KiB); tcp_rate rows written {rows}; lost {lost}, map_full {map_full}",
+        hold_cpu * 100.0
+    );
+    drop(held);
+}
+
+fn main() {
+    let nums: Vec<u64> = std::env::args()
+        .skip(1)
+        .filter_map(|a| a.parse().ok())
+        .collect();
+    let rounds = nums.first().copied().unwrap_or(7).max(1);
+    let conns = nums.get(1).copied().unwrap_or(10_000).max(100);
+    // BENCH_ONLY=loop|bulk|hold runs one part.
+    let only = std::env::var("BENCH_ONLY").unwrap_or_default();
+    let run = |part: &str| only.is_empty() || only == part;
+
+    pin_to(0);
+    if run("loop") {
+        loop_section(rounds, conns);
+    }
+    if run("bulk") {
+        bulk_section();
+    }
+    if run("hold") {
+        hold_section();
+    }
 }

@@ -43,6 +43,22 @@ pub struct Options {
     pub zero_window: bool,
     /// Custom BTF file (`-b`).
     pub btf_path: Option<PathBuf>,
+    /// Optional hooks the kernel has (each is loaded and attached only then).
+    pub optional: Optional,
+}
+
+/// The optional abnormal-event hooks: which the kernel has (as options) or which are attached
+/// (from [`Collector::attached`]).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Optional {
+    /// `tp_btf/kfree_skb` (with the `rx_sk` argument).
+    pub kfree_skb: bool,
+    /// `tp_btf/sock_exceed_buf_limit`.
+    pub exceed_buf: bool,
+    /// `tp_btf/inet_sk_error_report`.
+    pub error_report: bool,
+    /// `tp_btf/sock_send_length`.
+    pub send_length: bool,
 }
 
 /// The loaded and attached BPF object.
@@ -54,6 +70,8 @@ pub struct Collector<'obj> {
     zero_window_loaded: bool,
     /// Its link while attached (dropping it detaches).
     zero_window_link: Option<Link>,
+    /// Optional hooks attached.
+    attached: Optional,
     buf: Vec<u8>,
 }
 
@@ -70,6 +88,11 @@ impl<'obj> Collector<'obj> {
             .open(object)
             .map_err(ctx("opening the BPF object"))?;
         open.progs.on_tcp_probe.set_autoload(opts.zero_window);
+        let o = opts.optional;
+        open.progs.on_kfree_skb.set_autoload(o.kfree_skb);
+        open.progs.on_exceed_buf.set_autoload(o.exceed_buf);
+        open.progs.on_error_report.set_autoload(o.error_report);
+        open.progs.on_send_length.set_autoload(o.send_length);
         let skel = open.load().map_err(ctx("loading the BPF programs"))?;
 
         let mut links = Vec::new();
@@ -83,6 +106,44 @@ impl<'obj> Collector<'obj> {
         ] {
             links.push(prog.attach().map_err(ctx(what))?);
         }
+        let mut attached = Optional::default();
+        for (on, prog, flag, what) in [
+            (
+                o.kfree_skb,
+                &skel.progs.on_kfree_skb,
+                &mut attached.kfree_skb,
+                "skb:kfree_skb",
+            ),
+            (
+                o.exceed_buf,
+                &skel.progs.on_exceed_buf,
+                &mut attached.exceed_buf,
+                "sock:sock_exceed_buf_limit",
+            ),
+            (
+                o.error_report,
+                &skel.progs.on_error_report,
+                &mut attached.error_report,
+                "sock:inet_sk_error_report",
+            ),
+            (
+                o.send_length,
+                &skel.progs.on_send_length,
+                &mut attached.send_length,
+                "sock:sock_send_length",
+            ),
+        ] {
+            if !on {
+                continue;
+            }
+            match prog.attach() {
+                Ok(l) => {
+                    links.push(l);
+                    *flag = true;
+                }
+                Err(e) => probe_sdk::warn!("attaching {what} failed ({e}): its fields are absent"),
+            }
+        }
         let iter_link = skel
             .progs
             .dump_tcp
@@ -94,6 +155,7 @@ impl<'obj> Collector<'obj> {
             iter_link,
             zero_window_loaded: opts.zero_window,
             zero_window_link: None,
+            attached,
             buf: Vec::with_capacity(64 * 1024),
         })
     }
@@ -114,6 +176,11 @@ impl<'obj> Collector<'obj> {
             );
         }
         Ok(self.zero_window_link.is_some())
+    }
+
+    /// The optional hooks attached.
+    pub fn attached(&self) -> Optional {
+        self.attached
     }
 
     /// The ring buffer of state-change and event records.
@@ -162,6 +229,17 @@ impl<'obj> Collector<'obj> {
         ];
         if self.zero_window_loaded {
             fds.push(p.on_tcp_probe.as_fd());
+        }
+        let a = self.attached;
+        for (on, prog) in [
+            (a.kfree_skb, &p.on_kfree_skb),
+            (a.exceed_buf, &p.on_exceed_buf),
+            (a.error_report, &p.on_error_report),
+            (a.send_length, &p.on_send_length),
+        ] {
+            if on {
+                fds.push(prog.as_fd());
+            }
         }
         c.lost = c.lost.saturating_add(bpf::recursion_misses(fds));
         c

@@ -28,8 +28,71 @@ pub const C_RST_RECV: usize = 6;
 pub const C_ZERO_SND_WND: usize = 7;
 /// Times we advertised a zero window (`TCP_C_ZERO_RCV_WND`).
 pub const C_ZERO_RCV_WND: usize = 8;
+/// Packets the socket dropped: change of `sk_drops`.
+pub const C_SK_DROPS: usize = 9;
+/// Drops with reason SOCKET_BACKLOG (kfree_skb).
+pub const C_BACKLOG_DROPS: usize = 10;
+/// Drops with reason SOCKET_FILTER (kfree_skb).
+pub const C_FILTER_DROPS: usize = 11;
+/// Drops with reason PROTO_MEM or SOCKET_RCVBUFF (kfree_skb).
+pub const C_RMEM_SCHED: usize = 12;
+/// Refused memory charges (sock_exceed_buf_limit).
+pub const C_TCP_OOM: usize = 13;
+/// Errors reported with ETIMEDOUT (inet_sk_error_report).
+pub const C_TMOUT: usize = 14;
+/// Non-blocking sends refused with -EAGAIN (sock_send_length).
+pub const C_SNDBUF_LIMIT: usize = 15;
+/// Jiffies busy sending (`chrono_stat[0]`).
+pub const C_BUSY_J: usize = 16;
+/// Jiffies limited by the receive window (`chrono_stat[1]`).
+pub const C_RWND_LIMITED_J: usize = 17;
+/// Jiffies limited by the send buffer (`chrono_stat[2]`).
+pub const C_SNDBUF_LIMITED_J: usize = 18;
 /// Number of counters (`TCP_C_NR`).
-pub const COUNTERS: usize = 9;
+pub const COUNTERS: usize = 19;
+
+/// Gauge sums over live connections, indexed: `icsk_rto`, jiffies.
+pub const G_RTO_J: usize = 0;
+/// `icsk_ack.ato`, jiffies.
+pub const G_ATO_J: usize = 1;
+/// `snd_ssthresh`, segments.
+pub const G_SND_SSTHRESH: usize = 2;
+/// `rcv_ssthresh`, bytes.
+pub const G_RCV_SSTHRESH: usize = 3;
+/// `advmss`, bytes.
+pub const G_ADVMSS: usize = 4;
+/// `rcvq_space.space`, bytes.
+pub const G_RCV_SPACE: usize = 5;
+/// Delivery rate, bytes/s.
+pub const G_DELIVERY_RATE: usize = 6;
+/// `sk_pacing_rate`, bytes/s.
+pub const G_PACING_RATE: usize = 7;
+/// `sk_max_pacing_rate`, bytes/s.
+pub const G_MAX_PACING_RATE: usize = 8;
+/// `sk_error_queue.qlen`.
+pub const G_ERR_QLEN: usize = 9;
+/// `sk_receive_queue.qlen`.
+pub const G_RCV_QLEN: usize = 10;
+/// `sk_write_queue.qlen`.
+pub const G_WRI_QLEN: usize = 11;
+/// `sk_backlog.len`, bytes.
+pub const G_BACKLOG_LEN: usize = 12;
+/// `sk_omem_alloc`, bytes.
+pub const G_OMEM: usize = 13;
+/// `sk_forward_alloc`, bytes.
+pub const G_FORWARD: usize = 14;
+/// `sk_wmem_queued`, bytes.
+pub const G_WMEM: usize = 15;
+/// `sk_rcvbuf`, bytes.
+pub const G_RCVBUF: usize = 16;
+/// `sk_sndbuf`, bytes.
+pub const G_SNDBUF: usize = 17;
+/// `lost_out`, segments.
+pub const G_LOST_OUT: usize = 18;
+/// `sacked_out`, segments.
+pub const G_SACKED_OUT: usize = 19;
+/// Number of gauge sums.
+pub const GAUGES: usize = 20;
 
 /// Closed from FIN_WAIT1/FIN_WAIT2/CLOSING: the local end closed first (`TCP_CLOSE_ACTIVE`).
 pub const CLOSE_ACTIVE: usize = 0;
@@ -75,6 +138,13 @@ pub struct PeriodDelta {
     pub notack_sum: u64,
     /// Sum over live connections of the reordering metric.
     pub reordering_sum: u64,
+    /// Sums over live connections of the `G_*` gauges (u128: `sk_max_pacing_rate` is ~0
+    /// when unlimited).
+    pub gauge_sums: [u128; GAUGES],
+    /// Largest `sk_err_soft` of the live connections.
+    pub sk_err_soft_max: u64,
+    /// Largest error number reported (inet_sk_error_report) in the period, if any.
+    pub sk_err_max: Option<u64>,
 }
 
 impl PeriodDelta {
@@ -105,6 +175,11 @@ impl PeriodDelta {
         ] {
             *a = a.saturating_add(b);
         }
+        for (a, b) in self.gauge_sums.iter_mut().zip(o.gauge_sums.iter()) {
+            *a = a.saturating_add(*b);
+        }
+        self.sk_err_soft_max = self.sk_err_soft_max.max(o.sk_err_soft_max);
+        self.sk_err_max = self.sk_err_max.max(o.sk_err_max);
     }
 }
 
@@ -133,6 +208,12 @@ pub struct Gauges {
     pub syn_srtt_us: Option<u64>,
     /// Largest establish latency this period, µs.
     pub syn_srtt_max_us: Option<u64>,
+    /// Means over live connections of the `G_*` gauges.
+    pub means: [Option<u64>; GAUGES],
+    /// Largest `sk_err_soft` of the live connections.
+    pub sk_err_soft: Option<u64>,
+    /// Largest error number reported in the period.
+    pub sk_err: Option<u64>,
 }
 
 impl Gauges {
@@ -152,6 +233,12 @@ impl Gauges {
             reordering: live(d.reordering_sum),
             syn_srtt_us: avg(d.estab.sum, opens),
             syn_srtt_max_us: (opens > 0).then_some(d.estab.max),
+            means: d.gauge_sums.map(|sum| {
+                sum.checked_div(u128::from(d.live))
+                    .map(|m| u64::try_from(m).unwrap_or(u64::MAX))
+            }),
+            sk_err_soft: (d.live > 0).then_some(d.sk_err_soft_max),
+            sk_err: d.sk_err_max,
         }
     }
 }
@@ -171,6 +258,8 @@ pub struct ConnEntry {
     pub live: u64,
     /// This period's gauges (all None for an idle key).
     pub gauges: Gauges,
+    /// This period's counter increments (all 0 for an idle key), for events.
+    pub period: [u64; COUNTERS],
     /// Period in which the key last had a delta.
     last_period: u64,
 }
@@ -189,6 +278,7 @@ impl ConnEntry {
         self.estab.merge(&d.estab);
         self.live = d.live;
         self.gauges = Gauges::from_delta(d);
+        self.period = d.counters;
         self.last_period = period;
     }
 
@@ -196,6 +286,7 @@ impl ConnEntry {
     fn idle(&mut self) {
         self.live = 0;
         self.gauges = Gauges::default();
+        self.period = [0; COUNTERS];
     }
 
     /// Whether the key had a delta in the current period.
@@ -432,5 +523,13 @@ mod tests {
         assert_eq!(g.syn_srtt_max_us, Some(40));
         let none = Gauges::from_delta(&delta(0, 0));
         assert_eq!(none, Gauges::default());
+        // Unlimited pacing (~0) on both live connections: the mean is still ~0.
+        let mut d = delta(0, 2);
+        d.gauge_sums[G_MAX_PACING_RATE] = 2 * u128::from(u64::MAX);
+        d.gauge_sums[G_RCVBUF] = 3000;
+        let g = Gauges::from_delta(&d);
+        assert_eq!(g.means[G_MAX_PACING_RATE], Some(u64::MAX));
+        assert_eq!(g.means[G_RCVBUF], Some(1500));
+        assert_eq!((g.sk_err_soft, g.sk_err), (Some(0), None));
     }
 }

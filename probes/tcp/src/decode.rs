@@ -6,6 +6,11 @@ use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use probe_sdk::bpf::plain_data::{self, Plain};
 
 use crate::conn_key::{AF_INET, AF_INET6};
+use crate::conn_table::{
+    GAUGES, G_ADVMSS, G_ATO_J, G_BACKLOG_LEN, G_DELIVERY_RATE, G_ERR_QLEN, G_FORWARD, G_LOST_OUT,
+    G_MAX_PACING_RATE, G_OMEM, G_PACING_RATE, G_RCVBUF, G_RCV_QLEN, G_RCV_SPACE, G_RCV_SSTHRESH,
+    G_RTO_J, G_SACKED_OUT, G_SNDBUF, G_SND_SSTHRESH, G_WMEM, G_WRI_QLEN,
+};
 use crate::owners::Owner;
 use crate::skel::types::{
     tcpp_counters, tcpp_ev_close, tcpp_ev_estab, tcpp_ev_mark, tcpp_ev_owner, tcpp_live,
@@ -39,6 +44,22 @@ mod kind {
     pub const ZERO_SND_WND: u8 = tcpp_kind::TCPP_EV_ZERO_SND_WND.0 as u8;
     pub const ZERO_RCV_WND: u8 = tcpp_kind::TCPP_EV_ZERO_RCV_WND.0 as u8;
     pub const LIVE: u8 = tcpp_kind::TCPP_REC_LIVE.0 as u8;
+    pub const DROP: u8 = tcpp_kind::TCPP_EV_DROP.0 as u8;
+    pub const EXCEED_BUF: u8 = tcpp_kind::TCPP_EV_EXCEED_BUF.0 as u8;
+    pub const SK_ERR: u8 = tcpp_kind::TCPP_EV_SK_ERR.0 as u8;
+    pub const SNDBUF_FULL: u8 = tcpp_kind::TCPP_EV_SNDBUF_FULL.0 as u8;
+}
+
+/// Drop reasons counted (`enum tcpp_drop` of `intf.h`).
+pub mod drop_reason {
+    use crate::skel::types::tcpp_drop;
+
+    /// SKB_DROP_REASON_SOCKET_BACKLOG.
+    pub const BACKLOG: u32 = tcpp_drop::TCPP_DROP_BACKLOG.0;
+    /// SKB_DROP_REASON_SOCKET_FILTER.
+    pub const FILTER: u32 = tcpp_drop::TCPP_DROP_FILTER.0;
+    /// SKB_DROP_REASON_PROTO_MEM or SKB_DROP_REASON_SOCKET_RCVBUFF.
+    pub const RMEM: u32 = tcpp_drop::TCPP_DROP_RMEM.0;
 }
 
 /// Kernel TCP states (`BPF_TCP_*`), as far as the tracker needs them.
@@ -99,6 +120,10 @@ pub struct Counters {
     pub srtt_us: u32,
     /// Receive-side RTT estimate, µs.
     pub rcv_rtt_us: u32,
+    /// `sk_drops`: packets the socket dropped.
+    pub sk_drops: u64,
+    /// Jiffies busy, receive-window limited, send-buffer limited (`chrono_stat[]`).
+    pub chrono: [u64; 3],
 }
 
 /// Window state of a live connection.
@@ -118,7 +143,61 @@ pub struct Windows {
     pub reordering: u32,
 }
 
+/// The tcp_rate, tcp_sockbuf and tcp_abn gauges of a live connection.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Extra {
+    /// Values indexed by the `G_*` constants of `conn_table`.
+    pub gauges: [u64; GAUGES],
+    /// `sk_err_soft` at the pass.
+    pub sk_err_soft: u32,
+    /// `jiffies` at the record (for the HZ estimate).
+    pub jiffies: u64,
+}
+
+/// Bytes per second as `tcp_get_info()` computes `tcpi_delivery_rate`: `rate_delivered`
+/// segments of `mss` bytes in `interval_us`; 0 without a sample.
+pub fn delivery_rate(rate_delivered: u32, mss: u32, interval_us: u32) -> u64 {
+    if rate_delivered == 0 || interval_us == 0 {
+        return 0;
+    }
+    let r = u128::from(rate_delivered) * u128::from(mss) * 1_000_000 / u128::from(interval_us);
+    u64::try_from(r).unwrap_or(u64::MAX)
+}
+
+fn extra(e: &tcpp_live) -> Extra {
+    let pos = |v: i32| u64::try_from(v).unwrap_or(0);
+    let mut g = [0u64; GAUGES];
+    g[G_RTO_J] = e.rto_j.into();
+    g[G_ATO_J] = e.ato_j.into();
+    g[G_SND_SSTHRESH] = e.snd_ssthresh.into();
+    g[G_RCV_SSTHRESH] = e.rcv_ssthresh.into();
+    g[G_ADVMSS] = e.advmss.into();
+    g[G_RCV_SPACE] = e.rcv_space.into();
+    g[G_DELIVERY_RATE] = delivery_rate(e.rate_delivered, e.mss_cache, e.rate_interval_us);
+    g[G_PACING_RATE] = e.pacing_rate;
+    g[G_MAX_PACING_RATE] = e.max_pacing_rate;
+    g[G_ERR_QLEN] = e.err_qlen.into();
+    g[G_RCV_QLEN] = e.rcv_qlen.into();
+    g[G_WRI_QLEN] = e.wri_qlen.into();
+    g[G_BACKLOG_LEN] = e.backlog_len.into();
+    g[G_OMEM] = e.omem_alloc.into();
+    g[G_FORWARD] = pos(e.forward_alloc);
+    g[G_WMEM] = pos(e.wmem_queued);
+    g[G_RCVBUF] = pos(e.rcvbuf);
+    g[G_SNDBUF] = pos(e.sndbuf);
+    g[G_LOST_OUT] = e.lost_out.into();
+    g[G_SACKED_OUT] = e.sacked_out.into();
+    Extra {
+        gauges: g,
+        sk_err_soft: u32::try_from(e.sk_err_soft).unwrap_or(0),
+        jiffies: e.jiffies,
+    }
+}
+
 /// One record from the kernel.
+// A record is decoded, handed over by value and dropped at once, never stored in bulk: the
+// size of the live variant costs nothing worth a heap allocation per socket and pass.
+#[allow(clippy::large_enum_variant)]
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Record {
     /// connect(): the socket entered SYN_SENT.
@@ -175,6 +254,32 @@ pub enum Record {
         /// Identifies the zero-window episode (rcv_wup).
         episode: u32,
     },
+    /// A packet of the socket was dropped for a counted reason.
+    Drop {
+        /// Socket.
+        id: SockId,
+        /// Which reason ([`drop_reason`]).
+        reason: u32,
+    },
+    /// A memory charge of the socket was refused (sock_exceed_buf_limit).
+    ExceedBuf {
+        /// Socket.
+        id: SockId,
+        /// 0 send, 1 receive.
+        kind: u32,
+    },
+    /// An error was reported on the socket.
+    SkErr {
+        /// Socket.
+        id: SockId,
+        /// The error number (`sk_err`).
+        err: u32,
+    },
+    /// A non-blocking send found the send buffer full (-EAGAIN).
+    SndBufFull {
+        /// Socket.
+        id: SockId,
+    },
     /// Iterator record of a live socket.
     Live {
         /// Socket (state = current state).
@@ -185,6 +290,8 @@ pub enum Record {
         windows: Windows,
         /// Socket inode, 0 if none.
         ino: u64,
+        /// Rate, buffer and abnormal-state gauges.
+        extra: Extra,
     },
 }
 
@@ -216,6 +323,8 @@ fn counters(c: &tcpp_counters) -> Counters {
         retrans: c.retrans,
         srtt_us: c.srtt_us,
         rcv_rtt_us: c.rcv_rtt_us,
+        sk_drops: c.sk_drops.into(),
+        chrono: c.chrono.map(u64::from),
     }
 }
 
@@ -292,8 +401,18 @@ pub fn decode(bytes: &[u8]) -> Option<Record> {
                     reordering: e.reordering,
                 },
                 ino: e.ino,
+                extra: extra(&e),
             }
         }
+        kind::DROP | kind::EXCEED_BUF | kind::SK_ERR => {
+            let e: tcpp_ev_mark = plain_data::read(bytes)?;
+            match head.kind {
+                kind::DROP => Record::Drop { id, reason: e.aux },
+                kind::EXCEED_BUF => Record::ExceedBuf { id, kind: e.aux },
+                _ => Record::SkErr { id, err: e.aux },
+            }
+        }
+        kind::SNDBUF_FULL => Record::SndBufFull { id },
         _ => return None,
     })
 }
@@ -336,8 +455,16 @@ mod tests {
             kind::ZERO_SND_WND,
             kind::ZERO_RCV_WND,
             kind::LIVE,
+            kind::DROP,
+            kind::EXCEED_BUF,
+            kind::SK_ERR,
+            kind::SNDBUF_FULL,
         ];
-        assert_eq!(all, [1, 2, 3, 4, 5, 6, 7, 8, 9]);
+        assert_eq!(all, [1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13]);
+        assert_eq!(
+            [drop_reason::BACKLOG, drop_reason::FILTER, drop_reason::RMEM],
+            [1, 2, 3]
+        );
     }
 
     #[test]
@@ -384,6 +511,8 @@ mod tests {
                 retrans: 5,
                 srtt_us: 6,
                 rcv_rtt_us: 7,
+                sk_drops: 8,
+                chrono: [9, 10, 11],
             },
         };
         let Some(Record::Close { id, counters }) = decode(&bytes(&e)) else {
@@ -392,6 +521,7 @@ mod tests {
         assert_eq!(id.laddr.to_string(), "::1");
         assert_eq!(counters.rx_bytes, 1);
         assert_eq!(counters.rcv_rtt_us, 7);
+        assert_eq!((counters.sk_drops, counters.chrono), (8, [9, 10, 11]));
     }
 
     #[test]
@@ -401,12 +531,54 @@ mod tests {
             ino: 99,
             snd_cwnd: 10,
             reordering: 3,
+            rto_j: 50,
+            rcvbuf: 131072,
+            forward_alloc: -5,
+            rate_delivered: 10,
+            rate_interval_us: 1000,
+            mss_cache: 1000,
+            lost_out: 4,
+            sk_err_soft: 113,
+            jiffies: 12345,
             ..Default::default()
         };
-        let Some(Record::Live { windows, ino, .. }) = decode(&bytes(&e)) else {
+        let Some(Record::Live {
+            windows,
+            ino,
+            extra,
+            ..
+        }) = decode(&bytes(&e))
+        else {
             panic!()
         };
         assert_eq!((ino, windows.snd_cwnd, windows.reordering), (99, 10, 3));
+        assert_eq!(extra.gauges[G_RTO_J], 50);
+        assert_eq!(extra.gauges[G_RCVBUF], 131072);
+        assert_eq!(extra.gauges[G_FORWARD], 0, "negative clamps to 0");
+        assert_eq!(
+            extra.gauges[G_DELIVERY_RATE], 10_000_000,
+            "10 x 1000 B per ms"
+        );
+        assert_eq!(extra.gauges[G_LOST_OUT], 4);
+        assert_eq!((extra.sk_err_soft, extra.jiffies), (113, 12345));
+        let m = tcpp_ev_mark {
+            id: raw_id(kind::DROP, AF_INET),
+            aux: drop_reason::RMEM,
+            pad: 0,
+        };
+        assert!(matches!(
+            decode(&bytes(&m)),
+            Some(Record::Drop { reason: 3, .. })
+        ));
+        let m = tcpp_ev_mark {
+            id: raw_id(kind::SK_ERR, AF_INET),
+            aux: 110,
+            pad: 0,
+        };
+        assert!(matches!(
+            decode(&bytes(&m)),
+            Some(Record::SkErr { err: 110, .. })
+        ));
         let m = tcpp_ev_mark {
             id: raw_id(kind::ZERO_RCV_WND, AF_INET),
             aux: 5,

@@ -2,11 +2,13 @@
 //! opens and closes by kind, establish latency, zero windows), one record per connection key
 //! and table each period.
 //!
-//! Flags: the upstream ones (`-t` period, `-c 0|1` client ports, `-P` table bits, `-b` BTF),
+//! Flags: the upstream ones (`-t` period, `-c 0|1` client ports, `-P` table bits, `-b` BTF,
+//! `-l` events, `-T` latency and `-D` drops thresholds; `-w` and `-F` are refused at start),
 //! plus `-M <n>`: most connections (sockets) and keys tracked, default 16384; the excess is
 //! counted in `tcp_bpf_stats.map_full`. `tcpprobe --print-meta` prints the `.meta` file.
 //!
-//! Control channel (stdin, [`probe_sdk::control`]): `report_period`, `report_cport`, the tables
+//! Control channel (stdin, [`probe_sdk::control`]): `report_period`, `report_cport`,
+//! `latency_thr`, `drops_thr`, `report_event` (`cluster_ip_backend` accepts only 0), the tables
 //! (`probe_bits`) and the process selection (`snoop`) change without a restart, checked every
 //! drain (100 ms). Every hook but the per-segment zero-window one stays attached whatever the
 //! tables, so tables and process selection filter at output (connections of unselected
@@ -19,7 +21,9 @@ mod collector;
 mod conn_key;
 mod conn_table;
 mod decode;
+mod events;
 mod histogram;
+mod hz;
 mod owners;
 mod runtime;
 mod skel;
@@ -41,12 +45,13 @@ use probe_sdk::record::{is_broken_pipe, RecordWriter};
 use probe_sdk::run::{terminated, PeriodLoop};
 use probe_sdk::{info, warn};
 
-use crate::collector::{Collector, Options};
+use crate::collector::{Collector, Optional, Options};
 use crate::conn_table::ConnTable;
 use crate::decode::Record;
+use crate::hz::HzEstimate;
 use crate::owners::Owner;
 use crate::runtime::Settings;
-use crate::tables::{BIT_WINDOWS, STATS_TABLE};
+use crate::tables::{Ctx, BIT_WINDOWS, STATS_TABLE};
 use crate::tracker::Tracker;
 
 /// Default for `-M`.
@@ -84,23 +89,53 @@ fn required_hooks() -> Vec<Hook> {
     hooks
 }
 
+/// The optional hooks the kernel has; each missing one gets a `[WARN]` naming the fields it
+/// leaves absent.
+fn optional_hooks() -> Optional {
+    let has = |name: &str, fields: &str| {
+        let ok = bpf::raw_tracepoint_exists(name);
+        if !ok {
+            warn!("raw tracepoint {name} missing: {fields} absent");
+        }
+        ok
+    };
+    Optional {
+        kfree_skb: has(
+            "kfree_skb",
+            "tcp_abn.backlog_drops, filter_drops and rmem_scheduls",
+        ),
+        exceed_buf: has("sock_exceed_buf_limit", "tcp_abn.tcp_oom"),
+        error_report: has("inet_sk_error_report", "tcp_abn.tmout_count and sk_err"),
+        send_length: has("sock_send_length", "tcp_abn.snd_buf_limit_count"),
+    }
+}
+
 /// Runs the tcp iterator once into the tracker; `owners` names sockets older than the probe.
+/// The pass's first record also samples the kernel's jiffies for `hz`.
 fn pass(
     collector: &mut Collector<'_>,
     tracker: &RefCell<Tracker>,
     owners: Option<&HashMap<u64, Owner>>,
+    hz: &mut HzEstimate,
 ) -> Result<()> {
     let mut t = tracker.borrow_mut();
     t.begin_pass();
+    let at = Instant::now();
+    let mut sampled = false;
     collector.pass(|bytes| {
         if let Some(Record::Live {
             id,
             counters,
             windows,
             ino,
+            extra,
         }) = decode::decode(bytes)
         {
-            t.live(&id, &counters, &windows, ino, owners);
+            if !sampled {
+                hz.sample(extra.jiffies, at);
+                sampled = true;
+            }
+            t.live(&id, &counters, &windows, &extra, ino, owners);
         }
     })?;
     t.end_pass();
@@ -122,26 +157,38 @@ fn run() -> Result<()> {
     for (flag, _) in args.extra.iter().filter(|(f, _)| *f != 'M') {
         warn!("-{flag} is not used by tcpprobe, ignored");
     }
-    if args.whitelist.is_some() || args.filter.is_some() {
-        warn!(
-            "-w/-F process filtering is not implemented by tcpprobe: every connection is reported (the control channel's snoopers select processes)"
+    if args.whitelist.is_some() {
+        bail!(
+            "-w (process whitelist file) is not supported by tcpprobe; select processes with the control channel's snoopers instead"
+        );
+    }
+    if args.filter.is_some() {
+        bail!(
+            "-F (process filter) is not supported by tcpprobe; select processes with the control channel's snoopers instead"
         );
     }
     let control = Control::from_stdin();
     let declaration = tables::declaration();
     let mut settings = Settings::from_args(&args);
+    if let Some(e) = settings.check_args(&declaration).first() {
+        bail!("{e}");
+    }
     bpf::require_hooks(&required_hooks());
     let zero_window_hook = bpf::raw_tracepoint_exists("tcp_probe");
     if !zero_window_hook {
         warn!("raw tracepoint tcp_probe missing: zero-window counts disabled");
     }
+    let optional = optional_hooks();
 
     let opts = Options {
         zero_window: zero_window_hook,
         btf_path: args.btf_path.clone(),
+        optional,
     };
     let mut object = MaybeUninit::uninit();
     let mut collector = Collector::start(&mut object, &opts)?;
+    let attached = collector.attached();
+    let mut hz = HzEstimate::default();
     let zero_window = collector.set_zero_window(settings.probe_bits & BIT_WINDOWS != 0)?;
     // Before the first drain, so no record is missed between attach and the loop.
     let _signals = PeriodLoop::new(settings.period()).context("installing signal handlers")?;
@@ -168,7 +215,7 @@ fn run() -> Result<()> {
     let proc_root = probe_sdk::host::path("/proc");
     let owners = owners::socket_owners(&proc_root, &owners::tcp_socket_inodes(&proc_root));
     poller.poll(Duration::ZERO)?;
-    pass(&mut collector, &tracker, Some(&owners))?;
+    pass(&mut collector, &tracker, Some(&owners), &mut hz)?;
     info!(
         "attached (zero-window hook: {}, client ports: {}, max connections: {max_conns}, older sockets named: {})",
         if zero_window { "on" } else { "off" },
@@ -220,7 +267,7 @@ fn run() -> Result<()> {
             next = now + settings.period();
         }
         poller.poll(Duration::ZERO)?;
-        pass(&mut collector, &tracker, None)?;
+        pass(&mut collector, &tracker, None, &mut hz)?;
         let (deltas, tracked_overflow) = {
             let mut t = tracker.borrow_mut();
             (t.take_period(), t.overflow())
@@ -234,11 +281,24 @@ fn run() -> Result<()> {
             .saturating_add(tracked_overflow);
         // Every remembered key, idle ones included: a per-period field must show 0 change
         // rather than keep its last change visible.
+        let ctx = Ctx {
+            hz: hz.hz(),
+            drops: attached.kfree_skb,
+            exceed_buf: attached.exceed_buf,
+            error_report: attached.error_report,
+            send_length: attached.send_length,
+        };
         let written = table
             .rows()
             .into_iter()
             .filter(|(k, _)| settings.snoop.selects(k.tgid))
-            .try_for_each(|(k, e)| tables::write_entry(&mut out, settings.probe_bits, k, e))
+            .try_for_each(|(k, e)| {
+                tables::write_entry(&mut out, settings.probe_bits, k, e, &ctx)?;
+                if settings.report_event {
+                    events::write_events(&mut out, k, e, &settings.thresholds)?;
+                }
+                Ok(())
+            })
             .and_then(|()| bpf::write_loss_record(&mut out, STATS_TABLE, "tcp", &loss))
             .and_then(|()| out.flush());
         match written {

@@ -5,7 +5,9 @@
 use std::time::Duration;
 
 use probe_sdk::args::ProbeArgs;
-use probe_sdk::decl::{ControlMsg, Declaration, ParamValue, Snoop};
+use probe_sdk::decl::{ControlMsg, Declaration, ParamKind, ParamValue, Snoop};
+
+use crate::events::Thresholds;
 
 /// The run-time settings of the probe.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -18,6 +20,10 @@ pub struct Settings {
     pub report_cport: bool,
     /// Connections reported: those whose owning process this selects.
     pub snoop: Snoop,
+    /// Abnormal events on (`report_event`, `-l`).
+    pub report_event: bool,
+    /// Event thresholds (`latency_thr` `-T` ms, `drops_thr` `-D`).
+    pub thresholds: Thresholds,
 }
 
 impl Settings {
@@ -28,7 +34,29 @@ impl Settings {
             probe_bits: args.probe_bits,
             report_cport: args.report_cport,
             snoop: Snoop::default(),
+            report_event: args.report_events,
+            thresholds: Thresholds {
+                latency_ms: args.latency_thr_ms,
+                drops: args.drops_thr,
+            },
         }
+    }
+
+    /// Command-line values tcpprobe cannot honour, as one error message each: the thresholds'
+    /// declared ranges.
+    pub fn check_args(&self, decl: &Declaration) -> Vec<String> {
+        let mut errors = Vec::new();
+        for (name, v) in [
+            ("latency_thr", self.thresholds.latency_ms),
+            ("drops_thr", self.thresholds.drops),
+        ] {
+            if let Some(ParamKind::Int { min, max }) = decl.param(name).map(|p| &p.kind) {
+                if i64::try_from(v).map_or(true, |v| v < *min || v > *max) {
+                    errors.push(format!("{name} {v}: must be in [{min}, {max}]"));
+                }
+            }
+        }
+        errors
     }
 
     /// The settings after `msg`. A param that is missing keeps its value; one the declaration
@@ -43,6 +71,17 @@ impl Settings {
         if let Some(c) = int_param(decl, msg, "report_cport", &mut refused) {
             next.report_cport = c != 0;
         }
+        if let Some(t) = int_param(decl, msg, "latency_thr", &mut refused) {
+            next.thresholds.latency_ms = t.unsigned_abs();
+        }
+        if let Some(t) = int_param(decl, msg, "drops_thr", &mut refused) {
+            next.thresholds.drops = t.unsigned_abs();
+        }
+        if let Some(e) = int_param(decl, msg, "report_event", &mut refused) {
+            next.report_event = e != 0;
+        }
+        // Only 0 is accepted (the declaration's range): the check is the refusal.
+        refuse_cluster_ip(decl, msg, "cluster_ip_backend", &mut refused);
         if msg.probe_bits != 0 {
             next.probe_bits = msg.probe_bits;
         }
@@ -77,12 +116,25 @@ impl Settings {
                 on_off(new.report_cport)
             ));
         }
+        if self.thresholds.latency_ms != new.thresholds.latency_ms {
+            parts.push(format!("latency_thr {} ms", new.thresholds.latency_ms));
+        }
+        if self.thresholds.drops != new.thresholds.drops {
+            parts.push(format!("drops_thr {}", new.thresholds.drops));
+        }
+        if self.report_event != new.report_event {
+            parts.push(format!("events {}", on_off(new.report_event)));
+        }
         if self.snoop != new.snoop {
             parts.push(format!("snoop {}", new.snoop));
         }
         (!parts.is_empty()).then(|| format!("control: {}", parts.join(", ")))
     }
 }
+
+/// Appended to a refused `cluster_ip_backend`.
+const CLUSTER_IP_NOTE: &str =
+    " (tcpprobe does not translate cluster IPs to their backends: only 0 is supported); kept 0";
 
 fn on_off(b: bool) -> &'static str {
     if b {
@@ -107,6 +159,13 @@ fn int_param(
             refused.push(format!("control: {e}; kept the current value"));
             None
         }
+    }
+}
+
+/// Records the refusal of `cluster_ip_backend` (its only valid value, 0, changes nothing).
+fn refuse_cluster_ip(decl: &Declaration, msg: &ControlMsg, name: &str, refused: &mut Vec<String>) {
+    if let Some(Err(e)) = msg.checked(decl, name) {
+        refused.push(format!("control: {e}{CLUSTER_IP_NOTE}"));
     }
 }
 
@@ -139,6 +198,49 @@ mod tests {
             "control: period 5s -> 10s, tables 0xffffffff -> 0x8, client ports off -> on, snoop include 2 pids"
         );
         assert_eq!(s.describe_change(&s), None);
+    }
+
+    #[test]
+    fn thresholds_events_and_cluster_ip_backend() {
+        let d = declaration();
+        let base = Settings::from_args(&ProbeArgs::default());
+        assert!(!base.report_event);
+        let (s, refused) = base.updated(
+            &d,
+            &msg(r#"{"params":{"latency_thr":20,"drops_thr":5,"report_event":1,"cluster_ip_backend":0}}"#),
+        );
+        assert!(refused.is_empty(), "{refused:?}");
+        assert_eq!(
+            s.thresholds,
+            Thresholds {
+                latency_ms: 20,
+                drops: 5
+            }
+        );
+        assert!(s.report_event);
+        assert_eq!(
+            base.describe_change(&s).unwrap(),
+            "control: latency_thr 20 ms, drops_thr 5, events on"
+        );
+        for v in [1, 2] {
+            let (s2, refused) = s.updated(
+                &d,
+                &msg(&format!(r#"{{"params":{{"cluster_ip_backend":{v}}}}}"#)),
+            );
+            assert_eq!(s2, s);
+            assert_eq!(refused.len(), 1);
+            assert!(
+                refused[0].contains("cluster_ip_backend invalid value")
+                    && refused[0].contains("does not translate cluster IPs"),
+                "{refused:?}"
+            );
+        }
+        let args = ProbeArgs {
+            drops_thr: 100_001,
+            ..Default::default()
+        };
+        let errors = Settings::from_args(&args).check_args(&d);
+        assert_eq!(errors, ["drops_thr 100001: must be in [0, 100000]"]);
     }
 
     #[test]

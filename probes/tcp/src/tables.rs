@@ -12,8 +12,13 @@ use probe_sdk::record::RecordWriter;
 
 use crate::conn_key::ConnKey;
 use crate::conn_table::{
-    ConnEntry, CLOSE_ABORT, CLOSE_ACTIVE, CLOSE_FAILED, CLOSE_PASSIVE, C_RETRANS, C_RST_RECV,
-    C_RST_SENT, C_RX_BYTES, C_SEGS_IN, C_SEGS_OUT, C_TX_BYTES, C_ZERO_RCV_WND, C_ZERO_SND_WND,
+    ConnEntry, CLOSE_ABORT, CLOSE_ACTIVE, CLOSE_FAILED, CLOSE_PASSIVE, C_BACKLOG_DROPS, C_BUSY_J,
+    C_FILTER_DROPS, C_RETRANS, C_RMEM_SCHED, C_RST_RECV, C_RST_SENT, C_RWND_LIMITED_J, C_RX_BYTES,
+    C_SEGS_IN, C_SEGS_OUT, C_SK_DROPS, C_SNDBUF_LIMIT, C_SNDBUF_LIMITED_J, C_TCP_OOM, C_TMOUT,
+    C_TX_BYTES, C_ZERO_RCV_WND, C_ZERO_SND_WND, G_ADVMSS, G_ATO_J, G_BACKLOG_LEN, G_DELIVERY_RATE,
+    G_ERR_QLEN, G_FORWARD, G_LOST_OUT, G_MAX_PACING_RATE, G_OMEM, G_PACING_RATE, G_RCVBUF,
+    G_RCV_QLEN, G_RCV_SPACE, G_RCV_SSTHRESH, G_RTO_J, G_SACKED_OUT, G_SNDBUF, G_SND_SSTHRESH,
+    G_WMEM, G_WRI_QLEN,
 };
 
 /// Entity of every connection table (upstream HEAD's `tcp_link`).
@@ -40,7 +45,52 @@ pub struct TableDef {
     /// Metric fields, after the common key fields.
     pub metrics: &'static [Field],
     /// Metric values of an entry, in `metrics` order.
-    pub values: fn(&ConnEntry) -> Vec<Value>,
+    pub values: fn(&ConnEntry, &Ctx) -> Vec<Value>,
+}
+
+/// What the writer needs besides an entry: the kernel's HZ (jiffies to µs) and which optional
+/// hooks are attached (a field whose hook is missing is absent).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Ctx {
+    /// Kernel ticks per second, once estimated (see `hz`); None: jiffy-based fields absent.
+    pub hz: Option<u64>,
+    /// `skb:kfree_skb` attached (backlog_drops, filter_drops, rmem_scheduls).
+    pub drops: bool,
+    /// `sock:sock_exceed_buf_limit` attached (tcp_oom).
+    pub exceed_buf: bool,
+    /// `sock:inet_sk_error_report` attached (tmout_count, sk_err).
+    pub error_report: bool,
+    /// `sock:sock_send_length` attached (snd_buf_limit_count).
+    pub send_length: bool,
+}
+
+impl Ctx {
+    /// Every hook attached, HZ known.
+    #[cfg(test)]
+    pub fn all(hz: u64) -> Ctx {
+        Ctx {
+            hz: Some(hz),
+            drops: true,
+            exceed_buf: true,
+            error_report: true,
+            send_length: true,
+        }
+    }
+
+    /// Jiffies as µs.
+    fn us(&self, jiffies: Option<u64>) -> Value {
+        match (jiffies, self.hz) {
+            (Some(j), Some(hz)) if hz > 0 => {
+                let us = u128::from(j) * 1_000_000 / u128::from(hz);
+                num(u64::try_from(us).unwrap_or(u64::MAX))
+            }
+            _ => Value::Num(None),
+        }
+    }
+}
+
+fn when(on: bool, v: u64) -> Value {
+    Value::Num(on.then_some(v))
 }
 
 /// The key fields every connection table starts with: upstream HEAD's `tcp_link` keys, in its
@@ -75,6 +125,10 @@ pub const BIT_WINDOWS: u32 = 2;
 pub const BIT_RTT: u32 = 4;
 /// `-P` bit of tcp_tx_rx (upstream TCP_PROBE_TXRX).
 pub const BIT_TXRX: u32 = 8;
+/// `-P` bit of tcp_sockbuf (upstream TCP_PROBE_SOCKBUF).
+pub const BIT_SOCKBUF: u32 = 16;
+/// `-P` bit of tcp_rate (upstream TCP_PROBE_RATE).
+pub const BIT_RATE: u32 = 32;
 /// `-P` bit of tcp_srtt (upstream TCP_PROBE_SRTT).
 pub const BIT_SRTT: u32 = 64;
 
@@ -101,7 +155,7 @@ pub const TABLES: &[TableDef] = &[
             Field::counter("open_failed", "closed from SYN_SENT/SYN_RECV: never established"),
             Field::histogram("estab_latency", "connection establish latency, us (client: SYN sent to ESTABLISHED; server: SYN-ACK round trip)"),
         ],
-        values: |e| {
+        values: |e, _| {
             vec![
                 num(e.live),
                 num(e.opens),
@@ -126,7 +180,7 @@ pub const TABLES: &[TableDef] = &[
             Field::per_period("segs_in", "segments received in the period"),
             Field::per_period("segs_out", "segments sent in the period"),
         ],
-        values: |e| {
+        values: |e, _| {
             vec![
                 num(e.counters[C_RX_BYTES]),
                 num(e.counters[C_TX_BYTES]),
@@ -152,7 +206,7 @@ pub const TABLES: &[TableDef] = &[
                 "receive-side RTT estimate in the period, us: mean over the connections sampled",
             ),
         ],
-        values: |e| {
+        values: |e, _| {
             vec![
                 opt(e.gauges.srtt_us),
                 opt(e.gauges.srtt_max_us),
@@ -188,7 +242,7 @@ pub const TABLES: &[TableDef] = &[
                 "zero-window episodes in the period: segments arriving while our window was 0",
             ),
         ],
-        values: |e| {
+        values: |e, _| {
             let g = &e.gauges;
             vec![
                 opt(g.snd_cwnd),
@@ -206,16 +260,108 @@ pub const TABLES: &[TableDef] = &[
         name: "tcp_abn",
         bit: Some(BIT_ABN),
         metrics: &[
-            Field::per_period("retran_packets", "segments retransmitted in the period"),
+            Field::per_period("retran_packets", "segments retransmitted in the period (total_retrans)"),
+            Field::per_period("backlog_drops", "packets dropped in the period because the socket backlog was full (kfree_skb reason SOCKET_BACKLOG)"),
+            Field::per_period("sk_drops", "packets the sockets dropped in the period (change of sk_drops)"),
+            Field::gauge("lost_out", "segments presumed lost at the period's pass (tp->lost_out, mean over live connections)"),
+            Field::gauge("sacked_out", "segments selectively acknowledged at the period's pass (tp->sacked_out, mean)"),
+            Field::per_period("filter_drops", "packets dropped in the period by a socket filter (kfree_skb reason SOCKET_FILTER)"),
+            Field::per_period("tmout_count", "connection timeouts in the period (inet_sk_error_report with ETIMEDOUT)"),
+            Field::per_period("snd_buf_limit_count", "non-blocking sends refused in the period because the send buffer was full (sock_send_length -EAGAIN)"),
+            Field::per_period("rmem_scheduls", "received packets dropped in the period because receive memory could not be charged (kfree_skb reason PROTO_MEM or SOCKET_RCVBUFF)"),
+            Field::per_period("tcp_oom", "memory charges refused in the period by the TCP memory limits (sock_exceed_buf_limit)"),
             Field::per_period("send_rsts", "resets sent in the period"),
             Field::per_period("receive_rsts", "resets received in the period"),
+            Field::gauge("sk_err", "largest error number reported on the key's sockets in the period (inet_sk_error_report; absent if none)"),
+            Field::gauge("sk_err_soft", "largest soft error number (sk_err_soft) of the live connections at the period's pass (0: none)"),
         ],
-        values: |e| {
+        values: |e, x| {
+            let c = &e.counters;
+            let g = &e.gauges;
             vec![
-                num(e.counters[C_RETRANS]),
-                num(e.counters[C_RST_SENT]),
-                num(e.counters[C_RST_RECV]),
+                num(c[C_RETRANS]),
+                when(x.drops, c[C_BACKLOG_DROPS]),
+                num(c[C_SK_DROPS]),
+                opt(g.means[G_LOST_OUT]),
+                opt(g.means[G_SACKED_OUT]),
+                when(x.drops, c[C_FILTER_DROPS]),
+                when(x.error_report, c[C_TMOUT]),
+                when(x.send_length, c[C_SNDBUF_LIMIT]),
+                when(x.drops, c[C_RMEM_SCHED]),
+                when(x.exceed_buf, c[C_TCP_OOM]),
+                num(c[C_RST_SENT]),
+                num(c[C_RST_RECV]),
+                if x.error_report { opt(g.sk_err) } else { Value::Num(None) },
+                opt(g.sk_err_soft),
             ]
+        },
+    },
+    TableDef {
+        name: "tcp_rate",
+        bit: Some(BIT_RATE),
+        metrics: &[
+            Field::gauge("rto", "retransmission timeout, us (icsk_rto; mean over live connections)"),
+            Field::gauge("ato", "delayed-ACK timeout estimate, us (icsk_ack.ato; mean)"),
+            Field::gauge("snd_ssthresh", "slow start threshold, segments (snd_ssthresh; mean)"),
+            Field::gauge("rcv_ssthresh", "receive window clamp in slow start, bytes (rcv_ssthresh; mean)"),
+            Field::gauge("advmss", "advertised MSS, bytes (advmss; mean)"),
+            Field::gauge("rcv_space", "receive buffer auto-tuning estimate, bytes (rcvq_space.space; mean)"),
+            Field::gauge("delivery_rate", "delivery rate of the last sample, bytes/s (rate_delivered x mss_cache / rate_interval_us, as tcpi_delivery_rate; mean)"),
+            Field::per_period("busy_time", "time the connections were busy sending in the period, us (chrono_stat BUSY)"),
+            Field::per_period("rwnd_limited", "time the connections were limited by the peer's receive window in the period, us (chrono_stat RWND_LIMITED)"),
+            Field::per_period("sndbuf_limited", "time the connections were limited by the send buffer in the period, us (chrono_stat SNDBUF_LIMITED)"),
+            Field::gauge("pacing_rate", "pacing rate, bytes/s (sk_pacing_rate; mean)"),
+            Field::gauge("max_pacing_rate", "pacing rate limit, bytes/s (sk_max_pacing_rate; 18446744073709551615 = unlimited; mean)"),
+        ],
+        values: |e, x| {
+            let g = &e.gauges.means;
+            let c = &e.counters;
+            vec![
+                x.us(g[G_RTO_J]),
+                x.us(g[G_ATO_J]),
+                opt(g[G_SND_SSTHRESH]),
+                opt(g[G_RCV_SSTHRESH]),
+                opt(g[G_ADVMSS]),
+                opt(g[G_RCV_SPACE]),
+                opt(g[G_DELIVERY_RATE]),
+                x.us(Some(c[C_BUSY_J])),
+                x.us(Some(c[C_RWND_LIMITED_J])),
+                x.us(Some(c[C_SNDBUF_LIMITED_J])),
+                opt(g[G_PACING_RATE]),
+                opt(g[G_MAX_PACING_RATE]),
+            ]
+        },
+    },
+    TableDef {
+        name: "tcp_sockbuf",
+        bit: Some(BIT_SOCKBUF),
+        metrics: &[
+            Field::gauge("sk_err_que_size", "packets in the error queue (sk_error_queue.qlen; mean over live connections)"),
+            Field::gauge("sk_rcv_que_size", "packets in the receive queue (sk_receive_queue.qlen; mean)"),
+            Field::gauge("sk_wri_que_size", "packets in the write queue (sk_write_queue.qlen; mean)"),
+            Field::gauge("sk_backlog_size", "bytes in the backlog queue (sk_backlog.len; mean)"),
+            Field::gauge("sk_omem_size", "option memory, bytes (sk_omem_alloc; mean)"),
+            Field::gauge("sk_forward_size", "memory charged but not used, bytes (sk_forward_alloc; mean)"),
+            Field::gauge("sk_wmem_size", "bytes queued for sending (sk_wmem_queued; mean)"),
+            Field::gauge("sk_rcvbuf", "receive buffer size, bytes (sk_rcvbuf; mean)"),
+            Field::gauge("sk_sndbuf", "send buffer size, bytes (sk_sndbuf; mean)"),
+        ],
+        values: |e, _| {
+            let g = &e.gauges.means;
+            [
+                G_ERR_QLEN,
+                G_RCV_QLEN,
+                G_WRI_QLEN,
+                G_BACKLOG_LEN,
+                G_OMEM,
+                G_FORWARD,
+                G_WMEM,
+                G_RCVBUF,
+                G_SNDBUF,
+            ]
+            .iter()
+            .map(|i| opt(g[*i]))
+            .collect()
         },
     },
     TableDef {
@@ -231,7 +377,7 @@ pub const TABLES: &[TableDef] = &[
                 "largest establish latency of the connections established in the period, us",
             ),
         ],
-        values: |e| vec![opt(e.gauges.syn_srtt_us), opt(e.gauges.syn_srtt_max_us)],
+        values: |e, _| vec![opt(e.gauges.syn_srtt_us), opt(e.gauges.syn_srtt_max_us)],
     },
 ];
 
@@ -251,14 +397,19 @@ fn standard(name: &str) -> Param {
 /// | `tcp_windows` | 2 | `tcp_windows` (and the per-segment zero-window hook) |
 /// | `tcp_rtt` | 4 | `tcp_rtt` |
 /// | `tcp_stats` | 8 | `tcp_tx_rx` |
+/// | `tcp_sockbuf` | 16 | `tcp_sockbuf` |
+/// | `tcp_rate` | 32 | `tcp_rate` |
 /// | `tcp_srtt` | 64 | `tcp_srtt` |
 ///
-/// `tcp_link` and `tcp_bpf_stats` are always written. Upstream's `tcp_rate`, `tcp_sockbuf` and
-/// `tcp_delay` have no table here and are not declared, so REST refuses them.
+/// `tcp_link` and `tcp_bpf_stats` are always written. Upstream HEAD's `tcp_delay`
+/// (`proc_flow_perf`: per-process system and network delay histograms, from kprobes on the
+/// send and receive paths) has no table here and is not declared, so REST refuses it.
 ///
-/// Params: `report_period` (`-t`, default 5 s) and `report_cport` (`-c`). Every snooper kind
-/// is honoured: the daemon resolves them to pids, and connections are reported only when their
-/// owning process is selected.
+/// Params: `report_period` (`-t`, default 5 s), `report_cport` (`-c`), `latency_thr` (`-T`,
+/// ms) and `drops_thr` (`-D`), the thresholds of the abnormal events, `report_event` (`-l`),
+/// which turns the events on, and `cluster_ip_backend`, which only accepts 0 (no conntrack
+/// translation of cluster IPs here). Every snooper kind is honoured: the daemon resolves them
+/// to pids, and connections are reported only when their owning process is selected.
 pub fn declaration() -> Declaration {
     Declaration {
         rest_name: Some("tcp".to_string()),
@@ -269,11 +420,18 @@ pub fn declaration() -> Declaration {
             SubProbe::new("tcp_rtt", BIT_RTT),
             SubProbe::new("tcp_windows", BIT_WINDOWS),
             SubProbe::new("tcp_srtt", BIT_SRTT),
+            SubProbe::new("tcp_rate", BIT_RATE),
+            SubProbe::new("tcp_sockbuf", BIT_SOCKBUF),
             SubProbe::new("tcp_stats", BIT_TXRX),
         ],
         params: vec![
             standard("report_period").with_default(ParamValue::Int(i64::from(DEFAULT_PERIOD_SECS))),
             standard("report_cport"),
+            standard("latency_thr"),
+            standard("drops_thr"),
+            standard("report_event"),
+            // No conntrack translation of cluster IPs to their backends here: 1 and 2 refused.
+            standard("cluster_ip_backend").with_range(0, 0),
         ],
     }
 }
@@ -290,6 +448,7 @@ pub fn write_entry<W: Write>(
     probe_bits: u32,
     key: &ConnKey,
     entry: &ConnEntry,
+    ctx: &Ctx,
 ) -> io::Result<()> {
     let client_ip = key.client_ip.to_string();
     for table in TABLES.iter().filter(|t| enabled(t, probe_bits)) {
@@ -304,7 +463,7 @@ pub fn write_entry<W: Write>(
             .field(&key.client_port)
             .field(&key.server_port)
             .field(&key.protocol());
-        for v in (table.values)(entry) {
+        for v in (table.values)(entry, ctx) {
             rec = match v {
                 Value::Num(n) => rec.field(&n),
                 Value::Text(t) => rec.field(&t),
@@ -322,8 +481,8 @@ pub fn meta_tables() -> Vec<Table> {
         .map(|t| Table::new(t.name, ENTITY, &[KEY_FIELDS, t.metrics]))
         .chain([bpf::loss_table(
             STATS_TABLE,
-            "kernel events accounted (state changes, resets, zero windows)",
-            "events lost (socket storage could not be allocated)",
+            "kernel records sent (state changes, resets, zero windows, drops, errors, buffer limits)",
+            "records lost (ring buffer full, program skipped on re-entry, undecodable)",
             "connection deltas dropped because the key cap (-M) was reached",
         )])
         .collect()
@@ -372,6 +531,13 @@ mod tests {
         d.counters[C_RST_RECV] = 1;
         d.closes[CLOSE_PASSIVE] = 1;
         d.closes[CLOSE_ABORT] = 1;
+        d.counters[C_SK_DROPS] = 5;
+        d.counters[C_RMEM_SCHED] = 2;
+        d.counters[C_BUSY_J] = 25;
+        d.gauge_sums[G_RTO_J] = 50;
+        d.gauge_sums[G_RCVBUF] = 131072;
+        d.gauge_sums[G_LOST_OUT] = 3;
+        d.sk_err_max = Some(110);
         d.estab.counts[1] = 1;
         d.estab.sum = 70;
         d.estab.max = 70;
@@ -384,7 +550,7 @@ mod tests {
     fn render(bits: u32) -> String {
         let (k, e) = sample_entry();
         let mut w = RecordWriter::new(Vec::new());
-        write_entry(&mut w, bits, &k, &e).unwrap();
+        write_entry(&mut w, bits, &k, &e, &Ctx::all(250)).unwrap();
         w.flush().unwrap();
         String::from_utf8(w.into_inner()).unwrap()
     }
@@ -397,8 +563,20 @@ mod tests {
         let keys = "1234|curl|client|10.0.0.1|10.0.0.1|10.0.0.2|0|80|2";
         assert_eq!(lines[1], format!("|tcp_tx_rx|{keys}|100|200|3|4|"));
         assert_eq!(lines[2], format!("|tcp_rtt|{keys}|30|30|0|"));
-        assert_eq!(lines[4], format!("|tcp_abn|{keys}|0|0|1|"));
-        assert_eq!(lines[5], format!("|tcp_srtt|{keys}|70|70|"));
+        assert_eq!(
+            lines[4],
+            format!("|tcp_abn|{keys}|0|0|5|3|0|0|0|0|2|0|0|1|110|0|")
+        );
+        // rto 50 jiffies at 250 Hz = 200 ms; busy 25 jiffies = 100 ms.
+        assert_eq!(
+            lines[5],
+            format!("|tcp_rate|{keys}|200000|0|0|0|0|0|0|100000|0|0|0|0|")
+        );
+        assert_eq!(
+            lines[6],
+            format!("|tcp_sockbuf|{keys}|0|0|0|0|0|0|0|131072|0|")
+        );
+        assert_eq!(lines[7], format!("|tcp_srtt|{keys}|70|70|"));
         assert!(lines[0].starts_with(&format!("|tcp_link|{keys}|1|1|2|0|1|1|0|14 50 0 100 1 ")));
         // Window gauges come only from live samples: the sums are zero here, not absent.
         assert!(lines[3].starts_with(&format!("|tcp_windows|{keys}|")));
@@ -468,8 +646,18 @@ mod tests {
                 "zero_snd_wnd_count",
                 "zero_rcv_wnd_count",
                 "retran_packets",
+                "backlog_drops",
+                "sk_drops",
+                "filter_drops",
+                "tmout_count",
+                "snd_buf_limit_count",
+                "rmem_scheduls",
+                "tcp_oom",
                 "send_rsts",
-                "receive_rsts"
+                "receive_rsts",
+                "busy_time",
+                "rwnd_limited",
+                "sndbuf_limited"
             ]
         );
         for gauge in ["srtt", "rcv_rtt", "snd_cwnd", "syn_srtt", "syn_srtt_max"] {
@@ -491,11 +679,38 @@ mod tests {
         k.tgid = 0;
         k.comm = Comm::unknown();
         let mut w = RecordWriter::new(Vec::new());
-        write_entry(&mut w, BIT_TXRX, &k, &e).unwrap();
+        write_entry(&mut w, BIT_TXRX, &k, &e, &Ctx::all(250)).unwrap();
         w.flush().unwrap();
         let out = String::from_utf8(w.into_inner()).unwrap();
         assert!(out.starts_with("|tcp_link|0|unknown|client|"), "{out}");
         assert!(out.lines().all(|l| !l.contains("||")), "{out}");
+    }
+
+    #[test]
+    fn fields_of_missing_hooks_and_unknown_hz_are_absent() {
+        let (k, e) = sample_entry();
+        let ctx = Ctx {
+            hz: None,
+            drops: false,
+            exceed_buf: false,
+            error_report: false,
+            send_length: false,
+        };
+        let mut w = RecordWriter::new(Vec::new());
+        write_entry(&mut w, BIT_ABN | BIT_RATE, &k, &e, &ctx).unwrap();
+        w.flush().unwrap();
+        let out = String::from_utf8(w.into_inner()).unwrap();
+        let keys = "1234|curl|client|10.0.0.1|10.0.0.1|10.0.0.2|0|80|2";
+        // retran, backlog(-), sk_drops, lost, sacked, filter(-), tmout(-), sndbuf(-),
+        // rmem(-), oom(-), rsts, sk_err(-), sk_err_soft.
+        assert!(
+            out.contains(&format!("|tcp_abn|{keys}|0||5|3|0||||||0|1||0|")),
+            "{out}"
+        );
+        assert!(
+            out.contains(&format!("|tcp_rate|{keys}|||0|0|0|0|0||||0|0|")),
+            "{out}"
+        );
     }
 
     #[test]
@@ -576,15 +791,38 @@ mod tests {
                 t.name
             );
         }
-        for missing in ["tcp_rate", "tcp_sockbuf", "tcp_delay"] {
-            assert!(d.sub_probe(missing).is_none(), "{missing}");
-        }
+        assert!(d.sub_probe("tcp_delay").is_none(), "tcp_delay is not built");
+        assert_eq!(d.sub_probe("tcp_rate").map(|s| s.bits), Some(BIT_RATE));
+        assert_eq!(
+            d.sub_probe("tcp_sockbuf").map(|s| s.bits),
+            Some(BIT_SOCKBUF)
+        );
         assert_eq!(
             d.sub_probe_bits(&["tcp_stats".into(), "tcp_rtt".into()]),
             Ok(BIT_TXRX | BIT_RTT)
         );
         let names: Vec<&str> = d.params.iter().map(|p| p.name.as_str()).collect();
-        assert_eq!(names, ["report_period", "report_cport"]);
+        assert_eq!(
+            names,
+            [
+                "report_period",
+                "report_cport",
+                "latency_thr",
+                "drops_thr",
+                "report_event",
+                "cluster_ip_backend"
+            ]
+        );
+        assert_eq!(d.param("latency_thr").map(|p| p.flag), Some(Some('T')));
+        assert_eq!(d.param("drops_thr").map(|p| p.flag), Some(Some('D')));
+        assert_eq!(d.param("report_event").map(|p| p.flag), Some(Some('l')));
+        let cib = |v: u8| {
+            let line = format!(r#"{{"params":{{"cluster_ip_backend":{v}}}}}"#);
+            let msg = probe_sdk::decl::ControlMsg::parse_line(&line).unwrap();
+            msg.checked(&d, "cluster_ip_backend").unwrap().is_ok()
+        };
+        assert!(cib(0));
+        assert!(!cib(1) && !cib(2), "no conntrack translation: only 0");
         assert_eq!(d.defaults()["report_period"], ParamValue::Int(5));
         assert_eq!(d.param("report_period").map(|p| p.flag), Some(Some('t')));
         assert_eq!(d.param("report_cport").map(|p| p.flag), Some(Some('c')));

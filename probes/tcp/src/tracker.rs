@@ -11,10 +11,15 @@ use std::net::IpAddr;
 
 use crate::conn_key::{Comm, ConnKey, Role};
 use crate::conn_table::{
-    PeriodDelta, CLOSE_ABORT, CLOSE_ACTIVE, CLOSE_FAILED, CLOSE_PASSIVE, C_RETRANS, C_RST_RECV,
-    C_RST_SENT, C_RX_BYTES, C_SEGS_IN, C_SEGS_OUT, C_TX_BYTES, C_ZERO_RCV_WND, C_ZERO_SND_WND,
+    PeriodDelta, CLOSE_ABORT, CLOSE_ACTIVE, CLOSE_FAILED, CLOSE_PASSIVE, C_BACKLOG_DROPS, C_BUSY_J,
+    C_FILTER_DROPS, C_RETRANS, C_RMEM_SCHED, C_RST_RECV, C_RST_SENT, C_RWND_LIMITED_J, C_RX_BYTES,
+    C_SEGS_IN, C_SEGS_OUT, C_SK_DROPS, C_SNDBUF_LIMIT, C_SNDBUF_LIMITED_J, C_TCP_OOM, C_TMOUT,
+    C_TX_BYTES, C_ZERO_RCV_WND, C_ZERO_SND_WND,
 };
-use crate::decode::{state, Counters, Record, SockId, Windows};
+use crate::decode::{drop_reason, state, Counters, Extra, Record, SockId, Windows};
+
+/// `ETIMEDOUT`: the error a connection timeout reports.
+const ETIMEDOUT: u32 = 110;
 use crate::owners::Owner;
 
 /// A socket the tracker knows.
@@ -162,6 +167,10 @@ fn add_counters(d: &mut PeriodDelta, now: &Counters, last: &Counters) {
         (C_SEGS_IN, now.segs_in, last.segs_in),
         (C_SEGS_OUT, now.segs_out, last.segs_out),
         (C_RETRANS, now.retrans, last.retrans),
+        (C_SK_DROPS, now.sk_drops, last.sk_drops),
+        (C_BUSY_J, now.chrono[0], last.chrono[0]),
+        (C_RWND_LIMITED_J, now.chrono[1], last.chrono[1]),
+        (C_SNDBUF_LIMITED_J, now.chrono[2], last.chrono[2]),
     ] {
         d.counters[idx] = d.counters[idx].saturating_add(counter_delta(n, l));
     }
@@ -184,6 +193,13 @@ fn add_windows(d: &mut PeriodDelta, w: &Windows) {
     d.notsent_sum += u64::from(w.notsent_bytes);
     d.notack_sum += u64::from(w.notack_bytes);
     d.reordering_sum += u64::from(w.reordering);
+}
+
+fn add_extra(d: &mut PeriodDelta, x: &Extra) {
+    for (sum, v) in d.gauge_sums.iter_mut().zip(x.gauges.iter()) {
+        *sum = sum.saturating_add(u128::from(*v));
+    }
+    d.sk_err_soft_max = d.sk_err_soft_max.max(u64::from(x.sk_err_soft));
 }
 
 fn close_kind(from: u8, established: bool) -> usize {
@@ -350,6 +366,25 @@ impl Tracker {
                     }
                 }
             }
+            Record::Drop { id, reason } => {
+                let idx = match reason {
+                    drop_reason::BACKLOG => C_BACKLOG_DROPS,
+                    drop_reason::FILTER => C_FILTER_DROPS,
+                    drop_reason::RMEM => C_RMEM_SCHED,
+                    _ => return,
+                };
+                self.count(&id, idx);
+            }
+            Record::ExceedBuf { id, .. } => self.count(&id, C_TCP_OOM),
+            Record::SndBufFull { id } => self.count(&id, C_SNDBUF_LIMIT),
+            Record::SkErr { id, err } => {
+                if let Some(d) = self.delta_of(&id) {
+                    d.sk_err_max = d.sk_err_max.max(Some(u64::from(err)));
+                    if err == ETIMEDOUT {
+                        d.counters[C_TMOUT] = d.counters[C_TMOUT].saturating_add(1);
+                    }
+                }
+            }
             // Live records come through `live`, which knows about the pass.
             Record::Live { .. } => {}
         }
@@ -421,19 +456,26 @@ impl Tracker {
     }
 
     fn count(&mut self, id: &SockId, idx: usize) {
+        if let Some(d) = self.delta_of(id) {
+            d.counters[idx] = d.counters[idx].saturating_add(1);
+        }
+    }
+
+    /// This period's delta of the key of a socket a mark record names; None for a listener
+    /// (not a connection: e.g. a drop on a listening socket).
+    fn delta_of(&mut self, id: &SockId) -> Option<&mut PeriodDelta> {
         let key = if let Some(key) = self.closed.get(id.cookie) {
             *key
         } else if let Some(s) = self.socks.get_mut(&id.cookie) {
             s.update_endpoints(id);
             s.key(self.report_cport)
+        } else if id.state == state::LISTEN {
+            return None;
         } else {
             // Not tracked: counted for its key all the same; its CLOSE record will follow.
             self.stranger(id, None).key(self.report_cport)
         };
-        let Some(d) = self.delta_for(key) else {
-            return;
-        };
-        d.counters[idx] = d.counters[idx].saturating_add(1);
+        self.delta_for(key)
     }
 
     /// Starts an iterator pass.
@@ -450,6 +492,7 @@ impl Tracker {
         id: &SockId,
         counters: &Counters,
         windows: &Windows,
+        extra: &Extra,
         ino: u64,
         owners: Option<&HashMap<u64, Owner>>,
     ) {
@@ -492,6 +535,7 @@ impl Tracker {
         add_counters(d, counters, &last);
         add_rtt(d, counters);
         add_windows(d, windows);
+        add_extra(d, extra);
     }
 
     /// Ends an iterator pass: forgets sockets and listeners the iterator listed before but
@@ -644,6 +688,7 @@ mod tests {
             &id(2, 5000, 80, state::ESTABLISHED),
             &counters(5, 50),
             &w,
+            &Extra::default(),
             0,
             None,
         );
@@ -684,11 +729,19 @@ mod tests {
             raddr: ANY,
             ..id(1, 80, 0, state::LISTEN)
         };
-        t.live(&lid, &Counters::default(), &w, 11, Some(&owners));
+        t.live(
+            &lid,
+            &Counters::default(),
+            &w,
+            &Extra::default(),
+            11,
+            Some(&owners),
+        );
         t.live(
             &id(3, 80, 5000, state::ESTABLISHED),
             &counters(9, 8),
             &w,
+            &Extra::default(),
             11,
             Some(&owners),
         );
@@ -696,6 +749,7 @@ mod tests {
             &id(2, 5000, 80, state::ESTABLISHED),
             &counters(8, 9),
             &w,
+            &Extra::default(),
             12,
             Some(&owners),
         );
@@ -723,6 +777,7 @@ mod tests {
             &id(9, 6000, 443, state::ESTABLISHED),
             &counters(1, 1),
             &w,
+            &Extra::default(),
             0,
             None,
         );
@@ -739,6 +794,7 @@ mod tests {
             &id(9, 6000, 443, state::ESTABLISHED),
             &counters(3, 1),
             &w,
+            &Extra::default(),
             0,
             None,
         );
@@ -755,6 +811,7 @@ mod tests {
             &id(8, 6001, 443, state::ESTABLISHED),
             &counters(4, 4),
             &w,
+            &Extra::default(),
             0,
             None,
         );
@@ -764,6 +821,7 @@ mod tests {
             &id(8, 6001, 443, state::ESTABLISHED),
             &counters(4, 4),
             &w,
+            &Extra::default(),
             0,
             None,
         );
@@ -784,6 +842,7 @@ mod tests {
             &id(2, 5000, 80, state::ESTABLISHED),
             &counters(1, 1),
             &w,
+            &Extra::default(),
             0,
             None,
         );
@@ -830,6 +889,75 @@ mod tests {
         assert_eq!(c.closes[CLOSE_FAILED], 1);
         assert_eq!((c.opens, c.estab.count()), (0, 0));
         assert_eq!(c.counters[C_ZERO_RCV_WND], 2, "episodes 1 and 2");
+    }
+
+    #[test]
+    fn drops_errors_and_buffer_limits_count_for_the_key() {
+        let mut t = Tracker::new(100, false);
+        handshake(&mut t);
+        let cid = id(2, 5000, 80, state::ESTABLISHED);
+        for reason in [
+            drop_reason::BACKLOG,
+            drop_reason::FILTER,
+            drop_reason::RMEM,
+            drop_reason::RMEM,
+            99,
+        ] {
+            t.record(Record::Drop { id: cid, reason });
+        }
+        t.record(Record::ExceedBuf { id: cid, kind: 1 });
+        t.record(Record::SndBufFull { id: cid });
+        t.record(Record::SkErr { id: cid, err: 104 });
+        t.record(Record::SkErr {
+            id: cid,
+            err: ETIMEDOUT,
+        });
+        let mut c = counters(1, 1);
+        c.sk_drops = 7;
+        c.chrono = [10, 2, 3];
+        let x = Extra {
+            sk_err_soft: 113,
+            ..Default::default()
+        };
+        t.begin_pass();
+        t.live(&cid, &c, &Windows::default(), &x, 0, None);
+        t.end_pass();
+        let d = t.take_period();
+        let cd = by_role(&d, Role::Client);
+        assert_eq!(
+            [
+                cd.counters[C_BACKLOG_DROPS],
+                cd.counters[C_FILTER_DROPS],
+                cd.counters[C_RMEM_SCHED],
+                cd.counters[C_TCP_OOM],
+                cd.counters[C_SNDBUF_LIMIT],
+                cd.counters[C_TMOUT],
+                cd.counters[C_SK_DROPS],
+                cd.counters[C_BUSY_J],
+                cd.counters[C_SNDBUF_LIMITED_J],
+            ],
+            [1, 1, 2, 1, 1, 1, 7, 10, 3]
+        );
+        assert_eq!(cd.sk_err_max, Some(110), "the largest error reported");
+        assert_eq!(cd.sk_err_soft_max, 113);
+        // Next pass: only the change counts.
+        c.sk_drops = 9;
+        t.begin_pass();
+        t.live(&cid, &c, &Windows::default(), &x, 0, None);
+        t.end_pass();
+        let d = t.take_period();
+        let cd = by_role(&d, Role::Client);
+        assert_eq!((cd.counters[C_SK_DROPS], cd.counters[C_BUSY_J]), (2, 0));
+        assert_eq!(cd.sk_err_max, None);
+        // A drop on a listening socket belongs to no connection.
+        t.record(Record::Drop {
+            id: SockId {
+                raddr: IpAddr::V4(Ipv4Addr::UNSPECIFIED),
+                ..id(1, 80, 0, state::LISTEN)
+            },
+            reason: drop_reason::BACKLOG,
+        });
+        assert!(t.take_period().is_empty());
     }
 
     #[test]

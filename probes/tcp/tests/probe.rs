@@ -106,6 +106,16 @@ impl Probe {
 }
 
 impl Probe {
+    /// Every record queued so far, then those of `periods` more whole periods.
+    fn queued_and_next(&self, periods: usize) -> Vec<Vec<String>> {
+        let mut out: Vec<Vec<String>> = Vec::new();
+        while let Ok((_, line)) = self.lines.try_recv() {
+            out.push(parse(&line));
+        }
+        out.extend(self.records_for(periods));
+        out
+    }
+
     /// Writes one control line.
     fn send(&mut self, line: &str) {
         writeln!(self.stdin, "{line}").expect("write the control line");
@@ -166,7 +176,10 @@ const KEYS: usize = 9;
 /// The last record per (table, key) — the values are cumulative, so the last one is complete.
 fn latest(records: &[Vec<String>]) -> HashMap<(String, Key), Vec<String>> {
     let mut m = HashMap::new();
-    for r in records.iter().filter(|r| r[0] != "tcp_bpf_stats") {
+    for r in records
+        .iter()
+        .filter(|r| r[0] != "tcp_bpf_stats" && r[0] != "event")
+    {
         let key: Key = std::array::from_fn(|i| r[1 + i].clone());
         m.insert((r[0].clone(), key), r.clone());
     }
@@ -210,7 +223,47 @@ fn field(rec: &[String], table: &str, name: &str) -> String {
         ],
         "tcp_tx_rx" => &["rx_bytes", "tx_bytes", "segs_in", "segs_out"],
         "tcp_rtt" => &["srtt", "srtt_max", "rcv_rtt"],
-        "tcp_abn" => &["retran_packets", "send_rsts", "receive_rsts"],
+        "tcp_abn" => &[
+            "retran_packets",
+            "backlog_drops",
+            "sk_drops",
+            "lost_out",
+            "sacked_out",
+            "filter_drops",
+            "tmout_count",
+            "snd_buf_limit_count",
+            "rmem_scheduls",
+            "tcp_oom",
+            "send_rsts",
+            "receive_rsts",
+            "sk_err",
+            "sk_err_soft",
+        ],
+        "tcp_rate" => &[
+            "rto",
+            "ato",
+            "snd_ssthresh",
+            "rcv_ssthresh",
+            "advmss",
+            "rcv_space",
+            "delivery_rate",
+            "busy_time",
+            "rwnd_limited",
+            "sndbuf_limited",
+            "pacing_rate",
+            "max_pacing_rate",
+        ],
+        "tcp_sockbuf" => &[
+            "sk_err_que_size",
+            "sk_rcv_que_size",
+            "sk_wri_que_size",
+            "sk_backlog_size",
+            "sk_omem_size",
+            "sk_forward_size",
+            "sk_wmem_size",
+            "sk_rcvbuf",
+            "sk_sndbuf",
+        ],
         "tcp_windows" => &[
             "snd_cwnd",
             "snd_wnd",
@@ -403,6 +456,22 @@ fn exact_bytes_roles_and_resets() {
     assert_eq!(num(link, "tcp_link", "open_failed"), 1, "{link:?}");
     assert_eq!(num(link, "tcp_link", "opens"), 0);
     assert_eq!(num(get(&m, "tcp_abn", &f), "tcp_abn", "receive_rsts"), 1);
+
+    // The errors the resets reported (inet_sk_error_report), each in the period it happened:
+    // ECONNRESET on the aborted client, ECONNREFUSED on the refused one; no timeout.
+    let errors = |k: &Key| -> Vec<u64> {
+        records
+            .iter()
+            .filter(|r| r[0] == "tcp_abn" && r[1..=KEYS] == k[..])
+            .filter_map(|r| field(r, "tcp_abn", "sk_err").parse().ok())
+            .collect()
+    };
+    assert_eq!(errors(&rc), [libc::ECONNRESET as u64]);
+    assert_eq!(errors(&f), [libc::ECONNREFUSED as u64]);
+    assert_eq!(errors(&client), Vec::<u64>::new());
+    for k in [&rc, &f, &client] {
+        assert_eq!(num(get(&m, "tcp_abn", k), "tcp_abn", "tmout_count"), 0);
+    }
 }
 
 #[test]
@@ -505,6 +574,9 @@ fn zero_windows_are_counted_on_both_ends() {
     let cw = get(&m, "tcp_windows", &ck);
     assert!(num(cw, "tcp_windows", "zero_snd_wnd_count") >= 1, "{cw:?}");
     assert!(num(cw, "tcp_windows", "notsent_bytes") > 0, "{cw:?}");
+    // The sender's non-blocking writes stopped at the first -EAGAIN.
+    let ca = get(&m, "tcp_abn", &ck);
+    assert_eq!(num(ca, "tcp_abn", "snd_buf_limit_count"), 1, "{ca:?}");
     let sw = get(&m, "tcp_windows", &sk);
     assert!(num(sw, "tcp_windows", "zero_rcv_wnd_count") >= 1, "{sw:?}");
     assert_eq!(num(sw, "tcp_windows", "rcv_wnd"), 0, "{sw:?}");
@@ -649,8 +721,31 @@ fn missing_tracepoint_is_reported_unsupported() {
 }
 
 #[test]
+fn whitelist_and_filter_flags_are_refused_at_start() {
+    for (args, flag) in [
+        (&["-w", "/etc/gala-gopher/gala-gopher-app.conf"][..], "-w"),
+        (&["-F", "task"][..], "-F"),
+    ] {
+        let out = Command::new(BIN).args(args).output().unwrap();
+        assert_eq!(out.status.code(), Some(1), "{args:?}");
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(
+            stderr.contains(&format!("[ERROR] {flag} "))
+                && stderr.contains("is not supported by tcpprobe"),
+            "{stderr}"
+        );
+        assert!(out.stdout.is_empty());
+    }
+}
+
+#[test]
 fn bad_flags_are_rejected() {
-    for args in [&["-M", "0"][..], &["-c", "2"], &["-t", "0"]] {
+    for args in [
+        &["-M", "0"][..],
+        &["-c", "2"],
+        &["-t", "0"],
+        &["-D", "100001"],
+    ] {
         let out = Command::new(BIN).args(args).output().unwrap();
         assert!(!out.status.success(), "{args:?}");
         assert!(
@@ -688,7 +783,15 @@ fn control_channel_changes_period_and_tables_without_restart() {
     );
     let all: Vec<Vec<String>> = before.into_iter().map(|(_, r)| r).collect();
     let tables = tables_of(&all);
-    for t in ["tcp_link", "tcp_tx_rx", "tcp_rtt", "tcp_abn", "tcp_srtt"] {
+    for t in [
+        "tcp_link",
+        "tcp_tx_rx",
+        "tcp_rtt",
+        "tcp_abn",
+        "tcp_srtt",
+        "tcp_rate",
+        "tcp_sockbuf",
+    ] {
         assert!(
             tables.contains(t),
             "{t} missing before the change: {tables:?}"
@@ -721,6 +824,27 @@ fn control_channel_changes_period_and_tables_without_restart() {
         .map(String::from)
         .into();
     assert_eq!(tables_of(&after), want);
+    probe.assert_alive();
+
+    // The new sub-probes by name: tcp_rate (32) and tcp_sockbuf (16).
+    probe.send(r#"{"probe":["tcp_rate","tcp_sockbuf"],"probe_bits":48}"#);
+    probe.wait_log("[INFO] control: tables 0x8 -> 0x30");
+    exchange(&listener, 1_000, 1_000);
+    let after = probe.records_for(2);
+    let want: BTreeSet<String> = ["tcp_link", "tcp_rate", "tcp_sockbuf", "tcp_bpf_stats"]
+        .map(String::from)
+        .into();
+    assert_eq!(tables_of(&after), want);
+
+    // cluster_ip_backend: only 0; 1 is refused with the reason, and the probe keeps running.
+    probe.send(r#"{"params":{"cluster_ip_backend":1}}"#);
+    probe.wait_log("does not translate cluster IPs to their backends: only 0 is supported");
+    assert!(probe
+        .stderr
+        .lock()
+        .unwrap()
+        .contains("[WARN] control: params.cluster_ip_backend invalid value 1"));
+    probe.records_for(1);
     probe.assert_alive();
 }
 
@@ -842,4 +966,442 @@ fn snoop_selects_connections_by_owning_process() {
     assert!(seen.is_superset(&everyone), "{seen:?} vs {everyone:?}");
     probe.assert_alive();
     drop(accepted);
+}
+
+/// `ss -tinmH` for the established socket with local port `sport`: its one info line.
+fn ss_info(sport: u16) -> String {
+    let out = Command::new("ss")
+        .args([
+            "-tinmH",
+            "state",
+            "established",
+            "sport",
+            &format!("= :{sport}"),
+        ])
+        .output()
+        .expect("ss (iproute2) is needed by this test");
+    assert!(out.status.success(), "ss failed: {out:?}");
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// The number after `name` in ss output (`rto:200`, `retrans:0/5` gives 5 with `retrans:0/`,
+/// `d3` inside `skmem:(…)` with `,d`).
+fn ss_num(info: &str, name: &str) -> Option<f64> {
+    let at = info.find(name)? + name.len();
+    let rest = &info[at..];
+    let end = rest
+        .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+        .unwrap_or(rest.len());
+    rest[..end].parse().ok()
+}
+
+fn get_int_opt(fd: i32, level: i32, name: i32) -> i32 {
+    let mut v: i32 = 0;
+    let mut len = std::mem::size_of::<i32>() as libc::socklen_t;
+    // SAFETY: getsockopt on a live socket into a correctly sized int.
+    let rc = unsafe { libc::getsockopt(fd, level, name, (&mut v as *mut i32).cast(), &mut len) };
+    assert_eq!(rc, 0);
+    v
+}
+
+#[test]
+fn rate_and_sockbuf_rows_match_the_kernel() {
+    let probe = Probe::start(&["-t", "1"]);
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let mut c = TcpStream::connect(listener.local_addr().unwrap()).unwrap();
+    let (mut s, _) = listener.accept().unwrap();
+    set_int_opt(s.as_raw_fd(), libc::SOL_SOCKET, libc::SO_RCVBUF, 65_536);
+    c.write_all(&pattern(50_000, 7)).unwrap();
+    let mut got = vec![0u8; 50_000];
+    s.read_exact(&mut got).unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let cport = c.local_addr().unwrap().port();
+    let lo = "127.0.0.1";
+    let (ck, sk) = (
+        key("client", lo, lo, port, 2),
+        key("server", lo, lo, port, 2),
+    );
+    // Idle now: the kernel's values stay put while the probe samples them.
+    thread::sleep(Duration::from_millis(300));
+    let info = ss_info(cport);
+    let m = latest(&probe.records_for(3));
+
+    let rate = get(&m, "tcp_rate", &ck);
+    let ss_rto_ms = ss_num(&info, "rto:").unwrap_or_else(|| panic!("no rto in {info}"));
+    assert_eq!(
+        num(rate, "tcp_rate", "rto"),
+        (ss_rto_ms * 1000.0).round() as u64,
+        "rto vs ss: {info}"
+    );
+    assert!(num(rate, "tcp_rate", "rto") >= 200_000, "{rate:?}");
+    for (ours, theirs) in [
+        ("advmss", "advmss:"),
+        ("rcv_space", "rcv_space:"),
+        ("rcv_ssthresh", "rcv_ssthresh:"),
+    ] {
+        let want = ss_num(&info, theirs).unwrap_or_else(|| panic!("no {theirs} in {info}"));
+        assert_eq!(num(rate, "tcp_rate", ours), want as u64, "{ours}: {info}");
+    }
+    assert!(num(rate, "tcp_rate", "pacing_rate") > 0, "{rate:?}");
+    assert_eq!(
+        num(rate, "tcp_rate", "max_pacing_rate"),
+        u64::MAX,
+        "unlimited"
+    );
+    assert!(num(rate, "tcp_rate", "delivery_rate") > 0, "{rate:?}");
+    // Per-period times are numbers (HZ measured by then), not absent.
+    num(rate, "tcp_rate", "busy_time");
+
+    let sb = get(&m, "tcp_sockbuf", &sk);
+    let rcvbuf = get_int_opt(s.as_raw_fd(), libc::SOL_SOCKET, libc::SO_RCVBUF);
+    assert_eq!(num(sb, "tcp_sockbuf", "sk_rcvbuf"), rcvbuf as u64, "{sb:?}");
+    assert_eq!(num(sb, "tcp_sockbuf", "sk_rcv_que_size"), 0, "all read");
+    let cb = get(&m, "tcp_sockbuf", &ck);
+    let sndbuf = get_int_opt(c.as_raw_fd(), libc::SOL_SOCKET, libc::SO_SNDBUF);
+    assert_eq!(num(cb, "tcp_sockbuf", "sk_sndbuf"), sndbuf as u64, "{cb:?}");
+    assert_eq!(
+        num(cb, "tcp_sockbuf", "sk_wmem_size"),
+        0,
+        "all acknowledged"
+    );
+    drop((c, s));
+}
+
+/// TcpExt counters of this network namespace (`nstat -az`).
+fn nstat(names: &[&str]) -> HashMap<String, u64> {
+    let out = Command::new("nstat")
+        .arg("-az")
+        .args(names)
+        .output()
+        .expect("nstat (iproute2) is needed by this test");
+    assert!(out.status.success(), "nstat failed: {out:?}");
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .filter_map(|l| {
+            let mut f = l.split_whitespace();
+            Some((f.next()?.to_string(), f.next()?.parse().ok()?))
+        })
+        .collect()
+}
+
+const RCVQ_DROPS: [&str; 2] = ["TcpExtTCPRcvQDrop", "TcpExtTCPOFODrop"];
+
+/// A receiver that shrinks its receive buffer to 1 KiB after 20 kB arrived, and never reads,
+/// while the peer keeps sending into the window advertised before: the kernel drops what no
+/// longer fits (TCPRcvQDrop, reason PROTO_MEM). Returns (client, server socket) still open.
+fn receive_buffer_drops(listener: &TcpListener) -> (TcpStream, TcpStream) {
+    let mut c = TcpStream::connect(listener.local_addr().unwrap()).unwrap();
+    let (s, _) = listener.accept().unwrap();
+    c.set_nonblocking(true).unwrap();
+    c.write_all(&pattern(20_000, 8)).unwrap();
+    thread::sleep(Duration::from_millis(200));
+    set_int_opt(s.as_raw_fd(), libc::SOL_SOCKET, libc::SO_RCVBUF, 1024);
+    let chunk = pattern(4_000, 9);
+    for _ in 0..100 {
+        match c.write(&chunk) {
+            Ok(_) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
+                thread::sleep(Duration::from_millis(10))
+            }
+            Err(e) => panic!("{e}"),
+        }
+    }
+    thread::sleep(Duration::from_millis(500));
+    (c, s)
+}
+
+/// Reads periods until `table.name` of `k` equals `want` (cumulative fields), for at most 10 s;
+/// returns the latest records, and adds every record read to `all`.
+fn wait_for(
+    probe: &Probe,
+    table: &str,
+    k: &Key,
+    name: &str,
+    want: u64,
+    all: &mut Vec<Vec<String>>,
+) -> HashMap<(String, Key), Vec<String>> {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let first = probe.queued_and_next(1);
+    let mut m = latest(&first);
+    all.extend(first);
+    loop {
+        let now = m
+            .get(&(table.to_string(), k.clone()))
+            .map(|r| num(r, table, name));
+        if now == Some(want) {
+            return m;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{table}.{name} of {k:?} is {now:?}, want {want}"
+        );
+        let more = probe.records_for(1);
+        m.extend(latest(&more));
+        all.extend(more);
+    }
+}
+
+/// The event lines `(entity_id, metric)` among `lines` (raw `|event|…|` records).
+fn events_of(records: &[Vec<String>]) -> Vec<(String, String)> {
+    records
+        .iter()
+        .filter(|r| r[0] == "event")
+        .map(|r| {
+            assert_eq!(r[1], "tcp_link", "{r:?}");
+            assert_eq!(r.len(), 7, "{r:?}");
+            (r[2].clone(), r[3].clone())
+        })
+        .collect()
+}
+
+fn entity(k: &Key) -> String {
+    k.join("_")
+}
+
+#[test]
+fn receive_buffer_drops_match_the_kernel_and_raise_events() {
+    // Over: drops_thr 1 and latency_thr 5 ms; below: both at their maximum.
+    let over = Probe::start(&["-t", "1", "-l", "warn", "-D", "1", "-T", "5"]);
+    let below = Probe::start(&["-t", "1", "-l", "warn", "-D", "100000", "-T", "100000"]);
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let before = nstat(&RCVQ_DROPS);
+    let (c, s) = receive_buffer_drops(&listener);
+    let after = nstat(&RCVQ_DROPS);
+    let info = ss_info(port);
+    let ss_drops = ss_num(&info, ",d").unwrap_or_else(|| panic!("no drops in {info}")) as u64;
+    let kernel_rmem: u64 = RCVQ_DROPS
+        .iter()
+        .map(|n| after.get(*n).copied().unwrap_or(0) - before.get(*n).copied().unwrap_or(0))
+        .sum();
+    assert!(kernel_rmem >= 1, "the scenario must drop: {after:?} {info}");
+    let sk = key("server", "127.0.0.1", "127.0.0.1", port, 2);
+    // sk_drops (the iterator's sk_drops) is exactly ss's d; rmem_scheduls (kfree_skb reason
+    // PROTO_MEM) exactly TCPRcvQDrop + TCPOFODrop of the namespace.
+    let mut over_all = Vec::new();
+    let m = wait_for(&over, "tcp_abn", &sk, "sk_drops", ss_drops, &mut over_all);
+    let abn = get(&m, "tcp_abn", &sk);
+    assert_eq!(num(abn, "tcp_abn", "rmem_scheduls"), kernel_rmem, "{abn:?}");
+    assert_eq!(num(abn, "tcp_abn", "backlog_drops"), 0, "{abn:?}");
+    assert_eq!(num(abn, "tcp_abn", "filter_drops"), 0, "{abn:?}");
+    let sb = get(&m, "tcp_sockbuf", &sk);
+    assert!(num(sb, "tcp_sockbuf", "sk_rcv_que_size") > 0, "{sb:?}");
+
+    // Latency: with quick ACKs turned off on the receiver (TCP_QUICKACK 0, reset by every
+    // read), each small write is acknowledged by the delayed-ACK timer (~40 ms): an srtt far
+    // above 5 ms and far below 100 s.
+    let lat = TcpListener::bind("127.0.0.1:0").unwrap();
+    let lport = lat.local_addr().unwrap().port();
+    let mut lc = TcpStream::connect(lat.local_addr().unwrap()).unwrap();
+    let (mut ls, _) = lat.accept().unwrap();
+    for i in 0..20u8 {
+        set_int_opt(ls.as_raw_fd(), libc::IPPROTO_TCP, libc::TCP_QUICKACK, 0);
+        lc.write_all(&[i]).unwrap();
+        let mut b = [0u8; 1];
+        ls.read_exact(&mut b).unwrap();
+        thread::sleep(Duration::from_millis(100));
+    }
+    let srtt_ms = ss_num(&ss_info(lc.local_addr().unwrap().port()), "rtt:").unwrap_or(0.0);
+    assert!(
+        srtt_ms > 5.0,
+        "the scenario must be slow: srtt {srtt_ms} ms"
+    );
+    let lk = key("client", "127.0.0.1", "127.0.0.1", lport, 2);
+    over_all.extend(over.queued_and_next(2));
+    let over_ev = events_of(&over_all);
+    let below_ev = events_of(&below.queued_and_next(2));
+    let drops_ev = (entity(&sk), "sk_drops".to_string());
+    let srtt_ev = (entity(&lk), "srtt".to_string());
+    assert!(
+        over_ev.contains(&drops_ev),
+        "no sk_drops event: {over_ev:?}"
+    );
+    assert!(
+        over_ev.contains(&srtt_ev),
+        "no srtt event over 5 ms: {over_ev:?}"
+    );
+    assert!(!below_ev.contains(&drops_ev), "{below_ev:?}");
+    assert!(!below_ev.contains(&srtt_ev), "{below_ev:?}");
+    // At most one event per key and kind per period.
+    let mut period = BTreeSet::new();
+    for r in &over_all {
+        if r[0] == "tcp_bpf_stats" {
+            period.clear();
+        } else if r[0] == "event" {
+            assert!(period.insert((r[2].clone(), r[3].clone())), "twice: {r:?}");
+        }
+    }
+    drop((c, s, lc, ls));
+}
+
+/// Runs `tool args`; a missing tool fails the test with its name.
+fn run(tool: &str, args: &[&str]) -> std::process::Output {
+    let out = Command::new(tool)
+        .args(args)
+        .output()
+        .unwrap_or_else(|e| panic!("{tool} is needed by this test (iproute2/iptables): {e}"));
+    out
+}
+
+fn run_ok(tool: &str, args: &[&str]) {
+    let out = run(tool, args);
+    assert!(
+        out.status.success(),
+        "{tool} {args:?} failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// A network namespace joined to this one by a veth pair: 10.214.<n>.1 here, 10.214.<n>.2
+/// inside. Removed on drop (the veth goes with the namespace), also when the test fails.
+struct NetnsPair {
+    ns: String,
+    veth: String,
+    here: String,
+    there: String,
+}
+
+impl NetnsPair {
+    fn create() -> NetnsPair {
+        let pid = std::process::id();
+        let n = 20 + pid % 200;
+        let pair = NetnsPair {
+            ns: format!("tcpabn{pid}"),
+            veth: format!("tcpabn{}", pid % 100_000),
+            here: format!("10.214.{n}.1"),
+            there: format!("10.214.{n}.2"),
+        };
+        let peer = format!("{}p", pair.veth);
+        run_ok("ip", &["netns", "add", &pair.ns]);
+        run_ok(
+            "ip",
+            &[
+                "link", "add", &pair.veth, "type", "veth", "peer", "name", &peer,
+            ],
+        );
+        run_ok("ip", &["link", "set", &peer, "netns", &pair.ns]);
+        run_ok(
+            "ip",
+            &[
+                "addr",
+                "add",
+                &format!("{}/24", pair.here),
+                "dev",
+                &pair.veth,
+            ],
+        );
+        run_ok("ip", &["link", "set", &pair.veth, "up"]);
+        pair.exec(&[
+            "ip",
+            "addr",
+            "add",
+            &format!("{}/24", pair.there),
+            "dev",
+            &peer,
+        ]);
+        pair.exec(&["ip", "link", "set", &peer, "up"]);
+        pair.exec(&["ip", "link", "set", "lo", "up"]);
+        pair
+    }
+
+    /// Runs a command inside the namespace.
+    fn exec(&self, cmd: &[&str]) {
+        let mut args = vec!["netns", "exec", &self.ns];
+        args.extend_from_slice(cmd);
+        run_ok("ip", &args);
+    }
+
+    /// A listener on `there`, created by a thread that joined the namespace (a socket stays in
+    /// the namespace it was created in).
+    fn listener(&self) -> TcpListener {
+        let path = format!("/run/netns/{}", self.ns);
+        let addr = format!("{}:0", self.there);
+        thread::spawn(move || {
+            let f = std::fs::File::open(&path).expect("namespace file");
+            // SAFETY: setns(2) on this thread with a valid namespace fd.
+            let rc = unsafe { libc::setns(f.as_raw_fd(), libc::CLONE_NEWNET) };
+            assert_eq!(rc, 0, "setns: {}", std::io::Error::last_os_error());
+            TcpListener::bind(addr).expect("bind inside the namespace")
+        })
+        .join()
+        .expect("listener thread")
+    }
+}
+
+impl Drop for NetnsPair {
+    fn drop(&mut self) {
+        let _ = run("ip", &["netns", "del", &self.ns]);
+        let _ = run("ip", &["link", "del", &self.veth]);
+    }
+}
+
+#[test]
+fn loss_in_a_namespace_pair_matches_ss() {
+    let pair = NetnsPair::create();
+    let listener = pair.listener();
+    let port = listener.local_addr().unwrap().port();
+    // 10 % of the data segments arriving inside are dropped: the sender here retransmits.
+    pair.exec(&[
+        "iptables",
+        "-A",
+        "INPUT",
+        "-p",
+        "tcp",
+        "--dport",
+        &port.to_string(),
+        "-m",
+        "statistic",
+        "--mode",
+        "random",
+        "--probability",
+        "0.1",
+        "-j",
+        "DROP",
+    ]);
+    let probe = Probe::start(&["-t", "1"]);
+    const SIZE: usize = 4 << 20;
+    let reader = thread::spawn(move || {
+        let (mut s, _) = listener.accept().unwrap();
+        let mut got = vec![0u8; SIZE];
+        s.read_exact(&mut got).unwrap();
+        s
+    });
+    let mut c = TcpStream::connect((pair.there.as_str(), port)).unwrap();
+    c.write_all(&pattern(SIZE, 11)).unwrap();
+    let s = reader.join().unwrap();
+    // Everything acknowledged (ACKs are not dropped): retransmissions are over.
+    thread::sleep(Duration::from_millis(300));
+    let info = ss_info(c.local_addr().unwrap().port());
+    let ss_retrans = ss_num(&info, "retrans:0/")
+        .or_else(|| {
+            // `retrans:<in flight>/<total>`: the total after the slash.
+            let at = info.find("retrans:")? + "retrans:".len();
+            let rest = &info[at..];
+            ss_num(rest, "/")
+        })
+        .unwrap_or_else(|| panic!("no retransmissions in {info}")) as u64;
+    assert!(ss_retrans > 0, "{info}");
+    let k = key("client", &pair.here, &pair.there, port, 2);
+    let mut all = Vec::new();
+    let m = wait_for(
+        &probe,
+        "tcp_abn",
+        &k,
+        "retran_packets",
+        ss_retrans,
+        &mut all,
+    );
+    let tx = get(&m, "tcp_tx_rx", &k);
+    assert_eq!(num(tx, "tcp_tx_rx", "tx_bytes"), SIZE as u64);
+    // During the transfer some period saw retransmits or segments lost / SACKed.
+    let seen = all
+        .iter()
+        .filter(|r| r[0] == "tcp_abn" && r[1..=KEYS] == k[..])
+        .any(|r| {
+            ["retran_packets", "lost_out", "sacked_out"]
+                .iter()
+                .any(|f| field(r, "tcp_abn", f).parse::<u64>().unwrap_or(0) > 0)
+        });
+    assert!(seen, "no loss visible");
+    drop((c, s));
 }

@@ -25,6 +25,19 @@ enum tcpp_kind {
 	TCPP_EV_ZERO_RCV_WND, /* a segment arrived while our window is zero: tcpp_ev_mark, aux =
 			       * rcv_wup (the same value means the same zero-window episode) */
 	TCPP_REC_LIVE,        /* iterator record: tcpp_live */
+	TCPP_EV_DROP,         /* skb:kfree_skb of a TCP socket's packet: tcpp_ev_mark, aux =
+			       * enum tcpp_drop */
+	TCPP_EV_EXCEED_BUF,   /* sock:sock_exceed_buf_limit: tcpp_ev_mark, aux = kind
+			       * (0 SK_MEM_SEND, 1 SK_MEM_RECV) */
+	TCPP_EV_SK_ERR,       /* sock:inet_sk_error_report: tcpp_ev_mark, aux = sk_err */
+	TCPP_EV_SNDBUF_FULL,  /* sock:sock_send_length returned -EAGAIN: tcpp_ev_mark */
+};
+
+/* tcpp_ev_mark.aux of TCPP_EV_DROP: which kfree_skb drop reason. */
+enum tcpp_drop {
+	TCPP_DROP_BACKLOG = 1, /* SKB_DROP_REASON_SOCKET_BACKLOG */
+	TCPP_DROP_FILTER,      /* SKB_DROP_REASON_SOCKET_FILTER */
+	TCPP_DROP_RMEM,        /* SKB_DROP_REASON_PROTO_MEM or SOCKET_RCVBUFF */
 };
 
 /* Which socket, with its endpoints as of the record (ports in host order). */
@@ -48,6 +61,9 @@ struct tcpp_counters {
 	__u64 retrans;     /* total_retrans */
 	__u32 srtt_us;
 	__u32 rcv_rtt_us;
+	__u32 sk_drops;    /* sk->sk_drops */
+	__u32 chrono[3];   /* jiffies busy, rwnd limited, sndbuf limited (chrono_stat[] plus the
+			    * running chrono), as tcp_get_info() computes them */
 };
 
 struct tcpp_ev_owner {
@@ -86,6 +102,33 @@ struct tcpp_live {
 	__u32 notsent_bytes;
 	__u32 notack_bytes;
 	__u32 reordering;
+	/* tcp_rate */
+	__u32 rto_j;       /* icsk_rto, jiffies */
+	__u32 ato_j;       /* icsk_ack.ato, jiffies */
+	__u32 snd_ssthresh;
+	__u32 rcv_ssthresh;
+	__u32 advmss;
+	__u32 rcv_space;   /* rcvq_space.space */
+	__u32 rate_delivered;
+	__u32 rate_interval_us;
+	__u32 mss_cache;
+	__u32 lost_out;    /* tcp_abn gauges */
+	__u64 pacing_rate; /* sk_pacing_rate, bytes/s */
+	__u64 max_pacing_rate;
+	__u64 jiffies;     /* bpf_jiffies64() at the record: user space derives HZ from it */
+	/* tcp_sockbuf */
+	__u32 err_qlen;    /* sk_error_queue.qlen */
+	__u32 rcv_qlen;    /* sk_receive_queue.qlen */
+	__u32 wri_qlen;    /* sk_write_queue.qlen */
+	__u32 backlog_len; /* sk_backlog.len */
+	__u32 omem_alloc;  /* sk_omem_alloc */
+	__s32 forward_alloc; /* sk_forward_alloc */
+	__s32 wmem_queued; /* sk_wmem_queued */
+	__s32 rcvbuf;      /* sk_rcvbuf */
+	__s32 sndbuf;      /* sk_sndbuf */
+	__u32 sacked_out;
+	__s32 sk_err;
+	__s32 sk_err_soft;
 };
 
 #endif /* TCPPROBE_INTF_H */

@@ -10,6 +10,10 @@
  *   segment for bytes, segments, RTT or retransmits.
  * - tp_btf/tcp_send_reset and tcp_receive_reset report resets; tp_btf/tcp_probe (per received
  *   segment, optional) reports zero windows with a few loads and no helper call otherwise.
+ * - Optional abnormal-event hooks, one ring record per event like the resets: tp_btf/kfree_skb
+ *   (drops by reason: backlog, filter, receive memory), sock_exceed_buf_limit (memory limits),
+ *   inet_sk_error_report (errors, timeouts) and sock_send_length (-EAGAIN: send buffer full).
+ *   The iterator also reads tcp_rate's and tcp_sockbuf's fields and sk_drops.
  *
  * Socket-local storage was measured first and rejected: creating it costs ~1.8 us per
  * connection inside the program, plus its clone and free, which alone exceeds the overhead
@@ -42,6 +46,7 @@ struct tcpp_ev_close tcpp_ev_close_type = {};
 struct tcpp_ev_mark tcpp_ev_mark_type = {};
 struct tcpp_live tcpp_live_type = {};
 enum tcpp_kind tcpp_kind_type = 0;
+enum tcpp_drop tcpp_drop_type = 0;
 
 /*
  * Local port. Not skc_num: the state-change tracepoint fires after inet_put_port() cleared it
@@ -80,6 +85,23 @@ static __always_inline void fill_id(struct tcpp_sock_id *id, struct sock *sk, __
 	}
 }
 
+/*
+ * Jiffies the connection spent busy / limited by the receive window / limited by the send
+ * buffer: chrono_stat[] plus the running chrono, as tcp_compute_chrono() does for
+ * tcp_get_info() (TCP_CHRONO_BUSY = 1 .. TCP_CHRONO_SNDBUF_LIMITED = 3).
+ */
+static __always_inline void fill_chrono(struct tcpp_counters *c, struct tcp_sock *tp)
+{
+	__u32 now = (__u32)bpf_jiffies64();
+	__u8 type = tp->chrono_type & 3;
+
+	c->chrono[0] = tp->chrono_stat[0];
+	c->chrono[1] = tp->chrono_stat[1];
+	c->chrono[2] = tp->chrono_stat[2];
+	if (type >= 1 && type <= 3)
+		c->chrono[type - 1] += now - tp->chrono_start;
+}
+
 static __always_inline void fill_counters(struct tcpp_counters *c, struct sock *sk,
 					  struct tcp_sock *tp)
 {
@@ -97,6 +119,8 @@ static __always_inline void fill_counters(struct tcpp_counters *c, struct sock *
 	c->retrans = tp->total_retrans;
 	c->srtt_us = tp->srtt_us >> 3;
 	c->rcv_rtt_us = tp->rcv_rtt_est.rtt_us >> 3;
+	c->sk_drops = sk->sk_drops.counter;
+	fill_chrono(c, tp);
 }
 
 static __always_inline void send_owner(struct sock *sk, __u8 kind, __u8 state)
@@ -222,6 +246,84 @@ int BPF_PROG(on_tcp_probe, struct sock *sk, struct sk_buff *skb)
 	return 0;
 }
 
+/*
+ * Runs for every packet the kernel drops (not for normal consumption): three comparisons on
+ * the reason decide, the socket lookup and record follow only for the three reasons counted.
+ * rx_sk is the receiving socket.
+ */
+SEC("tp_btf/kfree_skb")
+int BPF_PROG(on_kfree_skb, struct sk_buff *skb, void *location, enum skb_drop_reason reason,
+	     struct sock *rx_sk)
+{
+	struct tcp_sock *tp;
+	__u32 which;
+
+	if (reason == bpf_core_enum_value(enum skb_drop_reason, SKB_DROP_REASON_SOCKET_BACKLOG))
+		which = TCPP_DROP_BACKLOG;
+	else if (reason == bpf_core_enum_value(enum skb_drop_reason, SKB_DROP_REASON_SOCKET_FILTER))
+		which = TCPP_DROP_FILTER;
+	else if (reason == bpf_core_enum_value(enum skb_drop_reason, SKB_DROP_REASON_PROTO_MEM) ||
+		 reason == bpf_core_enum_value(enum skb_drop_reason, SKB_DROP_REASON_SOCKET_RCVBUFF))
+		which = TCPP_DROP_RMEM;
+	else
+		return 0;
+	/* The three reasons are receive-side drops, where the kernel names the receiving socket
+	 * (sk_skb_reason_drop); skb->sk is not set there (and the helper refuses its RCU
+	 * pointer). */
+	if (!rx_sk)
+		return 0;
+	tp = bpf_skc_to_tcp_sock(rx_sk);
+	if (tp)
+		send_mark(&tp->inet_conn.icsk_inet.sk, TCPP_EV_DROP, which);
+	return 0;
+}
+
+/* A memory charge was refused (protocol limit tcp_mem, or the socket's buffer). */
+SEC("tp_btf/sock_exceed_buf_limit")
+int BPF_PROG(on_exceed_buf, struct sock *sk, struct proto *prot, long allocated, int kind)
+{
+	struct tcp_sock *tp;
+
+	if (!sk)
+		return 0;
+	tp = bpf_skc_to_tcp_sock(sk);
+	if (tp)
+		send_mark(&tp->inet_conn.icsk_inet.sk, TCPP_EV_EXCEED_BUF, kind);
+	return 0;
+}
+
+/* sk_error_report() of an inet socket: sk_err is the error just set (ETIMEDOUT on timeout). */
+SEC("tp_btf/inet_sk_error_report")
+int BPF_PROG(on_error_report, const struct sock *sk)
+{
+	struct tcp_sock *tp;
+
+	if (!sk)
+		return 0;
+	tp = bpf_skc_to_tcp_sock((struct sock *)sk);
+	if (tp)
+		send_mark(&tp->inet_conn.icsk_inet.sk, TCPP_EV_SK_ERR,
+			  tp->inet_conn.icsk_inet.sk.sk_err);
+	return 0;
+}
+
+#define TCPP_EAGAIN 11
+
+/* Every sendmsg() of every socket: returns on the result unless it is -EAGAIN (a
+ * non-blocking send found the send buffer full). */
+SEC("tp_btf/sock_send_length")
+int BPF_PROG(on_send_length, struct sock *sk, int ret, int flags)
+{
+	struct tcp_sock *tp;
+
+	if (ret != -TCPP_EAGAIN || !sk)
+		return 0;
+	tp = bpf_skc_to_tcp_sock(sk);
+	if (tp)
+		send_mark(&tp->inet_conn.icsk_inet.sk, TCPP_EV_SNDBUF_FULL, 0);
+	return 0;
+}
+
 SEC("iter/tcp")
 int dump_tcp(struct bpf_iter__tcp *ctx)
 {
@@ -255,6 +357,35 @@ int dump_tcp(struct bpf_iter__tcp *ctx)
 	rec.notsent_bytes = tp->write_seq - tp->snd_nxt;
 	rec.notack_bytes = tp->snd_nxt - tp->snd_una;
 	rec.reordering = tp->reordering;
+	/* tcp_rate: the fields tcp_get_info() reports (rto and ato in jiffies; user space
+	 * converts them, and computes delivery_rate = rate_delivered * mss / interval). */
+	rec.rto_j = tp->inet_conn.icsk_rto;
+	rec.ato_j = tp->inet_conn.icsk_ack.ato;
+	rec.snd_ssthresh = tp->snd_ssthresh;
+	rec.rcv_ssthresh = tp->rcv_ssthresh;
+	rec.advmss = tp->advmss;
+	rec.rcv_space = tp->rcvq_space.space;
+	rec.rate_delivered = tp->rate_delivered;
+	rec.rate_interval_us = tp->rate_interval_us;
+	rec.mss_cache = tp->mss_cache;
+	rec.pacing_rate = sk->sk_pacing_rate;
+	rec.max_pacing_rate = sk->sk_max_pacing_rate;
+	rec.jiffies = bpf_jiffies64();
+	/* tcp_sockbuf */
+	rec.err_qlen = sk->sk_error_queue.qlen;
+	rec.rcv_qlen = sk->sk_receive_queue.qlen;
+	rec.wri_qlen = sk->sk_write_queue.qlen;
+	rec.backlog_len = sk->sk_backlog.len;
+	rec.omem_alloc = sk->sk_omem_alloc.counter;
+	rec.forward_alloc = sk->sk_forward_alloc;
+	rec.wmem_queued = sk->sk_wmem_queued;
+	rec.rcvbuf = sk->sk_rcvbuf;
+	rec.sndbuf = sk->sk_sndbuf;
+	/* tcp_abn gauges */
+	rec.lost_out = tp->lost_out;
+	rec.sacked_out = tp->sacked_out;
+	rec.sk_err = sk->sk_err;
+	rec.sk_err_soft = sk->sk_err_soft;
 	/* No side effects: if the seq buffer overflows, the kernel re-runs this for the socket. */
 	bpf_seq_write(ctx->meta->seq, &rec, sizeof(rec));
 	return 0;
