@@ -50,7 +50,7 @@ pub const TCP_COUNTERS: [Field; N_TCP] = [
     Field::per_period("listendrop", "listen drops: the listener's sk_drops (tcp_listendrop(); TcpExt ListenDrops)"),
     Field::per_period("accept_overflow", "SYNs and handshake ACKs dropped because the accept queue was full (TcpExt ListenOverflows)"),
     Field::per_period("syn_overflow", "SYNs dropped while the accept queue was not full: SYN queue full without syncookies (TcpExt TCPReqQFullDrop)"),
-    Field::per_period("passive_open", "connections accepted: child sockets created (Tcp PassiveOpens)"),
+    Field::per_period("passive_open", "child sockets created (Tcp PassiveOpens), counted when they reach ESTABLISHED or close from SYN_RECV"),
     Field::per_period("passive_open_failed", "child sockets closed before reaching ESTABLISHED"),
     Field::per_period("retran_synacks", "SYN-ACKs retransmitted (TcpExt TCPSynRetrans share of the server)"),
     Field::per_period("retran_syn", "SYNs retransmitted by connecting sockets"),

@@ -3,8 +3,8 @@
  * endpoint: per-listener, per-connect-target and per-UDP-socket counters without kprobes.
  *
  * - tp_btf/inet_sock_set_state: LISTEN (owner, listener map entry), SYN_SENT (owner),
- *   SYN_SENT -> ESTABLISHED / CLOSE (with sk_err), and child sockets: LISTEN -> SYN_RECV
- *   (passive open), SYN_RECV -> ESTABLISHED (latency), SYN_RECV -> CLOSE (failed).
+ *   SYN_SENT -> ESTABLISHED / CLOSE (with sk_err), and child sockets: SYN_RECV -> ESTABLISHED
+ *   (passive open, latency), SYN_RECV -> CLOSE (passive open, failed).
  * - tp_btf/tcp_retransmit_synack (listener), tp_btf/tcp_retransmit_skb (SYN_SENT only).
  * - tp_btf/consume_skb, only where it is called from tcp_rcv_state_process (the address range
  *   comes from user space): a SYN a listener consumed. tcp_conn_request() drops a SYN with
@@ -275,8 +275,9 @@ int BPF_PROG(on_state, struct sock *sk, int oldstate, int newstate)
 		if (oldstate != BPF_TCP_SYN_SENT && oldstate != BPF_TCP_SYN_RECV &&
 		    (newstate != BPF_TCP_CLOSE || oldstate != BPF_TCP_LISTEN))
 			return 0;
-	} else if (newstate != BPF_TCP_LISTEN && newstate != BPF_TCP_SYN_SENT &&
-		   (newstate != BPF_TCP_SYN_RECV || oldstate != BPF_TCP_LISTEN)) {
+	} else if (newstate != BPF_TCP_LISTEN && newstate != BPF_TCP_SYN_SENT) {
+		/* A child's creation (LISTEN -> SYN_RECV) is counted when its fate is known, at
+		 * ESTABLISHED or CLOSE: one listener lookup per accepted connection, not two. */
 		return 0;
 	}
 	if (sk->sk_protocol != IPPROTO_TCP)
@@ -293,25 +294,20 @@ int BPF_PROG(on_state, struct sock *sk, int oldstate, int newstate)
 	case BPF_TCP_SYN_SENT:
 		send_owner(sk, EP_EV_CONNECT);
 		return 0;
-	case BPF_TCP_SYN_RECV:
-		if (oldstate != BPF_TCP_LISTEN)
-			return 0;
-		/* A child socket cloned from its listener (tcp_create_openreq_child). */
-		listen_key_of(&k, sk);
-		v = find_listener(&k);
-		if (v)
-			__sync_fetch_and_add(&v->c.passive_open, 1);
-		return 0;
 	case BPF_TCP_ESTABLISHED:
 		if (oldstate == BPF_TCP_SYN_SENT) {
 			send_mark(sk, EP_EV_ESTAB, 0);
 		} else if (oldstate == BPF_TCP_SYN_RECV) {
 			struct tcp_sock *tp = bpf_skc_to_tcp_sock(sk);
 
+			/* A child socket of a listener (tcp_create_openreq_child) established. */
 			listen_key_of(&k, sk);
 			v = find_listener(&k);
-			if (v && tp)
-				observe_estab(&v->c, tp->srtt_us >> 3);
+			if (v) {
+				__sync_fetch_and_add(&v->c.passive_open, 1);
+				if (tp)
+					observe_estab(&v->c, tp->srtt_us >> 3);
+			}
 		}
 		return 0;
 	case BPF_TCP_CLOSE:
@@ -320,8 +316,10 @@ int BPF_PROG(on_state, struct sock *sk, int oldstate, int newstate)
 		} else if (oldstate == BPF_TCP_SYN_RECV) {
 			listen_key_of(&k, sk);
 			v = find_listener(&k);
-			if (v)
+			if (v) {
+				__sync_fetch_and_add(&v->c.passive_open, 1);
 				__sync_fetch_and_add(&v->c.passive_open_failed, 1);
+			}
 		} else if (oldstate == BPF_TCP_LISTEN) {
 			struct ep_listener *r = gg_rb_reserve(&events, sizeof(*r));
 
