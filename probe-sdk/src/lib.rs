@@ -25,10 +25,12 @@
 pub mod args;
 pub mod control;
 pub mod event;
+pub mod histogram;
 pub mod log;
 pub mod meta;
 pub mod record;
 pub mod run;
+pub mod sockets;
 pub mod whitelist;
 
 /// The run-time control contract (crate `probe-decl`): [`decl::Declaration`] and

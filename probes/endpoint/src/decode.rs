@@ -6,11 +6,11 @@ use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
 use probe_sdk::bpf::plain_data::{self, Plain};
 
-use crate::histogram::{Histogram, SLOTS};
 use crate::skel::types::{
     ep_ev_mark, ep_ev_owner, ep_id, ep_listen_ctr, ep_listen_key, ep_listen_state, ep_listener,
     ep_udp_ctr, ep_udp_live,
 };
+use probe_sdk::histogram::{Histogram, SLOTS};
 
 // SAFETY: these are the `#[repr(C)]` plain-data copies of `intf.h`'s records (integers and
 // integer arrays only), valid for any bit pattern.

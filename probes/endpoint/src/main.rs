@@ -16,8 +16,6 @@
 
 mod collector;
 mod decode;
-mod histogram;
-mod owners;
 mod runtime;
 mod skel;
 mod state;
@@ -136,7 +134,7 @@ fn pass(collector: &mut Collector<'_>, state: &RefCell<State>, baseline: bool) -
         st.unresolved(inos.iter())
     };
     if !wanted.is_empty() {
-        let found = owners::socket_owners(&probe_sdk::host::path("/proc"), &wanted);
+        let found = probe_sdk::sockets::socket_owners(&probe_sdk::host::path("/proc"), &wanted);
         state.borrow_mut().resolved(&wanted, &found);
     }
     let mut st = state.borrow_mut();

@@ -5,8 +5,8 @@ use std::collections::{HashMap, HashSet};
 use std::net::IpAddr;
 
 use crate::decode::{any_addr, Listener, Record, UdpCounters, UdpLive};
-use crate::histogram::Histogram;
-use crate::owners::Owner;
+use probe_sdk::histogram::Histogram;
+use probe_sdk::sockets::Owner;
 
 /// Number of endpoint_tcp running totals.
 pub const N_TCP: usize = 18;

@@ -8,7 +8,7 @@
 use std::collections::HashMap;
 
 use crate::conn_key::ConnKey;
-use crate::histogram::Histogram;
+use probe_sdk::histogram::Histogram;
 
 /// Index of payload bytes received in the counter arrays (`TCP_C_RX_BYTES`).
 pub const C_RX_BYTES: usize = 0;

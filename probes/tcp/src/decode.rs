@@ -11,11 +11,11 @@ use crate::conn_table::{
     G_MAX_PACING_RATE, G_OMEM, G_PACING_RATE, G_RCVBUF, G_RCV_QLEN, G_RCV_SPACE, G_RCV_SSTHRESH,
     G_RTO_J, G_SACKED_OUT, G_SNDBUF, G_SND_SSTHRESH, G_WMEM, G_WRI_QLEN,
 };
-use crate::owners::Owner;
 use crate::skel::types::{
     tcpp_counters, tcpp_ev_close, tcpp_ev_estab, tcpp_ev_mark, tcpp_ev_owner, tcpp_live,
     tcpp_sock_id,
 };
+use probe_sdk::sockets::Owner;
 
 // SAFETY: these are the `#[repr(C)]` plain-data copies of `intf.h`'s records (integers and
 // integer arrays only), valid for any bit pattern.

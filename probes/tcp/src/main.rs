@@ -22,9 +22,7 @@ mod conn_key;
 mod conn_table;
 mod decode;
 mod events;
-mod histogram;
 mod hz;
-mod owners;
 mod runtime;
 mod skel;
 mod tables;
@@ -49,10 +47,10 @@ use crate::collector::{Collector, Optional, Options};
 use crate::conn_table::ConnTable;
 use crate::decode::Record;
 use crate::hz::HzEstimate;
-use crate::owners::Owner;
 use crate::runtime::Settings;
 use crate::tables::{Ctx, BIT_WINDOWS, STATS_TABLE};
 use crate::tracker::Tracker;
+use probe_sdk::sockets::{self, Owner};
 
 /// Default for `-M`.
 const DEFAULT_MAX_CONNS: u32 = 16384;
@@ -213,7 +211,7 @@ fn run() -> Result<()> {
     // Sockets older than the probe: their owners from the host's /proc, then a first pass
     // adopts them.
     let proc_root = probe_sdk::host::path("/proc");
-    let owners = owners::socket_owners(&proc_root, &owners::tcp_socket_inodes(&proc_root));
+    let owners = sockets::socket_owners(&proc_root, &sockets::tcp_socket_inodes(&proc_root));
     poller.poll(Duration::ZERO)?;
     pass(&mut collector, &tracker, Some(&owners), &mut hz)?;
     info!(

@@ -20,7 +20,7 @@ use crate::decode::{drop_reason, state, Counters, Extra, Record, SockId, Windows
 
 /// `ETIMEDOUT`: the error a connection timeout reports.
 const ETIMEDOUT: u32 = 110;
-use crate::owners::Owner;
+use probe_sdk::sockets::Owner;
 
 /// A socket the tracker knows.
 #[derive(Debug, Clone)]

@@ -1,5 +1,7 @@
-//! The establish-latency histogram: its buckets, and its value in a record (encoded by
-//! `record_line::histogram`, `N b1 c1 … bN cN sum max` with cumulative counts).
+//! The establish-latency histogram of the TCP probes (tcpprobe, endpoint): its buckets, and its
+//! value in a record (encoded by `record_line::histogram`, `N b1 c1 … bN cN sum max` with
+//! cumulative counts). The BPF sides bucket with the same bounds (`TCP_HIST_SLOTS`,
+//! `EP_HIST_SLOTS` in their `intf.h`).
 
 /// Bucket upper bounds in microseconds. The last one is beyond the kernel's SYN retry budget
 /// (about 127 s with default sysctls); larger values are filed there too.
@@ -20,7 +22,7 @@ pub const BOUNDS_US: [u64; 14] = [
     130_000_000,
 ];
 
-/// Number of buckets (`EP_HIST_SLOTS` of `intf.h`).
+/// Number of buckets (`TCP_HIST_SLOTS`, `EP_HIST_SLOTS`).
 pub const SLOTS: usize = BOUNDS_US.len();
 
 /// Counts per bucket (not cumulative), sum and max, in microseconds.

@@ -1,7 +1,7 @@
-//! Owners of sockets the BPF side saw no process for (listeners and UDP sockets older than the
-//! probe, or UDP sockets that never sent nor received): the probe maps socket inodes to
-//! processes the way `ss -p` does (the socket iterators give the inodes, `/proc/<pid>/fd` the
-//! holders).
+//! Owners of sockets the BPF side saw no process for (sockets older than the probe, or UDP
+//! sockets that never sent nor received): the eBPF socket probes map socket inodes to
+//! processes the way `ss -p` does (`/proc/net/tcp*` or the socket iterators for the inodes,
+//! `/proc/<pid>/fd` for the holders).
 
 use std::collections::{HashMap, HashSet};
 use std::fs;
@@ -14,6 +14,31 @@ pub struct Owner {
     pub tgid: u32,
     /// Process name (`/proc/<pid>/comm`).
     pub comm: String,
+}
+
+/// Column of the inode in `/proc/net/tcp` and `/proc/net/tcp6` lines.
+const INODE_COLUMN: usize = 9;
+
+/// Inodes of the TCP sockets listed in `<proc_root>/net/tcp` and `tcp6` (TIME_WAIT and request
+/// sockets show inode 0 and are skipped). Missing files (no IPv6) are not an error.
+pub fn tcp_socket_inodes(proc_root: &Path) -> HashSet<u64> {
+    let mut inodes = HashSet::new();
+    for name in ["tcp", "tcp6"] {
+        let Ok(text) = fs::read_to_string(proc_root.join("net").join(name)) else {
+            continue;
+        };
+        for line in text.lines().skip(1) {
+            if let Some(ino) = line
+                .split_whitespace()
+                .nth(INODE_COLUMN)
+                .and_then(|t| t.parse::<u64>().ok())
+                .filter(|i| *i != 0)
+            {
+                inodes.insert(ino);
+            }
+        }
+    }
+    inodes
 }
 
 /// Parses a `/proc/<pid>/fd/<n>` link target `socket:[<inode>]`.
@@ -69,9 +94,13 @@ mod tests {
     use super::*;
     use std::os::unix::fs::symlink;
 
+    const TCP: &str = "  sl  local_address rem_address   st tx_queue rx_queue tr tm->when retrnsmt   uid  timeout inode\n   0: 00000000:07E8 00000000:0000 0A 00000000:00000000 00:00000000 00000000     0        0 1214 1 000000006f6d311a 100 0 0 10 0\n   1: 0100007F:AC42 0100007F:07E8 01 00000000:00000000 00:00000000 00000000     0        0 24863 1 000000000e6f4918 20 4 1 153 -1\n   2: 0100007F:AC43 0100007F:07E8 06 00000000:00000000 03:00001770 00000000     0        0 0 3 0000000000000000\n";
+
     fn fake_proc() -> tempfile::TempDir {
         let root = tempfile::tempdir().unwrap();
         let p = root.path();
+        fs::create_dir_all(p.join("net")).unwrap();
+        fs::write(p.join("net/tcp"), TCP).unwrap();
         // Process 300 holds the listener and an unrelated pipe; 200 and 300 share 24863.
         for (pid, comm, links) in [
             (
@@ -101,9 +130,16 @@ mod tests {
     }
 
     #[test]
+    fn lists_inodes_of_tcp_sockets() {
+        let root = fake_proc();
+        let inodes = tcp_socket_inodes(root.path());
+        assert_eq!(inodes, HashSet::from([1214, 24863]));
+    }
+
+    #[test]
     fn maps_inodes_to_lowest_pid_holder() {
         let root = fake_proc();
-        let owners = socket_owners(root.path(), &HashSet::from([1214, 24863]));
+        let owners = socket_owners(root.path(), &tcp_socket_inodes(root.path()));
         assert_eq!(owners.len(), 2);
         assert_eq!(
             owners[&1214],
@@ -131,12 +167,7 @@ mod tests {
     #[test]
     fn finds_own_socket_in_real_proc() {
         let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-        let mut inodes = HashSet::new();
-        for fd in fs::read_dir("/proc/self/fd").unwrap().flatten() {
-            if let Some(i) = fs::read_link(fd.path()).ok().and_then(|l| socket_inode(&l)) {
-                inodes.insert(i);
-            }
-        }
+        let inodes = tcp_socket_inodes(Path::new("/proc"));
         let owners = socket_owners(Path::new("/proc"), &inodes);
         let me = std::process::id();
         assert!(
