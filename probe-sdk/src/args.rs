@@ -223,6 +223,30 @@ impl ProbeArgs {
             .and_then(|(_, v)| v.as_deref())
     }
 
+    /// The integer value of probe-specific flag `-<flag>` within `range`, `default` without the
+    /// flag; an error message naming the flag, the value and the range otherwise.
+    pub fn extra_u32(
+        &self,
+        flag: char,
+        default: u32,
+        range: std::ops::RangeInclusive<u32>,
+    ) -> Result<u32, String> {
+        match self.extra_value(flag) {
+            None => Ok(default),
+            Some(v) => v
+                .parse::<u32>()
+                .ok()
+                .filter(|n| range.contains(n))
+                .ok_or_else(|| {
+                    format!(
+                        "-{flag}: invalid value \"{v}\", expected {}..={}",
+                        range.start(),
+                        range.end()
+                    )
+                }),
+        }
+    }
+
     fn apply(&mut self, flag: char, value: String) -> Result<(), ArgsError> {
         let invalid = |expected: &'static str| ArgsError::InvalidValue {
             flag,
@@ -374,6 +398,22 @@ mod tests {
 
     fn err(s: &str) -> String {
         parse(s).unwrap_err().to_string()
+    }
+
+    #[test]
+    fn extra_u32_takes_default_value_or_names_the_range() {
+        assert_eq!(parse("-t 5").unwrap().extra_u32('M', 7, 1..=10), Ok(7));
+        assert_eq!(parse("-M 10").unwrap().extra_u32('M', 7, 1..=10), Ok(10));
+        for bad in ["-M 0", "-M 11", "-M x"] {
+            assert_eq!(
+                parse(bad).unwrap().extra_u32('M', 7, 1..=10),
+                Err(format!(
+                    "-M: invalid value \"{}\", expected 1..=10",
+                    &bad[3..]
+                )),
+                "{bad}"
+            );
+        }
     }
 
     #[test]

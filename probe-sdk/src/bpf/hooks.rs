@@ -38,6 +38,13 @@ impl Hook {
         Hook::RawTracepoint(name.to_string())
     }
 
+    /// The hook environment variable `var` names (a probe's hidden test switch that makes it
+    /// require one more hook): None when unset, `Err(spec)` when its value does not parse.
+    pub fn from_env(var: &str) -> Option<Result<Hook, String>> {
+        let spec = std::env::var(var).ok()?;
+        Some(Hook::parse(&spec).ok_or(spec))
+    }
+
     /// Parses `category:name` (classic tracepoint), `raw:name` (raw tracepoint) or `kprobes`,
     /// e.g. for a hidden test flag that asks a probe to require a hook.
     pub fn parse(spec: &str) -> Option<Hook> {

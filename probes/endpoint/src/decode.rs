@@ -453,6 +453,43 @@ mod tests {
     }
 
     #[test]
+    fn garbage_truncated_or_unknown_records_are_refused_without_panic() {
+        let mut e: ep_ev_owner = plain_data::zeroed();
+        e.id.kind = kind::LISTEN;
+        e.id.family = AF_INET;
+        // SAFETY: viewing a plain-data struct of ours as its bytes, for its whole size.
+        let bytes = unsafe {
+            std::slice::from_raw_parts(
+                (&e as *const ep_ev_owner).cast::<u8>(),
+                std::mem::size_of::<ep_ev_owner>(),
+            )
+        };
+        assert!(decode(bytes).is_some());
+        // The header is there, the owner record is cut short.
+        assert_eq!(
+            decode(&bytes[..std::mem::size_of::<ep_id>()]),
+            None,
+            "truncated"
+        );
+        let mut unknown = bytes.to_vec();
+        unknown[std::mem::offset_of!(ep_id, kind)] = 250;
+        assert_eq!(decode(&unknown), None, "unknown kind");
+        // Any bytes of any length: a record or None, never a panic.
+        let mut x: u32 = 0x9e37_79b9;
+        for len in 0..512 {
+            let junk: Vec<u8> = (0..len)
+                .map(|_| {
+                    x ^= x << 13;
+                    x ^= x >> 17;
+                    x ^= x << 5;
+                    x as u8
+                })
+                .collect();
+            let _ = decode(&junk);
+        }
+    }
+
+    #[test]
     fn addresses_by_family() {
         let mut raw = [0u8; 16];
         raw[15] = 1;

@@ -52,13 +52,8 @@ const DRAIN_EVERY: Duration = Duration::from_millis(100);
 const REQUIRE_HOOK_ENV: &str = "ENDPOINT_REQUIRE_HOOK";
 
 fn max_entries(args: &ProbeArgs) -> Result<u32> {
-    match args.extra_value('M') {
-        None => Ok(DEFAULT_MAX),
-        Some(v) => match v.parse::<u32>() {
-            Ok(n) if (1..=1_000_000).contains(&n) => Ok(n),
-            _ => bail!("-M: invalid value \"{v}\", expected 1..=1000000"),
-        },
-    }
+    args.extra_u32('M', DEFAULT_MAX, 1..=1_000_000)
+        .map_err(anyhow::Error::msg)
 }
 
 fn required_hooks() -> Vec<Hook> {
@@ -73,11 +68,10 @@ fn required_hooks() -> Vec<Hook> {
     .into_iter()
     .map(Hook::raw_tracepoint)
     .collect();
-    if let Ok(spec) = std::env::var(REQUIRE_HOOK_ENV) {
-        match Hook::parse(&spec) {
-            Some(h) => hooks.push(h),
-            None => warn!("{REQUIRE_HOOK_ENV}: cannot parse \"{spec}\", ignored"),
-        }
+    match Hook::from_env(REQUIRE_HOOK_ENV) {
+        Some(Ok(h)) => hooks.push(h),
+        Some(Err(spec)) => warn!("{REQUIRE_HOOK_ENV}: cannot parse \"{spec}\", ignored"),
+        None => {}
     }
     hooks
 }

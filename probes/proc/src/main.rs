@@ -84,10 +84,10 @@ fn main() -> ExitCode {
 /// Kernel hooks this run needs, plus the test-only one from the environment.
 fn hooks_to_check(plan: &Plan) -> Result<Vec<Hook>> {
     let mut hooks = plan.required_hooks();
-    if let Ok(spec) = std::env::var(REQUIRE_HOOK_ENV) {
-        let hook = Hook::parse(&spec)
-            .with_context(|| format!("{REQUIRE_HOOK_ENV}: bad hook spec {spec:?}"))?;
-        hooks.push(hook);
+    if let Some(parsed) = Hook::from_env(REQUIRE_HOOK_ENV) {
+        hooks.push(
+            parsed.map_err(|spec| anyhow::anyhow!("{REQUIRE_HOOK_ENV}: bad hook spec {spec:?}"))?,
+        );
     }
     Ok(hooks)
 }

@@ -50,11 +50,12 @@ fn main() -> ExitCode {
 
 fn hooks() -> Vec<Hook> {
     let mut hooks = required_hooks();
-    if let Ok(spec) = std::env::var(EXTRA_HOOK_ENV) {
-        match Hook::parse(&spec) {
-            Some(h) => hooks.push(h),
-            None => error!("ignoring {EXTRA_HOOK_ENV}={spec:?}: expected <category>:<name>"),
+    match Hook::from_env(EXTRA_HOOK_ENV) {
+        Some(Ok(h)) => hooks.push(h),
+        Some(Err(spec)) => {
+            error!("ignoring {EXTRA_HOOK_ENV}={spec:?}: expected <category>:<name>")
         }
+        None => {}
     }
     hooks
 }

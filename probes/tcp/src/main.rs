@@ -63,13 +63,8 @@ const DRAIN_EVERY: Duration = Duration::from_millis(100);
 const REQUIRE_HOOK_ENV: &str = "TCPPROBE_REQUIRE_HOOK";
 
 fn max_conns(args: &ProbeArgs) -> Result<u32> {
-    match args.extra_value('M') {
-        None => Ok(DEFAULT_MAX_CONNS),
-        Some(v) => match v.parse::<u32>() {
-            Ok(n) if (1..=1_000_000).contains(&n) => Ok(n),
-            _ => bail!("-M: invalid value \"{v}\", expected 1..=1000000"),
-        },
-    }
+    args.extra_u32('M', DEFAULT_MAX_CONNS, 1..=1_000_000)
+        .map_err(anyhow::Error::msg)
 }
 
 fn required_hooks() -> Vec<Hook> {
@@ -78,11 +73,10 @@ fn required_hooks() -> Vec<Hook> {
         Hook::raw_tracepoint("tcp_send_reset"),
         Hook::raw_tracepoint("tcp_receive_reset"),
     ];
-    if let Ok(spec) = std::env::var(REQUIRE_HOOK_ENV) {
-        match Hook::parse(&spec) {
-            Some(h) => hooks.push(h),
-            None => warn!("{REQUIRE_HOOK_ENV}: cannot parse \"{spec}\", ignored"),
-        }
+    match Hook::from_env(REQUIRE_HOOK_ENV) {
+        Some(Ok(h)) => hooks.push(h),
+        Some(Err(spec)) => warn!("{REQUIRE_HOOK_ENV}: cannot parse \"{spec}\", ignored"),
+        None => {}
     }
     hooks
 }
