@@ -4,7 +4,7 @@ use std::collections::HashSet;
 use std::path::{Path, PathBuf};
 use std::sync::OnceLock;
 
-use libbpf_rs::btf::BtfType;
+use libbpf_rs::btf::{types, BtfType};
 use libbpf_rs::Btf;
 use libbpf_rs::ObjectBuilder;
 
@@ -61,6 +61,24 @@ pub(crate) fn vmlinux_has_type(name: &str) -> bool {
 /// `sys_enter`/`sys_exit`.
 pub fn raw_tracepoint_exists(name: &str) -> bool {
     vmlinux_has_type(&format!("btf_trace_{name}"))
+}
+
+/// Whether tracepoint `event`'s record, `struct trace_event_raw_<event>` in the kernel BTF, has
+/// a field called `field` (e.g. `kfree_skb`'s `rx_sk`, added in Linux 6.13). Reads the kernel
+/// BTF, so it needs no tracefs; false without BTF or without the event. Loads the BTF on every
+/// call: meant for start-up checks.
+pub fn trace_event_has_field(event: &str, field: &str) -> bool {
+    let btf = match btf_path(None) {
+        Ok(Some(custom)) => Btf::from_path(custom).ok(),
+        _ => Btf::from_vmlinux().ok(),
+    };
+    let Some(btf) = btf else { return false };
+    let name = format!("trace_event_raw_{event}");
+    if name.contains('\0') {
+        return false;
+    }
+    btf.type_by_name::<types::Struct<'_>>(&name)
+        .is_some_and(|s| s.iter().any(|m| m.name.is_some_and(|n| n == field)))
 }
 
 fn kernel_release() -> Option<String> {
@@ -135,6 +153,20 @@ mod tests {
             object_builder(Some(&file)).unwrap(),
             ObjectBuilder::default()
         );
+    }
+
+    #[test]
+    fn trace_event_fields_come_from_btf() {
+        // sched_process_exec's record has had `filename` (a __data_loc) and `pid` for ever.
+        assert!(trace_event_has_field("sched_process_exec", "pid"));
+        assert!(!trace_event_has_field(
+            "sched_process_exec",
+            "no_such_field"
+        ));
+        assert!(!trace_event_has_field("no_such_event", "pid"));
+        assert!(!trace_event_has_field("bad\0name", "pid"));
+        // This project's kernels (6.13+) pass kfree_skb the receiving socket.
+        assert!(trace_event_has_field("kfree_skb", "rx_sk"));
     }
 
     #[test]

@@ -41,7 +41,9 @@ mod ringbuf;
 mod stats;
 mod tracefs;
 
-pub use btf::{btf_path, object_builder, raw_tracepoint_exists, UPSTREAM_BTF_DIR};
+pub use btf::{
+    btf_path, object_builder, raw_tracepoint_exists, trace_event_has_field, UPSTREAM_BTF_DIR,
+};
 pub use error::BpfError;
 pub use hooks::{
     kprobe_autoload, kprobes_available, missing_hooks, require_hooks, unsupported, Hook,

@@ -1,19 +1,24 @@
-//! Overhead of endpoint on a loopback connect / accept / send 1 KiB / close storm and on a UDP
-//! send / receive loop (needs root), modelled on tcpprobe's bench.
+//! Overhead of endpoint on a loopback connect / accept / close storm and on a UDP send /
+//! receive loop (needs root), modelled on tcpprobe's bench.
 //!
-//! Each round runs the workload without and with the probe attached, alternating which goes
-//! first; the workload's CPU time (getrusage of this process, which on loopback includes the
-//! softirq work done inline for both ends) is compared per round and the median ratio
-//! reported. With the probe on, it checks that every connection was accounted (client
-//! active_open and server passive_open equal the connections made, nothing lost) and reports
-//! the kernel->user records per second. Last, the probe's CPU and RSS while 10,000 connections
-//! are open.
+//! Each round runs the workload without the probe, with the probe as configured by default
+//! (both sub-probes) and with `-P 1` (tcp_socket only: no UDP hooks), in a rotating order; the
+//! workload's CPU time (getrusage of this process, which on loopback includes the softirq
+//! work done inline for both ends) is compared per round and the median ratio reported. With
+//! the probe on, it checks that every connection was accounted (client active_open and server
+//! passive_open equal the connections made, nothing lost) and reports the kernel->user records
+//! per second. Last, the probe's CPU and RSS while 10,000 connections are open.
+//!
+//! The bench runs in a network namespace of its own (the probe too) with TIME_WAIT off
+//! (`tcp_max_tw_buckets` 0, the namespace's own): otherwise the cost of a connect depends on
+//! how many TIME_WAIT sockets the host holds (the port search), 33 to 62 µs per connection on
+//! the same machine from one minute to the next, which no ratio survives.
 //!
 //! `cargo bench -p endpoint --bench overhead -- [rounds] [connections]` (default 7 x 10000,
 //! each run 3 times per mode and round, the least CPU counting).
 
 use std::collections::HashMap;
-use std::io::{BufRead, BufReader, Read, Write};
+use std::io::{BufRead, BufReader, Read};
 use std::net::{TcpListener, TcpStream, UdpSocket};
 use std::process::{Child, Command, Stdio};
 use std::sync::mpsc;
@@ -21,7 +26,6 @@ use std::thread;
 use std::time::{Duration, Instant};
 
 const BIN: &str = env!("CARGO_BIN_EXE_endpoint");
-const PAYLOAD: usize = 1024;
 const SUB_RUNS: usize = 3;
 
 fn cpu_secs_self() -> f64 {
@@ -64,9 +68,10 @@ struct Probe {
 }
 
 impl Probe {
-    fn start() -> Probe {
+    fn start(extra: &[&str]) -> Probe {
         let mut child = Command::new(BIN)
             .args(["-t", "1"])
+            .args(extra)
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
             .spawn()
@@ -102,29 +107,43 @@ impl Probe {
     }
 }
 
+/// `n` times: connect, accept, the client closes, the server reads the end of stream and
+/// closes.
 fn workload(listener: &TcpListener, n: u64) -> (f64, f64) {
     let addr = listener.local_addr().expect("listener address");
-    let payload = [0x5au8; PAYLOAD];
-    let mut buf = [0u8; 4096];
+    let mut buf = [0u8; 64];
     let cpu0 = cpu_secs_self();
     let t0 = Instant::now();
     for _ in 0..n {
-        let mut c = TcpStream::connect(addr).expect("connect");
+        let c = TcpStream::connect(addr).expect("connect");
         let (mut s, _) = listener.accept().expect("accept");
-        c.write_all(&payload).expect("send");
         drop(c);
-        let mut got = 0;
-        loop {
-            let k = s.read(&mut buf).expect("receive");
-            if k == 0 {
-                break;
-            }
-            got += k;
-        }
-        assert_eq!(got, PAYLOAD);
+        assert_eq!(s.read(&mut buf).expect("receive"), 0);
         drop(s);
     }
     (cpu_secs_self() - cpu0, t0.elapsed().as_secs_f64())
+}
+
+/// Moves this process into a new network namespace with loopback up and TIME_WAIT off.
+fn private_netns() {
+    // SAFETY: unshare(2) of the network namespace, before any thread is started.
+    let rc = unsafe { libc::unshare(libc::CLONE_NEWNET) };
+    assert_eq!(rc, 0, "unshare(CLONE_NEWNET) (run as root)");
+    // SAFETY: SIOCGIFFLAGS/SIOCSIFFLAGS on "lo" with a zeroed ifreq naming it.
+    unsafe {
+        let fd = libc::socket(libc::AF_INET, libc::SOCK_DGRAM, 0);
+        assert!(fd >= 0);
+        let mut req: libc::ifreq = std::mem::zeroed();
+        for (d, s) in req.ifr_name.iter_mut().zip(b"lo") {
+            *d = *s as libc::c_char;
+        }
+        assert_eq!(libc::ioctl(fd, libc::SIOCGIFFLAGS, &mut req), 0);
+        req.ifr_ifru.ifru_flags |= libc::IFF_UP as libc::c_short;
+        assert_eq!(libc::ioctl(fd, libc::SIOCSIFFLAGS, &req), 0, "lo up");
+        libc::close(fd);
+    }
+    std::fs::write("/proc/sys/net/ipv4/tcp_max_tw_buckets", "0")
+        .expect("tcp_max_tw_buckets of the namespace");
 }
 
 fn workload_min(listener: &TcpListener, n: u64, k: usize) -> (f64, f64) {
@@ -247,12 +266,13 @@ fn main() {
     let rounds = nums.first().copied().unwrap_or(7).max(1);
     let conns = nums.get(1).copied().unwrap_or(10_000).max(100);
 
+    private_netns();
     pin_to(0);
     let listener = TcpListener::bind("127.0.0.1:0").unwrap();
     let addr = listener.local_addr().unwrap();
     workload(&listener, conns / 10);
 
-    let probe = Probe::start();
+    let probe = Probe::start(&[]);
     thread::sleep(Duration::from_secs(1));
     let (c0, t0) = (cpu_secs_of(probe.pid()), Instant::now());
     thread::sleep(Duration::from_secs(5));
@@ -260,38 +280,33 @@ fn main() {
     let (idle_rss, _) = rss_kib(probe.pid());
     probe.stop();
 
-    let mut ratios = Vec::new();
-    let mut udp_ratios = Vec::new();
+    // Modes: None = probe off; Some(args) = probe on with these arguments.
+    let modes: [Option<&[&str]>; 3] = [None, Some(&[]), Some(&["-P", "1"])];
+    let mut ratios = [Vec::new(), Vec::new()];
+    let mut udp_ratios = [Vec::new(), Vec::new()];
     let (mut off_cpu, mut on_cpu) = (Vec::new(), Vec::new());
     let mut probe_cpu_frac = Vec::new();
     let mut event_rates = Vec::new();
     let mut all_accounted = true;
     let mut total_lost = 0u64;
     for round in 0..rounds {
-        let mut off = (0.0, 0.0);
-        let mut on = (0.0, 0.0);
-        let mut udp_off = (0.0, 0.0);
-        let mut udp_on = (0.0, 0.0);
-        let order = if round % 2 == 0 {
-            [false, true]
-        } else {
-            [true, false]
-        };
-        for with_probe in order {
-            if !with_probe {
-                off = workload_min(&listener, conns, SUB_RUNS);
-                udp_off = udp_workload(conns * 5);
+        let mut tcp = [(0.0, 0.0); 3];
+        let mut udp = [(0.0, 0.0); 3];
+        for k in 0..modes.len() {
+            let m = (k + round as usize) % modes.len();
+            let Some(extra) = modes[m] else {
+                tcp[m] = workload_min(&listener, conns, SUB_RUNS);
+                udp[m] = udp_workload(conns * 5);
                 continue;
-            }
-            let probe = Probe::start();
+            };
+            let probe = Probe::start(extra);
             thread::sleep(Duration::from_millis(1100));
             let pcpu0 = cpu_secs_of(probe.pid());
             let w0 = Instant::now();
-            on = workload_min(&listener, conns, SUB_RUNS);
+            tcp[m] = workload_min(&listener, conns, SUB_RUNS);
             let on_wall = w0.elapsed().as_secs_f64();
             let pcpu = cpu_secs_of(probe.pid()) - pcpu0;
-            probe_cpu_frac.push(pcpu / on_wall);
-            udp_on = udp_workload(conns * 5);
+            udp[m] = udp_workload(conns * 5);
             thread::sleep(Duration::from_millis(2500));
             let lines = probe.stop();
             let (roles, (events, lost, map_full)) = accounting(&lines, addr.port());
@@ -304,45 +319,56 @@ fn main() {
             if !ok {
                 all_accounted = false;
                 eprintln!(
-                    "round {round}: accounting mismatch: {roles:?} (want {total}) lost={lost} map_full={map_full}"
+                    "round {round} {extra:?}: accounting mismatch: {roles:?} (want {total}) lost={lost} map_full={map_full}"
                 );
             }
-            event_rates.push(events as f64 / on_wall);
+            if m == 1 {
+                probe_cpu_frac.push(pcpu / on_wall);
+                event_rates.push(events as f64 / on_wall);
+            }
+        }
+        for i in 0..2 {
+            ratios[i].push(tcp[i + 1].0 / tcp[0].0);
+            udp_ratios[i].push(udp[i + 1].0 / udp[0].0);
         }
         eprintln!(
-            "round {round}: tcp off {:.3}s / on {:.3}s cpu ratio {:.3}; udp off {:.3}s / on {:.3}s ratio {:.3}",
-            off.0,
-            on.0,
-            on.0 / off.0,
-            udp_off.0,
-            udp_on.0,
-            udp_on.0 / udp_off.0
+            "round {round}: tcp off {:.3}s / default {:.3}s ({:.3}) / -P 1 {:.3}s ({:.3}); udp off {:.3}s / default {:.3}s ({:.3}) / -P 1 {:.3}s ({:.3})",
+            tcp[0].0,
+            tcp[1].0,
+            tcp[1].0 / tcp[0].0,
+            tcp[2].0,
+            tcp[2].0 / tcp[0].0,
+            udp[0].0,
+            udp[1].0,
+            udp[1].0 / udp[0].0,
+            udp[2].0,
+            udp[2].0 / udp[0].0,
         );
-        ratios.push(on.0 / off.0);
-        udp_ratios.push(udp_on.0 / udp_off.0);
-        off_cpu.push(off.0);
-        on_cpu.push(on.0);
+        off_cpu.push(tcp[0].0);
+        on_cpu.push(tcp[1].0);
     }
 
     let per_conn_us = |s: f64| s / conns as f64 * 1e6;
     let off_m = median(&mut off_cpu);
     let on_m = median(&mut on_cpu);
     println!(
-        "endpoint overhead: {rounds} rounds x {SUB_RUNS} runs x {conns} loopback connect/accept/send {PAYLOAD} B/close"
+        "endpoint overhead: {rounds} rounds x {SUB_RUNS} runs x {conns} loopback connect/accept/close (private netns, no TIME_WAIT)"
     );
     println!(
-        "  workload CPU per connection: off {:.1} us, on {:.1} us",
+        "  workload CPU per connection: off {:.1} us, on (default) {:.1} us",
         per_conn_us(off_m),
         per_conn_us(on_m)
     );
     println!(
-        "  TCP CPU ratio on/off (median of rounds): {:.3}",
-        median(&mut ratios)
+        "  TCP CPU ratio on/off (median of rounds): default {:.3}, -P 1 (tcp_socket only) {:.3}",
+        median(&mut ratios[0]),
+        median(&mut ratios[1])
     );
     println!(
-        "  UDP send+recv loop ({} datagrams) CPU ratio on/off (median): {:.3}",
+        "  UDP send+recv loop ({} datagrams) CPU ratio on/off (median): default {:.3}, -P 1 {:.3}",
         conns * 5,
-        median(&mut udp_ratios)
+        median(&mut udp_ratios[0]),
+        median(&mut udp_ratios[1])
     );
     println!(
         "  kernel->user records: {:.0}/s (median), lost {total_lost}, every connection accounted: {}",
@@ -357,7 +383,7 @@ fn main() {
     println!("  probe RSS: idle {idle_rss} KiB");
 
     let (held, mut holder) = hold(10_000);
-    let probe = Probe::start();
+    let probe = Probe::start(&[]);
     thread::sleep(Duration::from_secs(2));
     let (c0, t0) = (cpu_secs_of(probe.pid()), Instant::now());
     thread::sleep(Duration::from_secs(5));

@@ -48,12 +48,17 @@ pub struct Options {
     pub max_entries: u32,
     /// Custom BTF file (`-b`).
     pub btf_path: Option<PathBuf>,
+    /// Attach the UDP hooks from the start (the udp_socket sub-probe is selected).
+    pub udp_hooks: bool,
 }
 
 /// The loaded and attached BPF object.
 pub struct Collector<'obj> {
     skel: EndpointSkel<'obj>,
     _links: Vec<Link>,
+    /// sock_send_length, sock_recv_length and udp_fail_queue_rcv_skb, attached only while the
+    /// UDP table is selected: the first two run on every TCP send and receive too.
+    udp_links: Vec<Link>,
     tcp_iter: Link,
     udp_iter: Link,
     opts: Options,
@@ -129,9 +134,6 @@ impl<'obj> Collector<'obj> {
                 "attaching tp_btf/tcp_retransmit_synack",
             ),
             (&p.on_retransmit_skb, "attaching tp_btf/tcp_retransmit_skb"),
-            (&p.on_send_length, "attaching tp_btf/sock_send_length"),
-            (&p.on_recv_length, "attaching tp_btf/sock_recv_length"),
-            (&p.on_udp_fail, "attaching tp_btf/udp_fail_queue_rcv_skb"),
         ];
         if opts.conn_range.is_some() {
             progs.push((&p.on_consume, "attaching tp_btf/consume_skb"));
@@ -144,14 +146,45 @@ impl<'obj> Collector<'obj> {
         }
         let tcp_iter = p.dump_tcp.attach().map_err(ctx("attaching iter/tcp"))?;
         let udp_iter = p.dump_udp.attach().map_err(ctx("attaching iter/udp"))?;
-        Ok(Collector {
+        let mut collector = Collector {
             skel,
             _links: links,
+            udp_links: Vec::new(),
             tcp_iter,
             udp_iter,
             opts: opts.clone(),
             buf: Vec::with_capacity(64 * 1024),
-        })
+        };
+        collector.set_udp_hooks(opts.udp_hooks)?;
+        Ok(collector)
+    }
+
+    /// Attaches (`on`) or detaches the per-datagram UDP hooks; nothing to do if they already
+    /// are. The UDP map and its counters stay: a socket's totals resume when they come back.
+    pub fn set_udp_hooks(&mut self, on: bool) -> Result<(), CollectError> {
+        if !on {
+            self.udp_links.clear();
+            return Ok(());
+        }
+        if !self.udp_links.is_empty() {
+            return Ok(());
+        }
+        let p = &self.skel.progs;
+        let mut links = Vec::with_capacity(3);
+        for (prog, what) in [
+            (&p.on_send_length, "attaching tp_btf/sock_send_length"),
+            (&p.on_recv_length, "attaching tp_btf/sock_recv_length"),
+            (&p.on_udp_fail, "attaching tp_btf/udp_fail_queue_rcv_skb"),
+        ] {
+            links.push(prog.attach().map_err(ctx(what))?);
+        }
+        self.udp_links = links;
+        Ok(())
+    }
+
+    /// Whether the UDP hooks are attached.
+    pub fn udp_hooks(&self) -> bool {
+        !self.udp_links.is_empty()
     }
 
     /// The ring buffer of event records.

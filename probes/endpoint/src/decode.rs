@@ -161,7 +161,7 @@ pub enum Record {
     },
     /// A connect started: SYN_SENT (process context).
     Connect {
-        /// The socket.
+        /// The socket (its `cookie` is 0: connects are named by `sk`).
         id: SockId,
         /// Owner pid.
         tgid: u32,
@@ -169,31 +169,31 @@ pub enum Record {
         comm: String,
         /// When, ns (monotonic).
         ts_ns: u64,
-        /// The socket's kernel address (what [`Record::SynDrop`] names).
+        /// The socket's kernel address: what the connect's later records name it by.
         sk: u64,
     },
     /// SYN_SENT -> ESTABLISHED.
     Established {
-        /// Socket cookie.
-        cookie: u64,
-        /// When, ns.
+        /// The socket's kernel address.
+        sk: u64,
+        /// When, ns (monotonic, µs resolution).
         ts_ns: u64,
     },
     /// SYN_SENT -> CLOSE with the socket's sk_err.
     ConnectFailed {
-        /// Socket cookie.
-        cookie: u64,
+        /// The socket's kernel address.
+        sk: u64,
         /// sk_err (0 when closed by its owner).
         err: u32,
     },
     /// A SYN retransmitted.
     RetransSyn {
-        /// Socket cookie.
-        cookie: u64,
+        /// The socket's kernel address.
+        sk: u64,
     },
     /// A SYN freed by the local stack.
     SynDrop {
-        /// The socket's kernel address (not its cookie: the hook cannot read that).
+        /// The socket's kernel address.
         sk: u64,
     },
     /// A listener (iterator) or its close.
@@ -298,7 +298,7 @@ pub fn decode(bytes: &[u8]) -> Option<Record> {
                 }
             } else {
                 Record::Connect {
-                    id,
+                    id: SockId { cookie: 0, ..id },
                     tgid: e.tgid,
                     comm,
                     ts_ns: e.ts_ns,
@@ -308,15 +308,12 @@ pub fn decode(bytes: &[u8]) -> Option<Record> {
         }
         kind::ESTAB | kind::CONN_FAIL | kind::RETRAN_SYN | kind::SYN_DROP => {
             let e: ep_ev_mark = plain_data::read(bytes)?;
-            let cookie = e.id.cookie;
+            let sk = e.id.cookie;
             match e.id.kind {
-                kind::ESTAB => Record::Established {
-                    cookie,
-                    ts_ns: e.ts_ns,
-                },
-                kind::CONN_FAIL => Record::ConnectFailed { cookie, err: e.aux },
-                kind::RETRAN_SYN => Record::RetransSyn { cookie },
-                _ => Record::SynDrop { sk: cookie },
+                kind::ESTAB => Record::Established { sk, ts_ns: e.ts_ns },
+                kind::CONN_FAIL => Record::ConnectFailed { sk, err: e.aux },
+                kind::RETRAN_SYN => Record::RetransSyn { sk },
+                _ => Record::SynDrop { sk },
             }
         }
         kind::LISTEN_CLOSE | kind::LISTENER => {
@@ -399,7 +396,8 @@ mod tests {
         let mut e: ep_ev_owner = plain_data::zeroed();
         e.id.kind = kind::CONNECT;
         e.id.family = AF_INET;
-        e.id.cookie = 9;
+        e.id.cookie = 0xffff_8880_0000_1000;
+        e.sk = 0xffff_8880_0000_1000;
         e.id.laddr[..4].copy_from_slice(&[127, 0, 0, 1]);
         e.id.rport = 80;
         e.tgid = 42;
@@ -420,11 +418,11 @@ mod tests {
                 tgid,
                 comm,
                 ts_ns,
-                ..
+                sk,
             }) => {
                 assert_eq!(
-                    (id.cookie, tgid, comm.as_str(), ts_ns),
-                    (9, 42, "curl", 1_000)
+                    (id.cookie, sk, tgid, comm.as_str(), ts_ns),
+                    (0, 0xffff_8880_0000_1000, 42, "curl", 1_000)
                 );
                 assert_eq!(id.laddr.to_string(), "127.0.0.1");
                 assert_eq!(id.rport, 80);
@@ -445,10 +443,7 @@ mod tests {
         };
         assert_eq!(
             decode(bytes),
-            Some(Record::ConnectFailed {
-                cookie: 3,
-                err: 111
-            })
+            Some(Record::ConnectFailed { sk: 3, err: 111 })
         );
     }
 

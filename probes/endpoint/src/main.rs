@@ -76,16 +76,10 @@ fn required_hooks() -> Vec<Hook> {
     hooks
 }
 
-/// Whether the kfree_skb tracepoint passes the receiving socket (`rx_sk`, Linux 6.13+).
+/// Whether the kfree_skb tracepoint passes the receiving socket (`rx_sk`, Linux 6.13+); read
+/// from the kernel BTF, so it holds with or without tracefs mounted.
 fn kfree_skb_has_rx_sk() -> bool {
-    if !bpf::raw_tracepoint_exists("kfree_skb") {
-        return false;
-    }
-    let Some(root) = bpf::tracefs_root() else {
-        return false;
-    };
-    std::fs::read_to_string(root.join("events/skb/kfree_skb/format"))
-        .is_ok_and(|f| f.contains("rx_sk"))
+    bpf::raw_tracepoint_exists("kfree_skb") && bpf::trace_event_has_field("kfree_skb", "rx_sk")
 }
 
 /// One pass over both iterators and the UDP map into `state`; `baseline` at start-up.
@@ -185,6 +179,7 @@ fn run() -> Result<()> {
         drop_reasons,
         max_entries: max,
         btf_path: args.btf_path.clone(),
+        udp_hooks: settings.probe_bits & BIT_UDP != 0,
     };
     let mut object = MaybeUninit::uninit();
     let mut collector = Collector::start(&mut object, &opts)?;
@@ -209,9 +204,10 @@ fn run() -> Result<()> {
     poller.poll(Duration::ZERO)?;
     pass(&mut collector, &state, true)?;
     info!(
-        "attached (SYN drop classification: {}, drop reasons: {}, max entries: {max})",
+        "attached (SYN drop classification: {}, drop reasons: {}, UDP hooks: {}, max entries: {max})",
         if conn_range.is_some() { "on" } else { "off" },
         if drop_reasons { "on" } else { "off" },
+        if collector.udp_hooks() { "on" } else { "off" },
     );
 
     let mut out = RecordWriter::stdout();
@@ -233,6 +229,14 @@ fn run() -> Result<()> {
                     state
                         .borrow_mut()
                         .set_retain(retain_periods(new.period_secs));
+                }
+                let udp = new.probe_bits & BIT_UDP != 0;
+                if udp != collector.udp_hooks() {
+                    // Failing to attach leaves the hooks off and the probe running.
+                    match collector.set_udp_hooks(udp) {
+                        Ok(()) => info!("UDP hooks {}", if udp { "attached" } else { "detached" }),
+                        Err(e) => warn!("{e}"),
+                    }
                 }
                 info!("{line}");
                 settings = new;

@@ -176,8 +176,8 @@ pub struct State {
     overflow: u64,
     listen_owners: HashMap<u64, Owner>,
     listeners: HashMap<u64, ListenerSeen>,
+    /// Connects in SYN_SENT by socket address.
     pending: HashMap<u64, Pending>,
-    pending_sk: HashMap<u64, u64>,
     udp_socks: HashMap<u64, ([u64; N_UDP], u64)>,
     ino_owners: HashMap<u64, Option<Owner>>,
     live_tcp: HashSet<TcpKey>,
@@ -218,7 +218,6 @@ impl State {
             listen_owners: HashMap::new(),
             listeners: HashMap::new(),
             pending: HashMap::new(),
-            pending_sk: HashMap::new(),
             udp_socks: HashMap::new(),
             ino_owners: HashMap::new(),
             live_tcp: HashSet::new(),
@@ -259,8 +258,8 @@ impl State {
         self.udp.get_mut(key)
     }
 
-    fn bump(&mut self, cookie: u64, idx: &[usize]) {
-        let Some(key) = self.pending.get(&cookie).map(|p| p.key.clone()) else {
+    fn bump(&mut self, sk: u64, idx: &[usize]) {
+        let Some(key) = self.pending.get(&sk).map(|p| p.key.clone()) else {
             return;
         };
         if let Some(row) = self.tcp_row(&key) {
@@ -296,29 +295,25 @@ impl State {
                     server_port: id.rport,
                     family: id.family,
                 };
-                if self.pending.len() >= self.max {
+                // A socket address reused after a lost record replaces the stale entry.
+                if self.pending.len() >= self.max && !self.pending.contains_key(&sk) {
                     self.overflow += 1;
                 } else {
-                    self.pending.insert(id.cookie, Pending { key, ts_ns });
-                    self.pending_sk.insert(sk, id.cookie);
+                    self.pending.insert(sk, Pending { key, ts_ns });
                 }
-                self.bump(id.cookie, &[t::ACTIVE_OPEN, t::SYN_SENT]);
+                self.bump(sk, &[t::ACTIVE_OPEN, t::SYN_SENT]);
             }
-            Record::RetransSyn { cookie } => self.bump(cookie, &[t::RETRAN_SYN, t::SYN_SENT]),
-            Record::SynDrop { sk } => {
-                if let Some(cookie) = self.pending_sk.get(&sk).copied() {
-                    self.bump(cookie, &[t::SYN_DROP]);
-                }
-            }
-            Record::Established { cookie, ts_ns } => {
-                if let Some(p) = self.pending.remove(&cookie) {
+            Record::RetransSyn { sk } => self.bump(sk, &[t::RETRAN_SYN, t::SYN_SENT]),
+            Record::SynDrop { sk } => self.bump(sk, &[t::SYN_DROP]),
+            Record::Established { sk, ts_ns } => {
+                if let Some(p) = self.pending.remove(&sk) {
                     if let Some(row) = self.tcp_row(&p.key) {
                         row.estab.observe(ts_ns.saturating_sub(p.ts_ns) / 1_000);
                         row.idle = 0;
                     }
                 }
             }
-            Record::ConnectFailed { cookie, err } => {
+            Record::ConnectFailed { sk, err } => {
                 let reason = match err {
                     ECONNREFUSED => Some(t::REFUSED),
                     ETIMEDOUT => Some(t::TIMEOUT),
@@ -326,10 +321,10 @@ impl State {
                     _ => None,
                 };
                 match reason {
-                    Some(r) => self.bump(cookie, &[t::ACTIVE_OPEN_FAILED, r]),
-                    None => self.bump(cookie, &[t::ACTIVE_OPEN_FAILED]),
+                    Some(r) => self.bump(sk, &[t::ACTIVE_OPEN_FAILED, r]),
+                    None => self.bump(sk, &[t::ACTIVE_OPEN_FAILED]),
                 }
-                self.pending.remove(&cookie);
+                self.pending.remove(&sk);
             }
             Record::Listener(l) => self.listener(&l, false),
         }
@@ -551,8 +546,6 @@ impl State {
         let now = self.last_ts;
         self.pending
             .retain(|_, p| now.saturating_sub(p.ts_ns) < PENDING_MAX_NS);
-        let pending = &self.pending;
-        self.pending_sk.retain(|_, c| pending.contains_key(c));
     }
 
     /// The endpoint_tcp rows.
@@ -631,17 +624,21 @@ mod tests {
     #[test]
     fn connect_outcomes() {
         let mut s = State::new(16, 2);
-        for (cookie, err) in [(1u64, 111u32), (2, 110), (3, 113), (4, 0)] {
+        for (sk, err) in [(1u64, 111u32), (2, 110), (3, 113), (4, 0)] {
             s.record(Record::Connect {
-                id: id(cookie, 0, 80),
+                id: id(0, 0, 80),
                 tgid: 9,
                 comm: "cli".into(),
                 ts_ns: 0,
-                sk: cookie,
+                sk,
             });
-            s.record(Record::RetransSyn { cookie });
-            s.record(Record::ConnectFailed { cookie, err });
+            s.record(Record::RetransSyn { sk });
+            s.record(Record::SynDrop { sk });
+            s.record(Record::ConnectFailed { sk, err });
         }
+        // Records of a socket that is not (or no longer) connecting count nowhere.
+        s.record(Record::RetransSyn { sk: 1 });
+        s.record(Record::Established { sk: 2, ts_ns: 9 });
         s.record(Record::Connect {
             id: id(5, 0, 80),
             tgid: 9,
@@ -650,7 +647,7 @@ mod tests {
             sk: 5,
         });
         s.record(Record::Established {
-            cookie: 5,
+            sk: 5,
             ts_ns: 1_500_000,
         });
         let (_, r) = s.tcp_rows().next().unwrap();
@@ -658,6 +655,7 @@ mod tests {
         assert_eq!(r.counters[t::ACTIVE_OPEN_FAILED], 4);
         assert_eq!(r.counters[t::RETRAN_SYN], 4);
         assert_eq!(r.counters[t::SYN_SENT], 9);
+        assert_eq!(r.counters[t::SYN_DROP], 4);
         assert_eq!(
             (
                 r.counters[t::REFUSED],

@@ -105,8 +105,13 @@ impl Probe {
     }
 
     fn wait_log(&self, needle: &str) {
+        self.wait_log_n(needle, 1);
+    }
+
+    /// Waits until `needle` has been logged `n` times (then drops the records read so far).
+    fn wait_log_n(&self, needle: &str, n: usize) {
         let deadline = Instant::now() + Duration::from_secs(10);
-        while !self.stderr.lock().unwrap().contains(needle) {
+        while self.stderr.lock().unwrap().matches(needle).count() < n {
             assert!(
                 Instant::now() < deadline,
                 "no {needle:?} on stderr:\n{}",
@@ -712,6 +717,53 @@ fn control_channel_selects_tables_and_processes_without_restart() {
     probe.assert_alive();
 }
 
+/// The per-datagram UDP hooks (which also run on every TCP send and receive) are attached only
+/// while udp_socket is selected: datagrams sent while it is off are not counted, and the
+/// probe keeps running through the switches.
+#[test]
+fn udp_hooks_follow_the_udp_sub_probe() {
+    let mut probe = Probe::start(&["-t", "1", "-P", "1"]);
+    probe.wait_log("UDP hooks: off");
+    let rx = UdpSocket::bind("127.0.0.1:0").unwrap();
+    let tx = UdpSocket::bind("127.0.0.1:0").unwrap();
+    let send = |n: usize| {
+        for _ in 0..n {
+            tx.send_to(&[1u8; 64], rx.local_addr().unwrap()).unwrap();
+        }
+    };
+    send(5);
+    let pid = probe.child.id();
+    probe.send(r#"{"probe":["tcp_socket","udp_socket"],"probe_bits":3}"#);
+    probe.wait_log("[INFO] UDP hooks attached");
+    send(7);
+    let port = tx.local_addr().unwrap().port().to_string();
+    let sends = |records: &[Vec<String>]| {
+        records
+            .iter()
+            .rev()
+            .find(|r| r[0] == "endpoint_udp" && r[3] == port)
+            .map(|r| udp_num(r, "sends"))
+    };
+    assert_eq!(
+        sends(&probe.records_for(2)),
+        Some(7),
+        "only what was sent while on"
+    );
+    probe.send(r#"{"probe":["tcp_socket"],"probe_bits":1}"#);
+    probe.wait_log("[INFO] UDP hooks detached");
+    send(4);
+    probe.send(r#"{"probe":["tcp_socket","udp_socket"],"probe_bits":3}"#);
+    probe.wait_log_n("[INFO] UDP hooks attached", 2);
+    send(2);
+    assert_eq!(
+        sends(&probe.records_for(2)),
+        Some(9),
+        "7 + 2, the 4 sent while off missing"
+    );
+    probe.assert_alive();
+    assert_eq!(probe.child.id(), pid);
+}
+
 #[test]
 fn missing_hook_is_reported_unsupported() {
     let out = Command::new(BIN)
@@ -821,6 +873,114 @@ impl Drop for NetNs {
             .args(["netns", "del", &self.name])
             .status();
     }
+}
+
+/// The establish-latency histogram of a row: (count, sum, max) from its cumulative encoding
+/// (`n b1 c1 … bn cn sum max`, the last count being the total).
+fn estab_hist(row: &[String]) -> (u64, u64, u64) {
+    let v: Vec<u64> = row[1 + TCP_KEYS + TCP_FIELDS.len() - 1]
+        .split(' ')
+        .map(|t| t.parse().unwrap())
+        .collect();
+    let n = v[0] as usize;
+    (v[2 * n], v[2 * n + 1], v[2 * n + 2])
+}
+
+/// TCP_INFO of `fd` once its state is `state` (ESTABLISHED 1), polled for at most 10 s.
+fn wait_tcp_state(fd: i32, state: u8) -> libc::tcp_info {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        // SAFETY: getsockopt into a correctly sized tcp_info of ours.
+        let info = unsafe {
+            let mut info: libc::tcp_info = std::mem::zeroed();
+            let mut len = std::mem::size_of::<libc::tcp_info>() as libc::socklen_t;
+            let rc = libc::getsockopt(
+                fd,
+                libc::IPPROTO_TCP,
+                libc::TCP_INFO,
+                (&mut info as *mut libc::tcp_info).cast(),
+                &mut len,
+            );
+            assert_eq!(rc, 0, "TCP_INFO");
+            info
+        };
+        if info.tcpi_state == state {
+            return info;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "state {} not {state}",
+            info.tcpi_state
+        );
+        thread::sleep(Duration::from_millis(10));
+    }
+}
+
+/// A connect whose first SYN is dropped (an iptables rule in the test's namespace, removed
+/// before the kernel's 1 s retransmit): one SYN retransmit, no failure, and a client establish
+/// latency of the whole wait (from the connect's first SYN), not of the last round trip.
+#[test]
+fn connect_after_a_lost_syn_counts_the_retransmit_and_the_whole_wait() {
+    let ns = NetNs::new("rtx");
+    let probe = Probe::start(&["-t", "1"]);
+    let (listener, port) = ns.run_in(|| {
+        let l = TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = l.local_addr().unwrap().port();
+        (l, port)
+    });
+    let port_s = port.to_string();
+    let rule = [
+        "INPUT",
+        "-p",
+        "tcp",
+        "--dport",
+        &port_s,
+        "--tcp-flags",
+        "SYN,ACK",
+        "SYN",
+        "-j",
+        "DROP",
+    ];
+    ns.exec(&[&["iptables", "-A"][..], &rule[..]].concat());
+    let started = Instant::now();
+    let client =
+        ns.run_in(move || RawSock::connect_nonblocking(SocketAddr::from(([127, 0, 0, 1], port))));
+    thread::sleep(Duration::from_millis(300));
+    ns.exec(&[&["iptables", "-D"][..], &rule[..]].concat());
+    let info = wait_tcp_state(client.0, 1);
+    let waited_us = started.elapsed().as_micros() as u64;
+    assert_eq!(
+        info.tcpi_total_retrans, 1,
+        "the kernel retransmitted the SYN once"
+    );
+    let records = probe.records_for(2);
+    let c = last_tcp(&records, "client", port);
+    assert_eq!(
+        (
+            tcp_num(c, "active_open"),
+            tcp_num(c, "retran_syn"),
+            tcp_num(c, "syn_sent"),
+            tcp_num(c, "active_open_failed"),
+        ),
+        (1, 1, 2, 0),
+        "{c:?}"
+    );
+    let (count, sum, max) = estab_hist(c);
+    assert_eq!(count, 1, "{c:?}");
+    assert_eq!(sum, max, "{c:?}");
+    // The SYN retransmit timer is 1 s; the wait includes it and cannot exceed what we waited.
+    assert!(
+        (900_000..=waited_us).contains(&sum),
+        "client establish latency {sum} us, waited {waited_us} us: {c:?}"
+    );
+    let s = last_tcp(&records, "server", port);
+    assert_eq!(tcp_num(s, "passive_open"), 1, "{s:?}");
+    assert_eq!(
+        tcp_num(s, "synack_sent"),
+        1,
+        "only the retransmitted SYN got through: {s:?}"
+    );
+    drop(listener);
 }
 
 #[test]

@@ -92,10 +92,18 @@ fn optional_hooks() -> Optional {
         ok
     };
     Optional {
-        kfree_skb: has(
-            "kfree_skb",
-            "tcp_abn.backlog_drops, filter_drops and rmem_scheduls",
-        ),
+        // Its receive-side drops name the socket only since Linux 6.13 (`rx_sk`).
+        kfree_skb: {
+            let ok = bpf::raw_tracepoint_exists("kfree_skb")
+                && bpf::trace_event_has_field("kfree_skb", "rx_sk");
+            if !ok {
+                warn!(
+                    "tracepoint skb:kfree_skb without rx_sk: tcp_abn.backlog_drops, \
+                     filter_drops and rmem_scheduls absent"
+                );
+            }
+            ok
+        },
         exceed_buf: has("sock_exceed_buf_limit", "tcp_abn.tcp_oom"),
         error_report: has("inet_sk_error_report", "tcp_abn.tmout_count and sk_err"),
         send_length: has("sock_send_length", "tcp_abn.snd_buf_limit_count"),

@@ -32,6 +32,8 @@ char LICENSE[] SEC("license") = "Dual BSD/GPL";
 #define ETH_P_IP 0x0800
 #define ETH_P_IPV6 0x86DD
 #define ENOMEM 12
+#define TCP_FLAG_SYN 0x02
+#define TCP_FLAG_ACK 0x10
 
 /* Address range of tcp_rcv_state_process (from /proc/kallsyms); 0 = consume hook unused. */
 const volatile __u64 conn_lo = 0;
@@ -81,12 +83,13 @@ static __always_inline __u16 local_port(const struct sock *sk)
 	return bpf_ntohs(bpf_core_cast(sk, struct inet_sock)->inet_sport);
 }
 
-static __always_inline void fill_id(struct ep_id *id, struct sock *sk, __u8 kind)
+/* Fills @id; @cookie is the socket cookie, or (client records) the socket's address. */
+static __always_inline void fill_id_as(struct ep_id *id, struct sock *sk, __u8 kind, __u64 cookie)
 {
 	struct sock *s = bpf_core_cast(sk, struct sock);
 	__u16 family = s->__sk_common.skc_family;
 
-	id->cookie = bpf_get_socket_cookie(sk);
+	id->cookie = cookie;
 	id->family = family;
 	id->lport = local_port(sk);
 	id->rport = bpf_ntohs(s->__sk_common.skc_dport);
@@ -107,6 +110,11 @@ static __always_inline void fill_id(struct ep_id *id, struct sock *sk, __u8 kind
 		__builtin_memcpy(id->laddr, &l, 16);
 		__builtin_memcpy(id->raddr, &r, 16);
 	}
+}
+
+static __always_inline void fill_id(struct ep_id *id, struct sock *sk, __u8 kind)
+{
+	fill_id_as(id, sk, kind, bpf_get_socket_cookie(sk));
 }
 
 /* sk_drops as sk_drops_read() sums it (6.18 adds per-NUMA counters for UDP). */
@@ -209,6 +217,11 @@ static __always_inline void observe_estab(struct ep_listen_ctr *c, __u64 us)
 		c->estab_max = us;
 }
 
+/*
+ * The owner record of a listen (id.cookie: the socket cookie) or a connect (id.cookie: the
+ * socket's address, which names it in its later ep_ev_mark records). Every helper call costs
+ * on the connect path, so the connect's takes no cookie and reads tgid through the task.
+ */
 static __always_inline void send_owner(struct sock *sk, __u8 kind)
 {
 	struct task_struct *task = bpf_get_current_task_btf();
@@ -216,23 +229,29 @@ static __always_inline void send_owner(struct sock *sk, __u8 kind)
 
 	if (!e)
 		return;
-	fill_id(&e->id, sk, kind);
+	if (kind == EP_EV_CONNECT)
+		fill_id_as(&e->id, sk, kind, (__u64)sk);
+	else
+		fill_id(&e->id, sk, kind);
 	e->ts_ns = bpf_ktime_get_ns();
-	e->tgid = bpf_get_current_pid_tgid() >> 32;
+	e->tgid = task->tgid;
 	e->pad = 0;
 	e->sk = (__u64)sk;
 	__builtin_memcpy(e->comm, task->group_leader->comm, EP_COMM_LEN);
 	gg_rb_submit(&events, e);
 }
 
-static __always_inline void send_mark(struct sock *sk, __u8 kind, __u32 aux)
+/* A connecting socket's later record: only its address (id.cookie) and kind are set in id. */
+static __always_inline void send_mark(struct sock *sk, __u8 kind, __u32 aux, __u64 ts_ns)
 {
 	struct ep_ev_mark *e = gg_rb_reserve(&events, sizeof(*e));
 
 	if (!e)
 		return;
-	fill_id(&e->id, sk, kind);
-	e->ts_ns = bpf_ktime_get_ns();
+	__builtin_memset(&e->id, 0, sizeof(e->id));
+	e->id.cookie = (__u64)sk;
+	e->id.kind = kind;
+	e->ts_ns = ts_ns;
 	e->aux = aux;
 	e->pad = 0;
 	gg_rb_submit(&events, e);
@@ -267,6 +286,7 @@ int BPF_PROG(on_state, struct sock *sk, int oldstate, int newstate)
 {
 	struct ep_listen_state *v;
 	struct ep_listen_key k;
+	struct tcp_sock *tp;
 	__u16 family;
 
 	/* Decided on the arguments alone first: most transitions of a connection (FIN_WAIT*,
@@ -295,24 +315,25 @@ int BPF_PROG(on_state, struct sock *sk, int oldstate, int newstate)
 		send_owner(sk, EP_EV_CONNECT);
 		return 0;
 	case BPF_TCP_ESTABLISHED:
+		/* A TCP socket in SYN_SENT or SYN_RECV is a full tcp_sock. */
+		tp = bpf_core_cast(sk, struct tcp_sock);
 		if (oldstate == BPF_TCP_SYN_SENT) {
-			send_mark(sk, EP_EV_ESTAB, 0);
+			/* tcp_rcv_state_process() refreshed tcp_mstamp (monotonic us) for this
+			 * SYN-ACK: the time without a helper call. */
+			send_mark(sk, EP_EV_ESTAB, 0, tp->tcp_mstamp * 1000);
 		} else if (oldstate == BPF_TCP_SYN_RECV) {
-			struct tcp_sock *tp = bpf_skc_to_tcp_sock(sk);
-
 			/* A child socket of a listener (tcp_create_openreq_child) established. */
 			listen_key_of(&k, sk);
 			v = find_listener(&k);
 			if (v) {
 				__sync_fetch_and_add(&v->c.passive_open, 1);
-				if (tp)
-					observe_estab(&v->c, tp->srtt_us >> 3);
+				observe_estab(&v->c, tp->srtt_us >> 3);
 			}
 		}
 		return 0;
 	case BPF_TCP_CLOSE:
 		if (oldstate == BPF_TCP_SYN_SENT) {
-			send_mark(sk, EP_EV_CONN_FAIL, sk->sk_err);
+			send_mark(sk, EP_EV_CONN_FAIL, sk->sk_err, 0);
 		} else if (oldstate == BPF_TCP_SYN_RECV) {
 			listen_key_of(&k, sk);
 			v = find_listener(&k);
@@ -356,7 +377,7 @@ SEC("tp_btf/tcp_retransmit_skb")
 int BPF_PROG(on_retransmit_skb, const struct sock *sk, const struct sk_buff *skb)
 {
 	if (sk->__sk_common.skc_state == BPF_TCP_SYN_SENT)
-		send_mark((struct sock *)sk, EP_EV_RETRAN_SYN, 0);
+		send_mark((struct sock *)sk, EP_EV_RETRAN_SYN, 0, 0);
 	return 0;
 }
 
@@ -366,21 +387,26 @@ int BPF_PROG(on_consume, struct sk_buff *skb, void *location)
 	__u64 loc = (__u64)location;
 	struct ep_listen_state *v;
 	struct ep_listen_key k;
-	struct tcphdr th;
 	unsigned char *head;
 	struct sock *lsk;
 	__u64 drops, last;
+	__u8 flags;
 	__u16 proto;
 
 	if (loc < conn_lo || loc >= conn_hi)
 		return 0;
+	/* Headers read in place (typed loads, no helper call); the TCP flags are read as the
+	 * header's byte 13 (the protocol's layout) rather than through its bitfields. */
 	head = skb->head;
-	if (bpf_probe_read_kernel(&th, sizeof(th), head + skb->transport_header))
-		return 0;
-	if (!th.syn || th.ack)
-		return 0;
-	__builtin_memset(&k, 0, sizeof(k));
-	k.port = bpf_ntohs(th.dest);
+	{
+		struct tcphdr *th = bpf_core_cast(head + skb->transport_header, struct tcphdr);
+
+		flags = *((__u8 *)th + 13);
+		if ((flags & (TCP_FLAG_SYN | TCP_FLAG_ACK)) != TCP_FLAG_SYN)
+			return 0;
+		__builtin_memset(&k, 0, sizeof(k));
+		k.port = bpf_ntohs(th->dest);
+	}
 	/* The namespace the SYN arrived in is the listener's: skb->dev is NULL here (TCP cleared
 	 * it), the input route's device is not. */
 	{
@@ -394,19 +420,17 @@ int BPF_PROG(on_consume, struct sk_buff *skb, void *location)
 	}
 	proto = bpf_ntohs(skb->protocol);
 	if (proto == ETH_P_IP) {
-		struct iphdr ip;
+		struct iphdr *ip = bpf_core_cast(head + skb->network_header, struct iphdr);
+		__u32 daddr = ip->daddr;
 
-		if (bpf_probe_read_kernel(&ip, sizeof(ip), head + skb->network_header))
-			return 0;
 		k.family = AF_INET;
-		__builtin_memcpy(k.addr, &ip.daddr, 4);
+		__builtin_memcpy(k.addr, &daddr, 4);
 	} else if (proto == ETH_P_IPV6) {
-		struct ipv6hdr ip6;
+		struct ipv6hdr *ip6 = bpf_core_cast(head + skb->network_header, struct ipv6hdr);
+		struct in6_addr daddr = ip6->daddr;
 
-		if (bpf_probe_read_kernel(&ip6, sizeof(ip6), head + skb->network_header))
-			return 0;
 		k.family = AF_INET6;
-		__builtin_memcpy(k.addr, &ip6.daddr, 16);
+		__builtin_memcpy(k.addr, &daddr, 16);
 	} else {
 		return 0;
 	}
@@ -464,20 +488,7 @@ int BPF_PROG(on_kfree_skb, struct sk_buff *skb, void *location, enum skb_drop_re
 	if (!sk || sk->__sk_common.skc_state != BPF_TCP_SYN_SENT ||
 	    sk->sk_protocol != IPPROTO_TCP)
 		return 0;
-	/* skb->sk is an RCU pointer the cookie helper refuses: the record names the socket by
-	 * its address, which the connect's record carries too. */
-	{
-		struct ep_ev_mark *e = gg_rb_reserve(&events, sizeof(*e));
-
-		if (!e)
-			return 0;
-		__builtin_memset(e, 0, sizeof(*e));
-		e->id.cookie = (__u64)sk;
-		e->id.kind = EP_EV_SYN_DROP;
-		e->aux = reason;
-		e->ts_ns = bpf_ktime_get_ns();
-		gg_rb_submit(&events, e);
-	}
+	send_mark(sk, EP_EV_SYN_DROP, reason, 0);
 	return 0;
 }
 

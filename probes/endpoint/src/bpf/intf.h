@@ -7,7 +7,8 @@
  * address), updated in the kernel by the hooks; the tcp iterator dumps every listener with its
  * kernel state (sk_drops, accept queue) and those counters once per period, and a listener's
  * close sends its final values. TCP clients: a few ring-buffer records per connect (owner,
- * established, failed with sk_err, SYN retransmitted). UDP: per-socket counters in the
+ * established, failed with sk_err, SYN retransmitted), naming the socket by its kernel address:
+ * no cookie helper on the connect path. UDP: per-socket counters in the
  * `udp_socks` hash map (by socket cookie), the udp iterator adds each socket's sk_drops.
  */
 #ifndef ENDPOINT_INTF_H
@@ -19,12 +20,13 @@
 
 enum ep_kind {
 	EP_EV_LISTEN = 1,   /* -> LISTEN, process context: ep_ev_owner */
-	EP_EV_CONNECT,      /* -> SYN_SENT, process context: ep_ev_owner */
-	EP_EV_ESTAB,        /* SYN_SENT -> ESTABLISHED: ep_ev_mark */
-	EP_EV_CONN_FAIL,    /* SYN_SENT -> CLOSE: ep_ev_mark, aux = sk_err */
-	EP_EV_RETRAN_SYN,   /* a SYN retransmitted: ep_ev_mark */
-	EP_EV_SYN_DROP,     /* a SYN freed by the local stack (kfree_skb): ep_ev_mark, aux = reason,
-			    * id.cookie = the socket address (ep_ev_owner.sk), other id fields 0 */
+	EP_EV_CONNECT,      /* -> SYN_SENT, process context: ep_ev_owner, id.cookie = sk */
+	/* The connecting socket's later records, ep_ev_mark: id.cookie = the socket's address
+	 * (its ep_ev_owner.sk), id.kind set, the other id fields 0. */
+	EP_EV_ESTAB,        /* SYN_SENT -> ESTABLISHED, ts_ns from the socket's tcp_mstamp */
+	EP_EV_CONN_FAIL,    /* SYN_SENT -> CLOSE: aux = sk_err */
+	EP_EV_RETRAN_SYN,   /* a SYN retransmitted */
+	EP_EV_SYN_DROP,     /* a SYN freed by the local stack (kfree_skb): aux = reason */
 	EP_EV_LISTEN_CLOSE, /* LISTEN -> CLOSE, final values: ep_listener */
 	EP_REC_LISTENER,    /* iterator: ep_listener */
 	EP_REC_UDP,         /* iterator: ep_udp_live */
@@ -32,7 +34,7 @@ enum ep_kind {
 
 /* Which socket (ports in host order). */
 struct ep_id {
-	__u64 cookie;   /* socket cookie */
+	__u64 cookie;   /* socket cookie (connect records: the socket's address, see ep_kind) */
 	__u16 family;   /* AF_INET (2) or AF_INET6 (10) */
 	__u16 lport;
 	__u16 rport;
@@ -47,7 +49,7 @@ struct ep_ev_owner {
 	__u64 ts_ns;
 	__u32 tgid;
 	__u32 pad;
-	__u64 sk;       /* the socket's address (EP_EV_SYN_DROP names the socket by it) */
+	__u64 sk;       /* the socket's address (what the connect's later records name) */
 	char comm[EP_COMM_LEN];
 };
 
