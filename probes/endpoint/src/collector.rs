@@ -44,6 +44,8 @@ pub struct Options {
     pub conn_range: Option<(u64, u64)>,
     /// Load the kfree_skb program (the kernel's tracepoint has `rx_sk`).
     pub drop_reasons: bool,
+    /// The kernel's tcp_retransmit_skb tracepoint passes the attempt's result (`err`).
+    pub retransmit_err: bool,
     /// Entries of the listener and UDP socket maps (`-M`).
     pub max_entries: u32,
     /// Custom BTF file (`-b`).
@@ -115,6 +117,12 @@ impl<'obj> Collector<'obj> {
             .on_consume
             .set_autoload(opts.conn_range.is_some());
         open.progs.on_kfree_skb.set_autoload(opts.drop_reasons);
+        open.progs
+            .on_retransmit_skb
+            .set_autoload(!opts.retransmit_err);
+        open.progs
+            .on_retransmit_skb_err
+            .set_autoload(opts.retransmit_err);
         open.maps
             .listeners
             .set_max_entries(opts.max_entries)
@@ -133,7 +141,14 @@ impl<'obj> Collector<'obj> {
                 &p.on_retransmit_synack,
                 "attaching tp_btf/tcp_retransmit_synack",
             ),
-            (&p.on_retransmit_skb, "attaching tp_btf/tcp_retransmit_skb"),
+            if opts.retransmit_err {
+                (
+                    &p.on_retransmit_skb_err,
+                    "attaching tp_btf/tcp_retransmit_skb",
+                )
+            } else {
+                (&p.on_retransmit_skb, "attaching tp_btf/tcp_retransmit_skb")
+            },
         ];
         if opts.conn_range.is_some() {
             progs.push((&p.on_consume, "attaching tp_btf/consume_skb"));
@@ -291,7 +306,11 @@ impl<'obj> Collector<'obj> {
         let mut fds = vec![
             p.on_state.as_fd(),
             p.on_retransmit_synack.as_fd(),
-            p.on_retransmit_skb.as_fd(),
+            if self.opts.retransmit_err {
+                p.on_retransmit_skb_err.as_fd()
+            } else {
+                p.on_retransmit_skb.as_fd()
+            },
             p.on_send_length.as_fd(),
             p.on_recv_length.as_fd(),
             p.on_udp_fail.as_fd(),

@@ -180,6 +180,7 @@ fn run() -> Result<()> {
         max_entries: max,
         btf_path: args.btf_path.clone(),
         udp_hooks: settings.probe_bits & BIT_UDP != 0,
+        retransmit_err: bpf::trace_event_has_field("tcp_retransmit_skb", "err"),
     };
     let mut object = MaybeUninit::uninit();
     let mut collector = Collector::start(&mut object, &opts)?;

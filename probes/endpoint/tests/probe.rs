@@ -561,6 +561,77 @@ fn timed_out_connect_counts_syn_retransmits_and_the_timeout() {
     assert_eq!(tcp_num(c, "active_open_refused"), 0, "{c:?}");
 }
 
+/// A veth pair whose host end is 10.215.<n>.1/24 and whose peer, up in a network namespace
+/// of the test, has no address: nothing answers ARP for 10.215.<n>.2. Removed on drop.
+struct DeadNeighbour {
+    ns: String,
+}
+
+impl DeadNeighbour {
+    fn new() -> DeadNeighbour {
+        let n = std::process::id() % 250;
+        let ns = format!("epn{}", std::process::id());
+        let (a, b) = (format!("epna{n}"), format!("epnb{n}"));
+        let dn = DeadNeighbour { ns: ns.clone() };
+        run(&["ip", "netns", "add", &ns]);
+        run(&["ip", "link", "add", &a, "type", "veth", "peer", "name", &b]);
+        run(&["ip", "link", "set", &b, "netns", &ns]);
+        run(&["ip", "addr", "add", &format!("10.215.{n}.1/24"), "dev", &a]);
+        // Resolution gives up after 2 probes 300 ms apart: before the SYN's 1 s retransmit.
+        for (k, v) in [
+            ("mcast_solicit", "2"),
+            ("ucast_solicit", "2"),
+            ("retrans_time_ms", "300"),
+        ] {
+            std::fs::write(format!("/proc/sys/net/ipv4/neigh/{a}/{k}"), v)
+                .unwrap_or_else(|e| panic!("neigh {k} of {a}: {e}"));
+        }
+        run(&["ip", "link", "set", &a, "up"]);
+        run(&["ip", "netns", "exec", &ns, "ip", "link", "set", &b, "up"]);
+        dn
+    }
+
+    fn addr(&self, port: u16) -> SocketAddr {
+        let n = (std::process::id() % 250) as u8;
+        SocketAddr::from(([10, 215, n, 2], port))
+    }
+}
+
+impl Drop for DeadNeighbour {
+    fn drop(&mut self) {
+        let _ = Command::new("ip").args(["netns", "del", &self.ns]).status();
+    }
+}
+
+/// A connect to an address nothing answers ARP for: the SYN waits in the neighbour queue and is
+/// freed when resolution fails (drop reason NEIGH_FAILED, ~0.6 s here, before any SYN
+/// retransmit), and the connect fails with EHOSTUNREACH. That SYN is the client's `syn_drop`.
+#[test]
+fn syn_freed_by_a_failed_neighbour_lookup_is_a_syn_drop() {
+    let link = DeadNeighbour::new();
+    let probe = Probe::start(&["-t", "1"]);
+    let target = link.addr(19);
+    let (err, retrans) = socket_syncnt_connect(target, 2);
+    let records = probe.records_for(2);
+    let c = records
+        .iter()
+        .rev()
+        .find(|r| {
+            r[0] == "endpoint_tcp"
+                && r[1] == me()
+                && r[3] == "client"
+                && r[6] == target.ip().to_string()
+        })
+        .unwrap_or_else(|| panic!("no client row for {target}: {records:?}"));
+    assert_eq!(tcp_num(c, "active_open"), 1, "{c:?}");
+    assert_eq!(tcp_num(c, "active_open_failed"), 1, "{c:?}");
+    assert_eq!(err, Some(libc::EHOSTUNREACH), "{c:?}");
+    assert_eq!(retrans, 0, "resolution fails before the first retransmit");
+    assert_eq!(tcp_num(c, "retran_syn"), 0, "{c:?}");
+    assert_eq!(tcp_num(c, "active_open_unreach"), 1, "{c:?}");
+    assert_eq!(tcp_num(c, "syn_drop"), 1, "the one SYN sent, freed: {c:?}");
+}
+
 /// Non-blocking connect with TCP_SYNCNT, watched until it leaves SYN_SENT; returns the
 /// socket's error (SO_ERROR) and its retransmissions as the kernel counted them while it was
 /// connecting (TCP_INFO tcpi_total_retrans; the failed connect's disconnect resets it, hence the

@@ -5,7 +5,8 @@
  * - tp_btf/inet_sock_set_state: LISTEN (owner, listener map entry), SYN_SENT (owner),
  *   SYN_SENT -> ESTABLISHED / CLOSE (with sk_err), and child sockets: SYN_RECV -> ESTABLISHED
  *   (passive open, latency), SYN_RECV -> CLOSE (passive open, failed).
- * - tp_btf/tcp_retransmit_synack (listener), tp_btf/tcp_retransmit_skb (SYN_SENT only).
+ * - tp_btf/tcp_retransmit_synack (listener), tp_btf/tcp_retransmit_skb (SYN_SENT only; the
+ *   variant with `err` where the kernel's tracepoint has it).
  * - tp_btf/consume_skb, only where it is called from tcp_rcv_state_process (the address range
  *   comes from user space): a SYN a listener consumed. tcp_conn_request() drops a SYN with
  *   tcp_listendrop() and returns 0, so the SYN is consume_skb'd like an accepted one; a change
@@ -377,6 +378,17 @@ SEC("tp_btf/tcp_retransmit_skb")
 int BPF_PROG(on_retransmit_skb, const struct sock *sk, const struct sk_buff *skb)
 {
 	if (sk->__sk_common.skc_state == BPF_TCP_SYN_SENT)
+		send_mark((struct sock *)sk, EP_EV_RETRAN_SYN, 0, 0);
+	return 0;
+}
+
+/* Kernels whose tracepoint has `err` (6.18 has) fire it for failed attempts too, e.g. -EBUSY
+ * while the previous copy still waits in a queue of the host (an unresolved neighbour): only a
+ * SYN that went out is a retransmit, as the kernel's TCPSynRetrans and total_retrans count. */
+SEC("tp_btf/tcp_retransmit_skb")
+int BPF_PROG(on_retransmit_skb_err, const struct sock *sk, const struct sk_buff *skb, int err)
+{
+	if (err == 0 && sk->__sk_common.skc_state == BPF_TCP_SYN_SENT)
 		send_mark((struct sock *)sk, EP_EV_RETRAN_SYN, 0, 0);
 	return 0;
 }
