@@ -123,6 +123,9 @@ pub struct ListenCounters {
     pub drop_backlog: u64,
     /// Drops with another reason.
     pub drop_other: u64,
+    /// The listener's sk_drops increments that were no listen drop (a packet freed on the
+    /// discard path, which adds to sk_drops itself).
+    pub drops_not_listen: u64,
     /// SYN-ACK round trips of accepted connections, us.
     pub estab: Histogram,
 }
@@ -229,6 +232,7 @@ fn counters(c: &ep_listen_ctr) -> ListenCounters {
         synack_sent: c.synack_sent,
         drop_backlog: c.drop_backlog,
         drop_other: c.drop_other,
+        drops_not_listen: c.drops_not_listen,
         estab: hist(c),
     }
 }
@@ -272,6 +276,7 @@ fn listener(l: &ep_listener) -> Listener {
             synack_sent: c.synack_sent,
             drop_backlog: c.drop_backlog,
             drop_other: c.drop_other,
+            drops_not_listen: c.drops_not_listen,
             estab: hist(c),
         },
         owns: l.owns != 0,

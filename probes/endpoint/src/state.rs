@@ -376,7 +376,9 @@ impl State {
         };
         let c = &l.counters;
         let mut cur = [0u64; N_TCP];
-        cur[t::LISTENDROP] = l.drops;
+        // The listener's share of ListenDrops: sk_drops without the discard path's own adds.
+        let listendrop = l.drops.saturating_sub(c.drops_not_listen);
+        cur[t::LISTENDROP] = listendrop;
         cur[t::ACCEPT_OVERFLOW] = c.accept_overflow;
         cur[t::SYN_OVERFLOW] = c.syn_overflow;
         cur[t::PASSIVE_OPEN] = c.passive_open;
@@ -385,9 +387,8 @@ impl State {
         cur[t::SYNACK_SENT] = c.synack_sent;
         cur[t::DROP_BACKLOG] = c.drop_backlog;
         cur[t::DROP_OTHER] = c.drop_other;
-        cur[t::REQ_DROPS] = l
-            .drops
-            .saturating_sub(c.accept_overflow.saturating_add(c.syn_overflow));
+        cur[t::REQ_DROPS] =
+            listendrop.saturating_sub(c.accept_overflow.saturating_add(c.syn_overflow));
         let seen = self.listeners.entry(l.id.cookie).or_insert(ListenerSeen {
             last: if baseline { cur } else { [0; N_TCP] },
             hist: if baseline {
@@ -619,6 +620,22 @@ mod tests {
         assert_eq!(s.tcp_rows().next().unwrap().1.counters[t::LISTENDROP], 0);
         s.listener(&listener(2, 11, 9, true), false);
         assert_eq!(s.tcp_rows().next().unwrap().1.counters[t::LISTENDROP], 1);
+    }
+
+    #[test]
+    fn listendrop_leaves_out_the_discard_paths_own_drops() {
+        let mut s = State::new(16, 2);
+        let mut l = listener(3, 0, 0, false);
+        s.listener(&l, true);
+        // Two ACK-path overflows: sk_drops +4 (tcp_listendrop and sk_drops_add each).
+        l.drops = 4;
+        l.counters.accept_overflow = 2;
+        l.counters.drops_not_listen = 2;
+        s.listener(&l, false);
+        let (_, r) = s.tcp_rows().next().unwrap();
+        assert_eq!(r.counters[t::LISTENDROP], 2);
+        assert_eq!(r.counters[t::ACCEPT_OVERFLOW], 2);
+        assert_eq!(r.counters[t::REQ_DROPS], 0);
     }
 
     #[test]

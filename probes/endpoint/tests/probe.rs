@@ -1054,6 +1054,184 @@ fn connect_after_a_lost_syn_counts_the_retransmit_and_the_whole_wait() {
     drop(listener);
 }
 
+/// A TCP Fast Open child (created at the SYN, in SYN_RECV) whose client resets before the
+/// handshake's last ACK arrives (dropped by iptables in the test's namespace): a passive open
+/// that failed. The namespace's own `TCPFastOpenPassive` and `PassiveOpens` deltas are 1.
+#[test]
+fn fast_open_child_reset_before_the_handshake_is_a_failed_passive_open() {
+    let ns = NetNs::new("tfo");
+    // Client and server Fast Open without cookies (1 | 2 | 4 | 0x200).
+    ns.exec(&["sysctl", "-q", "-w", "net.ipv4.tcp_fastopen=519"]);
+    let probe = Probe::start(&["-t", "1"]);
+    let (listener, port) = ns.run_in(|| {
+        let l = TcpListener::bind("127.0.0.1:0").unwrap();
+        set_int_opt(l.as_raw_fd(), libc::IPPROTO_TCP, libc::TCP_FASTOPEN, 8);
+        let port = l.local_addr().unwrap().port();
+        (l, port)
+    });
+    let port_s = port.to_string();
+    ns.exec(&[
+        "iptables",
+        "-A",
+        "OUTPUT",
+        "-o",
+        "lo",
+        "-p",
+        "tcp",
+        "--dport",
+        &port_s,
+        "--tcp-flags",
+        "SYN,ACK,FIN,RST",
+        "ACK",
+        "-j",
+        "DROP",
+    ]);
+    let tfo0 = ns.netstat("TcpExt:", "TCPFastOpenPassive");
+    let client = ns.run_in(move || {
+        // SAFETY: socket(2) and sendto(2) with MSG_FASTOPEN to a sockaddr_in built here.
+        unsafe {
+            let fd = libc::socket(libc::AF_INET, libc::SOCK_STREAM, 0);
+            assert!(fd >= 0);
+            let sa = libc::sockaddr_in {
+                sin_family: libc::AF_INET as libc::sa_family_t,
+                sin_port: port.to_be(),
+                sin_addr: libc::in_addr {
+                    s_addr: u32::from(std::net::Ipv4Addr::LOCALHOST).to_be(),
+                },
+                sin_zero: [0; 8],
+            };
+            let data = b"hello";
+            let n = libc::sendto(
+                fd,
+                data.as_ptr().cast(),
+                data.len(),
+                libc::MSG_FASTOPEN,
+                (&sa as *const libc::sockaddr_in).cast(),
+                std::mem::size_of::<libc::sockaddr_in>() as libc::socklen_t,
+            );
+            assert_eq!(n, data.len() as isize, "sendto MSG_FASTOPEN");
+            RawSock(fd)
+        }
+    });
+    thread::sleep(Duration::from_millis(200));
+    assert_eq!(
+        ns.netstat("TcpExt:", "TCPFastOpenPassive") - tfo0,
+        1,
+        "the server took the SYN's data (a Fast Open child)"
+    );
+    // Abort: SO_LINGER 0 sends a RST (not matched by the ACK-only rule).
+    let linger = libc::linger {
+        l_onoff: 1,
+        l_linger: 0,
+    };
+    // SAFETY: setsockopt with a linger struct of ours.
+    let rc = unsafe {
+        libc::setsockopt(
+            client.0,
+            libc::SOL_SOCKET,
+            libc::SO_LINGER,
+            (&linger as *const libc::linger).cast(),
+            std::mem::size_of::<libc::linger>() as libc::socklen_t,
+        )
+    };
+    assert_eq!(rc, 0);
+    drop(client);
+    let records = probe.records_for(2);
+    let s = records
+        .iter()
+        .rev()
+        .find(|r| r[0] == "endpoint_tcp" && r[3] == "server" && r[7] == port_s && r[1] == me())
+        .unwrap_or_else(|| panic!("no server row for the Fast Open listener: {records:?}"));
+    assert_eq!(tcp_num(s, "passive_open"), 1, "{s:?}");
+    assert_eq!(tcp_num(s, "passive_open_failed"), 1, "{s:?}");
+    assert_eq!(
+        s[1 + TCP_KEYS + TCP_FIELDS.len() - 1],
+        "",
+        "no handshake completed, no latency: {s:?}"
+    );
+    drop(listener);
+}
+
+/// Accept-queue overflows on the handshake's last ACK (drop reason TCP_LISTEN_OVERFLOW), not at
+/// the SYN: three requests wait in the SYN queue of a backlog-4 listener (their ACKs dropped by
+/// iptables in the test's namespace), the backlog is lowered to 0 with a second `listen()`,
+/// the rule goes, and the SYN-ACK retransmits bring ACKs that find the accept queue full
+/// after the first child. Compared with the namespace's own `ListenOverflows` and
+/// `ListenDrops`.
+#[test]
+fn handshake_ack_overflows_match_the_kernels_counters() {
+    let ns = NetNs::new("ack");
+    let probe = Probe::start(&["-t", "1"]);
+    let (listener, port) = ns.run_in(|| {
+        let l = TcpListener::bind("127.0.0.1:0").unwrap();
+        // SAFETY: listen(2) again on our socket, to set the backlog to 4.
+        assert_eq!(unsafe { libc::listen(l.as_raw_fd(), 4) }, 0);
+        let port = l.local_addr().unwrap().port();
+        (l, port)
+    });
+    let port_s = port.to_string();
+    let rule = [
+        "OUTPUT",
+        "-o",
+        "lo",
+        "-p",
+        "tcp",
+        "--dport",
+        &port_s,
+        "--tcp-flags",
+        "SYN,ACK,FIN,RST",
+        "ACK",
+        "-j",
+        "DROP",
+    ];
+    ns.exec(&[&["iptables", "-A"][..], &rule[..]].concat());
+    let over0 = ns.netstat("TcpExt:", "ListenOverflows");
+    let drops0 = ns.netstat("TcpExt:", "ListenDrops");
+    let clients = ns.run_in(move || {
+        (0..3)
+            .map(|_| RawSock::connect_nonblocking(SocketAddr::from(([127, 0, 0, 1], port))))
+            .collect::<Vec<RawSock>>()
+    });
+    thread::sleep(Duration::from_millis(100));
+    // SAFETY: listen(2) on the listening socket only changes its backlog.
+    assert_eq!(unsafe { libc::listen(listener.as_raw_fd(), 0) }, 0);
+    ns.exec(&[&["iptables", "-D"][..], &rule[..]].concat());
+    // The SYN-ACK retransmit timer (1 s) brings the clients' ACKs again.
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while ns.netstat("TcpExt:", "ListenOverflows") - over0 < 2 {
+        assert!(Instant::now() < deadline, "no ACK-path overflow");
+        thread::sleep(Duration::from_millis(50));
+    }
+    let over = ns.netstat("TcpExt:", "ListenOverflows") - over0;
+    let drops = ns.netstat("TcpExt:", "ListenDrops") - drops0;
+    let records = probe.records_for(2);
+    let over2 = ns.netstat("TcpExt:", "ListenOverflows") - over0;
+    let drops2 = ns.netstat("TcpExt:", "ListenDrops") - drops0;
+    let s = records
+        .iter()
+        .rev()
+        .find(|r| r[0] == "endpoint_tcp" && r[3] == "server" && r[7] == port_s && r[1] == me())
+        .unwrap_or_else(|| panic!("no server row: {records:?}"));
+    let ao = tcp_num(s, "accept_overflow");
+    assert!(
+        (over..=over2).contains(&ao),
+        "accept_overflow {ao} vs ListenOverflows {over}..={over2}: {s:?}"
+    );
+    let ld = tcp_num(s, "listendrop");
+    assert!(
+        (drops..=drops2).contains(&ld),
+        "listendrop {ld} vs ListenDrops {drops}..={drops2}: {s:?}"
+    );
+    assert_eq!(tcp_num(s, "syn_overflow"), 0, "{s:?}");
+    assert_eq!(tcp_num(s, "req_drops"), 0, "{s:?}");
+    assert_eq!(tcp_num(s, "passive_open"), 1, "one child got in: {s:?}");
+    // The overflowed ACKs were freed with TCP_LISTEN_OVERFLOW, counted in accept_overflow
+    // only; sk_drops took each twice (tcp_listendrop and the discard path), listendrop once.
+    assert_eq!(tcp_num(s, "listen_drop_backlog"), 0, "{s:?}");
+    assert_eq!(tcp_num(s, "listen_drop_other"), 0, "{s:?}");
+    drop(clients);
+}
+
 #[test]
 fn syn_queue_overflow_of_a_listener_in_another_netns() {
     // A listener in a container-like network namespace (the tcp iterator does not list it:

@@ -474,6 +474,7 @@ int BPF_PROG(on_kfree_skb, struct sk_buff *skb, void *location, enum skb_drop_re
 	struct ep_listen_state *v;
 	struct ep_listen_key k;
 	struct sock *sk;
+	__u64 drops;
 
 	if (rx_sk) {
 		if (rx_sk->__sk_common.skc_state != BPF_TCP_LISTEN ||
@@ -483,10 +484,19 @@ int BPF_PROG(on_kfree_skb, struct sk_buff *skb, void *location, enum skb_drop_re
 		v = bpf_map_lookup_elem(&listeners, &k);
 		if (!v || v->sk != (__u64)rx_sk)
 			return 0;
-		/* This drop is in sk_drops already: not a SYN drop for on_consume to classify. */
-		v->last_drops = read_drops(rx_sk);
+		/* tcp_v4_rcv()'s discard path adds the packet to sk_drops (sk_drops_add) before
+		 * this tracepoint, on top of any tcp_listendrop() of the same packet: such an
+		 * increment is no ListenDrops, and listendrop leaves it out. The change is in
+		 * sk_drops already, so it is not a SYN drop for on_consume to classify either. */
+		drops = read_drops(rx_sk);
+		if (drops > v->last_drops)
+			__sync_fetch_and_add(&v->c.drops_not_listen, 1);
+		v->last_drops = drops;
+		/* TCP_LISTEN_OVERFLOW is every child tcp_check_req() could not create; the
+		 * kernel's ListenOverflows only those refused for a full accept queue. */
 		if (reason == bpf_core_enum_value(enum skb_drop_reason,
-						  SKB_DROP_REASON_TCP_LISTEN_OVERFLOW))
+						  SKB_DROP_REASON_TCP_LISTEN_OVERFLOW) &&
+		    rx_sk->sk_ack_backlog > rx_sk->sk_max_ack_backlog)
 			__sync_fetch_and_add(&v->c.accept_overflow, 1);
 		else if (reason == bpf_core_enum_value(enum skb_drop_reason,
 						       SKB_DROP_REASON_SOCKET_BACKLOG))

@@ -70,6 +70,8 @@ struct ep_listen_ctr {
 	__u64 synack_sent;         /* SYNs answered (not dropped) + SYN-ACK retransmits */
 	__u64 drop_backlog;        /* kfree_skb SOCKET_BACKLOG with rx_sk = the listener */
 	__u64 drop_other;          /* kfree_skb, other reasons, rx_sk = the listener */
+	__u64 drops_not_listen;    /* sk_drops increments of packets freed on the listener's
+				    * discard path (sk_drops_add): not ListenDrops */
 	__u64 estab_hist[EP_HIST_SLOTS]; /* accepted connections' SYN-ACK RTT, us */
 	__u64 estab_sum;
 	__u64 estab_max;
