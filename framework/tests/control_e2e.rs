@@ -314,9 +314,15 @@ fn endpoint_probe_is_driven_as_socket() {
     assert_eq!(r.get("/socket")["state"], "stopped");
     r.put(
         "/socket",
-        r#"{"cmd":{"probe":["udp_socket"]},"params":{"report_period":2},"state":"running"}"#,
+        r#"{"cmd":{"probe":["udp_socket"]},"params":{"report_period":2,"ringbuf_map_size":4},"state":"running"}"#,
     );
     let pid = r.get("/socket")["pid"].as_u64().expect("running");
+    // Upstream's ringbuf_map_size reaches the probe before it loads (its first control line).
+    assert_eq!(r.get("/socket")["params"]["ringbuf_map_size"], 4);
+    wait_for(Duration::from_secs(20), || {
+        r.d.log().contains("ring buffer: 4 MiB").then_some(())
+    })
+    .unwrap_or_else(|| panic!("the ring buffer was not sized:\n{}", r.d.log()));
     std::thread::spawn(udp_traffic);
     let scrape = wait_for(Duration::from_secs(30), || {
         let s = r.d.scrape();

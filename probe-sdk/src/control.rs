@@ -30,6 +30,8 @@ struct Slot {
     latest: Option<ControlMsg>,
     received: u64,
     refused: u64,
+    /// The input ended (or could not be read).
+    closed: bool,
 }
 
 /// Handle on the control channel.
@@ -50,7 +52,10 @@ impl Control {
         let slot = Arc::clone(&control.slot);
         let spawned = std::thread::Builder::new()
             .name("gala-control".into())
-            .spawn(move || read_lines(BufReader::new(input), &slot));
+            .spawn(move || {
+                read_lines(BufReader::new(input), &slot);
+                lock(&slot).closed = true;
+            });
         if let Err(e) = spawned {
             crate::warn!("control channel: cannot start its reader thread: {e}");
         }
@@ -60,6 +65,26 @@ impl Control {
     /// The newest message not taken yet.
     pub fn take(&self) -> Option<ControlMsg> {
         lock(&self.slot).latest.take()
+    }
+
+    /// The first message, waiting at most `timeout` for it; None if the input ends first (a
+    /// probe run by hand) or nothing comes in time. The message stays for [`take`](Self::take):
+    /// this is for the settings a probe must know before it starts (sizes of kernel maps),
+    /// the daemon writes the first line right after the spawn.
+    pub fn first(&self, timeout: std::time::Duration) -> Option<ControlMsg> {
+        let deadline = std::time::Instant::now() + timeout;
+        loop {
+            {
+                let s = lock(&self.slot);
+                if s.received > 0 || s.closed {
+                    return s.latest.clone();
+                }
+            }
+            if std::time::Instant::now() >= deadline {
+                return None;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(5));
+        }
     }
 
     /// Messages received and lines refused so far.
@@ -161,5 +186,28 @@ mod tests {
         wait_for(&control, |c| c.counts() == (3, 2));
         assert_eq!(control.take().unwrap().probe_bits, 1);
         drop(writer);
+    }
+
+    #[test]
+    fn first_waits_for_the_first_message_and_leaves_it() {
+        let (reader, mut writer) = std::io::pipe().unwrap();
+        let control = Control::from_reader(reader);
+        let t0 = Instant::now();
+        assert!(
+            control.first(Duration::from_millis(50)).is_none(),
+            "nothing yet"
+        );
+        assert!(t0.elapsed() >= Duration::from_millis(50));
+        writeln!(writer, "{{\"params\":{{\"ringbuf_map_size\":4}}}}").unwrap();
+        let msg = control.first(Duration::from_secs(5)).unwrap();
+        assert_eq!(msg.int("ringbuf_map_size"), Some(4));
+        assert_eq!(control.take().unwrap().int("ringbuf_map_size"), Some(4));
+        // Input at its end: no wait.
+        let (reader, writer) = std::io::pipe().unwrap();
+        drop(writer);
+        let control = Control::from_reader(reader);
+        let t0 = Instant::now();
+        assert!(control.first(Duration::from_secs(5)).is_none());
+        assert!(t0.elapsed() < Duration::from_secs(2));
     }
 }

@@ -71,3 +71,40 @@ impl<'cb> RingPoller<'cb> {
         self.ring.epoll_fd()
     }
 }
+
+/// Largest ring buffer upstream's `ringbuf_map_size` param allows, MiB.
+pub const RING_MAX_MIB: i64 = 32;
+
+/// The ring-buffer size in bytes for upstream's `ringbuf_map_size` param (MiB, 1..=32; a
+/// BPF ring buffer must be a power of two): `requested` rounded up to a power of two, or
+/// `default_mib` when not given. The second value is a note for the log when the request
+/// was rounded or clamped.
+pub fn ring_bytes(requested: Option<i64>, default_mib: u32) -> (u32, Option<String>) {
+    let Some(want) = requested else {
+        return (default_mib.next_power_of_two() << 20, None);
+    };
+    let clamped = want.clamp(1, RING_MAX_MIB);
+    // In 1..=32: fits u32, and so does its power of two shifted by 20.
+    let mib = (clamped as u32).next_power_of_two();
+    let note = (i64::from(mib) != want).then(|| {
+        format!("ringbuf_map_size {want} MiB: using {mib} MiB (a power of two in 1..=32)")
+    });
+    (mib << 20, note)
+}
+
+#[cfg(test)]
+mod ring_size_tests {
+    use super::*;
+
+    #[test]
+    fn sizes_are_powers_of_two_within_the_range() {
+        assert_eq!(ring_bytes(None, 2), (2 << 20, None));
+        assert_eq!(ring_bytes(Some(8), 2), (8 << 20, None));
+        let (b, note) = ring_bytes(Some(3), 2);
+        assert_eq!(b, 4 << 20);
+        assert!(note.unwrap().contains("using 4 MiB"));
+        assert_eq!(ring_bytes(Some(0), 2).0, 1 << 20);
+        assert_eq!(ring_bytes(Some(1000), 2).0, 32 << 20);
+        assert_eq!(ring_bytes(Some(-5), 2).0, 1 << 20);
+    }
+}

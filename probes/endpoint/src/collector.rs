@@ -52,6 +52,8 @@ pub struct Options {
     pub btf_path: Option<PathBuf>,
     /// Attach the UDP hooks from the start (the udp_socket sub-probe is selected).
     pub udp_hooks: bool,
+    /// Size of the ring buffer, bytes (a power of two).
+    pub ring_bytes: u32,
 }
 
 /// The loaded and attached BPF object.
@@ -123,6 +125,10 @@ impl<'obj> Collector<'obj> {
         open.progs
             .on_retransmit_skb_err
             .set_autoload(opts.retransmit_err);
+        open.maps
+            .events
+            .set_max_entries(opts.ring_bytes)
+            .map_err(ctx("sizing the ring buffer"))?;
         open.maps
             .listeners
             .set_max_entries(opts.max_entries)

@@ -40,7 +40,7 @@ use crate::collector::{Collector, Options};
 use crate::decode::{Listener, Record, UdpLive};
 use crate::runtime::Settings;
 use crate::state::State;
-use crate::tables::{BIT_TCP, BIT_UDP, STATS_TABLE};
+use crate::tables::{BIT_TCP, BIT_UDP, DEFAULT_RING_MIB, STATS_TABLE};
 
 /// Default for `-M`.
 const DEFAULT_MAX: u32 = 16384;
@@ -50,6 +50,8 @@ const RETAIN_SECS: u64 = 60;
 const DRAIN_EVERY: Duration = Duration::from_millis(100);
 /// Environment variable naming an extra hook to require (tests of the unsupported path).
 const REQUIRE_HOOK_ENV: &str = "ENDPOINT_REQUIRE_HOOK";
+/// Longest wait at start for the daemon's first control line (it sizes the ring buffer).
+const FIRST_CONTROL_WAIT: Duration = Duration::from_millis(500);
 
 fn max_entries(args: &ProbeArgs) -> Result<u32> {
     args.extra_u32('M', DEFAULT_MAX, 1..=1_000_000)
@@ -174,12 +176,21 @@ fn run() -> Result<()> {
             "tracepoint skb:kfree_skb without rx_sk: listen drops by reason and syn_drop disabled"
         );
     }
+    // The ring buffer is sized before the load: from the daemon's first control line.
+    let ring_mib = control
+        .first(FIRST_CONTROL_WAIT)
+        .and_then(|m| m.int("ringbuf_map_size"));
+    let (ring_bytes, note) = bpf::ring_bytes(ring_mib, DEFAULT_RING_MIB);
+    if let Some(note) = note {
+        warn!("{note}");
+    }
     let opts = Options {
         conn_range,
         drop_reasons,
         max_entries: max,
         btf_path: args.btf_path.clone(),
         udp_hooks: settings.probe_bits & BIT_UDP != 0,
+        ring_bytes,
         retransmit_err: bpf::trace_event_has_field("tcp_retransmit_skb", "err"),
     };
     let mut object = MaybeUninit::uninit();
@@ -205,16 +216,24 @@ fn run() -> Result<()> {
     poller.poll(Duration::ZERO)?;
     pass(&mut collector, &state, true)?;
     info!(
-        "attached (SYN drop classification: {}, drop reasons: {}, UDP hooks: {}, max entries: {max})",
+        "attached (SYN drop classification: {}, drop reasons: {}, UDP hooks: {}, ring buffer: {} MiB, max entries: {max})",
         if conn_range.is_some() { "on" } else { "off" },
         if drop_reasons { "on" } else { "off" },
         if collector.udp_hooks() { "on" } else { "off" },
+        ring_bytes >> 20,
     );
 
     let mut out = RecordWriter::stdout();
     let mut next = Instant::now() + settings.period();
     while !terminated() {
         if let Some(msg) = control.take() {
+            let ring = bpf::ring_bytes(msg.int("ringbuf_map_size"), DEFAULT_RING_MIB).0;
+            if ring != ring_bytes {
+                warn!(
+                    "control: ringbuf_map_size is applied at start; the ring buffer stays {} MiB until the probe restarts",
+                    ring_bytes >> 20
+                );
+            }
             let (new, refused) = settings.updated(&declaration, &msg);
             for r in refused {
                 warn!("{r}");

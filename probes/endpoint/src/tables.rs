@@ -26,6 +26,8 @@ pub const STATS_TABLE: &str = "endpoint_bpf_stats";
 pub const BIT_TCP: u32 = 1;
 /// `-P` bit of endpoint_udp (sub-probe `udp_socket`).
 pub const BIT_UDP: u32 = 2;
+/// Ring buffer size when `ringbuf_map_size` is not given, MiB.
+pub const DEFAULT_RING_MIB: u32 = 2;
 
 /// Key fields of endpoint_tcp: upstream HEAD's, in its order.
 pub const TCP_KEYS: &[Field] = &[
@@ -106,7 +108,8 @@ pub const UDP_COUNTERS: [Field; N_UDP] = [
 /// | `tcp_socket` | 1 | `endpoint_tcp` |
 /// | `udp_socket` | 2 | `endpoint_udp` |
 ///
-/// `endpoint_bpf_stats` is always written. Param: `report_period` (`-t`, default 5 s). Every
+/// `endpoint_bpf_stats` is always written. Params: `report_period` (`-t`, default 5 s),
+/// `ringbuf_map_size` (MiB, default 2, read at start). Every
 /// snooper kind is honoured: rows are written only for selected owning processes.
 pub fn declaration() -> Declaration {
     Declaration {
@@ -117,9 +120,16 @@ pub fn declaration() -> Declaration {
             SubProbe::new("tcp_socket", BIT_TCP),
             SubProbe::new("udp_socket", BIT_UDP),
         ],
-        params: vec![decl::standard("report_period")
-            .expect("a param name upstream has")
-            .with_default(ParamValue::Int(i64::from(DEFAULT_PERIOD_SECS)))],
+        params: vec![
+            decl::standard("report_period")
+                .expect("a param name upstream has")
+                .with_default(ParamValue::Int(i64::from(DEFAULT_PERIOD_SECS))),
+            // Sizes the ring buffer at start (the first control message); upstream's
+            // "changeable only while stopped".
+            decl::standard("ringbuf_map_size")
+                .expect("a param name upstream has")
+                .with_default(ParamValue::Int(i64::from(DEFAULT_RING_MIB))),
+        ],
     }
 }
 

@@ -27,6 +27,11 @@ struct Probe {
 
 impl Probe {
     fn start(args: &[&str]) -> Probe {
+        Probe::start_with(args, None)
+    }
+
+    /// [`start`](Self::start), writing `first` on stdin right after the spawn as the daemon does.
+    fn start_with(args: &[&str], first: Option<&str>) -> Probe {
         let mut child = Command::new(BIN)
             .args(args)
             .stdin(Stdio::piped())
@@ -34,7 +39,11 @@ impl Probe {
             .stderr(Stdio::piped())
             .spawn()
             .expect("spawn endpoint");
-        let stdin = child.stdin.take().unwrap();
+        let mut stdin = child.stdin.take().unwrap();
+        if let Some(line) = first {
+            writeln!(stdin, "{line}").unwrap();
+            stdin.flush().unwrap();
+        }
         let (tx, lines) = mpsc::channel();
         let stdout = child.stdout.take().unwrap();
         thread::spawn(move || {
@@ -833,6 +842,26 @@ fn udp_hooks_follow_the_udp_sub_probe() {
     );
     probe.assert_alive();
     assert_eq!(probe.child.id(), pid);
+}
+
+/// Upstream's `ringbuf_map_size` (MiB, a power of two in 1..=32) sizes the ring buffer from the
+/// daemon's first control line; a later change is kept for the next start, with a warning.
+#[test]
+fn ringbuf_map_size_sizes_the_ring_at_start() {
+    let mut probe = Probe::start_with(&["-t", "1"], Some(r#"{"params":{"ringbuf_map_size":8}}"#));
+    probe.wait_log("ring buffer: 8 MiB");
+    probe.send(r#"{"params":{"ringbuf_map_size":16}}"#);
+    probe.wait_log(
+        "[WARN] control: ringbuf_map_size is applied at start; the ring buffer stays 8 MiB",
+    );
+    probe.assert_alive();
+    drop(probe);
+    let probe = Probe::start_with(&["-t", "1"], Some(r#"{"params":{"ringbuf_map_size":3}}"#));
+    probe.wait_log("ring buffer: 4 MiB");
+    probe.wait_log("[WARN] ringbuf_map_size 3 MiB: using 4 MiB");
+    // No control line (run by hand, stdin open): the default after a short wait.
+    let probe = Probe::start(&["-t", "1"]);
+    probe.wait_log("ring buffer: 2 MiB");
 }
 
 #[test]

@@ -45,6 +45,8 @@ pub struct Options {
     pub btf_path: Option<PathBuf>,
     /// Optional hooks the kernel has (each is loaded and attached only then).
     pub optional: Optional,
+    /// Size of the ring buffer, bytes (a power of two).
+    pub ring_bytes: u32,
 }
 
 /// The optional abnormal-event hooks: which the kernel has (as options) or which are attached
@@ -93,6 +95,10 @@ impl<'obj> Collector<'obj> {
         open.progs.on_exceed_buf.set_autoload(o.exceed_buf);
         open.progs.on_error_report.set_autoload(o.error_report);
         open.progs.on_send_length.set_autoload(o.send_length);
+        open.maps
+            .events
+            .set_max_entries(opts.ring_bytes)
+            .map_err(ctx("sizing the ring buffer"))?;
         let skel = open.load().map_err(ctx("loading the BPF programs"))?;
 
         let mut links = Vec::new();

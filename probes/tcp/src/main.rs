@@ -48,7 +48,7 @@ use crate::conn_table::ConnTable;
 use crate::decode::Record;
 use crate::hz::HzEstimate;
 use crate::runtime::Settings;
-use crate::tables::{Ctx, BIT_WINDOWS, STATS_TABLE};
+use crate::tables::{Ctx, BIT_WINDOWS, DEFAULT_RING_MIB, STATS_TABLE};
 use crate::tracker::Tracker;
 use probe_sdk::sockets::{self, Owner};
 
@@ -61,6 +61,8 @@ const RETAIN_SECS: u64 = 60;
 const DRAIN_EVERY: Duration = Duration::from_millis(100);
 /// Environment variable naming an extra hook to require (tests of the unsupported path).
 const REQUIRE_HOOK_ENV: &str = "TCPPROBE_REQUIRE_HOOK";
+/// Longest wait at start for the daemon's first control line (it sizes the ring buffer).
+const FIRST_CONTROL_WAIT: Duration = Duration::from_millis(500);
 
 fn max_conns(args: &ProbeArgs) -> Result<u32> {
     args.extra_u32('M', DEFAULT_MAX_CONNS, 1..=1_000_000)
@@ -180,7 +182,16 @@ fn run() -> Result<()> {
     }
     let optional = optional_hooks();
 
+    // The ring buffer is sized before the load: from the daemon's first control line.
+    let ring_mib = control
+        .first(FIRST_CONTROL_WAIT)
+        .and_then(|m| m.int("ringbuf_map_size"));
+    let (ring_bytes, note) = bpf::ring_bytes(ring_mib, DEFAULT_RING_MIB);
+    if let Some(note) = note {
+        warn!("{note}");
+    }
     let opts = Options {
+        ring_bytes,
         zero_window: zero_window_hook,
         btf_path: args.btf_path.clone(),
         optional,
@@ -217,9 +228,10 @@ fn run() -> Result<()> {
     poller.poll(Duration::ZERO)?;
     pass(&mut collector, &tracker, Some(&owners), &mut hz)?;
     info!(
-        "attached (zero-window hook: {}, client ports: {}, max connections: {max_conns}, older sockets named: {})",
+        "attached (zero-window hook: {}, client ports: {}, ring buffer: {} MiB, max connections: {max_conns}, older sockets named: {})",
         if zero_window { "on" } else { "off" },
         if settings.report_cport { "on" } else { "off" },
+        ring_bytes >> 20,
         owners.len(),
     );
     drop(owners);
@@ -229,6 +241,13 @@ fn run() -> Result<()> {
     let mut next = Instant::now() + settings.period();
     while !terminated() {
         if let Some(msg) = control.take() {
+            let ring = bpf::ring_bytes(msg.int("ringbuf_map_size"), DEFAULT_RING_MIB).0;
+            if ring != ring_bytes {
+                warn!(
+                    "control: ringbuf_map_size is applied at start; the ring buffer stays {} MiB until the probe restarts",
+                    ring_bytes >> 20
+                );
+            }
             let (new, refused) = settings.updated(&declaration, &msg);
             for r in refused {
                 warn!("{r}");

@@ -432,9 +432,15 @@ pub fn declaration() -> Declaration {
             standard("report_event"),
             // No conntrack translation of cluster IPs to their backends here: 1 and 2 refused.
             standard("cluster_ip_backend").with_range(0, 0),
+            // Sizes the ring buffer at start (the first control message); upstream's
+            // "changeable only while stopped".
+            standard("ringbuf_map_size").with_default(ParamValue::Int(i64::from(DEFAULT_RING_MIB))),
         ],
     }
 }
+
+/// Ring buffer size when `ringbuf_map_size` is not given, MiB.
+pub const DEFAULT_RING_MIB: u32 = 2;
 
 /// Whether `table` is enabled by the `-P` bitmask.
 pub fn enabled(table: &TableDef, probe_bits: u32) -> bool {
@@ -810,7 +816,8 @@ mod tests {
                 "latency_thr",
                 "drops_thr",
                 "report_event",
-                "cluster_ip_backend"
+                "cluster_ip_backend",
+                "ringbuf_map_size"
             ]
         );
         assert_eq!(d.param("latency_thr").map(|p| p.flag), Some(Some('T')));
