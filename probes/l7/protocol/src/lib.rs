@@ -1,0 +1,248 @@
+//! The l7 probe's application protocol parsers (issue 17): pure functions of the bytes one
+//! direction of a connection carried, in the order they were captured. No I/O, no clock, no
+//! allocation that the input can grow without bound.
+//!
+//! A connection has two byte streams. Each is fed to a [`StreamParser`] made for its
+//! [`Direction`] (the client's requests, the server's responses) by [`parser`]; the parser
+//! yields [`Message`]s as they complete. Matching responses to requests (latency, errors per
+//! API) is the caller's, by [`Message::correlation`] where the protocol has one, else in order.
+//!
+//! Rules every parser keeps:
+//! - **Bounded**: at most [`MAX_PENDING`] bytes of an incomplete message are kept; a message
+//!   whose header does not fit is a [`ParseError::TooLong`]. Bodies are skipped by their
+//!   declared length, never buffered.
+//! - **Never guesses**: bytes that do not follow the protocol give [`ParseError::Malformed`];
+//!   after an error the parser resynchronises only where the protocol makes it certain (else it
+//!   stays failed and every later `feed` returns [`ParseError::Desynchronised`]), and the caller
+//!   counts it.
+//! - **Gaps**: [`StreamParser::gap`] says `n` bytes were lost (not captured); the parser skips
+//!   them if it knows it was inside a body it was skipping anyway, else it gives up the stream
+//!   the same way.
+//! - **Split anywhere**: feeding a stream in pieces cut at any points yields the same messages
+//!   as feeding it whole (property-tested per protocol).
+
+pub mod api;
+pub mod dns;
+pub mod http;
+pub mod kafka;
+pub mod mysql;
+pub mod pgsql;
+pub mod redis;
+
+use std::fmt;
+
+/// Longest incomplete message (header part) a parser keeps, bytes.
+pub const MAX_PENDING: usize = 16 * 1024;
+
+/// Protocols the parsers know (upstream's `l7_protocol` names).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Protocol {
+    /// HTTP/1.0 and HTTP/1.1.
+    Http,
+    /// Redis RESP2/RESP3.
+    Redis,
+    /// PostgreSQL frontend/backend protocol v3.
+    Pgsql,
+    /// MySQL / MariaDB client/server protocol.
+    Mysql,
+    /// Kafka wire protocol.
+    Kafka,
+    /// DNS (over UDP: one message per datagram).
+    Dns,
+}
+
+impl Protocol {
+    /// Every protocol, in upstream's order.
+    pub const ALL: [Protocol; 6] = [
+        Protocol::Http,
+        Protocol::Dns,
+        Protocol::Redis,
+        Protocol::Mysql,
+        Protocol::Pgsql,
+        Protocol::Kafka,
+    ];
+
+    /// Upstream's name (`l7_protocol` values, the `protocol` key of the tables).
+    pub fn name(self) -> &'static str {
+        match self {
+            Protocol::Http => "http",
+            Protocol::Redis => "redis",
+            Protocol::Pgsql => "pgsql",
+            Protocol::Mysql => "mysql",
+            Protocol::Kafka => "kafka",
+            Protocol::Dns => "dns",
+        }
+    }
+}
+
+impl fmt::Display for Protocol {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+/// Which side wrote a stream.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Direction {
+    /// Client to server: requests.
+    Request,
+    /// Server to client: responses.
+    Response,
+}
+
+/// Outcome of a response.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Status {
+    /// Success (HTTP < 400, no error reply/packet/code).
+    Ok,
+    /// An error: a short protocol code — HTTP status ("404"), Redis error prefix ("ERR",
+    /// "WRONGTYPE"), PostgreSQL SQLSTATE ("42P01"), MySQL error number ("1146"), Kafka error
+    /// code ("3"), DNS rcode name ("NXDOMAIN"). At most [`MAX_TEXT`] bytes, printable ASCII.
+    Error(String),
+}
+
+/// Longest `api` or error code text a message carries, bytes (longer ones are cut).
+pub const MAX_TEXT: usize = 128;
+
+/// One complete protocol message of a stream.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Message {
+    /// Request or response (what the stream's direction carries).
+    pub direction: Direction,
+    /// Requests: what was asked, the key of `l7_rpc_api` before templating — HTTP "GET /a/b"
+    /// (path without query), SQL verb ("SELECT"; prepared statements: the verb of the statement
+    /// prepared, when the stream saw it), Redis command ("GET"), Kafka api name ("Produce"), DNS
+    /// qtype ("A"). At most [`MAX_TEXT`] bytes, printable ASCII. None for responses, and for
+    /// requests whose API the parser cannot name.
+    pub api: Option<String>,
+    /// Responses: success or the error. None for requests.
+    pub status: Option<Status>,
+    /// Kafka correlation id, DNS id, MySQL: none; None where responses come in request order.
+    pub correlation: Option<u32>,
+    /// Bytes of the message on the wire (header and body).
+    pub len: u64,
+}
+
+/// Why a stream cannot be parsed (further).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ParseError {
+    /// The bytes do not follow the protocol.
+    #[error("malformed {0} message")]
+    Malformed(Protocol),
+    /// A header longer than [`MAX_PENDING`].
+    #[error("{0} message header over {MAX_PENDING} bytes")]
+    TooLong(Protocol),
+    /// The stream failed before (or lost bytes where that is fatal); nothing more is parsed.
+    #[error("{0} stream no longer in step")]
+    Desynchronised(Protocol),
+}
+
+/// An incremental parser of one direction of one connection.
+pub trait StreamParser: Send {
+    /// The protocol parsed.
+    fn protocol(&self) -> Protocol;
+    /// Feeds the stream's next `data`; pushes every message completed by it to `out` (in stream
+    /// order). On an error, the messages completed before it are in `out`.
+    fn feed(&mut self, data: &[u8], out: &mut Vec<Message>) -> Result<(), ParseError>;
+    /// `n` bytes of the stream were lost after the last `feed`.
+    fn gap(&mut self, n: u64) -> Result<(), ParseError>;
+}
+
+/// A parser for `protocol`'s stream in `direction`.
+pub fn parser(protocol: Protocol, direction: Direction) -> Box<dyn StreamParser> {
+    match protocol {
+        Protocol::Http => http::parser(direction),
+        Protocol::Redis => redis::parser(direction),
+        Protocol::Pgsql => pgsql::parser(direction),
+        Protocol::Mysql => mysql::parser(direction),
+        Protocol::Kafka => kafka::parser(direction),
+        Protocol::Dns => dns::parser(direction),
+    }
+}
+
+/// What the first bytes of a connection say about one protocol.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Detect {
+    /// Certainly this protocol.
+    Yes,
+    /// Certainly not.
+    No,
+    /// Not enough bytes yet to tell.
+    NeedMore,
+}
+
+/// The protocol the first bytes a client sent on a connection (`request`) and, when known, the
+/// first bytes of the server's answer (`response`) say, among `allowed`: `Some(Ok(p))` when
+/// exactly one protocol answers [`Detect::Yes`], `Some(Err(()))` when none can any more (the
+/// connection is then not parsed: counted, never guessed), None while one may still.
+#[allow(clippy::result_unit_err)]
+pub fn detect(
+    request: &[u8],
+    response: Option<&[u8]>,
+    allowed: &[Protocol],
+) -> Option<Result<Protocol, ()>> {
+    let mut yes = Vec::new();
+    let mut pending = false;
+    for &p in allowed {
+        let d = match p {
+            Protocol::Http => http::detect(request, response),
+            Protocol::Redis => redis::detect(request, response),
+            Protocol::Pgsql => pgsql::detect(request, response),
+            Protocol::Mysql => mysql::detect(request, response),
+            Protocol::Kafka => kafka::detect(request, response),
+            Protocol::Dns => dns::detect(request, response),
+        };
+        match d {
+            Detect::Yes => yes.push(p),
+            Detect::NeedMore => pending = true,
+            Detect::No => {}
+        }
+    }
+    match (yes.as_slice(), pending) {
+        ([p], false) => Some(Ok(*p)),
+        ([], false) => Some(Err(())),
+        // Two certain answers cannot both be right: not guessed.
+        ([_, _, ..], _) => Some(Err(())),
+        _ => None,
+    }
+}
+
+/// A parser that parses nothing: a protocol module not written yet.
+pub(crate) struct Refuse(pub(crate) Protocol);
+
+impl StreamParser for Refuse {
+    fn protocol(&self) -> Protocol {
+        self.0
+    }
+    fn feed(&mut self, _data: &[u8], _out: &mut Vec<Message>) -> Result<(), ParseError> {
+        Err(ParseError::Desynchronised(self.0))
+    }
+    fn gap(&mut self, _n: u64) -> Result<(), ParseError> {
+        Err(ParseError::Desynchronised(self.0))
+    }
+}
+
+/// Cuts `s` to [`MAX_TEXT`] bytes of printable ASCII (others become `?`).
+pub fn text(s: &[u8]) -> String {
+    s.iter()
+        .take(MAX_TEXT)
+        .map(|&b| {
+            if (0x20..0x7f).contains(&b) {
+                b as char
+            } else {
+                '?'
+            }
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn text_is_bounded_and_printable() {
+        assert_eq!(text(b"GET /a\x00\xff"), "GET /a??");
+        assert_eq!(text(&[b'a'; 1000]).len(), MAX_TEXT);
+    }
+}

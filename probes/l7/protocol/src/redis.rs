@@ -1,0 +1,15 @@
+//! Redis (placeholder: parses nothing yet).
+
+use crate::{Detect, Direction, Protocol, Refuse, StreamParser};
+
+/// A parser of one direction of a Redis connection.
+pub fn parser(direction: Direction) -> Box<dyn StreamParser> {
+    let _ = direction;
+    Box::new(Refuse(Protocol::Redis))
+}
+
+/// Whether a connection's first bytes are Redis.
+pub fn detect(request: &[u8], response: Option<&[u8]>) -> Detect {
+    let _ = (request, response);
+    Detect::No
+}
