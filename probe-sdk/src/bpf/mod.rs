@@ -49,7 +49,9 @@ pub use hooks::{
     kprobe_autoload, kprobes_available, missing_hooks, require_hooks, unsupported, Hook,
 };
 pub use plain_data::Plain;
-pub use ringbuf::{ring_bytes, RingPoller, RING_MAX_MIB};
+pub use ringbuf::{
+    ring_bytes, ring_bytes_at_start, ring_change_note, RingPoller, FIRST_CONTROL_WAIT, RING_MAX_MIB,
+};
 pub use stats::{
     loss_table, prog_recursion_misses, read_loss_counters, recursion_misses,
     try_read_loss_counters, write_loss_record, LossCounters, LOSS_ENTITY, STAT_EVENTS, STAT_LOST,

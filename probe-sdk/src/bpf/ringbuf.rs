@@ -92,6 +92,40 @@ pub fn ring_bytes(requested: Option<i64>, default_mib: u32) -> (u32, Option<Stri
     (mib << 20, note)
 }
 
+/// How long a probe waits at start for the daemon's first control line, which carries
+/// `ringbuf_map_size` (the daemon writes it right after the spawn).
+pub const FIRST_CONTROL_WAIT: Duration = Duration::from_millis(500);
+
+/// The ring-buffer size to load with: `ringbuf_map_size` of the daemon's first control line
+/// (waiting at most [`FIRST_CONTROL_WAIT`]), else `default_mib`; a rounded or clamped request is
+/// logged as a warning.
+pub fn ring_bytes_at_start(control: &crate::control::Control, default_mib: u32) -> u32 {
+    let requested = control
+        .first(FIRST_CONTROL_WAIT)
+        .and_then(|m| m.int("ringbuf_map_size"));
+    let (bytes, note) = ring_bytes(requested, default_mib);
+    if let Some(note) = note {
+        crate::warn!("{note}");
+    }
+    bytes
+}
+
+/// The warning for a control message asking for another ring size than the `current` one
+/// (bytes): upstream changes `ringbuf_map_size` only while the probe is stopped.
+pub fn ring_change_note(
+    msg: &crate::control::ControlMsg,
+    current: u32,
+    default_mib: u32,
+) -> Option<String> {
+    let wanted = ring_bytes(msg.int("ringbuf_map_size"), default_mib).0;
+    (wanted != current).then(|| {
+        format!(
+            "control: ringbuf_map_size is applied at start; the ring buffer stays {} MiB until the probe restarts",
+            current >> 20
+        )
+    })
+}
+
 #[cfg(test)]
 mod ring_size_tests {
     use super::*;
@@ -106,5 +140,17 @@ mod ring_size_tests {
         assert_eq!(ring_bytes(Some(0), 2).0, 1 << 20);
         assert_eq!(ring_bytes(Some(1000), 2).0, 32 << 20);
         assert_eq!(ring_bytes(Some(-5), 2).0, 1 << 20);
+    }
+
+    #[test]
+    fn a_change_while_running_is_noted() {
+        let msg = |line: &str| crate::control::ControlMsg::parse_line(line).unwrap();
+        let eight = msg(r#"{"params":{"ringbuf_map_size":8}}"#);
+        assert_eq!(ring_change_note(&eight, 8 << 20, 2), None);
+        assert!(ring_change_note(&eight, 2 << 20, 2)
+            .unwrap()
+            .contains("stays 2 MiB"));
+        // Not given: the default, so no note while the default is in use.
+        assert_eq!(ring_change_note(&msg("{}"), 2 << 20, 2), None);
     }
 }

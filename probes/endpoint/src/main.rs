@@ -50,8 +50,6 @@ const RETAIN_SECS: u64 = 60;
 const DRAIN_EVERY: Duration = Duration::from_millis(100);
 /// Environment variable naming an extra hook to require (tests of the unsupported path).
 const REQUIRE_HOOK_ENV: &str = "ENDPOINT_REQUIRE_HOOK";
-/// Longest wait at start for the daemon's first control line (it sizes the ring buffer).
-const FIRST_CONTROL_WAIT: Duration = Duration::from_millis(500);
 
 fn max_entries(args: &ProbeArgs) -> Result<u32> {
     args.extra_u32('M', DEFAULT_MAX, 1..=1_000_000)
@@ -177,13 +175,7 @@ fn run() -> Result<()> {
         );
     }
     // The ring buffer is sized before the load: from the daemon's first control line.
-    let ring_mib = control
-        .first(FIRST_CONTROL_WAIT)
-        .and_then(|m| m.int("ringbuf_map_size"));
-    let (ring_bytes, note) = bpf::ring_bytes(ring_mib, DEFAULT_RING_MIB);
-    if let Some(note) = note {
-        warn!("{note}");
-    }
+    let ring_bytes = bpf::ring_bytes_at_start(&control, DEFAULT_RING_MIB);
     let opts = Options {
         conn_range,
         drop_reasons,
@@ -227,12 +219,8 @@ fn run() -> Result<()> {
     let mut next = Instant::now() + settings.period();
     while !terminated() {
         if let Some(msg) = control.take() {
-            let ring = bpf::ring_bytes(msg.int("ringbuf_map_size"), DEFAULT_RING_MIB).0;
-            if ring != ring_bytes {
-                warn!(
-                    "control: ringbuf_map_size is applied at start; the ring buffer stays {} MiB until the probe restarts",
-                    ring_bytes >> 20
-                );
+            if let Some(note) = bpf::ring_change_note(&msg, ring_bytes, DEFAULT_RING_MIB) {
+                warn!("{note}");
             }
             let (new, refused) = settings.updated(&declaration, &msg);
             for r in refused {

@@ -937,6 +937,28 @@ impl NetNs {
         run(&full);
     }
 
+    /// Adds (`-A`) or removes (`-D`) the iptables rule that drops the pure ACKs sent to `port`
+    /// on the namespace's loopback: the last ACKs of handshakes.
+    fn pure_acks_to(&self, op: &str, port: u16) {
+        let port = port.to_string();
+        self.exec(&[
+            "iptables",
+            op,
+            "OUTPUT",
+            "-o",
+            "lo",
+            "-p",
+            "tcp",
+            "--dport",
+            &port,
+            "--tcp-flags",
+            "SYN,ACK,FIN,RST",
+            "ACK",
+            "-j",
+            "DROP",
+        ]);
+    }
+
     /// `Group: Name` of the namespace's /proc/net/netstat.
     fn netstat(&self, group: &str, name: &str) -> u64 {
         let out = Command::new("ip")
@@ -1099,22 +1121,7 @@ fn fast_open_child_reset_before_the_handshake_is_a_failed_passive_open() {
         (l, port)
     });
     let port_s = port.to_string();
-    ns.exec(&[
-        "iptables",
-        "-A",
-        "OUTPUT",
-        "-o",
-        "lo",
-        "-p",
-        "tcp",
-        "--dport",
-        &port_s,
-        "--tcp-flags",
-        "SYN,ACK,FIN,RST",
-        "ACK",
-        "-j",
-        "DROP",
-    ]);
+    ns.pure_acks_to("-A", port);
     let tfo0 = ns.netstat("TcpExt:", "TCPFastOpenPassive");
     let client = ns.run_in(move || {
         // SAFETY: socket(2) and sendto(2) with MSG_FASTOPEN to a sockaddr_in built here.
@@ -1199,21 +1206,7 @@ fn handshake_ack_overflows_match_the_kernels_counters() {
         (l, port)
     });
     let port_s = port.to_string();
-    let rule = [
-        "OUTPUT",
-        "-o",
-        "lo",
-        "-p",
-        "tcp",
-        "--dport",
-        &port_s,
-        "--tcp-flags",
-        "SYN,ACK,FIN,RST",
-        "ACK",
-        "-j",
-        "DROP",
-    ];
-    ns.exec(&[&["iptables", "-A"][..], &rule[..]].concat());
+    ns.pure_acks_to("-A", port);
     let over0 = ns.netstat("TcpExt:", "ListenOverflows");
     let drops0 = ns.netstat("TcpExt:", "ListenDrops");
     let clients = ns.run_in(move || {
@@ -1224,7 +1217,7 @@ fn handshake_ack_overflows_match_the_kernels_counters() {
     thread::sleep(Duration::from_millis(100));
     // SAFETY: listen(2) on the listening socket only changes its backlog.
     assert_eq!(unsafe { libc::listen(listener.as_raw_fd(), 0) }, 0);
-    ns.exec(&[&["iptables", "-D"][..], &rule[..]].concat());
+    ns.pure_acks_to("-D", port);
     // The SYN-ACK retransmit timer (1 s) brings the clients' ACKs again.
     let deadline = Instant::now() + Duration::from_secs(5);
     while ns.netstat("TcpExt:", "ListenOverflows") - over0 < 2 {
@@ -1281,22 +1274,7 @@ fn syn_queue_overflow_of_a_listener_in_another_netns() {
         (l, port)
     });
     let port_s = port.to_string();
-    ns.exec(&[
-        "iptables",
-        "-A",
-        "OUTPUT",
-        "-o",
-        "lo",
-        "-p",
-        "tcp",
-        "--dport",
-        &port_s,
-        "--tcp-flags",
-        "SYN,ACK,FIN,RST",
-        "ACK",
-        "-j",
-        "DROP",
-    ]);
+    ns.pure_acks_to("-A", port);
     let full0 = ns.netstat("TcpExt:", "TCPReqQFullDrop");
     let drops0 = ns.netstat("TcpExt:", "ListenDrops");
     let clients = ns.run_in(move || {
