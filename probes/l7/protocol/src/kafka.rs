@@ -13,16 +13,15 @@
 //! are read for: ApiVersions (all versions), FindCoordinator v0–v3, JoinGroup v0–v9,
 //! Heartbeat v0–v4, LeaveGroup v0–v5, SyncGroup v0–v5, InitProducerId v0–v5 (the top-level
 //! error code), Produce v0–v12 and Fetch v0–v17 (Fetch v7+: the top-level error code, then
-//! the first partition's; Produce: the first partition's). Other APIs and versions: Ok.
+//! the first partition's; Produce: the first partition's). Other APIs and versions: Ok. An
+//! expected response too short to hold its error code is [`ParseError::Malformed`].
 //!
 //! A Produce request with acks = 0 gets no response: its correlation id is kept for
 //! [`RequestParser::take_no_response`].
 
 use std::collections::VecDeque;
 
-use crate::{
-    Detect, Direction, Message, ParseError, Protocol, Status, StreamParser, MAX_PENDING,
-};
+use crate::{Detect, Direction, Message, ParseError, Protocol, Status, StreamParser, MAX_PENDING};
 
 /// Largest message size accepted, bytes.
 const MAX_SIZE: i32 = 100 * 1024 * 1024;
@@ -109,7 +108,8 @@ const API_NAMES: [&str; 90] = [
     "GetTelemetrySubscriptions",
     "PushTelemetry",
     "AssignReplicasToDirs",
-    "ListClientMetricsResources",
+    // "ListClientMetricsResources" before Kafka 4.1.
+    "ListConfigResources",
     "DescribeTopicPartitions",
     "ShareGroupHeartbeat",
     "ShareGroupDescribe",
@@ -362,7 +362,8 @@ impl<S: Side> Framer<S> {
                 continue;
             }
             let k = self.want.saturating_sub(self.buf.len()).min(data.len());
-            self.buf.extend_from_slice(data.get(..k).unwrap_or_default());
+            self.buf
+                .extend_from_slice(data.get(..k).unwrap_or_default());
             data = data.get(k..).unwrap_or_default();
             if self.buf.len() >= self.want {
                 self.step(out)?;
@@ -719,5 +720,483 @@ impl StreamParser for ResponseParser {
     }
     fn gap(&mut self, n: u64) -> Result<(), ParseError> {
         self.0.gap(n)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    fn string(s: &str) -> Vec<u8> {
+        let mut v = (s.len() as i16).to_be_bytes().to_vec();
+        v.extend_from_slice(s.as_bytes());
+        v
+    }
+
+    fn compact(s: &str) -> Vec<u8> {
+        let mut v = vec![s.len() as u8 + 1];
+        v.extend_from_slice(s.as_bytes());
+        v
+    }
+
+    fn frame(body: Vec<u8>) -> Vec<u8> {
+        let mut v = (body.len() as i32).to_be_bytes().to_vec();
+        v.extend(body);
+        v
+    }
+
+    /// A request; `flexible`: request header v2 (tagged fields after the client id).
+    fn request(key: i16, version: i16, corr: i32, flexible: bool, body: &[u8]) -> Vec<u8> {
+        let mut v = key.to_be_bytes().to_vec();
+        v.extend(version.to_be_bytes());
+        v.extend(corr.to_be_bytes());
+        v.extend(string("client-1"));
+        if flexible {
+            v.push(0);
+        }
+        v.extend_from_slice(body);
+        frame(v)
+    }
+
+    /// A response; `flexible`: response header v1.
+    fn response(corr: i32, flexible: bool, body: &[u8]) -> Vec<u8> {
+        let mut v = corr.to_be_bytes().to_vec();
+        if flexible {
+            v.push(0);
+        }
+        v.extend_from_slice(body);
+        frame(v)
+    }
+
+    fn produce_v7(acks: i16) -> Vec<u8> {
+        let mut b = (-1i16).to_be_bytes().to_vec(); // transactional_id: null
+        b.extend(acks.to_be_bytes());
+        b.extend(30_000i32.to_be_bytes());
+        b.extend(1i32.to_be_bytes());
+        b.extend(string("events"));
+        b.extend(1i32.to_be_bytes());
+        b.extend(0i32.to_be_bytes());
+        b.extend(61i32.to_be_bytes());
+        b.extend([7u8; 61]);
+        b
+    }
+
+    fn produce_response_v7(error: i16) -> Vec<u8> {
+        let mut b = 1i32.to_be_bytes().to_vec();
+        b.extend(string("events"));
+        b.extend(1i32.to_be_bytes());
+        b.extend(0i32.to_be_bytes());
+        b.extend(error.to_be_bytes());
+        b.extend([0u8; 24]); // base_offset, log_append_time, log_start_offset
+        b.extend(0i32.to_be_bytes()); // throttle
+        b
+    }
+
+    fn feed(p: &mut dyn StreamParser, data: &[u8]) -> (Vec<Message>, Result<(), ParseError>) {
+        let mut out = Vec::new();
+        let r = p.feed(data, &mut out);
+        (out, r)
+    }
+
+    fn error(m: &Message) -> Option<Status> {
+        m.status.clone()
+    }
+
+    #[test]
+    fn produce_v7_and_its_response() {
+        let mut req = RequestParser::new();
+        let data = request(0, 7, 42, false, &produce_v7(-1));
+        let (msgs, r) = feed(&mut req, &data);
+        assert_eq!(r, Ok(()));
+        assert_eq!(
+            msgs,
+            vec![Message {
+                direction: Direction::Request,
+                api: Some("Produce".into()),
+                status: None,
+                correlation: Some(42),
+                len: data.len() as u64,
+            }]
+        );
+        assert!(req.take_no_response().is_empty());
+        let headers = req.take_headers();
+        assert_eq!(headers, vec![(42, 0, 7)]);
+        assert!(req.take_headers().is_empty());
+
+        let mut resp = ResponseParser::new();
+        for (c, k, v) in headers {
+            resp.expect(c, k, v);
+        }
+        resp.expect(43, 0, 7);
+        let mut data = response(42, false, &produce_response_v7(0));
+        data.extend(response(43, false, &produce_response_v7(6)));
+        let (msgs, r) = feed(&mut resp, &data);
+        assert_eq!(r, Ok(()));
+        assert_eq!(msgs.len(), 2);
+        assert_eq!(msgs[0].correlation, Some(42));
+        assert_eq!(error(&msgs[0]), Some(Status::Ok));
+        assert_eq!(error(&msgs[1]), Some(Status::Error("6".into())));
+        assert!(resp.0.side.expected.is_empty());
+    }
+
+    #[test]
+    fn produce_acks_zero_expects_no_response() {
+        let mut req = RequestParser::new();
+        let mut data = request(0, 7, 1, false, &produce_v7(0));
+        // v2: acks right after the header.
+        data.extend(request(0, 2, 2, false, &[0, 0, 0, 0, 0x75, 0x30]));
+        // v9 (flexible): compact transactional id, then acks.
+        let mut v9 = compact("tx");
+        v9.extend(0i16.to_be_bytes());
+        v9.extend([0, 0, 0x75, 0x30, 1, 0]);
+        data.extend(request(0, 9, 3, true, &v9));
+        // v9 with acks 1 and a tagged field in the header.
+        let mut v9 = vec![1, 5, 2, 0xaa, 0xbb, 0];
+        v9.extend(1i16.to_be_bytes());
+        let mut body = 0i16.to_be_bytes().to_vec();
+        body.extend(9i16.to_be_bytes());
+        body.extend(4i32.to_be_bytes());
+        body.extend(string("c"));
+        body.extend(v9);
+        data.extend(frame(body));
+        let (msgs, r) = feed(&mut req, &data);
+        assert_eq!(r, Ok(()));
+        assert_eq!(msgs.len(), 4);
+        assert_eq!(req.take_no_response(), vec![1, 2, 3]);
+    }
+
+    #[test]
+    fn fetch_errors() {
+        let mut req = RequestParser::new();
+        let (msgs, _) = feed(&mut req, &request(1, 11, 9, false, &[0; 40]));
+        assert_eq!(msgs[0].api.as_deref(), Some("Fetch"));
+        let mut resp = ResponseParser::new();
+        for (c, k, v) in req.take_headers() {
+            resp.expect(c, k, v);
+        }
+        let mut b = 0i32.to_be_bytes().to_vec(); // throttle
+        b.extend(0i16.to_be_bytes()); // error_code
+        b.extend(5i32.to_be_bytes()); // session_id
+        b.extend(1i32.to_be_bytes());
+        b.extend(string("events"));
+        b.extend(1i32.to_be_bytes());
+        b.extend(3i32.to_be_bytes());
+        b.extend(1i16.to_be_bytes()); // OFFSET_OUT_OF_RANGE
+        b.extend([0u8; 100]);
+        let (msgs, r) = feed(&mut resp, &response(9, false, &b));
+        assert_eq!(r, Ok(()));
+        assert_eq!(msgs[0].status, Some(Status::Error("1".into())));
+
+        // v12 (flexible): top-level error first.
+        resp.expect(10, 1, 12);
+        let mut b = 0i32.to_be_bytes().to_vec();
+        b.extend(71i16.to_be_bytes());
+        b.extend(0i32.to_be_bytes());
+        b.push(1);
+        b.push(0);
+        let (msgs, _) = feed(&mut resp, &response(10, true, &b));
+        assert_eq!(msgs[0].status, Some(Status::Error("71".into())));
+
+        // v13: topic ids; no error.
+        resp.expect(11, 1, 13);
+        let mut b = 0i32.to_be_bytes().to_vec();
+        b.extend([0, 0, 0, 0, 0, 0]);
+        b.push(2);
+        b.extend([9u8; 16]);
+        b.push(2);
+        b.extend(0i32.to_be_bytes());
+        b.extend(0i16.to_be_bytes());
+        b.extend([0u8; 30]);
+        let (msgs, _) = feed(&mut resp, &response(11, true, &b));
+        assert_eq!(msgs[0].status, Some(Status::Ok));
+    }
+
+    #[test]
+    fn api_versions_v3_error_35() {
+        let mut req = RequestParser::new();
+        let mut body = compact("apache-kafka-java");
+        body.extend(compact("3.7.0"));
+        body.push(0);
+        let (msgs, r) = feed(&mut req, &request(18, 3, 0, true, &body));
+        assert_eq!(r, Ok(()));
+        assert_eq!(msgs[0].api.as_deref(), Some("ApiVersions"));
+        // Response header v0 although v3 is flexible.
+        let mut b = 35i16.to_be_bytes().to_vec();
+        b.push(2);
+        b.extend(18i16.to_be_bytes());
+        b.extend(0i16.to_be_bytes());
+        b.extend(3i16.to_be_bytes());
+        b.push(0);
+        b.extend(0i32.to_be_bytes());
+        b.push(0);
+        let data = response(0, false, &b);
+
+        let mut resp = ResponseParser::new();
+        let (msgs, _) = feed(&mut resp, &data);
+        assert_eq!(msgs[0].status, Some(Status::Ok), "not expected: not known");
+        for (c, k, v) in req.take_headers() {
+            resp.expect(c, k, v);
+        }
+        let (msgs, _) = feed(&mut resp, &data);
+        assert_eq!(msgs[0].status, Some(Status::Error("35".into())));
+    }
+
+    #[test]
+    fn metadata_and_group_apis() {
+        let mut req = RequestParser::new();
+        let (msgs, _) = feed(&mut req, &request(3, 9, 5, true, &[1, 0, 0, 0]));
+        assert_eq!(msgs[0].api.as_deref(), Some("Metadata"));
+        assert_eq!(api_name(22), "InitProducerId");
+        assert_eq!(api_name(19), "CreateTopics");
+        assert_eq!(api_name(10), "FindCoordinator");
+        assert_eq!(api_name(75), "DescribeTopicPartitions");
+        assert_eq!(api_name(1000), "api_1000");
+        assert_eq!(api_name(-3), "api_-3");
+
+        let mut resp = ResponseParser::new();
+        resp.expect(5, 3, 9);
+        resp.expect(6, 12, 4); // Heartbeat v4: flexible, throttle first
+        resp.expect(7, 10, 0); // FindCoordinator v0: error first
+        resp.expect(8, 22, 1); // InitProducerId v1
+        resp.expect(9, 11, 1); // JoinGroup v1: no throttle
+        let mut data = response(5, true, &[0; 20]);
+        data.extend(response(6, true, &[0, 0, 0, 0, 0, 27, 0]));
+        data.extend(response(7, false, &[0, 15, 0, 0]));
+        data.extend(response(8, false, &[0, 0, 0, 0, 0, 0, 0xff]));
+        data.extend(response(9, false, &[0, 25, 0, 0, 0, 0]));
+        let (msgs, r) = feed(&mut resp, &data);
+        assert_eq!(r, Ok(()));
+        let status: Vec<_> = msgs.iter().filter_map(error).collect();
+        assert_eq!(
+            status,
+            vec![
+                Status::Ok,
+                Status::Error("27".into()),
+                Status::Error("15".into()),
+                Status::Ok,
+                Status::Error("25".into()),
+            ]
+        );
+    }
+
+    #[test]
+    fn malformed_sizes_and_short_headers() {
+        for data in [frame(vec![0; 3]), frame(vec![0; 7])] {
+            let mut req = RequestParser::new();
+            let (_, r) = feed(&mut req, &data);
+            assert_eq!(r, Err(ParseError::Malformed(Protocol::Kafka)));
+            let (_, r) = feed(&mut req, &data);
+            assert_eq!(r, Err(ParseError::Desynchronised(Protocol::Kafka)));
+        }
+        // Size over 100 MiB.
+        let (_, r) = feed(&mut RequestParser::new(), &(MAX_SIZE + 1).to_be_bytes());
+        assert_eq!(r, Err(ParseError::Malformed(Protocol::Kafka)));
+        // A client id longer than the message.
+        let mut body = vec![0, 1, 0, 1, 0, 0, 0, 1, 0, 50];
+        body.extend([b'a'; 10]);
+        let (_, r) = feed(&mut RequestParser::new(), &frame(body));
+        assert_eq!(r, Err(ParseError::Malformed(Protocol::Kafka)));
+        // A response of 3 bytes.
+        let (_, r) = feed(&mut ResponseParser::new(), &frame(vec![0; 3]));
+        assert_eq!(r, Err(ParseError::Malformed(Protocol::Kafka)));
+    }
+
+    #[test]
+    fn bounded_memory() {
+        // A header over MAX_PENDING: a client id of 20000 bytes.
+        let mut body = vec![0, 3, 0, 1, 0, 0, 0, 1];
+        body.extend(20_000i16.to_be_bytes());
+        body.extend(vec![b'a'; 20_000]);
+        let (_, r) = feed(&mut RequestParser::new(), &frame(body));
+        assert_eq!(r, Err(ParseError::TooLong(Protocol::Kafka)));
+
+        // A 10 MB produce fed in 64 KiB pieces keeps only its header.
+        let mut body = produce_v7(1);
+        body.extend(vec![0u8; 10 << 20]);
+        let data = request(0, 7, 77, false, &body);
+        let mut req = RequestParser::new();
+        let mut msgs = Vec::new();
+        for piece in data.chunks(64 * 1024) {
+            req.feed(piece, &mut msgs).unwrap();
+            assert!(req.0.buf.capacity() <= 1024);
+        }
+        assert_eq!(msgs.len(), 1);
+        assert_eq!(msgs[0].len, data.len() as u64);
+
+        // Tracked lists are bounded.
+        let mut resp = ResponseParser::new();
+        for i in 0..5000 {
+            resp.expect(i, 0, 7);
+        }
+        assert_eq!(resp.0.side.expected.len(), MAX_TRACKED);
+        let mut req = RequestParser::new();
+        for i in 0..3000 {
+            req.feed(&request(0, 7, i, false, &produce_v7(0)), &mut Vec::new())
+                .unwrap();
+        }
+        assert_eq!(req.take_no_response().len(), MAX_TRACKED);
+        assert_eq!(req.take_headers().len(), MAX_TRACKED);
+    }
+
+    #[test]
+    fn gaps() {
+        let data = request(0, 7, 1, false, &produce_v7(1));
+        let mut req = RequestParser::new();
+        let mut out = Vec::new();
+        req.feed(&data[..60], &mut out).unwrap();
+        req.gap(10).unwrap();
+        req.feed(&data[70..], &mut out).unwrap();
+        req.feed(&data, &mut out).unwrap();
+        assert_eq!(out.len(), 2);
+        // The gap ends the body: the message is yielded by the next feed.
+        let mut req = RequestParser::new();
+        let mut out = Vec::new();
+        req.feed(&data[..60], &mut out).unwrap();
+        req.gap((data.len() - 60) as u64).unwrap();
+        req.feed(&[], &mut out).unwrap();
+        assert_eq!(out.len(), 1);
+        // Within a header: fatal.
+        let mut req = RequestParser::new();
+        req.feed(&data[..6], &mut out).unwrap();
+        assert_eq!(req.gap(1), Err(ParseError::Desynchronised(Protocol::Kafka)));
+        assert_eq!(
+            req.feed(&data, &mut out),
+            Err(ParseError::Desynchronised(Protocol::Kafka))
+        );
+    }
+
+    #[test]
+    fn detection() {
+        let req = request(18, 3, 7, true, &[1, 1, 0]);
+        assert_eq!(detect(&req, None), Detect::Yes);
+        assert_eq!(detect(&req[..11], None), Detect::NeedMore);
+        assert_eq!(
+            detect(&req, Some(&response(7, false, &[0, 0]))),
+            Detect::Yes
+        );
+        assert_eq!(detect(&req, Some(&response(8, false, &[0, 0]))), Detect::No);
+        assert_eq!(detect(&req, Some(&[0, 0])), Detect::Yes);
+        assert_eq!(
+            detect(b"GET / HTTP/1.1\r\nHost: a\r\n\r\n", None),
+            Detect::No
+        );
+        assert_eq!(detect(&request(76, 0, 1, false, &[]), None), Detect::No);
+        assert_eq!(detect(&request(0, 21, 1, false, &[]), None), Detect::No);
+        let mut bad = request(0, 1, 1, false, &[]);
+        bad[15] = 0;
+        assert_eq!(detect(&bad, None), Detect::No);
+    }
+
+    /// Feeds `pieces` in turn: the messages and the first error.
+    fn run(mut p: Box<dyn StreamParser>, pieces: &[&[u8]]) -> (Vec<Message>, Option<ParseError>) {
+        let mut out = Vec::new();
+        for piece in pieces {
+            if let Err(e) = p.feed(piece, &mut out) {
+                return (out, Some(e));
+            }
+        }
+        (out, None)
+    }
+
+    fn split<'a>(data: &'a [u8], cuts: &[usize]) -> Vec<&'a [u8]> {
+        let mut cuts: Vec<usize> = cuts.iter().map(|c| c % (data.len() + 1)).collect();
+        cuts.sort_unstable();
+        let mut pieces = Vec::new();
+        let mut at = 0;
+        for c in cuts {
+            pieces.push(&data[at..c]);
+            at = c;
+        }
+        pieces.push(&data[at..]);
+        pieces
+    }
+
+    /// A valid request of a random api (Produce ones with a real acks).
+    fn arb_request() -> impl Strategy<Value = Vec<u8>> {
+        (
+            0i16..90,
+            0i16..13,
+            any::<i32>(),
+            prop::collection::vec(any::<u8>(), 0..64),
+            any::<i16>(),
+        )
+            .prop_map(|(key, version, corr, body, acks)| {
+                if key == 0 {
+                    let flexible = version >= 9;
+                    let mut b = Vec::new();
+                    if flexible {
+                        b.push(0);
+                    } else if version >= 3 {
+                        b.extend((-1i16).to_be_bytes());
+                    }
+                    b.extend(acks.to_be_bytes());
+                    b.extend(body);
+                    request(0, version, corr, flexible, &b)
+                } else {
+                    request(key, version, corr, false, &body)
+                }
+            })
+    }
+
+    fn headers_of(requests: &[Vec<u8>]) -> Vec<(u32, i16, i16)> {
+        let mut req = RequestParser::new();
+        for r in requests {
+            req.feed(r, &mut Vec::new()).unwrap();
+        }
+        req.take_headers()
+    }
+
+    fn response_parser(expect: &[(u32, i16, i16)]) -> Box<dyn StreamParser> {
+        let mut p = ResponseParser::new();
+        for &(c, k, v) in expect {
+            p.expect(c, k, v);
+        }
+        Box::new(p)
+    }
+
+    proptest! {
+        #[test]
+        fn requests_split_anywhere(
+            requests in prop::collection::vec(arb_request(), 1..8),
+            cuts in prop::collection::vec(any::<usize>(), 0..12),
+        ) {
+            let data = requests.concat();
+            let whole = run(parser(Direction::Request), &[&data]);
+            prop_assert_eq!(whole.1.clone(), None);
+            prop_assert_eq!(whole.0.len(), requests.len());
+            prop_assert_eq!(run(parser(Direction::Request), &split(&data, &cuts)), whole);
+        }
+
+        #[test]
+        fn responses_split_anywhere(
+            requests in prop::collection::vec(arb_request(), 1..8),
+            bodies in prop::collection::vec(prop::collection::vec(any::<u8>(), 0..48), 8),
+            cuts in prop::collection::vec(any::<usize>(), 0..12),
+        ) {
+            let headers = headers_of(&requests);
+            let data: Vec<u8> = headers
+                .iter()
+                .zip(&bodies)
+                .map(|(h, b)| response(h.0 as i32, false, b))
+                .collect::<Vec<_>>()
+                .concat();
+            let whole = run(response_parser(&headers), &[&data]);
+            prop_assert_eq!(run(response_parser(&headers), &split(&data, &cuts)), whole);
+        }
+
+        #[test]
+        fn random_bytes_never_panic(
+            data in prop::collection::vec(any::<u8>(), 0..512),
+            cuts in prop::collection::vec(any::<usize>(), 0..8),
+            key in 0i16..25,
+            version in 0i16..18,
+        ) {
+            let _ = detect(&data, Some(&data));
+            run(parser(Direction::Request), &split(&data, &cuts));
+            let expect = [(u32::from_be_bytes([data.get(4).copied().unwrap_or(0), 0, 0, 0]), key, version)];
+            let whole = run(response_parser(&expect), &[&data]);
+            prop_assert_eq!(run(response_parser(&expect), &split(&data, &cuts)), whole);
+        }
     }
 }

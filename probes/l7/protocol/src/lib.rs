@@ -117,7 +117,8 @@ pub struct Message {
     pub api: Option<String>,
     /// Responses: success or the error. None for requests.
     pub status: Option<Status>,
-    /// Kafka correlation id, DNS id, MySQL: none; None where responses come in request order.
+    /// Kafka correlation id, DNS id; the statement id of a MySQL COM_STMT_PREPARE's OK
+    /// response. None where responses come in request order.
     pub correlation: Option<u32>,
     /// Bytes of the message on the wire (header and body).
     pub len: u64,
@@ -183,8 +184,11 @@ pub fn detect(
 ) -> Option<Result<Protocol, ()>> {
     let mut yes = Vec::new();
     let mut pending = false;
+    // The server spoke before the client: only a protocol whose server speaks first fits.
+    let server_first = request.is_empty() && response.is_some_and(|r| !r.is_empty());
     for &p in allowed {
         let d = match p {
+            _ if server_first && p != Protocol::Mysql => Detect::No,
             Protocol::Http => http::detect(request, response),
             Protocol::Redis => redis::detect(request, response),
             Protocol::Pgsql => pgsql::detect(request, response),
@@ -207,21 +211,6 @@ pub fn detect(
     }
 }
 
-/// A parser that parses nothing: a protocol module not written yet.
-pub(crate) struct Refuse(pub(crate) Protocol);
-
-impl StreamParser for Refuse {
-    fn protocol(&self) -> Protocol {
-        self.0
-    }
-    fn feed(&mut self, _data: &[u8], _out: &mut Vec<Message>) -> Result<(), ParseError> {
-        Err(ParseError::Desynchronised(self.0))
-    }
-    fn gap(&mut self, _n: u64) -> Result<(), ParseError> {
-        Err(ParseError::Desynchronised(self.0))
-    }
-}
-
 /// Cuts `s` to [`MAX_TEXT`] bytes of printable ASCII (others become `?`).
 pub fn text(s: &[u8]) -> String {
     s.iter()
@@ -239,6 +228,85 @@ pub fn text(s: &[u8]) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The first bytes of one connection of each protocol, as its client (and, for MySQL, whose
+    /// server speaks first, its server) sends them.
+    fn openings() -> Vec<(Protocol, Vec<u8>, Option<Vec<u8>>)> {
+        let mut pg = Vec::new();
+        let params = b"user\0app\0database\0db\0\0";
+        pg.extend_from_slice(&(8 + params.len() as u32).to_be_bytes());
+        pg.extend_from_slice(&196_608u32.to_be_bytes());
+        pg.extend_from_slice(params);
+        let mut my = vec![0x0a];
+        my.extend_from_slice(b"8.0.36\0");
+        my.extend_from_slice(&[1, 0, 0, 0]);
+        my.extend_from_slice(b"abcdefgh\0");
+        my.extend_from_slice(&[0xff, 0xf7, 0x21, 0x02, 0, 0xff, 0xc1, 0x15]);
+        my.extend_from_slice(&[0; 10]);
+        my.extend_from_slice(b"ijklmnopqrst\0mysql_native_password\0");
+        let mut mysql = (my.len() as u32).to_le_bytes()[..3].to_vec();
+        mysql.push(0);
+        mysql.extend_from_slice(&my);
+        let mut kafka_body = Vec::new();
+        kafka_body.extend_from_slice(&18i16.to_be_bytes()); // ApiVersions
+        kafka_body.extend_from_slice(&3i16.to_be_bytes());
+        kafka_body.extend_from_slice(&7i32.to_be_bytes());
+        kafka_body.extend_from_slice(&6i16.to_be_bytes());
+        kafka_body.extend_from_slice(b"client");
+        kafka_body.extend_from_slice(&[0, 0, 0]);
+        let mut kafka = (kafka_body.len() as u32).to_be_bytes().to_vec();
+        kafka.extend_from_slice(&kafka_body);
+        let mut dns = vec![0x12, 0x34, 0x01, 0x00, 0, 1, 0, 0, 0, 0, 0, 0];
+        dns.extend_from_slice(b"\x07example\x03com\x00");
+        dns.extend_from_slice(&[0, 1, 0, 1]);
+        vec![
+            (
+                Protocol::Http,
+                b"GET /index.html HTTP/1.1\r\nHost: x\r\n\r\n".to_vec(),
+                None,
+            ),
+            (
+                Protocol::Redis,
+                b"*2\r\n$3\r\nGET\r\n$1\r\nk\r\n".to_vec(),
+                None,
+            ),
+            (Protocol::Pgsql, pg, None),
+            (Protocol::Mysql, Vec::new(), Some(mysql)),
+            (Protocol::Kafka, kafka, None),
+            (Protocol::Dns, dns, None),
+        ]
+    }
+
+    #[test]
+    fn each_protocol_is_told_apart_from_the_others() {
+        for (want, request, response) in openings() {
+            assert_eq!(
+                detect(&request, response.as_deref(), &Protocol::ALL),
+                Some(Ok(want)),
+                "{want}"
+            );
+            // Not allowed: not taken for another protocol.
+            let others: Vec<Protocol> = Protocol::ALL.into_iter().filter(|p| *p != want).collect();
+            assert_ne!(
+                detect(&request, response.as_deref(), &others),
+                Some(Ok(want)),
+                "{want}"
+            );
+            assert!(
+                !matches!(detect(&request, response.as_deref(), &others), Some(Ok(_))),
+                "{want} taken for another protocol"
+            );
+        }
+    }
+
+    #[test]
+    fn detection_of_random_bytes_never_panics() {
+        use proptest::prelude::*;
+        proptest!(|(req in proptest::collection::vec(any::<u8>(), 0..64),
+                    resp in proptest::option::of(proptest::collection::vec(any::<u8>(), 0..64)))| {
+            let _ = detect(&req, resp.as_deref(), &Protocol::ALL);
+        });
+    }
 
     #[test]
     fn text_is_bounded_and_printable() {
