@@ -8,7 +8,7 @@
 //! other protocols' (an error is final).
 //!
 //! Queries (QR = 0) make request messages whose api is the first question's qtype ("A",
-//! "TYPE<n>" for types not named; None without a question); responses (QR = 1) make response
+//! "TYPEn" for types n not named; None without a question); responses (QR = 1) make response
 //! messages whose status is the header's rcode ("NXDOMAIN"; extended rcodes of EDNS are not
 //! read). Both carry the id as correlation. A message on the wrong side (a response fed as a
 //! request) is malformed. Names are checked (labels, compression pointers: backwards only, at

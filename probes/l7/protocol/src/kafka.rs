@@ -138,7 +138,7 @@ const SYNC_GROUP: i16 = 14;
 const API_VERSIONS: i16 = 18;
 const INIT_PRODUCER_ID: i16 = 22;
 
-/// The official name of `api_key` ("Produce"), or "api_<n>" for keys not known.
+/// The official name of `api_key` ("Produce"), or "api_N" for keys N not known.
 pub fn api_name(api_key: i16) -> String {
     usize::try_from(api_key)
         .ok()
@@ -158,6 +158,24 @@ pub fn parser(direction: Direction) -> Box<dyn StreamParser> {
 /// version (0–20) and client id length are sane (and whose client id, where captured, is
 /// printable); a response, when given, must carry the same correlation id.
 pub fn detect(request: &[u8], response: Option<&[u8]>) -> Detect {
+    // Each field is judged as soon as it is there: a size or api key out of range is No at once.
+    let field = |at: usize, len: usize| request.get(at..at + len);
+    if let Some(b) = field(0, 4) {
+        let size = i32::from_be_bytes([b[0], b[1], b[2], b[3]]);
+        if !(8..=MAX_SIZE).contains(&size) {
+            return Detect::No;
+        }
+    }
+    if let Some(b) = field(4, 2) {
+        if !(0..=DETECT_MAX_KEY).contains(&i16::from_be_bytes([b[0], b[1]])) {
+            return Detect::No;
+        }
+    }
+    if let Some(b) = field(6, 2) {
+        if !(0..=DETECT_MAX_VERSION).contains(&i16::from_be_bytes([b[0], b[1]])) {
+            return Detect::No;
+        }
+    }
     let mut c = Cur::new(request);
     let head = (|| -> Result<(i32, i16, i16, i32, i16), Short> {
         Ok((c.i32()?, c.i16()?, c.i16()?, c.i32()?, c.i16()?))

@@ -28,6 +28,7 @@ pub mod kafka;
 pub mod mysql;
 pub mod pgsql;
 pub mod redis;
+pub mod tracker;
 
 use std::fmt;
 
@@ -297,6 +298,21 @@ mod tests {
                 "{want} taken for another protocol"
             );
         }
+    }
+
+    #[test]
+    fn short_openings_are_refused_as_soon_as_a_field_rules_them_out() {
+        // Four bytes of an HTTP request are an impossible Kafka size (and not a PostgreSQL
+        // start-up either): decided without waiting for more.
+        assert_eq!(
+            detect(b"GET ", None, &[Protocol::Kafka, Protocol::Pgsql]),
+            Some(Err(()))
+        );
+        assert_eq!(
+            detect(b"GE", None, &[Protocol::Http]),
+            None,
+            "may still be GET"
+        );
     }
 
     #[test]

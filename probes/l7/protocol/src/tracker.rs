@@ -1,0 +1,1382 @@
+//! The l7 probe's user-space connection tracker: turns the kernel's data events (one call per
+//! `send`/`recv` of a traced socket) into the rows of upstream's l7probe tables — `l7_link`
+//! (bytes and calls per connection group), `l7_rpc` (requests, responses, errors, latency) and
+//! `l7_rpc_api` (the same per API). Pure logic: no I/O, no clock (timestamps come with the
+//! events), every map bounded by [`Limits`] or a constant.
+//!
+//! Per connection:
+//! - **Detection**: the first bytes of each direction (at most [`DETECT_BYTES`] of each, from
+//!   at most [`DETECT_CHUNKS`] data calls) are kept and given to [`crate::detect`] until it
+//!   answers. When it names a protocol, the kept calls are fed to the new parsers first (bytes
+//!   of earlier calls beyond the detection budget are lost: a gap for the parser); when it
+//!   cannot (or the budget is spent), the connection is not parsed (`undetected`). Its bytes
+//!   are counted in `l7_link` either way, under the protocol decided ("unknown" when none).
+//! - **Parsing**: one parser per direction; the cross-direction hooks of HTTP (request methods
+//!   announced to the response parser), Kafka (request headers announced to the response
+//!   parser, acks = 0 requests not waited for) and MySQL (prepared statements' verbs given back
+//!   to the request parser) are applied. A parser error stops parsing the connection (except
+//!   DNS over UDP, whose parser starts afresh at every datagram); it is counted per kind.
+//! - **Gaps**: the bytes of a data call beyond its captured prefix are a gap for the parser
+//!   ([`StreamParser::gap`]); a message the gap completes (a body skipped) is flushed at once
+//!   by an empty feed, so it gets that call's timestamp.
+//! - **Matching**: responses answer pending requests in order, except Kafka and DNS responses,
+//!   which answer the request with their correlation id. A MySQL COM_STMT_PREPARE_OK's
+//!   correlation is a statement id: it is matched in order like the other MySQL responses.
+//! - **Latency** (an approximation): the timestamp of the data call that completed the
+//!   response minus the timestamp of the data call that completed the request. A request or
+//!   response spread over several calls is timed from its last call; the kernel's timestamps
+//!   are those of the system calls, not of the wire.
+
+use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
+use std::net::{IpAddr, SocketAddr};
+
+use crate::{
+    detect, http, kafka, mysql, Direction, Message, ParseError, Protocol, Status, StreamParser,
+};
+
+/// Upper bounds (inclusive) of the latency histogram's buckets, µs; one more bucket counts
+/// the latencies above the last bound.
+pub const LATENCY_BOUNDS_US: [u64; 13] = [
+    50, 100, 250, 500, 1_000, 2_500, 5_000, 10_000, 50_000, 250_000, 1_000_000, 3_000_000,
+    10_000_000,
+];
+
+/// Bytes of each direction kept for protocol detection.
+pub const DETECT_BYTES: usize = 256;
+
+/// Data calls a connection's protocol detection looks at: still undecided after this many,
+/// the connection is not parsed.
+pub const DETECT_CHUNKS: usize = 16;
+
+/// Requests waiting for their response per connection (beyond: the oldest is dropped).
+pub const MAX_PENDING_REQUESTS: usize = 1024;
+
+/// The `api` of requests whose API the parser cannot name.
+pub const UNKNOWN_API: &str = "unknown";
+
+/// The `api` of requests of a process past [`Limits::max_apis_per_process`] distinct APIs.
+pub const OTHER_API: &str = "other";
+
+/// The `protocol` of connections whose protocol is not (or not yet) known.
+pub const UNKNOWN_PROTOCOL: &str = "unknown";
+
+/// Which end of a connection the traced process is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Role {
+    /// It connected: it sends requests.
+    Client,
+    /// It accepted: it receives requests.
+    Server,
+}
+
+impl Role {
+    /// The tables' role value: "client" or "server".
+    pub fn name(self) -> &'static str {
+        match self {
+            Role::Client => "client",
+            Role::Server => "server",
+        }
+    }
+}
+
+/// Which way a data call moved bytes, seen from the traced process.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Way {
+    /// The process wrote them.
+    Sent,
+    /// The process read them.
+    Received,
+}
+
+/// What the kernel says about a connection when it is first seen.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConnInfo {
+    /// The process (thread group) id.
+    pub tgid: u32,
+    /// The process's command name.
+    pub comm: String,
+    /// Which end the process is.
+    pub role: Role,
+    /// The process's address.
+    pub local: SocketAddr,
+    /// The peer's address.
+    pub remote: SocketAddr,
+    /// Whether the bytes are the plain text of a TLS connection.
+    pub tls: bool,
+}
+
+/// Bounds of the tracker's memory.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Limits {
+    /// Connections tracked at once (beyond: `open` refused).
+    pub max_connections: usize,
+    /// Rows per table (beyond: new rows not added).
+    pub max_keys: usize,
+    /// Distinct `api` values per process (beyond: [`OTHER_API`]).
+    pub max_apis_per_process: usize,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            max_connections: 65_536,
+            max_keys: 10_000,
+            max_apis_per_process: 64,
+        }
+    }
+}
+
+/// The key of an `l7_link` and `l7_rpc` row: a group of connections.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct Key {
+    /// The process.
+    pub tgid: u32,
+    /// The client's address.
+    pub client_ip: IpAddr,
+    /// The server's address.
+    pub server_ip: IpAddr,
+    /// The server's port.
+    pub server_port: u16,
+    /// Which end the process is.
+    pub role: Role,
+    /// [`Protocol::name`], or [`UNKNOWN_PROTOCOL`].
+    pub protocol: &'static str,
+    /// Whether the connection is TLS.
+    pub ssl: bool,
+}
+
+impl Key {
+    /// The `l4_role` of `l7_link`: "client" or "server".
+    pub fn l4_role(&self) -> &'static str {
+        self.role.name()
+    }
+
+    /// The `l7_role` of the tables: "client" or "server".
+    pub fn l7_role(&self) -> &'static str {
+        self.role.name()
+    }
+}
+
+/// The key of an `l7_rpc_api` row.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct ApiKey {
+    /// The connection group.
+    pub key: Key,
+    /// The request's API ([`UNKNOWN_API`], [`OTHER_API`] included).
+    pub api: String,
+}
+
+/// An `l7_link` row's values (cumulative).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct LinkStats {
+    /// Bytes the process sent (full lengths, captured or not).
+    pub bytes_sent: u64,
+    /// Bytes the process received.
+    pub bytes_recv: u64,
+    /// Data calls that sent.
+    pub segs_sent: u64,
+    /// Data calls that received.
+    pub segs_recv: u64,
+}
+
+impl LinkStats {
+    fn add(&mut self, o: &LinkStats) {
+        self.bytes_sent = self.bytes_sent.saturating_add(o.bytes_sent);
+        self.bytes_recv = self.bytes_recv.saturating_add(o.bytes_recv);
+        self.segs_sent = self.segs_sent.saturating_add(o.segs_sent);
+        self.segs_recv = self.segs_recv.saturating_add(o.segs_recv);
+    }
+
+    fn call(way: Way, len: u64) -> LinkStats {
+        match way {
+            Way::Sent => LinkStats {
+                bytes_sent: len,
+                segs_sent: 1,
+                ..LinkStats::default()
+            },
+            Way::Received => LinkStats {
+                bytes_recv: len,
+                segs_recv: 1,
+                ..LinkStats::default()
+            },
+        }
+    }
+}
+
+/// An `l7_rpc` / `l7_rpc_api` row's values (cumulative).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RpcStats {
+    /// Requests completed.
+    pub req_count: u64,
+    /// Responses matched to a request.
+    pub resp_count: u64,
+    /// Matched responses that are errors.
+    pub err_count: u64,
+    /// Matched responses per latency bucket ([`LATENCY_BOUNDS_US`], then the overflow).
+    pub latency_buckets: Vec<u64>,
+    /// Sum of the latencies, µs.
+    pub latency_sum_us: u64,
+    /// Largest latency, µs.
+    pub latency_max_us: u64,
+}
+
+impl Default for RpcStats {
+    fn default() -> Self {
+        RpcStats {
+            req_count: 0,
+            resp_count: 0,
+            err_count: 0,
+            latency_buckets: vec![0; LATENCY_BOUNDS_US.len() + 1],
+            latency_sum_us: 0,
+            latency_max_us: 0,
+        }
+    }
+}
+
+impl RpcStats {
+    fn response(&mut self, error: bool, latency_us: u64) {
+        self.resp_count = self.resp_count.saturating_add(1);
+        self.err_count = self.err_count.saturating_add(u64::from(error));
+        let i = LATENCY_BOUNDS_US
+            .iter()
+            .position(|&b| latency_us <= b)
+            .unwrap_or(LATENCY_BOUNDS_US.len());
+        if let Some(b) = self.latency_buckets.get_mut(i) {
+            *b = b.saturating_add(1);
+        }
+        self.latency_sum_us = self.latency_sum_us.saturating_add(latency_us);
+        self.latency_max_us = self.latency_max_us.max(latency_us);
+    }
+}
+
+/// What the tracker counted besides the tables (cumulative).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct TrackerStats {
+    /// Data or close calls for a connection not tracked.
+    pub unknown_conn: u64,
+    /// `open` calls refused: [`Limits::max_connections`] reached.
+    pub conn_overflow: u64,
+    /// Connections whose protocol could not be detected.
+    pub undetected: u64,
+    /// Parser errors: bytes not following the protocol.
+    pub malformed: u64,
+    /// Parser errors: a header too long.
+    pub too_long: u64,
+    /// Parser errors: the stream lost its place (a gap, an earlier error, a protocol switch).
+    pub desynchronised: u64,
+    /// Requests still waiting for a response when their connection closed.
+    pub unanswered: u64,
+    /// Responses without a pending request.
+    pub unmatched_response: u64,
+    /// Pending requests dropped: [`MAX_PENDING_REQUESTS`] reached.
+    pub pending_overflow: u64,
+    /// Pending requests dropped because their connection's parsing failed.
+    pub pending_abandoned: u64,
+    /// Requests counted under [`OTHER_API`].
+    pub api_overflow: u64,
+    /// Table updates dropped: [`Limits::max_keys`] rows reached.
+    pub key_overflow: u64,
+}
+
+/// The tracker's tables and counters at one moment (cumulative since it started).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Snapshot {
+    /// `l7_link` rows.
+    pub links: BTreeMap<Key, LinkStats>,
+    /// `l7_rpc` rows.
+    pub rpcs: BTreeMap<Key, RpcStats>,
+    /// `l7_rpc_api` rows.
+    pub apis: BTreeMap<ApiKey, RpcStats>,
+    /// Command names of the processes seen (at most [`Limits::max_keys`]).
+    pub comms: BTreeMap<u32, String>,
+    /// The counters.
+    pub stats: TrackerStats,
+}
+
+/// The connection tracker: feed it the kernel's events, read its [`Snapshot`].
+pub struct Tracker {
+    conns: HashMap<u64, Conn>,
+    tables: Tables,
+}
+
+impl Tracker {
+    /// An empty tracker bounded by `limits`.
+    pub fn new(limits: Limits) -> Self {
+        Tracker {
+            conns: HashMap::new(),
+            tables: Tables {
+                limits,
+                links: BTreeMap::new(),
+                rpcs: BTreeMap::new(),
+                apis: BTreeMap::new(),
+                api_names: HashMap::new(),
+                comms: HashMap::new(),
+                stats: TrackerStats::default(),
+            },
+        }
+    }
+
+    /// Connection `conn` (the kernel's socket id) was seen; its protocol is looked for among
+    /// `allowed`. A `conn` already tracked is closed first.
+    pub fn open(&mut self, conn: u64, info: ConnInfo, allowed: &[Protocol]) {
+        if self.conns.contains_key(&conn) {
+            self.close(conn);
+        }
+        let t = &mut self.tables;
+        if self.conns.len() >= t.limits.max_connections {
+            t.stats.conn_overflow = t.stats.conn_overflow.saturating_add(1);
+            return;
+        }
+        if t.comms.len() < t.limits.max_keys || t.comms.contains_key(&info.tgid) {
+            t.comms.insert(info.tgid, info.comm.clone());
+        }
+        self.conns.insert(conn, Conn::new(&info, allowed));
+    }
+
+    /// The process sent or received a chunk of `total_len` bytes on `conn` at `ts_ns`, of which
+    /// `bytes` (a prefix) were captured. For DNS (UDP) a call is one datagram.
+    pub fn data(&mut self, conn: u64, way: Way, ts_ns: u64, bytes: &[u8], total_len: u64) {
+        let Some(c) = self.conns.get_mut(&conn) else {
+            let s = &mut self.tables.stats;
+            s.unknown_conn = s.unknown_conn.saturating_add(1);
+            return;
+        };
+        let total_len = total_len.max(bytes.len() as u64);
+        c.data(&mut self.tables, way, ts_ns, bytes, total_len);
+    }
+
+    /// Connection `conn` ended: its pending requests are counted unanswered.
+    pub fn close(&mut self, conn: u64) {
+        let Some(mut c) = self.conns.remove(&conn) else {
+            let s = &mut self.tables.stats;
+            s.unknown_conn = s.unknown_conn.saturating_add(1);
+            return;
+        };
+        c.flush_early(&mut self.tables);
+        let s = &mut self.tables.stats;
+        s.unanswered = s.unanswered.saturating_add(c.pending.len() as u64);
+    }
+
+    /// Drops everything of process `tgid` (it exited): its rows and its connections.
+    pub fn forget_tgid(&mut self, tgid: u32) {
+        self.conns.retain(|_, c| c.key.tgid != tgid);
+        let t = &mut self.tables;
+        t.links.retain(|k, _| k.tgid != tgid);
+        t.rpcs.retain(|k, _| k.tgid != tgid);
+        t.apis.retain(|k, _| k.key.tgid != tgid);
+        t.api_names.remove(&tgid);
+        t.comms.remove(&tgid);
+    }
+
+    /// Connections tracked now.
+    pub fn connections(&self) -> usize {
+        self.conns.len()
+    }
+
+    /// The tables and counters so far.
+    pub fn snapshot(&self) -> Snapshot {
+        let t = &self.tables;
+        Snapshot {
+            links: t.links.clone(),
+            rpcs: t.rpcs.clone(),
+            apis: t.apis.clone(),
+            comms: t.comms.iter().map(|(k, v)| (*k, v.clone())).collect(),
+            stats: t.stats,
+        }
+    }
+}
+
+/// The aggregates and what bounds them.
+struct Tables {
+    limits: Limits,
+    links: BTreeMap<Key, LinkStats>,
+    rpcs: BTreeMap<Key, RpcStats>,
+    apis: BTreeMap<ApiKey, RpcStats>,
+    /// Distinct APIs per process, at most `max_apis_per_process` each, `max_keys` processes.
+    api_names: HashMap<u32, HashSet<String>>,
+    comms: HashMap<u32, String>,
+    stats: TrackerStats,
+}
+
+/// `map`'s row for `key`, created when the map has room (else counted in `overflow`).
+fn row<'a, K: Ord, V: Default>(
+    map: &'a mut BTreeMap<K, V>,
+    key: K,
+    max: usize,
+    overflow: &mut u64,
+) -> Option<&'a mut V> {
+    if map.len() >= max && !map.contains_key(&key) {
+        *overflow = overflow.saturating_add(1);
+        return None;
+    }
+    Some(map.entry(key).or_default())
+}
+
+impl Tables {
+    fn link(&mut self, key: &Key, add: &LinkStats) {
+        let overflow = &mut self.stats.key_overflow;
+        if let Some(r) = row(&mut self.links, key.clone(), self.limits.max_keys, overflow) {
+            r.add(add);
+        }
+    }
+
+    /// The `api` a request of `tgid` is counted under: its own, or [`OTHER_API`] past the cap.
+    fn api_name(&mut self, tgid: u32, api: Option<&str>) -> String {
+        let name = api.unwrap_or(UNKNOWN_API);
+        let max = self.limits.max_apis_per_process;
+        let room = self.api_names.len() < self.limits.max_keys;
+        let fits = match self.api_names.get_mut(&tgid) {
+            Some(set) if set.contains(name) => true,
+            Some(set) if set.len() < max => set.insert(name.to_string()),
+            None if room && max > 0 => {
+                let set = HashSet::from([name.to_string()]);
+                self.api_names.insert(tgid, set).is_none()
+            }
+            _ => false,
+        };
+        if fits {
+            return name.to_string();
+        }
+        self.stats.api_overflow = self.stats.api_overflow.saturating_add(1);
+        OTHER_API.to_string()
+    }
+
+    /// Both rows of a request or response under (`key`, `api`).
+    fn rows(&mut self, key: &Key, api: &str, f: impl Fn(&mut RpcStats)) {
+        let (max, overflow) = (self.limits.max_keys, &mut self.stats.key_overflow);
+        if let Some(r) = row(&mut self.rpcs, key.clone(), max, overflow) {
+            f(r);
+        }
+        let api_key = ApiKey {
+            key: key.clone(),
+            api: api.to_string(),
+        };
+        if let Some(r) = row(&mut self.apis, api_key, max, overflow) {
+            f(r);
+        }
+    }
+
+    fn count_error(&mut self, e: &ParseError) {
+        let s = &mut self.stats;
+        let n = match e {
+            ParseError::Malformed(_) => &mut s.malformed,
+            ParseError::TooLong(_) => &mut s.too_long,
+            ParseError::Desynchronised(_) => &mut s.desynchronised,
+        };
+        *n = n.saturating_add(1);
+    }
+}
+
+/// A request waiting for its response.
+struct Pending {
+    /// Timestamp of the data call that completed it, ns.
+    ts: u64,
+    /// The `api` it was counted under.
+    api: String,
+    /// The parser's own `api` (a MySQL COM_STMT_PREPARE's verb).
+    verb: Option<String>,
+    /// The id its response carries (Kafka, DNS).
+    correlation: Option<u32>,
+}
+
+/// A data call kept while the protocol is detected.
+struct Chunk {
+    direction: Direction,
+    ts: u64,
+    /// Its captured bytes, cut to what detection keeps.
+    bytes: Vec<u8>,
+    total_len: u64,
+}
+
+/// The concrete parsers of a connection, where the directions talk to each other.
+enum Parsers {
+    Http(http::RequestParser, http::ResponseParser),
+    Kafka(kafka::RequestParser, kafka::ResponseParser),
+    Mysql(mysql::RequestParser, mysql::ResponseParser),
+    Plain(Box<dyn StreamParser>, Box<dyn StreamParser>),
+}
+
+impl Parsers {
+    fn new(protocol: Protocol) -> Self {
+        match protocol {
+            Protocol::Http => {
+                Parsers::Http(http::RequestParser::new(), http::ResponseParser::new())
+            }
+            Protocol::Kafka => {
+                Parsers::Kafka(kafka::RequestParser::new(), kafka::ResponseParser::new())
+            }
+            Protocol::Mysql => {
+                Parsers::Mysql(mysql::RequestParser::new(), mysql::ResponseParser::new())
+            }
+            p => Parsers::Plain(
+                crate::parser(p, Direction::Request),
+                crate::parser(p, Direction::Response),
+            ),
+        }
+    }
+
+    fn stream(&mut self, direction: Direction) -> &mut dyn StreamParser {
+        let request = direction == Direction::Request;
+        match self {
+            Parsers::Http(q, _) if request => q,
+            Parsers::Http(_, r) => r,
+            Parsers::Kafka(q, _) if request => q,
+            Parsers::Kafka(_, r) => r,
+            Parsers::Mysql(q, _) if request => q,
+            Parsers::Mysql(_, r) => r,
+            Parsers::Plain(q, _) if request => q.as_mut(),
+            Parsers::Plain(_, r) => r.as_mut(),
+        }
+    }
+
+    /// Hands what the request stream saw (`msgs` just completed) to the response stream;
+    /// Kafka requests that get no response are taken out of `pending`.
+    fn after_requests(&mut self, msgs: &[Message], pending: &mut VecDeque<Pending>) {
+        match self {
+            Parsers::Http(_, r) => {
+                for m in msgs.iter().filter(|m| m.direction == Direction::Request) {
+                    let api = m.api.as_deref().unwrap_or("");
+                    r.expect(api.split(' ').next().unwrap_or("").as_bytes());
+                }
+            }
+            Parsers::Kafka(q, r) => {
+                for (id, key, version) in q.take_headers() {
+                    r.expect(id, key, version);
+                }
+                for id in q.take_no_response() {
+                    pending.retain(|p| p.correlation != Some(id));
+                }
+            }
+            Parsers::Mysql(..) | Parsers::Plain(..) => {}
+        }
+    }
+}
+
+/// Where a connection is.
+enum State {
+    /// Protocol not known yet: the data calls seen, for detection and replay.
+    Detecting(Vec<Chunk>),
+    /// Parsing.
+    Parsing(Box<Parsers>),
+    /// Not parsed (undetected, or a parser failed).
+    Stopped,
+}
+
+/// One tracked connection.
+struct Conn {
+    /// Its rows' key (`protocol` set once decided).
+    key: Key,
+    allowed: Vec<Protocol>,
+    protocol: Option<Protocol>,
+    state: State,
+    /// Link counts while the protocol is not decided.
+    early: LinkStats,
+    pending: VecDeque<Pending>,
+}
+
+impl Conn {
+    fn new(info: &ConnInfo, allowed: &[Protocol]) -> Self {
+        let (client, server) = match info.role {
+            Role::Client => (info.local, info.remote),
+            Role::Server => (info.remote, info.local),
+        };
+        Conn {
+            key: Key {
+                tgid: info.tgid,
+                client_ip: client.ip(),
+                server_ip: server.ip(),
+                server_port: server.port(),
+                role: info.role,
+                protocol: UNKNOWN_PROTOCOL,
+                ssl: info.tls,
+            },
+            allowed: allowed.to_vec(),
+            protocol: None,
+            state: State::Detecting(Vec::new()),
+            early: LinkStats::default(),
+            pending: VecDeque::new(),
+        }
+    }
+
+    fn direction(&self, way: Way) -> Direction {
+        match (self.key.role, way) {
+            (Role::Server, Way::Received) | (Role::Client, Way::Sent) => Direction::Request,
+            _ => Direction::Response,
+        }
+    }
+
+    fn data(&mut self, t: &mut Tables, way: Way, ts: u64, bytes: &[u8], total_len: u64) {
+        let call = LinkStats::call(way, total_len);
+        if matches!(self.state, State::Detecting(_)) {
+            self.early.add(&call);
+        } else {
+            t.link(&self.key, &call);
+        }
+        let direction = self.direction(way);
+        if let State::Detecting(chunks) = &mut self.state {
+            chunks.push(Chunk {
+                direction,
+                ts,
+                bytes: bytes.to_vec(),
+                total_len,
+            });
+            self.detect(t);
+        } else {
+            self.parse(t, direction, ts, bytes, total_len);
+        }
+    }
+
+    /// Runs detection on the kept calls; parses them once a protocol is decided.
+    fn detect(&mut self, t: &mut Tables) {
+        let State::Detecting(chunks) = &mut self.state else {
+            return;
+        };
+        let (request, request_closed) = prefix(chunks, Direction::Request);
+        let (response, response_closed) = prefix(chunks, Direction::Response);
+        let response = (!response.is_empty()).then_some(response.as_slice());
+        let decided = match detect(&request, response, &self.allowed) {
+            Some(d) => d,
+            None if chunks.len() >= DETECT_CHUNKS || (request_closed && response_closed) => Err(()),
+            None => {
+                cut_last(chunks);
+                return;
+            }
+        };
+        let State::Detecting(chunks) = std::mem::replace(&mut self.state, State::Stopped) else {
+            return;
+        };
+        match decided {
+            Ok(p) => {
+                self.protocol = Some(p);
+                self.key.protocol = p.name();
+                self.state = State::Parsing(Box::new(Parsers::new(p)));
+            }
+            Err(()) => t.stats.undetected = t.stats.undetected.saturating_add(1),
+        }
+        self.flush_early(t);
+        for c in chunks {
+            self.parse(t, c.direction, c.ts, &c.bytes, c.total_len);
+        }
+    }
+
+    /// Adds the link counts of the detection phase to the link row.
+    fn flush_early(&mut self, t: &mut Tables) {
+        let early = std::mem::take(&mut self.early);
+        if early != LinkStats::default() {
+            t.link(&self.key, &early);
+        }
+    }
+
+    fn parse(&mut self, t: &mut Tables, direction: Direction, ts: u64, bytes: &[u8], len: u64) {
+        let State::Parsing(parsers) = &mut self.state else {
+            return;
+        };
+        let mut out = Vec::new();
+        let stream = parsers.stream(direction);
+        let mut result = stream.feed(bytes, &mut out);
+        let missing = len.saturating_sub(bytes.len() as u64);
+        if result.is_ok() && missing > 0 {
+            result = stream.gap(missing);
+            // A message the gap completed is yielded by the next feed: flush it now (not for
+            // DNS over UDP, where a feed is a datagram and a gap means nothing).
+            if result.is_ok() && stream.protocol() != Protocol::Dns {
+                result = stream.feed(&[], &mut out);
+            }
+        }
+        for m in out.iter() {
+            self.message(t, m, ts);
+        }
+        if let State::Parsing(parsers) = &mut self.state {
+            parsers.after_requests(&out, &mut self.pending);
+        }
+        if let Err(e) = result {
+            t.count_error(&e);
+            if self.protocol != Some(Protocol::Dns) {
+                self.state = State::Stopped;
+                let n = std::mem::take(&mut self.pending).len() as u64;
+                t.stats.pending_abandoned = t.stats.pending_abandoned.saturating_add(n);
+            }
+        }
+    }
+
+    fn message(&mut self, t: &mut Tables, m: &Message, ts: u64) {
+        match m.direction {
+            Direction::Request => self.request(t, m, ts),
+            Direction::Response => self.response(t, m, ts),
+        }
+    }
+
+    fn request(&mut self, t: &mut Tables, m: &Message, ts: u64) {
+        let api = t.api_name(self.key.tgid, m.api.as_deref());
+        t.rows(&self.key, &api, |r| {
+            r.req_count = r.req_count.saturating_add(1)
+        });
+        if self.pending.len() >= MAX_PENDING_REQUESTS {
+            self.pending.pop_front();
+            t.stats.pending_overflow = t.stats.pending_overflow.saturating_add(1);
+        }
+        let by_id = matches!(self.protocol, Some(Protocol::Kafka | Protocol::Dns));
+        self.pending.push_back(Pending {
+            ts,
+            api,
+            verb: m.api.clone(),
+            correlation: m.correlation.filter(|_| by_id),
+        });
+    }
+
+    fn response(&mut self, t: &mut Tables, m: &Message, ts: u64) {
+        let by_id = matches!(self.protocol, Some(Protocol::Kafka | Protocol::Dns));
+        let found = match m.correlation {
+            Some(id) if by_id => {
+                let i = self.pending.iter().position(|p| p.correlation == Some(id));
+                i.and_then(|i| self.pending.remove(i))
+            }
+            _ => self.pending.pop_front(),
+        };
+        let Some(p) = found else {
+            t.stats.unmatched_response = t.stats.unmatched_response.saturating_add(1);
+            return;
+        };
+        let latency_us = ts.saturating_sub(p.ts) / 1_000;
+        let error = matches!(m.status, Some(Status::Error(_)));
+        t.rows(&self.key, &p.api, |r| r.response(error, latency_us));
+        if let (State::Parsing(parsers), Some(id), Some(verb)) =
+            (&mut self.state, m.correlation, p.verb)
+        {
+            if let Parsers::Mysql(q, _) = parsers.as_mut() {
+                q.statement_prepared(id, verb);
+            }
+        }
+    }
+}
+
+/// The first bytes of `direction` in `chunks` (at most [`DETECT_BYTES`], up to the first lost
+/// bytes), and whether more can no longer come.
+fn prefix(chunks: &[Chunk], direction: Direction) -> (Vec<u8>, bool) {
+    let mut out = Vec::new();
+    for c in chunks.iter().filter(|c| c.direction == direction) {
+        let room = DETECT_BYTES.saturating_sub(out.len());
+        out.extend(c.bytes.iter().take(room));
+        if c.bytes.len() > room || (c.bytes.len() as u64) < c.total_len {
+            return (out, true);
+        }
+    }
+    let full = out.len() >= DETECT_BYTES;
+    (out, full)
+}
+
+/// Cuts the last kept call to what detection keeps of its direction (the rest becomes a gap).
+fn cut_last(chunks: &mut [Chunk]) {
+    let Some((last, before)) = chunks.split_last_mut() else {
+        return;
+    };
+    let kept: usize = before
+        .iter()
+        .filter(|c| c.direction == last.direction)
+        .map(|c| c.bytes.len())
+        .sum();
+    last.bytes.truncate(DETECT_BYTES.saturating_sub(kept));
+    last.bytes.shrink_to_fit();
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    const MS: u64 = 1_000_000;
+
+    fn info(tgid: u32, role: Role, port: u16) -> ConnInfo {
+        let (local, remote) = match role {
+            Role::Server => (format!("10.0.0.1:{port}"), "10.0.0.2:40000".to_string()),
+            Role::Client => ("10.0.0.2:40000".to_string(), format!("10.0.0.1:{port}")),
+        };
+        ConnInfo {
+            tgid,
+            comm: "app".into(),
+            role,
+            local: local.parse().unwrap(),
+            remote: remote.parse().unwrap(),
+            tls: false,
+        }
+    }
+
+    fn key(tgid: u32, role: Role, port: u16, protocol: &'static str) -> Key {
+        Key {
+            tgid,
+            client_ip: "10.0.0.2".parse().unwrap(),
+            server_ip: "10.0.0.1".parse().unwrap(),
+            server_port: port,
+            role,
+            protocol,
+            ssl: false,
+        }
+    }
+
+    fn api(k: &Key, api: &str) -> ApiKey {
+        ApiKey {
+            key: k.clone(),
+            api: api.into(),
+        }
+    }
+
+    /// Feeds a whole chunk.
+    fn send(t: &mut Tracker, conn: u64, way: Way, ts: u64, bytes: &[u8]) {
+        t.data(conn, way, ts, bytes, bytes.len() as u64);
+    }
+
+    fn bucket(us: u64) -> usize {
+        LATENCY_BOUNDS_US.iter().position(|&b| us <= b).unwrap()
+    }
+
+    #[test]
+    fn http_requests_responses_latency_and_errors() {
+        let mut t = Tracker::new(Limits::default());
+        t.open(1, info(7, Role::Server, 8080), &Protocol::ALL);
+        let get = b"GET /users/42?x=1 HTTP/1.1\r\nHost: x\r\n\r\n";
+        send(&mut t, 1, Way::Received, MS, get);
+        send(
+            &mut t,
+            1,
+            Way::Sent,
+            3 * MS,
+            b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok",
+        );
+        send(
+            &mut t,
+            1,
+            Way::Received,
+            10 * MS,
+            b"GET /nope HTTP/1.1\r\n\r\n",
+        );
+        send(
+            &mut t,
+            1,
+            Way::Sent,
+            10 * MS + 40_000,
+            b"HTTP/1.1 404 Not Found\r\nContent-Length: 0\r\n\r\n",
+        );
+        let s = t.snapshot();
+        let k = key(7, Role::Server, 8080, "http");
+        let rpc = &s.rpcs[&k];
+        assert_eq!((rpc.req_count, rpc.resp_count, rpc.err_count), (2, 2, 1));
+        assert_eq!(rpc.latency_sum_us, 2_040);
+        assert_eq!(rpc.latency_max_us, 2_000);
+        assert_eq!(rpc.latency_buckets[bucket(2_000)], 1);
+        assert_eq!(rpc.latency_buckets[bucket(40)], 1);
+        let users = &s.apis[&api(&k, "GET /users/{id}")];
+        assert_eq!((users.req_count, users.err_count), (1, 0));
+        assert_eq!(s.apis[&api(&k, "GET /nope")].err_count, 1);
+        let link = s.links[&k];
+        assert_eq!((link.segs_recv, link.segs_sent), (2, 2));
+        assert_eq!(link.bytes_recv, (get.len() + 22) as u64);
+        assert_eq!(s.comms[&7], "app");
+        assert_eq!((k.l4_role(), k.l7_role()), ("server", "server"));
+        assert_eq!(s.stats, TrackerStats::default());
+    }
+
+    #[test]
+    fn pipelined_requests_are_answered_in_order() {
+        let mut t = Tracker::new(Limits::default());
+        t.open(1, info(7, Role::Client, 80), &[Protocol::Http]);
+        let reqs = b"GET /a HTTP/1.1\r\n\r\nHEAD /b HTTP/1.1\r\n\r\n";
+        send(&mut t, 1, Way::Sent, MS, reqs);
+        // The HEAD response has a Content-Length but no body: the announced method frames it.
+        let resps = b"HTTP/1.1 500 E\r\nContent-Length: 1\r\n\r\nxHTTP/1.1 200 OK\r\nContent-Length: 9\r\n\r\n";
+        send(&mut t, 1, Way::Received, 2 * MS, resps);
+        let s = t.snapshot();
+        let k = key(7, Role::Client, 80, "http");
+        assert_eq!(s.apis[&api(&k, "GET /a")].err_count, 1);
+        let head = &s.apis[&api(&k, "HEAD /b")];
+        assert_eq!((head.resp_count, head.err_count), (1, 0));
+        assert_eq!(s.stats, TrackerStats::default());
+        t.close(1);
+        assert_eq!(t.snapshot().stats.unanswered, 0);
+    }
+
+    #[test]
+    fn redis_error_reply() {
+        let mut t = Tracker::new(Limits::default());
+        t.open(1, info(7, Role::Client, 6379), &Protocol::ALL);
+        send(&mut t, 1, Way::Sent, MS, b"*2\r\n$3\r\nGET\r\n$1\r\nk\r\n");
+        send(&mut t, 1, Way::Received, 2 * MS, b"-WRONGTYPE bad\r\n");
+        let s = t.snapshot();
+        let k = key(7, Role::Client, 6379, "redis");
+        let get = &s.apis[&api(&k, "GET")];
+        assert_eq!((get.req_count, get.resp_count, get.err_count), (1, 1, 1));
+        assert_eq!(get.latency_sum_us, 1_000);
+    }
+
+    fn typed(ty: u8, body: &[u8]) -> Vec<u8> {
+        let mut m = vec![ty];
+        m.extend_from_slice(&(body.len() as u32 + 4).to_be_bytes());
+        m.extend_from_slice(body);
+        m
+    }
+
+    #[test]
+    fn pgsql_simple_query_with_error() {
+        let mut t = Tracker::new(Limits::default());
+        t.open(1, info(7, Role::Server, 5432), &Protocol::ALL);
+        let params = b"user\0postgres\0database\0app\0\0";
+        let mut startup = ((params.len() + 8) as u32).to_be_bytes().to_vec();
+        startup.extend_from_slice(&196_608u32.to_be_bytes());
+        startup.extend_from_slice(params);
+        send(&mut t, 1, Way::Received, MS, &startup);
+        let mut backend = typed(b'R', &[0, 0, 0, 0]);
+        backend.extend(typed(b'Z', b"I"));
+        send(&mut t, 1, Way::Sent, 2 * MS, &backend);
+        send(
+            &mut t,
+            1,
+            Way::Received,
+            3 * MS,
+            &typed(b'Q', b"select * from nope\0"),
+        );
+        let mut resp = typed(b'E', b"SERROR\0C42P01\0Mno\0\0");
+        resp.extend(typed(b'Z', b"I"));
+        send(&mut t, 1, Way::Sent, 8 * MS, &resp);
+        let s = t.snapshot();
+        let k = key(7, Role::Server, 5432, "pgsql");
+        let sel = &s.apis[&api(&k, "SELECT")];
+        assert_eq!((sel.req_count, sel.resp_count, sel.err_count), (1, 1, 1));
+        assert_eq!(sel.latency_max_us, 5_000);
+        assert_eq!(s.stats, TrackerStats::default());
+    }
+
+    fn kafka_request(api_key: i16, version: i16, correlation: i32) -> Vec<u8> {
+        let mut body = api_key.to_be_bytes().to_vec();
+        body.extend(version.to_be_bytes());
+        body.extend(correlation.to_be_bytes());
+        body.extend(6i16.to_be_bytes());
+        body.extend(b"client");
+        body.extend([0, 0, 0]);
+        let mut m = (body.len() as u32).to_be_bytes().to_vec();
+        m.extend(body);
+        m
+    }
+
+    /// An ApiVersions v3 response: error code, no api keys, throttle time, no tags.
+    fn api_versions_response(correlation: i32, error: i16) -> Vec<u8> {
+        let mut body = correlation.to_be_bytes().to_vec();
+        body.extend(error.to_be_bytes());
+        body.extend([1, 0, 0, 0, 0, 0]);
+        let mut m = (body.len() as u32).to_be_bytes().to_vec();
+        m.extend(body);
+        m
+    }
+
+    #[test]
+    fn kafka_responses_match_by_correlation_id() {
+        let mut t = Tracker::new(Limits::default());
+        t.open(1, info(7, Role::Client, 9092), &Protocol::ALL);
+        send(&mut t, 1, Way::Sent, MS, &kafka_request(18, 3, 7));
+        send(&mut t, 1, Way::Sent, 2 * MS, &kafka_request(18, 3, 8));
+        // Answered out of order: 8 (an error, UNSUPPORTED_VERSION) first, then 7.
+        send(
+            &mut t,
+            1,
+            Way::Received,
+            4 * MS,
+            &api_versions_response(8, 35),
+        );
+        send(
+            &mut t,
+            1,
+            Way::Received,
+            11 * MS,
+            &api_versions_response(7, 0),
+        );
+        send(
+            &mut t,
+            1,
+            Way::Received,
+            12 * MS,
+            &api_versions_response(9, 0),
+        );
+        let s = t.snapshot();
+        let k = key(7, Role::Client, 9092, "kafka");
+        let av = &s.apis[&api(&k, "ApiVersions")];
+        assert_eq!((av.req_count, av.resp_count, av.err_count), (2, 2, 1));
+        assert_eq!(av.latency_sum_us, 2_000 + 10_000);
+        assert_eq!(av.latency_max_us, 10_000);
+        assert_eq!(s.stats.unmatched_response, 1);
+    }
+
+    fn dns_query(id: u16) -> Vec<u8> {
+        let mut v = id.to_be_bytes().to_vec();
+        v.extend([0x01, 0x00, 0, 1, 0, 0, 0, 0, 0, 0]);
+        v.extend(b"\x07example\x03com\x00");
+        v.extend([0, 1, 0, 1]);
+        v
+    }
+
+    fn dns_answer(query: &[u8], rcode: u8) -> Vec<u8> {
+        let mut v = query[..2].to_vec();
+        v.extend([0x81, 0x80 | rcode, 0, 1, 0, 0, 0, 0, 0, 0]);
+        v.extend(&query[12..]);
+        v
+    }
+
+    #[test]
+    fn dns_datagrams_match_by_id() {
+        let mut t = Tracker::new(Limits::default());
+        t.open(1, info(7, Role::Client, 53), &Protocol::ALL);
+        let (a, b) = (dns_query(0x1234), dns_query(0x4321));
+        send(&mut t, 1, Way::Sent, MS, &a);
+        send(&mut t, 1, Way::Sent, MS, &b);
+        send(&mut t, 1, Way::Received, 2 * MS, &dns_answer(&b, 0));
+        send(&mut t, 1, Way::Received, 5 * MS, &dns_answer(&a, 3));
+        // A datagram that is not DNS: counted, the next one is still read.
+        send(&mut t, 1, Way::Received, 6 * MS, b"junk");
+        send(&mut t, 1, Way::Received, 7 * MS, &dns_answer(&a, 0));
+        let s = t.snapshot();
+        let k = key(7, Role::Client, 53, "dns");
+        let r = &s.apis[&api(&k, "A")];
+        assert_eq!((r.req_count, r.resp_count, r.err_count), (2, 2, 1));
+        assert_eq!(r.latency_sum_us, 1_000 + 4_000);
+        assert_eq!(s.stats.malformed, 1);
+        assert_eq!(s.stats.unmatched_response, 1);
+    }
+
+    fn packet(seq: u8, payload: &[u8]) -> Vec<u8> {
+        let mut p = (payload.len() as u32).to_le_bytes()[..3].to_vec();
+        p.push(seq);
+        p.extend_from_slice(payload);
+        p
+    }
+
+    fn handshake() -> Vec<u8> {
+        let mut p = vec![0x0a];
+        p.extend(b"8.0.36\0");
+        p.extend([1, 0, 0, 0]);
+        p.extend(b"abcdefgh\0");
+        p.extend([0xff, 0xff, 0xff, 0, 0x02, 0, 0, 21]);
+        p.extend([0; 10]);
+        p.extend(b"ijklmnopqrst\0mysql_native_password\0");
+        packet(0, &p)
+    }
+
+    fn handshake_response() -> Vec<u8> {
+        let mut p = 0x000f_a685u32.to_le_bytes().to_vec();
+        p.extend([0, 0, 0, 1, 0x21]);
+        p.extend([0; 23]);
+        p.extend(b"root\0\x14");
+        p.extend([7; 20]);
+        p.extend(b"mysql_native_password\0");
+        packet(1, &p)
+    }
+
+    fn mysql_ok(seq: u8) -> Vec<u8> {
+        packet(seq, &[0x00, 0, 0, 2, 0, 0, 0])
+    }
+
+    fn mysql_eof(seq: u8) -> Vec<u8> {
+        packet(seq, &[0xfe, 0, 0, 2, 0])
+    }
+
+    fn column_def(seq: u8) -> Vec<u8> {
+        let mut p = b"\x03def\x02db\x01t\x01t\x01a\x01a".to_vec();
+        p.extend([0x0c, 0x3f, 0, 11, 0, 0, 0, 3, 0, 0, 0, 0, 0]);
+        packet(seq, &p)
+    }
+
+    #[test]
+    fn mysql_prepared_statement_is_attributed_to_its_verb() {
+        let mut t = Tracker::new(Limits::default());
+        t.open(1, info(7, Role::Client, 3306), &Protocol::ALL);
+        send(&mut t, 1, Way::Received, MS, &handshake());
+        send(&mut t, 1, Way::Sent, 2 * MS, &handshake_response());
+        send(&mut t, 1, Way::Received, 3 * MS, &mysql_ok(2));
+        let mut prepare = vec![0x16];
+        prepare.extend(b"UPDATE t SET a = ? WHERE id = 1");
+        send(&mut t, 1, Way::Sent, 4 * MS, &packet(0, &prepare));
+        let mut prep_ok = vec![0x00];
+        prep_ok.extend(7u32.to_le_bytes());
+        prep_ok.extend([0, 0, 1, 0, 0, 0, 0]);
+        let mut resp = packet(1, &prep_ok);
+        resp.extend(column_def(2));
+        resp.extend(mysql_eof(3));
+        send(&mut t, 1, Way::Received, 5 * MS, &resp);
+        let execute = [0x17, 7, 0, 0, 0, 0, 1, 0, 0, 0, 1, 3, 0, 42, 0, 0, 0];
+        send(&mut t, 1, Way::Sent, 6 * MS, &packet(0, &execute));
+        send(&mut t, 1, Way::Received, 9 * MS, &mysql_ok(1));
+        let s = t.snapshot();
+        let k = key(7, Role::Client, 3306, "mysql");
+        let update = &s.apis[&api(&k, "UPDATE")];
+        assert_eq!((update.req_count, update.resp_count), (2, 2));
+        assert_eq!(update.latency_sum_us, 1_000 + 3_000);
+        assert!(!s.apis.contains_key(&api(&k, UNKNOWN_API)));
+        assert_eq!(s.stats, TrackerStats::default());
+    }
+
+    #[test]
+    fn unmatched_unanswered_and_unknown_connections() {
+        let mut t = Tracker::new(Limits::default());
+        t.open(1, info(7, Role::Server, 6379), &Protocol::ALL);
+        send(&mut t, 1, Way::Received, MS, b"*1\r\n$4\r\nPING\r\n");
+        send(&mut t, 1, Way::Sent, MS, b"+PONG\r\n+PONG\r\n");
+        send(
+            &mut t,
+            1,
+            Way::Received,
+            MS,
+            b"*1\r\n$4\r\nPING\r\n*1\r\n$4\r\nPING\r\n",
+        );
+        send(&mut t, 2, Way::Received, MS, b"x");
+        t.close(1);
+        t.close(1);
+        let s = t.snapshot().stats;
+        assert_eq!(
+            (s.unmatched_response, s.unanswered, s.unknown_conn),
+            (1, 2, 2)
+        );
+        assert_eq!(t.connections(), 0);
+    }
+
+    #[test]
+    fn apis_past_the_cap_go_to_other() {
+        let limits = Limits {
+            max_apis_per_process: 2,
+            ..Limits::default()
+        };
+        let mut t = Tracker::new(limits);
+        t.open(1, info(7, Role::Server, 80), &[Protocol::Http]);
+        for p in ["a", "b", "c", "d", "a"] {
+            let req = format!("GET /{p} HTTP/1.1\r\n\r\n");
+            send(&mut t, 1, Way::Received, MS, req.as_bytes());
+            send(
+                &mut t,
+                1,
+                Way::Sent,
+                MS,
+                b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n",
+            );
+        }
+        let s = t.snapshot();
+        let k = key(7, Role::Server, 80, "http");
+        let names: Vec<&str> = s.apis.keys().map(|a| a.api.as_str()).collect();
+        assert_eq!(names, ["GET /a", "GET /b", OTHER_API]);
+        assert_eq!(s.apis[&api(&k, OTHER_API)].resp_count, 2);
+        assert_eq!(s.apis[&api(&k, "GET /a")].req_count, 2);
+        assert_eq!(s.stats.api_overflow, 2);
+    }
+
+    #[test]
+    fn connections_and_rows_are_capped() {
+        let limits = Limits {
+            max_connections: 2,
+            max_keys: 1,
+            max_apis_per_process: 8,
+        };
+        let mut t = Tracker::new(limits);
+        t.open(1, info(7, Role::Server, 80), &[Protocol::Http]);
+        t.open(2, info(7, Role::Server, 81), &[Protocol::Http]);
+        t.open(3, info(7, Role::Server, 82), &[Protocol::Http]);
+        assert_eq!(t.connections(), 2);
+        send(&mut t, 3, Way::Received, MS, b"GET / HTTP/1.1\r\n\r\n");
+        send(&mut t, 1, Way::Received, MS, b"GET / HTTP/1.1\r\n\r\n");
+        send(&mut t, 2, Way::Received, MS, b"GET / HTTP/1.1\r\n\r\n");
+        let s = t.snapshot();
+        assert_eq!((s.links.len(), s.rpcs.len(), s.apis.len()), (1, 1, 1));
+        assert!(s.links.contains_key(&key(7, Role::Server, 80, "http")));
+        assert_eq!(s.stats.conn_overflow, 1);
+        assert_eq!(s.stats.unknown_conn, 1);
+        // Connection 2's link, rpc and api rows.
+        assert_eq!(s.stats.key_overflow, 3);
+        t.forget_tgid(7);
+        let s = t.snapshot();
+        assert!(s.links.is_empty() && s.rpcs.is_empty() && s.apis.is_empty());
+        assert!(s.comms.is_empty());
+        assert_eq!(t.connections(), 0);
+    }
+
+    #[test]
+    fn undetected_connections_still_count_bytes() {
+        let mut t = Tracker::new(Limits::default());
+        t.open(1, info(7, Role::Server, 7000), &Protocol::ALL);
+        send(&mut t, 1, Way::Received, MS, b"xyzzy there, no protocol\n");
+        send(&mut t, 1, Way::Sent, MS, b"hi, not a protocol\n");
+        let s = t.snapshot();
+        assert_eq!(s.stats.undetected, 1);
+        assert!(s.rpcs.is_empty());
+        let link = s.links[&key(7, Role::Server, 7000, UNKNOWN_PROTOCOL)];
+        assert_eq!(
+            (link.bytes_recv, link.bytes_sent, link.segs_sent),
+            (25, 19, 1)
+        );
+        // Nothing allowed: not parsed either.
+        t.open(2, info(7, Role::Server, 80), &[]);
+        send(&mut t, 2, Way::Received, MS, b"GET / HTTP/1.1\r\n\r\n");
+        assert_eq!(t.snapshot().stats.undetected, 2);
+    }
+
+    #[test]
+    fn detection_gives_up_after_its_budget() {
+        let mut t = Tracker::new(Limits::default());
+        t.open(1, info(7, Role::Client, 3306), &[Protocol::Mysql]);
+        for _ in 0..DETECT_CHUNKS - 1 {
+            send(&mut t, 1, Way::Sent, MS, b"");
+        }
+        assert_eq!(t.snapshot().stats.undetected, 0);
+        send(&mut t, 1, Way::Sent, MS, b"");
+        assert_eq!(t.snapshot().stats.undetected, 1);
+        // Later bytes are counted, not parsed.
+        send(&mut t, 1, Way::Received, MS, &handshake());
+        let s = t.snapshot();
+        let link = s.links[&key(7, Role::Client, 3306, UNKNOWN_PROTOCOL)];
+        assert_eq!((link.segs_sent, link.segs_recv), (DETECT_CHUNKS as u64, 1));
+    }
+
+    #[test]
+    fn a_connection_closed_while_detecting_counts_its_bytes() {
+        let mut t = Tracker::new(Limits::default());
+        t.open(1, info(7, Role::Client, 3306), &Protocol::ALL);
+        send(&mut t, 1, Way::Sent, MS, b"");
+        t.close(1);
+        let s = t.snapshot();
+        assert_eq!(
+            s.links[&key(7, Role::Client, 3306, UNKNOWN_PROTOCOL)].segs_sent,
+            1
+        );
+        assert_eq!(s.stats.undetected, 0);
+    }
+
+    #[test]
+    fn lost_bytes_are_gaps() {
+        let mut t = Tracker::new(Limits::default());
+        t.open(1, info(7, Role::Server, 80), &[Protocol::Http]);
+        send(&mut t, 1, Way::Received, MS, b"GET /big HTTP/1.1\r\n\r\n");
+        // A body the parser skips anyway: the lost tail is harmless.
+        let head = b"HTTP/1.1 200 OK\r\nContent-Length: 10000\r\n\r\nxx";
+        t.data(1, Way::Sent, 2 * MS, head, (head.len() + 9_998) as u64);
+        // A header cut: the stream cannot be followed any more.
+        let req = b"GET /cut HTTP/1.1\r\nHost: x";
+        t.data(1, Way::Received, 3 * MS, req, 5_000);
+        send(
+            &mut t,
+            1,
+            Way::Received,
+            4 * MS,
+            b"GET /after HTTP/1.1\r\n\r\n",
+        );
+        let s = t.snapshot();
+        let k = key(7, Role::Server, 80, "http");
+        assert_eq!(s.apis[&api(&k, "GET /big")].resp_count, 1);
+        assert_eq!(s.rpcs[&k].req_count, 1);
+        assert_eq!(s.stats.desynchronised + s.stats.malformed, 1);
+        assert_eq!(s.links[&k].bytes_recv, 21 + 5_000 + 23);
+        assert_eq!(s.links[&k].bytes_sent, (head.len() + 9_998) as u64);
+    }
+
+    #[test]
+    fn detection_keeps_calls_until_it_can_tell() {
+        let mut t = Tracker::new(Limits::default());
+        t.open(1, info(7, Role::Client, 3306), &Protocol::ALL);
+        // MySQL: the server speaks first; the client's bytes wait for it.
+        send(&mut t, 1, Way::Received, MS, &handshake()[..10]);
+        assert!(t.snapshot().links.is_empty());
+        send(&mut t, 1, Way::Received, MS, &handshake()[10..]);
+        send(&mut t, 1, Way::Sent, MS, &handshake_response());
+        send(&mut t, 1, Way::Received, MS, &mysql_ok(2));
+        send(&mut t, 1, Way::Sent, MS, &packet(0, b"\x03select 1"));
+        send(&mut t, 1, Way::Received, 2 * MS, &mysql_ok(1));
+        let s = t.snapshot();
+        let k = key(7, Role::Client, 3306, "mysql");
+        assert_eq!(s.links[&k].segs_recv, 4);
+        assert_eq!(s.apis[&api(&k, "SELECT")].resp_count, 1);
+        assert_eq!(s.stats, TrackerStats::default());
+    }
+
+    #[test]
+    fn pending_requests_are_bounded() {
+        let mut t = Tracker::new(Limits::default());
+        t.open(1, info(7, Role::Client, 6379), &[Protocol::Redis]);
+        let ping = b"*1\r\n$4\r\nPING\r\n".repeat(MAX_PENDING_REQUESTS + 5);
+        send(&mut t, 1, Way::Sent, MS, &ping[..4000]);
+        send(&mut t, 1, Way::Sent, MS, &ping[4000..]);
+        t.close(1);
+        let s = t.snapshot().stats;
+        assert_eq!(s.pending_overflow, 5);
+        assert_eq!(s.unanswered, MAX_PENDING_REQUESTS as u64);
+    }
+
+    /// Seeds that detect, so random sequences reach the parsers too.
+    fn seeds() -> Vec<Vec<u8>> {
+        vec![
+            b"GET /a HTTP/1.1\r\n\r\n".to_vec(),
+            b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n".to_vec(),
+            b"*1\r\n$4\r\nPING\r\n".to_vec(),
+            b"+OK\r\n".to_vec(),
+            kafka_request(18, 3, 1),
+            api_versions_response(1, 0),
+            dns_query(1),
+            dns_answer(&dns_query(1), 3),
+            handshake(),
+        ]
+    }
+
+    #[derive(Debug, Clone)]
+    enum Op {
+        Open(u64, u32, bool),
+        Data(u64, bool, u64, Vec<u8>, u64),
+        Close(u64),
+        Forget(u32),
+    }
+
+    fn op() -> impl Strategy<Value = Op> {
+        let bytes = prop_oneof![
+            proptest::collection::vec(any::<u8>(), 0..48),
+            (0..seeds().len()).prop_map(|i| seeds()[i].clone()),
+        ];
+        prop_oneof![
+            (0..6u64, 0..3u32, any::<bool>()).prop_map(|(c, p, s)| Op::Open(c, p, s)),
+            (0..6u64, any::<bool>(), 0..u64::MAX, bytes, 0..64u64)
+                .prop_map(|(c, w, ts, b, extra)| Op::Data(c, w, ts, b, extra)),
+            (0..6u64).prop_map(Op::Close),
+            (0..3u32).prop_map(Op::Forget),
+        ]
+    }
+
+    proptest! {
+        #[test]
+        fn random_events_never_panic_and_stay_bounded(ops in proptest::collection::vec(op(), 0..40)) {
+            let limits = Limits { max_connections: 3, max_keys: 4, max_apis_per_process: 2 };
+            let mut t = Tracker::new(limits);
+            for op in ops {
+                match op {
+                    Op::Open(c, tgid, server) => {
+                        let role = if server { Role::Server } else { Role::Client };
+                        t.open(c, info(tgid, role, 1000 + c as u16), &Protocol::ALL);
+                    }
+                    Op::Data(c, sent, ts, b, extra) => {
+                        let way = if sent { Way::Sent } else { Way::Received };
+                        t.data(c, way, ts, &b, b.len() as u64 + extra);
+                    }
+                    Op::Close(c) => t.close(c),
+                    Op::Forget(tgid) => t.forget_tgid(tgid),
+                }
+                let s = t.snapshot();
+                prop_assert!(t.connections() <= limits.max_connections);
+                prop_assert!(s.links.len() <= limits.max_keys);
+                prop_assert!(s.rpcs.len() <= limits.max_keys);
+                prop_assert!(s.apis.len() <= limits.max_keys);
+                prop_assert!(s.comms.len() <= limits.max_keys);
+                let names = &t.tables.api_names;
+                prop_assert!(names.len() <= limits.max_keys);
+                prop_assert!(names.values().all(|n| n.len() <= limits.max_apis_per_process));
+                for c in t.conns.values() {
+                    prop_assert!(c.pending.len() <= MAX_PENDING_REQUESTS);
+                    if let State::Detecting(chunks) = &c.state {
+                        prop_assert!(chunks.len() < DETECT_CHUNKS);
+                        for d in [Direction::Request, Direction::Response] {
+                            let kept: usize = chunks.iter()
+                                .filter(|k| k.direction == d).map(|k| k.bytes.len()).sum();
+                            prop_assert!(kept <= DETECT_BYTES);
+                        }
+                    }
+                }
+            }
+        }
+    }
+}
