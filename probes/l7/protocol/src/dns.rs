@@ -364,6 +364,14 @@ impl StreamParser for TcpParser {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::testkit::{feed_pieces, split};
+
+    fn run_boxed(
+        mut p: Box<dyn StreamParser>,
+        pieces: &[&[u8]],
+    ) -> (Vec<Message>, Option<ParseError>) {
+        feed_pieces(p.as_mut(), pieces)
+    }
     use proptest::prelude::*;
 
     /// A header: id, flags, counts.
@@ -565,29 +573,6 @@ mod tests {
             .collect()
     }
 
-    fn run(mut p: Box<dyn StreamParser>, pieces: &[&[u8]]) -> (Vec<Message>, Option<ParseError>) {
-        let mut out = Vec::new();
-        for piece in pieces {
-            if let Err(e) = p.feed(piece, &mut out) {
-                return (out, Some(e));
-            }
-        }
-        (out, None)
-    }
-
-    fn split<'a>(data: &'a [u8], cuts: &[usize]) -> Vec<&'a [u8]> {
-        let mut cuts: Vec<usize> = cuts.iter().map(|c| c % (data.len() + 1)).collect();
-        cuts.sort_unstable();
-        let mut pieces = Vec::new();
-        let mut at = 0;
-        for c in cuts {
-            pieces.push(&data[at..c]);
-            at = c;
-        }
-        pieces.push(&data[at..]);
-        pieces
-    }
-
     #[test]
     fn tcp_framing() {
         let q = query(1, "example.com", 1);
@@ -597,12 +582,12 @@ mod tests {
             big.extend([0xc0, 12, 0, 1, 0, 1, 0, 0, 0x0e, 0x10, 0, 4, 1, 2, 3, 4]);
         }
         let data = tcp(&[answer(&q, 3), big.clone(), answer(&q, 0)]);
-        let (msgs, e) = run(tcp_parser(Direction::Response), &[&data]);
+        let (msgs, e) = run_boxed(tcp_parser(Direction::Response), &[&data]);
         assert_eq!(e, None);
         assert_eq!(msgs.len(), 3);
         assert_eq!(msgs[1].len, big.len() as u64 + 2);
         assert_eq!(msgs[0].status, Some(Status::Error("NXDOMAIN".into())));
-        let (_, e) = run(tcp_parser(Direction::Response), &[&[0, 3, 1, 2, 3]]);
+        let (_, e) = run_boxed(tcp_parser(Direction::Response), &[&[0, 3, 1, 2, 3]]);
         assert_eq!(e, Some(ParseError::Malformed(Protocol::Dns)));
         let mut p = tcp_parser(Direction::Request);
         assert_eq!(p.gap(1), Err(ParseError::Desynchronised(Protocol::Dns)));
@@ -643,9 +628,9 @@ mod tests {
         ) {
             let queries: Vec<_> = ids.iter().zip(&qtypes).map(|(&i, &t)| query(i, "www.example.org", t)).collect();
             let data = tcp(&queries);
-            let whole = run(tcp_parser(Direction::Request), &[&data]);
+            let whole = run_boxed(tcp_parser(Direction::Request), &[&data]);
             prop_assert_eq!(whole.0.len(), ids.len());
-            prop_assert_eq!(run(tcp_parser(Direction::Request), &split(&data, &cuts)), whole);
+            prop_assert_eq!(run_boxed(tcp_parser(Direction::Request), &split(&data, &cuts)), whole);
         }
 
         #[test]
@@ -656,8 +641,8 @@ mod tests {
             let _ = detect(&data, Some(&data));
             for d in [Direction::Request, Direction::Response] {
                 let _ = parser(d).feed(&data, &mut Vec::new());
-                let whole = run(tcp_parser(d), &[&data]);
-                prop_assert_eq!(run(tcp_parser(d), &split(&data, &cuts)), whole);
+                let whole = run_boxed(tcp_parser(d), &[&data]);
+                prop_assert_eq!(run_boxed(tcp_parser(d), &split(&data, &cuts)), whole);
             }
         }
 

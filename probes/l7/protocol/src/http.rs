@@ -707,51 +707,12 @@ fn printable(s: &[u8]) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::testkit::{feed_cut, req, resp};
     use crate::MAX_TEXT;
     use proptest::prelude::*;
 
-    /// Feeds `data` in pieces cut at `cuts` (positions, any order); the messages and the first error.
-    fn run(
-        p: &mut dyn StreamParser,
-        data: &[u8],
-        cuts: &[usize],
-    ) -> (Vec<Message>, Option<ParseError>) {
-        let mut cuts: Vec<usize> = cuts.iter().map(|&c| c.min(data.len())).collect();
-        cuts.sort_unstable();
-        cuts.push(data.len());
-        let mut out = Vec::new();
-        let mut at = 0;
-        for c in cuts {
-            if let Err(e) = p.feed(&data[at..c], &mut out) {
-                return (out, Some(e));
-            }
-            at = c;
-        }
-        (out, None)
-    }
-
     fn whole(direction: Direction, data: &[u8]) -> (Vec<Message>, Option<ParseError>) {
-        run(parser(direction).as_mut(), data, &[])
-    }
-
-    fn req(api: &str, len: usize) -> Message {
-        Message {
-            direction: Direction::Request,
-            api: Some(api.into()),
-            status: None,
-            correlation: None,
-            len: len as u64,
-        }
-    }
-
-    fn resp(status: Status, len: usize) -> Message {
-        Message {
-            direction: Direction::Response,
-            api: None,
-            status: Some(status),
-            correlation: None,
-            len: len as u64,
-        }
+        feed_cut(parser(direction).as_mut(), data, &[])
     }
 
     const CURL: &[u8] = b"GET /api/users/42/orders?page=2#top HTTP/1.1\r\nHost: localhost:8080\r\nUser-Agent: curl/8.5.0\r\nAccept: */*\r\n\r\n";
@@ -862,7 +823,7 @@ mod tests {
             b"\x16\x03\x01\x02\x00\x01\x00\x01\xfc\x03\x03\n",
         ] {
             let mut p = parser(Direction::Request);
-            let (_, err) = run(p.as_mut(), bad, &[]);
+            let (_, err) = feed_cut(p.as_mut(), bad, &[]);
             assert_eq!(err, Some(ParseError::Malformed(Protocol::Http)), "{bad:?}");
             assert_eq!(
                 p.feed(CURL, &mut Vec::new()),
@@ -879,7 +840,7 @@ mod tests {
         let mut data = b"GET / HTTP/1.1\r\nX: ".to_vec();
         data.resize(MAX_PENDING + 10, b'a');
         let mut p = RequestParser::new();
-        let (_, err) = run(&mut p, &data, &[100, 5000]);
+        let (_, err) = feed_cut(&mut p, &data, &[100, 5000]);
         assert_eq!(err, Some(ParseError::TooLong(Protocol::Http)));
         assert!(p.0.retained() <= MAX_PENDING);
         // Exactly MAX_PENDING bytes of header fit.
@@ -899,7 +860,7 @@ mod tests {
         p.expect_head();
         p.expect(b"GET");
         let data = [&head[..], NOT_FOUND].concat();
-        let (msgs, err) = run(&mut p, &data, &[]);
+        let (msgs, err) = feed_cut(&mut p, &data, &[]);
         assert_eq!(err, None);
         assert_eq!(
             msgs,
@@ -938,7 +899,7 @@ mod tests {
         let mut p = ResponseParser::new();
         p.expect(b"CONNECT");
         let ok = b"HTTP/1.1 200 Connection established\r\n\r\n";
-        let (msgs, err) = run(&mut p, &[&ok[..], b"\x16\x03\x01"].concat(), &[ok.len()]);
+        let (msgs, err) = feed_cut(&mut p, &[&ok[..], b"\x16\x03\x01"].concat(), &[ok.len()]);
         assert_eq!(msgs, vec![resp(Status::Ok, ok.len())]);
         assert_eq!(err, Some(ParseError::Desynchronised(Protocol::Http)));
     }
@@ -947,7 +908,7 @@ mod tests {
     fn body_until_close() {
         let head = b"HTTP/1.0 200 OK\r\nContent-Type: text/plain\r\n\r\n";
         let mut p = parser(Direction::Response);
-        let (msgs, err) = run(
+        let (msgs, err) = feed_cut(
             p.as_mut(),
             &[&head[..], b"HTTP/1.1 500 x\r\n\r\n and more"].concat(),
             &[3, 60],
@@ -1122,7 +1083,7 @@ mod tests {
         let expected: Vec<Message> = batch.into_iter().map(|(_, m)| m).collect();
         let cuts: Vec<usize> = cuts.iter().map(|i| i.index(data.len() + 1)).collect();
         let all = whole(direction, &data);
-        let split = run(parser(direction).as_mut(), &data, &cuts);
+        let split = feed_cut(parser(direction).as_mut(), &data, &cuts);
         prop_assert_eq!(&all, &(expected, None));
         prop_assert_eq!(all, split);
         Ok(())
@@ -1145,11 +1106,11 @@ mod tests {
             let data = [start, &bytes[..]].concat();
             let cuts: Vec<usize> = cuts.iter().map(|i| i.index(data.len() + 1)).collect();
             let mut p = RequestParser::new();
-            let split = run(&mut p, &data, &cuts);
+            let split = feed_cut(&mut p, &data, &cuts);
             prop_assert!(p.0.retained() <= MAX_PENDING);
             prop_assert_eq!(split, whole(Direction::Request, &data));
             let mut p = ResponseParser::new();
-            let split = run(&mut p, &data, &cuts);
+            let split = feed_cut(&mut p, &data, &cuts);
             prop_assert!(p.0.retained() <= MAX_PENDING);
             prop_assert_eq!(split, whole(Direction::Response, &data));
         }

@@ -744,6 +744,14 @@ impl StreamParser for ResponseParser {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::testkit::{feed_pieces, split};
+
+    fn run_boxed(
+        mut p: Box<dyn StreamParser>,
+        pieces: &[&[u8]],
+    ) -> (Vec<Message>, Option<ParseError>) {
+        feed_pieces(p.as_mut(), pieces)
+    }
     use proptest::prelude::*;
 
     fn string(s: &str) -> Vec<u8> {
@@ -1106,30 +1114,6 @@ mod tests {
         assert_eq!(detect(&bad, None), Detect::No);
     }
 
-    /// Feeds `pieces` in turn: the messages and the first error.
-    fn run(mut p: Box<dyn StreamParser>, pieces: &[&[u8]]) -> (Vec<Message>, Option<ParseError>) {
-        let mut out = Vec::new();
-        for piece in pieces {
-            if let Err(e) = p.feed(piece, &mut out) {
-                return (out, Some(e));
-            }
-        }
-        (out, None)
-    }
-
-    fn split<'a>(data: &'a [u8], cuts: &[usize]) -> Vec<&'a [u8]> {
-        let mut cuts: Vec<usize> = cuts.iter().map(|c| c % (data.len() + 1)).collect();
-        cuts.sort_unstable();
-        let mut pieces = Vec::new();
-        let mut at = 0;
-        for c in cuts {
-            pieces.push(&data[at..c]);
-            at = c;
-        }
-        pieces.push(&data[at..]);
-        pieces
-    }
-
     /// A valid request of a random api (Produce ones with a real acks).
     fn arb_request() -> impl Strategy<Value = Vec<u8>> {
         (
@@ -1180,10 +1164,10 @@ mod tests {
             cuts in prop::collection::vec(any::<usize>(), 0..12),
         ) {
             let data = requests.concat();
-            let whole = run(parser(Direction::Request), &[&data]);
+            let whole = run_boxed(parser(Direction::Request), &[&data]);
             prop_assert_eq!(whole.1.clone(), None);
             prop_assert_eq!(whole.0.len(), requests.len());
-            prop_assert_eq!(run(parser(Direction::Request), &split(&data, &cuts)), whole);
+            prop_assert_eq!(run_boxed(parser(Direction::Request), &split(&data, &cuts)), whole);
         }
 
         #[test]
@@ -1199,8 +1183,8 @@ mod tests {
                 .map(|(h, b)| response(h.0 as i32, false, b))
                 .collect::<Vec<_>>()
                 .concat();
-            let whole = run(response_parser(&headers), &[&data]);
-            prop_assert_eq!(run(response_parser(&headers), &split(&data, &cuts)), whole);
+            let whole = run_boxed(response_parser(&headers), &[&data]);
+            prop_assert_eq!(run_boxed(response_parser(&headers), &split(&data, &cuts)), whole);
         }
 
         #[test]
@@ -1211,10 +1195,10 @@ mod tests {
             version in 0i16..18,
         ) {
             let _ = detect(&data, Some(&data));
-            run(parser(Direction::Request), &split(&data, &cuts));
+            run_boxed(parser(Direction::Request), &split(&data, &cuts));
             let expect = [(u32::from_be_bytes([data.get(4).copied().unwrap_or(0), 0, 0, 0]), key, version)];
-            let whole = run(response_parser(&expect), &[&data]);
-            prop_assert_eq!(run(response_parser(&expect), &split(&data, &cuts)), whole);
+            let whole = run_boxed(response_parser(&expect), &[&data]);
+            prop_assert_eq!(run_boxed(response_parser(&expect), &split(&data, &cuts)), whole);
         }
     }
 }

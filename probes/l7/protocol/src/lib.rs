@@ -226,6 +226,72 @@ pub fn text(s: &[u8]) -> String {
         .collect()
 }
 
+/// Helpers the protocol modules' tests share.
+#[cfg(test)]
+pub(crate) mod testkit {
+    use super::{Direction, Message, ParseError, Status, StreamParser};
+
+    /// Feeds `data` in pieces cut at `cuts` (positions, any order, clamped); the messages and
+    /// the first error.
+    pub(crate) fn feed_cut(
+        p: &mut dyn StreamParser,
+        data: &[u8],
+        cuts: &[usize],
+    ) -> (Vec<Message>, Option<ParseError>) {
+        feed_pieces(p, &split(data, cuts))
+    }
+
+    /// Feeds `pieces` in turn: the messages and the first error.
+    pub(crate) fn feed_pieces(
+        p: &mut dyn StreamParser,
+        pieces: &[&[u8]],
+    ) -> (Vec<Message>, Option<ParseError>) {
+        let mut out = Vec::new();
+        for piece in pieces {
+            if let Err(e) = p.feed(piece, &mut out) {
+                return (out, Some(e));
+            }
+        }
+        (out, None)
+    }
+
+    /// `data` cut at `cuts` (positions modulo its length + 1, any order).
+    pub(crate) fn split<'a>(data: &'a [u8], cuts: &[usize]) -> Vec<&'a [u8]> {
+        let mut cuts: Vec<usize> = cuts.iter().map(|c| c % (data.len() + 1)).collect();
+        cuts.sort_unstable();
+        let mut pieces = Vec::new();
+        let mut at = 0;
+        for c in cuts {
+            pieces.push(data.get(at..c).unwrap_or_default());
+            at = c;
+        }
+        pieces.push(data.get(at..).unwrap_or_default());
+        pieces
+    }
+
+    /// A request message.
+    pub(crate) fn req(api: &str, len: usize) -> Message {
+        Message {
+            direction: Direction::Request,
+            api: Some(api.into()),
+            status: None,
+            correlation: None,
+            len: len as u64,
+        }
+    }
+
+    /// A response message.
+    pub(crate) fn resp(status: Status, len: usize) -> Message {
+        Message {
+            direction: Direction::Response,
+            api: None,
+            status: Some(status),
+            correlation: None,
+            len: len as u64,
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -664,50 +664,11 @@ fn error_code(message: &[u8]) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::testkit::{feed_cut, req, resp};
     use proptest::prelude::*;
 
-    /// Feeds `data` in pieces cut at `cuts`; the messages and the first error.
-    fn run(
-        p: &mut dyn StreamParser,
-        data: &[u8],
-        cuts: &[usize],
-    ) -> (Vec<Message>, Option<ParseError>) {
-        let mut cuts: Vec<usize> = cuts.iter().map(|&c| c.min(data.len())).collect();
-        cuts.sort_unstable();
-        cuts.push(data.len());
-        let mut out = Vec::new();
-        let mut at = 0;
-        for c in cuts {
-            if let Err(e) = p.feed(&data[at..c], &mut out) {
-                return (out, Some(e));
-            }
-            at = c;
-        }
-        (out, None)
-    }
-
     fn whole(direction: Direction, data: &[u8]) -> (Vec<Message>, Option<ParseError>) {
-        run(parser(direction).as_mut(), data, &[])
-    }
-
-    fn req(api: &str, len: usize) -> Message {
-        Message {
-            direction: Direction::Request,
-            api: Some(api.into()),
-            status: None,
-            correlation: None,
-            len: len as u64,
-        }
-    }
-
-    fn resp(status: Status, len: usize) -> Message {
-        Message {
-            direction: Direction::Response,
-            api: None,
-            status: Some(status),
-            correlation: None,
-            len: len as u64,
-        }
+        feed_cut(parser(direction).as_mut(), data, &[])
     }
 
     fn err(code: &str) -> Status {
@@ -829,7 +790,7 @@ mod tests {
         ] {
             let mut p = parser(Direction::Response);
             assert_eq!(
-                run(p.as_mut(), bad, &[]).1,
+                feed_cut(p.as_mut(), bad, &[]).1,
                 Some(ParseError::Malformed(Protocol::Redis)),
                 "{bad:?}"
             );
@@ -1065,7 +1026,7 @@ mod tests {
         let expected: Vec<Message> = batch.into_iter().filter_map(|(_, m)| m).collect();
         let cuts: Vec<usize> = cuts.iter().map(|i| i.index(data.len() + 1)).collect();
         let all = whole(direction, &data);
-        let split = run(parser(direction).as_mut(), &data, &cuts);
+        let split = feed_cut(parser(direction).as_mut(), &data, &cuts);
         prop_assert_eq!(&all, &(expected, None));
         prop_assert_eq!(all, split);
         Ok(())
@@ -1089,7 +1050,7 @@ mod tests {
             let cuts: Vec<usize> = cuts.iter().map(|i| i.index(data.len() + 1)).collect();
             for direction in [Direction::Request, Direction::Response] {
                 let mut p = Parser::new(direction);
-                let split = run(&mut p, &data, &cuts);
+                let split = feed_cut(&mut p, &data, &cuts);
                 prop_assert!(p.retained() <= MAX_PENDING);
                 prop_assert!(p.stack.len() <= MAX_DEPTH);
                 prop_assert_eq!(split, whole(direction, &data));
