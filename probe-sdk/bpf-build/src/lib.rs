@@ -50,9 +50,19 @@ pub fn build_skeletons(names: &[&str]) {
     build_skeletons_from("src/bpf", names);
 }
 
+/// Like [`build_skeletons`], with extra clang arguments, e.g. `-mcpu=v3` for a program that
+/// needs the BPF atomics beyond fetch-and-add (compare-and-exchange, kernel 5.12 and later).
+pub fn build_skeletons_with(names: &[&str], extra: &[&str]) {
+    build(Path::new("src/bpf"), names, extra);
+}
+
 /// Like [`build_skeletons`], with the sources in `src_dir` (relative to the crate's manifest
 /// directory) instead of `src/bpf`; probe-sdk uses it for its BPF self-test program.
 pub fn build_skeletons_from(src_dir: impl AsRef<Path>, names: &[&str]) {
+    build(src_dir.as_ref(), names, &[]);
+}
+
+fn build(src_dir: &Path, names: &[&str], extra: &[&str]) {
     let manifest = PathBuf::from(env::var_os("CARGO_MANIFEST_DIR").expect("CARGO_MANIFEST_DIR"));
     let out_dir = PathBuf::from(env::var_os("OUT_DIR").expect("OUT_DIR"));
     let ws = workspace_root(&manifest);
@@ -62,7 +72,7 @@ pub fn build_skeletons_from(src_dir: impl AsRef<Path>, names: &[&str]) {
     for name in names {
         let src = bpf_dir.join(format!("{name}.bpf.c"));
         let skel = out_dir.join(format!("{name}.skel.rs"));
-        let args: Vec<OsString> = vec![
+        let mut args: Vec<OsString> = vec![
             "-I".into(),
             bpf_dir.clone().into(),
             "-I".into(),
@@ -73,6 +83,7 @@ pub fn build_skeletons_from(src_dir: impl AsRef<Path>, names: &[&str]) {
             "-Wno-unused-function".into(),
             "-Wno-compare-distinct-pointer-types".into(),
         ];
+        args.extend(extra.iter().map(OsString::from));
         SkeletonBuilder::new()
             .source(&src)
             .clang_args(args)

@@ -390,6 +390,63 @@ fn ipv6_listen_overflow_matches_the_kernels_counters() {
     listen_overflow_scenario("[::1]:0", 20);
 }
 
+/// SYNs to one full listener handled on both CPUs at once: every drop is counted once (two
+/// CPUs reading the listener's drop counter at the same time must not both count the same
+/// increment).
+#[test]
+fn concurrent_syns_on_two_cpus_count_each_drop_once() {
+    let _g = KERNEL_COUNTERS.lock().unwrap_or_else(|e| e.into_inner());
+    let probe = Probe::start(&["-t", "1"]);
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    // SAFETY: listen(2) again on our socket, to set the backlog to 1.
+    assert_eq!(unsafe { libc::listen(listener.as_raw_fd(), 1) }, 0);
+    let addr = listener.local_addr().unwrap();
+    let held: Vec<RawSock> = (0..2).map(|_| RawSock::connect_nonblocking(addr)).collect();
+    thread::sleep(Duration::from_millis(100));
+    let overflows0 = kernel_counter("/proc/net/netstat", "TcpExt:", "ListenOverflows");
+    let drops0 = kernel_counter("/proc/net/netstat", "TcpExt:", "ListenDrops");
+    let cpus = thread::available_parallelism()
+        .map_or(1, |n| n.get())
+        .min(4);
+    let storms: Vec<_> = (0..cpus.max(2))
+        .map(|cpu| {
+            thread::spawn(move || {
+                // SAFETY: a zeroed cpu_set_t with one CPU set, for this thread only.
+                unsafe {
+                    let mut set: libc::cpu_set_t = std::mem::zeroed();
+                    libc::CPU_SET(cpu % cpus, &mut set);
+                    libc::sched_setaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &set);
+                }
+                // Closed at once: a socket in SYN_SENT leaves nothing behind.
+                for _ in 0..1500 {
+                    drop(RawSock::connect_nonblocking(addr));
+                }
+            })
+        })
+        .collect();
+    for s in storms {
+        s.join().unwrap();
+    }
+    thread::sleep(Duration::from_millis(100));
+    let overflows = kernel_counter("/proc/net/netstat", "TcpExt:", "ListenOverflows") - overflows0;
+    let drops = kernel_counter("/proc/net/netstat", "TcpExt:", "ListenDrops") - drops0;
+    let records = probe.records_for(2);
+    let overflows2 = kernel_counter("/proc/net/netstat", "TcpExt:", "ListenOverflows") - overflows0;
+    let drops2 = kernel_counter("/proc/net/netstat", "TcpExt:", "ListenDrops") - drops0;
+    assert!(overflows >= 2000, "{overflows}");
+    let s = last_tcp(&records, "server", addr.port());
+    let (ao, ld) = (tcp_num(s, "accept_overflow"), tcp_num(s, "listendrop"));
+    assert!(
+        (overflows..=overflows2).contains(&ao),
+        "accept_overflow {ao}, kernel {overflows}..={overflows2}"
+    );
+    assert!(
+        (drops..=drops2).contains(&ld),
+        "listendrop {ld}, kernel {drops}..={drops2}"
+    );
+    drop(held);
+}
+
 #[test]
 fn listeners_older_than_the_probe_report_changes_since_it_started() {
     let _g = KERNEL_COUNTERS.lock().unwrap_or_else(|e| e.into_inner());

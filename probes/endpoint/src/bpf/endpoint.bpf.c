@@ -177,6 +177,28 @@ static __always_inline struct ep_listen_state *find_listener(struct ep_listen_ke
 	return bpf_map_lookup_elem(&listeners, k);
 }
 
+/* Claims the listener's sk_drops increments up to @drops not yet accounted for; returns how
+ * many. SYNs of one listener are handled on several CPUs at once: each increment is claimed
+ * by exactly one of them (compare-and-exchange on last_drops), else two CPUs reading the same
+ * old value would both count the same drops. */
+static __always_inline __u64 claim_drops(struct ep_listen_state *v, __u64 drops)
+{
+	__u64 last = v->last_drops;
+	int i;
+
+	for (i = 0; i < 4; i++) {
+		__u64 seen;
+
+		if (drops <= last)
+			return 0;
+		seen = __sync_val_compare_and_swap(&v->last_drops, last, drops);
+		if (seen == last)
+			return drops - last;
+		last = seen;
+	}
+	return 0;
+}
+
 /* Adds a map entry for listener @sk unless its address has one. */
 static __always_inline struct ep_listen_state *add_listener(struct sock *sk, __u64 drops)
 {
@@ -401,7 +423,7 @@ int BPF_PROG(on_consume, struct sk_buff *skb, void *location)
 	struct ep_listen_key k;
 	unsigned char *head;
 	struct sock *lsk;
-	__u64 drops, last;
+	__u64 drops, new_drops;
 	__u8 flags;
 	__u16 proto;
 
@@ -451,19 +473,18 @@ int BPF_PROG(on_consume, struct sk_buff *skb, void *location)
 		return 0;
 	lsk = bpf_core_cast((void *)v->sk, struct sock);
 	drops = read_drops(lsk);
-	last = v->last_drops;
-	if (drops == last) {
+	if (drops == v->last_drops) {
 		__sync_fetch_and_add(&v->c.synack_sent, 1);
 		return 0;
 	}
-	v->last_drops = drops;
-	if (drops < last)
+	new_drops = claim_drops(v, drops);
+	if (!new_drops)
 		return 0;
 	/* tcp_conn_request(): sk_acceptq_is_full() is ack_backlog > max_ack_backlog. */
 	if (lsk->sk_ack_backlog > lsk->sk_max_ack_backlog)
-		__sync_fetch_and_add(&v->c.accept_overflow, drops - last);
+		__sync_fetch_and_add(&v->c.accept_overflow, new_drops);
 	else
-		__sync_fetch_and_add(&v->c.syn_overflow, drops - last);
+		__sync_fetch_and_add(&v->c.syn_overflow, new_drops);
 	return 0;
 }
 
@@ -489,9 +510,8 @@ int BPF_PROG(on_kfree_skb, struct sk_buff *skb, void *location, enum skb_drop_re
 		 * increment is no ListenDrops, and listendrop leaves it out. The change is in
 		 * sk_drops already, so it is not a SYN drop for on_consume to classify either. */
 		drops = read_drops(rx_sk);
-		if (drops > v->last_drops)
+		if (claim_drops(v, drops))
 			__sync_fetch_and_add(&v->c.drops_not_listen, 1);
-		v->last_drops = drops;
 		/* TCP_LISTEN_OVERFLOW is every child tcp_check_req() could not create; the
 		 * kernel's ListenOverflows only those refused for a full accept queue. */
 		if (reason == bpf_core_enum_value(enum skb_drop_reason,
