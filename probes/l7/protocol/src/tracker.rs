@@ -212,6 +212,10 @@ pub struct RpcStats {
     pub resp_count: u64,
     /// Matched responses that are errors.
     pub err_count: u64,
+    /// Errors the protocol blames on the request ([`blame`]: HTTP 4xx, ...).
+    pub client_err_count: u64,
+    /// Errors the protocol blames on the server ([`blame`]: HTTP 5xx, ...).
+    pub server_err_count: u64,
     /// Matched responses per latency bucket ([`LATENCY_BOUNDS_US`], then the overflow).
     pub latency_buckets: Vec<u64>,
     /// Sum of the latencies, µs.
@@ -226,6 +230,8 @@ impl Default for RpcStats {
             req_count: 0,
             resp_count: 0,
             err_count: 0,
+            client_err_count: 0,
+            server_err_count: 0,
             latency_buckets: vec![0; LATENCY_BOUNDS_US.len() + 1],
             latency_sum_us: 0,
             latency_max_us: 0,
@@ -234,9 +240,20 @@ impl Default for RpcStats {
 }
 
 impl RpcStats {
-    fn response(&mut self, error: bool, latency_us: u64) {
+    fn response(&mut self, error: Option<Option<Blame>>, latency_us: u64) {
         self.resp_count = self.resp_count.saturating_add(1);
-        self.err_count = self.err_count.saturating_add(u64::from(error));
+        if let Some(blame) = error {
+            self.err_count = self.err_count.saturating_add(1);
+            match blame {
+                Some(Blame::Client) => {
+                    self.client_err_count = self.client_err_count.saturating_add(1)
+                }
+                Some(Blame::Server) => {
+                    self.server_err_count = self.server_err_count.saturating_add(1)
+                }
+                None => {}
+            }
+        }
         let i = LATENCY_BOUNDS_US
             .iter()
             .position(|&b| latency_us <= b)
@@ -246,6 +263,40 @@ impl RpcStats {
         }
         self.latency_sum_us = self.latency_sum_us.saturating_add(latency_us);
         self.latency_max_us = self.latency_max_us.max(latency_us);
+    }
+}
+
+/// Which side an error response blames.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Blame {
+    /// The request was wrong (HTTP 4xx, DNS NXDOMAIN/FORMERR/REFUSED, PostgreSQL SQLSTATE
+    /// classes other than the server's).
+    Client,
+    /// The server failed (HTTP 5xx, DNS SERVFAIL, PostgreSQL SQLSTATE classes 53 insufficient
+    /// resources, 54 program limit, 57 operator intervention, 58 system error, XX internal).
+    Server,
+}
+
+/// Which side the error `code` of `protocol` blames; None where the protocol does not say
+/// (Redis, MySQL and Kafka error codes mix both: they count in `err_count` only).
+pub fn blame(protocol: Protocol, code: &str) -> Option<Blame> {
+    match protocol {
+        Protocol::Http => match code.as_bytes().first() {
+            Some(b'4') => Some(Blame::Client),
+            Some(b'5') => Some(Blame::Server),
+            _ => None,
+        },
+        Protocol::Dns => match code {
+            "SERVFAIL" | "NOTIMP" => Some(Blame::Server),
+            "NXDOMAIN" | "FORMERR" | "REFUSED" => Some(Blame::Client),
+            _ => None,
+        },
+        Protocol::Pgsql => match code.get(..2) {
+            Some("53" | "54" | "57" | "58" | "XX") => Some(Blame::Server),
+            Some(_) => Some(Blame::Client),
+            None => None,
+        },
+        _ => None,
     }
 }
 
@@ -738,7 +789,11 @@ impl Conn {
             return;
         };
         let latency_us = ts.saturating_sub(p.ts) / 1_000;
-        let error = matches!(m.status, Some(Status::Error(_)));
+        let error = match (&m.status, self.protocol) {
+            (Some(Status::Error(code)), Some(protocol)) => Some(blame(protocol, code)),
+            (Some(Status::Error(_)), None) => Some(None),
+            _ => None,
+        };
         t.rows(&self.key, &p.api, |r| r.response(error, latency_us));
         if let (State::Parsing(parsers), Some(id), Some(verb)) =
             (&mut self.state, m.correlation, p.verb)

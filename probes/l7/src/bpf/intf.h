@@ -1,0 +1,101 @@
+/* SPDX-License-Identifier: (LGPL-2.1 OR BSD-2-Clause) */
+/*
+ * intf.h - records shared by l7.bpf.c and the l7probe user space (src/decode.rs decodes them;
+ * the skeleton generates the Rust copies, so both sides agree).
+ *
+ * One ring buffer carries three kinds of records, all starting with struct l7_head:
+ * - L7_EV_OPEN (struct l7_ev_open): a socket of a traced process moved its first bytes; its
+ *   addresses, owner and role. Sent once per socket (the `socks` map remembers it).
+ * - L7_EV_DATA (struct l7_ev_data + `cap` captured bytes): one send or receive call of a
+ *   traced process on an IPv4/IPv6 TCP or UDP socket: `len` bytes moved, the first `cap` of
+ *   them copied from the caller's buffer (0 when the call's buffer is not user memory, e.g.
+ *   sendfile, or the system call is not one whose buffer the program can find).
+ * - L7_EV_CLOSE (struct l7_head): a TCP socket announced by L7_EV_OPEN closed.
+ */
+#ifndef L7_INTF_H
+#define L7_INTF_H
+
+#define L7_COMM_LEN 16
+/* Largest capture per call; the scratch buffer is twice this (verifier bounds). */
+#define L7_CAP_MAX 4096
+
+enum l7_kind {
+	L7_EV_OPEN = 1,
+	L7_EV_DATA = 2,
+	L7_EV_CLOSE = 3,
+};
+
+enum l7_dir {
+	L7_SENT = 1,
+	L7_RECEIVED = 2,
+};
+
+/* How the bytes of a data record were found (l7_ev_data.how). */
+enum l7_how {
+	L7_HOW_BUF = 1,     /* read/write/sendto/recvfrom: the buffer argument */
+	L7_HOW_IOV = 2,     /* readv/writev/sendmsg/recvmsg: the iovec array */
+	L7_HOW_KERNEL = 3,  /* sendfile/splice: the bytes never were in user memory: none */
+	L7_HOW_UNKNOWN = 4, /* another system call (io_uring, sendmmsg, ...): none */
+};
+
+/* Socket role as the kernel saw the connection form (l7_ev_open.role). */
+enum l7_role {
+	L7_ROLE_UNKNOWN = 0, /* older than the probe, or UDP */
+	L7_ROLE_CLIENT = 1,  /* SYN_SENT -> ESTABLISHED: it connected */
+	L7_ROLE_SERVER = 2,  /* SYN_RECV -> ESTABLISHED: it was accepted */
+};
+
+struct l7_head {
+	__u64 cookie;  /* socket cookie: the connection's id */
+	__u64 ts_ns;   /* bpf_ktime_get_ns() */
+	__u32 tgid;
+	__u8 kind;     /* enum l7_kind */
+	__u8 pad[3];
+};
+
+struct l7_ev_open {
+	struct l7_head h;
+	__u8 role;     /* enum l7_role */
+	__u8 l4;       /* IPPROTO_TCP (6) or IPPROTO_UDP (17) */
+	__u16 family;  /* AF_INET (2) or AF_INET6 (10) */
+	__u16 lport;   /* host order */
+	__u16 rport;   /* host order, 0 for an unconnected UDP socket */
+	__u8 laddr[16];
+	__u8 raddr[16];
+	char comm[L7_COMM_LEN];
+};
+
+struct l7_ev_data {
+	struct l7_head h;
+	__u32 len;      /* bytes the call moved (its return value) */
+	__u16 cap;      /* bytes captured after this header */
+	__u8 dir;       /* enum l7_dir */
+	__u8 how;       /* enum l7_how */
+	__u16 peer_family; /* UDP: the datagram's peer from the call's address argument, else 0 */
+	__u16 peer_port;   /* host order */
+	__u8 peer_addr[16];
+	/* __u8 data[cap] follows */
+};
+
+/* Per socket, in the `socks` map (key: the socket's address). */
+struct l7_sock {
+	__u64 cookie;
+	__u32 tgid;
+	__u8 l4;
+	__u8 pad[3];
+};
+
+/* Which processes are traced (`cfg` map slot 0). */
+enum l7_mode {
+	L7_MODE_ALL = 0,     /* every process */
+	L7_MODE_INCLUDE = 1, /* those in `procs` */
+	L7_MODE_EXCLUDE = 2, /* all but those in `procs` */
+	L7_MODE_NONE = 3,    /* none (no sub-probe needs data) */
+};
+
+struct l7_cfg {
+	__u32 mode;    /* enum l7_mode */
+	__u32 cap;     /* bytes captured per call, at most L7_CAP_MAX */
+};
+
+#endif /* L7_INTF_H */

@@ -1,0 +1,197 @@
+//! The kernel side: loads `l7.bpf.c`, attaches it, and keeps its process filter (`cfg`,
+//! `procs`) equal to the control channel's process selection.
+
+use std::collections::BTreeSet;
+use std::mem::MaybeUninit;
+use std::os::fd::AsFd;
+use std::path::PathBuf;
+
+use libbpf_rs::skel::{OpenSkel, SkelBuilder};
+use libbpf_rs::{Link, MapCore, MapFlags, OpenObject};
+use probe_sdk::bpf::{self, LossCounters};
+use probe_sdk::decl::{Snoop, SnoopMode};
+
+use crate::skel::types::{l7_cfg, l7_mode};
+use crate::skel::{L7Skel, L7SkelBuilder};
+
+/// Failure to load, attach or configure the BPF side.
+#[derive(Debug, thiserror::Error)]
+pub enum CollectError {
+    /// libbpf refused something.
+    #[error("{what}: {source}")]
+    Libbpf {
+        /// What was being done.
+        what: &'static str,
+        /// The libbpf error.
+        source: libbpf_rs::Error,
+    },
+    /// BTF selection failed.
+    #[error(transparent)]
+    Sdk(#[from] bpf::BpfError),
+    /// More processes selected than the kernel's filter map holds.
+    #[error("{0} processes selected, the kernel filter holds {1}: the rest are not traced")]
+    TooManyProcesses(usize, u32),
+}
+
+fn ctx(what: &'static str) -> impl FnOnce(libbpf_rs::Error) -> CollectError {
+    move |source| CollectError::Libbpf { what, source }
+}
+
+/// How to configure the BPF side.
+#[derive(Debug, Clone)]
+pub struct Options {
+    /// Custom BTF file (`-b`).
+    pub btf_path: Option<PathBuf>,
+    /// Size of the ring buffer, bytes (a power of two).
+    pub ring_bytes: u32,
+    /// Bytes captured per call.
+    pub capture: u32,
+}
+
+/// The loaded and attached BPF object.
+pub struct Collector<'obj> {
+    skel: L7Skel<'obj>,
+    _links: Vec<Link>,
+    /// Tgids now in the `procs` map.
+    procs: BTreeSet<u32>,
+    capture: u32,
+    mode: Option<u32>,
+}
+
+/// Most tgids the `procs` map holds (its `max_entries`).
+pub const MAX_PROCS: u32 = 65536;
+
+impl<'obj> Collector<'obj> {
+    /// Opens, loads and attaches everything; nothing is traced until [`select`](Self::select).
+    pub fn start(
+        object: &'obj mut MaybeUninit<OpenObject>,
+        opts: &Options,
+    ) -> Result<Collector<'obj>, CollectError> {
+        let builder = L7SkelBuilder {
+            obj_builder: bpf::object_builder(opts.btf_path.as_deref())?,
+        };
+        let mut open = builder
+            .open(object)
+            .map_err(ctx("opening the BPF object"))?;
+        open.maps
+            .events
+            .set_max_entries(opts.ring_bytes)
+            .map_err(ctx("sizing the ring buffer"))?;
+        let skel = open.load().map_err(ctx("loading the BPF programs"))?;
+        let mut c = Collector {
+            skel,
+            _links: Vec::new(),
+            procs: BTreeSet::new(),
+            capture: opts.capture,
+            mode: None,
+        };
+        c.set_mode(l7_mode::L7_MODE_NONE.0)?;
+        let p = &c.skel.progs;
+        let links = vec![
+            p.on_state
+                .attach()
+                .map_err(ctx("attaching inet_sock_set_state"))?,
+            p.on_send
+                .attach()
+                .map_err(ctx("attaching sock_send_length"))?,
+            p.on_recv
+                .attach()
+                .map_err(ctx("attaching sock_recv_length"))?,
+        ];
+        c._links = links;
+        Ok(c)
+    }
+
+    fn set_mode(&mut self, mode: u32) -> Result<(), CollectError> {
+        if self.mode == Some(mode) {
+            return Ok(());
+        }
+        let v = l7_cfg {
+            mode,
+            cap: self.capture,
+        };
+        // SAFETY: l7_cfg is the plain-data copy of the map's value type.
+        let bytes = unsafe {
+            std::slice::from_raw_parts(
+                (&v as *const l7_cfg).cast::<u8>(),
+                std::mem::size_of::<l7_cfg>(),
+            )
+        };
+        self.skel
+            .maps
+            .cfg
+            .update(&0u32.to_ne_bytes(), bytes, MapFlags::ANY)
+            .map_err(ctx("writing the configuration map"))?;
+        self.mode = Some(mode);
+        Ok(())
+    }
+
+    /// Traces the processes `snoop` selects (none when `on` is false). The filter map is
+    /// updated first when the mode changes to one that reads it, so no process is traced that
+    /// should not be.
+    pub fn select(&mut self, snoop: &Snoop, on: bool) -> Result<(), CollectError> {
+        let (mode, want): (u32, BTreeSet<u32>) = match (on, snoop.mode) {
+            (false, _) => (l7_mode::L7_MODE_NONE.0, BTreeSet::new()),
+            (true, SnoopMode::All) => (l7_mode::L7_MODE_ALL.0, BTreeSet::new()),
+            (true, SnoopMode::Include) => (
+                l7_mode::L7_MODE_INCLUDE.0,
+                snoop.pids.iter().copied().collect(),
+            ),
+            (true, SnoopMode::Exclude) => (
+                l7_mode::L7_MODE_EXCLUDE.0,
+                snoop.pids.iter().copied().collect(),
+            ),
+        };
+        if self.mode != Some(mode) {
+            // Stop reading the map while it changes meaning.
+            self.set_mode(l7_mode::L7_MODE_NONE.0)?;
+        }
+        let mut over = 0usize;
+        for gone in self.procs.difference(&want).copied().collect::<Vec<_>>() {
+            // A missing key is fine: the set is what we wrote.
+            let _ = self.skel.maps.procs.delete(&gone.to_ne_bytes());
+            self.procs.remove(&gone);
+        }
+        for new in want.difference(&self.procs).copied().collect::<Vec<_>>() {
+            if self.procs.len() >= MAX_PROCS as usize {
+                over += 1;
+                continue;
+            }
+            self.skel
+                .maps
+                .procs
+                .update(&new.to_ne_bytes(), &[1u8], MapFlags::ANY)
+                .map_err(ctx("updating the process filter"))?;
+            self.procs.insert(new);
+        }
+        self.set_mode(mode)?;
+        if over > 0 {
+            return Err(CollectError::TooManyProcesses(want.len(), MAX_PROCS));
+        }
+        Ok(())
+    }
+
+    /// Forgets sockets user space forgot: the kernel announces them again when they next
+    /// move bytes.
+    pub fn forget(&self, cookies: &[u64]) {
+        for c in cookies {
+            // Already gone (closed, or evicted from the LRU map) is fine.
+            let _ = self.skel.maps.socks.delete(&c.to_ne_bytes());
+        }
+    }
+
+    /// The ring buffer of records.
+    pub fn events(&self) -> &dyn MapCore {
+        &self.skel.maps.events
+    }
+
+    /// The loss counters, the programs' recursion misses among the lost.
+    pub fn loss(&self) -> LossCounters {
+        let mut c = bpf::read_loss_counters(&self.skel.maps.gg_stats);
+        let p = &self.skel.progs;
+        let missed =
+            bpf::recursion_misses([p.on_state.as_fd(), p.on_send.as_fd(), p.on_recv.as_fd()]);
+        c.lost = c.lost.saturating_add(missed);
+        c
+    }
+}

@@ -1,0 +1,256 @@
+//! Decoding of the records `l7.bpf.c` sends through its ring buffer: the skeleton's copies of
+//! `src/bpf/intf.h` read with `probe_sdk::bpf::plain_data`.
+
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
+
+use probe_sdk::bpf::plain_data::{self, Plain};
+
+use crate::skel::types::{l7_ev_data, l7_ev_open, l7_head};
+
+// SAFETY: these are the `#[repr(C)]` plain-data copies of `intf.h`'s records (integers and
+// integer arrays only), valid for any bit pattern.
+unsafe impl Plain for l7_head {}
+// SAFETY: as above.
+unsafe impl Plain for l7_ev_open {}
+// SAFETY: as above.
+unsafe impl Plain for l7_ev_data {}
+
+const AF_INET: u16 = 2;
+const AF_INET6: u16 = 10;
+const IPPROTO_UDP: u8 = 17;
+
+/// Record kinds and the other enums of `intf.h`, as the skeleton generates them.
+mod c {
+    use crate::skel::types::{l7_dir, l7_how, l7_kind, l7_role};
+
+    pub const OPEN: u8 = l7_kind::L7_EV_OPEN.0 as u8;
+    pub const DATA: u8 = l7_kind::L7_EV_DATA.0 as u8;
+    pub const CLOSE: u8 = l7_kind::L7_EV_CLOSE.0 as u8;
+    pub const SENT: u8 = l7_dir::L7_SENT.0 as u8;
+    pub const RECEIVED: u8 = l7_dir::L7_RECEIVED.0 as u8;
+    pub const HOW_KERNEL: u8 = l7_how::L7_HOW_KERNEL.0 as u8;
+    pub const HOW_UNKNOWN: u8 = l7_how::L7_HOW_UNKNOWN.0 as u8;
+    pub const CLIENT: u8 = l7_role::L7_ROLE_CLIENT.0 as u8;
+    pub const SERVER: u8 = l7_role::L7_ROLE_SERVER.0 as u8;
+}
+
+/// How the kernel saw a TCP connection form.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Origin {
+    /// It connected.
+    Connected,
+    /// It was accepted.
+    Accepted,
+    /// Not seen (older than the probe, or UDP).
+    Unknown,
+}
+
+/// A socket's first bytes were moved by a traced process.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Open {
+    /// Socket cookie.
+    pub cookie: u64,
+    /// Owning process.
+    pub tgid: u32,
+    /// Its command name.
+    pub comm: String,
+    /// UDP (else TCP).
+    pub udp: bool,
+    /// How the connection formed.
+    pub origin: Origin,
+    /// Local address.
+    pub local: SocketAddr,
+    /// Peer address (port 0 for an unconnected UDP socket).
+    pub remote: SocketAddr,
+}
+
+/// Which way bytes moved.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Dir {
+    /// The process sent them.
+    Sent,
+    /// The process received them.
+    Received,
+}
+
+/// One send or receive call.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Data<'a> {
+    /// Socket cookie.
+    pub cookie: u64,
+    /// Kernel time of the call's end, ns.
+    pub ts_ns: u64,
+    /// The calling process.
+    pub tgid: u32,
+    /// Which way.
+    pub dir: Dir,
+    /// Bytes moved.
+    pub len: u32,
+    /// The first bytes (possibly none).
+    pub bytes: &'a [u8],
+    /// The bytes were not in user memory (sendfile, splice): none captured, by design.
+    pub from_kernel: bool,
+    /// The system call is not one whose buffer the kernel side can find (io_uring, ...).
+    pub unknown_call: bool,
+    /// UDP: the datagram's peer, when the call named it.
+    pub peer: Option<SocketAddr>,
+}
+
+/// A record of the ring buffer.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Event<'a> {
+    /// [`Open`].
+    Open(Open),
+    /// [`Data`].
+    Data(Data<'a>),
+    /// A TCP socket announced by an [`Open`] closed.
+    Close {
+        /// Socket cookie.
+        cookie: u64,
+    },
+}
+
+fn addr(family: u16, raw: &[u8; 16], port: u16) -> Option<SocketAddr> {
+    let ip = match family {
+        AF_INET => IpAddr::V4(Ipv4Addr::new(raw[0], raw[1], raw[2], raw[3])),
+        AF_INET6 => IpAddr::V6(Ipv6Addr::from(*raw)),
+        _ => return None,
+    };
+    Some(SocketAddr::new(ip, port))
+}
+
+fn comm(raw: &[u8]) -> String {
+    let end = raw.iter().position(|b| *b == 0).unwrap_or(raw.len());
+    String::from_utf8_lossy(&raw[..end]).into_owned()
+}
+
+/// Decodes one ring-buffer record; None when it is not a well-formed one.
+pub fn decode(bytes: &[u8]) -> Option<Event<'_>> {
+    let head: l7_head = plain_data::read(bytes)?;
+    match head.kind {
+        c::OPEN => {
+            let o: l7_ev_open = plain_data::read(bytes)?;
+            let raw_comm: Vec<u8> = o.comm.iter().map(|c| *c as u8).collect();
+            Some(Event::Open(Open {
+                cookie: head.cookie,
+                tgid: head.tgid,
+                comm: comm(&raw_comm),
+                udp: o.l4 == IPPROTO_UDP,
+                origin: match o.role {
+                    c::CLIENT => Origin::Connected,
+                    c::SERVER => Origin::Accepted,
+                    _ => Origin::Unknown,
+                },
+                local: addr(o.family, &o.laddr, o.lport)?,
+                remote: addr(o.family, &o.raddr, o.rport)?,
+            }))
+        }
+        c::DATA => {
+            let d: l7_ev_data = plain_data::read(bytes)?;
+            let start = std::mem::size_of::<l7_ev_data>();
+            let data = bytes.get(start..start + usize::from(d.cap))?;
+            let dir = match d.dir {
+                c::SENT => Dir::Sent,
+                c::RECEIVED => Dir::Received,
+                _ => return None,
+            };
+            Some(Event::Data(Data {
+                cookie: head.cookie,
+                ts_ns: head.ts_ns,
+                tgid: head.tgid,
+                dir,
+                len: d.len,
+                bytes: data,
+                from_kernel: d.how == c::HOW_KERNEL,
+                unknown_call: d.how == c::HOW_UNKNOWN,
+                peer: (d.peer_family != 0)
+                    .then(|| addr(d.peer_family, &d.peer_addr, d.peer_port))
+                    .flatten(),
+            }))
+        }
+        c::CLOSE => Some(Event::Close {
+            cookie: head.cookie,
+        }),
+        _ => None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn head(kind: u8) -> l7_head {
+        l7_head {
+            cookie: 9,
+            ts_ns: 100,
+            tgid: 7,
+            kind,
+            ..Default::default()
+        }
+    }
+
+    fn bytes_of<T: Plain>(v: &T) -> Vec<u8> {
+        // SAFETY: T is plain data; reading its bytes is reading integers.
+        unsafe {
+            std::slice::from_raw_parts((v as *const T).cast::<u8>(), std::mem::size_of::<T>())
+        }
+        .to_vec()
+    }
+
+    #[test]
+    fn data_with_its_bytes_and_peer() {
+        let mut d = l7_ev_data {
+            h: head(c::DATA),
+            len: 1000,
+            cap: 4,
+            dir: c::RECEIVED,
+            how: 1,
+            peer_family: AF_INET,
+            peer_port: 53,
+            ..Default::default()
+        };
+        d.peer_addr[..4].copy_from_slice(&[127, 0, 0, 1]);
+        let mut raw = bytes_of(&d);
+        raw.extend_from_slice(b"GET /");
+        let Some(Event::Data(e)) = decode(&raw) else {
+            panic!("not data")
+        };
+        assert_eq!(e.bytes, b"GET ");
+        assert_eq!((e.len, e.dir, e.tgid, e.ts_ns), (1000, Dir::Received, 7, 100));
+        assert_eq!(e.peer, Some("127.0.0.1:53".parse().unwrap()));
+        // A record shorter than its `cap` says is refused.
+        raw.truncate(std::mem::size_of::<l7_ev_data>() + 2);
+        assert_eq!(decode(&raw), None);
+    }
+
+    #[test]
+    fn open_and_close() {
+        let mut o = l7_ev_open {
+            h: head(c::OPEN),
+            role: c::SERVER,
+            l4: 6,
+            family: AF_INET6,
+            lport: 80,
+            rport: 40000,
+            ..Default::default()
+        };
+        o.laddr[15] = 1;
+        o.raddr[15] = 1;
+        for (d, s) in o.comm.iter_mut().zip(b"nginx\0") {
+            *d = *s as _;
+        }
+        let Some(Event::Open(e)) = decode(&bytes_of(&o)) else {
+            panic!("not open")
+        };
+        assert_eq!(e.comm, "nginx");
+        assert_eq!(e.origin, Origin::Accepted);
+        assert_eq!(e.local, "[::1]:80".parse().unwrap());
+        assert!(!e.udp);
+        assert_eq!(
+            decode(&bytes_of(&head(c::CLOSE))),
+            Some(Event::Close { cookie: 9 })
+        );
+        assert_eq!(decode(&bytes_of(&head(99))), None);
+        assert_eq!(decode(&[1, 2, 3]), None);
+    }
+}

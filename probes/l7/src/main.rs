@@ -1,0 +1,253 @@
+//! l7probe: requests, responses, errors and latency of HTTP/1.x, Redis, PostgreSQL, MySQL,
+//! Kafka and DNS, per process and peer and per API, from the bytes the traced processes send
+//! and receive (no code change in them, no kprobes): tables `l7_link`, `l7_rpc`,
+//! `l7_rpc_api`, and `l7_parse_stats` for what could not be parsed.
+//!
+//! Flags: the upstream ones (`-t` period, `-P` table bits, `-b` BTF), plus `-C <bytes>`: bytes
+//! captured per call, 64..=4096, default 1024 (longer headers are cut: counted as parse
+//! errors). `l7probe --print-meta` prints the `.meta` file.
+//!
+//! Control channel (stdin, [`probe_sdk::control`]): `report_period`, the tables
+//! (`probe_bits`), `l7_protocol` and the process selection (`snoop`) change without a restart;
+//! the selection is applied in the kernel (an untraced process costs one map lookup per socket
+//! call), `l7_protocol` to connections seen from then on.
+
+mod collector;
+mod conns;
+mod decode;
+mod runtime;
+mod skel;
+mod tables;
+
+use std::cell::{Cell, RefCell};
+use std::collections::BTreeMap;
+use std::io::{self, Write};
+use std::mem::MaybeUninit;
+use std::rc::Rc;
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context, Result};
+use l7_protocol::tracker::{ApiKey, Limits, RpcStats, Snapshot};
+use probe_sdk::args::ProbeArgs;
+use probe_sdk::bpf::{self, Hook, RingPoller};
+use probe_sdk::control::Control;
+use probe_sdk::record::{is_broken_pipe, RecordWriter};
+use probe_sdk::run::{terminated, PeriodLoop};
+use probe_sdk::{info, warn};
+
+use crate::collector::{Collector, Options};
+use crate::conns::Conns;
+use crate::decode::Event;
+use crate::runtime::Settings;
+use crate::tables::{BIT_BYTES, BIT_RPC, DEFAULT_RING_MIB, PARSE_TABLE, STATS_TABLE};
+
+/// Default for `-C`.
+const DEFAULT_CAPTURE: u32 = 1024;
+/// Longest wait between ring-buffer drains.
+const DRAIN_EVERY: Duration = Duration::from_millis(100);
+
+/// The kernel's monotonic clock (what `bpf_ktime_get_ns` reads), ns.
+fn ktime_ns() -> u64 {
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: clock_gettime writes the timespec we pass.
+    unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut ts) };
+    (ts.tv_sec as u64)
+        .saturating_mul(1_000_000_000)
+        .saturating_add(ts.tv_nsec as u64)
+}
+
+/// The previous period's `l7_rpc` and `l7_rpc_api` values (for rates and ratios).
+#[derive(Default)]
+struct Before {
+    rpcs: BTreeMap<l7_protocol::tracker::Key, RpcStats>,
+    apis: BTreeMap<ApiKey, RpcStats>,
+}
+
+fn write_period<W: Write>(
+    out: &mut RecordWriter<W>,
+    settings: &Settings,
+    snap: &Snapshot,
+    before: &Before,
+    secs: f64,
+) -> io::Result<()> {
+    let zero = RpcStats::default();
+    let comm = |tgid: u32| snap.comms.get(&tgid).map_or("unknown", |c| c.as_str());
+    let selected = |tgid: u32| settings.snoop.selects(tgid);
+    if settings.probe_bits & BIT_BYTES != 0 {
+        for (k, s) in snap.links.iter().filter(|(k, _)| selected(k.tgid)) {
+            tables::write_link(out, k, comm(k.tgid), s)?;
+        }
+    }
+    if settings.probe_bits & BIT_RPC != 0 {
+        for (k, s) in snap.rpcs.iter().filter(|(k, _)| selected(k.tgid)) {
+            let key = ApiKey {
+                key: k.clone(),
+                api: String::new(),
+            };
+            let b = before.rpcs.get(k).unwrap_or(&zero);
+            tables::write_rpc(out, &key, false, comm(k.tgid), s, b, secs)?;
+        }
+        for (k, s) in snap.apis.iter().filter(|(k, _)| selected(k.key.tgid)) {
+            let b = before.apis.get(k).unwrap_or(&zero);
+            tables::write_rpc(out, k, true, comm(k.key.tgid), s, b, secs)?;
+        }
+    }
+    Ok(())
+}
+
+fn run() -> Result<()> {
+    if std::env::args().nth(1).as_deref() == Some("--print-meta") {
+        print!("{}", tables::meta_text());
+        return Ok(());
+    }
+    let args = ProbeArgs::from_env();
+    let capture = args
+        .extra_u32('C', DEFAULT_CAPTURE, 64..=4096)
+        .map_err(anyhow::Error::msg)?;
+    for (flag, _) in args.extra.iter().filter(|(f, _)| *f != 'C') {
+        warn!("-{flag} is not used by l7probe, ignored");
+    }
+    if args.whitelist.is_some() || args.filter.is_some() {
+        bail!(
+            "-w/-F process filtering is not supported by l7probe: select processes with the control channel's snoopers"
+        );
+    }
+    let control = Control::from_stdin();
+    let declaration = tables::declaration();
+    let mut settings = Settings::from_args(&args);
+    bpf::require_hooks(
+        &["sock_send_length", "sock_recv_length", "inet_sock_set_state"]
+            .map(Hook::raw_tracepoint),
+    );
+    let ring_bytes = bpf::ring_bytes_at_start(&control, DEFAULT_RING_MIB);
+    let opts = Options {
+        btf_path: args.btf_path.clone(),
+        ring_bytes,
+        capture,
+    };
+    let mut object = MaybeUninit::uninit();
+    let mut collector = Collector::start(&mut object, &opts)?;
+    let _signals = PeriodLoop::new(settings.period()).context("installing signal handlers")?;
+
+    let conns = Rc::new(RefCell::new(Conns::new(
+        Limits::default(),
+        settings.protocols.clone(),
+    )));
+    let bad_records = Rc::new(Cell::new(0u64));
+    let poller = {
+        let conns = Rc::clone(&conns);
+        let bad = Rc::clone(&bad_records);
+        RingPoller::new(collector.events(), move |bytes| {
+            match decode::decode(bytes) {
+                Some(Event::Open(o)) => conns.borrow_mut().open(o),
+                Some(Event::Data(d)) => conns.borrow_mut().data(&d),
+                Some(Event::Close { cookie }) => conns.borrow_mut().close(cookie),
+                None => bad.set(bad.get() + 1),
+            }
+            0
+        })?
+    };
+    let tracing = |s: &Settings| s.probe_bits & (BIT_BYTES | BIT_RPC) != 0;
+    if let Err(e) = collector.select(&settings.snoop, tracing(&settings)) {
+        warn!("{e}");
+    }
+    info!(
+        "attached (capture: {capture} bytes per call, ring buffer: {} MiB)",
+        ring_bytes >> 20
+    );
+
+    let mut out = RecordWriter::stdout();
+    let mut before = Before::default();
+    let mut next = Instant::now() + settings.period();
+    let mut last_report = Instant::now();
+    while !terminated() {
+        if let Some(msg) = control.take() {
+            if let Some(note) = bpf::ring_change_note(&msg, ring_bytes, DEFAULT_RING_MIB) {
+                warn!("{note}");
+            }
+            let (new, refused) = settings.updated(&declaration, &msg);
+            for r in refused {
+                warn!("{r}");
+            }
+            if let Some(line) = settings.describe_change(&new) {
+                if new.period_secs != settings.period_secs {
+                    next = probe_sdk::run::rebase(
+                        next,
+                        settings.period(),
+                        new.period(),
+                        Instant::now(),
+                    );
+                }
+                if new.protocols != settings.protocols {
+                    conns.borrow_mut().set_protocols(new.protocols.clone());
+                }
+                if let Err(e) = collector.select(&new.snoop, tracing(&new)) {
+                    warn!("{e}");
+                }
+                info!("{line}");
+                settings = new;
+            }
+        }
+        let now = Instant::now();
+        if now < next {
+            poller.poll((next - now).min(DRAIN_EVERY))?;
+            continue;
+        }
+        next += settings.period();
+        if next <= now {
+            next = now + settings.period();
+        }
+        poller.poll(Duration::ZERO)?;
+        let secs = now.duration_since(last_report).as_secs_f64().max(0.001);
+        last_report = now;
+        let snap = conns.borrow().snapshot();
+        let capture_stats = conns.borrow().capture_stats();
+        let loss = collector.loss();
+        let st = snap.stats;
+        let written = write_period(&mut out, &settings, &snap, &before, secs)
+            .and_then(|()| {
+                out.record(PARSE_TABLE)
+                    .field("l7probe")
+                    .field(&st.unknown_conn)
+                    .field(&st.conn_overflow)
+                    .field(&st.undetected)
+                    .field(&st.malformed)
+                    .field(&st.too_long)
+                    .field(&st.desynchronised)
+                    .field(&st.unanswered)
+                    .field(&st.unmatched_response)
+                    .field(&st.pending_overflow)
+                    .field(&st.pending_abandoned)
+                    .field(&st.api_overflow)
+                    .field(&st.key_overflow)
+                    .field(&capture_stats.uncaptured_calls)
+                    .field(&bad_records.get())
+                    .end()
+            })
+            .and_then(|()| bpf::write_loss_record(&mut out, STATS_TABLE, "l7probe", &loss))
+            .and_then(|()| out.flush());
+        before = Before {
+            rpcs: snap.rpcs,
+            apis: snap.apis,
+        };
+        let forgotten = conns.borrow_mut().end_period(ktime_ns());
+        collector.forget(&forgotten);
+        match written {
+            Ok(()) => {}
+            Err(e) if is_broken_pipe(&e) => return Ok(()),
+            Err(e) => return Err(e).context("writing records"),
+        }
+    }
+    Ok(())
+}
+
+fn main() {
+    if let Err(e) = run() {
+        probe_sdk::error!("{e:#}");
+        let _ = io::stdout().flush();
+        std::process::exit(1);
+    }
+}

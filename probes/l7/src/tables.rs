@@ -1,0 +1,297 @@
+//! The output tables and the run-time control declaration, defined once: the record writer and
+//! the `.meta` text both come from here (a test keeps `l7probe.meta` equal to [`meta_text`]).
+//!
+//! Upstream HEAD's tables and names: `l7_link`, `l7_rpc` (entity `l7`) and `l7_rpc_api`
+//! (entity `l7_api`), keyed `tgid, client_ip, server_ip, server_port, l4_role, l7_role,
+//! protocol` (+ `api`), label `ssl`. Counts are running totals (`period: "delta"` where upstream
+//! reports per period); the rates, averages and ratios are of the last period.
+
+use std::io::{self, Write};
+
+use l7_protocol::tracker::{ApiKey, Key, LinkStats, RpcStats, LATENCY_BOUNDS_US};
+use probe_sdk::args::DEFAULT_PERIOD_SECS;
+use probe_sdk::bpf;
+use probe_sdk::decl::{self, Declaration, ParamValue, SnooperKind, SubProbe};
+use probe_sdk::histogram::{Histogram, SLOTS};
+use probe_sdk::meta::{self, Field, Table};
+use probe_sdk::record::{Record, RecordWriter};
+
+/// Per-connection-group bytes and calls.
+pub const LINK_TABLE: &str = "l7_link";
+/// Requests, errors and latency per connection group.
+pub const RPC_TABLE: &str = "l7_rpc";
+/// The same per API.
+pub const API_TABLE: &str = "l7_rpc_api";
+/// Entity of `l7_link` and `l7_rpc` (upstream's).
+pub const ENTITY: &str = "l7";
+/// Entity of `l7_rpc_api` (upstream's).
+pub const API_ENTITY: &str = "l7_api";
+/// What the parsers and the tracker could not use (ours).
+pub const PARSE_TABLE: &str = "l7_parse_stats";
+/// Loss-counter table (`<probe>_bpf_stats`, entity `bpf_probe`).
+pub const STATS_TABLE: &str = "l7probe_bpf_stats";
+
+/// `-P` bit of `l7_link` (sub-probe `l7_bytes_metrics`).
+pub const BIT_BYTES: u32 = 1;
+/// `-P` bit of `l7_rpc` and `l7_rpc_api` (sub-probe `l7_rpc_metrics`).
+pub const BIT_RPC: u32 = 2;
+/// Ring buffer size when `ringbuf_map_size` is not given, MiB.
+pub const DEFAULT_RING_MIB: u32 = 8;
+
+/// Key fields of every table, upstream HEAD's in its order.
+pub const KEYS: &[Field] = &[
+    Field::key("tgid", "process id"),
+    Field::key("client_ip", "client address of the connections"),
+    Field::key("server_ip", "server address of the connections"),
+    Field::key("server_port", "server port of the connections"),
+    Field::key("l4_role", "tcp_client, tcp_server or udp"),
+    Field::key("l7_role", "client (the process sends the requests) or server"),
+    Field::key(
+        "protocol",
+        "http, redis, pgsql, mysql, kafka, dns, or unknown (not detected, or not parsed)",
+    ),
+];
+
+/// The label after the keys (and after `api`).
+pub const LABELS: &[Field] = &[
+    Field::label("ssl", "1 when the bytes are the plain text of a TLS session, else 0"),
+    Field::label("comm", "process name"),
+];
+
+/// `l7_link` values, [`LinkStats`] order.
+pub const LINK_FIELDS: &[Field] = &[
+    Field::per_period("bytes_sent", "bytes the process sent on these connections"),
+    Field::per_period("bytes_recv", "bytes the process received on these connections"),
+    Field::per_period("segs_sent", "send calls (system calls that sent bytes)"),
+    Field::per_period("segs_recv", "receive calls (system calls that received bytes)"),
+];
+
+/// `l7_rpc` values.
+pub const RPC_FIELDS: &[Field] = &[
+    Field::gauge("throughput_req", "requests per second in the last period"),
+    Field::gauge("throughput_resp", "responses per second in the last period"),
+    Field::per_period("req_count", "requests"),
+    Field::per_period("resp_count", "responses matched to a request"),
+    Field::gauge("latency_avg", "mean request-to-response latency in the last period, us"),
+    Field::histogram("latency", "request-to-response latency, us"),
+    Field::per_period("latency_sum", "sum of the latencies, us"),
+    Field::gauge("err_ratio", "error responses per response in the last period, percent"),
+    Field::per_period("err_count", "error responses (HTTP >= 400, error replies and packets, error codes, DNS rcode != 0)"),
+];
+
+/// `l7_rpc_api` values: those of `l7_rpc`, then the errors by side.
+pub const API_EXTRA: &[Field] = &[
+    Field::gauge("client_err_ratio", "errors blamed on the request per response in the last period, percent"),
+    Field::gauge("server_err_ratio", "errors blamed on the server per response in the last period, percent"),
+    Field::per_period("client_err_count", "errors blamed on the request (HTTP 4xx, DNS NXDOMAIN/FORMERR/REFUSED, PostgreSQL client SQLSTATE classes)"),
+    Field::per_period("server_err_count", "errors blamed on the server (HTTP 5xx, DNS SERVFAIL/NOTIMP, PostgreSQL SQLSTATE 53, 54, 57, 58, XX)"),
+];
+
+/// Fields of [`PARSE_TABLE`] after its key, [`l7_protocol::tracker::TrackerStats`] and the
+/// capture's own counts.
+pub const PARSE_FIELDS: &[Field] = &[
+    Field::counter("unknown_conn", "data calls for a connection not tracked"),
+    Field::counter("conn_overflow", "connections not tracked: the connection cap was reached"),
+    Field::counter("undetected", "connections whose protocol could not be detected"),
+    Field::counter("malformed", "parser errors: bytes not following the protocol"),
+    Field::counter("too_long", "parser errors: a header longer than the parser keeps"),
+    Field::counter("desynchronised", "parser errors: a stream lost its place (bytes not captured)"),
+    Field::counter("unanswered", "requests still waiting when their connection closed"),
+    Field::counter("unmatched_response", "responses without a pending request"),
+    Field::counter("pending_overflow", "pending requests dropped: a connection's cap reached"),
+    Field::counter("pending_abandoned", "pending requests dropped with their connection's parsing"),
+    Field::counter("api_overflow", "requests counted under api \"other\": the per-process API cap was reached"),
+    Field::counter("key_overflow", "table updates dropped: the row cap was reached"),
+    Field::counter("uncaptured_calls", "calls whose bytes could not be read (sendfile, splice, io_uring, ...): a gap for the parser"),
+    Field::counter("bad_records", "kernel records that did not decode"),
+];
+
+/// What l7probe declares about its run-time control (REST name `l7`).
+///
+/// | sub-probe | bits | tables |
+/// |---|---|---|
+/// | `l7_bytes_metrics` | 1 | `l7_link` |
+/// | `l7_rpc_metrics` | 2 | `l7_rpc`, `l7_rpc_api` |
+///
+/// Params: `report_period`, `l7_protocol` (the protocols parsed; empty: all),
+/// `ringbuf_map_size` (MiB, read at start). Every snooper kind is honoured in the kernel:
+/// only the selected processes' bytes are captured.
+pub fn declaration() -> Declaration {
+    Declaration {
+        rest_name: Some("l7".to_string()),
+        reload: true,
+        snoopers: SnooperKind::ALL.to_vec(),
+        sub_probes: vec![
+            SubProbe::new("l7_bytes_metrics", BIT_BYTES),
+            SubProbe::new("l7_rpc_metrics", BIT_RPC),
+        ],
+        params: vec![
+            decl::standard("report_period")
+                .expect("a param name upstream has")
+                .with_default(ParamValue::Int(i64::from(DEFAULT_PERIOD_SECS))),
+            decl::standard("l7_protocol").expect("a param name upstream has"),
+            decl::standard("ringbuf_map_size")
+                .expect("a param name upstream has")
+                .with_default(ParamValue::Int(i64::from(DEFAULT_RING_MIB))),
+        ],
+    }
+}
+
+/// Every table of the `.meta` file, in order.
+pub fn meta_tables() -> Vec<Table> {
+    vec![
+        Table::new(LINK_TABLE, ENTITY, &[KEYS, LABELS, LINK_FIELDS]),
+        Table::new(RPC_TABLE, ENTITY, &[KEYS, LABELS, RPC_FIELDS]),
+        Table::new(
+            API_TABLE,
+            API_ENTITY,
+            &[
+                KEYS,
+                &[Field::key(
+                    "api",
+                    "HTTP method and templated path, SQL verb, Redis command, Kafka api, DNS query type; unknown, or other past the per-process cap",
+                )],
+                LABELS,
+                RPC_FIELDS,
+                API_EXTRA,
+            ],
+        ),
+        Table::new(
+            PARSE_TABLE,
+            PARSE_TABLE,
+            &[&[Field::key("probe", "probe name")], PARSE_FIELDS],
+        ),
+        bpf::loss_table(
+            STATS_TABLE,
+            "kernel records produced (connections seen, send and receive calls, closes)",
+            "records lost (ring buffer full, or a program run skipped by the kernel)",
+            "sockets not announced because the kernel's socket map was full",
+        ),
+    ]
+}
+
+/// The `.meta` file (`l7probe --print-meta`): every table, then the control declaration.
+pub fn meta_text() -> String {
+    format!(
+        "{}\n{}",
+        meta::render(&[], &meta_tables()),
+        declaration().render_meta()
+    )
+}
+
+/// The `l4_role` value of `key`.
+fn l4_role(key: &Key) -> &'static str {
+    match (key.protocol, key.role) {
+        ("dns", _) => "udp",
+        (_, l7_protocol::tracker::Role::Client) => "tcp_client",
+        (_, l7_protocol::tracker::Role::Server) => "tcp_server",
+    }
+}
+
+/// The latency histogram of `s` (the tracker's buckets are probe_sdk's first 13, then the
+/// overflow, which the last bucket of probe_sdk takes).
+fn histogram(s: &RpcStats) -> Histogram {
+    debug_assert_eq!(LATENCY_BOUNDS_US[..], probe_sdk::histogram::BOUNDS_US[..SLOTS - 1]);
+    let mut h = Histogram::default();
+    for (d, c) in h.counts.iter_mut().zip(s.latency_buckets.iter()) {
+        *d = *c;
+    }
+    h.sum = s.latency_sum_us;
+    h.max = s.latency_max_us;
+    h
+}
+
+/// Period figures of a row: now minus the previous period's values.
+fn rate(now: u64, before: u64, secs: f64) -> String {
+    format!("{:.3}", now.saturating_sub(before) as f64 / secs)
+}
+
+fn ratio(part: u64, whole: u64) -> String {
+    if whole == 0 {
+        "0".to_string()
+    } else {
+        format!("{:.2}", part as f64 * 100.0 / whole as f64)
+    }
+}
+
+fn keyed<'a, W: Write>(
+    out: &'a mut RecordWriter<W>,
+    table: &str,
+    key: &Key,
+    api: Option<&str>,
+    comm: &str,
+) -> Record<'a, W> {
+    let mut rec = out
+        .record(table)
+        .field(&key.tgid)
+        .field(&key.client_ip.to_string())
+        .field(&key.server_ip.to_string())
+        .field(&key.server_port)
+        .field(l4_role(key))
+        .field(key.l7_role())
+        .field(key.protocol);
+    if let Some(api) = api {
+        rec = rec.field(api);
+    }
+    rec.field(if key.ssl { "1" } else { "0" }).field(comm)
+}
+
+/// Writes the `l7_link` record of `key`.
+pub fn write_link<W: Write>(
+    out: &mut RecordWriter<W>,
+    key: &Key,
+    comm: &str,
+    s: &LinkStats,
+) -> io::Result<()> {
+    keyed(out, LINK_TABLE, key, None, comm)
+        .field(&s.bytes_sent)
+        .field(&s.bytes_recv)
+        .field(&s.segs_sent)
+        .field(&s.segs_recv)
+        .end()
+}
+
+/// Writes the `l7_rpc` record of `key` (`api` None) or the `l7_rpc_api` record of `api`;
+/// `before` is the row's values a period ago, `secs` the period.
+pub fn write_rpc<W: Write>(
+    out: &mut RecordWriter<W>,
+    key: &ApiKey,
+    api: bool,
+    comm: &str,
+    s: &RpcStats,
+    before: &RpcStats,
+    secs: f64,
+) -> io::Result<()> {
+    let table = if api { API_TABLE } else { RPC_TABLE };
+    let resp = s.resp_count.saturating_sub(before.resp_count);
+    let lat = s.latency_sum_us.saturating_sub(before.latency_sum_us);
+    let avg = if resp == 0 {
+        "0".to_string()
+    } else {
+        format!("{:.1}", lat as f64 / resp as f64)
+    };
+    let rec = keyed(out, table, &key.key, api.then_some(key.api.as_str()), comm)
+        .field(&rate(s.req_count, before.req_count, secs))
+        .field(&rate(s.resp_count, before.resp_count, secs))
+        .field(&s.req_count)
+        .field(&s.resp_count)
+        .field(&avg)
+        .field(&histogram(s).encode())
+        .field(&s.latency_sum_us)
+        .field(&ratio(s.err_count.saturating_sub(before.err_count), resp))
+        .field(&s.err_count);
+    if !api {
+        return rec.end();
+    }
+    rec.field(&ratio(
+        s.client_err_count.saturating_sub(before.client_err_count),
+        resp,
+    ))
+    .field(&ratio(
+        s.server_err_count.saturating_sub(before.server_err_count),
+        resp,
+    ))
+    .field(&s.client_err_count)
+    .field(&s.server_err_count)
+    .end()
+}
