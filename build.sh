@@ -41,7 +41,7 @@ APT_PACKAGES=(clang libelf-dev zlib1g-dev libssl-dev pkg-config make gcc g++ bpf
               podman runc uidmap fuse-overlayfs slirp4netns buildah containerd
               prometheus python3 python3-venv util-linux procps curl ca-certificates
               nginx haproxy dnsmasq bind9 bind9-dnsutils rabbitmq-server redis-server redis-tools
-              postgresql default-jdk-headless)
+              postgresql mariadb-server wrk kcat default-jdk-headless)
 
 TARGET_ROOT="${CARGO_TARGET_DIR:-target}"
 

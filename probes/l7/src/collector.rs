@@ -4,10 +4,10 @@
 use std::collections::BTreeSet;
 use std::mem::MaybeUninit;
 use std::os::fd::AsFd;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use libbpf_rs::skel::{OpenSkel, SkelBuilder};
-use libbpf_rs::{Link, MapCore, MapFlags, OpenObject};
+use libbpf_rs::{Link, MapCore, MapFlags, OpenObject, UprobeOpts};
 use probe_sdk::bpf::{self, LossCounters};
 use probe_sdk::decl::{Snoop, SnoopMode};
 
@@ -56,6 +56,7 @@ pub struct Collector<'obj> {
     procs: BTreeSet<u32>,
     capture: u32,
     mode: Option<u32>,
+    ssl: bool,
 }
 
 /// Most tgids the `procs` map holds (its `max_entries`).
@@ -84,6 +85,7 @@ impl<'obj> Collector<'obj> {
             procs: BTreeSet::new(),
             capture: opts.capture,
             mode: None,
+            ssl: false,
         };
         c.set_mode(l7_mode::L7_MODE_NONE.0)?;
         let p = &c.skel.progs;
@@ -106,9 +108,26 @@ impl<'obj> Collector<'obj> {
         if self.mode == Some(mode) {
             return Ok(());
         }
+        self.write_cfg(mode, self.ssl)?;
+        self.mode = Some(mode);
+        Ok(())
+    }
+
+    /// Lets the SSL hooks report (or makes them return at once).
+    pub fn set_ssl(&mut self, on: bool) -> Result<(), CollectError> {
+        if self.ssl != on {
+            self.write_cfg(self.mode.unwrap_or(l7_mode::L7_MODE_NONE.0), on)?;
+            self.ssl = on;
+        }
+        Ok(())
+    }
+
+    fn write_cfg(&mut self, mode: u32, ssl: bool) -> Result<(), CollectError> {
         let v = l7_cfg {
             mode,
             cap: self.capture,
+            ssl: u32::from(ssl),
+            pad: 0,
         };
         // SAFETY: l7_cfg is the plain-data copy of the map's value type.
         let bytes = unsafe {
@@ -122,8 +141,45 @@ impl<'obj> Collector<'obj> {
             .cfg
             .update(&0u32.to_ne_bytes(), bytes, MapFlags::ANY)
             .map_err(ctx("writing the configuration map"))?;
-        self.mode = Some(mode);
         Ok(())
+    }
+
+    /// Attaches the SSL hooks to the libssl at `path` (for process `pid`, or every process
+    /// mapping it when `pid` is -1). A function the library lacks is skipped (the `_ex`
+    /// variants are OpenSSL 1.1.1+); none found at all is an error.
+    pub fn attach_ssl(&self, pid: i32, path: &Path) -> Result<Vec<Link>, CollectError> {
+        let p = &self.skel.progs;
+        let hooks: [(&libbpf_rs::ProgramMut<'_>, &str, bool); 9] = [
+            (&p.ssl_set_fd, "SSL_set_fd", false),
+            (&p.ssl_write_enter, "SSL_write", false),
+            (&p.ssl_read_enter, "SSL_read", false),
+            (&p.ssl_write_ex_enter, "SSL_write_ex", false),
+            (&p.ssl_read_ex_enter, "SSL_read_ex", false),
+            (&p.ssl_ret, "SSL_write", true),
+            (&p.ssl_ret, "SSL_read", true),
+            (&p.ssl_ret, "SSL_write_ex", true),
+            (&p.ssl_ret, "SSL_read_ex", true),
+        ];
+        let mut links = Vec::new();
+        let mut last = None;
+        for (prog, func, retprobe) in hooks {
+            let opts = UprobeOpts {
+                retprobe,
+                func_name: Some(func.to_string()),
+                ..Default::default()
+            };
+            match prog.attach_uprobe_with_opts(pid, path, 0, opts) {
+                Ok(l) => links.push(l),
+                Err(e) => last = Some(e),
+            }
+        }
+        match (links.is_empty(), last) {
+            (true, Some(source)) => Err(CollectError::Libbpf {
+                what: "attaching the libssl uprobes",
+                source,
+            }),
+            _ => Ok(links),
+        }
     }
 
     /// Traces the processes `snoop` selects (none when `on` is false). The filter map is
@@ -189,8 +245,17 @@ impl<'obj> Collector<'obj> {
     pub fn loss(&self) -> LossCounters {
         let mut c = bpf::read_loss_counters(&self.skel.maps.gg_stats);
         let p = &self.skel.progs;
-        let missed =
-            bpf::recursion_misses([p.on_state.as_fd(), p.on_send.as_fd(), p.on_recv.as_fd()]);
+        let missed = bpf::recursion_misses([
+            p.on_state.as_fd(),
+            p.on_send.as_fd(),
+            p.on_recv.as_fd(),
+            p.ssl_set_fd.as_fd(),
+            p.ssl_write_enter.as_fd(),
+            p.ssl_read_enter.as_fd(),
+            p.ssl_write_ex_enter.as_fd(),
+            p.ssl_read_ex_enter.as_fd(),
+            p.ssl_ret.as_fd(),
+        ]);
         c.lost = c.lost.saturating_add(missed);
         c
     }

@@ -25,6 +25,8 @@ struct Sock {
     open: Open,
     /// The tracker's connection (TCP: the cookie; connected UDP: the cookie).
     role: Option<Role>,
+    /// Its bytes are a TLS session's plain text.
+    tls: bool,
     last_ns: u64,
 }
 
@@ -113,14 +115,14 @@ impl Conns {
             .collect()
     }
 
-    fn info(o: &Open, role: Role, remote: SocketAddr) -> ConnInfo {
+    fn info(o: &Open, role: Role, remote: SocketAddr, tls: bool) -> ConnInfo {
         ConnInfo {
             tgid: o.tgid,
             comm: o.comm.clone(),
             role,
             local: o.local,
             remote,
-            tls: false,
+            tls,
         }
     }
 
@@ -148,10 +150,17 @@ impl Conns {
         if let Some(role) = role {
             let allowed = self.allowed(false);
             self.tracker
-                .open(o.cookie, Self::info(&o, role, o.remote), &allowed);
+                .open(o.cookie, Self::info(&o, role, o.remote, false), &allowed);
         }
-        let last_ns = 0;
-        self.socks.insert(o.cookie, Sock { open: o, role, last_ns });
+        self.socks.insert(
+            o.cookie,
+            Sock {
+                open: o,
+                role,
+                tls: false,
+                last_ns: 0,
+            },
+        );
     }
 
     /// A send or receive call.
@@ -166,6 +175,21 @@ impl Conns {
             return;
         };
         s.last_ns = d.ts_ns;
+        if d.tls && !s.tls {
+            // The first plain text of a TLS session: what the tracker saw before was the
+            // handshake; it starts afresh as a TLS connection.
+            s.tls = true;
+            if let Some(role) = s.role {
+                let allowed: Vec<Protocol> = self
+                    .protocols
+                    .iter()
+                    .copied()
+                    .filter(|p| *p != Protocol::Dns)
+                    .collect();
+                let info = Self::info(&s.open, role, s.open.remote, true);
+                self.tracker.open(d.cookie, info, &allowed);
+            }
+        }
         if !s.open.udp {
             self.tracker
                 .data(d.cookie, way(d.dir), d.ts_ns, d.bytes, u64::from(d.len));
@@ -194,7 +218,7 @@ impl Conns {
                 };
                 let id = self.next_udp;
                 self.next_udp += 1;
-                let info = Self::info(&s.open, role, peer);
+                let info = Self::info(&s.open, role, peer, false);
                 let allowed = self.allowed(true);
                 self.tracker.open(id, info, &allowed);
                 self.udp.insert(key, (id, d.ts_ns));

@@ -30,6 +30,7 @@ mod c {
     pub const RECEIVED: u8 = l7_dir::L7_RECEIVED.0 as u8;
     pub const HOW_KERNEL: u8 = l7_how::L7_HOW_KERNEL.0 as u8;
     pub const HOW_UNKNOWN: u8 = l7_how::L7_HOW_UNKNOWN.0 as u8;
+    pub const HOW_TLS: u8 = l7_how::L7_HOW_TLS.0 as u8;
     pub const CLIENT: u8 = l7_role::L7_ROLE_CLIENT.0 as u8;
     pub const SERVER: u8 = l7_role::L7_ROLE_SERVER.0 as u8;
 }
@@ -92,6 +93,8 @@ pub struct Data<'a> {
     pub from_kernel: bool,
     /// The system call is not one whose buffer the kernel side can find (io_uring, ...).
     pub unknown_call: bool,
+    /// The plain text of a TLS session (SSL_read/SSL_write).
+    pub tls: bool,
     /// UDP: the datagram's peer, when the call named it.
     pub peer: Option<SocketAddr>,
 }
@@ -163,6 +166,7 @@ pub fn decode(bytes: &[u8]) -> Option<Event<'_>> {
                 bytes: data,
                 from_kernel: d.how == c::HOW_KERNEL,
                 unknown_call: d.how == c::HOW_UNKNOWN,
+                tls: d.how == c::HOW_TLS,
                 peer: (d.peer_family != 0)
                     .then(|| addr(d.peer_family, &d.peer_addr, d.peer_port))
                     .flatten(),

@@ -18,6 +18,7 @@ mod decode;
 mod runtime;
 mod skel;
 mod tables;
+mod tls;
 
 use std::cell::{Cell, RefCell};
 use std::collections::BTreeMap;
@@ -40,6 +41,7 @@ use crate::conns::Conns;
 use crate::decode::Event;
 use crate::runtime::Settings;
 use crate::tables::{BIT_BYTES, BIT_RPC, DEFAULT_RING_MIB, PARSE_TABLE, STATS_TABLE};
+use crate::tls::TlsHooks;
 
 /// Default for `-C`.
 const DEFAULT_CAPTURE: u32 = 1024;
@@ -98,6 +100,34 @@ fn write_period<W: Write>(
     Ok(())
 }
 
+/// Brings the SSL hooks in line with `settings` (attaching to new processes' libssl).
+fn sync_tls(collector: &mut Collector<'_>, hooks: &mut TlsHooks, settings: &Settings, on: bool) {
+    let want = on && settings.ssl;
+    if !want {
+        if hooks.attached() > 0 {
+            hooks.clear();
+            info!("SSL hooks detached");
+        }
+        if let Err(e) = collector.set_ssl(false) {
+            warn!("{e}");
+        }
+        return;
+    }
+    let before = hooks.attached();
+    let errors = hooks.sync(&settings.snoop, |pid, path| {
+        collector.attach_ssl(pid, path).map_err(|e| e.to_string())
+    });
+    for e in errors {
+        warn!("SSL hooks: {e}");
+    }
+    if hooks.attached() != before {
+        info!("SSL hooks attached to {} libssl target(s)", hooks.attached());
+    }
+    if let Err(e) = collector.set_ssl(true) {
+        warn!("{e}");
+    }
+}
+
 fn run() -> Result<()> {
     if std::env::args().nth(1).as_deref() == Some("--print-meta") {
         print!("{}", tables::meta_text());
@@ -154,6 +184,8 @@ fn run() -> Result<()> {
     if let Err(e) = collector.select(&settings.snoop, tracing(&settings)) {
         warn!("{e}");
     }
+    let mut tls_hooks = TlsHooks::default();
+    sync_tls(&mut collector, &mut tls_hooks, &settings, tracing(&settings));
     info!(
         "attached (capture: {capture} bytes per call, ring buffer: {} MiB)",
         ring_bytes >> 20
@@ -187,6 +219,7 @@ fn run() -> Result<()> {
                 if let Err(e) = collector.select(&new.snoop, tracing(&new)) {
                     warn!("{e}");
                 }
+                sync_tls(&mut collector, &mut tls_hooks, &new, tracing(&new));
                 info!("{line}");
                 settings = new;
             }
@@ -235,6 +268,8 @@ fn run() -> Result<()> {
         };
         let forgotten = conns.borrow_mut().end_period(ktime_ns());
         collector.forget(&forgotten);
+        // Processes started since: their libssl.
+        sync_tls(&mut collector, &mut tls_hooks, &settings, tracing(&settings));
         match written {
             Ok(()) => {}
             Err(e) if is_broken_pipe(&e) => return Ok(()),

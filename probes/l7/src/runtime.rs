@@ -19,6 +19,8 @@ pub struct Settings {
     pub snoop: Snoop,
     /// Protocols parsed (`l7_protocol`; every known one when the list is empty).
     pub protocols: Vec<Protocol>,
+    /// TLS plain text through the libssl uprobes (`support_ssl`).
+    pub ssl: bool,
 }
 
 /// The protocols `names` select (all when empty), and the names not parsed by this probe.
@@ -46,6 +48,7 @@ impl Settings {
             probe_bits: args.probe_bits,
             snoop: Snoop::default(),
             protocols: Protocol::ALL.to_vec(),
+            ssl: false,
         }
     }
 
@@ -73,6 +76,11 @@ impl Settings {
                 }
                 next.protocols = p;
             }
+            Some(Ok(_)) | None => {}
+            Some(Err(e)) => refused.push(format!("control: {e}; kept the current value")),
+        }
+        match msg.checked(decl, "support_ssl") {
+            Some(Ok(ParamValue::Int(v))) => next.ssl = v == 1,
             Some(Ok(_)) | None => {}
             Some(Err(e)) => refused.push(format!("control: {e}; kept the current value")),
         }
@@ -110,6 +118,9 @@ impl Settings {
             let names: Vec<&str> = new.protocols.iter().map(|p| p.name()).collect();
             parts.push(format!("protocols {}", names.join(",")));
         }
+        if self.ssl != new.ssl {
+            parts.push(format!("support_ssl {}", u8::from(new.ssl)));
+        }
         (!parts.is_empty()).then(|| format!("control: {}", parts.join(", ")))
     }
 }
@@ -129,15 +140,16 @@ mod tests {
         let base = Settings::from_args(&ProbeArgs::default());
         let (s, refused) = base.updated(
             &d,
-            &msg(r#"{"probe_bits":2,"params":{"report_period":10,"l7_protocol":["http","redis","mongo"]},"snoop":{"mode":"include","pids":[7]}}"#),
+            &msg(r#"{"probe_bits":2,"params":{"report_period":10,"l7_protocol":["http","redis","mongo"],"support_ssl":1},"snoop":{"mode":"include","pids":[7]}}"#),
         );
         assert_eq!(refused, ["control: l7_protocol mongo not parsed by this probe"]);
         assert_eq!((s.period_secs, s.probe_bits), (10, BIT_RPC));
         assert_eq!(s.protocols, [Protocol::Http, Protocol::Redis]);
+        assert!(s.ssl);
         assert!(s.snoop.selects(7) && !s.snoop.selects(5));
         assert_eq!(
             base.describe_change(&s).unwrap(),
-            "control: period 5s -> 10s, tables 0xffffffff -> 0x2, snoop include 1 pid, protocols http,redis"
+            "control: period 5s -> 10s, tables 0xffffffff -> 0x2, snoop include 1 pid, protocols http,redis, support_ssl 1"
         );
         let (same, refused) = base.updated(&d, &msg(r#"{"params":{"report_period":0}}"#));
         assert_eq!(same, base);

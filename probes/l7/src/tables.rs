@@ -113,7 +113,8 @@ pub const PARSE_FIELDS: &[Field] = &[
 /// | `l7_bytes_metrics` | 1 | `l7_link` |
 /// | `l7_rpc_metrics` | 2 | `l7_rpc`, `l7_rpc_api` |
 ///
-/// Params: `report_period`, `l7_protocol` (the protocols parsed; empty: all),
+/// Params: `report_period`, `l7_protocol` (the protocols parsed; empty: all), `support_ssl`
+/// (1: TLS plain text through uprobes on the traced processes' libssl),
 /// `ringbuf_map_size` (MiB, read at start). Every snooper kind is honoured in the kernel:
 /// only the selected processes' bytes are captured.
 pub fn declaration() -> Declaration {
@@ -130,6 +131,7 @@ pub fn declaration() -> Declaration {
                 .expect("a param name upstream has")
                 .with_default(ParamValue::Int(i64::from(DEFAULT_PERIOD_SECS))),
             decl::standard("l7_protocol").expect("a param name upstream has"),
+            decl::standard("support_ssl").expect("a param name upstream has"),
             decl::standard("ringbuf_map_size")
                 .expect("a param name upstream has")
                 .with_default(ParamValue::Int(i64::from(DEFAULT_RING_MIB))),

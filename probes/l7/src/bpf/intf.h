@@ -36,6 +36,7 @@ enum l7_how {
 	L7_HOW_IOV = 2,     /* readv/writev/sendmsg/recvmsg: the iovec array */
 	L7_HOW_KERNEL = 3,  /* sendfile/splice: the bytes never were in user memory: none */
 	L7_HOW_UNKNOWN = 4, /* another system call (io_uring, sendmmsg, ...): none */
+	L7_HOW_TLS = 5,     /* SSL_read/SSL_write (uprobes): the plain text of a TLS session */
 };
 
 /* Socket role as the kernel saw the connection form (l7_ev_open.role). */
@@ -96,6 +97,25 @@ enum l7_mode {
 struct l7_cfg {
 	__u32 mode;    /* enum l7_mode */
 	__u32 cap;     /* bytes captured per call, at most L7_CAP_MAX */
+	__u32 ssl;     /* 1: the libssl uprobes may be attached (support_ssl) */
+	__u32 pad;
+};
+
+/* A TLS session of a process (`ssl_socks` key). */
+struct l7_ssl_key {
+	__u64 ssl;     /* the SSL object's address in the process */
+	__u32 tgid;
+	__u32 pad;
+};
+
+/* An SSL_read/SSL_write call in progress (`ssl_calls`, by thread id). */
+struct l7_ssl_call {
+	__u64 ssl;
+	__u64 buf;
+	__u64 len_ptr; /* _ex variants: where the byte count is written */
+	__u8 ex;
+	__u8 dir;      /* enum l7_dir */
+	__u8 pad[6];
 };
 
 #endif /* L7_INTF_H */

@@ -13,6 +13,10 @@
  *   are reported with their length only.
  * - tp_btf/inet_sock_set_state: SYN_SENT/SYN_RECV -> ESTABLISHED tells clients from
  *   accepted (server) sockets; -> CLOSE ends a traced socket.
+ * - TLS (support_ssl): uprobes on the libssl of traced processes. SSL_set_fd names the socket
+ *   of an SSL object (or, without it, the socket the SSL object reads or writes inside an
+ *   SSL_read/SSL_write call); SSL_read/SSL_write (and the _ex variants) give the plain text
+ *   at their return, and the socket's own (encrypted) bytes are not reported.
  *
  * The process filter (`cfg.mode`, `procs`) runs first, so an untraced process pays the
  * tracepoint's dispatch and one map lookup per call.
@@ -34,6 +38,7 @@ char LICENSE[] SEC("license") = "Dual BSD/GPL";
 #define SOCK_STREAM 1
 #define SOCK_DGRAM 2
 #define L7_IOV_MAX 4
+#define MSG_PEEK 2
 
 /* x86_64 system call numbers of the calls whose buffers are read. */
 #define NR_read 0
@@ -83,6 +88,30 @@ struct {
 	__type(value, __u8);
 } origin SEC(".maps");
 
+/* TLS sessions: the socket (its address) of an SSL object. */
+struct {
+	__uint(type, BPF_MAP_TYPE_LRU_HASH);
+	__uint(max_entries, 16384);
+	__type(key, struct l7_ssl_key);
+	__type(value, __u64);
+} ssl_socks SEC(".maps");
+
+/* Sockets carrying TLS, by address: their bytes are reported by the SSL hooks. */
+struct {
+	__uint(type, BPF_MAP_TYPE_LRU_HASH);
+	__uint(max_entries, 16384);
+	__type(key, __u64);
+	__type(value, __u64);
+} tls_sk SEC(".maps");
+
+/* SSL_read/SSL_write calls in progress, by thread id. */
+struct {
+	__uint(type, BPF_MAP_TYPE_LRU_HASH);
+	__uint(max_entries, 16384);
+	__type(key, __u32);
+	__type(value, struct l7_ssl_call);
+} ssl_calls SEC(".maps");
+
 /* A data record being built: header + up to 2 * L7_CAP_MAX bytes (verifier bounds). */
 struct l7_scratch {
 	struct l7_ev_data d;
@@ -101,6 +130,8 @@ struct l7_head l7_head_type = {};
 struct l7_ev_open l7_ev_open_type = {};
 struct l7_ev_data l7_ev_data_type = {};
 struct l7_cfg l7_cfg_type = {};
+struct l7_ssl_key l7_ssl_key_type = {};
+struct l7_ssl_call l7_ssl_call_type = {};
 enum l7_kind l7_kind_type = 0;
 enum l7_dir l7_dir_type = 0;
 enum l7_how l7_how_type = 0;
@@ -242,6 +273,27 @@ static __always_inline __u32 read_iov(__u8 *buf, const struct iovec *iov, __u64 
 	return off;
 }
 
+/* Whether @sk carries TLS whose plain text the SSL hooks report: known from SSL_set_fd, or
+ * learnt now because the thread is inside an SSL_read/SSL_write call. */
+static __always_inline bool tls_socket(struct sock *sk, __u32 tgid)
+{
+	__u64 addr = (__u64)sk;
+	__u32 tid = (__u32)bpf_get_current_pid_tgid();
+	struct l7_ssl_call *call;
+	struct l7_ssl_key key = {};
+
+	if (bpf_map_lookup_elem(&tls_sk, &addr))
+		return true;
+	call = bpf_map_lookup_elem(&ssl_calls, &tid);
+	if (!call)
+		return false;
+	key.ssl = call->ssl;
+	key.tgid = tgid;
+	gg_map_update(&ssl_socks, &key, &addr, BPF_ANY);
+	gg_map_update(&tls_sk, &addr, &key.ssl, BPF_ANY);
+	return true;
+}
+
 /* One send (@dir L7_SENT) or receive of @len bytes by the current process on @sk. */
 static __always_inline int on_io(struct sock *sk, int len, __u8 dir)
 {
@@ -271,6 +323,8 @@ static __always_inline int on_io(struct sock *sk, int len, __u8 dir)
 		return 0;
 	cookie = bpf_get_socket_cookie(sk);
 	announce(sk, cookie, tgid, l4);
+	if (c->ssl && l4 == IPPROTO_TCP && tls_socket(sk, tgid))
+		return 0;
 
 	s = bpf_map_lookup_elem(&scratch, &zero);
 	if (!s)
@@ -350,6 +404,9 @@ int BPF_PROG(on_send, struct sock *sk, int ret, int flags)
 SEC("tp_btf/sock_recv_length")
 int BPF_PROG(on_recv, struct sock *sk, int ret, int flags)
 {
+	/* Peeked bytes stay queued: they are reported when they are read. */
+	if (flags & MSG_PEEK)
+		return 0;
 	return on_io(sk, ret, L7_RECEIVED);
 }
 
@@ -371,6 +428,7 @@ int BPF_PROG(on_state, struct sock *sk, int oldstate, int newstate)
 		__u64 cookie;
 
 		bpf_map_delete_elem(&origin, &key);
+		bpf_map_delete_elem(&tls_sk, &key);
 		cookie = bpf_get_socket_cookie(sk);
 		if (bpf_map_delete_elem(&socks, &cookie))
 			return 0;
@@ -379,5 +437,150 @@ int BPF_PROG(on_state, struct sock *sk, int oldstate, int newstate)
 		h.kind = L7_EV_CLOSE;
 		output(&h, sizeof(h));
 	}
+	return 0;
+}
+
+/* The socket behind descriptor @fd of the current process, or 0. */
+static __always_inline __u64 sock_of_fd(int fd)
+{
+	struct task_struct *task = (struct task_struct *)bpf_get_current_task();
+	struct file **fds = BPF_CORE_READ(task, files, fdt, fd);
+	unsigned int max = BPF_CORE_READ(task, files, fdt, max_fds);
+	struct file *f = NULL;
+	struct socket *sock;
+	umode_t mode;
+
+	if (fd < 0 || (unsigned int)fd >= max)
+		return 0;
+	if (bpf_probe_read_kernel(&f, sizeof(f), &fds[fd]) || !f)
+		return 0;
+	mode = BPF_CORE_READ(f, f_inode, i_mode);
+	if ((mode & 00170000) != 0140000) /* S_ISSOCK */
+		return 0;
+	sock = BPF_CORE_READ(f, private_data);
+	return (__u64)BPF_CORE_READ(sock, sk);
+}
+
+SEC("uprobe")
+int BPF_UPROBE(ssl_set_fd, void *ssl, int fd)
+{
+	struct l7_cfg *c = l7_config();
+	struct l7_ssl_key key = {};
+	__u32 tgid = bpf_get_current_pid_tgid() >> 32;
+	__u64 sk;
+
+	if (!c || !c->ssl || !traced(c, tgid))
+		return 0;
+	sk = sock_of_fd(fd);
+	if (!sk)
+		return 0;
+	key.ssl = (__u64)ssl;
+	key.tgid = tgid;
+	gg_map_update(&ssl_socks, &key, &sk, BPF_ANY);
+	gg_map_update(&tls_sk, &sk, &key.ssl, BPF_ANY);
+	return 0;
+}
+
+static __always_inline int ssl_enter(void *ssl, const void *buf, void *len_ptr, __u8 ex, __u8 dir)
+{
+	struct l7_cfg *c = l7_config();
+	struct l7_ssl_call call = {};
+	__u64 id = bpf_get_current_pid_tgid();
+	__u32 tid = (__u32)id;
+
+	if (!c || !c->ssl || !traced(c, id >> 32))
+		return 0;
+	call.ssl = (__u64)ssl;
+	call.buf = (__u64)buf;
+	call.len_ptr = (__u64)len_ptr;
+	call.ex = ex;
+	call.dir = dir;
+	gg_map_update(&ssl_calls, &tid, &call, BPF_ANY);
+	return 0;
+}
+
+SEC("uprobe")
+int BPF_UPROBE(ssl_write_enter, void *ssl, const void *buf, int num)
+{
+	return ssl_enter(ssl, buf, NULL, 0, L7_SENT);
+}
+
+SEC("uprobe")
+int BPF_UPROBE(ssl_read_enter, void *ssl, void *buf, int num)
+{
+	return ssl_enter(ssl, buf, NULL, 0, L7_RECEIVED);
+}
+
+SEC("uprobe")
+int BPF_UPROBE(ssl_write_ex_enter, void *ssl, const void *buf, __u64 num, __u64 *written)
+{
+	return ssl_enter(ssl, buf, written, 1, L7_SENT);
+}
+
+SEC("uprobe")
+int BPF_UPROBE(ssl_read_ex_enter, void *ssl, void *buf, __u64 num, __u64 *readbytes)
+{
+	return ssl_enter(ssl, buf, readbytes, 1, L7_RECEIVED);
+}
+
+/* Return of any of the four: the plain text moved, as a data record of the socket. */
+SEC("uretprobe")
+int BPF_URETPROBE(ssl_ret, int ret)
+{
+	__u64 id = bpf_get_current_pid_tgid();
+	__u32 tid = (__u32)id, zero = 0, want;
+	struct l7_ssl_call call, *p = bpf_map_lookup_elem(&ssl_calls, &tid);
+	struct l7_ssl_key key = {};
+	struct l7_scratch *s;
+	struct l7_cfg *c;
+	__u64 *sk, cookie, n = 0, size;
+
+	if (!p)
+		return 0;
+	call = *p;
+	bpf_map_delete_elem(&ssl_calls, &tid);
+	if (call.ex) {
+		if (ret != 1 || bpf_probe_read_user(&n, sizeof(n), (void *)call.len_ptr))
+			return 0;
+	} else if (ret > 0) {
+		n = ret;
+	}
+	if (!n || n > 0x7fffffff)
+		return 0;
+	key.ssl = call.ssl;
+	key.tgid = id >> 32;
+	sk = bpf_map_lookup_elem(&ssl_socks, &key);
+	c = l7_config();
+	if (!sk || !c)
+		return 0;
+	cookie = BPF_CORE_READ((struct sock *)*sk, __sk_common.skc_cookie.counter);
+	if (!cookie)
+		return 0;
+	s = bpf_map_lookup_elem(&scratch, &zero);
+	if (!s)
+		return 0;
+	s->d.h.cookie = cookie;
+	s->d.h.ts_ns = bpf_ktime_get_ns();
+	s->d.h.tgid = id >> 32;
+	s->d.h.kind = L7_EV_DATA;
+	s->d.len = n;
+	s->d.cap = 0;
+	s->d.dir = call.dir;
+	s->d.how = L7_HOW_TLS;
+	s->d.peer_family = 0;
+	s->d.peer_port = 0;
+	want = c->cap;
+	if (want > L7_CAP_MAX)
+		want = L7_CAP_MAX;
+	if (want > n)
+		want = n;
+	barrier_var(want);
+	want &= L7_CAP_MAX * 2 - 1;
+	if (want && !bpf_probe_read_user(s->data, want, (void *)call.buf))
+		s->d.cap = want;
+	size = sizeof(s->d) + (s->d.cap & (2 * L7_CAP_MAX - 1));
+	if (size > sizeof(*s))
+		return 0;
+	output(s, size);
 	return 0;
 }

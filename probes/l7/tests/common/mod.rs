@@ -67,7 +67,10 @@ impl Probe {
         if ready.recv_timeout(Duration::from_secs(30)).is_err() {
             let _ = child.kill();
             let _ = child.wait();
-            panic!("l7probe did not attach; stderr:\n{}", stderr.lock().unwrap());
+            panic!(
+                "l7probe did not attach; stderr:\n{}",
+                stderr.lock().unwrap()
+            );
         }
         Probe {
             child,
@@ -146,7 +149,10 @@ impl Drop for Probe {
 
 /// The fields of a record line `|table|a|b|`.
 pub fn parse(line: &str) -> Vec<String> {
-    line.trim_matches('|').split('|').map(str::to_string).collect()
+    line.trim_matches('|')
+        .split('|')
+        .map(str::to_string)
+        .collect()
 }
 
 /// The newest record of `table` whose fields satisfy `pick`.
