@@ -33,6 +33,7 @@ const SHIPPED_METAS: &[&str] = &[
     "probes/system_infos/system_infos.meta",
     "probes/tcp/tcpprobe.meta",
     "probes/endpoint/endpoint.meta",
+    "probes/l7/l7probe.meta",
     "probes/proc/taskprobe.meta",
     "probes/io/ioprobe.meta",
     "probes/container/containerprobe.meta",

@@ -52,6 +52,7 @@ fn shipped_config_loads_without_warnings() {
             "example_py",
             "tcpprobe",
             "endpoint",
+            "l7probe",
             "taskprobe",
             "ioprobe",
             "containerprobe",

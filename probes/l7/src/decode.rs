@@ -220,7 +220,10 @@ mod tests {
             panic!("not data")
         };
         assert_eq!(e.bytes, b"GET ");
-        assert_eq!((e.len, e.dir, e.tgid, e.ts_ns), (1000, Dir::Received, 7, 100));
+        assert_eq!(
+            (e.len, e.dir, e.tgid, e.ts_ns),
+            (1000, Dir::Received, 7, 100)
+        );
         assert_eq!(e.peer, Some("127.0.0.1:53".parse().unwrap()));
         // A record shorter than its `cap` says is refused.
         raw.truncate(std::mem::size_of::<l7_ev_data>() + 2);

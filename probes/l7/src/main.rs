@@ -121,7 +121,10 @@ fn sync_tls(collector: &mut Collector<'_>, hooks: &mut TlsHooks, settings: &Sett
         warn!("SSL hooks: {e}");
     }
     if hooks.attached() != before {
-        info!("SSL hooks attached to {} libssl target(s)", hooks.attached());
+        info!(
+            "SSL hooks attached to {} libssl target(s)",
+            hooks.attached()
+        );
     }
     if let Err(e) = collector.set_ssl(true) {
         warn!("{e}");
@@ -149,8 +152,12 @@ fn run() -> Result<()> {
     let declaration = tables::declaration();
     let mut settings = Settings::from_args(&args);
     bpf::require_hooks(
-        &["sock_send_length", "sock_recv_length", "inet_sock_set_state"]
-            .map(Hook::raw_tracepoint),
+        &[
+            "sock_send_length",
+            "sock_recv_length",
+            "inet_sock_set_state",
+        ]
+        .map(Hook::raw_tracepoint),
     );
     let ring_bytes = bpf::ring_bytes_at_start(&control, DEFAULT_RING_MIB);
     let opts = Options {
@@ -185,7 +192,12 @@ fn run() -> Result<()> {
         warn!("{e}");
     }
     let mut tls_hooks = TlsHooks::default();
-    sync_tls(&mut collector, &mut tls_hooks, &settings, tracing(&settings));
+    sync_tls(
+        &mut collector,
+        &mut tls_hooks,
+        &settings,
+        tracing(&settings),
+    );
     info!(
         "attached (capture: {capture} bytes per call, ring buffer: {} MiB)",
         ring_bytes >> 20
@@ -269,7 +281,12 @@ fn run() -> Result<()> {
         let forgotten = conns.borrow_mut().end_period(ktime_ns());
         collector.forget(&forgotten);
         // Processes started since: their libssl.
-        sync_tls(&mut collector, &mut tls_hooks, &settings, tracing(&settings));
+        sync_tls(
+            &mut collector,
+            &mut tls_hooks,
+            &settings,
+            tracing(&settings),
+        );
         match written {
             Ok(()) => {}
             Err(e) if is_broken_pipe(&e) => return Ok(()),

@@ -142,7 +142,10 @@ mod tests {
             &d,
             &msg(r#"{"probe_bits":2,"params":{"report_period":10,"l7_protocol":["http","redis","mongo"],"support_ssl":1},"snoop":{"mode":"include","pids":[7]}}"#),
         );
-        assert_eq!(refused, ["control: l7_protocol mongo not parsed by this probe"]);
+        assert_eq!(
+            refused,
+            ["control: l7_protocol mongo not parsed by this probe"]
+        );
         assert_eq!((s.period_secs, s.probe_bits), (10, BIT_RPC));
         assert_eq!(s.protocols, [Protocol::Http, Protocol::Redis]);
         assert!(s.ssl);

@@ -45,7 +45,10 @@ pub const KEYS: &[Field] = &[
     Field::key("server_ip", "server address of the connections"),
     Field::key("server_port", "server port of the connections"),
     Field::key("l4_role", "tcp_client, tcp_server or udp"),
-    Field::key("l7_role", "client (the process sends the requests) or server"),
+    Field::key(
+        "l7_role",
+        "client (the process sends the requests) or server",
+    ),
     Field::key(
         "protocol",
         "http, redis, pgsql, mysql, kafka, dns, or unknown (not detected, or not parsed)",
@@ -54,16 +57,25 @@ pub const KEYS: &[Field] = &[
 
 /// The label after the keys (and after `api`).
 pub const LABELS: &[Field] = &[
-    Field::label("ssl", "1 when the bytes are the plain text of a TLS session, else 0"),
+    Field::label(
+        "ssl",
+        "1 when the bytes are the plain text of a TLS session, else 0",
+    ),
     Field::label("comm", "process name"),
 ];
 
 /// `l7_link` values, [`LinkStats`] order.
 pub const LINK_FIELDS: &[Field] = &[
     Field::per_period("bytes_sent", "bytes the process sent on these connections"),
-    Field::per_period("bytes_recv", "bytes the process received on these connections"),
+    Field::per_period(
+        "bytes_recv",
+        "bytes the process received on these connections",
+    ),
     Field::per_period("segs_sent", "send calls (system calls that sent bytes)"),
-    Field::per_period("segs_recv", "receive calls (system calls that received bytes)"),
+    Field::per_period(
+        "segs_recv",
+        "receive calls (system calls that received bytes)",
+    ),
 ];
 
 /// `l7_rpc` values.
@@ -72,11 +84,24 @@ pub const RPC_FIELDS: &[Field] = &[
     Field::gauge("throughput_resp", "responses per second in the last period"),
     Field::per_period("req_count", "requests"),
     Field::per_period("resp_count", "responses matched to a request"),
-    Field::gauge("latency_avg", "mean request-to-response latency in the last period, us"),
-    Field::histogram("latency", "request-to-response latency, us"),
-    Field::per_period("latency_sum", "sum of the latencies, us"),
-    Field::gauge("err_ratio", "error responses per response in the last period, percent"),
-    Field::per_period("err_count", "error responses (HTTP >= 400, error replies and packets, error codes, DNS rcode != 0)"),
+    Field::gauge(
+        "latency_avg",
+        "mean request-to-response latency in the last period, us",
+    ),
+    // Upstream's separate `latency_sum` is the histogram's own sum (Prometheus: the
+    // `gala_gopher_l7_latency_sum` series): a field of that name would clash with it.
+    Field::histogram(
+        "latency",
+        "request-to-response latency, us (its sum: latency_sum)",
+    ),
+    Field::gauge(
+        "err_ratio",
+        "error responses per response in the last period, percent",
+    ),
+    Field::per_period(
+        "err_count",
+        "error responses (HTTP >= 400, error replies and packets, error codes, DNS rcode != 0)",
+    ),
 ];
 
 /// `l7_rpc_api` values: those of `l7_rpc`, then the errors by side.
@@ -100,7 +125,7 @@ pub const PARSE_FIELDS: &[Field] = &[
     Field::counter("unmatched_response", "responses without a pending request"),
     Field::counter("pending_overflow", "pending requests dropped: a connection's cap reached"),
     Field::counter("pending_abandoned", "pending requests dropped with their connection's parsing"),
-    Field::counter("api_overflow", "requests counted under api \"other\": the per-process API cap was reached"),
+    Field::counter("api_overflow", "requests counted under the api other: the per-process API cap was reached"),
     Field::counter("key_overflow", "table updates dropped: the row cap was reached"),
     Field::counter("uncaptured_calls", "calls whose bytes could not be read (sendfile, splice, io_uring, ...): a gap for the parser"),
     Field::counter("bad_records", "kernel records that did not decode"),
@@ -193,7 +218,10 @@ fn l4_role(key: &Key) -> &'static str {
 /// The latency histogram of `s` (the tracker's buckets are probe_sdk's first 13, then the
 /// overflow, which the last bucket of probe_sdk takes).
 fn histogram(s: &RpcStats) -> Histogram {
-    debug_assert_eq!(LATENCY_BOUNDS_US[..], probe_sdk::histogram::BOUNDS_US[..SLOTS - 1]);
+    debug_assert_eq!(
+        LATENCY_BOUNDS_US[..],
+        probe_sdk::histogram::BOUNDS_US[..SLOTS - 1]
+    );
     let mut h = Histogram::default();
     for (d, c) in h.counts.iter_mut().zip(s.latency_buckets.iter()) {
         *d = *c;
@@ -279,7 +307,6 @@ pub fn write_rpc<W: Write>(
         .field(&s.resp_count)
         .field(&avg)
         .field(&histogram(s).encode())
-        .field(&s.latency_sum_us)
         .field(&ratio(s.err_count.saturating_sub(before.err_count), resp))
         .field(&s.err_count);
     if !api {
@@ -296,4 +323,137 @@ pub fn write_rpc<W: Write>(
     .field(&s.client_err_count)
     .field(&s.server_err_count)
     .end()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use l7_protocol::tracker::Role;
+    use probe_sdk::meta::FieldKind;
+    use std::net::{IpAddr, Ipv4Addr};
+
+    #[test]
+    fn upstream_names_and_keys() {
+        let tables = meta_tables();
+        let keys = |t: &Table| -> Vec<&str> {
+            t.fields
+                .iter()
+                .filter(|f| f.kind == FieldKind::Key)
+                .map(|f| f.name)
+                .collect()
+        };
+        let head = [
+            "tgid",
+            "client_ip",
+            "server_ip",
+            "server_port",
+            "l4_role",
+            "l7_role",
+            "protocol",
+        ];
+        assert_eq!(keys(&tables[0]), head);
+        assert_eq!(keys(&tables[1]), head);
+        assert_eq!(keys(&tables[2])[..7], head);
+        assert_eq!(keys(&tables[2])[7], "api");
+        assert_eq!(
+            (tables[0].entity, tables[1].entity, tables[2].entity),
+            ("l7", "l7", "l7_api")
+        );
+        let names: Vec<&str> = tables[2].fields.iter().map(|f| f.name).collect();
+        for upstream in [
+            "throughput_req",
+            "throughput_resp",
+            "req_count",
+            "resp_count",
+            "latency_avg",
+            "latency",
+            "err_ratio",
+            "client_err_ratio",
+            "server_err_ratio",
+            "err_count",
+            "client_err_count",
+            "server_err_count",
+            "ssl",
+        ] {
+            assert!(names.contains(&upstream), "{upstream}");
+        }
+        assert_eq!(meta::check(&tables), Vec::<String>::new());
+    }
+
+    #[test]
+    fn records_match_the_declared_width() {
+        let key = Key {
+            tgid: 7,
+            client_ip: IpAddr::V4(Ipv4Addr::LOCALHOST),
+            server_ip: IpAddr::V4(Ipv4Addr::LOCALHOST),
+            server_port: 80,
+            role: Role::Server,
+            protocol: "http",
+            ssl: true,
+        };
+        let api = ApiKey {
+            key: key.clone(),
+            api: "GET /{id}".into(),
+        };
+        let mut s = RpcStats {
+            req_count: 4,
+            resp_count: 4,
+            err_count: 2,
+            client_err_count: 1,
+            server_err_count: 1,
+            latency_sum_us: 400,
+            latency_max_us: 200,
+            ..RpcStats::default()
+        };
+        s.latency_buckets[2] = 4;
+        let mut w = RecordWriter::new(Vec::new());
+        write_link(&mut w, &key, "nginx", &LinkStats::default()).unwrap();
+        write_rpc(&mut w, &api, false, "nginx", &s, &RpcStats::default(), 2.0).unwrap();
+        write_rpc(&mut w, &api, true, "nginx", &s, &RpcStats::default(), 2.0).unwrap();
+        w.flush().unwrap();
+        let out = String::from_utf8(w.into_inner()).unwrap();
+        let lines: Vec<&str> = out.lines().collect();
+        assert!(
+            lines[1].starts_with(
+                "|l7_rpc|7|127.0.0.1|127.0.0.1|80|tcp_server|server|http|1|nginx|2.000|2.000|4|4|100.0|"
+            ),
+            "{out}"
+        );
+        assert!(lines[2].contains("|GET /{id}|1|nginx|"), "{out}");
+        assert!(
+            lines[2].ends_with(" 400 200|50.00|2|25.00|25.00|1|1|"),
+            "histogram sum and max, err_ratio, err_count, client/server ratios and counts: {out}"
+        );
+        for (line, t) in lines.iter().zip(meta_tables().iter()) {
+            assert_eq!(line.matches('|').count() - 2, t.width(), "{line}");
+        }
+    }
+
+    #[test]
+    fn declaration_is_valid() {
+        let d = declaration();
+        d.validate().expect("valid declaration");
+        assert_eq!(d.rest_name.as_deref(), Some("l7"));
+        assert_eq!(d.snoopers, SnooperKind::ALL);
+        assert_eq!(d.sub_probe_bits(&["l7_rpc_metrics".into()]), Ok(BIT_RPC));
+        assert_eq!(
+            d.sub_probe_bits(&["l7_bytes_metrics".into()]),
+            Ok(BIT_BYTES)
+        );
+        let doc = gala_libconfig::parse_str(&meta_text(), std::path::Path::new("l7probe.meta"))
+            .expect("valid libconfig");
+        assert_eq!(Declaration::from_node(&doc), Ok(Some(declaration())));
+    }
+
+    #[test]
+    fn committed_meta_file_is_current() {
+        let committed =
+            std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/l7probe.meta"))
+                .expect("probes/l7/l7probe.meta");
+        assert_eq!(
+            committed,
+            meta_text(),
+            "regenerate with: l7probe --print-meta > probes/l7/l7probe.meta"
+        );
+    }
 }

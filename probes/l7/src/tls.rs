@@ -158,8 +158,17 @@ mod tests {
 ";
         let (id, path) = libssl_in_maps(maps).unwrap();
         assert_eq!(path, "/usr/lib/x86_64-linux-gnu/libssl.so.3");
-        assert_eq!(id, LibId { dev: (0xfd << 20) | 1, ino: 5678 });
-        assert_eq!(libssl_in_maps("7f-8f r--p 0 08:01 1 /usr/lib/libcrypto.so.3\n"), None);
+        assert_eq!(
+            id,
+            LibId {
+                dev: (0xfd << 20) | 1,
+                ino: 5678
+            }
+        );
+        assert_eq!(
+            libssl_in_maps("7f-8f r--p 0 08:01 1 /usr/lib/libcrypto.so.3\n"),
+            None
+        );
         assert_eq!(libssl_in_maps("garbage\n\n"), None);
     }
 

@@ -26,7 +26,9 @@ fn nginx_with(tls: bool) -> Nginx {
     let port = free_port();
     let listen = if tls {
         let st = Command::new(need("openssl", "openssl"))
-            .args(["req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1"])
+            .args([
+                "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1",
+            ])
             .args(["-subj", "/CN=localhost", "-keyout", &format!("{d}/key.pem")])
             .args(["-out", &format!("{d}/cert.pem")])
             .stdout(Stdio::null())
@@ -76,10 +78,7 @@ http {{
     let master = child.id();
     let server = Server(child);
     wait_port(port);
-    let worker = children(master)
-        .first()
-        .copied()
-        .expect("an nginx worker");
+    let worker = children(master).first().copied().expect("an nginx worker");
     Nginx {
         _server: server,
         _dir: dir,
@@ -102,12 +101,7 @@ fn curl(urls: &[String]) -> u32 {
     pid
 }
 
-fn api_row<'a>(
-    records: &'a [Vec<String>],
-    tgid: u32,
-    role: &str,
-    api: &str,
-) -> &'a Vec<String> {
+fn api_row<'a>(records: &'a [Vec<String>], tgid: u32, role: &str, api: &str) -> &'a Vec<String> {
     last(records, "l7_rpc_api", |r| {
         r[1] == tgid.to_string() && r[6] == role && field(r, "api") == api
     })
@@ -185,16 +179,29 @@ fn requests_per_api_are_exact(tls: bool) {
     assert_eq!(hist_count(&field(rpc, "latency")), 13, "{rpc:?}");
 
     let ok = api_row(&records, n.worker, "server", "GET /ok");
-    assert_eq!((num(ok, "req_count"), num(ok, "err_count")), (5, 0), "{ok:?}");
+    assert_eq!(
+        (num(ok, "req_count"), num(ok, "err_count")),
+        (5, 0),
+        "{ok:?}"
+    );
     for i in 0..3 {
-        let m = api_row(&records, n.worker, "server", &format!("GET /missing{i}.html"));
+        let m = api_row(
+            &records,
+            n.worker,
+            "server",
+            &format!("GET /missing{i}.html"),
+        );
         assert_eq!(num(m, "req_count"), 1, "{m:?}");
         assert_eq!(num(m, "client_err_count"), 1, "{m:?}");
         assert_eq!(num(m, "server_err_count"), 0, "{m:?}");
     }
     let fail = api_row(&records, n.worker, "server", "GET /fail");
     assert_eq!(
-        (num(fail, "req_count"), num(fail, "err_count"), num(fail, "server_err_count")),
+        (
+            num(fail, "req_count"),
+            num(fail, "err_count"),
+            num(fail, "server_err_count")
+        ),
         (2, 2, 2),
         "{fail:?}"
     );
@@ -219,7 +226,13 @@ fn requests_per_api_are_exact(tls: bool) {
 
     // Nothing was lost or misparsed.
     let stats = last(&records, "l7_parse_stats", |_| true).unwrap();
-    for f in ["malformed", "too_long", "desynchronised", "unmatched_response", "bad_records"] {
+    for f in [
+        "malformed",
+        "too_long",
+        "desynchronised",
+        "unmatched_response",
+        "bad_records",
+    ] {
         assert_eq!(num(stats, f), 0, "{f}: {stats:?}");
     }
     let loss = last(&records, "l7probe_bpf_stats", |_| true).unwrap();
