@@ -348,3 +348,114 @@ fn endpoint_probe_is_driven_as_socket() {
     r.put("/socket", r#"{"state":"stopped"}"#);
     assert!(!alive(pid as i32), "endpoint {pid} still alive");
 }
+
+/// A python HTTP server on 127.0.0.1 whose comm is `comm`; returns it and its port.
+fn http_server(comm: &str) -> (KillOnDrop, u16) {
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let child = Command::new("python3")
+        .arg("-c")
+        .arg(format!(
+            "open('/proc/self/comm', 'w').write('{comm}')\n\
+             import http.server\n\
+             class H(http.server.BaseHTTPRequestHandler):\n\
+             \x20   protocol_version = 'HTTP/1.1'\n\
+             \x20   def do_GET(self):\n\
+             \x20       self.send_response(200 if self.path.startswith('/ok') else 404)\n\
+             \x20       self.send_header('Content-Length', '2')\n\
+             \x20       self.end_headers()\n\
+             \x20       self.wfile.write(b'ok')\n\
+             \x20   def log_message(self, *a): pass\n\
+             http.server.HTTPServer(('127.0.0.1', {port}), H).serve_forever()\n"
+        ))
+        .spawn()
+        .expect("python3");
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while TcpStream::connect(("127.0.0.1", port)).is_err() {
+        assert!(std::time::Instant::now() < deadline, "http server not up");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    (KillOnDrop(child), port)
+}
+
+fn get(port: u16, path: &str) {
+    let mut c = TcpStream::connect(("127.0.0.1", port)).unwrap();
+    write!(
+        c,
+        "GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
+    )
+    .unwrap();
+    let mut out = Vec::new();
+    c.read_to_end(&mut out).unwrap();
+}
+
+#[test]
+fn l7probe_is_driven_as_l7_with_a_snooper() {
+    let r = Rest::start(60, |probes| install_probe(probes, "l7probe", "probes/l7"));
+    r.wait_known("/l7");
+    assert_eq!(r.get("/l7")["state"], "stopped");
+    let (selected, port) = http_server("ggl7match");
+    let (other, other_port) = http_server("ggl7other");
+    r.put(
+        "/l7",
+        r#"{"cmd":{"probe":["l7_rpc_metrics"]},"snoopers":{"proc_name":[{"comm":"^ggl7match$","cmdline":""}]},"params":{"report_period":1,"l7_protocol":["http"],"support_ssl":0},"state":"running"}"#,
+    );
+    let pid = r.get("/l7")["pid"].as_u64().expect("running");
+    assert_eq!(
+        r.get("/l7")["params"]["l7_protocol"],
+        serde_json::json!(["http"])
+    );
+    let tgid = format!("tgid=\"{}\"", selected.0.id());
+    let scrape = wait_for(Duration::from_secs(30), || {
+        get(port, "/ok/1");
+        get(port, "/missing");
+        get(other_port, "/ok/2");
+        let s = r.d.scrape();
+        series(&s, "gala_gopher_l7_api_req_count{")
+            .iter()
+            .any(|l| l.contains(&tgid) && l.contains("api=\"GET /ok/{id}\""))
+            .then_some(s)
+    })
+    .unwrap_or_else(|| {
+        panic!(
+            "l7_rpc_api of the selected server not seen:\n{}",
+            r.d.scrape()
+        )
+    });
+    // The 404s are blamed on the client (upstream counter mode: the change per period).
+    let api = series(&scrape, "gala_gopher_l7_api_client_err_count{");
+    assert!(
+        api.iter()
+            .any(|l| l.contains(&tgid) && l.contains("api=\"GET /missing\"")),
+        "no client errors of GET /missing: {api:?}"
+    );
+    // Only the selected process, only the selected sub-probe's tables.
+    let other_tgid = format!("tgid=\"{}\"", other.0.id());
+    assert!(
+        !scrape
+            .lines()
+            .any(|l| l.starts_with("gala_gopher_l7") && l.contains(&other_tgid)),
+        "the unselected server was reported:\n{scrape}"
+    );
+    assert!(
+        series(&scrape, "gala_gopher_l7_bytes_sent{").is_empty(),
+        "l7_link reported without l7_bytes_metrics:\n{scrape}"
+    );
+    // Switched to the bytes table without a restart.
+    r.put("/l7", r#"{"cmd":{"probe":["l7_bytes_metrics"]}}"#);
+    wait_for(Duration::from_secs(30), || {
+        get(port, "/ok/3");
+        series(&r.d.scrape(), "gala_gopher_l7_bytes_sent{")
+            .iter()
+            .any(|l| l.contains(&tgid))
+            .then_some(())
+    })
+    .unwrap_or_else(|| panic!("l7_link not seen:\n{}", r.d.scrape()));
+    assert_eq!(r.get("/l7")["pid"].as_u64(), Some(pid), "restarted");
+    r.put("/l7", r#"{"state":"stopped"}"#);
+    assert!(!alive(pid as i32), "l7probe {pid} still alive");
+    drop((selected, other));
+}
