@@ -1,7 +1,8 @@
 //! Run-time control of the shipped eBPF probes through the real daemon and its REST API: the
 //! daemon starts with no probe running; tcpprobe is started, retuned without a restart and
 //! stopped over REST, and its tables follow the sub-probes; the endpoint probe is driven as
-//! `socket`; taskprobe follows a `proc_name` snooper as processes come and go.
+//! `socket`; taskprobe follows a `proc_name` snooper as processes come and go; l7probe is driven
+//! as `l7` with a snooper and its sub-probes.
 
 mod daemon_support;
 

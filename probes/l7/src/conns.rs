@@ -1,7 +1,10 @@
 //! From kernel records to the tracker: which connection a record belongs to, which end the
-//! process is, and when a connection ends. UDP sockets that are not connected carry one
-//! "connection" per peer; everything here is bounded (the tracker's [`Limits`], the peer map
-//! by [`MAX_UDP_PEERS`], idle entries aged out).
+//! process is, and when a connection ends. A UDP socket is one connection: a connected one
+//! to its peer; an unconnected one that sends first (a client) to the destination of its first
+//! send, one that receives first (a server) from any client (the unspecified address: the
+//! source of a received datagram reaches the caller's buffer only after the kernel's
+//! tracepoint, so it is not known). Everything here is bounded (the tracker's [`Limits`], idle
+//! entries aged out).
 
 use std::collections::{HashMap, HashSet};
 use std::net::SocketAddr;
@@ -12,18 +15,14 @@ use l7_protocol::Protocol;
 
 use crate::decode::{Data, Dir, Open, Origin};
 
-/// UDP (socket, peer) pairs tracked at once.
-pub const MAX_UDP_PEERS: usize = 65_536;
-/// A UDP peer silent this long is forgotten, ns.
+/// A UDP socket silent this long is forgotten, ns.
 const UDP_IDLE_NS: u64 = 60_000_000_000;
 /// A TCP connection silent this long is forgotten (its close was not seen), ns.
 const TCP_IDLE_NS: u64 = 900_000_000_000;
-/// Ids of UDP peer "connections" start here (socket cookies are far below).
-const UDP_ID_BASE: u64 = 1 << 62;
 
 struct Sock {
     open: Open,
-    /// The tracker's connection (TCP: the cookie; connected UDP: the cookie).
+    /// Which end the process is (UDP: decided by the first call); None until known.
     role: Option<Role>,
     /// Its bytes are a TLS session's plain text.
     tls: bool,
@@ -35,21 +34,26 @@ struct Sock {
 pub struct CaptureStats {
     /// Calls whose bytes were not captured (sendfile, splice, io_uring, ...).
     pub uncaptured_calls: u64,
-    /// UDP datagrams whose peer was not known, or past [`MAX_UDP_PEERS`].
-    pub udp_unknown_peer: u64,
 }
 
 /// The connections of the traced processes.
 pub struct Conns {
     tracker: Tracker,
     socks: HashMap<u64, Sock>,
-    udp: HashMap<(u64, SocketAddr), (u64, u64)>,
-    next_udp: u64,
     protocols: Vec<Protocol>,
     /// Listening TCP ports per process, read from its network namespace when a connection
     /// older than the probe has to be classified.
     listening: HashMap<u32, HashSet<u16>>,
     stats: CaptureStats,
+}
+
+/// The protocols parsed on a UDP (DNS only) or TCP (all but DNS) connection.
+fn allowed(protocols: &[Protocol], udp: bool) -> Vec<Protocol> {
+    protocols
+        .iter()
+        .copied()
+        .filter(|p| udp == (*p == Protocol::Dns))
+        .collect()
 }
 
 fn way(d: Dir) -> Way {
@@ -94,8 +98,6 @@ impl Conns {
         Conns {
             tracker: Tracker::new(limits),
             socks: HashMap::new(),
-            udp: HashMap::new(),
-            next_udp: UDP_ID_BASE,
             protocols,
             listening: HashMap::new(),
             stats: CaptureStats::default(),
@@ -105,14 +107,6 @@ impl Conns {
     /// Parses only `protocols` in connections seen from now on.
     pub fn set_protocols(&mut self, protocols: Vec<Protocol>) {
         self.protocols = protocols;
-    }
-
-    fn allowed(&self, udp: bool) -> Vec<Protocol> {
-        self.protocols
-            .iter()
-            .copied()
-            .filter(|p| udp == (*p == Protocol::Dns))
-            .collect()
     }
 
     fn info(o: &Open, role: Role, remote: SocketAddr, tls: bool) -> ConnInfo {
@@ -148,7 +142,7 @@ impl Conns {
             })
         };
         if let Some(role) = role {
-            let allowed = self.allowed(false);
+            let allowed = allowed(&self.protocols, false);
             self.tracker
                 .open(o.cookie, Self::info(&o, role, o.remote, false), &allowed);
         }
@@ -180,12 +174,7 @@ impl Conns {
             // handshake; it starts afresh as a TLS connection.
             s.tls = true;
             if let Some(role) = s.role {
-                let allowed: Vec<Protocol> = self
-                    .protocols
-                    .iter()
-                    .copied()
-                    .filter(|p| *p != Protocol::Dns)
-                    .collect();
+                let allowed = allowed(&self.protocols, false);
                 let info = Self::info(&s.open, role, s.open.remote, true);
                 self.tracker.open(d.cookie, info, &allowed);
             }
@@ -195,38 +184,20 @@ impl Conns {
                 .data(d.cookie, way(d.dir), d.ts_ns, d.bytes, u64::from(d.len));
             return;
         }
-        let connected = s.open.remote.port() != 0;
-        let Some(peer) = d.peer.or(connected.then_some(s.open.remote)) else {
-            self.stats.udp_unknown_peer = self.stats.udp_unknown_peer.saturating_add(1);
-            return;
-        };
-        let key = (d.cookie, peer);
-        let id = match self.udp.get_mut(&key) {
-            Some((id, last)) => {
-                *last = d.ts_ns;
-                *id
-            }
-            None => {
-                if self.udp.len() >= MAX_UDP_PEERS {
-                    self.stats.udp_unknown_peer = self.stats.udp_unknown_peer.saturating_add(1);
-                    return;
-                }
-                // The end that speaks first is the client.
-                let role = match d.dir {
-                    Dir::Sent => Role::Client,
-                    Dir::Received => Role::Server,
-                };
-                let id = self.next_udp;
-                self.next_udp += 1;
-                let info = Self::info(&s.open, role, peer, false);
-                let allowed = self.allowed(true);
-                self.tracker.open(id, info, &allowed);
-                self.udp.insert(key, (id, d.ts_ns));
-                id
-            }
-        };
+        if s.role.is_none() {
+            // The end that speaks first is the client.
+            let (role, remote) = match d.dir {
+                Dir::Sent => (Role::Client, d.peer.unwrap_or(s.open.remote)),
+                Dir::Received => (Role::Server, s.open.remote),
+            };
+            s.role = Some(role);
+            s.open.remote = remote;
+            let info = Self::info(&s.open, role, remote, false);
+            self.tracker
+                .open(d.cookie, info, &allowed(&self.protocols, true));
+        }
         self.tracker
-            .data(id, way(d.dir), d.ts_ns, d.bytes, u64::from(d.len));
+            .data(d.cookie, way(d.dir), d.ts_ns, d.bytes, u64::from(d.len));
     }
 
     /// A TCP socket closed.
@@ -270,15 +241,6 @@ impl Conns {
         for c in closing {
             self.tracker.close(c);
         }
-        let socks = &self.socks;
-        let tracker = &mut self.tracker;
-        self.udp.retain(|(cookie, _), (id, last)| {
-            let keep = socks.contains_key(cookie) && now_ns.saturating_sub(*last) < UDP_IDLE_NS;
-            if !keep {
-                tracker.close(*id);
-            }
-            keep
-        });
         // Fresh listening sets next period.
         self.listening.clear();
         forgotten

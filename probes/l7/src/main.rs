@@ -266,6 +266,7 @@ fn run() -> Result<()> {
                     .field(&st.unmatched_response)
                     .field(&st.pending_overflow)
                     .field(&st.pending_abandoned)
+                    .field(&st.unparsed_responses)
                     .field(&st.api_overflow)
                     .field(&st.key_overflow)
                     .field(&capture_stats.uncaptured_calls)

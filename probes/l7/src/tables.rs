@@ -125,6 +125,7 @@ pub const PARSE_FIELDS: &[Field] = &[
     Field::counter("unmatched_response", "responses without a pending request"),
     Field::counter("pending_overflow", "pending requests dropped: a connection's cap reached"),
     Field::counter("pending_abandoned", "pending requests dropped with their connection's parsing"),
+    Field::counter("unparsed_responses", "responses counted without their status: the response stream lost its place (a large reply not captured) and the next request showed they had ended"),
     Field::counter("api_overflow", "requests counted under the api other: the per-process API cap was reached"),
     Field::counter("key_overflow", "table updates dropped: the row cap was reached"),
     Field::counter("uncaptured_calls", "calls whose bytes could not be read (sendfile, splice, io_uring, ...): a gap for the parser"),

@@ -323,6 +323,9 @@ pub struct TrackerStats {
     pub pending_overflow: u64,
     /// Pending requests dropped because their connection's parsing failed.
     pub pending_abandoned: u64,
+    /// Responses counted without their status: the response stream lost its place (bytes not
+    /// captured, e.g. a large result set) and the next request showed they had ended.
+    pub unparsed_responses: u64,
     /// Requests counted under [`OTHER_API`].
     pub api_overflow: u64,
     /// Table updates dropped: [`Limits::max_keys`] rows reached.
@@ -404,6 +407,9 @@ impl Tracker {
             return;
         };
         c.flush_early(&mut self.tables);
+        if c.resp_lost {
+            c.complete_lost(&mut self.tables);
+        }
         let s = &mut self.tables.stats;
         s.unanswered = s.unanswered.saturating_add(c.pending.len() as u64);
     }
@@ -601,6 +607,38 @@ impl Parsers {
             Parsers::Mysql(..) | Parsers::Plain(..) => {}
         }
     }
+
+    /// A fresh request parser (after the request stream lost its place). MySQL's prepared
+    /// statements are forgotten with it: their executions count as api `unknown`.
+    fn reset_request(&mut self, protocol: Protocol) {
+        match self {
+            Parsers::Http(q, _) => *q = http::RequestParser::new(),
+            Parsers::Kafka(q, _) => *q = kafka::RequestParser::new(),
+            Parsers::Mysql(q, _) => *q = mysql::RequestParser::new(),
+            Parsers::Plain(q, _) => *q = crate::parser(protocol, Direction::Request),
+        }
+    }
+
+    /// A fresh response parser (after the response stream lost its place).
+    fn reset_response(&mut self, protocol: Protocol) {
+        match self {
+            Parsers::Http(_, r) => *r = http::ResponseParser::new(),
+            Parsers::Kafka(_, r) => *r = kafka::ResponseParser::new(),
+            Parsers::Mysql(_, r) => *r = mysql::ResponseParser::new(),
+            Parsers::Plain(_, r) => *r = crate::parser(protocol, Direction::Response),
+        }
+    }
+}
+
+/// Whether `protocol` answers one request at a time and in order, so that a client's next
+/// request shows the responses before it ended: its response stream can find its place again
+/// at the next request after losing it. Kafka clients pipeline (responses matched by id) and
+/// DNS is per datagram.
+fn resumable(protocol: Option<Protocol>) -> bool {
+    matches!(
+        protocol,
+        Some(Protocol::Http | Protocol::Redis | Protocol::Pgsql | Protocol::Mysql)
+    )
 }
 
 /// Where a connection is.
@@ -623,6 +661,13 @@ struct Conn {
     /// Link counts while the protocol is not decided.
     early: LinkStats,
     pending: VecDeque<Pending>,
+    /// The response stream lost its place: its bytes are dropped until the next request.
+    resp_lost: bool,
+    /// The request stream lost its place (e.g. a large COPY): its bytes are dropped until a
+    /// response shows the server took the whole request.
+    req_lost: bool,
+    /// Timestamp of the last response-direction call, ns.
+    last_response_ts: u64,
 }
 
 impl Conn {
@@ -646,6 +691,9 @@ impl Conn {
             state: State::Detecting(Vec::new()),
             early: LinkStats::default(),
             pending: VecDeque::new(),
+            resp_lost: false,
+            req_lost: false,
+            last_response_ts: 0,
         }
     }
 
@@ -719,6 +767,16 @@ impl Conn {
     }
 
     fn parse(&mut self, t: &mut Tables, direction: Direction, ts: u64, bytes: &[u8], len: u64) {
+        match direction {
+            Direction::Response => {
+                self.last_response_ts = ts;
+                if self.resp_lost {
+                    return;
+                }
+            }
+            Direction::Request if self.req_lost => return,
+            Direction::Request => {}
+        }
         let State::Parsing(parsers) = &mut self.state else {
             return;
         };
@@ -742,7 +800,14 @@ impl Conn {
         }
         if let Err(e) = result {
             t.count_error(&e);
-            if self.protocol != Some(Protocol::Dns) {
+            let lost_place = matches!(e, ParseError::Desynchronised(_));
+            if lost_place && resumable(self.protocol) {
+                // Dropped until the other direction shows where this one ends.
+                match direction {
+                    Direction::Response => self.resp_lost = true,
+                    Direction::Request => self.req_lost = true,
+                }
+            } else if self.protocol != Some(Protocol::Dns) {
                 self.state = State::Stopped;
                 let n = std::mem::take(&mut self.pending).len() as u64;
                 t.stats.pending_abandoned = t.stats.pending_abandoned.saturating_add(n);
@@ -757,7 +822,32 @@ impl Conn {
         }
     }
 
+    /// The response stream lost its place and a request (or the close) shows the responses
+    /// to the pending requests ended: they count as responses without a status, timed to the
+    /// last response call after them; a request no response call followed stays unanswered.
+    fn complete_lost(&mut self, t: &mut Tables) {
+        let last = self.last_response_ts;
+        let mut unanswered = VecDeque::new();
+        for p in std::mem::take(&mut self.pending) {
+            if last <= p.ts {
+                unanswered.push_back(p);
+                continue;
+            }
+            let latency_us = (last - p.ts) / 1_000;
+            t.rows(&self.key, &p.api, |r| r.response(None, latency_us));
+            t.stats.unparsed_responses = t.stats.unparsed_responses.saturating_add(1);
+        }
+        self.pending = unanswered;
+        self.resp_lost = false;
+        if let (State::Parsing(parsers), Some(protocol)) = (&mut self.state, self.protocol) {
+            parsers.reset_response(protocol);
+        }
+    }
+
     fn request(&mut self, t: &mut Tables, m: &Message, ts: u64) {
+        if self.resp_lost {
+            self.complete_lost(t);
+        }
         let api = t.api_name(self.key.tgid, m.api.as_deref());
         t.rows(&self.key, &api, |r| {
             r.req_count = r.req_count.saturating_add(1)
@@ -788,6 +878,13 @@ impl Conn {
             t.stats.unmatched_response = t.stats.unmatched_response.saturating_add(1);
             return;
         };
+        if self.req_lost {
+            // The server answered: the lost request ended; the next request call starts anew.
+            self.req_lost = false;
+            if let (State::Parsing(parsers), Some(protocol)) = (&mut self.state, self.protocol) {
+                parsers.reset_request(protocol);
+            }
+        }
         let latency_us = ts.saturating_sub(p.ts) / 1_000;
         let error = match (&m.status, self.protocol) {
             (Some(Status::Error(code)), Some(protocol)) => Some(blame(protocol, code)),
@@ -960,6 +1057,44 @@ mod tests {
         let get = &s.apis[&api(&k, "GET")];
         assert_eq!((get.req_count, get.resp_count, get.err_count), (1, 1, 1));
         assert_eq!(get.latency_sum_us, 1_000);
+    }
+
+    #[test]
+    fn responses_whose_place_was_lost_are_completed_by_the_next_request() {
+        let mut t = Tracker::new(Limits::default());
+        t.open(1, info(7, Role::Client, 6379), &Protocol::ALL);
+        let get = b"*2\r\n$3\r\nGET\r\n$1\r\nk\r\n";
+        // Three pipelined requests in one call.
+        send(&mut t, 1, Way::Sent, MS, &get.repeat(3));
+        // Their three 906-byte replies in one call, of which 1024 bytes were captured: the
+        // first reply and the start of the second; the third's head is in the gap.
+        let reply = format!("${}\r\n{}\r\n", 900, "x".repeat(900)).into_bytes();
+        let all = reply.repeat(3);
+        t.data(1, Way::Received, 3 * MS, &all[..1024], all.len() as u64);
+        // Lost: nothing more is parsed from that direction until the next request.
+        t.data(1, Way::Received, 4 * MS, b"garbage", 7);
+        let s = t.snapshot();
+        let k = key(7, Role::Client, 6379, "redis");
+        assert_eq!(s.apis[&api(&k, "GET")].resp_count, 1);
+        assert_eq!(s.stats.desynchronised, 1);
+        // The next request shows the two other replies ended (at the last response call).
+        send(&mut t, 1, Way::Sent, 10 * MS, get);
+        send(&mut t, 1, Way::Received, 12 * MS, b"$1\r\nv\r\n");
+        let s = t.snapshot();
+        let g = &s.apis[&api(&k, "GET")];
+        assert_eq!((g.req_count, g.resp_count, g.err_count), (4, 4, 0));
+        assert_eq!(s.stats.unparsed_responses, 2);
+        // 2 ms (parsed), 3 ms twice (to the last response call, at 4 ms), 2 ms.
+        assert_eq!(g.latency_sum_us, 2_000 + 3_000 + 3_000 + 2_000);
+        assert_eq!((s.stats.unanswered, s.stats.pending_abandoned), (0, 0));
+        // A request with no response call after it stays pending, then unanswered at close.
+        send(&mut t, 1, Way::Sent, 20 * MS, &get.repeat(2));
+        t.data(1, Way::Received, 21 * MS, &all[..1024], all.len() as u64);
+        send(&mut t, 1, Way::Sent, 30 * MS, get);
+        t.close(1);
+        let s = t.snapshot();
+        assert_eq!(s.apis[&api(&k, "GET")].resp_count, 6);
+        assert_eq!((s.stats.unparsed_responses, s.stats.unanswered), (3, 1));
     }
 
     fn typed(ty: u8, body: &[u8]) -> Vec<u8> {

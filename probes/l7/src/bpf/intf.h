@@ -72,7 +72,7 @@ struct l7_ev_data {
 	__u16 cap;      /* bytes captured after this header */
 	__u8 dir;       /* enum l7_dir */
 	__u8 how;       /* enum l7_how */
-	__u16 peer_family; /* UDP: the datagram's peer from the call's address argument, else 0 */
+	__u16 peer_family; /* UDP sends: the destination from the call's address argument, else 0 */
 	__u16 peer_port;   /* host order */
 	__u8 peer_addr[16];
 	/* __u8 data[cap] follows */

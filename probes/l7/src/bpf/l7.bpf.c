@@ -359,7 +359,9 @@ static __always_inline int on_io(struct sock *sk, int len, __u8 dir)
 		want &= L7_CAP_MAX * 2 - 1;
 		if (want && !bpf_probe_read_user(s->data, want, buf))
 			s->d.cap = want;
-		if (l4 == IPPROTO_UDP && (nr == NR_sendto || nr == NR_recvfrom))
+		/* A send's destination; a receive's source is copied out only after this
+		 * tracepoint (move_addr_to_user), so it is not read. */
+		if (l4 == IPPROTO_UDP && nr == NR_sendto)
 			read_peer(&s->d, (const void *)regs->r8);
 		break;
 	}
@@ -376,7 +378,7 @@ static __always_inline int on_io(struct sock *sk, int len, __u8 dir)
 		if (bpf_probe_read_user(&m, sizeof(m), (const void *)regs->si))
 			break;
 		s->d.cap = read_iov(s->data, m.msg_iov, m.msg_iovlen, want);
-		if (l4 == IPPROTO_UDP)
+		if (l4 == IPPROTO_UDP && nr == NR_sendmsg)
 			read_peer(&s->d, m.msg_name);
 		break;
 	}

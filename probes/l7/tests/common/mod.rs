@@ -199,7 +199,11 @@ pub fn meta_fields(table: &str) -> Vec<String> {
 }
 
 /// The count of a histogram field `N b1 c1 ... bN cN sum max` (cumulative: the last count).
+/// An empty field (no observation yet) counts 0.
 pub fn hist_count(v: &str) -> u64 {
+    if v.is_empty() {
+        return 0;
+    }
     let t: Vec<&str> = v.split(' ').collect();
     let n: usize = t[0].parse().unwrap();
     t[2 * n].parse().unwrap()
