@@ -238,3 +238,116 @@ fn requests_per_api_are_exact(tls: bool) {
     let loss = last(&records, "l7probe_bpf_stats", |_| true).unwrap();
     assert_eq!(loss[3], "0", "{loss:?}");
 }
+
+/// The upper bounds of the buckets around the median of an encoded histogram
+/// (`N b1 c1 ... bN cN sum max`, cumulative): (bound below the median's bucket, its bound).
+fn median_bucket(v: &str) -> (u64, u64) {
+    let t: Vec<u64> = v.split(' ').map(|x| x.parse().unwrap()).collect();
+    let n = t[0] as usize;
+    let total = t[2 * n];
+    let mut below = 0;
+    for i in 0..n {
+        let (bound, cum) = (t[1 + 2 * i], t[2 + 2 * i]);
+        if 2 * cum >= total {
+            return (below, bound);
+        }
+        below = bound;
+    }
+    unreachable!("cumulative counts end at the total")
+}
+
+/// Parses wrk's `--latency` median ("50%   67.00us", "1.32ms").
+fn wrk_median_us(out: &str) -> f64 {
+    let v = out
+        .lines()
+        .find_map(|l| l.trim().strip_prefix("50%"))
+        .unwrap_or_else(|| panic!("no median in wrk's output:\n{out}"))
+        .trim();
+    let (num, unit) = v.split_at(v.find(|c: char| c.is_ascii_alphabetic()).unwrap());
+    let n: f64 = num.parse().unwrap();
+    match unit {
+        "us" => n,
+        "ms" => n * 1e3,
+        "s" => n * 1e6,
+        _ => panic!("unit {unit} in {v}"),
+    }
+}
+
+#[test]
+fn wrk_load_is_counted_and_its_median_latency_agrees() {
+    let n = nginx_with(false);
+    let probe = Probe::start(&["-t", "1"], None);
+    let wrk = Command::new(need("wrk", "wrk"))
+        .args(["-t1", "-c4", "-d2s", "--latency"])
+        .arg(format!("http://127.0.0.1:{}/ok", n.port))
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    // The records while wrk runs and after it exits (an exited process's rows are reported
+    // once more, then forgotten).
+    let records = probe.records_for(4);
+    let out = wrk.wait_with_output().unwrap();
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    let completed: u64 = text
+        .lines()
+        .find(|l| l.contains("requests in"))
+        .and_then(|l| l.split_whitespace().next())
+        .and_then(|v| v.parse().ok())
+        .unwrap_or_else(|| panic!("wrk output:\n{text}"));
+    assert!(completed > 1000, "{text}");
+    // The server saw every completed request, and at most one more per connection (those
+    // wrk sent as it stopped).
+    let s = api_row(&records, n.worker, "server", "GET /ok");
+    let req = num(s, "req_count");
+    assert!(
+        (completed..=completed + 4).contains(&req),
+        "{req} vs {completed}: {s:?}"
+    );
+    assert_eq!(num(s, "resp_count"), req, "{s:?}");
+    assert_eq!(hist_count(&field(s, "latency")), req, "{s:?}");
+    assert_eq!(num(s, "err_count"), 0, "{s:?}");
+    // wrk's own end: the same requests, its latency's median in (or next to) the bucket of
+    // the median wrk measured.
+    let c = last(&records, "l7_rpc_api", |r| {
+        r[6] == "client" && r[4] == n.port.to_string() && field(r, "comm") == "wrk"
+    })
+    .unwrap_or_else(|| panic!("no client row of wrk"));
+    let creq = num(c, "req_count");
+    assert!(
+        (completed..=completed + 4).contains(&creq),
+        "{creq} vs {completed}"
+    );
+    assert!(num(c, "resp_count") >= completed, "{c:?}");
+    let wrk_p50 = wrk_median_us(&text);
+    let (lo, hi) = median_bucket(&field(c, "latency"));
+    let bounds = probe_sdk_bounds();
+    let i = bounds.iter().position(|b| *b == hi).unwrap();
+    let (lo2, hi2) = (
+        if i >= 2 { bounds[i - 2] } else { 0 },
+        bounds.get(i + 1).copied().unwrap_or(u64::MAX),
+    );
+    assert!(
+        (lo2 as f64) < wrk_p50 && wrk_p50 <= hi2 as f64,
+        "wrk's median {wrk_p50} us, ours in ({lo}, {hi}]: {c:?}"
+    );
+}
+
+/// The latency buckets' upper bounds, µs (probe_sdk::histogram::BOUNDS_US).
+fn probe_sdk_bounds() -> Vec<u64> {
+    vec![
+        50,
+        100,
+        250,
+        500,
+        1_000,
+        2_500,
+        5_000,
+        10_000,
+        50_000,
+        250_000,
+        1_000_000,
+        3_000_000,
+        10_000_000,
+        130_000_000,
+    ]
+}
