@@ -76,7 +76,11 @@ struct Nginx {
 
 impl Drop for Nginx {
     fn drop(&mut self) {
-        let _ = self.child.kill();
+        // SIGTERM: the master stops its worker (a SIGKILL would leave it running).
+        if let Ok(pid) = i32::try_from(self.child.id()) {
+            // SAFETY: kill(2) on our own child's pid, which is not reaped yet.
+            unsafe { libc::kill(pid, libc::SIGTERM) };
+        }
         let _ = self.child.wait();
     }
 }
@@ -120,7 +124,13 @@ http {{ access_log off; client_body_temp_path {d}/cb; proxy_temp_path {d}/px;
         thread::sleep(Duration::from_millis(50));
     }
     // taskset execs nginx: the child is nginx's master.
-    let worker = children_of(child.id())[0];
+    let worker = loop {
+        if let Some(w) = children_of(child.id()).first().copied() {
+            break w;
+        }
+        assert!(Instant::now() < deadline, "no nginx worker");
+        thread::sleep(Duration::from_millis(20));
+    };
     Nginx {
         child,
         _dir: dir,

@@ -57,6 +57,8 @@ pub struct Collector<'obj> {
     capture: u32,
     mode: Option<u32>,
     ssl: bool,
+    /// Announcement generation (`l7_cfg.gen`).
+    gen: u32,
 }
 
 /// Most tgids the `procs` map holds (its `max_entries`).
@@ -86,6 +88,7 @@ impl<'obj> Collector<'obj> {
             capture: opts.capture,
             mode: None,
             ssl: false,
+            gen: 1,
         };
         c.set_mode(l7_mode::L7_MODE_NONE.0)?;
         let p = &c.skel.progs;
@@ -127,7 +130,7 @@ impl<'obj> Collector<'obj> {
             mode,
             cap: self.capture,
             ssl: u32::from(ssl),
-            pad: 0,
+            gen: self.gen,
         };
         // SAFETY: l7_cfg is the plain-data copy of the map's value type.
         let bytes = unsafe {
@@ -227,13 +230,14 @@ impl<'obj> Collector<'obj> {
         Ok(())
     }
 
-    /// Forgets sockets user space forgot: the kernel announces them again when they next
-    /// move bytes.
-    pub fn forget(&self, cookies: &[u64]) {
-        for c in cookies {
-            // Already gone (closed, or evicted from the LRU map) is fine.
-            let _ = self.skel.maps.socks.delete(&c.to_ne_bytes());
+    /// User space forgot sockets: a new announcement generation makes the kernel announce
+    /// every socket again when it next moves bytes (user space ignores those it knows).
+    pub fn forget(&mut self, cookies: &[u64]) -> Result<(), CollectError> {
+        if cookies.is_empty() {
+            return Ok(());
         }
+        self.gen = self.gen.wrapping_add(1).max(1);
+        self.write_cfg(self.mode.unwrap_or(l7_mode::L7_MODE_NONE.0), self.ssl)
     }
 
     /// The ring buffer of records.

@@ -120,8 +120,12 @@ impl Conns {
         }
     }
 
-    /// A socket was announced.
+    /// A socket was announced (again, after user space forgot sockets: those still known
+    /// keep their state).
     pub fn open(&mut self, o: Open) {
+        if self.socks.contains_key(&o.cookie) {
+            return;
+        }
         let role = if o.udp {
             None
         } else {
@@ -211,7 +215,7 @@ impl Conns {
 
     /// End of a period at kernel time `now_ns`: forgets idle connections, and processes that
     /// exited (their last totals were reported). Returns the sockets forgotten: the kernel
-    /// must forget them too, so that it announces them again if they speak again.
+    /// must announce sockets again, so that these are known again if they speak again.
     pub fn end_period(&mut self, now_ns: u64) -> Vec<u64> {
         let mut forgotten = Vec::new();
         let mut closing = Vec::new();

@@ -280,7 +280,9 @@ fn run() -> Result<()> {
             apis: snap.apis,
         };
         let forgotten = conns.borrow_mut().end_period(ktime_ns());
-        collector.forget(&forgotten);
+        if let Err(e) = collector.forget(&forgotten) {
+            warn!("{e}");
+        }
         // Processes started since: their libssl.
         sync_tls(
             &mut collector,

@@ -78,7 +78,15 @@ http {{
     let master = child.id();
     let server = Server(child);
     wait_port(port);
-    let worker = children(master).first().copied().expect("an nginx worker");
+    // The master listens before it forks its worker.
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    let worker = loop {
+        if let Some(w) = children(master).first().copied() {
+            break w;
+        }
+        assert!(std::time::Instant::now() < deadline, "no nginx worker");
+        thread::sleep(Duration::from_millis(20));
+    };
     Nginx {
         _server: server,
         _dir: dir,

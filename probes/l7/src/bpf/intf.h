@@ -5,7 +5,7 @@
  *
  * One ring buffer carries three kinds of records, all starting with struct l7_head:
  * - L7_EV_OPEN (struct l7_ev_open): a socket of a traced process moved its first bytes; its
- *   addresses, owner and role. Sent once per socket (the `socks` map remembers it).
+ *   addresses, owner and role. Sent once per socket and generation (`sk_state` remembers).
  * - L7_EV_DATA (struct l7_ev_data + `cap` captured bytes): one send or receive call of a
  *   traced process on an IPv4/IPv6 TCP or UDP socket: `len` bytes moved, the first `cap` of
  *   them copied from the caller's buffer (0 when the call's buffer is not user memory, e.g.
@@ -78,11 +78,11 @@ struct l7_ev_data {
 	/* __u8 data[cap] follows */
 };
 
-/* Per socket, in the `socks` map (key: the socket's address). */
+/* Per socket, in the `sk_state` socket storage. */
 struct l7_sock {
-	__u64 cookie;
-	__u32 tgid;
-	__u8 l4;
+	__u64 cookie;  /* 0 until the socket first moves bytes of a traced process */
+	__u32 gen;     /* l7_cfg.gen it was announced in (0: not announced, or closed) */
+	__u8 role;     /* enum l7_role, from its state changes */
 	__u8 pad[3];
 };
 
@@ -98,7 +98,8 @@ struct l7_cfg {
 	__u32 mode;    /* enum l7_mode */
 	__u32 cap;     /* bytes captured per call, at most L7_CAP_MAX */
 	__u32 ssl;     /* 1: the libssl uprobes may be attached (support_ssl) */
-	__u32 pad;
+	__u32 gen;     /* announcement generation (>= 1): a socket announced in an older one is
+			* announced again (user space forgot it) */
 };
 
 /* A TLS session of a process (`ssl_socks` key). */

@@ -257,11 +257,23 @@ pub fn children(pid: u32) -> Vec<u32> {
     out
 }
 
-/// A child process killed (and reaped) when dropped.
+/// A server process stopped when dropped: SIGTERM first (nginx's master then stops its
+/// workers, which a SIGKILL would leave running), SIGKILL after 5 s.
 pub struct Server(pub Child);
 
 impl Drop for Server {
     fn drop(&mut self) {
+        if let Ok(pid) = i32::try_from(self.0.id()) {
+            // SAFETY: kill(2) on our own child's pid, which is not reaped yet.
+            unsafe { libc::kill(pid, libc::SIGTERM) };
+        }
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while Instant::now() < deadline {
+            if let Ok(Some(_)) = self.0.try_wait() {
+                return;
+            }
+            thread::sleep(Duration::from_millis(20));
+        }
         let _ = self.0.kill();
         let _ = self.0.wait();
     }
