@@ -8,7 +8,6 @@
 
 use std::collections::{HashMap, HashSet};
 use std::net::SocketAddr;
-use std::path::Path;
 
 use l7_protocol::tracker::{ConnInfo, Limits, Role, Snapshot, Tracker, Way};
 use l7_protocol::Protocol;
@@ -63,11 +62,13 @@ fn way(d: Dir) -> Way {
     }
 }
 
-/// TCP ports in LISTEN state in `/proc/<tgid>/net/tcp{,6}` (the process's network namespace).
+/// TCP ports in LISTEN state in `/proc/<tgid>/net/tcp{,6}` (the process's network namespace;
+/// the host's /proc, `GOPHER_HOST_PATH`).
 fn listening_ports(tgid: u32) -> HashSet<u16> {
     let mut out = HashSet::new();
     for f in ["tcp", "tcp6"] {
-        let Ok(text) = std::fs::read_to_string(format!("/proc/{tgid}/net/{f}")) else {
+        let file = probe_sdk::host::path(format!("/proc/{tgid}/net/{f}"));
+        let Ok(text) = std::fs::read_to_string(file) else {
             continue;
         };
         for line in text.lines().skip(1) {
@@ -225,7 +226,7 @@ impl Conns {
             .comms
             .keys()
             .copied()
-            .filter(|tgid| !Path::new(&format!("/proc/{tgid}")).exists())
+            .filter(|tgid| !probe_sdk::host::path(format!("/proc/{tgid}")).exists())
             .collect();
         for tgid in &gone_tgids {
             self.tracker.forget_tgid(*tgid);

@@ -27,10 +27,12 @@ enum Target {
     Library(LibId),
 }
 
-/// The libssl mapped by process `pid`: its id and the path to open it with.
+/// The libssl mapped by process `pid`: its id and the path to open it with (the host's /proc,
+/// `GOPHER_HOST_PATH`).
 pub fn libssl_of(pid: u32) -> Option<(LibId, PathBuf)> {
-    let maps = std::fs::read_to_string(format!("/proc/{pid}/maps")).ok()?;
-    libssl_in_maps(&maps).map(|(id, path)| (id, PathBuf::from(format!("/proc/{pid}/root{path}"))))
+    let maps = std::fs::read_to_string(probe_sdk::host::path(format!("/proc/{pid}/maps"))).ok()?;
+    libssl_in_maps(&maps)
+        .map(|(id, path)| (id, probe_sdk::host::path(format!("/proc/{pid}/root{path}"))))
 }
 
 /// The libssl line of a maps text: id and the library's path in the process's root.
@@ -135,7 +137,7 @@ impl TlsHooks {
 
 /// Every process id in /proc.
 fn all_pids() -> Vec<u32> {
-    std::fs::read_dir("/proc")
+    std::fs::read_dir(probe_sdk::host::path("/proc"))
         .map(|d| {
             d.flatten()
                 .filter_map(|e| e.file_name().to_str()?.parse().ok())
