@@ -11,6 +11,11 @@
 //!    CPU per observed request, the kernel programs' run time per request (`run_time_ns` in
 //!    the programs' fdinfo with `kernel.bpf_stats_enabled`), the probe's RSS, records lost.
 //!
+//! 3. **redis-benchmark** GET/SET (10 connections) against redis-server, pinned likewise: CPU per
+//!    request without the probe and tracing every process, median ratio.
+//! 4. **10,000 open connections** to nginx, one request each, kept open: the probe's RSS and
+//!    its CPU while they idle.
+//!
 //! `cargo bench -p l7probe --bench overhead -- [rounds] [seconds]` (default 5 rounds of 4 s).
 
 use std::io::{BufRead, BufReader, Write};
@@ -97,7 +102,8 @@ fn nginx() -> Nginx {
     std::fs::write(dir.path().join("www/index.html"), vec![b'x'; 100]).unwrap();
     let conf = format!(
         "worker_processes 1; daemon off; user root; error_log {d}/error.log; pid {d}/nginx.pid;
-events {{ worker_connections 256; }}
+worker_rlimit_nofile 20000;
+events {{ worker_connections 16384; }}
 http {{ access_log off; client_body_temp_path {d}/cb; proxy_temp_path {d}/px;
   fastcgi_temp_path {d}/fc; uwsgi_temp_path {d}/uw; scgi_temp_path {d}/sc;
   keepalive_requests 100000000;
@@ -251,6 +257,63 @@ impl Drop for Probe {
     }
 }
 
+/// One redis-benchmark run against a fresh redis-server: (requests, CPU seconds of both).
+fn redis_run(requests: u32) -> (u64, f64) {
+    let dir = tempfile::tempdir().unwrap();
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+        .to_string();
+    let mut server = Command::new("taskset")
+        .args([
+            "-c",
+            "0",
+            "redis-server",
+            "--port",
+            &port,
+            "--save",
+            "",
+            "--appendonly",
+            "no",
+        ])
+        .arg("--dir")
+        .arg(dir.path())
+        .stdout(Stdio::null())
+        .spawn()
+        .expect("redis-server (package redis-server)");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while std::net::TcpStream::connect(("127.0.0.1", port.parse::<u16>().unwrap())).is_err() {
+        assert!(Instant::now() < deadline, "redis-server did not start");
+        thread::sleep(Duration::from_millis(20));
+    }
+    let s0 = cpu_secs_of(server.id());
+    let c0 = children_cpu();
+    let out = Command::new("taskset")
+        .args([
+            "-c",
+            "1",
+            "redis-benchmark",
+            "-p",
+            &port,
+            "-c",
+            "10",
+            "-t",
+            "get,set",
+            "-q",
+        ])
+        .args(["-n", &requests.to_string()])
+        .output()
+        .expect("redis-benchmark (package redis-tools)");
+    assert!(out.status.success());
+    let cpu = (cpu_secs_of(server.id()) - s0) + (children_cpu() - c0);
+    // SAFETY: kill(2) on our own child.
+    unsafe { libc::kill(server.id() as i32, libc::SIGTERM) };
+    let _ = server.wait();
+    (2 * u64::from(requests), cpu)
+}
+
 fn median(mut v: Vec<f64>) -> f64 {
     v.sort_by(|a, b| a.partial_cmp(b).unwrap());
     v[v.len() / 2]
@@ -332,4 +395,51 @@ fn main() {
     );
     println!("last l7probe_bpf_stats: {loss:?}");
     println!("an l7_rpc row: {rpc:?}");
+    drop(probe);
+
+    // redis-benchmark, off and tracked.
+    let mut redis_ratios = Vec::new();
+    for r in 0..rounds {
+        let mut per_req = [0.0f64; 2];
+        for k in 0..2 {
+            let m = (r + k) % 2;
+            let probe = (m == 1).then(|| Probe::start(r#"{"snoop":{"mode":"all"}}"#));
+            let (req, cpu) = redis_run(100_000);
+            drop(probe);
+            per_req[m] = cpu / req as f64;
+        }
+        println!(
+            "redis round {r}: CPU/request off {:.2} us, tracked {:.2} us",
+            per_req[0] * 1e6,
+            per_req[1] * 1e6
+        );
+        redis_ratios.push(per_req[1] / per_req[0]);
+    }
+    println!(
+        "redis-benchmark GET/SET CPU per request ratio (median of {rounds}): tracked {:.3}x",
+        median(redis_ratios)
+    );
+
+    // 10,000 connections kept open, one request each.
+    let probe = Probe::start(r#"{"snoop":{"mode":"all"}}"#);
+    let mut conns = Vec::new();
+    for _ in 0..10_000 {
+        let mut c = std::net::TcpStream::connect(("127.0.0.1", n.port)).expect("connect");
+        c.write_all(b"GET /index.html HTTP/1.1\r\nHost: b\r\n\r\n")
+            .unwrap();
+        let mut buf = [0u8; 1024];
+        let _ = std::io::Read::read(&mut c, &mut buf);
+        conns.push(c);
+    }
+    thread::sleep(Duration::from_secs(2));
+    let c0 = cpu_secs_of(probe.child.id());
+    thread::sleep(Duration::from_secs(10));
+    let c1 = cpu_secs_of(probe.child.id());
+    let loss = probe.last_line("l7probe_bpf_stats");
+    println!(
+        "10,000 open connections (both ends traced): probe RSS {} KiB, CPU {:.2}% of a core while they idle; {loss:?}",
+        rss_kib(probe.child.id()),
+        (c1 - c0) * 10.0
+    );
+    drop(conns);
 }
