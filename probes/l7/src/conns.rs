@@ -26,6 +26,8 @@ struct Sock {
     /// Its bytes are a TLS session's plain text.
     tls: bool,
     last_ns: u64,
+    /// Period ends seen since the kernel said it closed (None: open).
+    closed: Option<u8>,
 }
 
 /// Counters of what could not be used, besides the tracker's.
@@ -118,6 +120,7 @@ impl Conns {
             local: o.local,
             remote,
             tls,
+            udp: o.udp,
         }
     }
 
@@ -158,6 +161,7 @@ impl Conns {
                 role,
                 tls: false,
                 last_ns: 0,
+                closed: None,
             },
         );
     }
@@ -205,12 +209,13 @@ impl Conns {
             .data(d.cookie, way(d.dir), d.ts_ns, d.bytes, u64::from(d.len));
     }
 
-    /// A TCP socket closed.
+    /// A TCP socket closed. The kernel says so when the socket reaches CLOSE, which for the
+    /// end that shut down first is when the peer's FIN arrives, before the application has
+    /// read what is still queued (a half-closed connection's response): the connection ends
+    /// for the tracker only after a whole period has passed.
     pub fn close(&mut self, cookie: u64) {
-        if let Some(s) = self.socks.remove(&cookie) {
-            if s.role.is_some() {
-                self.tracker.close(cookie);
-            }
+        if let Some(s) = self.socks.get_mut(&cookie) {
+            s.closed.get_or_insert(0);
         }
     }
 
@@ -234,9 +239,20 @@ impl Conns {
         self.socks.retain(|cookie, s| {
             let limit = if s.open.udp { UDP_IDLE_NS } else { TCP_IDLE_NS };
             let idle = s.last_ns != 0 && now_ns.saturating_sub(s.last_ns) >= limit;
-            let keep = !idle && !gone_tgids.contains(&s.open.tgid);
+            let closed = match &mut s.closed {
+                Some(n) if *n >= 1 => true,
+                Some(n) => {
+                    *n += 1;
+                    false
+                }
+                None => false,
+            };
+            let keep = !idle && !closed && !gone_tgids.contains(&s.open.tgid);
             if !keep {
-                forgotten.push(*cookie);
+                // A closed socket's kernel state already says it is not announced.
+                if !closed {
+                    forgotten.push(*cookie);
+                }
                 if s.role.is_some() {
                     closing.push(*cookie);
                 }

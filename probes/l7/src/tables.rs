@@ -207,15 +207,6 @@ pub fn meta_text() -> String {
     )
 }
 
-/// The `l4_role` value of `key`.
-fn l4_role(key: &Key) -> &'static str {
-    match (key.protocol, key.role) {
-        ("dns", _) => "udp",
-        (_, l7_protocol::tracker::Role::Client) => "tcp_client",
-        (_, l7_protocol::tracker::Role::Server) => "tcp_server",
-    }
-}
-
 /// The latency histogram of `s` (the tracker's buckets are probe_sdk's first 13, then the
 /// overflow, which the last bucket of probe_sdk takes).
 fn histogram(s: &RpcStats) -> Histogram {
@@ -258,7 +249,7 @@ fn keyed<'a, W: Write>(
         .field(&key.client_ip.to_string())
         .field(&key.server_ip.to_string())
         .field(&key.server_port)
-        .field(l4_role(key))
+        .field(key.l4_role())
         .field(key.l7_role())
         .field(key.protocol);
     if let Some(api) = api {
@@ -391,6 +382,7 @@ mod tests {
             role: Role::Server,
             protocol: "http",
             ssl: true,
+            udp: false,
         };
         let api = ApiKey {
             key: key.clone(),

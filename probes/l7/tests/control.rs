@@ -59,6 +59,7 @@ fn server_rows(records: &[Vec<String>], pid: u32) -> Vec<&Vec<String>> {
 
 #[test]
 fn an_include_snooper_traces_only_its_processes_in_the_kernel() {
+    let _serial = serial();
     let (a, port_a) = http_server();
     let (b, port_b) = http_server();
     let (pa, pb) = (a.0.id(), b.0.id());
@@ -98,6 +99,7 @@ fn an_include_snooper_traces_only_its_processes_in_the_kernel() {
 
 #[test]
 fn l7_protocol_limits_the_parsers() {
+    let _serial = serial();
     let (a, port) = http_server();
     let first = format!(
         r#"{{"snoop":{{"mode":"include","pids":[{}]}},"params":{{"l7_protocol":["redis"]}}}}"#,
@@ -124,6 +126,7 @@ fn l7_protocol_limits_the_parsers() {
 
 #[test]
 fn the_tables_follow_the_sub_probes() {
+    let _serial = serial();
     let (a, port) = http_server();
     let pid = a.0.id();
     let first = format!(r#"{{"probe_bits":1,"snoop":{{"mode":"include","pids":[{pid}]}}}}"#);

@@ -124,16 +124,19 @@ fn api_row<'a>(records: &'a [Vec<String>], tgid: u32, role: &str, api: &str) -> 
 
 #[test]
 fn nginx_and_curl_requests_per_api_are_exact() {
+    let _serial = serial();
     requests_per_api_are_exact(false);
 }
 
 #[test]
 fn https_plain_text_through_the_libssl_hooks() {
+    let _serial = serial();
     requests_per_api_are_exact(true);
 }
 
 #[test]
 fn https_without_support_ssl_is_counted_as_unknown_bytes() {
+    let _serial = serial();
     let n = nginx_with(true);
     let probe = Probe::start(&["-t", "1"], None);
     let base = format!("https://127.0.0.1:{}", n.port);
@@ -167,9 +170,8 @@ fn requests_per_api_are_exact(tls: bool) {
     urls.push(format!("{base}/items/123"));
     urls.push(format!("{base}/items/456?x=1"));
     urls.push(format!("{base}/big"));
-    let client = curl(&urls);
-    thread::sleep(Duration::from_millis(300));
-    let records = probe.records_for(2);
+    // curl exits at once: its rows are reported in one period, collected while it runs.
+    let (client, records) = during(&probe, || curl(&urls));
 
     // nginx's worker: the server end.
     let rpc = last(&records, "l7_rpc", |r| {
@@ -283,6 +285,7 @@ fn wrk_median_us(out: &str) -> f64 {
 
 #[test]
 fn wrk_load_is_counted_and_its_median_latency_agrees() {
+    let _serial = serial();
     let n = nginx_with(false);
     let probe = Probe::start(&["-t", "1"], None);
     let wrk = Command::new(need("wrk", "wrk"))

@@ -541,6 +541,52 @@ mod tests {
         );
     }
 
+    fn unhex(s: &str) -> Vec<u8> {
+        (0..s.len())
+            .step_by(2)
+            .map(|i| u8::from_str_radix(&s[i..i + 2], 16).unwrap())
+            .collect()
+    }
+
+    /// Datagrams of dig 9.18 (EDNS OPT with a cookie) and dnsmasq 2.90, as captured.
+    #[test]
+    fn dig_and_dnsmasq_datagrams() {
+        let q = unhex(concat!(
+            "a8620120000100000000000101610474657374000001000100002904d000000000000c",
+            "000a00086cb8dd2f08fe3272"
+        ));
+        let r = unhex(concat!(
+            "a86285800001000100000001016104746573740000010001c00c000100010000000000",
+            "040a00000100002904d0000000000000"
+        ));
+        let nq = unhex(concat!(
+            "4f4901200001000000000001046e6f70650474657374000001000100002904d0000000",
+            "00000c000a00086cb8dd2f08fe3272"
+        ));
+        let nr = unhex(concat!(
+            "4f4981830001000000000001046e6f70650474657374000001000100002904d0000000",
+            "000000"
+        ));
+        assert_eq!(detect(&q, None), Detect::Yes);
+        assert_eq!(detect(&q, Some(&r)), Detect::Yes);
+        assert_eq!(detect(&nq, Some(&nr)), Detect::Yes);
+        let mut req = parser(Direction::Request);
+        let mut resp = parser(Direction::Response);
+        let m = feed(&mut *req, &q).unwrap();
+        assert_eq!(
+            (m[0].api.as_deref(), m[0].correlation),
+            (Some("A"), Some(0xa862))
+        );
+        let m = feed(&mut *resp, &r).unwrap();
+        assert_eq!(
+            (m[0].status.clone(), m[0].correlation),
+            (Some(Status::Ok), Some(0xa862))
+        );
+        assert_eq!(feed(&mut *req, &nq).unwrap()[0].correlation, Some(0x4f49));
+        let m = feed(&mut *resp, &nr).unwrap();
+        assert_eq!(m[0].status, Some(Status::Error("NXDOMAIN".into())));
+    }
+
     #[test]
     fn detection() {
         let q = query(9, "example.com", 1);

@@ -103,6 +103,8 @@ pub struct ConnInfo {
     pub remote: SocketAddr,
     /// Whether the bytes are the plain text of a TLS connection.
     pub tls: bool,
+    /// UDP (else TCP).
+    pub udp: bool,
 }
 
 /// Bounds of the tracker's memory.
@@ -143,12 +145,18 @@ pub struct Key {
     pub protocol: &'static str,
     /// Whether the connection is TLS.
     pub ssl: bool,
+    /// UDP (else TCP).
+    pub udp: bool,
 }
 
 impl Key {
-    /// The `l4_role` of `l7_link`: "client" or "server".
+    /// The `l4_role` of the tables: "tcp_client", "tcp_server" or "udp".
     pub fn l4_role(&self) -> &'static str {
-        self.role.name()
+        match (self.udp, self.role) {
+            (true, _) => "udp",
+            (false, Role::Client) => "tcp_client",
+            (false, Role::Server) => "tcp_server",
+        }
     }
 
     /// The `l7_role` of the tables: "client" or "server".
@@ -685,6 +693,7 @@ impl Conn {
                 role: info.role,
                 protocol: UNKNOWN_PROTOCOL,
                 ssl: info.tls,
+                udp: info.udp,
             },
             allowed: allowed.to_vec(),
             protocol: None,
@@ -950,6 +959,7 @@ mod tests {
             local: local.parse().unwrap(),
             remote: remote.parse().unwrap(),
             tls: false,
+            udp: false,
         }
     }
 
@@ -962,6 +972,7 @@ mod tests {
             role,
             protocol,
             ssl: false,
+            udp: false,
         }
     }
 
@@ -1023,7 +1034,7 @@ mod tests {
         assert_eq!((link.segs_recv, link.segs_sent), (2, 2));
         assert_eq!(link.bytes_recv, (get.len() + 22) as u64);
         assert_eq!(s.comms[&7], "app");
-        assert_eq!((k.l4_role(), k.l7_role()), ("server", "server"));
+        assert_eq!((k.l4_role(), k.l7_role()), ("tcp_server", "server"));
         assert_eq!(s.stats, TrackerStats::default());
     }
 

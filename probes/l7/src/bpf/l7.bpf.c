@@ -53,6 +53,8 @@ char LICENSE[] SEC("license") = "Dual BSD/GPL";
 #define NR_sendmsg 46
 #define NR_recvmsg 47
 #define NR_splice 275
+#define NR_recvmmsg 299
+#define NR_sendmmsg 307
 
 struct {
 	__uint(type, BPF_MAP_TYPE_RINGBUF);
@@ -271,6 +273,42 @@ static __always_inline bool tls_socket(struct sock *sk, __u32 tgid)
 	return true;
 }
 
+/* Which message of a sendmmsg/recvmmsg call a socket call is: the kernel sends (receives)
+ * the vector's messages in order, one socket call each; a thread's calls are counted here,
+ * starting again at a new vector or after @vlen. */
+struct l7_mmsg_pos {
+	__u64 vec;
+	__u32 next;
+	__u32 pad;
+};
+
+struct {
+	__uint(type, BPF_MAP_TYPE_LRU_HASH);
+	__uint(max_entries, 4096);
+	__type(key, __u32);
+	__type(value, struct l7_mmsg_pos);
+} mmsg_pos SEC(".maps");
+
+/* The entry of the vector @vec (@vlen messages) this socket call moves, or NULL. */
+static __always_inline const void *mmsg_entry(const struct mmsghdr *vec, __u64 vlen)
+{
+	__u32 tid = (__u32)bpf_get_current_pid_tgid();
+	struct l7_mmsg_pos *p = bpf_map_lookup_elem(&mmsg_pos, &tid);
+	struct l7_mmsg_pos fresh = {};
+	__u32 i;
+
+	if (!vlen || vlen > 1024)
+		return NULL;
+	if (!p || p->vec != (__u64)vec || p->next >= vlen) {
+		fresh.vec = (__u64)vec;
+		fresh.next = 1;
+		gg_map_update(&mmsg_pos, &tid, &fresh, BPF_ANY);
+		return vec;
+	}
+	i = p->next++;
+	return &vec[i & 1023];
+}
+
 /* Where a call's bytes are in the caller's memory. */
 struct l7_src {
 	__u64 buf;    /* L7_HOW_BUF, L7_HOW_TLS: the buffer */
@@ -468,15 +506,20 @@ static __always_inline int on_io(struct sock *sk, int len, __u8 dir)
 		src.iovcnt = regs->dx;
 		break;
 	case NR_sendmsg:
-	case NR_recvmsg: {
+	case NR_recvmsg:
+	case NR_sendmmsg:
+	case NR_recvmmsg: {
 		struct user_msghdr m;
+		const void *hdr = (const void *)regs->si;
 
 		src.how = L7_HOW_IOV;
-		if (bpf_probe_read_user(&m, sizeof(m), (const void *)regs->si))
+		if (nr == NR_sendmmsg || nr == NR_recvmmsg)
+			hdr = mmsg_entry((const struct mmsghdr *)regs->si, regs->dx);
+		if (!hdr || bpf_probe_read_user(&m, sizeof(m), hdr))
 			break;
 		src.iov = (__u64)m.msg_iov;
 		src.iovcnt = m.msg_iovlen;
-		if (l4 == IPPROTO_UDP && nr == NR_sendmsg)
+		if (l4 == IPPROTO_UDP && (nr == NR_sendmsg || nr == NR_sendmmsg))
 			read_peer(&h, m.msg_name);
 		break;
 	}

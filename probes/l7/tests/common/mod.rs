@@ -6,6 +6,7 @@
 use std::io::{BufRead, BufReader, Write};
 use std::path::Path;
 use std::process::{Child, ChildStdin, Command, Stdio};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc::{self, Receiver};
 use std::sync::{Arc, Mutex};
 use std::thread;
@@ -277,4 +278,43 @@ impl Drop for Server {
         let _ = self.0.kill();
         let _ = self.0.wait();
     }
+}
+
+/// Sets its flag when dropped (also when the work panicked).
+struct Done<'a>(&'a AtomicBool);
+
+impl Drop for Done<'_> {
+    fn drop(&mut self) {
+        self.0.store(true, Ordering::SeqCst);
+    }
+}
+
+/// The records of the periods while `work` runs and two whole periods after it ended (the
+/// rows of a process that exited appear in one period only).
+pub fn during<T: Send>(probe: &Probe, work: impl FnOnce() -> T + Send) -> (T, Vec<Vec<String>>) {
+    let done = AtomicBool::new(false);
+    thread::scope(|s| {
+        let h = s.spawn(|| {
+            let _done = Done(&done);
+            work()
+        });
+        let mut records = Vec::new();
+        let mut after = 0;
+        while after < 2 {
+            let finished = done.load(Ordering::SeqCst);
+            records.extend(probe.records_for(1));
+            if finished {
+                after += 1;
+            }
+        }
+        (h.join().unwrap(), records)
+    })
+}
+
+static SERIAL: Mutex<()> = Mutex::new(());
+
+/// Runs a file's tests one at a time: the counters of `l7_parse_stats` are the probe's (all
+/// its connections), so two tests' traffic must not meet in one probe's figures.
+pub fn serial() -> std::sync::MutexGuard<'static, ()> {
+    SERIAL.lock().unwrap_or_else(|e| e.into_inner())
 }
