@@ -429,60 +429,14 @@ fn half_closed_connections_count_request_and_response() {
     assert_no_parse_errors(&records);
 }
 
-/// An nginx on 127.0.0.1:`port` with one worker.
-struct Nginx {
-    _server: Server,
-    _dir: tempfile::TempDir,
-    port: u16,
-    worker: u32,
-}
-
+/// An nginx on 127.0.0.1 with one worker.
 fn nginx() -> Nginx {
-    let bin = need("nginx", "nginx");
-    let dir = tempfile::tempdir().unwrap();
-    let d = dir.path().display().to_string();
-    let port = free_port();
-    let conf = format!(
-        r#"
-worker_processes 1;
-daemon off;
-user root;
-error_log {d}/error.log;
-pid {d}/nginx.pid;
-events {{ worker_connections 128; }}
-http {{
-    access_log off;
-    client_body_temp_path {d}/cb;
-    proxy_temp_path {d}/px;
-    fastcgi_temp_path {d}/fc;
-    uwsgi_temp_path {d}/uw;
-    scgi_temp_path {d}/sc;
-    server {{
-        listen 127.0.0.1:{port};
-        location = /a {{ return 200 "a\n"; }}
-        location = /b {{ return 404; }}
-        location = /c {{ return 200 "c\n"; }}
-    }}
-}}
-"#
-    );
-    std::fs::write(dir.path().join("nginx.conf"), conf).unwrap();
-    let child = Command::new(bin)
-        .args(["-p", &d, "-c", &format!("{d}/nginx.conf")])
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let master = child.id();
-    let server = Server(child);
-    wait_port(port);
-    let worker = children(master).first().copied().expect("an nginx worker");
-    Nginx {
-        _server: server,
-        _dir: dir,
-        port,
-        worker,
-    }
+    common::nginx(
+        false,
+        r#"location = /a { return 200 "a\n"; }
+        location = /b { return 404; }
+        location = /c { return 200 "c\n"; }"#,
+    )
 }
 
 #[test]

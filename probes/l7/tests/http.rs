@@ -10,89 +10,14 @@ use std::time::Duration;
 
 use common::*;
 
-/// An nginx on 127.0.0.1:`port` with one worker, serving the test's locations.
-struct Nginx {
-    _server: Server,
-    _dir: tempfile::TempDir,
-    port: u16,
-    worker: u32,
-}
+/// The test's locations.
+const LOCATIONS: &str = r#"location = /ok { return 200 "ok\n"; }
+        location = /fail { return 500; }
+        location /items/ { return 200 "item\n"; }
+        location = /post { return 201 "created\n"; }"#;
 
-/// An nginx, over TLS with a certificate made here when `tls`.
 fn nginx_with(tls: bool) -> Nginx {
-    let bin = need("nginx", "nginx");
-    let dir = tempfile::tempdir().unwrap();
-    let d = dir.path().display().to_string();
-    let port = free_port();
-    let listen = if tls {
-        let st = Command::new(need("openssl", "openssl"))
-            .args([
-                "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1",
-            ])
-            .args(["-subj", "/CN=localhost", "-keyout", &format!("{d}/key.pem")])
-            .args(["-out", &format!("{d}/cert.pem")])
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .status()
-            .unwrap();
-        assert!(st.success(), "openssl req");
-        format!("listen 127.0.0.1:{port} ssl; ssl_certificate {d}/cert.pem; ssl_certificate_key {d}/key.pem;")
-    } else {
-        format!("listen 127.0.0.1:{port};")
-    };
-    std::fs::create_dir_all(dir.path().join("www")).unwrap();
-    std::fs::write(dir.path().join("www/big"), vec![b'x'; 300_000]).unwrap();
-    let conf = format!(
-        r#"
-worker_processes 1;
-daemon off;
-user root;
-error_log {d}/error.log;
-pid {d}/nginx.pid;
-events {{ worker_connections 128; }}
-http {{
-    access_log off;
-    client_body_temp_path {d}/cb;
-    proxy_temp_path {d}/px;
-    fastcgi_temp_path {d}/fc;
-    uwsgi_temp_path {d}/uw;
-    scgi_temp_path {d}/sc;
-    server {{
-        {listen}
-        root {d}/www;
-        location = /ok {{ return 200 "ok\n"; }}
-        location = /fail {{ return 500; }}
-        location /items/ {{ return 200 "item\n"; }}
-        location = /post {{ return 201 "created\n"; }}
-    }}
-}}
-"#
-    );
-    std::fs::write(dir.path().join("nginx.conf"), conf).unwrap();
-    let child = Command::new(bin)
-        .args(["-p", &d, "-c", &format!("{d}/nginx.conf")])
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let master = child.id();
-    let server = Server(child);
-    wait_port(port);
-    // The master listens before it forks its worker.
-    let deadline = std::time::Instant::now() + Duration::from_secs(10);
-    let worker = loop {
-        if let Some(w) = children(master).first().copied() {
-            break w;
-        }
-        assert!(std::time::Instant::now() < deadline, "no nginx worker");
-        thread::sleep(Duration::from_millis(20));
-    };
-    Nginx {
-        _server: server,
-        _dir: dir,
-        port,
-        worker,
-    }
+    nginx(tls, LOCATIONS)
 }
 
 /// One curl, one keep-alive connection, the URLs in order; returns curl's pid.

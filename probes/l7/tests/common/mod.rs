@@ -318,3 +318,88 @@ static SERIAL: Mutex<()> = Mutex::new(());
 pub fn serial() -> std::sync::MutexGuard<'static, ()> {
     SERIAL.lock().unwrap_or_else(|e| e.into_inner())
 }
+
+/// An nginx on 127.0.0.1:`port` with one worker, serving the test's locations.
+pub struct Nginx {
+    _server: Server,
+    _dir: tempfile::TempDir,
+    /// Its port.
+    pub port: u16,
+    /// Its worker process.
+    pub worker: u32,
+}
+
+/// An nginx (Debian package), its server block holding `locations`, over TLS with a
+/// certificate made here when `tls`; `www/big` is a 300 000-byte file.
+pub fn nginx(tls: bool, locations: &str) -> Nginx {
+    let bin = need("nginx", "nginx");
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path().display().to_string();
+    let port = free_port();
+    let listen = if tls {
+        let st = Command::new(need("openssl", "openssl"))
+            .args([
+                "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1",
+            ])
+            .args(["-subj", "/CN=localhost", "-keyout", &format!("{d}/key.pem")])
+            .args(["-out", &format!("{d}/cert.pem")])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status()
+            .unwrap();
+        assert!(st.success(), "openssl req");
+        format!("listen 127.0.0.1:{port} ssl; ssl_certificate {d}/cert.pem; ssl_certificate_key {d}/key.pem;")
+    } else {
+        format!("listen 127.0.0.1:{port};")
+    };
+    std::fs::create_dir_all(dir.path().join("www")).unwrap();
+    std::fs::write(dir.path().join("www/big"), vec![b'x'; 300_000]).unwrap();
+    let conf = format!(
+        r#"
+worker_processes 1;
+daemon off;
+user root;
+error_log {d}/error.log;
+pid {d}/nginx.pid;
+events {{ worker_connections 128; }}
+http {{
+    access_log off;
+    client_body_temp_path {d}/cb;
+    proxy_temp_path {d}/px;
+    fastcgi_temp_path {d}/fc;
+    uwsgi_temp_path {d}/uw;
+    scgi_temp_path {d}/sc;
+    server {{
+        {listen}
+        root {d}/www;
+        {locations}
+    }}
+}}
+"#
+    );
+    std::fs::write(dir.path().join("nginx.conf"), conf).unwrap();
+    let child = Command::new(bin)
+        .args(["-p", &d, "-c", &format!("{d}/nginx.conf")])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let master = child.id();
+    let server = Server(child);
+    wait_port(port);
+    // The master listens before it forks its worker.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let worker = loop {
+        if let Some(w) = children(master).first().copied() {
+            break w;
+        }
+        assert!(Instant::now() < deadline, "no nginx worker");
+        thread::sleep(Duration::from_millis(20));
+    };
+    Nginx {
+        _server: server,
+        _dir: dir,
+        port,
+        worker,
+    }
+}
