@@ -227,10 +227,8 @@ impl Conns {
         let mut closing = Vec::new();
         let gone_tgids: HashSet<u32> = self
             .tracker
-            .snapshot()
-            .comms
-            .keys()
-            .copied()
+            .processes()
+            .into_iter()
             .filter(|tgid| !probe_sdk::host::path(format!("/proc/{tgid}")).exists())
             .collect();
         for tgid in &gone_tgids {

@@ -11,6 +11,10 @@ use std::path::PathBuf;
 use libbpf_rs::Link;
 use probe_sdk::decl::{Snoop, SnoopMode};
 
+/// Most uprobe sets attached at once (each is nine uprobes; an include snooper of many
+/// processes gets one set per process).
+pub const MAX_TARGETS: usize = 1024;
+
 /// A library file: device and inode, as `/proc/<pid>/maps` gives them.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub struct LibId {
@@ -119,6 +123,14 @@ impl TlsHooks {
         let mut errors = Vec::new();
         for (target, (pid, path)) in want {
             if self.attached.contains_key(&target) || self.failed.contains(&target) {
+                continue;
+            }
+            if self.attached.len() >= MAX_TARGETS {
+                errors.push(format!(
+                    "{}: not probed, {MAX_TARGETS} libssl targets already are",
+                    path.display()
+                ));
+                self.failed.insert(target);
                 continue;
             }
             match attach(pid, &path) {

@@ -433,6 +433,11 @@ impl Tracker {
         t.comms.remove(&tgid);
     }
 
+    /// The processes that have rows or connections.
+    pub fn processes(&self) -> Vec<u32> {
+        self.tables.comms.keys().copied().collect()
+    }
+
     /// Connections tracked now.
     pub fn connections(&self) -> usize {
         self.conns.len()
