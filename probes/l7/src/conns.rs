@@ -14,6 +14,8 @@ use l7_protocol::Protocol;
 
 use crate::decode::{Data, Dir, Open, Origin};
 
+/// Sockets known at once; beyond, new ones are not (their calls count as `unknown_conn`).
+pub const MAX_SOCKETS: usize = 131_072;
 /// A UDP socket silent this long is forgotten, ns.
 const UDP_IDLE_NS: u64 = 60_000_000_000;
 /// A TCP connection silent this long is forgotten (its close was not seen), ns.
@@ -127,7 +129,7 @@ impl Conns {
     /// A socket was announced (again, after user space forgot sockets: those still known
     /// keep their state).
     pub fn open(&mut self, o: Open) {
-        if self.socks.contains_key(&o.cookie) {
+        if self.socks.contains_key(&o.cookie) || self.socks.len() >= MAX_SOCKETS {
             return;
         }
         let role = if o.udp {
