@@ -218,6 +218,11 @@ impl Conns {
     pub fn close(&mut self, cookie: u64) {
         if let Some(s) = self.socks.get_mut(&cookie) {
             s.closed.get_or_insert(0);
+            if s.role.is_some() {
+                // What a lost response stream still owed ends here, so that it is in the
+                // next report even if the process exits now.
+                self.tracker.closing(cookie);
+            }
         }
     }
 

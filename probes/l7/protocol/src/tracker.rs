@@ -422,6 +422,16 @@ impl Tracker {
         s.unanswered = s.unanswered.saturating_add(c.pending.len() as u64);
     }
 
+    /// Connection `conn` is closing (the kernel says so; the application may still read what
+    /// is queued): responses whose place was lost are complete now.
+    pub fn closing(&mut self, conn: u64) {
+        if let Some(c) = self.conns.get_mut(&conn) {
+            if c.resp_lost {
+                c.complete_lost(&mut self.tables);
+            }
+        }
+    }
+
     /// Drops everything of process `tgid` (it exited): its rows and its connections.
     pub fn forget_tgid(&mut self, tgid: u32) {
         self.conns.retain(|_, c| c.key.tgid != tgid);
@@ -1111,6 +1121,23 @@ mod tests {
         let s = t.snapshot();
         assert_eq!(s.apis[&api(&k, "GET")].resp_count, 6);
         assert_eq!((s.stats.unparsed_responses, s.stats.unanswered), (3, 1));
+    }
+
+    #[test]
+    fn a_closing_connection_completes_its_lost_responses_and_stays_open() {
+        let mut t = Tracker::new(Limits::default());
+        t.open(1, info(7, Role::Client, 6379), &Protocol::ALL);
+        let get = b"*2\r\n$3\r\nGET\r\n$1\r\nk\r\n";
+        send(&mut t, 1, Way::Sent, MS, &get.repeat(2));
+        let reply = format!("${}\r\n{}\r\n", 900, "x".repeat(900)).into_bytes();
+        let all = reply.repeat(2);
+        t.data(1, Way::Received, 3 * MS, &all[..1024], all.len() as u64);
+        t.closing(1);
+        let s = t.snapshot();
+        let k = key(7, Role::Client, 6379, "redis");
+        assert_eq!(s.apis[&api(&k, "GET")].resp_count, 2);
+        assert_eq!(s.stats.unparsed_responses, 1);
+        assert_eq!(t.connections(), 1, "still open for what is queued");
     }
 
     fn typed(ty: u8, body: &[u8]) -> Vec<u8> {
