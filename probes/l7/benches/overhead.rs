@@ -212,11 +212,14 @@ impl Probe {
         Probe { child, lines }
     }
 
-    fn last_line(&self, table: &str) -> Option<Vec<String>> {
-        let mut last = None;
+    /// The newest record of each of `tables` among the lines written so far (drains them).
+    fn last_lines(&self, tables: &[&str]) -> Vec<Option<Vec<String>>> {
+        let mut last = vec![None; tables.len()];
         while let Ok(l) = self.lines.try_recv() {
-            if l.starts_with(&format!("|{table}|")) {
-                last = Some(l.trim_matches('|').split('|').map(str::to_string).collect());
+            for (slot, table) in last.iter_mut().zip(tables) {
+                if l.starts_with(&format!("|{table}|")) {
+                    *slot = Some(l.trim_matches('|').split('|').map(str::to_string).collect());
+                }
             }
         }
         last
@@ -392,8 +395,10 @@ fn main() {
     let b1 = probe.bpf_run();
     let p1 = cpu_secs_of(probe.child.id());
     let _ = std::fs::write(stats, stats_before.trim());
-    let rpc = probe.last_line("l7_rpc");
-    let loss = probe.last_line("l7probe_bpf_stats");
+    let mut last = probe
+        .last_lines(&["l7_rpc", "l7probe_bpf_stats"])
+        .into_iter();
+    let (rpc, loss) = (last.next().flatten(), last.next().flatten());
     println!(
         "paced: {req} requests in {wall:.1} s ({:.0}/s); probe CPU {:.2} us per request ({:.1}% of a core), kernel programs {:.0} ns per request ({} runs), probe RSS {} KiB",
         req as f64 / wall,
@@ -445,7 +450,7 @@ fn main() {
     let c0 = cpu_secs_of(probe.child.id());
     thread::sleep(Duration::from_secs(10));
     let c1 = cpu_secs_of(probe.child.id());
-    let loss = probe.last_line("l7probe_bpf_stats");
+    let loss = probe.last_lines(&["l7probe_bpf_stats"]).pop().flatten();
     println!(
         "10,000 open connections (both ends traced): probe RSS {} KiB, CPU {:.2}% of a core while they idle; {loss:?}",
         rss_kib(probe.child.id()),

@@ -277,13 +277,25 @@ fn tansu_and_kcat_api_versions_are_matched() {
         let _ = child.wait_with_output().unwrap();
         pid
     });
+    // kcat gives up after its 1 s metadata timeout whatever is in flight: a request may have
+    // no response yet on either end, and a response the broker sent may not have been read.
     let k = apis(&records, pid, "client", b.port);
     let av = k.get("ApiVersions").copied().unwrap_or_default();
-    assert!(av.0 >= 1 && av.0 == av.1 && av.2 == 0, "{k:?}");
-    for (api, (req, resp, err)) in &k {
-        assert_eq!((req, err), (resp, &0), "{api}: {k:?}");
-    }
+    assert!(av.0 >= 1 && av.1 >= 1 && av.2 == 0, "{k:?}");
     let server = apis(&records, broker_pid, "server", b.port);
-    assert_eq!(server, k, "broker vs kcat");
+    for (api, (req, resp, err)) in &k {
+        assert!(resp <= req && *err == 0, "{api}: {k:?}");
+        let (sreq, sresp, serr) = server.get(api).copied().unwrap_or_default();
+        assert_eq!(
+            (sreq, serr),
+            (*req, 0),
+            "{api}: broker {server:?} vs kcat {k:?}"
+        );
+        assert!(
+            sresp >= *resp && sresp <= sreq,
+            "{api}: broker {server:?} vs kcat {k:?}"
+        );
+    }
+    assert_eq!(server.len(), k.len(), "broker {server:?} vs kcat {k:?}");
     assert_clean(&records);
 }
