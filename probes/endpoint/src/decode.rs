@@ -111,14 +111,16 @@ pub struct ListenCounters {
     pub passive_open: u64,
     /// Child sockets closed from SYN_RECV.
     pub passive_open_failed: u64,
-    /// Drops while the accept queue was full.
-    pub accept_overflow: u64,
-    /// SYNs dropped with the accept queue not full.
-    pub syn_overflow: u64,
+    /// SYNs the listener took in (answered or dropped).
+    pub syns: u64,
+    /// Of those, refused because the accept queue was full.
+    pub accept_overflow_syn: u64,
+    /// Handshake ACKs whose child could not be created: one listen drop each.
+    pub ack_listen_drops: u64,
+    /// Of those, refused because the accept queue was full.
+    pub accept_overflow_ack: u64,
     /// SYN-ACKs retransmitted.
     pub retran_synacks: u64,
-    /// SYN-ACKs sent (first ones and retransmits).
-    pub synack_sent: u64,
     /// Drops with reason SOCKET_BACKLOG.
     pub drop_backlog: u64,
     /// Drops with another reason.
@@ -141,7 +143,7 @@ pub struct Listener {
     pub counters: ListenCounters,
     /// Whether `counters` are this socket's (the first listener of a reuseport group).
     pub owns: bool,
-    /// sk_drops.
+    /// sk_drops: its change since the map entry was made when `owns`, else the whole.
     pub drops: u64,
     /// Socket inode (0 without a file).
     pub ino: u64,
@@ -226,10 +228,11 @@ fn counters(c: &ep_listen_ctr) -> ListenCounters {
     ListenCounters {
         passive_open: c.passive_open,
         passive_open_failed: c.passive_open_failed,
-        accept_overflow: c.accept_overflow,
-        syn_overflow: c.syn_overflow,
+        syns: c.syns,
+        accept_overflow_syn: c.accept_overflow_syn,
+        ack_listen_drops: c.ack_listen_drops,
+        accept_overflow_ack: c.accept_overflow_ack,
         retran_synacks: c.retran_synacks,
-        synack_sent: c.synack_sent,
         drop_backlog: c.drop_backlog,
         drop_other: c.drop_other,
         drops_not_listen: c.drops_not_listen,
@@ -239,7 +242,8 @@ fn counters(c: &ep_listen_ctr) -> ListenCounters {
 
 /// Decodes one entry of the `listeners` map as a listener: what the probe knows of listeners
 /// the tcp iterator does not list (it walks the probe's own network namespace only). Its
-/// `drops` is the listener's sk_drops when a SYN was last classified; no queue gauges.
+/// `drops` is the change of the listener's sk_drops since its entry was made, when a packet
+/// was last counted; no queue gauges.
 pub fn decode_listen_entry(key: &[u8], value: &[u8]) -> Option<Listener> {
     let k: ep_listen_key = plain_data::read(key)?;
     let v: ep_listen_state = plain_data::read(value)?;
@@ -256,7 +260,7 @@ pub fn decode_listen_entry(key: &[u8], value: &[u8]) -> Option<Listener> {
         closing: false,
         counters: counters(&v.c),
         owns: true,
-        drops: v.last_drops,
+        drops: v.last_drops.saturating_sub(v.base_drops),
         ino: 0,
         queue: None,
     })
@@ -270,10 +274,11 @@ fn listener(l: &ep_listener) -> Listener {
         counters: ListenCounters {
             passive_open: c.passive_open,
             passive_open_failed: c.passive_open_failed,
-            accept_overflow: c.accept_overflow,
-            syn_overflow: c.syn_overflow,
+            syns: c.syns,
+            accept_overflow_syn: c.accept_overflow_syn,
+            ack_listen_drops: c.ack_listen_drops,
+            accept_overflow_ack: c.accept_overflow_ack,
             retran_synacks: c.retran_synacks,
-            synack_sent: c.synack_sent,
             drop_backlog: c.drop_backlog,
             drop_other: c.drop_other,
             drops_not_listen: c.drops_not_listen,

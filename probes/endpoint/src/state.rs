@@ -4,7 +4,7 @@
 use std::collections::{HashMap, HashSet};
 use std::net::IpAddr;
 
-use crate::decode::{any_addr, Listener, Record, UdpCounters, UdpLive};
+use crate::decode::{any_addr, ListenCounters, Listener, Record, UdpCounters, UdpLive};
 use probe_sdk::histogram::Histogram;
 use probe_sdk::sockets::Owner;
 
@@ -376,19 +376,19 @@ impl State {
         };
         let c = &l.counters;
         let mut cur = [0u64; N_TCP];
-        // The listener's share of ListenDrops: sk_drops without the discard path's own adds.
-        let listendrop = l.drops.saturating_sub(c.drops_not_listen);
-        cur[t::LISTENDROP] = listendrop;
-        cur[t::ACCEPT_OVERFLOW] = c.accept_overflow;
-        cur[t::SYN_OVERFLOW] = c.syn_overflow;
+        let d = derive_listen_drops(l.drops, c);
+        cur[t::LISTENDROP] = d.listendrop;
+        cur[t::ACCEPT_OVERFLOW] = d.accept_overflow;
+        cur[t::SYN_OVERFLOW] = d.syn_overflow;
         cur[t::PASSIVE_OPEN] = c.passive_open;
         cur[t::PASSIVE_OPEN_FAILED] = c.passive_open_failed;
         cur[t::RETRAN_SYNACKS] = c.retran_synacks;
-        cur[t::SYNACK_SENT] = c.synack_sent;
+        cur[t::SYNACK_SENT] = d.synack_sent;
         cur[t::DROP_BACKLOG] = c.drop_backlog;
         cur[t::DROP_OTHER] = c.drop_other;
-        cur[t::REQ_DROPS] =
-            listendrop.saturating_sub(c.accept_overflow.saturating_add(c.syn_overflow));
+        cur[t::REQ_DROPS] = d
+            .listendrop
+            .saturating_sub(d.accept_overflow.saturating_add(d.syn_overflow));
         let seen = self.listeners.entry(l.id.cookie).or_insert(ListenerSeen {
             last: if baseline { cur } else { [0; N_TCP] },
             hist: if baseline {
@@ -560,10 +560,37 @@ impl State {
     }
 }
 
+/// A listener's drop counters as reported, derived from its cumulative totals.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct ListenDrops {
+    listendrop: u64,
+    accept_overflow: u64,
+    syn_overflow: u64,
+    synack_sent: u64,
+}
+
+/// Splits a listener's sk_drops change `drops` into the counters of endpoint_tcp.
+///
+/// Only the totals are exact when packets of one listener are handled on several CPUs at once
+/// (a change of sk_drops one CPU sees may be another's packet), so the kernel side counts
+/// events and this splits the totals: sk_drops less the discard path's own increments is
+/// ListenDrops; less the handshake ACKs' share, the SYNs' — at most the SYNs the listener took
+/// in (none without the consume hook). The SYNs not dropped were answered.
+fn derive_listen_drops(drops: u64, c: &ListenCounters) -> ListenDrops {
+    let listendrop = drops.saturating_sub(c.drops_not_listen);
+    let syn_drops = listendrop.saturating_sub(c.ack_listen_drops).min(c.syns);
+    ListenDrops {
+        listendrop,
+        accept_overflow: c.accept_overflow_syn.saturating_add(c.accept_overflow_ack),
+        syn_overflow: syn_drops.saturating_sub(c.accept_overflow_syn),
+        synack_sent: (c.syns - syn_drops).saturating_add(c.retran_synacks),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::decode::{ListenCounters, SockId};
+    use crate::decode::SockId;
     use std::net::Ipv4Addr;
 
     fn id(cookie: u64, lport: u16, rport: u16) -> SockId {
@@ -582,7 +609,8 @@ mod tests {
             id: id(cookie, 80, 0),
             closing,
             counters: ListenCounters {
-                accept_overflow: ao,
+                syns: 100,
+                accept_overflow_syn: ao,
                 passive_open: 2,
                 ..Default::default()
             },
@@ -611,7 +639,8 @@ mod tests {
         assert_eq!(k.client_ip.to_string(), "0.0.0.0");
         assert_eq!(r.counters[t::LISTENDROP], 15);
         assert_eq!(r.counters[t::ACCEPT_OVERFLOW], 12);
-        assert_eq!(r.counters[t::REQ_DROPS], 3);
+        assert_eq!(r.counters[t::SYN_OVERFLOW], 3);
+        assert_eq!(r.counters[t::REQ_DROPS], 0);
         assert_eq!(r.counters[t::PASSIVE_OPEN], 2);
         assert_eq!(r.accept_queue, Some(4), "two samples in one pass add up");
         // A baseline listener reports nothing it did before the probe.
@@ -626,16 +655,60 @@ mod tests {
     fn listendrop_leaves_out_the_discard_paths_own_drops() {
         let mut s = State::new(16, 2);
         let mut l = listener(3, 0, 0, false);
+        l.counters.syns = 0;
         s.listener(&l, true);
         // Two ACK-path overflows: sk_drops +4 (tcp_listendrop and sk_drops_add each).
         l.drops = 4;
-        l.counters.accept_overflow = 2;
+        l.counters.ack_listen_drops = 2;
+        l.counters.accept_overflow_ack = 2;
         l.counters.drops_not_listen = 2;
         s.listener(&l, false);
         let (_, r) = s.tcp_rows().next().unwrap();
         assert_eq!(r.counters[t::LISTENDROP], 2);
         assert_eq!(r.counters[t::ACCEPT_OVERFLOW], 2);
+        assert_eq!(r.counters[t::SYN_OVERFLOW], 0);
         assert_eq!(r.counters[t::REQ_DROPS], 0);
+    }
+
+    #[test]
+    fn syn_drops_are_split_from_the_totals() {
+        let c = ListenCounters {
+            syns: 10,
+            accept_overflow_syn: 3,
+            ack_listen_drops: 2,
+            accept_overflow_ack: 1,
+            drops_not_listen: 2,
+            retran_synacks: 4,
+            ..Default::default()
+        };
+        // sk_drops: 2 ACK listen drops + their 2 discards, 3 accept-queue and 2 SYN-queue
+        // SYN drops.
+        let d = derive_listen_drops(9, &c);
+        assert_eq!(
+            d,
+            ListenDrops {
+                listendrop: 7,
+                accept_overflow: 4,
+                syn_overflow: 2,
+                synack_sent: 5 + 4,
+            }
+        );
+        // Without the consume hook no SYN is seen: no SYN-path split, all req_drops.
+        let none = ListenCounters {
+            syns: 0,
+            accept_overflow_syn: 0,
+            ..c
+        };
+        let d = derive_listen_drops(9, &none);
+        assert_eq!(
+            (
+                d.listendrop,
+                d.accept_overflow,
+                d.syn_overflow,
+                d.synack_sent
+            ),
+            (7, 1, 0, 4)
+        );
     }
 
     #[test]

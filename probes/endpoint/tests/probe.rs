@@ -447,6 +447,79 @@ fn concurrent_syns_on_two_cpus_count_each_drop_once() {
     drop(held);
 }
 
+/// SYNs and handshake ACKs of one listener dropped on both CPUs at once, while an acceptor
+/// keeps the accept queue going from full to not full: each packet's drops count once and in
+/// its own class (a SYN's CPU once took the increments of an ACK in flight on the other CPU as
+/// its own: accept_overflow above ListenOverflows).
+#[test]
+fn syn_and_ack_drops_on_two_cpus_split_like_the_kernel() {
+    let _g = KERNEL_COUNTERS.lock().unwrap_or_else(|e| e.into_inner());
+    let probe = Probe::start(&["-t", "1"]);
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    // SAFETY: listen(2) again on our socket, to set the backlog to 1.
+    assert_eq!(unsafe { libc::listen(listener.as_raw_fd(), 1) }, 0);
+    listener.set_nonblocking(true).unwrap();
+    let addr = listener.local_addr().unwrap();
+    let over0 = kernel_counter("/proc/net/netstat", "TcpExt:", "ListenOverflows");
+    let drops0 = kernel_counter("/proc/net/netstat", "TcpExt:", "ListenDrops");
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let acceptor = {
+        let stop = stop.clone();
+        thread::spawn(move || {
+            let mut accepted = 0u64;
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                if let Ok((c, _)) = listener.accept() {
+                    accepted += 1;
+                    drop(c);
+                }
+                thread::sleep(Duration::from_millis(2));
+            }
+            accepted
+        })
+    };
+    let storms: Vec<_> = (0..2)
+        .map(|cpu| {
+            thread::spawn(move || {
+                // SAFETY: a zeroed cpu_set_t with one CPU set, for this thread only.
+                unsafe {
+                    let mut set: libc::cpu_set_t = std::mem::zeroed();
+                    libc::CPU_SET(cpu, &mut set);
+                    libc::sched_setaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &set);
+                }
+                // Kept open: their handshakes complete or their ACKs overflow.
+                let mut held = Vec::new();
+                for _ in 0..400 {
+                    held.push(RawSock::connect_nonblocking(addr));
+                    thread::sleep(Duration::from_micros(200));
+                }
+                held
+            })
+        })
+        .collect();
+    let held: Vec<Vec<RawSock>> = storms.into_iter().map(|s| s.join().unwrap()).collect();
+    thread::sleep(Duration::from_millis(300));
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    acceptor.join().unwrap();
+    thread::sleep(Duration::from_millis(100));
+    let over = kernel_counter("/proc/net/netstat", "TcpExt:", "ListenOverflows") - over0;
+    let drops = kernel_counter("/proc/net/netstat", "TcpExt:", "ListenDrops") - drops0;
+    let records = probe.records_for(2);
+    let over2 = kernel_counter("/proc/net/netstat", "TcpExt:", "ListenOverflows") - over0;
+    let drops2 = kernel_counter("/proc/net/netstat", "TcpExt:", "ListenDrops") - drops0;
+    assert!(over >= 50, "too few overflows to tell: {over}");
+    let s = last_tcp(&records, "server", addr.port());
+    let (ao, ld) = (tcp_num(s, "accept_overflow"), tcp_num(s, "listendrop"));
+    assert!(
+        (over..=over2).contains(&ao),
+        "accept_overflow {ao}, kernel {over}..={over2}: {s:?}"
+    );
+    assert!(
+        (drops..=drops2).contains(&ld),
+        "listendrop {ld}, kernel {drops}..={drops2}: {s:?}"
+    );
+    drop(held);
+}
+
 #[test]
 fn listeners_older_than_the_probe_report_changes_since_it_started() {
     let _g = KERNEL_COUNTERS.lock().unwrap_or_else(|e| e.into_inner());

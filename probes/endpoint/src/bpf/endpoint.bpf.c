@@ -9,9 +9,11 @@
  *   variant with `err` where the kernel's tracepoint has it).
  * - tp_btf/consume_skb, only where it is called from tcp_rcv_state_process (the address range
  *   comes from user space): a SYN a listener consumed. tcp_conn_request() drops a SYN with
- *   tcp_listendrop() and returns 0, so the SYN is consume_skb'd like an accepted one; a change
- *   of the listener's sk_drops tells them apart, and the accept queue (sk_acceptq_is_full)
- *   whether it was an accept-queue overflow.
+ *   tcp_listendrop() and returns 0, so the SYN is consume_skb'd like an accepted one. Each SYN
+ *   is counted, and one that raised this CPU's share of ListenOverflows is an accept-queue
+ *   overflow (raised_listen_overflows); how many SYNs were dropped at all user space derives
+ *   from the totals (the listener's sk_drops less the other paths' shares), since a change of
+ *   sk_drops seen here may be another CPU's packet's.
  * - tp_btf/kfree_skb (optional, needs rx_sk): drops on a listener by reason, SYNs of
  *   connecting sockets freed by the local stack.
  * - tp_btf/sock_send_length, sock_recv_length, udp_fail_queue_rcv_skb: UDP counters per socket.
@@ -67,6 +69,21 @@ struct {
 	__type(key, __u32);
 	__type(value, struct ep_listen_state);
 } scratch SEC(".maps");
+
+/* This CPU's share of a namespace's TcpExt ListenOverflows when a listener's packet last
+ * ended here. */
+struct mib_seen {
+	__u64 net;
+	__u64 overflows;
+};
+
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, struct mib_seen);
+} overflows_seen SEC(".maps");
+
 
 /* Make the skeleton generate Rust copies of the record types. */
 struct ep_ev_owner ep_ev_owner_type = {};
@@ -217,6 +234,7 @@ static __always_inline struct ep_listen_state *add_listener(struct sock *sk, __u
 	v->sk = (__u64)sk;
 	v->cookie = bpf_get_socket_cookie(sk);
 	v->last_drops = drops;
+	v->base_drops = drops;
 	gg_map_update(&listeners, &k, v, BPF_NOEXIST);
 	return bpf_map_lookup_elem(&listeners, &k);
 }
@@ -300,6 +318,7 @@ static __always_inline void fill_listener(struct ep_listener *r, struct sock *sk
 	v = bpf_map_lookup_elem(&listeners, &k);
 	if (v && v->sk == (__u64)sk) {
 		r->owns = 1;
+		r->drops -= v->base_drops;
 		__builtin_memcpy(&r->c, &v->c, sizeof(r->c));
 	}
 }
@@ -389,10 +408,8 @@ int BPF_PROG(on_retransmit_synack, const struct sock *sk, const struct request_s
 
 	listen_key_of(&k, (struct sock *)sk);
 	v = find_listener(&k);
-	if (v) {
+	if (v)
 		__sync_fetch_and_add(&v->c.retran_synacks, 1);
-		__sync_fetch_and_add(&v->c.synack_sent, 1);
-	}
 	return 0;
 }
 
@@ -415,6 +432,66 @@ int BPF_PROG(on_retransmit_skb_err, const struct sock *sk, const struct sk_buff 
 	return 0;
 }
 
+/*
+ * Whether the packet that just ended on this CPU raised @net's ListenOverflows: 1 or 0, -1
+ * when that cannot be told (no per-CPU offset, another namespace's packet last time). The
+ * kernel counts ListenOverflows per CPU (NET_INC_STATS) while it decides, and a CPU handles
+ * one packet at a time, so this CPU's share changed since the last listener packet here only
+ * by this packet's count — exact where a listener's sk_drops (shared by all CPUs) is not.
+ */
+static __always_inline int raised_listen_overflows(struct net *net)
+{
+	struct bpf_array *arr = bpf_core_cast(&overflows_seen, struct bpf_array);
+	unsigned long base, here, addr;
+	struct mib_seen *seen;
+	__u32 zero = 0;
+	__u64 now;
+	int raised = -1;
+
+	if (!net)
+		return -1;
+	seen = bpf_map_lookup_elem(&overflows_seen, &zero);
+	if (!seen)
+		return -1;
+	/* This CPU's per-CPU offset: where this CPU's copy of the per-CPU map's one element
+	 * lies, less the element's per-CPU base address (per-CPU symbols such as this_cpu_off
+	 * need kallsyms with data symbols, which kernels often lack). */
+	if (bpf_probe_read_kernel(&base, sizeof(base), &arr->pptrs[0]) ||
+	    bpf_probe_read_kernel(&here, sizeof(here), &seen) ||
+	    bpf_probe_read_kernel(&addr, sizeof(addr), &net->mib.net_statistics))
+		return -1;
+	addr += here - base;
+	if (bpf_probe_read_kernel(&now, sizeof(now),
+				  (void *)(addr + LINUX_MIB_LISTENOVERFLOWS * sizeof(unsigned long))))
+		return -1;
+	if (seen->net == (__u64)net)
+		raised = now != seen->overflows;
+	seen->net = (__u64)net;
+	seen->overflows = now;
+	return raised;
+}
+
+/*
+ * tcp_conn_request(): with the SYN (request) queue full and syncookies off, a SYN is dropped
+ * before the accept queue is looked at (TCPReqQFullDrop, no ListenOverflows); otherwise a full
+ * accept queue (ack_backlog > max_ack_backlog) drops it (ListenOverflows). A full accept queue
+ * refuses every SYN, so its state when the SYN is consumed is its state at the check but for
+ * an accept() or a child made on another CPU in between.
+ */
+static __always_inline bool syn_refused_for_full_accept_queue(struct sock *lsk)
+{
+	struct inet_connection_sock *icsk = bpf_core_cast(lsk, struct inet_connection_sock);
+	struct net *net = lsk->__sk_common.skc_net.net;
+	__u32 max = lsk->sk_max_ack_backlog;
+
+	if (lsk->sk_ack_backlog <= max)
+		return false;
+	if (net && bpf_core_cast(net, struct net)->ipv4.sysctl_tcp_syncookies == 0 &&
+	    (__u32)icsk->icsk_accept_queue.qlen.counter > max)
+		return false;
+	return true;
+}
+
 SEC("tp_btf/consume_skb")
 int BPF_PROG(on_consume, struct sk_buff *skb, void *location)
 {
@@ -422,8 +499,9 @@ int BPF_PROG(on_consume, struct sk_buff *skb, void *location)
 	struct ep_listen_state *v;
 	struct ep_listen_key k;
 	unsigned char *head;
+	struct net *net = NULL;
 	struct sock *lsk;
-	__u64 drops, new_drops;
+	int raised;
 	__u8 flags;
 	__u16 proto;
 
@@ -449,9 +527,13 @@ int BPF_PROG(on_consume, struct sk_buff *skb, void *location)
 
 		if (!dev && dst)
 			dev = bpf_core_cast(dst, struct dst_entry)->dev;
-		if (dev)
-			k.netns = netns_inum(bpf_core_cast(dev, struct net_device)->nd_net.net);
+		if (dev) {
+			net = bpf_core_cast(dev, struct net_device)->nd_net.net;
+			k.netns = netns_inum(net);
+		}
 	}
+	/* Every listener's SYN, tracked or not, keeps this CPU's ListenOverflows seen. */
+	raised = raised_listen_overflows(net);
 	proto = bpf_ntohs(skb->protocol);
 	if (proto == ETH_P_IP) {
 		struct iphdr *ip = bpf_core_cast(head + skb->network_header, struct iphdr);
@@ -472,19 +554,11 @@ int BPF_PROG(on_consume, struct sk_buff *skb, void *location)
 	if (!v)
 		return 0;
 	lsk = bpf_core_cast((void *)v->sk, struct sock);
-	drops = read_drops(lsk);
-	if (drops == v->last_drops) {
-		__sync_fetch_and_add(&v->c.synack_sent, 1);
-		return 0;
-	}
-	new_drops = claim_drops(v, drops);
-	if (!new_drops)
-		return 0;
-	/* tcp_conn_request(): sk_acceptq_is_full() is ack_backlog > max_ack_backlog. */
-	if (lsk->sk_ack_backlog > lsk->sk_max_ack_backlog)
-		__sync_fetch_and_add(&v->c.accept_overflow, new_drops);
-	else
-		__sync_fetch_and_add(&v->c.syn_overflow, new_drops);
+	__sync_fetch_and_add(&v->c.syns, 1);
+	if (raised > 0 || (raised < 0 && syn_refused_for_full_accept_queue(lsk)))
+		__sync_fetch_and_add(&v->c.accept_overflow_syn, 1);
+	/* Keeps last_drops current for on_kfree_skb's other drops (the amount is not ours). */
+	claim_drops(v, read_drops(lsk));
 	return 0;
 }
 
@@ -494,6 +568,8 @@ int BPF_PROG(on_kfree_skb, struct sk_buff *skb, void *location, enum skb_drop_re
 {
 	struct ep_listen_state *v;
 	struct ep_listen_key k;
+	bool listen_overflow, child_failed;
+	int raised = -1;
 	struct sock *sk;
 	__u64 drops;
 
@@ -501,24 +577,45 @@ int BPF_PROG(on_kfree_skb, struct sk_buff *skb, void *location, enum skb_drop_re
 		if (rx_sk->__sk_common.skc_state != BPF_TCP_LISTEN ||
 		    rx_sk->sk_protocol != IPPROTO_TCP)
 			return 0;
+		listen_overflow = reason == bpf_core_enum_value(enum skb_drop_reason,
+								SKB_DROP_REASON_TCP_LISTEN_OVERFLOW);
+		child_failed = listen_overflow ||
+			       reason == bpf_core_enum_value(enum skb_drop_reason,
+							     SKB_DROP_REASON_NO_SOCKET);
+		/* Its ListenOverflows are its own: the next SYN on this CPU must not see them. */
+		if (child_failed)
+			raised = raised_listen_overflows(rx_sk->__sk_common.skc_net.net);
 		listen_key_of(&k, rx_sk);
 		v = bpf_map_lookup_elem(&listeners, &k);
 		if (!v || v->sk != (__u64)rx_sk)
 			return 0;
-		/* tcp_v4_rcv()'s discard path adds the packet to sk_drops (sk_drops_add) before
-		 * this tracepoint, on top of any tcp_listendrop() of the same packet: such an
-		 * increment is no ListenDrops, and listendrop leaves it out. The change is in
-		 * sk_drops already, so it is not a SYN drop for on_consume to classify either. */
 		drops = read_drops(rx_sk);
+		if (child_failed) {
+			/* A handshake ACK whose child could not be created: syn_recv_sock() did
+			 * tcp_listendrop(), one ListenDrop. TCP_LISTEN_OVERFLOW comes from
+			 * tcp_check_req(), whose packet tcp_v4_rcv()'s discard path then adds to
+			 * sk_drops once more (sk_drops_add); NO_SOCKET with the listener as rx_sk
+			 * from cookie_v4_check()/cookie_v6_check() (a syncookie's ACK), which frees
+			 * it without. Counted per packet, not by claiming the change: another CPU
+			 * may have claimed it already. The kernel's ListenOverflows counts only the
+			 * children refused for a full accept queue. */
+			claim_drops(v, drops);
+			__sync_fetch_and_add(&v->c.ack_listen_drops, 1);
+			if (listen_overflow)
+				__sync_fetch_and_add(&v->c.drops_not_listen, 1);
+			if (raised > 0 ||
+			    (raised < 0 && rx_sk->sk_ack_backlog > rx_sk->sk_max_ack_backlog))
+				__sync_fetch_and_add(&v->c.accept_overflow_ack, 1);
+			else
+				__sync_fetch_and_add(&v->c.drop_other, 1);
+			return 0;
+		}
+		/* Other discards: the discard path of tcp_v4_rcv() adds the packet to sk_drops
+		 * before this tracepoint, tcp_v4_do_rcv()'s does not; a change since the last
+		 * claim is taken as this packet's, no ListenDrop. */
 		if (claim_drops(v, drops))
 			__sync_fetch_and_add(&v->c.drops_not_listen, 1);
-		/* TCP_LISTEN_OVERFLOW is every child tcp_check_req() could not create; the
-		 * kernel's ListenOverflows only those refused for a full accept queue. */
 		if (reason == bpf_core_enum_value(enum skb_drop_reason,
-						  SKB_DROP_REASON_TCP_LISTEN_OVERFLOW) &&
-		    rx_sk->sk_ack_backlog > rx_sk->sk_max_ack_backlog)
-			__sync_fetch_and_add(&v->c.accept_overflow, 1);
-		else if (reason == bpf_core_enum_value(enum skb_drop_reason,
 						       SKB_DROP_REASON_SOCKET_BACKLOG))
 			__sync_fetch_and_add(&v->c.drop_backlog, 1);
 		else

@@ -64,10 +64,12 @@ struct ep_ev_mark {
 struct ep_listen_ctr {
 	__u64 passive_open;        /* child sockets created (LISTEN -> SYN_RECV): PassiveOpens */
 	__u64 passive_open_failed; /* child sockets closed from SYN_RECV */
-	__u64 accept_overflow;     /* drops while the accept queue was full: ListenOverflows */
-	__u64 syn_overflow;        /* SYNs dropped with the accept queue not full */
+	__u64 syns;                /* SYNs the listener took in (tcp_rcv_state_process) */
+	__u64 accept_overflow_syn; /* of those, dropped for a full accept queue */
+	__u64 ack_listen_drops;    /* handshake ACKs whose child could not be created
+				    * (TCP_LISTEN_OVERFLOW): one ListenDrop each */
+	__u64 accept_overflow_ack; /* of those, refused for a full accept queue */
 	__u64 retran_synacks;      /* tcp_retransmit_synack */
-	__u64 synack_sent;         /* SYNs answered (not dropped) + SYN-ACK retransmits */
 	__u64 drop_backlog;        /* kfree_skb SOCKET_BACKLOG with rx_sk = the listener */
 	__u64 drop_other;          /* kfree_skb, other reasons, rx_sk = the listener */
 	__u64 drops_not_listen;    /* sk_drops increments of packets freed on the listener's
@@ -81,7 +83,8 @@ struct ep_listen_ctr {
 struct ep_listen_state {
 	__u64 sk;         /* the listener (first one of a reuseport group) */
 	__u64 cookie;     /* its cookie */
-	__u64 last_drops; /* its sk_drops when last classified */
+	__u64 last_drops; /* its sk_drops when last claimed */
+	__u64 base_drops; /* its sk_drops when the entry was made: counters start there */
 	struct ep_listen_ctr c;
 };
 
@@ -96,7 +99,8 @@ struct ep_listen_key {
 struct ep_listener {
 	struct ep_id id;
 	struct ep_listen_ctr c; /* zero unless this socket owns the map entry */
-	__u64 drops;            /* sk_drops: tcp_listendrop() and drops on the listener */
+	__u64 drops;            /* sk_drops: tcp_listendrop() and drops on the listener; since
+				 * base_drops when this socket owns the map entry */
 	__u64 ino;              /* socket inode (0 without a file) */
 	__u32 ack_backlog;      /* accept queue length */
 	__u32 max_ack_backlog;  /* listen() backlog */
