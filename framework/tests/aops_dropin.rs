@@ -34,6 +34,7 @@ const SHIPPED_METAS: &[&str] = &[
     "probes/tcp/tcpprobe.meta",
     "probes/endpoint/endpoint.meta",
     "probes/l7/l7probe.meta",
+    "probes/l7/kafkaprobe.meta",
     "probes/proc/taskprobe.meta",
     "probes/io/ioprobe.meta",
     "probes/container/containerprobe.meta",

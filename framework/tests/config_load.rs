@@ -53,6 +53,7 @@ fn shipped_config_loads_without_warnings() {
             "tcpprobe",
             "endpoint",
             "l7probe",
+            "kafkaprobe",
             "taskprobe",
             "ioprobe",
             "containerprobe",

@@ -460,3 +460,86 @@ fn l7probe_is_driven_as_l7_with_a_snooper() {
     assert!(!alive(pid as i32), "l7probe {pid} still alive");
     drop((selected, other));
 }
+
+/// A Produce v3 request (acks 0: no response) of `records` records to `topic`, partition 0, in
+/// one record batch (its records' bodies are not looked at).
+fn produce_v3(correlation: i32, topic: &str, records: i32) -> Vec<u8> {
+    let mut batch = Vec::new();
+    batch.extend(0i64.to_be_bytes()); // baseOffset
+    let mut rest = Vec::new();
+    rest.extend(0i32.to_be_bytes()); // partitionLeaderEpoch
+    rest.push(2); // magic
+    rest.extend(0u32.to_be_bytes()); // crc
+    rest.extend(0i16.to_be_bytes()); // attributes
+    rest.extend((records - 1).to_be_bytes()); // lastOffsetDelta
+    rest.extend(0i64.to_be_bytes());
+    rest.extend(0i64.to_be_bytes());
+    rest.extend((-1i64).to_be_bytes());
+    rest.extend((-1i16).to_be_bytes());
+    rest.extend((-1i32).to_be_bytes());
+    rest.extend(records.to_be_bytes()); // recordsCount
+    rest.extend(std::iter::repeat_n(0u8, 10 * records as usize));
+    batch.extend((rest.len() as i32).to_be_bytes());
+    batch.extend(rest);
+    let mut body = Vec::new();
+    body.extend(0i16.to_be_bytes()); // Produce
+    body.extend(3i16.to_be_bytes());
+    body.extend(correlation.to_be_bytes());
+    body.extend(6i16.to_be_bytes());
+    body.extend(b"gg-e2e");
+    body.extend((-1i16).to_be_bytes()); // transactional_id
+    body.extend(0i16.to_be_bytes()); // acks
+    body.extend(1000i32.to_be_bytes());
+    body.extend(1i32.to_be_bytes()); // one topic
+    body.extend((topic.len() as i16).to_be_bytes());
+    body.extend(topic.as_bytes());
+    body.extend(1i32.to_be_bytes()); // one partition
+    body.extend(0i32.to_be_bytes());
+    body.extend((batch.len() as i32).to_be_bytes());
+    body.extend(batch);
+    let mut msg = (body.len() as i32).to_be_bytes().to_vec();
+    msg.extend(body);
+    msg
+}
+
+#[test]
+fn kafkaprobe_is_driven_as_kafka_with_its_port() {
+    let r = Rest::start(60, |probes| {
+        install_probe(probes, "kafkaprobe", "probes/l7")
+    });
+    r.wait_known("/kafka");
+    assert_eq!(r.get("/kafka")["state"], "stopped");
+    // A listener standing in for the broker: it reads what the client sends (acks 0 needs
+    // no answer). The probe parses the client's and the listener's socket calls.
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    std::thread::spawn(move || {
+        for conn in listener.incoming() {
+            let Ok(mut c) = conn else { break };
+            std::thread::spawn(move || {
+                let mut buf = [0u8; 4096];
+                while matches!(c.read(&mut buf), Ok(n) if n > 0) {}
+            });
+        }
+    });
+    r.put(
+        "/kafka",
+        &format!(r#"{{"params":{{"report_period":1,"kafka_port":{port}}},"state":"running"}}"#),
+    );
+    let pid = r.get("/kafka")["pid"].as_u64().expect("running");
+    assert_eq!(r.get("/kafka")["params"]["kafka_port"], port);
+    let mut client = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
+    let mut corr = 0;
+    let line = wait_for(Duration::from_secs(30), || {
+        corr += 1;
+        client.write_all(&produce_v3(corr, "gg-orders", 3)).unwrap();
+        let s = r.d.scrape();
+        series(&s, "gala_gopher_kafka_num{")
+            .into_iter()
+            .find(|l| l.contains("topic=\"gg-orders\"") && l.contains("msg_type=\"producer\""))
+    })
+    .unwrap_or_else(|| panic!("kafkaprobe rows not seen:\n{}", r.d.scrape()));
+    assert!(line.contains(&format!("server_port=\"{port}\"")), "{line}");
+    r.put("/kafka", r#"{"state":"stopped"}"#);
+    assert!(!alive(pid as i32), "kafkaprobe {pid} still alive");
+}

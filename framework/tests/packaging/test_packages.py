@@ -380,7 +380,7 @@ def tailored(tmp_path_factory):
         build("--probes", "system_infos,tcp", package_dir=out)
         version_line = run(REPO / "target/release/gala-gopher", "--version").stdout
         # Upstream's form selects the same build (nothing recompiled: the same selection).
-        p = build("-DENABLE_SOCKET=0", "-DENABLE_L7=0", "-DENABLE_PROC=0", "-DENABLE_IO=0", "-DENABLE_CONTAINER=0", "-DENABLE_SLI=0",
+        p = build("-DENABLE_SOCKET=0", "-DENABLE_L7=0", "-DENABLE_KAFKA=0", "-DENABLE_PROC=0", "-DENABLE_IO=0", "-DENABLE_CONTAINER=0", "-DENABLE_SLI=0",
                   "-DENABLE_NGINX=0", "-DENABLE_HAPROXY=0", "-DENABLE_LVS=0", "-DENABLE_DNSMASQ=0",
                   "-DENABLE_BIND=0", "-DENABLE_RABBITMQ=0", "-DENABLE_REDIS=0",
                   "-DENABLE_OPENGAUSS_SLI=0", "-DENABLE_JVM=0",
@@ -395,7 +395,7 @@ def tailored(tmp_path_factory):
 # The probes --probes system_infos,tcp leaves out, as the packaged config and docs would name them
 # (the example probes' sources are still cited by writing-a-probe.md as templates to copy; the
 # middleware probes by their distinctive names: "redis" or "bind" are everyday words in the docs).
-LEFT_OUT = ("endpoint.md", "endpoint_tcp", "l7probe", "l7_rpc", "taskprobe", "ioprobe", "containerprobe", "sliprobe", "haproxy", "dnsmasq",
+LEFT_OUT = ("endpoint.md", "endpoint_tcp", "l7probe", "l7_rpc", "kafkaprobe", "taskprobe", "ioprobe", "containerprobe", "sliprobe", "haproxy", "dnsmasq",
             "rabbitmq", "pg_stat_probe", "jvmprobe", "middleware.md")
 
 
@@ -427,7 +427,7 @@ def test_tailored_daemon_answers_not_supported_for_left_out_probes(tailored, tmp
     daemon = Daemon(root)
     try:
         serves_probe(daemon, "system_infos")
-        for name in ("socket", "l7", "proc", "io", "container", "sli", "taskprobe", "nginx", "jvm", "opengauss_sli",
+        for name in ("socket", "l7", "kafka", "proc", "io", "container", "sli", "taskprobe", "nginx", "jvm", "opengauss_sli",
                      "redis", "pg_stat_probe"):
             p = daemon.curl("-X", "PUT", f"http://127.0.0.1:9999/{name}",
                             "-d", 'json={"state":"running"}')

@@ -46,6 +46,8 @@ pub struct Options {
     pub ring_bytes: u32,
     /// Bytes captured per call.
     pub capture: u32,
+    /// Only sockets whose local or remote port this is (0: every socket).
+    pub port: u16,
 }
 
 /// The loaded and attached BPF object.
@@ -55,6 +57,7 @@ pub struct Collector<'obj> {
     /// Tgids now in the `procs` map.
     procs: BTreeSet<u32>,
     capture: u32,
+    port: u16,
     mode: Option<u32>,
     ssl: bool,
     /// Announcement generation (`l7_cfg.gen`).
@@ -86,6 +89,7 @@ impl<'obj> Collector<'obj> {
             _links: Vec::new(),
             procs: BTreeSet::new(),
             capture: opts.capture,
+            port: opts.port,
             mode: None,
             ssl: false,
             gen: 1,
@@ -116,6 +120,15 @@ impl<'obj> Collector<'obj> {
         Ok(())
     }
 
+    /// Traces only the sockets whose local or remote port is `port` (0: every socket).
+    pub fn set_port(&mut self, port: u16) -> Result<(), CollectError> {
+        if self.port != port {
+            self.port = port;
+            self.write_cfg(self.mode.unwrap_or(l7_mode::L7_MODE_NONE.0), self.ssl)?;
+        }
+        Ok(())
+    }
+
     /// Lets the SSL hooks report (or makes them return at once).
     pub fn set_ssl(&mut self, on: bool) -> Result<(), CollectError> {
         if self.ssl != on {
@@ -131,6 +144,7 @@ impl<'obj> Collector<'obj> {
             cap: self.capture,
             ssl: u32::from(ssl),
             gen: self.gen,
+            port: u32::from(self.port),
         };
         // SAFETY: l7_cfg is the plain-data copy of the map's value type.
         let bytes = unsafe {

@@ -6,10 +6,10 @@
 //! tracepoint, so it is not known). Everything here is bounded (the tracker's [`Limits`], idle
 //! entries aged out).
 
-use std::collections::{HashMap, HashSet};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::net::SocketAddr;
 
-use l7_protocol::tracker::{ConnInfo, Limits, Role, Snapshot, Tracker, Way};
+use l7_protocol::tracker::{ConnInfo, Limits, Role, Snapshot, TopicKey, TopicStats, Tracker, Way};
 use l7_protocol::Protocol;
 
 use crate::decode::{Data, Dir, Open, Origin};
@@ -275,6 +275,11 @@ impl Conns {
     /// The tracker's tables and counters.
     pub fn snapshot(&self) -> Snapshot {
         self.tracker.snapshot()
+    }
+
+    /// The Kafka topic rows since the last call ([`Tracker::take_topics`]).
+    pub fn take_topics(&mut self) -> BTreeMap<TopicKey, TopicStats> {
+        self.tracker.take_topics()
     }
 
     /// What could not be used, besides the tracker's counters.

@@ -299,3 +299,89 @@ fn tansu_and_kcat_api_versions_are_matched() {
     assert_eq!(server.len(), k.len(), "broker {server:?} vs kcat {k:?}");
     assert_clean(&records);
 }
+
+/// kafkaprobe's rows of the period records: (msg_type, client_port, topic) -> (num, bytes,
+/// messages, partial), summed over the periods; only rows towards `port`.
+fn topic_rows(records: &[Vec<String>], port: u16) -> BTreeMap<(String, String, String), [u64; 4]> {
+    let mut out: BTreeMap<(String, String, String), [u64; 4]> = BTreeMap::new();
+    for r in records.iter().filter(|r| r[0] == "kafkaprobe") {
+        assert_eq!(r.len(), 11, "{r:?}");
+        assert_eq!(
+            r[7],
+            port.to_string(),
+            "only the broker port is traced: {r:?}"
+        );
+        assert_eq!(
+            (r[2].as_str(), r[6].as_str()),
+            ("127.0.0.1", "127.0.0.1"),
+            "{r:?}"
+        );
+        let e = out
+            .entry((r[1].clone(), r[3].clone(), r[5].clone()))
+            .or_default();
+        for (i, f) in [4usize, 8, 9, 10].iter().enumerate() {
+            e[i] += r[*f].parse::<u64>().unwrap();
+        }
+    }
+    out
+}
+
+/// kafkaprobe (REST `kafka`): the records kafka-python produced and fetched, per topic and
+/// client, counted once although both the clients and the broker are traced, and nothing
+/// from a second broker on another port.
+#[test]
+fn kafkaprobe_counts_records_per_topic_and_client() {
+    let _serial = serial();
+    const K: usize = 7;
+    let b = broker("orders");
+    let other = broker("audit");
+    let port = b.port.to_string();
+    let probe = Probe::start_bin(
+        env!("CARGO_BIN_EXE_kafkaprobe"),
+        &["-t", "1", "-k", &port],
+        None,
+    );
+    let (_, records) = during(&probe, || {
+        client(b.port, "orders", "produce", K);
+        client(other.port, "audit", "produce", 3);
+        client(b.port, "orders", "consume", K);
+    });
+    let rows = topic_rows(&records, b.port);
+    let of = |kind: &str| -> Vec<[u64; 4]> {
+        rows.iter()
+            .filter(|((t, _, topic), _)| t == kind && topic == "orders")
+            .map(|(_, v)| *v)
+            .collect()
+    };
+    // One producer connection to the broker: K Produce requests of one record each.
+    let produced = of("producer");
+    assert_eq!(produced.len(), 1, "{rows:?}");
+    let [records_n, bytes, messages, partial] = produced[0];
+    assert_eq!(
+        (records_n, messages, partial),
+        (K as u64, K as u64, 0),
+        "{rows:?}"
+    );
+    assert!(
+        bytes >= 61 * K as u64,
+        "a record batch header at least per record: {rows:?}"
+    );
+    // The consumer fetched them all (empty fetches carry the topic with no records).
+    let fetched = of("consumer");
+    assert_eq!(
+        fetched.iter().map(|v| v[0]).sum::<u64>(),
+        K as u64,
+        "{rows:?}"
+    );
+    assert_eq!(fetched.iter().map(|v| v[3]).sum::<u64>(), 0, "{rows:?}");
+    assert!(
+        rows.keys().all(|(_, _, topic)| topic == "orders"),
+        "{rows:?}"
+    );
+    let stats = last(&records, "kafkaprobe_parse_stats", |_| true).unwrap();
+    for f in ["malformed", "too_long", "desynchronised", "bad_records"] {
+        assert_eq!(num(stats, f), 0, "{f}: {stats:?}");
+    }
+    let loss = last(&records, "kafkaprobe_bpf_stats", |_| true).unwrap();
+    assert_eq!(loss[3], "0", "{loss:?}");
+}

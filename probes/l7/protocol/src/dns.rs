@@ -223,6 +223,7 @@ fn message(b: &[u8], len: usize, direction: Direction) -> Result<Message, ParseE
         status,
         correlation: Some(u32::from(head.id)),
         len: len as u64,
+        topics: None,
     })
 }
 
@@ -434,6 +435,7 @@ mod tests {
                 status: None,
                 correlation: Some(0x1234),
                 len: q.len() as u64,
+                topics: None,
             }]
         );
         let a = answer(&q, 0);

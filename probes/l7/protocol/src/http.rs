@@ -557,6 +557,7 @@ impl Core {
             status,
             correlation: None,
             len: self.len.saturating_add(self.carry),
+            topics: None,
         });
         self.len = 0;
         self.carry = 0;

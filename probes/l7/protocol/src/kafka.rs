@@ -21,6 +21,7 @@
 
 use std::collections::VecDeque;
 
+use crate::kafka_topics::TopicWalker;
 use crate::{Detect, Direction, Message, ParseError, Protocol, Status, StreamParser, MAX_PENDING};
 
 /// Largest message size accepted, bytes.
@@ -319,6 +320,11 @@ trait Side {
     fn parse(&self, body: &[u8]) -> Result<Self::Head, Short>;
     /// Records `head` and makes the message of `len` bytes.
     fn accept(&mut self, head: Self::Head, len: u64) -> Message;
+    /// A walker of the message's topics, for the messages that carry records (called before
+    /// `accept`).
+    fn walker(&self, _head: &Self::Head) -> Option<TopicWalker> {
+        None
+    }
 }
 
 /// Size framing shared by both directions: keeps a message's prefix until its side can read
@@ -335,6 +341,8 @@ struct Framer<S> {
     skip: u64,
     /// The current message, read, yielded when its last byte is.
     pending: Option<Message>,
+    /// The current message's topic walk, fed the bytes skipped.
+    walker: Option<Box<TopicWalker>>,
     failed: bool,
 }
 
@@ -347,6 +355,7 @@ impl<S: Side> Framer<S> {
             total: None,
             skip: 0,
             pending: None,
+            walker: None,
             failed: false,
         }
     }
@@ -355,12 +364,16 @@ impl<S: Side> Framer<S> {
         self.failed = true;
         self.buf = Vec::new();
         self.pending = None;
+        self.walker = None;
         Err(e)
     }
 
     fn flush(&mut self, out: &mut Vec<Message>) {
         if self.skip == 0 {
-            if let Some(m) = self.pending.take() {
+            if let Some(mut m) = self.pending.take() {
+                if let Some(w) = self.walker.take() {
+                    m.topics = Some(Box::new(w.finish()));
+                }
                 out.push(m);
             }
         }
@@ -375,6 +388,9 @@ impl<S: Side> Framer<S> {
             if self.skip > 0 {
                 let k = usize::try_from(self.skip).map_or(data.len(), |s| s.min(data.len()));
                 self.skip -= k as u64;
+                if let Some(w) = self.walker.as_mut() {
+                    w.feed(data.get(..k).unwrap_or_default());
+                }
                 data = data.get(k..).unwrap_or_default();
                 self.flush(out);
                 continue;
@@ -404,9 +420,14 @@ impl<S: Side> Framer<S> {
         };
         match self.side.parse(self.buf.get(4..).unwrap_or_default()) {
             Ok(head) => {
+                let mut walker = self.side.walker(&head);
+                if let Some(w) = walker.as_mut() {
+                    w.feed(self.buf.get(4..).unwrap_or_default());
+                }
                 let msg = self.side.accept(head, total as u64);
                 self.skip = total.saturating_sub(self.buf.len()) as u64;
                 self.pending = Some(msg);
+                self.walker = walker.map(Box::new);
                 self.buf.clear();
                 self.want = 4;
                 self.total = None;
@@ -437,6 +458,9 @@ impl<S: Side> Framer<S> {
         }
         if self.pending.is_some() && n <= self.skip {
             self.skip -= n;
+            if let Some(w) = self.walker.as_mut() {
+                w.gap(n);
+            }
             return Ok(());
         }
         self.fail(ParseError::Desynchronised(Protocol::Kafka))
@@ -507,7 +531,12 @@ impl Side for Requests {
             status: None,
             correlation: Some(head.correlation),
             len,
+            topics: None,
         }
+    }
+
+    fn walker(&self, head: &RequestHead) -> Option<TopicWalker> {
+        (head.key == PRODUCE).then(|| TopicWalker::produce_request(head.version))
     }
 }
 
@@ -593,6 +622,13 @@ impl Side for Responses {
         Ok((correlation, code))
     }
 
+    fn walker(&self, head: &(u32, i16)) -> Option<TopicWalker> {
+        match self.expected.iter().find(|e| e.0 == head.0) {
+            Some(&(_, FETCH, version)) => Some(TopicWalker::fetch_response(version)),
+            _ => None,
+        }
+    }
+
     fn accept(&mut self, (correlation, code): (u32, i16), len: u64) -> Message {
         if let Some(i) = self.expected.iter().position(|e| e.0 == correlation) {
             self.expected.remove(i);
@@ -608,6 +644,7 @@ impl Side for Responses {
             status: Some(status),
             correlation: Some(correlation),
             len,
+            topics: None,
         }
     }
 }
@@ -744,6 +781,7 @@ impl StreamParser for ResponseParser {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::kafka_topics::{TopicFigures, Walked};
     use crate::testkit::{feed_pieces, split};
 
     fn run_boxed(
@@ -829,6 +867,77 @@ mod tests {
         m.status.clone()
     }
 
+    /// A record set of one batch of `records` records with `extra` bytes of record data.
+    fn batch(records: i32, extra: usize) -> Vec<u8> {
+        let mut rest = vec![0u8; 4]; // partitionLeaderEpoch
+        rest.push(2); // magic
+        rest.extend([0u8; 4 + 2 + 4 + 8 + 8 + 8 + 2 + 4]);
+        rest.extend(records.to_be_bytes());
+        rest.extend(vec![0u8; extra]);
+        let mut b = 0i64.to_be_bytes().to_vec();
+        b.extend((rest.len() as i32).to_be_bytes());
+        b.extend(rest);
+        b
+    }
+
+    /// Produce and Fetch messages carry their topics' figures, also when the record data is
+    /// lost (a gap) and the bytes come in pieces; other messages carry none.
+    #[test]
+    fn produce_and_fetch_messages_carry_their_topics() {
+        let set = batch(5, 3000);
+        let mut body = (-1i16).to_be_bytes().to_vec();
+        body.extend(1i16.to_be_bytes());
+        body.extend(1000i32.to_be_bytes());
+        body.extend(1i32.to_be_bytes());
+        body.extend(string("orders"));
+        body.extend(1i32.to_be_bytes());
+        body.extend(0i32.to_be_bytes());
+        body.extend((set.len() as i32).to_be_bytes());
+        body.extend(&set);
+        let data = request(0, 3, 9, false, &body);
+        let want = Walked {
+            topics: vec![TopicFigures {
+                topic: "orders".into(),
+                records: 5,
+                bytes: set.len() as u64,
+            }],
+            complete: true,
+        };
+        let mut req = RequestParser::new();
+        let mut out = Vec::new();
+        // The first 200 bytes, 2500 lost (record data), then the rest.
+        req.feed(&data[..200], &mut out).unwrap();
+        req.gap(2500).unwrap();
+        req.feed(&data[2700..], &mut out).unwrap();
+        assert_eq!(out.len(), 1);
+        assert_eq!(out[0].topics.as_deref(), Some(&want));
+        // A Fetch v4 response with the same record set, announced by its request.
+        let mut f = 0i32.to_be_bytes().to_vec(); // throttle
+        f.extend(1i32.to_be_bytes());
+        f.extend(string("orders"));
+        f.extend(1i32.to_be_bytes());
+        f.extend(0i32.to_be_bytes());
+        f.extend(0i16.to_be_bytes());
+        f.extend([0u8; 16]); // high watermark, last stable offset
+        f.extend((-1i32).to_be_bytes()); // aborted transactions: null
+        f.extend((set.len() as i32).to_be_bytes());
+        f.extend(&set);
+        let data = response(11, false, &f);
+        let mut resp = ResponseParser::new();
+        resp.expect(11, FETCH, 4);
+        let mut out = Vec::new();
+        for piece in data.chunks(7) {
+            resp.feed(piece, &mut out).unwrap();
+        }
+        assert_eq!(out.len(), 1);
+        assert_eq!(out[0].topics.as_deref(), Some(&want));
+        // Not announced: no topics (the api is not known).
+        let mut resp = ResponseParser::new();
+        let mut out = Vec::new();
+        resp.feed(&data, &mut out).unwrap();
+        assert_eq!(out[0].topics, None);
+    }
+
     #[test]
     fn produce_v7_and_its_response() {
         let mut req = RequestParser::new();
@@ -843,6 +952,15 @@ mod tests {
                 status: None,
                 correlation: Some(42),
                 len: data.len() as u64,
+                // Its record set is 61 bytes of 7s: an entry longer than the set, not counted.
+                topics: Some(Box::new(Walked {
+                    topics: vec![TopicFigures {
+                        topic: "events".into(),
+                        records: 0,
+                        bytes: 61,
+                    }],
+                    complete: true,
+                })),
             }]
         );
         assert!(req.take_no_response().is_empty());

@@ -25,6 +25,7 @@ pub mod api;
 pub mod dns;
 pub mod http;
 pub mod kafka;
+pub mod kafka_topics;
 pub mod mysql;
 pub mod pgsql;
 pub mod redis;
@@ -123,6 +124,9 @@ pub struct Message {
     pub correlation: Option<u32>,
     /// Bytes of the message on the wire (header and body).
     pub len: u64,
+    /// Kafka Produce requests and Fetch responses: the records and bytes per topic, as far as
+    /// the message's bytes were seen. None for every other message.
+    pub topics: Option<Box<kafka_topics::Walked>>,
 }
 
 /// Why a stream cannot be parsed (further).
@@ -277,6 +281,7 @@ pub(crate) mod testkit {
             status: None,
             correlation: None,
             len: len as u64,
+            topics: None,
         }
     }
 
@@ -288,6 +293,7 @@ pub(crate) mod testkit {
             status: Some(status),
             correlation: None,
             len: len as u64,
+            topics: None,
         }
     }
 }

@@ -435,6 +435,7 @@ impl Handler for Client {
             status: None,
             correlation: None,
             len,
+            topics: None,
         }))
     }
 
@@ -533,6 +534,7 @@ impl Server {
             status: Some(status),
             correlation,
             len,
+            topics: None,
         })
     }
 

@@ -418,6 +418,7 @@ impl Frontend {
             status: None,
             correlation: None,
             len,
+            topics: None,
         })
     }
 
@@ -568,6 +569,7 @@ impl Backend {
                 status: Some(self.error.take().map_or(Status::Ok, Status::Error)),
                 correlation: None,
                 len: std::mem::take(&mut self.acc),
+                topics: None,
             }),
             _ => None,
         }

@@ -542,6 +542,7 @@ impl Parser {
                 status: Some(status),
                 correlation: None,
                 len: self.len,
+                topics: None,
             });
         }
         self.len = 0;
@@ -560,6 +561,7 @@ impl Parser {
             status: None,
             correlation: None,
             len: self.len,
+            topics: None,
         });
         self.len = 0;
         self.left = 0;

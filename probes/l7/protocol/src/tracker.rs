@@ -22,6 +22,10 @@
 //! - **Matching**: responses answer pending requests in order, except Kafka and DNS responses,
 //!   which answer the request with their correlation id. A MySQL COM_STMT_PREPARE_OK's
 //!   correlation is a statement id: it is matched in order like the other MySQL responses.
+//! - **Kafka topics** (upstream's kafkaprobe table): the records and bytes per topic of the
+//!   Produce requests and Fetch responses ([`crate::kafka_topics`]), per client and broker
+//!   address. A connection whose both ends are traced (a client and a broker on one host) is
+//!   counted once, from the broker's end.
 //! - **Latency** (an approximation): the timestamp of the data call that completed the
 //!   response minus the timestamp of the data call that completed the request. A request or
 //!   response spread over several calls is timed from its last call; the kernel's timestamps
@@ -30,6 +34,7 @@
 use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
 use std::net::{IpAddr, SocketAddr};
 
+use crate::kafka_topics::Walked;
 use crate::{
     detect, http, kafka, mysql, Direction, Message, ParseError, Protocol, Status, StreamParser,
 };
@@ -172,6 +177,56 @@ pub struct ApiKey {
     pub key: Key,
     /// The request's API ([`UNKNOWN_API`], [`OTHER_API`] included).
     pub api: String,
+}
+
+/// Which records a Kafka topic row counts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum TopicWay {
+    /// Records a client produced (Produce requests).
+    Produce,
+    /// Records a client fetched (Fetch responses).
+    Fetch,
+}
+
+impl TopicWay {
+    /// The `msg_type` of upstream's kafkaprobe table: "producer" or "consumer".
+    pub fn name(self) -> &'static str {
+        match self {
+            TopicWay::Produce => "producer",
+            TopicWay::Fetch => "consumer",
+        }
+    }
+}
+
+/// The key of a Kafka topic row (upstream's kafkaprobe keys).
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct TopicKey {
+    /// Produce or Fetch.
+    pub way: TopicWay,
+    /// The client's address.
+    pub client_ip: IpAddr,
+    /// The client's port.
+    pub client_port: u16,
+    /// The topic (`id:` and 32 hex digits where the protocol names it by id).
+    pub topic: String,
+    /// The broker's address.
+    pub server_ip: IpAddr,
+    /// The broker's port.
+    pub server_port: u16,
+}
+
+/// A Kafka topic row's values (since the last [`Tracker::take_topics`]).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct TopicStats {
+    /// Records (in the record batches whose headers were seen).
+    pub records: u64,
+    /// Bytes of the record sets, as the messages declare them.
+    pub bytes: u64,
+    /// Produce requests or Fetch responses that carried the topic.
+    pub messages: u64,
+    /// Of those, messages only part of which was seen (bytes not captured, a malformed body):
+    /// their records are a lower bound.
+    pub partial: u64,
 }
 
 /// An `l7_link` row's values (cumulative).
@@ -371,6 +426,7 @@ impl Tracker {
                 links: BTreeMap::new(),
                 rpcs: BTreeMap::new(),
                 apis: BTreeMap::new(),
+                topics: BTreeMap::new(),
                 api_names: HashMap::new(),
                 comms: HashMap::new(),
                 stats: TrackerStats::default(),
@@ -443,6 +499,15 @@ impl Tracker {
         t.comms.remove(&tgid);
     }
 
+    /// The Kafka topic rows since the last call (a connection traced at both ends counted
+    /// once, at the broker's); the rows start again from none. At most
+    /// [`Limits::max_keys`] rows per call (beyond: `key_overflow`).
+    pub fn take_topics(&mut self) -> BTreeMap<TopicKey, TopicStats> {
+        let rows = self.tables.topic_rows();
+        self.tables.topics.clear();
+        rows
+    }
+
     /// The processes that have rows or connections.
     pub fn processes(&self) -> Vec<u32> {
         self.tables.comms.keys().copied().collect()
@@ -472,6 +537,8 @@ struct Tables {
     links: BTreeMap<Key, LinkStats>,
     rpcs: BTreeMap<Key, RpcStats>,
     apis: BTreeMap<ApiKey, RpcStats>,
+    /// Kafka topic rows by the end that saw them.
+    topics: BTreeMap<(TopicKey, Role), TopicStats>,
     /// Distinct APIs per process, at most `max_apis_per_process` each, `max_keys` processes.
     api_names: HashMap<u32, HashSet<String>>,
     comms: HashMap<u32, String>,
@@ -534,6 +601,50 @@ impl Tables {
         if let Some(r) = row(&mut self.apis, api_key, max, overflow) {
             f(r);
         }
+    }
+
+    /// Adds a Produce request's or Fetch response's topics, seen by the `role` end of a
+    /// connection between `client` and `server`.
+    fn topics(
+        &mut self,
+        way: TopicWay,
+        role: Role,
+        client: SocketAddr,
+        server: SocketAddr,
+        walked: &Walked,
+    ) {
+        let (max, overflow) = (self.limits.max_keys, &mut self.stats.key_overflow);
+        for f in &walked.topics {
+            let key = TopicKey {
+                way,
+                client_ip: client.ip(),
+                client_port: client.port(),
+                topic: f.topic.clone(),
+                server_ip: server.ip(),
+                server_port: server.port(),
+            };
+            if let Some(r) = row(&mut self.topics, (key, role), max, overflow) {
+                r.records = r.records.saturating_add(f.records);
+                r.bytes = r.bytes.saturating_add(f.bytes);
+                r.messages = r.messages.saturating_add(1);
+                if !walked.complete {
+                    r.partial = r.partial.saturating_add(1);
+                }
+            }
+        }
+    }
+
+    /// The topic rows, each from the broker's end where both ends saw it.
+    fn topic_rows(&self) -> BTreeMap<TopicKey, TopicStats> {
+        let mut rows = BTreeMap::new();
+        for ((k, role), v) in &self.topics {
+            let seen_by_server =
+                *role == Role::Client && self.topics.contains_key(&(k.clone(), Role::Server));
+            if !seen_by_server {
+                rows.insert(k.clone(), *v);
+            }
+        }
+        rows
     }
 
     fn count_error(&mut self, e: &ParseError) {
@@ -691,6 +802,8 @@ struct Conn {
     req_lost: bool,
     /// Timestamp of the last response-direction call, ns.
     last_response_ts: u64,
+    /// The client's and the server's addresses.
+    ends: (SocketAddr, SocketAddr),
 }
 
 impl Conn {
@@ -718,6 +831,7 @@ impl Conn {
             resp_lost: false,
             req_lost: false,
             last_response_ts: 0,
+            ends: (client, server),
         }
     }
 
@@ -840,6 +954,14 @@ impl Conn {
     }
 
     fn message(&mut self, t: &mut Tables, m: &Message, ts: u64) {
+        if let Some(walked) = &m.topics {
+            let way = match m.direction {
+                Direction::Request => TopicWay::Produce,
+                Direction::Response => TopicWay::Fetch,
+            };
+            let (client, server) = self.ends;
+            t.topics(way, self.key.role, client, server, walked);
+        }
         match m.direction {
             Direction::Request => self.request(t, m, ts),
             Direction::Response => self.response(t, m, ts),
@@ -1187,6 +1309,66 @@ mod tests {
         let mut m = (body.len() as u32).to_be_bytes().to_vec();
         m.extend(body);
         m
+    }
+
+    /// A Produce v3 request (acks 0) of one batch of `records` records to `topic`.
+    fn produce_v3(correlation: i32, topic: &str, records: i32) -> Vec<u8> {
+        let mut rest = vec![0u8; 4];
+        rest.push(2); // magic
+        rest.extend([0u8; 4 + 2 + 4 + 8 + 8 + 8 + 2 + 4]);
+        rest.extend(records.to_be_bytes());
+        rest.extend([0u8; 20]);
+        let mut set = 0i64.to_be_bytes().to_vec();
+        set.extend((rest.len() as i32).to_be_bytes());
+        set.extend(rest);
+        let mut body = 0i16.to_be_bytes().to_vec();
+        body.extend(3i16.to_be_bytes());
+        body.extend(correlation.to_be_bytes());
+        body.extend(6i16.to_be_bytes());
+        body.extend(b"client");
+        body.extend((-1i16).to_be_bytes()); // transactional id
+        body.extend(0i16.to_be_bytes()); // acks
+        body.extend(1000i32.to_be_bytes());
+        body.extend(1i32.to_be_bytes());
+        body.extend((topic.len() as i16).to_be_bytes());
+        body.extend(topic.as_bytes());
+        body.extend(1i32.to_be_bytes());
+        body.extend(0i32.to_be_bytes());
+        body.extend((set.len() as i32).to_be_bytes());
+        body.extend(set);
+        let mut m = (body.len() as u32).to_be_bytes().to_vec();
+        m.extend(body);
+        m
+    }
+
+    #[test]
+    fn kafka_topics_are_counted_per_period_once_from_the_brokers_end() {
+        let mut t = Tracker::new(Limits::default());
+        t.open(1, info(7, Role::Client, 9092), &Protocol::ALL);
+        send(&mut t, 1, Way::Sent, MS, &produce_v3(1, "orders", 4));
+        let rows = t.take_topics();
+        let key = TopicKey {
+            way: TopicWay::Produce,
+            client_ip: "10.0.0.2".parse().unwrap(),
+            client_port: 40000,
+            topic: "orders".into(),
+            server_ip: "10.0.0.1".parse().unwrap(),
+            server_port: 9092,
+        };
+        let stats = |records, bytes| TopicStats {
+            records,
+            bytes,
+            messages: 1,
+            partial: 0,
+        };
+        assert_eq!(rows, BTreeMap::from([(key.clone(), stats(4, 81))]));
+        assert!(t.take_topics().is_empty(), "a period's rows are taken once");
+        // The broker's end of the same connection traced too: its view, once.
+        t.open(2, info(8, Role::Server, 9092), &Protocol::ALL);
+        let p = produce_v3(2, "orders", 2);
+        send(&mut t, 1, Way::Sent, 2 * MS, &p);
+        send(&mut t, 2, Way::Received, 2 * MS, &p);
+        assert_eq!(t.take_topics(), BTreeMap::from([(key, stats(2, 81))]));
     }
 
     /// An ApiVersions v3 response: error code, no api keys, throttle time, no tags.

@@ -100,6 +100,8 @@ struct l7_cfg {
 	__u32 ssl;     /* 1: the libssl uprobes may be attached (support_ssl) */
 	__u32 gen;     /* announcement generation (>= 1): a socket announced in an older one is
 			* announced again (user space forgot it) */
+	__u32 port;    /* 0: every socket; else only those whose local or remote port it is
+			* (kafkaprobe's broker port) */
 };
 
 /* A TLS session of a process (`ssl_socks` key). */

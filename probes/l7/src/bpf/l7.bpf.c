@@ -467,6 +467,9 @@ static __always_inline int on_io(struct sock *sk, int len, __u8 dir)
 	l4 = sk->sk_protocol;
 	if (!((type == SOCK_STREAM && l4 == IPPROTO_TCP) || (type == SOCK_DGRAM && l4 == IPPROTO_UDP)))
 		return 0;
+	if (c->port && sk->__sk_common.skc_num != c->port &&
+	    bpf_ntohs(sk->__sk_common.skc_dport) != c->port)
+		return 0;
 	st = bpf_sk_storage_get(&sk_state, sk, 0, BPF_SK_STORAGE_GET_F_CREATE);
 	if (!st) {
 		gg_count(GG_STAT_MAP_FULL);

@@ -28,7 +28,12 @@ pub struct Probe {
 impl Probe {
     /// Starts the probe with `args`, writing `first` (a control line) right after the spawn.
     pub fn start(args: &[&str], first: Option<&str>) -> Probe {
-        let mut child = Command::new(BIN)
+        Probe::start_bin(BIN, args, first)
+    }
+
+    /// [`Probe::start`] of the binary `bin` (kafkaprobe).
+    pub fn start_bin(bin: &str, args: &[&str], first: Option<&str>) -> Probe {
+        let mut child = Command::new(bin)
             .args(args)
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
@@ -93,7 +98,7 @@ impl Probe {
             match self.lines.recv_timeout(left) {
                 Ok(line) => {
                     let f = parse(&line);
-                    if f[0] == "l7probe_bpf_stats" {
+                    if f[0] == "l7probe_bpf_stats" || f[0] == "kafkaprobe_bpf_stats" {
                         seen += 1;
                     }
                     out.push(f);
@@ -184,8 +189,11 @@ pub fn num(r: &[String], name: &str) -> u64 {
 
 /// Field names of `table` in the probe's `.meta`.
 pub fn meta_fields(table: &str) -> Vec<String> {
-    let out = Command::new(BIN).arg("--print-meta").output().unwrap();
-    let text = String::from_utf8(out.stdout).unwrap();
+    let mut text = String::new();
+    for bin in [BIN, env!("CARGO_BIN_EXE_kafkaprobe")] {
+        let out = Command::new(bin).arg("--print-meta").output().unwrap();
+        text.push_str(&String::from_utf8(out.stdout).unwrap());
+    }
     let start = text
         .find(&format!("table_name: \"{table}\""))
         .unwrap_or_else(|| panic!("no table {table}"));
