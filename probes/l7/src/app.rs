@@ -323,6 +323,7 @@ fn run(mode: Mode) -> Result<()> {
                     .field(&st.key_overflow)
                     .field(&capture_stats.uncaptured_calls)
                     .field(&bad_records.get())
+                    .field(&capture_stats.tls_records)
                     .end()
             })
             .and_then(|()| bpf::write_loss_record(&mut out, stats_table, name, &loss))

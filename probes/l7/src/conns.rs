@@ -37,6 +37,9 @@ struct Sock {
 pub struct CaptureStats {
     /// Calls whose bytes were not captured (sendfile, splice, io_uring, ...).
     pub uncaptured_calls: u64,
+    /// A TLS session's own socket calls (cipher text) besides its plain text from the SSL
+    /// hooks: not parsed.
+    pub tls_records: u64,
 }
 
 /// The connections of the traced processes.
@@ -180,6 +183,14 @@ impl Conns {
             return;
         };
         s.last_ns = d.ts_ns;
+        if s.tls && !d.tls && !s.open.udp {
+            // The socket's own bytes of a TLS session whose plain text the SSL hooks report:
+            // records the kernel side did not know were TLS (e.g. a close_notify alert written
+            // by SSL_shutdown through a library's own BIO, outside SSL_read/SSL_write). Cipher
+            // text: not parsed.
+            self.stats.tls_records = self.stats.tls_records.saturating_add(1);
+            return;
+        }
         if d.tls && !s.tls {
             // The first plain text of a TLS session: what the tracker saw before was the
             // handshake; it starts afresh as a TLS connection.

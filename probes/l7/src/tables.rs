@@ -130,6 +130,7 @@ pub const PARSE_FIELDS: &[Field] = &[
     Field::counter("key_overflow", "table updates dropped: the row cap was reached"),
     Field::counter("uncaptured_calls", "calls whose bytes could not be read (sendfile, splice, io_uring, ...): a gap for the parser"),
     Field::counter("bad_records", "kernel records that did not decode"),
+    Field::counter("tls_records", "socket calls of TLS sessions read through the SSL hooks that carried cipher text the hooks did not see (a close_notify written outside SSL_write): not parsed"),
 ];
 
 /// What l7probe declares about its run-time control (REST name `l7`).
