@@ -9,12 +9,11 @@ use std::io::{self, Write};
 
 use l7_protocol::tracker::{TopicKey, TopicStats};
 use probe_sdk::args::DEFAULT_PERIOD_SECS;
-use probe_sdk::bpf;
 use probe_sdk::decl::{self, Declaration, ParamValue};
 use probe_sdk::meta::{self, Field, Table};
 use probe_sdk::record::RecordWriter;
 
-use crate::tables::{DEFAULT_RING_MIB, PARSE_FIELDS};
+use crate::tables::{parse_table, stats_table, DEFAULT_RING_MIB};
 
 /// The records per topic (upstream's table name).
 pub const TABLE: &str = "kafkaprobe";
@@ -67,17 +66,8 @@ pub fn declaration() -> Declaration {
 pub fn meta_tables() -> Vec<Table> {
     vec![
         Table::new(TABLE, ENTITY, &[FIELDS]),
-        Table::new(
-            PARSE_TABLE,
-            PARSE_TABLE,
-            &[&[Field::key("probe", "probe name")], PARSE_FIELDS],
-        ),
-        bpf::loss_table(
-            STATS_TABLE,
-            "kernel records produced (connections seen, send and receive calls, closes)",
-            "records lost (ring buffer full, or a program run skipped by the kernel)",
-            "sockets not announced because the kernel's socket map was full",
-        ),
+        parse_table(PARSE_TABLE),
+        stats_table(STATS_TABLE),
     ]
 }
 

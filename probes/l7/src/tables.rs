@@ -185,18 +185,28 @@ pub fn meta_tables() -> Vec<Table> {
                 API_EXTRA,
             ],
         ),
-        Table::new(
-            PARSE_TABLE,
-            PARSE_TABLE,
-            &[&[Field::key("probe", "probe name")], PARSE_FIELDS],
-        ),
-        bpf::loss_table(
-            STATS_TABLE,
-            "kernel records produced (connections seen, send and receive calls, closes)",
-            "records lost (ring buffer full, or a program run skipped by the kernel)",
-            "sockets not announced because the kernel's socket map was full",
-        ),
+        parse_table(PARSE_TABLE),
+        stats_table(STATS_TABLE),
     ]
+}
+
+/// The parse-stats table named `name` (l7probe's and kafkaprobe's).
+pub fn parse_table(name: &'static str) -> Table {
+    Table::new(
+        name,
+        name,
+        &[&[Field::key("probe", "probe name")], PARSE_FIELDS],
+    )
+}
+
+/// The loss-counter table named `name` (l7probe's and kafkaprobe's).
+pub fn stats_table(name: &'static str) -> Table {
+    bpf::loss_table(
+        name,
+        "kernel records produced (connections seen, send and receive calls, closes)",
+        "records lost (ring buffer full, or a program run skipped by the kernel)",
+        "sockets not announced because the kernel's socket map was full",
+    )
 }
 
 /// The `.meta` file (`l7probe --print-meta`): every table, then the control declaration.
