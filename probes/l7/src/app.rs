@@ -286,16 +286,24 @@ fn run(mode: Mode) -> Result<()> {
         poller.poll(Duration::ZERO)?;
         let secs = now.duration_since(last_report).as_secs_f64().max(0.001);
         last_report = now;
-        let snap = conns.borrow().snapshot();
         let capture_stats = conns.borrow().capture_stats();
         let loss = collector.loss();
-        let st = snap.stats;
+        let st = conns.borrow().stats();
         let (parse_table, stats_table) = match mode {
             Mode::L7 => (PARSE_TABLE, STATS_TABLE),
             Mode::Kafka => (kafka::PARSE_TABLE, kafka::STATS_TABLE),
         };
         let tables = match mode {
-            Mode::L7 => write_period(&mut out, &settings, &snap, &before, secs),
+            Mode::L7 => {
+                // kafkaprobe writes no l7 table: only l7probe copies them.
+                let snap = conns.borrow().snapshot();
+                let written = write_period(&mut out, &settings, &snap, &before, secs);
+                before = Before {
+                    rpcs: snap.rpcs,
+                    apis: snap.apis,
+                };
+                written
+            }
             Mode::Kafka => {
                 let rows = conns.borrow_mut().take_topics();
                 let traced = |k: &TopicKey| k.server_port == kafka_port;
@@ -328,10 +336,6 @@ fn run(mode: Mode) -> Result<()> {
             })
             .and_then(|()| bpf::write_loss_record(&mut out, stats_table, name, &loss))
             .and_then(|()| out.flush());
-        before = Before {
-            rpcs: snap.rpcs,
-            apis: snap.apis,
-        };
         let forgotten = conns.borrow_mut().end_period(ktime_ns());
         if let Err(e) = collector.forget(&forgotten) {
             warn!("{e}");

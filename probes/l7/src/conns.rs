@@ -9,7 +9,9 @@
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::net::SocketAddr;
 
-use l7_protocol::tracker::{ConnInfo, Limits, Role, Snapshot, TopicKey, TopicStats, Tracker, Way};
+use l7_protocol::tracker::{
+    ConnInfo, Limits, Role, Snapshot, TopicKey, TopicStats, Tracker, TrackerStats, Way,
+};
 use l7_protocol::Protocol;
 
 use crate::decode::{Data, Dir, Open, Origin};
@@ -286,6 +288,11 @@ impl Conns {
     /// The tracker's tables and counters.
     pub fn snapshot(&self) -> Snapshot {
         self.tracker.snapshot()
+    }
+
+    /// The tracker's counters.
+    pub fn stats(&self) -> TrackerStats {
+        self.tracker.stats()
     }
 
     /// The Kafka topic rows since the last call ([`Tracker::take_topics`]).

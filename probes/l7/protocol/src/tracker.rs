@@ -518,6 +518,11 @@ impl Tracker {
         self.conns.len()
     }
 
+    /// The counters so far (without copying the tables).
+    pub fn stats(&self) -> TrackerStats {
+        self.tables.stats
+    }
+
     /// The tables and counters so far.
     pub fn snapshot(&self) -> Snapshot {
         let t = &self.tables;
