@@ -41,6 +41,7 @@ pub fn populated(series: usize) -> TableStore {
             fields,
             origin: "bench".into(),
             derives: false,
+            trace: false,
         });
         for r in 0..1000 {
             if made >= rows {

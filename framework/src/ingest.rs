@@ -18,7 +18,7 @@ pub use crate::message::{EventSink, LogEvents};
 use crate::clock::now_ms;
 use crate::custom_labels::{CustomLabels, LabelSet};
 use crate::message::{RecordSink, RecordView};
-use crate::meta::{MetaCache, MetaCounters, MetaLimits, SchemaRef, SchemaRegistry};
+use crate::meta::{FieldKind, MetaCache, MetaCounters, MetaLimits, SchemaRef, SchemaRegistry};
 use crate::record_labels::{ContainerSource, ProcessSource, RecordLabels};
 use crate::store::{Scratch, TableStore};
 use crate::supervisor::{OutputSink, ProbeSpec};
@@ -308,6 +308,10 @@ impl LineHandler {
             Some(c) => c.for_record(&schema, values, self.now_ms),
             None => None,
         };
+        if schema.trace {
+            self.trace_record(&schema, values, extra.as_ref());
+            return;
+        }
         match self.store.upsert_with(
             &schema,
             values,
@@ -359,6 +363,43 @@ impl LineHandler {
                 &mut self.sink_values,
             );
         }
+    }
+
+    /// A record of a trace table: checked like a store record (field count, keys), then
+    /// handed to the push sinks only; the store never keeps it.
+    fn trace_record(&mut self, schema: &SchemaRef, values: &[&str], extra: Option<&LabelSet>) {
+        if values.len() != schema.fields.len() {
+            self.stats.drop_line(DropReason::FieldCount);
+            self.warn_field_count(&schema.table_name, schema.fields.len(), values.len());
+            return;
+        }
+        let key_absent = schema
+            .fields
+            .iter()
+            .zip(values)
+            .any(|(f, v)| f.kind == FieldKind::Key && crate::wire::value_is_absent(v));
+        if key_absent {
+            self.stats.drop_line(DropReason::EmptyKey);
+            return;
+        }
+        let Some(sink) = &self.records else {
+            self.stats.drop_line(DropReason::NoPushChannel);
+            return;
+        };
+        self.stats.records.fetch_add(1, Ordering::Relaxed);
+        self.stats
+            .last_record_ms
+            .store(self.now_ms, Ordering::Relaxed);
+        forward(
+            sink.as_ref(),
+            schema,
+            values,
+            self.now_ms,
+            &self.stats.name,
+            extra,
+            &mut self.sink_text,
+            &mut self.sink_values,
+        );
     }
 
     /// Log a value-count mismatch once per (table, expected, got): a probe built against an older

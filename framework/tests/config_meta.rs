@@ -650,3 +650,35 @@ fn a_metric_with_two_meanings_in_one_entity_is_refused_naming_both_files() {
     let e = reg.add_file(&other).unwrap_err().to_string();
     assert!(e.contains("per period"), "{e}");
 }
+
+fn kind_doc(kind: &str) -> String {
+    format!(
+        "version = \"1.0.0\";\nmeasurements = ({{\n  table_name: \"req\";\n  entity_name: \"req\";{kind}\n  fields: (\n    {{ description: \"id\", type: \"key\", name: \"id\" }},\n    {{ description: \"took\", type: \"gauge\", name: \"took_ns\" }}\n  );\n}});\n"
+    )
+}
+
+#[test]
+fn a_table_kind_is_metrics_by_default_or_trace_and_nothing_else() {
+    let dir = tempfile::tempdir().unwrap();
+    for (kind, trace) in [
+        ("", false),
+        ("\n  kind: \"metrics\";", false),
+        ("\n  kind: \"trace\";", true),
+    ] {
+        let p = write(dir.path(), "k.meta", &kind_doc(kind));
+        let t = meta::load_file(&p).unwrap();
+        assert_eq!(t[0].trace, trace, "{kind}");
+    }
+    let p = write(dir.path(), "bad.meta", &kind_doc("\n  kind: \"spans\";"));
+    let e = meta::load_file(&p).unwrap_err().to_string();
+    assert!(
+        e.contains("bad.meta:5") && e.contains("unknown kind \"spans\""),
+        "{e}"
+    );
+    let p = write(dir.path(), "num.meta", &kind_doc("\n  kind: 1;"));
+    let e = meta::load_file(&p).unwrap_err().to_string();
+    assert!(
+        e.contains("num.meta:5") && e.contains("must be a string"),
+        "{e}"
+    );
+}

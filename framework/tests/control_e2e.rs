@@ -32,6 +32,18 @@ impl Rest {
         Rest { d, port }
     }
 
+    /// [`Rest::start`] with `extra` config text.
+    fn start_with(record_timeout: u32, extra: &str, setup: impl FnOnce(&Path)) -> Rest {
+        let port = free_port();
+        let d = Daemon::start_env(
+            record_timeout,
+            &format!("rest_api_server = {{ bind_addr = \"127.0.0.1\"; port = {port}; }};\n{extra}"),
+            &[("GALA_GOPHER_GLOBAL__REST_API_ON", "true")],
+            setup,
+        );
+        Rest { d, port }
+    }
+
     fn get(&self, path: &str) -> Value {
         let (st, v) = request(self.port, "GET", path, "");
         assert_eq!(st, 200, "GET {path}: {v}");
@@ -459,6 +471,77 @@ fn l7probe_is_driven_as_l7_with_a_snooper() {
     r.put("/l7", r#"{"state":"stopped"}"#);
     assert!(!alive(pid as i32), "l7probe {pid} still alive");
     drop((selected, other));
+}
+
+#[test]
+fn l7_rpc_trace_records_reach_the_push_channel_not_the_metrics_page() {
+    // Log directories must not contain "/." (tempfile's default names start with a dot).
+    let logs = tempfile::Builder::new()
+        .prefix("gg-trace")
+        .tempdir()
+        .unwrap();
+    let conf = format!(
+        "metric = {{ out_channel = [\"web_server\", \"json\"]; }};\n\
+         logs = {{ metric_dir = \"{r}/m\"; }};\n",
+        r = logs.path().display()
+    );
+    let r = Rest::start_with(60, &conf, |probes| {
+        install_probe(probes, "l7probe", "probes/l7")
+    });
+    r.wait_known("/l7");
+    let (server, port) = http_server("ggl7trace");
+    r.put(
+        "/l7",
+        r#"{"cmd":{"probe":["l7_rpc_metrics","l7_rpc_trace"]},"snoopers":{"proc_name":[{"comm":"^ggl7trace$","cmdline":""}]},"params":{"report_period":1,"latency_thr":0},"state":"running"}"#,
+    );
+    assert_eq!(
+        r.get("/l7")["cmd"]["probe"],
+        serde_json::json!(["l7_rpc_metrics", "l7_rpc_trace"])
+    );
+    let tgid = server.0.id().to_string();
+    let spans = wait_for(Duration::from_secs(30), || {
+        get(port, "/ok/1");
+        get(port, "/missing");
+        let mut spans = Vec::new();
+        for f in std::fs::read_dir(logs.path().join("m")).ok()?.flatten() {
+            for l in std::fs::read_to_string(f.path()).ok()?.lines() {
+                let v: Value = serde_json::from_str(l).ok()?;
+                if v["table_name"] == "l7_rpc_trace" && v["labels"]["tgid"] == tgid.as_str() {
+                    spans.push(v);
+                }
+            }
+        }
+        let statuses: Vec<&str> = spans
+            .iter()
+            .filter_map(|v| v["labels"]["status"].as_str())
+            .collect();
+        (statuses.contains(&"ok") && statuses.contains(&"404")).then_some(spans)
+    })
+    .unwrap_or_else(|| {
+        panic!(
+            "no l7_rpc_trace records in the json channel; log:\n{}",
+            r.d.log()
+        )
+    });
+    let missing = spans
+        .iter()
+        .find(|v| v["labels"]["status"] == "404")
+        .unwrap();
+    assert_eq!(missing["labels"]["api"], "GET /missing", "{missing}");
+    assert_eq!(missing["labels"]["blame"], "client", "{missing}");
+    assert_eq!(missing["labels"]["comm"], "ggl7trace", "{missing}");
+    // Never a series: the metrics page has the l7_rpc series, no trace.
+    let scrape = r.d.scrape();
+    assert!(
+        !series(&scrape, "gala_gopher_l7_req_count{").is_empty(),
+        "{scrape}"
+    );
+    assert!(
+        series(&scrape, "gala_gopher_l7_rpc_trace_").is_empty(),
+        "{scrape}"
+    );
+    r.put("/l7", r#"{"state":"stopped"}"#);
+    drop(server);
 }
 
 /// A Produce v3 request (acks 0: no response) of `records` records to `topic`, partition 0, in

@@ -105,6 +105,9 @@ pub struct Table {
     /// Fields in record order: borrowed for tables declared as constants ([`Table::fixed`]),
     /// owned for tables assembled from parts ([`Table::new`]).
     pub fields: Cow<'static, [Field]>,
+    /// A trace table (`kind: "trace"`): one record per request or span, which the daemon hands
+    /// to its push channels only (never the store or `/metrics`).
+    pub trace: bool,
 }
 
 impl Table {
@@ -114,7 +117,14 @@ impl Table {
             name,
             entity,
             fields: Cow::Owned(parts.concat()),
+            trace: false,
         }
+    }
+
+    /// `self` as a trace table (see [`Table::trace`]).
+    pub fn into_trace(mut self) -> Table {
+        self.trace = true;
+        self
     }
 
     /// A table with the fields `fields`, usable in a `const` declaration.
@@ -127,6 +137,7 @@ impl Table {
             name,
             entity,
             fields: Cow::Borrowed(fields),
+            trace: false,
         }
     }
 
@@ -183,6 +194,9 @@ fn render_table(out: &mut String, layout: FieldLayout, table: &Table) {
     let _ = writeln!(out, "    {{");
     let _ = writeln!(out, "        table_name: \"{}\",", table.name);
     let _ = writeln!(out, "        entity_name: \"{}\",", table.entity);
+    if table.trace {
+        let _ = writeln!(out, "        kind: \"trace\",");
+    }
     let _ = writeln!(out, "        fields:");
     let _ = writeln!(out, "        (");
     for (i, f) in table.fields.iter().enumerate() {

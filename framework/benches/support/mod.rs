@@ -127,6 +127,7 @@ pub fn populated_store(series: usize) -> gala_gopher::store::TableStore {
             fields,
             origin: "bench".into(),
             derives: false,
+            trace: false,
         });
         for r in 0..1000.min(rows - t * 1000) {
             let key = (100_000 + r).to_string();

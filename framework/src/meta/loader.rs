@@ -482,6 +482,29 @@ fn parse_table(node: &Node, version: &str, limits: &MetaLimits) -> Result<TableS
     let table_name = identifier(node, "table_name", "measurement", limits)?;
     let what = format!("table \"{table_name}\"");
     let entity_name = identifier(node, "entity_name", &what, limits)?;
+    let trace = match node.get("kind") {
+        None => false,
+        Some(n) => match n.as_str() {
+            Some("metrics") => false,
+            Some("trace") => true,
+            Some(other) => {
+                let shown: String = other.chars().take(64).collect();
+                return Err(invalid(
+                    n,
+                    format!("{what}: unknown kind \"{shown}\"; a kind is \"metrics\" (the default) or \"trace\""),
+                ));
+            }
+            None => {
+                return Err(invalid(
+                    n,
+                    format!(
+                        "{what}: \"kind\" must be a string, found {}",
+                        n.value.type_name()
+                    ),
+                ))
+            }
+        },
+    };
     let fields_node = node
         .get("fields")
         .ok_or_else(|| invalid(node, format!("{what}: missing \"fields\"")))?;
@@ -528,6 +551,7 @@ fn parse_table(node: &Node, version: &str, limits: &MetaLimits) -> Result<TableS
         fields,
         origin: node.file_line(),
         derives: false,
+        trace,
     }
     .with_derives_noted())
 }

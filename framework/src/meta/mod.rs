@@ -94,6 +94,10 @@ pub struct TableSchema {
     pub origin: String,
     /// Whether any field has a [`Derive`] other than `None` (the store's fast path skips them).
     pub derives: bool,
+    /// A trace table (`.meta`: `kind = "trace"`): one record per event (a request, a span), not
+    /// a series. Its records are never kept in the store nor shown on `/metrics`; they go to
+    /// the push sinks (Kafka, logs, json) as they come.
+    pub trace: bool,
 }
 
 impl TableSchema {
@@ -110,6 +114,7 @@ impl TableSchema {
                 .collect(),
             origin: format!("built-in table {table}"),
             derives: false,
+            trace: false,
         }
     }
 

@@ -38,11 +38,14 @@ pub enum DropReason {
     InvalidUtf8,
     /// The table store is at `max_records_num` / `max_tables_num` for a new key.
     StoreFull,
+    /// A record of a trace table (`kind = "trace"`) while no push channel (Kafka, logs, json,
+    /// OTLP) is configured: trace records are not kept in the store.
+    NoPushChannel,
 }
 
 impl DropReason {
     /// Every reason, in export order.
-    pub const ALL: [DropReason; 8] = [
+    pub const ALL: [DropReason; 9] = [
         DropReason::TooLong,
         DropReason::Malformed,
         DropReason::UnknownTable,
@@ -51,6 +54,7 @@ impl DropReason {
         DropReason::BadValue,
         DropReason::InvalidUtf8,
         DropReason::StoreFull,
+        DropReason::NoPushChannel,
     ];
 
     /// Label value used in metrics and status.
@@ -64,6 +68,7 @@ impl DropReason {
             DropReason::BadValue => "bad_value",
             DropReason::InvalidUtf8 => "invalid_utf8",
             DropReason::StoreFull => "store_full",
+            DropReason::NoPushChannel => "no_push_channel",
         }
     }
 

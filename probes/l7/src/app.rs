@@ -10,7 +10,7 @@ use std::rc::Rc;
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
-use l7_protocol::tracker::{ApiKey, Limits, RpcStats, Snapshot, TopicKey};
+use l7_protocol::tracker::{ApiKey, Limits, RpcStats, Snapshot, Span, TopicKey, TraceConfig};
 use probe_sdk::args::ProbeArgs;
 use probe_sdk::bpf::{self, Hook, RingPoller};
 use probe_sdk::control::Control;
@@ -23,7 +23,9 @@ use crate::collector::{Collector, Options};
 use crate::conns::Conns;
 use crate::decode::Event;
 use crate::runtime::Settings;
-use crate::tables::{BIT_BYTES, BIT_RPC, DEFAULT_RING_MIB, PARSE_TABLE, STATS_TABLE};
+use crate::tables::{
+    BIT_BYTES, BIT_RPC, BIT_TRACE, DEFAULT_RING_MIB, MAX_SPANS_PER_PERIOD, PARSE_TABLE, STATS_TABLE,
+};
 use crate::tls::TlsHooks;
 use crate::{decode, kafka, tables};
 
@@ -68,6 +70,40 @@ fn ktime_ns() -> u64 {
     (ts.tv_sec as u64)
         .saturating_mul(1_000_000_000)
         .saturating_add(ts.tv_nsec as u64)
+}
+
+/// Unix time minus the kernel's monotonic clock, ns: turns event timestamps into Unix time.
+fn wall_offset_ns() -> i128 {
+    let wall = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_nanos() as i128);
+    wall - i128::from(ktime_ns())
+}
+
+/// What `l7_rpc_trace` reports under `settings` (None: the sub-probe is off).
+fn trace_config(mode: Mode, settings: &Settings) -> Option<TraceConfig> {
+    (mode == Mode::L7 && settings.probe_bits & BIT_TRACE != 0).then(|| TraceConfig {
+        min_latency_us: u64::from(settings.latency_thr_ms) * 1_000,
+        max_spans: MAX_SPANS_PER_PERIOD,
+    })
+}
+
+/// Writes the period's `l7_rpc_trace` records of the selected processes.
+fn write_spans<W: Write>(
+    out: &mut RecordWriter<W>,
+    settings: &Settings,
+    snap: &Snapshot,
+    spans: &[Span],
+) -> io::Result<()> {
+    let offset = wall_offset_ns();
+    for s in spans.iter().filter(|s| settings.snoop.selects(s.key.tgid)) {
+        let comm = snap
+            .comms
+            .get(&s.key.tgid)
+            .map_or("unknown", |c| c.as_str());
+        tables::write_span(out, s, comm, offset)?;
+    }
+    Ok(())
 }
 
 /// The previous period's `l7_rpc` and `l7_rpc_api` values (for rates and ratios).
@@ -211,7 +247,8 @@ fn run(mode: Mode) -> Result<()> {
             0
         })?
     };
-    let tracing = |s: &Settings| s.probe_bits & (BIT_BYTES | BIT_RPC) != 0;
+    let tracing = |s: &Settings| s.probe_bits & (BIT_BYTES | BIT_RPC | BIT_TRACE) != 0;
+    conns.borrow_mut().set_trace(trace_config(mode, &settings));
     if let Err(e) = collector.select(&settings.snoop, tracing(&settings)) {
         warn!("{e}");
     }
@@ -266,6 +303,10 @@ fn run(mode: Mode) -> Result<()> {
                 if new.protocols != settings.protocols {
                     conns.borrow_mut().set_protocols(new.protocols.clone());
                 }
+                let trace = trace_config(mode, &new);
+                if trace != trace_config(mode, &settings) {
+                    conns.borrow_mut().set_trace(trace);
+                }
                 if let Err(e) = collector.select(&new.snoop, tracing(&new)) {
                     warn!("{e}");
                 }
@@ -297,7 +338,9 @@ fn run(mode: Mode) -> Result<()> {
             Mode::L7 => {
                 // kafkaprobe writes no l7 table: only l7probe copies them.
                 let snap = conns.borrow().snapshot();
-                let written = write_period(&mut out, &settings, &snap, &before, secs);
+                let spans = conns.borrow_mut().take_spans();
+                let written = write_period(&mut out, &settings, &snap, &before, secs)
+                    .and_then(|()| write_spans(&mut out, &settings, &snap, &spans));
                 before = Before {
                     rpcs: snap.rpcs,
                     apis: snap.apis,
@@ -331,6 +374,7 @@ fn run(mode: Mode) -> Result<()> {
                     .field(&st.key_overflow)
                     .field(&capture_stats.uncaptured_calls)
                     .field(&bad_records.get())
+                    .field(&st.trace_dropped)
                     .field(&capture_stats.tls_records)
                     .end()
             })

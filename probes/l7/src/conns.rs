@@ -10,7 +10,8 @@ use std::collections::{BTreeMap, HashMap, HashSet};
 use std::net::SocketAddr;
 
 use l7_protocol::tracker::{
-    ConnInfo, Limits, Role, Snapshot, TopicKey, TopicStats, Tracker, TrackerStats, Way,
+    ConnInfo, Limits, Role, Snapshot, Span, TopicKey, TopicStats, TraceConfig, Tracker,
+    TrackerStats, Way,
 };
 use l7_protocol::Protocol;
 
@@ -293,6 +294,16 @@ impl Conns {
     /// The tracker's counters.
     pub fn stats(&self) -> TrackerStats {
         self.tracker.stats()
+    }
+
+    /// Reports answered requests as spans, or no more ([`Tracker::set_trace`]).
+    pub fn set_trace(&mut self, config: Option<TraceConfig>) {
+        self.tracker.set_trace(config);
+    }
+
+    /// The spans since the last call ([`Tracker::take_spans`]).
+    pub fn take_spans(&mut self) -> Vec<Span> {
+        self.tracker.take_spans()
     }
 
     /// The Kafka topic rows since the last call ([`Tracker::take_topics`]).

@@ -8,6 +8,8 @@ use l7_protocol::Protocol;
 use probe_sdk::args::ProbeArgs;
 use probe_sdk::decl::{ControlMsg, Declaration, ParamValue, Snoop};
 
+use crate::tables::DEFAULT_BITS;
+
 /// The run-time settings of the probe.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Settings {
@@ -21,6 +23,8 @@ pub struct Settings {
     pub protocols: Vec<Protocol>,
     /// TLS plain text through the libssl uprobes (`support_ssl`).
     pub ssl: bool,
+    /// Answered requests faster than this and not failed are not traced, ms (`latency_thr`).
+    pub latency_thr_ms: u32,
 }
 
 /// The protocols `names` select (all when empty), and the names not parsed by this probe.
@@ -45,10 +49,16 @@ impl Settings {
     pub fn from_args(args: &ProbeArgs) -> Settings {
         Settings {
             period_secs: args.period_secs,
-            probe_bits: args.probe_bits,
+            // No `-P`: the metric tables; traces only when asked for.
+            probe_bits: if args.probe_bits == u32::MAX {
+                DEFAULT_BITS
+            } else {
+                args.probe_bits
+            },
             snoop: Snoop::default(),
             protocols: Protocol::ALL.to_vec(),
             ssl: false,
+            latency_thr_ms: u32::try_from(args.latency_thr_ms).unwrap_or(u32::MAX),
         }
     }
 
@@ -75,6 +85,13 @@ impl Settings {
                     ));
                 }
                 next.protocols = p;
+            }
+            Some(Ok(_)) | None => {}
+            Some(Err(e)) => refused.push(format!("control: {e}; kept the current value")),
+        }
+        match msg.checked(decl, "latency_thr") {
+            Some(Ok(ParamValue::Int(v))) => {
+                next.latency_thr_ms = u32::try_from(v).unwrap_or(next.latency_thr_ms);
             }
             Some(Ok(_)) | None => {}
             Some(Err(e)) => refused.push(format!("control: {e}; kept the current value")),
@@ -121,6 +138,9 @@ impl Settings {
         if self.ssl != new.ssl {
             parts.push(format!("support_ssl {}", u8::from(new.ssl)));
         }
+        if self.latency_thr_ms != new.latency_thr_ms {
+            parts.push(format!("latency_thr {}ms", new.latency_thr_ms));
+        }
         (!parts.is_empty()).then(|| format!("control: {}", parts.join(", ")))
     }
 }
@@ -152,7 +172,7 @@ mod tests {
         assert!(s.snoop.selects(7) && !s.snoop.selects(5));
         assert_eq!(
             base.describe_change(&s).unwrap(),
-            "control: period 5s -> 10s, tables 0xffffffff -> 0x2, snoop include 1 pid, protocols http,redis, support_ssl 1"
+            "control: period 5s -> 10s, tables 0x3 -> 0x2, snoop include 1 pid, protocols http,redis, support_ssl 1"
         );
         let (same, refused) = base.updated(&d, &msg(r#"{"params":{"report_period":0}}"#));
         assert_eq!(same, base);

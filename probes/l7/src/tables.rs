@@ -8,7 +8,9 @@
 
 use std::io::{self, Write};
 
-use l7_protocol::tracker::{ApiKey, Key, LinkStats, RpcStats, LATENCY_BOUNDS_US};
+use l7_protocol::tracker::{
+    ApiKey, Blame, Key, LinkStats, Outcome, RpcStats, Span, LATENCY_BOUNDS_US,
+};
 use probe_sdk::args::DEFAULT_PERIOD_SECS;
 use probe_sdk::bpf;
 use probe_sdk::decl::{self, Declaration, ParamValue, SnooperKind, SubProbe};
@@ -26,6 +28,8 @@ pub const API_TABLE: &str = "l7_rpc_api";
 pub const ENTITY: &str = "l7";
 /// Entity of `l7_rpc_api` (upstream's).
 pub const API_ENTITY: &str = "l7_api";
+/// One record per traced request (sub-probe `l7_rpc_trace`; a trace table).
+pub const TRACE_TABLE: &str = "l7_rpc_trace";
 /// What the parsers and the tracker could not use (ours).
 pub const PARSE_TABLE: &str = "l7_parse_stats";
 /// Loss-counter table (`<probe>_bpf_stats`, entity `bpf_probe`).
@@ -35,6 +39,12 @@ pub const STATS_TABLE: &str = "l7probe_bpf_stats";
 pub const BIT_BYTES: u32 = 1;
 /// `-P` bit of `l7_rpc` and `l7_rpc_api` (sub-probe `l7_rpc_metrics`).
 pub const BIT_RPC: u32 = 2;
+/// `-P` bit of `l7_rpc_trace` (sub-probe `l7_rpc_trace`, off unless asked for).
+pub const BIT_TRACE: u32 = 4;
+/// The tables written when `-P` is not given.
+pub const DEFAULT_BITS: u32 = BIT_BYTES | BIT_RPC;
+/// Spans reported per period at most (errors first, then the slowest).
+pub const MAX_SPANS_PER_PERIOD: usize = 1000;
 /// Ring buffer size when `ringbuf_map_size` is not given, MiB.
 pub const DEFAULT_RING_MIB: u32 = 8;
 
@@ -112,6 +122,25 @@ pub const API_EXTRA: &[Field] = &[
     Field::per_period("server_err_count", "errors blamed on the server (HTTP 5xx, DNS SERVFAIL/NOTIMP, PostgreSQL SQLSTATE 53, 54, 57, 58, XX)"),
 ];
 
+/// The API key field of `l7_rpc_api` and `l7_rpc_trace`.
+const API_KEY: &[Field] = &[Field::key(
+    "api",
+    "HTTP method and templated path, SQL verb, Redis command, Kafka api, DNS query type; unknown, or other past the per-process cap",
+)];
+
+/// `l7_rpc_trace` fields after the keys, `api` and the labels.
+pub const TRACE_FIELDS: &[Field] = &[
+    Field::label("client_port", "client port of the connection"),
+    Field::label("conn_id", "the kernel's id of the connection (socket cookie)"),
+    Field::label("span_id", "16 hex digits naming this request (connection and request time)"),
+    Field::label("request", "the parser's name of the request (templated like api; kept when api is other)"),
+    Field::label("status", "ok, unparsed (the response ended but its status was not captured), or the protocol's error code (HTTP status, SQLSTATE, Redis error prefix, MySQL error number, Kafka error code, DNS rcode)"),
+    Field::label("blame", "client or server for an error whose side the protocol tells, else empty"),
+    Field::gauge("start_time", "when the request's last bytes were read or written, Unix time, us"),
+    Field::gauge("latency", "request to response, us"),
+    Field::gauge("error", "1 for an error response, else 0"),
+];
+
 /// Fields of [`PARSE_TABLE`] after its key, [`l7_protocol::tracker::TrackerStats`] and the
 /// capture's own counts.
 pub const PARSE_FIELDS: &[Field] = &[
@@ -130,6 +159,7 @@ pub const PARSE_FIELDS: &[Field] = &[
     Field::counter("key_overflow", "table updates dropped: the row cap was reached"),
     Field::counter("uncaptured_calls", "calls whose bytes could not be read (sendfile, splice, io_uring, ...): a gap for the parser"),
     Field::counter("bad_records", "kernel records that did not decode"),
+    Field::counter("trace_dropped", "requests not reported in l7_rpc_trace: more than 1000 in a period (errors and the slowest are kept)"),
     Field::counter("tls_records", "socket calls of TLS sessions read through the SSL hooks that carried cipher text the hooks did not see (a close_notify written outside SSL_write): not parsed"),
 ];
 
@@ -139,8 +169,10 @@ pub const PARSE_FIELDS: &[Field] = &[
 /// |---|---|---|
 /// | `l7_bytes_metrics` | 1 | `l7_link` |
 /// | `l7_rpc_metrics` | 2 | `l7_rpc`, `l7_rpc_api` |
+/// | `l7_rpc_trace` (off by default) | 4 | `l7_rpc_trace` |
 ///
-/// Params: `report_period`, `l7_protocol` (the protocols parsed; empty: all), `support_ssl`
+/// Params: `report_period`, `latency_thr` (ms: answered requests faster than this and not
+/// failed are not traced), `l7_protocol` (the protocols parsed; empty: all), `support_ssl`
 /// (1: TLS plain text through uprobes on the traced processes' libssl),
 /// `ringbuf_map_size` (MiB, read at start). Every snooper kind is honoured in the kernel:
 /// only the selected processes' bytes are captured.
@@ -152,11 +184,13 @@ pub fn declaration() -> Declaration {
         sub_probes: vec![
             SubProbe::new("l7_bytes_metrics", BIT_BYTES),
             SubProbe::new("l7_rpc_metrics", BIT_RPC),
+            SubProbe::new("l7_rpc_trace", BIT_TRACE).off_by_default(),
         ],
         params: vec![
             decl::standard("report_period")
                 .expect("a param name upstream has")
                 .with_default(ParamValue::Int(i64::from(DEFAULT_PERIOD_SECS))),
+            decl::standard("latency_thr").expect("a param name upstream has"),
             decl::standard("l7_protocol").expect("a param name upstream has"),
             decl::standard("support_ssl").expect("a param name upstream has"),
             decl::standard("ringbuf_map_size")
@@ -174,17 +208,14 @@ pub fn meta_tables() -> Vec<Table> {
         Table::new(
             API_TABLE,
             API_ENTITY,
-            &[
-                KEYS,
-                &[Field::key(
-                    "api",
-                    "HTTP method and templated path, SQL verb, Redis command, Kafka api, DNS query type; unknown, or other past the per-process cap",
-                )],
-                LABELS,
-                RPC_FIELDS,
-                API_EXTRA,
-            ],
+            &[KEYS, API_KEY, LABELS, RPC_FIELDS, API_EXTRA],
         ),
+        Table::new(
+            TRACE_TABLE,
+            TRACE_TABLE,
+            &[KEYS, API_KEY, LABELS, TRACE_FIELDS],
+        )
+        .into_trace(),
         parse_table(PARSE_TABLE),
         stats_table(STATS_TABLE),
     ]
@@ -267,6 +298,49 @@ fn keyed<'a, W: Write>(
         rec = rec.field(api);
     }
     rec.field(if key.ssl { "1" } else { "0" }).field(comm)
+}
+
+/// A span's id: 16 hex digits from its connection and request time (splitmix64).
+pub fn span_id(conn: u64, request_ns: u64) -> String {
+    let mut z = conn ^ request_ns.rotate_left(32) ^ 0x9e37_79b9_7f4a_7c15;
+    z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+    format!("{:016x}", z ^ (z >> 31))
+}
+
+/// Writes the `l7_rpc_trace` record of `span`; `wall_offset_ns` turns the events' clock
+/// (monotonic) into Unix time.
+pub fn write_span<W: Write>(
+    out: &mut RecordWriter<W>,
+    span: &Span,
+    comm: &str,
+    wall_offset_ns: i128,
+) -> io::Result<()> {
+    let (status, blame, error) = match &span.outcome {
+        Outcome::Ok => ("ok", "", "0"),
+        Outcome::Unparsed => ("unparsed", "", "0"),
+        Outcome::Error { code, blame } => (
+            code.as_str(),
+            match blame {
+                Some(Blame::Client) => "client",
+                Some(Blame::Server) => "server",
+                None => "",
+            },
+            "1",
+        ),
+    };
+    let start_us = (i128::from(span.request_ns) + wall_offset_ns).max(0) / 1_000;
+    keyed(out, TRACE_TABLE, &span.key, Some(&span.api), comm)
+        .field(&span.client_port)
+        .field(&span.conn)
+        .field(&span_id(span.conn, span.request_ns))
+        .field(span.request.as_deref().unwrap_or(""))
+        .field(status)
+        .field(blame)
+        .field(&start_us.to_string())
+        .field(&span.latency_us())
+        .field(error)
+        .end()
 }
 
 /// Writes the `l7_link` record of `key`.

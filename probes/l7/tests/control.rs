@@ -131,7 +131,7 @@ fn the_tables_follow_the_sub_probes() {
     let pid = a.0.id();
     let first = format!(r#"{{"probe_bits":1,"snoop":{{"mode":"include","pids":[{pid}]}}}}"#);
     let mut probe = Probe::start(&["-t", "1"], Some(&first));
-    probe.wait_log("tables 0xffffffff -> 0x1");
+    probe.wait_log("tables 0x3 -> 0x1");
     gets(port, 2);
     thread::sleep(Duration::from_millis(200));
     let records = probe.records_for(2);

@@ -287,3 +287,107 @@ fn probe_sdk_bounds() -> Vec<u64> {
         130_000_000,
     ]
 }
+
+#[test]
+fn l7_rpc_trace_reports_each_request_once_and_latency_thr_keeps_errors() {
+    let _serial = serial();
+    let n = nginx_with(false);
+    // Only the trace sub-probe (bit 4).
+    let probe = Probe::start(&["-t", "1", "-P", "4"], None);
+    let base = format!("http://127.0.0.1:{}", n.port);
+    let mut urls: Vec<String> = (0..4).map(|_| format!("{base}/ok")).collect();
+    urls.extend((0..2).map(|i| format!("{base}/missing{i}.html")));
+    urls.push(format!("{base}/fail"));
+    urls.push(format!("{base}/items/77"));
+    let before_us = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_micros() as u64;
+    let (client, records) = during(&probe, || curl(&urls));
+    let after_us = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_micros() as u64;
+    assert!(
+        last(&records, "l7_rpc", |_| true).is_none()
+            && last(&records, "l7_link", |_| true).is_none(),
+        "-P 4 writes the trace table only"
+    );
+    let spans: Vec<&Vec<String>> = records
+        .iter()
+        .filter(|r| r[0] == "l7_rpc_trace" && r[1] == n.worker.to_string())
+        .collect();
+    let got: Vec<(String, String, String)> = spans
+        .iter()
+        .map(|r| (field(r, "api"), field(r, "status"), field(r, "blame")))
+        .collect();
+    let want: Vec<(String, String, String)> = [
+        ("GET /ok", "ok", ""),
+        ("GET /ok", "ok", ""),
+        ("GET /ok", "ok", ""),
+        ("GET /ok", "ok", ""),
+        ("GET /missing0.html", "404", "client"),
+        ("GET /missing1.html", "404", "client"),
+        ("GET /fail", "500", "server"),
+        ("GET /items/{id}", "ok", ""),
+    ]
+    .iter()
+    .map(|(a, s, b)| (a.to_string(), s.to_string(), b.to_string()))
+    .collect();
+    assert_eq!(got, want, "nginx's spans, in order");
+    let mut ids = std::collections::HashSet::new();
+    let mut starts = Vec::new();
+    for r in &spans {
+        assert_eq!(field(r, "l7_role"), "server", "{r:?}");
+        assert_eq!(field(r, "comm"), "nginx", "{r:?}");
+        assert_eq!(
+            field(r, "error"),
+            if field(r, "status") == "ok" { "0" } else { "1" }
+        );
+        assert!(
+            ids.insert(field(r, "span_id")),
+            "span ids are unique: {r:?}"
+        );
+        let start = num(r, "start_time");
+        assert!(
+            (before_us..=after_us).contains(&start),
+            "{start} not in {before_us}..{after_us}"
+        );
+        assert!(num(r, "latency") < 1_000_000, "{r:?}");
+        starts.push(start);
+    }
+    assert!(starts.windows(2).all(|w| w[0] <= w[1]), "{starts:?}");
+    // Keep-alive connections (nginx closes one after its 500): a connection id per client port.
+    let pairs: std::collections::HashSet<(String, String)> = spans
+        .iter()
+        .map(|r| (field(r, "conn_id"), field(r, "client_port")))
+        .collect();
+    let conns: std::collections::HashSet<&String> = pairs.iter().map(|p| &p.0).collect();
+    let ports: std::collections::HashSet<&String> = pairs.iter().map(|p| &p.1).collect();
+    assert_eq!(
+        (conns.len(), ports.len()),
+        (pairs.len(), pairs.len()),
+        "{spans:?}"
+    );
+    assert!(pairs.len() <= 2, "{spans:?}");
+    // curl's end of the same requests.
+    let curl_spans = records
+        .iter()
+        .filter(|r| r[0] == "l7_rpc_trace" && r[1] == client.to_string())
+        .count();
+    assert_eq!(curl_spans, 8);
+
+    // latency_thr: successful requests faster than 1 s are no longer reported; errors are.
+    let mut probe = probe;
+    probe.send(r#"{"probe_bits":4,"params":{"latency_thr":1000}}"#);
+    probe.wait_log("latency_thr 1000ms");
+    let (_, records) = during(&probe, || curl(&urls));
+    let statuses: Vec<String> = records
+        .iter()
+        .filter(|r| r[0] == "l7_rpc_trace" && r[1] == n.worker.to_string())
+        .map(|r| field(r, "status"))
+        .collect();
+    assert_eq!(statuses, ["404", "404", "500"]);
+    let stats = last(&records, "l7_parse_stats", |_| true).unwrap();
+    assert_eq!(num(stats, "trace_dropped"), 0, "{stats:?}");
+}

@@ -9,6 +9,10 @@
 //! is skipped. Resource: `service.name = gala-gopher`, `host.name`, `host.id` (machine id).
 //! Cumulative sums and histograms start at the sink's start time.
 //!
+//! Records of trace tables (`.meta` `kind = "trace"`: one record per request or span, not a
+//! series) are sent as OTLP log records (`/v1/logs`), not as metrics: body = the table name,
+//! attributes = every field with a value and the custom labels, time = the record's.
+//!
 //! Delivery: a batch that fails with a transport error, 408, 429 or 5xx is retryable (the sink
 //! loop's backoff, 100 ms doubling to 5 s) while the sink queue keeps filling and dropping its
 //! oldest items; any other status counts the batch as failed. Metadata is not sent over OTLP.
@@ -115,6 +119,9 @@ pub fn encode_metrics<'a>(
     let mut by_field: HashMap<(usize, usize), usize> = HashMap::new();
     for rec in records {
         let schema = &rec.schema;
+        if schema.trace {
+            continue;
+        }
         let attrs: Vec<KeyValue> = schema
             .fields
             .iter()
@@ -199,6 +206,62 @@ pub fn encode_metrics<'a>(
         }],
     }
 }
+
+/// Build one logs request from the records of trace tables among `records` (`None` if none).
+pub fn encode_trace_records<'a>(
+    records: impl IntoIterator<Item = &'a OwnedRecord>,
+    resource: &ResourceInfo,
+) -> Option<ExportLogsServiceRequest> {
+    let log_records: Vec<LogRecord> = records
+        .into_iter()
+        .filter(|r| r.schema.trace)
+        .map(|rec| {
+            let ns = rec.time_ms.saturating_mul(1_000_000);
+            let attributes = rec
+                .schema
+                .fields
+                .iter()
+                .zip(rec.values())
+                .filter_map(|(f, v)| Some(KeyValue::string(&f.name, v?)))
+                .chain(
+                    rec.custom_labels()
+                        .iter()
+                        .map(|(k, v)| KeyValue::string(k, v)),
+                )
+                .collect();
+            LogRecord {
+                time_unix_nano: ns,
+                observed_time_unix_nano: ns,
+                severity_number: SEVERITY_INFO,
+                severity_text: "INFO".into(),
+                body: Some(AnyValue {
+                    value: Some(any_value::Value::StringValue(rec.schema.table_name.clone())),
+                }),
+                attributes,
+            }
+        })
+        .collect();
+    if log_records.is_empty() {
+        return None;
+    }
+    Some(ExportLogsServiceRequest {
+        resource_logs: vec![ResourceLogs {
+            resource: Some(resource.resource()),
+            scope_logs: vec![ScopeLogs {
+                scope: Some(scope()),
+                log_records,
+            }],
+        }],
+    })
+}
+
+/// OTLP's `SEVERITY_NUMBER_INFO`.
+const SEVERITY_INFO: i32 = 9;
+
+/// First byte of a metric-stream message: which OTLP signal the rest is (the stream carries
+/// both metric records and trace-table records).
+const BODY_METRICS: u8 = 0;
+const BODY_LOGS: u8 = 1;
 
 /// Build one logs request from `events`.
 pub fn encode_events<'a>(
@@ -326,15 +389,27 @@ impl Sink for OtlpSink {
         let n = items.len() as u64;
         match stream {
             Stream::Metric => {
-                let records = items.iter().filter_map(|i| match i {
-                    Item::Metric(r) => Some(r.as_ref()),
-                    _ => None,
-                });
-                let req = encode_metrics(records, &self.resource, self.start_ns);
-                // Encoding into a Vec cannot fail.
-                out.push(n, |buf| {
-                    let _ = req.encode(buf);
-                });
+                let records = || {
+                    items.iter().filter_map(|i| match i {
+                        Item::Metric(r) => Some(r.as_ref()),
+                        _ => None,
+                    })
+                };
+                let traces = records().filter(|r| r.schema.trace).count() as u64;
+                if traces < n {
+                    let req = encode_metrics(records(), &self.resource, self.start_ns);
+                    // Encoding into a Vec cannot fail.
+                    out.push(n - traces, |buf| {
+                        buf.push(BODY_METRICS);
+                        let _ = req.encode(buf);
+                    });
+                }
+                if let Some(req) = encode_trace_records(records(), &self.resource) {
+                    out.push(traces, |buf| {
+                        buf.push(BODY_LOGS);
+                        let _ = req.encode(buf);
+                    });
+                }
             }
             Stream::Event => {
                 let events = items.iter().filter_map(|i| match i {
@@ -351,10 +426,11 @@ impl Sink for OtlpSink {
     }
 
     fn send(&mut self, stream: Stream, body: &[u8]) -> Result<Sent, SendError> {
-        let url = match stream {
-            Stream::Metric => &self.metrics_url,
-            Stream::Event => &self.logs_url,
-            Stream::Meta => return Err(SendError::Permanent(None)),
+        let (url, body) = match (stream, body.split_first()) {
+            (Stream::Metric, Some((&BODY_METRICS, rest))) => (&self.metrics_url, rest),
+            (Stream::Metric, Some((&BODY_LOGS, rest))) => (&self.logs_url, rest),
+            (Stream::Event, _) => (&self.logs_url, body),
+            _ => return Err(SendError::Permanent(None)),
         };
         let resp = self
             .agent
@@ -481,5 +557,59 @@ mod tests {
             g.data_points[0].attributes,
             [KeyValue::string("k", "a"), KeyValue::string("env", "prod")]
         );
+    }
+
+    #[test]
+    fn trace_table_records_are_log_records_not_metrics() {
+        let res = ResourceInfo {
+            host_name: "h".into(),
+            host_id: "m".into(),
+        };
+        let mut schema = TableSchema::from_fields(
+            "req_trace",
+            "req",
+            &[("id", FieldKind::Key), ("took_ns", FieldKind::Gauge)],
+        );
+        schema.trace = true;
+        let schema = Arc::new(schema);
+        let trace = Arc::new(OwnedRecord::from_view(&RecordView {
+            schema: &schema,
+            values: &[Some("r1"), Some("1500")],
+            time_ms: 2000,
+            probe: "p",
+            custom_labels: None,
+        }));
+        let metric = rec(&[Some("a"), Some("1"), None, None]);
+        let req = encode_metrics([trace.as_ref(), metric.as_ref()], &res, 5);
+        let m = &req.resource_metrics[0].scope_metrics[0].metrics;
+        let names: Vec<&str> = m.iter().map(|m| m.name.as_str()).collect();
+        assert_eq!(names, ["gala_gopher_E_g"]);
+        assert!(encode_trace_records([metric.as_ref()], &res).is_none());
+        let logs = encode_trace_records([trace.as_ref(), metric.as_ref()], &res).unwrap();
+        let l = &logs.resource_logs[0].scope_logs[0].log_records;
+        assert_eq!(l.len(), 1);
+        assert_eq!(l[0].time_unix_nano, 2_000_000_000);
+        assert_eq!(
+            l[0].attributes,
+            [
+                KeyValue::string("id", "r1"),
+                KeyValue::string("took_ns", "1500")
+            ]
+        );
+        // The sink sends the two kinds to their own signal's URL, items counted once each.
+        let mut sink = OtlpSink::open(
+            OtlpSinkConfig {
+                endpoint: "http://127.0.0.1:9".into(),
+                timeout: Duration::from_millis(10),
+                resource: res,
+            },
+            Arc::new(SinkStats::new("otlp", 10, &[Stream::Metric])),
+        )
+        .unwrap();
+        let mut out = Messages::default();
+        let items = [Item::Metric(trace), Item::Metric(metric)];
+        sink.encode(Stream::Metric, &items, &mut out);
+        let firsts: Vec<(u8, u64)> = out.iter().map(|(b, n)| (b[0], n)).collect();
+        assert_eq!(firsts, [(BODY_METRICS, 1), (BODY_LOGS, 1)]);
     }
 }

@@ -26,12 +26,16 @@
 //!   Produce requests and Fetch responses ([`crate::kafka_topics`]), per client and broker
 //!   address. A connection whose both ends are traced (a client and a broker on one host) is
 //!   counted once, from the broker's end.
+//! - **Traces** (`l7_rpc_trace`, off unless [`Tracker::set_trace`]): each answered request
+//!   as a [`Span`], at most [`TraceConfig::max_spans`] per period — errors first, then the
+//!   slowest; the rest are counted (`trace_dropped`).
 //! - **Latency** (an approximation): the timestamp of the data call that completed the
 //!   response minus the timestamp of the data call that completed the request. A request or
 //!   response spread over several calls is timed from its last call; the kernel's timestamps
 //!   are those of the system calls, not of the wire.
 
-use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
+use std::cmp::Reverse;
+use std::collections::{BTreeMap, BinaryHeap, HashMap, HashSet, VecDeque};
 use std::net::{IpAddr, SocketAddr};
 
 use crate::kafka_topics::Walked;
@@ -330,7 +334,7 @@ impl RpcStats {
 }
 
 /// Which side an error response blames.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
 pub enum Blame {
     /// The request was wrong (HTTP 4xx, DNS NXDOMAIN/FORMERR/REFUSED, PostgreSQL SQLSTATE
     /// classes other than the server's).
@@ -393,6 +397,136 @@ pub struct TrackerStats {
     pub api_overflow: u64,
     /// Table updates dropped: [`Limits::max_keys`] rows reached.
     pub key_overflow: u64,
+    /// Traced requests not reported: [`TraceConfig::max_spans`] reached in their period.
+    pub trace_dropped: u64,
+}
+
+/// Which requests `l7_rpc_trace` reports.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct TraceConfig {
+    /// Answered requests faster than this (and not failed) are not reported, µs (0: all).
+    pub min_latency_us: u64,
+    /// Spans kept per period (beyond: the fastest successful ones are dropped and counted).
+    pub max_spans: usize,
+}
+
+/// How a traced request ended.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Outcome {
+    /// Its response was parsed and is not an error.
+    Ok,
+    /// Its response ended, but its place in the stream was lost: no status.
+    Unparsed,
+    /// An error response: its code, and the side it blames where the protocol says.
+    Error {
+        /// The protocol's error code ([`Status::Error`]).
+        code: String,
+        /// The side blamed.
+        blame: Option<Blame>,
+    },
+}
+
+/// One answered request, for `l7_rpc_trace`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Span {
+    /// The connection group's key (process, addresses, role, protocol).
+    pub key: Key,
+    /// The connection (the kernel's socket id).
+    pub conn: u64,
+    /// The client's port.
+    pub client_port: u16,
+    /// The `api` it was counted under in `l7_rpc_api` (templated, or `other`).
+    pub api: String,
+    /// The parser's own name of it (templated HTTP method and path, SQL verb, command, api
+    /// name, query type), kept when `api` is `other`; None where it could not name it.
+    pub request: Option<String>,
+    /// End of the call that completed the request, ns (the events' clock).
+    pub request_ns: u64,
+    /// End of the call that completed the response, ns.
+    pub response_ns: u64,
+    /// How it ended.
+    pub outcome: Outcome,
+}
+
+impl Span {
+    /// Request to response, µs.
+    pub fn latency_us(&self) -> u64 {
+        self.response_ns.saturating_sub(self.request_ns) / 1_000
+    }
+
+    /// Reporting order under the cap: errors, then no status, then by latency.
+    fn rank(&self) -> (u8, u64) {
+        let class = match self.outcome {
+            Outcome::Error { .. } => 2,
+            Outcome::Unparsed => 1,
+            Outcome::Ok => 0,
+        };
+        (class, self.response_ns.saturating_sub(self.request_ns))
+    }
+}
+
+/// A span in the period's heap: the lowest rank (then the latest) is evicted first.
+#[derive(Debug, PartialEq, Eq)]
+struct Ranked {
+    rank: (u8, u64),
+    seq: Reverse<u64>,
+    span: Box<Span>,
+}
+
+impl Ord for Ranked {
+    fn cmp(&self, other: &Self) -> std::cmp::Ordering {
+        (self.rank, self.seq).cmp(&(other.rank, other.seq))
+    }
+}
+
+impl PartialOrd for Ranked {
+    fn partial_cmp(&self, other: &Self) -> Option<std::cmp::Ordering> {
+        Some(self.cmp(other))
+    }
+}
+
+/// The period's spans, bounded.
+#[derive(Debug, Default)]
+struct Traces {
+    config: Option<TraceConfig>,
+    /// Min-heap by rank.
+    heap: BinaryHeap<Reverse<Ranked>>,
+    seq: u64,
+}
+
+impl Traces {
+    /// Keeps `span` if tracing is on and it ranks among the period's kept ones; counts what
+    /// is not kept in `dropped`.
+    fn offer(
+        &mut self,
+        span: impl FnOnce() -> Span,
+        latency_us: u64,
+        error: bool,
+        dropped: &mut u64,
+    ) {
+        let Some(cfg) = self.config else { return };
+        if !error && latency_us < cfg.min_latency_us {
+            return;
+        }
+        let span = span();
+        self.seq += 1;
+        let ranked = Ranked {
+            rank: span.rank(),
+            seq: Reverse(self.seq),
+            span: Box::new(span),
+        };
+        if self.heap.len() < cfg.max_spans {
+            self.heap.push(Reverse(ranked));
+            return;
+        }
+        *dropped = dropped.saturating_add(1);
+        let Some(mut lowest) = self.heap.peek_mut() else {
+            return;
+        };
+        if ranked > lowest.0 {
+            *lowest = Reverse(ranked);
+        }
+    }
 }
 
 /// The tracker's tables and counters at one moment (cumulative since it started).
@@ -430,6 +564,7 @@ impl Tracker {
                 api_names: HashMap::new(),
                 comms: HashMap::new(),
                 stats: TrackerStats::default(),
+                traces: Traces::default(),
             },
         }
     }
@@ -448,7 +583,7 @@ impl Tracker {
         if t.comms.len() < t.limits.max_keys || t.comms.contains_key(&info.tgid) {
             t.comms.insert(info.tgid, info.comm.clone());
         }
-        self.conns.insert(conn, Conn::new(&info, allowed));
+        self.conns.insert(conn, Conn::new(conn, &info, allowed));
     }
 
     /// The process sent or received a chunk of `total_len` bytes on `conn` at `ts_ns`, of which
@@ -508,6 +643,27 @@ impl Tracker {
         rows
     }
 
+    /// Reports answered requests as [`Span`]s ([`Tracker::take_spans`]) per `config`, or no
+    /// more (`None`, the spans kept so far are dropped).
+    pub fn set_trace(&mut self, config: Option<TraceConfig>) {
+        let traces = &mut self.tables.traces;
+        traces.config = config;
+        if config.is_none() {
+            traces.heap.clear();
+        }
+    }
+
+    /// The spans since the last call, in the order their responses came; the period starts
+    /// again with none.
+    pub fn take_spans(&mut self) -> Vec<Span> {
+        let mut kept: Vec<Ranked> = std::mem::take(&mut self.tables.traces.heap)
+            .into_iter()
+            .map(|r| r.0)
+            .collect();
+        kept.sort_by_key(|r| std::cmp::Reverse(r.seq));
+        kept.into_iter().map(|r| *r.span).collect()
+    }
+
     /// The processes that have rows or connections.
     pub fn processes(&self) -> Vec<u32> {
         self.tables.comms.keys().copied().collect()
@@ -548,6 +704,7 @@ struct Tables {
     api_names: HashMap<u32, HashSet<String>>,
     comms: HashMap<u32, String>,
     stats: TrackerStats,
+    traces: Traces,
 }
 
 /// `map`'s row for `key`, created when the map has room (else counted in `overflow`).
@@ -664,6 +821,7 @@ impl Tables {
 }
 
 /// A request waiting for its response.
+#[derive(Clone)]
 struct Pending {
     /// Timestamp of the data call that completed it, ns.
     ts: u64,
@@ -809,10 +967,12 @@ struct Conn {
     last_response_ts: u64,
     /// The client's and the server's addresses.
     ends: (SocketAddr, SocketAddr),
+    /// The kernel's id of the connection.
+    id: u64,
 }
 
 impl Conn {
-    fn new(info: &ConnInfo, allowed: &[Protocol]) -> Self {
+    fn new(id: u64, info: &ConnInfo, allowed: &[Protocol]) -> Self {
         let (client, server) = match info.role {
             Role::Client => (info.local, info.remote),
             Role::Server => (info.remote, info.local),
@@ -837,6 +997,7 @@ impl Conn {
             req_lost: false,
             last_response_ts: 0,
             ends: (client, server),
+            id,
         }
     }
 
@@ -973,6 +1134,20 @@ impl Conn {
         }
     }
 
+    /// The span of request `p` answered at `response_ns`.
+    fn span(&self, p: Pending, response_ns: u64, outcome: Outcome) -> Span {
+        Span {
+            key: self.key.clone(),
+            conn: self.id,
+            client_port: self.ends.0.port(),
+            api: p.api,
+            request: p.verb,
+            request_ns: p.ts,
+            response_ns,
+            outcome,
+        }
+    }
+
     /// The response stream lost its place and a request (or the close) shows the responses
     /// to the pending requests ended: they count as responses without a status, timed to the
     /// last response call after them; a request no response call followed stays unanswered.
@@ -987,6 +1162,9 @@ impl Conn {
             let latency_us = (last - p.ts) / 1_000;
             t.rows(&self.key, &p.api, |r| r.response(None, latency_us));
             t.stats.unparsed_responses = t.stats.unparsed_responses.saturating_add(1);
+            let span = || self.span(p, last, Outcome::Unparsed);
+            t.traces
+                .offer(span, latency_us, false, &mut t.stats.trace_dropped);
         }
         self.pending = unanswered;
         self.resp_lost = false;
@@ -1043,6 +1221,19 @@ impl Conn {
             _ => None,
         };
         t.rows(&self.key, &p.api, |r| r.response(error, latency_us));
+        if t.traces.config.is_some() {
+            let outcome = match (&m.status, error) {
+                (Some(Status::Error(code)), Some(blame)) => Outcome::Error {
+                    code: code.clone(),
+                    blame,
+                },
+                _ => Outcome::Ok,
+            };
+            let failed = outcome != Outcome::Ok;
+            let span = || self.span(p.clone(), ts, outcome);
+            t.traces
+                .offer(span, latency_us, failed, &mut t.stats.trace_dropped);
+        }
         if let (State::Parsing(parsers), Some(id), Some(verb)) =
             (&mut self.state, m.correlation, p.verb)
         {
@@ -1132,6 +1323,88 @@ mod tests {
 
     fn bucket(us: u64) -> usize {
         LATENCY_BOUNDS_US.iter().position(|&b| us <= b).unwrap()
+    }
+
+    /// `n` GET requests on connection 1 (`/item/<i>`), request `i` answered after `lat(i)`
+    /// ms with `status(i)`.
+    fn http_exchanges(
+        t: &mut Tracker,
+        n: u64,
+        lat: impl Fn(u64) -> u64,
+        status: impl Fn(u64) -> u16,
+    ) {
+        for i in 0..n {
+            let at = (i + 1) * 100 * MS;
+            let req = format!("GET /item/{i}?q=1 HTTP/1.1\r\n\r\n");
+            send(t, 1, Way::Received, at, req.as_bytes());
+            let resp = format!("HTTP/1.1 {} X\r\nContent-Length: 0\r\n\r\n", status(i));
+            send(t, 1, Way::Sent, at + lat(i) * MS, resp.as_bytes());
+        }
+    }
+
+    #[test]
+    fn traces_are_off_by_default_then_keep_errors_and_the_slowest_under_the_cap() {
+        let mut t = Tracker::new(Limits::default());
+        t.open(1, info(7, Role::Server, 8080), &Protocol::ALL);
+        http_exchanges(&mut t, 3, |i| i + 1, |_| 200);
+        assert!(t.take_spans().is_empty());
+        assert_eq!(t.stats().trace_dropped, 0);
+
+        t.set_trace(Some(TraceConfig {
+            min_latency_us: 0,
+            max_spans: 3,
+        }));
+        // Latencies 5, 1, 9, 2, 7 ms; request 3 fails with 503.
+        let lats = [5, 1, 9, 2, 7];
+        http_exchanges(
+            &mut t,
+            5,
+            |i| lats[i as usize],
+            |i| if i == 3 { 503 } else { 200 },
+        );
+        let spans = t.take_spans();
+        let got: Vec<(Option<&str>, u64, &Outcome)> = spans
+            .iter()
+            .map(|s| (s.request.as_deref(), s.latency_us(), &s.outcome))
+            .collect();
+        let err = Outcome::Error {
+            code: "503".into(),
+            blame: Some(Blame::Server),
+        };
+        assert_eq!(
+            got,
+            [
+                (Some("GET /item/{id}"), 9_000, &Outcome::Ok),
+                (Some("GET /item/{id}"), 2_000, &err),
+                (Some("GET /item/{id}"), 7_000, &Outcome::Ok),
+            ]
+        );
+        let s = &spans[0];
+        assert_eq!((s.conn, s.client_port), (1, 40000));
+        assert_eq!(s.key, key(7, Role::Server, 8080, "http"));
+        assert_eq!(s.response_ns - s.request_ns, 9 * MS);
+        assert_eq!(t.stats().trace_dropped, 2);
+        // A new period starts with none.
+        assert!(t.take_spans().is_empty());
+
+        // Faster than the threshold and not failed: not reported, not counted as dropped.
+        t.set_trace(Some(TraceConfig {
+            min_latency_us: 4_000,
+            max_spans: 100,
+        }));
+        http_exchanges(
+            &mut t,
+            5,
+            |i| lats[i as usize],
+            |i| if i == 1 { 404 } else { 200 },
+        );
+        let lat: Vec<u64> = t.take_spans().iter().map(Span::latency_us).collect();
+        assert_eq!(lat, [5_000, 1_000, 9_000, 7_000]);
+        assert_eq!(t.stats().trace_dropped, 2);
+
+        t.set_trace(None);
+        http_exchanges(&mut t, 2, |_| 50, |_| 200);
+        assert!(t.take_spans().is_empty());
     }
 
     #[test]
