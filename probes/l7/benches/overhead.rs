@@ -214,15 +214,22 @@ impl Probe {
 
     /// The newest record of each of `tables` among the lines written so far (drains them).
     fn last_lines(&self, tables: &[&str]) -> Vec<Option<Vec<String>>> {
+        self.drain(tables).0
+    }
+
+    /// [`Probe::last_lines`], and how many `l7_rpc_trace` records were among the lines.
+    fn drain(&self, tables: &[&str]) -> (Vec<Option<Vec<String>>>, u64) {
         let mut last = vec![None; tables.len()];
+        let mut traces = 0;
         while let Ok(l) = self.lines.try_recv() {
+            traces += u64::from(l.starts_with("|l7_rpc_trace|"));
             for (slot, table) in last.iter_mut().zip(tables) {
                 if l.starts_with(&format!("|{table}|")) {
                     *slot = Some(l.trim_matches('|').split('|').map(str::to_string).collect());
                 }
             }
         }
-        last
+        (last, traces)
     }
 
     /// Sum of run_time_ns and run_cnt of the probe's BPF programs (fdinfo).
@@ -379,38 +386,14 @@ fn main() {
         median(ratios[1].clone())
     );
 
-    // Paced run: about 10,000 requests/s over 10 connections.
-    let script = tempfile::NamedTempFile::new().unwrap();
-    std::fs::write(script.path(), "function delay()\n  return 1\nend\n").unwrap();
-    let stats = "/proc/sys/kernel/bpf_stats_enabled";
-    let stats_before = std::fs::read_to_string(stats).unwrap_or_default();
-    std::fs::write(stats, "1").expect("enabling kernel.bpf_stats_enabled");
-    let probe = Probe::start(r#"{"snoop":{"mode":"all"}}"#);
-    let p0 = cpu_secs_of(probe.child.id());
-    let b0 = probe.bpf_run();
-    let t0 = Instant::now();
-    let (req, _) = wrk(&n, 10, Some(&script.path().display().to_string()));
-    let wall = t0.elapsed().as_secs_f64();
-    thread::sleep(Duration::from_millis(1500));
-    let b1 = probe.bpf_run();
-    let p1 = cpu_secs_of(probe.child.id());
-    let _ = std::fs::write(stats, stats_before.trim());
-    let mut last = probe
-        .last_lines(&["l7_rpc", "l7probe_bpf_stats"])
-        .into_iter();
-    let (rpc, loss) = (last.next().flatten(), last.next().flatten());
-    println!(
-        "paced: {req} requests in {wall:.1} s ({:.0}/s); probe CPU {:.2} us per request ({:.1}% of a core), kernel programs {:.0} ns per request ({} runs), probe RSS {} KiB",
-        req as f64 / wall,
-        (p1 - p0) * 1e6 / req as f64,
-        (p1 - p0) * 100.0 / wall,
-        (b1.0 - b0.0) as f64 / req as f64,
-        b1.1 - b0.1,
-        rss_kib(probe.child.id())
+    // Paced run: about 10,000 requests/s over 10 connections; then the same with
+    // l7_rpc_trace on (every request a record, up to 1000 a period).
+    paced(&n, r#"{"snoop":{"mode":"all"}}"#, "paced");
+    paced(
+        &n,
+        r#"{"probe_bits":7,"snoop":{"mode":"all"}}"#,
+        "paced, l7_rpc_trace on",
     );
-    println!("last l7probe_bpf_stats: {loss:?}");
-    println!("an l7_rpc row: {rpc:?}");
-    drop(probe);
 
     // redis-benchmark, off and tracked.
     let mut redis_ratios = Vec::new();
@@ -457,4 +440,44 @@ fn main() {
         (c1 - c0) * 10.0
     );
     drop(conns);
+}
+
+/// A paced wrk run (about 10,000 requests/s) with the probe started by `control`: the probe's
+/// CPU and RSS, the kernel programs' run time per request, losses.
+fn paced(n: &Nginx, control: &str, label: &str) {
+    let script = tempfile::NamedTempFile::new().unwrap();
+    std::fs::write(script.path(), "function delay()\n  return 1\nend\n").unwrap();
+    let stats = "/proc/sys/kernel/bpf_stats_enabled";
+    let stats_before = std::fs::read_to_string(stats).unwrap_or_default();
+    std::fs::write(stats, "1").expect("enabling kernel.bpf_stats_enabled");
+    let probe = Probe::start(control);
+    let p0 = cpu_secs_of(probe.child.id());
+    let b0 = probe.bpf_run();
+    let t0 = Instant::now();
+    let (req, _) = wrk(n, 10, Some(&script.path().display().to_string()));
+    let wall = t0.elapsed().as_secs_f64();
+    thread::sleep(Duration::from_millis(1500));
+    let b1 = probe.bpf_run();
+    let p1 = cpu_secs_of(probe.child.id());
+    let _ = std::fs::write(stats, stats_before.trim());
+    let (last, traces) = probe.drain(&["l7_rpc", "l7probe_bpf_stats", "l7_parse_stats"]);
+    let mut last = last.into_iter();
+    let (rpc, loss, parse) = (
+        last.next().flatten(),
+        last.next().flatten(),
+        last.next().flatten(),
+    );
+    println!(
+        "{label}: {req} requests in {wall:.1} s ({:.0}/s); probe CPU {:.2} us per request ({:.1}% of a core), kernel programs {:.0} ns per request ({} runs), probe RSS {} KiB",
+        req as f64 / wall,
+        (p1 - p0) * 1e6 / req as f64,
+        (p1 - p0) * 100.0 / wall,
+        (b1.0 - b0.0) as f64 / req as f64,
+        b1.1 - b0.1,
+        rss_kib(probe.child.id())
+    );
+    println!("last l7probe_bpf_stats: {loss:?}");
+    println!("an l7_rpc row: {rpc:?}");
+    println!("{label}: {traces} l7_rpc_trace records; last l7_parse_stats: {parse:?}");
+    drop(probe);
 }

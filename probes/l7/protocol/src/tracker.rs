@@ -453,16 +453,16 @@ impl Span {
     pub fn latency_us(&self) -> u64 {
         self.response_ns.saturating_sub(self.request_ns) / 1_000
     }
+}
 
-    /// Reporting order under the cap: errors, then no status, then by latency.
-    fn rank(&self) -> (u8, u64) {
-        let class = match self.outcome {
-            Outcome::Error { .. } => 2,
-            Outcome::Unparsed => 1,
-            Outcome::Ok => 0,
-        };
-        (class, self.response_ns.saturating_sub(self.request_ns))
-    }
+/// Reporting order under the cap: errors, then no status, then by latency (ns).
+fn rank(outcome: &Outcome, latency_ns: u64) -> (u8, u64) {
+    let class = match outcome {
+        Outcome::Error { .. } => 2,
+        Outcome::Unparsed => 1,
+        Outcome::Ok => 0,
+    };
+    (class, latency_ns)
 }
 
 /// A span in the period's heap: the lowest rank (then the latest) is evicted first.
@@ -495,37 +495,42 @@ struct Traces {
 }
 
 impl Traces {
-    /// Keeps `span` if tracing is on and it ranks among the period's kept ones; counts what
-    /// is not kept in `dropped`.
+    /// Keeps the span `make` builds (a request that ended `outcome` after `latency_ns`) if
+    /// tracing is on and it ranks among the period's kept ones; counts what is not kept in
+    /// `dropped`. A span that would not be kept is never built.
     fn offer(
         &mut self,
-        span: impl FnOnce() -> Span,
-        latency_us: u64,
-        error: bool,
+        outcome: Outcome,
+        latency_ns: u64,
+        make: impl FnOnce(Outcome) -> Span,
         dropped: &mut u64,
     ) {
         let Some(cfg) = self.config else { return };
-        if !error && latency_us < cfg.min_latency_us {
+        let error = matches!(outcome, Outcome::Error { .. });
+        if !error && latency_ns / 1_000 < cfg.min_latency_us {
             return;
         }
-        let span = span();
         self.seq += 1;
-        let ranked = Ranked {
-            rank: span.rank(),
-            seq: Reverse(self.seq),
-            span: Box::new(span),
-        };
-        if self.heap.len() < cfg.max_spans {
-            self.heap.push(Reverse(ranked));
+        let key = (rank(&outcome, latency_ns), Reverse(self.seq));
+        if self.heap.len() >= cfg.max_spans {
+            *dropped = dropped.saturating_add(1);
+            let Some(mut lowest) = self.heap.peek_mut() else {
+                return;
+            };
+            if key > (lowest.0.rank, lowest.0.seq) {
+                *lowest = Reverse(Ranked {
+                    rank: key.0,
+                    seq: key.1,
+                    span: Box::new(make(outcome)),
+                });
+            }
             return;
         }
-        *dropped = dropped.saturating_add(1);
-        let Some(mut lowest) = self.heap.peek_mut() else {
-            return;
-        };
-        if ranked > lowest.0 {
-            *lowest = Reverse(ranked);
-        }
+        self.heap.push(Reverse(Ranked {
+            rank: key.0,
+            seq: key.1,
+            span: Box::new(make(outcome)),
+        }));
     }
 }
 
@@ -1159,12 +1164,13 @@ impl Conn {
                 unanswered.push_back(p);
                 continue;
             }
-            let latency_us = (last - p.ts) / 1_000;
+            let (p_ts, latency_us) = (p.ts, (last - p.ts) / 1_000);
             t.rows(&self.key, &p.api, |r| r.response(None, latency_us));
             t.stats.unparsed_responses = t.stats.unparsed_responses.saturating_add(1);
-            let span = || self.span(p, last, Outcome::Unparsed);
+            let make = |outcome| self.span(p, last, outcome);
+            let dropped = &mut t.stats.trace_dropped;
             t.traces
-                .offer(span, latency_us, false, &mut t.stats.trace_dropped);
+                .offer(Outcome::Unparsed, last - p_ts, make, dropped);
         }
         self.pending = unanswered;
         self.resp_lost = false;
@@ -1229,10 +1235,10 @@ impl Conn {
                 },
                 _ => Outcome::Ok,
             };
-            let failed = outcome != Outcome::Ok;
-            let span = || self.span(p.clone(), ts, outcome);
-            t.traces
-                .offer(span, latency_us, failed, &mut t.stats.trace_dropped);
+            let make = |outcome| self.span(p.clone(), ts, outcome);
+            let latency_ns = ts.saturating_sub(p.ts);
+            let dropped = &mut t.stats.trace_dropped;
+            t.traces.offer(outcome, latency_ns, make, dropped);
         }
         if let (State::Parsing(parsers), Some(id), Some(verb)) =
             (&mut self.state, m.correlation, p.verb)
