@@ -56,12 +56,12 @@ pub struct Conns {
     stats: CaptureStats,
 }
 
-/// The protocols parsed on a UDP (DNS only) or TCP (all but DNS) connection.
+/// The protocols parsed on a UDP (DNS only) or TCP (all, DNS framed by its length) connection.
 fn allowed(protocols: &[Protocol], udp: bool) -> Vec<Protocol> {
     protocols
         .iter()
         .copied()
-        .filter(|p| udp == (*p == Protocol::Dns))
+        .filter(|p| !udp || *p == Protocol::Dns)
         .collect()
 }
 

@@ -1,4 +1,4 @@
-//! DNS over UDP through a real dnsmasq (Debian package) on loopback, queried by a real dig
+//! DNS over UDP (and over TCP, dig +tcp) through a real dnsmasq (Debian package) on loopback, queried by a real dig
 //! (bind9-dnsutils) and by python clients using unconnected (sendto/recvfrom) and connected
 //! (send/recv) sockets: requests per qtype are exact on both ends, NXDOMAIN is an error blamed
 //! on the client, and nothing is misparsed.
@@ -251,6 +251,62 @@ fn dnsmasq_and_dig_queries_per_qtype_are_exact() {
     assert_eq!(counts(aaaa), (1, 1, 0, 0), "{aaaa:?}");
     let txt = api_row(&records, client, "client", "TXT");
     assert_eq!(counts(txt), (1, 1, 0, 0), "{txt:?}");
+}
+
+#[test]
+fn dig_over_tcp_is_framed_and_parsed() {
+    let _serial = serial();
+    let dig = need("dig", "bind9-dnsutils");
+    let dns = dnsmasq();
+    let probe = Probe::start(&["-t", "1"], None);
+    let port = dns.port.to_string();
+    let (client, records) = during(&probe, || {
+        let child = Command::new(&dig)
+            .args(["@127.0.0.1", "-p", &port, "+tcp", "+tries=1", "+time=5"])
+            .args(["+nocookie", "a.test", "A", "a.test", "AAAA"])
+            .args(["t.test", "TXT", "nope.test", "A"])
+            .stdout(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let pid = child.id();
+        let out = child.wait_with_output().unwrap();
+        assert!(out.status.success(), "dig failed");
+        let text = String::from_utf8_lossy(&out.stdout).to_string();
+        assert_eq!(text.matches("status: NOERROR").count(), 3, "{text}");
+        assert_eq!(text.matches("status: NXDOMAIN").count(), 1, "{text}");
+        pid
+    });
+    let c = last(&records, "l7_rpc", |r| {
+        r[1] == client.to_string() && r[4] == port
+    })
+    .unwrap_or_else(|| {
+        let mine: Vec<_> = records
+            .iter()
+            .filter(|r| r[1] == client.to_string() || r[0] == "l7_parse_stats")
+            .collect();
+        panic!("no l7_rpc row of dig {client}: {mine:?}")
+    });
+    assert_eq!(field(c, "protocol"), "dns", "{c:?}");
+    assert_eq!(field(c, "l4_role"), "tcp_client", "{c:?}");
+    assert_eq!((num(c, "req_count"), num(c, "resp_count")), (4, 4), "{c:?}");
+    assert_eq!(num(c, "err_count"), 1, "{c:?}");
+    let a = api_row(&records, client, "client", "A");
+    assert_eq!(counts(a), (2, 2, 1, 1), "{a:?}");
+    let aaaa = api_row(&records, client, "client", "AAAA");
+    assert_eq!(counts(aaaa), (1, 1, 0, 0), "{aaaa:?}");
+    // dnsmasq answers TCP in forked children: its end, summed over them (newest row each).
+    let mut server_rows = std::collections::BTreeMap::new();
+    for r in records
+        .iter()
+        .filter(|r| r[0] == "l7_rpc" && field(r, "l4_role") == "tcp_server" && r[4] == port)
+    {
+        assert_eq!(field(r, "protocol"), "dns", "{r:?}");
+        assert_eq!(field(r, "comm"), "dnsmasq", "{r:?}");
+        server_rows.insert(r[1].clone(), r);
+    }
+    let served: u64 = server_rows.values().map(|r| num(r, "resp_count")).sum();
+    assert_eq!(served, 4, "{server_rows:?}");
+    assert_clean(&records);
 }
 
 /// Queries by hand, one datagram each: `sendto` mode uses an unconnected socket

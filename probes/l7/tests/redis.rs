@@ -8,8 +8,6 @@ mod common;
 
 use std::collections::HashMap;
 use std::process::{Command, Stdio};
-use std::thread;
-use std::time::Duration;
 
 use common::*;
 
@@ -133,52 +131,55 @@ fn redis_benchmark_and_cli_commands_match_commandstats() {
     let server = r.server.0.id();
     let probe = Probe::start(&["-t", "1"], None);
 
-    // One request at a time, then 16 pipelined, with array replies (LRANGE of 100 elements).
-    let (plain_pid, plain) = benchmark(r.port, &["-t", "get,set"], &["get", "set"]);
-    assert_eq!((plain["GET"], plain["SET"]), (N, N), "{plain:?}");
-    let (piped_pid, piped) = benchmark(
-        r.port,
-        &["-P", "16", "-t", "get,set,lpush"],
-        &["get", "set", "lpush"],
-    );
-    assert_eq!(
-        (piped["GET"], piped["SET"], piped["LPUSH"]),
-        (N, N, N),
-        "{piped:?}"
-    );
-    // Pipelined LRANGEs of 100 elements: 16 replies of 906 bytes in one write, past the probe's
-    // 1024 bytes captured per call (-C).
-    // The rest of such a call past the 1024 bytes captured is a gap inside the replies, which
-    // RESP cannot skip: the response stream loses its place and finds it again at the next
-    // request (the replies count, without their status: unparsed_responses).
-    const LARGE_REPLIES: bool = true;
-    let mut benchmarks = vec![(plain_pid, plain), (piped_pid, piped)];
-    if LARGE_REPLIES {
-        let (pid, calls) = benchmark(
-            r.port,
-            &["-P", "16", "-t", "lrange_100"],
-            &["lpush", "lrange"],
-        );
-        // (lrange_100 fills its list with N LPUSHes first.)
-        assert_eq!((calls["LPUSH"], calls["LRANGE"]), (N, N), "{calls:?}");
-        benchmarks.push((pid, calls));
-    }
+    // The records of every period while the clients run (an exited client's rows are in one
+    // period only), and two after.
+    let ((benchmarks, nosuch_pid, incr_pid, hset_pid, hgetall_pid), records) =
+        during(&probe, || {
+            // One request at a time, then 16 pipelined, with array replies (LRANGE of 100 elements).
+            let (plain_pid, plain) = benchmark(r.port, &["-t", "get,set"], &["get", "set"]);
+            assert_eq!((plain["GET"], plain["SET"]), (N, N), "{plain:?}");
+            let (piped_pid, piped) = benchmark(
+                r.port,
+                &["-P", "16", "-t", "get,set,lpush"],
+                &["get", "set", "lpush"],
+            );
+            assert_eq!(
+                (piped["GET"], piped["SET"], piped["LPUSH"]),
+                (N, N, N),
+                "{piped:?}"
+            );
+            // Pipelined LRANGEs of 100 elements: 16 replies of 906 bytes in one write, past the probe's
+            // 1024 bytes captured per call (-C).
+            // The rest of such a call past the 1024 bytes captured is a gap inside the replies, which
+            // RESP cannot skip: the response stream loses its place and finds it again at the next
+            // request (the replies count, without their status: unparsed_responses).
+            const LARGE_REPLIES: bool = true;
+            let mut benchmarks = vec![(plain_pid, plain), (piped_pid, piped)];
+            if LARGE_REPLIES {
+                let (pid, calls) = benchmark(
+                    r.port,
+                    &["-P", "16", "-t", "lrange_100"],
+                    &["lpush", "lrange"],
+                );
+                // (lrange_100 fills its list with N LPUSHes first.)
+                assert_eq!((calls["LPUSH"], calls["LRANGE"]), (N, N), "{calls:?}");
+                benchmarks.push((pid, calls));
+            }
 
-    // Error replies: an unknown command (ERR unknown command) and INCR of a string (ERR value
-    // is not an integer).
-    cli(r.port, &["SET", "s", "abc"]);
-    let (nosuch_pid, out) = cli(r.port, &["NOSUCHCOMMAND"]);
-    assert!(out.contains("unknown command"), "{out}");
-    let (incr_pid, out) = cli(r.port, &["INCR", "s"]);
-    assert!(out.contains("not an integer"), "{out}");
+            // Error replies: an unknown command (ERR unknown command) and INCR of a string (ERR value
+            // is not an integer).
+            cli(r.port, &["SET", "s", "abc"]);
+            let (nosuch_pid, out) = cli(r.port, &["NOSUCHCOMMAND"]);
+            assert!(out.contains("unknown command"), "{out}");
+            let (incr_pid, out) = cli(r.port, &["INCR", "s"]);
+            assert!(out.contains("not an integer"), "{out}");
 
-    // RESP3 (HELLO 3 first): a map reply.
-    let (hset_pid, _) = cli(r.port, &["-3", "HSET", "h", "a", "1", "b", "2"]);
-    let (hgetall_pid, out) = cli(r.port, &["-3", "--no-raw", "HGETALL", "h"]);
-    assert!(out.contains("=>"), "a map: {out}");
-
-    thread::sleep(Duration::from_millis(300));
-    let records = probe.records_for(2);
+            // RESP3 (HELLO 3 first): a map reply.
+            let (hset_pid, _) = cli(r.port, &["-3", "HSET", "h", "a", "1", "b", "2"]);
+            let (hgetall_pid, out) = cli(r.port, &["-3", "--no-raw", "HGETALL", "h"]);
+            assert!(out.contains("=>"), "a map: {out}");
+            (benchmarks, nosuch_pid, incr_pid, hset_pid, hgetall_pid)
+        });
 
     // redis-server: the server end of everything.
     let rpc = last(&records, "l7_rpc", |x| {

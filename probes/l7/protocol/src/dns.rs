@@ -26,6 +26,9 @@ const MAX_HOPS: usize = 64;
 const MIN_QUESTION: usize = 5;
 /// Smallest resource record (root name, type, class, ttl, rdlength).
 const MIN_RR: usize = 11;
+/// Longest query over TCP detection accepts, bytes (a question and EDNS options fit well
+/// within it; longer first messages are not taken for DNS).
+const MAX_TCP_QUERY: usize = 4096;
 /// Bytes of a TCP message read before its first question is known to be complete: the header,
 /// the longest name and qtype/qclass (a question's name points only backwards).
 const TCP_PREFIX: usize = HEADER + MAX_NAME + 4;
@@ -61,6 +64,69 @@ pub fn detect(request: &[u8], response: Option<&[u8]>) -> Detect {
     match response.map(|r| parse(r, r.len())) {
         None => Detect::Yes,
         Some(Ok(r)) if r.response && r.id == q.id => Detect::Yes,
+        Some(_) => Detect::No,
+    }
+}
+
+/// [`detect`] for DNS over TCP: the first bytes of each direction are a 2-byte length and a
+/// message. A query whose first question is not in the bytes given yet (a message cut by the
+/// capture) is [`Detect::NeedMore`] while it may still come, else [`Detect::No`].
+pub fn detect_tcp(request: &[u8], response: Option<&[u8]>) -> Detect {
+    // A query is 17 to MAX_TCP_QUERY bytes: text protocols fail at their first byte.
+    match request.first() {
+        None => return Detect::NeedMore,
+        Some(&hi) if usize::from(hi) > MAX_TCP_QUERY >> 8 => return Detect::No,
+        Some(_) => {}
+    }
+    let Some(len) = be16(request, 0).map(usize::from) else {
+        return Detect::NeedMore;
+    };
+    if !(HEADER + MIN_QUESTION..=MAX_TCP_QUERY).contains(&len) {
+        return Detect::No;
+    }
+    // The header as far as it came: a standard query (QR = 0, opcode 0), one question, no
+    // answer or authority records.
+    let word = |at: usize| be16(request, 2 + at);
+    let flags_ok = request.get(4).is_none_or(|b| b & 0xf8 == 0);
+    let counts_ok = [(4, 1), (6, 0), (8, 0)]
+        .iter()
+        .all(|&(at, want)| word(at).is_none_or(|v| v == want));
+    if !(flags_ok && counts_ok) {
+        return Detect::No;
+    }
+    let query = request.get(2..).unwrap_or_default();
+    let query = query.get(..len).unwrap_or(query);
+    let complete = query.len() == len || query.len() >= TCP_PREFIX;
+    let response = match response {
+        None => None,
+        Some(r) => {
+            let Some(rlen) = be16(r, 0).map(usize::from) else {
+                return Detect::NeedMore;
+            };
+            let body = r.get(2..).unwrap_or_default();
+            Some((body.get(..rlen).unwrap_or(body), rlen))
+        }
+    };
+    let Ok(q) = parse(query, len) else {
+        return if complete {
+            Detect::No
+        } else {
+            Detect::NeedMore
+        };
+    };
+    let standard = !q.response
+        && q.opcode == 0
+        && q.qdcount == 1
+        && q.ancount == 0
+        && matches!(q.qclass, Some(1 | 3 | 4 | 254 | 255));
+    if !standard {
+        return Detect::No;
+    }
+    match response.map(|(r, rlen)| (parse(r, rlen), r.len() >= HEADER)) {
+        None => Detect::Yes,
+        Some((Ok(r), _)) if r.response && r.id == q.id => Detect::Yes,
+        // The answer's header is not all there yet.
+        Some((Err(()), false)) => Detect::NeedMore,
         Some(_) => Detect::No,
     }
 }
@@ -587,6 +653,29 @@ mod tests {
         assert_eq!(feed(&mut *req, &nq).unwrap()[0].correlation, Some(0x4f49));
         let m = feed(&mut *resp, &nr).unwrap();
         assert_eq!(m[0].status, Some(Status::Error("NXDOMAIN".into())));
+    }
+
+    #[test]
+    fn tcp_detection_reads_the_length_framing() {
+        let framed = |m: &[u8]| {
+            let mut v = (m.len() as u16).to_be_bytes().to_vec();
+            v.extend(m);
+            v
+        };
+        let q = query(9, "example.com", 1);
+        let fq = framed(&q);
+        assert_eq!(detect_tcp(&fq, None), Detect::Yes);
+        assert_eq!(detect_tcp(&fq[..1], None), Detect::NeedMore);
+        // The question not all there yet, but the message is longer: more may come.
+        assert_eq!(detect_tcp(&fq[..14], None), Detect::NeedMore);
+        // Unframed (a datagram's bytes on a stream): not DNS over TCP.
+        assert_eq!(detect_tcp(&q, None), Detect::No);
+        assert_eq!(detect_tcp(b"GET / HTTP/1.1\r\n\r\n", None), Detect::No);
+        let fa = framed(&answer(&q, 0));
+        assert_eq!(detect_tcp(&fq, Some(&fa)), Detect::Yes);
+        assert_eq!(detect_tcp(&fq, Some(&fa[..6])), Detect::NeedMore);
+        let other = framed(&answer(&query(8, "example.com", 1), 0));
+        assert_eq!(detect_tcp(&fq, Some(&other)), Detect::No);
     }
 
     #[test]

@@ -49,7 +49,7 @@ pub enum Protocol {
     Mysql,
     /// Kafka wire protocol.
     Kafka,
-    /// DNS (over UDP: one message per datagram).
+    /// DNS: over UDP one message per datagram, over TCP framed by a 2-byte length.
     Dns,
 }
 
@@ -177,6 +177,48 @@ pub enum Detect {
     NeedMore,
 }
 
+/// A connection's transport, where a protocol is framed differently on each (DNS).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Transport {
+    /// A byte stream (DNS messages carry a 2-byte length).
+    Tcp,
+    /// Datagrams (one DNS message each).
+    Udp,
+}
+
+/// A parser for `protocol`'s stream in `direction` over `transport` (DNS over TCP is framed
+/// by a length; the other protocols do not care).
+pub fn parser_over(
+    protocol: Protocol,
+    direction: Direction,
+    transport: Transport,
+) -> Box<dyn StreamParser> {
+    match (protocol, transport) {
+        (Protocol::Dns, Transport::Tcp) => dns::tcp_parser(direction),
+        _ => parser(protocol, direction),
+    }
+}
+
+/// [`detect`] on a connection of `transport`: DNS over TCP is detected through its length
+/// framing ([`dns::detect_tcp`]); [`detect`] reads DNS as datagrams.
+#[allow(clippy::result_unit_err)]
+pub fn detect_over(
+    request: &[u8],
+    response: Option<&[u8]>,
+    allowed: &[Protocol],
+    transport: Transport,
+) -> Option<Result<Protocol, ()>> {
+    detect_with(
+        request,
+        response,
+        allowed,
+        |request, response| match transport {
+            Transport::Tcp => dns::detect_tcp(request, response),
+            Transport::Udp => dns::detect(request, response),
+        },
+    )
+}
+
 /// The protocol the first bytes a client sent on a connection (`request`) and, when known, the
 /// first bytes of the server's answer (`response`) say, among `allowed`: `Some(Ok(p))` when
 /// exactly one protocol answers [`Detect::Yes`], `Some(Err(()))` when none can any more (the
@@ -186,6 +228,16 @@ pub fn detect(
     request: &[u8],
     response: Option<&[u8]>,
     allowed: &[Protocol],
+) -> Option<Result<Protocol, ()>> {
+    detect_with(request, response, allowed, dns::detect)
+}
+
+#[allow(clippy::result_unit_err)]
+fn detect_with(
+    request: &[u8],
+    response: Option<&[u8]>,
+    allowed: &[Protocol],
+    dns: impl Fn(&[u8], Option<&[u8]>) -> Detect,
 ) -> Option<Result<Protocol, ()>> {
     let mut yes = Vec::new();
     let mut pending = false;
@@ -199,7 +251,7 @@ pub fn detect(
             Protocol::Pgsql => pgsql::detect(request, response),
             Protocol::Mysql => mysql::detect(request, response),
             Protocol::Kafka => kafka::detect(request, response),
-            Protocol::Dns => dns::detect(request, response),
+            Protocol::Dns => dns(request, response),
         };
         match d {
             Detect::Yes => yes.push(p),

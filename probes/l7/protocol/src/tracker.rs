@@ -40,7 +40,8 @@ use std::net::{IpAddr, SocketAddr};
 
 use crate::kafka_topics::Walked;
 use crate::{
-    detect, http, kafka, mysql, Direction, Message, ParseError, Protocol, Status, StreamParser,
+    detect_over, http, kafka, mysql, parser_over, Direction, Message, ParseError, Protocol, Status,
+    StreamParser, Transport,
 };
 
 /// Upper bounds (inclusive) of the latency histogram's buckets, µs; one more bucket counts
@@ -856,7 +857,7 @@ enum Parsers {
 }
 
 impl Parsers {
-    fn new(protocol: Protocol) -> Self {
+    fn new(protocol: Protocol, transport: Transport) -> Self {
         match protocol {
             Protocol::Http => {
                 Parsers::Http(http::RequestParser::new(), http::ResponseParser::new())
@@ -868,8 +869,8 @@ impl Parsers {
                 Parsers::Mysql(mysql::RequestParser::new(), mysql::ResponseParser::new())
             }
             p => Parsers::Plain(
-                crate::parser(p, Direction::Request),
-                crate::parser(p, Direction::Response),
+                parser_over(p, Direction::Request, transport),
+                parser_over(p, Direction::Response, transport),
             ),
         }
     }
@@ -912,22 +913,22 @@ impl Parsers {
 
     /// A fresh request parser (after the request stream lost its place). MySQL's prepared
     /// statements are forgotten with it: their executions count as api `unknown`.
-    fn reset_request(&mut self, protocol: Protocol) {
+    fn reset_request(&mut self, protocol: Protocol, transport: Transport) {
         match self {
             Parsers::Http(q, _) => *q = http::RequestParser::new(),
             Parsers::Kafka(q, _) => *q = kafka::RequestParser::new(),
             Parsers::Mysql(q, _) => *q = mysql::RequestParser::new(),
-            Parsers::Plain(q, _) => *q = crate::parser(protocol, Direction::Request),
+            Parsers::Plain(q, _) => *q = parser_over(protocol, Direction::Request, transport),
         }
     }
 
     /// A fresh response parser (after the response stream lost its place).
-    fn reset_response(&mut self, protocol: Protocol) {
+    fn reset_response(&mut self, protocol: Protocol, transport: Transport) {
         match self {
             Parsers::Http(_, r) => *r = http::ResponseParser::new(),
             Parsers::Kafka(_, r) => *r = kafka::ResponseParser::new(),
             Parsers::Mysql(_, r) => *r = mysql::ResponseParser::new(),
-            Parsers::Plain(_, r) => *r = crate::parser(protocol, Direction::Response),
+            Parsers::Plain(_, r) => *r = parser_over(protocol, Direction::Response, transport),
         }
     }
 }
@@ -1036,13 +1037,14 @@ impl Conn {
 
     /// Runs detection on the kept calls; parses them once a protocol is decided.
     fn detect(&mut self, t: &mut Tables) {
+        let transport = self.transport();
         let State::Detecting(chunks) = &mut self.state else {
             return;
         };
         let (request, request_closed) = prefix(chunks, Direction::Request);
         let (response, response_closed) = prefix(chunks, Direction::Response);
         let response = (!response.is_empty()).then_some(response.as_slice());
-        let decided = match detect(&request, response, &self.allowed) {
+        let decided = match detect_over(&request, response, &self.allowed, transport) {
             Some(d) => d,
             None if chunks.len() >= DETECT_CHUNKS || (request_closed && response_closed) => Err(()),
             None => {
@@ -1057,7 +1059,7 @@ impl Conn {
             Ok(p) => {
                 self.protocol = Some(p);
                 self.key.protocol = p.name();
-                self.state = State::Parsing(Box::new(Parsers::new(p)));
+                self.state = State::Parsing(Box::new(Parsers::new(p, transport)));
             }
             Err(()) => t.stats.undetected = t.stats.undetected.saturating_add(1),
         }
@@ -1065,6 +1067,21 @@ impl Conn {
         for c in chunks {
             self.parse(t, c.direction, c.ts, &c.bytes, c.total_len);
         }
+    }
+
+    /// The connection's transport.
+    fn transport(&self) -> Transport {
+        if self.key.udp {
+            Transport::Udp
+        } else {
+            Transport::Tcp
+        }
+    }
+
+    /// Whether each call is a message of its own that a parser error does not outlive (DNS
+    /// over UDP).
+    fn datagrams(&self) -> bool {
+        self.key.udp && self.protocol == Some(Protocol::Dns)
     }
 
     /// Adds the link counts of the detection phase to the link row.
@@ -1086,6 +1103,7 @@ impl Conn {
             Direction::Request if self.req_lost => return,
             Direction::Request => {}
         }
+        let datagrams = self.datagrams();
         let State::Parsing(parsers) = &mut self.state else {
             return;
         };
@@ -1097,7 +1115,7 @@ impl Conn {
             result = stream.gap(missing);
             // A message the gap completed is yielded by the next feed: flush it now (not for
             // DNS over UDP, where a feed is a datagram and a gap means nothing).
-            if result.is_ok() && stream.protocol() != Protocol::Dns {
+            if result.is_ok() && !datagrams {
                 result = stream.feed(&[], &mut out);
             }
         }
@@ -1116,7 +1134,7 @@ impl Conn {
                     Direction::Response => self.resp_lost = true,
                     Direction::Request => self.req_lost = true,
                 }
-            } else if self.protocol != Some(Protocol::Dns) {
+            } else if !datagrams {
                 self.state = State::Stopped;
                 let n = std::mem::take(&mut self.pending).len() as u64;
                 t.stats.pending_abandoned = t.stats.pending_abandoned.saturating_add(n);
@@ -1174,8 +1192,9 @@ impl Conn {
         }
         self.pending = unanswered;
         self.resp_lost = false;
+        let transport = self.transport();
         if let (State::Parsing(parsers), Some(protocol)) = (&mut self.state, self.protocol) {
-            parsers.reset_response(protocol);
+            parsers.reset_response(protocol, transport);
         }
     }
 
@@ -1216,8 +1235,9 @@ impl Conn {
         if self.req_lost {
             // The server answered: the lost request ended; the next request call starts anew.
             self.req_lost = false;
+            let transport = self.transport();
             if let (State::Parsing(parsers), Some(protocol)) = (&mut self.state, self.protocol) {
-                parsers.reset_request(protocol);
+                parsers.reset_request(protocol, transport);
             }
         }
         let latency_us = ts.saturating_sub(p.ts) / 1_000;
@@ -1717,10 +1737,49 @@ mod tests {
         v
     }
 
+    fn udp(mut i: ConnInfo) -> ConnInfo {
+        i.udp = true;
+        i
+    }
+
+    /// `m` with DNS over TCP's 2-byte length.
+    fn framed(m: &[u8]) -> Vec<u8> {
+        let mut v = (m.len() as u16).to_be_bytes().to_vec();
+        v.extend(m);
+        v
+    }
+
+    #[test]
+    fn dns_over_tcp_is_framed_by_its_length() {
+        let mut t = Tracker::new(Limits::default());
+        t.open(1, info(7, Role::Client, 53), &Protocol::ALL);
+        let (a, b) = (dns_query(0x1234), dns_query(0x4321));
+        // The first query split across two calls, the second pipelined behind it.
+        let stream = [framed(&a), framed(&b)].concat();
+        send(&mut t, 1, Way::Sent, MS, &stream[..9]);
+        send(&mut t, 1, Way::Sent, MS, &stream[9..]);
+        let answers = [framed(&dns_answer(&b, 0)), framed(&dns_answer(&a, 3))].concat();
+        let cut = framed(&dns_answer(&b, 0)).len() + 3;
+        send(&mut t, 1, Way::Received, 2 * MS, &answers[..cut]);
+        send(&mut t, 1, Way::Received, 5 * MS, &answers[cut..]);
+        let s = t.snapshot();
+        let k = key(7, Role::Client, 53, "dns");
+        let r = &s.apis[&api(&k, "A")];
+        assert_eq!((r.req_count, r.resp_count, r.err_count), (2, 2, 1));
+        assert_eq!(r.client_err_count, 1, "NXDOMAIN");
+        assert_eq!(r.latency_sum_us, 1_000 + 4_000);
+        assert_eq!(s.stats.malformed + s.stats.undetected, 0, "{:?}", s.stats);
+        // The same bytes as datagrams (no framing) are not DNS over TCP.
+        t.open(2, info(8, Role::Client, 53), &Protocol::ALL);
+        send(&mut t, 2, Way::Sent, MS, &a);
+        send(&mut t, 2, Way::Received, 2 * MS, &dns_answer(&a, 0));
+        assert_eq!(t.snapshot().stats.undetected, 1);
+    }
+
     #[test]
     fn dns_datagrams_match_by_id() {
         let mut t = Tracker::new(Limits::default());
-        t.open(1, info(7, Role::Client, 53), &Protocol::ALL);
+        t.open(1, udp(info(7, Role::Client, 53)), &Protocol::ALL);
         let (a, b) = (dns_query(0x1234), dns_query(0x4321));
         send(&mut t, 1, Way::Sent, MS, &a);
         send(&mut t, 1, Way::Sent, MS, &b);
@@ -1730,7 +1789,10 @@ mod tests {
         send(&mut t, 1, Way::Received, 6 * MS, b"junk");
         send(&mut t, 1, Way::Received, 7 * MS, &dns_answer(&a, 0));
         let s = t.snapshot();
-        let k = key(7, Role::Client, 53, "dns");
+        let k = Key {
+            udp: true,
+            ..key(7, Role::Client, 53, "dns")
+        };
         let r = &s.apis[&api(&k, "A")];
         assert_eq!((r.req_count, r.resp_count, r.err_count), (2, 2, 1));
         assert_eq!(r.latency_sum_us, 1_000 + 4_000);
