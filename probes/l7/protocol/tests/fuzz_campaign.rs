@@ -40,8 +40,8 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use l7_protocol::kafka_topics::{TopicFigures, Walked, MAX_TOPICS};
 use l7_protocol::tracker::{ConnInfo, Limits, Role, Tracker, Way, LATENCY_BOUNDS_US};
 use l7_protocol::{
-    api, detect, dns, http, kafka, mysql, parser, text, Direction, Message, ParseError, Protocol,
-    Status, StreamParser, MAX_PENDING, MAX_TEXT,
+    api, detect, detect_over, dns, http, kafka, mysql, parser, text, Direction, Message,
+    ParseError, Protocol, Status, StreamParser, Transport, MAX_PENDING, MAX_TEXT,
 };
 
 // ---- Harness -------------------------------------------------------------------------------
@@ -765,6 +765,7 @@ fn check_stream(r: &mut Rng, input: &Input) -> Checked {
     };
     let _ = detect(&data[..cut], response, &Protocol::ALL);
     let _ = detect(&[], Some(&data[..cut]), &Protocol::ALL);
+    let _ = detect_over(&data[..cut], response, &Protocol::ALL, Transport::Tcp);
 
     Checked {
         messages: input.expect.as_ref().map_or(0, |e| e.msgs.len() as u64),
@@ -3026,8 +3027,13 @@ fn calls(r: &mut Rng, data: &[u8]) -> VecDeque<Vec<u8>> {
     out
 }
 
-/// A conversation of `protocol` (requests and responses valid, roughly matching), as calls.
-fn conversation(r: &mut Rng, protocol: Protocol) -> (VecDeque<Vec<u8>>, VecDeque<Vec<u8>>) {
+/// A conversation of `protocol` (requests and responses valid, roughly matching), as calls;
+/// DNS over TCP (`udp` false) framed by its 2-byte length.
+fn conversation(
+    r: &mut Rng,
+    protocol: Protocol,
+    udp: bool,
+) -> (VecDeque<Vec<u8>>, VecDeque<Vec<u8>>) {
     match protocol {
         Protocol::Dns => {
             let (mut q, mut a) = (VecDeque::new(), VecDeque::new());
@@ -3042,7 +3048,20 @@ fn conversation(r: &mut Rng, protocol: Protocol) -> (VecDeque<Vec<u8>>, VecDeque
                     a.push_back(answer);
                 }
             }
-            (q, a)
+            if udp {
+                return (q, a);
+            }
+            let framed = |msgs: VecDeque<Vec<u8>>| -> Vec<u8> {
+                msgs.into_iter()
+                    .flat_map(|m| {
+                        let mut v = (m.len() as u16).to_be_bytes().to_vec();
+                        v.extend(m);
+                        v
+                    })
+                    .collect()
+            };
+            let (q, a) = (framed(q), framed(a));
+            (calls(r, &q), calls(r, &a))
         }
         Protocol::Kafka => {
             let (mut q, mut a) = (Vec::new(), Vec::new());
@@ -3205,7 +3224,7 @@ fn tracker_session(r: &mut Rng) -> (u64, u64) {
                     3 => Protocol::ALL.into_iter().filter(|_| r.one_in(2)).collect(),
                     _ => Vec::new(),
                 };
-                let (requests, responses) = conversation(r, protocol);
+                let (requests, responses) = conversation(r, protocol, info.udp);
                 conns.insert(
                     id,
                     TrackedConn {
