@@ -53,12 +53,7 @@ pub fn detect(request: &[u8], response: Option<&[u8]>) -> Detect {
     let Ok(q) = parse(request, request.len()) else {
         return Detect::No;
     };
-    let standard = !q.response
-        && q.opcode == 0
-        && q.qdcount == 1
-        && q.ancount == 0
-        && matches!(q.qclass, Some(1 | 3 | 4 | 254 | 255));
-    if !standard {
+    if !q.standard_query() {
         return Detect::No;
     }
     match response.map(|r| parse(r, r.len())) {
@@ -114,12 +109,7 @@ pub fn detect_tcp(request: &[u8], response: Option<&[u8]>) -> Detect {
             Detect::NeedMore
         };
     };
-    let standard = !q.response
-        && q.opcode == 0
-        && q.qdcount == 1
-        && q.ancount == 0
-        && matches!(q.qclass, Some(1 | 3 | 4 | 254 | 255));
-    if !standard {
+    if !q.standard_query() {
         return Detect::No;
     }
     match response.map(|(r, rlen)| (parse(r, rlen), r.len() >= HEADER)) {
@@ -143,6 +133,18 @@ struct Head {
     /// The first question's qtype and qclass, if there is a question.
     qtype: Option<u16>,
     qclass: Option<u16>,
+}
+
+impl Head {
+    /// A standard query (QR = 0, opcode 0) with one question of a known class and no answers:
+    /// what detection takes for DNS.
+    fn standard_query(&self) -> bool {
+        !self.response
+            && self.opcode == 0
+            && self.qdcount == 1
+            && self.ancount == 0
+            && matches!(self.qclass, Some(1 | 3 | 4 | 254 | 255))
+    }
 }
 
 fn be16(b: &[u8], at: usize) -> Option<u16> {
