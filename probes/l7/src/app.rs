@@ -88,24 +88,6 @@ fn trace_config(mode: Mode, settings: &Settings) -> Option<TraceConfig> {
     })
 }
 
-/// Writes the period's `l7_rpc_trace` records of the selected processes.
-fn write_spans<W: Write>(
-    out: &mut RecordWriter<W>,
-    settings: &Settings,
-    snap: &Snapshot,
-    spans: &[Span],
-) -> io::Result<()> {
-    let offset = wall_offset_ns();
-    for s in spans.iter().filter(|s| settings.snoop.selects(s.key.tgid)) {
-        let comm = snap
-            .comms
-            .get(&s.key.tgid)
-            .map_or("unknown", |c| c.as_str());
-        tables::write_span(out, s, comm, offset)?;
-    }
-    Ok(())
-}
-
 /// The previous period's `l7_rpc` and `l7_rpc_api` values (for rates and ratios).
 #[derive(Default)]
 struct Before {
@@ -113,10 +95,13 @@ struct Before {
     apis: BTreeMap<ApiKey, RpcStats>,
 }
 
+/// Writes the period's l7 tables of the selected processes: `l7_link`, `l7_rpc`, `l7_rpc_api`
+/// per the sub-probes, and `spans` (`l7_rpc_trace`, taken only when its sub-probe is on).
 fn write_period<W: Write>(
     out: &mut RecordWriter<W>,
     settings: &Settings,
     snap: &Snapshot,
+    spans: &[Span],
     before: &Before,
     secs: f64,
 ) -> io::Result<()> {
@@ -140,6 +125,12 @@ fn write_period<W: Write>(
         for (k, s) in snap.apis.iter().filter(|(k, _)| selected(k.key.tgid)) {
             let b = before.apis.get(k).unwrap_or(&zero);
             tables::write_rpc(out, k, true, comm(k.key.tgid), s, b, secs)?;
+        }
+    }
+    if !spans.is_empty() {
+        let offset = wall_offset_ns();
+        for s in spans.iter().filter(|s| selected(s.key.tgid)) {
+            tables::write_span(out, s, comm(s.key.tgid), offset)?;
         }
     }
     Ok(())
@@ -339,8 +330,7 @@ fn run(mode: Mode) -> Result<()> {
                 // kafkaprobe writes no l7 table: only l7probe copies them.
                 let snap = conns.borrow().snapshot();
                 let spans = conns.borrow_mut().take_spans();
-                let written = write_period(&mut out, &settings, &snap, &before, secs)
-                    .and_then(|()| write_spans(&mut out, &settings, &snap, &spans));
+                let written = write_period(&mut out, &settings, &snap, &spans, &before, secs);
                 before = Before {
                     rpcs: snap.rpcs,
                     apis: snap.apis,
