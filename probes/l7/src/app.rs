@@ -365,6 +365,7 @@ fn run(mode: Mode) -> Result<()> {
                     .field(&capture_stats.uncaptured_calls)
                     .field(&bad_records.get())
                     .field(&st.trace_dropped)
+                    .field(&st.topic_names_forgotten)
                     .field(&capture_stats.tls_records)
                     .end()
             })

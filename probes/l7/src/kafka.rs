@@ -32,7 +32,7 @@ pub const FIELDS: &[Field] = &[
     Field::key("client_ip", "the client's address"),
     Field::key("client_port", "the client's port"),
     Field::gauge("num", "records produced or fetched in the last period (in the record batches whose headers were seen)"),
-    Field::key("topic", "the topic (id: and 32 hex digits where the protocol names it by id, Produce and Fetch v13+)"),
+    Field::key("topic", "the topic; Produce and Fetch v13+ name topics by id: the name a Metadata response gave the id, or id: and 32 hex digits until one does"),
     Field::key("server_ip", "the broker's address"),
     Field::key("server_port", "the broker's port"),
     Field::gauge("bytes", "bytes of the topic's record sets in the last period, as the messages declare them"),

@@ -385,3 +385,149 @@ fn kafkaprobe_counts_records_per_topic_and_client() {
     let loss = last(&records, "kafkaprobe_bpf_stats", |_| true).unwrap();
     assert_eq!(loss[3], "0", "{loss:?}");
 }
+
+/// A client of the raw protocol (python, no Kafka library): Metadata v12 for every topic, then
+/// Fetch v13 of `topic` from offset 0 by its topic id, until `k` records came back. Prints the
+/// topic id (32 hex digits).
+const FETCH_BY_ID: &str = r#"
+import socket, struct, sys, time
+port, topic, k = int(sys.argv[1]), sys.argv[2], int(sys.argv[3])
+s = socket.create_connection(('127.0.0.1', port))
+corr = 0
+def call(key, ver, body):
+    global corr
+    corr += 1
+    head = struct.pack('>hhih', key, ver, corr, 3) + b'raw' + b'\x00'
+    m = head + body
+    s.sendall(struct.pack('>i', len(m)) + m)
+    n = struct.unpack('>i', recv(4))[0]
+    d = recv(n)
+    assert struct.unpack('>i', d[:4])[0] == corr
+    return d[5:]  # after the correlation id and the header's (empty) tagged fields
+def recv(n):
+    d = b''
+    while len(d) < n:
+        c = s.recv(n - len(d))
+        assert c
+        d += c
+    return d
+def uvarint(d, o):
+    v = shift = 0
+    while True:
+        b = d[o]; o += 1
+        v |= (b & 0x7f) << shift; shift += 7
+        if not b & 0x80:
+            return v, o
+def skip_tags(d, o):
+    n, o = uvarint(d, o)
+    for _ in range(n):
+        _, o = uvarint(d, o)
+        size, o = uvarint(d, o)
+        o += size
+    return o
+# Metadata v12: all topics (null), no auto creation, no authorized operations.
+d = call(3, 12, b'\x00\x00\x00\x00')
+o = 4  # throttle
+n, o = uvarint(d, o)
+for _ in range(n - 1):
+    o += 4
+    l, o = uvarint(d, o); o += l - 1 + 4
+    l, o = uvarint(d, o); o += max(l - 1, 0)
+    o = skip_tags(d, o)
+l, o = uvarint(d, o); o += max(l - 1, 0)
+o += 4
+n, o = uvarint(d, o)
+ids = {}
+for _ in range(n - 1):
+    o += 2
+    l, o = uvarint(d, o)
+    name = d[o:o + l - 1].decode() if l else None; o += max(l - 1, 0)
+    tid = d[o:o + 16]; o += 16 + 1
+    parts, o = uvarint(d, o)
+    for _ in range(parts - 1):
+        o += 14
+        for _ in range(3):
+            c, o = uvarint(d, o); o += 4 * max(c - 1, 0)
+        o = skip_tags(d, o)
+    o += 4
+    o = skip_tags(d, o)
+    ids[name] = tid
+tid = ids[topic]
+assert tid != bytes(16), ids
+print(tid.hex(), flush=True)
+# Fetch v13 by id until k records came back (records counted from the batch headers).
+got, offset, deadline = 0, 0, time.time() + 20
+while got < k:
+    assert time.time() < deadline, got
+    part = struct.pack('>iiqiqi', 0, -1, offset, -1, -1, 1 << 20) + b'\x00'
+    body = struct.pack('>iiiibii', -1, 100, 1, 1 << 20, 0, 0, -1) + b'\x02' + tid + b'\x02' + part + b'\x00' + b'\x01' + b'\x01' + b'\x00'
+    d = call(1, 13, body)
+    o = 4 + 2 + 4
+    n, o = uvarint(d, o)
+    assert n == 2, n
+    o += 16
+    parts, o = uvarint(d, o)
+    assert parts == 2, parts
+    o += 4 + 2 + 8 + 8 + 8
+    a, o = uvarint(d, o); o += 16 * max(a - 1, 0)  # aborted (without tags: none here)
+    o += 4
+    l, o = uvarint(d, o)
+    recs = d[o:o + max(l - 1, 0)]
+    p = 0
+    while p + 61 <= len(recs):
+        base, blen = struct.unpack('>qi', recs[p:p + 12])
+        count = struct.unpack('>i', recs[p + 57:p + 61])[0]
+        got += count
+        offset = base + count
+        p += 12 + blen
+"#;
+
+/// Fetch v13+ names topics by id: kafkaprobe reports the topic by the name the Metadata
+/// response (v10+) gave the id, not `id:` and hex digits.
+#[test]
+fn kafkaprobe_names_topics_fetched_by_id() {
+    let _serial = serial();
+    const K: usize = 5;
+    let b = broker("ledger");
+    let port = b.port.to_string();
+    let probe = Probe::start_bin(
+        env!("CARGO_BIN_EXE_kafkaprobe"),
+        &["-t", "1", "-k", &port],
+        None,
+    );
+    let mut id = String::new();
+    let (_, records) = during(&probe, || {
+        client(b.port, "ledger", "produce", K);
+        let out = Command::new(python())
+            .args(["-c", FETCH_BY_ID, &port, "ledger", &K.to_string()])
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "raw Fetch v13 client: {out:?}");
+        id = String::from_utf8(out.stdout).unwrap().trim().to_string();
+    });
+    assert_eq!(id.len(), 32, "a topic id: {id}");
+    let rows = topic_rows(&records, b.port);
+    let fetched: u64 = rows
+        .iter()
+        .filter(|((t, _, topic), _)| t == "consumer" && topic == "ledger")
+        .map(|(_, v)| v[0])
+        .sum();
+    assert_eq!(
+        fetched, K as u64,
+        "fetched by id, reported by name: {rows:?}"
+    );
+    assert!(
+        rows.keys().all(|(_, _, topic)| !topic.starts_with("id:")),
+        "no topic left as an id ({id}): {rows:?}"
+    );
+    let stats = last(&records, "kafkaprobe_parse_stats", |_| true).unwrap();
+    for f in [
+        "malformed",
+        "too_long",
+        "desynchronised",
+        "bad_records",
+        "topic_names_forgotten",
+    ] {
+        assert_eq!(num(stats, f), 0, "{f}: {stats:?}");
+    }
+}

@@ -18,10 +18,13 @@
 //!
 //! A Produce request with acks = 0 gets no response: its correlation id is kept for
 //! [`RequestParser::take_no_response`].
+//!
+//! Produce requests, Fetch responses and Metadata responses v10+ (of expected responses) also
+//! carry what [`crate::kafka_topics`] walked: per-topic figures, and the topic names by id.
 
 use std::collections::VecDeque;
 
-use crate::kafka_topics::TopicWalker;
+use crate::kafka_topics::{TopicWalker, METADATA_IDS_FROM};
 use crate::{Detect, Direction, Message, ParseError, Protocol, Status, StreamParser, MAX_PENDING};
 
 /// Largest message size accepted, bytes.
@@ -130,6 +133,7 @@ const API_NAMES: [&str; 90] = [
 
 const PRODUCE: i16 = 0;
 const FETCH: i16 = 1;
+const METADATA: i16 = 3;
 const CONTROLLED_SHUTDOWN: i16 = 7;
 const FIND_COORDINATOR: i16 = 10;
 const JOIN_GROUP: i16 = 11;
@@ -625,6 +629,9 @@ impl Side for Responses {
     fn walker(&self, head: &(u32, i16)) -> Option<TopicWalker> {
         match self.expected.iter().find(|e| e.0 == head.0) {
             Some(&(_, FETCH, version)) => Some(TopicWalker::fetch_response(version)),
+            Some(&(_, METADATA, version)) if version >= METADATA_IDS_FROM => {
+                Some(TopicWalker::metadata_response(version))
+            }
             _ => None,
         }
     }
@@ -902,6 +909,7 @@ mod tests {
                 bytes: set.len() as u64,
             }],
             complete: true,
+            names: Vec::new(),
         };
         let mut req = RequestParser::new();
         let mut out = Vec::new();
@@ -960,6 +968,7 @@ mod tests {
                         bytes: 61,
                     }],
                     complete: true,
+                    names: Vec::new(),
                 })),
             }]
         );

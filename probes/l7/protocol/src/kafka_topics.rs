@@ -14,6 +14,11 @@
 //! flexible (compact encodings, tagged fields) from v9 and name topics by a 16-byte topic id
 //! from v13; Fetch responses are flexible from v12 and use topic ids from v13. Versions above
 //! the last known (Produce v13, Fetch v17) are walked with the last known layout.
+//!
+//! Metadata responses v10+ (`MetadataResponse.json`: flexible from v9, topic ids from v10)
+//! are walked for the topics' names and ids only ([`Walked::names`]), so that the topics of
+//! Produce and Fetch v13+ can be reported by name: brokers, partitions and their replica
+//! lists are passed over by count.
 
 /// Bytes of a topic name kept (longer names are cut; their rest is skipped).
 const NAME_KEEP: usize = 256;
@@ -43,12 +48,20 @@ pub struct Walked {
     /// Topics in message order, merged by name; at most [`MAX_TOPICS`].
     pub topics: Vec<TopicFigures>,
     /// Whether the whole message was walked (false: lost bytes or a malformed body hid part
-    /// of it, or more than [`MAX_TOPICS`] topics).
+    /// of it, or more than [`MAX_TOPICS`] topics, or more than [`MAX_NAMES`] names).
     pub complete: bool,
+    /// Metadata responses: each topic's id and name, in message order; at most
+    /// [`MAX_NAMES`]. Topics without a name (v12+ allows a null one) or with the null id are
+    /// left out.
+    pub names: Vec<([u8; 16], String)>,
 }
 
 /// Most topics one message reports.
 pub const MAX_TOPICS: usize = 64;
+/// Most topic names one Metadata response reports.
+pub const MAX_NAMES: usize = 4096;
+/// First Metadata response version whose topics carry their ids.
+pub const METADATA_IDS_FROM: i16 = 10;
 
 /// Where a run of tagged fields sits (what follows it).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -61,6 +74,16 @@ enum Tags {
     Partition,
     /// A topic's.
     Topic,
+    /// A broker's (Metadata).
+    Broker,
+}
+
+/// Which message is walked.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Kind {
+    Produce,
+    Fetch,
+    Metadata,
 }
 
 /// The field being read (every skip pending is passed over first).
@@ -96,6 +119,16 @@ enum State {
     TagKey(Tags),
     /// Tagged fields: a field's size (its data skipped).
     TagSize(Tags),
+    /// Metadata: the brokers array's count.
+    BrokerCount,
+    /// Metadata: a broker's host length.
+    HostLen,
+    /// Metadata: a broker's rack length.
+    RackLen,
+    /// Metadata: the cluster id's length.
+    ClusterIdLen,
+    /// Metadata: the count of a partition's replica (0), isr (1) or offline replica (2) list.
+    Nodes(u8),
     /// The last topic was walked.
     Done,
     /// The walk gave up (lost or malformed bytes).
@@ -116,7 +149,7 @@ struct Bad;
 
 /// A walker over one message's body.
 pub struct TopicWalker {
-    produce: bool,
+    kind: Kind,
     version: i16,
     flexible: bool,
     state: State,
@@ -135,15 +168,21 @@ pub struct TopicWalker {
     /// Index in `topics` of the topic being walked (None: not reported).
     current: Option<usize>,
     topics: Vec<TopicFigures>,
-    /// More than [`MAX_TOPICS`] topics.
+    /// More than [`MAX_TOPICS`] topics (or [`MAX_NAMES`] names).
     overflow: bool,
+    /// Metadata: the brokers not yet walked.
+    brokers_left: u64,
+    /// Metadata: the name of the topic being walked (None: null, or not kept).
+    name: Option<String>,
+    /// Metadata: the names found.
+    names: Vec<([u8; 16], String)>,
 }
 
 impl TopicWalker {
     /// A walker of a Produce request of `version`, fed from the message's first byte after
     /// its 4-byte size (the request header included).
     pub fn produce_request(version: i16) -> Self {
-        let mut w = Self::new(true, version, version >= 9);
+        let mut w = Self::new(Kind::Produce, version, version >= 9);
         if version >= 0 {
             // api_key, api_version, correlation_id.
             w.skip = 8;
@@ -155,7 +194,7 @@ impl TopicWalker {
     /// A walker of a Fetch response of `version`, fed from the first byte after the size
     /// (the response header included).
     pub fn fetch_response(version: i16) -> Self {
-        let mut w = Self::new(false, version, version >= 12);
+        let mut w = Self::new(Kind::Fetch, version, version >= 12);
         if version >= 0 {
             // correlation_id.
             w.skip = 4;
@@ -168,9 +207,21 @@ impl TopicWalker {
         w
     }
 
-    fn new(produce: bool, version: i16, flexible: bool) -> Self {
+    /// A walker of a Metadata response of `version` (at least [`METADATA_IDS_FROM`]: older
+    /// ones name no ids, and the walk stops at once), fed from the first byte after the size.
+    pub fn metadata_response(version: i16) -> Self {
+        let mut w = Self::new(Kind::Metadata, version, true);
+        if version >= METADATA_IDS_FROM {
+            // correlation_id.
+            w.skip = 4;
+            w.state = State::TagCount(Tags::Header);
+        }
+        w
+    }
+
+    fn new(kind: Kind, version: i16, flexible: bool) -> Self {
         TopicWalker {
-            produce,
+            kind,
             version,
             flexible,
             state: State::Stopped,
@@ -185,6 +236,9 @@ impl TopicWalker {
             current: None,
             topics: Vec::new(),
             overflow: false,
+            brokers_left: 0,
+            name: None,
+            names: Vec::new(),
         }
     }
 
@@ -259,6 +313,7 @@ impl TopicWalker {
         Walked {
             topics: self.topics,
             complete,
+            names: self.names,
         }
     }
 
@@ -286,7 +341,14 @@ impl TopicWalker {
             State::TopicId => Need::Fixed(16),
             State::EntryLen | State::BatchCount => Need::Fixed(4),
             State::Magic => Need::Fixed(1),
-            State::TagCount(_) | State::TagKey(_) | State::TagSize(_) => Need::Varint,
+            State::TagCount(_)
+            | State::TagKey(_)
+            | State::TagSize(_)
+            | State::BrokerCount
+            | State::HostLen
+            | State::RackLen
+            | State::ClusterIdLen
+            | State::Nodes(_) => Need::Varint,
             State::Done | State::Stopped => Need::Nothing,
         }
     }
@@ -325,7 +387,16 @@ impl TopicWalker {
                 self.next_topic();
             }
             State::NameLen => {
-                let len = nullable_len(item, v)?.ok_or(Bad)?;
+                let len = match nullable_len(item, v)? {
+                    Some(len) => len,
+                    // Metadata v12+: a topic asked for by id that is not known.
+                    None if self.kind == Kind::Metadata => {
+                        self.name = None;
+                        self.state = State::TopicId;
+                        return Ok(());
+                    }
+                    None => return Err(Bad),
+                };
                 let keep = usize::try_from(len).map_or(NAME_KEEP, |l| l.min(NAME_KEEP));
                 if keep == 0 {
                     self.enter_topic(String::new());
@@ -339,6 +410,12 @@ impl TopicWalker {
             State::Name { rest, .. } => {
                 self.enter_topic(name_of(item, rest > 0));
                 self.pass(rest)?;
+            }
+            State::TopicId if self.kind == Kind::Metadata => {
+                self.name_topic(item);
+                // is_internal.
+                self.pass(1)?;
+                self.state = State::PartCount;
             }
             State::TopicId => self.enter_topic(topic_id(item)),
             State::PartCount => {
@@ -402,6 +479,35 @@ impl TopicWalker {
                 self.pass(u64::from(v.ok_or(Bad)?))?;
                 self.next_tag(at)?;
             }
+            State::BrokerCount => {
+                self.brokers_left = nullable_len(item, v)?.unwrap_or(0);
+                self.next_broker()?;
+            }
+            State::HostLen => {
+                self.pass(nullable_len(item, v)?.unwrap_or(0))?;
+                // port.
+                self.pass(4)?;
+                self.state = State::RackLen;
+            }
+            State::RackLen => {
+                self.pass(nullable_len(item, v)?.unwrap_or(0))?;
+                self.state = State::TagCount(Tags::Broker);
+            }
+            State::ClusterIdLen => {
+                self.pass(nullable_len(item, v)?.unwrap_or(0))?;
+                // controller_id.
+                self.pass(4)?;
+                self.state = State::TopicCount;
+            }
+            State::Nodes(i) => {
+                let n = nullable_len(item, v)?.unwrap_or(0);
+                self.pass(n.checked_mul(4).ok_or(Bad)?)?;
+                self.state = if i < 2 {
+                    State::Nodes(i + 1)
+                } else {
+                    State::TagCount(Tags::Partition)
+                };
+            }
             State::Done | State::Stopped => {}
         }
         Ok(())
@@ -423,7 +529,13 @@ impl TopicWalker {
 
     /// The header (and its tagged fields) was walked: the body's fields before the topics.
     fn after_header(&mut self) {
-        let fixed = if self.produce {
+        if self.kind == Kind::Metadata {
+            // throttle_time_ms.
+            self.skip = self.skip.saturating_add(4);
+            self.state = State::BrokerCount;
+            return;
+        }
+        let fixed = if self.kind == Kind::Produce {
             if self.version >= 3 {
                 self.state = State::TxnIdLen;
                 return;
@@ -447,7 +559,11 @@ impl TopicWalker {
             State::Done
         } else {
             self.topics_left -= 1;
-            if self.version >= 13 {
+            if self.kind == Kind::Metadata {
+                // error_code.
+                self.skip = self.skip.saturating_add(2);
+                State::NameLen
+            } else if self.version >= 13 {
                 State::TopicId
             } else {
                 State::NameLen
@@ -455,8 +571,44 @@ impl TopicWalker {
         };
     }
 
-    /// A topic was named: its figures are merged by name.
+    /// Metadata: the next broker, or the fields after the brokers.
+    fn next_broker(&mut self) -> Result<(), Bad> {
+        if self.brokers_left == 0 {
+            self.state = State::ClusterIdLen;
+            return Ok(());
+        }
+        self.brokers_left -= 1;
+        // node_id.
+        self.pass(4)?;
+        self.state = State::HostLen;
+        Ok(())
+    }
+
+    /// Metadata: the current topic's id was read; `name` is its name.
+    fn name_topic(&mut self, id: &[u8]) {
+        let Some(name) = self.name.take().filter(|n| !n.is_empty()) else {
+            return;
+        };
+        let Ok(id) = <[u8; 16]>::try_from(id) else {
+            return;
+        };
+        if id == [0; 16] {
+            return;
+        }
+        if self.names.len() < MAX_NAMES {
+            self.names.push((id, name));
+        } else {
+            self.overflow = true;
+        }
+    }
+
+    /// A topic was named: its figures are merged by name (Metadata: its id follows).
     fn enter_topic(&mut self, name: String) {
+        if self.kind == Kind::Metadata {
+            self.name = Some(name);
+            self.state = State::TopicId;
+            return;
+        }
         self.current = match self.topics.iter().position(|t| t.topic == name) {
             Some(i) => Some(i),
             None if self.topics.len() < MAX_TOPICS => {
@@ -477,6 +629,10 @@ impl TopicWalker {
 
     fn next_partition(&mut self) -> Result<(), Bad> {
         if self.parts_left == 0 {
+            if self.kind == Kind::Metadata {
+                // topic_authorized_operations.
+                self.pass(4)?;
+            }
             if self.flexible {
                 self.state = State::TagCount(Tags::Topic);
             } else {
@@ -485,7 +641,13 @@ impl TopicWalker {
             return Ok(());
         }
         self.parts_left -= 1;
-        if self.produce {
+        if self.kind == Kind::Metadata {
+            // error_code, partition_index, leader_id, leader_epoch.
+            self.pass(14)?;
+            self.state = State::Nodes(0);
+            return Ok(());
+        }
+        if self.kind == Kind::Produce {
             // index.
             self.pass(4)?;
             self.state = State::RecordsLen;
@@ -556,6 +718,7 @@ impl TopicWalker {
             Tags::Aborted => self.next_aborted()?,
             Tags::Partition => self.next_partition()?,
             Tags::Topic => self.next_topic(),
+            Tags::Broker => self.next_broker()?,
         }
         Ok(())
     }
@@ -611,7 +774,7 @@ fn name_of(b: &[u8], cut: bool) -> String {
 }
 
 /// `id:` and the 32 lowercase hex digits of a topic id.
-fn topic_id(b: &[u8]) -> String {
+pub fn topic_id(b: &[u8]) -> String {
     const HEX: &[u8; 16] = b"0123456789abcdef";
     let mut s = String::with_capacity(3 + 2 * b.len());
     s.push_str("id:");
@@ -949,6 +1112,7 @@ mod tests {
         let mut out = Walked {
             topics: Vec::new(),
             complete: true,
+            names: Vec::new(),
         };
         for t in &m.topics {
             let key = if m.version >= 13 {
@@ -1007,6 +1171,7 @@ mod tests {
             Walked {
                 topics: vec![figures("events", 3, 93)],
                 complete: true,
+                names: Vec::new(),
             }
         );
     }
@@ -1093,6 +1258,7 @@ mod tests {
             Walked {
                 topics: vec![figures("clicks", 9, 161)],
                 complete: true,
+                names: Vec::new(),
             }
         );
     }
@@ -1118,6 +1284,7 @@ mod tests {
             Walked {
                 topics: vec![figures("id:0102030405060708090a0b0c0d0e0f10", 3, 62)],
                 complete: true,
+                names: Vec::new(),
             }
         );
     }
@@ -1140,6 +1307,7 @@ mod tests {
             Walked {
                 topics: vec![figures("logs", 2, 27 + 36)],
                 complete: true,
+                names: Vec::new(),
             }
         );
     }
@@ -1170,6 +1338,7 @@ mod tests {
             Walked {
                 topics: vec![figures("tx-topic", 3, 61)],
                 complete: true,
+                names: Vec::new(),
             }
         );
     }
@@ -1199,6 +1368,7 @@ mod tests {
             Walked {
                 topics: vec![figures("m", 11, 68 + 61)],
                 complete: true,
+                names: Vec::new(),
             }
         );
     }
@@ -1234,6 +1404,7 @@ mod tests {
             Walked {
                 topics: vec![figures("flex", 6, 261 + 40)],
                 complete: true,
+                names: Vec::new(),
             }
         );
     }
@@ -1266,8 +1437,227 @@ mod tests {
                     figures(&format!("id:{}", "cd".repeat(16)), 2, 61),
                 ],
                 complete: true,
+                names: Vec::new(),
             }
         );
+    }
+
+    // ---- Metadata responses: topic ids and names ---------------------------------------------
+
+    /// A Metadata response topic: its name (None: null, v12+), id, partitions' replica counts.
+    #[derive(Debug, Clone)]
+    struct MetaTopic {
+        name: Option<String>,
+        id: [u8; 16],
+        parts: Vec<usize>,
+    }
+
+    /// A Metadata response of `version` (10+) with `brokers` brokers (one with a rack) and
+    /// `topics`; `tags`: tagged fields at every level.
+    fn metadata(version: i16, brokers: usize, topics: &[MetaTopic], tags: bool) -> Vec<u8> {
+        let tag = |v: &mut Vec<u8>| {
+            if tags {
+                v.extend([1, 4, 2, 0xee, 0xee]);
+            } else {
+                v.push(0);
+            }
+        };
+        let mut b = 9i32.to_be_bytes().to_vec(); // correlation_id
+        tag(&mut b); // header tags
+        b.extend(0i32.to_be_bytes()); // throttle_time_ms
+        uvarint(&mut b, brokers as u64 + 1);
+        for i in 0..brokers {
+            b.extend((i as i32).to_be_bytes());
+            b.extend(compact(&format!("broker-{i}.example")));
+            b.extend(9092i32.to_be_bytes());
+            if i == 0 {
+                b.extend(compact("rack-a"));
+            } else {
+                b.push(0); // rack: null
+            }
+            tag(&mut b);
+        }
+        b.extend(compact("cluster-xyz"));
+        b.extend(1i32.to_be_bytes()); // controller_id
+        uvarint(&mut b, topics.len() as u64 + 1);
+        for t in topics {
+            b.extend(0i16.to_be_bytes()); // error_code
+            match &t.name {
+                Some(n) => b.extend(compact(n)),
+                None => b.push(0),
+            }
+            b.extend(t.id);
+            b.push(0); // is_internal
+            uvarint(&mut b, t.parts.len() as u64 + 1);
+            for (i, &replicas) in t.parts.iter().enumerate() {
+                b.extend(0i16.to_be_bytes());
+                b.extend((i as i32).to_be_bytes());
+                b.extend(1i32.to_be_bytes()); // leader_id
+                b.extend(5i32.to_be_bytes()); // leader_epoch
+                for n in [replicas, replicas.saturating_sub(1), 0] {
+                    uvarint(&mut b, n as u64 + 1);
+                    for r in 0..n {
+                        b.extend((r as i32).to_be_bytes());
+                    }
+                }
+                tag(&mut b);
+            }
+            b.extend((-2_147_483_648i32).to_be_bytes()); // topic_authorized_operations
+            tag(&mut b);
+        }
+        if version <= 10 {
+            b.extend((-2_147_483_648i32).to_be_bytes()); // cluster_authorized_operations
+        }
+        if version >= 13 {
+            b.extend(0i16.to_be_bytes()); // error_code
+        }
+        tag(&mut b);
+        b
+    }
+
+    fn meta_walk(version: i16, pieces: &[&[u8]]) -> Walked {
+        let mut w = TopicWalker::metadata_response(version);
+        for p in pieces {
+            w.feed(p);
+            assert!(w.buffer_capacity() <= NAME_KEEP);
+        }
+        w.finish()
+    }
+
+    fn meta_topic(name: Option<&str>, id: u8, parts: &[usize]) -> MetaTopic {
+        MetaTopic {
+            name: name.map(str::to_string),
+            id: [id; 16],
+            parts: parts.to_vec(),
+        }
+    }
+
+    #[test]
+    fn metadata_names_topic_ids() {
+        let topics = [
+            meta_topic(Some("orders"), 0x11, &[3, 3]),
+            meta_topic(None, 0x22, &[1]),
+            meta_topic(Some("payments"), 0x33, &[]),
+            meta_topic(Some("zero-id"), 0, &[1]),
+        ];
+        for version in [10, 11, 12, 13] {
+            for tags in [false, true] {
+                let data = metadata(version, 3, &topics, tags);
+                let got = meta_walk(version, &[&data]);
+                assert_eq!(
+                    got,
+                    Walked {
+                        topics: Vec::new(),
+                        complete: true,
+                        names: vec![
+                            ([0x11; 16], "orders".to_string()),
+                            ([0x33; 16], "payments".to_string()),
+                        ],
+                    },
+                    "v{version} tags {tags}"
+                );
+                // Byte by byte.
+                let bytes: Vec<&[u8]> = data.chunks(1).collect();
+                assert_eq!(meta_walk(version, &bytes), got);
+            }
+        }
+        // Versions without ids: nothing, not complete.
+        let got = meta_walk(9, &[&metadata(10, 1, &topics, false)]);
+        assert_eq!((got.names.len(), got.complete), (0, false));
+    }
+
+    #[test]
+    fn metadata_limits_and_malformed() {
+        // More names than MAX_NAMES: the first are kept, the walk says incomplete.
+        let many: Vec<MetaTopic> = (0..MAX_NAMES + 3)
+            .map(|i| MetaTopic {
+                name: Some(format!("t{i}")),
+                id: [1 + (i % 250) as u8; 16],
+                parts: Vec::new(),
+            })
+            .collect();
+        let got = meta_walk(12, &[&metadata(12, 1, &many, false)]);
+        assert_eq!((got.names.len(), got.complete), (MAX_NAMES, false));
+        // A huge replica count is passed over by count, never allocated: the walk waits.
+        let mut b = metadata(12, 0, &[], false);
+        b.truncate(b.len() - 1); // drop the body tags
+        let mut w = TopicWalker::metadata_response(12);
+        w.feed(&b[..b.len() - 1]); // up to the topic count
+        let mut t = vec![2u8]; // one topic
+        t.extend(0i16.to_be_bytes());
+        t.extend(compact("big"));
+        t.extend([7u8; 16]);
+        t.push(0);
+        t.push(2); // one partition
+        t.extend([0u8; 14]);
+        t.extend([0xff, 0xff, 0xff, 0xff, 0x07]); // replica count: i32::MAX
+        w.feed(&t);
+        w.feed(&[0u8; 4096]);
+        assert!(w.buffer_capacity() <= NAME_KEEP);
+        let got = w.finish();
+        assert!(!got.complete);
+        assert_eq!(got.names, vec![([7u8; 16], "big".to_string())]);
+        // A varint too long stops the walk.
+        let mut w = TopicWalker::metadata_response(12);
+        w.feed(&[0, 0, 0, 9, 0, 0, 0, 0, 0]);
+        w.feed(&[0xff; 8]);
+        assert_eq!(w.finish(), Walked::default());
+    }
+
+    fn arb_meta_topic() -> impl Strategy<Value = MetaTopic> {
+        (
+            prop::option::of("[a-z._-]{0,12}"),
+            1u8..,
+            prop::collection::vec(0usize..5, 0..4),
+        )
+            .prop_map(|(name, id, parts)| MetaTopic {
+                name,
+                id: [id; 16],
+                parts,
+            })
+    }
+
+    proptest! {
+        #[test]
+        fn metadata_split_anywhere_and_gaps(
+            version in 10i16..14,
+            brokers in 0usize..4,
+            topics in prop::collection::vec(arb_meta_topic(), 0..6),
+            tags in any::<bool>(),
+            cuts in prop::collection::vec(any::<usize>(), 0..16),
+        ) {
+            let data = metadata(version, brokers, &topics, tags);
+            let whole = meta_walk(version, &[&data]);
+            let want: Vec<([u8; 16], String)> = topics
+                .iter()
+                .filter_map(|t| t.name.clone().filter(|n| !n.is_empty()).map(|n| (t.id, n)))
+                .collect();
+            prop_assert!(whole.complete);
+            prop_assert_eq!(&whole.names, &want);
+            prop_assert_eq!(&meta_walk(version, &split(&data, &cuts)), &whole);
+            // Every other piece lost: what is named is still right.
+            let mut w = TopicWalker::metadata_response(version);
+            for (i, p) in split(&data, &cuts).iter().enumerate() {
+                if i % 2 == 1 {
+                    w.gap(p.len() as u64);
+                } else {
+                    w.feed(p);
+                }
+            }
+            let got = w.finish();
+            prop_assert!(got.names.iter().all(|n| want.contains(n)));
+        }
+
+        #[test]
+        fn metadata_random_bytes_never_panic(
+            version in 0i16..20,
+            data in prop::collection::vec(any::<u8>(), 0..600),
+        ) {
+            let mut w = TopicWalker::metadata_response(version);
+            w.feed(&data);
+            prop_assert!(w.buffer_capacity() <= NAME_KEEP);
+            prop_assert!(w.finish().names.len() <= MAX_NAMES);
+        }
     }
 
     // ---- Gaps, partial entries, limits ---------------------------------------------------------
@@ -1389,6 +1779,7 @@ mod tests {
                 Walked {
                     topics: vec![figures("p", 4, set.len() as u64)],
                     complete: true,
+                    names: Vec::new(),
                 },
                 "trailing {trailing}"
             );
@@ -1576,6 +1967,7 @@ mod tests {
             Walked {
                 topics: Vec::new(),
                 complete: true,
+                names: Vec::new(),
             }
         );
         let mut w = TopicWalker::fetch_response(1);
@@ -1888,5 +2280,66 @@ mod tests {
         let (mb, took) = (bytes_fed >> 20, start.elapsed());
         println!("fuzz_topic_walker_campaign: {inputs} inputs ({mb} MB) in {took:.0?}");
         println!("fuzz_topic_walker_campaign: {complete} gapped walks complete (figures checked)");
+    }
+
+    #[test]
+    #[ignore = "long-running fuzz campaign: GG_FUZZ_SECS (default 600)"]
+    fn fuzz_metadata_walker_campaign() {
+        let secs: u64 = std::env::var("GG_FUZZ_SECS")
+            .ok()
+            .and_then(|s| s.parse().ok())
+            .unwrap_or(600);
+        let seed = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map_or(1, |d| d.as_nanos() as u64)
+            | 1;
+        println!("fuzz_metadata_walker_campaign: seed {seed:#x}, {secs} s");
+        let mut r = Rng(seed);
+        let start = Instant::now();
+        let (mut inputs, mut bytes_fed) = (0u64, 0u64);
+        while start.elapsed() < Duration::from_secs(secs) {
+            for _ in 0..256 {
+                inputs += 1;
+                let version = 8 + r.below(8) as i16;
+                let topics: Vec<MetaTopic> = (0..r.below(6))
+                    .map(|_| MetaTopic {
+                        name: (r.below(5) != 0).then(|| random_name(&mut r)),
+                        id: [r.next() as u8; 16],
+                        parts: (0..r.below(4)).map(|_| r.size(6)).collect(),
+                    })
+                    .collect();
+                let mut data = metadata(version, r.size(4), &topics, r.below(2) == 0);
+                let kind = r.below(3);
+                if kind == 1 {
+                    mutate(&mut r, &mut data);
+                } else if kind == 2 {
+                    data = (0..r.size(2048)).map(|_| r.next() as u8).collect();
+                }
+                bytes_fed += data.len() as u64;
+                let whole = meta_walk(version, &[&data]);
+                assert!(whole.names.len() <= MAX_NAMES && whole.topics.is_empty());
+                if kind == 0 && version >= METADATA_IDS_FROM {
+                    let want: Vec<([u8; 16], String)> = topics
+                        .iter()
+                        .filter(|t| t.id != [0; 16])
+                        .filter_map(|t| {
+                            let n = t.name.as_deref().filter(|n| !n.is_empty())?;
+                            Some((t.id, n.get(..NAME_KEEP).unwrap_or(n).to_string()))
+                        })
+                        .collect();
+                    assert!(whole.complete, "seed {seed:#x}");
+                    assert_eq!(whole.names, want, "seed {seed:#x}");
+                }
+                let mut w = TopicWalker::metadata_response(version);
+                random_walk(&mut r, &mut w, &data, false);
+                assert_eq!(w.finish(), whole, "seed {seed:#x}");
+                let mut w = TopicWalker::metadata_response(version);
+                random_walk(&mut r, &mut w, &data, true);
+                let gapped = w.finish();
+                assert!(gapped.names.iter().all(|n| whole.names.contains(n)) || kind != 0);
+            }
+        }
+        let (mb, took) = (bytes_fed >> 20, start.elapsed());
+        println!("fuzz_metadata_walker_campaign: {inputs} inputs ({mb} MB) in {took:.0?}");
     }
 }

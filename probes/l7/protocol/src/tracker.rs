@@ -38,7 +38,7 @@ use std::cmp::Reverse;
 use std::collections::{BTreeMap, BinaryHeap, HashMap, HashSet, VecDeque};
 use std::net::{IpAddr, SocketAddr};
 
-use crate::kafka_topics::Walked;
+use crate::kafka_topics::{topic_id, Walked};
 use crate::{
     detect_over, http, kafka, mysql, parser_over, Direction, Message, ParseError, Protocol, Status,
     StreamParser, Transport,
@@ -400,7 +400,14 @@ pub struct TrackerStats {
     pub key_overflow: u64,
     /// Traced requests not reported: [`TraceConfig::max_spans`] reached in their period.
     pub trace_dropped: u64,
+    /// Kafka topic names forgotten: the id-to-name map reached [`MAX_TOPIC_NAMES`] and was
+    /// emptied (names are learnt again from the next Metadata responses).
+    pub topic_names_forgotten: u64,
 }
+
+/// Most Kafka topic ids whose names the tracker keeps (learnt from Metadata responses v10+,
+/// for the Produce and Fetch v13+ topics named by id).
+pub const MAX_TOPIC_NAMES: usize = 65_536;
 
 /// Which requests `l7_rpc_trace` reports.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -567,6 +574,7 @@ impl Tracker {
                 rpcs: BTreeMap::new(),
                 apis: BTreeMap::new(),
                 topics: BTreeMap::new(),
+                topic_names: HashMap::new(),
                 api_names: HashMap::new(),
                 comms: HashMap::new(),
                 stats: TrackerStats::default(),
@@ -706,6 +714,8 @@ struct Tables {
     apis: BTreeMap<ApiKey, RpcStats>,
     /// Kafka topic rows by the end that saw them.
     topics: BTreeMap<(TopicKey, Role), TopicStats>,
+    /// Kafka topic names by id (`id:` and 32 hex digits, as the walker names them).
+    topic_names: HashMap<String, String>,
     /// Distinct APIs per process, at most `max_apis_per_process` each, `max_keys` processes.
     api_names: HashMap<u32, HashSet<String>>,
     comms: HashMap<u32, String>,
@@ -783,11 +793,12 @@ impl Tables {
     ) {
         let (max, overflow) = (self.limits.max_keys, &mut self.stats.key_overflow);
         for f in &walked.topics {
+            let topic = self.topic_names.get(&f.topic).unwrap_or(&f.topic);
             let key = TopicKey {
                 way,
                 client_ip: client.ip(),
                 client_port: client.port(),
-                topic: f.topic.clone(),
+                topic: topic.clone(),
                 server_ip: server.ip(),
                 server_port: server.port(),
             };
@@ -799,6 +810,20 @@ impl Tables {
                     r.partial = r.partial.saturating_add(1);
                 }
             }
+        }
+    }
+
+    /// Learns the topic names of a Metadata response.
+    fn name_topics(&mut self, names: &[([u8; 16], String)]) {
+        for (id, name) in names {
+            let id = topic_id(id);
+            if self.topic_names.len() >= MAX_TOPIC_NAMES && !self.topic_names.contains_key(&id) {
+                let n = self.topic_names.len() as u64;
+                self.stats.topic_names_forgotten =
+                    self.stats.topic_names_forgotten.saturating_add(n);
+                self.topic_names.clear();
+            }
+            self.topic_names.insert(id, name.clone());
         }
     }
 
@@ -1144,6 +1169,7 @@ impl Conn {
 
     fn message(&mut self, t: &mut Tables, m: &Message, ts: u64) {
         if let Some(walked) = &m.topics {
+            t.name_topics(&walked.names);
             let way = match m.direction {
                 Direction::Request => TopicWay::Produce,
                 Direction::Response => TopicWay::Fetch,
@@ -1673,6 +1699,99 @@ mod tests {
         send(&mut t, 1, Way::Sent, 2 * MS, &p);
         send(&mut t, 2, Way::Received, 2 * MS, &p);
         assert_eq!(t.take_topics(), BTreeMap::from([(key, stats(2, 81))]));
+    }
+
+    /// A Metadata v12 response (correlation id `correlation`, no brokers) naming `topics`.
+    fn metadata_v12(correlation: i32, topics: &[([u8; 16], &str)]) -> Vec<u8> {
+        let mut body = correlation.to_be_bytes().to_vec();
+        body.push(0); // header tags
+        body.extend(0i32.to_be_bytes()); // throttle
+        body.push(1); // brokers: none
+        body.push(0); // cluster id: null
+        body.extend(1i32.to_be_bytes()); // controller
+        body.push(topics.len() as u8 + 1);
+        for (id, name) in topics {
+            body.extend(0i16.to_be_bytes());
+            body.push(name.len() as u8 + 1);
+            body.extend(name.as_bytes());
+            body.extend(id);
+            body.push(0); // is_internal
+            body.push(1); // partitions: none
+            body.extend(0i32.to_be_bytes()); // authorized operations
+            body.push(0); // topic tags
+        }
+        body.push(0); // body tags
+        let mut m = (body.len() as u32).to_be_bytes().to_vec();
+        m.extend(body);
+        m
+    }
+
+    /// A Produce v13 request (acks 0, flexible) of one batch of 3 records to topic `id`.
+    fn produce_v13(correlation: i32, id: [u8; 16]) -> Vec<u8> {
+        let mut set = 0i64.to_be_bytes().to_vec();
+        let mut rest = vec![0u8; 4];
+        rest.push(2); // magic
+        rest.extend([0u8; 40]);
+        rest.extend(3i32.to_be_bytes());
+        set.extend((rest.len() as i32).to_be_bytes());
+        set.extend(rest);
+        let mut body = 0i16.to_be_bytes().to_vec();
+        body.extend(13i16.to_be_bytes());
+        body.extend(correlation.to_be_bytes());
+        body.extend(6i16.to_be_bytes());
+        body.extend(b"client");
+        body.push(0); // header tags
+        body.push(0); // transactional id: null
+        body.extend(0i16.to_be_bytes()); // acks
+        body.extend(1000i32.to_be_bytes());
+        body.push(2); // one topic
+        body.extend(id);
+        body.push(2); // one partition
+        body.extend(0i32.to_be_bytes());
+        body.push(set.len() as u8 + 1);
+        body.extend(set);
+        body.extend([0, 0, 0]); // partition, topic and body tags
+        let mut m = (body.len() as u32).to_be_bytes().to_vec();
+        m.extend(body);
+        m
+    }
+
+    #[test]
+    fn kafka_topics_named_by_id_take_their_names_from_metadata_responses() {
+        let mut t = Tracker::new(Limits::default());
+        t.open(1, info(7, Role::Client, 9092), &Protocol::ALL);
+        let topic = |t: &mut Tracker| -> Vec<String> {
+            t.take_topics().into_keys().map(|k| k.topic).collect()
+        };
+        // Before any Metadata response: the id.
+        send(&mut t, 1, Way::Sent, MS, &produce_v13(1, [0x5a; 16]));
+        assert_eq!(topic(&mut t), vec![format!("id:{}", "5a".repeat(16))]);
+        // The client asks for metadata; the answer names the id.
+        send(&mut t, 1, Way::Sent, 2 * MS, &kafka_request(3, 12, 2));
+        let meta = metadata_v12(2, &[([0x5a; 16], "orders"), ([0x6b; 16], "audit")]);
+        send(&mut t, 1, Way::Received, 3 * MS, &meta);
+        send(&mut t, 1, Way::Sent, 4 * MS, &produce_v13(3, [0x5a; 16]));
+        assert_eq!(topic(&mut t), vec!["orders".to_string()]);
+        // Another connection of the host (a second client) uses what was learnt.
+        t.open(2, info(9, Role::Client, 9092), &Protocol::ALL);
+        send(&mut t, 2, Way::Sent, 5 * MS, &produce_v13(1, [0x6b; 16]));
+        assert_eq!(topic(&mut t), vec!["audit".to_string()]);
+        assert_eq!(t.snapshot().stats.topic_names_forgotten, 0);
+    }
+
+    #[test]
+    fn kafka_topic_names_are_bounded() {
+        let mut tables = Tracker::new(Limits::default()).tables;
+        let names: Vec<([u8; 16], String)> = (0..MAX_TOPIC_NAMES as u32 + 10)
+            .map(|i| {
+                let mut id = [0u8; 16];
+                id[..4].copy_from_slice(&i.to_be_bytes());
+                (id, format!("t{i}"))
+            })
+            .collect();
+        tables.name_topics(&names);
+        assert_eq!(tables.topic_names.len(), 10);
+        assert_eq!(tables.stats.topic_names_forgotten, MAX_TOPIC_NAMES as u64);
     }
 
     /// An ApiVersions v3 response: error code, no api keys, throttle time, no tags.

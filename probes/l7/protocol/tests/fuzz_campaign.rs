@@ -2466,6 +2466,7 @@ fn k_topics(
     let mut walked = Walked {
         topics: Vec::new(),
         complete: true,
+        names: Vec::new(),
     };
     let n = r.size(4);
     w.count(n);
