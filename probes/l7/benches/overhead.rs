@@ -17,7 +17,8 @@
 //! 4. **10,000 open connections** to nginx, one request each, kept open: the probe's RSS and
 //!    its CPU while they idle.
 //!
-//! `cargo bench -p l7probe --bench overhead -- [rounds] [seconds]` (default 5 rounds of 4 s).
+//! `cargo bench -p l7probe --bench overhead -- [rounds] [seconds]` (default 5 rounds of 4 s);
+//! `GG_L7_BENCH_ONLY=paced` runs the paced run alone.
 
 use std::io::{BufRead, BufReader, Write};
 use std::process::{Child, Command, Stdio};
@@ -339,6 +340,10 @@ fn main() {
     let secs: u32 = args.get(1).and_then(|v| v.parse().ok()).unwrap_or(4);
     let n = nginx();
     wrk(&n, 1, None); // warm-up
+    if std::env::var("GG_L7_BENCH_ONLY").as_deref() == Ok("paced") {
+        paced(&n, r#"{"snoop":{"mode":"all"}}"#, "paced");
+        return;
+    }
     let modes = ["off", "untracked", "tracked"];
     let mut ratios: [Vec<f64>; 2] = [Vec::new(), Vec::new()];
     let mut rates: [Vec<f64>; 3] = [Vec::new(), Vec::new(), Vec::new()];

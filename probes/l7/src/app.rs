@@ -22,6 +22,7 @@ use probe_sdk::{info, warn};
 use crate::collector::{Collector, Options};
 use crate::conns::Conns;
 use crate::decode::Event;
+use crate::reorder::Reorder;
 use crate::runtime::Settings;
 use crate::tables::{
     BIT_BYTES, BIT_RPC, BIT_TRACE, DEFAULT_RING_MIB, MAX_SPANS_PER_PERIOD, PARSE_TABLE, STATS_TABLE,
@@ -58,6 +59,9 @@ impl Mode {
 }
 /// Longest wait between ring-buffer drains.
 const DRAIN_EVERY: Duration = Duration::from_millis(100);
+/// Shortest time between two flushes of the CPUs' batches (a wake-up of the consumer takes
+/// what the ring holds; its parsing waits for the next flush).
+const DRAIN_MIN: Duration = Duration::from_millis(20);
 
 /// The kernel's monotonic clock (what `bpf_ktime_get_ns` reads), ns.
 fn ktime_ns() -> u64 {
@@ -225,19 +229,35 @@ fn run(mode: Mode) -> Result<()> {
         settings.protocols.clone(),
     )));
     let bad_records = Rc::new(Cell::new(0u64));
+    // Records wait here until they can be parsed in time order (see reorder.rs).
+    let held = Rc::new(RefCell::new(Reorder::default()));
     let poller = {
-        let conns = Rc::clone(&conns);
+        let held = Rc::clone(&held);
         let bad = Rc::clone(&bad_records);
         RingPoller::new(collector.events(), move |bytes| {
-            match decode::decode(bytes) {
-                Some(Event::Open(o)) => conns.borrow_mut().open(o),
-                Some(Event::Data(d)) => conns.borrow_mut().data(&d),
-                Some(Event::Close { cookie }) => conns.borrow_mut().close(cookie),
-                None => bad.set(bad.get() + 1),
-            }
+            let mut held = held.borrow_mut();
+            let malformed = decode::split(bytes, |ts, record| held.push(ts, record));
+            bad.set(bad.get() + malformed);
             0
         })?
     };
+    // Sends every CPU's batch, takes what the ring holds, and parses what is complete.
+    let drain = |collector: &Collector<'_>| -> Result<()> {
+        let before = ktime_ns();
+        let all = collector.flush();
+        poller.poll(Duration::ZERO)?;
+        let mut held = held.borrow_mut();
+        let upto = if all { before } else { held.watermark() };
+        let mut conns = conns.borrow_mut();
+        held.release(upto, |record| match decode::decode(record) {
+            Some(Event::Open(o)) => conns.open(o),
+            Some(Event::Data(d)) => conns.data(&d),
+            Some(Event::Close { cookie }) => conns.close(cookie),
+            None => bad_records.set(bad_records.get() + 1),
+        });
+        Ok(())
+    };
+    let mut last_drain = Instant::now();
     let tracing = |s: &Settings| s.probe_bits & (BIT_BYTES | BIT_RPC | BIT_TRACE) != 0;
     conns.borrow_mut().set_trace(trace_config(mode, &settings));
     if let Err(e) = collector.select(&settings.snoop, tracing(&settings)) {
@@ -309,13 +329,18 @@ fn run(mode: Mode) -> Result<()> {
         let now = Instant::now();
         if now < next {
             poller.poll((next - now).min(DRAIN_EVERY))?;
+            if last_drain.elapsed() >= DRAIN_MIN {
+                drain(&collector)?;
+                last_drain = Instant::now();
+            }
             continue;
         }
         next += settings.period();
         if next <= now {
             next = now + settings.period();
         }
-        poller.poll(Duration::ZERO)?;
+        drain(&collector)?;
+        last_drain = Instant::now();
         let secs = now.duration_since(last_report).as_secs_f64().max(0.001);
         last_report = now;
         let capture_stats = conns.borrow().capture_stats();
@@ -366,6 +391,7 @@ fn run(mode: Mode) -> Result<()> {
                     .field(&bad_records.get())
                     .field(&st.trace_dropped)
                     .field(&st.topic_names_forgotten)
+                    .field(&held.borrow().late())
                     .field(&capture_stats.tls_records)
                     .end()
             })

@@ -62,7 +62,17 @@ pub struct Collector<'obj> {
     ssl: bool,
     /// Announcement generation (`l7_cfg.gen`).
     gen: u32,
+    /// Data records go through the per-CPU batches (`l7_cfg.batch`): [`flush`](Self::flush)
+    /// works on this kernel.
+    batch: bool,
+    /// CPUs whose batches [`flush`](Self::flush) sends.
+    cpus: u32,
 }
+
+/// `BPF_F_TEST_RUN_ON_CPU`: run a raw tracepoint program's test run on the CPU named.
+const TEST_RUN_ON_CPU: u32 = 1;
+/// Attempts per CPU while a program of that CPU holds its batch.
+const FLUSH_TRIES: u32 = 64;
 
 /// Most tgids the `procs` map holds (its `max_entries`).
 pub const MAX_PROCS: u32 = 65536;
@@ -93,8 +103,22 @@ impl<'obj> Collector<'obj> {
             mode: None,
             ssl: false,
             gen: 1,
+            batch: false,
+            cpus: libbpf_rs::num_possible_cpus()
+                .ok()
+                .and_then(|n| u32::try_from(n).ok())
+                .unwrap_or(1),
         };
         c.set_mode(l7_mode::L7_MODE_NONE.0)?;
+        // Batches only where user space can flush them (a raw tracepoint test run on a
+        // chosen CPU: Linux 5.10+); else one record per call.
+        match c.run_flush(0) {
+            Ok(_) => {
+                c.batch = true;
+                c.write_cfg(l7_mode::L7_MODE_NONE.0, false)?;
+            }
+            Err(e) => probe_sdk::warn!("per-CPU batches off (each call its own record): {e}"),
+        }
         let p = &c.skel.progs;
         let links = vec![
             p.on_state
@@ -145,6 +169,7 @@ impl<'obj> Collector<'obj> {
             ssl: u32::from(ssl),
             gen: self.gen,
             port: u32::from(self.port),
+            batch: u32::from(self.batch),
         };
         // SAFETY: l7_cfg is the plain-data copy of the map's value type.
         let bytes = unsafe {
@@ -252,6 +277,47 @@ impl<'obj> Collector<'obj> {
         }
         self.gen = self.gen.wrapping_add(1).max(1);
         self.write_cfg(self.mode.unwrap_or(l7_mode::L7_MODE_NONE.0), self.ssl)
+    }
+
+    /// Runs the `flush_batch` program on `cpu`: Ok(true) when the batch was sent (or empty),
+    /// Ok(false) when a program of that CPU held it.
+    fn run_flush(&self, cpu: u32) -> Result<bool, CollectError> {
+        let input = libbpf_rs::ProgramInput {
+            cpu,
+            flags: TEST_RUN_ON_CPU,
+            ..Default::default()
+        };
+        let out = self
+            .skel
+            .progs
+            .flush_batch
+            .test_run(input)
+            .map_err(ctx("flushing a CPU's batch"))?;
+        Ok(out.return_value == 0)
+    }
+
+    /// Sends every CPU's batch to the ring buffer. True when every online CPU's was sent:
+    /// every data record timed before the call is then in the ring buffer. (An offline CPU
+    /// runs no program, and refuses the flush: skipped.)
+    pub fn flush(&self) -> bool {
+        if !self.batch {
+            return true;
+        }
+        let mut all = true;
+        for cpu in 0..self.cpus {
+            let mut sent = false;
+            for _ in 0..FLUSH_TRIES {
+                match self.run_flush(cpu) {
+                    Ok(true) | Err(_) => {
+                        sent = true;
+                        break;
+                    }
+                    Ok(false) => std::thread::yield_now(),
+                }
+            }
+            all &= sent;
+        }
+        all
     }
 
     /// The ring buffer of records.

@@ -26,6 +26,7 @@ mod c {
     pub const OPEN: u8 = l7_kind::L7_EV_OPEN.0 as u8;
     pub const DATA: u8 = l7_kind::L7_EV_DATA.0 as u8;
     pub const CLOSE: u8 = l7_kind::L7_EV_CLOSE.0 as u8;
+    pub const BATCH: u8 = l7_kind::L7_EV_BATCH.0 as u8;
     pub const SENT: u8 = l7_dir::L7_SENT.0 as u8;
     pub const RECEIVED: u8 = l7_dir::L7_RECEIVED.0 as u8;
     pub const HOW_KERNEL: u8 = l7_how::L7_HOW_KERNEL.0 as u8;
@@ -125,6 +126,37 @@ fn addr(family: u16, raw: &[u8; 16], port: u16) -> Option<SocketAddr> {
 fn comm(raw: &[u8]) -> String {
     let end = raw.iter().position(|b| *b == 0).unwrap_or(raw.len());
     String::from_utf8_lossy(&raw[..end]).into_owned()
+}
+
+/// Splits one ring-buffer record into the records it carries, each with its kernel time:
+/// a batch (intf.h `L7_EV_BATCH`) into its data entries, any other record into itself.
+/// Returns how many entries of a batch were malformed (the batch's rest is dropped with the
+/// first; a record too short for a head is one).
+pub fn split<'a>(bytes: &'a [u8], mut f: impl FnMut(u64, &'a [u8])) -> u64 {
+    let Some(head) = plain_data::read::<l7_head>(bytes) else {
+        return 1;
+    };
+    if head.kind != c::BATCH {
+        f(head.ts_ns, bytes);
+        return 0;
+    }
+    let entry = std::mem::size_of::<l7_ev_data>();
+    let mut rest = bytes
+        .get(std::mem::size_of::<l7_head>()..)
+        .unwrap_or_default();
+    while !rest.is_empty() {
+        let Some(d) = plain_data::read::<l7_ev_data>(rest) else {
+            return 1;
+        };
+        let len = entry + usize::from(d.cap);
+        let (Some(one), true) = (rest.get(..len), d.h.kind == c::DATA) else {
+            return 1;
+        };
+        f(d.h.ts_ns, one);
+        // Entries are padded to 8 bytes; the last one's padding may be cut.
+        rest = rest.get(len.next_multiple_of(8)..).unwrap_or_default();
+    }
+    0
 }
 
 /// Decodes one ring-buffer record; None when it is not a well-formed one.
@@ -228,6 +260,52 @@ mod tests {
         // A record shorter than its `cap` says is refused.
         raw.truncate(std::mem::size_of::<l7_ev_data>() + 2);
         assert_eq!(decode(&raw), None);
+    }
+
+    #[test]
+    fn a_batch_is_split_into_its_data_records() {
+        let entry = |ts: u64, cap: u16, fill: u8| {
+            let d = l7_ev_data {
+                h: l7_head {
+                    ts_ns: ts,
+                    ..head(c::DATA)
+                },
+                len: 10,
+                cap,
+                dir: c::SENT,
+                how: 1,
+                ..Default::default()
+            };
+            let mut v = bytes_of(&d);
+            v.extend(std::iter::repeat_n(fill, usize::from(cap)));
+            v
+        };
+        let mut rec = bytes_of(&head(c::BATCH));
+        for (ts, cap, fill) in [(30, 5, b'a'), (10, 0, b'b'), (20, 8, b'c')] {
+            let mut e = entry(ts, cap, fill);
+            e.resize(e.len().next_multiple_of(8), 0);
+            rec.extend(e);
+        }
+        let mut got = Vec::new();
+        assert_eq!(split(&rec, |ts, b| got.push((ts, b.to_vec()))), 0);
+        assert_eq!(
+            got.iter().map(|(ts, _)| *ts).collect::<Vec<_>>(),
+            [30, 10, 20]
+        );
+        let Some(Event::Data(d)) = decode(&got[2].1) else {
+            panic!("not data")
+        };
+        assert_eq!(d.bytes, b"cccccccc");
+        // A record that is not a batch is itself; a cut entry is malformed, counted once.
+        let close = bytes_of(&head(c::CLOSE));
+        let mut n = 0;
+        assert_eq!(split(&close, |ts, _| n += ts), 0);
+        assert_eq!(n, 100);
+        rec.truncate(rec.len() - 12);
+        let mut got = 0;
+        assert_eq!(split(&rec, |_, _| got += 1), 1);
+        assert_eq!(got, 2);
+        assert_eq!(split(&[1, 2], |_, _| ()), 1);
     }
 
     #[test]

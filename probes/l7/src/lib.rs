@@ -17,6 +17,7 @@ pub mod collector;
 pub mod conns;
 pub mod decode;
 pub mod kafka;
+pub mod reorder;
 pub mod runtime;
 pub mod skel;
 pub mod tables;

@@ -161,6 +161,7 @@ pub const PARSE_FIELDS: &[Field] = &[
     Field::counter("bad_records", "kernel records that did not decode"),
     Field::counter("trace_dropped", "requests not reported in l7_rpc_trace: more than 1000 in a period (errors and the slowest are kept)"),
     Field::counter("topic_names_forgotten", "Kafka topic names forgotten: the id-to-name map (65,536 ids, learnt from Metadata responses) was full and was emptied; topics named by id (Produce/Fetch v13+) show as id: until the next Metadata response names them"),
+    Field::counter("late_records", "kernel records parsed out of time order: they arrived after a later one had been parsed (a CPU's batch held by a preempted program across a flush, or more than 64 MiB waiting)"),
     Field::counter("tls_records", "socket calls of TLS sessions read through the SSL hooks that carried cipher text the hooks did not see (a close_notify written outside SSL_write): not parsed"),
 ];
 

@@ -391,3 +391,72 @@ fn l7_rpc_trace_reports_each_request_once_and_latency_thr_keeps_errors() {
     let stats = last(&records, "l7_parse_stats", |_| true).unwrap();
     assert_eq!(num(stats, "trace_dropped"), 0, "{stats:?}");
 }
+
+/// A client that moves between CPUs, writing each request in two halves from two CPUs (the
+/// kernel side gathers each CPU's records in its own batch, sent at different times): user
+/// space orders the records by time, so every request is parsed, exactly once, at both ends.
+const HOPPING_CLIENT: &str = r#"
+import os, socket, sys
+port, n = int(sys.argv[1]), int(sys.argv[2])
+cpus = sorted(os.sched_getaffinity(0))
+assert len(cpus) >= 2, cpus
+s = socket.create_connection(('127.0.0.1', port))
+s.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+f = s.makefile('rb')
+req = b'GET /ok HTTP/1.1\r\nHost: t\r\n\r\n'
+for i in range(n):
+    first, second = cpus[i % 2], cpus[(i + 1) % 2]
+    os.sched_setaffinity(0, {first})
+    s.sendall(req[:9])
+    os.sched_setaffinity(0, {second})
+    s.sendall(req[9:])
+    length = 0
+    while True:
+        line = f.readline()
+        assert line, 'closed'
+        if line.lower().startswith(b'content-length:'):
+            length = int(line.split(b':')[1])
+        if line == b'\r\n':
+            break
+    assert f.read(length) == b'ok\n'
+"#;
+
+#[test]
+fn a_client_moving_between_cpus_is_parsed_in_time_order() {
+    let _serial = serial();
+    const N: u64 = 300;
+    let n = nginx_with(false);
+    let probe = Probe::start(&["-t", "1"], None);
+    let (client, records) = during(&probe, || {
+        let child = Command::new("python3")
+            .args(["-c", HOPPING_CLIENT, &n.port.to_string(), &N.to_string()])
+            .spawn()
+            .unwrap();
+        let pid = child.id();
+        let out = child.wait_with_output().unwrap();
+        assert!(out.status.success(), "the hopping client failed");
+        pid
+    });
+    let row = api_row(&records, client, "client", "GET /ok");
+    assert_eq!(
+        (
+            num(row, "req_count"),
+            num(row, "resp_count"),
+            num(row, "err_count")
+        ),
+        (N, N, 0),
+        "{row:?}"
+    );
+    let row = api_row(&records, n.worker, "server", "GET /ok");
+    assert_eq!(num(row, "req_count"), N, "{row:?}");
+    let stats = last(&records, "l7_parse_stats", |_| true).unwrap();
+    for f in [
+        "malformed",
+        "desynchronised",
+        "unmatched_response",
+        "late_records",
+        "bad_records",
+    ] {
+        assert_eq!(num(stats, f), 0, "{f}: {stats:?}");
+    }
+}

@@ -11,6 +11,12 @@
  *   them copied from the caller's buffer (0 when the call's buffer is not user memory, e.g.
  *   sendfile, or the system call is not one whose buffer the program can find).
  * - L7_EV_CLOSE (struct l7_head): a TCP socket announced by L7_EV_OPEN closed.
+ * - L7_EV_BATCH (struct l7_head, then entries): data records of one CPU, gathered in its
+ *   `batch` buffer and sent in one ring record (when the buffer is full, or when user space
+ *   runs the `flush` program on that CPU). Each entry is a struct l7_ev_data with its `cap`
+ *   bytes, padded to 8 bytes; the record's `ts_ns` is 0 and its length says where the
+ *   entries end. Entries are in the CPU's order, not the socket's: user space orders every
+ *   data record by `ts_ns` before parsing (a thread may move between CPUs).
  */
 #ifndef L7_INTF_H
 #define L7_INTF_H
@@ -23,6 +29,7 @@ enum l7_kind {
 	L7_EV_OPEN = 1,
 	L7_EV_DATA = 2,
 	L7_EV_CLOSE = 3,
+	L7_EV_BATCH = 4,
 };
 
 enum l7_dir {
@@ -86,6 +93,24 @@ struct l7_sock {
 	__u8 pad[3];
 };
 
+/* Bytes of entries after which a CPU's batch is sent; the buffer has room past it for one
+ * more entry (verifier bounds). Captures larger than L7_BATCH_CAP bytes are sent in their
+ * own record. */
+#define L7_BATCH_BYTES 16384
+#define L7_BATCH_CAP 1024
+#define L7_BATCH_ROOM 4096
+
+/* A CPU's batch (`batch` per-CPU map): the head and the entries are contiguous, so that the
+ * record is one copy. */
+struct l7_batch {
+	__u32 len;     /* bytes of entries in data */
+	__u32 count;   /* entries */
+	__u32 busy;    /* a program of this CPU is appending or flushing: others do not */
+	__u32 pad;
+	struct l7_head head; /* L7_EV_BATCH, written when sent */
+	__u8 data[L7_BATCH_BYTES + L7_BATCH_ROOM];
+};
+
 /* Which processes are traced (`cfg` map slot 0). */
 enum l7_mode {
 	L7_MODE_ALL = 0,     /* every process */
@@ -102,6 +127,8 @@ struct l7_cfg {
 			* announced again (user space forgot it) */
 	__u32 port;    /* 0: every socket; else only those whose local or remote port it is
 			* (kafkaprobe's broker port) */
+	__u32 batch;   /* 1: data records go through the per-CPU batches (user space can flush
+			* them); 0: each in its own record */
 };
 
 /* A TLS session of a process (`ssl_socks` key). */

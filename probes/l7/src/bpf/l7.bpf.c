@@ -68,6 +68,14 @@ struct {
 	__type(value, struct l7_cfg);
 } cfg SEC(".maps");
 
+/* Data records of this CPU not yet sent (intf.h: L7_EV_BATCH). */
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, struct l7_batch);
+} batch SEC(".maps");
+
 /* Bytes reserved on this CPU since it last woke the consumer. */
 struct {
 	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
@@ -123,6 +131,7 @@ struct l7_ev_data l7_ev_data_type = {};
 struct l7_cfg l7_cfg_type = {};
 struct l7_ssl_key l7_ssl_key_type = {};
 struct l7_ssl_call l7_ssl_call_type = {};
+struct l7_batch l7_batch_type = {};
 enum l7_kind l7_kind_type = 0;
 enum l7_dir l7_dir_type = 0;
 enum l7_how l7_how_type = 0;
@@ -353,18 +362,83 @@ static __always_inline __u32 capture_buf(__u8 *data, const struct l7_src *src, _
  * early once this CPU has reserved L7_WAKE_BYTES since the last wake-up. (Asking the ring
  * how much is queued, as gg_rb_submit does, reads the consumer's position: a cache line the
  * consumer writes at every record, measured at 200-500 ns per call here.) */
-static __always_inline void submit(void *rec, __u64 size)
+static __always_inline __u64 wake_flags(__u64 size)
 {
 	__u32 zero = 0;
 	__u64 *n = bpf_map_lookup_elem(&since_wake, &zero);
-	__u64 flags = BPF_RB_NO_WAKEUP;
 
 	if (n && (*n += size) >= L7_WAKE_BYTES) {
 		*n = 0;
-		flags = BPF_RB_FORCE_WAKEUP;
+		return BPF_RB_FORCE_WAKEUP;
 	}
-	bpf_ringbuf_submit(rec, flags);
+	return BPF_RB_NO_WAKEUP;
+}
+
+static __always_inline void submit(void *rec, __u64 size)
+{
+	bpf_ringbuf_submit(rec, wake_flags(size));
 	gg_count(GG_STAT_EVENTS);
+}
+
+/* Sends this CPU's batch @b (its caller holds b->busy, or runs where no other program of
+ * this CPU can): one ring record, its entries counted as events, or as lost. */
+static __always_inline void flush(struct l7_batch *b)
+{
+	__u32 len = b->len;
+	__u64 size;
+
+	if (!len)
+		return;
+	if (len > L7_BATCH_BYTES)
+		len = L7_BATCH_BYTES;
+	barrier_var(len);
+	size = sizeof(struct l7_head) + (len & (2 * L7_BATCH_BYTES - 1));
+	b->head.kind = L7_EV_BATCH;
+	b->head.ts_ns = 0;
+	b->head.cookie = 0;
+	b->head.tgid = 0;
+	if (bpf_ringbuf_output(&events, &b->head, size, wake_flags(size)))
+		gg_count_n(GG_STAT_LOST, b->count);
+	else
+		gg_count_n(GG_STAT_EVENTS, b->count);
+	b->len = 0;
+	b->count = 0;
+}
+
+/* Appends the data record @h (its time taken now) with up to @want (<= L7_BATCH_CAP) bytes
+ * from @src to this CPU's batch @b, which the caller holds (b->busy). */
+static __always_inline void append(struct l7_batch *b, struct l7_ev_data *h,
+				   const struct l7_src *src, __u32 want)
+{
+	struct l7_ev_data *e;
+	__u32 off, cap = 0;
+
+	if (src->how != L7_HOW_BUF && src->how != L7_HOW_TLS && src->how != L7_HOW_IOV)
+		want = 0;
+	if (b->len > L7_BATCH_BYTES - sizeof(*e) - L7_BATCH_CAP)
+		flush(b);
+	off = b->len;
+	if (off > L7_BATCH_BYTES)
+		return;
+	barrier_var(off);
+	off &= 2 * L7_BATCH_BYTES - 1;
+	if (off > L7_BATCH_BYTES)
+		return;
+	h->h.ts_ns = bpf_ktime_get_ns();
+	e = (struct l7_ev_data *)&b->data[off];
+	*e = *h;
+	if (want) {
+		__u8 *buf = &b->data[off + sizeof(*e)];
+
+		if (src->how == L7_HOW_IOV)
+			cap = read_iov(buf, (const struct iovec *)src->iov, src->iovcnt, want,
+				       L7_BATCH_CAP);
+		else
+			cap = capture_buf(buf, src, want, 2 * L7_BATCH_CAP);
+	}
+	e->cap = cap;
+	b->len = off + ((sizeof(*e) + cap + 7) & ~7U);
+	b->count++;
 }
 
 #define L7_EMIT(TYPE, N, CAPTURE)                                                          \
@@ -444,10 +518,11 @@ static __always_inline int on_io(struct sock *sk, int len, __u8 dir)
 {
 	struct l7_ev_data h = {};
 	struct l7_src src = {};
+	struct l7_batch *b;
 	struct l7_sock *st;
 	struct l7_cfg *c;
 	struct pt_regs *regs;
-	__u32 tgid;
+	__u32 tgid, want, zero = 0;
 	__u64 nr;
 	__u16 type, family;
 	__u8 l4;
@@ -483,7 +558,6 @@ static __always_inline int on_io(struct sock *sk, int len, __u8 dir)
 		return 0;
 
 	h.h.cookie = st->cookie;
-	h.h.ts_ns = bpf_ktime_get_ns();
 	h.h.tgid = tgid;
 	h.h.kind = L7_EV_DATA;
 	h.len = len;
@@ -535,7 +609,37 @@ static __always_inline int on_io(struct sock *sk, int len, __u8 dir)
 		break;
 	}
 	h.how = src.how;
-	emit(&h, &src, cap_of(c, len));
+	want = cap_of(c, len);
+	b = bpf_map_lookup_elem(&batch, &zero);
+	if (c->batch && b && !b->busy && want <= L7_BATCH_CAP) {
+		/* Held while the time is taken and the entry written: a flush of this CPU
+		 * either sends the entry or waits for it (user space orders by time). */
+		b->busy = 1;
+		barrier();
+		append(b, &h, &src, want);
+		barrier();
+		b->busy = 0;
+		return 0;
+	}
+	h.h.ts_ns = bpf_ktime_get_ns();
+	emit(&h, &src, want);
+	return 0;
+}
+
+/* Sends this CPU's batch: run by user space on every CPU (BPF_PROG_TEST_RUN with
+ * BPF_F_TEST_RUN_ON_CPU), before it orders what it received. Returns 1 when a program of
+ * this CPU holds the batch (user space tries again), else 0. */
+SEC("raw_tp")
+int flush_batch(void *ctx)
+{
+	__u32 zero = 0;
+	struct l7_batch *b = bpf_map_lookup_elem(&batch, &zero);
+
+	if (!b)
+		return 0;
+	if (b->busy)
+		return 1;
+	flush(b);
 	return 0;
 }
 
