@@ -340,8 +340,10 @@ fn main() {
     let secs: u32 = args.get(1).and_then(|v| v.parse().ok()).unwrap_or(4);
     let n = nginx();
     wrk(&n, 1, None); // warm-up
+    let server_only = format!(r#"{{"snoop":{{"mode":"include","pids":[{}]}}}}"#, n.worker);
     if std::env::var("GG_L7_BENCH_ONLY").as_deref() == Ok("paced") {
         paced(&n, r#"{"snoop":{"mode":"all"}}"#, "paced");
+        paced(&n, &server_only, "paced, server end only");
         return;
     }
     let modes = ["off", "untracked", "tracked"];
@@ -394,6 +396,7 @@ fn main() {
     // Paced run: about 10,000 requests/s over 10 connections; then the same with
     // l7_rpc_trace on (every request a record, up to 1000 a period).
     paced(&n, r#"{"snoop":{"mode":"all"}}"#, "paced");
+    paced(&n, &server_only, "paced, server end only");
     paced(
         &n,
         r#"{"probe_bits":7,"snoop":{"mode":"all"}}"#,

@@ -353,7 +353,7 @@ impl Core {
     /// Adds the bytes of `rest` up to the end of a line to the current line; returns how many
     /// were used and whether the line is complete.
     fn take_line(&mut self, rest: &[u8]) -> Result<(usize, bool), ParseError> {
-        let (used, done) = match rest.iter().position(|&b| b == b'\n') {
+        let (used, done) = match memchr::memchr(b'\n', rest) {
             Some(i) => (i + 1, true),
             None => (rest.len(), false),
         };
@@ -386,25 +386,44 @@ impl Core {
     }
 
     fn head_line(&mut self, rest: &[u8], out: &mut Vec<Message>) -> Result<usize, ParseError> {
+        // The common case: a whole line in this call's bytes, used in place.
+        if self.line.is_empty() {
+            if let Some(i) = memchr::memchr(b'\n', rest) {
+                let used = i + 1;
+                if self.block.saturating_add(used) > MAX_PENDING {
+                    return Err(ParseError::TooLong(Protocol::Http));
+                }
+                self.block += used;
+                self.len = self.len.saturating_add(used as u64);
+                let line = rest.get(..i).unwrap_or_default();
+                let line = line.strip_suffix(b"\r").unwrap_or(line);
+                return self.head_line_done(line, out).map(|()| used);
+            }
+        }
         let (used, done) = self.take_line(rest)?;
         if !done {
             return Ok(used);
         }
         let line = self.finished_line();
-        let result = if !self.head.started {
+        let result = self.head_line_done(&line, out);
+        self.recycle(line);
+        result.map(|()| used)
+    }
+
+    /// A complete start or header line (without its line end).
+    fn head_line_done(&mut self, line: &[u8], out: &mut Vec<Message>) -> Result<(), ParseError> {
+        if !self.head.started {
             if line.is_empty() {
                 // Empty lines before a start line are ignored (RFC 9112 section 2.2).
                 Ok(())
             } else {
-                self.start_line(&line)
+                self.start_line(line)
             }
         } else if line.is_empty() {
             self.header_done(out)
         } else {
-            self.field_line(&line)
-        };
-        self.recycle(line);
-        result.map(|()| used)
+            self.field_line(line)
+        }
     }
 
     fn start_line(&mut self, line: &[u8]) -> Result<(), ParseError> {
@@ -429,7 +448,7 @@ impl Core {
                 Ok(())
             };
         }
-        let colon = line.iter().position(|&b| b == b':').ok_or_else(malformed)?;
+        let colon = memchr::memchr(b':', line).ok_or_else(malformed)?;
         let (name, value) = line.split_at(colon);
         let value = trim(value.get(1..).unwrap_or_default());
         if name.is_empty() || !name.iter().all(|&b| is_tchar(b)) {
@@ -574,8 +593,37 @@ impl Core {
 
 /// Whether `b` may be in a token (method, field name).
 fn is_tchar(b: u8) -> bool {
-    b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b)
+    TCHAR[usize::from(b)]
 }
+
+/// [`is_tchar`] by byte value (a table: header names are checked byte by byte).
+static TCHAR: [bool; 256] = {
+    let mut t = [false; 256];
+    let mut b = 0;
+    while b < 256 {
+        let c = b as u8;
+        t[b] = c.is_ascii_alphanumeric()
+            || matches!(
+                c,
+                b'!' | b'#'
+                    | b'$'
+                    | b'%'
+                    | b'&'
+                    | b'\''
+                    | b'*'
+                    | b'+'
+                    | b'-'
+                    | b'.'
+                    | b'^'
+                    | b'_'
+                    | b'`'
+                    | b'|'
+                    | b'~'
+            );
+        b += 1;
+    }
+    t
+};
 
 /// `s` without leading and trailing spaces and tabs.
 fn trim(s: &[u8]) -> &[u8] {
@@ -694,15 +742,15 @@ fn request_path(target: &[u8]) -> Option<&[u8]> {
 
 /// `s` as text, non-printable bytes as `?` (not cut: [`text`] cuts the whole API name).
 fn printable(s: &[u8]) -> String {
-    s.iter()
-        .map(|&b| {
-            if (0x20..0x7f).contains(&b) {
-                b as char
-            } else {
-                '?'
-            }
-        })
-        .collect()
+    let mut out = String::with_capacity(s.len());
+    for &b in s {
+        out.push(if (0x20..0x7f).contains(&b) {
+            char::from(b)
+        } else {
+            '?'
+        });
+    }
+    out
 }
 
 #[cfg(test)]

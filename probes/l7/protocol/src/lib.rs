@@ -270,16 +270,16 @@ fn detect_with(
 
 /// Cuts `s` to [`MAX_TEXT`] bytes of printable ASCII (others become `?`).
 pub fn text(s: &[u8]) -> String {
-    s.iter()
-        .take(MAX_TEXT)
-        .map(|&b| {
-            if (0x20..0x7f).contains(&b) {
-                b as char
-            } else {
-                '?'
-            }
-        })
-        .collect()
+    let s = s.get(..MAX_TEXT).unwrap_or(s);
+    let mut out = String::with_capacity(s.len());
+    for &b in s {
+        out.push(if (0x20..0x7f).contains(&b) {
+            char::from(b)
+        } else {
+            '?'
+        });
+    }
+    out
 }
 
 /// Helpers the protocol modules' tests share.

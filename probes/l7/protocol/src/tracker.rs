@@ -723,6 +723,20 @@ struct Tables {
     traces: Traces,
 }
 
+/// `map`'s row for `key`: the existing one (without cloning the key), else one created
+/// when the map has room (else counted in `overflow`).
+fn row_of<'a, K: Ord + Clone, V: Default>(
+    map: &'a mut BTreeMap<K, V>,
+    key: &K,
+    max: usize,
+    overflow: &mut u64,
+) -> Option<&'a mut V> {
+    if map.contains_key(key) {
+        return map.get_mut(key);
+    }
+    row(map, key.clone(), max, overflow)
+}
+
 /// `map`'s row for `key`, created when the map has room (else counted in `overflow`).
 fn row<'a, K: Ord, V: Default>(
     map: &'a mut BTreeMap<K, V>,
@@ -740,7 +754,7 @@ fn row<'a, K: Ord, V: Default>(
 impl Tables {
     fn link(&mut self, key: &Key, add: &LinkStats) {
         let overflow = &mut self.stats.key_overflow;
-        if let Some(r) = row(&mut self.links, key.clone(), self.limits.max_keys, overflow) {
+        if let Some(r) = row_of(&mut self.links, key, self.limits.max_keys, overflow) {
             r.add(add);
         }
     }
@@ -769,7 +783,7 @@ impl Tables {
     /// Both rows of a request or response under (`key`, `api`).
     fn rows(&mut self, key: &Key, api: &str, f: impl Fn(&mut RpcStats)) {
         let (max, overflow) = (self.limits.max_keys, &mut self.stats.key_overflow);
-        if let Some(r) = row(&mut self.rpcs, key.clone(), max, overflow) {
+        if let Some(r) = row_of(&mut self.rpcs, key, max, overflow) {
             f(r);
         }
         let api_key = ApiKey {
