@@ -27,7 +27,8 @@
 use std::collections::VecDeque;
 
 use crate::{
-    api, text, Detect, Direction, Message, ParseError, Protocol, Status, StreamParser, MAX_PENDING,
+    api, printable, text, Detect, Direction, Message, ParseError, Protocol, Status, StreamParser,
+    MAX_PENDING,
 };
 
 /// Methods [`detect`] recognises at the start of a connection.
@@ -738,19 +739,6 @@ fn request_path(target: &[u8]) -> Option<&[u8]> {
         .position(|&b| b == b'?' || b == b'#')
         .unwrap_or(path.len());
     path.get(..end)
-}
-
-/// `s` as text, non-printable bytes as `?` (not cut: [`text`] cuts the whole API name).
-fn printable(s: &[u8]) -> String {
-    let mut out = String::with_capacity(s.len());
-    for &b in s {
-        out.push(if (0x20..0x7f).contains(&b) {
-            char::from(b)
-        } else {
-            '?'
-        });
-    }
-    out
 }
 
 #[cfg(test)]

@@ -2223,9 +2223,8 @@ mod tests {
         }
     }
 
-    #[test]
-    #[ignore = "long-running fuzz campaign: GG_FUZZ_SECS (default 600)"]
-    fn fuzz_topic_walker_campaign() {
+    /// A campaign's length (`GG_FUZZ_SECS`, default 600 s) and a fresh seed, printed.
+    fn campaign(name: &str) -> (u64, u64) {
         let secs: u64 = std::env::var("GG_FUZZ_SECS")
             .ok()
             .and_then(|s| s.parse().ok())
@@ -2234,7 +2233,14 @@ mod tests {
             .duration_since(UNIX_EPOCH)
             .map_or(1, |d| d.as_nanos() as u64)
             | 1;
-        println!("fuzz_topic_walker_campaign: seed {seed:#x}, {secs} s");
+        println!("{name}: seed {seed:#x}, {secs} s");
+        (secs, seed)
+    }
+
+    #[test]
+    #[ignore = "long-running fuzz campaign: GG_FUZZ_SECS (default 600)"]
+    fn fuzz_topic_walker_campaign() {
+        let (secs, seed) = campaign("fuzz_topic_walker_campaign");
         let mut r = Rng(seed);
         let start = Instant::now();
         let (mut inputs, mut complete, mut bytes_fed) = (0u64, 0u64, 0u64);
@@ -2285,15 +2291,7 @@ mod tests {
     #[test]
     #[ignore = "long-running fuzz campaign: GG_FUZZ_SECS (default 600)"]
     fn fuzz_metadata_walker_campaign() {
-        let secs: u64 = std::env::var("GG_FUZZ_SECS")
-            .ok()
-            .and_then(|s| s.parse().ok())
-            .unwrap_or(600);
-        let seed = SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .map_or(1, |d| d.as_nanos() as u64)
-            | 1;
-        println!("fuzz_metadata_walker_campaign: seed {seed:#x}, {secs} s");
+        let (secs, seed) = campaign("fuzz_metadata_walker_campaign");
         let mut r = Rng(seed);
         let start = Instant::now();
         let (mut inputs, mut bytes_fed) = (0u64, 0u64);

@@ -270,7 +270,11 @@ fn detect_with(
 
 /// Cuts `s` to [`MAX_TEXT`] bytes of printable ASCII (others become `?`).
 pub fn text(s: &[u8]) -> String {
-    let s = s.get(..MAX_TEXT).unwrap_or(s);
+    printable(s.get(..MAX_TEXT).unwrap_or(s))
+}
+
+/// `s` as text, bytes outside printable ASCII replaced by `?` (no length limit).
+pub(crate) fn printable(s: &[u8]) -> String {
     let mut out = String::with_capacity(s.len());
     for &b in s {
         out.push(if (0x20..0x7f).contains(&b) {
