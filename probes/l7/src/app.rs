@@ -241,8 +241,14 @@ fn run(mode: Mode) -> Result<()> {
             0
         })?
     };
-    // Sends every CPU's batch, takes what the ring holds, and parses what is complete.
-    let drain = |collector: &Collector<'_>| -> Result<()> {
+    // Sends every CPU's batch, takes what the ring holds, and parses what is complete; unless
+    // `now` is false and the last drain was less than DRAIN_MIN ago.
+    let mut last_drain = Instant::now();
+    let mut drain = |collector: &Collector<'_>, now: bool| -> Result<()> {
+        if !now && last_drain.elapsed() < DRAIN_MIN {
+            return Ok(());
+        }
+        last_drain = Instant::now();
         let before = ktime_ns();
         let all = collector.flush();
         poller.poll(Duration::ZERO)?;
@@ -257,7 +263,6 @@ fn run(mode: Mode) -> Result<()> {
         });
         Ok(())
     };
-    let mut last_drain = Instant::now();
     let tracing = |s: &Settings| s.probe_bits & (BIT_BYTES | BIT_RPC | BIT_TRACE) != 0;
     conns.borrow_mut().set_trace(trace_config(mode, &settings));
     if let Err(e) = collector.select(&settings.snoop, tracing(&settings)) {
@@ -329,18 +334,14 @@ fn run(mode: Mode) -> Result<()> {
         let now = Instant::now();
         if now < next {
             poller.poll((next - now).min(DRAIN_EVERY))?;
-            if last_drain.elapsed() >= DRAIN_MIN {
-                drain(&collector)?;
-                last_drain = Instant::now();
-            }
+            drain(&collector, false)?;
             continue;
         }
         next += settings.period();
         if next <= now {
             next = now + settings.period();
         }
-        drain(&collector)?;
-        last_drain = Instant::now();
+        drain(&collector, true)?;
         let secs = now.duration_since(last_report).as_secs_f64().max(0.001);
         last_report = now;
         let capture_stats = conns.borrow().capture_stats();

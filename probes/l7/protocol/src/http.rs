@@ -358,14 +358,20 @@ impl Core {
             Some(i) => (i + 1, true),
             None => (rest.len(), false),
         };
+        self.count_line(used)?;
+        self.line
+            .extend_from_slice(rest.get(..used).unwrap_or_default());
+        Ok((used, done))
+    }
+
+    /// Counts `used` more bytes of the current line, within [`MAX_PENDING`] per block.
+    fn count_line(&mut self, used: usize) -> Result<(), ParseError> {
         if self.block.saturating_add(used) > MAX_PENDING {
             return Err(ParseError::TooLong(Protocol::Http));
         }
         self.block += used;
         self.len = self.len.saturating_add(used as u64);
-        self.line
-            .extend_from_slice(rest.get(..used).unwrap_or_default());
-        Ok((used, done))
+        Ok(())
     }
 
     /// The current complete line without its line end, taken out of the parser.
@@ -391,11 +397,7 @@ impl Core {
         if self.line.is_empty() {
             if let Some(i) = memchr::memchr(b'\n', rest) {
                 let used = i + 1;
-                if self.block.saturating_add(used) > MAX_PENDING {
-                    return Err(ParseError::TooLong(Protocol::Http));
-                }
-                self.block += used;
-                self.len = self.len.saturating_add(used as u64);
+                self.count_line(used)?;
                 let line = rest.get(..i).unwrap_or_default();
                 let line = line.strip_suffix(b"\r").unwrap_or(line);
                 return self.head_line_done(line, out).map(|()| used);

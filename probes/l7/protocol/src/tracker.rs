@@ -1643,6 +1643,13 @@ mod tests {
         assert_eq!(s.stats, TrackerStats::default());
     }
 
+    /// A Kafka message: `body` after its 4-byte size.
+    fn kafka_framed(body: Vec<u8>) -> Vec<u8> {
+        let mut m = (body.len() as u32).to_be_bytes().to_vec();
+        m.extend(body);
+        m
+    }
+
     fn kafka_request(api_key: i16, version: i16, correlation: i32) -> Vec<u8> {
         let mut body = api_key.to_be_bytes().to_vec();
         body.extend(version.to_be_bytes());
@@ -1650,9 +1657,7 @@ mod tests {
         body.extend(6i16.to_be_bytes());
         body.extend(b"client");
         body.extend([0, 0, 0]);
-        let mut m = (body.len() as u32).to_be_bytes().to_vec();
-        m.extend(body);
-        m
+        kafka_framed(body)
     }
 
     /// A Produce v3 request (acks 0) of one batch of `records` records to `topic`.
@@ -1680,9 +1685,7 @@ mod tests {
         body.extend(0i32.to_be_bytes());
         body.extend((set.len() as i32).to_be_bytes());
         body.extend(set);
-        let mut m = (body.len() as u32).to_be_bytes().to_vec();
-        m.extend(body);
-        m
+        kafka_framed(body)
     }
 
     #[test]
@@ -1735,9 +1738,7 @@ mod tests {
             body.push(0); // topic tags
         }
         body.push(0); // body tags
-        let mut m = (body.len() as u32).to_be_bytes().to_vec();
-        m.extend(body);
-        m
+        kafka_framed(body)
     }
 
     /// A Produce v13 request (acks 0, flexible) of one batch of 3 records to topic `id`.
@@ -1765,9 +1766,7 @@ mod tests {
         body.push(set.len() as u8 + 1);
         body.extend(set);
         body.extend([0, 0, 0]); // partition, topic and body tags
-        let mut m = (body.len() as u32).to_be_bytes().to_vec();
-        m.extend(body);
-        m
+        kafka_framed(body)
     }
 
     #[test]
@@ -1813,9 +1812,7 @@ mod tests {
         let mut body = correlation.to_be_bytes().to_vec();
         body.extend(error.to_be_bytes());
         body.extend([1, 0, 0, 0, 0, 0]);
-        let mut m = (body.len() as u32).to_be_bytes().to_vec();
-        m.extend(body);
-        m
+        kafka_framed(body)
     }
 
     #[test]

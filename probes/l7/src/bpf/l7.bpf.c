@@ -413,8 +413,6 @@ static __always_inline void append(struct l7_batch *b, struct l7_ev_data *h,
 	struct l7_ev_data *e;
 	__u32 off, cap = 0;
 
-	if (src->how != L7_HOW_BUF && src->how != L7_HOW_TLS && src->how != L7_HOW_IOV)
-		want = 0;
 	if (b->len > L7_BATCH_BYTES - sizeof(*e) - L7_BATCH_CAP)
 		flush(b);
 	off = b->len;
@@ -609,9 +607,10 @@ static __always_inline int on_io(struct sock *sk, int len, __u8 dir)
 		break;
 	}
 	h.how = src.how;
-	want = cap_of(c, len);
-	b = bpf_map_lookup_elem(&batch, &zero);
-	if (c->batch && b && !b->busy && want <= L7_BATCH_CAP) {
+	/* Bytes are read from user memory only (sendfile, splice, unknown calls: none). */
+	want = src.how == L7_HOW_BUF || src.how == L7_HOW_IOV ? cap_of(c, len) : 0;
+	b = c->batch && want <= L7_BATCH_CAP ? bpf_map_lookup_elem(&batch, &zero) : NULL;
+	if (b && !b->busy) {
 		/* Held while the time is taken and the entry written: a flush of this CPU
 		 * either sends the entry or waits for it (user space orders by time). */
 		b->busy = 1;
