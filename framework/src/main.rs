@@ -13,6 +13,7 @@ use gala_gopher::config::{self, GopherConfig, OutChannel};
 use gala_gopher::container_labels;
 use gala_gopher::control::{self, Control};
 use gala_gopher::export::build_exporters;
+use gala_gopher::export::flamegraph::{self, FlamegraphState};
 use gala_gopher::export::http::{self, MetricsState};
 use gala_gopher::export::prometheus::RenderOptions;
 use gala_gopher::ingest::Ingest;
@@ -297,6 +298,10 @@ async fn run(checked: config::Preflight, config_path: PathBuf) -> anyhow::Result
         }
     });
 
+    // Flame graphs (read-only): where the probe with REST name `flamegraph` writes them, from
+    // the supervisor's current spec at each request.
+    let flame_state = FlamegraphState::new(Arc::new(sup.clone()), Arc::clone(&telemetry));
+
     let (stop_tx, stop_rx) = watch::channel(false);
     let status_state = control::status::StatusState {
         store: Arc::clone(&store),
@@ -334,7 +339,9 @@ async fn run(checked: config::Preflight, config_path: PathBuf) -> anyhow::Result
         http::return_large_buffers_on_free();
         let limits = http::HttpLimits::from(&cfg.web_server);
         let counters = state.counters();
-        let app = http::router(state).merge(control::status::router(status_state.clone()));
+        let app = http::router(state)
+            .merge(control::status::router(status_state.clone()))
+            .merge(flamegraph::router(flame_state.clone()));
         let mut rx = stop_rx.clone();
         server = Some(tokio::spawn(async move {
             let shutdown = async move {
@@ -344,14 +351,16 @@ async fn run(checked: config::Preflight, config_path: PathBuf) -> anyhow::Result
         }));
     }
 
-    // gopher-ctl's socket: the REST routes, /status and /metrics, guarded by file permissions.
+    // gopher-ctl's socket: the REST routes, /status, /flamegraph/ and /metrics, guarded by file
+    // permissions.
     let mut cmd_server = None;
     if !cfg.global.cmd_socket.is_empty() {
         let path = std::path::Path::new(&cfg.global.cmd_socket);
         match http::unix::bind_unix(path) {
             Ok(sock) => {
                 let mut app = control::rest::routes(rest_state.clone())
-                    .merge(control::status::router(status_state.clone()));
+                    .merge(control::status::router(status_state.clone()))
+                    .merge(flamegraph::routes(flame_state.clone()));
                 if let Some(state) = metrics_state.clone() {
                     app = app.merge(http::router(state));
                 }

@@ -1,6 +1,6 @@
 //! The metrics HTTP server (`web_server`): `GET /` and `GET /metrics`. The daemon merges
-//! `GET /status` ([`crate::control::status::router`]) into [`router`]. Other paths 404, other
-//! methods 405.
+//! `GET /status` ([`crate::control::status::router`]) and the flame graph pages
+//! ([`super::flamegraph::router`]) into [`router`]. Other paths 404, other methods 405.
 //!
 //! `/metrics` answers in the classic Prometheus text format, or OpenMetrics when `Accept` prefers
 //! it, gzip-compressed when `Accept-Encoding` allows ([`negotiate`]). The body is streamed: the

@@ -5,6 +5,7 @@
 //! lost them). Each push sink implements [`sink::Sink`] and runs in the generic loop of
 //! [`runner`]; [`SINKS`] lists them.
 
+pub mod flamegraph;
 pub mod http;
 pub mod json;
 pub mod kafka;

@@ -2,12 +2,14 @@
 //! `gala_gopher_self_*` metric and in `GET /status`.
 
 mod discovery;
+mod flamegraph;
 mod http;
 mod log_limit;
 mod render;
 mod sinks;
 
 pub use discovery::{render_discovery_metrics, DiscoveryCounters, RefusalReason};
+pub use flamegraph::{render_flamegraph_metrics, FlamegraphCounters, FlamegraphResult};
 pub use http::{render_http_metrics, HttpCounters, HttpServers, HttpTimeout};
 pub use log_limit::{log_suppressed, Admit, LogLimiter, LOG_LINES_PER_SEC};
 pub use render::render_self_metrics;
@@ -215,6 +217,8 @@ pub struct Telemetry {
     pub discovery: DiscoveryCounters,
     /// HTTP servers: connections, refusals, timeouts.
     pub http: HttpServers,
+    /// Flame graph pages (`GET /flamegraph/…`) by result.
+    pub flamegraph: FlamegraphCounters,
     /// `.meta` loads and refusals (shared with the ingest path).
     pub meta: Arc<crate::meta::MetaCounters>,
     /// Per-probe custom labels (set by the REST API, read by the ingest path) and their

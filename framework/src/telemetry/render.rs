@@ -258,6 +258,7 @@ pub fn render_self_metrics(tel: &Telemetry, store: &TableStore, out: &mut String
     super::render_sink_metrics(&tel.sinks.all(), &tel.events, &mid, out);
     super::render_discovery_metrics(&tel.discovery, &mid, out);
     super::render_http_metrics(&tel.http, &mid, out);
+    super::render_flamegraph_metrics(&tel.flamegraph, &mid, out);
     tel.meta.render(&mid, out);
     tel.custom_labels.render(&mid, out);
     if let Some(c) = tel.containers.get() {

@@ -1,0 +1,3 @@
+fn main() {
+    bpf_build::build_skeletons(&["stack"]);
+}

@@ -1,0 +1,238 @@
+//! The loaded BPF side at run time: which programs are attached (perf events per CPU for
+//! on-CPU, sched_switch for off-CPU), the process filter, the epoch bump of a drain, and the
+//! counters of the BPF side.
+
+use std::collections::BTreeSet;
+use std::os::fd::{AsFd, AsRawFd, OwnedFd};
+use std::path::Path;
+
+use anyhow::{Context, Result};
+use libbpf_rs::{Link, MapCore, MapFlags};
+use probe_sdk::control::{Snoop, SnoopMode};
+
+use crate::drain::{self, Drained, Maps, Pending};
+use crate::perf;
+use crate::skel::StackProgs;
+
+/// The maps the collector uses.
+pub struct MapRefs<'a> {
+    /// Stack maps of parity 0 and 1.
+    pub stacks: [&'a dyn MapCore; 2],
+    /// On-CPU counts of parity 0 and 1.
+    pub oncpu: [&'a dyn MapCore; 2],
+    /// Off-CPU stretches of parity 0 and 1.
+    pub offcpu: [&'a dyn MapCore; 2],
+    /// Threads switched out.
+    pub starts: &'a dyn MapCore,
+    /// The process filter.
+    pub tgids: &'a dyn MapCore,
+    /// Per-CPU counters (`enum st_stat`).
+    pub st_stats: &'a dyn MapCore,
+    /// Loss counters.
+    pub gg_stats: &'a dyn MapCore,
+    /// Unwinding hints (src/hints.rs).
+    pub hints: &'a dyn MapCore,
+}
+
+/// Slots of the BPF side's `st_stats` (intf.h `enum st_stat`).
+pub mod slot {
+    /// On-CPU samples counted.
+    pub const SAMPLES: u32 = 0;
+    /// Stacks not stored: bucket collision.
+    pub const COLLISIONS: u32 = 1;
+    /// Stacks not stored: map full.
+    pub const STACK_FULL: u32 = 2;
+    /// Off-CPU stretches recorded.
+    pub const SWITCHES: u32 = 3;
+    /// Off-CPU stretches below the minimum.
+    pub const SHORT: u32 = 4;
+    /// Number of slots.
+    pub const NR: u32 = 5;
+}
+
+/// The `.bss` knobs, written while the programs run.
+pub struct Knobs<'a> {
+    /// Epoch counter (see drain.rs).
+    pub epoch: &'a mut u32,
+    /// enum filter_mode.
+    pub filter_mode: &'a mut u32,
+    /// Off-CPU on.
+    pub offcpu_on: &'a mut u8,
+    /// Minimum off-CPU stretch, ns.
+    pub min_block_ns: &'a mut u64,
+}
+
+/// BPF filter modes (intf.h `enum filter_mode`).
+const FILTER_ALL: u32 = 0;
+const FILTER_INCLUDE: u32 = 1;
+const FILTER_EXCLUDE: u32 = 2;
+
+/// Attached programs and the knobs.
+pub struct Collector<'a, 'obj> {
+    maps: MapRefs<'a>,
+    progs: &'a StackProgs<'obj>,
+    knobs: Knobs<'a>,
+    /// One perf event (and its link) per online CPU while on-CPU sampling runs.
+    perf: Vec<(OwnedFd, Link)>,
+    /// Sampling period of the open events, ns.
+    perf_period_ns: u64,
+    switch: Option<Link>,
+    /// tgids in the BPF filter map.
+    filtered: BTreeSet<u32>,
+    pending: Pending,
+}
+
+impl<'a, 'obj> Collector<'a, 'obj> {
+    /// A collector over a loaded skeleton; nothing attached yet.
+    pub fn new(maps: MapRefs<'a>, progs: &'a StackProgs<'obj>, knobs: Knobs<'a>) -> Self {
+        Collector {
+            maps,
+            progs,
+            knobs,
+            perf: Vec::new(),
+            perf_period_ns: 0,
+            switch: None,
+            filtered: BTreeSet::new(),
+            pending: Pending::default(),
+        }
+    }
+
+    /// On-CPU sampling on every online CPU every `period_ns` (None: off).
+    pub fn set_oncpu(&mut self, period_ns: Option<u64>) -> Result<()> {
+        match period_ns {
+            None => {
+                self.perf.clear();
+                self.perf_period_ns = 0;
+            }
+            Some(p) if p == self.perf_period_ns && !self.perf.is_empty() => {}
+            Some(p) => {
+                self.perf.clear();
+                let cpus = perf::online_cpus(Path::new("/sys/devices/system/cpu/online"))
+                    .context("reading the online CPUs")?;
+                for cpu in cpus {
+                    let fd = perf::open_cpu_clock(cpu, p)
+                        .with_context(|| format!("perf_event_open(cpu-clock) on CPU {cpu}"))?;
+                    let link = self
+                        .progs
+                        .on_cpu_sample
+                        .attach_perf_event(fd.as_raw_fd())
+                        .with_context(|| format!("attaching the sampler on CPU {cpu}"))?;
+                    self.perf.push((fd, link));
+                }
+                self.perf_period_ns = p;
+            }
+        }
+        Ok(())
+    }
+
+    /// Whether on-CPU sampling runs.
+    pub fn oncpu(&self) -> bool {
+        !self.perf.is_empty()
+    }
+
+    /// Off-CPU recording on or off; `min_block_ns`: shorter stretches are only counted.
+    pub fn set_offcpu(&mut self, on: bool, min_block_ns: u64) -> Result<()> {
+        // SAFETY (all volatile writes below): the fields live in the mmap'ed .bss for as long
+        // as the skeleton, which outlives `self`; the BPF side only reads them.
+        unsafe { std::ptr::write_volatile(self.knobs.min_block_ns, min_block_ns) };
+        if on && self.switch.is_none() {
+            self.switch = Some(
+                self.progs
+                    .on_switch
+                    .attach()
+                    .context("attaching tp_btf/sched_switch")?,
+            );
+            unsafe { std::ptr::write_volatile(self.knobs.offcpu_on, 1) };
+        } else if !on && self.switch.is_some() {
+            unsafe { std::ptr::write_volatile(self.knobs.offcpu_on, 0) };
+            self.switch = None;
+        }
+        Ok(())
+    }
+
+    /// Whether off-CPU recording runs.
+    pub fn offcpu(&self) -> bool {
+        self.switch.is_some()
+    }
+
+    /// Makes the BPF filter select what `snoop` selects. Returns the tgids the map refused
+    /// (full).
+    pub fn set_filter(&mut self, snoop: &Snoop) -> u64 {
+        let (mode, wanted): (u32, BTreeSet<u32>) = match snoop.mode {
+            SnoopMode::All => (FILTER_ALL, BTreeSet::new()),
+            SnoopMode::Include => (FILTER_INCLUDE, snoop.pids.iter().copied().collect()),
+            SnoopMode::Exclude => (FILTER_EXCLUDE, snoop.pids.iter().copied().collect()),
+        };
+        let map = self.maps.tgids;
+        for gone in self.filtered.difference(&wanted) {
+            let _ = map.delete(&gone.to_ne_bytes());
+        }
+        let mut refused = 0;
+        let mut now = BTreeSet::new();
+        for tgid in &wanted {
+            if self.filtered.contains(tgid)
+                || map
+                    .update(&tgid.to_ne_bytes(), &[1u8], MapFlags::ANY)
+                    .is_ok()
+            {
+                now.insert(*tgid);
+            } else {
+                refused += 1;
+            }
+        }
+        self.filtered = now;
+        // SAFETY: see set_offcpu.
+        unsafe { std::ptr::write_volatile(self.knobs.filter_mode, mode) };
+        refused
+    }
+
+    /// Bumps the epoch and drains the previous one (drain.rs).
+    pub fn drain(&mut self) -> Drained {
+        // SAFETY: see set_offcpu; only user space writes the epoch.
+        let old = unsafe { std::ptr::read_volatile(self.knobs.epoch) };
+        unsafe { std::ptr::write_volatile(self.knobs.epoch, old.wrapping_add(1)) };
+        std::thread::sleep(drain::SETTLE);
+        let m = &self.maps;
+        let maps = Maps {
+            stacks: m.stacks,
+            oncpu: m.oncpu,
+            offcpu: m.offcpu,
+            starts: m.starts,
+        };
+        drain::drain(&maps, old, &mut self.pending)
+    }
+
+    /// The unwinding hints map.
+    pub fn hints_map(&self) -> &'a dyn MapCore {
+        self.maps.hints
+    }
+
+    /// The BPF side's `st_stats`, summed over CPUs.
+    pub fn stats(&self) -> [u64; slot::NR as usize] {
+        let mut out = [0u64; slot::NR as usize];
+        for (i, o) in out.iter_mut().enumerate() {
+            if let Ok(Some(per_cpu)) = self
+                .maps
+                .st_stats
+                .lookup_percpu(&(i as u32).to_ne_bytes(), MapFlags::ANY)
+            {
+                *o = per_cpu
+                    .iter()
+                    .filter_map(|b| b.as_slice().try_into().ok().map(u64::from_ne_bytes))
+                    .fold(0u64, u64::wrapping_add);
+            }
+        }
+        out
+    }
+
+    /// The loss counters of `gg_stats`, with the programs' recursion misses as lost events.
+    pub fn loss(&self) -> probe_sdk::bpf::LossCounters {
+        let mut c = probe_sdk::bpf::read_loss_counters(self.maps.gg_stats);
+        let misses = probe_sdk::bpf::recursion_misses([
+            self.progs.on_cpu_sample.as_fd(),
+            self.progs.on_switch.as_fd(),
+        ]);
+        c.lost = c.lost.saturating_add(misses);
+        c
+    }
+}

@@ -1,0 +1,319 @@
+//! Unwinding hints: the callers a frame-pointer walk skips.
+//!
+//! The kernel walks user stacks by frame pointers. A function compiled without them (most of
+//! Debian's libc, for one) does not link its frame, so the walk that starts in it continues
+//! from the frame of the nearest caller that has one, and the callers in between are missing:
+//! `main → work → nanosleep → clock_nanosleep` is recorded as `main → clock_nanosleep`.
+//!
+//! For each user address it sees at the innermost end of a stack, user space looks up the
+//! call-frame information (`.eh_frame`, which every x86-64 ELF binary carries) and tells the
+//! BPF side, through the `hints` map keyed by (process, address), where that function keeps its
+//! return address relative to the stack pointer — or that its frame pointer is valid. At the
+//! next sample at that address, the BPF side reads the return address from the user stack and
+//! goes on with the caller's address, up to `MAX_HINTS` frames, until a function with a valid
+//! frame pointer; the kernel's walk is right from there. The recovered return addresses are
+//! part of the count's key and go in between the leaf and the kernel's next frame. Each drain
+//! teaches the hints for the addresses it saw, so a chain of frameless callers is complete
+//! after a few drains. x86-64 only (elsewhere no hint is ever given).
+//!
+//! Bounds: [`MAX_FILES`] binaries' call-frame tables cached (sections of at most
+//! [`MAX_SECTION_BYTES`]), the BPF map's capacity in hints; a process's hints go when it exits.
+
+use std::collections::{HashMap, HashSet};
+use std::fs::File;
+use std::path::PathBuf;
+
+use gimli::{
+    BaseAddresses, CfaRule, EhFrame, EhFrameHdr, NativeEndian, RegisterRule, UnwindContext,
+    UnwindSection, X86_64,
+};
+use libbpf_rs::{MapCore, MapFlags};
+use object::{Object, ObjectSection, ObjectSegment};
+
+/// Binaries whose call-frame tables are kept.
+pub const MAX_FILES: usize = 64;
+/// Largest `.eh_frame` (or header) read.
+pub const MAX_SECTION_BYTES: u64 = 64 << 20;
+/// Hint value: the frame pointer is valid here (or nothing is known): stop.
+pub const HINT_STOP: i32 = -1;
+
+/// A binary's call-frame sections.
+struct Cfi {
+    eh_frame: Vec<u8>,
+    eh_frame_addr: u64,
+    hdr: Vec<u8>,
+    hdr_addr: u64,
+    text_addr: u64,
+    /// (file offset, size, virtual address) of the loadable segments.
+    segments: Vec<(u64, u64, u64)>,
+}
+
+impl Cfi {
+    fn read(file: &File) -> Option<Cfi> {
+        let data = object::ReadCache::new(file);
+        let obj = object::File::parse(&data).ok()?;
+        if obj.architecture() != object::Architecture::X86_64 {
+            return None;
+        }
+        let section = |name: &str| -> Option<(Vec<u8>, u64)> {
+            let s = obj.section_by_name(name)?;
+            if s.size() > MAX_SECTION_BYTES {
+                return None;
+            }
+            Some((s.data().ok()?.to_vec(), s.address()))
+        };
+        let (eh_frame, eh_frame_addr) = section(".eh_frame")?;
+        let (hdr, hdr_addr) = section(".eh_frame_hdr")?;
+        let text_addr = obj
+            .section_by_name(".text")
+            .map(|s| s.address())
+            .unwrap_or(0);
+        let segments = obj
+            .segments()
+            .map(|s| {
+                let (off, size) = s.file_range();
+                (off, size, s.address())
+            })
+            .collect();
+        Some(Cfi {
+            eh_frame,
+            eh_frame_addr,
+            hdr,
+            hdr_addr,
+            text_addr,
+            segments,
+        })
+    }
+
+    /// The virtual address of file offset `off`.
+    fn vaddr(&self, off: u64) -> Option<u64> {
+        self.segments
+            .iter()
+            .find(|(o, size, _)| off >= *o && off < o + size)
+            .map(|(o, _, va)| va + (off - o))
+    }
+
+    /// The hint at virtual address `va`: the return address's offset from the stack pointer
+    /// when the frame pointer is not set up there, else [`HINT_STOP`].
+    fn hint(&self, va: u64) -> i32 {
+        let bases = BaseAddresses::default()
+            .set_eh_frame_hdr(self.hdr_addr)
+            .set_eh_frame(self.eh_frame_addr)
+            .set_text(self.text_addr);
+        let hdr = EhFrameHdr::new(&self.hdr, NativeEndian);
+        let Ok(parsed) = hdr.parse(&bases, 8) else {
+            return HINT_STOP;
+        };
+        let Some(table) = parsed.table() else {
+            return HINT_STOP;
+        };
+        let eh_frame = EhFrame::new(&self.eh_frame, NativeEndian);
+        let mut ctx = UnwindContext::new();
+        let Ok(row) = table.unwind_info_for_address(
+            &eh_frame,
+            &bases,
+            &mut ctx,
+            va,
+            EhFrame::cie_from_offset,
+        ) else {
+            return HINT_STOP;
+        };
+        let standard_ra = matches!(row.register(X86_64::RA), Some(RegisterRule::Offset(-8)));
+        match row.cfa() {
+            CfaRule::RegisterAndOffset { register, offset }
+                if *register == X86_64::RSP && standard_ra && (8..=4096).contains(offset) =>
+            {
+                (*offset - 8) as i32
+            }
+            _ => HINT_STOP,
+        }
+    }
+}
+
+/// One mapping of `/proc/<pid>/maps`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct Mapping {
+    start: u64,
+    end: u64,
+    offset: u64,
+    dev: String,
+    inode: u64,
+}
+
+fn parse_maps(text: &str) -> Vec<Mapping> {
+    text.lines()
+        .filter_map(|l| {
+            let mut f = l.split_whitespace();
+            let (range, perms, offset, dev, inode) =
+                (f.next()?, f.next()?, f.next()?, f.next()?, f.next()?);
+            if !perms.contains('x') {
+                return None;
+            }
+            let (s, e) = range.split_once('-')?;
+            let inode: u64 = inode.parse().ok()?;
+            (inode != 0).then_some(())?;
+            Some(Mapping {
+                start: u64::from_str_radix(s, 16).ok()?,
+                end: u64::from_str_radix(e, 16).ok()?,
+                offset: u64::from_str_radix(offset, 16).ok()?,
+                dev: dev.to_string(),
+                inode,
+            })
+        })
+        .collect()
+}
+
+/// Key of the BPF `hints` map (intf.h `struct hint_key`).
+fn key(tgid: u32, ip: u64) -> [u8; 16] {
+    let mut k = [0u8; 16];
+    k[..4].copy_from_slice(&tgid.to_ne_bytes());
+    k[8..].copy_from_slice(&ip.to_ne_bytes());
+    k
+}
+
+/// Counters of the hints (cumulative).
+#[derive(Debug, Default, Clone, Copy)]
+pub struct HintStats {
+    /// Hints given (frameless frames the BPF side now unwinds).
+    pub given: u64,
+    /// Addresses taught as "stop" (frame pointer valid, or nothing known).
+    pub stops: u64,
+    /// Hints not given because the map was full.
+    pub refused: u64,
+}
+
+/// The user side of the hints.
+pub struct Hints {
+    proc_root: PathBuf,
+    files: HashMap<(String, u64), Option<std::sync::Arc<Cfi>>>,
+    maps: HashMap<u32, Vec<Mapping>>,
+    taught: HashSet<(u32, u64)>,
+    stats: HintStats,
+    enabled: bool,
+}
+
+impl Hints {
+    /// Hints for processes under `proc_root` (`/proc` of the host).
+    pub fn new(proc_root: PathBuf) -> Hints {
+        Hints {
+            proc_root,
+            files: HashMap::new(),
+            maps: HashMap::new(),
+            taught: HashSet::new(),
+            stats: HintStats::default(),
+            enabled: cfg!(target_arch = "x86_64"),
+        }
+    }
+
+    /// Counters so far.
+    pub fn stats(&self) -> HintStats {
+        self.stats
+    }
+
+    /// Teaches the hint for the user address `ip` of `tgid` (`ret`: a return address, whose
+    /// call instruction is one byte before it), once.
+    pub fn teach(&mut self, map: &dyn MapCore, tgid: u32, ip: u64, ret: bool) {
+        if !self.enabled || ip == 0 || !self.taught.insert((tgid, ip)) {
+            return;
+        }
+        let lookup = if ret { ip - 1 } else { ip };
+        let hint = self.hint_for(tgid, lookup).unwrap_or(HINT_STOP);
+        match map.update(&key(tgid, ip), &hint.to_ne_bytes(), MapFlags::ANY) {
+            Ok(()) if hint == HINT_STOP => self.stats.stops += 1,
+            Ok(()) => self.stats.given += 1,
+            Err(_) => {
+                self.stats.refused += 1;
+                // Taught again later, when there may be room.
+                self.taught.remove(&(tgid, ip));
+            }
+        }
+    }
+
+    /// Drops what is kept for the processes `alive` says are gone (and their BPF entries),
+    /// and the per-process map snapshots (re-read at the next teach: libraries come and go).
+    pub fn retain(&mut self, map: &dyn MapCore, mut alive: impl FnMut(u32) -> bool) {
+        let gone: HashSet<u32> = self
+            .taught
+            .iter()
+            .map(|(t, _)| *t)
+            .filter(|t| !alive(*t))
+            .collect();
+        self.taught.retain(|(t, ip)| {
+            if gone.contains(t) {
+                let _ = map.delete(&key(*t, *ip));
+                false
+            } else {
+                true
+            }
+        });
+        self.maps.clear();
+    }
+
+    fn hint_for(&mut self, tgid: u32, ip: u64) -> Option<i32> {
+        if !self.maps.contains_key(&tgid) {
+            let text = std::fs::read_to_string(self.proc_root.join(format!("{tgid}/maps"))).ok()?;
+            self.maps.insert(tgid, parse_maps(&text));
+        }
+        let m = self
+            .maps
+            .get(&tgid)?
+            .iter()
+            .find(|m| ip >= m.start && ip < m.end)?
+            .clone();
+        let id = (m.dev.clone(), m.inode);
+        if !self.files.contains_key(&id) {
+            if self.files.len() >= MAX_FILES {
+                self.files.clear();
+            }
+            // map_files: the very file mapped, also when deleted or in another mount namespace.
+            let path = self
+                .proc_root
+                .join(format!("{tgid}/map_files/{:x}-{:x}", m.start, m.end));
+            let cfi = File::open(path)
+                .ok()
+                .and_then(|f| Cfi::read(&f))
+                .map(std::sync::Arc::new);
+            self.files.insert(id.clone(), cfi);
+        }
+        let cfi = self.files.get(&id)?.as_ref()?;
+        let va = cfi.vaddr(ip - m.start + m.offset)?;
+        Some(cfi.hint(va))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn maps_keep_executable_file_mappings() {
+        let text = "\
+55d0c0000000-55d0c0001000 r--p 00000000 fd:01 1234 /bin/x
+55d0c0001000-55d0c0002000 r-xp 00001000 fd:01 1234 /bin/x
+7ffd1000-7ffd2000 r-xp 00000000 00:00 0 [vdso]
+";
+        let m = parse_maps(text);
+        assert_eq!(m.len(), 1);
+        assert_eq!(m[0].offset, 0x1000);
+        assert_eq!(m[0].inode, 1234);
+    }
+
+    /// This test binary's own code: a Rust function's frame pointer state at its first
+    /// instruction is "not set up" (the return address is at the stack pointer).
+    #[test]
+    fn the_first_instruction_of_a_function_has_its_return_address_at_sp() {
+        #[inline(never)]
+        fn probe_me(x: u64) -> u64 {
+            x.wrapping_mul(3)
+        }
+        let addr = probe_me as *const () as usize as u64;
+        let mut h = Hints::new(PathBuf::from("/proc"));
+        let pid = std::process::id();
+        assert_eq!(
+            h.hint_for(pid, addr),
+            Some(0),
+            "at entry, [sp] is the return address"
+        );
+        assert_eq!(std::hint::black_box(probe_me(2)), 6);
+    }
+}

@@ -1,0 +1,412 @@
+//! stackprobe: on-CPU and off-CPU flame graphs per process (upstream stackprobe, REST
+//! `flamegraph`). On-CPU stacks are sampled by a software cpu-clock perf event on every CPU,
+//! off-CPU stacks taken at `sched_switch`; both are counted in BPF maps, drained every
+//! [`DRAIN_EVERY`], symbolized (blazesym, `stack-symbolize`) and added to the period's profiles,
+//! which are written every `svg_period` into `flame_dir` as SVG, folded stacks and pprof
+//! (`stack-profile`), and pushed to Pyroscope when `pyroscope_server` is set. The final,
+//! partial period is written when the probe stops. See docs/probes/stack.md.
+//!
+//! Run-time control (the daemon's control channel on stdin): sub-probes (`-P` bits: 1 on-CPU,
+//! 2 off-CPU), the params, and snoopers (the processes profiled; none: the whole host) apply
+//! without a restart.
+
+mod collector;
+mod decode;
+mod drain;
+mod hints;
+mod output;
+mod perf;
+mod profiles;
+mod skel;
+mod tables;
+
+use std::io::Write;
+use std::mem::MaybeUninit;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::time::{Duration, Instant, SystemTime};
+
+use anyhow::{Context, Result};
+use libbpf_rs::skel::{OpenSkel, SkelBuilder};
+use probe_sdk::args::ProbeArgs;
+use probe_sdk::control::{Control, ControlMsg, Snoop};
+use probe_sdk::decl::{Declaration, ParamValue};
+use probe_sdk::record::{self, RecordWriter};
+use probe_sdk::run::{self, PeriodLoop};
+use stack_profile::Kind;
+use stack_symbolize::Symbolizer;
+
+use collector::{Collector, Knobs};
+use output::Outputs;
+use profiles::Profiles;
+use skel::{types, StackSkelBuilder};
+use tables::{BIT_OFFCPU, BIT_ONCPU, DEFAULT_BITS};
+
+/// How often the BPF maps are drained and their stacks symbolized: short enough that a process
+/// that exits is still there to be symbolized, the stack maps stay sparse and the unwinding
+/// hints (src/hints.rs) are learnt within seconds.
+const DRAIN_EVERY: Duration = Duration::from_secs(1);
+/// The first drain, sooner: the hints for what runs now are taught early.
+const FIRST_DRAIN: Duration = Duration::from_millis(250);
+/// Longest wait between control checks.
+const POLL_SLICE: Duration = Duration::from_millis(100);
+/// `-B <us>`: off-CPU stretches shorter than this are counted, not recorded (default 1 µs).
+const MIN_BLOCK_FLAG: char = 'B';
+const DEFAULT_MIN_BLOCK_US: u64 = 1;
+
+fn main() -> ExitCode {
+    if std::env::args().nth(1).as_deref() == Some("--print-meta") {
+        print!("{}", tables::meta_text());
+        return ExitCode::SUCCESS;
+    }
+    let args = ProbeArgs::from_env();
+    let min_block_us = match min_block(&args.extra) {
+        Ok(v) => v,
+        Err(e) => {
+            probe_sdk::error!("{e}");
+            return ExitCode::from(2);
+        }
+    };
+    match run_probe(&args, min_block_us) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            probe_sdk::error!("{e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn min_block(extra: &[(char, Option<String>)]) -> Result<u64, String> {
+    match extra.iter().rev().find(|(f, _)| *f == MIN_BLOCK_FLAG) {
+        None => Ok(DEFAULT_MIN_BLOCK_US),
+        Some((_, v)) => v
+            .as_deref()
+            .and_then(|v| v.parse::<u64>().ok())
+            .filter(|v| *v <= 60_000_000)
+            .ok_or_else(|| {
+                format!("-{MIN_BLOCK_FLAG}: expected the minimum off-CPU time in µs (0..=60000000)")
+            }),
+    }
+}
+
+/// The settings in force (command line, then the control channel).
+#[derive(Debug, Clone, PartialEq)]
+struct Settings {
+    bits: u32,
+    svg_period: Duration,
+    perf_sample_period_ms: u32,
+    flame_dir: PathBuf,
+    pyroscope_server: String,
+    multi_instance: bool,
+    snoop: Snoop,
+}
+
+impl Settings {
+    fn new(decl: &Declaration, args: &ProbeArgs) -> Settings {
+        let int = |n: &str| match decl.param(n).map(|p| &p.default) {
+            Some(ParamValue::Int(v)) => *v,
+            _ => 0,
+        };
+        let string = |n: &str| match decl.param(n).map(|p| &p.default) {
+            Some(ParamValue::Str(v)) => v.clone(),
+            _ => String::new(),
+        };
+        let mut snoop = Snoop::default();
+        if !args.pids.is_empty() {
+            snoop.mode = probe_sdk::control::SnoopMode::Include;
+            snoop.pids = args.pids.clone();
+            snoop.pids.sort_unstable();
+        }
+        Settings {
+            bits: if args.probe_bits_given {
+                args.probe_bits
+            } else {
+                DEFAULT_BITS
+            },
+            svg_period: Duration::from_secs(int("svg_period").unsigned_abs()),
+            perf_sample_period_ms: int("perf_sample_period").clamp(1, 1000) as u32,
+            flame_dir: PathBuf::from(string("flame_dir")),
+            pyroscope_server: string("pyroscope_server"),
+            multi_instance: int("multi_instance") != 0,
+            snoop,
+        }
+    }
+
+    /// The settings a control message asks for (a bad param is warned about and ignored).
+    fn with(&self, decl: &Declaration, msg: &ControlMsg) -> Settings {
+        let mut s = self.clone();
+        if msg.probe_bits != 0 {
+            s.bits = msg.probe_bits;
+        }
+        for (name, v) in &msg.params {
+            let Some(p) = decl.param(name) else { continue };
+            match p.check(v) {
+                Ok(ParamValue::Int(i)) => match name.as_str() {
+                    "svg_period" => s.svg_period = Duration::from_secs(i.unsigned_abs()),
+                    "perf_sample_period" => s.perf_sample_period_ms = i.clamp(1, 1000) as u32,
+                    "multi_instance" => s.multi_instance = i != 0,
+                    _ => {}
+                },
+                Ok(ParamValue::Str(v)) => match name.as_str() {
+                    "flame_dir" => s.flame_dir = PathBuf::from(v),
+                    "pyroscope_server" => s.pyroscope_server = v,
+                    _ => {}
+                },
+                Ok(_) => {}
+                Err(e) => probe_sdk::warn!("control: {e}"),
+            }
+        }
+        s.snoop = msg.snoop.clone();
+        s
+    }
+
+    fn hz(&self) -> u32 {
+        perf::sample_hz(self.perf_sample_period_ms)
+    }
+}
+
+/// Counters of the user side, printed in `stackprobe_stats`.
+#[derive(Debug, Default)]
+struct UserStats {
+    expired: u64,
+    filter_refused: u64,
+}
+
+fn run_probe(args: &ProbeArgs, min_block_us: u64) -> Result<()> {
+    let decl = tables::declaration();
+    let _signals = PeriodLoop::new(args.period()).context("installing signal handlers")?;
+    let control = Control::from_stdin();
+    let mut settings = Settings::new(&decl, args);
+    // The daemon writes the first message right after the spawn: start with its settings.
+    if let Some(msg) = control.first(probe_sdk::bpf::FIRST_CONTROL_WAIT) {
+        settings = settings.with(&decl, &msg);
+    }
+
+    let builder = StackSkelBuilder {
+        obj_builder: probe_sdk::bpf::object_builder(args.btf_path.as_deref())?,
+    };
+    let mut storage = MaybeUninit::uninit();
+    let open = builder.open(&mut storage).context("opening BPF object")?;
+    let mut skel = open.load().context("loading BPF programs")?;
+    let bss = skel
+        .maps
+        .bss_data
+        .as_deref_mut()
+        .context("BPF object has no .bss")?;
+    let types::bss {
+        epoch,
+        filter_mode,
+        offcpu_on,
+        min_block_ns,
+        ..
+    } = bss;
+    let knobs = Knobs {
+        epoch,
+        filter_mode,
+        offcpu_on,
+        min_block_ns,
+    };
+    let maps = collector::MapRefs {
+        stacks: [&skel.maps.stacks0, &skel.maps.stacks1],
+        oncpu: [&skel.maps.oncpu0, &skel.maps.oncpu1],
+        offcpu: [&skel.maps.offcpu0, &skel.maps.offcpu1],
+        starts: &skel.maps.starts,
+        tgids: &skel.maps.tgids,
+        st_stats: &skel.maps.st_stats,
+        gg_stats: &skel.maps.gg_stats,
+        hints: &skel.maps.hints,
+    };
+    let mut collector = Collector::new(maps, &skel.progs, knobs);
+    let mut user = UserStats::default();
+    let min_block_ns = min_block_us.saturating_mul(1000);
+    apply(&mut collector, None, &settings, min_block_ns, &mut user)?;
+
+    let proc_root = probe_sdk::host::path("/proc");
+    let mut sym = Symbolizer::new(stack_symbolize::Config::default());
+    let mut hints = hints::Hints::new(proc_root.clone());
+    let mut profiles = Profiles::new(SystemTime::now(), perf::period_ns(settings.hz()));
+    let mut outputs = Outputs::new();
+    let mut out = RecordWriter::stdout();
+    probe_sdk::info!(
+        "stackprobe running: {}; flame_dir {}, svg_period {} s",
+        describe(&collector, &settings),
+        settings.flame_dir.display(),
+        settings.svg_period.as_secs()
+    );
+
+    let now = Instant::now();
+    let mut next_drain = now + FIRST_DRAIN;
+    let mut next_svg = now + settings.svg_period;
+    let mut next_stats = now + args.period();
+    while !run::terminated() {
+        std::thread::sleep(POLL_SLICE);
+        if let Some(msg) = control.take() {
+            let new = settings.with(&decl, &msg);
+            if new != settings {
+                apply(
+                    &mut collector,
+                    Some(&settings),
+                    &new,
+                    min_block_ns,
+                    &mut user,
+                )?;
+                if new.svg_period != settings.svg_period {
+                    next_svg = probe_sdk::run::rebase(
+                        next_svg,
+                        settings.svg_period,
+                        new.svg_period,
+                        Instant::now(),
+                    );
+                }
+                settings = new;
+                probe_sdk::info!("control: {}", describe(&collector, &settings));
+            }
+        }
+        let now = Instant::now();
+        if now >= next_drain {
+            drain_once(
+                &mut collector,
+                &mut profiles,
+                &mut sym,
+                &mut hints,
+                &proc_root,
+                &mut user,
+            );
+            profiles.set_sample_period(perf::period_ns(settings.hz()));
+            next_drain = now + DRAIN_EVERY;
+        }
+        if now >= next_svg {
+            let done = profiles.finish(SystemTime::now());
+            outputs.write(
+                &settings.flame_dir,
+                &settings.pyroscope_server,
+                settings.multi_instance,
+                &done,
+            );
+            sym.retain(|pid| proc_root.join(pid.to_string()).exists());
+            hints.retain(collector.hints_map(), |pid| {
+                proc_root.join(pid.to_string()).exists()
+            });
+            next_svg = now + settings.svg_period;
+        }
+        if now >= next_stats {
+            if let Err(e) = report(
+                &mut out, &collector, &profiles, &sym, &hints, &outputs, &user,
+            ) {
+                if record::is_broken_pipe(&e) {
+                    return Ok(());
+                }
+                return Err(e).context("writing records");
+            }
+            next_stats = now + args.period();
+        }
+    }
+    // Stopping: the partial period is written too.
+    drain_once(
+        &mut collector,
+        &mut profiles,
+        &mut sym,
+        &mut hints,
+        &proc_root,
+        &mut user,
+    );
+    let done = profiles.finish(SystemTime::now());
+    outputs.write(
+        &settings.flame_dir,
+        &settings.pyroscope_server,
+        settings.multi_instance,
+        &done,
+    );
+    let _ = report(
+        &mut out, &collector, &profiles, &sym, &hints, &outputs, &user,
+    );
+    Ok(())
+}
+
+fn describe(c: &Collector<'_, '_>, s: &Settings) -> String {
+    format!(
+        "on-CPU {}, off-CPU {}, snoop {}",
+        if c.oncpu() {
+            format!("{} Hz", s.hz())
+        } else {
+            "off".to_string()
+        },
+        if c.offcpu() { "on" } else { "off" },
+        s.snoop
+    )
+}
+
+/// Makes the BPF side match `new` (`old`: the settings in force, None at start).
+fn apply(
+    c: &mut Collector<'_, '_>,
+    old: Option<&Settings>,
+    new: &Settings,
+    min_block_ns: u64,
+    user: &mut UserStats,
+) -> Result<()> {
+    if old.map(|o| &o.snoop) != Some(&new.snoop) {
+        user.filter_refused += c.set_filter(&new.snoop);
+    }
+    let period = (new.bits & BIT_ONCPU != 0).then(|| perf::period_ns(new.hz()));
+    c.set_oncpu(period)?;
+    c.set_offcpu(new.bits & BIT_OFFCPU != 0, min_block_ns)?;
+    Ok(())
+}
+
+fn drain_once(
+    c: &mut Collector<'_, '_>,
+    profiles: &mut Profiles,
+    sym: &mut Symbolizer,
+    hints: &mut hints::Hints,
+    proc_root: &Path,
+    user: &mut UserStats,
+) {
+    let d = c.drain();
+    for e in d.oncpu.iter().chain(&d.offcpu) {
+        for &(ip, ret) in &e.teach {
+            hints.teach(c.hints_map(), e.tgid, ip, ret);
+        }
+    }
+    user.expired += d.expired + d.pending_dropped;
+    profiles.add(Kind::OnCpu, &d.oncpu, sym, proc_root);
+    profiles.add(Kind::OffCpu, &d.offcpu, sym, proc_root);
+}
+
+fn report<W: Write>(
+    out: &mut RecordWriter<W>,
+    c: &Collector<'_, '_>,
+    profiles: &Profiles,
+    sym: &Symbolizer,
+    hints: &hints::Hints,
+    outputs: &Outputs,
+    user: &UserStats,
+) -> std::io::Result<()> {
+    use collector::slot;
+    let k = c.stats();
+    let s = sym.stats();
+    let o = outputs.stats();
+    out.record(tables::STATS_TABLE)
+        .field(tables::STATS_PROBE)
+        .field(&k[slot::SAMPLES as usize])
+        .field(&k[slot::SWITCHES as usize])
+        .field(&k[slot::SHORT as usize])
+        .field(&(k[slot::COLLISIONS as usize] + k[slot::STACK_FULL as usize]))
+        .field(&user.expired)
+        .field(&profiles.stats().truncated)
+        .field(&s.lookups)
+        .field(&s.misses)
+        .field(&s.symbolize_ns)
+        .field(&hints.stats().given)
+        .field(&o.profiles_written)
+        .field(&o.files_written)
+        .field(&o.bytes_written)
+        .field(&o.files_removed)
+        .field(&o.write_errors)
+        .field(&o.pyroscope_pushes)
+        .field(&o.pyroscope_errors)
+        .end()?;
+    let mut loss = c.loss();
+    loss.map_full += user.filter_refused + hints.stats().refused;
+    probe_sdk::bpf::write_loss_record(out, tables::BPF_STATS_TABLE, tables::STATS_PROBE, &loss)?;
+    out.flush()
+}

@@ -1,0 +1,684 @@
+//! [`Symbolizer`]: the caches in front of the engine, their bounds, and the order of lookups
+//! for an uncached user address: its file (blazesym), the vDSO, the perf map, then a miss name.
+
+use std::collections::{HashMap, HashSet};
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use crate::engine::{Engine, Lookup};
+use crate::error::{PerfMapRefusal, ReadError};
+use crate::maps::{self, Backing, Maps};
+use crate::names::Names;
+use crate::perf_map::{self, PerfMap};
+use crate::proc::{self, Identity};
+use crate::{Config, Resolved, ResolvedFrame, Stats, UNKNOWN};
+
+/// Why a cached answer is what it is: decides when it goes stale.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Class {
+    /// From the file's symbols: valid as long as the process image.
+    Symbol,
+    /// From the perf map: dropped when the perf map changes.
+    Jit,
+    /// A miss in a mapped file: as stable as `Symbol`.
+    FileMiss,
+    /// A miss outside any file (anonymous memory, unmapped): dropped when the perf map changes,
+    /// which may explain it.
+    AnonMiss,
+    /// A miss because something failed: retried in the next period.
+    Retry,
+}
+
+impl Class {
+    /// Answers a change of the perf map invalidates.
+    fn perf_dependent(self) -> bool {
+        matches!(self, Class::Jit | Class::AnonMiss)
+    }
+}
+
+/// Why blazesym gave no symbol for an address.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Unexplained {
+    /// Outside any file, or no symbol covers it.
+    NoSymbol,
+    /// The mapped file is no ELF file.
+    NotElf,
+    /// blazesym failed.
+    Failed,
+}
+
+struct Entry {
+    resolved: Resolved,
+    class: Class,
+}
+
+/// Everything cached for one process.
+struct PidState {
+    /// `None` if `/proc/<pid>/stat` could not be read when the state was made.
+    identity: Option<Identity>,
+    /// Period in which the identity was last checked.
+    checked_period: u64,
+    /// [`Symbolizer::tick`] of the last use, for least-recently-used eviction.
+    last_used: u64,
+    addrs: HashMap<u64, Entry>,
+    /// Entries with [`Class::perf_dependent`].
+    perf_dependent: usize,
+    /// Entries with [`Class::Retry`].
+    retries: usize,
+    perf_map: PerfMap,
+    /// Period in which the perf map was last refreshed.
+    perf_checked_period: Option<u64>,
+    /// `map_files` paths handed to blazesym, evicted with the state.
+    files: HashSet<PathBuf>,
+}
+
+impl PidState {
+    fn new(identity: Option<Identity>, period: u64, tick: u64) -> Self {
+        PidState {
+            identity,
+            checked_period: period,
+            last_used: tick,
+            addrs: HashMap::new(),
+            perf_dependent: 0,
+            retries: 0,
+            perf_map: PerfMap::default(),
+            perf_checked_period: None,
+            files: HashSet::new(),
+        }
+    }
+
+    /// Drops the entries `stale` selects; returns how many.
+    fn drop_entries(&mut self, stale: impl Fn(Class) -> bool) -> usize {
+        let before = self.addrs.len();
+        self.addrs.retain(|_, e| !stale(e.class));
+        self.recount();
+        before - self.addrs.len()
+    }
+
+    fn clear_addrs(&mut self) -> usize {
+        let n = self.addrs.len();
+        self.addrs.clear();
+        self.recount();
+        n
+    }
+
+    fn recount(&mut self) {
+        self.perf_dependent = self
+            .addrs
+            .values()
+            .filter(|e| e.class.perf_dependent())
+            .count();
+        self.retries = self
+            .addrs
+            .values()
+            .filter(|e| e.class == Class::Retry)
+            .count();
+    }
+
+    fn insert(&mut self, addr: u64, entry: Entry) {
+        if entry.class.perf_dependent() {
+            self.perf_dependent += 1;
+        }
+        if entry.class == Class::Retry {
+            self.retries += 1;
+        }
+        self.addrs.insert(addr, entry);
+    }
+}
+
+/// Addresses to function names, with bounded caches. See the [crate] documentation.
+pub struct Symbolizer {
+    cfg: Config,
+    engine: Engine,
+    pids: HashMap<u32, PidState>,
+    kernel: HashMap<u64, Resolved>,
+    names: Names,
+    unknown: Arc<str>,
+    /// Incremented by every `retain`.
+    period: u64,
+    /// Incremented by every `user` call.
+    tick: u64,
+    /// Sum of the pids' cached addresses.
+    user_addrs: usize,
+    /// Sum of the pids' `files`.
+    open_files: usize,
+    /// Sum of the pids' perf map entries.
+    perf_entries: usize,
+    built: Instant,
+    stats: Stats,
+    last_error: Option<String>,
+}
+
+impl Symbolizer {
+    /// A symbolizer with `cfg`'s bounds (zeros are raised to 1).
+    pub fn new(cfg: Config) -> Self {
+        let mut cfg = cfg;
+        cfg.max_pids = cfg.max_pids.max(1);
+        cfg.max_addrs_per_pid = cfg.max_addrs_per_pid.max(1);
+        cfg.max_addrs_total = cfg.max_addrs_total.max(cfg.max_addrs_per_pid);
+        cfg.max_kernel_addrs = cfg.max_kernel_addrs.max(1);
+        cfg.perf_map_max_entries_total =
+            cfg.perf_map_max_entries_total.max(cfg.perf_map_max_entries);
+        let mut names = Names::new(cfg.max_addrs_total + cfg.max_kernel_addrs);
+        let unknown = names.intern(UNKNOWN);
+        Symbolizer {
+            engine: Engine::new(cfg.debug_syms),
+            cfg,
+            pids: HashMap::new(),
+            kernel: HashMap::new(),
+            names,
+            unknown,
+            period: 0,
+            tick: 0,
+            user_addrs: 0,
+            open_files: 0,
+            perf_entries: 0,
+            built: Instant::now(),
+            stats: Stats::default(),
+            last_error: None,
+        }
+    }
+
+    /// Resolves user-space addresses of process `pid` (as the kernel saw them, in that process's
+    /// address space). Returns one [`Resolved`] per address, in order. A return address should be
+    /// passed minus one, so that it falls inside the call instruction's function and inline
+    /// chain.
+    pub fn user(&mut self, pid: u32, addrs: &[u64]) -> Vec<Resolved> {
+        let started = Instant::now();
+        self.tick += 1;
+        self.stats.lookups += addrs.len() as u64;
+        let out = if pid == 0 {
+            // Pid 0 would be blazesym's "this process".
+            addrs.iter().map(|_| self.unknown()).collect()
+        } else {
+            self.user_batch(pid, addrs)
+        };
+        if self.open_files > self.cfg.max_open_files {
+            self.rebuild();
+        }
+        self.account(&out, started);
+        out
+    }
+
+    /// Resolves kernel addresses. Returns one [`Resolved`] per address, in order.
+    pub fn kernel(&mut self, addrs: &[u64]) -> Vec<Resolved> {
+        let started = Instant::now();
+        self.stats.lookups += addrs.len() as u64;
+        let mut out: Vec<Option<Resolved>> = Vec::with_capacity(addrs.len());
+        let mut todo = Vec::new();
+        for addr in addrs {
+            let hit = self.kernel.get(addr).cloned();
+            if hit.is_none() {
+                todo.push(*addr);
+            }
+            out.push(hit);
+        }
+        self.stats.cache_hits += (addrs.len() - todo.len()) as u64;
+        todo.sort_unstable();
+        todo.dedup();
+        let mut fresh = Vec::with_capacity(todo.len());
+        if !todo.is_empty() {
+            let lookups = self.engine.kernel(&todo, &mut self.names);
+            let mut failed = None;
+            for (addr, lookup) in todo.iter().zip(lookups) {
+                let resolved = match lookup {
+                    Lookup::Found(frames) => found(frames),
+                    Lookup::NotFound | Lookup::NotElf => self.unknown(),
+                    Lookup::Failed(err) => {
+                        failed = Some(err);
+                        // Not cached: kallsyms may be readable next time.
+                        fresh.push(self.unknown());
+                        continue;
+                    }
+                };
+                if self.kernel.len() >= self.cfg.max_kernel_addrs {
+                    self.kernel.clear();
+                    self.stats.cache_resets += 1;
+                }
+                self.kernel.insert(*addr, resolved.clone());
+                fresh.push(resolved);
+            }
+            if let Some(err) = failed {
+                self.error(format!("kernel: {err}"));
+            }
+        }
+        let out = out
+            .into_iter()
+            .zip(addrs)
+            .map(|(hit, addr)| match hit {
+                Some(hit) => hit,
+                None => pick(&todo, &fresh, *addr).unwrap_or_else(|| self.unknown()),
+            })
+            .collect::<Vec<_>>();
+        self.account(&out, started);
+        out
+    }
+
+    /// Ends a period: drops the caches of the processes for which `alive(pid)` is false, and
+    /// recreates blazesym when [`Config::rebuild_interval_secs`] has passed.
+    pub fn retain(&mut self, mut alive: impl FnMut(u32) -> bool) {
+        self.period += 1;
+        let gone: Vec<u32> = self.pids.keys().copied().filter(|p| !alive(*p)).collect();
+        for pid in gone {
+            self.drop_pid(pid);
+            self.stats.pids_dropped += 1;
+        }
+        self.names.purge();
+        if self.built.elapsed() >= Duration::from_secs(self.cfg.rebuild_interval_secs) {
+            self.rebuild();
+        }
+    }
+
+    /// Drops everything cached for process `pid`.
+    pub fn forget(&mut self, pid: u32) {
+        if self.drop_pid(pid) {
+            self.stats.pids_dropped += 1;
+        }
+    }
+
+    /// Counters and current sizes.
+    pub fn stats(&self) -> Stats {
+        Stats {
+            cached_pids: self.pids.len(),
+            cached_addrs: self.user_addrs + self.kernel.len(),
+            perf_map_entries: self.perf_entries,
+            open_files: self.open_files,
+            ..self.stats
+        }
+    }
+
+    /// The most recent failure (also counted in [`Stats::errors`] or
+    /// [`Stats::perf_map_refused`]), for a debug log.
+    pub fn last_error(&self) -> Option<&str> {
+        self.last_error.as_deref()
+    }
+
+    fn account(&mut self, out: &[Resolved], started: Instant) {
+        self.stats.misses += out.iter().filter(|r| !r.found).count() as u64;
+        self.stats.jit_frames += out
+            .iter()
+            .filter(|r| r.frames.first().is_some_and(|f| f.jit))
+            .count() as u64;
+        let ns = u64::try_from(started.elapsed().as_nanos()).unwrap_or(u64::MAX);
+        self.stats.symbolize_ns = self.stats.symbolize_ns.saturating_add(ns);
+    }
+
+    fn unknown(&self) -> Resolved {
+        miss(Arc::clone(&self.unknown))
+    }
+
+    fn error(&mut self, text: String) {
+        self.stats.errors += 1;
+        self.last_error = Some(text);
+    }
+
+    fn user_batch(&mut self, pid: u32, addrs: &[u64]) -> Vec<Resolved> {
+        self.prepare(pid);
+        let mut out: Vec<Option<Resolved>> = Vec::with_capacity(addrs.len());
+        let mut todo = Vec::new();
+        if let Some(state) = self.pids.get(&pid) {
+            for addr in addrs {
+                let hit = state.addrs.get(addr).map(|e| e.resolved.clone());
+                if hit.is_none() {
+                    todo.push(*addr);
+                }
+                out.push(hit);
+            }
+        }
+        self.stats.cache_hits += (addrs.len() - todo.len()) as u64;
+        todo.sort_unstable();
+        todo.dedup();
+        let fresh = if todo.is_empty() {
+            Vec::new()
+        } else {
+            let fresh = self.resolve_user(pid, &todo);
+            self.store(pid, &todo, &fresh);
+            fresh.into_iter().map(|(resolved, _)| resolved).collect()
+        };
+        out.into_iter()
+            .zip(addrs)
+            .map(|(hit, addr)| match hit {
+                Some(hit) => hit,
+                None => pick(&todo, &fresh, *addr).unwrap_or_else(|| self.unknown()),
+            })
+            .collect()
+    }
+
+    /// Makes sure `pid` has a state, checked against the process once per period.
+    fn prepare(&mut self, pid: u32) {
+        let (period, tick) = (self.period, self.tick);
+        let Some(state) = self.pids.get_mut(&pid) else {
+            if self.pids.len() >= self.cfg.max_pids {
+                self.evict_lru(pid);
+            }
+            let identity = proc::read_identity(pid).ok();
+            self.pids.insert(pid, PidState::new(identity, period, tick));
+            return;
+        };
+        state.last_used = tick;
+        if state.checked_period == period {
+            return;
+        }
+        state.checked_period = period;
+        match proc::read_identity(pid) {
+            Ok(now) if state.identity.is_some_and(|was| was != now) => {
+                self.drop_pid(pid);
+                self.stats.pid_changes += 1;
+                self.pids
+                    .insert(pid, PidState::new(Some(now), period, tick));
+                return;
+            }
+            Ok(now) => state.identity = Some(now),
+            // Gone: what is cached still describes it.
+            Err(_) => {}
+        }
+        if state.retries > 0 {
+            let n = state.drop_entries(|c| c == Class::Retry);
+            self.user_addrs -= n;
+        }
+        if self.cfg.perf_map && state.perf_dependent > 0 {
+            self.refresh_perf_map(pid);
+        }
+    }
+
+    /// Resolves sorted, distinct, uncached addresses of `pid`.
+    fn resolve_user(&mut self, pid: u32, todo: &[u64]) -> Vec<(Resolved, Class)> {
+        let maps = match maps::read(pid) {
+            Ok(maps) => maps,
+            Err(err) => {
+                self.error(err.to_string());
+                return todo
+                    .iter()
+                    .map(|_| (self.unknown(), Class::Retry))
+                    .collect();
+            }
+        };
+        if maps.truncated {
+            self.error(format!(
+                "/proc/{pid}/maps: longer than {} bytes",
+                maps::MAPS_MAX_BYTES
+            ));
+        }
+        let mut results: Vec<Option<(Resolved, Class)>> = vec![None; todo.len()];
+        // Addresses blazesym did not explain, and why.
+        let mut rest: Vec<(usize, Unexplained)> = Vec::new();
+
+        // Sorted addresses: those of one mapping are adjacent.
+        let mut i = 0;
+        while i < todo.len() {
+            let Some(mapping) = maps.find(todo[i]) else {
+                rest.push((i, Unexplained::NoSymbol));
+                i += 1;
+                continue;
+            };
+            let mut j = i + 1;
+            while j < todo.len() && todo[j] < mapping.end {
+                j += 1;
+            }
+            let lookups = match &mapping.backing {
+                Backing::File { .. } => {
+                    let path = maps::map_files_path(pid, mapping);
+                    let offsets: Vec<u64> =
+                        todo[i..j].iter().map(|a| mapping.file_offset(*a)).collect();
+                    let lookups = self.engine.elf(&path, &offsets, &mut self.names);
+                    self.track_file(pid, path);
+                    Some(lookups)
+                }
+                Backing::Vdso => Some(self.engine.vdso(pid, &todo[i..j], &mut self.names)),
+                Backing::Other => None,
+            };
+            match lookups {
+                Some(lookups) => {
+                    let mut failed = None;
+                    for (k, lookup) in (i..j).zip(lookups) {
+                        match lookup {
+                            Lookup::Found(frames) => {
+                                results[k] = Some((found(frames), Class::Symbol));
+                            }
+                            Lookup::NotFound => rest.push((k, Unexplained::NoSymbol)),
+                            Lookup::NotElf => {
+                                self.stats.not_elf += 1;
+                                rest.push((k, Unexplained::NotElf));
+                            }
+                            Lookup::Failed(err) => {
+                                failed = Some(err);
+                                rest.push((k, Unexplained::Failed));
+                            }
+                        }
+                    }
+                    if let Some(err) = failed {
+                        let what = mapping.module().unwrap_or(UNKNOWN);
+                        self.error(format!("pid {pid} {what}: {err}"));
+                    }
+                }
+                None => rest.extend((i..j).map(|k| (k, Unexplained::NoSymbol))),
+            }
+            i = j;
+        }
+
+        if !rest.is_empty() && self.cfg.perf_map {
+            self.refresh_perf_map(pid);
+        }
+        for (k, why) in rest {
+            results[k] = Some(self.fallback(pid, &maps, todo[k], why));
+        }
+        results
+            .into_iter()
+            .map(|r| r.unwrap_or_else(|| (self.unknown(), Class::Retry)))
+            .collect()
+    }
+
+    /// The answer for an address blazesym did not explain: the perf map, else a miss name.
+    fn fallback(
+        &mut self,
+        pid: u32,
+        maps: &Maps,
+        addr: u64,
+        why: Unexplained,
+    ) -> (Resolved, Class) {
+        if let Some(name) = self.pids.get(&pid).and_then(|s| s.perf_map.lookup(addr)) {
+            let frame = ResolvedFrame {
+                name: Arc::clone(name),
+                inlined: false,
+                jit: true,
+            };
+            return (found(vec![frame]), Class::Jit);
+        }
+        let mapping = maps.find(addr);
+        let class = match (why, mapping.and_then(|m| m.module())) {
+            (Unexplained::Failed, _) => Class::Retry,
+            (Unexplained::NoSymbol, Some(_)) => Class::FileMiss,
+            // JIT code in a memfd: only the perf map can name it.
+            (Unexplained::NotElf, _) | (Unexplained::NoSymbol, None) => Class::AnonMiss,
+        };
+        match mapping.and_then(|m| Some((m.module()?, m.file_offset(addr)))) {
+            Some((module, offset)) => {
+                let name = self.names.intern(&format!("{module}+{offset:#x}"));
+                (miss(name), class)
+            }
+            None => (self.unknown(), class),
+        }
+    }
+
+    /// Re-reads `pid`'s perf map if it was not in this period.
+    fn refresh_perf_map(&mut self, pid: u32) {
+        let period = self.period;
+        let limits = perf_map::Limits {
+            max_bytes: self.cfg.perf_map_max_bytes,
+            max_entries: self.cfg.perf_map_max_entries,
+        };
+        let Some(state) = self.pids.get_mut(&pid) else {
+            return;
+        };
+        if state.perf_checked_period == Some(period) {
+            return;
+        }
+        state.perf_checked_period = Some(period);
+        let before = state.perf_map.len();
+        let root = PathBuf::from(format!("/proc/{pid}/root"));
+        let result = proc::read_status(pid)
+            .map_err(PerfMapRefusal::from)
+            .and_then(|status| {
+                state
+                    .perf_map
+                    .refresh(&root, status.ns_pid, &status.uids, limits)
+            });
+        let after = state.perf_map.len();
+        self.perf_entries = self.perf_entries.saturating_sub(before) + after;
+        let changed = match result {
+            Ok(refreshed) => {
+                self.stats.perf_map_reads += u64::from(refreshed.read);
+                self.stats.perf_map_invalid_lines += refreshed.invalid_lines;
+                self.stats.perf_map_truncated += u64::from(refreshed.truncated);
+                refreshed.changed
+            }
+            Err(err) => {
+                match &err {
+                    PerfMapRefusal::Read(ReadError::Io { source, .. })
+                        if source.kind() == std::io::ErrorKind::NotFound =>
+                    {
+                        // The process is gone.
+                    }
+                    PerfMapRefusal::Read(_) => self.error(format!("pid {pid} perf map: {err}")),
+                    _ => {
+                        self.stats.perf_map_refused += 1;
+                        self.last_error = Some(format!("pid {pid} perf map: {err}"));
+                    }
+                }
+                before != after
+            }
+        };
+        if changed {
+            if let Some(state) = self.pids.get_mut(&pid) {
+                let n = state.drop_entries(Class::perf_dependent);
+                self.user_addrs -= n;
+            }
+        }
+        self.bound_perf_entries(pid);
+    }
+
+    /// Drops other processes' perf maps, least recently used first, past the total bound.
+    fn bound_perf_entries(&mut self, keep: u32) {
+        while self.perf_entries > self.cfg.perf_map_max_entries_total {
+            let victim = self
+                .pids
+                .iter()
+                .filter(|(pid, s)| **pid != keep && s.perf_map.len() > 0)
+                .min_by_key(|(_, s)| s.last_used)
+                .map(|(pid, _)| *pid);
+            let Some(state) = victim.and_then(|pid| self.pids.get_mut(&pid)) else {
+                break;
+            };
+            self.perf_entries -= state.perf_map.len();
+            state.perf_map = PerfMap::default();
+            // Read again (whole) the next time one of its addresses needs it.
+            state.perf_checked_period = None;
+        }
+    }
+
+    /// Caches fresh answers, within the bounds.
+    fn store(&mut self, pid: u32, todo: &[u64], fresh: &[(Resolved, Class)]) {
+        let max = self.cfg.max_addrs_per_pid;
+        let Some(state) = self.pids.get_mut(&pid) else {
+            return;
+        };
+        if state.addrs.len() + todo.len() > max {
+            self.user_addrs -= state.clear_addrs();
+            self.stats.cache_resets += 1;
+        }
+        for (addr, (resolved, class)) in todo.iter().zip(fresh).take(max) {
+            state.insert(
+                *addr,
+                Entry {
+                    resolved: resolved.clone(),
+                    class: *class,
+                },
+            );
+            self.user_addrs += 1;
+        }
+        while self.user_addrs > self.cfg.max_addrs_total {
+            if !self.evict_lru(pid) {
+                break;
+            }
+        }
+    }
+
+    /// Remembers that blazesym holds `path` for `pid`.
+    fn track_file(&mut self, pid: u32, path: PathBuf) {
+        if let Some(state) = self.pids.get_mut(&pid) {
+            if state.files.insert(path) {
+                self.open_files += 1;
+            }
+        }
+    }
+
+    /// Drops the least recently used process other than `keep`; false if there is none.
+    fn evict_lru(&mut self, keep: u32) -> bool {
+        let victim = self
+            .pids
+            .iter()
+            .filter(|(pid, _)| **pid != keep)
+            .min_by_key(|(_, s)| s.last_used)
+            .map(|(pid, _)| *pid);
+        match victim {
+            Some(pid) => {
+                self.drop_pid(pid);
+                self.stats.pid_evictions += 1;
+                true
+            }
+            None => false,
+        }
+    }
+
+    /// Drops `pid`'s state and what blazesym holds for it; false if there was none.
+    fn drop_pid(&mut self, pid: u32) -> bool {
+        let Some(state) = self.pids.remove(&pid) else {
+            return false;
+        };
+        self.user_addrs -= state.addrs.len();
+        self.perf_entries -= state.perf_map.len();
+        self.open_files -= state.files.len();
+        for path in &state.files {
+            self.engine.evict(path);
+        }
+        true
+    }
+
+    /// Recreates blazesym, releasing every file, parsed ELF/DWARF and kallsyms it holds.
+    fn rebuild(&mut self) {
+        self.engine = Engine::new(self.cfg.debug_syms);
+        for state in self.pids.values_mut() {
+            state.files.clear();
+        }
+        self.open_files = 0;
+        // Modules may have been (re)loaded since kallsyms was read.
+        self.kernel.clear();
+        self.built = Instant::now();
+        self.stats.rebuilds += 1;
+    }
+}
+
+fn found(frames: Vec<ResolvedFrame>) -> Resolved {
+    Resolved {
+        frames,
+        found: true,
+    }
+}
+
+fn miss(name: Arc<str>) -> Resolved {
+    Resolved {
+        frames: vec![ResolvedFrame {
+            name,
+            inlined: false,
+            jit: false,
+        }],
+        found: false,
+    }
+}
+
+/// The fresh answer for `addr` (`todo` is sorted and parallel to `fresh`).
+fn pick(todo: &[u64], fresh: &[Resolved], addr: u64) -> Option<Resolved> {
+    let idx = todo.binary_search(&addr).ok()?;
+    fresh.get(idx).cloned()
+}
