@@ -35,13 +35,14 @@ usage() { sed -n '2,/^[^#]/p' "$0" | sed -n 's/^# \{0,1\}//p'; }
 # util-linux (losetup, setpriv, unshare, nsenter), iproute2 (loopback in the package tests' network
 # namespace), binutils (readelf), systemd (systemd-analyze), busybox-static (a shell for
 # the package scriptlets in an empty install root); the middleware servers and the JDK the
-# middleware probes' tests run for real (probes/*/tests).
+# middleware probes' tests run for real (probes/*/tests); golang-go (`go tool pprof` reads
+# stackprobe's profiles) and chromium (renders the served flame graphs headless).
 APT_PACKAGES=(clang libelf-dev zlib1g-dev libssl-dev pkg-config make gcc g++ bpftool
               rpm rpmlint dpkg-dev busybox-static systemd iproute2 binutils
               podman runc uidmap fuse-overlayfs slirp4netns buildah containerd
               prometheus python3 python3-venv util-linux procps curl ca-certificates
               nginx haproxy dnsmasq bind9 bind9-dnsutils rabbitmq-server redis-server redis-tools
-              postgresql mariadb-server wrk kcat default-jdk-headless)
+              postgresql mariadb-server wrk kcat default-jdk-headless golang-go chromium)
 
 TARGET_ROOT="${CARGO_TARGET_DIR:-target}"
 
@@ -64,7 +65,7 @@ check() {
     [ "$own_policy" = 0 ] || rm -f "$policy"
     [ "$rc" = 0 ] || exit "$rc"
     if ! command -v cargo >/dev/null 2>&1; then
-        echo "build.sh --check: no Rust toolchain; install one with rustup (rust >= 1.85)" >&2
+        echo "build.sh --check: no Rust toolchain; install one with rustup (rust >= 1.88)" >&2
         exit 1
     fi
 }

@@ -81,6 +81,22 @@ impl Running {
     fn pid(&self) -> u32 {
         self.0.id()
     }
+
+    /// CPU time used so far (user + system), from `/proc/<pid>/stat`.
+    fn cpu(&self) -> Duration {
+        let stat = std::fs::read_to_string(format!("/proc/{}/stat", self.pid())).unwrap();
+        let fields: Vec<&str> = stat
+            .rsplit_once(')')
+            .unwrap()
+            .1
+            .split_whitespace()
+            .collect();
+        // utime and stime: fields 14 and 15 of stat(5), 12 and 13 after the comm.
+        let ticks: u64 = fields[11].parse::<u64>().unwrap() + fields[12].parse::<u64>().unwrap();
+        // SAFETY: sysconf has no preconditions.
+        let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) }.max(1) as u64;
+        Duration::from_millis(ticks * 1000 / hz)
+    }
 }
 
 impl Drop for Running {
@@ -144,7 +160,6 @@ fn stackprobe_flame_graphs_reach_a_browser_through_the_daemon() {
 
     // 1. Profile process A.
     let a = Running::start(&bin_a);
-    let t_start = Instant::now();
     put(
         rest,
         &format!(
@@ -160,6 +175,8 @@ fn stackprobe_flame_graphs_reach_a_browser_through_the_daemon() {
         daemon.log().contains("stackprobe running").then_some(())
     })
     .unwrap_or_else(|| panic!("stackprobe did not start; log:\n{}", daemon.log()));
+    // Sampling is on (the probe logs that line once its perf events are attached).
+    let cpu_a_at_start = a.cpu();
     std::thread::sleep(PROFILE_FOR);
 
     // 2. Move the snoopers to process B: the probe follows over its control channel.
@@ -169,7 +186,10 @@ fn stackprobe_flame_graphs_reach_a_browser_through_the_daemon() {
         &format!(r#"{{"snoopers":{{"proc_id":[{}]}}}}"#, b.pid()),
         &daemon,
     );
-    let a_until = t_start.elapsed();
+    // CPU time A had while it was selected (give or take the log's and the control
+    // channel's latency: lines are coalesced over 100 ms, the probe polls every 100 ms).
+    let cpu_a_at_switch = a.cpu();
+    let cpu_a_selected = cpu_a_at_switch.saturating_sub(cpu_a_at_start);
     let state = probe_state(rest);
     assert_eq!(
         state["pid"].as_i64(),
@@ -190,6 +210,7 @@ fn stackprobe_flame_graphs_reach_a_browser_through_the_daemon() {
     let reply = put(rest, r#"{"state":"stopped"}"#, &daemon);
     let stop_took = t_stop.elapsed();
     assert!(!alive(probe_pid as i32), "probe {probe_pid} stopped");
+    let (cpu_a, cpu_b) = (a.cpu(), b.cpu());
     let (pid_a, pid_b) = (a.pid(), b.pid());
     drop((a, b));
     let log = daemon.log();
@@ -203,18 +224,30 @@ fn stackprobe_flame_graphs_reach_a_browser_through_the_daemon() {
     let prof_b = indexed(&flame, pid_b, "oncpu");
     assert_eq!(prof_a.len(), 1, "one profile of A: {prof_a:?}\n{log}");
     assert_eq!(prof_b.len(), 1, "one profile of B: {prof_b:?}\n{log}");
-    // A was dropped from the filter at the switch: its samples are bounded by the time it was
-    // selected (plus the control channel's coalescing and the probe's poll), not by the run.
+    // Samples follow CPU time (a cpu-clock event at HZ on every CPU), whatever the load of the
+    // machine. A left the filter at the switch: its samples are bounded by the CPU time it had
+    // used then, not by what it used until the stop. B entered it right after it started.
     let samples_a = prof_a[0]["samples"].as_f64().unwrap_or(0.0);
     let samples_b = prof_b[0]["samples"].as_f64().unwrap_or(0.0);
-    let max_a = HZ * (a_until.as_secs_f64() + 0.5);
-    assert!(
-        samples_a > 0.0 && samples_a <= max_a,
-        "A: {samples_a} samples, at most {max_a:.0} while selected ({a_until:?})"
+    let (min_a, max_a) = (
+        HZ * cpu_a_selected.as_secs_f64() * 0.6,
+        HZ * (cpu_a_selected.as_secs_f64() + 0.6) * 1.1,
     );
     assert!(
-        samples_b > HZ,
-        "B: {samples_b} samples over {PROFILE_FOR:?}"
+        samples_a >= min_a && samples_a <= max_a,
+        "A: {samples_a} samples, {min_a:.0}..={max_a:.0} expected for {cpu_a_selected:?} of \
+         CPU while selected ({cpu_a:?} in all)"
+    );
+    // The bound tells: A kept running after the switch, unsampled.
+    let after_switch = cpu_a.saturating_sub(cpu_a_at_switch);
+    assert!(
+        HZ * after_switch.as_secs_f64() >= 50.0,
+        "A had only {after_switch:?} of CPU after the switch: the machine is too busy for this test"
+    );
+    let want_b = HZ * cpu_b.as_secs_f64();
+    assert!(
+        samples_b >= want_b * 0.6 && samples_b <= want_b * 1.2 + 10.0,
+        "B: {samples_b} samples, ~{want_b:.0} expected for {cpu_b:?} of CPU"
     );
 
     // 4. The daemon's pages: both processes listed, each SVG with its own hot function.
@@ -235,6 +268,15 @@ fn stackprobe_flame_graphs_reach_a_browser_through_the_daemon() {
         assert!(svg.contains(hot), "{hot} not in the SVG of {pid}");
         assert!(!svg.contains(other), "{other} in the SVG of {pid}");
     }
+    // What the browser gets below: the SVG in a sandbox that still lets its script run.
+    let head = response_head(port, &format!("/flamegraph/{pid_a}/oncpu.svg"));
+    assert!(
+        head.lines().any(|l| {
+            let l = l.to_ascii_lowercase();
+            l.starts_with("content-security-policy:") && l.contains("sandbox allow-scripts")
+        }),
+        "{head}"
+    );
 
     // 5. A real browser renders it.
     match chromium() {
@@ -247,9 +289,25 @@ fn stackprobe_flame_graphs_reach_a_browser_through_the_daemon() {
         ),
     }
     eprintln!(
-        "flamegraph_browser: {:?} in all (stop took {stop_took:?}; A {samples_a} samples, B {samples_b})",
+        "flamegraph_browser: {:?} in all; stop took {stop_took:?}; A {samples_a} samples \
+         (CPU {cpu_a:?}, {cpu_a_selected:?} while selected), B {samples_b} samples (CPU {cpu_b:?})",
         started.elapsed()
     );
+}
+
+/// The status line and headers of `GET path` on `port`.
+fn response_head(port: u16, path: &str) -> String {
+    use std::io::Write;
+    let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).expect("connect");
+    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    write!(s, "GET {path} HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n").unwrap();
+    let mut buf = Vec::new();
+    s.read_to_end(&mut buf).unwrap();
+    let text = String::from_utf8_lossy(&buf);
+    text.split("\r\n\r\n")
+        .next()
+        .unwrap_or_default()
+        .to_string()
 }
 
 /// `chromium` on PATH.
@@ -348,8 +406,6 @@ fn browse(chromium: &Path, port: u16, pid: u32, work: &Path) {
         ],
     );
     let dom = String::from_utf8_lossy(&run.stdout).into_owned();
-    std::fs::write("/tmp/gg_dom.svg", &dom).unwrap();
-    std::fs::write("/tmp/gg_stderr.txt", &run.stderr).unwrap();
     assert!(
         run.status.is_some_and(|s| s.success()),
         "chromium --dump-dom: {:?}\nstderr:\n{}",
@@ -367,10 +423,22 @@ fn browse(chromium: &Path, port: u16, pid: u32, work: &Path) {
         elements(&dom, "title").iter().any(|t| t.contains(HOT_A)),
         "no <title> with {HOT_A}"
     );
-    // The script ran despite `sandbox allow-scripts`: the search from `?s=` filled in the
-    // "Matched:" text (the served SVG has it empty).
+    // The script ran in the sandbox (`sandbox allow-scripts`): the search from `?s=` filled in
+    // the `<text id="matched">` element (the served SVG has it blank; its script has the words).
+    let matched = |markup: &str| {
+        elements(markup, "text")
+            .into_iter()
+            .find(|t| t.starts_with("Matched: "))
+    };
+    let (_, served) = http(port, "GET", &format!("/flamegraph/{pid}/oncpu.svg")).unwrap();
     assert!(
-        dom.contains("Matched: "),
+        served.contains("<text id=\"matched\""),
+        "inferno's layout changed"
+    );
+    assert_eq!(matched(&served), None);
+    let found = matched(&dom);
+    assert!(
+        found.as_deref().is_some_and(|t| t.ends_with('%')),
         "inferno's script did not run (no search result in the DOM):\n{:.3000}",
         dom
     );
@@ -395,11 +463,6 @@ fn browse(chromium: &Path, port: u16, pid: u32, work: &Path) {
         run.stderr
     );
     let png = std::fs::read(&shot).expect("the screenshot was written");
-    std::fs::write("/tmp/gg_shot.png", &png).unwrap();
-    let raw = http(port, "GET", &format!("/flamegraph/{pid}/oncpu.svg"))
-        .unwrap()
-        .1;
-    std::fs::write("/tmp/gg_raw.svg", raw).unwrap();
     let image = Png::decode(&png);
     assert_eq!((image.width, image.height), (1200, 800));
     let colours: HashSet<[u8; 3]> = image.pixels().collect();

@@ -210,7 +210,7 @@ fn flame_graphs_are_served_read_only_from_the_probe_s_flame_dir() {
         svg.header("content-security-policy"),
         Some(
             "default-src 'none'; script-src 'unsafe-inline'; style-src 'unsafe-inline'; \
-             img-src data:; sandbox allow-scripts"
+             img-src data:; sandbox allow-scripts allow-modals"
         )
     );
     assert_eq!(

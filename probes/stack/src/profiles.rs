@@ -71,21 +71,37 @@ impl Profiles {
 
     /// Adds one drain's entries of `kind`.
     pub fn add(&mut self, kind: Kind, entries: &[Entry], sym: &mut Symbolizer, proc_root: &Path) {
+        // The comms of new processes first: symbolizing can take long enough (the first look
+        // at a process's files) for a short-lived process to exit, and a comm is only
+        // readable while the process lives.
         for e in entries {
+            let key = (e.tgid, kind);
+            if !self.acc.contains_key(&key) && self.acc.len() < MAX_PROCESSES {
+                let comm = comm_of(proc_root, e.tgid);
+                self.acc.insert(
+                    key,
+                    Acc {
+                        comm,
+                        stacks: HashMap::new(),
+                    },
+                );
+            }
+        }
+        for e in entries {
+            let key = (e.tgid, kind);
+            if !self.acc.contains_key(&key) {
+                // Beyond MAX_PROCESSES.
+                self.stats.truncated += e.count;
+                continue;
+            }
             let frames = self.frames_of(e, sym);
             let value = match kind {
                 Kind::OnCpu => e.count.saturating_mul(self.sample_period_ns),
                 Kind::OffCpu => e.ns,
             };
-            let key = (e.tgid, kind);
-            if !self.acc.contains_key(&key) && self.acc.len() >= MAX_PROCESSES {
-                self.stats.truncated += e.count;
+            let Some(acc) = self.acc.get_mut(&key) else {
                 continue;
-            }
-            let acc = self.acc.entry(key).or_insert_with(|| Acc {
-                comm: comm_of(proc_root, e.tgid),
-                stacks: HashMap::new(),
-            });
+            };
             let frames = if acc.stacks.len() >= MAX_STACKS && !acc.stacks.contains_key(&frames) {
                 self.stats.truncated += e.count;
                 Arc::from(vec![Frame::user("[truncated]")])
@@ -104,10 +120,14 @@ impl Profiles {
             return Arc::clone(f);
         }
         let mut frames = Vec::new();
+        // A stack with a user-space miss is not memoized: the symbolizer may name it at a later
+        // drain of the period (a perf map written since, a read that failed).
+        let mut complete = true;
         match &e.user {
             RawStack::Frames(ips) => {
                 let addrs = call_sites(ips);
                 for r in sym.user(e.tgid, &addrs).into_iter().rev() {
+                    complete &= r.found;
                     frames.extend(r.frames.into_iter().map(|f| Frame {
                         name: f.name,
                         kernel: false,
@@ -146,7 +166,9 @@ impl Profiles {
             frames.push(Frame::user("[no stack]"));
         }
         let frames: Arc<[Frame]> = Arc::from(frames);
-        self.memo.insert(key, Arc::clone(&frames));
+        if complete {
+            self.memo.insert(key, Arc::clone(&frames));
+        }
         frames
     }
 

@@ -56,9 +56,10 @@ const WARN_EVERY_MS: u64 = 60_000;
 const CHUNK: usize = 64 * 1024;
 
 /// Policy of the SVG: its own inline script and styles run, sandboxed (an opaque origin: no
-/// cookies, no same-origin requests to the daemon's other pages), nothing is fetched.
+/// cookies, no same-origin requests to the daemon's other pages), nothing is fetched;
+/// `allow-modals` for the `prompt()` of inferno's Search button.
 pub const SVG_CSP: &str = "default-src 'none'; script-src 'unsafe-inline'; \
-                           style-src 'unsafe-inline'; img-src data:; sandbox allow-scripts";
+                           style-src 'unsafe-inline'; img-src data:; sandbox allow-scripts allow-modals";
 /// Policy of the listing: no script at all.
 pub const LISTING_CSP: &str = "default-src 'none'; style-src 'unsafe-inline'";
 /// Policy of text, downloads and messages.

@@ -159,7 +159,7 @@ async fn lists_and_serves_the_latest_files() {
     assert_eq!(svg.header(header::CONTENT_TYPE), "image/svg+xml");
     assert_eq!(svg.header(header::CONTENT_SECURITY_POLICY), SVG_CSP);
     assert_eq!(svg.header(header::X_CONTENT_TYPE_OPTIONS), "nosniff");
-    assert!(SVG_CSP.ends_with("sandbox allow-scripts"));
+    assert!(SVG_CSP.ends_with("sandbox allow-scripts allow-modals"));
 
     let folded = app.get("/flamegraph/123/oncpu.folded").await;
     assert_eq!(folded.text(), "main;hot 950\n");

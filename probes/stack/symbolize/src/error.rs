@@ -6,7 +6,7 @@ use std::path::PathBuf;
 
 /// Reading a `/proc` file or a perf map failed.
 #[derive(Debug, thiserror::Error)]
-pub enum ReadError {
+pub(crate) enum ReadError {
     /// The file could not be opened or read.
     #[error("{path}: {source}")]
     Io {
@@ -27,7 +27,7 @@ pub enum ReadError {
 
 /// Why a process's perf map was not read.
 #[derive(Debug, thiserror::Error)]
-pub enum PerfMapRefusal {
+pub(crate) enum PerfMapRefusal {
     /// A path component (`tmp` or the file) is a symbolic link; it is never followed, because the
     /// profiled process would choose what we (root) read.
     #[error("{path}: symbolic link, not followed")]

@@ -39,9 +39,13 @@
 //! failure of blazesym or of a `/proc` read is a counter in [`Stats`] and
 //! [`Symbolizer::last_error`].
 //!
-//! # Threads
-//! [`Symbolizer`] is not `Send` (blazesym's symbolizer is not): create it on the thread that
-//! uses it.
+//! # Threads and time
+//! blazesym runs on a worker thread the [`Symbolizer`] owns (blazesym's symbolizer is not `Send`;
+//! [`Symbolizer`] is). Each call to it waits at most [`Config::call_timeout_ms`]: with DWARF on,
+//! blazesym opens the debug-link targets a binary names with a blocking `open(2)`, so a FIFO
+//! planted there (or a stalled FUSE file) would otherwise hang the probe. A call that times out
+//! gives misses, its worker is abandoned and replaced, and the file is retried without DWARF in
+//! the next period (skipped after a second timeout).
 
 mod engine;
 mod error;
@@ -53,7 +57,6 @@ mod symbolizer;
 
 use std::sync::Arc;
 
-pub use error::{PerfMapRefusal, ReadError};
 pub use symbolizer::Symbolizer;
 
 /// Name of a miss outside any mapped file (and of an unresolved kernel address).
@@ -84,6 +87,9 @@ pub struct Config {
     pub max_open_files: usize,
     /// blazesym is recreated (and kallsyms re-read) at the first `retain` after this long.
     pub rebuild_interval_secs: u64,
+    /// Longest wait for one blazesym call (one mapped file, or a kernel batch); a file that took
+    /// longer is symbolized without DWARF next time, and not at all after a second timeout.
+    pub call_timeout_ms: u64,
 }
 
 impl Default for Config {
@@ -100,6 +106,7 @@ impl Default for Config {
             debug_syms: true,
             max_open_files: 1024,
             rebuild_interval_secs: 600,
+            call_timeout_ms: 10_000,
         }
     }
 }
@@ -162,6 +169,8 @@ pub struct Stats {
     pub perf_map_truncated: u64,
     /// Recreations of the blazesym symbolizer.
     pub rebuilds: u64,
+    /// blazesym calls abandoned after `call_timeout_ms` (their addresses are misses).
+    pub timeouts: u64,
     /// Processes with a cache now.
     pub cached_pids: usize,
     /// Cached addresses now (user and kernel).

@@ -31,6 +31,9 @@ pub(crate) struct Mapping {
     pub end: u64,
     /// File offset of `start`.
     pub offset: u64,
+    /// Device (major << 32 | minor) and inode of the mapped file, as the kernel lists them: an
+    /// identity that needs no access to the file (which may sit on a stalled FUSE mount).
+    pub file_id: (u64, u64),
     pub backing: Backing,
 }
 
@@ -108,13 +111,16 @@ fn parse_line(line: &[u8]) -> Option<Option<Mapping>> {
     let range = next()?;
     let perms = next()?;
     let offset = next()?;
-    let _dev = next()?;
-    let _inode = next()?;
+    let dev = next()?;
+    let inode = next()?;
     let path = rest.trim_start_matches(' ');
     let (start, end) = range.split_once('-')?;
     let start = u64::from_str_radix(start, 16).ok()?;
     let end = u64::from_str_radix(end, 16).ok()?;
     let offset = u64::from_str_radix(offset, 16).ok()?;
+    let (major, minor) = dev.split_once(':')?;
+    let dev = (u64::from_str_radix(major, 16).ok()? << 32) | u64::from_str_radix(minor, 16).ok()?;
+    let inode = inode.parse::<u64>().ok()?;
     if start >= end || perms.len() < 4 {
         return None;
     }
@@ -133,6 +139,7 @@ fn parse_line(line: &[u8]) -> Option<Option<Mapping>> {
         start,
         end,
         offset,
+        file_id: (dev, inode),
         backing,
     }))
 }
@@ -201,6 +208,7 @@ garbage line
 
         let libc = maps.find(0x7f1000029000).expect("libc");
         assert_eq!(libc.module(), Some("libc.so.6"));
+        assert_eq!(libc.file_id, ((8 << 32) | 1, 99));
         assert_eq!(libc.file_offset(0x7f1000029000), 0x29000);
 
         assert_eq!(

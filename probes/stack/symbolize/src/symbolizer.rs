@@ -2,17 +2,20 @@
 //! for an uncached user address: its file (blazesym), the vDSO, the perf map, then a miss name.
 
 use std::collections::{HashMap, HashSet};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use crate::engine::{Engine, Lookup};
+use crate::engine::{Engine, Frame, Lookup, PerfMapJob, Reply};
 use crate::error::{PerfMapRefusal, ReadError};
 use crate::maps::{self, Backing, Maps};
 use crate::names::Names;
 use crate::perf_map::{self, PerfMap};
 use crate::proc::{self, Identity};
 use crate::{Config, Resolved, ResolvedFrame, Stats, UNKNOWN};
+
+/// Files remembered as slow (timed out); past it the list starts over.
+const MAX_SLOW_FILES: usize = 1024;
 
 /// Why a cached answer is what it is: decides when it goes stale.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -69,6 +72,8 @@ struct PidState {
     perf_map: PerfMap,
     /// Period in which the perf map was last refreshed.
     perf_checked_period: Option<u64>,
+    /// Reading the perf map timed out once: it is not read again.
+    perf_map_stalled: bool,
     /// `map_files` paths handed to blazesym, evicted with the state.
     files: HashSet<PathBuf>,
 }
@@ -84,6 +89,7 @@ impl PidState {
             retries: 0,
             perf_map: PerfMap::default(),
             perf_checked_period: None,
+            perf_map_stalled: false,
             files: HashSet::new(),
         }
     }
@@ -146,6 +152,8 @@ pub struct Symbolizer {
     /// Sum of the pids' perf map entries.
     perf_entries: usize,
     built: Instant,
+    /// Mapped files (device, inode from the maps) whose blazesym call timed out, and how often.
+    slow_files: HashMap<(u64, u64), u8>,
     stats: Stats,
     last_error: Option<String>,
 }
@@ -163,7 +171,7 @@ impl Symbolizer {
         let mut names = Names::new(cfg.max_addrs_total + cfg.max_kernel_addrs);
         let unknown = names.intern(UNKNOWN);
         Symbolizer {
-            engine: Engine::new(cfg.debug_syms),
+            engine: Engine::new(cfg.debug_syms, Duration::from_millis(cfg.call_timeout_ms)),
             cfg,
             pids: HashMap::new(),
             kernel: HashMap::new(),
@@ -175,6 +183,7 @@ impl Symbolizer {
             open_files: 0,
             perf_entries: 0,
             built: Instant::now(),
+            slow_files: HashMap::new(),
             stats: Stats::default(),
             last_error: None,
         }
@@ -219,11 +228,12 @@ impl Symbolizer {
         todo.dedup();
         let mut fresh = Vec::with_capacity(todo.len());
         if !todo.is_empty() {
-            let lookups = self.engine.kernel(&todo, &mut self.names);
+            let reply = self.engine.kernel(&todo);
+            let lookups = self.lookups(reply, todo.len());
             let mut failed = None;
             for (addr, lookup) in todo.iter().zip(lookups) {
                 let resolved = match lookup {
-                    Lookup::Found(frames) => found(frames),
+                    Lookup::Found(frames) => found(self.share(frames)),
                     Lookup::NotFound | Lookup::NotElf => self.unknown(),
                     Lookup::Failed(err) => {
                         failed = Some(err);
@@ -317,14 +327,15 @@ impl Symbolizer {
         self.prepare(pid);
         let mut out: Vec<Option<Resolved>> = Vec::with_capacity(addrs.len());
         let mut todo = Vec::new();
-        if let Some(state) = self.pids.get(&pid) {
-            for addr in addrs {
-                let hit = state.addrs.get(addr).map(|e| e.resolved.clone());
-                if hit.is_none() {
-                    todo.push(*addr);
-                }
-                out.push(hit);
+        let state = self.pids.get(&pid);
+        for addr in addrs {
+            let hit = state
+                .and_then(|s| s.addrs.get(addr))
+                .map(|e| e.resolved.clone());
+            if hit.is_none() {
+                todo.push(*addr);
             }
+            out.push(hit);
         }
         self.stats.cache_hits += (addrs.len() - todo.len()) as u64;
         todo.sort_unstable();
@@ -387,7 +398,12 @@ impl Symbolizer {
         let maps = match maps::read(pid) {
             Ok(maps) => maps,
             Err(err) => {
-                self.error(err.to_string());
+                // A process that exited since its stack was taken is no error, just misses.
+                let gone = matches!(&err, ReadError::Io { source, .. }
+                    if source.kind() == std::io::ErrorKind::NotFound);
+                if !gone {
+                    self.error(err.to_string());
+                }
                 return todo
                     .iter()
                     .map(|_| (self.unknown(), Class::Retry))
@@ -421,11 +437,14 @@ impl Symbolizer {
                     let path = maps::map_files_path(pid, mapping);
                     let offsets: Vec<u64> =
                         todo[i..j].iter().map(|a| mapping.file_offset(*a)).collect();
-                    let lookups = self.engine.elf(&path, &offsets, &mut self.names);
+                    let lookups = self.elf(&path, mapping.file_id, &offsets);
                     self.track_file(pid, path);
                     Some(lookups)
                 }
-                Backing::Vdso => Some(self.engine.vdso(pid, &todo[i..j], &mut self.names)),
+                Backing::Vdso => {
+                    let reply = self.engine.vdso(pid, &todo[i..j]);
+                    Some(self.lookups(reply, j - i))
+                }
                 Backing::Other => None,
             };
             match lookups {
@@ -434,7 +453,7 @@ impl Symbolizer {
                     for (k, lookup) in (i..j).zip(lookups) {
                         match lookup {
                             Lookup::Found(frames) => {
-                                results[k] = Some((found(frames), Class::Symbol));
+                                results[k] = Some((found(self.share(frames)), Class::Symbol));
                             }
                             Lookup::NotFound => rest.push((k, Unexplained::NoSymbol)),
                             Lookup::NotElf => {
@@ -466,6 +485,51 @@ impl Symbolizer {
         results
             .into_iter()
             .map(|r| r.unwrap_or_else(|| (self.unknown(), Class::Retry)))
+            .collect()
+    }
+
+    /// Symbolizes offsets into the mapped file at `path` (a `map_files` entry): without DWARF if
+    /// a call on this file timed out before, not at all if that timed out too.
+    fn elf(&mut self, path: &Path, file_id: (u64, u64), offsets: &[u64]) -> Vec<Lookup> {
+        let timeouts = self.slow_files.get(&file_id).copied().unwrap_or(0);
+        if timeouts >= 2 {
+            return offsets.iter().map(|_| Lookup::NotFound).collect();
+        }
+        let reply = self.engine.elf(path, offsets, timeouts == 0);
+        if matches!(reply, Reply::TimedOut) {
+            if self.slow_files.len() >= MAX_SLOW_FILES {
+                self.slow_files.clear();
+            }
+            *self.slow_files.entry(file_id).or_insert(0) += 1;
+        }
+        self.lookups(reply, offsets.len())
+    }
+
+    /// The lookups of a reply (failures for a call that got no answer).
+    fn lookups(&mut self, reply: Reply, n: usize) -> Vec<Lookup> {
+        let failed = match reply {
+            Reply::Done(lookups) => return lookups,
+            Reply::TimedOut => {
+                self.stats.timeouts += 1;
+                format!(
+                    "no answer within {} ms (abandoned)",
+                    self.cfg.call_timeout_ms
+                )
+            }
+            Reply::Unavailable(why) => why,
+        };
+        (0..n).map(|_| Lookup::Failed(failed.clone())).collect()
+    }
+
+    /// The frames of a lookup, with shared names.
+    fn share(&mut self, frames: Vec<Frame>) -> Vec<ResolvedFrame> {
+        frames
+            .into_iter()
+            .map(|f| ResolvedFrame {
+                name: self.names.intern(&f.name),
+                inlined: f.inlined,
+                jit: false,
+            })
             .collect()
     }
 
@@ -511,20 +575,63 @@ impl Symbolizer {
         let Some(state) = self.pids.get_mut(&pid) else {
             return;
         };
-        if state.perf_checked_period == Some(period) {
+        if state.perf_checked_period == Some(period) || state.perf_map_stalled {
             return;
         }
         state.perf_checked_period = Some(period);
-        let before = state.perf_map.len();
-        let root = PathBuf::from(format!("/proc/{pid}/root"));
-        let result = proc::read_status(pid)
-            .map_err(PerfMapRefusal::from)
-            .and_then(|status| {
-                state
-                    .perf_map
-                    .refresh(&root, status.ns_pid, &status.uids, limits)
-            });
-        let after = state.perf_map.len();
+        let map = std::mem::take(&mut state.perf_map);
+        let before = map.len();
+        let result = match proc::read_status(pid) {
+            Err(err) => {
+                state.perf_map = map;
+                Err(PerfMapRefusal::from(err))
+            }
+            Ok(status) => {
+                let job = PerfMapJob {
+                    map,
+                    root: PathBuf::from(format!("/proc/{pid}/root")),
+                    ns_pid: status.ns_pid,
+                    uids: status.uids,
+                    limits,
+                };
+                match self.engine.perf_map(job) {
+                    Reply::Done((map, result)) => {
+                        if let Some(state) = self.pids.get_mut(&pid) {
+                            state.perf_map = map;
+                        }
+                        result
+                    }
+                    Reply::TimedOut => {
+                        // Its file system stalls: never again for this process.
+                        self.stats.timeouts += 1;
+                        if let Some(state) = self.pids.get_mut(&pid) {
+                            state.perf_map_stalled = true;
+                        }
+                        self.last_error = Some(format!(
+                            "pid {pid} perf map: no answer within {} ms, not read again",
+                            self.cfg.call_timeout_ms
+                        ));
+                        Ok(perf_map::Refreshed {
+                            changed: before > 0,
+                            ..perf_map::Refreshed::default()
+                        })
+                    }
+                    Reply::Unavailable(why) => {
+                        // The map was dropped with the request: read it again (whole) next
+                        // time.
+                        self.error(format!("pid {pid} perf map: {why}"));
+                        if let Some(state) = self.pids.get_mut(&pid) {
+                            state.perf_checked_period = None;
+                        }
+                        Ok(perf_map::Refreshed {
+                            changed: before > 0,
+                            ..perf_map::Refreshed::default()
+                        })
+                    }
+                }
+            }
+        };
+        let after = self.pids.get(&pid).map_or(0, |s| s.perf_map.len());
         self.perf_entries = self.perf_entries.saturating_sub(before) + after;
         let changed = match result {
             Ok(refreshed) => {
@@ -647,7 +754,7 @@ impl Symbolizer {
 
     /// Recreates blazesym, releasing every file, parsed ELF/DWARF and kallsyms it holds.
     fn rebuild(&mut self) {
-        self.engine = Engine::new(self.cfg.debug_syms);
+        self.engine.rebuild();
         for state in self.pids.values_mut() {
             state.files.clear();
         }

@@ -33,6 +33,12 @@ fn alive(pid: u32) -> bool {
 }
 
 #[test]
+fn symbolizer_can_move_to_another_thread() {
+    fn send<T: Send>(_: &T) {}
+    send(&Symbolizer::new(Config::default()));
+}
+
+#[test]
 fn function_and_main_of_an_unoptimised_binary() {
     let dir = tempdir();
     let prog = compile(dir.path(), "hot", HOT_C, &["-g", "-O0"]);
@@ -408,9 +414,10 @@ fn unmapped_address_is_an_unknown_miss() {
     let stats = sym.stats();
     assert_eq!((stats.misses, stats.cache_hits, stats.errors), (2, 1, 0));
 
-    // A process that does not exist, and pid 0.
+    // A process that does not exist (no error: it may have exited since), and pid 0.
     let r = one(&mut sym, u32::MAX - 1, 0x1000);
     assert_eq!(names(&r), [UNKNOWN]);
+    assert_eq!(sym.stats().errors, 0, "{:?}", sym.last_error());
     assert_eq!(names(&one(&mut sym, 0, 0x1000)), [UNKNOWN]);
     assert!(sym.user(p.pid, &[]).is_empty());
 }
@@ -727,16 +734,35 @@ fn debug_link_to_a_fifo_cannot_hang_the_symbolizer() {
     assert!(status.success());
     let p = Prog::spawn(cmd(&prog));
 
-    let mut sym = Symbolizer::new(Config::default());
+    let mut sym = Symbolizer::new(Config {
+        call_timeout_ms: 1000,
+        ..Config::default()
+    });
     let t = Instant::now();
     let r = one(&mut sym, p.pid, p.addrs[0] + 4);
-    eprintln!("returned after {:?}", t.elapsed());
     assert!(t.elapsed() < Duration::from_secs(10), "{:?}", t.elapsed());
     assert!(!r.found, "{r:?}");
-
+    assert_eq!(sym.stats().timeouts, 1);
     // Later calls do not wait for the stuck one.
     let t = Instant::now();
     let r = sym.kernel(&[0]);
     assert_eq!(r.len(), 1);
     assert!(t.elapsed() < Duration::from_secs(10));
+    // Next period the file is read without DWARF, so without following its debug link.
+    sym.retain(alive);
+    let r = one(&mut sym, p.pid, p.addrs[0] + 4);
+    assert_eq!(
+        names(&r),
+        ["gg_hot_function_1234"],
+        "{:?}",
+        sym.last_error()
+    );
+    assert_eq!(sym.stats().timeouts, 1);
+
+    // Let the abandoned worker's open return.
+    use std::os::unix::fs::OpenOptionsExt;
+    let _ = fs::OpenOptions::new()
+        .write(true)
+        .custom_flags(nix::fcntl::OFlag::O_NONBLOCK.bits())
+        .open(&debug);
 }

@@ -179,6 +179,17 @@ impl Probe {
     }
 }
 
+impl Probe {
+    /// [`Probe::stop`], also returning every record line the probe printed (the last ones are
+    /// written on the way out).
+    pub fn stop_with_records(self) -> (String, Vec<String>) {
+        let records = Arc::clone(&self.stdout);
+        let log = self.stop();
+        let records = records.lock().unwrap().clone();
+        (log, records)
+    }
+}
+
 impl Drop for Probe {
     fn drop(&mut self) {
         let _ = self.child.kill();
@@ -262,35 +273,43 @@ pub fn wait_until(timeout: Duration, mut cond: impl FnMut() -> bool) -> bool {
     }
 }
 
-/// Columns of `stackprobe_stats` after its key, in record order (tables.rs STATS_FIELDS).
-pub const STATS_COLUMNS: &[&str] = &[
-    "samples",
-    "offcpu_stretches",
-    "offcpu_short",
-    "stacks_lost",
-    "stacks_expired",
-    "stacks_truncated",
-    "symbol_lookups",
-    "symbol_misses",
-    "symbolize_ns",
-    "profiles_written",
-    "files_written",
-    "bytes_written",
-    "files_removed",
-    "write_errors",
-    "pyroscope_pushes",
-    "pyroscope_errors",
-];
+/// Field names of `stackprobe_stats`, key first, in record order, as `stackprobe --print-meta`
+/// declares them (so the tests follow the table when columns are added).
+pub fn stats_columns() -> Vec<String> {
+    let out = Command::new(STACKPROBE)
+        .arg("--print-meta")
+        .output()
+        .expect("stackprobe --print-meta");
+    let meta = String::from_utf8_lossy(&out.stdout);
+    let table = meta
+        .split("table_name:")
+        .find(|t| t.trim_start().starts_with("\"stackprobe_stats\""))
+        .expect("stackprobe_stats in the meta");
+    let (_, fields) = table.split_once("fields:").expect("its fields");
+    fields
+        .split(" name: \"")
+        .skip(1)
+        .filter_map(|f| f.split('"').next())
+        .map(str::to_string)
+        .collect()
+}
 
 /// `column` of the last `|stackprobe_stats|stack|…|` record in `records`.
 pub fn last_stat(records: &[String], column: &str) -> Option<u64> {
-    let idx = STATS_COLUMNS.iter().position(|c| *c == column)?;
+    let columns = stats_columns();
+    let idx = columns.iter().position(|c| c == column)?;
     let line = records
         .iter()
         .rev()
         .find(|l| l.starts_with("|stackprobe_stats|stack|"))?;
-    // "", table, key, then the columns.
-    line.split('|').nth(3 + idx)?.parse().ok()
+    // "", the table, then the fields (key first), then "".
+    let fields: Vec<&str> = line.split('|').collect();
+    assert_eq!(
+        fields.len(),
+        columns.len() + 3,
+        "{line} has other fields than {columns:?}"
+    );
+    fields[2 + idx].parse().ok()
 }
 
 /// Whether `tool` runs (`tool -version` or `--version`); when it does not, a test skips itself
