@@ -163,6 +163,17 @@ fn parse_maps(text: &str) -> Vec<Mapping> {
         .collect()
 }
 
+/// Where the process's program and stack start (`startcode`, `startstack` of
+/// `/proc/<pid>/stat`): an exec changes them (address-space randomisation), a pid reused by
+/// another process too.
+fn image_of(proc_root: &std::path::Path, tgid: u32) -> Option<(u64, u64)> {
+    let stat = std::fs::read_to_string(proc_root.join(format!("{tgid}/stat"))).ok()?;
+    let after = stat.rsplit_once(')')?.1;
+    let f: Vec<&str> = after.split_whitespace().collect();
+    // Fields 26 and 28 of stat(5); `after` starts at field 3.
+    Some((f.get(23)?.parse().ok()?, f.get(25)?.parse().ok()?))
+}
+
 /// Key of the BPF `hints` map (intf.h `struct hint_key`).
 fn key(tgid: u32, ip: u64) -> [u8; 16] {
     let mut k = [0u8; 16];
@@ -188,6 +199,8 @@ pub struct Hints {
     files: HashMap<(String, u64), Option<std::sync::Arc<Cfi>>>,
     maps: HashMap<u32, Vec<Mapping>>,
     taught: HashSet<(u32, u64)>,
+    /// Each process's program image when its first hint was taught (see [`image_of`]).
+    image: HashMap<u32, Option<(u64, u64)>>,
     stats: HintStats,
     enabled: bool,
 }
@@ -200,6 +213,7 @@ impl Hints {
             files: HashMap::new(),
             maps: HashMap::new(),
             taught: HashSet::new(),
+            image: HashMap::new(),
             stats: HintStats::default(),
             enabled: cfg!(target_arch = "x86_64"),
         }
@@ -216,6 +230,10 @@ impl Hints {
         if !self.enabled || ip == 0 || !self.taught.insert((tgid, ip)) {
             return;
         }
+        let root = &self.proc_root;
+        self.image
+            .entry(tgid)
+            .or_insert_with(|| image_of(root, tgid));
         let lookup = if ret { ip - 1 } else { ip };
         let hint = self.hint_for(tgid, lookup).unwrap_or(HINT_STOP);
         match map.update(&key(tgid, ip), &hint.to_ne_bytes(), MapFlags::ANY) {
@@ -229,15 +247,18 @@ impl Hints {
         }
     }
 
-    /// Drops what is kept for the processes `alive` says are gone (and their BPF entries),
-    /// and the per-process map snapshots (re-read at the next teach: libraries come and go).
+    /// Drops what is kept for the processes `alive` says are gone or that exec'd another
+    /// program since their hints were taught (and their BPF entries), and the per-process map
+    /// snapshots (re-read at the next teach: libraries come and go).
     pub fn retain(&mut self, map: &dyn MapCore, mut alive: impl FnMut(u32) -> bool) {
-        let gone: HashSet<u32> = self
-            .taught
-            .iter()
-            .map(|(t, _)| *t)
-            .filter(|t| !alive(*t))
+        let tgids: HashSet<u32> = self.taught.iter().map(|(t, _)| *t).collect();
+        let gone: HashSet<u32> = tgids
+            .into_iter()
+            .filter(|t| {
+                !alive(*t) || self.image.get(t).copied().flatten() != image_of(&self.proc_root, *t)
+            })
             .collect();
+        self.image.retain(|t, _| !gone.contains(t));
         self.taught.retain(|(t, ip)| {
             if gone.contains(t) {
                 let _ = map.delete(&key(*t, *ip));

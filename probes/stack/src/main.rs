@@ -29,7 +29,7 @@ use std::time::{Duration, Instant, SystemTime};
 use anyhow::{Context, Result};
 use libbpf_rs::skel::{OpenSkel, SkelBuilder};
 use probe_sdk::args::ProbeArgs;
-use probe_sdk::control::{Control, ControlMsg, Snoop};
+use probe_sdk::control::{Control, ControlMsg, Snoop, SnoopMode};
 use probe_sdk::decl::{Declaration, ParamValue};
 use probe_sdk::record::{self, RecordWriter};
 use probe_sdk::run::{self, PeriodLoop};
@@ -48,6 +48,8 @@ use tables::{BIT_OFFCPU, BIT_ONCPU, DEFAULT_BITS};
 const DRAIN_EVERY: Duration = Duration::from_secs(1);
 /// The first drain, sooner: the hints for what runs now are taught early.
 const FIRST_DRAIN: Duration = Duration::from_millis(250);
+/// Every this many drains, the hints forget exited processes (the symbolizer: every drain).
+const FORGET_EVERY_DRAINS: u64 = 10;
 /// Longest wait between control checks.
 const POLL_SLICE: Duration = Duration::from_millis(100);
 /// `-B <us>`: off-CPU stretches shorter than this are counted, not recorded (default 1 µs).
@@ -99,6 +101,8 @@ struct Settings {
     pyroscope_server: String,
     multi_instance: bool,
     snoop: Snoop,
+    /// The command line's selection (`-f`; all processes without it).
+    cmdline_snoop: Snoop,
 }
 
 impl Settings {
@@ -113,7 +117,7 @@ impl Settings {
         };
         let mut snoop = Snoop::default();
         if !args.pids.is_empty() {
-            snoop.mode = probe_sdk::control::SnoopMode::Include;
+            snoop.mode = SnoopMode::Include;
             snoop.pids = args.pids.clone();
             snoop.pids.sort_unstable();
         }
@@ -128,6 +132,7 @@ impl Settings {
             flame_dir: PathBuf::from(string("flame_dir")),
             pyroscope_server: string("pyroscope_server"),
             multi_instance: int("multi_instance") != 0,
+            cmdline_snoop: snoop.clone(),
             snoop,
         }
     }
@@ -156,7 +161,11 @@ impl Settings {
                 Err(e) => probe_sdk::warn!("control: {e}"),
             }
         }
-        s.snoop = msg.snoop.clone();
+        // `all` (no snoopers) goes back to the command line's selection (`-f`).
+        s.snoop = match msg.snoop.mode {
+            SnoopMode::All => self.cmdline_snoop.clone(),
+            _ => msg.snoop.clone(),
+        };
         s
     }
 
@@ -226,6 +235,7 @@ fn run_probe(args: &ProbeArgs, min_block_us: u64) -> Result<()> {
     let mut hints = hints::Hints::new(proc_root.clone());
     let mut profiles = Profiles::new(SystemTime::now(), perf::period_ns(settings.hz()));
     let mut outputs = Outputs::new();
+    outputs.prepare(&settings.flame_dir);
     let mut out = RecordWriter::stdout();
     probe_sdk::info!(
         "stackprobe running: {}; flame_dir {}, svg_period {} s",
@@ -238,6 +248,7 @@ fn run_probe(args: &ProbeArgs, min_block_us: u64) -> Result<()> {
     let mut next_drain = now + FIRST_DRAIN;
     let mut next_svg = now + settings.svg_period;
     let mut next_stats = now + args.period();
+    let mut drains: u64 = 0;
     while !run::terminated() {
         std::thread::sleep(POLL_SLICE);
         if let Some(msg) = control.take() {
@@ -258,6 +269,9 @@ fn run_probe(args: &ProbeArgs, min_block_us: u64) -> Result<()> {
                         Instant::now(),
                     );
                 }
+                if new.flame_dir != settings.flame_dir {
+                    outputs.prepare(&new.flame_dir);
+                }
                 settings = new;
                 probe_sdk::info!("control: {}", describe(&collector, &settings));
             }
@@ -274,6 +288,13 @@ fn run_probe(args: &ProbeArgs, min_block_us: u64) -> Result<()> {
             );
             profiles.set_sample_period(perf::period_ns(settings.hz()));
             next_drain = now + DRAIN_EVERY;
+            drains += 1;
+            let alive = |pid: u32| proc_root.join(pid.to_string()).exists();
+            // Exited processes' caches go; perf maps (JIT code) and pid reuse are re-checked.
+            sym.retain(alive);
+            if drains % FORGET_EVERY_DRAINS == 0 {
+                hints.retain(collector.hints_map(), alive);
+            }
         }
         if now >= next_svg {
             let done = profiles.finish(SystemTime::now());
@@ -283,10 +304,6 @@ fn run_probe(args: &ProbeArgs, min_block_us: u64) -> Result<()> {
                 settings.multi_instance,
                 &done,
             );
-            sym.retain(|pid| proc_root.join(pid.to_string()).exists());
-            hints.retain(collector.hints_map(), |pid| {
-                proc_root.join(pid.to_string()).exists()
-            });
             next_svg = now + settings.svg_period;
         }
         if now >= next_stats {
@@ -409,4 +426,59 @@ fn report<W: Write>(
     loss.map_full += user.filter_refused + hints.stats().refused;
     probe_sdk::bpf::write_loss_record(out, tables::BPF_STATS_TABLE, tables::STATS_PROBE, &loss)?;
     out.flush()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn args(argv: &[&str]) -> ProbeArgs {
+        ProbeArgs::try_parse_from(argv.iter().copied()).expect("valid flags")
+    }
+
+    #[test]
+    fn control_lines_set_params_and_processes() {
+        let decl = tables::declaration();
+        let base = Settings::new(&decl, &args(&["-f", "7"]));
+        assert_eq!(base.bits, DEFAULT_BITS);
+        assert_eq!(base.svg_period, Duration::from_secs(180));
+        assert_eq!(base.hz(), 99);
+        assert_eq!(base.flame_dir, PathBuf::from(output::DEFAULT_FLAME_DIR));
+        assert_eq!(base.pyroscope_server, "");
+        assert_eq!(
+            (base.snoop.mode, base.snoop.pids.clone()),
+            (SnoopMode::Include, vec![7])
+        );
+
+        let msg = ControlMsg::parse_line(
+            r#"{"v":1,"probe_bits":3,"params":{"svg_period":30,"perf_sample_period":20,"flame_dir":"/tmp/f","pyroscope_server":"py:4040","multi_instance":1},"snoop":{"mode":"include","pids":[1,2]}}"#,
+        )
+        .unwrap();
+        let s = base.with(&decl, &msg);
+        assert_eq!(s.bits, 3);
+        assert_eq!(s.svg_period, Duration::from_secs(30));
+        assert_eq!(s.hz(), 49);
+        assert_eq!(s.flame_dir, PathBuf::from("/tmp/f"));
+        assert_eq!(s.pyroscope_server, "py:4040");
+        assert!(s.multi_instance);
+        assert_eq!(s.snoop.pids, vec![1, 2]);
+
+        // Out of range: warned about and ignored; `all` is the command line's selection again.
+        let msg =
+            ControlMsg::parse_line(r#"{"v":1,"params":{"svg_period":5},"snoop":{"mode":"all"}}"#)
+                .unwrap();
+        let t = s.with(&decl, &msg);
+        assert_eq!(t.svg_period, Duration::from_secs(30));
+        assert_eq!(t.bits, 3, "probe_bits 0 keeps the sub-probes");
+        assert_eq!(t.snoop, base.snoop);
+    }
+
+    #[test]
+    fn min_block_flag() {
+        assert_eq!(min_block(&[]), Ok(DEFAULT_MIN_BLOCK_US));
+        assert_eq!(min_block(&[('B', Some("250".into()))]), Ok(250));
+        assert!(min_block(&[('B', Some("x".into()))]).is_err());
+        assert!(min_block(&[('B', None)]).is_err());
+        assert_eq!(min_block(&args(&["-P", "3", "-B", "250"]).extra), Ok(250));
+    }
 }

@@ -114,6 +114,12 @@ impl Outputs {
         }
     }
 
+    /// Opens `flame_dir` now (at start and when the setting changes), so a directory that
+    /// cannot be used is reported at once, not at the end of the period.
+    pub fn prepare(&mut self, flame_dir: &Path) {
+        let _ = self.open(flame_dir);
+    }
+
     fn open(&mut self, flame_dir: &Path) -> Option<&mut FlameDir> {
         if self.dir.as_ref().map(|(p, _)| p.as_path()) != Some(flame_dir) {
             self.dir = None;

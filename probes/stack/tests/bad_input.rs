@@ -20,25 +20,6 @@ fn serial() -> MutexGuard<'static, ()> {
     SERIAL.lock().unwrap_or_else(|e| e.into_inner())
 }
 
-const HOT_SRC: &str = r#"
-#include <stdlib.h>
-#include <time.h>
-volatile unsigned long sink;
-__attribute__((noinline)) void gg_bad_hot_4731(void)
-{
-    for (unsigned long i = 0; i < 20000000UL; i++)
-        sink += i * 7;
-}
-__attribute__((noinline)) void gg_bad_caller_4731(void) { gg_bad_hot_4731(); }
-int main(int argc, char **argv)
-{
-    time_t end = time(NULL) + (argc > 1 ? atoi(argv[1]) : 60);
-    while (time(NULL) < end)
-        gg_bad_caller_4731();
-    return 0;
-}
-"#;
-
 /// Waits for one byte on stdin, runs hot for `argv[1]` ms, exits.
 const SHORT_SRC: &str = r#"
 #include <stdlib.h>
@@ -71,7 +52,6 @@ int main(int argc, char **argv)
 "#;
 
 const HOT: &str = "gg_bad_hot_4731";
-const CFLAGS: &[&str] = &["-g", "-O0", "-fno-omit-frame-pointer"];
 
 fn params(dir: &Path) -> String {
     format!(
@@ -100,7 +80,7 @@ fn stripped_binary_gives_module_offsets_and_counts_misses() {
     let bin = compile(
         tmp.path(),
         "gg_strip",
-        HOT_SRC,
+        &hot_src(HOT, "gg_bad_caller_4731"),
         &["-O0", "-fno-omit-frame-pointer"],
     );
     let out = Command::new("strip").arg(&bin).output().expect("run strip");
@@ -199,7 +179,12 @@ fn missing_flame_dir_is_warned_about_and_not_created() {
     let _serial = serial();
     let tmp = tempfile::tempdir().unwrap();
     let missing = tmp.path().join("no_such_flame_dir");
-    let bin = compile(tmp.path(), "gg_bad_hot", HOT_SRC, CFLAGS);
+    let bin = compile(
+        tmp.path(),
+        "gg_bad_hot",
+        &hot_src(HOT, "gg_bad_caller_4731"),
+        CFLAGS,
+    );
     let work = Workload::start(&bin, &["30"]);
     let mut probe = Probe::start(
         &["-P", "1", "-t", "1"],
@@ -230,7 +215,12 @@ fn symlinked_flame_dir_is_refused() {
     std::fs::create_dir(&target).unwrap();
     let link = tmp.path().join("flame_link");
     std::os::unix::fs::symlink(&target, &link).unwrap();
-    let bin = compile(tmp.path(), "gg_bad_hot", HOT_SRC, CFLAGS);
+    let bin = compile(
+        tmp.path(),
+        "gg_bad_hot",
+        &hot_src(HOT, "gg_bad_caller_4731"),
+        CFLAGS,
+    );
     let work = Workload::start(&bin, &["30"]);
     let mut probe = Probe::start(
         &["-P", "1"],
@@ -264,7 +254,12 @@ fn flame_dir_set_by_the_control_channel_is_used_without_restart() {
     let missing = tmp.path().join("not_yet");
     let flame = tmp.path().join("flame");
     std::fs::create_dir(&flame).unwrap();
-    let bin = compile(tmp.path(), "gg_bad_hot", HOT_SRC, CFLAGS);
+    let bin = compile(
+        tmp.path(),
+        "gg_bad_hot",
+        &hot_src(HOT, "gg_bad_caller_4731"),
+        CFLAGS,
+    );
     let work = Workload::start(&bin, &["30"]);
     let pid = work.pid();
     let mut probe = Probe::start(
@@ -292,7 +287,12 @@ fn snooper_changes_apply_without_restart() {
     let tmp = tempfile::tempdir().unwrap();
     let flame = tmp.path().join("flame");
     std::fs::create_dir(&flame).unwrap();
-    let bin = compile(tmp.path(), "gg_bad_hot", HOT_SRC, CFLAGS);
+    let bin = compile(
+        tmp.path(),
+        "gg_bad_hot",
+        &hot_src(HOT, "gg_bad_caller_4731"),
+        CFLAGS,
+    );
     let a = Workload::start(&bin, &["30"]);
     let b = Workload::start(&bin, &["30"]);
     let c = Workload::start(&bin, &["30"]);

@@ -10,29 +10,9 @@ use std::time::Duration;
 
 use common::*;
 
-const HOT_SRC: &str = r#"
-#include <stdlib.h>
-#include <time.h>
-volatile unsigned long sink;
-__attribute__((noinline)) void gg_ns_hot_4721(void)
-{
-    for (unsigned long i = 0; i < 20000000UL; i++)
-        sink += i * 7;
-}
-__attribute__((noinline)) void gg_ns_caller_4721(void) { gg_ns_hot_4721(); }
-int main(int argc, char **argv)
-{
-    time_t end = time(NULL) + (argc > 1 ? atoi(argv[1]) : 60);
-    while (time(NULL) < end)
-        gg_ns_caller_4721();
-    return 0;
-}
-"#;
-
 /// The name the assertions look for (a wrong one here makes the tests fail).
 const HOT: &str = "gg_ns_hot_4721";
 const CALLER: &str = "gg_ns_caller_4721";
-const CFLAGS: &[&str] = &["-g", "-O0", "-fno-omit-frame-pointer"];
 
 fn params(dir: &Path) -> String {
     format!(
@@ -75,7 +55,7 @@ fn binary_on_a_tmpfs_of_another_mount_namespace_is_symbolized() {
     let tmp = tempfile::tempdir().unwrap();
     let flame = tmp.path().join("flame");
     std::fs::create_dir(&flame).unwrap();
-    let bin = compile(tmp.path(), "gg_ns_prog", HOT_SRC, CFLAGS);
+    let bin = compile(tmp.path(), "gg_ns_prog", &hot_src(HOT, CALLER), CFLAGS);
     // An empty directory here; in the child's namespace a tmpfs holding the binary.
     let mnt = tmp.path().join("private_mnt");
     std::fs::create_dir(&mnt).unwrap();
@@ -122,7 +102,7 @@ fn deleted_binary_is_symbolized() {
     let tmp = tempfile::tempdir().unwrap();
     let flame = tmp.path().join("flame");
     std::fs::create_dir(&flame).unwrap();
-    let bin = compile(tmp.path(), "gg_ns_deleted", HOT_SRC, CFLAGS);
+    let bin = compile(tmp.path(), "gg_ns_deleted", &hot_src(HOT, CALLER), CFLAGS);
     let work = Workload::start(&bin, &["30"]);
     let pid = work.pid();
     assert!(

@@ -11,25 +11,6 @@ use std::time::{Duration, Instant};
 
 use common::*;
 
-const HOT_SRC: &str = r#"
-#include <stdlib.h>
-#include <time.h>
-volatile unsigned long sink;
-__attribute__((noinline)) void gg_hot_function_4711(void)
-{
-    for (unsigned long i = 0; i < 20000000UL; i++)
-        sink += i * 7;
-}
-__attribute__((noinline)) void gg_outer_caller(void) { gg_hot_function_4711(); }
-int main(int argc, char **argv)
-{
-    time_t end = time(NULL) + (argc > 1 ? atoi(argv[1]) : 60);
-    while (time(NULL) < end)
-        gg_outer_caller();
-    return 0;
-}
-"#;
-
 const BLOCK_SRC: &str = r#"
 #include <stdlib.h>
 #include <time.h>
@@ -60,8 +41,6 @@ int main(int argc, char **argv)
 }
 "#;
 
-const CFLAGS: &[&str] = &["-g", "-O0", "-fno-omit-frame-pointer"];
-
 fn params(dir: &Path) -> String {
     format!(
         r#""flame_dir":"{}","svg_period":180,"perf_sample_period":10"#,
@@ -90,7 +69,12 @@ fn oncpu_samples_land_in_the_hot_function_with_its_callers() {
     let tmp = tempfile::tempdir().unwrap();
     let flame = tmp.path().join("flame");
     std::fs::create_dir(&flame).unwrap();
-    let bin = compile(tmp.path(), "gg_hot", HOT_SRC, CFLAGS);
+    let bin = compile(
+        tmp.path(),
+        "gg_hot",
+        &hot_src("gg_hot_function_4711", "gg_outer_caller"),
+        CFLAGS,
+    );
     let work = Workload::start(&bin, &["60"]);
     let pid = work.pid();
     let mut probe = Probe::start(

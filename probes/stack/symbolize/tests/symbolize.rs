@@ -766,3 +766,50 @@ fn debug_link_to_a_fifo_cannot_hang_the_symbolizer() {
         .custom_flags(nix::fcntl::OFlag::O_NONBLOCK.bits())
         .open(&debug);
 }
+
+/// Timing, not a check: N addresses of libc and of the binary in three processes of one binary.
+/// `cargo test -p stack-symbolize --test symbolize -- --ignored --nocapture measure_three`.
+#[test]
+#[ignore]
+fn measure_three_processes_of_one_binary() {
+    use std::time::Instant;
+    let dir = tempdir();
+    let prog = compile(dir.path(), "measure3", HOT_C, &["-O0", "-g"]);
+    let procs: Vec<Prog> = (0..3).map(|_| Prog::spawn(cmd(&prog))).collect();
+    let n = 2_000u64;
+    let text = |pid: u32, module: &str| -> (u64, u64) {
+        let maps = fs::read_to_string(format!("/proc/{pid}/maps")).expect("maps");
+        maps.lines()
+            .find(|l| l.contains("r-xp") && l.contains(module))
+            .and_then(|l| l.split_whitespace().next()?.split_once('-'))
+            .map(|(s, e)| {
+                (
+                    u64::from_str_radix(s, 16).expect("start"),
+                    u64::from_str_radix(e, 16).expect("end"),
+                )
+            })
+            .expect("text mapping")
+    };
+    let mut sym = Symbolizer::new(Config::default());
+    for p in &procs {
+        let (start, end) = text(p.pid, "libc.so");
+        let step = (end - start) / n;
+        let mut addrs: Vec<u64> = (0..n).map(|i| start + i * step).collect();
+        addrs.extend((0..64).map(|i| p.addrs[0] + i));
+        let before = sym.stats().symbolize_ns;
+        let t = Instant::now();
+        // As stackprobe calls it: one stack (16 addresses) per call.
+        let mut found = 0;
+        for stack in addrs.chunks(16) {
+            found += sym.user(p.pid, stack).iter().filter(|r| r.found).count();
+        }
+        println!(
+            "pid {}: {} addresses in {:?} ({found} found; symbolize_ns +{} ms)",
+            p.pid,
+            addrs.len(),
+            t.elapsed(),
+            (sym.stats().symbolize_ns - before) / 1_000_000
+        );
+    }
+    println!("{:?}", sym.stats());
+}

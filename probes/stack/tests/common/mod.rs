@@ -11,6 +11,36 @@ use std::time::{Duration, Instant};
 
 pub const STACKPROBE: &str = env!("CARGO_BIN_EXE_stackprobe");
 
+/// Flags of the test programs: symbols, DWARF and frame pointers (the kernel walks user stacks
+/// by frame pointers).
+pub const CFLAGS: &[&str] = &["-g", "-O0", "-fno-omit-frame-pointer"];
+
+/// A C program whose `main` calls `caller()` → `hot()` (a busy loop) until `argv[1]` seconds
+/// (default 60) have passed. Each test names the functions uniquely, so a name found in a
+/// profile can only come from its own program.
+pub fn hot_src(hot: &str, caller: &str) -> String {
+    format!(
+        r#"
+#include <stdlib.h>
+#include <time.h>
+volatile unsigned long sink;
+__attribute__((noinline)) void {hot}(void)
+{{
+    for (unsigned long i = 0; i < 20000000UL; i++)
+        sink += i * 7;
+}}
+__attribute__((noinline)) void {caller}(void) {{ {hot}(); }}
+int main(int argc, char **argv)
+{{
+    time_t end = time(NULL) + (argc > 1 ? atoi(argv[1]) : 60);
+    while (time(NULL) < end)
+        {caller}();
+    return 0;
+}}
+"#
+    )
+}
+
 /// Compiles `src` (C) into `dir/name` with `flags`.
 pub fn compile(dir: &Path, name: &str, src: &str, flags: &[&str]) -> PathBuf {
     let c = dir.join(format!("{name}.c"));
