@@ -292,7 +292,7 @@ fn run_probe(args: &ProbeArgs, min_block_us: u64) -> Result<()> {
             let alive = |pid: u32| proc_root.join(pid.to_string()).exists();
             // Exited processes' caches go; perf maps (JIT code) and pid reuse are re-checked.
             sym.retain(alive);
-            if drains % FORGET_EVERY_DRAINS == 0 {
+            if drains.is_multiple_of(FORGET_EVERY_DRAINS) {
                 hints.retain(collector.hints_map(), alive);
             }
         }
