@@ -383,7 +383,7 @@ def tailored(tmp_path_factory):
         p = build("-DENABLE_SOCKET=0", "-DENABLE_L7=0", "-DENABLE_KAFKA=0", "-DENABLE_PROC=0", "-DENABLE_IO=0", "-DENABLE_CONTAINER=0", "-DENABLE_SLI=0",
                   "-DENABLE_NGINX=0", "-DENABLE_HAPROXY=0", "-DENABLE_LVS=0", "-DENABLE_DNSMASQ=0",
                   "-DENABLE_BIND=0", "-DENABLE_RABBITMQ=0", "-DENABLE_REDIS=0",
-                  "-DENABLE_OPENGAUSS_SLI=0", "-DENABLE_JVM=0",
+                  "-DENABLE_OPENGAUSS_SLI=0", "-DENABLE_JVM=0", "-DENABLE_FLAMEGRAPH=0",
                   "-DENABLE_EXAMPLE=0", "-DENABLE_EXAMPLE_PY=0", "--no-packages", package_dir=out)
         assert "Compiling" not in p.stderr, p.stderr
         upstream_form = run(REPO / "target/release/gala-gopher", "--version").stdout
@@ -396,7 +396,7 @@ def tailored(tmp_path_factory):
 # (the example probes' sources are still cited by writing-a-probe.md as templates to copy; the
 # middleware probes by their distinctive names: "redis" or "bind" are everyday words in the docs).
 LEFT_OUT = ("endpoint.md", "endpoint_tcp", "l7probe", "l7_rpc", "kafkaprobe", "taskprobe", "ioprobe", "containerprobe", "sliprobe", "haproxy", "dnsmasq",
-            "rabbitmq", "pg_stat_probe", "jvmprobe", "middleware.md")
+            "rabbitmq", "pg_stat_probe", "jvmprobe", "stackprobe", "stack.md", "middleware.md")
 
 
 def test_tailored_package_has_only_the_chosen_probes(tailored, tmp_path):

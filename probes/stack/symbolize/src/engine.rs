@@ -17,10 +17,15 @@
 //! call returns) and a new one takes over, and while [`MAX_STUCK_WORKERS`] are stuck no call is
 //! made. blazesym's symbolizer is not `Send`, so it is created on the worker thread.
 //!
-//! blazesym keeps, per path handed to it, the open file and its parsed ELF/DWARF; the caller
-//! evicts a path when its process goes ([`Engine::evict`]) and recreates the worker to bound
-//! what is left (debug-link targets, kallsyms).
+//! blazesym keeps, per path handed to it, the open file and its parsed ELF/DWARF, keyed by what
+//! `stat` says through the path (device, inode, size, modification time): two paths to one file
+//! share one parse, and it is dropped when the last path to it is evicted. The caller hands it one
+//! path per mapped file ([`crate::files`]) and evicts it when no process maps the file any more
+//! ([`Engine::evict`]); recreating the worker bounds what is left (debug-link targets, kallsyms).
+//! Each worker has a [generation](Engine::generation): a new one knows none of the paths the old
+//! one was given.
 
+use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU8, AtomicUsize, Ordering};
 use std::sync::mpsc::{self, Receiver, RecvTimeoutError, Sender};
@@ -71,6 +76,54 @@ pub(crate) enum Reply<T = Vec<Lookup>> {
     Unavailable(String),
 }
 
+/// What `stat` says about a file through a path: the identity under which blazesym caches what
+/// it parsed, and under which [`crate::files`] keeps lookup results.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct FileStat {
+    dev: u64,
+    ino: u64,
+    size: u64,
+    mtime_ns: i128,
+}
+
+impl From<&std::fs::Metadata> for FileStat {
+    fn from(meta: &std::fs::Metadata) -> Self {
+        FileStat {
+            dev: meta.dev(),
+            ino: meta.ino(),
+            size: meta.size(),
+            mtime_ns: i128::from(meta.mtime()) * 1_000_000_000 + i128::from(meta.mtime_nsec()),
+        }
+    }
+}
+
+#[cfg(test)]
+impl FileStat {
+    /// A stat that differs from another by `size`.
+    pub fn for_test(size: u64) -> Self {
+        FileStat {
+            dev: 8,
+            ino: 99,
+            size,
+            mtime_ns: 0,
+        }
+    }
+}
+
+/// The answer to a lookup in a mapped file.
+#[derive(Debug)]
+pub(crate) enum ElfAnswer {
+    /// One lookup per offset, and what `stat` said through the path (`None` if it failed, and
+    /// then blazesym failed too and was not given the path).
+    Looked {
+        lookups: Vec<Lookup>,
+        stat: Option<FileStat>,
+    },
+    /// The path no longer leads to the expected file (its process exited, or the pid or the
+    /// address range was reused): nothing was looked up.
+    Stale,
+}
+
 /// A perf map to bring up to date, on the worker: the file lies in the process's file system,
 /// which may be a FUSE mount its owner can stall.
 pub(crate) struct PerfMapJob {
@@ -87,6 +140,7 @@ pub(crate) type PerfMapDone = (PerfMap, Result<Refreshed, PerfMapRefusal>);
 
 enum Answer {
     Lookups(Vec<Lookup>),
+    Elf(ElfAnswer),
     PerfMap(Box<PerfMapDone>),
 }
 
@@ -95,6 +149,8 @@ enum Request {
         path: PathBuf,
         offsets: Vec<u64>,
         debug_syms: bool,
+        /// Look up only if `stat` through the path says this.
+        expect: Option<FileStat>,
     },
     Vdso {
         pid: u32,
@@ -123,6 +179,8 @@ struct Worker {
 /// The blazesym worker.
 pub(crate) struct Engine {
     worker: Option<Worker>,
+    /// Workers started so far; the current one's generation.
+    spawned: u64,
     debug_syms: bool,
     timeout: Duration,
     /// Abandoned workers still running.
@@ -133,20 +191,40 @@ impl Engine {
     pub fn new(debug_syms: bool, timeout: Duration) -> Self {
         Engine {
             worker: None,
+            spawned: 0,
             debug_syms,
             timeout,
             stuck: Arc::new(AtomicUsize::new(0)),
         }
     }
 
-    /// Symbolizes file offsets into the ELF file at `path`; `debug_syms` false skips DWARF and
-    /// debug links even if the engine uses them.
-    pub fn elf(&mut self, path: &Path, offsets: &[u64], debug_syms: bool) -> Reply {
-        self.lookups(Request::Elf {
+    /// Symbolizes file offsets into the ELF file at `path`, if `stat` through it says `expect`
+    /// (when given); `debug_syms` false skips DWARF and debug links even if the engine uses them.
+    pub fn elf(
+        &mut self,
+        path: &Path,
+        offsets: &[u64],
+        debug_syms: bool,
+        expect: Option<FileStat>,
+    ) -> Reply<ElfAnswer> {
+        let request = Request::Elf {
             path: path.to_path_buf(),
             offsets: offsets.to_vec(),
             debug_syms: debug_syms && self.debug_syms,
-        })
+            expect,
+        };
+        match self.call(request) {
+            Reply::Done(Answer::Elf(answer)) => Reply::Done(answer),
+            Reply::Done(_) => Reply::Unavailable("mismatched answer".into()),
+            Reply::TimedOut => Reply::TimedOut,
+            Reply::Unavailable(why) => Reply::Unavailable(why),
+        }
+    }
+
+    /// The generation of the current worker (`None` if there is none): paths given to another
+    /// generation are unknown to it.
+    pub fn generation(&self) -> Option<u64> {
+        self.worker.as_ref().map(|_| self.spawned)
     }
 
     /// Symbolizes addresses in the vDSO of process `pid` (not 0).
@@ -168,7 +246,7 @@ impl Engine {
     pub fn perf_map(&mut self, job: PerfMapJob) -> Reply<PerfMapDone> {
         match self.call(Request::PerfMap(Box::new(job))) {
             Reply::Done(Answer::PerfMap(done)) => Reply::Done(*done),
-            Reply::Done(Answer::Lookups(_)) => Reply::Unavailable("mismatched answer".into()),
+            Reply::Done(_) => Reply::Unavailable("mismatched answer".into()),
             Reply::TimedOut => Reply::TimedOut,
             Reply::Unavailable(why) => Reply::Unavailable(why),
         }
@@ -177,14 +255,14 @@ impl Engine {
     fn lookups(&mut self, request: Request) -> Reply {
         match self.call(request) {
             Reply::Done(Answer::Lookups(lookups)) => Reply::Done(lookups),
-            Reply::Done(Answer::PerfMap(_)) => Reply::Unavailable("mismatched answer".into()),
+            Reply::Done(_) => Reply::Unavailable("mismatched answer".into()),
             Reply::TimedOut => Reply::TimedOut,
             Reply::Unavailable(why) => Reply::Unavailable(why),
         }
     }
 
-    /// Releases what blazesym holds for `path` (open file, parsed ELF/DWARF once no other path
-    /// refers to the same file). Does not wait.
+    /// Releases what the current worker's blazesym holds for `path` (open file, parsed ELF/DWARF
+    /// once no other path refers to the same file). Does not wait.
     pub fn evict(&mut self, path: &Path) {
         if let Some(worker) = &self.worker {
             let _ = worker.requests.send(Request::Evict {
@@ -229,6 +307,7 @@ impl Engine {
     fn worker(&mut self) -> Option<&Worker> {
         if self.worker.is_none() && self.stuck.load(Ordering::Acquire) < MAX_STUCK_WORKERS {
             self.worker = spawn(self.debug_syms, Arc::clone(&self.stuck));
+            self.spawned += u64::from(self.worker.is_some());
         }
         self.worker.as_ref()
     }
@@ -287,11 +366,26 @@ fn serve(debug_syms: bool, requests: &Receiver<Request>, replies: &Sender<Answer
                 path,
                 offsets,
                 debug_syms,
+                expect,
             } => {
-                let mut src = Elf::new(path);
-                src.debug_syms = debug_syms;
-                let result = inner.symbolize(&Source::Elf(src), Input::FileOffset(&offsets));
-                convert(result, offsets.len())
+                // blazesym stats the path again a moment later (a change in between is not
+                // caught: it needs the owner's exit and a reuse of its pid within microseconds).
+                let stat = std::fs::metadata(&path).ok().map(|m| FileStat::from(&m));
+                let answer = if expect.is_some() && stat != expect {
+                    ElfAnswer::Stale
+                } else {
+                    let mut src = Elf::new(path);
+                    src.debug_syms = debug_syms;
+                    let result = inner.symbolize(&Source::Elf(src), Input::FileOffset(&offsets));
+                    ElfAnswer::Looked {
+                        lookups: convert(result, offsets.len()),
+                        stat,
+                    }
+                };
+                if replies.send(Answer::Elf(answer)).is_err() {
+                    return;
+                }
+                continue;
             }
             Request::Vdso { pid, addrs } => {
                 let mut src = Process::new(Pid::from(pid));
@@ -385,4 +479,44 @@ fn frames(sym: &Sym<'_>) -> Vec<Frame> {
             inlined: true,
         }))
         .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_path_to_another_file_than_expected_is_not_looked_up() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let (a, b) = (dir.path().join("a"), dir.path().join("b"));
+        std::fs::write(&a, b"not an ELF file").expect("a");
+        std::fs::write(&b, b"another file").expect("b");
+        let stat_of = |p: &Path| FileStat::from(&std::fs::metadata(p).expect("stat"));
+        let mut engine = Engine::new(false, Duration::from_secs(10));
+        assert!(matches!(
+            engine.elf(&b, &[0], false, Some(stat_of(&a))),
+            Reply::Done(ElfAnswer::Stale)
+        ));
+        assert!(matches!(
+            engine.elf(&dir.path().join("gone"), &[0], false, Some(stat_of(&a))),
+            Reply::Done(ElfAnswer::Stale)
+        ));
+        match engine.elf(&b, &[0], false, Some(stat_of(&b))) {
+            Reply::Done(ElfAnswer::Looked { lookups, stat }) => {
+                assert_eq!(lookups.len(), 1, "looked up (and not found)");
+                assert!(!matches!(lookups[0], Lookup::Found(_)));
+                assert_eq!(stat, Some(stat_of(&b)));
+            }
+            other => panic!("{other:?}"),
+        }
+        let generation = engine.generation();
+        assert!(generation.is_some());
+        engine.rebuild();
+        assert_eq!(engine.generation(), None);
+        assert!(matches!(
+            engine.elf(&a, &[0], false, None),
+            Reply::Done(ElfAnswer::Looked { .. })
+        ));
+        assert_ne!(engine.generation(), generation, "a new worker");
+    }
 }

@@ -15,16 +15,30 @@
 //!   in a mapped file (`libc.so.6+0x2a1b0`), else [`UNKNOWN`].
 //!
 //! # Caches and their bounds
-//! Results are cached per (pid, address) and per kernel address. A process's cache is dropped
-//! when [`Symbolizer::retain`] finds it gone, when [`Symbolizer::forget`] is called, and when its
-//! `/proc/<pid>/stat` identity (start time, code and stack addresses) changes — pid reuse, or an
-//! exec — checked once per period (a period is the time between two `retain` calls). Bounds:
-//! [`Config::max_pids`] (least recently used pid dropped), [`Config::max_addrs_per_pid`] (the
-//! pid's cache is emptied), [`Config::max_addrs_total`], [`Config::max_kernel_addrs`]. blazesym
-//! keeps the open files and parsed ELF/DWARF of what it was given: a process's files are evicted
-//! with its cache, and the blazesym symbolizer is recreated past [`Config::max_open_files`] and
-//! every [`Config::rebuild_interval_secs`] (which also re-reads kallsyms for modules loaded
-//! since).
+//! A process's cache maps its addresses to answers. For an address in a mapped file the answer
+//! is shared: files are identified by (device, inode) from `/proc/<pid>/maps` (deleted ones
+//! too), and results are kept per (file, file offset) for every process that maps the file, so
+//! a hot libc address is resolved once on the host ([`Stats::shared_hits`]). blazesym is given
+//! each file through one path, the `map_files` entry of one process mapping it, checked by
+//! `stat` before another process uses it and replaced when that process is gone, so the second
+//! and later processes of a binary (or users of a library) parse nothing again
+//! ([`Stats::files_opened`], [`Stats::path_switches`]). JIT names (perf map), misses and vDSO
+//! functions stay per process; kernel results are cached per address.
+//!
+//! A process's cache is dropped when [`Symbolizer::retain`] finds it gone, when
+//! [`Symbolizer::forget`] is called, and when its `/proc/<pid>/stat` identity (start time, code
+//! and stack addresses) changes — pid reuse, or an exec: its addresses then go through its new
+//! mappings — checked once per period (a period is the time between two `retain` calls). Its
+//! `/proc/<pid>/maps` is read once per period too (again for addresses outside the mappings
+//! read), so an exec, or a library replaced by another at the same addresses, shows from the
+//! next period. A file and its results are dropped when no process with a cache uses it.
+//! Bounds: [`Config::max_pids`] (least recently used pid dropped), [`Config::max_addrs_per_pid`]
+//! (the pid's cache is emptied), [`Config::max_addrs_total`], [`Config::max_kernel_addrs`],
+//! [`Config::max_file_results`] (all shared results are dropped). blazesym keeps the open files
+//! and parsed ELF/DWARF of what it was given: a file is evicted when no process uses it, and the
+//! blazesym symbolizer is recreated past [`Config::max_open_files`] distinct files and every
+//! [`Config::rebuild_interval_secs`] (which also re-reads kallsyms for modules loaded since; the
+//! shared results stay).
 //!
 //! # Perf maps
 //! `/tmp/perf-<pid>.map` is written by the profiled process and we run as root: `tmp` and the
@@ -49,6 +63,7 @@
 
 mod engine;
 mod error;
+mod files;
 mod maps;
 mod names;
 mod perf_map;
@@ -73,6 +88,9 @@ pub struct Config {
     pub max_addrs_total: usize,
     /// Cached kernel addresses; past it the kernel cache is emptied.
     pub max_kernel_addrs: usize,
+    /// Lookup results of mapped files (by file and offset), shared by every process mapping the
+    /// file; past it they are all dropped.
+    pub max_file_results: usize,
     /// Look JIT code up in `/tmp/perf-<pid>.map`.
     pub perf_map: bool,
     /// Bytes read from one perf map; the rest is ignored (counted as truncated).
@@ -83,7 +101,8 @@ pub struct Config {
     pub perf_map_max_entries_total: usize,
     /// Use DWARF (inlined functions, better names) when the binary or its debug file has it.
     pub debug_syms: bool,
-    /// Files whose ELF/DWARF blazesym may hold at once; past it blazesym is recreated.
+    /// Mapped files whose ELF/DWARF blazesym may hold at once (a file shared by processes counts
+    /// once); past it blazesym is recreated.
     pub max_open_files: usize,
     /// blazesym is recreated (and kallsyms re-read) at the first `retain` after this long.
     pub rebuild_interval_secs: u64,
@@ -99,6 +118,7 @@ impl Default for Config {
             max_addrs_per_pid: 65536,
             max_addrs_total: 262_144,
             max_kernel_addrs: 65536,
+            max_file_results: 262_144,
             perf_map: true,
             perf_map_max_bytes: 64 * 1024 * 1024,
             perf_map_max_entries: 1 << 20,
@@ -138,8 +158,12 @@ pub struct ResolvedFrame {
 pub struct Stats {
     /// Addresses looked up (user and kernel, cache hits included).
     pub lookups: u64,
-    /// Lookups answered from the cache.
+    /// Lookups answered from a cache: the process's own, or the results of its mapped file that
+    /// an earlier lookup (of any process) made (`shared_hits`), without blazesym.
     pub cache_hits: u64,
+    /// Lookups the process had not cached, answered from the results its mapped file shares with
+    /// every process mapping it (also counted in `cache_hits`).
+    pub shared_hits: u64,
     /// Lookups that returned a miss (`found: false`).
     pub misses: u64,
     /// Lookups answered from a perf map (JIT frames), cache hits included.
@@ -153,7 +177,8 @@ pub struct Stats {
     pub symbolize_ns: u64,
     /// Processes dropped because a bound was reached (`max_pids`, `max_addrs_total`).
     pub pid_evictions: u64,
-    /// Address caches emptied because full (`max_addrs_per_pid`, `max_kernel_addrs`).
+    /// Caches emptied because full (`max_addrs_per_pid`, `max_kernel_addrs`,
+    /// `max_file_results`).
     pub cache_resets: u64,
     /// Processes dropped by `retain` (exited) or `forget`.
     pub pids_dropped: u64,
@@ -169,14 +194,27 @@ pub struct Stats {
     pub perf_map_truncated: u64,
     /// Recreations of the blazesym symbolizer.
     pub rebuilds: u64,
+    /// Mapped files handed to blazesym to open and parse. A file that processes share counts
+    /// once, and again only after blazesym was recreated (or replaced after a timeout), once no
+    /// process uses it, or when it changed.
+    pub files_opened: u64,
+    /// Shared files moved to another process's `/proc/<pid>/map_files` path, without a new
+    /// parse: the process whose path blazesym knew them by exited or changed.
+    pub path_switches: u64,
+    /// Reads of a `/proc/<pid>/maps`: one per process and period with uncached addresses, plus
+    /// one per batch with addresses outside the mappings read before (and every batch of a
+    /// process with over 1,024 executable mappings).
+    pub maps_reads: u64,
     /// blazesym calls abandoned after `call_timeout_ms` (their addresses are misses).
     pub timeouts: u64,
     /// Processes with a cache now.
     pub cached_pids: usize,
     /// Cached addresses now (user and kernel).
     pub cached_addrs: usize,
+    /// Results of mapped files held now (shared by processes, by file and offset).
+    pub file_results: usize,
     /// Perf map entries held now.
     pub perf_map_entries: usize,
-    /// Mapped files handed to blazesym since they were last evicted.
+    /// Mapped files blazesym holds now (one path each, however many processes map them).
     pub open_files: usize,
 }

@@ -90,8 +90,8 @@ impl Maps {
         (addr < mapping.end).then_some(mapping)
     }
 
-    #[cfg(test)]
-    fn len(&self) -> usize {
+    /// Executable mappings held.
+    pub fn len(&self) -> usize {
         self.mappings.len()
     }
 }

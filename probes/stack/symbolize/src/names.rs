@@ -1,6 +1,7 @@
 //! Function names shared between cache entries: one allocation per distinct name, and the cache
-//! hands out `Arc` clones. Bounded: names only the interner still holds are purged each period,
-//! and past the bound new names are simply not shared.
+//! hands out `Arc` clones. Bounded: names only the interner still holds are purged once as many
+//! names were added (or refused) as were kept at the last purge, so that a purge's cost is spread
+//! over the names that made it necessary; past the bound new names are simply not shared.
 
 use std::collections::HashSet;
 use std::sync::Arc;
@@ -10,13 +11,22 @@ use std::sync::Arc;
 pub(crate) struct Names {
     set: HashSet<Arc<str>>,
     max: usize,
+    /// New names (kept or refused) since the last purge.
+    added: usize,
+    /// Names kept by the last purge.
+    kept: usize,
 }
+
+/// Names added before a purge is worth it, however few were kept.
+const MIN_PURGE_INTERVAL: usize = 1024;
 
 impl Names {
     pub fn new(max: usize) -> Self {
         Names {
             set: HashSet::new(),
             max,
+            added: 0,
+            kept: 0,
         }
     }
 
@@ -26,6 +36,7 @@ impl Names {
             return Arc::clone(shared);
         }
         let shared: Arc<str> = Arc::from(name);
+        self.added += 1;
         if self.set.len() < self.max {
             self.set.insert(Arc::clone(&shared));
         }
@@ -35,6 +46,15 @@ impl Names {
     /// Forgets names nobody else holds any more.
     pub fn purge(&mut self) {
         self.set.retain(|name| Arc::strong_count(name) > 1);
+        self.added = 0;
+        self.kept = self.set.len();
+    }
+
+    /// [`purge`](Self::purge)s if enough names were added since the last one.
+    pub fn purge_if_grown(&mut self) {
+        if self.added >= self.kept.max(MIN_PURGE_INTERVAL) {
+            self.purge();
+        }
     }
 
     #[cfg(test)]
@@ -64,5 +84,21 @@ mod tests {
         names.purge();
         assert_eq!(names.len(), 1);
         assert!(Arc::ptr_eq(&a, &names.intern("a")));
+    }
+
+    #[test]
+    fn purges_once_as_many_names_were_added_as_kept() {
+        let mut names = Names::new(1 << 20);
+        let held: Vec<Arc<str>> = (0..2000).map(|i| names.intern(&format!("h{i}"))).collect();
+        names.purge_if_grown();
+        assert_eq!((names.len(), names.kept), (2000, 2000));
+        for i in 0..1999 {
+            names.intern(&format!("t{i}"));
+        }
+        names.purge_if_grown();
+        assert_eq!(names.len(), 3999, "not yet: 1999 added, 2000 kept");
+        names.intern("one more");
+        names.purge_if_grown();
+        assert_eq!(names.len(), held.len());
     }
 }

@@ -1,14 +1,16 @@
 //! [`Symbolizer`]: the caches in front of the engine, their bounds, and the order of lookups
-//! for an uncached user address: its file (blazesym), the vDSO, the perf map, then a miss name.
+//! for an uncached user address: its file (the results shared by every process mapping it, then
+//! blazesym), the vDSO, the perf map, then a miss name.
 
 use std::collections::{HashMap, HashSet};
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use crate::engine::{Engine, Frame, Lookup, PerfMapJob, Reply};
+use crate::engine::{ElfAnswer, Engine, Frame, Lookup, PerfMapJob, Reply};
 use crate::error::{PerfMapRefusal, ReadError};
-use crate::maps::{self, Backing, Maps};
+use crate::files::{FileKey, FileResult, Files};
+use crate::maps::{self, Backing, Mapping, Maps};
 use crate::names::Names;
 use crate::perf_map::{self, PerfMap};
 use crate::proc::{self, Identity};
@@ -16,6 +18,10 @@ use crate::{Config, Resolved, ResolvedFrame, Stats, UNKNOWN};
 
 /// Files remembered as slow (timed out); past it the list starts over.
 const MAX_SLOW_FILES: usize = 1024;
+
+/// A process's executable mappings are kept for the period up to this many (~100 bytes each);
+/// more are read again at every batch.
+const MAX_KEPT_MAPPINGS: usize = 1024;
 
 /// Why a cached answer is what it is: decides when it goes stale.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -51,9 +57,41 @@ enum Unexplained {
     Failed,
 }
 
-struct Entry {
+/// A process's cached answer for one address.
+enum Entry {
+    /// Found in a mapped file: the answer is that file's shared result for the offset (and is
+    /// looked up again if it was dropped since).
+    File { file: FileKey, offset: u64 },
+    /// Held by the process: JIT names, misses, vDSO functions.
+    Own { resolved: Resolved, class: Class },
+}
+
+impl Entry {
+    fn class(&self) -> Class {
+        match self {
+            Entry::File { .. } => Class::Symbol,
+            Entry::Own { class, .. } => *class,
+        }
+    }
+}
+
+/// A fresh answer, and where it is kept.
+#[derive(Clone)]
+struct Fresh {
     resolved: Resolved,
     class: Class,
+    /// The file and offset whose shared result it is.
+    file: Option<(FileKey, u64)>,
+}
+
+impl Fresh {
+    fn own(resolved: Resolved, class: Class) -> Self {
+        Fresh {
+            resolved,
+            class,
+            file: None,
+        }
+    }
 }
 
 /// Everything cached for one process.
@@ -74,8 +112,11 @@ struct PidState {
     perf_checked_period: Option<u64>,
     /// Reading the perf map timed out once: it is not read again.
     perf_map_stalled: bool,
-    /// `map_files` paths handed to blazesym, evicted with the state.
-    files: HashSet<PathBuf>,
+    /// Its executable mappings, and the period they were read in.
+    maps: Option<(u64, Arc<Maps>)>,
+    /// Mapped files whose shared results or blazesym path this process uses (released with the
+    /// state).
+    files: HashSet<FileKey>,
 }
 
 impl PidState {
@@ -90,6 +131,7 @@ impl PidState {
             perf_map: PerfMap::default(),
             perf_checked_period: None,
             perf_map_stalled: false,
+            maps: None,
             files: HashSet::new(),
         }
     }
@@ -97,7 +139,7 @@ impl PidState {
     /// Drops the entries `stale` selects; returns how many.
     fn drop_entries(&mut self, stale: impl Fn(Class) -> bool) -> usize {
         let before = self.addrs.len();
-        self.addrs.retain(|_, e| !stale(e.class));
+        self.addrs.retain(|_, e| !stale(e.class()));
         self.recount();
         before - self.addrs.len()
     }
@@ -113,23 +155,34 @@ impl PidState {
         self.perf_dependent = self
             .addrs
             .values()
-            .filter(|e| e.class.perf_dependent())
+            .filter(|e| e.class().perf_dependent())
             .count();
         self.retries = self
             .addrs
             .values()
-            .filter(|e| e.class == Class::Retry)
+            .filter(|e| e.class() == Class::Retry)
             .count();
     }
 
-    fn insert(&mut self, addr: u64, entry: Entry) {
-        if entry.class.perf_dependent() {
-            self.perf_dependent += 1;
+    /// Caches `entry` for `addr`; true if the address was not cached (an entry whose shared
+    /// result was dropped is replaced).
+    fn insert(&mut self, addr: u64, entry: Entry) -> bool {
+        let count = |this: &mut Self, class: Class, n: isize| {
+            if class.perf_dependent() {
+                this.perf_dependent = this.perf_dependent.saturating_add_signed(n);
+            }
+            if class == Class::Retry {
+                this.retries = this.retries.saturating_add_signed(n);
+            }
+        };
+        count(self, entry.class(), 1);
+        match self.addrs.insert(addr, entry) {
+            Some(old) => {
+                count(self, old.class(), -1);
+                false
+            }
+            None => true,
         }
-        if entry.class == Class::Retry {
-            self.retries += 1;
-        }
-        self.addrs.insert(addr, entry);
     }
 }
 
@@ -138,6 +191,8 @@ pub struct Symbolizer {
     cfg: Config,
     engine: Engine,
     pids: HashMap<u32, PidState>,
+    /// Mapped files of all processes: blazesym paths and shared results.
+    files: Files,
     kernel: HashMap<u64, Resolved>,
     names: Names,
     unknown: Arc<str>,
@@ -147,8 +202,6 @@ pub struct Symbolizer {
     tick: u64,
     /// Sum of the pids' cached addresses.
     user_addrs: usize,
-    /// Sum of the pids' `files`.
-    open_files: usize,
     /// Sum of the pids' perf map entries.
     perf_entries: usize,
     built: Instant,
@@ -168,19 +221,21 @@ impl Symbolizer {
         cfg.max_kernel_addrs = cfg.max_kernel_addrs.max(1);
         cfg.perf_map_max_entries_total =
             cfg.perf_map_max_entries_total.max(cfg.perf_map_max_entries);
-        let mut names = Names::new(cfg.max_addrs_total + cfg.max_kernel_addrs);
+        cfg.max_file_results = cfg.max_file_results.max(1);
+        let mut names =
+            Names::new(cfg.max_addrs_total + cfg.max_kernel_addrs + cfg.max_file_results);
         let unknown = names.intern(UNKNOWN);
         Symbolizer {
             engine: Engine::new(cfg.debug_syms, Duration::from_millis(cfg.call_timeout_ms)),
-            cfg,
             pids: HashMap::new(),
+            files: Files::new(cfg.max_file_results),
+            cfg,
             kernel: HashMap::new(),
             names,
             unknown,
             period: 0,
             tick: 0,
             user_addrs: 0,
-            open_files: 0,
             perf_entries: 0,
             built: Instant::now(),
             slow_files: HashMap::new(),
@@ -203,7 +258,7 @@ impl Symbolizer {
         } else {
             self.user_batch(pid, addrs)
         };
-        if self.open_files > self.cfg.max_open_files {
+        if self.files.open_files() > self.cfg.max_open_files {
             self.rebuild();
         }
         self.account(&out, started);
@@ -267,6 +322,16 @@ impl Symbolizer {
 
     /// Ends a period: drops the caches of the processes for which `alive(pid)` is false, and
     /// recreates blazesym when [`Config::rebuild_interval_secs`] has passed.
+    ///
+    /// Cheap enough to call after every drain (once a second): one `alive` call per cached
+    /// process and nothing read. What a new period re-checks is done lazily, once per period, at
+    /// the next [`user`](Self::user) call for a process: one read of `/proc/<pid>/stat` (pid
+    /// reuse, exec); for a process with cached JIT names or misses outside files, one read of
+    /// `/proc/<pid>/status` and an open and `fstat` of its perf map, of which only appended bytes
+    /// are read (a perf map written after the first misses names them from then on); and, at its
+    /// first uncached address, one read of `/proc/<pid>/maps`. Shared names are purged only once
+    /// as many were added as the last purge kept, and blazesym is recreated only every
+    /// [`Config::rebuild_interval_secs`] or past [`Config::max_open_files`] distinct files.
     pub fn retain(&mut self, mut alive: impl FnMut(u32) -> bool) {
         self.period += 1;
         let gone: Vec<u32> = self.pids.keys().copied().filter(|p| !alive(*p)).collect();
@@ -274,7 +339,11 @@ impl Symbolizer {
             self.drop_pid(pid);
             self.stats.pids_dropped += 1;
         }
-        self.names.purge();
+        // Mappings are kept for one period: memory for the processes of one period only.
+        for state in self.pids.values_mut() {
+            state.maps = None;
+        }
+        self.names.purge_if_grown();
         if self.built.elapsed() >= Duration::from_secs(self.cfg.rebuild_interval_secs) {
             self.rebuild();
         }
@@ -292,8 +361,9 @@ impl Symbolizer {
         Stats {
             cached_pids: self.pids.len(),
             cached_addrs: self.user_addrs + self.kernel.len(),
+            file_results: self.files.results(),
             perf_map_entries: self.perf_entries,
-            open_files: self.open_files,
+            open_files: self.files.open_files(),
             ..self.stats
         }
     }
@@ -329,9 +399,15 @@ impl Symbolizer {
         let mut todo = Vec::new();
         let state = self.pids.get(&pid);
         for addr in addrs {
-            let hit = state
-                .and_then(|s| s.addrs.get(addr))
-                .map(|e| e.resolved.clone());
+            let hit = match state.and_then(|s| s.addrs.get(addr)) {
+                Some(Entry::Own { resolved, .. }) => Some(resolved.clone()),
+                Some(Entry::File { file, offset }) => match self.files.result(*file, *offset) {
+                    Some(FileResult::Found(resolved)) => Some(resolved.clone()),
+                    // Dropped (bound) since: looked up again.
+                    _ => None,
+                },
+                None => None,
+            };
             if hit.is_none() {
                 todo.push(*addr);
             }
@@ -345,7 +421,7 @@ impl Symbolizer {
         } else {
             let fresh = self.resolve_user(pid, &todo);
             self.store(pid, &todo, &fresh);
-            fresh.into_iter().map(|(resolved, _)| resolved).collect()
+            fresh.into_iter().map(|f| f.resolved).collect()
         };
         out.into_iter()
             .zip(addrs)
@@ -394,8 +470,8 @@ impl Symbolizer {
     }
 
     /// Resolves sorted, distinct, uncached addresses of `pid`.
-    fn resolve_user(&mut self, pid: u32, todo: &[u64]) -> Vec<(Resolved, Class)> {
-        let maps = match maps::read(pid) {
+    fn resolve_user(&mut self, pid: u32, todo: &[u64]) -> Vec<Fresh> {
+        let maps = match self.maps_of(pid, todo) {
             Ok(maps) => maps,
             Err(err) => {
                 // A process that exited since its stack was taken is no error, just misses.
@@ -406,17 +482,11 @@ impl Symbolizer {
                 }
                 return todo
                     .iter()
-                    .map(|_| (self.unknown(), Class::Retry))
+                    .map(|_| Fresh::own(self.unknown(), Class::Retry))
                     .collect();
             }
         };
-        if maps.truncated {
-            self.error(format!(
-                "/proc/{pid}/maps: longer than {} bytes",
-                maps::MAPS_MAX_BYTES
-            ));
-        }
-        let mut results: Vec<Option<(Resolved, Class)>> = vec![None; todo.len()];
+        let mut results: Vec<Option<Fresh>> = vec![None; todo.len()];
         // Addresses blazesym did not explain, and why.
         let mut rest: Vec<(usize, Unexplained)> = Vec::new();
 
@@ -432,46 +502,41 @@ impl Symbolizer {
             while j < todo.len() && todo[j] < mapping.end {
                 j += 1;
             }
-            let lookups = match &mapping.backing {
+            match &mapping.backing {
                 Backing::File { .. } => {
-                    let path = maps::map_files_path(pid, mapping);
                     let offsets: Vec<u64> =
                         todo[i..j].iter().map(|a| mapping.file_offset(*a)).collect();
-                    let lookups = self.elf(&path, mapping.file_id, &offsets);
-                    self.track_file(pid, path);
-                    Some(lookups)
+                    let looked = self.file(pid, mapping, &offsets);
+                    for ((k, offset), result) in (i..j).zip(offsets).zip(looked) {
+                        match result {
+                            Ok(resolved) => {
+                                results[k] = Some(Fresh {
+                                    resolved,
+                                    class: Class::Symbol,
+                                    file: Some((mapping.file_id, offset)),
+                                });
+                            }
+                            Err(why) => rest.push((k, why)),
+                        }
+                    }
                 }
                 Backing::Vdso => {
                     let reply = self.engine.vdso(pid, &todo[i..j]);
-                    Some(self.lookups(reply, j - i))
-                }
-                Backing::Other => None,
-            };
-            match lookups {
-                Some(lookups) => {
+                    let lookups = self.lookups(reply, j - i);
                     let mut failed = None;
                     for (k, lookup) in (i..j).zip(lookups) {
-                        match lookup {
-                            Lookup::Found(frames) => {
-                                results[k] = Some((found(self.share(frames)), Class::Symbol));
+                        match self.explain(lookup, &mut failed) {
+                            Ok(resolved) => {
+                                results[k] = Some(Fresh::own(resolved, Class::Symbol));
                             }
-                            Lookup::NotFound => rest.push((k, Unexplained::NoSymbol)),
-                            Lookup::NotElf => {
-                                self.stats.not_elf += 1;
-                                rest.push((k, Unexplained::NotElf));
-                            }
-                            Lookup::Failed(err) => {
-                                failed = Some(err);
-                                rest.push((k, Unexplained::Failed));
-                            }
+                            Err(why) => rest.push((k, why)),
                         }
                     }
                     if let Some(err) = failed {
-                        let what = mapping.module().unwrap_or(UNKNOWN);
-                        self.error(format!("pid {pid} {what}: {err}"));
+                        self.error(format!("pid {pid} [vdso]: {err}"));
                     }
                 }
-                None => rest.extend((i..j).map(|k| (k, Unexplained::NoSymbol))),
+                Backing::Other => rest.extend((i..j).map(|k| (k, Unexplained::NoSymbol))),
             }
             i = j;
         }
@@ -480,28 +545,163 @@ impl Symbolizer {
             self.refresh_perf_map(pid);
         }
         for (k, why) in rest {
-            results[k] = Some(self.fallback(pid, &maps, todo[k], why));
+            let (resolved, class) = self.fallback(pid, &maps, todo[k], why);
+            results[k] = Some(Fresh::own(resolved, class));
         }
         results
             .into_iter()
-            .map(|r| r.unwrap_or_else(|| (self.unknown(), Class::Retry)))
+            .map(|r| r.unwrap_or_else(|| Fresh::own(self.unknown(), Class::Retry)))
             .collect()
     }
 
-    /// Symbolizes offsets into the mapped file at `path` (a `map_files` entry): without DWARF if
-    /// a call on this file timed out before, not at all if that timed out too.
-    fn elf(&mut self, path: &Path, file_id: (u64, u64), offsets: &[u64]) -> Vec<Lookup> {
-        let timeouts = self.slow_files.get(&file_id).copied().unwrap_or(0);
+    /// The executable mappings of `pid`: read once per period, and again for addresses the
+    /// copy read earlier in the period does not cover (a library loaded since).
+    fn maps_of(&mut self, pid: u32, todo: &[u64]) -> Result<Arc<Maps>, ReadError> {
+        let period = self.period;
+        if let Some((read_in, maps)) = self.pids.get(&pid).and_then(|s| s.maps.as_ref()) {
+            if *read_in == period && todo.iter().all(|a| maps.find(*a).is_some()) {
+                return Ok(Arc::clone(maps));
+            }
+        }
+        let maps = Arc::new(maps::read(pid)?);
+        self.stats.maps_reads += 1;
+        if maps.truncated {
+            self.error(format!(
+                "/proc/{pid}/maps: longer than {} bytes",
+                maps::MAPS_MAX_BYTES
+            ));
+        }
+        if let Some(state) = self.pids.get_mut(&pid) {
+            state.maps = (maps.len() <= MAX_KEPT_MAPPINGS).then(|| (period, Arc::clone(&maps)));
+        }
+        Ok(maps)
+    }
+
+    /// Looks offsets of the file `mapping` maps up for `pid`: in the results shared by every
+    /// process mapping the file, then through blazesym (and shares what it says).
+    fn file(
+        &mut self,
+        pid: u32,
+        mapping: &Mapping,
+        offsets: &[u64],
+    ) -> Vec<Result<Resolved, Unexplained>> {
+        let key = mapping.file_id;
+        if let Some(state) = self.pids.get_mut(&pid) {
+            if state.files.insert(key) {
+                self.files.add_user(key, pid);
+            }
+        }
+        let mut out: Vec<Option<Result<Resolved, Unexplained>>> = offsets
+            .iter()
+            .map(|offset| match self.files.result(key, *offset) {
+                Some(FileResult::Found(resolved)) => Some(Ok(resolved.clone())),
+                Some(FileResult::NoSymbol) => Some(Err(Unexplained::NoSymbol)),
+                None => None,
+            })
+            .collect();
+        let shared = out.iter().filter(|r| r.is_some()).count() as u64;
+        self.stats.cache_hits += shared;
+        self.stats.shared_hits += shared;
+        let missing: Vec<u64> = offsets
+            .iter()
+            .zip(&out)
+            .filter(|(_, r)| r.is_none())
+            .map(|(offset, _)| *offset)
+            .collect();
+        if !missing.is_empty() {
+            let lookups = self.elf(pid, mapping, &missing);
+            let mut failed = None;
+            let mut looked = missing.iter().zip(lookups);
+            for slot in out.iter_mut().filter(|r| r.is_none()) {
+                let Some((offset, lookup)) = looked.next() else {
+                    break;
+                };
+                let shared = matches!(lookup, Lookup::Found(_) | Lookup::NotFound);
+                let result = self.explain(lookup, &mut failed);
+                if shared {
+                    let kept = match &result {
+                        Ok(resolved) => FileResult::Found(resolved.clone()),
+                        Err(_) => FileResult::NoSymbol,
+                    };
+                    if self.files.insert_result(key, *offset, kept) {
+                        self.stats.cache_resets += 1;
+                    }
+                }
+                *slot = Some(result);
+            }
+            if let Some(err) = failed {
+                let what = mapping.module().unwrap_or(UNKNOWN);
+                self.error(format!("pid {pid} {what}: {err}"));
+            }
+        }
+        out.into_iter()
+            .map(|r| r.unwrap_or(Err(Unexplained::Failed)))
+            .collect()
+    }
+
+    /// A blazesym lookup as an answer, or why there is none (a failure is kept in `failed`).
+    fn explain(
+        &mut self,
+        lookup: Lookup,
+        failed: &mut Option<String>,
+    ) -> Result<Resolved, Unexplained> {
+        match lookup {
+            Lookup::Found(frames) => Ok(found(self.share(frames))),
+            Lookup::NotFound => Err(Unexplained::NoSymbol),
+            Lookup::NotElf => {
+                self.stats.not_elf += 1;
+                Err(Unexplained::NotElf)
+            }
+            Lookup::Failed(err) => {
+                *failed = Some(err);
+                Err(Unexplained::Failed)
+            }
+        }
+    }
+
+    /// Symbolizes offsets into the file `mapping` maps, through the one path blazesym knows the
+    /// file by (checked, and replaced by `pid`'s own `map_files` entry when it no longer leads
+    /// to the file): without DWARF if a call on this file timed out before, not at all if that
+    /// timed out too.
+    fn elf(&mut self, pid: u32, mapping: &Mapping, offsets: &[u64]) -> Vec<Lookup> {
+        let key = mapping.file_id;
+        let timeouts = self.slow_files.get(&key).copied().unwrap_or(0);
         if timeouts >= 2 {
             return offsets.iter().map(|_| Lookup::NotFound).collect();
         }
-        let reply = self.engine.elf(path, offsets, timeouts == 0);
-        if matches!(reply, Reply::TimedOut) {
-            if self.slow_files.len() >= MAX_SLOW_FILES {
-                self.slow_files.clear();
-            }
-            *self.slow_files.entry(file_id).or_insert(0) += 1;
+        let debug_syms = timeouts == 0;
+        let own = maps::map_files_path(pid, mapping);
+        self.files.sync(self.engine.generation());
+        let route = self.files.route(key, own.clone());
+        let mut path = route.path;
+        let mut reply = self.engine.elf(&path, offsets, debug_syms, route.expect);
+        if matches!(reply, Reply::Done(ElfAnswer::Stale)) {
+            path = own;
+            reply = self.engine.elf(&path, offsets, debug_syms, None);
         }
+        self.files.sync(self.engine.generation());
+        let reply = match reply {
+            Reply::Done(ElfAnswer::Looked { lookups, stat }) => {
+                let registered = self.files.registered(key, path, pid, stat);
+                self.stats.files_opened += u64::from(registered.opened);
+                if let Some(old) = registered.evict {
+                    self.engine.evict(&old);
+                    self.stats.path_switches += 1;
+                }
+                Reply::Done(lookups)
+            }
+            Reply::Done(ElfAnswer::Stale) => {
+                Reply::Unavailable("the mapping changed while being read".into())
+            }
+            Reply::TimedOut => {
+                if self.slow_files.len() >= MAX_SLOW_FILES {
+                    self.slow_files.clear();
+                }
+                *self.slow_files.entry(key).or_insert(0) += 1;
+                Reply::TimedOut
+            }
+            Reply::Unavailable(why) => Reply::Unavailable(why),
+        };
         self.lookups(reply, offsets.len())
     }
 
@@ -685,7 +885,7 @@ impl Symbolizer {
     }
 
     /// Caches fresh answers, within the bounds.
-    fn store(&mut self, pid: u32, todo: &[u64], fresh: &[(Resolved, Class)]) {
+    fn store(&mut self, pid: u32, todo: &[u64], fresh: &[Fresh]) {
         let max = self.cfg.max_addrs_per_pid;
         let Some(state) = self.pids.get_mut(&pid) else {
             return;
@@ -693,29 +893,32 @@ impl Symbolizer {
         if state.addrs.len() + todo.len() > max {
             self.user_addrs -= state.clear_addrs();
             self.stats.cache_resets += 1;
+            // The files only the dropped entries used are released; this batch's stay.
+            let batch: HashSet<FileKey> = fresh.iter().filter_map(|f| Some(f.file?.0)).collect();
+            let unused: Vec<FileKey> = state.files.difference(&batch).copied().collect();
+            self.files.sync(self.engine.generation());
+            for key in unused {
+                state.files.remove(&key);
+                if let Some(path) = self.files.release(key, pid) {
+                    self.engine.evict(&path);
+                }
+            }
         }
-        for (addr, (resolved, class)) in todo.iter().zip(fresh).take(max) {
-            state.insert(
-                *addr,
-                Entry {
-                    resolved: resolved.clone(),
-                    class: *class,
+        for (addr, f) in todo.iter().zip(fresh).take(max) {
+            let entry = match f.file {
+                Some((file, offset)) => Entry::File { file, offset },
+                None => Entry::Own {
+                    resolved: f.resolved.clone(),
+                    class: f.class,
                 },
-            );
-            self.user_addrs += 1;
+            };
+            if state.insert(*addr, entry) {
+                self.user_addrs += 1;
+            }
         }
         while self.user_addrs > self.cfg.max_addrs_total {
             if !self.evict_lru(pid) {
                 break;
-            }
-        }
-    }
-
-    /// Remembers that blazesym holds `path` for `pid`.
-    fn track_file(&mut self, pid: u32, path: PathBuf) {
-        if let Some(state) = self.pids.get_mut(&pid) {
-            if state.files.insert(path) {
-                self.open_files += 1;
             }
         }
     }
@@ -738,27 +941,28 @@ impl Symbolizer {
         }
     }
 
-    /// Drops `pid`'s state and what blazesym holds for it; false if there was none.
+    /// Drops `pid`'s state, and the files nobody else uses (from blazesym too); false if there
+    /// was none.
     fn drop_pid(&mut self, pid: u32) -> bool {
         let Some(state) = self.pids.remove(&pid) else {
             return false;
         };
         self.user_addrs -= state.addrs.len();
         self.perf_entries -= state.perf_map.len();
-        self.open_files -= state.files.len();
-        for path in &state.files {
-            self.engine.evict(path);
+        self.files.sync(self.engine.generation());
+        for key in state.files {
+            if let Some(path) = self.files.release(key, pid) {
+                self.engine.evict(&path);
+            }
         }
         true
     }
 
-    /// Recreates blazesym, releasing every file, parsed ELF/DWARF and kallsyms it holds.
+    /// Recreates blazesym, releasing every file, parsed ELF/DWARF and kallsyms it holds (the
+    /// shared results stay).
     fn rebuild(&mut self) {
         self.engine.rebuild();
-        for state in self.pids.values_mut() {
-            state.files.clear();
-        }
-        self.open_files = 0;
+        self.files.sync(self.engine.generation());
         // Modules may have been (re)loaded since kallsyms was read.
         self.kernel.clear();
         self.built = Instant::now();

@@ -7,8 +7,8 @@ use std::path::Path;
 use std::process::Command;
 
 use common::{
-    cmd, compile, compile_with, mapping_of, strip, Prog, EXEC_C, HOT_C, INLINE_C, JIT_C, MEMFD_C,
-    OTHER_C,
+    cmd, compile, compile_with, mapping_of, strip, Prog, EXEC_C, HOT_C, INLINE_C, JIT_C,
+    LATE_JIT_C, MEMFD_C, OTHER_C,
 };
 use stack_symbolize::{Config, Resolved, Symbolizer, UNKNOWN};
 use tempfile::TempDir;
@@ -452,6 +452,167 @@ fn exec_in_the_same_pid_drops_stale_names() {
     );
 }
 
+/// The executable mapping of `pid` whose path contains `module`: (start, end).
+fn text_of(pid: u32, module: &str) -> (u64, u64) {
+    let maps = fs::read_to_string(format!("/proc/{pid}/maps")).expect("maps");
+    maps.lines()
+        .find(|l| l.contains("r-xp") && l.contains(module))
+        .and_then(|l| l.split_whitespace().next()?.split_once('-'))
+        .map(|(s, e)| {
+            (
+                u64::from_str_radix(s, 16).expect("start"),
+                u64::from_str_radix(e, 16).expect("end"),
+            )
+        })
+        .expect("text mapping")
+}
+
+/// `n` addresses spread over `pid`'s libc text, `shift` bytes into each step.
+fn libc_addrs(pid: u32, n: u64, shift: u64) -> Vec<u64> {
+    let (start, end) = text_of(pid, "libc.so");
+    let step = (end - start) / n;
+    (0..n).map(|i| start + i * step + shift % step).collect()
+}
+
+#[test]
+fn processes_of_one_binary_share_its_files_and_results() {
+    let dir = tempdir();
+    let prog = compile(dir.path(), "shared", EXEC_C, &["-O0", "-g"]);
+    let other = compile(dir.path(), "shared_other", OTHER_C, &["-O0", "-g"]);
+    let spawn = || {
+        let mut c = cmd(&prog);
+        c.arg(&other);
+        Prog::spawn(c)
+    };
+    let (mut p1, mut p2, mut p3) = (spawn(), spawn(), spawn());
+    let mut sym = Symbolizer::new(Config::default());
+    let batch = |p: &Prog, shift: u64| -> Vec<u64> {
+        let mut addrs = libc_addrs(p.pid, 64, shift);
+        addrs.push(p.addrs[0] + 4);
+        addrs
+    };
+
+    // The first process opens (parses) the binary and libc.
+    let first = sym.user(p1.pid, &batch(&p1, 0));
+    assert_eq!(names(&first[64]), ["gg_hot_function_1234"]);
+    assert!(first.iter().filter(|r| r.found).count() > 50, "{first:?}");
+    let opened = sym.stats().files_opened;
+    assert_eq!(opened, 2, "{:?}", sym.stats());
+
+    // The same offsets in another process: answered from the shared results, nothing opened.
+    let second = sym.user(p2.pid, &batch(&p2, 0));
+    assert_eq!(second, first);
+    let stats = sym.stats();
+    assert_eq!(stats.shared_hits, 65, "{stats:?}");
+    assert_eq!(stats.cache_hits, 65);
+    assert_eq!((stats.files_opened, stats.open_files), (opened, 2));
+
+    // Other offsets in a third process: blazesym reuses the parse, through the first one's path.
+    let third = sym.user(p3.pid, &batch(&p3, 8));
+    assert!(third.iter().filter(|r| r.found).count() > 50, "{third:?}");
+    assert_eq!(names(&third[64]), ["gg_hot_function_1234"]);
+    let stats = sym.stats();
+    assert_eq!((stats.files_opened, stats.path_switches), (opened, 0));
+    assert_eq!(stats.open_files, 2);
+
+    // The process whose paths blazesym knows the files by exits: the others still resolve,
+    // through their own path, without a new parse (also before `retain` noticed the exit).
+    p1.kill();
+    let after_exit = sym.user(p2.pid, &batch(&p2, 16));
+    assert!(after_exit.iter().filter(|r| r.found).count() > 50);
+    assert_eq!(
+        sym.user(p3.pid, &batch(&p3, 16)),
+        after_exit,
+        "p3 gets p2's results"
+    );
+    let stats = sym.stats();
+    assert_eq!(stats.errors, 0, "{:?}", sym.last_error());
+    assert_eq!(stats.files_opened, opened, "{stats:?}");
+    assert!(stats.path_switches >= 1, "{stats:?}");
+    sym.retain(alive);
+    assert_eq!(sym.stats().pids_dropped, 1);
+
+    // A period later, cached addresses read nothing.
+    let reads = sym.stats().maps_reads;
+    assert_eq!(sym.user(p3.pid, &batch(&p3, 8)), third);
+    assert_eq!(sym.stats().maps_reads, reads);
+
+    // p2 execs another binary: its addresses go through its new mappings (and the libc it
+    // maps again is still shared).
+    p2.poke();
+    let now = p2.next_addrs();
+    sym.retain(alive);
+    let stale = one(&mut sym, p2.pid, p2.addrs[0] + 4);
+    assert_ne!(
+        names(&stale),
+        ["gg_hot_function_1234"],
+        "stale name after exec"
+    );
+    assert_eq!(
+        names(&one(&mut sym, p2.pid, now[0] + 4)),
+        ["gg_other_function_999"]
+    );
+    let stats = sym.stats();
+    assert_eq!(stats.pid_changes, 1);
+    assert_eq!(stats.files_opened, opened + 1, "the new binary: {stats:?}");
+    let libc_again = sym.user(p2.pid, &libc_addrs(p2.pid, 64, 16));
+    assert_eq!(libc_again[..], after_exit[..64]);
+    assert_eq!(
+        sym.stats().files_opened,
+        opened + 1,
+        "libc is not parsed again"
+    );
+
+    // p3, the last process of the first binary, still resolves new offsets of it.
+    assert_eq!(
+        names(&one(&mut sym, p3.pid, p3.addrs[0] + 5)),
+        ["gg_hot_function_1234"]
+    );
+    assert_eq!(sym.stats().errors, 0, "{:?}", sym.last_error());
+
+    // Once nobody maps a file, it and its results go.
+    p2.kill();
+    p3.kill();
+    sym.retain(alive);
+    let stats = sym.stats();
+    assert_eq!((stats.cached_pids, stats.open_files), (0, 0), "{stats:?}");
+    assert_eq!(stats.file_results, 0);
+}
+
+#[test]
+fn perf_map_written_after_the_first_misses_names_them_next_period() {
+    let dir = tempdir();
+    let prog = compile(dir.path(), "late_jit", LATE_JIT_C, &["-O0"]);
+    let mut p = Prog::spawn(cmd(&prog));
+    p.cleanup.push(format!("/tmp/perf-{}.map", p.pid).into());
+    let code = p.addrs[0];
+    let mut sym = Symbolizer::new(Config::default());
+    assert_eq!(names(&one(&mut sym, p.pid, code + 0x10)), [UNKNOWN]);
+    sym.retain(alive);
+    assert_eq!(names(&one(&mut sym, p.pid, code + 0x10)), [UNKNOWN]);
+
+    // Retained every second with nothing new: no perf map or maps read, no rebuild.
+    let before = sym.stats();
+    for _ in 0..5 {
+        sym.retain(alive);
+        assert_eq!(names(&one(&mut sym, p.pid, code + 0x10)), [UNKNOWN]);
+    }
+    let stats = sym.stats();
+    assert_eq!(stats.perf_map_reads, before.perf_map_reads);
+    assert_eq!(stats.maps_reads, before.maps_reads);
+    assert_eq!(stats.rebuilds, 0);
+
+    p.poke();
+    p.next_addrs();
+    // Within the period the cached miss stands; the next period reads the new map.
+    assert_eq!(names(&one(&mut sym, p.pid, code + 0x10)), [UNKNOWN]);
+    sym.retain(alive);
+    let r = one(&mut sym, p.pid, code + 0x10);
+    assert_eq!(names(&r), ["gg_late_jit_fn_2468"], "{:?}", sym.last_error());
+    assert!(r.frames[0].jit);
+    assert_eq!(sym.stats().perf_map_reads, before.perf_map_reads + 1);
+}
+
 #[test]
 fn caches_are_bounded() {
     let dir = tempdir();
@@ -496,6 +657,29 @@ fn caches_are_bounded() {
         one(&mut few_files, a.pid, a.addrs[0] + 5).found,
         "works after a rebuild"
     );
+}
+
+#[test]
+fn shared_results_are_bounded() {
+    let dir = tempdir();
+    let prog = compile(dir.path(), "few_results", HOT_C, &["-O0"]);
+    let a = Prog::spawn(cmd(&prog));
+    let b = Prog::spawn(cmd(&prog));
+    let mut sym = Symbolizer::new(Config {
+        max_file_results: 4,
+        ..Config::default()
+    });
+    let addrs = |p: &Prog| -> Vec<u64> { (0..10).map(|i| p.addrs[0] + i).collect() };
+    let out = sym.user(a.pid, &addrs(&a));
+    assert!(out.iter().all(|r| names(r) == ["gg_hot_function_1234"]));
+    let stats = sym.stats();
+    assert!(stats.file_results <= 4, "{stats:?}");
+    assert!(stats.cache_resets >= 2, "{stats:?}");
+    // What was dropped is looked up again, for the process that had it cached too.
+    assert_eq!(sym.user(b.pid, &addrs(&b)), out);
+    assert_eq!(sym.user(a.pid, &addrs(&a)), out);
+    assert!(sym.stats().file_results <= 4);
+    assert_eq!(sym.stats().files_opened, 1, "the binary stays open");
 }
 
 #[test]
@@ -767,49 +951,46 @@ fn debug_link_to_a_fifo_cannot_hang_the_symbolizer() {
         .open(&debug);
 }
 
-/// Timing, not a check: N addresses of libc and of the binary in three processes of one binary.
-/// `cargo test -p stack-symbolize --test symbolize -- --ignored --nocapture measure_three`.
+/// Timing, not a check: addresses of libc and of the binary in three processes of one binary,
+/// one 16-address stack per call as stackprobe makes them: the same offsets in each process,
+/// then new offsets in the third, then new offsets in the second after the first (whose paths
+/// blazesym knows the files by) exited. With `max_open_files` 4, files counted per process
+/// would exceed the bound. `cargo test -p stack-symbolize --test symbolize -- --ignored
+/// --nocapture measure_three`.
 #[test]
 #[ignore]
 fn measure_three_processes_of_one_binary() {
     use std::time::Instant;
     let dir = tempdir();
     let prog = compile(dir.path(), "measure3", HOT_C, &["-O0", "-g"]);
-    let procs: Vec<Prog> = (0..3).map(|_| Prog::spawn(cmd(&prog))).collect();
     let n = 2_000u64;
-    let text = |pid: u32, module: &str| -> (u64, u64) {
-        let maps = fs::read_to_string(format!("/proc/{pid}/maps")).expect("maps");
-        maps.lines()
-            .find(|l| l.contains("r-xp") && l.contains(module))
-            .and_then(|l| l.split_whitespace().next()?.split_once('-'))
-            .map(|(s, e)| {
-                (
-                    u64::from_str_radix(s, 16).expect("start"),
-                    u64::from_str_radix(e, 16).expect("end"),
-                )
-            })
-            .expect("text mapping")
-    };
-    let mut sym = Symbolizer::new(Config::default());
-    for p in &procs {
-        let (start, end) = text(p.pid, "libc.so");
-        let step = (end - start) / n;
-        let mut addrs: Vec<u64> = (0..n).map(|i| start + i * step).collect();
+    let batch = |p: &Prog, shift: u64| -> Vec<u64> {
+        let mut addrs = libc_addrs(p.pid, n, shift);
         addrs.extend((0..64).map(|i| p.addrs[0] + i));
-        let before = sym.stats().symbolize_ns;
+        addrs
+    };
+    let run = |sym: &mut Symbolizer, p: &Prog, shift: u64| -> String {
         let t = Instant::now();
-        // As stackprobe calls it: one stack (16 addresses) per call.
         let mut found = 0;
-        for stack in addrs.chunks(16) {
+        for stack in batch(p, shift).chunks(16) {
             found += sym.user(p.pid, stack).iter().filter(|r| r.found).count();
         }
+        format!("{:?} ({found} found)", t.elapsed())
+    };
+    for max_open_files in [Config::default().max_open_files, 4] {
+        let mut procs: Vec<Prog> = (0..3).map(|_| Prog::spawn(cmd(&prog))).collect();
+        let mut sym = Symbolizer::new(Config {
+            max_open_files,
+            ..Config::default()
+        });
+        let same: Vec<String> = procs.iter().map(|p| run(&mut sym, p, 0)).collect();
+        let fresh = run(&mut sym, &procs[2], 8);
+        procs[0].kill();
+        let switched = run(&mut sym, &procs[1], 16);
         println!(
-            "pid {}: {} addresses in {:?} ({found} found; symbolize_ns +{} ms)",
-            p.pid,
-            addrs.len(),
-            t.elapsed(),
-            (sym.stats().symbolize_ns - before) / 1_000_000
+            "max_open_files {max_open_files}: same offsets {same:?}; new offsets {fresh}; new \
+             offsets after the first process exited {switched}; {:?}",
+            sym.stats()
         );
     }
-    println!("{:?}", sym.stats());
 }

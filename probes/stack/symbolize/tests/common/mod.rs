@@ -77,6 +77,35 @@ int main(int argc, char **argv) {
 }
 "#;
 
+/// A fake JIT whose perf map (`gg_late_jit_fn_2468`) is written only after a byte on stdin;
+/// prints the code's address before and again after writing it.
+pub const LATE_JIT_C: &str = r#"
+#include <stdio.h>
+#include <string.h>
+#include <sys/mman.h>
+#include <unistd.h>
+int main(void) {
+    unsigned char *code = mmap(NULL, 4096, PROT_READ | PROT_WRITE | PROT_EXEC,
+                               MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+    if (code == MAP_FAILED) return 1;
+    memset(code, 0xc3, 4096);
+    char path[64];
+    snprintf(path, sizeof path, "/tmp/perf-%d.map", getpid());
+    unlink(path);
+    printf("%p\n", (void *)code);
+    fflush(stdout);
+    char c;
+    if (read(0, &c, 1) != 1) return 2;
+    FILE *f = fopen(path, "w");
+    if (!f) return 3;
+    fprintf(f, "%lx 100 gg_late_jit_fn_2468\n", (unsigned long)code);
+    fclose(f);
+    printf("%p\n", (void *)code);
+    fflush(stdout);
+    for (;;) pause();
+}
+"#;
+
 /// JIT code in a memfd mapping (not an ELF file), described by the perf map if argv[1] is `map`.
 pub const MEMFD_C: &str = r#"
 #define _GNU_SOURCE
@@ -214,6 +243,17 @@ impl Prog {
         line.split_whitespace()
             .map(|a| u64::from_str_radix(a.trim_start_matches("0x"), 16).expect("address"))
             .collect()
+    }
+
+    /// Writes one byte to the program's stdin (EXEC_C execs, LATE_JIT_C writes its perf map).
+    pub fn poke(&mut self) {
+        use std::io::Write;
+        self.child
+            .stdin
+            .as_mut()
+            .expect("stdin piped")
+            .write_all(b"x")
+            .expect("write to the test program");
     }
 
     /// Kills the program and reaps it.
