@@ -49,6 +49,8 @@ int main(int argc, char **argv)
 "#;
 
 const PINGPONG_SRC: &str = r#"
+#define _GNU_SOURCE
+#include <sched.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <time.h>
@@ -76,7 +78,12 @@ int main(int argc, char **argv)
     int a[2], b[2];
     char go;
     struct timespec t0, t1;
-    if (pipe(a) || pipe(b))
+    cpu_set_t one;
+    CPU_ZERO(&one);
+    CPU_SET(0, &one);
+    /* Both ends on CPU 0: every message is one context switch, not a cross-CPU wake-up whose
+     * cost depends on where the scheduler put them. */
+    if (sched_setaffinity(0, sizeof(one), &one) || pipe(a) || pipe(b))
         return 1;
     pid_t child = fork();
     if (child == 0) {
@@ -126,6 +133,10 @@ struct Probe {
 
 impl Probe {
     fn start(bits: u32, flame: &Path, pids: Option<&[u32]>) -> Probe {
+        Probe::start_env(bits, flame, pids, &[])
+    }
+
+    fn start_env(bits: u32, flame: &Path, pids: Option<&[u32]>, env: &[(&str, &str)]) -> Probe {
         let snoop = match pids {
             None => r#"{"mode":"all"}"#.to_string(),
             Some(p) => format!(
@@ -142,6 +153,7 @@ impl Probe {
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
+            .envs(env.iter().copied())
             .spawn()
             .expect("spawn stackprobe");
         writeln!(child.stdin.as_mut().unwrap(), "{line}").unwrap();
@@ -276,15 +288,31 @@ fn bench_oncpu(dir: &Path, flame: &Path) {
             prof[prof.len() - 1] / 1e9
         );
     }
+    // Steady state: the probe sampling the whole host while the program runs from before the
+    // probe started (no first sight of a new process in the window).
+    let mut spinner = Command::new(&bin)
+        .args(["50", "forever"])
+        .stdout(Stdio::null())
+        .spawn()
+        .unwrap();
+    let p = Probe::start(1, flame, None);
+    std::thread::sleep(Duration::from_secs(5));
+    let (c0, t0) = (p.cpu(), Instant::now());
+    std::thread::sleep(Duration::from_secs(env_u64("BENCH_STEADY_SECS", 30)));
+    let steady = (p.cpu() - c0) / t0.elapsed().as_secs_f64() / ncpu() * 100.0;
+    let _ = p.stop();
+    let _ = spinner.kill();
+    let _ = spinner.wait();
     let ratios: Vec<f64> = base.iter().zip(&prof).map(|(b, p)| p / b).collect();
     let min_ratio = prof.iter().cloned().fold(f64::MAX, f64::min)
         / base.iter().cloned().fold(f64::MAX, f64::min);
     println!(
-        "on-CPU, CPU-bound program, whole host sampled at 99 Hz: ratio of minima {:.4}x, median of per-round ratios {:.4}x (rounds {rounds}); probe CPU median {:.3} % of the host ({} CPUs)",
+        "on-CPU, CPU-bound program, whole host sampled at 99 Hz: ratio of minima {:.4}x, median of per-round ratios {:.4}x (rounds {rounds}); probe CPU {:.3} % of the host ({} CPUs) in steady state, median {:.3} % over the rounds' windows (each includes the first sight of the new program: its symbols read)",
         min_ratio,
         median(&mut ratios.clone()),
-        median(&mut probe_pct),
-        ncpu()
+        steady,
+        ncpu(),
+        median(&mut probe_pct)
     );
 }
 
@@ -305,7 +333,13 @@ fn pingpong_once(bin: &Path, pings: u64, mode: u8, flame: &Path) -> f64 {
     let probe = match mode {
         0 => None,
         1 => Some(Probe::start(2, flame, Some(&pids))),
-        _ => Some(Probe::start(2, flame, Some(&[1]))),
+        2 => Some(Probe::start(2, flame, Some(&[1]))),
+        _ => Some(Probe::start_env(
+            2,
+            flame,
+            Some(&pids),
+            &[("STACKPROBE_NOOP_SWITCH", "1")],
+        )),
     };
     child.stdin.as_mut().unwrap().write_all(b"g").unwrap();
     line.clear();
@@ -318,27 +352,36 @@ fn pingpong_once(bin: &Path, pings: u64, mode: u8, flame: &Path) -> f64 {
 }
 
 fn bench_offcpu(dir: &Path, flame: &Path) {
-    let rounds = env_u64("BENCH_ROUNDS", 5);
+    let rounds = env_u64("BENCH_ROUNDS", 9);
     let pings = env_u64("BENCH_PINGS", 200_000);
     let bin = compile(dir, "gg_pingpong", PINGPONG_SRC);
-    let mut t: [Vec<f64>; 3] = [Vec::new(), Vec::new(), Vec::new()];
+    let mut t: [Vec<f64>; 4] = Default::default();
     for r in 0..rounds {
         for (mode, v) in t.iter_mut().enumerate() {
             v.push(pingpong_once(&bin, pings, mode as u8, flame));
         }
         eprintln!(
-            "round {r}: no probe {:.3} s, tracked {:.3} s, untracked {:.3} s",
+            "round {r}: no probe {:.3} s, tracked {:.3} s, untracked {:.3} s, no-op program {:.3} s",
             t[0][r as usize] / 1e9,
             t[1][r as usize] / 1e9,
-            t[2][r as usize] / 1e9
+            t[2][r as usize] / 1e9,
+            t[3][r as usize] / 1e9
         );
     }
     let min = |v: &Vec<f64>| v.iter().cloned().fold(f64::MAX, f64::min);
+    let med = |v: &Vec<f64>, base: &Vec<f64>| {
+        let mut r: Vec<f64> = v.iter().zip(base).map(|(a, b)| a / b).collect();
+        median(&mut r)
+    };
     println!(
-        "off-CPU, pipe ping-pong ({pings} round trips, {:.2} us each without probe): tracked {:.3}x, untracked {:.3}x (ratios of minima, {rounds} rounds)",
+        "off-CPU, pipe ping-pong on one CPU ({pings} round trips, {:.2} us each without probe): tracked {:.3}x, untracked {:.3}x, tracepoint + no-op program {:.3}x (ratios of minima, {rounds} rounds; medians of per-round ratios {:.3}x, {:.3}x, {:.3}x)",
         min(&t[0]) / pings as f64 / 1e3,
         min(&t[1]) / min(&t[0]),
-        min(&t[2]) / min(&t[0])
+        min(&t[2]) / min(&t[0]),
+        min(&t[3]) / min(&t[0]),
+        med(&t[1], &t[0]),
+        med(&t[2], &t[0]),
+        med(&t[3], &t[0])
     );
 }
 

@@ -2,7 +2,7 @@
 //! on-CPU, sched_switch for off-CPU), the process filter, the epoch bump of a drain, and the
 //! counters of the BPF side.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use std::os::fd::{AsFd, AsRawFd, OwnedFd};
 use std::path::Path;
 
@@ -24,8 +24,8 @@ pub struct MapRefs<'a> {
     pub offcpu: [&'a dyn MapCore; 2],
     /// Threads switched out.
     pub starts: &'a dyn MapCore,
-    /// The process filter.
-    pub tgids: &'a dyn MapCore,
+    /// The process filter (a bitmap of tgids).
+    pub tgid_bits: &'a dyn MapCore,
     /// Per-CPU counters (`enum st_stat`).
     pub st_stats: &'a dyn MapCore,
     /// Loss counters.
@@ -46,8 +46,10 @@ pub mod slot {
     pub const SWITCHES: u32 = 3;
     /// Off-CPU stretches below the minimum.
     pub const SHORT: u32 = 4;
+    /// Switch-outs whose stacks were reused.
+    pub const SITE_HITS: u32 = 5;
     /// Number of slots.
-    pub const NR: u32 = 5;
+    pub const NR: u32 = 6;
 }
 
 /// The `.bss` knobs, written while the programs run.
@@ -61,6 +63,9 @@ pub struct Knobs<'a> {
     /// Minimum off-CPU stretch, ns.
     pub min_block_ns: &'a mut u64,
 }
+
+/// tgids the filter bitmap covers (the kernel's PID_MAX_LIMIT on 64-bit).
+const MAX_TGID: u32 = 4_194_304;
 
 /// BPF filter modes (intf.h `enum filter_mode`).
 const FILTER_ALL: u32 = 0;
@@ -77,7 +82,7 @@ pub struct Collector<'a, 'obj> {
     /// Sampling period of the open events, ns.
     perf_period_ns: u64,
     switch: Option<Link>,
-    /// tgids in the BPF filter map.
+    /// tgids in the BPF filter bitmap.
     filtered: BTreeSet<u32>,
     pending: Pending,
 }
@@ -155,32 +160,39 @@ impl<'a, 'obj> Collector<'a, 'obj> {
         self.switch.is_some()
     }
 
-    /// Makes the BPF filter select what `snoop` selects. Returns the tgids the map refused
-    /// (full).
+    /// Makes the BPF filter select what `snoop` selects (the bitmap's words that change are
+    /// rewritten; the mode is set last, so the new set is complete when it takes effect).
+    /// Returns the words the map refused.
     pub fn set_filter(&mut self, snoop: &Snoop) -> u64 {
         let (mode, wanted): (u32, BTreeSet<u32>) = match snoop.mode {
             SnoopMode::All => (FILTER_ALL, BTreeSet::new()),
             SnoopMode::Include => (FILTER_INCLUDE, snoop.pids.iter().copied().collect()),
             SnoopMode::Exclude => (FILTER_EXCLUDE, snoop.pids.iter().copied().collect()),
         };
-        let map = self.maps.tgids;
-        for gone in self.filtered.difference(&wanted) {
-            let _ = map.delete(&gone.to_ne_bytes());
-        }
+        let words = |set: &BTreeSet<u32>| {
+            let mut w: BTreeMap<u32, u64> = BTreeMap::new();
+            for t in set.iter().filter(|t| **t < MAX_TGID) {
+                *w.entry(t / 64).or_default() |= 1u64 << (t % 64);
+            }
+            w
+        };
+        let (old, new) = (words(&self.filtered), words(&wanted));
         let mut refused = 0;
-        let mut now = BTreeSet::new();
-        for tgid in &wanted {
-            if self.filtered.contains(tgid)
-                || map
-                    .update(&tgid.to_ne_bytes(), &[1u8], MapFlags::ANY)
-                    .is_ok()
+        for idx in old.keys().chain(new.keys()) {
+            let value = new.get(idx).copied().unwrap_or(0);
+            if old.get(idx).copied().unwrap_or(0) == value {
+                continue;
+            }
+            if self
+                .maps
+                .tgid_bits
+                .update(&idx.to_ne_bytes(), &value.to_ne_bytes(), MapFlags::ANY)
+                .is_err()
             {
-                now.insert(*tgid);
-            } else {
                 refused += 1;
             }
         }
-        self.filtered = now;
+        self.filtered = wanted;
         // SAFETY: see set_offcpu.
         unsafe { std::ptr::write_volatile(self.knobs.filter_mode, mode) };
         refused

@@ -52,6 +52,9 @@ const FIRST_DRAIN: Duration = Duration::from_millis(250);
 const FORGET_EVERY_DRAINS: u64 = 10;
 /// Longest wait between control checks.
 const POLL_SLICE: Duration = Duration::from_millis(100);
+/// Benchmark knob: the sched_switch program returns at once (the floor: the tracepoint and the
+/// program call alone). The verifier prunes the check when unset.
+const NOOP_SWITCH_ENV: &str = "STACKPROBE_NOOP_SWITCH";
 /// `-B <us>`: off-CPU stretches shorter than this are counted, not recorded (default 1 µs).
 const MIN_BLOCK_FLAG: char = 'B';
 const DEFAULT_MIN_BLOCK_US: u64 = 1;
@@ -195,7 +198,10 @@ fn run_probe(args: &ProbeArgs, min_block_us: u64) -> Result<()> {
         obj_builder: probe_sdk::bpf::object_builder(args.btf_path.as_deref())?,
     };
     let mut storage = MaybeUninit::uninit();
-    let open = builder.open(&mut storage).context("opening BPF object")?;
+    let mut open = builder.open(&mut storage).context("opening BPF object")?;
+    if let Some(ro) = open.maps.rodata_data.as_deref_mut() {
+        ro.noop_switch = u8::from(std::env::var_os(NOOP_SWITCH_ENV).is_some());
+    }
     let mut skel = open.load().context("loading BPF programs")?;
     let bss = skel
         .maps
@@ -220,7 +226,7 @@ fn run_probe(args: &ProbeArgs, min_block_us: u64) -> Result<()> {
         oncpu: [&skel.maps.oncpu0, &skel.maps.oncpu1],
         offcpu: [&skel.maps.offcpu0, &skel.maps.offcpu1],
         starts: &skel.maps.starts,
-        tgids: &skel.maps.tgids,
+        tgid_bits: &skel.maps.tgid_bits,
         st_stats: &skel.maps.st_stats,
         gg_stats: &skel.maps.gg_stats,
         hints: &skel.maps.hints,
@@ -407,6 +413,7 @@ fn report<W: Write>(
         .field(&k[slot::SAMPLES as usize])
         .field(&k[slot::SWITCHES as usize])
         .field(&k[slot::SHORT as usize])
+        .field(&k[slot::SITE_HITS as usize])
         .field(&(k[slot::COLLISIONS as usize] + k[slot::STACK_FULL as usize]))
         .field(&user.expired)
         .field(&profiles.stats().truncated)

@@ -13,7 +13,7 @@ use stack_profile::pyroscope::{PushConfig, Pusher};
 use stack_profile::{FlameDir, Limits, Profile};
 
 /// The shipped default, created when missing (any other flame_dir must exist).
-pub const DEFAULT_FLAME_DIR: &str = "/var/log/gala-gopher/flamegraph";
+pub use stack_profile::flame_dir::DEFAULT_FLAME_DIR;
 /// Profiles waiting for the Pyroscope thread.
 const PUSH_QUEUE: usize = 256;
 

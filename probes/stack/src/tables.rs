@@ -39,6 +39,10 @@ pub const STATS_FIELDS: &[Field] = &[
         "Off-CPU stretches shorter than the minimum block time, not recorded",
     ),
     Field::counter(
+        "offcpu_stacks_reused",
+        "Off-CPU switch-outs whose stacks were reused from the thread's previous switch-out at the same place (no stack walk)",
+    ),
+    Field::counter(
         "stacks_lost",
         "Stacks not stored because another stack held their stack-map bucket or the map was full; their samples count under [stack lost]",
     ),

@@ -26,7 +26,8 @@ enum st_stat {
 	ST_STACK_FULL = 2,      /* stacks not stored: the stack map had no free entry */
 	ST_SWITCHES = 3,        /* off-CPU stretches measured */
 	ST_SHORT = 4,           /* off-CPU stretches below min_block_ns, not recorded */
-	ST_NR = 5,
+	ST_SITE_HITS = 5,       /* switch-outs whose stacks were reused (see off_stacks) */
+	ST_NR = 6,
 };
 
 /* On-CPU count key; the stack ids are in the stack map of `epoch`'s parity. `rets`: return
