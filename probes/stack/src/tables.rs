@@ -62,7 +62,10 @@ pub const STATS_FIELDS: &[Field] = &[
         "symbol_misses",
         "Addresses no symbol was found for (shown as module+offset or [unknown])",
     ),
-    Field::counter("symbolize_ns", "Time spent symbolizing, ns"),
+    Field::counter(
+        "symbolize_ns",
+        "Time spent symbolizing, ns of wall-clock time (waits for the CPU included)",
+    ),
     Field::counter(
         "unwind_hints",
         "Frameless functions the BPF side was taught to unwind past (their callers would be missing from frame-pointer stacks)",
