@@ -1,6 +1,7 @@
-//! Binaries the probe cannot open by their path: one that lives on a tmpfs mounted only in the
-//! process's own mount namespace (a container's view), and one deleted after it started. Both
-//! must still be symbolized, through `/proc/<pid>/map_files` (or `/proc/<pid>/root`).
+//! Binaries the probe cannot open by their path: one in a real podman container, one on a tmpfs
+//! mounted only in the process's own mount namespace (a container's view), and one deleted after
+//! it started. All must still be symbolized, through `/proc/<pid>/map_files` (or
+//! `/proc/<pid>/root`).
 
 mod common;
 
@@ -121,4 +122,69 @@ fn deleted_binary_is_symbolized() {
 
     profile_and_check(&flame, pid);
     drop(work);
+}
+
+/// A process in a real podman container (its binary exists only in the container's image, a
+/// static build so the image needs nothing else) is symbolized through `/proc/<pid>/root` and
+/// `map_files`.
+#[test]
+fn process_in_a_podman_container_is_symbolized() {
+    use container_info::podman::Podman;
+    if !Podman::available() {
+        assert!(
+            std::env::var_os("CI").is_none(),
+            "podman and runc are needed (./build.sh --check installs them)"
+        );
+        eprintln!("NOTICE: podman or runc missing; container test skipped");
+        return;
+    }
+    let tmp = tempfile::tempdir().unwrap();
+    let rootfs = tmp.path().join("rootfs");
+    std::fs::create_dir_all(&rootfs).unwrap();
+    let mut flags = CFLAGS.to_vec();
+    flags.push("-static");
+    let bin = compile(tmp.path(), "gg_in_container", &hot_src(HOT, CALLER), &flags);
+    std::fs::copy(&bin, rootfs.join("gg_in_container")).unwrap();
+    let podman = Podman::new(&tmp.path().join("podman")).expect("podman dirs");
+    podman
+        .import_dir(&rootfs, "localhost/gg-stack:1")
+        .expect("import the image");
+    podman
+        .run_detached(
+            "gg-stack",
+            &[],
+            "localhost/gg-stack:1",
+            &["/gg_in_container", "60"],
+        )
+        .expect("run the container");
+    let pid = podman.pid("gg-stack").expect("container pid");
+    // The binary is not in the host's file system: only the container's root holds it.
+    assert!(!Path::new("/gg_in_container").exists());
+
+    let flame = tmp.path().join("flame");
+    std::fs::create_dir(&flame).unwrap();
+    let mut probe = Probe::start(
+        &["-P", "1"],
+        &control_line(
+            1,
+            &format!(r#""flame_dir":"{}""#, flame.display()),
+            Some(&[pid]),
+        ),
+    );
+    probe.wait_log("stackprobe running", Duration::from_secs(20));
+    std::thread::sleep(Duration::from_secs(4));
+    let log = probe.stop();
+    let _ = podman.rm("gg-stack");
+
+    let stacks = folded(&flame, "oncpu", pid);
+    let hot: u64 = stacks
+        .iter()
+        .filter(|(f, _)| f.iter().any(|n| n == HOT))
+        .map(|(_, v)| v)
+        .sum();
+    let total: u64 = stacks.iter().map(|(_, v)| v).sum();
+    assert!(
+        total > 0 && hot * 10 >= total * 8,
+        "{hot} of {total} samples in {HOT}: {stacks:?}\n{log}"
+    );
 }

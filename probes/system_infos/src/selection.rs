@@ -55,8 +55,10 @@ impl ProcSelection {
             .collect();
         // The full scan lists /proc again; a process born in between is not in `listing` and is
         // judged next cycle, one that exited in between is simply gone.
-        let full: Option<HashSet<u32>> =
-            (self.cycle % FULL_SCAN_EVERY == 0).then(|| wl.scan(proc_root).into_iter().collect());
+        let full: Option<HashSet<u32>> = self
+            .cycle
+            .is_multiple_of(FULL_SCAN_EVERY)
+            .then(|| wl.scan(proc_root).into_iter().collect());
         self.cycle += 1;
 
         let mut next = HashMap::with_capacity(listing.len());

@@ -161,7 +161,7 @@ impl ReadErrors {
         let n = self.read_errors;
         if n <= WARN_FIRST {
             probe_sdk::warn!("cannot read {}: {what} (skipped)", path.display());
-        } else if n % WARN_EVERY == 0 {
+        } else if n.is_multiple_of(WARN_EVERY) {
             probe_sdk::warn!(
                 "{n} unreadable files so far, latest {}: {what} (skipped)",
                 path.display()
