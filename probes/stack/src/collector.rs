@@ -84,6 +84,8 @@ pub struct Collector<'a, 'obj> {
     switch: Option<Link>,
     /// tgids in the BPF filter bitmap.
     filtered: BTreeSet<u32>,
+    /// The filter mode set last (`FILTER_*`).
+    filter_mode: u32,
     pending: Pending,
 }
 
@@ -98,6 +100,7 @@ impl<'a, 'obj> Collector<'a, 'obj> {
             perf_period_ns: 0,
             switch: None,
             filtered: BTreeSet::new(),
+            filter_mode: FILTER_ALL,
             pending: Pending::default(),
         }
     }
@@ -193,6 +196,7 @@ impl<'a, 'obj> Collector<'a, 'obj> {
             }
         }
         self.filtered = wanted;
+        self.filter_mode = mode;
         // SAFETY: see set_offcpu.
         unsafe { std::ptr::write_volatile(self.knobs.filter_mode, mode) };
         refused
@@ -211,7 +215,18 @@ impl<'a, 'obj> Collector<'a, 'obj> {
             offcpu: m.offcpu,
             starts: m.starts,
         };
-        drain::drain(&maps, old, &mut self.pending)
+        let offcpu = self.switch.is_some();
+        let snoop_mode = self.filter_mode;
+        let filtered = &self.filtered;
+        let kept = |tgid: u32| {
+            offcpu
+                && match snoop_mode {
+                    FILTER_ALL => true,
+                    FILTER_INCLUDE => filtered.contains(&tgid),
+                    _ => !filtered.contains(&tgid),
+                }
+        };
+        drain::drain(&maps, old, &mut self.pending, kept)
     }
 
     /// The unwinding hints map.

@@ -115,7 +115,14 @@ fn entries(map: &dyn MapCore, delete: bool) -> Vec<(Vec<u8>, Vec<u8>)> {
 }
 
 /// Drains epoch `epoch` (already bumped to `epoch + 1` by the caller, [`SETTLE`] waited).
-pub fn drain(maps: &Maps<'_>, epoch: u32, pending: &mut Pending) -> Drained {
+/// `pending_kept(tgid)`: whether a pending off-CPU stretch of that process can still end (the
+/// process is selected and off-CPU recording is on); the others are deleted.
+pub fn drain(
+    maps: &Maps<'_>,
+    epoch: u32,
+    pending: &mut Pending,
+    pending_kept: impl Fn(u32) -> bool,
+) -> Drained {
     let parity = (epoch & 1) as usize;
     let mut out = Drained::default();
     let stack_map = maps.stacks[parity];
@@ -185,11 +192,18 @@ pub fn drain(maps: &Maps<'_>, epoch: u32, pending: &mut Pending) -> Drained {
 
     // Stacks that stretches still pending (or ended since the bump) will name.
     let mut live: HashSet<(u32, i32)> = HashSet::new();
-    for (_, v) in entries(maps.starts, false) {
-        if let Some(s) = decode::read::<off_start>(&v) {
-            live.insert((s.epoch, s.kstack));
-            live.insert((s.epoch, s.ustack));
+    for (k, v) in entries(maps.starts, false) {
+        let Some(s) = decode::read::<off_start>(&v) else {
+            continue;
+        };
+        // The BPF side ends a stretch only for a selected process: the starts of processes
+        // no longer selected (or of every process, off-CPU being off) would stay forever.
+        if !pending_kept(s.tgid) {
+            let _ = maps.starts.delete(&k);
+            continue;
         }
+        live.insert((s.epoch, s.kstack));
+        live.insert((s.epoch, s.ustack));
     }
     for (k, _) in entries(maps.offcpu[parity ^ 1], false) {
         if let Some(key) = decode::read::<offcpu_key>(&k) {

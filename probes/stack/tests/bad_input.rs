@@ -60,17 +60,6 @@ fn params(dir: &Path) -> String {
     )
 }
 
-/// Time `pid` has spent on a CPU (`/proc/<pid>/schedstat`, all its threads), seconds.
-fn cpu_secs(pid: u32) -> f64 {
-    let text = std::fs::read_to_string(format!("/proc/{pid}/schedstat")).unwrap_or_default();
-    let ns: u64 = text
-        .split_whitespace()
-        .next()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(0);
-    ns as f64 / 1e9
-}
-
 #[test]
 fn stripped_binary_gives_module_offsets_and_counts_misses() {
     let _serial = serial();

@@ -383,3 +383,16 @@ pub fn share_of(stacks: &[(Vec<String>, u64)], name: &str) -> (f64, u64, Option<
 pub fn total(stacks: &[(Vec<String>, u64)]) -> u64 {
     stacks.iter().map(|(_, v)| v).sum()
 }
+
+/// Time `pid` has spent on a CPU (`/proc/<pid>/schedstat`: the main thread), seconds. Tests
+/// compare sample counts with it rather than with wall time: on a busy machine a hot loop does
+/// not get a whole CPU.
+pub fn cpu_secs(pid: u32) -> f64 {
+    let text = std::fs::read_to_string(format!("/proc/{pid}/schedstat")).unwrap_or_default();
+    let ns: u64 = text
+        .split_whitespace()
+        .next()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0);
+    ns as f64 / 1e9
+}
