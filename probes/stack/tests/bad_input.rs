@@ -129,9 +129,9 @@ fn process_exiting_mid_period_keeps_its_symbolized_profile() {
         &control_line(1, &params(&flame), Some(&[pid])),
     );
     probe.wait_log("stackprobe running", Duration::from_secs(20));
-    // Drains run every 2 s from the start: the 2 s of work straddle the first, ~0.5 s in, so
-    // part of the samples is drained (and symbolized) while the process lives and the rest after
-    // it is gone, from the addresses cached then.
+    // Drains run every second (the first 250 ms after the start): the 2 s of work straddle
+    // several, so part of the samples is drained (and symbolized) while the process lives and
+    // the rest after it is gone, from the addresses cached then.
     std::thread::sleep(Duration::from_millis(1500));
     child.stdin.as_mut().unwrap().write_all(b"x").unwrap();
     let st = child.wait().unwrap();

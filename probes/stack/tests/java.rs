@@ -201,7 +201,7 @@ fn a_perf_map_written_while_profiling_is_read() {
         &control_line(1, &params(&flame), Some(&[pid])),
     );
     probe.wait_log("stackprobe running", Duration::from_secs(20));
-    // At least one drain (every 2 s) symbolizes the JIT addresses without a perf map.
+    // At least one drain (every second) symbolizes the JIT addresses without a perf map.
     let started = Instant::now();
     std::thread::sleep(Duration::from_millis(2600));
     jvm.write_perf_map();
