@@ -55,6 +55,7 @@ fn shipped_config_loads_without_warnings() {
             "l7probe",
             "kafkaprobe",
             "taskprobe",
+            "stackprobe",
             "ioprobe",
             "containerprobe",
             "sliprobe",
