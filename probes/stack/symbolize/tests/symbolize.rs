@@ -207,7 +207,9 @@ fn perf_map_of_another_pid_and_mount_namespace() {
         "private",
         "sh",
         "-c",
-        "mount -t tmpfs none /tmp && exec \"$0\"",
+        // The program may live under /tmp (a checkout there): opened before the mount hides
+        // it, and run through that descriptor.
+        "exec 3<\"$0\" && mount -t tmpfs none /tmp && exec /proc/self/fd/3",
     ])
     .arg(&prog);
     let mut p = Prog::spawn(c);
