@@ -29,6 +29,7 @@ use gimli::{
 };
 use libbpf_rs::{MapCore, MapFlags};
 use object::{Object, ObjectSection, ObjectSegment};
+use stack_symbolize::maps::{self, Backing, Maps};
 
 /// Binaries whose call-frame tables are kept.
 pub const MAX_FILES: usize = 64;
@@ -130,39 +131,6 @@ impl Cfi {
     }
 }
 
-/// One mapping of `/proc/<pid>/maps`.
-#[derive(Debug, Clone, PartialEq, Eq)]
-struct Mapping {
-    start: u64,
-    end: u64,
-    offset: u64,
-    dev: String,
-    inode: u64,
-}
-
-fn parse_maps(text: &str) -> Vec<Mapping> {
-    text.lines()
-        .filter_map(|l| {
-            let mut f = l.split_whitespace();
-            let (range, perms, offset, dev, inode) =
-                (f.next()?, f.next()?, f.next()?, f.next()?, f.next()?);
-            if !perms.contains('x') {
-                return None;
-            }
-            let (s, e) = range.split_once('-')?;
-            let inode: u64 = inode.parse().ok()?;
-            (inode != 0).then_some(())?;
-            Some(Mapping {
-                start: u64::from_str_radix(s, 16).ok()?,
-                end: u64::from_str_radix(e, 16).ok()?,
-                offset: u64::from_str_radix(offset, 16).ok()?,
-                dev: dev.to_string(),
-                inode,
-            })
-        })
-        .collect()
-}
-
 /// Where the process's program and stack start (`startcode`, `startstack` of
 /// `/proc/<pid>/stat`): an exec changes them (address-space randomisation), a pid reused by
 /// another process too.
@@ -196,8 +164,8 @@ pub struct HintStats {
 /// The user side of the hints.
 pub struct Hints {
     proc_root: PathBuf,
-    files: HashMap<(String, u64), Option<std::sync::Arc<Cfi>>>,
-    maps: HashMap<u32, Vec<Mapping>>,
+    files: HashMap<(u64, u64), Option<std::sync::Arc<Cfi>>>,
+    maps: HashMap<u32, Maps>,
     taught: HashSet<(u32, u64)>,
     /// Each process's program image when its first hint was taught (see [`image_of`]).
     image: HashMap<u32, Option<(u64, u64)>>,
@@ -272,16 +240,16 @@ impl Hints {
 
     fn hint_for(&mut self, tgid: u32, ip: u64) -> Option<i32> {
         if !self.maps.contains_key(&tgid) {
-            let text = std::fs::read_to_string(self.proc_root.join(format!("{tgid}/maps"))).ok()?;
-            self.maps.insert(tgid, parse_maps(&text));
+            let path = self.proc_root.join(format!("{tgid}/maps"));
+            self.maps.insert(tgid, maps::read_from(path).ok()?);
         }
         let m = self
             .maps
             .get(&tgid)?
-            .iter()
-            .find(|m| ip >= m.start && ip < m.end)?
+            .find(ip)
+            .filter(|m| matches!(m.backing, Backing::File { .. }))?
             .clone();
-        let id = (m.dev.clone(), m.inode);
+        let id = m.file_id;
         if !self.files.contains_key(&id) {
             if self.files.len() >= MAX_FILES {
                 self.files.clear();
@@ -294,10 +262,10 @@ impl Hints {
                 .ok()
                 .and_then(|f| Cfi::read(&f))
                 .map(std::sync::Arc::new);
-            self.files.insert(id.clone(), cfi);
+            self.files.insert(id, cfi);
         }
         let cfi = self.files.get(&id)?.as_ref()?;
-        let va = cfi.vaddr(ip - m.start + m.offset)?;
+        let va = cfi.vaddr(m.file_offset(ip))?;
         Some(cfi.hint(va))
     }
 }
@@ -305,19 +273,6 @@ impl Hints {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn maps_keep_executable_file_mappings() {
-        let text = "\
-55d0c0000000-55d0c0001000 r--p 00000000 fd:01 1234 /bin/x
-55d0c0001000-55d0c0002000 r-xp 00001000 fd:01 1234 /bin/x
-7ffd1000-7ffd2000 r-xp 00000000 00:00 0 [vdso]
-";
-        let m = parse_maps(text);
-        assert_eq!(m.len(), 1);
-        assert_eq!(m[0].offset, 0x1000);
-        assert_eq!(m[0].inode, 1234);
-    }
 
     /// This test binary's own code: a Rust function's frame pointer state at its first
     /// instruction is "not set up" (the return address is at the stack pointer).

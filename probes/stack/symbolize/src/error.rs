@@ -6,7 +6,7 @@ use std::path::PathBuf;
 
 /// Reading a `/proc` file or a perf map failed.
 #[derive(Debug, thiserror::Error)]
-pub(crate) enum ReadError {
+pub enum ReadError {
     /// The file could not be opened or read.
     #[error("{path}: {source}")]
     Io {

@@ -64,7 +64,7 @@
 mod engine;
 mod error;
 mod files;
-mod maps;
+pub mod maps;
 mod names;
 mod perf_map;
 mod proc;
@@ -72,6 +72,7 @@ mod symbolizer;
 
 use std::sync::Arc;
 
+pub use error::ReadError;
 pub use symbolizer::Symbolizer;
 
 /// Name of a miss outside any mapped file (and of an unresolved kernel address).

@@ -11,11 +11,11 @@ use crate::error::ReadError;
 
 /// Bound on the bytes of `/proc/<pid>/maps` read. `vm.max_map_count` (65530 by default) lines of
 /// typical length are ~7 MiB; a process with longer paths loses its last mappings (counted).
-pub(crate) const MAPS_MAX_BYTES: u64 = 32 * 1024 * 1024;
+pub const MAPS_MAX_BYTES: u64 = 32 * 1024 * 1024;
 
 /// What backs an executable mapping.
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub(crate) enum Backing {
+pub enum Backing {
     /// A file; `path` is as the process sees it, without ` (deleted)`.
     File { path: Arc<str> },
     /// The kernel's vDSO.
@@ -26,7 +26,7 @@ pub(crate) enum Backing {
 
 /// One executable mapping.
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub(crate) struct Mapping {
+pub struct Mapping {
     pub start: u64,
     pub end: u64,
     /// File offset of `start`.
@@ -55,7 +55,7 @@ impl Mapping {
 
 /// A process's executable mappings, sorted by start address.
 #[derive(Debug, Default)]
-pub(crate) struct Maps {
+pub struct Maps {
     mappings: Vec<Mapping>,
     /// Lines that did not parse (should stay 0: the kernel writes the file).
     pub invalid_lines: u64,
@@ -93,6 +93,11 @@ impl Maps {
     /// Executable mappings held.
     pub fn len(&self) -> usize {
         self.mappings.len()
+    }
+
+    /// No executable mapping.
+    pub fn is_empty(&self) -> bool {
+        self.mappings.is_empty()
     }
 }
 
@@ -146,7 +151,12 @@ fn parse_line(line: &[u8]) -> Option<Option<Mapping>> {
 
 /// Reads the executable mappings of process `pid`.
 pub(crate) fn read(pid: u32) -> Result<Maps, ReadError> {
-    let path = PathBuf::from(format!("/proc/{pid}/maps"));
+    read_from(PathBuf::from(format!("/proc/{pid}/maps")))
+}
+
+/// Reads the executable mappings listed in `path` (a `/proc/<pid>/maps`, e.g. under a host
+/// root), at most [`MAPS_MAX_BYTES`] of it.
+pub fn read_from(path: PathBuf) -> Result<Maps, ReadError> {
     let io = |source| ReadError::Io {
         path: path.clone(),
         source,
