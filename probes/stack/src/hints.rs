@@ -274,6 +274,29 @@ impl Hints {
 mod tests {
     use super::*;
 
+    /// Call-frame tables come from files a profiled process can plant: garbage, a truncated
+    /// ELF or an empty file give no table (every address then a stop), never a panic.
+    #[test]
+    fn garbage_binaries_give_no_table() {
+        let dir = tempfile::tempdir().unwrap();
+        let own = std::fs::read("/proc/self/exe").unwrap();
+        let cases: [(&str, Vec<u8>); 4] = [
+            ("empty", Vec::new()),
+            (
+                "garbage",
+                (0..4096u32).map(|i| (i * 7919 % 251) as u8).collect(),
+            ),
+            ("elf header only", own[..64].to_vec()),
+            ("truncated elf", own[..own.len().min(64 * 1024)].to_vec()),
+        ];
+        for (name, bytes) in cases {
+            let path = dir.path().join(name.replace(' ', "_"));
+            std::fs::write(&path, &bytes).unwrap();
+            let file = File::open(&path).unwrap();
+            assert!(Cfi::read(&file).is_none(), "{name}");
+        }
+    }
+
     /// This test binary's own code: a Rust function's frame pointer state at its first
     /// instruction is "not set up" (the return address is at the stack pointer).
     #[test]
