@@ -30,6 +30,7 @@ use gimli::{
 use libbpf_rs::{MapCore, MapFlags};
 use object::{Object, ObjectSection, ObjectSegment};
 use stack_symbolize::maps::{self, Backing, Maps};
+use stack_symbolize::proc::{read_identity_at, Identity};
 
 /// Binaries whose call-frame tables are kept.
 pub const MAX_FILES: usize = 64;
@@ -131,15 +132,10 @@ impl Cfi {
     }
 }
 
-/// Where the process's program and stack start (`startcode`, `startstack` of
-/// `/proc/<pid>/stat`): an exec changes them (address-space randomisation), a pid reused by
-/// another process too.
-fn image_of(proc_root: &std::path::Path, tgid: u32) -> Option<(u64, u64)> {
-    let stat = std::fs::read_to_string(proc_root.join(format!("{tgid}/stat"))).ok()?;
-    let after = stat.rsplit_once(')')?.1;
-    let f: Vec<&str> = after.split_whitespace().collect();
-    // Fields 26 and 28 of stat(5); `after` starts at field 3.
-    Some((f.get(23)?.parse().ok()?, f.get(25)?.parse().ok()?))
+/// The identity of the process's current image (start time, code and stack addresses):
+/// changed by pid reuse and, with address-space randomisation, by an exec.
+fn image_of(proc_root: &std::path::Path, tgid: u32) -> Option<Identity> {
+    read_identity_at(proc_root.join(format!("{tgid}/stat"))).ok()
 }
 
 /// Key of the BPF `hints` map (intf.h `struct hint_key`).
@@ -168,7 +164,7 @@ pub struct Hints {
     maps: HashMap<u32, Maps>,
     taught: HashSet<(u32, u64)>,
     /// Each process's program image when its first hint was taught (see [`image_of`]).
-    image: HashMap<u32, Option<(u64, u64)>>,
+    image: HashMap<u32, Option<Identity>>,
     stats: HintStats,
     enabled: bool,
 }

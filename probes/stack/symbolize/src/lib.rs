@@ -67,7 +67,7 @@ mod files;
 pub mod maps;
 mod names;
 mod perf_map;
-mod proc;
+pub mod proc;
 mod symbolizer;
 
 use std::sync::Arc;

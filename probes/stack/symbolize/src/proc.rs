@@ -14,7 +14,7 @@ const SMALL_FILE_MAX_BYTES: u64 = 64 * 1024;
 /// address-space randomisation, when the process execs (the code and stack addresses): either
 /// way, addresses cached for the pid no longer mean the same functions.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub(crate) struct Identity {
+pub struct Identity {
     start_time: u64,
     start_code: u64,
     end_code: u64,
@@ -39,7 +39,11 @@ pub(crate) fn parse_stat(text: &str) -> Option<Identity> {
 
 /// Reads the identity of process `pid`.
 pub(crate) fn read_identity(pid: u32) -> Result<Identity, ReadError> {
-    let path = PathBuf::from(format!("/proc/{pid}/stat"));
+    read_identity_at(PathBuf::from(format!("/proc/{pid}/stat")))
+}
+
+/// Reads the identity in `path` (a `/proc/<pid>/stat`, e.g. under a host root).
+pub fn read_identity_at(path: PathBuf) -> Result<Identity, ReadError> {
     let text = read_small(&path)?;
     parse_stat(&text).ok_or(ReadError::Malformed {
         path,
