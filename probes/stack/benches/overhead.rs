@@ -3,9 +3,10 @@
 //! 1. **On-CPU sampling**: a CPU-bound program's own CPU time for a fixed amount of work, with
 //!    no probe and with stackprobe sampling the whole host at 99 Hz (`perf_sample_period` 10),
 //!    modes interleaved in every round; and the probe's own CPU as a share of the host.
-//! 2. **Off-CPU**: a pipe ping-pong between two processes (a context switch per message): wall
-//!    time with no probe, with the pair tracked (`-P 2`, snoopers = the pair) and untracked
-//!    (`-P 2`, snoopers = pid 1).
+//! 2. **Off-CPU**: a pipe ping-pong between two processes pinned to one CPU (a context switch
+//!    per message): wall time with no probe, then with each off-CPU method (`-M sampled`, the
+//!    default, and `-M switch`) with the pair tracked (snoopers = the pair) and untracked
+//!    (snoopers = pid 1), and the switch method's floor (its program returning at once).
 //! 3. **20 profiled processes** for `BENCH_SECS`: the probe's CPU (drains, symbolization and the
 //!    final write included), RSS, the share of native frames symbolized, and every loss counter.
 //!
@@ -133,10 +134,16 @@ struct Probe {
 
 impl Probe {
     fn start(bits: u32, flame: &Path, pids: Option<&[u32]>) -> Probe {
-        Probe::start_env(bits, flame, pids, &[])
+        Probe::start_with(bits, flame, pids, &[], &[])
     }
 
-    fn start_env(bits: u32, flame: &Path, pids: Option<&[u32]>, env: &[(&str, &str)]) -> Probe {
+    fn start_with(
+        bits: u32,
+        flame: &Path,
+        pids: Option<&[u32]>,
+        args: &[&str],
+        env: &[(&str, &str)],
+    ) -> Probe {
         let snoop = match pids {
             None => r#"{"mode":"all"}"#.to_string(),
             Some(p) => format!(
@@ -150,6 +157,7 @@ impl Probe {
         );
         let mut child = Command::new(STACKPROBE)
             .args(["-P", &bits.to_string(), "-t", "1"])
+            .args(args)
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
@@ -316,7 +324,28 @@ fn bench_oncpu(dir: &Path, flame: &Path) {
     );
 }
 
-fn pingpong_once(bin: &Path, pings: u64, mode: u8, flame: &Path) -> f64 {
+/// A probe run of the off-CPU benchmark: probe flags, tracked (the pair) or not (pid 1 only),
+/// environment.
+type ProbeMode = (
+    &'static [&'static str],
+    bool,
+    &'static [(&'static str, &'static str)],
+);
+
+/// The off-CPU benchmark's modes: name and probe run (None: no probe).
+const OFFCPU_MODES: &[(&str, Option<ProbeMode>)] = &[
+    ("no probe", None),
+    ("sampled, tracked", Some((&[], true, &[]))),
+    ("sampled, untracked", Some((&[], false, &[]))),
+    ("switch, tracked", Some((&["-M", "switch"], true, &[]))),
+    ("switch, untracked", Some((&["-M", "switch"], false, &[]))),
+    (
+        "switch, no-op program",
+        Some((&["-M", "switch"], true, &[("STACKPROBE_NOOP_SWITCH", "1")])),
+    ),
+];
+
+fn pingpong_once(bin: &Path, pings: u64, mode: usize, flame: &Path) -> f64 {
     let mut child = Command::new(bin)
         .arg(pings.to_string())
         .stdin(Stdio::piped())
@@ -330,17 +359,12 @@ fn pingpong_once(bin: &Path, pings: u64, mode: u8, flame: &Path) -> f64 {
         .split_whitespace()
         .filter_map(|p| p.parse().ok())
         .collect();
-    let probe = match mode {
-        0 => None,
-        1 => Some(Probe::start(2, flame, Some(&pids))),
-        2 => Some(Probe::start(2, flame, Some(&[1]))),
-        _ => Some(Probe::start_env(
-            2,
-            flame,
-            Some(&pids),
-            &[("STACKPROBE_NOOP_SWITCH", "1")],
-        )),
-    };
+    let probe = OFFCPU_MODES[mode].1.map(|(args, tracked, env)| {
+        let sel: &[u32] = if tracked { &pids } else { &[1] };
+        Probe::start_with(2, flame, Some(sel), args, env)
+    });
+    // The same settling time in every mode (the probe's first drain is done by then).
+    std::thread::sleep(Duration::from_millis(400));
     child.stdin.as_mut().unwrap().write_all(b"g").unwrap();
     line.clear();
     out.read_line(&mut line).unwrap();
@@ -355,33 +379,36 @@ fn bench_offcpu(dir: &Path, flame: &Path) {
     let rounds = env_u64("BENCH_ROUNDS", 9);
     let pings = env_u64("BENCH_PINGS", 200_000);
     let bin = compile(dir, "gg_pingpong", PINGPONG_SRC);
-    let mut t: [Vec<f64>; 4] = Default::default();
+    let mut t: Vec<Vec<f64>> = vec![Vec::new(); OFFCPU_MODES.len()];
     for r in 0..rounds {
         for (mode, v) in t.iter_mut().enumerate() {
-            v.push(pingpong_once(&bin, pings, mode as u8, flame));
+            v.push(pingpong_once(&bin, pings, mode, flame));
         }
-        eprintln!(
-            "round {r}: no probe {:.3} s, tracked {:.3} s, untracked {:.3} s, no-op program {:.3} s",
-            t[0][r as usize] / 1e9,
-            t[1][r as usize] / 1e9,
-            t[2][r as usize] / 1e9,
-            t[3][r as usize] / 1e9
-        );
+        let times: Vec<String> = OFFCPU_MODES
+            .iter()
+            .zip(&t)
+            .map(|((name, _), v)| format!("{name} {:.3} s", v[r as usize] / 1e9))
+            .collect();
+        eprintln!("round {r}: {}", times.join(", "));
     }
     let min = |v: &Vec<f64>| v.iter().cloned().fold(f64::MAX, f64::min);
-    let med = |v: &Vec<f64>, base: &Vec<f64>| {
-        let mut r: Vec<f64> = v.iter().zip(base).map(|(a, b)| a / b).collect();
-        median(&mut r)
-    };
+    let ratios: Vec<String> = OFFCPU_MODES
+        .iter()
+        .zip(&t)
+        .skip(1)
+        .map(|((name, _), v)| {
+            let mut per_round: Vec<f64> = v.iter().zip(&t[0]).map(|(a, b)| a / b).collect();
+            format!(
+                "{name} {:.3}x (median {:.3}x)",
+                min(v) / min(&t[0]),
+                median(&mut per_round)
+            )
+        })
+        .collect();
     println!(
-        "off-CPU, pipe ping-pong on one CPU ({pings} round trips, {:.2} us each without probe): tracked {:.3}x, untracked {:.3}x, tracepoint + no-op program {:.3}x (ratios of minima, {rounds} rounds; medians of per-round ratios {:.3}x, {:.3}x, {:.3}x)",
+        "off-CPU, pipe ping-pong on one CPU ({pings} round trips, {:.2} us each without probe; ratios of minima over {rounds} interleaved rounds, medians of per-round ratios): {}",
         min(&t[0]) / pings as f64 / 1e3,
-        min(&t[1]) / min(&t[0]),
-        min(&t[2]) / min(&t[0]),
-        min(&t[3]) / min(&t[0]),
-        med(&t[1], &t[0]),
-        med(&t[2], &t[0]),
-        med(&t[3], &t[0])
+        ratios.join(", ")
     );
 }
 

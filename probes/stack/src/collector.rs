@@ -1,10 +1,11 @@
 //! The loaded BPF side at run time: which programs are attached (perf events per CPU for
-//! on-CPU, sched_switch for off-CPU), the process filter, the epoch bump of a drain, and the
-//! counters of the BPF side.
+//! on-CPU; for off-CPU the sampler's iterator links, src/sampler.rs, or sched_switch), the
+//! process filter, the epoch bump of a drain, and the counters of the BPF side.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::os::fd::{AsFd, AsRawFd, OwnedFd};
 use std::path::Path;
+use std::time::Duration;
 
 use anyhow::{Context, Result};
 use libbpf_rs::{Link, MapCore, MapFlags};
@@ -12,6 +13,7 @@ use probe_sdk::control::{Snoop, SnoopMode};
 
 use crate::drain::{self, Drained, Maps, Pending};
 use crate::perf;
+use crate::sampler::{self, Sampler, SamplerStats};
 use crate::skel::StackProgs;
 
 /// The maps the collector uses.
@@ -48,8 +50,14 @@ pub mod slot {
     pub const SHORT: u32 = 4;
     /// Switch-outs whose stacks were reused.
     pub const SITE_HITS: u32 = 5;
+    /// Sampled method: off-CPU samples taken.
+    pub const OFF_SAMPLES: u32 = 6;
+    /// Sampled method: stacks walked.
+    pub const OFF_WALKS: u32 = 7;
+    /// Sampled method: threads skipped for want of task storage.
+    pub const OFF_NO_STATE: u32 = 8;
     /// Number of slots.
-    pub const NR: u32 = 6;
+    pub const NR: u32 = 9;
 }
 
 /// The `.bss` knobs, written while the programs run.
@@ -62,6 +70,8 @@ pub struct Knobs<'a> {
     pub offcpu_on: &'a mut u8,
     /// Minimum off-CPU stretch, ns.
     pub min_block_ns: &'a mut u64,
+    /// Bumped when new unwinding hints were taught.
+    pub hints_gen: &'a mut u32,
 }
 
 /// tgids the filter bitmap covers (the kernel's PID_MAX_LIMIT on 64-bit).
@@ -71,6 +81,17 @@ const MAX_TGID: u32 = 4_194_304;
 const FILTER_ALL: u32 = 0;
 const FILTER_INCLUDE: u32 = 1;
 const FILTER_EXCLUDE: u32 = 2;
+
+/// How off-CPU time is taken (`-M`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum OffMethod {
+    /// Every sample period, the selected threads off the CPU (src/sampler.rs): nothing runs at
+    /// context switches.
+    Sampled,
+    /// At every context switch (tp_btf/sched_switch): every stretch, exactly, and a minimum
+    /// block time; costs every context switch of the host.
+    Switch,
+}
 
 /// Attached programs and the knobs.
 pub struct Collector<'a, 'obj> {
@@ -82,6 +103,13 @@ pub struct Collector<'a, 'obj> {
     /// Sampling period of the open events, ns.
     perf_period_ns: u64,
     switch: Option<Link>,
+    method: OffMethod,
+    /// The sampled method's thread (None with the switch method).
+    sampler: Option<Sampler>,
+    /// The sampled method's period while it runs.
+    sampling: Option<u64>,
+    /// Selected processes the sampler could not link to (gone), cumulative.
+    link_errors: u64,
     /// tgids in the BPF filter bitmap.
     filtered: BTreeSet<u32>,
     /// The filter mode set last (`FILTER_*`).
@@ -90,19 +118,36 @@ pub struct Collector<'a, 'obj> {
 }
 
 impl<'a, 'obj> Collector<'a, 'obj> {
-    /// A collector over a loaded skeleton; nothing attached yet.
-    pub fn new(maps: MapRefs<'a>, progs: &'a StackProgs<'obj>, knobs: Knobs<'a>) -> Self {
-        Collector {
+    /// A collector over a loaded skeleton; nothing attached yet. `samp_ctl`: the sampled
+    /// method's control map.
+    pub fn new(
+        maps: MapRefs<'a>,
+        progs: &'a StackProgs<'obj>,
+        knobs: Knobs<'a>,
+        method: OffMethod,
+        samp_ctl: std::os::fd::BorrowedFd<'_>,
+    ) -> Result<Self> {
+        let sampler = match method {
+            OffMethod::Sampled => {
+                Some(Sampler::start(samp_ctl).context("starting the off-CPU sampler")?)
+            }
+            OffMethod::Switch => None,
+        };
+        Ok(Collector {
             maps,
             progs,
             knobs,
             perf: Vec::new(),
             perf_period_ns: 0,
             switch: None,
+            method,
+            sampler,
+            sampling: None,
+            link_errors: 0,
             filtered: BTreeSet::new(),
             filter_mode: FILTER_ALL,
             pending: Pending::default(),
-        }
+        })
     }
 
     /// On-CPU sampling on every online CPU every `period_ns` (None: off).
@@ -138,8 +183,21 @@ impl<'a, 'obj> Collector<'a, 'obj> {
         !self.perf.is_empty()
     }
 
-    /// Off-CPU recording on or off; `min_block_ns`: shorter stretches are only counted.
-    pub fn set_offcpu(&mut self, on: bool, min_block_ns: u64) -> Result<()> {
+    /// Off-CPU recording on or off; `min_block_ns`: shorter stretches are only counted (switch
+    /// method); `period_ns`: the sampled method's period.
+    pub fn set_offcpu(&mut self, on: bool, min_block_ns: u64, period_ns: u64) -> Result<()> {
+        if self.method == OffMethod::Sampled {
+            if !on {
+                self.sampling = None;
+                if let Some(s) = &self.sampler {
+                    s.set(Duration::from_nanos(period_ns), Vec::new());
+                }
+            } else if self.sampling != Some(period_ns) {
+                self.sampling = Some(period_ns);
+                self.relink();
+            }
+            return Ok(());
+        }
         // SAFETY (all volatile writes below): the fields live in the mmap'ed .bss for as long
         // as the skeleton, which outlives `self`; the BPF side only reads them.
         unsafe { std::ptr::write_volatile(self.knobs.min_block_ns, min_block_ns) };
@@ -158,9 +216,54 @@ impl<'a, 'obj> Collector<'a, 'obj> {
         Ok(())
     }
 
+    /// Gives the sampler the iterator links of the current selection: one per selected process
+    /// (a process gone meanwhile is skipped), or one over every task.
+    fn relink(&mut self) {
+        let (Some(s), Some(period)) = (&self.sampler, self.sampling) else {
+            return;
+        };
+        let prog = self.progs.offcpu_tick.as_fd();
+        let mut links = Vec::new();
+        if self.filter_mode == FILTER_INCLUDE && self.filtered.len() <= sampler::MAX_LINKS {
+            for &tgid in &self.filtered {
+                match sampler::link(prog, Some(tgid)) {
+                    Ok(l) => links.push(l),
+                    Err(_) => self.link_errors += 1,
+                }
+            }
+        } else {
+            match sampler::link(prog, None) {
+                Ok(l) => links.push(l),
+                Err(e) => {
+                    self.link_errors += 1;
+                    probe_sdk::warn!("off-CPU sampling: iterator link over every task: {e}");
+                }
+            }
+        }
+        // An include selection that is empty (or all gone) samples nothing.
+        s.set(Duration::from_nanos(period), links);
+    }
+
     /// Whether off-CPU recording runs.
     pub fn offcpu(&self) -> bool {
-        self.switch.is_some()
+        self.switch.is_some() || self.sampling.is_some()
+    }
+
+    /// The off-CPU method.
+    pub fn method(&self) -> OffMethod {
+        self.method
+    }
+
+    /// The sampler's counters (zero with the switch method) and the selected processes it
+    /// could not link to.
+    pub fn sampler_stats(&self) -> (SamplerStats, u64) {
+        (
+            self.sampler
+                .as_ref()
+                .map(Sampler::stats)
+                .unwrap_or_default(),
+            self.link_errors,
+        )
     }
 
     /// Makes the BPF filter select what `snoop` selects (the bitmap's words that change are
@@ -199,6 +302,7 @@ impl<'a, 'obj> Collector<'a, 'obj> {
         self.filter_mode = mode;
         // SAFETY: see set_offcpu.
         unsafe { std::ptr::write_volatile(self.knobs.filter_mode, mode) };
+        self.relink();
         refused
     }
 
@@ -226,7 +330,19 @@ impl<'a, 'obj> Collector<'a, 'obj> {
                     _ => !filtered.contains(&tgid),
                 }
         };
-        drain::drain(&maps, old, &mut self.pending, kept)
+        let mut d = drain::drain(&maps, old, &mut self.pending, kept);
+        if let Some(s) = &self.sampler {
+            d.offcpu.extend(s.take());
+        }
+        d
+    }
+
+    /// Tells the sampled method that new hints were taught: threads blocked since their last
+    /// walk are walked again (the hints may take the walk further).
+    pub fn hints_changed(&mut self) {
+        // SAFETY: see set_offcpu; only user space writes hints_gen.
+        let g = unsafe { std::ptr::read_volatile(self.knobs.hints_gen) };
+        unsafe { std::ptr::write_volatile(self.knobs.hints_gen, g.wrapping_add(1)) };
     }
 
     /// The unwinding hints map.

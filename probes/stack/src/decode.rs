@@ -2,7 +2,7 @@
 
 use probe_sdk::bpf::plain_data::{self, Plain};
 
-use crate::skel::types::{off_start, offcpu_key, offcpu_val, oncpu_key};
+use crate::skel::types::{off_start, offcpu_key, offcpu_val, oncpu_key, samp_rec};
 
 // SAFETY: integers only, so every bit pattern is a valid value.
 unsafe impl Plain for oncpu_key {}
@@ -12,6 +12,8 @@ unsafe impl Plain for offcpu_key {}
 unsafe impl Plain for offcpu_val {}
 // SAFETY: as above.
 unsafe impl Plain for off_start {}
+// SAFETY: as above.
+unsafe impl Plain for samp_rec {}
 
 /// A map entry's bytes as `T` (None when the size is not `T`'s).
 pub fn read<T: Plain>(bytes: &[u8]) -> Option<T> {

@@ -260,7 +260,7 @@ fn resolve(id: i32, lookup: &mut impl FnMut(i32) -> Option<Arc<[u64]>>) -> RawSt
 
 /// The user stack with the return addresses the hints recovered put in after its leaf (they
 /// are the callers the frame-pointer walk skipped), and the addresses to teach hints for.
-fn with_rets(user: RawStack, rets: &[u64]) -> (RawStack, Vec<(u64, bool)>) {
+pub fn with_rets(user: RawStack, rets: &[u64]) -> (RawStack, Vec<(u64, bool)>) {
     let RawStack::Frames(ips) = user else {
         return (user, Vec::new());
     };

@@ -1,6 +1,7 @@
 //! stackprobe: on-CPU and off-CPU flame graphs per process (upstream stackprobe, REST
-//! `flamegraph`). On-CPU stacks are sampled by a software cpu-clock perf event on every CPU,
-//! off-CPU stacks taken at `sched_switch`; both are counted in BPF maps, drained every
+//! `flamegraph`). On-CPU stacks are sampled by a software cpu-clock perf event on every CPU;
+//! off-CPU stacks are sampled from the selected threads found off the CPU every sample period
+//! (src/sampler.rs; `-M switch`: taken at every `sched_switch` instead); both are drained every
 //! [`DRAIN_EVERY`], symbolized (blazesym, `stack-symbolize`) and added to the period's profiles,
 //! which are written every `svg_period` into `flame_dir` as SVG, folded stacks and pprof
 //! (`stack-profile`), and pushed to Pyroscope when `pyroscope_server` is set. The final,
@@ -17,11 +18,13 @@ mod hints;
 mod output;
 mod perf;
 mod profiles;
+mod sampler;
 mod skel;
 mod tables;
 
 use std::io::Write;
 use std::mem::MaybeUninit;
+use std::os::fd::AsFd;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::time::{Duration, Instant, SystemTime};
@@ -36,7 +39,7 @@ use probe_sdk::run::{self, PeriodLoop};
 use stack_profile::Kind;
 use stack_symbolize::Symbolizer;
 
-use collector::{Collector, Knobs};
+use collector::{Collector, Knobs, OffMethod};
 use output::Outputs;
 use profiles::Profiles;
 use skel::{types, StackSkelBuilder};
@@ -55,8 +58,11 @@ const POLL_SLICE: Duration = Duration::from_millis(100);
 /// Benchmark knob: the sched_switch program returns at once (the floor: the tracepoint and the
 /// program call alone). The verifier prunes the check when unset.
 const NOOP_SWITCH_ENV: &str = "STACKPROBE_NOOP_SWITCH";
-/// `-B <us>`: off-CPU stretches shorter than this are counted, not recorded (default 1 µs).
+/// `-B <us>`: off-CPU stretches shorter than this are counted, not recorded (default 1 µs;
+/// the switch method only).
 const MIN_BLOCK_FLAG: char = 'B';
+/// `-M sampled|switch`: the off-CPU method (default sampled).
+const METHOD_FLAG: char = 'M';
 const DEFAULT_MIN_BLOCK_US: u64 = 1;
 
 fn main() -> ExitCode {
@@ -65,19 +71,40 @@ fn main() -> ExitCode {
         return ExitCode::SUCCESS;
     }
     let args = ProbeArgs::from_env();
-    let min_block_us = match min_block(&args.extra) {
+    let (method, min_block_us) = match method(&args.extra).and_then(|m| {
+        let b = min_block(&args.extra)?;
+        if m == OffMethod::Sampled && args.extra_value(MIN_BLOCK_FLAG).is_some() {
+            return Err(format!(
+                "-{MIN_BLOCK_FLAG} (minimum off-CPU stretch) needs -{METHOD_FLAG} switch: the sampled method does not see stretches"
+            ));
+        }
+        Ok((m, b))
+    }) {
         Ok(v) => v,
         Err(e) => {
             probe_sdk::error!("{e}");
             return ExitCode::from(2);
         }
     };
-    match run_probe(&args, min_block_us) {
+    match run_probe(&args, method, min_block_us) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             probe_sdk::error!("{e:#}");
             ExitCode::FAILURE
         }
+    }
+}
+
+fn method(extra: &[(char, Option<String>)]) -> Result<OffMethod, String> {
+    match extra.iter().rev().find(|(f, _)| *f == METHOD_FLAG) {
+        None => Ok(OffMethod::Sampled),
+        Some((_, v)) => match v.as_deref() {
+            Some("sampled") => Ok(OffMethod::Sampled),
+            Some("switch") => Ok(OffMethod::Switch),
+            _ => Err(format!(
+                "-{METHOD_FLAG}: expected the off-CPU method, sampled or switch"
+            )),
+        },
     }
 }
 
@@ -184,7 +211,7 @@ struct UserStats {
     filter_refused: u64,
 }
 
-fn run_probe(args: &ProbeArgs, min_block_us: u64) -> Result<()> {
+fn run_probe(args: &ProbeArgs, method: OffMethod, min_block_us: u64) -> Result<()> {
     let decl = tables::declaration();
     let _signals = PeriodLoop::new(args.period()).context("installing signal handlers")?;
     let control = Control::from_stdin();
@@ -213,6 +240,7 @@ fn run_probe(args: &ProbeArgs, min_block_us: u64) -> Result<()> {
         filter_mode,
         offcpu_on,
         min_block_ns,
+        hints_gen,
         ..
     } = bss;
     let knobs = Knobs {
@@ -220,6 +248,7 @@ fn run_probe(args: &ProbeArgs, min_block_us: u64) -> Result<()> {
         filter_mode,
         offcpu_on,
         min_block_ns,
+        hints_gen,
     };
     let maps = collector::MapRefs {
         stacks: [&skel.maps.stacks0, &skel.maps.stacks1],
@@ -231,7 +260,8 @@ fn run_probe(args: &ProbeArgs, min_block_us: u64) -> Result<()> {
         gg_stats: &skel.maps.gg_stats,
         hints: &skel.maps.hints,
     };
-    let mut collector = Collector::new(maps, &skel.progs, knobs);
+    let mut collector =
+        Collector::new(maps, &skel.progs, knobs, method, skel.maps.samp_ctl.as_fd())?;
     let mut user = UserStats::default();
     let min_block_ns = min_block_us.saturating_mul(1000);
     apply(&mut collector, None, &settings, min_block_ns, &mut user)?;
@@ -354,7 +384,11 @@ fn describe(c: &Collector<'_, '_>, s: &Settings) -> String {
         } else {
             "off".to_string()
         },
-        if c.offcpu() { "on" } else { "off" },
+        match (c.offcpu(), c.method()) {
+            (false, _) => "off",
+            (true, OffMethod::Sampled) => "sampled",
+            (true, OffMethod::Switch) => "at every context switch",
+        },
         s.snoop
     )
 }
@@ -372,7 +406,11 @@ fn apply(
     }
     let period = (new.bits & BIT_ONCPU != 0).then(|| perf::period_ns(new.hz()));
     c.set_oncpu(period)?;
-    c.set_offcpu(new.bits & BIT_OFFCPU != 0, min_block_ns)?;
+    c.set_offcpu(
+        new.bits & BIT_OFFCPU != 0,
+        min_block_ns,
+        perf::period_ns(new.hz()),
+    )?;
     Ok(())
 }
 
@@ -385,10 +423,14 @@ fn drain_once(
     user: &mut UserStats,
 ) {
     let d = c.drain();
+    let given = hints.stats().given;
     for e in d.oncpu.iter().chain(&d.offcpu) {
         for &(ip, ret) in &e.teach {
             hints.teach(c.hints_map(), e.tgid, ip, ret);
         }
+    }
+    if hints.stats().given != given {
+        c.hints_changed();
     }
     user.expired += d.expired + d.pending_dropped;
     profiles.add(Kind::OnCpu, &d.oncpu, sym, proc_root);
@@ -406,6 +448,7 @@ fn report<W: Write>(
 ) -> std::io::Result<()> {
     use collector::slot;
     let k = c.stats();
+    let (samp, link_errors) = c.sampler_stats();
     let s = sym.stats();
     let o = outputs.stats();
     out.record(tables::STATS_TABLE)
@@ -414,8 +457,11 @@ fn report<W: Write>(
         .field(&k[slot::SWITCHES as usize])
         .field(&k[slot::SHORT as usize])
         .field(&k[slot::SITE_HITS as usize])
+        .field(&k[slot::OFF_SAMPLES as usize])
+        .field(&k[slot::OFF_WALKS as usize])
+        .field(&(k[slot::OFF_NO_STATE as usize] + samp.dropped + samp.read_errors + link_errors))
         .field(&(k[slot::COLLISIONS as usize] + k[slot::STACK_FULL as usize]))
-        .field(&user.expired)
+        .field(&(user.expired + samp.expired))
         .field(&profiles.stats().truncated)
         .field(&s.lookups)
         .field(&s.misses)
@@ -478,6 +524,25 @@ mod tests {
         assert_eq!(t.svg_period, Duration::from_secs(30));
         assert_eq!(t.bits, 3, "probe_bits 0 keeps the sub-probes");
         assert_eq!(t.snoop, base.snoop);
+    }
+
+    #[test]
+    fn method_flag() {
+        assert_eq!(method(&[]), Ok(OffMethod::Sampled));
+        assert_eq!(
+            method(&[('M', Some("switch".into()))]),
+            Ok(OffMethod::Switch)
+        );
+        assert_eq!(
+            method(&[('M', Some("sampled".into()))]),
+            Ok(OffMethod::Sampled)
+        );
+        assert!(method(&[('M', Some("kprobe".into()))]).is_err());
+        assert!(method(&[('M', None)]).is_err());
+        assert_eq!(
+            method(&args(&["-P", "2", "-M", "switch", "-B", "250"]).extra),
+            Ok(OffMethod::Switch)
+        );
     }
 
     #[test]

@@ -10,8 +10,8 @@ use probe_sdk::meta::{self, Field, Table};
 pub const BIT_ONCPU: u32 = 1;
 /// `-P` bit of the off-CPU sub-probe.
 pub const BIT_OFFCPU: u32 = 2;
-/// Sub-probes on when nothing says otherwise: on-CPU only (off-CPU runs a program at every
-/// context switch of the host).
+/// Sub-probes on when nothing says otherwise: on-CPU only, as upstream (off-CPU stacks are
+/// for the processes an SRE is looking into).
 pub const DEFAULT_BITS: u32 = BIT_ONCPU;
 
 /// The counters table.
@@ -22,7 +22,7 @@ pub const BPF_STATS_TABLE: &str = "stackprobe_bpf_stats";
 pub const STATS_PROBE: &str = "stack";
 
 const HEADER: &[&str] = &[
-    "stackprobe: on-CPU (perf-event sampling) and off-CPU (sched_switch) stacks per process, symbolized and",
+    "stackprobe: on-CPU (perf-event sampling) and off-CPU (sampled, or at sched_switch) stacks per process, symbolized and",
     "written every svg_period as SVG flame graphs, folded stacks and pprof profiles into flame_dir (and",
     "optionally pushed to Pyroscope). The records are the probe's own counters. Details: docs/probes/stack.md.",
 ];
@@ -41,6 +41,18 @@ pub const STATS_FIELDS: &[Field] = &[
     Field::counter(
         "offcpu_stacks_reused",
         "Off-CPU switch-outs whose stacks were reused from the thread's previous switch-out at the same place (no stack walk)",
+    ),
+    Field::counter(
+        "offcpu_samples",
+        "Sampled off-CPU method: samples of selected threads found off the CPU",
+    ),
+    Field::counter(
+        "offcpu_stacks_walked",
+        "Sampled off-CPU method: stacks walked (a thread that has not run since its last sample keeps its stacks)",
+    ),
+    Field::counter(
+        "offcpu_samples_lost",
+        "Sampled off-CPU method: samples not taken or not kept (no per-thread state, iterator read errors, selected processes gone before they could be linked, the pending-stack bound reached)",
     ),
     Field::counter(
         "stacks_lost",

@@ -348,3 +348,35 @@ fn snooper_changes_apply_without_restart() {
         "C: {nc} samples for {cpu_c:.2} s of CPU in mode all"
     );
 }
+
+/// Flags the off-CPU method cannot honour are refused at start with a message naming them.
+#[test]
+fn offcpu_method_flags_are_checked() {
+    for (args, says) in [
+        (
+            &["-P", "2", "-M", "kprobe"][..],
+            "-M: expected the off-CPU method, sampled or switch",
+        ),
+        (
+            &["-P", "2", "-B", "100"][..],
+            "-B (minimum off-CPU stretch) needs -M switch",
+        ),
+        (
+            &["-P", "2", "-M", "sampled", "-B", "100"][..],
+            "needs -M switch",
+        ),
+        (
+            &["-P", "2", "-M", "switch", "-B", "x"][..],
+            "-B: expected the minimum off-CPU time",
+        ),
+    ] {
+        let out = std::process::Command::new(STACKPROBE)
+            .args(args)
+            .stdin(std::process::Stdio::null())
+            .output()
+            .unwrap();
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{args:?}: {err}");
+        assert!(err.contains(says), "{args:?}: {err}");
+    }
+}

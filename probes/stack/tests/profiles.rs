@@ -158,6 +158,17 @@ fn oncpu_samples_land_in_the_hot_function_with_its_callers() {
 
 #[test]
 fn offcpu_time_matches_the_blocked_time() {
+    offcpu_blocked(&["-P", "2"]);
+}
+
+#[test]
+fn offcpu_time_matches_the_blocked_time_at_every_switch() {
+    offcpu_blocked(&["-P", "2", "-M", "switch"]);
+}
+
+/// The blocking program's 20 x 100 ms in its uniquely named function, with the kernel frames
+/// of the wait, whichever the off-CPU method (`args`).
+fn offcpu_blocked(args: &[&str]) {
     let tmp = tempfile::tempdir().unwrap();
     let flame = tmp.path().join("flame");
     std::fs::create_dir(&flame).unwrap();
@@ -169,10 +180,7 @@ fn offcpu_time_matches_the_blocked_time() {
         .spawn()
         .unwrap();
     let pid = child.id();
-    let mut probe = Probe::start(
-        &["-P", "2"],
-        &control_line(2, &params(&flame), Some(&[pid])),
-    );
+    let mut probe = Probe::start(args, &control_line(2, &params(&flame), Some(&[pid])));
     probe.wait_log("stackprobe running", Duration::from_secs(20));
     child.stdin.as_mut().unwrap().write_all(b"x").unwrap();
     // 2 s of warm-up, 20 x 100 ms blocked, then pause().
@@ -186,11 +194,199 @@ fn offcpu_time_matches_the_blocked_time() {
     let expected = 2_000_000.0;
     assert!(
         (us as f64 - expected).abs() <= expected * 0.1,
-        "{us} us off-CPU in gg_blocking_function_4712, {expected} expected: {stacks:?}\n{log}"
+        "{args:?}: {us} us off-CPU in gg_blocking_function_4712, {expected} expected: {stacks:?}\n{log}"
     );
     let example = example.unwrap();
     assert!(
         example.iter().any(|f| f.ends_with("_[k]")),
-        "kernel frames of the switch: {example:?}"
+        "{args:?}: kernel frames of the wait: {example:?}"
     );
+    assert!(
+        example.iter().any(|f| f == "main"),
+        "{args:?}: the caller chain down to main: {example:?}"
+    );
+}
+
+const PINGPONG_SRC: &str = r#"
+#include <stdio.h>
+#include <stdlib.h>
+#include <time.h>
+#include <unistd.h>
+#include <sys/wait.h>
+__attribute__((noinline)) void gg_pong_4721(int in, int out, long n)
+{
+    char c;
+    for (long i = 0; i < n; i++)
+        if (read(in, &c, 1) != 1 || write(out, &c, 1) != 1)
+            _exit(1);
+}
+__attribute__((noinline)) void gg_ping_4722(int in, int out, long n)
+{
+    char c = 'x';
+    for (long i = 0; i < n; i++)
+        if (write(out, &c, 1) != 1 || read(in, &c, 1) != 1)
+            exit(1);
+}
+static long ns(clockid_t id)
+{
+    struct timespec t;
+    clock_gettime(id, &t);
+    return t.tv_sec * 1000000000L + t.tv_nsec;
+}
+int main(int argc, char **argv)
+{
+    long n = atol(argv[1]);
+    int a[2], b[2];
+    char go;
+    if (pipe(a) || pipe(b))
+        return 1;
+    pid_t child = fork();
+    if (child == 0) {
+        gg_pong_4721(a[0], b[1], n);
+        pause();
+        _exit(0);
+    }
+    printf("%d\n", child);
+    fflush(stdout);
+    if (read(0, &go, 1) != 1)
+        return 1;
+    long w0 = ns(CLOCK_MONOTONIC), c0 = ns(CLOCK_THREAD_CPUTIME_ID);
+    gg_ping_4722(b[0], a[1], n);
+    long w1 = ns(CLOCK_MONOTONIC), c1 = ns(CLOCK_THREAD_CPUTIME_ID);
+    printf("%ld %ld\n", w1 - w0, c1 - c0);
+    fflush(stdout);
+    pause();
+    return 0;
+}
+"#;
+
+/// The sampled method's time is exact: a thread's off-CPU time is its wall time minus its run
+/// time, even when it goes off the CPU a hundred thousand times a second (far more often than
+/// it is sampled); only which stack gets it is sampled.
+#[test]
+fn sampled_offcpu_time_is_wall_time_minus_run_time() {
+    use std::io::BufRead;
+    let tmp = tempfile::tempdir().unwrap();
+    let flame = tmp.path().join("flame");
+    std::fs::create_dir(&flame).unwrap();
+    let bin = compile(tmp.path(), "gg_pingpong", PINGPONG_SRC, CFLAGS);
+    let mut child = Command::new(&bin)
+        .arg("400000")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let pid = child.id();
+    let mut out = std::io::BufReader::new(child.stdout.take().unwrap());
+    let mut line = String::new();
+    out.read_line(&mut line).unwrap();
+    let pong: u32 = line.trim().parse().unwrap();
+    let mut probe = Probe::start(
+        &["-P", "2"],
+        &control_line(2, &params(&flame), Some(&[pid, pong])),
+    );
+    probe.wait_log("stackprobe running", Duration::from_secs(20));
+    std::thread::sleep(Duration::from_millis(300));
+    child.stdin.as_mut().unwrap().write_all(b"x").unwrap();
+    line.clear();
+    out.read_line(&mut line).unwrap();
+    let v: Vec<f64> = line
+        .split_whitespace()
+        .map(|x| x.parse().unwrap())
+        .collect();
+    let (wall_us, cpu_us) = (v[0] / 1e3, v[1] / 1e3);
+    std::thread::sleep(Duration::from_millis(500));
+    let log = probe.stop();
+    let _ = Command::new("kill").arg(pong.to_string()).status();
+    let _ = child.kill();
+    let _ = child.wait();
+
+    let stacks = folded(&flame, "offcpu", pid);
+    let (_, us, example) = share(&stacks, "gg_ping_4722");
+    let expected = wall_us - cpu_us;
+    assert!(
+        wall_us > 500_000.0 && (us as f64 - expected).abs() <= expected * 0.1,
+        "{us} us off-CPU in gg_ping_4722; {wall_us:.0} us of ping-pong, {cpu_us:.0} us of it on the CPU: {stacks:?}\n{log}"
+    );
+    let example = example.unwrap();
+    assert!(example.iter().any(|f| f == "main"), "{example:?}");
+    let (_, pong_us, _) = share(&folded(&flame, "offcpu", pong), "gg_pong_4721");
+    assert!(pong_us > 0, "the other end is sampled too\n{log}");
+}
+
+const SLEEPERS_SRC: &str = r#"
+#include <pthread.h>
+#include <time.h>
+#include <unistd.h>
+__attribute__((noinline)) void gg_sleeper_thread_4731(void)
+{
+    struct timespec ts = { 0, 100 * 1000000L };
+    for (;;)
+        nanosleep(&ts, NULL);
+}
+static void *run(void *arg)
+{
+    (void)arg;
+    gg_sleeper_thread_4731();
+    return NULL;
+}
+__attribute__((noinline)) void gg_sleeper_main_4732(void)
+{
+    for (;;)
+        pause();
+}
+int main(void)
+{
+    pthread_t t;
+    pthread_create(&t, NULL, run, NULL);
+    gg_sleeper_main_4732();
+    return 0;
+}
+"#;
+
+/// Snoopers choose the threads the sampled method visits, without a restart: every thread of
+/// the selected processes, and only while they are selected.
+#[test]
+fn sampled_offcpu_follows_snooper_changes() {
+    let tmp = tempfile::tempdir().unwrap();
+    let flame = tmp.path().join("flame");
+    std::fs::create_dir(&flame).unwrap();
+    let mut flags = CFLAGS.to_vec();
+    flags.push("-pthread");
+    let bin = compile(tmp.path(), "gg_sleepers", SLEEPERS_SRC, &flags);
+    let a = Workload::start(&bin, &[]);
+    let b = Workload::start(&bin, &[]);
+    let (pa, pb) = (a.pid(), b.pid());
+    let p = params(&flame);
+    let mut probe = Probe::start(&["-P", "2"], &control_line(2, &p, Some(&[pa])));
+    probe.wait_log("stackprobe running", Duration::from_secs(20));
+    let t0 = std::time::Instant::now();
+    std::thread::sleep(Duration::from_secs(2));
+    probe.send(&control_line(2, &p, Some(&[pb])));
+    probe.wait_log("control: on-CPU", Duration::from_secs(10));
+    let switched = t0.elapsed().as_secs_f64();
+    std::thread::sleep(Duration::from_secs(2));
+    let log = probe.stop();
+    let elapsed = t0.elapsed().as_secs_f64();
+    drop((a, b));
+
+    // A while selected (its first sample starts the count), B since the change: both threads,
+    // each off the CPU all the time. The names of the threads' functions show once the probe
+    // learnt to unwind libc's frameless nanosleep and pause (within a couple of drains).
+    let check = |pid: u32, who: &str, selected: f64, early: f64| {
+        let stacks = folded(&flame, "offcpu", pid);
+        let secs = total(&stacks) as f64 / 1e6;
+        assert!(
+            secs > 2.0 * (selected - early) && secs < 2.0 * (selected + 0.2),
+            "{who}: {secs:.2} s off-CPU in 2 threads, selected for {selected:.2} s: {stacks:?}\n{log}"
+        );
+        for name in ["gg_sleeper_main_4732", "gg_sleeper_thread_4731"] {
+            assert!(
+                share(&stacks, name).1 > 0,
+                "{who}: {name}: {stacks:?}\n{log}"
+            );
+        }
+    };
+    check(pa, "A", switched, 0.6);
+    check(pb, "B", elapsed - switched, 0.8);
 }

@@ -27,7 +27,10 @@ enum st_stat {
 	ST_SWITCHES = 3,        /* off-CPU stretches measured */
 	ST_SHORT = 4,           /* off-CPU stretches below min_block_ns, not recorded */
 	ST_SITE_HITS = 5,       /* switch-outs whose stacks were reused (see off_stacks) */
-	ST_NR = 6,
+	ST_OFF_SAMPLES = 6,     /* sampled method: off-CPU samples taken */
+	ST_OFF_WALKS = 7,       /* sampled method: stacks walked (the others reused) */
+	ST_OFF_NO_STATE = 8,    /* sampled method: threads skipped, no task storage */
+	ST_NR = 9,
 };
 
 /* On-CPU count key; the stack ids are in the stack map of `epoch`'s parity. `rets`: return
@@ -71,6 +74,31 @@ struct off_start {
 	__s32 ustack;
 	__u32 epoch;
 	__u64 rets[MAX_HINTS];
+};
+
+/* Sampled off-CPU method: one record of the `offcpu_tick` iterator per sampled thread that is
+ * off the CPU. `ns` is the thread's off-CPU time since its previous such record (wall time minus
+ * its run time, from the scheduler's own accounting). `gen` numbers the thread's stack walks:
+ * with SAMP_NEW, `nk` kernel then `nu` user frames follow the record and are walk `gen`; without
+ * it, the thread has not run since walk `gen` and its stacks are that walk's. */
+#define SAMP_NEW 1
+
+struct samp_rec {
+	__u32 tgid;
+	__u32 tid;
+	__u64 ns;
+	__u32 gen;
+	__u16 nk;
+	__u16 nu;
+	__u32 flags;
+	__u32 pad;
+	__u64 rets[MAX_HINTS];
+};
+
+/* The iterator's run-time knob: a pass number, so a thread the iterator shows twice in one
+ * pass (its output did not fit the read buffer) is not counted twice. */
+struct samp_ctl {
+	__u64 pass;
 };
 
 /* One stack of the stack maps, as user space reads it. */

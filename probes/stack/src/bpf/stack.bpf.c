@@ -26,6 +26,7 @@ char LICENSE[] SEC("license") = "GPL";
 #define EEXIST 17
 #define TASK_DEAD 0x80
 #define PF_KTHREAD 0x00200000
+#define PF_EXITING 0x00000004
 
 /* Set before load, for the benchmark's floor: on_switch returns at once (the cost of the
  * tracepoint and the program call alone). The verifier prunes the check when unset. */
@@ -36,6 +37,7 @@ __u32 epoch;          /* see the comment at the top */
 __u32 filter_mode;    /* enum filter_mode */
 __u8 offcpu_on;       /* the off-CPU sub-probe is on */
 __u64 min_block_ns;   /* shorter off-CPU stretches are counted (ST_SHORT), not recorded */
+__u32 hints_gen;      /* bumped by user space when it taught new hints */
 
 /* A stack map is a hash table with one stack per bucket: a new stack whose bucket holds another
  * is not stored (ST_COLLISIONS; its sample still counts, under STACK_LOST). With n distinct
@@ -373,5 +375,218 @@ int BPF_PROG(on_switch, bool preempt, struct task_struct *prev, struct task_stru
 		st_count(ST_SHORT);
 	}
 	bpf_map_delete_elem(&starts, &ntid);
+	return 0;
+}
+
+/* ---- Off-CPU by sampling (the default method, src/sampler.rs) ----
+ *
+ * No program runs at context switches: every sample period user space reads this iterator over
+ * the selected processes' threads (one iterator link per process, or one over every task). A
+ * thread off the CPU at that moment gets a record with the off-CPU time it accumulated since its
+ * previous record — wall time minus the run time the scheduler accounted (se.sum_exec_runtime),
+ * so the time is exact and only its attribution to stacks is sampled — and its stacks. A thread
+ * that has not been switched (nvcsw + nivcsw unchanged) since its last walk is where it was: its
+ * stacks are not walked again (ST_OFF_WALKS counts the walks) unless user space taught new
+ * unwinding hints since (hints_gen). Its user stack is walked here
+ * through frame pointers with bpf_copy_from_user_task (the thread is not current, so the stack
+ * helpers cannot), past frameless functions with the same hints as the other programs. */
+
+struct samp_state {
+	__u64 t;         /* ktime of the last visit */
+	__u64 rt;        /* se.sum_exec_runtime then */
+	__u64 nsw;       /* nvcsw + nivcsw at the last walk */
+	__u64 carry;     /* off-CPU ns not yet in a record */
+	__u64 pass;      /* samp_ctl.pass of the last visit */
+	__u64 last_ns;   /* ns of the last record (shown again in the same pass) */
+	__u32 gen;       /* walks so far (0: none) */
+	__u32 last_new;  /* the last record had frames */
+	__u32 hints_gen; /* hints_gen of the last walk */
+	__u32 pad;
+};
+
+struct {
+	__uint(type, BPF_MAP_TYPE_TASK_STORAGE);
+	__uint(map_flags, BPF_F_NO_PREALLOC);
+	__type(key, int);
+	__type(value, struct samp_state);
+} samp SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, struct samp_ctl);
+} samp_ctl SEC(".maps");
+
+#define SAMP_FRAMES 256 /* >= 2 * MAX_FRAMES, a power of two for the index mask */
+struct samp_buf {
+	struct samp_rec rec;
+	__u64 frames[SAMP_FRAMES];
+};
+
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, struct samp_buf);
+} samp_scratch SEC(".maps");
+
+struct fp_frame {
+	__u64 bp;
+	__u64 ret;
+};
+
+/* b->frames[i] = v, the index masked after a barrier: the compiler, knowing i is in bounds,
+ * would drop a plain mask the verifier needs. */
+static __always_inline void put_frame(struct samp_buf *b, __u32 i, __u64 v)
+{
+	asm volatile("" : "+r"(i));
+	b->frames[i & (SAMP_FRAMES - 1)] = v;
+}
+
+/* The user stack of @task (not current) into b->frames from index @at: the instruction pointer
+ * saved at its last kernel entry, then the frame-pointer chain; the hints' return addresses
+ * into b->rec.rets. Returns the number of frames. */
+static __always_inline __u32 walk_user(struct task_struct *task, struct samp_buf *b, __u32 at)
+{
+	struct pt_regs *regs = (struct pt_regs *)bpf_task_pt_regs(task);
+	struct hint_key hk = { .tgid = task->tgid };
+	__u64 ip, sp, bp, ra;
+	struct fp_frame f;
+	__u32 n = 0;
+
+	ip = BPF_CORE_READ(regs, ip);
+	sp = BPF_CORE_READ(regs, sp);
+	bp = BPF_CORE_READ(regs, bp);
+	if (!ip)
+		return 0;
+	put_frame(b, at, ip);
+	n = 1;
+	hk.ip = ip;
+	for (int i = 0; i < MAX_HINTS; i++) {
+		__s32 *off = bpf_map_lookup_elem(&hints, &hk);
+		__s32 o;
+
+		if (!off)
+			break;
+		o = *off;
+		if (o < 0 || o > 4096)
+			break;
+		if (bpf_copy_from_user_task(&ra, sizeof(ra), (void *)(sp + o), task, 0) || !ra)
+			break;
+		b->rec.rets[i] = ra;
+		sp += o + 8;
+		hk.ip = ra;
+	}
+	for (int i = 1; i < MAX_FRAMES; i++) {
+		if (!bp || bp & 7)
+			break;
+		if (bpf_copy_from_user_task(&f, sizeof(f), (void *)bp, task, 0) || !f.ret)
+			break;
+		put_frame(b, at + n, f.ret);
+		n++;
+		/* The chain goes up the stack; anything else is not a frame chain. */
+		if (f.bp <= bp)
+			break;
+		bp = f.bp;
+	}
+	return n;
+}
+
+SEC("iter.s/task")
+int offcpu_tick(struct bpf_iter__task *ctx)
+{
+	struct seq_file *seq = ctx->meta->seq;
+	struct task_struct *task = ctx->task;
+	struct samp_state *st;
+	struct samp_ctl *ctl;
+	struct samp_buf *b;
+	__u32 zero = 0, tgid, tid, nbytes = 0, hg;
+	__u64 now, rt, nsw, pass;
+	bool rerun, walk;
+	long kb;
+
+	if (!task)
+		return 0;
+	tgid = task->tgid;
+	tid = task->pid;
+	if (!tid || (task->flags & PF_EXITING) || !selected(tgid))
+		return 0;
+	ctl = bpf_map_lookup_elem(&samp_ctl, &zero);
+	b = bpf_map_lookup_elem(&samp_scratch, &zero);
+	if (!ctl || !b)
+		return 0;
+	pass = ctl->pass;
+	st = bpf_task_storage_get(&samp, task, 0, BPF_LOCAL_STORAGE_GET_F_CREATE);
+	if (!st) {
+		st_count(ST_OFF_NO_STATE);
+		return 0;
+	}
+	/* Shown again in the same pass: the same record, nothing counted twice. */
+	rerun = st->pass == pass;
+	if (!rerun) {
+		now = bpf_ktime_get_ns();
+		rt = task->se.sum_exec_runtime;
+		if (st->t && now > st->t) {
+			__u64 d = now - st->t, on = rt - st->rt;
+
+			if (d > on)
+				st->carry += d - on;
+		}
+		st->t = now;
+		st->rt = rt;
+		st->pass = pass;
+		st->last_ns = 0;
+		st->last_new = 0;
+		/* A thread on a CPU now: its off-CPU time waits for a sample that finds it off. */
+		if (task->on_cpu)
+			return 0;
+		nsw = task->nvcsw + task->nivcsw;
+		hg = hints_gen;
+		/* Walked again when it ran since, or when new hints may let the walk go further
+		 * (a thread blocked since before its hints were taught). */
+		walk = !st->gen || nsw != st->nsw || hg != st->hints_gen;
+		if (walk) {
+			st->gen++;
+			st->nsw = nsw;
+			st->hints_gen = hg;
+		}
+		st->last_ns = st->carry;
+		st->last_new = walk;
+		st->carry = 0;
+		if (!walk && !st->last_ns)
+			return 0;
+		st_count(ST_OFF_SAMPLES);
+	} else if (!st->last_ns && !st->last_new) {
+		return 0;
+	}
+	__builtin_memset(&b->rec, 0, sizeof(b->rec));
+	b->rec.tgid = tgid;
+	b->rec.tid = tid;
+	b->rec.ns = st->last_ns;
+	b->rec.gen = st->gen;
+	if (st->last_new) {
+		__u32 nk = 0, nu = 0;
+
+		b->rec.flags = SAMP_NEW;
+		kb = bpf_get_task_stack(task, b->frames, MAX_FRAMES * sizeof(__u64), 0);
+		if (kb > 0)
+			nk = kb / sizeof(__u64);
+		if (nk > MAX_FRAMES)
+			nk = MAX_FRAMES;
+		if (!(task->flags & PF_KTHREAD))
+			nu = walk_user(task, b, nk);
+		if (nu > MAX_FRAMES)
+			nu = MAX_FRAMES;
+		b->rec.nk = nk;
+		b->rec.nu = nu;
+		nbytes = (nk + nu) * sizeof(__u64);
+		if (!rerun)
+			st_count(ST_OFF_WALKS);
+	}
+	/* nbytes < sizeof(b->frames) (2 * MAX_FRAMES frames at most): the mask, after the
+	 * barrier, only shows the verifier the bound. */
+	asm volatile("" : "+r"(nbytes));
+	bpf_seq_write(seq, b, sizeof(b->rec) + (nbytes & (sizeof(b->frames) - 1)));
 	return 0;
 }
