@@ -52,8 +52,6 @@ pub struct SamplerStats {
     pub dropped: u64,
     /// Iterator reads that failed.
     pub read_errors: u64,
-    /// Passes that started late by more than a period (the host was busy).
-    pub late: u64,
 }
 
 /// What the thread reads: the links and the period.
@@ -216,10 +214,9 @@ fn run(shared: &Shared, ctl: &OwnedFd) {
             std::thread::sleep((next - now).min(Duration::from_millis(100)));
             continue;
         }
-        let mut late = false;
+        // A pass that starts late (the host was busy) loses no time: the BPF side measures it.
         next += period;
         if next < now {
-            late = true;
             next = now + period;
         }
         pass += 1;
@@ -243,7 +240,6 @@ fn run(shared: &Shared, ctl: &OwnedFd) {
         let mut pending = lock(&shared.pending);
         pending.stats.passes += 1;
         pending.stats.read_errors += read_errors;
-        pending.stats.late += u64::from(late);
         drop(pending);
         if pass.is_multiple_of(100) {
             walks.retain(|_, w| pass - w.seen <= FORGET_AFTER_PASSES);

@@ -107,7 +107,7 @@ pub fn meta_tables() -> Vec<Table> {
         ),
         bpf::loss_table(
             BPF_STATS_TABLE,
-            "on-CPU samples and off-CPU stretches accounted in BPF maps",
+            "on-CPU samples, off-CPU stretches (switch method) and off-CPU samples (sampled method) taken",
             "program runs the kernel skipped because a BPF program was already running on that CPU",
             "map inserts refused because a map was full (counts, pending switched-out threads)",
         ),

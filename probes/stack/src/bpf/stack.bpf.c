@@ -557,6 +557,7 @@ int offcpu_tick(struct bpf_iter__task *ctx)
 		if (!walk && !st->last_ns)
 			return 0;
 		st_count(ST_OFF_SAMPLES);
+		gg_count(GG_STAT_EVENTS);
 	} else if (!st->last_ns && !st->last_new) {
 		return 0;
 	}
