@@ -143,23 +143,20 @@ static __always_inline __s32 stack_id(void *ctx, __u32 parity, __u64 flags)
 	return STACK_LOST;
 }
 
-/* Return addresses past frameless functions at the top of the current task's user stack, as
- * the hints say (src/hints.rs): from the user registers saved at the last kernel entry, while a
- * hint gives the offset of the return address from the stack pointer. */
-static __always_inline void unwind_hints(__u32 tgid, __u64 *rets)
+/* Return addresses past frameless functions at the top of a user stack (instruction pointer
+ * @ip, stack pointer @sp), as the hints say (src/hints.rs): while a hint gives the offset of the
+ * return address from the stack pointer. @other: @task is not the current task (its memory is
+ * read with bpf_copy_from_user_task, sleepable programs only; the branch not taken is compiled
+ * out, since @other is a constant at every call). */
+static __always_inline void hint_rets(struct task_struct *task, __u32 tgid, __u64 ip, __u64 sp,
+				      __u64 *rets, const bool other)
 {
-	struct task_struct *task = bpf_get_current_task_btf();
-	struct hint_key hk = { .tgid = tgid };
-	struct pt_regs *regs;
-	__u64 sp, ra;
+	struct hint_key hk = { .tgid = tgid, .ip = ip };
+	__u64 ra;
 
-	if (task->flags & PF_KTHREAD)
-		return;
-	regs = (struct pt_regs *)bpf_task_pt_regs(task);
-	hk.ip = BPF_CORE_READ(regs, ip);
-	sp = BPF_CORE_READ(regs, sp);
 	for (int i = 0; i < MAX_HINTS; i++) {
 		__s32 *off = bpf_map_lookup_elem(&hints, &hk);
+		void *at;
 		__s32 o;
 
 		if (!off)
@@ -167,12 +164,28 @@ static __always_inline void unwind_hints(__u32 tgid, __u64 *rets)
 		o = *off;
 		if (o < 0 || o > 4096)
 			break;
-		if (bpf_probe_read_user(&ra, sizeof(ra), (void *)(sp + o)) || !ra)
+		at = (void *)(sp + o);
+		if ((other ? bpf_copy_from_user_task(&ra, sizeof(ra), at, task, 0)
+			   : bpf_probe_read_user(&ra, sizeof(ra), at)) ||
+		    !ra)
 			break;
 		rets[i] = ra;
 		sp += o + 8;
 		hk.ip = ra;
 	}
+}
+
+/* The hints' return addresses of the current task, from the user registers saved at its last
+ * kernel entry. */
+static __always_inline void unwind_hints(__u32 tgid, __u64 *rets)
+{
+	struct task_struct *task = bpf_get_current_task_btf();
+	struct pt_regs *regs;
+
+	if (task->flags & PF_KTHREAD)
+		return;
+	regs = (struct pt_regs *)bpf_task_pt_regs(task);
+	hint_rets(task, tgid, BPF_CORE_READ(regs, ip), BPF_CORE_READ(regs, sp), rets, false);
 }
 
 /* Adds @n to the u64 at @key of @map, inserting it when absent. */
@@ -450,8 +463,7 @@ static __always_inline void put_frame(struct samp_buf *b, __u32 i, __u64 v)
 static __always_inline __u32 walk_user(struct task_struct *task, struct samp_buf *b, __u32 at)
 {
 	struct pt_regs *regs = (struct pt_regs *)bpf_task_pt_regs(task);
-	struct hint_key hk = { .tgid = task->tgid };
-	__u64 ip, sp, bp, ra;
+	__u64 ip, sp, bp;
 	struct fp_frame f;
 	__u32 n = 0;
 
@@ -462,22 +474,7 @@ static __always_inline __u32 walk_user(struct task_struct *task, struct samp_buf
 		return 0;
 	put_frame(b, at, ip);
 	n = 1;
-	hk.ip = ip;
-	for (int i = 0; i < MAX_HINTS; i++) {
-		__s32 *off = bpf_map_lookup_elem(&hints, &hk);
-		__s32 o;
-
-		if (!off)
-			break;
-		o = *off;
-		if (o < 0 || o > 4096)
-			break;
-		if (bpf_copy_from_user_task(&ra, sizeof(ra), (void *)(sp + o), task, 0) || !ra)
-			break;
-		b->rec.rets[i] = ra;
-		sp += o + 8;
-		hk.ip = ra;
-	}
+	hint_rets(task, task->tgid, ip, sp, b->rec.rets, true);
 	for (int i = 1; i < MAX_FRAMES; i++) {
 		if (!bp || bp & 7)
 			break;
