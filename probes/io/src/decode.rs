@@ -8,6 +8,8 @@ use crate::skel::types;
 // SAFETY: `struct io_disk_stats` is integers and integer arrays only (explicit `_pad`), valid
 // for any bit pattern.
 unsafe impl Plain for types::io_disk_stats {}
+// SAFETY: four u64s.
+unsafe impl Plain for types::io_pc_stats {}
 
 /// The `io_stats` key: the disk's kernel-internal `dev_t` (see
 /// [`DiskId::from_kernel_dev`](crate::stats::DiskId::from_kernel_dev)); None if too short.
@@ -18,6 +20,11 @@ pub fn disk_key(key: &[u8]) -> Option<u32> {
 /// One CPU's `io_stats` value; None if its size is not the skeleton type's (build/kernel
 /// mismatch).
 pub fn disk_stats(bytes: &[u8]) -> Option<types::io_disk_stats> {
+    plain_data::read_exact(bytes)
+}
+
+/// One CPU's `io_pc` value; None if its size is not the skeleton type's.
+pub fn pc_stats(bytes: &[u8]) -> Option<types::io_pc_stats> {
     plain_data::read_exact(bytes)
 }
 

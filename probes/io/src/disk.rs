@@ -49,6 +49,27 @@ impl DiskNames {
             .filter(|n| !n.is_empty())
     }
 
+    /// The whole disk of block device `dev` (kernel `dev_t` encoding): the device itself, or
+    /// the disk a partition belongs to (`/sys/dev/block/M:m/partition` exists; its parent
+    /// directory is the disk). None when sysfs does not know the device.
+    pub fn whole_disk(&self, dev: u32) -> Option<DiskId> {
+        let id = DiskId::from_kernel_dev(dev);
+        let dir = self
+            .sys_root
+            .join("dev/block")
+            .join(format!("{}:{}", id.major, id.first_minor));
+        if !dir.join("partition").exists() {
+            return dir.exists().then_some(id);
+        }
+        let parent = fs::canonicalize(&dir).ok()?.parent()?.join("dev");
+        let text = fs::read_to_string(parent).ok()?;
+        let (major, minor) = text.trim().split_once(':')?;
+        Some(DiskId {
+            major: major.parse().ok()?,
+            first_minor: minor.parse().ok()?,
+        })
+    }
+
     /// Labels of `id`, or None if the device is gone (or sysfs is not readable).
     pub fn labels(&self, id: DiskId) -> Option<DiskLabels> {
         let blk_name = self.devname(id.major, id.first_minor)?;
@@ -110,6 +131,27 @@ mod tests {
             }),
             None
         );
+    }
+
+    #[test]
+    fn partitions_belong_to_their_disk() {
+        let dir = fixture();
+        // sysfs: /sys/dev/block/254:1 -> ../../devices/.../vda/vda1, whose parent is vda.
+        let disk = dir.path().join("devices/virtio/block/vda");
+        let part = disk.join("vda1");
+        fs::create_dir_all(&part).unwrap();
+        fs::write(disk.join("dev"), "254:0\n").unwrap();
+        fs::write(part.join("partition"), "1\n").unwrap();
+        std::os::unix::fs::symlink(&part, dir.path().join("dev/block/254:1")).unwrap();
+        let names = DiskNames::new(dir.path());
+        let vda = DiskId {
+            major: 254,
+            first_minor: 0,
+        };
+        assert_eq!(names.whole_disk((254 << 20) | 1), Some(vda));
+        // A disk is its own; a device sysfs does not know has none.
+        assert_eq!(names.whole_disk(254 << 20), Some(vda));
+        assert_eq!(names.whole_disk((8 << 20) | 3), None);
     }
 
     #[test]

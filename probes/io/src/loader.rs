@@ -9,11 +9,23 @@ use libbpf_rs::{MapCore, MapFlags, OpenObject};
 use probe_sdk::bpf::{self, BpfError, Hook, LossCounters};
 
 use crate::decode;
+use crate::report::PageCache;
 use crate::skel::{IoSkel, IoSkelBuilder};
 use crate::stats::{DiskId, DiskSample};
 
 /// Raw tracepoints the probe attaches to.
 pub const RAW_TRACEPOINTS: [&str; 3] = ["block_rq_insert", "block_rq_issue", "block_rq_complete"];
+
+/// The tracepoints of the `page_cache` sub-probe (tp_btf programs, attached only while it is
+/// on; one the kernel lacks is left out and named once).
+pub const PAGECACHE_TRACEPOINTS: [&str; 6] = [
+    "mm_filemap_add_to_page_cache",
+    "writeback_dirty_folio",
+    "block_dirty_buffer",
+    "mm_filemap_get_pages",
+    "mm_filemap_map_pages",
+    "mm_filemap_fault",
+];
 
 /// The hooks that must exist for the probe to run.
 pub fn required_hooks() -> Vec<Hook> {
@@ -69,6 +81,10 @@ impl CompletionHook {
 pub struct IoBpf<'obj> {
     skel: IoSkel<'obj>,
     completion: CompletionHook,
+    /// Which of [`PAGECACHE_TRACEPOINTS`] the kernel has (their programs were loaded).
+    pc_available: [bool; 6],
+    /// The page-cache programs' links while the sub-probe is on.
+    pc_links: Vec<libbpf_rs::Link>,
 }
 
 impl std::fmt::Debug for IoBpf<'_> {
@@ -95,9 +111,98 @@ impl<'obj> IoBpf<'obj> {
         open.progs
             .io_rq_complete_btf
             .set_autoload(completion == CompletionHook::TpBtf);
+        let pc_available = PAGECACHE_TRACEPOINTS.map(|tp| Hook::raw_tracepoint(tp).is_available());
+        {
+            let p = &mut open.progs;
+            let progs = [
+                &mut p.io_pc_load,
+                &mut p.io_pc_page_dirty,
+                &mut p.io_pc_buffer_dirty,
+                &mut p.io_pc_get_pages,
+                &mut p.io_pc_map_pages,
+                &mut p.io_pc_fault,
+            ];
+            for (prog, available) in progs.into_iter().zip(pc_available) {
+                prog.set_autoload(available);
+                prog.set_autoattach(false);
+            }
+        }
         let mut skel = open.load().map_err(step("load BPF programs"))?;
         skel.attach().map_err(step("attach BPF programs"))?;
-        Ok(IoBpf { skel, completion })
+        Ok(IoBpf {
+            skel,
+            completion,
+            pc_available,
+            pc_links: Vec::new(),
+        })
+    }
+
+    /// The page-cache tracepoints this kernel lacks.
+    pub fn pagecache_missing(&self) -> Vec<&'static str> {
+        PAGECACHE_TRACEPOINTS
+            .iter()
+            .zip(self.pc_available)
+            .filter(|(_, a)| !a)
+            .map(|(tp, _)| *tp)
+            .collect()
+    }
+
+    /// Attaches (`on`) or detaches the page-cache programs. Counts go on from where they were
+    /// (they are cumulative, and only move while attached).
+    pub fn set_page_cache(&mut self, on: bool) -> Result<(), IoBpfError> {
+        if !on {
+            self.pc_links.clear();
+            return Ok(());
+        }
+        if !self.pc_links.is_empty() {
+            return Ok(());
+        }
+        let p = &self.skel.progs;
+        let progs = [
+            &p.io_pc_load,
+            &p.io_pc_page_dirty,
+            &p.io_pc_buffer_dirty,
+            &p.io_pc_get_pages,
+            &p.io_pc_map_pages,
+            &p.io_pc_fault,
+        ];
+        let mut links = Vec::new();
+        for (prog, available) in progs.into_iter().zip(self.pc_available) {
+            if available {
+                links.push(prog.attach().map_err(step("attach page-cache programs"))?);
+            }
+        }
+        self.pc_links = links;
+        Ok(())
+    }
+
+    /// The page-cache counts per block device (kernel `dev_t` of the file system's device or
+    /// of the buffer's), summed over CPUs, cumulative.
+    pub fn collect_pagecache(&self) -> Result<Vec<(u32, PageCache)>, IoBpfError> {
+        let map = &self.skel.maps.io_pc;
+        let keys: Vec<Vec<u8>> = map.keys().collect();
+        let mut out = Vec::with_capacity(keys.len());
+        for key in keys {
+            let Some(dev) = decode::disk_key(&key) else {
+                continue;
+            };
+            let Some(per_cpu) = map
+                .lookup_percpu(&key, MapFlags::ANY)
+                .map_err(step("read io_pc"))?
+            else {
+                continue;
+            };
+            let mut sum = PageCache::default();
+            for v in &per_cpu {
+                let v = decode::pc_stats(v).ok_or(IoBpfError::Layout("io_pc"))?;
+                sum.access = sum.access.wrapping_add(v.access);
+                sum.buffer_dirty = sum.buffer_dirty.wrapping_add(v.buffer_dirty);
+                sum.load = sum.load.wrapping_add(v.load);
+                sum.page_dirty = sum.page_dirty.wrapping_add(v.page_dirty);
+            }
+            out.push((dev, sum));
+        }
+        Ok(out)
     }
 
     /// Starts the next period in BPF and returns the number of the one that ended.
@@ -159,11 +264,25 @@ impl<'obj> IoBpf<'obj> {
             CompletionHook::TpBtf => progs.io_rq_complete_btf.as_fd(),
             CompletionHook::RawTp => progs.io_rq_complete.as_fd(),
         };
-        let misses = bpf::recursion_misses([
+        let mut fds = vec![
             progs.io_rq_insert.as_fd(),
             progs.io_rq_issue.as_fd(),
             complete,
-        ]);
+        ];
+        let pc = [
+            &progs.io_pc_load,
+            &progs.io_pc_page_dirty,
+            &progs.io_pc_buffer_dirty,
+            &progs.io_pc_get_pages,
+            &progs.io_pc_map_pages,
+            &progs.io_pc_fault,
+        ];
+        for (prog, available) in pc.into_iter().zip(self.pc_available) {
+            if available {
+                fds.push(prog.as_fd());
+            }
+        }
+        let misses = bpf::recursion_misses(fds);
         let mut loss = bpf::read_loss_counters(&self.skel.maps.gg_stats);
         loss.lost = loss.lost.wrapping_add(misses);
         loss

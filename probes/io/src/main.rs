@@ -58,6 +58,46 @@ fn hooks() -> Vec<Hook> {
     hooks
 }
 
+/// Attaches or detaches the page-cache programs; the first time they go on, names the
+/// tracepoints this kernel lacks (their part of `io_pagecache` stays 0).
+fn set_page_cache(probe: &mut IoBpf<'_>, on: bool) -> anyhow::Result<()> {
+    static SAID: std::sync::Once = std::sync::Once::new();
+    probe
+        .set_page_cache(on)
+        .context("cannot attach the page-cache programs")?;
+    let missing = probe.pagecache_missing();
+    if on && !missing.is_empty() {
+        SAID.call_once(|| {
+            warn!(
+                "page_cache: this kernel has no tracepoint {}; their counts stay 0",
+                missing.join(", ")
+            )
+        });
+    }
+    Ok(())
+}
+
+/// The page-cache counts of block devices summed per whole disk (partitions into their disk);
+/// devices sysfs does not know are left out.
+fn per_disk(
+    names: &DiskNames,
+    devs: Vec<(u32, report::PageCache)>,
+) -> Vec<(ioprobe::stats::DiskId, report::PageCache)> {
+    let mut disks: std::collections::BTreeMap<ioprobe::stats::DiskId, report::PageCache> =
+        std::collections::BTreeMap::new();
+    for (dev, pc) in devs {
+        let Some(disk) = names.whole_disk(dev) else {
+            continue;
+        };
+        let sum = disks.entry(disk).or_default();
+        sum.access = sum.access.wrapping_add(pc.access);
+        sum.buffer_dirty = sum.buffer_dirty.wrapping_add(pc.buffer_dirty);
+        sum.load = sum.load.wrapping_add(pc.load);
+        sum.page_dirty = sum.page_dirty.wrapping_add(pc.page_dirty);
+    }
+    disks.into_iter().collect()
+}
+
 fn run(args: &ProbeArgs) -> anyhow::Result<()> {
     // Exits with "[ERROR] unsupported: …" (code 3) when a hook is missing.
     bpf::require_hooks(&hooks());
@@ -97,6 +137,7 @@ fn run(args: &ProbeArgs) -> anyhow::Result<()> {
     );
 
     let names = DiskNames::default();
+    set_page_cache(&mut probe, settings.tables.page_cache)?;
     let mut out = RecordWriter::stdout();
     let mut next = Instant::now() + settings.period;
     while !run::terminated() {
@@ -113,6 +154,7 @@ fn run(args: &ProbeArgs) -> anyhow::Result<()> {
             for change in &applied.changes {
                 info!("control: {change}");
             }
+            set_page_cache(&mut probe, settings.tables.page_cache)?;
             if applied.period_changed {
                 next = probe_sdk::run::rebase(next, old_period, settings.period, Instant::now());
             }
@@ -122,6 +164,14 @@ fn run(args: &ProbeArgs) -> anyhow::Result<()> {
             continue;
         }
         let samples = probe.collect().context("cannot read the io maps")?;
+        let page_cache = if settings.tables.page_cache {
+            per_disk(
+                &names,
+                probe.collect_pagecache().context("cannot read io_pc")?,
+            )
+        } else {
+            Vec::new()
+        };
         let latency_thr_us = settings.latency_thr_ms.saturating_mul(1000);
         let mut write = || -> std::io::Result<()> {
             for sample in &samples {
@@ -136,6 +186,12 @@ fn run(args: &ProbeArgs) -> anyhow::Result<()> {
                 report::write_disk(&mut out, &disk, settings.tables)?;
                 if settings.tables.latency {
                     report::write_latency_event(&mut out, &disk, latency_thr_us)?;
+                }
+            }
+            for (id, pc) in &page_cache {
+                let labels = names.labels(*id);
+                if settings.selects(labels.as_ref().map(|l| l.blk_name.as_str())) {
+                    report::write_pagecache(&mut out, *id, labels.as_ref(), pc)?;
                 }
             }
             report::write_bpf_stats(&mut out, &probe.loss_counters())?;

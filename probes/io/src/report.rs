@@ -9,8 +9,8 @@ use probe_sdk::record::RecordWriter;
 use crate::disk::DiskLabels;
 use crate::stats::{DiskSample, LatStats, Op, Stage, LAT_BOUNDS_US, STAGES};
 use crate::tables::{
-    BIT_COUNT, BIT_ERR, BIT_TRACE, ENTITY, PROBE_KEY, TABLE_BPF_STATS, TABLE_COUNT, TABLE_ERR,
-    TABLE_LATENCY,
+    BIT_COUNT, BIT_ERR, BIT_PAGECACHE, BIT_TRACE, DEFAULT_BITS, ENTITY, PROBE_KEY, TABLE_BPF_STATS,
+    TABLE_COUNT, TABLE_ERR, TABLE_LATENCY, TABLE_PAGECACHE,
 };
 
 /// Which disk tables are printed (from the `-P` bits of the sub-probes, see
@@ -23,6 +23,8 @@ pub struct Tables {
     pub err: bool,
     /// `io_count` (sub-probe `io_count`).
     pub count: bool,
+    /// `io_pagecache` (sub-probe `page_cache`; its programs attached only then).
+    pub page_cache: bool,
 }
 
 impl Tables {
@@ -31,6 +33,7 @@ impl Tables {
         latency: true,
         err: true,
         count: true,
+        page_cache: true,
     };
 
     /// The tables of `-P` bits `bits`.
@@ -39,7 +42,13 @@ impl Tables {
             latency: bits & BIT_TRACE != 0,
             err: bits & BIT_ERR != 0,
             count: bits & BIT_COUNT != 0,
+            page_cache: bits & BIT_PAGECACHE != 0,
         }
+    }
+
+    /// The default tables (`-P` absent): all but `io_pagecache`.
+    pub fn default_tables() -> Tables {
+        Tables::from_bits(DEFAULT_BITS)
     }
 
     /// Names of the tables printed, in output order.
@@ -48,6 +57,7 @@ impl Tables {
             (self.latency, TABLE_LATENCY),
             (self.count, TABLE_COUNT),
             (self.err, TABLE_ERR),
+            (self.page_cache, TABLE_PAGECACHE),
         ]
         .into_iter()
         .filter(|(on, _)| *on)
@@ -116,6 +126,39 @@ pub fn write_disk<W: Write>(
             .end()?;
     }
     Ok(())
+}
+
+/// Page-cache counts of one disk (its partitions summed), cumulative since the probe started
+/// counting them.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct PageCache {
+    /// Pages looked up in the page cache.
+    pub access: u64,
+    /// Buffers marked dirty.
+    pub buffer_dirty: u64,
+    /// Pages added to the page cache.
+    pub load: u64,
+    /// Pages dirtied.
+    pub page_dirty: u64,
+}
+
+/// Writes `io_pagecache` for one disk.
+pub fn write_pagecache<W: Write>(
+    out: &mut RecordWriter<W>,
+    id: crate::stats::DiskId,
+    labels: Option<&DiskLabels>,
+    pc: &PageCache,
+) -> io::Result<()> {
+    out.record(TABLE_PAGECACHE)
+        .field(&id.major)
+        .field(&id.first_minor)
+        .field(&labels.map(|l| l.blk_name.as_str()))
+        .field(&labels.map(|l| l.disk_name.as_str()))
+        .field(&pc.access)
+        .field(&pc.buffer_dirty)
+        .field(&pc.load)
+        .field(&pc.page_dirty)
+        .end()
 }
 
 fn write_latency<W: Write>(out: &mut RecordWriter<W>, disk: &DiskReport<'_>) -> io::Result<()> {

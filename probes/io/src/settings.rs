@@ -16,6 +16,7 @@ use probe_sdk::control::ControlMsg;
 use probe_sdk::decl::{Declaration, ParamValue};
 
 use crate::report::Tables;
+use crate::tables::DEFAULT_BITS;
 
 /// The run-time settings.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -48,8 +49,18 @@ impl Settings {
     pub fn from_args(args: &ProbeArgs) -> Settings {
         Settings {
             period: args.period(),
-            bits: args.probe_bits,
-            tables: Tables::from_bits(args.probe_bits),
+            // Without -P the default tables: io_pagecache only when asked for (-P 0 is
+            // upstream's "all", which includes it).
+            bits: if args.probe_bits_given {
+                args.probe_bits
+            } else {
+                DEFAULT_BITS
+            },
+            tables: if args.probe_bits_given {
+                Tables::from_bits(args.probe_bits)
+            } else {
+                Tables::default_tables()
+            },
             dev: args.dev.clone(),
             latency_thr_ms: args.latency_thr_ms,
         }
@@ -131,7 +142,8 @@ mod tests {
     #[test]
     fn command_line_then_control() {
         let mut s = settings();
-        assert_eq!(s.tables, Tables::ALL);
+        assert_eq!(s.tables, Tables::default_tables());
+        assert!(!s.tables.page_cache, "page_cache only when asked for");
         assert!(s.selects(Some("vda")) && !s.selects(Some("sda")) && !s.selects(None));
         let d = declaration();
         let a = s.apply(

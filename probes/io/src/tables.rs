@@ -13,6 +13,8 @@ pub const TABLE_LATENCY: &str = "io_latency";
 pub const TABLE_COUNT: &str = "io_count";
 /// Table with request errors (only disks that had errors).
 pub const TABLE_ERR: &str = "io_err";
+/// Table with page-cache activity per disk (sub-probe `page_cache`).
+pub const TABLE_PAGECACHE: &str = "io_pagecache";
 /// Loss counters of the BPF side.
 pub const TABLE_BPF_STATS: &str = "io_bpf_stats";
 /// Value of the `probe` key in [`TABLE_BPF_STATS`].
@@ -26,6 +28,10 @@ pub const BIT_TRACE: u32 = 1;
 pub const BIT_ERR: u32 = 2;
 /// `-P` bit: `io_count` (upstream `PROBE_RANGE_IO_COUNT`).
 pub const BIT_COUNT: u32 = 4;
+/// `-P` bit: `io_pagecache` (upstream `page_cache`); off unless asked for.
+pub const BIT_PAGECACHE: u32 = 8;
+/// The sub-probes on when nothing says otherwise (`-P` absent or 0 → these).
+pub const DEFAULT_BITS: u32 = BIT_TRACE | BIT_ERR | BIT_COUNT;
 
 /// The comment at the top of `ioprobe.meta`.
 const HEADER: &[&str] = &[
@@ -33,7 +39,9 @@ const HEADER: &[&str] = &[
     "raw tracepoints. As upstream: latencies in nanoseconds; *_max, *_last and *_jitter cover the",
     "period (absent without requests); period: delta fields are written as running totals and",
     "exported as their change per period. Histograms are in microseconds, cumulative since start.",
-    "io_err rows appear only for disks that had errors. Details: docs/probes/io.md.",
+    "io_err rows appear only for disks that had errors. io_pagecache (sub-probe page_cache, off by",
+    "default) counts pages from the filemap, writeback and block_dirty_buffer tracepoints.",
+    "Details: docs/probes/io.md.",
 ];
 
 /// The identity every disk table starts with.
@@ -162,12 +170,34 @@ pub const ERR_FIELDS: &[Field] = &[
     ),
 ];
 
+/// `io_pagecache` after the disk fields: upstream's four counts, per period, in pages (a large
+/// folio counts its pages), summed over the disk's partitions.
+pub const PAGECACHE_FIELDS: &[Field] = &[
+    Field::per_period(
+        "access_pagecache",
+        "pages looked up in the page cache in the period: buffered reads, page faults and fault-around (mm_filemap_get_pages, mm_filemap_fault, mm_filemap_map_pages)",
+    ),
+    Field::per_period(
+        "mark_buffer_dirty",
+        "buffers marked dirty in the period (block_dirty_buffer)",
+    ),
+    Field::per_period(
+        "load_page_cache",
+        "pages added to the page cache in the period (mm_filemap_add_to_page_cache)",
+    ),
+    Field::per_period(
+        "mark_page_dirty",
+        "pages dirtied and accounted for writeback in the period (writeback_dirty_folio)",
+    ),
+];
+
 /// Every table, in `.meta` order.
 pub fn meta_tables() -> Vec<Table> {
     vec![
         Table::new(TABLE_LATENCY, ENTITY, &[DISK_FIELDS, LATENCY_FIELDS]),
         Table::new(TABLE_COUNT, ENTITY, &[DISK_FIELDS, COUNT_FIELDS]),
         Table::new(TABLE_ERR, ENTITY, &[DISK_FIELDS, ERR_FIELDS]),
+        Table::new(TABLE_PAGECACHE, ENTITY, &[DISK_FIELDS, PAGECACHE_FIELDS]),
         bpf::loss_table(
             TABLE_BPF_STATS,
             "block requests accounted in BPF maps",
@@ -182,9 +212,10 @@ pub fn meta_tables() -> Vec<Table> {
 /// * REST name `io`; changes apply without a restart (control channel on stdin). No snoopers:
 ///   block requests are not attributed to processes here.
 /// * Sub-probes (upstream's names and bits): `io_trace` → `io_latency` (and the latency event),
-///   `io_err` → `io_err`, `io_count` → `io_count`; all on by default. Upstream's `page_cache`
-///   is not produced, so it is not declared. All three come from the same programs: the bits
-///   select what is printed, the programs stay attached.
+///   `io_err` → `io_err`, `io_count` → `io_count`, on by default: they come from the same
+///   programs, so the bits select what is printed and the programs stay attached;
+///   `page_cache` → `io_pagecache`, off by default: its programs run for every page the page
+///   cache adds, dirties or serves, and are attached only while it is on.
 /// * Params: `report_period` (default 5 s, `-t`), `dev_name` (print only this disk, `-d`;
 ///   empty = every disk) and `latency_thr` (ms, `-T`; 0 = no event).
 pub fn declaration() -> Declaration {
@@ -198,6 +229,7 @@ pub fn declaration() -> Declaration {
             SubProbe::new("io_trace", BIT_TRACE),
             SubProbe::new("io_err", BIT_ERR),
             SubProbe::new("io_count", BIT_COUNT),
+            SubProbe::new("page_cache", BIT_PAGECACHE).off_by_default(),
         ],
         params: [
             report_period,
@@ -263,6 +295,7 @@ mod tests {
             .iter()
             .chain(COUNT_FIELDS)
             .chain(ERR_FIELDS)
+            .chain(PAGECACHE_FIELDS)
             .collect();
         let per_period: Vec<&str> = all
             .iter()
@@ -280,7 +313,11 @@ mod tests {
                 "count_latency_device",
                 "read_bytes",
                 "write_bytes",
-                "err_count"
+                "err_count",
+                "access_pagecache",
+                "mark_buffer_dirty",
+                "load_page_cache",
+                "mark_page_dirty"
             ]
         );
         for f in &all {
@@ -307,11 +344,11 @@ mod tests {
         d.validate().unwrap();
         assert_eq!(d.rest_name.as_deref(), Some("io"));
         assert!(d.snoopers.is_empty());
+        assert_eq!(d.sub_probe_bits(&d.default_sub_probes()), Ok(DEFAULT_BITS));
         assert_eq!(
-            d.sub_probe_bits(&d.default_sub_probes()),
-            Ok(BIT_TRACE | BIT_ERR | BIT_COUNT)
+            d.sub_probe_bits(&["page_cache".to_string()]),
+            Ok(BIT_PAGECACHE)
         );
-        assert!(d.sub_probe("page_cache").is_none(), "not produced");
         let names: Vec<&str> = d.params.iter().map(|p| p.name.as_str()).collect();
         assert_eq!(names, ["report_period", "dev_name", "latency_thr"]);
         assert_eq!(

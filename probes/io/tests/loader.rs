@@ -120,7 +120,13 @@ fn every_program_passes_the_verifier() {
             "io_rq_insert",
             "io_rq_issue",
             "io_rq_complete",
-            "io_rq_complete_btf"
+            "io_rq_complete_btf",
+            "io_pc_load",
+            "io_pc_page_dirty",
+            "io_pc_buffer_dirty",
+            "io_pc_get_pages",
+            "io_pc_map_pages",
+            "io_pc_fault"
         ]
     );
     assert!(open.open_object().progs().all(|p| p.autoload()));

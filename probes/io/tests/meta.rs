@@ -58,7 +58,13 @@ fn meta_is_well_formed() {
     let tables = load_meta();
     assert_eq!(
         tables.keys().collect::<Vec<_>>(),
-        ["io_bpf_stats", "io_count", "io_err", "io_latency"]
+        [
+            "io_bpf_stats",
+            "io_count",
+            "io_err",
+            "io_latency",
+            "io_pagecache"
+        ]
     );
     for (name, t) in &tables {
         assert!(name.len() < 32 && prometheus_name(name), "{name}");
@@ -82,7 +88,7 @@ fn meta_is_well_formed() {
             }
         }
     }
-    for disk_table in ["io_latency", "io_count", "io_err"] {
+    for disk_table in ["io_latency", "io_count", "io_err", "io_pagecache"] {
         let t = &tables[disk_table];
         assert_eq!(t.entity, "block");
         let ids: Vec<_> = t.fields[..4]
@@ -112,6 +118,7 @@ fn meta_declares_the_run_time_control() {
     assert_eq!(decl, ioprobe::tables::declaration());
     assert!(decl.reload);
     assert_eq!(decl.sub_probe("io_count").map(|s| s.bits), Some(4));
+    assert_eq!(decl.sub_probe("page_cache").map(|s| s.bits), Some(8));
 }
 
 #[test]
@@ -160,6 +167,18 @@ fn printed_records_match_the_meta() {
         report::Tables::ALL,
     )
     .unwrap();
+    report::write_pagecache(
+        &mut w,
+        sample.id,
+        Some(&labels),
+        &report::PageCache {
+            access: 40,
+            buffer_dirty: 3,
+            load: 20,
+            page_dirty: 10,
+        },
+    )
+    .unwrap();
     report::write_bpf_stats(&mut w, &LossCounters::default()).unwrap();
     w.flush().unwrap();
     let text = String::from_utf8(w.into_inner()).unwrap();
@@ -193,7 +212,16 @@ fn printed_records_match_the_meta() {
         }
         seen.push(table.to_string());
     }
-    assert_eq!(seen, ["io_latency", "io_count", "io_err", "io_bpf_stats"]);
+    assert_eq!(
+        seen,
+        [
+            "io_latency",
+            "io_count",
+            "io_err",
+            "io_pagecache",
+            "io_bpf_stats"
+        ]
+    );
     // The device stage's period gauges are there, in nanoseconds; the others are absent.
     let latency: Vec<&str> = text.lines().next().unwrap().split('|').collect();
     let field = |name: &str| {

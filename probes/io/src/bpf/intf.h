@@ -79,4 +79,16 @@ struct io_start {
 	__u64 issue_ns;  /* 0 until issued */
 };
 
+/*
+ * Page-cache activity per block device (the superblock's s_dev, or the buffer's device), per
+ * CPU, cumulative; counted only while the page_cache sub-probe is on (its programs are
+ * attached then). Pages, not folios: a large folio counts its pages.
+ */
+struct io_pc_stats {
+	__u64 access;       /* pages looked up through the page cache: buffered reads (filemap_get_pages), faults and fault-around mappings */
+	__u64 buffer_dirty; /* mark_buffer_dirty() calls (block_dirty_buffer) */
+	__u64 load;         /* pages added to the page cache (mm_filemap_add_to_page_cache) */
+	__u64 page_dirty;   /* pages dirtied and accounted for writeback (writeback_dirty_folio) */
+};
+
 #endif /* IOPROBE_INTF_H */

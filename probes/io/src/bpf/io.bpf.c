@@ -320,3 +320,148 @@ int BPF_PROG(io_rq_complete_btf, struct request *rq, blk_status_t error, unsigne
 	rq_info_btf(rq, &ri);
 	return account_completion(rq, &ri, error, nr_bytes);
 }
+
+/*
+ * Page cache (sub-probe page_cache, upstream's io_pagecache): tp_btf programs the loader
+ * attaches only while the sub-probe is on (they run for every page the page cache adds,
+ * dirties or serves, which is a cost a block-latency probe should not impose by default).
+ * Upstream hooked mark_page_accessed, mark_buffer_dirty, add_to_page_cache_lru and
+ * account_page_dirtied with kprobes; here:
+ *   load         mm_filemap_add_to_page_cache (in __filemap_add_folio): exact, in pages;
+ *   page_dirty   writeback_dirty_folio (in folio_account_dirtied): exact, in pages;
+ *   buffer_dirty block_dirty_buffer (in mark_buffer_dirty): exact;
+ *   access       mm_filemap_get_pages (buffered reads: the page range each read looks up),
+ *                mm_filemap_map_pages (fault-around) and mm_filemap_fault (page faults): pages
+ *                looked up in the page cache; mark_page_accessed has no tracepoint, and
+ *                writes that find their page cached are not seen.
+ * Devices with major 0 (tmpfs, overlay, proc ...) are not disks and are not counted.
+ */
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_HASH);
+	__uint(max_entries, 512);
+	__type(key, __u32);
+	__type(value, struct io_pc_stats);
+} io_pc SEC(".maps");
+
+enum pc_field { PC_ACCESS, PC_BUFFER_DIRTY, PC_LOAD, PC_PAGE_DIRTY };
+
+static __always_inline void pc_add(__u32 dev, enum pc_field f, __u64 n)
+{
+	struct io_pc_stats *s;
+
+	if (!dev || !(dev >> 20))
+		return;
+	s = bpf_map_lookup_elem(&io_pc, &dev);
+	if (!s) {
+		struct io_pc_stats zero = {};
+
+		gg_map_update(&io_pc, &dev, &zero, BPF_NOEXIST);
+		s = bpf_map_lookup_elem(&io_pc, &dev);
+		if (!s)
+			return;
+	}
+	/* Per-CPU values: plain adds. */
+	switch (f) {
+	case PC_ACCESS:
+		s->access += n;
+		break;
+	case PC_BUFFER_DIRTY:
+		s->buffer_dirty += n;
+		break;
+	case PC_LOAD:
+		s->load += n;
+		break;
+	case PC_PAGE_DIRTY:
+		s->page_dirty += n;
+		break;
+	}
+	gg_count(GG_STAT_EVENTS);
+}
+
+static __always_inline __u32 inode_dev(struct inode *inode)
+{
+	return inode ? BPF_CORE_READ(inode, i_sb, s_dev) : 0;
+}
+
+static __always_inline __u32 mapping_dev(struct address_space *m)
+{
+	return m ? inode_dev(BPF_CORE_READ(m, host)) : 0;
+}
+
+/* Before 6.17 (memdesc_flags_t), folio->flags was a plain unsigned long; before 6.13 the page
+ * count of a large folio was _folio_nr_pages. */
+struct folio___flags_ulong {
+	unsigned long flags;
+} __attribute__((preserve_access_index));
+
+struct folio___folio_nr_pages {
+	unsigned int _folio_nr_pages;
+} __attribute__((preserve_access_index));
+
+/* folio_nr_pages(): 1 for a small folio, else the large folio's page count. */
+static __always_inline __u64 folio_pages(struct folio *folio)
+{
+	unsigned long flags;
+
+	if (bpf_core_type_exists(memdesc_flags_t))
+		flags = BPF_CORE_READ(folio, flags.f);
+	else
+		flags = BPF_CORE_READ((struct folio___flags_ulong *)folio, flags);
+	if (!(flags & (1UL << bpf_core_enum_value(enum pageflags, PG_head))))
+		return 1;
+	if (bpf_core_field_exists(folio->_nr_pages))
+		return BPF_CORE_READ(folio, _nr_pages);
+	if (bpf_core_field_exists(((struct folio___folio_nr_pages *)folio)->_folio_nr_pages))
+		return BPF_CORE_READ((struct folio___folio_nr_pages *)folio, _folio_nr_pages);
+	return 1UL << (BPF_CORE_READ(folio, _flags_1) & 0xff);
+}
+
+SEC("tp_btf/mm_filemap_add_to_page_cache")
+int BPF_PROG(io_pc_load, struct folio *folio)
+{
+	pc_add(mapping_dev(BPF_CORE_READ(folio, mapping)), PC_LOAD, folio_pages(folio));
+	return 0;
+}
+
+SEC("tp_btf/writeback_dirty_folio")
+int BPF_PROG(io_pc_page_dirty, struct folio *folio, struct address_space *mapping)
+{
+	pc_add(mapping_dev(mapping), PC_PAGE_DIRTY, folio_pages(folio));
+	return 0;
+}
+
+SEC("tp_btf/block_dirty_buffer")
+int BPF_PROG(io_pc_buffer_dirty, struct buffer_head *bh)
+{
+	pc_add(BPF_CORE_READ(bh, b_bdev, bd_dev), PC_BUFFER_DIRTY, 1);
+	return 0;
+}
+
+/* Page range [index, last_index]; a range the kernel did not order is not counted. */
+static __always_inline __u64 pages_in(unsigned long index, unsigned long last_index)
+{
+	return last_index >= index ? last_index - index + 1 : 0;
+}
+
+SEC("tp_btf/mm_filemap_get_pages")
+int BPF_PROG(io_pc_get_pages, struct address_space *mapping, unsigned long index,
+	     unsigned long last_index)
+{
+	pc_add(mapping_dev(mapping), PC_ACCESS, pages_in(index, last_index));
+	return 0;
+}
+
+SEC("tp_btf/mm_filemap_map_pages")
+int BPF_PROG(io_pc_map_pages, struct address_space *mapping, unsigned long index,
+	     unsigned long last_index)
+{
+	pc_add(mapping_dev(mapping), PC_ACCESS, pages_in(index, last_index));
+	return 0;
+}
+
+SEC("tp_btf/mm_filemap_fault")
+int BPF_PROG(io_pc_fault, struct address_space *mapping, unsigned long index)
+{
+	pc_add(mapping_dev(mapping), PC_ACCESS, 1);
+	return 0;
+}
