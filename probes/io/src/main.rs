@@ -137,6 +137,9 @@ fn run(args: &ProbeArgs) -> anyhow::Result<()> {
     );
 
     let names = DiskNames::default();
+    // Failed requests per disk at the last report: the error event names the period's.
+    let mut errors_seen: std::collections::HashMap<ioprobe::stats::DiskId, u64> =
+        std::collections::HashMap::new();
     set_page_cache(&mut probe, settings.tables.page_cache)?;
     let mut out = RecordWriter::stdout();
     let mut next = Instant::now() + settings.period;
@@ -186,6 +189,11 @@ fn run(args: &ProbeArgs) -> anyhow::Result<()> {
                 report::write_disk(&mut out, &disk, settings.tables)?;
                 if settings.tables.latency {
                     report::write_latency_event(&mut out, &disk, latency_thr_us)?;
+                }
+                let errors = sample.stats.errors;
+                let before = errors_seen.insert(sample.id, errors).unwrap_or(0);
+                if settings.tables.err {
+                    report::write_error_event(&mut out, &disk, errors.saturating_sub(before))?;
                 }
             }
             for (id, pc) in &page_cache {

@@ -222,6 +222,30 @@ pub fn write_latency_event<W: Write>(
     )
 }
 
+/// Writes an `err_count` event (ERROR) when `new_errors` requests of the disk failed in the
+/// period (one event per disk and period, with the latest `blk_status_t`); nothing without.
+pub fn write_error_event<W: Write>(
+    out: &mut RecordWriter<W>,
+    disk: &DiskReport<'_>,
+    new_errors: u64,
+) -> io::Result<()> {
+    if new_errors == 0 {
+        return Ok(());
+    }
+    let blk = disk.labels.map(|l| l.blk_name.as_str()).unwrap_or("");
+    let dsk = disk.labels.map(|l| l.disk_name.as_str()).unwrap_or("");
+    out.event(
+        ENTITY,
+        &entity_id(disk.sample),
+        "err_count",
+        Severity::Error,
+        &format!(
+            "IO errors({new_errors}) occured on Block({blk}, disk {dsk}), latest error code {}.",
+            disk.sample.stats.last_err
+        ),
+    )
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -417,6 +441,26 @@ mod tests {
         );
         assert!(
             text.ends_with("WARN Entity(7_3) Latency of request operation(199) exceeded threshold, occured on Block(vda, disk vda).|\n"),
+            "{text}"
+        );
+    }
+
+    #[test]
+    fn error_event_only_with_new_errors() {
+        let mut s = sample();
+        s.stats.last_err = 10;
+        let d = DiskReport {
+            sample: &s,
+            labels: None,
+        };
+        assert_eq!(render(|w| write_error_event(w, &d, 0).unwrap()), "");
+        let text = render(|w| write_error_event(w, &d, 3).unwrap());
+        assert!(
+            text.starts_with("|event|block|7_3|err_count|ERROR|17|"),
+            "{text}"
+        );
+        assert!(
+            text.contains("IO errors(3) occured on Block(, disk ), latest error code 10."),
             "{text}"
         );
     }

@@ -291,6 +291,15 @@ fn write_errors_are_counted() {
     let ok = direct_writes(&dev, &buf, 0, total);
     assert!(ok > 0 && ok < total, "{ok} of {total} writes succeeded");
 
+    // An ERROR event for the disk in the period the errors happened (not consumed yet: no
+    // period was read since the probe started).
+    let id = format!("|event|block|{maj}_{min}|err_count|ERROR|17|");
+    let event = probe.wait_line(WAIT, |l| l.starts_with(&id));
+    assert!(
+        event.contains(&format!("occured on Block({}", lo.name())),
+        "{event}"
+    );
+
     let rows = probe.next_period(WAIT);
     let lost = lost_events(&rows);
     let f = disk_row(&rows, "io_count", maj, min);
@@ -301,6 +310,8 @@ fn write_errors_are_counted() {
     assert_ne!(num(f[4]), 0, "err_code is a blk_status_t");
     let errors = num(f[5]);
     assert_counted("errors", errors, total - ok, lost);
+    // No new errors since: no event in this period.
+    assert!(!rows.iter().any(|l| l.starts_with(&id)), "{rows:#?}");
     let f = disk_row(&rows, "io_count", maj, min);
     assert_eq!(
         num(f[count::WRITE_BYTES]),
