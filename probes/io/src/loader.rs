@@ -27,6 +27,31 @@ pub const PAGECACHE_TRACEPOINTS: [&str; 6] = [
     "mm_filemap_fault",
 ];
 
+/// The page-cache programs of a skeleton's program set, in [`PAGECACHE_TRACEPOINTS`] order
+/// (`mut` for the open skeleton's).
+macro_rules! pc_progs {
+    (mut $p:expr) => {
+        [
+            &mut $p.io_pc_load,
+            &mut $p.io_pc_page_dirty,
+            &mut $p.io_pc_buffer_dirty,
+            &mut $p.io_pc_get_pages,
+            &mut $p.io_pc_map_pages,
+            &mut $p.io_pc_fault,
+        ]
+    };
+    ($p:expr) => {
+        [
+            &$p.io_pc_load,
+            &$p.io_pc_page_dirty,
+            &$p.io_pc_buffer_dirty,
+            &$p.io_pc_get_pages,
+            &$p.io_pc_map_pages,
+            &$p.io_pc_fault,
+        ]
+    };
+}
+
 /// The hooks that must exist for the probe to run.
 pub fn required_hooks() -> Vec<Hook> {
     RAW_TRACEPOINTS
@@ -112,20 +137,9 @@ impl<'obj> IoBpf<'obj> {
             .io_rq_complete_btf
             .set_autoload(completion == CompletionHook::TpBtf);
         let pc_available = PAGECACHE_TRACEPOINTS.map(|tp| Hook::raw_tracepoint(tp).is_available());
-        {
-            let p = &mut open.progs;
-            let progs = [
-                &mut p.io_pc_load,
-                &mut p.io_pc_page_dirty,
-                &mut p.io_pc_buffer_dirty,
-                &mut p.io_pc_get_pages,
-                &mut p.io_pc_map_pages,
-                &mut p.io_pc_fault,
-            ];
-            for (prog, available) in progs.into_iter().zip(pc_available) {
-                prog.set_autoload(available);
-                prog.set_autoattach(false);
-            }
+        for (prog, available) in pc_progs!(mut open.progs).into_iter().zip(pc_available) {
+            prog.set_autoload(available);
+            prog.set_autoattach(false);
         }
         let mut skel = open.load().map_err(step("load BPF programs"))?;
         skel.attach().map_err(step("attach BPF programs"))?;
@@ -157,17 +171,11 @@ impl<'obj> IoBpf<'obj> {
         if !self.pc_links.is_empty() {
             return Ok(());
         }
-        let p = &self.skel.progs;
-        let progs = [
-            &p.io_pc_load,
-            &p.io_pc_page_dirty,
-            &p.io_pc_buffer_dirty,
-            &p.io_pc_get_pages,
-            &p.io_pc_map_pages,
-            &p.io_pc_fault,
-        ];
         let mut links = Vec::new();
-        for (prog, available) in progs.into_iter().zip(self.pc_available) {
+        for (prog, available) in pc_progs!(self.skel.progs)
+            .into_iter()
+            .zip(self.pc_available)
+        {
             if available {
                 links.push(prog.attach().map_err(step("attach page-cache programs"))?);
             }
@@ -269,15 +277,7 @@ impl<'obj> IoBpf<'obj> {
             progs.io_rq_issue.as_fd(),
             complete,
         ];
-        let pc = [
-            &progs.io_pc_load,
-            &progs.io_pc_page_dirty,
-            &progs.io_pc_buffer_dirty,
-            &progs.io_pc_get_pages,
-            &progs.io_pc_map_pages,
-            &progs.io_pc_fault,
-        ];
-        for (prog, available) in pc.into_iter().zip(self.pc_available) {
+        for (prog, available) in pc_progs!(progs).into_iter().zip(self.pc_available) {
             if available {
                 fds.push(prog.as_fd());
             }

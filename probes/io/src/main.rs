@@ -59,12 +59,14 @@ fn hooks() -> Vec<Hook> {
 }
 
 /// Attaches or detaches the page-cache programs; the first time they go on, names the
-/// tracepoints this kernel lacks (their part of `io_pagecache` stays 0).
-fn set_page_cache(probe: &mut IoBpf<'_>, on: bool) -> anyhow::Result<()> {
+/// tracepoints this kernel lacks (their part of `io_pagecache` stays 0). An attach the kernel
+/// refuses leaves the sub-probe without counts (warned about), not the probe stopped.
+fn set_page_cache(probe: &mut IoBpf<'_>, on: bool) {
     static SAID: std::sync::Once = std::sync::Once::new();
-    probe
-        .set_page_cache(on)
-        .context("cannot attach the page-cache programs")?;
+    if let Err(e) = probe.set_page_cache(on) {
+        warn!("page_cache: {e}; io_pagecache is not counted");
+        return;
+    }
     let missing = probe.pagecache_missing();
     if on && !missing.is_empty() {
         SAID.call_once(|| {
@@ -74,7 +76,6 @@ fn set_page_cache(probe: &mut IoBpf<'_>, on: bool) -> anyhow::Result<()> {
             )
         });
     }
-    Ok(())
 }
 
 /// The page-cache counts of block devices summed per whole disk (partitions into their disk);
@@ -140,7 +141,7 @@ fn run(args: &ProbeArgs) -> anyhow::Result<()> {
     // Failed requests per disk at the last report: the error event names the period's.
     let mut errors_seen: std::collections::HashMap<ioprobe::stats::DiskId, u64> =
         std::collections::HashMap::new();
-    set_page_cache(&mut probe, settings.tables.page_cache)?;
+    set_page_cache(&mut probe, settings.tables.page_cache);
     let mut out = RecordWriter::stdout();
     let mut next = Instant::now() + settings.period;
     while !run::terminated() {
@@ -157,7 +158,7 @@ fn run(args: &ProbeArgs) -> anyhow::Result<()> {
             for change in &applied.changes {
                 info!("control: {change}");
             }
-            set_page_cache(&mut probe, settings.tables.page_cache)?;
+            set_page_cache(&mut probe, settings.tables.page_cache);
             if applied.period_changed {
                 next = probe_sdk::run::rebase(next, old_period, settings.period, Instant::now());
             }
