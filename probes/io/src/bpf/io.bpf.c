@@ -378,14 +378,14 @@ static __always_inline void pc_add(__u32 dev, enum pc_field f, __u64 n)
 	gg_count(GG_STAT_EVENTS);
 }
 
-static __always_inline __u32 inode_dev(struct inode *inode)
-{
-	return inode ? BPF_CORE_READ(inode, i_sb, s_dev) : 0;
-}
-
+/* The device of a mapping's file system. tp_btf arguments are BTF pointers: the chain is read
+ * with plain loads (a NULL anywhere reads as 0), no helper calls. */
 static __always_inline __u32 mapping_dev(struct address_space *m)
 {
-	return m ? inode_dev(BPF_CORE_READ(m, host)) : 0;
+	/* An argument the kernel may pass as NULL must be checked (the loads after it need not). */
+	if (!m)
+		return 0;
+	return m->host->i_sb->s_dev;
 }
 
 /* Before 6.17 (memdesc_flags_t), folio->flags was a plain unsigned long; before 6.13 the page
@@ -404,13 +404,13 @@ static __always_inline __u64 folio_pages(struct folio *folio)
 	unsigned long flags;
 
 	if (bpf_core_type_exists(memdesc_flags_t))
-		flags = BPF_CORE_READ(folio, flags.f);
+		flags = folio->flags.f;
 	else
 		flags = BPF_CORE_READ((struct folio___flags_ulong *)folio, flags);
 	if (!(flags & (1UL << bpf_core_enum_value(enum pageflags, PG_head))))
 		return 1;
 	if (bpf_core_field_exists(folio->_nr_pages))
-		return BPF_CORE_READ(folio, _nr_pages);
+		return folio->_nr_pages;
 	if (bpf_core_field_exists(((struct folio___folio_nr_pages *)folio)->_folio_nr_pages))
 		return BPF_CORE_READ((struct folio___folio_nr_pages *)folio, _folio_nr_pages);
 	return 1UL << (BPF_CORE_READ(folio, _flags_1) & 0xff);
@@ -419,7 +419,7 @@ static __always_inline __u64 folio_pages(struct folio *folio)
 SEC("tp_btf/mm_filemap_add_to_page_cache")
 int BPF_PROG(io_pc_load, struct folio *folio)
 {
-	pc_add(mapping_dev(BPF_CORE_READ(folio, mapping)), PC_LOAD, folio_pages(folio));
+	pc_add(mapping_dev(folio->mapping), PC_LOAD, folio_pages(folio));
 	return 0;
 }
 
@@ -433,7 +433,8 @@ int BPF_PROG(io_pc_page_dirty, struct folio *folio, struct address_space *mappin
 SEC("tp_btf/block_dirty_buffer")
 int BPF_PROG(io_pc_buffer_dirty, struct buffer_head *bh)
 {
-	pc_add(BPF_CORE_READ(bh, b_bdev, bd_dev), PC_BUFFER_DIRTY, 1);
+	if (bh)
+		pc_add(bh->b_bdev->bd_dev, PC_BUFFER_DIRTY, 1);
 	return 0;
 }
 
