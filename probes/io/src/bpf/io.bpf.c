@@ -18,6 +18,7 @@
 #include <bpf/bpf_tracing.h>
 #include <bpf/bpf_core_read.h>
 #include "gg_common.h"
+#include "gg_folio.h"
 #include "intf.h"
 
 char LICENSE[] SEC("license") = "Dual BSD/GPL";
@@ -378,55 +379,17 @@ static __always_inline void pc_add(__u32 dev, enum pc_field f, __u64 n)
 	gg_count(GG_STAT_EVENTS);
 }
 
-/* The device of a mapping's file system. tp_btf arguments are BTF pointers: the chain is read
- * with plain loads (a NULL anywhere reads as 0), no helper calls. */
-static __always_inline __u32 mapping_dev(struct address_space *m)
-{
-	/* An argument the kernel may pass as NULL must be checked (the loads after it need not). */
-	if (!m)
-		return 0;
-	return m->host->i_sb->s_dev;
-}
-
-/* Before 6.17 (memdesc_flags_t), folio->flags was a plain unsigned long; before 6.13 the page
- * count of a large folio was _folio_nr_pages. */
-struct folio___flags_ulong {
-	unsigned long flags;
-} __attribute__((preserve_access_index));
-
-struct folio___folio_nr_pages {
-	unsigned int _folio_nr_pages;
-} __attribute__((preserve_access_index));
-
-/* folio_nr_pages(): 1 for a small folio, else the large folio's page count. */
-static __always_inline __u64 folio_pages(struct folio *folio)
-{
-	unsigned long flags;
-
-	if (bpf_core_type_exists(memdesc_flags_t))
-		flags = folio->flags.f;
-	else
-		flags = BPF_CORE_READ((struct folio___flags_ulong *)folio, flags);
-	if (!(flags & (1UL << bpf_core_enum_value(enum pageflags, PG_head))))
-		return 1;
-	if (bpf_core_field_exists(folio->_nr_pages))
-		return folio->_nr_pages;
-	if (bpf_core_field_exists(((struct folio___folio_nr_pages *)folio)->_folio_nr_pages))
-		return BPF_CORE_READ((struct folio___folio_nr_pages *)folio, _folio_nr_pages);
-	return 1UL << (BPF_CORE_READ(folio, _flags_1) & 0xff);
-}
-
 SEC("tp_btf/mm_filemap_add_to_page_cache")
 int BPF_PROG(io_pc_load, struct folio *folio)
 {
-	pc_add(mapping_dev(folio->mapping), PC_LOAD, folio_pages(folio));
+	pc_add(gg_mapping_dev(folio->mapping), PC_LOAD, gg_folio_pages(folio));
 	return 0;
 }
 
 SEC("tp_btf/writeback_dirty_folio")
 int BPF_PROG(io_pc_page_dirty, struct folio *folio, struct address_space *mapping)
 {
-	pc_add(mapping_dev(mapping), PC_PAGE_DIRTY, folio_pages(folio));
+	pc_add(gg_mapping_dev(mapping), PC_PAGE_DIRTY, gg_folio_pages(folio));
 	return 0;
 }
 
@@ -438,17 +401,11 @@ int BPF_PROG(io_pc_buffer_dirty, struct buffer_head *bh)
 	return 0;
 }
 
-/* Page range [index, last_index]; a range the kernel did not order is not counted. */
-static __always_inline __u64 pages_in(unsigned long index, unsigned long last_index)
-{
-	return last_index >= index ? last_index - index + 1 : 0;
-}
-
 SEC("tp_btf/mm_filemap_get_pages")
 int BPF_PROG(io_pc_get_pages, struct address_space *mapping, unsigned long index,
 	     unsigned long last_index)
 {
-	pc_add(mapping_dev(mapping), PC_ACCESS, pages_in(index, last_index));
+	pc_add(gg_mapping_dev(mapping), PC_ACCESS, gg_pages_in(index, last_index));
 	return 0;
 }
 
@@ -456,13 +413,13 @@ SEC("tp_btf/mm_filemap_map_pages")
 int BPF_PROG(io_pc_map_pages, struct address_space *mapping, unsigned long index,
 	     unsigned long last_index)
 {
-	pc_add(mapping_dev(mapping), PC_ACCESS, pages_in(index, last_index));
+	pc_add(gg_mapping_dev(mapping), PC_ACCESS, gg_pages_in(index, last_index));
 	return 0;
 }
 
 SEC("tp_btf/mm_filemap_fault")
 int BPF_PROG(io_pc_fault, struct address_space *mapping, unsigned long index)
 {
-	pc_add(mapping_dev(mapping), PC_ACCESS, 1);
+	pc_add(gg_mapping_dev(mapping), PC_ACCESS, 1);
 	return 0;
 }
