@@ -3,7 +3,7 @@
 
 use probe_sdk::bpf::plain_data::{self, Plain};
 
-use crate::report::{PeriodMax, ProcCounters};
+use crate::report::{PageCounters, PeriodMax, ProcCounters};
 use crate::skel::types;
 
 // SAFETY: plain C structs of integers and byte arrays, valid for any bit pattern.
@@ -78,6 +78,13 @@ pub fn decode_stats(bytes: &[u8]) -> Option<(ProcCounters, bool)> {
         bio_latency: period_max(&s.bio_latency),
         bio_err: s.bio_err,
         hangs: s.hangs,
+        page: PageCounters {
+            reclaim_ns: s.reclaim_ns,
+            access: s.pc_access,
+            buffer_dirty: s.pc_buffer_dirty,
+            load: s.pc_load,
+            page_dirty: s.pc_page_dirty,
+        },
         exited: s.exited != 0,
     };
     Some((c, s.in_slot != 0))

@@ -15,16 +15,20 @@ pub const BIT_NET_SYSCALL: u32 = 4;
 pub const BIT_SCHED_SYSCALL: u32 = 8;
 /// `-P` bit: `proc_syscall_fork` (time in fork/vfork/clone).
 pub const BIT_FORK_SYSCALL: u32 = 16;
+/// `-P` bit: `proc_page` (page cache and reclaim). Upstream `TASK_PROBE_PAGE`.
+pub const BIT_PAGE: u32 = 256;
 /// `-P` bit: `proc_io` (block IO issued by the process).
 pub const BIT_IO: u32 = 1024;
 /// `-P` bit: `proc_cpu` (off-CPU and IO-wait time from `sched_switch`).
 pub const BIT_THREAD_CPU: u32 = 2048;
 
-/// `-P` bits used when `-P` is not given: everything except [`BIT_SYSCALL`]. Syscall counts need
-/// the `sys_exit` tracepoint, and attaching any syscall tracepoint puts every syscall of every
-/// process on the host on the kernel's slow path (see docs/probes/proc.md); upstream's shipped
-/// configuration (`-P 3174`) leaves that bit out as well. `-P 0` or `-P 1` ask for counts.
-pub const DEFAULT_BITS: u32 = !BIT_SYSCALL;
+/// `-P` bits used when `-P` is not given: everything except [`BIT_SYSCALL`] and [`BIT_PAGE`].
+/// Syscall counts need the `sys_exit` tracepoint, and attaching any syscall tracepoint puts
+/// every syscall of every process on the host on the kernel's slow path (see
+/// docs/probes/proc.md); the page-cache programs run for every page the page cache adds,
+/// dirties or serves. Upstream's shipped configuration (`-P 3174`) leaves both bits out as
+/// well. `-P 0` asks for everything.
+pub const DEFAULT_BITS: u32 = !(BIT_SYSCALL | BIT_PAGE);
 
 /// Flag letter choosing how slow syscalls are timed (`-S blocked` or `-S exact`).
 pub const TIMING_FLAG: char = 'S';
@@ -93,6 +97,8 @@ pub struct Plan {
     pub offcpu: bool,
     /// Block IO attribution, if enabled.
     pub block: Option<BlockStart>,
+    /// Page cache and reclaim (`proc_page`).
+    pub page_cache: bool,
     /// Tables printed each period.
     pub tables: Tables,
 }
@@ -117,6 +123,7 @@ impl Plan {
             } else {
                 BlockStart::RqIssue
             }),
+            page_cache: has(BIT_PAGE),
             tables: Tables {
                 syscall: has(BIT_SYSCALL),
                 io: has(BIT_IO_SYSCALL),
@@ -126,6 +133,7 @@ impl Plan {
                 lifecycle: true,
                 bio: has(BIT_IO),
                 cpu: has(BIT_THREAD_CPU),
+                page: has(BIT_PAGE),
             },
         }
     }
@@ -167,6 +175,7 @@ mod tests {
         assert_eq!(p.required_hooks().len(), 8);
         let t = p.tables;
         assert!(t.syscall && t.io && t.net && t.sched && t.fork && t.lifecycle && t.bio && t.cpu);
+        assert!(t.page && p.page_cache);
     }
 
     #[test]
@@ -181,6 +190,7 @@ mod tests {
         assert!(!names.iter().any(|n| n.contains("sys_e")), "{names:?}");
         let t = p.tables;
         assert!(!t.syscall, "proc_syscall needs -P with bit 1");
+        assert!(!t.page && !p.page_cache, "proc_page needs -P with bit 256");
         assert!(t.io && t.net && t.sched && t.fork && t.lifecycle && t.bio && t.cpu);
     }
 

@@ -3,7 +3,8 @@
 //! a new plan from the control channel attaches and detaches programs without reloading, so
 //! the `sys_exit` toll is paid only while syscall counts are asked for. `sched_process_hang` is
 //! optional: a kernel without it (no hung-task detector) runs the plans that want it without it,
-//! and `hang_count` stays 0.
+//! and `hang_count` stays 0; so are the page-cache and reclaim programs of `proc_page` (a field
+//! whose tracepoint the kernel lacks stays 0).
 
 use libbpf_rs::{Link, OpenProgramMut, ProgramMut};
 
@@ -34,11 +35,34 @@ pub enum Prog {
     RqComplete,
     /// `sched_process_hang` (optional)
     Hang,
+    /// `mm_filemap_add_to_page_cache` (optional, `proc_page`)
+    PcLoad,
+    /// `writeback_dirty_folio` (optional, `proc_page`)
+    PcPageDirty,
+    /// `block_dirty_buffer` (optional, `proc_page`)
+    PcBufferDirty,
+    /// `mm_filemap_get_pages` (optional, `proc_page`)
+    PcGetPages,
+    /// `mm_filemap_map_pages` (optional, `proc_page`)
+    PcMapPages,
+    /// `mm_filemap_fault` (optional, `proc_page`)
+    PcFault,
+    /// `mm_vmscan_direct_reclaim_begin` (optional, `proc_page`)
+    ReclaimBegin,
+    /// `mm_vmscan_direct_reclaim_end` (optional, `proc_page`)
+    ReclaimEnd,
+    /// `mm_vmscan_memcg_reclaim_begin` (optional, `proc_page`)
+    MemcgReclaimBegin,
+    /// `mm_vmscan_memcg_reclaim_end` (optional, `proc_page`)
+    MemcgReclaimEnd,
 }
+
+/// Number of programs.
+const NR: usize = 20;
 
 impl Prog {
     /// Every program, in attach order.
-    pub const ALL: [Prog; 10] = [
+    pub const ALL: [Prog; NR] = [
         Prog::Fork,
         Prog::Exec,
         Prog::Exit,
@@ -49,6 +73,16 @@ impl Prog {
         Prog::RqIssue,
         Prog::RqComplete,
         Prog::Hang,
+        Prog::PcLoad,
+        Prog::PcPageDirty,
+        Prog::PcBufferDirty,
+        Prog::PcGetPages,
+        Prog::PcMapPages,
+        Prog::PcFault,
+        Prog::ReclaimBegin,
+        Prog::ReclaimEnd,
+        Prog::MemcgReclaimBegin,
+        Prog::MemcgReclaimEnd,
     ];
 
     /// The raw tracepoint the program attaches to.
@@ -64,12 +98,27 @@ impl Prog {
             Prog::RqIssue => "block_rq_issue",
             Prog::RqComplete => "block_rq_complete",
             Prog::Hang => "sched_process_hang",
+            Prog::PcLoad => "mm_filemap_add_to_page_cache",
+            Prog::PcPageDirty => "writeback_dirty_folio",
+            Prog::PcBufferDirty => "block_dirty_buffer",
+            Prog::PcGetPages => "mm_filemap_get_pages",
+            Prog::PcMapPages => "mm_filemap_map_pages",
+            Prog::PcFault => "mm_filemap_fault",
+            Prog::ReclaimBegin => "mm_vmscan_direct_reclaim_begin",
+            Prog::ReclaimEnd => "mm_vmscan_direct_reclaim_end",
+            Prog::MemcgReclaimBegin => "mm_vmscan_memcg_reclaim_begin",
+            Prog::MemcgReclaimEnd => "mm_vmscan_memcg_reclaim_end",
         }
     }
 
     /// Whether a plan that wants the program runs without it when the kernel lacks its hook.
     pub fn optional(self) -> bool {
-        self == Prog::Hang
+        self == Prog::Hang || self.page_cache()
+    }
+
+    /// A program of `proc_page`.
+    fn page_cache(self) -> bool {
+        self as usize >= Prog::PcLoad as usize
     }
 
     /// Whether `plan` attaches the program.
@@ -82,6 +131,7 @@ impl Prog {
             Prog::IoStart => plan.block == Some(BlockStart::IoStart),
             Prog::RqIssue => plan.block == Some(BlockStart::RqIssue),
             Prog::RqComplete | Prog::Hang => plan.block.is_some(),
+            _ => plan.page_cache,
         }
     }
 
@@ -102,6 +152,16 @@ impl Prog {
             Prog::RqIssue => &p.on_rq_issue,
             Prog::RqComplete => &p.on_rq_complete,
             Prog::Hang => &p.on_hang,
+            Prog::PcLoad => &p.on_pc_load,
+            Prog::PcPageDirty => &p.on_pc_page_dirty,
+            Prog::PcBufferDirty => &p.on_pc_buffer_dirty,
+            Prog::PcGetPages => &p.on_pc_get_pages,
+            Prog::PcMapPages => &p.on_pc_map_pages,
+            Prog::PcFault => &p.on_pc_fault,
+            Prog::ReclaimBegin => &p.on_reclaim_begin,
+            Prog::ReclaimEnd => &p.on_reclaim_end,
+            Prog::MemcgReclaimBegin => &p.on_memcg_reclaim_begin,
+            Prog::MemcgReclaimEnd => &p.on_memcg_reclaim_end,
         }
     }
 
@@ -117,6 +177,16 @@ impl Prog {
             Prog::RqIssue => &mut p.on_rq_issue,
             Prog::RqComplete => &mut p.on_rq_complete,
             Prog::Hang => &mut p.on_hang,
+            Prog::PcLoad => &mut p.on_pc_load,
+            Prog::PcPageDirty => &mut p.on_pc_page_dirty,
+            Prog::PcBufferDirty => &mut p.on_pc_buffer_dirty,
+            Prog::PcGetPages => &mut p.on_pc_get_pages,
+            Prog::PcMapPages => &mut p.on_pc_map_pages,
+            Prog::PcFault => &mut p.on_pc_fault,
+            Prog::ReclaimBegin => &mut p.on_reclaim_begin,
+            Prog::ReclaimEnd => &mut p.on_reclaim_end,
+            Prog::MemcgReclaimBegin => &mut p.on_memcg_reclaim_begin,
+            Prog::MemcgReclaimEnd => &mut p.on_memcg_reclaim_end,
         }
     }
 }
@@ -124,13 +194,13 @@ impl Prog {
 /// Which programs are loaded: those whose hook exists (`exists`), and of the two block-start
 /// programs only the one the plans use (`block_io_start` when the kernel has it).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Loaded([bool; 10]);
+pub struct Loaded([bool; NR]);
 
 impl Loaded {
     /// Decides from `exists(hook)`.
     pub fn new(exists: impl Fn(&str) -> bool) -> Loaded {
         let io_start = exists(Prog::IoStart.hook());
-        let mut out = [false; 10];
+        let mut out = [false; NR];
         for p in Prog::ALL {
             out[p.index()] = match p {
                 Prog::IoStart => io_start,
@@ -176,7 +246,7 @@ impl Loaded {
 /// The links of the attached programs (dropping a link detaches its program).
 #[derive(Default)]
 pub struct Attached {
-    links: [Option<Link>; 10],
+    links: [Option<Link>; NR],
 }
 
 impl std::fmt::Debug for Attached {

@@ -7,7 +7,7 @@ use std::io::{self, Write};
 use probe_sdk::record::RecordWriter;
 
 use crate::syscalls::{SlowCol, SLOW_SLOTS};
-use crate::tables::{CPU, IO, LIFECYCLE, SLOW_TABLES, SYSCALL};
+use crate::tables::{CPU, IO, LIFECYCLE, PAGE, SLOW_TABLES, SYSCALL};
 
 /// Which `proc_*` tables are printed (from the `-P` bits).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -28,6 +28,8 @@ pub struct Tables {
     pub bio: bool,
     /// `proc_cpu`
     pub cpu: bool,
+    /// `proc_page`
+    pub page: bool,
 }
 
 impl Tables {
@@ -43,7 +45,12 @@ impl Tables {
                 out.push(t.name);
             }
         }
-        for (on, name) in [(self.lifecycle, LIFECYCLE), (self.bio, IO), (self.cpu, CPU)] {
+        for (on, name) in [
+            (self.lifecycle, LIFECYCLE),
+            (self.bio, IO),
+            (self.cpu, CPU),
+            (self.page, PAGE),
+        ] {
             if on {
                 out.push(name);
             }
@@ -107,8 +114,25 @@ pub struct ProcCounters {
     pub bio_err: u64,
     /// Hung-task reports.
     pub hangs: u64,
+    /// Page cache and reclaim (`proc_page`).
+    pub page: PageCounters,
     /// The whole process has exited (this is its final report).
     pub exited: bool,
+}
+
+/// Page-cache activity and reclaim time of one process, running totals.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct PageCounters {
+    /// Time its threads spent in direct or memcg reclaim, ns.
+    pub reclaim_ns: u64,
+    /// Pages looked up in the page cache.
+    pub access: u64,
+    /// Buffers marked dirty.
+    pub buffer_dirty: u64,
+    /// Pages added to the page cache.
+    pub load: u64,
+    /// Pages dirtied.
+    pub page_dirty: u64,
 }
 
 impl ProcCounters {
@@ -177,6 +201,18 @@ pub fn write_process<W: Write>(
             .field(&c.offcpu_ns)
             .end()?;
     }
+    if tables.page {
+        let p = &c.page;
+        out.record(PAGE)
+            .field(&tgid)
+            .field(comm)
+            .field(&p.reclaim_ns)
+            .field(&p.access)
+            .field(&p.buffer_dirty)
+            .field(&p.load)
+            .field(&p.page_dirty)
+            .end()?;
+    }
     Ok(())
 }
 
@@ -225,6 +261,13 @@ mod tests {
             },
             bio_err: 1,
             hangs: 2,
+            page: PageCounters {
+                reclaim_ns: 9_000,
+                access: 40,
+                buffer_dirty: 3,
+                load: 20,
+                page_dirty: 10,
+            },
             exited: true,
         }
     }
@@ -238,6 +281,7 @@ mod tests {
         lifecycle: true,
         bio: true,
         cpu: true,
+        page: true,
     };
 
     #[test]
@@ -252,6 +296,7 @@ mod tests {
 |proc_lifecycle|42|nginx|2|3|1|4|1|
 |proc_io|42|nginx|1|2|3|4|12345678|1|2|
 |proc_cpu|42|nginx|1000|5000|
+|proc_page|42|nginx|9000|40|3|20|10|
 ";
         assert_eq!(render(42, &sample(), &all), expected);
     }
@@ -340,7 +385,7 @@ mod tests {
             t.names(),
             ["proc_syscall_sched", "proc_lifecycle", "proc_cpu"]
         );
-        assert_eq!(ALL_TABLES.names().len(), 8);
+        assert_eq!(ALL_TABLES.names().len(), 9);
     }
 
     #[test]

@@ -8,8 +8,8 @@ use probe_sdk::decl::{self, Declaration, ParamValue, SnooperKind, SubProbe};
 use probe_sdk::meta::{self, Field, Table};
 
 use crate::hooks::{
-    BIT_FORK_SYSCALL, BIT_IO, BIT_IO_SYSCALL, BIT_NET_SYSCALL, BIT_SCHED_SYSCALL, BIT_SYSCALL,
-    BIT_THREAD_CPU,
+    BIT_FORK_SYSCALL, BIT_IO, BIT_IO_SYSCALL, BIT_NET_SYSCALL, BIT_PAGE, BIT_SCHED_SYSCALL,
+    BIT_SYSCALL, BIT_THREAD_CPU,
 };
 use crate::syscalls::SlowCol;
 
@@ -23,6 +23,8 @@ pub const LIFECYCLE: &str = "proc_lifecycle";
 pub const IO: &str = "proc_io";
 /// Off-CPU and IO-wait time.
 pub const CPU: &str = "proc_cpu";
+/// Page-cache activity and reclaim time (upstream's `proc_page`).
+pub const PAGE: &str = "proc_page";
 /// Loss counters of the BPF side.
 pub const STATS_TABLE: &str = "proc_bpf_stats";
 /// Value of the `probe` key in [`STATS_TABLE`].
@@ -189,6 +191,32 @@ pub const CPU_FIELDS: &[Field] = &[
     .total("offcpu_seconds_total", "1e-9"),
 ];
 
+/// `proc_page` after the process fields: upstream's names, per period, counted in the
+/// process's own context (docs/probes/proc.md, "Page cache").
+pub const PAGE_FIELDS: &[Field] = &[
+    Field::per_period(
+        "reclaim_ns",
+        "Time the threads spent reclaiming memory themselves (direct reclaim, or their memory cgroup's over its limit), ns per period",
+    )
+    .total("reclaim_seconds_total", "1e-9"),
+    Field::per_period(
+        "access_pagecache",
+        "Pages the process looked up in the page cache (buffered reads, page faults, fault-around), per period",
+    ),
+    Field::per_period(
+        "mark_buffer_dirty",
+        "Buffers the process marked dirty, per period",
+    ),
+    Field::per_period(
+        "load_page_cache",
+        "Pages the process added to the page cache (reads, and writes that allocate a page), per period",
+    ),
+    Field::per_period(
+        "mark_page_dirty",
+        "Pages the process dirtied, per period",
+    ),
+];
+
 /// Every table, in `.meta` order (which is also the order of the records each period).
 pub fn meta_tables() -> Vec<Table> {
     let mut tables = vec![Table::new(SYSCALL, ENTITY, &[PROC_FIELDS, SYSCALL_FIELDS])];
@@ -200,6 +228,7 @@ pub fn meta_tables() -> Vec<Table> {
         Table::new(LIFECYCLE, ENTITY, &[PROC_FIELDS, LIFECYCLE_FIELDS]),
         Table::new(IO, ENTITY, &[PROC_FIELDS, IO_FIELDS]),
         Table::new(CPU, ENTITY, &[PROC_FIELDS, CPU_FIELDS]),
+        Table::new(PAGE, ENTITY, &[PROC_FIELDS, PAGE_FIELDS]),
         bpf::loss_table(
             STATS_TABLE,
             "events accounted in BPF maps (syscall exits, switches, forks, execs, exits and block requests of tracked processes) plus exec notices sent to user space",
@@ -217,11 +246,13 @@ pub fn meta_tables() -> Vec<Table> {
 /// * Sub-probes, with upstream's grouping of the tables onto our `-P` bits:
 ///   `proc_syscall` → `proc_syscall` (counts, bit 1), `proc_syscall_sched` (8) and
 ///   `proc_syscall_fork` (16); `proc_io` → `proc_syscall_io` (2) and `proc_io` (1024);
-///   `proc_net` → `proc_syscall_net` (4); `proc_offcpu` → `proc_cpu` (2048). `proc_syscall` is
-///   off by default: its counts need the `sys_exit` tracepoint, a toll on every syscall of the
-///   host (docs/probes/proc.md). `proc_lifecycle` and `proc_bpf_stats` are always written.
-///   Upstream's `proc_fs`, `proc_dns`, `proc_pagecache`, `proc_ioctl` and `proc_pygc` are not
-///   produced, so they are not declared (REST refuses them).
+///   `proc_net` → `proc_syscall_net` (4); `proc_offcpu` → `proc_cpu` (2048);
+///   `proc_pagecache` → `proc_page` (256). `proc_syscall` is off by default: its counts need the
+///   `sys_exit` tracepoint, a toll on every syscall of the host (docs/probes/proc.md);
+///   `proc_pagecache` too: its programs run for every page the page cache adds, dirties or
+///   serves. `proc_lifecycle` and `proc_bpf_stats` are always written. Upstream's `proc_fs`,
+///   `proc_dns`, `proc_ioctl` and `proc_pygc` are not produced, so they are not declared (REST
+///   refuses them).
 /// * Params: `report_period` (default 5 s, as `-t`).
 pub fn declaration() -> Declaration {
     let report_period = decl::standard("report_period")
@@ -239,6 +270,7 @@ pub fn declaration() -> Declaration {
             SubProbe::new("proc_io", BIT_IO_SYSCALL | BIT_IO),
             SubProbe::new("proc_net", BIT_NET_SYSCALL),
             SubProbe::new("proc_offcpu", BIT_THREAD_CPU),
+            SubProbe::new("proc_pagecache", BIT_PAGE).off_by_default(),
         ],
         params: report_period.into_iter().collect(),
     }
@@ -289,19 +321,13 @@ mod tests {
         assert_eq!(
             default_bits,
             crate::hooks::DEFAULT_BITS & all & !BIT_SCHED_SYSCALL & !BIT_FORK_SYSCALL,
-            "defaults: everything but proc_syscall (sys_exit toll)"
+            "defaults: everything but proc_syscall (sys_exit toll) and proc_pagecache"
         );
         // Every table but proc_lifecycle is selected by some sub-probe.
         let plan = crate::hooks::Plan::new(all, crate::hooks::SyscallTiming::Blocked, true);
         let t = plan.tables;
-        assert!(t.syscall && t.io && t.net && t.sched && t.fork && t.bio && t.cpu);
-        for not_produced in [
-            "proc_fs",
-            "proc_dns",
-            "proc_pagecache",
-            "proc_ioctl",
-            "proc_pygc",
-        ] {
+        assert!(t.syscall && t.io && t.net && t.sched && t.fork && t.bio && t.cpu && t.page);
+        for not_produced in ["proc_fs", "proc_dns", "proc_ioctl", "proc_pygc"] {
             assert!(d.sub_probe(not_produced).is_none(), "{not_produced}");
         }
         assert_eq!(

@@ -441,3 +441,129 @@ fn whitelist_follows_exec_into_a_matching_program() {
     let (status, stderr, _) = probe.stop();
     assert!(status.success(), "{stderr}");
 }
+
+/// A memory cgroup (v1 `memory` hierarchy, or v2) below the test's own, with a limit; the
+/// directory is removed on drop (after the process in it exited).
+struct MemCgroup {
+    dir: std::path::PathBuf,
+}
+
+impl MemCgroup {
+    fn new(limit: u64) -> MemCgroup {
+        let own = std::fs::read_to_string("/proc/self/cgroup").expect("/proc/self/cgroup");
+        let v1 = own.lines().find_map(|l| {
+            let mut f = l.splitn(3, ':');
+            let (_, ctrl, path) = (f.next()?, f.next()?, f.next()?);
+            ctrl.split(',')
+                .any(|c| c == "memory")
+                .then(|| path.to_string())
+        });
+        let (base, limit_file) = match v1 {
+            Some(path) => (
+                std::path::PathBuf::from("/sys/fs/cgroup/memory")
+                    .join(path.trim_start_matches('/')),
+                "memory.limit_in_bytes",
+            ),
+            None => {
+                let path = own
+                    .lines()
+                    .find_map(|l| l.strip_prefix("0::"))
+                    .expect("a cgroup v2 path");
+                (
+                    std::path::PathBuf::from("/sys/fs/cgroup").join(path.trim_start_matches('/')),
+                    "memory.max",
+                )
+            }
+        };
+        let dir = base.join(format!("gg-taskprobe-{}", std::process::id()));
+        std::fs::create_dir(&dir).unwrap_or_else(|e| panic!("{}: {e}", dir.display()));
+        std::fs::write(dir.join(limit_file), limit.to_string()).expect("memory limit");
+        MemCgroup { dir }
+    }
+
+    fn add(&self, pid: u32) {
+        std::fs::write(self.dir.join("cgroup.procs"), pid.to_string()).expect("cgroup.procs");
+    }
+}
+
+impl Drop for MemCgroup {
+    fn drop(&mut self) {
+        for _ in 0..50 {
+            if std::fs::remove_dir(&self.dir).is_ok() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+}
+
+/// `proc_page` (sub-probe `proc_pagecache`, `-P 256`): the page-cache work a process does in
+/// its own context, and the time it spends reclaiming memory itself. The workload writes
+/// 64 MiB (buffered) and fsyncs, then drops the file's pages and reads it back, inside a memory
+/// cgroup limited to 32 MiB, so the read has to reclaim.
+#[test]
+fn page_cache_work_and_reclaim_are_attributed_to_the_process() {
+    if !is_root() {
+        eprintln!("skipped: needs root");
+        return;
+    }
+    const MIB: u64 = 64;
+    const PAGES: u64 = MIB * 256;
+    let within = |got: u64| got.abs_diff(PAGES) * 100 <= PAGES * 5;
+    // On the root filesystem (a real block device here), not on a tmpfs.
+    let dir = tempfile::tempdir_in(env!("CARGO_TARGET_TMPDIR")).expect("tempdir");
+    let mut w = Workload::start(&["page-cache", &MIB.to_string(), dir.path().to_str().unwrap()]);
+    let pid = w.pid;
+    let cg = MemCgroup::new(32 << 20);
+    cg.add(pid);
+    let mut probe = Probe::start(&["-t", "1", "-P", "256", "-f", &pid.to_string()], &[]);
+    probe.wait_attached(ATTACH);
+    // proc_page: reclaim_ns(2) access_pagecache(3) mark_buffer_dirty(4) load_page_cache(5)
+    // mark_page_dirty(6), running totals.
+    w.go();
+    assert_eq!(w.read_line(), "written");
+    let written = probe
+        .wait_for(WAIT, |r| {
+            of(pid, "proc_page")(r) && r.num(6) >= PAGES * 95 / 100
+        })
+        .unwrap_or_else(|| panic!("no proc_page with {PAGES} pages dirtied: {:?}", probe.seen));
+    assert!(within(written.num(6)), "mark_page_dirty: {written:?}");
+    assert!(
+        within(written.num(5)),
+        "load_page_cache of the new pages: {written:?}"
+    );
+
+    w.go();
+    assert_eq!(w.read_line(), "read");
+    let read = probe
+        .wait_for(WAIT, |r| {
+            of(pid, "proc_page")(r) && r.num(5) >= written.num(5) + PAGES * 95 / 100
+        })
+        .unwrap_or_else(|| {
+            panic!(
+                "no proc_page with {PAGES} pages read back: {:?}",
+                probe.seen
+            )
+        });
+    assert!(
+        within(read.num(5) - written.num(5)),
+        "load_page_cache of the read: {read:?}"
+    );
+    let access = read.num(3) - written.num(3);
+    assert!(
+        (PAGES..=2 * PAGES).contains(&access),
+        "access_pagecache {access} for {PAGES} pages read: {read:?}"
+    );
+    assert_eq!(
+        read.num(6),
+        written.num(6),
+        "reading dirties nothing: {read:?}"
+    );
+    assert!(
+        read.num(2) > 0,
+        "reading 64 MiB in 32 MiB reclaims: {read:?}"
+    );
+    assert!(w.finish().success());
+    let (status, stderr, _) = probe.stop();
+    assert!(status.success(), "{stderr}");
+}

@@ -23,6 +23,10 @@
 //!   writes to after MS; print `done` and wait for stdin to close.
 //! * `exec-after MS PATH ARG...`: sleep MS milliseconds, then exec PATH with the ARGs (same
 //!   pid, new comm), so tests can watch a process turn into a whitelisted one.
+//! * `page-cache MIB DIR`: print `ready <pid>`, wait for the go byte, write MIB MiB to a new
+//!   file in DIR (buffered, 1 MiB writes) and fsync it, print `written`; wait for a byte, drop
+//!   the file's pages (`POSIX_FADV_DONTNEED`) and read it back, print `read`; wait for stdin to
+//!   close.
 
 use std::ffi::CStr;
 use std::process::ExitCode;
@@ -275,6 +279,43 @@ fn io_sleep(count: u64, ms: u64, dir: &str) -> Result<(), String> {
     result
 }
 
+fn page_cache(mib: u64, dir: &str) -> Result<(), String> {
+    use std::io::{Read, Write};
+    use std::os::fd::AsRawFd;
+    // SAFETY: getpid has no preconditions.
+    let pid = unsafe { libc::getpid() };
+    let path = std::path::Path::new(dir).join(format!("taskprobe-pc-{pid}"));
+    write_all(1, format!("ready {pid}\n").as_bytes())?;
+    let result = (|| {
+        if !wait_byte()? {
+            return Ok(());
+        }
+        let chunk = vec![0x5au8; 1 << 20];
+        let mut f = std::fs::File::create(&path).map_err(|e| format!("create: {e}"))?;
+        for _ in 0..mib {
+            f.write_all(&chunk).map_err(|e| format!("write: {e}"))?;
+        }
+        f.sync_all().map_err(|e| format!("fsync: {e}"))?;
+        write_all(1, b"written\n")?;
+        if !wait_byte()? {
+            return Ok(());
+        }
+        let mut f = std::fs::File::open(&path).map_err(|e| format!("open: {e}"))?;
+        // SAFETY: fadvise on an open fd.
+        let rc = unsafe { libc::posix_fadvise(f.as_raw_fd(), 0, 0, libc::POSIX_FADV_DONTNEED) };
+        if rc != 0 {
+            return Err(format!("posix_fadvise: {rc}"));
+        }
+        let mut buf = vec![0u8; 1 << 20];
+        while f.read(&mut buf).map_err(|e| format!("read: {e}"))? > 0 {}
+        write_all(1, b"read\n")?;
+        while wait_byte()? {}
+        Ok(())
+    })();
+    let _ = std::fs::remove_file(&path);
+    result
+}
+
 fn exec_after(ms: u64, rest: &[String]) -> Result<(), String> {
     use std::os::unix::process::CommandExt;
     let (path, args) = rest.split_first().ok_or("missing PATH")?;
@@ -308,11 +349,15 @@ fn main() -> ExitCode {
             })
         }),
         Some("blockers") => parse(args.get(1), "MS").and_then(blockers),
+        Some("page-cache") => parse(args.get(1), "MIB").and_then(|m| {
+            let dir = args.get(2).ok_or("missing DIR")?;
+            page_cache(m, dir)
+        }),
         Some("exec-after") => {
             parse(args.get(1), "MS").and_then(|ms| exec_after(ms, args.get(2..).unwrap_or(&[])))
         }
         _ => Err(
-            "usage: taskprobe-workload script K N | bench-open N [--reps R] [--wait] | io-sleep COUNT MS DIR | blockers MS | exec-after MS PATH ARG..."
+            "usage: taskprobe-workload script K N | bench-open N [--reps R] [--wait] | io-sleep COUNT MS DIR | blockers MS | page-cache MIB DIR | exec-after MS PATH ARG..."
                 .into(),
         ),
     };

@@ -74,6 +74,13 @@ struct proc_stats {
 	struct period_max bio_latency; /* longest request without error, issue to completion */
 	__u64 bio_err;
 	__u64 hangs;            /* sched_process_hang reports (hung-task detector) */
+	/* Page cache (proc_page, sub-probe proc_pagecache): pages, counted in the process's own
+	 * context (a large folio counts its pages). */
+	__u64 reclaim_ns;       /* time its threads spent in direct or memcg reclaim */
+	__u64 pc_access;        /* pages looked up: buffered reads, faults, fault-around */
+	__u64 pc_buffer_dirty;  /* buffers marked dirty */
+	__u64 pc_load;          /* pages added to the page cache */
+	__u64 pc_page_dirty;    /* pages dirtied */
 	__u32 exited;           /* 1 once the whole thread group has exited */
 	__u32 in_slot;          /* 1 while syscall counts accrue in hot_slots[tgid & mask] */
 	char comm[16];

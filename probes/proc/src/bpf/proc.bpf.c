@@ -21,6 +21,7 @@
 #include <bpf/bpf_tracing.h>
 #include <bpf/bpf_core_read.h>
 #include "gg_common.h"
+#include "gg_folio.h"
 #include "intf.h"
 
 char LICENSE[] SEC("license") = "GPL";
@@ -90,6 +91,7 @@ struct thread_state {
 	__u32 block_col; /* slow column the thread is blocked in while switched out, or COL_NONE */
 	__u32 sys_gen;
 	__u32 off_gen;
+	__u64 reclaim_start; /* start of the direct or memcg reclaim the thread is in, or 0 */
 };
 
 struct {
@@ -630,5 +632,148 @@ int BPF_PROG(on_hang, struct task_struct *p)
 		return 0;
 	__sync_fetch_and_add(&st->hangs, 1);
 	gg_count(GG_STAT_EVENTS);
+	return 0;
+}
+
+/* Page cache per process (sub-probe proc_pagecache, table proc_page): the same tracepoints as
+ * ioprobe's io_pagecache (docs/probes/io.md, "Page cache"), counted for the process whose
+ * thread runs them, and the time its threads spend reclaiming memory themselves (direct
+ * reclaim, or the reclaim of a memory cgroup over its limit). Attached only while the sub-probe
+ * is on; each is optional (a kernel without one leaves its field at 0). */
+
+static __always_inline struct proc_stats *stats_for_current(void)
+{
+	__u32 tgid = bpf_get_current_pid_tgid() >> 32;
+
+	if (!is_tracked(tgid))
+		return NULL;
+	return stats_current(tgid);
+}
+
+SEC("tp_btf/mm_filemap_add_to_page_cache")
+int BPF_PROG(on_pc_load, struct folio *folio)
+{
+	struct proc_stats *st = stats_for_current();
+
+	if (st) {
+		__sync_fetch_and_add(&st->pc_load, gg_folio_pages(folio));
+		gg_count(GG_STAT_EVENTS);
+	}
+	return 0;
+}
+
+SEC("tp_btf/writeback_dirty_folio")
+int BPF_PROG(on_pc_page_dirty, struct folio *folio, struct address_space *mapping)
+{
+	struct proc_stats *st = stats_for_current();
+
+	if (st) {
+		__sync_fetch_and_add(&st->pc_page_dirty, gg_folio_pages(folio));
+		gg_count(GG_STAT_EVENTS);
+	}
+	return 0;
+}
+
+SEC("tp_btf/block_dirty_buffer")
+int BPF_PROG(on_pc_buffer_dirty, struct buffer_head *bh)
+{
+	struct proc_stats *st = stats_for_current();
+
+	if (st) {
+		__sync_fetch_and_add(&st->pc_buffer_dirty, 1);
+		gg_count(GG_STAT_EVENTS);
+	}
+	return 0;
+}
+
+static __always_inline void pc_access(__u64 pages)
+{
+	struct proc_stats *st = stats_for_current();
+
+	if (st) {
+		__sync_fetch_and_add(&st->pc_access, pages);
+		gg_count(GG_STAT_EVENTS);
+	}
+}
+
+SEC("tp_btf/mm_filemap_get_pages")
+int BPF_PROG(on_pc_get_pages, struct address_space *mapping, unsigned long index,
+	     unsigned long last_index)
+{
+	pc_access(gg_pages_in(index, last_index));
+	return 0;
+}
+
+SEC("tp_btf/mm_filemap_map_pages")
+int BPF_PROG(on_pc_map_pages, struct address_space *mapping, unsigned long index,
+	     unsigned long last_index)
+{
+	pc_access(gg_pages_in(index, last_index));
+	return 0;
+}
+
+SEC("tp_btf/mm_filemap_fault")
+int BPF_PROG(on_pc_fault, struct address_space *mapping, unsigned long index)
+{
+	pc_access(1);
+	return 0;
+}
+
+static __always_inline void reclaim_begin(void)
+{
+	struct task_struct *task = bpf_get_current_task_btf();
+	struct thread_state *ts;
+
+	if (!is_tracked(task->tgid))
+		return;
+	ts = bpf_task_storage_get(&thread_state, task, 0, BPF_LOCAL_STORAGE_GET_F_CREATE);
+	if (ts)
+		ts->reclaim_start = bpf_ktime_get_ns();
+}
+
+static __always_inline void reclaim_end(void)
+{
+	struct task_struct *task = bpf_get_current_task_btf();
+	struct thread_state *ts;
+	struct proc_stats *st;
+	__u64 start;
+
+	ts = bpf_task_storage_get(&thread_state, task, 0, 0);
+	if (!ts || !ts->reclaim_start)
+		return;
+	start = ts->reclaim_start;
+	ts->reclaim_start = 0;
+	st = stats_for_current();
+	if (st) {
+		__sync_fetch_and_add(&st->reclaim_ns, bpf_ktime_get_ns() - start);
+		gg_count(GG_STAT_EVENTS);
+	}
+}
+
+SEC("tp_btf/mm_vmscan_direct_reclaim_begin")
+int BPF_PROG(on_reclaim_begin, int order, gfp_t gfp_flags)
+{
+	reclaim_begin();
+	return 0;
+}
+
+SEC("tp_btf/mm_vmscan_direct_reclaim_end")
+int BPF_PROG(on_reclaim_end, unsigned long nr_reclaimed)
+{
+	reclaim_end();
+	return 0;
+}
+
+SEC("tp_btf/mm_vmscan_memcg_reclaim_begin")
+int BPF_PROG(on_memcg_reclaim_begin, int order, gfp_t gfp_flags)
+{
+	reclaim_begin();
+	return 0;
+}
+
+SEC("tp_btf/mm_vmscan_memcg_reclaim_end")
+int BPF_PROG(on_memcg_reclaim_end, unsigned long nr_reclaimed)
+{
+	reclaim_end();
 	return 0;
 }
