@@ -75,6 +75,16 @@ pub struct DiskReport<'a> {
     pub labels: Option<&'a DiskLabels>,
 }
 
+impl DiskReport<'_> {
+    /// `blk_name` and `disk_name` for event bodies (empty if the device is gone).
+    fn names(&self) -> (&str, &str) {
+        match self.labels {
+            Some(l) => (l.blk_name.as_str(), l.disk_name.as_str()),
+            None => ("", ""),
+        }
+    }
+}
+
 fn ns_to_us(ns: u64) -> u64 {
     ns / 1000
 }
@@ -209,8 +219,7 @@ pub fn write_latency_event<W: Write>(
     if threshold_us == 0 || max_us <= threshold_us {
         return Ok(());
     }
-    let blk = disk.labels.map(|l| l.blk_name.as_str()).unwrap_or("");
-    let dsk = disk.labels.map(|l| l.disk_name.as_str()).unwrap_or("");
+    let (blk, dsk) = disk.names();
     out.event(
         ENTITY,
         &entity_id(disk.sample),
@@ -232,8 +241,7 @@ pub fn write_error_event<W: Write>(
     if new_errors == 0 {
         return Ok(());
     }
-    let blk = disk.labels.map(|l| l.blk_name.as_str()).unwrap_or("");
-    let dsk = disk.labels.map(|l| l.disk_name.as_str()).unwrap_or("");
+    let (blk, dsk) = disk.names();
     out.event(
         ENTITY,
         &entity_id(disk.sample),
