@@ -83,6 +83,24 @@ fn step(step: &'static str) -> impl FnOnce(libbpf_rs::Error) -> IoBpfError {
     move |source| IoBpfError::Libbpf { step, source }
 }
 
+/// A device (`dev_t`) and its per-CPU values, as a map holds them.
+type PerCpuEntry = (u32, Vec<Vec<u8>>);
+
+/// Every entry of a per-CPU map keyed by a device (`dev_t`): its per-CPU values. Keys are
+/// never deleted, but one that vanished between listing and reading is skipped, not an error.
+fn per_device(map: &dyn MapCore, what: &'static str) -> Result<Vec<PerCpuEntry>, IoBpfError> {
+    let mut out = Vec::new();
+    for key in map.keys() {
+        let Some(dev) = decode::disk_key(&key) else {
+            continue;
+        };
+        if let Some(per_cpu) = map.lookup_percpu(&key, MapFlags::ANY).map_err(step(what))? {
+            out.push((dev, per_cpu));
+        }
+    }
+    Ok(out)
+}
+
 /// Which program handles `block_rq_complete`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum CompletionHook {
@@ -187,26 +205,17 @@ impl<'obj> IoBpf<'obj> {
     /// The page-cache counts per block device (kernel `dev_t` of the file system's device or
     /// of the buffer's), summed over CPUs, cumulative.
     pub fn collect_pagecache(&self) -> Result<Vec<(u32, PageCache)>, IoBpfError> {
-        let map = &self.skel.maps.io_pc;
-        let keys: Vec<Vec<u8>> = map.keys().collect();
-        let mut out = Vec::with_capacity(keys.len());
-        for key in keys {
-            let Some(dev) = decode::disk_key(&key) else {
-                continue;
-            };
-            let Some(per_cpu) = map
-                .lookup_percpu(&key, MapFlags::ANY)
-                .map_err(step("read io_pc"))?
-            else {
-                continue;
-            };
+        let mut out = Vec::new();
+        for (dev, per_cpu) in per_device(&self.skel.maps.io_pc, "read io_pc")? {
             let mut sum = PageCache::default();
             for v in &per_cpu {
                 let v = decode::pc_stats(v).ok_or(IoBpfError::Layout("io_pc"))?;
-                sum.access = sum.access.wrapping_add(v.access);
-                sum.buffer_dirty = sum.buffer_dirty.wrapping_add(v.buffer_dirty);
-                sum.load = sum.load.wrapping_add(v.load);
-                sum.page_dirty = sum.page_dirty.wrapping_add(v.page_dirty);
+                sum.add(&PageCache {
+                    access: v.access,
+                    buffer_dirty: v.buffer_dirty,
+                    load: v.load,
+                    page_dirty: v.page_dirty,
+                });
             }
             out.push((dev, sum));
         }
@@ -230,20 +239,8 @@ impl<'obj> IoBpf<'obj> {
     /// the period that just ended, sorted by disk.
     pub fn collect(&mut self) -> Result<Vec<DiskSample>, IoBpfError> {
         let ended = self.next_epoch()?;
-        let map = &self.skel.maps.io_stats;
-        let keys: Vec<Vec<u8>> = map.keys().collect();
-        let mut samples = Vec::with_capacity(keys.len());
-        for key in keys {
-            let Some(dev) = decode::disk_key(&key) else {
-                continue;
-            };
-            // Keys are never deleted, but skip one that vanished rather than fail.
-            let Some(per_cpu) = map
-                .lookup_percpu(&key, MapFlags::ANY)
-                .map_err(step("read io_stats"))?
-            else {
-                continue;
-            };
+        let mut samples = Vec::new();
+        for (dev, per_cpu) in per_device(&self.skel.maps.io_stats, "read io_stats")? {
             let values = per_cpu
                 .iter()
                 .map(|v| decode::disk_stats(v).ok_or(IoBpfError::Layout("io_stats")))

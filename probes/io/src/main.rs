@@ -90,11 +90,7 @@ fn per_disk(
         let Some(disk) = names.whole_disk(dev) else {
             continue;
         };
-        let sum = disks.entry(disk).or_default();
-        sum.access = sum.access.wrapping_add(pc.access);
-        sum.buffer_dirty = sum.buffer_dirty.wrapping_add(pc.buffer_dirty);
-        sum.load = sum.load.wrapping_add(pc.load);
-        sum.page_dirty = sum.page_dirty.wrapping_add(pc.page_dirty);
+        disks.entry(disk).or_default().add(&pc);
     }
     disks.into_iter().collect()
 }

@@ -152,6 +152,16 @@ pub struct PageCache {
     pub page_dirty: u64,
 }
 
+impl PageCache {
+    /// Adds `other`'s counts (wrapping, as the kernel's counters do).
+    pub fn add(&mut self, other: &PageCache) {
+        self.access = self.access.wrapping_add(other.access);
+        self.buffer_dirty = self.buffer_dirty.wrapping_add(other.buffer_dirty);
+        self.load = self.load.wrapping_add(other.load);
+        self.page_dirty = self.page_dirty.wrapping_add(other.page_dirty);
+    }
+}
+
 /// Writes `io_pagecache` for one disk.
 pub fn write_pagecache<W: Write>(
     out: &mut RecordWriter<W>,
