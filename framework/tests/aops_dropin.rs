@@ -167,6 +167,10 @@ fn run(mode: &str, tables: &[(String, Vec<TableSchema>)]) -> Outputs {
         "gala_gopher_replay_round{probe=\"replay\",machine_id=\"test-machine\"} 2",
         Duration::from_secs(30),
     );
+    // A scrape locks one table at a time, and families render by name: the one that showed
+    // round 2 of `replay` may have rendered `block` before its round-2 lines landed. Every
+    // line of round 2 precedes that record, so a scrape started now sees all of them.
+    let scrape = d.scrape();
     let pid = scrape
         .lines()
         .find_map(|l| l.split("tgid=\"").nth(1))
