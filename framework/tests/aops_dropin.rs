@@ -163,7 +163,7 @@ fn run(mode: &str, tables: &[(String, Vec<TableSchema>)]) -> Outputs {
              while true; do sleep 100; done\n",
         );
     });
-    let scrape = d.wait_scrape(
+    d.wait_scrape(
         "gala_gopher_replay_round{probe=\"replay\",machine_id=\"test-machine\"} 2",
         Duration::from_secs(30),
     );

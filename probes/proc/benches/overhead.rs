@@ -3,6 +3,9 @@
 //! round so machine noise hits all modes alike. Also reports the probe's own CPU and RSS at
 //! idle and under load, and checks that the tracked loop's syscalls were all counted.
 //!
+//! With `BENCH_LOOP=write` the loop is N buffered 4 KiB `pwrite`s over the first MiB of a file
+//! on the target directory's file system (ext4 on the CI machine) instead.
+//!
 //! Run (root): `cargo bench -p taskprobe --bench overhead`
 //! Knobs: `BENCH_ROUNDS` (default 5), `BENCH_N` (open+close pairs, default 2000000),
 //! `BENCH_MODES` (comma-separated indexes into the mode list, default all; 0 is the baseline),
@@ -37,6 +40,9 @@ struct Mode {
     noop: bool,
 }
 
+/// The default `-P` bits without `proc_fs` (32, 64, 128): `!(1 | 256) & !224`.
+const DEFAULT_WITHOUT_FS: &str = "4294966814";
+
 const MODES: &[Mode] = &[
     Mode {
         name: "no probe",
@@ -54,6 +60,12 @@ const MODES: &[Mode] = &[
         name: "tracked process, default",
         target: Target::Tracked,
         flags: &[],
+        noop: false,
+    },
+    Mode {
+        name: "tracked process, default without proc_fs",
+        target: Target::Tracked,
+        flags: &["-P", DEFAULT_WITHOUT_FS],
         noop: false,
     },
     Mode {
@@ -146,14 +158,18 @@ fn parse_kv(line: &str, key: &str) -> u64 {
         .unwrap_or_else(|| panic!("no {key} in {line:?}"))
 }
 
+/// `BENCH_LOOP=write`: the 4 KiB buffered-write loop instead of openat+close.
+fn write_loop() -> bool {
+    std::env::var("BENCH_LOOP").is_ok_and(|v| v == "write")
+}
+
 fn run_once(mode: &Mode, n: u64, reps: u64) -> RunResult {
-    let mut w = Workload::start(&[
-        "bench-open",
-        &n.to_string(),
-        "--reps",
-        &reps.to_string(),
-        "--wait",
-    ]);
+    let (n_s, reps_s) = (n.to_string(), reps.to_string());
+    let mut args = vec!["bench-open", &n_s, "--reps", &reps_s, "--wait"];
+    if write_loop() {
+        args.extend(["--write-to", env!("CARGO_TARGET_TMPDIR")]);
+    }
+    let mut w = Workload::start(&args);
     let mut probe = probe_args(mode, w.pid).map(|args| {
         let refs: Vec<&str> = args.iter().map(String::as_str).collect();
         let env: &[(&str, &str)] = if mode.noop {
@@ -271,8 +287,13 @@ fn main() {
         }
         Err(_) => (0..MODES.len()).collect(),
     };
+    let what = if write_loop() {
+        "buffered 4 KiB pwrite"
+    } else {
+        "openat+close"
+    };
     println!(
-        "taskprobe overhead: {rounds} rounds × {} modes, {reps} loop(s) of N = {n} openat+close per run",
+        "taskprobe overhead: {rounds} rounds × {} modes, {reps} loop(s) of N = {n} {what} per run",
         selected.len()
     );
     let mut results: Vec<Vec<RunResult>> = (0..MODES.len()).map(|_| Vec::new()).collect();
@@ -294,7 +315,8 @@ fn main() {
     }
     let base: Vec<f64> = results[0].iter().map(|r| r.loop_cpu_ns as f64).collect();
     let base_min = base.iter().copied().fold(f64::INFINITY, f64::min);
-    let expected = 1 + reps * (2 * n + 3);
+    let per_loop = if write_loop() { n } else { 2 * n };
+    let expected = 1 + reps * (per_loop + 3);
     println!();
     println!(
         "| mode | loop CPU s, median (min) | ratio: median of per-round ratios | ratio of minima | \

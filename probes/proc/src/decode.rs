@@ -85,6 +85,8 @@ pub fn decode_stats(bytes: &[u8]) -> Option<(ProcCounters, bool)> {
             load: s.pc_load,
             page_dirty: s.pc_page_dirty,
         },
+        fs_max: s.fs_max.each_ref().map(period_max),
+        fs_ops: s.fs_ops,
         exited: s.exited != 0,
     };
     Some((c, s.in_slot != 0))
@@ -98,7 +100,7 @@ pub fn exec_notice_tgid(bytes: &[u8]) -> Option<u32> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::syscalls::{SLOW_SLOTS, TABLE_LEN};
+    use crate::syscalls::{FS_SLOTS, SLOW_SLOTS, TABLE_LEN};
     use crate::tracker::TRACK_SLOTS;
 
     #[test]
@@ -121,6 +123,9 @@ mod tests {
         s.bio_latency.ns = 77;
         s.bio_latency.period = 4;
         s.hangs = 8;
+        s.fs_max[5].ns = 55;
+        s.fs_max[5].period = 4;
+        s.fs_ops[11] = 3;
         s.exited = 1;
         let (c, in_slot) = decode_stats(proc_stats_bytes(&s)).unwrap();
         assert!(in_slot);
@@ -131,6 +136,8 @@ mod tests {
         assert_eq!(c.bio_big, [5, 6]);
         assert_eq!(c.bio_latency, PeriodMax { ns: 77, period: 4 });
         assert_eq!(c.hangs, 8);
+        assert_eq!(c.fs_max[5], PeriodMax { ns: 55, period: 4 });
+        assert_eq!(c.fs_ops[11], 3);
         assert!(c.exited);
         assert_eq!(c.comm, "worker");
         assert!(decode_stats(&[0u8; 3]).is_none());
@@ -172,5 +179,15 @@ mod tests {
             "SYSCALL_TABLE_LEN"
         );
         assert!(types::slow_col::NR_COLS.0 as usize <= SLOW_SLOTS);
+        assert_eq!(
+            array_len(|s: &types::proc_stats| &s.fs_max),
+            FS_SLOTS,
+            "FS_SLOTS"
+        );
+        assert_eq!(
+            array_len(|b: &types::bss| &b.fs_op),
+            TABLE_LEN,
+            "SYSCALL_TABLE_LEN"
+        );
     }
 }

@@ -15,6 +15,13 @@ pub const BIT_NET_SYSCALL: u32 = 4;
 pub const BIT_SCHED_SYSCALL: u32 = 8;
 /// `-P` bit: `proc_syscall_fork` (time in fork/vfork/clone).
 pub const BIT_FORK_SYSCALL: u32 = 16;
+/// `-P` bit: `proc_ext4` (time in reads, writes, opens and fsyncs of ext4 files).
+/// Upstream `TASK_PROBE_EXT4_OP`.
+pub const BIT_EXT4: u32 = 32;
+/// `-P` bit: `proc_overlay` (the same on overlayfs). Upstream `TASK_PROBE_OVERLAY_OP`.
+pub const BIT_OVERLAY: u32 = 64;
+/// `-P` bit: `proc_tmpfs` (the same on tmpfs). Upstream `TASK_PROBE_TMPFS_OP`.
+pub const BIT_TMPFS: u32 = 128;
 /// `-P` bit: `proc_page` (page cache and reclaim). Upstream `TASK_PROBE_PAGE`.
 pub const BIT_PAGE: u32 = 256;
 /// `-P` bit: `proc_io` (block IO issued by the process).
@@ -83,6 +90,10 @@ pub enum BlockStart {
 pub struct Plan {
     /// Syscall number → slow column, handed to BPF.
     pub syscall_table: [u8; syscalls::TABLE_LEN],
+    /// Syscall number → file operation timed per file system, handed to BPF (`fs_op`).
+    pub fs_op_table: [u8; syscalls::TABLE_LEN],
+    /// File systems timed (bit `1 << FsKind`), handed to BPF (`fs_mask`).
+    pub fs_mask: u8,
     /// Slow syscalls are timed at `sched_switch` (blocked time), with no syscall hook.
     pub blocked_timing: bool,
     /// `sys_enter`: only needed to time slow syscalls exactly.
@@ -108,11 +119,14 @@ impl Plan {
     /// `block_io_start` exists.
     pub fn new(probe_bits: u32, timing: SyscallTiming, io_start_available: bool) -> Plan {
         let syscall_table = syscalls::column_table(probe_bits);
-        let timed = syscalls::any_timed(&syscall_table);
+        let (fs_op_table, fs_mask) = syscalls::fs_tables(probe_bits);
+        let timed = syscalls::any_timed(&syscall_table) || fs_mask != 0;
         let exact = timed && timing == SyscallTiming::Exact;
         let has = |bit: u32| probe_bits & bit != 0;
         Plan {
             syscall_table,
+            fs_op_table,
+            fs_mask,
             blocked_timing: timed && timing == SyscallTiming::Blocked,
             sys_enter: exact,
             sys_exit: exact || has(BIT_SYSCALL),
@@ -130,6 +144,7 @@ impl Plan {
                 net: has(BIT_NET_SYSCALL),
                 sched: has(BIT_SCHED_SYSCALL),
                 fork: has(BIT_FORK_SYSCALL),
+                fs: syscalls::FsKind::ALL.map(|k| has(k.probe_bit())),
                 lifecycle: true,
                 bio: has(BIT_IO),
                 cpu: has(BIT_THREAD_CPU),

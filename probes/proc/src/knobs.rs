@@ -22,6 +22,8 @@ pub struct Knobs<'a> {
     exact_sys_time: &'a AtomicU8,
     blocked_sys_time: &'a AtomicU8,
     slow_col: &'a [AtomicU8],
+    fs_op: &'a [AtomicU8],
+    fs_mask: &'a AtomicU8,
     knob_gen: &'a AtomicU32,
     period_gen: &'a AtomicU32,
 }
@@ -40,6 +42,11 @@ fn atomic_u8(v: &mut u8) -> &AtomicU8 {
     unsafe { AtomicU8::from_ptr(v) }
 }
 
+fn atomic_table(t: &mut [u8; syscalls::TABLE_LEN]) -> &[AtomicU8] {
+    // SAFETY: as in `atomic_u8`, for the whole array.
+    unsafe { std::slice::from_raw_parts(t.as_mut_ptr().cast::<AtomicU8>(), syscalls::TABLE_LEN) }
+}
+
 /// The `.bss` variables behind [`Knobs`], borrowed from the loaded skeleton.
 #[derive(Debug)]
 pub struct KnobVars<'a> {
@@ -55,6 +62,10 @@ pub struct KnobVars<'a> {
     pub blocked_sys_time: &'a mut u8,
     /// `slow_col`
     pub slow_col: &'a mut [u8; syscalls::TABLE_LEN],
+    /// `fs_op`
+    pub fs_op: &'a mut [u8; syscalls::TABLE_LEN],
+    /// `fs_mask`
+    pub fs_mask: &'a mut u8,
     /// `knob_gen`
     pub knob_gen: &'a mut u32,
     /// `period_gen`
@@ -64,20 +75,15 @@ pub struct KnobVars<'a> {
 impl<'a> Knobs<'a> {
     /// Wraps the variables (all still 0 after load: nothing timed, nothing inherited).
     pub fn new(v: KnobVars<'a>) -> Knobs<'a> {
-        // SAFETY: as in `atomic_u8`, for the whole array.
-        let slow_col = unsafe {
-            std::slice::from_raw_parts(
-                v.slow_col.as_mut_ptr().cast::<AtomicU8>(),
-                syscalls::TABLE_LEN,
-            )
-        };
         Knobs {
             inherit_forks: atomic_u8(v.inherit_forks),
             notify_exec: atomic_u8(v.notify_exec),
             account_offcpu: atomic_u8(v.account_offcpu),
             exact_sys_time: atomic_u8(v.exact_sys_time),
             blocked_sys_time: atomic_u8(v.blocked_sys_time),
-            slow_col,
+            slow_col: atomic_table(v.slow_col),
+            fs_op: atomic_table(v.fs_op),
+            fs_mask: atomic_u8(v.fs_mask),
             // SAFETY: AtomicU32 has the size and alignment of u32; unique borrow as above.
             knob_gen: unsafe { AtomicU32::from_ptr(v.knob_gen) },
             // SAFETY: as for knob_gen.
@@ -97,6 +103,10 @@ impl<'a> Knobs<'a> {
         for (knob, col) in self.slow_col.iter().zip(plan.syscall_table) {
             knob.store(col, Ordering::Relaxed);
         }
+        for (knob, op) in self.fs_op.iter().zip(plan.fs_op_table) {
+            knob.store(op, Ordering::Relaxed);
+        }
+        self.fs_mask.store(plan.fs_mask, Ordering::Relaxed);
         self.account_offcpu
             .store(u8::from(plan.offcpu), Ordering::Relaxed);
         self.exact_sys_time

@@ -443,6 +443,8 @@ fn run_probe(args: &ProbeArgs, timing: SyscallTiming) -> Result<()> {
         exact_sys_time,
         blocked_sys_time,
         slow_col,
+        fs_op,
+        fs_mask,
         knob_gen,
         period_gen,
         ..
@@ -454,6 +456,8 @@ fn run_probe(args: &ProbeArgs, timing: SyscallTiming) -> Result<()> {
         exact_sys_time,
         blocked_sys_time,
         slow_col,
+        fs_op,
+        fs_mask,
         knob_gen,
         period_gen,
     });

@@ -6,8 +6,8 @@ use std::io::{self, Write};
 
 use probe_sdk::record::RecordWriter;
 
-use crate::syscalls::{SlowCol, SLOW_SLOTS};
-use crate::tables::{CPU, IO, LIFECYCLE, PAGE, SLOW_TABLES, SYSCALL};
+use crate::syscalls::{FsKind, FsOp, SlowCol, FS_SLOTS, SLOW_SLOTS};
+use crate::tables::{CPU, FS_TABLES, IO, LIFECYCLE, PAGE, SLOW_TABLES, SYSCALL};
 
 /// Which `proc_*` tables are printed (from the `-P` bits).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -22,6 +22,8 @@ pub struct Tables {
     pub sched: bool,
     /// `proc_syscall_fork`
     pub fork: bool,
+    /// `proc_ext4`, `proc_overlay`, `proc_tmpfs` (index: [`FsKind`])
+    pub fs: [bool; 3],
     /// `proc_lifecycle`
     pub lifecycle: bool,
     /// `proc_io`
@@ -41,6 +43,11 @@ impl Tables {
             out.push(SYSCALL);
         }
         for (on, t) in slow.into_iter().zip(&SLOW_TABLES) {
+            if on {
+                out.push(t.name);
+            }
+        }
+        for (on, t) in self.fs.into_iter().zip(&FS_TABLES) {
             if on {
                 out.push(t.name);
             }
@@ -116,6 +123,10 @@ pub struct ProcCounters {
     pub hangs: u64,
     /// Page cache and reclaim (`proc_page`).
     pub page: PageCounters,
+    /// Longest operation of the period per file system and operation ([`FsKind::slot`]).
+    pub fs_max: [PeriodMax; FS_SLOTS],
+    /// Operations timed per file system and operation, running totals.
+    pub fs_ops: [u64; FS_SLOTS],
     /// The whole process has exited (this is its final report).
     pub exited: bool,
 }
@@ -165,6 +176,18 @@ pub fn write_process<W: Write>(
             let mut rec = out.record(table.name).field(&tgid).field(comm);
             for (col, _) in table.columns {
                 rec = rec.field(&c.slow(*col, period));
+            }
+            rec.end()?;
+        }
+    }
+    for ((enabled, table), kind) in tables.fs.into_iter().zip(&FS_TABLES).zip(FsKind::ALL) {
+        if enabled {
+            let mut rec = out.record(table.name).field(&tgid).field(comm);
+            for op in FsOp::ALL {
+                rec = rec.field(&c.fs_max[kind.slot(op)].of_period(period));
+            }
+            for op in FsOp::ALL {
+                rec = rec.field(&c.fs_ops[kind.slot(op)]);
             }
             rec.end()?;
         }
@@ -268,6 +291,11 @@ mod tests {
                 load: 20,
                 page_dirty: 10,
             },
+            fs_max: std::array::from_fn(|i| PeriodMax {
+                ns: 200 + i as u64,
+                period: PERIOD,
+            }),
+            fs_ops: std::array::from_fn(|i| 300 + i as u64),
             exited: true,
         }
     }
@@ -278,6 +306,7 @@ mod tests {
         net: true,
         sched: true,
         fork: true,
+        fs: [true; 3],
         lifecycle: true,
         bio: true,
         cpu: true,
@@ -293,6 +322,9 @@ mod tests {
 |proc_syscall_net|42|nginx|106|107|
 |proc_syscall_sched|42|nginx|108|109|110|111|
 |proc_syscall_fork|42|nginx|112|113|114|
+|proc_ext4|42|nginx|200|201|202|203|300|301|302|303|
+|proc_overlay|42|nginx|204|205|206|207|304|305|306|307|
+|proc_tmpfs|42|nginx|208|209|210|211|308|309|310|311|
 |proc_lifecycle|42|nginx|2|3|1|4|1|
 |proc_io|42|nginx|1|2|3|4|12345678|1|2|
 |proc_cpu|42|nginx|1000|5000|
@@ -385,7 +417,7 @@ mod tests {
             t.names(),
             ["proc_syscall_sched", "proc_lifecycle", "proc_cpu"]
         );
-        assert_eq!(ALL_TABLES.names().len(), 9);
+        assert_eq!(ALL_TABLES.names().len(), 12);
     }
 
     #[test]

@@ -5,7 +5,7 @@
 //! newer variants of the same operation add to the same column (`pread64` → `ns_read`,
 //! `clone3` → `ns_clone`, …), so the column means "time in that kind of syscall".
 
-use crate::skel::types::slow_col;
+use crate::skel::types::{fs_kind, fs_op, slow_col};
 
 /// Column indexes: `enum slow_col` of `src/bpf/intf.h`, as the skeleton generates it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -106,6 +106,101 @@ pub fn any_timed(table: &[u8; TABLE_LEN]) -> bool {
     table.iter().any(|&c| c != 0)
 }
 
+/// A file operation timed per file system (`enum fs_op` of `src/bpf/intf.h`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[repr(u8)]
+pub enum FsOp {
+    /// `ns_<fs>_read`
+    Read = fs_op::FSOP_READ.0 as u8,
+    /// `ns_<fs>_write`
+    Write = fs_op::FSOP_WRITE.0 as u8,
+    /// `ns_<fs>_open`
+    Open = fs_op::FSOP_OPEN.0 as u8,
+    /// `ns_<fs>_flush` (fsync, fdatasync)
+    Flush = fs_op::FSOP_FLUSH.0 as u8,
+}
+
+impl FsOp {
+    /// Every operation, in field order.
+    pub const ALL: [FsOp; 4] = [FsOp::Read, FsOp::Write, FsOp::Open, FsOp::Flush];
+}
+
+/// A file system with its own table (`enum fs_kind` of `src/bpf/intf.h`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[repr(u8)]
+pub enum FsKind {
+    /// `proc_ext4` (ext4, and ext2/ext3 mounted by the ext4 driver: one magic)
+    Ext4 = fs_kind::FS_EXT4.0 as u8,
+    /// `proc_overlay`
+    Overlay = fs_kind::FS_OVERLAY.0 as u8,
+    /// `proc_tmpfs`
+    Tmpfs = fs_kind::FS_TMPFS.0 as u8,
+}
+
+/// Slots of `proc_stats.fs_max` / `fs_ops` (`FS_SLOTS`).
+pub const FS_SLOTS: usize = 16;
+
+impl FsKind {
+    /// Every kind, in table order.
+    pub const ALL: [FsKind; 3] = [FsKind::Ext4, FsKind::Overlay, FsKind::Tmpfs];
+
+    /// The `-P` bit selecting this file system's table (upstream's `TASK_PROBE_*_OP`).
+    pub fn probe_bit(self) -> u32 {
+        match self {
+            FsKind::Ext4 => crate::hooks::BIT_EXT4,
+            FsKind::Overlay => crate::hooks::BIT_OVERLAY,
+            FsKind::Tmpfs => crate::hooks::BIT_TMPFS,
+        }
+    }
+
+    /// Index into `fs_max` / `fs_ops` of operation `op` on this file system.
+    pub fn slot(self, op: FsOp) -> usize {
+        self as usize * 4 + op as usize - 1
+    }
+}
+
+/// Syscalls timed per file system and their operation: the read, write and fsync families by
+/// the file of their descriptor, the opens by the file they open.
+const FS_SYSCALLS: &[(libc::c_long, FsOp)] = {
+    use FsOp::*;
+    &[
+        (libc::SYS_read, Read),
+        (libc::SYS_pread64, Read),
+        (libc::SYS_readv, Read),
+        (libc::SYS_preadv, Read),
+        (libc::SYS_preadv2, Read),
+        (libc::SYS_write, Write),
+        (libc::SYS_pwrite64, Write),
+        (libc::SYS_writev, Write),
+        (libc::SYS_pwritev, Write),
+        (libc::SYS_pwritev2, Write),
+        #[cfg(target_arch = "x86_64")]
+        (libc::SYS_open, Open),
+        #[cfg(target_arch = "x86_64")]
+        (libc::SYS_creat, Open),
+        (libc::SYS_openat, Open),
+        (libc::SYS_openat2, Open),
+        (libc::SYS_fsync, Flush),
+        (libc::SYS_fdatasync, Flush),
+    ]
+};
+
+/// The `fs_op` table BPF reads and the `fs_mask` of file systems timed, for `probe_bits`
+/// (all zero when no file-system table is selected).
+pub fn fs_tables(probe_bits: u32) -> ([u8; TABLE_LEN], u8) {
+    let mask = FsKind::ALL
+        .iter()
+        .filter(|k| probe_bits & k.probe_bit() != 0)
+        .fold(0u8, |m, k| m | 1 << *k as u8);
+    let mut t = [0u8; TABLE_LEN];
+    if mask != 0 {
+        for &(nr, op) in FS_SYSCALLS {
+            t[nr as usize] = op as u8;
+        }
+    }
+    (t, mask)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -137,6 +232,28 @@ mod tests {
             }
         }
         assert!(any_timed(&only_sched));
+    }
+
+    #[test]
+    fn fs_bits_select_file_systems() {
+        let (t, mask) = fs_tables(BIT_EXT4 | BIT_TMPFS);
+        assert_eq!(mask, 0b101);
+        assert_eq!(t[libc::SYS_openat as usize], FsOp::Open as u8);
+        assert_eq!(t[libc::SYS_fdatasync as usize], FsOp::Flush as u8);
+        assert_eq!(t[libc::SYS_close as usize], 0);
+        let (t, mask) = fs_tables(BIT_IO_SYSCALL | BIT_THREAD_CPU);
+        assert_eq!(mask, 0);
+        assert!(t.iter().all(|&op| op == 0));
+        let mut seen = std::collections::HashSet::new();
+        for &(nr, _) in FS_SYSCALLS {
+            assert!((nr as usize) < TABLE_LEN && seen.insert(nr), "{nr}");
+        }
+        let slots: std::collections::HashSet<usize> = FsKind::ALL
+            .iter()
+            .flat_map(|k| FsOp::ALL.map(|o| k.slot(o)))
+            .collect();
+        assert_eq!(slots.len(), 12);
+        assert!(slots.iter().all(|&s| s < FS_SLOTS));
     }
 
     #[cfg(target_arch = "x86_64")]

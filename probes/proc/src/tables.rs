@@ -8,8 +8,8 @@ use probe_sdk::decl::{self, Declaration, ParamValue, SnooperKind, SubProbe};
 use probe_sdk::meta::{self, Field, Table};
 
 use crate::hooks::{
-    BIT_FORK_SYSCALL, BIT_IO, BIT_IO_SYSCALL, BIT_NET_SYSCALL, BIT_PAGE, BIT_SCHED_SYSCALL,
-    BIT_SYSCALL, BIT_THREAD_CPU,
+    BIT_EXT4, BIT_FORK_SYSCALL, BIT_IO, BIT_IO_SYSCALL, BIT_NET_SYSCALL, BIT_OVERLAY, BIT_PAGE,
+    BIT_SCHED_SYSCALL, BIT_SYSCALL, BIT_THREAD_CPU, BIT_TMPFS,
 };
 use crate::syscalls::SlowCol;
 
@@ -32,9 +32,10 @@ pub const STATS_PROBE: &str = "proc";
 
 /// The comment at the top of `taskprobe.meta`.
 const HEADER: &[&str] = &[
-    "taskprobe: per-process syscalls (opt-in, -P 1), the longest slow syscalls, fork/exec/exit, off-CPU time and",
-    "block IO, from tp_btf programs aggregated in BPF maps. One row per tracked process (key tgid, label",
-    "comm) and table every period while the process lives, and one final row after it exited",
+    "taskprobe: per-process syscalls (opt-in, -P 1), the longest slow syscalls and file-system",
+    "operations (ext4, overlay, tmpfs), fork/exec/exit, off-CPU time and block IO, from tp_btf",
+    "programs aggregated in BPF maps. One row per tracked process (key tgid, label comm) and table",
+    "every period while the process lives, and one final row after it exited",
     "(proc_lifecycle.exited = 1). Upstream's per-period counts and times are running totals here",
     "(period delta: the daemon exports their change per period); ns_* and bio_latency are maxima of",
     "the period. Details: docs/probes/proc.md.",
@@ -124,6 +125,85 @@ pub const SLOW_TABLES: [SlowTable; 4] = [
             slow!(Vfork, "ns_vfork", "vfork"),
             slow!(Clone, "ns_clone", "clone, clone3"),
         ],
+    },
+];
+
+/// A file system's table (upstream `proc_ext4`, `proc_overlay`, `proc_tmpfs`).
+#[derive(Debug)]
+pub struct FsTable {
+    /// Table name.
+    pub name: &'static str,
+    /// Fields after the process fields: the longest read, write, open and flush of the period
+    /// (upstream's), then the operations timed (running totals, ours).
+    pub fields: &'static [Field],
+}
+
+/// The fields of file system `$fs` (as it appears in the names) called `$what` in descriptions.
+macro_rules! fs_fields {
+    ($fs:literal, $what:literal) => {
+        &[
+            fs_max!($fs, "read", $what, "read, readv, pread64, preadv, preadv2"),
+            fs_max!(
+                $fs,
+                "write",
+                $what,
+                "write, writev, pwrite64, pwritev, pwritev2"
+            ),
+            fs_max!($fs, "open", $what, "open, openat, openat2, creat"),
+            fs_max!($fs, "flush", $what, "fsync, fdatasync"),
+            fs_count!($fs, "read", $what),
+            fs_count!($fs, "write", $what),
+            fs_count!($fs, "open", $what),
+            fs_count!($fs, "flush", $what),
+        ]
+    };
+}
+
+/// `ns_<fs>_<op>`: upstream's name and meaning (the longest operation of the period).
+macro_rules! fs_max {
+    ($fs:literal, $op:literal, $what:literal, $calls:literal) => {
+        Field::gauge(
+            concat!("ns_", $fs, "_", $op),
+            concat!(
+                "Longest ", $op, " on a file of ", $what, " (", $calls,
+                ") in the period, ns: the whole syscall with -S exact, by default the longest blocked (switched-out) stretch inside one; 0 without any"
+            ),
+        )
+    };
+}
+
+/// `<fs>_<op>_count`: how many operations the maximum was taken over.
+macro_rules! fs_count {
+    ($fs:literal, $op:literal, $what:literal) => {
+        Field::per_period(
+            concat!($fs, "_", $op, "_count"),
+            concat!(
+                "Operations timed for ns_",
+                $fs,
+                "_",
+                $op,
+                ", per period: every such syscall on ",
+                $what,
+                " with -S exact, by default each blocked stretch inside one"
+            ),
+        )
+    };
+}
+
+/// The file-system tables, in output order (`-P` bits 32, 64, 128; [`crate::syscalls::FsKind`]
+/// order).
+pub const FS_TABLES: [FsTable; 3] = [
+    FsTable {
+        name: "proc_ext4",
+        fields: fs_fields!("ext4", "ext4"),
+    },
+    FsTable {
+        name: "proc_overlay",
+        fields: fs_fields!("overlay", "overlayfs"),
+    },
+    FsTable {
+        name: "proc_tmpfs",
+        fields: fs_fields!("tmpfs", "tmpfs"),
     },
 ];
 
@@ -224,6 +304,9 @@ pub fn meta_tables() -> Vec<Table> {
         let fields: Vec<Field> = slow.columns.iter().map(|(_, f)| *f).collect();
         tables.push(Table::new(slow.name, ENTITY, &[PROC_FIELDS, &fields]));
     }
+    for fs in &FS_TABLES {
+        tables.push(Table::new(fs.name, ENTITY, &[PROC_FIELDS, fs.fields]));
+    }
     tables.extend([
         Table::new(LIFECYCLE, ENTITY, &[PROC_FIELDS, LIFECYCLE_FIELDS]),
         Table::new(IO, ENTITY, &[PROC_FIELDS, IO_FIELDS]),
@@ -245,12 +328,13 @@ pub fn meta_tables() -> Vec<Table> {
 /// * Snoopers: every kind (the daemon resolves them to pids; container and pod kinds too).
 /// * Sub-probes, with upstream's grouping of the tables onto our `-P` bits:
 ///   `proc_syscall` → `proc_syscall` (counts, bit 1), `proc_syscall_sched` (8) and
-///   `proc_syscall_fork` (16); `proc_io` → `proc_syscall_io` (2) and `proc_io` (1024);
+///   `proc_syscall_fork` (16); `proc_fs` → `proc_ext4` (32), `proc_overlay` (64) and
+///   `proc_tmpfs` (128); `proc_io` → `proc_syscall_io` (2) and `proc_io` (1024);
 ///   `proc_net` → `proc_syscall_net` (4); `proc_offcpu` → `proc_cpu` (2048);
 ///   `proc_pagecache` → `proc_page` (256). `proc_syscall` is off by default: its counts need the
 ///   `sys_exit` tracepoint, a toll on every syscall of the host (docs/probes/proc.md);
 ///   `proc_pagecache` too: its programs run for every page the page cache adds, dirties or
-///   serves. `proc_lifecycle` and `proc_bpf_stats` are always written. Upstream's `proc_fs`,
+///   serves. `proc_lifecycle` and `proc_bpf_stats` are always written. Upstream's
 ///   `proc_dns`, `proc_ioctl` and `proc_pygc` are not produced, so they are not declared (REST
 ///   refuses them).
 /// * Params: `report_period` (default 5 s, as `-t`).
@@ -267,6 +351,7 @@ pub fn declaration() -> Declaration {
                 BIT_SYSCALL | BIT_SCHED_SYSCALL | BIT_FORK_SYSCALL,
             )
             .off_by_default(),
+            SubProbe::new("proc_fs", BIT_EXT4 | BIT_OVERLAY | BIT_TMPFS),
             SubProbe::new("proc_io", BIT_IO_SYSCALL | BIT_IO),
             SubProbe::new("proc_net", BIT_NET_SYSCALL),
             SubProbe::new("proc_offcpu", BIT_THREAD_CPU),
@@ -327,7 +412,8 @@ mod tests {
         let plan = crate::hooks::Plan::new(all, crate::hooks::SyscallTiming::Blocked, true);
         let t = plan.tables;
         assert!(t.syscall && t.io && t.net && t.sched && t.fork && t.bio && t.cpu && t.page);
-        for not_produced in ["proc_fs", "proc_dns", "proc_ioctl", "proc_pygc"] {
+        assert_eq!(t.fs, [true; 3]);
+        for not_produced in ["proc_dns", "proc_ioctl", "proc_pygc"] {
             assert!(d.sub_probe(not_produced).is_none(), "{not_produced}");
         }
         assert_eq!(

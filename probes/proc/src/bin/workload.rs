@@ -12,7 +12,10 @@
 //!   `close`), then print `cpu_ns=<user+sys> wall_ns=<wall>`; then `exit_group`. After the go
 //!   byte that is exactly 1 + R × (2N + 3) syscall exits (the read; per rep getrusage, the
 //!   loop, getrusage, write); with `--wait`, print `ready <pid>` first and wait for
-//!   one byte on stdin so a probe can be attached to this pid before the loop.
+//!   one byte on stdin so a probe can be attached to this pid before the loop. With
+//!   `--write-to DIR` the loop is N buffered 4 KiB `pwrite`s instead, cycling over the first
+//!   MiB of a file created in DIR before the go byte (so the pages stay cached and dirty and
+//!   nothing waits for the disk): 1 + R × (N + 3) syscall exits.
 //! * `io-sleep COUNT MS DIR`: print `ready <pid>`, wait for the go byte, write COUNT × 64 KiB
 //!   to a new file in DIR with `O_DIRECT` (so the block requests are issued from this process),
 //!   sleep MS milliseconds, print `done <ns>` with the longest single write in ns (wall time
@@ -27,6 +30,11 @@
 //!   file in DIR (buffered, 1 MiB writes) and fsync it, print `written`; wait for a byte, drop
 //!   the file's pages (`POSIX_FADV_DONTNEED`) and read it back, print `read`; wait for stdin to
 //!   close.
+//! * `fs-ops N DIR...`: print `ready <pid>`, wait for the go byte, then in each DIR create
+//!   `DIR/d/` and N files in it, each with one `openat` (create), one 64 KiB `write`, one
+//!   `fsync` and a close, print `written`; wait for a byte, then open each file again, `read`
+//!   it with one 64 KiB `read` and close it, print `read`; wait for stdin to close. Per DIR
+//!   that is 2N opens, N writes, N reads and N fsyncs.
 
 use std::ffi::CStr;
 use std::process::ExitCode;
@@ -197,8 +205,26 @@ fn cpu_ns() -> u64 {
     tv(ru.ru_utime) + tv(ru.ru_stime)
 }
 
-fn bench_open(n: u64, reps: u64, wait: bool) -> Result<(), String> {
+fn bench_open(n: u64, reps: u64, wait: bool, write_to: Option<&str>) -> Result<(), String> {
     use std::io::Write as _;
+    use std::os::fd::AsRawFd;
+    let target = match write_to {
+        Some(dir) => {
+            let path =
+                std::path::Path::new(dir).join(format!("bench-write-{}", std::process::id()));
+            let f = std::fs::OpenOptions::new()
+                .read(true)
+                .write(true)
+                .create(true)
+                .truncate(true)
+                .open(&path)
+                .map_err(|e| format!("{}: {e}", path.display()))?;
+            let _ = std::fs::remove_file(&path);
+            Some(f)
+        }
+        None => None,
+    };
+    let page = [0x5au8; 4096];
     if wait {
         // SAFETY: getpid has no preconditions.
         let pid = unsafe { libc::getpid() };
@@ -210,7 +236,23 @@ fn bench_open(n: u64, reps: u64, wait: bool) -> Result<(), String> {
     for _ in 0..reps {
         let cpu0 = cpu_ns();
         let t0 = Instant::now();
-        for _ in 0..n {
+        if let Some(f) = &target {
+            for i in 0..n {
+                // SAFETY: writing a live 4 KiB buffer to an open fd.
+                let w = unsafe {
+                    libc::pwrite(
+                        f.as_raw_fd(),
+                        page.as_ptr().cast(),
+                        page.len(),
+                        ((i % 256) * 4096) as libc::off_t,
+                    )
+                };
+                if w != 4096 {
+                    return Err(format!("pwrite: {}", std::io::Error::last_os_error()));
+                }
+            }
+        }
+        for _ in 0..if target.is_some() { 0 } else { n } {
             let fd = open(DEV_NULL);
             if fd < 0 {
                 return Err(format!(
@@ -316,6 +358,50 @@ fn page_cache(mib: u64, dir: &str) -> Result<(), String> {
     result
 }
 
+/// Bytes each `fs-ops` file holds, written and read in one syscall each.
+const FS_FILE: usize = 64 << 10;
+
+fn fs_ops(n: u64, dirs: &[String]) -> Result<(), String> {
+    use std::io::{Read, Write};
+    // SAFETY: getpid has no preconditions.
+    let pid = unsafe { libc::getpid() };
+    let file = |dir: &str, i: u64| std::path::Path::new(dir).join(format!("d/fs-{pid}-{i}"));
+    write_all(1, format!("ready {pid}\n").as_bytes())?;
+    if !wait_byte()? {
+        return Ok(());
+    }
+    let data = vec![0xa5u8; FS_FILE];
+    for dir in dirs {
+        std::fs::create_dir_all(std::path::Path::new(dir).join("d"))
+            .map_err(|e| format!("mkdir in {dir}: {e}"))?;
+        for i in 0..n {
+            let mut f = std::fs::File::create(file(dir, i)).map_err(|e| format!("create: {e}"))?;
+            let w = f.write(&data).map_err(|e| format!("write: {e}"))?;
+            if w != FS_FILE {
+                return Err(format!("short write: {w}"));
+            }
+            f.sync_all().map_err(|e| format!("fsync: {e}"))?;
+        }
+    }
+    write_all(1, b"written\n")?;
+    if !wait_byte()? {
+        return Ok(());
+    }
+    let mut buf = vec![0u8; FS_FILE];
+    for dir in dirs {
+        for i in 0..n {
+            let mut f = std::fs::File::open(file(dir, i)).map_err(|e| format!("open: {e}"))?;
+            let r = f.read(&mut buf).map_err(|e| format!("read: {e}"))?;
+            if r != FS_FILE {
+                return Err(format!("short read: {r}"));
+            }
+        }
+    }
+    write_all(1, b"read\n")?;
+    while wait_byte()? {}
+    Ok(())
+}
+
 fn exec_after(ms: u64, rest: &[String]) -> Result<(), String> {
     use std::os::unix::process::CommandExt;
     let (path, args) = rest.split_first().ok_or("missing PATH")?;
@@ -340,7 +426,11 @@ fn main() -> ExitCode {
                 Some(i) => parse(args.get(i + 1), "R")?,
                 None => 1,
             };
-            bench_open(n, reps, args.iter().any(|a| a == "--wait"))
+            let write_to = match args.iter().position(|a| a == "--write-to") {
+                Some(i) => Some(args.get(i + 1).ok_or("missing DIR")?.as_str()),
+                None => None,
+            };
+            bench_open(n, reps, args.iter().any(|a| a == "--wait"), write_to)
         }),
         Some("io-sleep") => parse(args.get(1), "COUNT").and_then(|c| {
             parse(args.get(2), "MS").and_then(|ms| {
@@ -353,11 +443,12 @@ fn main() -> ExitCode {
             let dir = args.get(2).ok_or("missing DIR")?;
             page_cache(m, dir)
         }),
+        Some("fs-ops") => parse(args.get(1), "N").and_then(|n| fs_ops(n, &args[2..])),
         Some("exec-after") => {
             parse(args.get(1), "MS").and_then(|ms| exec_after(ms, args.get(2..).unwrap_or(&[])))
         }
         _ => Err(
-            "usage: taskprobe-workload script K N | bench-open N [--reps R] [--wait] | io-sleep COUNT MS DIR | blockers MS | page-cache MIB DIR | exec-after MS PATH ARG..."
+            "usage: taskprobe-workload script K N | bench-open N [--reps R] [--wait] [--write-to DIR] | io-sleep COUNT MS DIR | blockers MS | page-cache MIB DIR | fs-ops N DIR... | exec-after MS PATH ARG..."
                 .into(),
         ),
     };

@@ -46,6 +46,29 @@ enum slow_col {
 /* Power of two >= NR_COLS, so a masked column index is provably in bounds for the verifier. */
 #define SLOW_SLOTS 16
 
+/* File systems timed per process (proc_ext4, proc_overlay, proc_tmpfs), by the super block
+ * magic of the file a syscall works on. */
+enum fs_kind {
+	FS_EXT4 = 0,
+	FS_OVERLAY = 1,
+	FS_TMPFS = 2,
+	NR_FS = 3,
+};
+
+/* File operations timed per file system: which syscalls count for each is user space's table
+ * (src/syscalls.rs, .bss fs_op). */
+enum fs_op {
+	FSOP_NONE = 0,
+	FSOP_READ = 1,
+	FSOP_WRITE = 2,
+	FSOP_OPEN = 3,
+	FSOP_FLUSH = 4,
+	NR_FSOPS = 5,
+};
+
+/* Slots of proc_stats.fs_max/fs_ops: fs * 4 + (op - 1); a power of two >= NR_FS * 4. */
+#define FS_SLOTS 16
+
 /* A maximum over one report period: `ns` belongs to the period `period` (the value of .bss
  * `period_gen` when it was taken). User space bumps `period_gen` at each report and reads a
  * maximum taken under an older period as 0, so nothing has to be reset. */
@@ -81,6 +104,10 @@ struct proc_stats {
 	__u64 pc_buffer_dirty;  /* buffers marked dirty */
 	__u64 pc_load;          /* pages added to the page cache */
 	__u64 pc_page_dirty;    /* pages dirtied */
+	/* File systems (proc_ext4, proc_overlay, proc_tmpfs; slots: FS_SLOTS): longest operation
+	 * of the period and operations timed (running total). */
+	struct period_max fs_max[FS_SLOTS];
+	__u64 fs_ops[FS_SLOTS];
 	__u32 exited;           /* 1 once the whole thread group has exited */
 	__u32 in_slot;          /* 1 while syscall counts accrue in hot_slots[tgid & mask] */
 	char comm[16];

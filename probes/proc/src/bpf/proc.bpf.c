@@ -36,6 +36,10 @@ char LICENSE[] SEC("license") = "GPL";
 #define SMALL_IO_BYTES 4096
 #define ENOSYS 38
 #define TS_COMPAT 0x0002
+/* Super block magics of the file systems with a table (include/uapi/linux/magic.h). */
+#define EXT4_SUPER_MAGIC 0xEF53
+#define OVERLAYFS_SUPER_MAGIC 0x794c7630
+#define TMPFS_MAGIC 0x01021994
 
 /* Knob set by user space before load. */
 const volatile __u8 noop_hooks = 0;      /* benchmark floor: syscall programs do nothing */
@@ -52,6 +56,11 @@ __u8 account_offcpu;     /* proc_cpu enabled (sched_switch also runs without it)
 __u8 exact_sys_time;
 __u8 blocked_sys_time;
 __u8 slow_col[SYSCALL_TABLE_LEN];
+/* File-system timing (proc_ext4/overlay/tmpfs): syscall number -> enum fs_op, and the file
+ * systems timed (bit 1 << enum fs_kind). Timed the way slow syscalls are (exact_sys_time or
+ * blocked_sys_time), by the file system of the syscall's file. */
+__u8 fs_op[SYSCALL_TABLE_LEN];
+__u8 fs_mask;
 /* Bumped by user space after every change of the knobs above that concern timing. */
 __u32 knob_gen;
 /* Report period the maxima (struct period_max) are taken in; bumped by user space right before
@@ -91,6 +100,8 @@ struct thread_state {
 	__u32 block_col; /* slow column the thread is blocked in while switched out, or COL_NONE */
 	__u32 sys_gen;
 	__u32 off_gen;
+	__u32 block_fs; /* fs slot + 1 of the file operation the thread is blocked in, or 0 */
+	__u32 pad;
 	__u64 reclaim_start; /* start of the direct or memcg reclaim the thread is in, or 0 */
 };
 
@@ -142,6 +153,8 @@ struct {
 struct exec_notice _exec_notice = {};
 enum slow_col _slow_col = 0;
 enum filter_mode _filter_mode = 0;
+enum fs_kind _fs_kind = 0;
+enum fs_op _fs_op = 0;
 
 /* Whether tgid is in the filter (slot or overflow hash). */
 static __always_inline bool in_filter(__u32 tgid)
@@ -273,29 +286,110 @@ static __always_inline __u8 col_of(long id)
 	return slow_col[id];
 }
 
-/* Slow column of the syscall a task that is switching out blocked in, from its user register
- * frame (valid: the task is current at sched_switch). COL_NONE when it is not inside a syscall
- * (e.g. blocked in a page fault) or the syscall is not timed. */
-static __always_inline __u8 blocked_col(struct task_struct *prev)
+static __always_inline __u8 fsop_of(long id)
+{
+	if ((unsigned long)id >= SYSCALL_TABLE_LEN)
+		return FSOP_NONE;
+	return fs_op[id];
+}
+
+/* Number of the syscall a task that is switching out blocked in, from its user register frame
+ * (valid: the task is current at sched_switch); -1 when it is not inside a syscall (e.g.
+ * blocked in a page fault) or in a 32-bit one (another numbering). */
+static __always_inline long blocked_nr(struct task_struct *prev)
 {
 	struct pt_regs *regs = (struct pt_regs *)bpf_task_pt_regs(prev);
 
 	if (!regs)
-		return COL_NONE;
+		return -1;
 #if defined(__TARGET_ARCH_arm64)
 	/* syscallno is NO_SYSCALL (-1) outside syscalls. */
-	return col_of(BPF_CORE_READ(regs, syscallno));
+	return BPF_CORE_READ(regs, syscallno);
 #else
 	/* Exception entries put the error code in orig_ax, and a user page fault's code can equal
 	 * a syscall number (0x14 = writev); syscall entry alone sets ax to -ENOSYS until return. */
 	if ((long)BPF_CORE_READ(regs, ax) != -ENOSYS)
-		return COL_NONE;
-	/* 32-bit syscalls use another numbering. */
+		return -1;
 	if (bpf_core_field_exists(prev->thread_info.status) &&
 	    (BPF_CORE_READ(prev, thread_info.status) & TS_COMPAT))
-		return COL_NONE;
-	return col_of(BPF_CORE_READ(regs, orig_ax));
+		return -1;
+	return BPF_CORE_READ(regs, orig_ax);
 #endif
+}
+
+/* fs_max/fs_ops slot + 1 of operation op on a file of super block sb, or 0 when that file
+ * system is not timed. */
+static __always_inline __u32 fs_slot_of_sb(struct super_block *sb, __u8 op)
+{
+	unsigned long magic;
+	__u32 fs;
+
+	if (!sb || op == FSOP_NONE || op >= NR_FSOPS)
+		return 0;
+	magic = BPF_CORE_READ(sb, s_magic);
+	if (magic == EXT4_SUPER_MAGIC)
+		fs = FS_EXT4;
+	else if (magic == OVERLAYFS_SUPER_MAGIC)
+		fs = FS_OVERLAY;
+	else if (magic == TMPFS_MAGIC)
+		fs = FS_TMPFS;
+	else
+		return 0;
+	if (!(fs_mask & (1 << fs)))
+		return 0;
+	return fs * 4 + op;
+}
+
+/* The slot (+ 1) of operation op on task t's file descriptor fd, or 0. */
+static __always_inline __u32 fs_slot_of_fd(struct task_struct *t, long fd, __u8 op)
+{
+	struct files_struct *files = BPF_CORE_READ(t, files);
+	struct fdtable *fdt;
+	struct file **fds;
+	struct file *f = NULL;
+
+	if (!files || fd < 0)
+		return 0;
+	fdt = BPF_CORE_READ(files, fdt);
+	if (!fdt || (unsigned long)fd >= BPF_CORE_READ(fdt, max_fds))
+		return 0;
+	fds = BPF_CORE_READ(fdt, fd);
+	if (!fds || bpf_probe_read_kernel(&f, sizeof(f), &fds[fd]) || !f)
+		return 0;
+	return fs_slot_of_sb(BPF_CORE_READ(f, f_inode, i_sb), op);
+}
+
+/* The slot (+ 1) of a file operation a thread switching out is blocked in: by the file of its
+ * descriptor argument, or for an open by where its path walk is (no file yet). */
+static __always_inline __u32 blocked_fs_slot(struct task_struct *prev, long nr)
+{
+	struct pt_regs *regs;
+	struct nameidata *nd;
+	__u8 op = fsop_of(nr);
+
+	if (op == FSOP_NONE)
+		return 0;
+	if (op == FSOP_OPEN) {
+		nd = BPF_CORE_READ(prev, nameidata);
+		if (!nd)
+			return 0;
+		return fs_slot_of_sb(BPF_CORE_READ(nd, path.dentry, d_sb), op);
+	}
+	regs = (struct pt_regs *)bpf_task_pt_regs(prev);
+	if (!regs)
+		return 0;
+	return fs_slot_of_fd(prev, PT_REGS_PARM1_CORE_SYSCALL(regs), op);
+}
+
+/* Records one timed file operation: slot1 is its slot + 1 (non-zero). */
+static __always_inline void fs_account(struct proc_stats *st, __u32 slot1, __u64 ns)
+{
+	__u32 idx = slot1 - 1;
+
+	barrier_var(idx);
+	idx &= FS_SLOTS - 1;
+	period_max(&st->fs_max[idx], ns);
+	__sync_fetch_and_add(&st->fs_ops[idx], 1);
 }
 
 SEC("tp_btf/sys_enter")
@@ -307,8 +401,8 @@ int BPF_PROG(on_sys_enter, struct pt_regs *regs, long id)
 
 	if (noop_hooks)
 		return 0;
-	/* Non-timed syscalls leave after one load, tracked process or not. */
-	if (col_of(id) == COL_NONE)
+	/* Non-timed syscalls leave after two loads, tracked process or not. */
+	if (col_of(id) == COL_NONE && fsop_of(id) == FSOP_NONE)
 		return 0;
 	pid_tgid = bpf_get_current_pid_tgid();
 	if (!is_tracked(pid_tgid >> 32))
@@ -354,8 +448,9 @@ int BPF_PROG(on_sys_exit, struct pt_regs *regs, long ret)
 	__u32 tgid = pid_tgid >> 32;
 	__u32 slot = tgid & (TRACK_SLOTS - 1);
 	bool failed = ret < 0 && ret >= -MAX_ERRNO;
-	__u32 idx;
-	__u8 col;
+	__u32 idx, fs_slot = 0;
+	long nr;
+	__u8 col, op;
 
 	if (noop_hooks)
 		return 0;
@@ -381,8 +476,10 @@ int BPF_PROG(on_sys_exit, struct pt_regs *regs, long ret)
 	}
 	if (!exact_sys_time)
 		return 0;
-	col = col_of(regs->orig_ax);
-	if (col == COL_NONE || col >= NR_COLS)
+	nr = regs->orig_ax;
+	col = col_of(nr);
+	op = fsop_of(nr);
+	if ((col == COL_NONE || col >= NR_COLS) && op == FSOP_NONE)
 		return 0;
 	/* 0: the entry was not seen (probe attached mid-syscall, or a new thread returning from
 	 * clone), so there is nothing to time. */
@@ -393,11 +490,22 @@ int BPF_PROG(on_sys_exit, struct pt_regs *regs, long ret)
 		st = stats_of(tgid);
 	if (!st)
 		return 0;
+	/* The file: an open's is the descriptor it returns, the others' their first argument. */
+	if (op == FSOP_OPEN && ret >= 0)
+		fs_slot = fs_slot_of_fd(bpf_get_current_task_btf(), ret, op);
+	else if (op != FSOP_NONE && op != FSOP_OPEN)
+		fs_slot = fs_slot_of_fd(bpf_get_current_task_btf(),
+					PT_REGS_PARM1_CORE_SYSCALL(regs), op);
+	start = bpf_ktime_get_ns() - start;
+	if (fs_slot)
+		fs_account(st, fs_slot, start);
+	if (col == COL_NONE || col >= NR_COLS)
+		return 0;
 	idx = col;
 	/* Keep the mask: clang drops it from a value it can bound, the verifier cannot. */
 	barrier_var(idx);
 	idx &= SLOW_SLOTS - 1;
-	period_max(&st->slow_max[idx], bpf_ktime_get_ns() - start);
+	period_max(&st->slow_max[idx], start);
 	return 0;
 }
 
@@ -412,6 +520,8 @@ int BPF_PROG(on_sched_switch, bool preempt, struct task_struct *prev, struct tas
 	__u64 now = 0, delta;
 	bool in_sys = false;
 	__u8 bcol = COL_NONE;
+	__u32 bfs = 0;
+	long nr;
 
 	if (is_tracked(ptgid) && !(prev_state & TASK_DEAD) && !(prev->flags & PF_EXITING)) {
 		/* Without sys_exit, FILTER_ALL and FILTER_EXCLUDE create entries here: every user
@@ -423,21 +533,25 @@ int BPF_PROG(on_sched_switch, bool preempt, struct task_struct *prev, struct tas
 			in_sys = slot && slot->pid == (__u32)prev->pid && slot->gen == gen;
 		}
 		/* Blocked (not preempted: a preempted task is runnable, not waiting). */
-		if (blocked_sys_time && !preempt && prev_state != 0)
-			bcol = blocked_col(prev);
-		if (in_sys || account_offcpu || bcol != COL_NONE) {
+		if (blocked_sys_time && !preempt && prev_state != 0) {
+			nr = blocked_nr(prev);
+			bcol = col_of(nr);
+			bfs = blocked_fs_slot(prev, nr);
+		}
+		if (in_sys || account_offcpu || bcol != COL_NONE || bfs) {
 			ts = bpf_task_storage_get(&thread_state, prev, 0,
 						  BPF_LOCAL_STORAGE_GET_F_CREATE);
 			if (ts && in_sys && slot) {
 				ts->sys_start = slot->start;
 				ts->sys_gen = gen;
 			}
-			if (ts && (account_offcpu || bcol != COL_NONE)) {
+			if (ts && (account_offcpu || bcol != COL_NONE || bfs)) {
 				now = bpf_ktime_get_ns();
 				ts->off_start = now;
 				ts->off_gen = gen;
 				ts->off_iowait = BPF_CORE_READ_BITFIELD(prev, in_iowait);
 				ts->block_col = bcol;
+				ts->block_fs = bfs;
 			}
 		}
 		/* The slot now belongs to whoever runs next on this CPU. */
@@ -455,6 +569,7 @@ int BPF_PROG(on_sched_switch, bool preempt, struct task_struct *prev, struct tas
 		/* Switched out under other knobs (or before a detach): not measured. */
 		ts->off_start = 0;
 		ts->block_col = COL_NONE;
+		ts->block_fs = 0;
 		return 0;
 	}
 	if (!now)
@@ -463,6 +578,8 @@ int BPF_PROG(on_sched_switch, bool preempt, struct task_struct *prev, struct tas
 	ts->off_start = 0;
 	bcol = ts->block_col;
 	ts->block_col = COL_NONE;
+	bfs = ts->block_fs;
+	ts->block_fs = 0;
 	st = stats_of(ntgid);
 	if (!st)
 		return 0;
@@ -478,6 +595,8 @@ int BPF_PROG(on_sched_switch, bool preempt, struct task_struct *prev, struct tas
 		idx &= SLOW_SLOTS - 1;
 		period_max(&st->slow_max[idx], delta);
 	}
+	if (bfs)
+		fs_account(st, bfs, delta);
 	gg_count(GG_STAT_EVENTS);
 	return 0;
 }
