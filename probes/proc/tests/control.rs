@@ -166,6 +166,25 @@ fn probe_bits_attach_and_detach_programs_without_restart() {
     };
     assert!(count(&second) > count(&first), "syscalls are counted");
 
+    // proc_fs alone: the three file-system tables, timed at sched_switch (sys_exit detached).
+    probe.send(r#"{"v":1,"probe":["proc_fs"],"probe_bits":224,"params":{"report_period":1}}"#);
+    probe.wait_stderr(
+        "[INFO] control: -P 0xe0: tables proc_ext4, proc_overlay, proc_tmpfs, proc_lifecycle; \
+         hooks sched_process_fork, sched_process_exec, sched_process_exit, sched_switch\n",
+        1,
+        WAIT,
+    );
+    assert_eq!(
+        tables_of(&probe.next_period(WAIT)),
+        set(&[
+            "proc_ext4",
+            "proc_overlay",
+            "proc_tmpfs",
+            "proc_lifecycle",
+            "proc_bpf_stats"
+        ])
+    );
+
     // proc_offcpu alone: proc_cpu (plus proc_lifecycle, always written); sys_exit detached.
     probe.send(r#"{"v":1,"probe":["proc_offcpu"],"probe_bits":2048,"params":{"report_period":1}}"#);
     probe.wait_stderr(
