@@ -249,13 +249,15 @@ fn normalize(s: &str, pid: &str, dir: &str) -> String {
         out.push(c);
         rest = &rest[c.len_utf8()..];
     }
-    // The pid as a whole word only.
+    // The pid as a whole word only, where a pid stands (a `*id` label or key, an entity id, a
+    // message): never a sample value, which may be the same number.
+    const BEFORE: &[&str] = &["id=\"", "id\":\"", "id\": \"", "ID\": \"", "(", "_", "/"];
     let mut fin = String::with_capacity(out.len());
     let b = out.as_bytes();
     let mut i = 0;
     while i < out.len() {
         if out[i..].starts_with(pid)
-            && (i == 0 || !b[i - 1].is_ascii_digit())
+            && BEFORE.iter().any(|p| out[..i].ends_with(p))
             && b.get(i + pid.len()).is_none_or(|c| !c.is_ascii_digit())
         {
             fin.push_str("PID");
@@ -493,8 +495,12 @@ fn check_consumer_rules(mode: &str, tables: &[(String, Vec<TableSchema>)], o: &O
         "the shipped probes declare per-period fields"
     );
     let (code, report) = promtool_check(&o.metrics);
+    // Exit 3 is lint findings only, one line per metric; a metric name may say "error".
+    let errors = report
+        .lines()
+        .any(|l| l.contains("error") && !l.starts_with("gala_gopher_"));
     assert!(
-        matches!(code, Some(0 | 3)) && !report.contains("error"),
+        matches!(code, Some(0 | 3)) && !errors,
         "promtool ({mode}): {code:?} {report}"
     );
 }

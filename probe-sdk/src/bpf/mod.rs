@@ -40,6 +40,7 @@ pub mod plain_data;
 mod ringbuf;
 mod stats;
 mod tracefs;
+pub mod uprobe_libs;
 
 pub use btf::{
     btf_path, object_builder, raw_tracepoint_exists, trace_event_has_field, UPSTREAM_BTF_DIR,
@@ -58,6 +59,19 @@ pub use stats::{
     STAT_MAP_FULL, STAT_SLOTS,
 };
 pub use tracefs::{ensure_tracefs, tracefs_root, tracepoint_exists};
+
+/// The kernel's monotonic clock (what `bpf_ktime_get_ns` reads), ns.
+pub fn ktime_ns() -> u64 {
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: clock_gettime writes the timespec we pass.
+    unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut ts) };
+    (ts.tv_sec as u64)
+        .saturating_mul(1_000_000_000)
+        .saturating_add(ts.tv_nsec as u64)
+}
 
 /// Re-export so probes use exactly the libbpf-rs version the SDK was built with.
 pub use libbpf_rs;

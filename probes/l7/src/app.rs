@@ -27,8 +27,9 @@ use crate::runtime::Settings;
 use crate::tables::{
     BIT_BYTES, BIT_RPC, BIT_TRACE, DEFAULT_RING_MIB, MAX_SPANS_PER_PERIOD, PARSE_TABLE, STATS_TABLE,
 };
-use crate::tls::TlsHooks;
+use crate::tls::tls_hooks;
 use crate::{decode, kafka, tables};
+use probe_sdk::bpf::uprobe_libs::LibHooks;
 
 /// Which probe runs.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -63,25 +64,12 @@ const DRAIN_EVERY: Duration = Duration::from_millis(100);
 /// what the ring holds; its parsing waits for the next flush).
 const DRAIN_MIN: Duration = Duration::from_millis(20);
 
-/// The kernel's monotonic clock (what `bpf_ktime_get_ns` reads), ns.
-fn ktime_ns() -> u64 {
-    let mut ts = libc::timespec {
-        tv_sec: 0,
-        tv_nsec: 0,
-    };
-    // SAFETY: clock_gettime writes the timespec we pass.
-    unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut ts) };
-    (ts.tv_sec as u64)
-        .saturating_mul(1_000_000_000)
-        .saturating_add(ts.tv_nsec as u64)
-}
-
 /// Unix time minus the kernel's monotonic clock, ns: turns event timestamps into Unix time.
 fn wall_offset_ns() -> i128 {
     let wall = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| d.as_nanos() as i128);
-    wall - i128::from(ktime_ns())
+    wall - i128::from(bpf::ktime_ns())
 }
 
 /// What `l7_rpc_trace` reports under `settings` (None: the sub-probe is off).
@@ -141,7 +129,7 @@ fn write_period<W: Write>(
 }
 
 /// Brings the SSL hooks in line with `settings` (attaching to new processes' libssl).
-fn sync_tls(collector: &mut Collector<'_>, hooks: &mut TlsHooks, settings: &Settings, on: bool) {
+fn sync_tls(collector: &mut Collector<'_>, hooks: &mut LibHooks, settings: &Settings, on: bool) {
     let want = on && settings.ssl;
     if !want {
         if hooks.attached() > 0 {
@@ -249,7 +237,7 @@ fn run(mode: Mode) -> Result<()> {
             return Ok(());
         }
         last_drain = Instant::now();
-        let before = ktime_ns();
+        let before = bpf::ktime_ns();
         let all = collector.flush();
         poller.poll(Duration::ZERO)?;
         let mut held = held.borrow_mut();
@@ -268,7 +256,7 @@ fn run(mode: Mode) -> Result<()> {
     if let Err(e) = collector.select(&settings.snoop, tracing(&settings)) {
         warn!("{e}");
     }
-    let mut tls_hooks = TlsHooks::default();
+    let mut tls_hooks = tls_hooks();
     sync_tls(
         &mut collector,
         &mut tls_hooks,
@@ -398,7 +386,7 @@ fn run(mode: Mode) -> Result<()> {
             })
             .and_then(|()| bpf::write_loss_record(&mut out, stats_table, name, &loss))
             .and_then(|()| out.flush());
-        let forgotten = conns.borrow_mut().end_period(ktime_ns());
+        let forgotten = conns.borrow_mut().end_period(bpf::ktime_ns());
         if let Err(e) = collector.forget(&forgotten) {
             warn!("{e}");
         }

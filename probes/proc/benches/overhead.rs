@@ -4,7 +4,9 @@
 //! idle and under load, and checks that the tracked loop's syscalls were all counted.
 //!
 //! With `BENCH_LOOP=write` the loop is N buffered 4 KiB `pwrite`s over the first MiB of a file
-//! on the target directory's file system (ext4 on the CI machine) instead.
+//! on the target directory's file system (ext4 on the CI machine) instead, and with
+//! `BENCH_LOOP=resolve` N `getaddrinfo("localhost")` calls (the DNS uprobes' worst case: a
+//! lookup answered from `/etc/hosts`).
 //!
 //! Run (root): `cargo bench -p taskprobe --bench overhead`
 //! Knobs: `BENCH_ROUNDS` (default 5), `BENCH_N` (open+close pairs, default 2000000),
@@ -43,6 +45,9 @@ struct Mode {
 /// The default `-P` bits without `proc_fs` (32, 64, 128): `!(1 | 256) & !224`.
 const DEFAULT_WITHOUT_FS: &str = "4294966814";
 
+/// The default `-P` bits without `proc_dns` (512): `!(1 | 256) & !512`.
+const DEFAULT_WITHOUT_DNS: &str = "4294966526";
+
 const MODES: &[Mode] = &[
     Mode {
         name: "no probe",
@@ -66,6 +71,12 @@ const MODES: &[Mode] = &[
         name: "tracked process, default without proc_fs",
         target: Target::Tracked,
         flags: &["-P", DEFAULT_WITHOUT_FS],
+        noop: false,
+    },
+    Mode {
+        name: "tracked process, default without proc_dns",
+        target: Target::Tracked,
+        flags: &["-P", DEFAULT_WITHOUT_DNS],
         noop: false,
     },
     Mode {
@@ -163,11 +174,19 @@ fn write_loop() -> bool {
     std::env::var("BENCH_LOOP").is_ok_and(|v| v == "write")
 }
 
+/// `BENCH_LOOP=resolve`: the getaddrinfo loop.
+fn resolve_loop() -> bool {
+    std::env::var("BENCH_LOOP").is_ok_and(|v| v == "resolve")
+}
+
 fn run_once(mode: &Mode, n: u64, reps: u64) -> RunResult {
     let (n_s, reps_s) = (n.to_string(), reps.to_string());
     let mut args = vec!["bench-open", &n_s, "--reps", &reps_s, "--wait"];
     if write_loop() {
         args.extend(["--write-to", env!("CARGO_TARGET_TMPDIR")]);
+    }
+    if resolve_loop() {
+        args.push("--resolve");
     }
     let mut w = Workload::start(&args);
     let mut probe = probe_args(mode, w.pid).map(|args| {
@@ -289,6 +308,8 @@ fn main() {
     };
     let what = if write_loop() {
         "buffered 4 KiB pwrite"
+    } else if resolve_loop() {
+        "getaddrinfo(localhost)"
     } else {
         "openat+close"
     };

@@ -24,6 +24,9 @@ pub const BIT_OVERLAY: u32 = 64;
 pub const BIT_TMPFS: u32 = 128;
 /// `-P` bit: `proc_page` (page cache and reclaim). Upstream `TASK_PROBE_PAGE`.
 pub const BIT_PAGE: u32 = 256;
+/// `-P` bit: `proc_dns` (DNS lookups through the C library, by domain). Upstream
+/// `TASK_PROBE_DNS_OP`.
+pub const BIT_DNS: u32 = 512;
 /// `-P` bit: `proc_io` (block IO issued by the process).
 pub const BIT_IO: u32 = 1024;
 /// `-P` bit: `proc_cpu` (off-CPU and IO-wait time from `sched_switch`).
@@ -149,6 +152,7 @@ impl Plan {
                 bio: has(BIT_IO),
                 cpu: has(BIT_THREAD_CPU),
                 page: has(BIT_PAGE),
+                dns: has(BIT_DNS),
             },
         }
     }

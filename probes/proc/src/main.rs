@@ -10,6 +10,7 @@
 //! processes cost nothing and stop being reported. Each applied change logs one `[INFO]` line.
 
 mod decode;
+mod dns;
 mod hooks;
 mod knobs;
 mod programs;
@@ -34,9 +35,11 @@ use anyhow::{Context, Result};
 use libbpf_rs::skel::{OpenSkel, SkelBuilder};
 use libbpf_rs::MapCore;
 use probe_sdk::args::ProbeArgs;
+use probe_sdk::bpf::uprobe_libs::LibHooks;
 use probe_sdk::bpf::{self, Hook, RingPoller};
 use probe_sdk::control::{Control, ControlMsg};
 use probe_sdk::decl::Declaration;
+use probe_sdk::decl::{Snoop, SnoopMode};
 use probe_sdk::record::{self, RecordWriter};
 use probe_sdk::run::{self, PeriodLoop};
 use probe_sdk::whitelist::Whitelist;
@@ -189,6 +192,11 @@ struct Runtime<'a, 'obj> {
     knobs: &'a Knobs<'a>,
     progs: &'a ProcProgs<'obj>,
     gg_stats: &'a dyn MapCore,
+    dns_stats: &'a dyn MapCore,
+    dns_calls: &'a dyn MapCore,
+    /// The DNS uprobes, on the C library of the tracked processes (`proc_dns`).
+    dns_hooks: LibHooks,
+    dns_report: dns::DnsReport,
     loaded: Loaded,
     attached: Attached,
     decl: Declaration,
@@ -355,11 +363,15 @@ impl Runtime<'_, '_> {
         let tracker = self.tracker;
         // Closed before the maps are read: maxima taken from now on are the next period's.
         let period = self.knobs.close_period();
-        for (tgid, c) in tracker.entries() {
-            report::write_process(out, tgid, &c, &self.plan.tables, period)?;
+        let entries = tracker.entries();
+        for (tgid, c) in &entries {
+            report::write_process(out, *tgid, c, &self.plan.tables, period)?;
+        }
+        self.report_dns(out, &entries, period)?;
+        for (tgid, c) in &entries {
             if c.exited {
-                tracker.untrack(tgid);
-                self.active.forget_pid(&mut self.sel, tgid);
+                tracker.untrack(*tgid);
+                self.active.forget_pid(&mut self.sel, *tgid);
             }
         }
         let mut counters = bpf::read_loss_counters(self.gg_stats);
@@ -374,6 +386,86 @@ impl Runtime<'_, '_> {
         counters.lost = counters.lost.saturating_add(misses);
         bpf::write_loss_record(out, STATS_TABLE, STATS_PROBE, &counters)?;
         out.flush()
+    }
+}
+
+impl Runtime<'_, '_> {
+    /// `proc_dns`: brings the uprobes in line with the tracked processes, then writes a row per
+    /// (process, domain) and forgets the rows of processes that exited or are no longer
+    /// tracked. Without the sub-probe: detaches the uprobes.
+    fn report_dns<W: Write>(
+        &mut self,
+        out: &mut RecordWriter<W>,
+        entries: &[(u32, report::ProcCounters)],
+        period: u32,
+    ) -> std::io::Result<()> {
+        if !self.sync_dns_hooks(entries) {
+            return Ok(());
+        }
+        let comms: std::collections::HashMap<u32, (String, bool)> = entries
+            .iter()
+            .map(|(t, c)| (*t, (c.comm.clone(), c.exited)))
+            .collect();
+        let rows = dns::read_rows(self.dns_stats);
+        let plain: Vec<dns::DnsRow> = rows.iter().map(|(_, r)| r.clone()).collect();
+        self.dns_report.write(
+            out,
+            &plain,
+            |t| comms.get(&t).map(|(c, _)| c.clone()),
+            period,
+        )?;
+        for (key, r) in &rows {
+            if comms.get(&r.tgid).is_none_or(|(_, exited)| *exited) {
+                // Gone already (a race with the delete) is fine.
+                let _ = self.dns_stats.delete(key);
+            }
+        }
+        dns::purge_stale_calls(self.dns_calls, bpf::ktime_ns());
+        Ok(())
+    }
+
+    /// Attaches the DNS uprobes to the C library of processes tracked since the last call and
+    /// drops those of processes gone (`entries`: the tracked processes); detaches them all
+    /// without `proc_dns`. Returns whether `proc_dns` is on.
+    fn sync_dns_hooks(&mut self, entries: &[(u32, report::ProcCounters)]) -> bool {
+        if !self.plan.tables.dns {
+            if self.dns_hooks.attached() > 0 {
+                self.dns_hooks.clear();
+                probe_sdk::info!("DNS uprobes detached");
+            }
+            return false;
+        }
+        let snoop = match self.tracker.mode() {
+            FilterMode::All => Snoop::default(),
+            FilterMode::Include => Snoop {
+                mode: SnoopMode::Include,
+                pids: entries
+                    .iter()
+                    .map(|(t, _)| *t)
+                    .collect::<BTreeSet<_>>()
+                    .into_iter()
+                    .collect(),
+            },
+            FilterMode::Exclude => Snoop {
+                mode: SnoopMode::Exclude,
+                pids: self.active.excluded().into_iter().collect(),
+            },
+        };
+        let before = self.dns_hooks.attached();
+        let progs = self.progs;
+        for e in self
+            .dns_hooks
+            .sync(&snoop, |pid, path| dns::attach(progs, pid, path))
+        {
+            probe_sdk::warn!("DNS uprobes: {e}");
+        }
+        if self.dns_hooks.attached() != before {
+            probe_sdk::info!(
+                "DNS uprobes attached to {} libc target(s)",
+                self.dns_hooks.attached()
+            );
+        }
+        true
     }
 }
 
@@ -445,10 +537,12 @@ fn run_probe(args: &ProbeArgs, timing: SyscallTiming) -> Result<()> {
         slow_col,
         fs_op,
         fs_mask,
+        dns_domain_cap,
         knob_gen,
         period_gen,
         ..
     } = bss;
+    *dns_domain_cap = dns::DOMAIN_CAP;
     let knobs = Knobs::new(KnobVars {
         inherit_forks,
         notify_exec,
@@ -478,6 +572,10 @@ fn run_probe(args: &ProbeArgs, timing: SyscallTiming) -> Result<()> {
         knobs: &knobs,
         progs: &skel.progs,
         gg_stats: &skel.maps.gg_stats,
+        dns_stats: &skel.maps.dns_stats,
+        dns_calls: &skel.maps.dns_calls,
+        dns_hooks: dns::libc_hooks(),
+        dns_report: dns::DnsReport::default(),
         loaded,
         attached: Attached::default(),
         decl: tables::declaration(),
@@ -500,6 +598,7 @@ fn run_probe(args: &ProbeArgs, timing: SyscallTiming) -> Result<()> {
     if mode != FilterMode::Include {
         track_existing(&tracker, rt.sel.proc_root(), &BTreeSet::new(), &mut rt.loss);
     }
+    rt.sync_dns_hooks(&tracker.entries());
 
     let notices: Rc<RefCell<Vec<u32>>> = Rc::default();
     // Exec notices exist only while the command line's whitelist is in force.

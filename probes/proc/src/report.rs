@@ -7,7 +7,7 @@ use std::io::{self, Write};
 use probe_sdk::record::RecordWriter;
 
 use crate::syscalls::{FsKind, FsOp, SlowCol, FS_SLOTS, SLOW_SLOTS};
-use crate::tables::{CPU, FS_TABLES, IO, LIFECYCLE, PAGE, SLOW_TABLES, SYSCALL};
+use crate::tables::{CPU, DNS, FS_TABLES, IO, LIFECYCLE, PAGE, SLOW_TABLES, SYSCALL};
 
 /// Which `proc_*` tables are printed (from the `-P` bits).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -32,6 +32,8 @@ pub struct Tables {
     pub cpu: bool,
     /// `proc_page`
     pub page: bool,
+    /// `proc_dns` (written by [`crate::dns`], after every process's other tables)
+    pub dns: bool,
 }
 
 impl Tables {
@@ -57,6 +59,7 @@ impl Tables {
             (self.bio, IO),
             (self.cpu, CPU),
             (self.page, PAGE),
+            (self.dns, DNS),
         ] {
             if on {
                 out.push(name);
@@ -311,6 +314,7 @@ mod tests {
         bio: true,
         cpu: true,
         page: true,
+        dns: false,
     };
 
     #[test]
@@ -372,6 +376,18 @@ mod tests {
         let all = ALL_TABLES;
         let mut w = RecordWriter::new(Vec::new());
         write_process(&mut w, 42, &sample(), &all, PERIOD).unwrap();
+        // proc_dns rows come after every process's other tables (crate::dns).
+        let dns_row = crate::dns::DnsRow {
+            tgid: 42,
+            domain: "example.org".into(),
+            count: 1,
+            errors: 0,
+            sum_ns: 10,
+            max: PeriodMax::default(),
+        };
+        crate::dns::DnsReport::default()
+            .write(&mut w, &[dns_row], |_| Some("nginx".into()), PERIOD)
+            .unwrap();
         probe_sdk::bpf::write_loss_record(
             &mut w,
             crate::tables::STATS_TABLE,
@@ -387,8 +403,10 @@ mod tests {
             let (name, values) = probe_sdk::record::split_line(line.as_bytes()).unwrap();
             assert_eq!(String::from_utf8(name).unwrap(), *table, "meta order");
             assert_eq!(values.len(), fields.len(), "{table}: {fields:?} vs {line}");
-            if table != "proc_bpf_stats" {
-                assert_eq!(fields[..2], ["tgid".to_string(), "comm".to_string()]);
+            match table.as_str() {
+                "proc_bpf_stats" => {}
+                "proc_dns" => assert_eq!(fields[..3], ["tgid", "domain", "comm"]),
+                _ => assert_eq!(fields[..2], ["tgid".to_string(), "comm".to_string()]),
             }
         }
     }

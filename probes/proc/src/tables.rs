@@ -8,8 +8,8 @@ use probe_sdk::decl::{self, Declaration, ParamValue, SnooperKind, SubProbe};
 use probe_sdk::meta::{self, Field, Table};
 
 use crate::hooks::{
-    BIT_EXT4, BIT_FORK_SYSCALL, BIT_IO, BIT_IO_SYSCALL, BIT_NET_SYSCALL, BIT_OVERLAY, BIT_PAGE,
-    BIT_SCHED_SYSCALL, BIT_SYSCALL, BIT_THREAD_CPU, BIT_TMPFS,
+    BIT_DNS, BIT_EXT4, BIT_FORK_SYSCALL, BIT_IO, BIT_IO_SYSCALL, BIT_NET_SYSCALL, BIT_OVERLAY,
+    BIT_PAGE, BIT_SCHED_SYSCALL, BIT_SYSCALL, BIT_THREAD_CPU, BIT_TMPFS,
 };
 use crate::syscalls::SlowCol;
 
@@ -25,6 +25,10 @@ pub const IO: &str = "proc_io";
 pub const CPU: &str = "proc_cpu";
 /// Page-cache activity and reclaim time (upstream's `proc_page`).
 pub const PAGE: &str = "proc_page";
+/// DNS lookups per process and domain (upstream HEAD's `proc_dns`).
+pub const DNS: &str = "proc_dns";
+/// Entity of [`DNS`] (upstream's).
+pub const DNS_ENTITY: &str = "dns";
 /// Loss counters of the BPF side.
 pub const STATS_TABLE: &str = "proc_bpf_stats";
 /// Value of the `probe` key in [`STATS_TABLE`].
@@ -297,6 +301,33 @@ pub const PAGE_FIELDS: &[Field] = &[
     ),
 ];
 
+/// `proc_dns`: upstream HEAD's keys and fields, plus the label `comm`.
+pub const DNS_FIELDS: &[Field] = &[
+    Field::key("tgid", "ID of the process (thread group)"),
+    Field::key(
+        "domain",
+        "Domain name looked up (its first 127 bytes), or (other) for the domains past the 256th of the process",
+    ),
+    Field::label("comm", "comm of the process"),
+    Field::gauge(
+        "delay_avg",
+        "Average lookup time in the period (getaddrinfo, gethostbyname, gethostbyname2: call to return), ns; 0 without lookups",
+    ),
+    Field::gauge("max_delay", "Longest lookup of the period, ns; 0 without lookups"),
+    Field::gauge(
+        "error_ratio",
+        "Failed lookups per lookup in the period, percent",
+    ),
+    Field::per_period(
+        "count",
+        "Lookups (successful or not), per period",
+    ),
+    Field::per_period(
+        "error_count",
+        "Failed lookups (getaddrinfo returned an error, gethostbyname* NULL), per period",
+    ),
+];
+
 /// Every table, in `.meta` order (which is also the order of the records each period).
 pub fn meta_tables() -> Vec<Table> {
     let mut tables = vec![Table::new(SYSCALL, ENTITY, &[PROC_FIELDS, SYSCALL_FIELDS])];
@@ -312,6 +343,7 @@ pub fn meta_tables() -> Vec<Table> {
         Table::new(IO, ENTITY, &[PROC_FIELDS, IO_FIELDS]),
         Table::new(CPU, ENTITY, &[PROC_FIELDS, CPU_FIELDS]),
         Table::new(PAGE, ENTITY, &[PROC_FIELDS, PAGE_FIELDS]),
+        Table::new(DNS, DNS_ENTITY, &[DNS_FIELDS]),
         bpf::loss_table(
             STATS_TABLE,
             "events accounted in BPF maps (syscall exits, switches, forks, execs, exits and block requests of tracked processes) plus exec notices sent to user space",
@@ -329,13 +361,13 @@ pub fn meta_tables() -> Vec<Table> {
 /// * Sub-probes, with upstream's grouping of the tables onto our `-P` bits:
 ///   `proc_syscall` → `proc_syscall` (counts, bit 1), `proc_syscall_sched` (8) and
 ///   `proc_syscall_fork` (16); `proc_fs` → `proc_ext4` (32), `proc_overlay` (64) and
-///   `proc_tmpfs` (128); `proc_io` → `proc_syscall_io` (2) and `proc_io` (1024);
+///   `proc_tmpfs` (128); `proc_dns` → `proc_dns` (512); `proc_io` → `proc_syscall_io` (2) and `proc_io` (1024);
 ///   `proc_net` → `proc_syscall_net` (4); `proc_offcpu` → `proc_cpu` (2048);
 ///   `proc_pagecache` → `proc_page` (256). `proc_syscall` is off by default: its counts need the
 ///   `sys_exit` tracepoint, a toll on every syscall of the host (docs/probes/proc.md);
 ///   `proc_pagecache` too: its programs run for every page the page cache adds, dirties or
 ///   serves. `proc_lifecycle` and `proc_bpf_stats` are always written. Upstream's
-///   `proc_dns`, `proc_ioctl` and `proc_pygc` are not produced, so they are not declared (REST
+///   `proc_ioctl` and `proc_pygc` are not produced, so they are not declared (REST
 ///   refuses them).
 /// * Params: `report_period` (default 5 s, as `-t`).
 pub fn declaration() -> Declaration {
@@ -352,6 +384,7 @@ pub fn declaration() -> Declaration {
             )
             .off_by_default(),
             SubProbe::new("proc_fs", BIT_EXT4 | BIT_OVERLAY | BIT_TMPFS),
+            SubProbe::new("proc_dns", BIT_DNS),
             SubProbe::new("proc_io", BIT_IO_SYSCALL | BIT_IO),
             SubProbe::new("proc_net", BIT_NET_SYSCALL),
             SubProbe::new("proc_offcpu", BIT_THREAD_CPU),
@@ -413,7 +446,8 @@ mod tests {
         let t = plan.tables;
         assert!(t.syscall && t.io && t.net && t.sched && t.fork && t.bio && t.cpu && t.page);
         assert_eq!(t.fs, [true; 3]);
-        for not_produced in ["proc_dns", "proc_ioctl", "proc_pygc"] {
+        assert!(t.dns);
+        for not_produced in ["proc_ioctl", "proc_pygc"] {
             assert!(d.sub_probe(not_produced).is_none(), "{not_produced}");
         }
         assert_eq!(

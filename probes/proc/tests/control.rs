@@ -185,6 +185,16 @@ fn probe_bits_attach_and_detach_programs_without_restart() {
         ])
     );
 
+    // proc_dns alone: uprobes on the test process's libc, no tracepoint beyond the lifecycle.
+    probe.send(r#"{"v":1,"probe":["proc_dns"],"probe_bits":512,"params":{"report_period":1}}"#);
+    probe.wait_stderr(
+        "[INFO] control: -P 0x200: tables proc_lifecycle, proc_dns; hooks sched_process_fork, \
+         sched_process_exec, sched_process_exit\n",
+        1,
+        WAIT,
+    );
+    probe.wait_stderr("DNS uprobes attached to 1 libc target(s)", 1, WAIT);
+
     // proc_offcpu alone: proc_cpu (plus proc_lifecycle, always written); sys_exit detached.
     probe.send(r#"{"v":1,"probe":["proc_offcpu"],"probe_bits":2048,"params":{"report_period":1}}"#);
     probe.wait_stderr(
@@ -192,6 +202,7 @@ fn probe_bits_attach_and_detach_programs_without_restart() {
         1,
         WAIT,
     );
+    probe.wait_stderr("DNS uprobes detached", 1, WAIT);
     let only_cpu = probe.next_period(WAIT);
     assert_eq!(
         tables_of(&only_cpu),

@@ -15,7 +15,8 @@
 //!   one byte on stdin so a probe can be attached to this pid before the loop. With
 //!   `--write-to DIR` the loop is N buffered 4 KiB `pwrite`s instead, cycling over the first
 //!   MiB of a file created in DIR before the go byte (so the pages stay cached and dirty and
-//!   nothing waits for the disk): 1 + R × (N + 3) syscall exits.
+//!   nothing waits for the disk): 1 + R × (N + 3) syscall exits. With `--resolve` it is N
+//!   `getaddrinfo("localhost")` calls (answered from `/etc/hosts`) instead.
 //! * `io-sleep COUNT MS DIR`: print `ready <pid>`, wait for the go byte, write COUNT × 64 KiB
 //!   to a new file in DIR with `O_DIRECT` (so the block requests are issued from this process),
 //!   sleep MS milliseconds, print `done <ns>` with the longest single write in ns (wall time
@@ -35,6 +36,8 @@
 //!   `fsync` and a close, print `written`; wait for a byte, then open each file again, `read`
 //!   it with one 64 KiB `read` and close it, print `read`; wait for stdin to close. Per DIR
 //!   that is 2N opens, N writes, N reads and N fsyncs.
+//! * `resolve NAME...`: print `ready <pid>`, wait for the go byte, call `getaddrinfo` once for
+//!   each NAME (IPv4), print `resolved <ok> <failed>`, and wait for stdin to close.
 
 use std::ffi::CStr;
 use std::process::ExitCode;
@@ -205,7 +208,13 @@ fn cpu_ns() -> u64 {
     tv(ru.ru_utime) + tv(ru.ru_stime)
 }
 
-fn bench_open(n: u64, reps: u64, wait: bool, write_to: Option<&str>) -> Result<(), String> {
+fn bench_open(
+    n: u64,
+    reps: u64,
+    wait: bool,
+    write_to: Option<&str>,
+    resolve: bool,
+) -> Result<(), String> {
     use std::io::Write as _;
     use std::os::fd::AsRawFd;
     let target = match write_to {
@@ -252,7 +261,25 @@ fn bench_open(n: u64, reps: u64, wait: bool, write_to: Option<&str>) -> Result<(
                 }
             }
         }
-        for _ in 0..if target.is_some() { 0 } else { n } {
+        if resolve {
+            for _ in 0..n {
+                // SAFETY: an all-zero addrinfo is a valid "no hints" value.
+                let mut hints: libc::addrinfo = unsafe { std::mem::zeroed() };
+                hints.ai_family = libc::AF_INET;
+                hints.ai_socktype = libc::SOCK_DGRAM;
+                let mut res: *mut libc::addrinfo = std::ptr::null_mut();
+                // SAFETY: NUL-terminated name, valid hints, out pointer freed below.
+                let rc = unsafe {
+                    libc::getaddrinfo(c"localhost".as_ptr(), std::ptr::null(), &hints, &mut res)
+                };
+                if rc != 0 {
+                    return Err(format!("getaddrinfo localhost: {rc}"));
+                }
+                // SAFETY: res came from a successful getaddrinfo.
+                unsafe { libc::freeaddrinfo(res) };
+            }
+        }
+        for _ in 0..if target.is_some() || resolve { 0 } else { n } {
             let fd = open(DEV_NULL);
             if fd < 0 {
                 return Err(format!(
@@ -402,6 +429,36 @@ fn fs_ops(n: u64, dirs: &[String]) -> Result<(), String> {
     Ok(())
 }
 
+fn resolve(names: &[String]) -> Result<(), String> {
+    // SAFETY: getpid has no preconditions.
+    let pid = unsafe { libc::getpid() };
+    write_all(1, format!("ready {pid}\n").as_bytes())?;
+    if !wait_byte()? {
+        return Ok(());
+    }
+    let (mut ok, mut failed) = (0, 0);
+    for name in names {
+        let c = std::ffi::CString::new(name.as_str()).map_err(|e| e.to_string())?;
+        // SAFETY: an all-zero addrinfo is a valid "no hints" value; the family is set below.
+        let mut hints: libc::addrinfo = unsafe { std::mem::zeroed() };
+        hints.ai_family = libc::AF_INET;
+        hints.ai_socktype = libc::SOCK_DGRAM;
+        let mut res: *mut libc::addrinfo = std::ptr::null_mut();
+        // SAFETY: NUL-terminated name, valid hints, and an out pointer freed below.
+        let rc = unsafe { libc::getaddrinfo(c.as_ptr(), std::ptr::null(), &hints, &mut res) };
+        if rc == 0 {
+            ok += 1;
+            // SAFETY: res came from a successful getaddrinfo.
+            unsafe { libc::freeaddrinfo(res) };
+        } else {
+            failed += 1;
+        }
+    }
+    write_all(1, format!("resolved {ok} {failed}\n").as_bytes())?;
+    while wait_byte()? {}
+    Ok(())
+}
+
 fn exec_after(ms: u64, rest: &[String]) -> Result<(), String> {
     use std::os::unix::process::CommandExt;
     let (path, args) = rest.split_first().ok_or("missing PATH")?;
@@ -430,7 +487,13 @@ fn main() -> ExitCode {
                 Some(i) => Some(args.get(i + 1).ok_or("missing DIR")?.as_str()),
                 None => None,
             };
-            bench_open(n, reps, args.iter().any(|a| a == "--wait"), write_to)
+            bench_open(
+                n,
+                reps,
+                args.iter().any(|a| a == "--wait"),
+                write_to,
+                args.iter().any(|a| a == "--resolve"),
+            )
         }),
         Some("io-sleep") => parse(args.get(1), "COUNT").and_then(|c| {
             parse(args.get(2), "MS").and_then(|ms| {
@@ -443,12 +506,13 @@ fn main() -> ExitCode {
             let dir = args.get(2).ok_or("missing DIR")?;
             page_cache(m, dir)
         }),
+        Some("resolve") => resolve(&args[1..]),
         Some("fs-ops") => parse(args.get(1), "N").and_then(|n| fs_ops(n, &args[2..])),
         Some("exec-after") => {
             parse(args.get(1), "MS").and_then(|ms| exec_after(ms, args.get(2..).unwrap_or(&[])))
         }
         _ => Err(
-            "usage: taskprobe-workload script K N | bench-open N [--reps R] [--wait] [--write-to DIR] | io-sleep COUNT MS DIR | blockers MS | page-cache MIB DIR | fs-ops N DIR... | exec-after MS PATH ARG..."
+            "usage: taskprobe-workload script K N | bench-open N [--reps R] [--wait] [--write-to DIR] [--resolve] | io-sleep COUNT MS DIR | blockers MS | page-cache MIB DIR | fs-ops N DIR... | resolve NAME... | exec-after MS PATH ARG..."
                 .into(),
         ),
     };

@@ -108,9 +108,27 @@ struct proc_stats {
 	 * of the period and operations timed (running total). */
 	struct period_max fs_max[FS_SLOTS];
 	__u64 fs_ops[FS_SLOTS];
+	__u64 dns_domains;      /* entries of the process in dns_stats (capped: dns_domain_cap) */
 	__u32 exited;           /* 1 once the whole thread group has exited */
 	__u32 in_slot;          /* 1 while syscall counts accrue in hot_slots[tgid & mask] */
 	char comm[16];
+};
+
+/* DNS lookups (proc_dns): uprobes on libc's getaddrinfo, gethostbyname and gethostbyname2,
+ * aggregated per process and domain. A domain name is kept up to DNS_NAME_LEN - 1 bytes. */
+#define DNS_NAME_LEN 128
+
+struct dns_key {
+	__u32 tgid;
+	char domain[DNS_NAME_LEN]; /* NUL-padded; DNS_OTHER for the lookups over the cap */
+};
+
+/* Running totals of one (process, domain), and the period's longest lookup. */
+struct dns_stats {
+	__u64 count;
+	__u64 errors;
+	__u64 sum_ns;
+	struct period_max max;
 };
 
 /* Syscall counters of a process that owns a filter slot: the hot path adds here, next to the

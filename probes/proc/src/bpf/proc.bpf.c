@@ -61,6 +61,9 @@ __u8 slow_col[SYSCALL_TABLE_LEN];
  * blocked_sys_time), by the file system of the syscall's file. */
 __u8 fs_op[SYSCALL_TABLE_LEN];
 __u8 fs_mask;
+/* Domains one process may have in dns_stats; its further domains are counted under
+ * "(other)". Set by user space before the DNS hooks attach. */
+__u32 dns_domain_cap;
 /* Bumped by user space after every change of the knobs above that concern timing. */
 __u32 knob_gen;
 /* Report period the maxima (struct period_max) are taken in; bumped by user space right before
@@ -149,12 +152,46 @@ struct {
 	__uint(max_entries, 64 * 1024);
 } exec_events SEC(".maps");
 
+/* A lookup in progress: its start and the name argument (read at return). */
+struct dns_call {
+	__u64 ts;
+	__u64 name;
+	__u32 gen; /* knob_gen at the start */
+	__u32 pad;
+};
+
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, 4096);
+	__type(key, __u64); /* pid_tgid */
+	__type(value, struct dns_call);
+} dns_calls SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, 8192); /* the bound on (process, domain) rows */
+	__type(key, struct dns_key);
+	__type(value, struct dns_stats);
+} dns_stats SEC(".maps");
+
+/* Scratch for the 132-byte key (kept off the 512-byte stack). */
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, struct dns_key);
+} dns_scratch SEC(".maps");
+
+const struct dns_stats zero_dns = {};
+
 /* Make the notice type and the enums visible to the skeleton's generated Rust types. */
 struct exec_notice _exec_notice = {};
 enum slow_col _slow_col = 0;
 enum filter_mode _filter_mode = 0;
 enum fs_kind _fs_kind = 0;
 enum fs_op _fs_op = 0;
+struct dns_key _dns_key = {};
+struct dns_stats _dns_stats = {};
 
 /* Whether tgid is in the filter (slot or overflow hash). */
 static __always_inline bool in_filter(__u32 tgid)
@@ -895,4 +932,90 @@ int BPF_PROG(on_memcg_reclaim_end, unsigned long nr_reclaimed)
 {
 	reclaim_end();
 	return 0;
+}
+
+/* DNS lookups (proc_dns): the entry saves the start and the name pointer, the return reads the
+ * name and adds the lookup to its (process, domain) row. */
+SEC("uprobe")
+int BPF_UPROBE(dns_enter, const char *name)
+{
+	__u64 id = bpf_get_current_pid_tgid();
+	struct dns_call c = {};
+
+	if (!is_tracked(id >> 32))
+		return 0;
+	c.ts = bpf_ktime_get_ns();
+	c.name = (__u64)name;
+	c.gen = knob_gen;
+	if (gg_map_update(&dns_calls, &id, &c, BPF_ANY))
+		return 0;
+	return 0;
+}
+
+static __always_inline int dns_done(bool failed)
+{
+	__u64 id = bpf_get_current_pid_tgid(), now = bpf_ktime_get_ns(), delta;
+	static const char other[] = "(other)";
+	struct dns_stats *ds;
+	struct proc_stats *st;
+	struct dns_call *cp, c;
+	struct dns_key *key;
+	__u32 zero = 0, tgid = id >> 32;
+	long err;
+
+	cp = bpf_map_lookup_elem(&dns_calls, &id);
+	if (!cp)
+		return 0;
+	c = *cp;
+	bpf_map_delete_elem(&dns_calls, &id);
+	/* Started before a plan change (the hooks were off meanwhile): not measured. */
+	if (c.gen != knob_gen)
+		return 0;
+	delta = now - c.ts;
+	key = bpf_map_lookup_elem(&dns_scratch, &zero);
+	if (!key)
+		return 0;
+	__builtin_memset(key, 0, sizeof(*key));
+	key->tgid = tgid;
+	if (bpf_probe_read_user_str(key->domain, sizeof(key->domain), (const void *)c.name) <= 1)
+		key->domain[0] = 0;
+	ds = bpf_map_lookup_elem(&dns_stats, key);
+	if (!ds) {
+		st = stats_current(tgid);
+		if (!st)
+			return 0;
+		if (st->dns_domains >= dns_domain_cap) {
+			__builtin_memset(key->domain, 0, sizeof(key->domain));
+			__builtin_memcpy(key->domain, other, sizeof(other));
+		}
+		err = gg_map_update(&dns_stats, key, &zero_dns, BPF_NOEXIST);
+		if (!err && st->dns_domains < dns_domain_cap)
+			__sync_fetch_and_add(&st->dns_domains, 1);
+		else if (err && err != -EEXIST)
+			return 0;
+		ds = bpf_map_lookup_elem(&dns_stats, key);
+		if (!ds)
+			return 0;
+	}
+	__sync_fetch_and_add(&ds->count, 1);
+	if (failed)
+		__sync_fetch_and_add(&ds->errors, 1);
+	__sync_fetch_and_add(&ds->sum_ns, delta);
+	period_max(&ds->max, delta);
+	gg_count(GG_STAT_EVENTS);
+	return 0;
+}
+
+/* getaddrinfo: 0 on success, an EAI_* code otherwise. */
+SEC("uretprobe")
+int BPF_URETPROBE(dns_ret_int, int ret)
+{
+	return dns_done(ret != 0);
+}
+
+/* gethostbyname, gethostbyname2: NULL on failure. */
+SEC("uretprobe")
+int BPF_URETPROBE(dns_ret_ptr, void *ret)
+{
+	return dns_done(ret == NULL);
 }

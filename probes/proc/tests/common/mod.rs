@@ -12,8 +12,7 @@ use std::time::{Duration, Instant};
 pub const TASKPROBE: &str = env!("CARGO_BIN_EXE_taskprobe");
 pub const WORKLOAD: &str = env!("CARGO_BIN_EXE_taskprobe-workload");
 
-/// One `|table|f1|...|fn|` line split into its table and fields (no escapes are expected in
-/// the values these tests look at).
+/// One `|table|f1|...|fn|` line split into its table and fields (escapes undone).
 #[derive(Debug, Clone, PartialEq)]
 pub struct Record {
     pub table: String,
@@ -22,12 +21,13 @@ pub struct Record {
 
 impl Record {
     pub fn parse(line: &str) -> Option<Record> {
-        let inner = line.strip_prefix('|')?.strip_suffix('|')?;
-        let mut parts = inner.split('|');
-        let table = parts.next()?.to_string();
+        let (table, values) = probe_sdk::record::split_line(line.as_bytes())?;
         Some(Record {
-            table,
-            fields: parts.map(str::to_string).collect(),
+            table: String::from_utf8(table).ok()?,
+            fields: values
+                .into_iter()
+                .map(|v| String::from_utf8_lossy(&v).into_owned())
+                .collect(),
         })
     }
 
@@ -259,8 +259,14 @@ pub struct Workload {
 
 impl Workload {
     pub fn start(args: &[&str]) -> Workload {
-        let mut child = Command::new(WORKLOAD)
-            .args(args)
+        let mut cmd = Command::new(WORKLOAD);
+        cmd.args(args);
+        Workload::spawn(cmd)
+    }
+
+    /// Starts `cmd` (the workload binary, set up by the caller) and reads its `ready` line.
+    pub fn spawn(mut cmd: Command) -> Workload {
+        let mut child = cmd
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .spawn()
