@@ -32,13 +32,18 @@ pub const BIT_IO: u32 = 1024;
 /// `-P` bit: `proc_cpu` (off-CPU and IO-wait time from `sched_switch`).
 pub const BIT_THREAD_CPU: u32 = 2048;
 
-/// `-P` bits used when `-P` is not given: everything except [`BIT_SYSCALL`] and [`BIT_PAGE`].
+/// `-P` bit: `thread_cpu` (per-thread off-CPU time and CPU migrations, v2023's table).
+pub const BIT_THREAD: u32 = 4096;
+
+/// `-P` bits used when `-P` is not given: everything except [`BIT_SYSCALL`], [`BIT_PAGE`] and
+/// [`BIT_THREAD`].
 /// Syscall counts need the `sys_exit` tracepoint, and attaching any syscall tracepoint puts
 /// every syscall of every process on the host on the kernel's slow path (see
 /// docs/probes/proc.md); the page-cache programs run for every page the page cache adds,
 /// dirties or serves. Upstream's shipped configuration (`-P 3174`) leaves both bits out as
-/// well. `-P 0` asks for everything.
-pub const DEFAULT_BITS: u32 = !(BIT_SYSCALL | BIT_PAGE);
+/// well. A row per thread can be many rows, so `thread_cpu` is asked for by name. `-P 0` asks
+/// for everything.
+pub const DEFAULT_BITS: u32 = !(BIT_SYSCALL | BIT_PAGE | BIT_THREAD);
 
 /// Flag letter choosing how slow syscalls are timed (`-S blocked` or `-S exact`).
 pub const TIMING_FLAG: char = 'S';
@@ -113,6 +118,8 @@ pub struct Plan {
     pub block: Option<BlockStart>,
     /// Page cache and reclaim (`proc_page`).
     pub page_cache: bool,
+    /// Per-thread off-CPU time and migrations (`thread_cpu`).
+    pub threads: bool,
     /// Tables printed each period.
     pub tables: Tables,
 }
@@ -133,7 +140,7 @@ impl Plan {
             blocked_timing: timed && timing == SyscallTiming::Blocked,
             sys_enter: exact,
             sys_exit: exact || has(BIT_SYSCALL),
-            sched_switch: has(BIT_THREAD_CPU) || timed,
+            sched_switch: has(BIT_THREAD_CPU) || has(BIT_THREAD) || timed,
             offcpu: has(BIT_THREAD_CPU),
             block: has(BIT_IO).then_some(if io_start_available {
                 BlockStart::IoStart
@@ -141,6 +148,7 @@ impl Plan {
                 BlockStart::RqIssue
             }),
             page_cache: has(BIT_PAGE),
+            threads: has(BIT_THREAD),
             tables: Tables {
                 syscall: has(BIT_SYSCALL),
                 io: has(BIT_IO_SYSCALL),
@@ -153,6 +161,7 @@ impl Plan {
                 cpu: has(BIT_THREAD_CPU),
                 page: has(BIT_PAGE),
                 dns: has(BIT_DNS),
+                threads: has(BIT_THREAD),
             },
         }
     }
@@ -173,6 +182,9 @@ impl Plan {
         if self.sched_switch {
             names.push("sched_switch");
         }
+        if self.threads {
+            names.push("sched_migrate_task");
+        }
         match self.block {
             Some(BlockStart::IoStart) => names.extend(["block_io_start", "block_rq_complete"]),
             Some(BlockStart::RqIssue) => names.extend(["block_rq_issue", "block_rq_complete"]),
@@ -191,7 +203,7 @@ mod tests {
         let p = Plan::new(u32::MAX, SyscallTiming::Exact, true);
         assert!(p.sys_enter && p.sys_exit && p.sched_switch);
         assert_eq!(p.block, Some(BlockStart::IoStart));
-        assert_eq!(p.required_hooks().len(), 8);
+        assert_eq!(p.required_hooks().len(), 9);
         let t = p.tables;
         assert!(t.syscall && t.io && t.net && t.sched && t.fork && t.lifecycle && t.bio && t.cpu);
         assert!(t.page && p.page_cache);
@@ -210,6 +222,10 @@ mod tests {
         let t = p.tables;
         assert!(!t.syscall, "proc_syscall needs -P with bit 1");
         assert!(!t.page && !p.page_cache, "proc_page needs -P with bit 256");
+        assert!(
+            !t.threads && !p.threads,
+            "thread_cpu needs -P with bit 4096"
+        );
         assert!(t.io && t.net && t.sched && t.fork && t.lifecycle && t.bio && t.cpu);
     }
 

@@ -19,6 +19,7 @@ pub struct Knobs<'a> {
     inherit_forks: &'a AtomicU8,
     notify_exec: &'a AtomicU8,
     account_offcpu: &'a AtomicU8,
+    account_threads: &'a AtomicU8,
     exact_sys_time: &'a AtomicU8,
     blocked_sys_time: &'a AtomicU8,
     slow_col: &'a [AtomicU8],
@@ -56,6 +57,8 @@ pub struct KnobVars<'a> {
     pub notify_exec: &'a mut u8,
     /// `account_offcpu`
     pub account_offcpu: &'a mut u8,
+    /// `account_threads`
+    pub account_threads: &'a mut u8,
     /// `exact_sys_time`
     pub exact_sys_time: &'a mut u8,
     /// `blocked_sys_time`
@@ -79,6 +82,7 @@ impl<'a> Knobs<'a> {
             inherit_forks: atomic_u8(v.inherit_forks),
             notify_exec: atomic_u8(v.notify_exec),
             account_offcpu: atomic_u8(v.account_offcpu),
+            account_threads: atomic_u8(v.account_threads),
             exact_sys_time: atomic_u8(v.exact_sys_time),
             blocked_sys_time: atomic_u8(v.blocked_sys_time),
             slow_col: atomic_table(v.slow_col),
@@ -109,6 +113,8 @@ impl<'a> Knobs<'a> {
         self.fs_mask.store(plan.fs_mask, Ordering::Relaxed);
         self.account_offcpu
             .store(u8::from(plan.offcpu), Ordering::Relaxed);
+        self.account_threads
+            .store(u8::from(plan.threads), Ordering::Relaxed);
         self.exact_sys_time
             .store(u8::from(plan.sys_enter), Ordering::Relaxed);
         self.blocked_sys_time

@@ -19,6 +19,7 @@ mod selection;
 mod skel;
 mod syscalls;
 mod tables;
+mod threads;
 mod tracker;
 
 use std::cell::RefCell;
@@ -194,6 +195,7 @@ struct Runtime<'a, 'obj> {
     gg_stats: &'a dyn MapCore,
     dns_stats: &'a dyn MapCore,
     dns_calls: &'a dyn MapCore,
+    thread_stats: &'a dyn MapCore,
     /// The DNS uprobes, on the C library of the tracked processes (`proc_dns`).
     dns_hooks: LibHooks,
     dns_report: dns::DnsReport,
@@ -368,6 +370,13 @@ impl Runtime<'_, '_> {
             report::write_process(out, *tgid, c, &self.plan.tables, period)?;
         }
         self.report_dns(out, &entries, period)?;
+        // Without the table, nothing is kept (threads exiting meanwhile would not be seen).
+        let tracked = if self.plan.tables.threads {
+            entries.iter().map(|(t, _)| *t).collect()
+        } else {
+            Default::default()
+        };
+        threads::report(out, self.thread_stats, &tracked)?;
         for (tgid, c) in &entries {
             if c.exited {
                 tracker.untrack(*tgid);
@@ -532,6 +541,7 @@ fn run_probe(args: &ProbeArgs, timing: SyscallTiming) -> Result<()> {
         inherit_forks,
         notify_exec,
         account_offcpu,
+        account_threads,
         exact_sys_time,
         blocked_sys_time,
         slow_col,
@@ -547,6 +557,7 @@ fn run_probe(args: &ProbeArgs, timing: SyscallTiming) -> Result<()> {
         inherit_forks,
         notify_exec,
         account_offcpu,
+        account_threads,
         exact_sys_time,
         blocked_sys_time,
         slow_col,
@@ -574,6 +585,7 @@ fn run_probe(args: &ProbeArgs, timing: SyscallTiming) -> Result<()> {
         gg_stats: &skel.maps.gg_stats,
         dns_stats: &skel.maps.dns_stats,
         dns_calls: &skel.maps.dns_calls,
+        thread_stats: &skel.maps.thread_stats,
         dns_hooks: dns::libc_hooks(),
         dns_report: dns::DnsReport::default(),
         loaded,

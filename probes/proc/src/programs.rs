@@ -35,6 +35,8 @@ pub enum Prog {
     RqComplete,
     /// `sched_process_hang` (optional)
     Hang,
+    /// `sched_migrate_task` (`thread_cpu`)
+    Migrate,
     /// `mm_filemap_add_to_page_cache` (optional, `proc_page`)
     PcLoad,
     /// `writeback_dirty_folio` (optional, `proc_page`)
@@ -58,7 +60,7 @@ pub enum Prog {
 }
 
 /// Number of programs.
-const NR: usize = 20;
+const NR: usize = 21;
 
 impl Prog {
     /// Every program, in attach order.
@@ -73,6 +75,7 @@ impl Prog {
         Prog::RqIssue,
         Prog::RqComplete,
         Prog::Hang,
+        Prog::Migrate,
         Prog::PcLoad,
         Prog::PcPageDirty,
         Prog::PcBufferDirty,
@@ -98,6 +101,7 @@ impl Prog {
             Prog::RqIssue => "block_rq_issue",
             Prog::RqComplete => "block_rq_complete",
             Prog::Hang => "sched_process_hang",
+            Prog::Migrate => "sched_migrate_task",
             Prog::PcLoad => "mm_filemap_add_to_page_cache",
             Prog::PcPageDirty => "writeback_dirty_folio",
             Prog::PcBufferDirty => "block_dirty_buffer",
@@ -131,6 +135,7 @@ impl Prog {
             Prog::IoStart => plan.block == Some(BlockStart::IoStart),
             Prog::RqIssue => plan.block == Some(BlockStart::RqIssue),
             Prog::RqComplete | Prog::Hang => plan.block.is_some(),
+            Prog::Migrate => plan.threads,
             _ => plan.page_cache,
         }
     }
@@ -152,6 +157,7 @@ impl Prog {
             Prog::RqIssue => &p.on_rq_issue,
             Prog::RqComplete => &p.on_rq_complete,
             Prog::Hang => &p.on_hang,
+            Prog::Migrate => &p.on_migrate,
             Prog::PcLoad => &p.on_pc_load,
             Prog::PcPageDirty => &p.on_pc_page_dirty,
             Prog::PcBufferDirty => &p.on_pc_buffer_dirty,
@@ -177,6 +183,7 @@ impl Prog {
             Prog::RqIssue => &mut p.on_rq_issue,
             Prog::RqComplete => &mut p.on_rq_complete,
             Prog::Hang => &mut p.on_hang,
+            Prog::Migrate => &mut p.on_migrate,
             Prog::PcLoad => &mut p.on_pc_load,
             Prog::PcPageDirty => &mut p.on_pc_page_dirty,
             Prog::PcBufferDirty => &mut p.on_pc_buffer_dirty,

@@ -7,7 +7,7 @@ use std::io::{self, Write};
 use probe_sdk::record::RecordWriter;
 
 use crate::syscalls::{FsKind, FsOp, SlowCol, FS_SLOTS, SLOW_SLOTS};
-use crate::tables::{CPU, DNS, FS_TABLES, IO, LIFECYCLE, PAGE, SLOW_TABLES, SYSCALL};
+use crate::tables::{CPU, DNS, FS_TABLES, IO, LIFECYCLE, PAGE, SLOW_TABLES, SYSCALL, THREAD};
 
 /// Which `proc_*` tables are printed (from the `-P` bits).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -34,6 +34,8 @@ pub struct Tables {
     pub page: bool,
     /// `proc_dns` (written by [`crate::dns`], after every process's other tables)
     pub dns: bool,
+    /// `thread_cpu` (written by [`crate::threads`], after `proc_dns`)
+    pub threads: bool,
 }
 
 impl Tables {
@@ -60,6 +62,7 @@ impl Tables {
             (self.cpu, CPU),
             (self.page, PAGE),
             (self.dns, DNS),
+            (self.threads, THREAD),
         ] {
             if on {
                 out.push(name);
@@ -315,6 +318,7 @@ mod tests {
         cpu: true,
         page: true,
         dns: false,
+        threads: false,
     };
 
     #[test]
@@ -388,6 +392,15 @@ mod tests {
         crate::dns::DnsReport::default()
             .write(&mut w, &[dns_row], |_| Some("nginx".into()), PERIOD)
             .unwrap();
+        // thread_cpu rows come after proc_dns (crate::threads).
+        w.record(crate::tables::THREAD)
+            .field(&43u32)
+            .field(&42u32)
+            .field("nginx")
+            .field(&1u64)
+            .field(&2u64)
+            .end()
+            .unwrap();
         probe_sdk::bpf::write_loss_record(
             &mut w,
             crate::tables::STATS_TABLE,
@@ -406,6 +419,7 @@ mod tests {
             match table.as_str() {
                 "proc_bpf_stats" => {}
                 "proc_dns" => assert_eq!(fields[..3], ["tgid", "domain", "comm"]),
+                "thread_cpu" => assert_eq!(fields[..3], ["pid", "tgid", "comm"]),
                 _ => assert_eq!(fields[..2], ["tgid".to_string(), "comm".to_string()]),
             }
         }

@@ -9,7 +9,7 @@ use probe_sdk::meta::{self, Field, Table};
 
 use crate::hooks::{
     BIT_DNS, BIT_EXT4, BIT_FORK_SYSCALL, BIT_IO, BIT_IO_SYSCALL, BIT_NET_SYSCALL, BIT_OVERLAY,
-    BIT_PAGE, BIT_SCHED_SYSCALL, BIT_SYSCALL, BIT_THREAD_CPU, BIT_TMPFS,
+    BIT_PAGE, BIT_SCHED_SYSCALL, BIT_SYSCALL, BIT_THREAD, BIT_THREAD_CPU, BIT_TMPFS,
 };
 use crate::syscalls::SlowCol;
 
@@ -29,6 +29,10 @@ pub const PAGE: &str = "proc_page";
 pub const DNS: &str = "proc_dns";
 /// Entity of [`DNS`] (upstream's).
 pub const DNS_ENTITY: &str = "dns";
+/// Per-thread off-CPU time and migrations (v2023's `thread_cpu`).
+pub const THREAD: &str = "thread_cpu";
+/// Entity of [`THREAD`] (v2023's).
+pub const THREAD_ENTITY: &str = "thread";
 /// Loss counters of the BPF side.
 pub const STATS_TABLE: &str = "proc_bpf_stats";
 /// Value of the `probe` key in [`STATS_TABLE`].
@@ -328,6 +332,22 @@ pub const DNS_FIELDS: &[Field] = &[
     ),
 ];
 
+/// `thread_cpu`: v2023's key, labels and fields.
+pub const THREAD_FIELDS: &[Field] = &[
+    Field::key("pid", "ID of the thread"),
+    Field::label("tgid", "ID of its process (thread group)"),
+    Field::label("comm", "comm of the thread"),
+    Field::per_period(
+        "off_cpu_ns",
+        "Time the thread spent switched out (blocked or waiting to run), ns per period",
+    )
+    .total("off_cpu_seconds_total", "1e-9"),
+    Field::per_period(
+        "migration_count",
+        "Moves of the thread to another CPU (sched_migrate_task), per period",
+    ),
+];
+
 /// Every table, in `.meta` order (which is also the order of the records each period).
 pub fn meta_tables() -> Vec<Table> {
     let mut tables = vec![Table::new(SYSCALL, ENTITY, &[PROC_FIELDS, SYSCALL_FIELDS])];
@@ -344,6 +364,7 @@ pub fn meta_tables() -> Vec<Table> {
         Table::new(CPU, ENTITY, &[PROC_FIELDS, CPU_FIELDS]),
         Table::new(PAGE, ENTITY, &[PROC_FIELDS, PAGE_FIELDS]),
         Table::new(DNS, DNS_ENTITY, &[DNS_FIELDS]),
+        Table::new(THREAD, THREAD_ENTITY, &[THREAD_FIELDS]),
         bpf::loss_table(
             STATS_TABLE,
             "events accounted in BPF maps (syscall exits, switches, forks, execs, exits and block requests of tracked processes) plus exec notices sent to user space",
@@ -363,7 +384,8 @@ pub fn meta_tables() -> Vec<Table> {
 ///   `proc_syscall_fork` (16); `proc_fs` → `proc_ext4` (32), `proc_overlay` (64) and
 ///   `proc_tmpfs` (128); `proc_dns` → `proc_dns` (512); `proc_io` → `proc_syscall_io` (2) and `proc_io` (1024);
 ///   `proc_net` → `proc_syscall_net` (4); `proc_offcpu` → `proc_cpu` (2048);
-///   `proc_pagecache` → `proc_page` (256). `proc_syscall` is off by default: its counts need the
+///   `proc_pagecache` → `proc_page` (256); `thread_cpu` → `thread_cpu` (4096, v2023's table,
+///   off by default: a row per thread). `proc_syscall` is off by default: its counts need the
 ///   `sys_exit` tracepoint, a toll on every syscall of the host (docs/probes/proc.md);
 ///   `proc_pagecache` too: its programs run for every page the page cache adds, dirties or
 ///   serves. `proc_lifecycle` and `proc_bpf_stats` are always written. Upstream's
@@ -389,6 +411,7 @@ pub fn declaration() -> Declaration {
             SubProbe::new("proc_net", BIT_NET_SYSCALL),
             SubProbe::new("proc_offcpu", BIT_THREAD_CPU),
             SubProbe::new("proc_pagecache", BIT_PAGE).off_by_default(),
+            SubProbe::new("thread_cpu", BIT_THREAD).off_by_default(),
         ],
         params: report_period.into_iter().collect(),
     }
@@ -439,14 +462,14 @@ mod tests {
         assert_eq!(
             default_bits,
             crate::hooks::DEFAULT_BITS & all & !BIT_SCHED_SYSCALL & !BIT_FORK_SYSCALL,
-            "defaults: everything but proc_syscall (sys_exit toll) and proc_pagecache"
+            "defaults: everything but proc_syscall (sys_exit toll), proc_pagecache and thread_cpu"
         );
         // Every table but proc_lifecycle is selected by some sub-probe.
         let plan = crate::hooks::Plan::new(all, crate::hooks::SyscallTiming::Blocked, true);
         let t = plan.tables;
         assert!(t.syscall && t.io && t.net && t.sched && t.fork && t.bio && t.cpu && t.page);
         assert_eq!(t.fs, [true; 3]);
-        assert!(t.dns);
+        assert!(t.dns && t.threads);
         for not_produced in ["proc_ioctl", "proc_pygc"] {
             assert!(d.sub_probe(not_produced).is_none(), "{not_produced}");
         }

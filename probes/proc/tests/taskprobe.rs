@@ -567,3 +567,66 @@ fn page_cache_work_and_reclaim_are_attributed_to_the_process() {
     let (status, stderr, _) = probe.stop();
     assert!(status.success(), "{stderr}");
 }
+
+/// `thread_cpu` (`-P 4096`, v2023's table): a worker thread that pins itself alternately to
+/// CPUs 0 and 1 ten times, sleeping 50 ms after each, shows its forced migrations and its
+/// sleeps as off-CPU time in its own row (key pid = the thread id, label tgid); the row goes
+/// away once the report after its exit is written.
+#[test]
+fn thread_cpu_counts_migrations_and_off_cpu_time_per_thread() {
+    if !is_root() {
+        eprintln!("skipped: needs root");
+        return;
+    }
+    if std::thread::available_parallelism().map_or(1, usize::from) < 2 {
+        eprintln!("skipped: needs 2 CPUs");
+        return;
+    }
+    const N: u64 = 10;
+    const MS: u64 = 50;
+    let mut w = Workload::start(&["migrate", &N.to_string(), &MS.to_string()]);
+    let pid = w.pid;
+    let mut probe = Probe::start(&["-t", "1", "-P", "4096", "-f", &pid.to_string()], &[]);
+    probe.wait_attached(ATTACH);
+    w.go();
+    let done = w.read_line();
+    let tid: u32 = done
+        .strip_prefix("done ")
+        .and_then(|t| t.parse().ok())
+        .unwrap_or_else(|| panic!("unexpected line {done:?}"));
+    probe.next_period(WAIT);
+    let later = probe.next_period(WAIT);
+    let thread = |r: &Record, id: u32| r.table == "thread_cpu" && r.fields[0] == id.to_string();
+    let worker = probe
+        .seen
+        .iter()
+        .rev()
+        .find(|r| thread(r, tid))
+        .unwrap_or_else(|| panic!("no thread_cpu row of {tid}: {:?}", probe.seen))
+        .clone();
+    // pid(0) tgid(1) comm(2) off_cpu_ns(3) migration_count(4), running totals.
+    assert_eq!(worker.fields[1], pid.to_string(), "{worker:?}");
+    assert!(
+        (N - 1..=2 * N).contains(&worker.num(4)),
+        "migrations of {N} forced moves: {worker:?}"
+    );
+    assert!(
+        (N * MS * 900_000..10_000_000_000).contains(&worker.num(3)),
+        "off-CPU time of {N} sleeps of {MS} ms: {worker:?}"
+    );
+    assert!(
+        !later.iter().any(|r| thread(r, tid)),
+        "an exited thread's row is gone: {later:?}"
+    );
+    assert!(
+        later.iter().any(|r| thread(r, pid)),
+        "the main thread still has its row: {later:?}"
+    );
+    assert!(
+        !probe.seen.iter().any(|r| r.table == "proc_cpu"),
+        "-P 4096 selects thread_cpu only"
+    );
+    assert!(w.finish().success());
+    let (status, stderr, _) = probe.stop();
+    assert!(status.success(), "{stderr}");
+}

@@ -36,6 +36,9 @@
 //!   `fsync` and a close, print `written`; wait for a byte, then open each file again, `read`
 //!   it with one 64 KiB `read` and close it, print `read`; wait for stdin to close. Per DIR
 //!   that is 2N opens, N writes, N reads and N fsyncs.
+//! * `migrate N MS`: print `ready <pid>`, wait for the go byte, start a thread that N times
+//!   pins itself to the other one of CPUs 0 and 1 (`sched_setaffinity`, a forced migration)
+//!   and sleeps MS milliseconds, join it, print `done <tid>`, and wait for stdin to close.
 //! * `resolve NAME...`: print `ready <pid>`, wait for the go byte, call `getaddrinfo` once for
 //!   each NAME (IPv4), print `resolved <ok> <failed>`, and wait for stdin to close.
 
@@ -429,6 +432,38 @@ fn fs_ops(n: u64, dirs: &[String]) -> Result<(), String> {
     Ok(())
 }
 
+fn migrate(n: u64, ms: u64) -> Result<(), String> {
+    // SAFETY: getpid has no preconditions.
+    let pid = unsafe { libc::getpid() };
+    write_all(1, format!("ready {pid}\n").as_bytes())?;
+    if !wait_byte()? {
+        return Ok(());
+    }
+    let worker = std::thread::spawn(move || -> Result<i32, String> {
+        // SAFETY: gettid has no preconditions.
+        let tid = unsafe { libc::gettid() };
+        for i in 0..n {
+            // SAFETY: a zeroed cpu_set_t is an empty set; CPU_SET stays within it.
+            let mut set: libc::cpu_set_t = unsafe { std::mem::zeroed() };
+            unsafe { libc::CPU_SET((i % 2) as usize, &mut set) };
+            // SAFETY: pid 0 is this thread; the set is a valid cpu_set_t of that size.
+            let rc = unsafe { libc::sched_setaffinity(0, std::mem::size_of_val(&set), &set) };
+            if rc != 0 {
+                return Err(format!(
+                    "sched_setaffinity: {}",
+                    std::io::Error::last_os_error()
+                ));
+            }
+            std::thread::sleep(std::time::Duration::from_millis(ms));
+        }
+        Ok(tid)
+    });
+    let tid = worker.join().map_err(|_| "worker panicked")??;
+    write_all(1, format!("done {tid}\n").as_bytes())?;
+    while wait_byte()? {}
+    Ok(())
+}
+
 fn resolve(names: &[String]) -> Result<(), String> {
     // SAFETY: getpid has no preconditions.
     let pid = unsafe { libc::getpid() };
@@ -507,12 +542,14 @@ fn main() -> ExitCode {
             page_cache(m, dir)
         }),
         Some("resolve") => resolve(&args[1..]),
+        Some("migrate") => parse(args.get(1), "N")
+            .and_then(|n| parse(args.get(2), "MS").and_then(|ms| migrate(n, ms))),
         Some("fs-ops") => parse(args.get(1), "N").and_then(|n| fs_ops(n, &args[2..])),
         Some("exec-after") => {
             parse(args.get(1), "MS").and_then(|ms| exec_after(ms, args.get(2..).unwrap_or(&[])))
         }
         _ => Err(
-            "usage: taskprobe-workload script K N | bench-open N [--reps R] [--wait] [--write-to DIR] [--resolve] | io-sleep COUNT MS DIR | blockers MS | page-cache MIB DIR | fs-ops N DIR... | resolve NAME... | exec-after MS PATH ARG..."
+            "usage: taskprobe-workload script K N | bench-open N [--reps R] [--wait] [--write-to DIR] [--resolve] | io-sleep COUNT MS DIR | blockers MS | page-cache MIB DIR | fs-ops N DIR... | resolve NAME... | migrate N MS | exec-after MS PATH ARG..."
                 .into(),
         ),
     };

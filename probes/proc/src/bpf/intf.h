@@ -131,6 +131,15 @@ struct dns_stats {
 	struct period_max max;
 };
 
+/* One thread of a tracked process (thread_cpu, -P 4096): running totals. */
+struct thread_stats {
+	__u64 offcpu_ns;   /* time switched out (blocked or waiting to run) */
+	__u64 migrations;  /* moves to another CPU (sched_migrate_task) */
+	__u32 tgid;
+	__u32 exited;      /* 1 once the thread has exited */
+	char comm[16];
+};
+
 /* Syscall counters of a process that owns a filter slot: the hot path adds here, next to the
  * slot it just read, instead of looking the tgid up in the proc_stats hash. */
 struct hot_counts {

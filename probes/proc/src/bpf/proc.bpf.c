@@ -49,6 +49,7 @@ __u32 filter_mode;       /* enum filter_mode */
 __u8 inherit_forks;      /* a tracked process's forked children are tracked too */
 __u8 notify_exec;        /* send an exec_notice for every exec (whitelist mode) */
 __u8 account_offcpu;     /* proc_cpu enabled (sched_switch also runs without it) */
+__u8 account_threads;    /* thread_cpu enabled: per-thread off-CPU time and migrations */
 /* Slow-syscall timing. exact_sys_time: sys_enter/sys_exit time whole syscalls (every syscall on
  * the host pays the tracepoint toll). blocked_sys_time: sched_switch adds the time a thread
  * spends switched out while blocked inside a slow syscall (no syscall hook at all). At most one
@@ -152,6 +153,13 @@ struct {
 	__uint(max_entries, 64 * 1024);
 } exec_events SEC(".maps");
 
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, 16384); /* the bound on threads reported (thread_cpu) */
+	__type(key, __u32);         /* pid (thread id) */
+	__type(value, struct thread_stats);
+} thread_stats SEC(".maps");
+
 /* A lookup in progress: its start and the name argument (read at return). */
 struct dns_call {
 	__u64 ts;
@@ -191,6 +199,7 @@ enum filter_mode _filter_mode = 0;
 enum fs_kind _fs_kind = 0;
 enum fs_op _fs_op = 0;
 struct dns_key _dns_key = {};
+struct thread_stats _thread_stats = {};
 struct dns_stats _dns_stats = {};
 
 /* Whether tgid is in the filter (slot or overflow hash). */
@@ -214,6 +223,25 @@ static __always_inline bool is_tracked(__u32 tgid)
 	if (mode == FILTER_EXCLUDE)
 		return !in_filter(tgid);
 	return in_filter(tgid);
+}
+
+/* The thread_cpu entry of thread t (of a tracked process), created on first sight; NULL when
+ * the map is full (counted). */
+static __always_inline struct thread_stats *thread_entry(struct task_struct *t)
+{
+	struct thread_stats zero = {}, *te;
+	__u32 pid = t->pid;
+	long err;
+
+	te = bpf_map_lookup_elem(&thread_stats, &pid);
+	if (te)
+		return te;
+	zero.tgid = t->tgid;
+	bpf_probe_read_kernel_str(zero.comm, sizeof(zero.comm), t->comm);
+	err = gg_map_update(&thread_stats, &pid, &zero, BPF_NOEXIST);
+	if (err && err != -EEXIST)
+		return NULL;
+	return bpf_map_lookup_elem(&thread_stats, &pid);
 }
 
 /* Raises a maximum of the current report period to ns. Two CPUs updating the same process's
@@ -575,14 +603,14 @@ int BPF_PROG(on_sched_switch, bool preempt, struct task_struct *prev, struct tas
 			bcol = col_of(nr);
 			bfs = blocked_fs_slot(prev, nr);
 		}
-		if (in_sys || account_offcpu || bcol != COL_NONE || bfs) {
+		if (in_sys || account_offcpu || account_threads || bcol != COL_NONE || bfs) {
 			ts = bpf_task_storage_get(&thread_state, prev, 0,
 						  BPF_LOCAL_STORAGE_GET_F_CREATE);
 			if (ts && in_sys && slot) {
 				ts->sys_start = slot->start;
 				ts->sys_gen = gen;
 			}
-			if (ts && (account_offcpu || bcol != COL_NONE || bfs)) {
+			if (ts && (account_offcpu || account_threads || bcol != COL_NONE || bfs)) {
 				now = bpf_ktime_get_ns();
 				ts->off_start = now;
 				ts->off_gen = gen;
@@ -595,7 +623,7 @@ int BPF_PROG(on_sched_switch, bool preempt, struct task_struct *prev, struct tas
 		if (in_sys && slot)
 			slot->pid = 0;
 	}
-	if (!account_offcpu && !blocked_sys_time)
+	if (!account_offcpu && !blocked_sys_time && !account_threads)
 		return 0;
 	if (!is_tracked(ntgid))
 		return 0;
@@ -617,6 +645,12 @@ int BPF_PROG(on_sched_switch, bool preempt, struct task_struct *prev, struct tas
 	ts->block_col = COL_NONE;
 	bfs = ts->block_fs;
 	ts->block_fs = 0;
+	if (account_threads) {
+		struct thread_stats *te = thread_entry(next);
+
+		if (te)
+			__sync_fetch_and_add(&te->offcpu_ns, delta);
+	}
 	st = stats_of(ntgid);
 	if (!st)
 		return 0;
@@ -701,6 +735,13 @@ int BPF_PROG(on_exit, struct task_struct *p)
 		return 0;
 	__sync_fetch_and_add(&st->thread_exits, 1);
 	gg_count(GG_STAT_EVENTS);
+	if (account_threads) {
+		__u32 pid = p->pid;
+		struct thread_stats *te = bpf_map_lookup_elem(&thread_stats, &pid);
+
+		if (te)
+			te->exited = 1;
+	}
 	/* signal->live is decremented before this tracepoint; 0 means the group is gone. */
 	if (BPF_CORE_READ(p, signal, live.counter) != 0)
 		return 0;
@@ -1018,4 +1059,21 @@ SEC("uretprobe")
 int BPF_URETPROBE(dns_ret_ptr, void *ret)
 {
 	return dns_done(ret == NULL);
+}
+
+/* thread_cpu: a thread of a tracked process moves to another CPU (load balancing, a wakeup
+ * placed elsewhere, an affinity change). */
+SEC("tp_btf/sched_migrate_task")
+int BPF_PROG(on_migrate, struct task_struct *p, int dest_cpu)
+{
+	struct thread_stats *te;
+
+	if (!account_threads || !is_tracked(p->tgid))
+		return 0;
+	te = thread_entry(p);
+	if (!te)
+		return 0;
+	__sync_fetch_and_add(&te->migrations, 1);
+	gg_count(GG_STAT_EVENTS);
+	return 0;
 }
