@@ -32,6 +32,33 @@ enum Target {
     Library(LibId),
 }
 
+/// Attaches each `(program, function, retprobe)` of `hooks` to the library at `path` (for
+/// process `pid`, or every process mapping it when `pid` is -1). A function the library lacks
+/// is skipped; none attached at all is the last error.
+pub fn attach_functions(
+    hooks: &[(&libbpf_rs::ProgramMut<'_>, &str, bool)],
+    pid: i32,
+    path: &std::path::Path,
+) -> Result<Vec<Link>, libbpf_rs::Error> {
+    let mut links = Vec::new();
+    let mut last = None;
+    for &(prog, func, retprobe) in hooks {
+        let opts = libbpf_rs::UprobeOpts {
+            retprobe,
+            func_name: Some(func.to_string()),
+            ..Default::default()
+        };
+        match prog.attach_uprobe_with_opts(pid, path, 0, opts) {
+            Ok(l) => links.push(l),
+            Err(e) => last = Some(e),
+        }
+    }
+    match (links.is_empty(), last) {
+        (true, Some(e)) => Err(e),
+        _ => Ok(links),
+    }
+}
+
 /// Which library a [`LibHooks`] attaches to: true for the file name (last path component) of
 /// the library, e.g. `libssl.so.3`.
 pub type LibMatcher = fn(&str) -> bool;

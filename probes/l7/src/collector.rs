@@ -7,7 +7,7 @@ use std::os::fd::AsFd;
 use std::path::{Path, PathBuf};
 
 use libbpf_rs::skel::{OpenSkel, SkelBuilder};
-use libbpf_rs::{Link, MapCore, MapFlags, OpenObject, UprobeOpts};
+use libbpf_rs::{Link, MapCore, MapFlags, OpenObject};
 use probe_sdk::bpf::{self, LossCounters};
 use probe_sdk::decl::{Snoop, SnoopMode};
 
@@ -202,26 +202,12 @@ impl<'obj> Collector<'obj> {
             (&p.ssl_ret, "SSL_write_ex", true),
             (&p.ssl_ret, "SSL_read_ex", true),
         ];
-        let mut links = Vec::new();
-        let mut last = None;
-        for (prog, func, retprobe) in hooks {
-            let opts = UprobeOpts {
-                retprobe,
-                func_name: Some(func.to_string()),
-                ..Default::default()
-            };
-            match prog.attach_uprobe_with_opts(pid, path, 0, opts) {
-                Ok(l) => links.push(l),
-                Err(e) => last = Some(e),
-            }
-        }
-        match (links.is_empty(), last) {
-            (true, Some(source)) => Err(CollectError::Libbpf {
+        probe_sdk::bpf::uprobe_libs::attach_functions(&hooks, pid, path).map_err(|source| {
+            CollectError::Libbpf {
                 what: "attaching the libssl uprobes",
                 source,
-            }),
-            _ => Ok(links),
-        }
+            }
+        })
     }
 
     /// Traces the processes `snoop` selects (none when `on` is false). The filter map is

@@ -20,8 +20,9 @@ pub fn comm_bytes(comm: &str) -> [i8; 16] {
     out
 }
 
-/// The `comm` of a BPF struct as a string (up to the first NUL).
-pub fn comm_string(raw: &[i8; 16]) -> String {
+/// A NUL-padded C string of a BPF struct (`comm`, a domain name) as text, up to the first NUL
+/// (all of it without one); invalid UTF-8 is replaced.
+pub fn c_string(raw: &[i8]) -> String {
     let bytes: Vec<u8> = raw
         .iter()
         .map(|&c| c as u8)
@@ -63,7 +64,7 @@ pub fn proc_stats_bytes(s: &types::proc_stats) -> &[u8] {
 pub fn decode_stats(bytes: &[u8]) -> Option<(ProcCounters, bool)> {
     let s = proc_stats(bytes)?;
     let c = ProcCounters {
-        comm: comm_string(&s.comm),
+        comm: c_string(&s.comm),
         syscalls: s.syscalls,
         syscall_failed: s.syscall_failed,
         slow_max: s.slow_max.each_ref().map(period_max),
@@ -106,9 +107,9 @@ mod tests {
     #[test]
     fn comm_round_trip_truncates_to_15() {
         let raw = comm_bytes("a-very-long-process-name");
-        assert_eq!(comm_string(&raw), "a-very-long-pro");
-        assert_eq!(comm_string(&comm_bytes("sh")), "sh");
-        assert_eq!(comm_string(&[0; 16]), "");
+        assert_eq!(c_string(&raw), "a-very-long-pro");
+        assert_eq!(c_string(&comm_bytes("sh")), "sh");
+        assert_eq!(c_string(&[0; 16]), "");
     }
 
     #[test]

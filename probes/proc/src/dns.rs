@@ -14,11 +14,12 @@ use std::io::{self, Write};
 use std::path::Path;
 use std::time::Duration;
 
-use libbpf_rs::{Link, MapCore, MapFlags, UprobeOpts};
+use libbpf_rs::{Link, MapCore, MapFlags};
 use probe_sdk::bpf::plain_data::{self, Plain};
-use probe_sdk::bpf::uprobe_libs::LibHooks;
+use probe_sdk::bpf::uprobe_libs::{self, LibHooks};
 use probe_sdk::record::RecordWriter;
 
+use crate::decode::c_string;
 use crate::report::PeriodMax;
 use crate::skel::{types, ProcProgs};
 use crate::tables::DNS;
@@ -60,23 +61,8 @@ pub fn attach(progs: &ProcProgs<'_>, pid: i32, path: &Path) -> Result<Vec<Link>,
         (&progs.dns_enter, "gethostbyname2", false),
         (&progs.dns_ret_ptr, "gethostbyname2", true),
     ];
-    let mut links = Vec::new();
-    let mut last = None;
-    for (prog, func, retprobe) in hooks {
-        let opts = UprobeOpts {
-            retprobe,
-            func_name: Some(func.to_string()),
-            ..Default::default()
-        };
-        match prog.attach_uprobe_with_opts(pid, path, 0, opts) {
-            Ok(l) => links.push(l),
-            Err(e) => last = Some(e),
-        }
-    }
-    match (links.is_empty(), last) {
-        (true, Some(e)) => Err(format!("attaching the DNS uprobes: {e}")),
-        _ => Ok(links),
-    }
+    uprobe_libs::attach_functions(&hooks, pid, path)
+        .map_err(|e| format!("attaching the DNS uprobes: {e}"))
 }
 
 /// One (process, domain) row of `dns_stats`.
@@ -112,16 +98,6 @@ pub fn decode(key: &[u8], value: &[u8]) -> Option<DnsRow> {
             period: v.max.period,
         },
     })
-}
-
-/// A NUL-padded C string buffer as text (all of it when it has no NUL).
-fn c_string(raw: &[i8]) -> String {
-    let bytes: Vec<u8> = raw
-        .iter()
-        .map(|&c| c as u8)
-        .take_while(|&c| c != 0)
-        .collect();
-    String::from_utf8_lossy(&bytes).into_owned()
 }
 
 /// Totals of a row at the previous report.

@@ -159,31 +159,31 @@ impl FsKind {
     }
 }
 
+/// The opens timed per file system (the read, write and fsync families are the slow
+/// syscalls' [`SlowCol::Read`], [`SlowCol::Write`] and [`SlowCol::Fsync`]).
+const OPEN_SYSCALLS: &[libc::c_long] = &[
+    #[cfg(target_arch = "x86_64")]
+    libc::SYS_open,
+    #[cfg(target_arch = "x86_64")]
+    libc::SYS_creat,
+    libc::SYS_openat,
+    libc::SYS_openat2,
+];
+
 /// Syscalls timed per file system and their operation: the read, write and fsync families by
 /// the file of their descriptor, the opens by the file they open.
-const FS_SYSCALLS: &[(libc::c_long, FsOp)] = {
-    use FsOp::*;
-    &[
-        (libc::SYS_read, Read),
-        (libc::SYS_pread64, Read),
-        (libc::SYS_readv, Read),
-        (libc::SYS_preadv, Read),
-        (libc::SYS_preadv2, Read),
-        (libc::SYS_write, Write),
-        (libc::SYS_pwrite64, Write),
-        (libc::SYS_writev, Write),
-        (libc::SYS_pwritev, Write),
-        (libc::SYS_pwritev2, Write),
-        #[cfg(target_arch = "x86_64")]
-        (libc::SYS_open, Open),
-        #[cfg(target_arch = "x86_64")]
-        (libc::SYS_creat, Open),
-        (libc::SYS_openat, Open),
-        (libc::SYS_openat2, Open),
-        (libc::SYS_fsync, Flush),
-        (libc::SYS_fdatasync, Flush),
-    ]
-};
+fn fs_syscalls() -> impl Iterator<Item = (libc::c_long, FsOp)> {
+    let by_fd = SLOW_SYSCALLS.iter().filter_map(|&(nr, col)| {
+        let op = match col {
+            SlowCol::Read => FsOp::Read,
+            SlowCol::Write => FsOp::Write,
+            SlowCol::Fsync => FsOp::Flush,
+            _ => return None,
+        };
+        Some((nr, op))
+    });
+    by_fd.chain(OPEN_SYSCALLS.iter().map(|&nr| (nr, FsOp::Open)))
+}
 
 /// The `fs_op` table BPF reads and the `fs_mask` of file systems timed, for `probe_bits`
 /// (all zero when no file-system table is selected).
@@ -194,7 +194,7 @@ pub fn fs_tables(probe_bits: u32) -> ([u8; TABLE_LEN], u8) {
         .fold(0u8, |m, k| m | 1 << *k as u8);
     let mut t = [0u8; TABLE_LEN];
     if mask != 0 {
-        for &(nr, op) in FS_SYSCALLS {
+        for (nr, op) in fs_syscalls() {
             t[nr as usize] = op as u8;
         }
     }
@@ -245,9 +245,14 @@ mod tests {
         assert_eq!(mask, 0);
         assert!(t.iter().all(|&op| op == 0));
         let mut seen = std::collections::HashSet::new();
-        for &(nr, _) in FS_SYSCALLS {
+        for (nr, _) in fs_syscalls() {
             assert!((nr as usize) < TABLE_LEN && seen.insert(nr), "{nr}");
         }
+        assert_eq!(t[libc::SYS_preadv2 as usize], 0, "no fs bit: nothing timed");
+        let (all, _) = fs_tables(BIT_EXT4);
+        assert_eq!(all[libc::SYS_preadv2 as usize], FsOp::Read as u8);
+        assert_eq!(all[libc::SYS_pwritev as usize], FsOp::Write as u8);
+        assert_eq!(all[libc::SYS_mount as usize], 0);
         let slots: std::collections::HashSet<usize> = FsKind::ALL
             .iter()
             .flat_map(|k| FsOp::ALL.map(|o| k.slot(o)))

@@ -11,7 +11,7 @@ use libbpf_rs::{MapCore, MapFlags};
 use probe_sdk::bpf::plain_data::{self, Plain};
 use probe_sdk::record::RecordWriter;
 
-use crate::decode::comm_string;
+use crate::decode::c_string;
 use crate::skel::types;
 use crate::tables::THREAD;
 
@@ -42,7 +42,7 @@ pub fn decode(key: &[u8], value: &[u8]) -> Option<ThreadRow> {
     Some(ThreadRow {
         pid,
         tgid: v.tgid,
-        comm: comm_string(&v.comm),
+        comm: c_string(&v.comm),
         offcpu_ns: v.offcpu_ns,
         migrations: v.migrations,
         exited: v.exited != 0,
