@@ -11,6 +11,7 @@
 
 mod decode;
 mod dns;
+mod events;
 mod hooks;
 mod knobs;
 mod programs;
@@ -76,6 +77,17 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
+    // The thresholds' declared ranges hold on the command line too.
+    let decl = tables::declaration();
+    for (name, v) in [
+        ("latency_thr", args.latency_thr_ms),
+        ("offline_thr", args.offline_thr_ms),
+    ] {
+        if let Some(Err(e)) = decl.param(name).map(|p| p.check(&v.into())) {
+            probe_sdk::error!("{e}");
+            return ExitCode::from(2);
+        }
+    }
     match run_probe(&args, timing) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
@@ -199,6 +211,8 @@ struct Runtime<'a, 'obj> {
     /// The DNS uprobes, on the C library of the tracked processes (`proc_dns`).
     dns_hooks: LibHooks,
     dns_report: dns::DnsReport,
+    events: events::ProcEvents,
+    event_settings: events::EventSettings,
     loaded: Loaded,
     attached: Attached,
     decl: Declaration,
@@ -258,11 +272,43 @@ impl Runtime<'_, '_> {
                 _ => {}
             }
         }
+        self.apply_event_params(msg);
         if msg.probe_bits != 0 {
             self.set_bits(msg.probe_bits)?;
         }
         self.set_active(Active::from_snoop(&msg.snoop));
         Ok(())
+    }
+
+    /// `report_event`, `latency_thr`, `offline_thr` of a control message (a refused value keeps
+    /// the old one and is logged).
+    fn apply_event_params(&mut self, msg: &ControlMsg) {
+        let mut next = self.event_settings;
+        for name in ["report_event", "latency_thr", "offline_thr"] {
+            let v = match msg.checked(&self.decl, name) {
+                None => continue,
+                Some(Err(e)) => {
+                    probe_sdk::warn!("control: {e}");
+                    continue;
+                }
+                Some(Ok(probe_sdk::decl::ParamValue::Int(v))) => v.unsigned_abs(),
+                Some(Ok(_)) => continue,
+            };
+            match name {
+                "report_event" => next.on = v != 0,
+                "latency_thr" => next.latency_ms = v,
+                _ => next.offline_ms = v,
+            }
+        }
+        if next != self.event_settings {
+            self.event_settings = next;
+            probe_sdk::info!(
+                "control: events {}, latency_thr {} ms, offline_thr {} ms",
+                if next.on { "on" } else { "off" },
+                next.latency_ms,
+                next.offline_ms
+            );
+        }
     }
 
     /// Next boundary one new period after the previous one, or now if that has passed.
@@ -369,6 +415,8 @@ impl Runtime<'_, '_> {
         for (tgid, c) in &entries {
             report::write_process(out, *tgid, c, &self.plan.tables, period)?;
         }
+        self.events
+            .write(out, &entries, &self.plan.tables, &self.event_settings)?;
         self.report_dns(out, &entries, period)?;
         // Without the table, nothing is kept (threads exiting meanwhile would not be seen).
         let tracked = if self.plan.tables.threads {
@@ -588,6 +636,12 @@ fn run_probe(args: &ProbeArgs, timing: SyscallTiming) -> Result<()> {
         thread_stats: &skel.maps.thread_stats,
         dns_hooks: dns::libc_hooks(),
         dns_report: dns::DnsReport::default(),
+        events: events::ProcEvents::default(),
+        event_settings: events::EventSettings {
+            on: args.report_events,
+            latency_ms: args.latency_thr_ms,
+            offline_ms: args.offline_thr_ms,
+        },
         loaded,
         attached: Attached::default(),
         decl: tables::declaration(),

@@ -391,7 +391,8 @@ pub fn meta_tables() -> Vec<Table> {
 ///   serves. `proc_lifecycle` and `proc_bpf_stats` are always written. Upstream's
 ///   `proc_ioctl` and `proc_pygc` are not produced, so they are not declared (REST
 ///   refuses them).
-/// * Params: `report_period` (default 5 s, as `-t`).
+/// * Params: `report_period` (default 5 s, as `-t`); `report_event` (`-l`), `latency_thr`
+///   (`-T`, ms) and `offline_thr` (`-O`, ms) for the abnormal events ([`crate::events`]).
 pub fn declaration() -> Declaration {
     let report_period = decl::standard("report_period")
         .map(|p| p.with_default(ParamValue::Int(i64::from(DEFAULT_PERIOD_SECS))));
@@ -413,7 +414,15 @@ pub fn declaration() -> Declaration {
             SubProbe::new("proc_pagecache", BIT_PAGE).off_by_default(),
             SubProbe::new("thread_cpu", BIT_THREAD).off_by_default(),
         ],
-        params: report_period.into_iter().collect(),
+        params: report_period
+            .into_iter()
+            .chain(
+                ["report_event", "latency_thr", "offline_thr"]
+                    .map(decl::standard)
+                    .into_iter()
+                    .flatten(),
+            )
+            .collect(),
     }
 }
 

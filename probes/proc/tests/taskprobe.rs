@@ -630,3 +630,76 @@ fn thread_cpu_counts_migrations_and_off_cpu_time_per_thread() {
     let (status, stderr, _) = probe.stop();
     assert!(status.success(), "{stderr}");
 }
+
+/// Abnormal events (`-l`, upstream's `report_event`): a child whose syscalls fail gets one
+/// `syscall_failed` event (in the period of the failures, with their number); with `-O 300`, a
+/// child blocked 400 ms at a time gets an `offcpu_ns` event in the periods its threads spent
+/// more than 300 ms off the CPU (counted when they run again), never two of a kind in one
+/// period; no other process gets any.
+#[test]
+fn abnormal_events_follow_the_period_changes() {
+    if !is_root() {
+        eprintln!("skipped: needs root");
+        return;
+    }
+    const K: u64 = 3;
+    let mut failing = Workload::start(&["script", &K.to_string(), "1"]);
+    let mut blocking = Workload::start(&["blockers", "400"]);
+    let (fpid, bpid) = (failing.pid, blocking.pid);
+    let pids = format!("{fpid},{bpid}");
+    let mut probe = Probe::start(
+        &[
+            "-t", "1", "-l", "warn", "-O", "300", "-P", "2049", "-f", &pids,
+        ],
+        &[],
+    );
+    probe.wait_attached(ATTACH);
+    failing.go();
+    blocking.go();
+    assert_eq!(failing.read_line(), "done");
+    assert_eq!(blocking.read_line(), "done");
+    probe.next_period(WAIT);
+    probe.next_period(WAIT);
+    assert!(failing.finish().success());
+    assert!(blocking.finish().success());
+    let (status, stderr, seen) = probe.stop();
+    assert!(status.success(), "{stderr}");
+    // |event|proc|<tgid>|<metric>|<severity>|<number>|<body>|
+    let events: Vec<&Record> = seen.iter().filter(|r| r.table == "event").collect();
+    assert!(
+        events
+            .iter()
+            .all(|e| e.fields[0] == "proc"
+                && [fpid, bpid].map(|p| p.to_string()).contains(&e.fields[1])),
+        "only the tracked processes: {events:?}"
+    );
+    let of = |pid: u32, metric: &str| -> Vec<&Record> {
+        events
+            .iter()
+            .copied()
+            .filter(|e| e.fields[1] == pid.to_string() && e.fields[2] == metric)
+            .collect()
+    };
+    let failed = of(fpid, "syscall_failed");
+    assert_eq!(failed.len(), 1, "{events:?}");
+    assert_eq!(failed[0].fields[3], "WARN");
+    assert!(
+        failed[0].fields[5].contains(&format!("TGID:{fpid}) syscalls failed({K})")),
+        "{failed:?}"
+    );
+    assert!(!of(bpid, "offcpu_ns").is_empty(), "{events:?}");
+    // Events come before their period's proc_bpf_stats: at most one per process and kind.
+    let mut period: Vec<(String, String)> = Vec::new();
+    for r in &seen {
+        if r.table == "event" {
+            let kind = (r.fields[1].clone(), r.fields[2].clone());
+            assert!(
+                !period.contains(&kind),
+                "{kind:?} twice in a period: {events:?}"
+            );
+            period.push(kind);
+        } else if r.table == "proc_bpf_stats" {
+            period.clear();
+        }
+    }
+}
