@@ -88,6 +88,9 @@ pub fn decode_stats(bytes: &[u8]) -> Option<(ProcCounters, bool)> {
         },
         fs_max: s.fs_max.each_ref().map(period_max),
         fs_ops: s.fs_ops,
+        pygc_count: s.pygc_count,
+        pygc_ns: s.pygc_ns,
+        pygc_max: period_max(&s.pygc_max),
         exited: s.exited != 0,
     };
     Some((c, s.in_slot != 0))

@@ -178,6 +178,7 @@ mod tests {
         bio: true,
         cpu: true,
         page: false,
+        pygc: false,
         dns: false,
         threads: false,
     };

@@ -32,6 +32,8 @@ pub const BIT_IO: u32 = 1024;
 /// `-P` bit: `proc_cpu` (off-CPU and IO-wait time from `sched_switch`).
 pub const BIT_THREAD_CPU: u32 = 2048;
 
+/// `-P` bit: `proc_pygc` (CPython garbage collections, from its USDT probes).
+pub const BIT_PYGC: u32 = 8192;
 /// `-P` bit: `thread_cpu` (per-thread off-CPU time and CPU migrations, v2023's table).
 pub const BIT_THREAD: u32 = 4096;
 
@@ -162,6 +164,7 @@ impl Plan {
                 page: has(BIT_PAGE),
                 dns: has(BIT_DNS),
                 threads: has(BIT_THREAD),
+                pygc: has(BIT_PYGC),
             },
         }
     }

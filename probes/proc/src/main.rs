@@ -15,6 +15,7 @@ mod events;
 mod hooks;
 mod knobs;
 mod programs;
+mod pygc;
 mod report;
 mod selection;
 mod skel;
@@ -210,6 +211,8 @@ struct Runtime<'a, 'obj> {
     thread_stats: &'a dyn MapCore,
     /// The DNS uprobes, on the C library of the tracked processes (`proc_dns`).
     dns_hooks: LibHooks,
+    /// The Python GC USDT probes, on the tracked processes' Python (`proc_pygc`).
+    pygc_hooks: LibHooks,
     dns_report: dns::DnsReport,
     events: events::ProcEvents,
     event_settings: events::EventSettings,
@@ -483,15 +486,9 @@ impl Runtime<'_, '_> {
 
     /// Attaches the DNS uprobes to the C library of processes tracked since the last call and
     /// drops those of processes gone (`entries`: the tracked processes); detaches them all
-    /// without `proc_dns`. Returns whether `proc_dns` is on.
+    /// without `proc_dns`. The same for the Python GC probes (`proc_pygc`). Returns whether
+    /// `proc_dns` is on.
     fn sync_dns_hooks(&mut self, entries: &[(u32, report::ProcCounters)]) -> bool {
-        if !self.plan.tables.dns {
-            if self.dns_hooks.attached() > 0 {
-                self.dns_hooks.clear();
-                probe_sdk::info!("DNS uprobes detached");
-            }
-            return false;
-        }
         let snoop = match self.tracker.mode() {
             FilterMode::All => Snoop::default(),
             FilterMode::Include => Snoop {
@@ -508,22 +505,48 @@ impl Runtime<'_, '_> {
                 pids: self.active.excluded().into_iter().collect(),
             },
         };
-        let before = self.dns_hooks.attached();
         let progs = self.progs;
-        for e in self
-            .dns_hooks
-            .sync(&snoop, |pid, path| dns::attach(progs, pid, path))
-        {
-            probe_sdk::warn!("DNS uprobes: {e}");
-        }
-        if self.dns_hooks.attached() != before {
-            probe_sdk::info!(
-                "DNS uprobes attached to {} libc target(s)",
-                self.dns_hooks.attached()
-            );
-        }
-        true
+        sync_uprobes(
+            &mut self.pygc_hooks,
+            self.plan.tables.pygc,
+            &snoop,
+            "Python GC probes",
+            |pid, path| pygc::attach(progs, pid, path),
+        );
+        sync_uprobes(
+            &mut self.dns_hooks,
+            self.plan.tables.dns,
+            &snoop,
+            "DNS uprobes",
+            |pid, path| dns::attach(progs, pid, path),
+        )
     }
+}
+
+/// Brings one set of uprobe targets in line with `snoop` (`on`), or detaches it all; logs the
+/// changes as `what`. Returns `on`.
+fn sync_uprobes(
+    hooks: &mut LibHooks,
+    on: bool,
+    snoop: &Snoop,
+    what: &str,
+    attach: impl FnMut(i32, &Path) -> Result<Vec<libbpf_rs::Link>, String>,
+) -> bool {
+    if !on {
+        if hooks.attached() > 0 {
+            hooks.clear();
+            probe_sdk::info!("{what} detached");
+        }
+        return false;
+    }
+    let before = hooks.attached();
+    for e in hooks.sync(snoop, attach) {
+        probe_sdk::warn!("{what}: {e}");
+    }
+    if hooks.attached() != before {
+        probe_sdk::info!("{what} attached to {} target(s)", hooks.attached());
+    }
+    true
 }
 
 fn run_probe(args: &ProbeArgs, timing: SyscallTiming) -> Result<()> {
@@ -635,6 +658,7 @@ fn run_probe(args: &ProbeArgs, timing: SyscallTiming) -> Result<()> {
         dns_calls: &skel.maps.dns_calls,
         thread_stats: &skel.maps.thread_stats,
         dns_hooks: dns::libc_hooks(),
+        pygc_hooks: pygc::python_hooks(),
         dns_report: dns::DnsReport::default(),
         events: events::ProcEvents::default(),
         event_settings: events::EventSettings {

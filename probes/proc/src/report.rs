@@ -7,7 +7,7 @@ use std::io::{self, Write};
 use probe_sdk::record::RecordWriter;
 
 use crate::syscalls::{FsKind, FsOp, SlowCol, FS_SLOTS, SLOW_SLOTS};
-use crate::tables::{CPU, DNS, FS_TABLES, IO, LIFECYCLE, PAGE, SLOW_TABLES, SYSCALL, THREAD};
+use crate::tables::{CPU, DNS, FS_TABLES, IO, LIFECYCLE, PAGE, PYGC, SLOW_TABLES, SYSCALL, THREAD};
 
 /// Which `proc_*` tables are printed (from the `-P` bits).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -32,6 +32,8 @@ pub struct Tables {
     pub cpu: bool,
     /// `proc_page`
     pub page: bool,
+    /// `proc_pygc`
+    pub pygc: bool,
     /// `proc_dns` (written by [`crate::dns`], after every process's other tables)
     pub dns: bool,
     /// `thread_cpu` (written by [`crate::threads`], after `proc_dns`)
@@ -61,6 +63,7 @@ impl Tables {
             (self.bio, IO),
             (self.cpu, CPU),
             (self.page, PAGE),
+            (self.pygc, PYGC),
             (self.dns, DNS),
             (self.threads, THREAD),
         ] {
@@ -133,6 +136,12 @@ pub struct ProcCounters {
     pub fs_max: [PeriodMax; FS_SLOTS],
     /// Operations timed per file system and operation, running totals.
     pub fs_ops: [u64; FS_SLOTS],
+    /// Python collections (`proc_pygc`), running total.
+    pub pygc_count: u64,
+    /// Their time, ns, running total.
+    pub pygc_ns: u64,
+    /// The period's longest collection.
+    pub pygc_max: PeriodMax,
     /// The whole process has exited (this is its final report).
     pub exited: bool,
 }
@@ -242,6 +251,16 @@ pub fn write_process<W: Write>(
             .field(&p.page_dirty)
             .end()?;
     }
+    if tables.pygc {
+        let ms = |ns: u64| format!("{}.{:06}", ns / 1_000_000, ns % 1_000_000);
+        out.record(PYGC)
+            .field(&tgid)
+            .field(comm)
+            .field(&c.pygc_count)
+            .field(&ms(c.pygc_ns))
+            .field(&ms(c.pygc_max.of_period(period)))
+            .end()?;
+    }
     Ok(())
 }
 
@@ -302,6 +321,12 @@ mod tests {
                 period: PERIOD,
             }),
             fs_ops: std::array::from_fn(|i| 300 + i as u64),
+            pygc_count: 4,
+            pygc_ns: 12_345_678,
+            pygc_max: PeriodMax {
+                ns: 5_000_001,
+                period: PERIOD,
+            },
             exited: true,
         }
     }
@@ -317,6 +342,7 @@ mod tests {
         bio: true,
         cpu: true,
         page: true,
+        pygc: true,
         dns: false,
         threads: false,
     };
@@ -337,6 +363,7 @@ mod tests {
 |proc_io|42|nginx|1|2|3|4|12345678|1|2|
 |proc_cpu|42|nginx|1000|5000|
 |proc_page|42|nginx|9000|40|3|20|10|
+|proc_pygc|42|nginx|4|12.345678|5.000001|
 ";
         assert_eq!(render(42, &sample(), &all), expected);
     }
@@ -449,7 +476,7 @@ mod tests {
             t.names(),
             ["proc_syscall_sched", "proc_lifecycle", "proc_cpu"]
         );
-        assert_eq!(ALL_TABLES.names().len(), 12);
+        assert_eq!(ALL_TABLES.names().len(), 13);
     }
 
     #[test]

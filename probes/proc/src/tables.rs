@@ -9,7 +9,7 @@ use probe_sdk::meta::{self, Field, Table};
 
 use crate::hooks::{
     BIT_DNS, BIT_EXT4, BIT_FORK_SYSCALL, BIT_IO, BIT_IO_SYSCALL, BIT_NET_SYSCALL, BIT_OVERLAY,
-    BIT_PAGE, BIT_SCHED_SYSCALL, BIT_SYSCALL, BIT_THREAD, BIT_THREAD_CPU, BIT_TMPFS,
+    BIT_PAGE, BIT_PYGC, BIT_SCHED_SYSCALL, BIT_SYSCALL, BIT_THREAD, BIT_THREAD_CPU, BIT_TMPFS,
 };
 use crate::syscalls::SlowCol;
 
@@ -25,6 +25,8 @@ pub const IO: &str = "proc_io";
 pub const CPU: &str = "proc_cpu";
 /// Page-cache activity and reclaim time (upstream's `proc_page`).
 pub const PAGE: &str = "proc_page";
+/// Python garbage collections (upstream HEAD's `proc_pygc`).
+pub const PYGC: &str = "proc_pygc";
 /// DNS lookups per process and domain (upstream HEAD's `proc_dns`).
 pub const DNS: &str = "proc_dns";
 /// Entity of [`DNS`] (upstream's).
@@ -305,6 +307,23 @@ pub const PAGE_FIELDS: &[Field] = &[
     ),
 ];
 
+/// `proc_pygc` after the process fields: upstream HEAD's names and units (ms).
+pub const PYGC_FIELDS: &[Field] = &[
+    Field::per_period(
+        "python_gc",
+        "CPython garbage collections (gc__start to gc__done), per period",
+    ),
+    Field::per_period(
+        "latency_sum",
+        "Time in CPython garbage collections, ms per period",
+    )
+    .total("python_gc_seconds_total", "1e-3"),
+    Field::gauge(
+        "latency_max",
+        "Longest CPython garbage collection of the period, ms; 0 without any",
+    ),
+];
+
 /// `proc_dns`: upstream HEAD's keys and fields, plus the label `comm`.
 pub const DNS_FIELDS: &[Field] = &[
     Field::key("tgid", "ID of the process (thread group)"),
@@ -363,6 +382,7 @@ pub fn meta_tables() -> Vec<Table> {
         Table::new(IO, ENTITY, &[PROC_FIELDS, IO_FIELDS]),
         Table::new(CPU, ENTITY, &[PROC_FIELDS, CPU_FIELDS]),
         Table::new(PAGE, ENTITY, &[PROC_FIELDS, PAGE_FIELDS]),
+        Table::new(PYGC, ENTITY, &[PROC_FIELDS, PYGC_FIELDS]),
         Table::new(DNS, DNS_ENTITY, &[DNS_FIELDS]),
         Table::new(THREAD, THREAD_ENTITY, &[THREAD_FIELDS]),
         bpf::loss_table(
@@ -384,12 +404,12 @@ pub fn meta_tables() -> Vec<Table> {
 ///   `proc_syscall_fork` (16); `proc_fs` → `proc_ext4` (32), `proc_overlay` (64) and
 ///   `proc_tmpfs` (128); `proc_dns` → `proc_dns` (512); `proc_io` → `proc_syscall_io` (2) and `proc_io` (1024);
 ///   `proc_net` → `proc_syscall_net` (4); `proc_offcpu` → `proc_cpu` (2048);
-///   `proc_pagecache` → `proc_page` (256); `thread_cpu` → `thread_cpu` (4096, v2023's table,
+///   `proc_pagecache` → `proc_page` (256); `proc_pygc` → `proc_pygc` (8192); `thread_cpu` → `thread_cpu` (4096, v2023's table,
 ///   off by default: a row per thread). `proc_syscall` is off by default: its counts need the
 ///   `sys_exit` tracepoint, a toll on every syscall of the host (docs/probes/proc.md);
 ///   `proc_pagecache` too: its programs run for every page the page cache adds, dirties or
 ///   serves. `proc_lifecycle` and `proc_bpf_stats` are always written. Upstream's
-///   `proc_ioctl` and `proc_pygc` are not produced, so they are not declared (REST
+///   `proc_ioctl` is not produced, so they are not declared (REST
 ///   refuses them).
 /// * Params: `report_period` (default 5 s, as `-t`); `report_event` (`-l`), `latency_thr`
 ///   (`-T`, ms) and `offline_thr` (`-O`, ms) for the abnormal events ([`crate::events`]).
@@ -412,6 +432,7 @@ pub fn declaration() -> Declaration {
             SubProbe::new("proc_net", BIT_NET_SYSCALL),
             SubProbe::new("proc_offcpu", BIT_THREAD_CPU),
             SubProbe::new("proc_pagecache", BIT_PAGE).off_by_default(),
+            SubProbe::new("proc_pygc", BIT_PYGC),
             SubProbe::new("thread_cpu", BIT_THREAD).off_by_default(),
         ],
         params: report_period
@@ -478,10 +499,8 @@ mod tests {
         let t = plan.tables;
         assert!(t.syscall && t.io && t.net && t.sched && t.fork && t.bio && t.cpu && t.page);
         assert_eq!(t.fs, [true; 3]);
-        assert!(t.dns && t.threads);
-        for not_produced in ["proc_ioctl", "proc_pygc"] {
-            assert!(d.sub_probe(not_produced).is_none(), "{not_produced}");
-        }
+        assert!(t.dns && t.threads && t.pygc);
+        assert!(d.sub_probe("proc_ioctl").is_none(), "not produced");
         assert_eq!(
             d.param("report_period").map(|p| &p.default),
             Some(&ParamValue::Int(5))

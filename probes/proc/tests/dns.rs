@@ -150,7 +150,7 @@ fn run(server: &str, names: &[String]) -> (u32, String, Vec<Record>) {
     let pid = w.pid;
     let mut probe = Probe::start(&["-t", "1", "-P", "512", "-f", &pid.to_string()], &[]);
     probe.wait_attached(ATTACH);
-    probe.wait_stderr("DNS uprobes attached to 1 libc target(s)", 1, WAIT);
+    probe.wait_stderr("DNS uprobes attached to 1 target(s)", 1, WAIT);
     w.go();
     let resolved = w.read_line();
     probe.next_period(WAIT);

@@ -703,3 +703,60 @@ fn abnormal_events_follow_the_period_changes() {
         }
     }
 }
+
+/// `proc_pygc` (`-P 8192`): a CPython process with automatic collection off runs
+/// `gc.collect()` 20 times over 200,000 live objects; its row counts exactly those 20
+/// collections, with their time (ms) and the period's longest.
+#[test]
+fn python_gc_collections_are_counted_and_timed() {
+    if !is_root() {
+        eprintln!("skipped: needs root");
+        return;
+    }
+    const N: u64 = 20;
+    let script = format!(
+        "import gc, os, sys\n\
+         gc.disable()\n\
+         junk = [[i] for i in range(200000)]\n\
+         print('ready %d' % os.getpid(), flush=True)\n\
+         sys.stdin.read(1)\n\
+         for _ in range({N}):\n    gc.collect()\n\
+         print('done', flush=True)\n\
+         sys.stdin.read()\n"
+    );
+    // Debian's CPython, built with --with-dtrace (a pyenv or venv Python may not be).
+    let mut cmd = std::process::Command::new("/usr/bin/python3");
+    cmd.args(["-c", &script]);
+    let mut w = Workload::spawn(cmd);
+    let pid = w.pid;
+    let mut probe = Probe::start(&["-t", "1", "-P", "8192", "-f", &pid.to_string()], &[]);
+    probe.wait_attached(ATTACH);
+    probe.wait_stderr("Python GC probes attached to 1 target(s)", 1, WAIT);
+    w.go();
+    assert_eq!(w.read_line(), "done");
+    probe.next_period(WAIT);
+    probe.next_period(WAIT);
+    // python_gc(2) latency_sum(3, ms) latency_max(4, ms): the latest row has the totals.
+    let row = latest(&probe.seen, pid, "proc_pygc")
+        .unwrap_or_else(|| panic!("no proc_pygc row: {:?}", probe.seen))
+        .clone();
+    assert_eq!(row.num(2), N, "{row:?}");
+    let ms = |s: &str| {
+        s.parse::<f64>()
+            .unwrap_or_else(|_| panic!("{s} in {row:?}"))
+    };
+    let sum = ms(&row.fields[3]);
+    let longest = probe
+        .seen
+        .iter()
+        .filter(|r| of(pid, "proc_pygc")(r))
+        .map(|r| ms(&r.fields[4]))
+        .fold(0.0, f64::max);
+    assert!(
+        sum > 0.0 && longest > 0.0 && longest <= sum,
+        "sum {sum} ms, longest {longest} ms: {row:?}"
+    );
+    assert!(w.finish().success());
+    let (status, stderr, _) = probe.stop();
+    assert!(status.success(), "{stderr}");
+}

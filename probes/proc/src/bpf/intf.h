@@ -109,6 +109,11 @@ struct proc_stats {
 	struct period_max fs_max[FS_SLOTS];
 	__u64 fs_ops[FS_SLOTS];
 	__u64 dns_domains;      /* entries of the process in dns_stats (capped: dns_domain_cap) */
+	/* Python GC (proc_pygc): collections seen between the gc__start and gc__done USDT
+	 * probes, their time, and the period's longest. */
+	__u64 pygc_count;
+	__u64 pygc_ns;
+	struct period_max pygc_max;
 	__u32 exited;           /* 1 once the whole thread group has exited */
 	__u32 in_slot;          /* 1 while syscall counts accrue in hot_slots[tgid & mask] */
 	char comm[16];

@@ -20,6 +20,7 @@
 #include <bpf/bpf_helpers.h>
 #include <bpf/bpf_tracing.h>
 #include <bpf/bpf_core_read.h>
+#include <bpf/usdt.bpf.h>
 #include "gg_common.h"
 #include "gg_folio.h"
 #include "intf.h"
@@ -181,6 +182,20 @@ struct {
 	__type(key, struct dns_key);
 	__type(value, struct dns_stats);
 } dns_stats SEC(".maps");
+
+/* A Python collection in progress (proc_pygc): its start, per thread. */
+struct pygc_call {
+	__u64 ts;
+	__u32 gen;
+	__u32 pad;
+};
+
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, 4096);
+	__type(key, __u64); /* pid_tgid */
+	__type(value, struct pygc_call);
+} pygc_calls SEC(".maps");
 
 /* Scratch for the 132-byte key (kept off the 512-byte stack). */
 struct {
@@ -1074,6 +1089,50 @@ int BPF_PROG(on_migrate, struct task_struct *p, int dest_cpu)
 	if (!te)
 		return 0;
 	__sync_fetch_and_add(&te->migrations, 1);
+	gg_count(GG_STAT_EVENTS);
+	return 0;
+}
+
+/* Python GC (proc_pygc): CPython's USDT probes python:gc__start and python:gc__done bracket
+ * one collection in the collecting thread. */
+SEC("usdt")
+int BPF_USDT(pygc_begin)
+{
+	__u64 id = bpf_get_current_pid_tgid();
+	struct pygc_call c = {};
+
+	if (!is_tracked(id >> 32))
+		return 0;
+	c.ts = bpf_ktime_get_ns();
+	c.gen = knob_gen;
+	gg_map_update(&pygc_calls, &id, &c, BPF_ANY);
+	return 0;
+}
+
+SEC("usdt")
+int BPF_USDT(pygc_end)
+{
+	__u64 id = bpf_get_current_pid_tgid(), delta;
+	struct proc_stats *st;
+	struct pygc_call *cp;
+	__u64 ts;
+	__u32 gen;
+
+	cp = bpf_map_lookup_elem(&pygc_calls, &id);
+	if (!cp)
+		return 0;
+	ts = cp->ts;
+	gen = cp->gen;
+	bpf_map_delete_elem(&pygc_calls, &id);
+	if (gen != knob_gen)
+		return 0;
+	delta = bpf_ktime_get_ns() - ts;
+	st = stats_current(id >> 32);
+	if (!st)
+		return 0;
+	__sync_fetch_and_add(&st->pygc_count, 1);
+	__sync_fetch_and_add(&st->pygc_ns, delta);
+	period_max(&st->pygc_max, delta);
 	gg_count(GG_STAT_EVENTS);
 	return 0;
 }
