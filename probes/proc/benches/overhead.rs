@@ -42,11 +42,11 @@ struct Mode {
     noop: bool,
 }
 
-/// The default `-P` bits without `proc_fs` (32, 64, 128): `!(1 | 256) & !224`.
-const DEFAULT_WITHOUT_FS: &str = "4294966814";
+/// The default `-P` bits without `proc_fs` (32, 64, 128): `!(1 | 256 | 4096 | 16384) & !224`.
+const DEFAULT_WITHOUT_FS: &str = "4294946334";
 
-/// The default `-P` bits without `proc_dns` (512): `!(1 | 256) & !512`.
-const DEFAULT_WITHOUT_DNS: &str = "4294966526";
+/// The default `-P` bits without `proc_dns` (512): `!(1 | 256 | 4096 | 16384) & !512`.
+const DEFAULT_WITHOUT_DNS: &str = "4294946046";
 
 const MODES: &[Mode] = &[
     Mode {

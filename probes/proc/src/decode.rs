@@ -88,6 +88,8 @@ pub fn decode_stats(bytes: &[u8]) -> Option<(ProcCounters, bool)> {
         },
         fs_max: s.fs_max.each_ref().map(period_max),
         fs_ops: s.fs_ops,
+        ioctl_fd: s.ioctl_fd,
+        ioctl_cmd: s.ioctl_cmd,
         pygc_count: s.pygc_count,
         pygc_ns: s.pygc_ns,
         pygc_max: period_max(&s.pygc_max),

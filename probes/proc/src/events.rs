@@ -179,6 +179,7 @@ mod tests {
         cpu: true,
         page: false,
         pygc: false,
+        ioctl: false,
         dns: false,
         threads: false,
     };

@@ -34,18 +34,21 @@ pub const BIT_THREAD_CPU: u32 = 2048;
 
 /// `-P` bit: `proc_pygc` (CPython garbage collections, from its USDT probes).
 pub const BIT_PYGC: u32 = 8192;
+/// `-P` bit: `proc_syscall_ioctl` (the longest ioctl and which one it was).
+pub const BIT_IOCTL: u32 = 16384;
 /// `-P` bit: `thread_cpu` (per-thread off-CPU time and CPU migrations, v2023's table).
 pub const BIT_THREAD: u32 = 4096;
 
-/// `-P` bits used when `-P` is not given: everything except [`BIT_SYSCALL`], [`BIT_PAGE`] and
-/// [`BIT_THREAD`].
+/// `-P` bits used when `-P` is not given: everything except [`BIT_SYSCALL`], [`BIT_PAGE`],
+/// [`BIT_THREAD`] and [`BIT_IOCTL`].
 /// Syscall counts need the `sys_exit` tracepoint, and attaching any syscall tracepoint puts
 /// every syscall of every process on the host on the kernel's slow path (see
 /// docs/probes/proc.md); the page-cache programs run for every page the page cache adds,
 /// dirties or serves. Upstream's shipped configuration (`-P 3174`) leaves both bits out as
-/// well. A row per thread can be many rows, so `thread_cpu` is asked for by name. `-P 0` asks
-/// for everything.
-pub const DEFAULT_BITS: u32 = !(BIT_SYSCALL | BIT_PAGE | BIT_THREAD);
+/// well. A row per thread can be many rows, so `thread_cpu` is asked for by name, and
+/// `proc_syscall_ioctl` labels its row with the period's longest request (a new series per
+/// request), so it is too. `-P 0` asks for everything.
+pub const DEFAULT_BITS: u32 = !(BIT_SYSCALL | BIT_PAGE | BIT_THREAD | BIT_IOCTL);
 
 /// Flag letter choosing how slow syscalls are timed (`-S blocked` or `-S exact`).
 pub const TIMING_FLAG: char = 'S';
@@ -165,6 +168,7 @@ impl Plan {
                 dns: has(BIT_DNS),
                 threads: has(BIT_THREAD),
                 pygc: has(BIT_PYGC),
+                ioctl: has(BIT_IOCTL),
             },
         }
     }
@@ -229,6 +233,7 @@ mod tests {
             !t.threads && !p.threads,
             "thread_cpu needs -P with bit 4096"
         );
+        assert!(!t.ioctl, "proc_syscall_ioctl needs -P with bit 16384");
         assert!(t.io && t.net && t.sched && t.fork && t.lifecycle && t.bio && t.cpu);
     }
 

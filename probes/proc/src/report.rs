@@ -7,7 +7,9 @@ use std::io::{self, Write};
 use probe_sdk::record::RecordWriter;
 
 use crate::syscalls::{FsKind, FsOp, SlowCol, FS_SLOTS, SLOW_SLOTS};
-use crate::tables::{CPU, DNS, FS_TABLES, IO, LIFECYCLE, PAGE, PYGC, SLOW_TABLES, SYSCALL, THREAD};
+use crate::tables::{
+    CPU, DNS, FS_TABLES, IO, IOCTL, LIFECYCLE, PAGE, PYGC, SLOW_TABLES, SYSCALL, THREAD,
+};
 
 /// Which `proc_*` tables are printed (from the `-P` bits).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -34,6 +36,8 @@ pub struct Tables {
     pub page: bool,
     /// `proc_pygc`
     pub pygc: bool,
+    /// `proc_syscall_ioctl`
+    pub ioctl: bool,
     /// `proc_dns` (written by [`crate::dns`], after every process's other tables)
     pub dns: bool,
     /// `thread_cpu` (written by [`crate::threads`], after `proc_dns`)
@@ -52,6 +56,9 @@ impl Tables {
             if on {
                 out.push(t.name);
             }
+        }
+        if self.ioctl {
+            out.push(IOCTL);
         }
         for (on, t) in self.fs.into_iter().zip(&FS_TABLES) {
             if on {
@@ -136,6 +143,10 @@ pub struct ProcCounters {
     pub fs_max: [PeriodMax; FS_SLOTS],
     /// Operations timed per file system and operation, running totals.
     pub fs_ops: [u64; FS_SLOTS],
+    /// The ioctl behind `slow_max[Ioctl]`: its fd and request (both 0 before any).
+    pub ioctl_fd: i64,
+    /// See `ioctl_fd`.
+    pub ioctl_cmd: u64,
     /// Python collections (`proc_pygc`), running total.
     pub pygc_count: u64,
     /// Their time, ns, running total.
@@ -194,6 +205,19 @@ pub fn write_process<W: Write>(
             }
             rec.end()?;
         }
+    }
+    if tables.ioctl {
+        let (fd, dir, kind, nr, size) = ioctl_labels(c.ioctl_fd, c.ioctl_cmd);
+        out.record(IOCTL)
+            .field(&tgid)
+            .field(comm)
+            .field(fd.as_str())
+            .field(dir.as_str())
+            .field(kind.as_str())
+            .field(nr.as_str())
+            .field(&size)
+            .field(&c.slow(SlowCol::Ioctl, period))
+            .end()?;
     }
     for ((enabled, table), kind) in tables.fs.into_iter().zip(&FS_TABLES).zip(FsKind::ALL) {
         if enabled {
@@ -264,6 +288,28 @@ pub fn write_process<W: Write>(
     Ok(())
 }
 
+/// An ioctl's labels (fd, direction, type, number) and argument size, decoded from the request
+/// by the generic `_IOC` layout (x86, arm64: nr bits 0–7, type 8–15, size 16–29, direction
+/// 30–31, 1 = write, 2 = read); empty labels and size 0 before any ioctl was recorded.
+pub fn ioctl_labels(fd: i64, cmd: u64) -> (String, String, String, String, u64) {
+    if fd == 0 && cmd == 0 {
+        return (
+            String::new(),
+            String::new(),
+            String::new(),
+            String::new(),
+            0,
+        );
+    }
+    (
+        fd.to_string(),
+        ((cmd >> 30) & 0x3).to_string(),
+        ((cmd >> 8) & 0xff).to_string(),
+        (cmd & 0xff).to_string(),
+        (cmd >> 16) & 0x3fff,
+    )
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -321,6 +367,9 @@ mod tests {
                 period: PERIOD,
             }),
             fs_ops: std::array::from_fn(|i| 300 + i as u64),
+            ioctl_fd: 5,
+            // FS_IOC_GETFLAGS = _IOR('f', 1, long)
+            ioctl_cmd: 0x8008_6601,
             pygc_count: 4,
             pygc_ns: 12_345_678,
             pygc_max: PeriodMax {
@@ -343,6 +392,7 @@ mod tests {
         cpu: true,
         page: true,
         pygc: true,
+        ioctl: true,
         dns: false,
         threads: false,
     };
@@ -356,6 +406,7 @@ mod tests {
 |proc_syscall_net|42|nginx|106|107|
 |proc_syscall_sched|42|nginx|108|109|110|111|
 |proc_syscall_fork|42|nginx|112|113|114|
+|proc_syscall_ioctl|42|nginx|5|2|102|1|8|115|
 |proc_ext4|42|nginx|200|201|202|203|300|301|302|303|
 |proc_overlay|42|nginx|204|205|206|207|304|305|306|307|
 |proc_tmpfs|42|nginx|208|209|210|211|308|309|310|311|
@@ -476,7 +527,13 @@ mod tests {
             t.names(),
             ["proc_syscall_sched", "proc_lifecycle", "proc_cpu"]
         );
-        assert_eq!(ALL_TABLES.names().len(), 13);
+        assert_eq!(ALL_TABLES.names().len(), 14);
+        assert_eq!(ioctl_labels(0, 0).4, 0);
+        assert_eq!(ioctl_labels(0, 0).0, "");
+        // FIONREAD = 0x541B: no direction bits, type 'T', nr 27, no size.
+        let (fd, dir, kind, nr, size) = ioctl_labels(3, 0x541b);
+        assert_eq!([fd, dir, kind, nr], ["3", "0", "84", "27"]);
+        assert_eq!(size, 0);
     }
 
     #[test]

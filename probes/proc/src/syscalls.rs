@@ -25,6 +25,7 @@ pub enum SlowCol {
     Fork = slow_col::COL_FORK.0 as u8,
     Vfork = slow_col::COL_VFORK.0 as u8,
     Clone = slow_col::COL_CLONE.0 as u8,
+    Ioctl = slow_col::COL_IOCTL.0 as u8,
 }
 
 /// Number of slots in `proc_stats.slow_max` (`SLOW_SLOTS`; index 0 and 15 unused).
@@ -43,6 +44,7 @@ impl SlowCol {
             Sendmsg | Recvmsg => crate::hooks::BIT_NET_SYSCALL,
             SchedYield | Futex | EpollWait | EpollPwait => crate::hooks::BIT_SCHED_SYSCALL,
             Fork | Vfork | Clone => crate::hooks::BIT_FORK_SYSCALL,
+            Ioctl => crate::hooks::BIT_IOCTL,
         }
     }
 }
@@ -86,6 +88,7 @@ const SLOW_SYSCALLS: &[(libc::c_long, SlowCol)] = {
         (libc::SYS_vfork, Vfork),
         (libc::SYS_clone, Clone),
         (libc::SYS_clone3, Clone),
+        (libc::SYS_ioctl, Ioctl),
     ]
 };
 

@@ -8,8 +8,9 @@ use probe_sdk::decl::{self, Declaration, ParamValue, SnooperKind, SubProbe};
 use probe_sdk::meta::{self, Field, Table};
 
 use crate::hooks::{
-    BIT_DNS, BIT_EXT4, BIT_FORK_SYSCALL, BIT_IO, BIT_IO_SYSCALL, BIT_NET_SYSCALL, BIT_OVERLAY,
-    BIT_PAGE, BIT_PYGC, BIT_SCHED_SYSCALL, BIT_SYSCALL, BIT_THREAD, BIT_THREAD_CPU, BIT_TMPFS,
+    BIT_DNS, BIT_EXT4, BIT_FORK_SYSCALL, BIT_IO, BIT_IOCTL, BIT_IO_SYSCALL, BIT_NET_SYSCALL,
+    BIT_OVERLAY, BIT_PAGE, BIT_PYGC, BIT_SCHED_SYSCALL, BIT_SYSCALL, BIT_THREAD, BIT_THREAD_CPU,
+    BIT_TMPFS,
 };
 use crate::syscalls::SlowCol;
 
@@ -25,6 +26,8 @@ pub const IO: &str = "proc_io";
 pub const CPU: &str = "proc_cpu";
 /// Page-cache activity and reclaim time (upstream's `proc_page`).
 pub const PAGE: &str = "proc_page";
+/// The longest ioctl (upstream HEAD's `proc_syscall_ioctl`).
+pub const IOCTL: &str = "proc_syscall_ioctl";
 /// Python garbage collections (upstream HEAD's `proc_pygc`).
 pub const PYGC: &str = "proc_pygc";
 /// DNS lookups per process and domain (upstream HEAD's `proc_dns`).
@@ -307,6 +310,22 @@ pub const PAGE_FIELDS: &[Field] = &[
     ),
 ];
 
+/// `proc_syscall_ioctl` after the process fields: upstream HEAD's.
+pub const IOCTL_FIELDS: &[Field] = &[
+    Field::label("ioctl_fd", "File descriptor of the period's longest ioctl"),
+    Field::label(
+        "ioctl_dir",
+        "Its direction (_IOC_DIR: 0 none, 1 write, 2 read, 3 both)",
+    ),
+    Field::label("ioctl_type", "Its type (_IOC_TYPE, the driver's letter as a number)"),
+    Field::label("ioctl_nr", "Its number (_IOC_NR)"),
+    Field::gauge("ioctl_size", "Its argument size (_IOC_SIZE), bytes"),
+    Field::gauge(
+        "ns_ioctl",
+        "Longest single ioctl call in the period, ns: entry to exit with -S exact, by default the longest blocked (switched-out) stretch inside one; 0 without any",
+    ),
+];
+
 /// `proc_pygc` after the process fields: upstream HEAD's names and units (ms).
 pub const PYGC_FIELDS: &[Field] = &[
     Field::per_period(
@@ -374,6 +393,7 @@ pub fn meta_tables() -> Vec<Table> {
         let fields: Vec<Field> = slow.columns.iter().map(|(_, f)| *f).collect();
         tables.push(Table::new(slow.name, ENTITY, &[PROC_FIELDS, &fields]));
     }
+    tables.push(Table::new(IOCTL, ENTITY, &[PROC_FIELDS, IOCTL_FIELDS]));
     for fs in &FS_TABLES {
         tables.push(Table::new(fs.name, ENTITY, &[PROC_FIELDS, fs.fields]));
     }
@@ -408,9 +428,9 @@ pub fn meta_tables() -> Vec<Table> {
 ///   off by default: a row per thread). `proc_syscall` is off by default: its counts need the
 ///   `sys_exit` tracepoint, a toll on every syscall of the host (docs/probes/proc.md);
 ///   `proc_pagecache` too: its programs run for every page the page cache adds, dirties or
-///   serves. `proc_lifecycle` and `proc_bpf_stats` are always written. Upstream's
-///   `proc_ioctl` is not produced, so they are not declared (REST
-///   refuses them).
+///   serves; `proc_ioctl` → `proc_syscall_ioctl` (16384) too: its labels name the period's
+///   longest request, a new series for each. `proc_lifecycle` and `proc_bpf_stats` are always
+///   written.
 /// * Params: `report_period` (default 5 s, as `-t`); `report_event` (`-l`), `latency_thr`
 ///   (`-T`, ms) and `offline_thr` (`-O`, ms) for the abnormal events ([`crate::events`]).
 pub fn declaration() -> Declaration {
@@ -432,6 +452,7 @@ pub fn declaration() -> Declaration {
             SubProbe::new("proc_net", BIT_NET_SYSCALL),
             SubProbe::new("proc_offcpu", BIT_THREAD_CPU),
             SubProbe::new("proc_pagecache", BIT_PAGE).off_by_default(),
+            SubProbe::new("proc_ioctl", BIT_IOCTL).off_by_default(),
             SubProbe::new("proc_pygc", BIT_PYGC),
             SubProbe::new("thread_cpu", BIT_THREAD).off_by_default(),
         ],
@@ -468,9 +489,11 @@ mod tests {
 
     #[test]
     fn every_slow_column_has_one_field() {
+        // proc_syscall_ioctl has the last column (its own layout, with the call's labels).
         let mut cols: Vec<u8> = SLOW_TABLES
             .iter()
             .flat_map(|t| t.columns.iter().map(|(c, _)| *c as u8))
+            .chain([SlowCol::Ioctl as u8])
             .collect();
         let n = cols.len();
         cols.sort_unstable();
@@ -500,7 +523,6 @@ mod tests {
         assert!(t.syscall && t.io && t.net && t.sched && t.fork && t.bio && t.cpu && t.page);
         assert_eq!(t.fs, [true; 3]);
         assert!(t.dns && t.threads && t.pygc);
-        assert!(d.sub_probe("proc_ioctl").is_none(), "not produced");
         assert_eq!(
             d.param("report_period").map(|p| &p.default),
             Some(&ParamValue::Int(5))

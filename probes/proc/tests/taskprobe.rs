@@ -760,3 +760,43 @@ fn python_gc_collections_are_counted_and_timed() {
     let (status, stderr, _) = probe.stop();
     assert!(status.success(), "{stderr}");
 }
+
+/// `proc_syscall_ioctl` (`-P 16384`, here with `-S exact`): a child calling
+/// `FS_IOC_GETFLAGS` (`_IOR('f', 1, long)`) 100 times on a file shows that call in the row's
+/// labels (its fd, direction 2 = read, type 102 = 'f', number 1), size 8 and a time > 0.
+#[test]
+fn the_longest_ioctl_is_named_by_its_labels() {
+    if !is_root() {
+        eprintln!("skipped: needs root");
+        return;
+    }
+    let file = tempfile::NamedTempFile::new_in(env!("CARGO_TARGET_TMPDIR")).expect("temp file");
+    let mut w = Workload::start(&["ioctl", "100", file.path().to_str().unwrap()]);
+    let pid = w.pid;
+    let mut probe = Probe::start(
+        &[
+            "-t",
+            "1",
+            "-P",
+            "16384",
+            "-S",
+            "exact",
+            "-f",
+            &pid.to_string(),
+        ],
+        &[],
+    );
+    probe.wait_attached(ATTACH);
+    w.go();
+    let done = w.read_line();
+    let fd = done.strip_prefix("done ").expect("done <fd>").to_string();
+    let row = probe
+        .wait_for(WAIT, |r| of(pid, "proc_syscall_ioctl")(r) && r.num(7) > 0)
+        .unwrap_or_else(|| panic!("no proc_syscall_ioctl with a time: {:?}", probe.seen));
+    // ioctl_fd(2) ioctl_dir(3) ioctl_type(4) ioctl_nr(5) ioctl_size(6) ns_ioctl(7)
+    assert_eq!(row.fields[2..6], [fd.as_str(), "2", "102", "1"], "{row:?}");
+    assert_eq!(row.num(6), 8, "{row:?}");
+    assert!(w.finish().success());
+    let (status, stderr, _) = probe.stop();
+    assert!(status.success(), "{stderr}");
+}

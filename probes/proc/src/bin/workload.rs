@@ -39,6 +39,8 @@
 //! * `migrate N MS`: print `ready <pid>`, wait for the go byte, start a thread that N times
 //!   pins itself to the other one of CPUs 0 and 1 (`sched_setaffinity`, a forced migration)
 //!   and sleeps MS milliseconds, join it, print `done <tid>`, and wait for stdin to close.
+//! * `ioctl N PATH`: open PATH, print `ready <pid>`, wait for the go byte, call
+//!   `ioctl(fd, FS_IOC_GETFLAGS, &flags)` N times, print `done <fd>`, and wait for stdin to close.
 //! * `resolve NAME...`: print `ready <pid>`, wait for the go byte, call `getaddrinfo` once for
 //!   each NAME (IPv4), print `resolved <ok> <failed>`, and wait for stdin to close.
 
@@ -464,6 +466,32 @@ fn migrate(n: u64, ms: u64) -> Result<(), String> {
     Ok(())
 }
 
+fn ioctls(n: u64, path: &str) -> Result<(), String> {
+    use std::os::fd::AsRawFd;
+    // FS_IOC_GETFLAGS = _IOR('f', 1, long).
+    const FS_IOC_GETFLAGS: libc::c_ulong = 0x8008_6601;
+    let f = std::fs::File::open(path).map_err(|e| format!("{path}: {e}"))?;
+    // SAFETY: getpid has no preconditions.
+    let pid = unsafe { libc::getpid() };
+    write_all(1, format!("ready {pid}\n").as_bytes())?;
+    if !wait_byte()? {
+        return Ok(());
+    }
+    let mut flags: libc::c_long = 0;
+    for _ in 0..n {
+        // SAFETY: FS_IOC_GETFLAGS writes one long into `flags`.
+        if unsafe { libc::ioctl(f.as_raw_fd(), FS_IOC_GETFLAGS, &mut flags) } != 0 {
+            return Err(format!(
+                "FS_IOC_GETFLAGS: {}",
+                std::io::Error::last_os_error()
+            ));
+        }
+    }
+    write_all(1, format!("done {}\n", f.as_raw_fd()).as_bytes())?;
+    while wait_byte()? {}
+    Ok(())
+}
+
 fn resolve(names: &[String]) -> Result<(), String> {
     // SAFETY: getpid has no preconditions.
     let pid = unsafe { libc::getpid() };
@@ -542,6 +570,10 @@ fn main() -> ExitCode {
             page_cache(m, dir)
         }),
         Some("resolve") => resolve(&args[1..]),
+        Some("ioctl") => parse(args.get(1), "N").and_then(|n| {
+            let path = args.get(2).ok_or("missing PATH")?;
+            ioctls(n, path)
+        }),
         Some("migrate") => parse(args.get(1), "N")
             .and_then(|n| parse(args.get(2), "MS").and_then(|ms| migrate(n, ms))),
         Some("fs-ops") => parse(args.get(1), "N").and_then(|n| fs_ops(n, &args[2..])),
@@ -549,7 +581,7 @@ fn main() -> ExitCode {
             parse(args.get(1), "MS").and_then(|ms| exec_after(ms, args.get(2..).unwrap_or(&[])))
         }
         _ => Err(
-            "usage: taskprobe-workload script K N | bench-open N [--reps R] [--wait] [--write-to DIR] [--resolve] | io-sleep COUNT MS DIR | blockers MS | page-cache MIB DIR | fs-ops N DIR... | resolve NAME... | migrate N MS | exec-after MS PATH ARG..."
+            "usage: taskprobe-workload script K N | bench-open N [--reps R] [--wait] [--write-to DIR] [--resolve] | io-sleep COUNT MS DIR | blockers MS | page-cache MIB DIR | fs-ops N DIR... | ioctl N PATH | resolve NAME... | migrate N MS | exec-after MS PATH ARG..."
                 .into(),
         ),
     };

@@ -40,6 +40,7 @@ enum slow_col {
 	COL_FORK,
 	COL_VFORK,
 	COL_CLONE,
+	COL_IOCTL,
 	NR_COLS,
 };
 
@@ -108,6 +109,9 @@ struct proc_stats {
 	 * of the period and operations timed (running total). */
 	struct period_max fs_max[FS_SLOTS];
 	__u64 fs_ops[FS_SLOTS];
+	/* The ioctl that set slow_max[COL_IOCTL] (proc_syscall_ioctl): its fd and request. */
+	__s64 ioctl_fd;
+	__u64 ioctl_cmd;
 	__u64 dns_domains;      /* entries of the process in dns_stats (capped: dns_domain_cap) */
 	/* Python GC (proc_pygc): collections seen between the gc__start and gc__done USDT
 	 * probes, their time, and the period's longest. */

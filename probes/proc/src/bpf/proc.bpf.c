@@ -106,7 +106,8 @@ struct thread_state {
 	__u32 sys_gen;
 	__u32 off_gen;
 	__u32 block_fs; /* fs slot + 1 of the file operation the thread is blocked in, or 0 */
-	__u32 pad;
+	__u32 block_cmd; /* an ioctl's request, while blocked in COL_IOCTL */
+	__s64 block_fd;  /* an ioctl's fd, while blocked in COL_IOCTL */
 	__u64 reclaim_start; /* start of the direct or memcg reclaim the thread is in, or 0 */
 };
 
@@ -261,16 +262,20 @@ static __always_inline struct thread_stats *thread_entry(struct task_struct *t)
 
 /* Raises a maximum of the current report period to ns. Two CPUs updating the same process's
  * maximum at once may keep the smaller value (no atomic max), as upstream's plain store does. */
-static __always_inline void period_max(struct period_max *m, __u64 ns)
+static __always_inline bool period_max(struct period_max *m, __u64 ns)
 {
 	__u32 gen = period_gen;
 
 	if (m->period != gen) {
 		m->ns = ns;
 		m->period = gen;
-	} else if (ns > m->ns) {
-		m->ns = ns;
+		return true;
 	}
+	if (ns > m->ns) {
+		m->ns = ns;
+		return true;
+	}
+	return false;
 }
 
 static __always_inline struct proc_stats *stats_of(__u32 tgid)
@@ -585,7 +590,10 @@ int BPF_PROG(on_sys_exit, struct pt_regs *regs, long ret)
 	/* Keep the mask: clang drops it from a value it can bound, the verifier cannot. */
 	barrier_var(idx);
 	idx &= SLOW_SLOTS - 1;
-	period_max(&st->slow_max[idx], start);
+	if (period_max(&st->slow_max[idx], start) && col == COL_IOCTL) {
+		st->ioctl_fd = (int)PT_REGS_PARM1_CORE_SYSCALL(regs);
+		st->ioctl_cmd = (__u32)PT_REGS_PARM2_CORE_SYSCALL(regs);
+	}
 	return 0;
 }
 
@@ -632,6 +640,12 @@ int BPF_PROG(on_sched_switch, bool preempt, struct task_struct *prev, struct tas
 				ts->off_iowait = BPF_CORE_READ_BITFIELD(prev, in_iowait);
 				ts->block_col = bcol;
 				ts->block_fs = bfs;
+				if (bcol == COL_IOCTL) {
+					struct pt_regs *r = (struct pt_regs *)bpf_task_pt_regs(prev);
+
+					ts->block_fd = r ? (int)PT_REGS_PARM1_CORE_SYSCALL(r) : -1;
+					ts->block_cmd = r ? (__u32)PT_REGS_PARM2_CORE_SYSCALL(r) : 0;
+				}
 			}
 		}
 		/* The slot now belongs to whoever runs next on this CPU. */
@@ -679,7 +693,10 @@ int BPF_PROG(on_sched_switch, bool preempt, struct task_struct *prev, struct tas
 
 		barrier_var(idx);
 		idx &= SLOW_SLOTS - 1;
-		period_max(&st->slow_max[idx], delta);
+		if (period_max(&st->slow_max[idx], delta) && bcol == COL_IOCTL) {
+			st->ioctl_fd = ts->block_fd;
+			st->ioctl_cmd = ts->block_cmd;
+		}
 	}
 	if (bfs)
 		fs_account(st, bfs, delta);
