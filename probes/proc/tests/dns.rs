@@ -14,6 +14,7 @@ use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
 use common::{Probe, Record, Workload, WORKLOAD};
+use container_info::podman::Podman;
 
 const ATTACH: Duration = Duration::from_secs(30);
 const WAIT: Duration = Duration::from_secs(15);
@@ -138,6 +139,11 @@ fn rows(seen: &[Record], pid: u32) -> BTreeMap<String, Record> {
 /// Runs the resolver on `names` under a probe tracking it; returns its pid, its `resolved`
 /// line and every record seen.
 fn run(server: &str, names: &[String]) -> (u32, String, Vec<Record>) {
+    run_with(server, |resolv| resolver(names, resolv))
+}
+
+/// [`run`], with the resolver `start` starts given the resolv.conf to use.
+fn run_with(server: &str, start: impl FnOnce(&Path) -> Workload) -> (u32, String, Vec<Record>) {
     let dir = tempfile::tempdir().expect("tempdir");
     let resolv = dir.path().join("resolv.conf");
     std::fs::write(
@@ -146,7 +152,7 @@ fn run(server: &str, names: &[String]) -> (u32, String, Vec<Record>) {
     )
     .unwrap();
     let _server = Dnsmasq::start(dir.path(), server);
-    let mut w = resolver(names, &resolv);
+    let mut w = start(&resolv);
     let pid = w.pid;
     let mut probe = Probe::start(&["-t", "1", "-P", "512", "-f", &pid.to_string()], &[]);
     probe.wait_attached(ATTACH);
@@ -232,4 +238,100 @@ fn domains_past_the_cap_count_under_other() {
     assert_eq!((other.num(6), other.num(7)), (45, 45), "{other:?}");
     let total: u64 = rows.values().map(|r| r.num(6)).sum();
     assert_eq!(total, 301, "every lookup counted once");
+}
+
+/// A root filesystem holding the workload and copies of the libraries it links (new files, so
+/// the container's libc is another inode than the host's).
+fn workload_rootfs(root: &Path) {
+    let copy = |from: &Path| {
+        let to = root.join(from.strip_prefix("/").unwrap());
+        std::fs::create_dir_all(to.parent().unwrap()).unwrap();
+        std::fs::copy(from, &to).unwrap_or_else(|e| panic!("copy {}: {e}", from.display()));
+    };
+    copy(Path::new(WORKLOAD));
+    let ldd = Command::new("ldd").arg(WORKLOAD).output().expect("ldd");
+    for line in String::from_utf8_lossy(&ldd.stdout).lines() {
+        // "libc.so.6 => /lib/x86_64-linux-gnu/libc.so.6 (0x…)" or "/lib64/ld-linux-x86-64.so.2 (0x…)"
+        let path = line
+            .split("=>")
+            .last()
+            .and_then(|r| r.split_whitespace().next())
+            .filter(|p| p.starts_with('/'));
+        if let Some(p) = path {
+            copy(Path::new(p));
+        }
+    }
+    // glibc's resolver loads these at run time (nsswitch "files dns").
+    for lib in ["libnss_dns.so.2", "libnss_files.so.2", "libresolv.so.2"] {
+        for dir in [
+            "/lib/x86_64-linux-gnu",
+            "/lib/aarch64-linux-gnu",
+            "/usr/lib64",
+        ] {
+            let p = Path::new(dir).join(lib);
+            if p.exists() {
+                copy(&p);
+            }
+        }
+    }
+    std::fs::create_dir_all(root.join("etc")).unwrap();
+    std::fs::write(root.join("etc/nsswitch.conf"), "hosts: files dns\n").unwrap();
+    std::fs::write(root.join("etc/hosts"), "127.0.0.1 localhost\n").unwrap();
+}
+
+/// The resolver in a podman container with its own copy of libc (the host's pid and network
+/// namespaces, so its pid is the one tracked and the server is reachable): the uprobes go on the
+/// container's libc, through `/proc/<pid>/root`, and its lookups are counted as on the host.
+#[test]
+fn a_containers_own_libc_is_probed() {
+    if !is_root() || !Path::new(DNSMASQ).exists() {
+        eprintln!("skipped: needs root and {DNSMASQ}");
+        return;
+    }
+    assert!(
+        Podman::available(),
+        "podman and runc are needed (./build.sh --check installs them)"
+    );
+    let dir = tempfile::tempdir().expect("tempdir");
+    let podman = Podman::new(&dir.path().join("podman")).expect("podman dirs");
+    let root = dir.path().join("rootfs");
+    workload_rootfs(&root);
+    podman
+        .import_dir(&root, "localhost/gg-dns:1")
+        .expect("import the rootfs");
+    let names: Vec<String> = ["h1.gg.test", "h2.gg.test", "gone.nx.gg.test"]
+        .map(String::from)
+        .to_vec();
+    let (pid, resolved, seen) = run_with("127.0.0.79", |resolv| {
+        let mut cmd = podman.cmd();
+        cmd.args([
+            "run",
+            "-i",
+            "--rm",
+            "--network",
+            "host",
+            "--pid",
+            "host",
+            "-v",
+        ])
+        .arg(format!("{}:/etc/resolv.conf:ro", resolv.display()))
+        .args(["localhost/gg-dns:1", WORKLOAD, "resolve"])
+        .args(&names);
+        Workload::spawn(cmd)
+    });
+    assert_eq!(resolved, "resolved 2 1");
+    let own = std::fs::metadata(format!("/proc/{pid}/root/lib/x86_64-linux-gnu/libc.so.6"))
+        .or_else(|_| {
+            std::fs::metadata(format!("/proc/{pid}/root/lib/aarch64-linux-gnu/libc.so.6"))
+        });
+    drop(own);
+    let rows = rows(&seen, pid);
+    assert_eq!(rows.len(), 3, "{seen:?}");
+    assert_eq!(
+        rows.values()
+            .map(|r| (r.num(6), r.num(7)))
+            .collect::<Vec<_>>(),
+        [(1, 1), (1, 0), (1, 0)],
+        "gone.nx (failed), h1, h2: {rows:?}"
+    );
 }
