@@ -48,6 +48,10 @@ const DEFAULT_WITHOUT_FS: &str = "4294946334";
 /// The default `-P` bits without `proc_dns` (512): `!(1 | 256 | 4096 | 16384) & !512`.
 const DEFAULT_WITHOUT_DNS: &str = "4294946046";
 
+/// The default `-P` bits without any of issue 19's default-on tables (`proc_fs` 224, `proc_dns`
+/// 512, `proc_pygc` 8192): what the default was before them.
+const DEFAULT_BEFORE_19: &str = "4294937630";
+
 const MODES: &[Mode] = &[
     Mode {
         name: "no probe",
@@ -77,6 +81,12 @@ const MODES: &[Mode] = &[
         name: "tracked process, default without proc_dns",
         target: Target::Tracked,
         flags: &["-P", DEFAULT_WITHOUT_DNS],
+        noop: false,
+    },
+    Mode {
+        name: "tracked process, default without fs/dns/pygc",
+        target: Target::Tracked,
+        flags: &["-P", DEFAULT_BEFORE_19],
         noop: false,
     },
     Mode {

@@ -41,8 +41,7 @@ use probe_sdk::args::ProbeArgs;
 use probe_sdk::bpf::uprobe_libs::LibHooks;
 use probe_sdk::bpf::{self, Hook, RingPoller};
 use probe_sdk::control::{Control, ControlMsg};
-use probe_sdk::decl::Declaration;
-use probe_sdk::decl::{Snoop, SnoopMode};
+use probe_sdk::decl::{Declaration, Snoop, SnoopMode};
 use probe_sdk::record::{self, RecordWriter};
 use probe_sdk::run::{self, PeriodLoop};
 use probe_sdk::whitelist::Whitelist;
@@ -459,7 +458,7 @@ impl Runtime<'_, '_> {
         entries: &[(u32, report::ProcCounters)],
         period: u32,
     ) -> std::io::Result<()> {
-        if !self.sync_dns_hooks(entries) {
+        if !self.sync_uprobe_targets(entries) {
             return Ok(());
         }
         let comms: std::collections::HashMap<u32, (String, bool)> = entries
@@ -484,11 +483,11 @@ impl Runtime<'_, '_> {
         Ok(())
     }
 
-    /// Attaches the DNS uprobes to the C library of processes tracked since the last call and
-    /// drops those of processes gone (`entries`: the tracked processes); detaches them all
-    /// without `proc_dns`. The same for the Python GC probes (`proc_pygc`). Returns whether
-    /// `proc_dns` is on.
-    fn sync_dns_hooks(&mut self, entries: &[(u32, report::ProcCounters)]) -> bool {
+    /// Attaches the DNS uprobes (`proc_dns`) and the Python GC probes (`proc_pygc`) to the
+    /// libc and Python of processes tracked since the last call, and drops those of processes
+    /// gone (`entries`: the tracked processes); detaches a set whose table is off. Returns
+    /// whether `proc_dns` is on.
+    fn sync_uprobe_targets(&mut self, entries: &[(u32, report::ProcCounters)]) -> bool {
         let snoop = match self.tracker.mode() {
             FilterMode::All => Snoop::default(),
             FilterMode::Include => Snoop {
@@ -688,7 +687,7 @@ fn run_probe(args: &ProbeArgs, timing: SyscallTiming) -> Result<()> {
     if mode != FilterMode::Include {
         track_existing(&tracker, rt.sel.proc_root(), &BTreeSet::new(), &mut rt.loss);
     }
-    rt.sync_dns_hooks(&tracker.entries());
+    rt.sync_uprobe_targets(&tracker.entries());
 
     let notices: Rc<RefCell<Vec<u32>>> = Rc::default();
     // Exec notices exist only while the command line's whitelist is in force.
