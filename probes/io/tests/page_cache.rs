@@ -132,7 +132,8 @@ fn within(got: u64, expected: u64, pct: u64) -> bool {
 fn page_cache_counts_match_the_workload_and_vmstat() {
     let _serial = serial();
     let fs = Ext4::new();
-    let mut probe = ProbeRun::start(&["-P", "8", "-t", "1"]);
+    // io_pagecache (8) and io_count (4), for the bytes written back.
+    let mut probe = ProbeRun::start(&["-P", "12", "-t", "1"]);
     probe.wait_attached(WAIT);
     let file = fs.mnt.path().join("data");
 
@@ -155,6 +156,18 @@ fn page_cache_counts_match_the_workload_and_vmstat() {
         "mark_page_dirty {ours} on all disks, /proc/vmstat nr_dirtied +{kernel}"
     );
     assert!(after[1] > before[1], "ext4 metadata buffers dirtied");
+    // Written back by the fsync: the disk's write_bytes since the probe started (running
+    // total: the 100 MiB plus ext4's journal and metadata).
+    let rows = probe.next_period(WAIT);
+    let count = rows
+        .iter()
+        .find(|l| is_disk_row(l, "io_count", fs.dev.major, fs.dev.minor))
+        .unwrap_or_else(|| panic!("no io_count row of {}: {rows:#?}", fs.dev.name()));
+    let written = num(fields(count).1[5]);
+    assert!(
+        (100 * MIB as u64..=110 * MIB as u64).contains(&written),
+        "write_bytes {written} after 100 MiB written and synced: {count}"
+    );
 
     // Dropped from the cache (the file's pages only; they are clean after the fsync) and read
     // back: 25,600 pages loaded and looked up.
