@@ -136,6 +136,12 @@ impl LibHooks {
         self.attached.len()
     }
 
+    /// Whether process `pid` maps the library, as of the last [`LibHooks::sync`] that looked at
+    /// it.
+    pub fn maps_lib(&self, pid: u32) -> bool {
+        matches!(self.seen.get(&pid), Some(Some(_)))
+    }
+
     /// Detaches everything.
     pub fn clear(&mut self) {
         self.attached.clear();

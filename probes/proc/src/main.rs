@@ -415,7 +415,12 @@ impl Runtime<'_, '_> {
         let period = self.knobs.close_period();
         let entries = tracker.entries();
         for (tgid, c) in &entries {
-            report::write_process(out, *tgid, c, &self.plan.tables, period)?;
+            // proc_pygc only for processes running a Python.
+            let tables = report::Tables {
+                pygc: self.plan.tables.pygc && self.pygc_hooks.maps_lib(*tgid),
+                ..self.plan.tables
+            };
+            report::write_process(out, *tgid, c, &tables, period)?;
         }
         self.events
             .write(out, &entries, &self.plan.tables, &self.event_settings)?;
