@@ -441,10 +441,21 @@ impl Runtime<'_, '_> {
         let mut counters = bpf::read_loss_counters(self.gg_stats);
         counters.map_full += self.loss.map_full;
         // Programs that are not attached now keep the misses of their attached time.
+        // The uprobe programs (DNS, Python GC) are skipped too while another tracing program
+        // runs on their CPU.
+        let p = self.progs;
+        let uprobes = [
+            &p.dns_enter,
+            &p.dns_ret_int,
+            &p.dns_ret_ptr,
+            &p.pygc_begin,
+            &p.pygc_end,
+        ];
         let misses = bpf::recursion_misses(
             self.loaded
                 .programs(self.progs)
                 .into_iter()
+                .chain(uprobes)
                 .map(AsFd::as_fd),
         );
         counters.lost = counters.lost.saturating_add(misses);

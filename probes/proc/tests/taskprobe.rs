@@ -734,13 +734,16 @@ fn python_gc_collections_are_counted_and_timed() {
     probe.wait_stderr("Python GC probes attached to 1 target(s)", 1, WAIT);
     w.go();
     assert_eq!(w.read_line(), "done");
+    // python_gc(2) latency_sum(3, ms) latency_max(4, ms), running totals. Records printed
+    // while the collections ran may still be queued: wait for the total, then one period more.
+    probe
+        .wait_for(WAIT, |r| of(pid, "proc_pygc")(r) && r.num(2) >= N)
+        .unwrap_or_else(|| panic!("no proc_pygc row with {N} collections: {:?}", probe.seen));
     probe.next_period(WAIT);
-    probe.next_period(WAIT);
-    // python_gc(2) latency_sum(3, ms) latency_max(4, ms): the latest row has the totals.
     let row = latest(&probe.seen, pid, "proc_pygc")
-        .unwrap_or_else(|| panic!("no proc_pygc row: {:?}", probe.seen))
+        .expect("a proc_pygc row")
         .clone();
-    assert_eq!(row.num(2), N, "{row:?}");
+    assert_eq!(row.num(2), N, "exactly the {N} collections: {row:?}");
     let ms = |s: &str| {
         s.parse::<f64>()
             .unwrap_or_else(|_| panic!("{s} in {row:?}"))

@@ -155,9 +155,15 @@ impl Probe {
         }
     }
 
-    /// The records of the next whole period: skips to the end of the period being printed,
-    /// then returns the records up to and including the next `proc_bpf_stats`.
+    /// The records of the first whole period that starts after this call: takes in what is
+    /// already queued (kept in `seen`), skips to the end of the period being printed, then
+    /// returns the records up to and including the next `proc_bpf_stats`.
     pub fn next_period(&mut self, timeout: Duration) -> Vec<Record> {
+        while let Ok(line) = self.lines.try_recv() {
+            if let Some(r) = Record::parse(&line) {
+                self.seen.push(r);
+            }
+        }
         self.wait_for(timeout, |r| r.table == "proc_bpf_stats")
             .expect("end of the current period");
         let start = self.seen.len();
