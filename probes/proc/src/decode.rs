@@ -98,6 +98,21 @@ pub fn decode_stats(bytes: &[u8]) -> Option<(ProcCounters, bool)> {
     Some((c, s.in_slot != 0))
 }
 
+/// Every entry of a BPF hash `map` that `decode(key, value)` accepts, with its raw key (for a
+/// delete); entries gone between the key walk and the lookup are skipped.
+pub fn map_entries<T>(
+    map: &dyn libbpf_rs::MapCore,
+    decode: impl Fn(&[u8], &[u8]) -> Option<T>,
+) -> Vec<(Vec<u8>, T)> {
+    map.keys()
+        .filter_map(|k| {
+            let v = map.lookup(&k, libbpf_rs::MapFlags::ANY).ok()??;
+            let t = decode(&k, &v)?;
+            Some((k, t))
+        })
+        .collect()
+}
+
 /// The process of an `exec_notice` ring-buffer record; None if the record is truncated.
 pub fn exec_notice_tgid(bytes: &[u8]) -> Option<u32> {
     plain_data::read::<types::exec_notice>(bytes).map(|n| n.tgid)

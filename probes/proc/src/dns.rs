@@ -14,12 +14,12 @@ use std::io::{self, Write};
 use std::path::Path;
 use std::time::Duration;
 
-use libbpf_rs::{Link, MapCore, MapFlags};
+use libbpf_rs::{Link, MapCore};
 use probe_sdk::bpf::plain_data::{self, Plain};
 use probe_sdk::bpf::uprobe_libs::{self, LibHooks};
 use probe_sdk::record::RecordWriter;
 
-use crate::decode::c_string;
+use crate::decode::{c_string, map_entries};
 use crate::report::PeriodMax;
 use crate::skel::{types, ProcProgs};
 use crate::tables::DNS;
@@ -117,19 +117,19 @@ pub struct DnsReport {
 impl DnsReport {
     /// Writes one `proc_dns` record per row of a tracked process (`comm_of` gives its comm;
     /// rows of other processes are skipped), with the maxima of report period `period`.
-    pub fn write<W: Write>(
+    pub fn write<'r, W: Write>(
         &mut self,
         out: &mut RecordWriter<W>,
-        rows: &[DnsRow],
+        rows: impl IntoIterator<Item = &'r DnsRow>,
         comm_of: impl Fn(u32) -> Option<String>,
         period: u32,
     ) -> io::Result<()> {
-        let mut next = HashMap::with_capacity(rows.len());
         // Sorted, so a process's domains come together and the output is stable.
         let sorted: BTreeMap<(u32, &str), &DnsRow> = rows
-            .iter()
+            .into_iter()
             .map(|r| ((r.tgid, r.domain.as_str()), r))
             .collect();
+        let mut next = HashMap::with_capacity(sorted.len());
         for ((tgid, domain), r) in sorted {
             let Some(comm) = comm_of(tgid) else { continue };
             let key = (tgid, domain.to_string());
@@ -169,29 +169,17 @@ impl DnsReport {
 
 /// Every row of `dns_stats` with its raw key (entries that fail to decode are skipped).
 pub fn read_rows(map: &dyn MapCore) -> Vec<(Vec<u8>, DnsRow)> {
-    map.keys()
-        .filter_map(|k| {
-            let v = map.lookup(&k, MapFlags::ANY).ok()??;
-            let row = decode(&k, &v)?;
-            Some((k, row))
-        })
-        .collect()
+    map_entries(map, decode)
 }
 
 /// Deletes the lookups in progress that started more than [`STALE_CALL`] before `now_ns`
 /// (`CLOCK_MONOTONIC`, the clock of `bpf_ktime_get_ns`); returns how many.
 pub fn purge_stale_calls(map: &dyn MapCore, now_ns: u64) -> usize {
-    let stale: Vec<Vec<u8>> = map
-        .keys()
-        .filter(|k| {
-            map.lookup(k, MapFlags::ANY)
-                .ok()
-                .flatten()
-                .and_then(|v| plain_data::read_exact::<types::dns_call>(&v))
-                .is_some_and(|c| now_ns.saturating_sub(c.ts) > STALE_CALL.as_nanos() as u64)
-        })
-        .collect();
-    stale.iter().filter(|k| map.delete(k).is_ok()).count()
+    let stale = map_entries(map, |_, v| {
+        let c = plain_data::read_exact::<types::dns_call>(v)?;
+        (now_ns.saturating_sub(c.ts) > STALE_CALL.as_nanos() as u64).then_some(())
+    });
+    stale.iter().filter(|(k, _)| map.delete(k).is_ok()).count()
 }
 
 #[cfg(test)]

@@ -482,10 +482,9 @@ impl Runtime<'_, '_> {
             .map(|(t, c)| (*t, (c.comm.clone(), c.exited)))
             .collect();
         let rows = dns::read_rows(self.dns_stats);
-        let plain: Vec<dns::DnsRow> = rows.iter().map(|(_, r)| r.clone()).collect();
         self.dns_report.write(
             out,
-            &plain,
+            rows.iter().map(|(_, r)| r),
             |t| comms.get(&t).map(|(c, _)| c.clone()),
             period,
         )?;

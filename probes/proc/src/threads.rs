@@ -7,11 +7,11 @@
 use std::collections::HashSet;
 use std::io::{self, Write};
 
-use libbpf_rs::{MapCore, MapFlags};
+use libbpf_rs::MapCore;
 use probe_sdk::bpf::plain_data::{self, Plain};
 use probe_sdk::record::RecordWriter;
 
-use crate::decode::c_string;
+use crate::decode::{c_string, map_entries};
 use crate::skel::types;
 use crate::tables::THREAD;
 
@@ -56,14 +56,7 @@ pub fn report<W: Write>(
     map: &dyn MapCore,
     tracked: &HashSet<u32>,
 ) -> io::Result<()> {
-    let mut rows: Vec<(Vec<u8>, ThreadRow)> = map
-        .keys()
-        .filter_map(|k| {
-            let v = map.lookup(&k, MapFlags::ANY).ok()??;
-            let row = decode(&k, &v)?;
-            Some((k, row))
-        })
-        .collect();
+    let mut rows = map_entries(map, decode);
     rows.sort_by_key(|(_, r)| r.pid);
     for (key, r) in &rows {
         let keep = tracked.contains(&r.tgid);
