@@ -158,12 +158,13 @@ fn stackprobe_flame_graphs_reach_a_browser_through_the_daemon() {
     })
     .unwrap_or_else(|| panic!("stackprobe not discovered; log:\n{}", daemon.log()));
 
-    // 1. Profile process A.
+    // 1. Profile process A, with the params of upstream's documented request (its older
+    //    `svg_dir` included: accepted, not used).
     let a = Running::start(&bin_a);
     put(
         rest,
         &format!(
-            r#"{{"cmd":{{"probe":["oncpu"]}},"snoopers":{{"proc_id":[{}]}},"params":{{"flame_dir":"{}","svg_period":30}},"state":"running"}}"#,
+            r#"{{"cmd":{{"probe":["oncpu"]}},"snoopers":{{"proc_id":[{}]}},"params":{{"perf_sample_period":10,"svg_period":30,"svg_dir":"/var/log/gala-gopher/stacktrace","flame_dir":"{}","multi_instance":1,"native_stack":0}},"state":"running"}}"#,
             a.pid(),
             flame.display()
         ),
@@ -175,6 +176,13 @@ fn stackprobe_flame_graphs_reach_a_browser_through_the_daemon() {
         daemon.log().contains("stackprobe running").then_some(())
     })
     .unwrap_or_else(|| panic!("stackprobe did not start; log:\n{}", daemon.log()));
+    assert!(
+        daemon
+            .log()
+            .contains("svg_dir /var/log/gala-gopher/stacktrace is not used"),
+        "the unused svg_dir is named; log:\n{}",
+        daemon.log()
+    );
     // Sampling is on (the probe logs that line once its perf events are attached).
     let cpu_a_at_start = a.cpu();
     std::thread::sleep(PROFILE_FOR);

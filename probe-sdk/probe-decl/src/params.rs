@@ -59,6 +59,9 @@ pub fn standard(name: &str) -> Option<Param> {
         "dev_name" => string(name, 31, Charset::Name, "", Some('d')),
         "elf_path" => string(name, 255, Charset::Path, "", Some('p')),
         "output_dir" => string(name, 255, Charset::Path, "", None),
+        // Older stackprobe's SVG directory (its README's request still sends it); upstream
+        // HEAD writes SVGs into flame_dir.
+        "svg_dir" => string(name, 255, Charset::Path, "", None),
         "flame_dir" => string(
             name,
             255,
@@ -184,6 +187,7 @@ mod tests {
             "dev_name",
             "elf_path",
             "output_dir",
+            "svg_dir",
             "flame_dir",
             "pyroscope_server",
             "profiling_channel",

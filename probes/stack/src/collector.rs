@@ -104,7 +104,8 @@ pub struct Collector<'a, 'obj> {
     perf_period_ns: u64,
     switch: Option<Link>,
     method: OffMethod,
-    /// The sampled method's thread (None with the switch method).
+    /// The sampled method's thread (idle while the method is not in use; None if it could not
+    /// be started).
     sampler: Option<Sampler>,
     /// The sampled method's period while it runs.
     sampling: Option<u64>,
@@ -118,21 +119,15 @@ pub struct Collector<'a, 'obj> {
 }
 
 impl<'a, 'obj> Collector<'a, 'obj> {
-    /// A collector over a loaded skeleton; nothing attached yet. `samp_ctl`: the sampled
-    /// method's control map.
+    /// A collector over a loaded skeleton; nothing attached yet, off-CPU method `sampled`.
+    /// `samp_ctl`: the sampled method's control map.
     pub fn new(
         maps: MapRefs<'a>,
         progs: &'a StackProgs<'obj>,
         knobs: Knobs<'a>,
-        method: OffMethod,
         samp_ctl: std::os::fd::BorrowedFd<'_>,
     ) -> Result<Self> {
-        let sampler = match method {
-            OffMethod::Sampled => {
-                Some(Sampler::start(samp_ctl).context("starting the off-CPU sampler")?)
-            }
-            OffMethod::Switch => None,
-        };
+        let sampler = Some(Sampler::start(samp_ctl).context("starting the off-CPU sampler")?);
         Ok(Collector {
             maps,
             progs,
@@ -140,7 +135,7 @@ impl<'a, 'obj> Collector<'a, 'obj> {
             perf: Vec::new(),
             perf_period_ns: 0,
             switch: None,
-            method,
+            method: OffMethod::Sampled,
             sampler,
             sampling: None,
             link_errors: 0,
@@ -183,9 +178,32 @@ impl<'a, 'obj> Collector<'a, 'obj> {
         !self.perf.is_empty()
     }
 
-    /// Off-CPU recording on or off; `min_block_ns`: shorter stretches are only counted (switch
-    /// method); `period_ns`: the sampled method's period.
-    pub fn set_offcpu(&mut self, on: bool, min_block_ns: u64, period_ns: u64) -> Result<()> {
+    /// Off-CPU recording on or off, by `method`; `min_block_ns`: shorter stretches are only
+    /// counted (switch method); `period_ns`: the sampled method's period. A change of method
+    /// stops the old one first (what it recorded so far is still drained).
+    pub fn set_offcpu(
+        &mut self,
+        on: bool,
+        method: OffMethod,
+        min_block_ns: u64,
+        period_ns: u64,
+    ) -> Result<()> {
+        if method != self.method {
+            match self.method {
+                OffMethod::Sampled => {
+                    self.sampling = None;
+                    if let Some(s) = &self.sampler {
+                        s.set(Duration::from_nanos(period_ns), Vec::new());
+                    }
+                }
+                OffMethod::Switch => {
+                    // SAFETY: see below.
+                    unsafe { std::ptr::write_volatile(self.knobs.offcpu_on, 0) };
+                    self.switch = None;
+                }
+            }
+            self.method = method;
+        }
         if self.method == OffMethod::Sampled {
             if !on {
                 self.sampling = None;

@@ -58,12 +58,11 @@ const POLL_SLICE: Duration = Duration::from_millis(100);
 /// Benchmark knob: the sched_switch program returns at once (the floor: the tracepoint and the
 /// program call alone). The verifier prunes the check when unset.
 const NOOP_SWITCH_ENV: &str = "STACKPROBE_NOOP_SWITCH";
-/// `-B <us>`: off-CPU stretches shorter than this are counted, not recorded (default 1 µs;
-/// the switch method only).
+/// `-B <us>` (param `min_block_us`): off-CPU stretches shorter than this are counted, not
+/// recorded (default 1 µs; the switch method only).
 const MIN_BLOCK_FLAG: char = 'B';
-/// `-M sampled|switch`: the off-CPU method (default sampled).
+/// `-M sampled|switch` (param `offcpu_method`): the off-CPU method (default sampled).
 const METHOD_FLAG: char = 'M';
-const DEFAULT_MIN_BLOCK_US: u64 = 1;
 
 fn main() -> ExitCode {
     if std::env::args().nth(1).as_deref() == Some("--print-meta") {
@@ -95,28 +94,36 @@ fn main() -> ExitCode {
     }
 }
 
+/// The off-CPU method a `-M` value or an `offcpu_method` param names.
+fn method_named(name: &str) -> Option<OffMethod> {
+    match name {
+        "sampled" => Some(OffMethod::Sampled),
+        "switch" => Some(OffMethod::Switch),
+        _ => None,
+    }
+}
+
 fn method(extra: &[(char, Option<String>)]) -> Result<OffMethod, String> {
     match extra.iter().rev().find(|(f, _)| *f == METHOD_FLAG) {
         None => Ok(OffMethod::Sampled),
-        Some((_, v)) => match v.as_deref() {
-            Some("sampled") => Ok(OffMethod::Sampled),
-            Some("switch") => Ok(OffMethod::Switch),
-            _ => Err(format!(
-                "-{METHOD_FLAG}: expected the off-CPU method, sampled or switch"
-            )),
-        },
+        Some((_, v)) => v.as_deref().and_then(method_named).ok_or_else(|| {
+            format!("-{METHOD_FLAG}: expected the off-CPU method, sampled or switch")
+        }),
     }
 }
 
 fn min_block(extra: &[(char, Option<String>)]) -> Result<u64, String> {
     match extra.iter().rev().find(|(f, _)| *f == MIN_BLOCK_FLAG) {
-        None => Ok(DEFAULT_MIN_BLOCK_US),
+        None => Ok(tables::DEFAULT_MIN_BLOCK_US.unsigned_abs()),
         Some((_, v)) => v
             .as_deref()
             .and_then(|v| v.parse::<u64>().ok())
-            .filter(|v| *v <= 60_000_000)
+            .filter(|v| *v <= tables::MAX_MIN_BLOCK_US.unsigned_abs())
             .ok_or_else(|| {
-                format!("-{MIN_BLOCK_FLAG}: expected the minimum off-CPU time in µs (0..=60000000)")
+                format!(
+                    "-{MIN_BLOCK_FLAG}: expected the minimum off-CPU time in µs (0..={})",
+                    tables::MAX_MIN_BLOCK_US
+                )
             }),
     }
 }
@@ -130,13 +137,23 @@ struct Settings {
     flame_dir: PathBuf,
     pyroscope_server: String,
     multi_instance: bool,
+    /// The JVM's own frames shown one by one (upstream's `native_stack`).
+    native_stack: bool,
+    /// Older upstream's SVG directory: accepted, not used (see tables::declaration).
+    svg_dir: String,
+    /// The off-CPU method (`-M`, `offcpu_method`).
+    method: OffMethod,
+    /// The switch method's shortest recorded stretch (`-B`, `min_block_us`).
+    min_block_us: u64,
     snoop: Snoop,
     /// The command line's selection (`-f`; all processes without it).
     cmdline_snoop: Snoop,
 }
 
 impl Settings {
-    fn new(decl: &Declaration, args: &ProbeArgs) -> Settings {
+    /// The declared defaults, then the command line (`method` and `min_block_us` parsed from
+    /// its `-M` and `-B`).
+    fn new(decl: &Declaration, args: &ProbeArgs, method: OffMethod, min_block_us: u64) -> Settings {
         let int = |n: &str| match decl.param(n).map(|p| &p.default) {
             Some(ParamValue::Int(v)) => *v,
             _ => 0,
@@ -162,6 +179,10 @@ impl Settings {
             flame_dir: PathBuf::from(string("flame_dir")),
             pyroscope_server: string("pyroscope_server"),
             multi_instance: int("multi_instance") != 0,
+            native_stack: int("native_stack") != 0,
+            svg_dir: string("svg_dir"),
+            method,
+            min_block_us,
             cmdline_snoop: snoop.clone(),
             snoop,
         }
@@ -180,11 +201,20 @@ impl Settings {
                     "svg_period" => s.svg_period = Duration::from_secs(i.unsigned_abs()),
                     "perf_sample_period" => s.perf_sample_period_ms = i.clamp(1, 1000) as u32,
                     "multi_instance" => s.multi_instance = i != 0,
+                    "native_stack" => s.native_stack = i != 0,
+                    tables::MIN_BLOCK_PARAM => s.min_block_us = i.unsigned_abs(),
                     _ => {}
                 },
                 Ok(ParamValue::Str(v)) => match name.as_str() {
                     "flame_dir" => s.flame_dir = PathBuf::from(v),
                     "pyroscope_server" => s.pyroscope_server = v,
+                    "svg_dir" => s.svg_dir = v,
+                    tables::METHOD_PARAM => {
+                        // A declared choice: checked above.
+                        if let Some(m) = method_named(&v) {
+                            s.method = m;
+                        }
+                    }
                     _ => {}
                 },
                 Ok(_) => {}
@@ -215,7 +245,7 @@ fn run_probe(args: &ProbeArgs, method: OffMethod, min_block_us: u64) -> Result<(
     let decl = tables::declaration();
     let _signals = PeriodLoop::new(args.period()).context("installing signal handlers")?;
     let control = Control::from_stdin();
-    let mut settings = Settings::new(&decl, args);
+    let mut settings = Settings::new(&decl, args, method, min_block_us);
     // The daemon writes the first message right after the spawn: start with its settings.
     if let Some(msg) = control.first(probe_sdk::bpf::FIRST_CONTROL_WAIT) {
         settings = settings.with(&decl, &msg);
@@ -260,16 +290,15 @@ fn run_probe(args: &ProbeArgs, method: OffMethod, min_block_us: u64) -> Result<(
         gg_stats: &skel.maps.gg_stats,
         hints: &skel.maps.hints,
     };
-    let mut collector =
-        Collector::new(maps, &skel.progs, knobs, method, skel.maps.samp_ctl.as_fd())?;
+    let mut collector = Collector::new(maps, &skel.progs, knobs, skel.maps.samp_ctl.as_fd())?;
     let mut user = UserStats::default();
-    let min_block_ns = min_block_us.saturating_mul(1000);
-    apply(&mut collector, None, &settings, min_block_ns, &mut user)?;
+    apply(&mut collector, None, &settings, &mut user)?;
 
     let proc_root = probe_sdk::host::path("/proc");
     let mut sym = Symbolizer::new(stack_symbolize::Config::default());
     let mut hints = hints::Hints::new(proc_root.clone());
     let mut profiles = Profiles::new(SystemTime::now(), perf::period_ns(settings.hz()));
+    profiles.set_native_stack(settings.native_stack);
     let mut outputs = Outputs::new();
     outputs.prepare(&settings.flame_dir);
     let mut out = RecordWriter::stdout();
@@ -290,13 +319,8 @@ fn run_probe(args: &ProbeArgs, method: OffMethod, min_block_us: u64) -> Result<(
         if let Some(msg) = control.take() {
             let new = settings.with(&decl, &msg);
             if new != settings {
-                apply(
-                    &mut collector,
-                    Some(&settings),
-                    &new,
-                    min_block_ns,
-                    &mut user,
-                )?;
+                apply(&mut collector, Some(&settings), &new, &mut user)?;
+                profiles.set_native_stack(new.native_stack);
                 if new.svg_period != settings.svg_period {
                     next_svg = probe_sdk::run::rebase(
                         next_svg,
@@ -393,22 +417,49 @@ fn describe(c: &Collector<'_, '_>, s: &Settings) -> String {
     )
 }
 
-/// Makes the BPF side match `new` (`old`: the settings in force, None at start).
+/// Makes the BPF side match `new` (`old`: the settings in force, None at start), and says
+/// once what a setting that cannot apply is ignored for.
 fn apply(
     c: &mut Collector<'_, '_>,
     old: Option<&Settings>,
     new: &Settings,
-    min_block_ns: u64,
     user: &mut UserStats,
 ) -> Result<()> {
+    let offcpu = new.bits & BIT_OFFCPU != 0;
+    let min_block_moot = |s: &Settings| {
+        s.bits & BIT_OFFCPU != 0
+            && s.method == OffMethod::Sampled
+            && s.min_block_us != tables::DEFAULT_MIN_BLOCK_US.unsigned_abs()
+    };
+    if min_block_moot(new)
+        && !old.is_some_and(|o| min_block_moot(o) && o.min_block_us == new.min_block_us)
+    {
+        probe_sdk::warn!(
+            "{} {} applies to {} switch only: the sampled method does not see single off-CPU stretches",
+            tables::MIN_BLOCK_PARAM,
+            new.min_block_us,
+            tables::METHOD_PARAM
+        );
+    }
+    if !new.svg_dir.is_empty()
+        && old.is_none_or(|o| o.svg_dir != new.svg_dir)
+        && Path::new(&new.svg_dir) != new.flame_dir
+    {
+        probe_sdk::info!(
+            "svg_dir {} is not used: SVGs are written with the folded stacks and pprof profiles into flame_dir {}",
+            new.svg_dir,
+            new.flame_dir.display()
+        );
+    }
     if old.map(|o| &o.snoop) != Some(&new.snoop) {
         user.filter_refused += c.set_filter(&new.snoop);
     }
     let period = (new.bits & BIT_ONCPU != 0).then(|| perf::period_ns(new.hz()));
     c.set_oncpu(period)?;
     c.set_offcpu(
-        new.bits & BIT_OFFCPU != 0,
-        min_block_ns,
+        offcpu,
+        new.method,
+        new.min_block_us.saturating_mul(1000),
         perf::period_ns(new.hz()),
     )?;
     Ok(())
@@ -492,19 +543,24 @@ mod tests {
     #[test]
     fn control_lines_set_params_and_processes() {
         let decl = tables::declaration();
-        let base = Settings::new(&decl, &args(&["-f", "7"]));
+        let base = Settings::new(&decl, &args(&["-f", "7"]), OffMethod::Sampled, 1);
         assert_eq!(base.bits, DEFAULT_BITS);
         assert_eq!(base.svg_period, Duration::from_secs(180));
         assert_eq!(base.hz(), 99);
         assert_eq!(base.flame_dir, PathBuf::from(output::DEFAULT_FLAME_DIR));
         assert_eq!(base.pyroscope_server, "");
+        assert!(
+            !base.native_stack,
+            "upstream's default: the JVM's own frames hidden"
+        );
+        assert_eq!((base.method, base.min_block_us), (OffMethod::Sampled, 1));
         assert_eq!(
             (base.snoop.mode, base.snoop.pids.clone()),
             (SnoopMode::Include, vec![7])
         );
 
         let msg = ControlMsg::parse_line(
-            r#"{"v":1,"probe_bits":3,"params":{"svg_period":30,"perf_sample_period":20,"flame_dir":"/tmp/f","pyroscope_server":"py:4040","multi_instance":1},"snoop":{"mode":"include","pids":[1,2]}}"#,
+            r#"{"v":1,"probe_bits":3,"params":{"svg_period":30,"perf_sample_period":20,"flame_dir":"/tmp/f","pyroscope_server":"py:4040","multi_instance":1,"native_stack":1,"svg_dir":"/var/log/x","offcpu_method":"switch","min_block_us":250},"snoop":{"mode":"include","pids":[1,2]}}"#,
         )
         .unwrap();
         let s = base.with(&decl, &msg);
@@ -514,14 +570,18 @@ mod tests {
         assert_eq!(s.flame_dir, PathBuf::from("/tmp/f"));
         assert_eq!(s.pyroscope_server, "py:4040");
         assert!(s.multi_instance);
+        assert!(s.native_stack);
+        assert_eq!(s.svg_dir, "/var/log/x");
+        assert_eq!((s.method, s.min_block_us), (OffMethod::Switch, 250));
         assert_eq!(s.snoop.pids, vec![1, 2]);
 
         // Out of range: warned about and ignored; `all` is the command line's selection again.
         let msg =
-            ControlMsg::parse_line(r#"{"v":1,"params":{"svg_period":5},"snoop":{"mode":"all"}}"#)
+            ControlMsg::parse_line(r#"{"v":1,"params":{"svg_period":5,"offcpu_method":"kprobe","min_block_us":-1},"snoop":{"mode":"all"}}"#)
                 .unwrap();
         let t = s.with(&decl, &msg);
         assert_eq!(t.svg_period, Duration::from_secs(30));
+        assert_eq!((t.method, t.min_block_us), (OffMethod::Switch, 250));
         assert_eq!(t.bits, 3, "probe_bits 0 keeps the sub-probes");
         assert_eq!(t.snoop, base.snoop);
     }
@@ -547,7 +607,7 @@ mod tests {
 
     #[test]
     fn min_block_flag() {
-        assert_eq!(min_block(&[]), Ok(DEFAULT_MIN_BLOCK_US));
+        assert_eq!(min_block(&[]), Ok(1));
         assert_eq!(min_block(&[('B', Some("250".into()))]), Ok(250));
         assert!(min_block(&[('B', Some("x".into()))]).is_err());
         assert!(min_block(&[('B', None)]).is_err());

@@ -23,6 +23,11 @@ use crate::drain::{Entry, RawStack};
 pub const MAX_PROCESSES: usize = 4096;
 /// Most distinct stacks in one profile.
 pub const MAX_STACKS: usize = 16_384;
+/// The JVM's own code (HotSpot's C++: interpreter runtime, compilers, GC), hidden unless
+/// `native_stack` is set.
+const JVM_MODULE: &str = "libjvm.so";
+/// What a run of hidden JVM frames is shown as, so the time stays visible.
+pub const JVM_FRAME: &str = "[jvm]";
 
 /// Counters of the aggregation (cumulative).
 #[derive(Debug, Default, Clone, Copy)]
@@ -44,6 +49,8 @@ pub struct Profiles {
     acc: HashMap<(u32, Kind), Acc>,
     /// Symbolized stacks of this period, by raw stacks.
     memo: HashMap<(u32, RawStack, RawStack), Arc<[Frame]>>,
+    /// Frames of the JVM's own code shown one by one (upstream's `native_stack`).
+    native_stack: bool,
     stats: AggStats,
 }
 
@@ -55,7 +62,18 @@ impl Profiles {
             sample_period_ns,
             acc: HashMap::new(),
             memo: HashMap::new(),
+            native_stack: false,
             stats: AggStats::default(),
+        }
+    }
+
+    /// Whether the JVM's own frames (`libjvm.so`) are shown one by one (upstream's
+    /// `native_stack` = 1) or each run of them as one [`JVM_FRAME`] (0, the default), from the
+    /// next drain on.
+    pub fn set_native_stack(&mut self, on: bool) {
+        if on != self.native_stack {
+            self.native_stack = on;
+            self.memo.clear();
         }
     }
 
@@ -128,6 +146,12 @@ impl Profiles {
                 let addrs = call_sites(ips);
                 for r in sym.user(e.tgid, &addrs).into_iter().rev() {
                     complete &= r.found;
+                    if !self.native_stack && r.module.as_deref() == Some(JVM_MODULE) {
+                        if frames.last().is_none_or(|f: &Frame| &*f.name != JVM_FRAME) {
+                            frames.push(Frame::user(JVM_FRAME));
+                        }
+                        continue;
+                    }
                     frames.extend(r.frames.into_iter().map(|f| Frame {
                         name: f.name,
                         kernel: false,

@@ -202,6 +202,11 @@ fn run(shared: &Shared, ctl: &OwnedFd) {
                 walks.clear();
                 p = shared.wake.wait(p).unwrap_or_else(|e| e.into_inner());
                 next = Instant::now();
+                // A pass number skipped: the BPF side does not count the time sampling was
+                // off (a thread's time counts only from a visit in the pass before).
+                if p.on {
+                    pass += 1;
+                }
             }
             (p.period, Arc::clone(&p.links))
         };

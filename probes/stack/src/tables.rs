@@ -114,24 +114,55 @@ pub fn meta_tables() -> Vec<Table> {
     ]
 }
 
+/// `offcpu_method` (`-M`): how off-CPU time is taken.
+pub const METHOD_PARAM: &str = "offcpu_method";
+/// `min_block_us` (`-B`): the switch method's shortest recorded stretch.
+pub const MIN_BLOCK_PARAM: &str = "min_block_us";
+/// Default of [`MIN_BLOCK_PARAM`], µs.
+pub const DEFAULT_MIN_BLOCK_US: i64 = 1;
+/// Largest [`MIN_BLOCK_PARAM`], µs (a minute).
+pub const MAX_MIN_BLOCK_US: i64 = 60_000_000;
+
 /// What stackprobe declares about its run-time control (the `probe` group of its `.meta`):
 /// REST name `flamegraph`; snoopers of every kind pick the profiled processes (none: the whole
 /// host); sub-probes `oncpu` (bit 1) and `offcpu` (bit 2, off by default); upstream's params
 /// `svg_period`, `perf_sample_period`, `flame_dir`, `pyroscope_server` (default empty: no
-/// push) and `multi_instance`. Upstream's `mem`, `mem_glibc` and `io` sub-probes are not
-/// produced, so they are not declared (REST refuses them).
+/// push), `multi_instance`, `native_stack` and `svg_dir` (older upstream's SVG directory,
+/// accepted so its documented requests work; SVGs go to `flame_dir` as in upstream HEAD); and
+/// ours, `offcpu_method` (`-M`) and `min_block_us` (`-B`). Upstream's `mem`, `mem_glibc` and
+/// `io` sub-probes are not produced, so they are not declared (REST refuses them).
 pub fn declaration() -> Declaration {
+    let mut method = decl::Param::new(
+        METHOD_PARAM,
+        decl::ParamKind::Choice {
+            values: vec!["sampled".into(), "switch".into()],
+        },
+        ParamValue::Str("sampled".into()),
+    );
+    method.flag = Some('M');
+    let mut min_block = decl::Param::new(
+        MIN_BLOCK_PARAM,
+        decl::ParamKind::Int {
+            min: 0,
+            max: MAX_MIN_BLOCK_US,
+        },
+        ParamValue::Int(DEFAULT_MIN_BLOCK_US),
+    );
+    min_block.flag = Some('B');
     let params = [
         "svg_period",
         "perf_sample_period",
         "flame_dir",
         "multi_instance",
+        "native_stack",
+        "svg_dir",
     ]
     .into_iter()
     .filter_map(decl::standard)
     .chain(
         decl::standard("pyroscope_server").map(|p| p.with_default(ParamValue::Str(String::new()))),
     )
+    .chain([method, min_block])
     .collect();
     Declaration {
         rest_name: Some("flamegraph".to_string()),

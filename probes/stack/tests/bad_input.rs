@@ -7,18 +7,9 @@ mod common;
 use std::io::Write;
 use std::path::Path;
 use std::process::{Command, Stdio};
-use std::sync::{Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
 use common::*;
-
-/// One scenario at a time: their workloads are hot loops, and CI has 2 CPUs. Several at once
-/// starve each other's probe of the CPU its drains need (a drain that comes late is a scenario
-/// of its own, not the one a test describes).
-fn serial() -> MutexGuard<'static, ()> {
-    static SERIAL: Mutex<()> = Mutex::new(());
-    SERIAL.lock().unwrap_or_else(|e| e.into_inner())
-}
 
 /// Waits for one byte on stdin, runs hot for `argv[1]` ms, exits.
 const SHORT_SRC: &str = r#"

@@ -1,7 +1,8 @@
 //! stackprobe against a real JVM: JIT-compiled Java methods are named from the perf map the JVM
 //! writes on `jcmd <pid> Compiler.perfmap` (`/tmp/perf-<pid>.map`), in the folded stacks and in
 //! the SVG, whether the map exists before the probe first sees the process or is written while
-//! the probe already profiles it.
+//! the probe already profiles it; the JVM's own frames (libjvm.so) are shown one by one only
+//! with upstream's `native_stack` = 1.
 //!
 //! The JVM runs with `-XX:+PreserveFramePointer`: the probe unwinds user stacks by frame
 //! pointers, and JIT-compiled code uses rbp as a general register unless told to keep the frame
@@ -158,9 +159,14 @@ fn jit_frames_are_named_from_the_jvm_perf_map() {
     std::thread::sleep(Duration::from_secs(3));
     jvm.write_perf_map();
 
+    // upstream's native_stack = 1: the JVM's own frames one by one.
     let mut probe = Probe::start(
         &["-P", "1"],
-        &control_line(1, &params(&flame), Some(&[pid])),
+        &control_line(
+            1,
+            &format!(r#"{},"native_stack":1"#, params(&flame)),
+            Some(&[pid]),
+        ),
     );
     probe.wait_log("stackprobe running", Duration::from_secs(20));
     std::thread::sleep(Duration::from_secs(5));
@@ -181,6 +187,42 @@ fn jit_frames_are_named_from_the_jvm_perf_map() {
         helper.is_some_and(|h| h < hot) && example.iter().any(|f| f == "start_thread"),
         "callers of {HOT_METHOD} down to the thread's start unwound: {example:?}"
     );
+
+    // The default, native_stack = 0 (upstream's): each run of libjvm.so's frames is one
+    // `[jvm]`; the Java frames, the launcher's and libc's stay.
+    let flame0 = tmp.path().join("flame0");
+    std::fs::create_dir(&flame0).unwrap();
+    let mut probe = Probe::start(
+        &["-P", "1"],
+        &control_line(1, &params(&flame0), Some(&[pid])),
+    );
+    probe.wait_log("stackprobe running", Duration::from_secs(20));
+    std::thread::sleep(Duration::from_secs(4));
+    let log = probe.stop();
+    assert_hot_method_named(&flame0, pid, 0.8, &log);
+    let stacks = folded(&flame0, "oncpu", pid);
+    let (_, _, example) = share_of(&stacks, HOT_METHOD);
+    let example = example.unwrap();
+    let hot = example.iter().position(|f| f.contains(HOT_METHOD)).unwrap();
+    let jvm = example.iter().position(|f| f == "[jvm]");
+    assert!(
+        jvm.is_some_and(|j| j < hot) && example.iter().any(|f| f == "start_thread"),
+        "the JVM's frames under {HOT_METHOD} are one [jvm]: {example:?}"
+    );
+    for (frames, _) in &stacks {
+        assert!(
+            !frames.iter().any(|f| f.starts_with("JavaCalls::")
+                || f.starts_with("JavaThread::")
+                || f.starts_with("Thread::call_run")),
+            "no libjvm.so frame with native_stack 0: {frames:?}"
+        );
+        assert!(
+            !frames
+                .windows(2)
+                .any(|w| w[0] == "[jvm]" && w[1] == "[jvm]"),
+            "a run of JVM frames is one [jvm]: {frames:?}"
+        );
+    }
 }
 
 #[test]

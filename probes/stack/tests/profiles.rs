@@ -1,6 +1,7 @@
 //! stackprobe against real programs compiled here: on-CPU samples land in the hot function
 //! with its callers, off-CPU time matches the known blocked time, the outputs are readable by
-//! `go tool pprof`, and the probe follows snooper changes without a restart.
+//! `go tool pprof`, and the probe follows snooper and off-CPU method changes without a restart
+//! (one test at a time: see `common::serial`).
 
 mod common;
 
@@ -66,6 +67,7 @@ fn share(stacks: &[(Vec<String>, u64)], name: &str) -> (f64, u64, Option<Vec<Str
 
 #[test]
 fn oncpu_samples_land_in_the_hot_function_with_its_callers() {
+    let _serial = serial();
     let tmp = tempfile::tempdir().unwrap();
     let flame = tmp.path().join("flame");
     std::fs::create_dir(&flame).unwrap();
@@ -158,11 +160,13 @@ fn oncpu_samples_land_in_the_hot_function_with_its_callers() {
 
 #[test]
 fn offcpu_time_matches_the_blocked_time() {
+    let _serial = serial();
     offcpu_blocked(&["-P", "2"]);
 }
 
 #[test]
 fn offcpu_time_matches_the_blocked_time_at_every_switch() {
+    let _serial = serial();
     offcpu_blocked(&["-P", "2", "-M", "switch"]);
 }
 
@@ -204,6 +208,74 @@ fn offcpu_blocked(args: &[&str]) {
     assert!(
         example.iter().any(|f| f == "main"),
         "{args:?}: the caller chain down to main: {example:?}"
+    );
+}
+
+/// `offcpu_method` and `min_block_us` (the `-M` and `-B` flags as params) change the method and
+/// its minimum stretch at run time, without a restart: 100 ms blocks are not recorded under a
+/// 150 ms minimum (counted in `offcpu_short`), recorded in full under 50 ms, and the sampled
+/// method takes over again when asked.
+#[test]
+fn offcpu_method_and_min_block_follow_the_control_channel() {
+    let _serial = serial();
+    let tmp = tempfile::tempdir().unwrap();
+    let flame = tmp.path().join("flame");
+    std::fs::create_dir(&flame).unwrap();
+    let bin = compile(tmp.path(), "gg_block", BLOCK_SRC, CFLAGS);
+    let p = params(&flame);
+    let start = |n: &str| {
+        Command::new(&bin)
+            .arg(n)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::null())
+            .spawn()
+            .unwrap()
+    };
+    let mut short = start("10");
+    let mut long = start("10");
+    let (ps, pl) = (short.id(), long.id());
+    let with = |extra: &str, pids: &[u32]| control_line(2, &format!("{p},{extra}"), Some(pids));
+    let mut probe = Probe::start(
+        &["-P", "2"],
+        &with(r#""offcpu_method":"switch","min_block_us":150000"#, &[ps]),
+    );
+    probe.wait_log("off-CPU at every context switch", Duration::from_secs(20));
+    short.stdin.as_mut().unwrap().write_all(b"x").unwrap();
+    // 2 s of warm-up, 10 x 100 ms blocked.
+    std::thread::sleep(Duration::from_millis(3500));
+
+    probe.send(&with(
+        r#""offcpu_method":"switch","min_block_us":50000"#,
+        &[pl],
+    ));
+    wait_until(Duration::from_secs(10), || {
+        probe.stderr().matches("control: ").count() >= 1
+    });
+    long.stdin.as_mut().unwrap().write_all(b"x").unwrap();
+    std::thread::sleep(Duration::from_millis(3500));
+
+    probe.send(&with(r#""offcpu_method":"sampled""#, &[pl]));
+    probe.wait_log("off-CPU sampled", Duration::from_secs(10));
+    let (log, records) = probe.stop_with_records();
+    for c in [&mut short, &mut long] {
+        let _ = c.kill();
+        let _ = c.wait();
+    }
+
+    // Nothing of it reached 150 ms, so it has no off-CPU profile at all, or one without them.
+    let short_us = if outputs(&flame, "offcpu", ps, "folded").is_empty() {
+        0
+    } else {
+        share(&folded(&flame, "offcpu", ps), "gg_blocking_function_4712").1
+    };
+    assert_eq!(short_us, 0, "100 ms blocks under a 150 ms minimum\n{log}");
+    let skipped = last_stat(&records, "offcpu_short").unwrap_or(0);
+    assert!(skipped >= 30, "{skipped} short stretches counted\n{log}");
+    let (_, long_us, _) = share(&folded(&flame, "offcpu", pl), "gg_blocking_function_4712");
+    let expected = 1_000_000.0;
+    assert!(
+        (long_us as f64 - expected).abs() <= expected * 0.1,
+        "{long_us} us in gg_blocking_function_4712 under a 50 ms minimum, {expected} expected\n{log}"
     );
 }
 
@@ -265,6 +337,7 @@ int main(int argc, char **argv)
 /// it is sampled); only which stack gets it is sampled.
 #[test]
 fn sampled_offcpu_time_is_wall_time_minus_run_time() {
+    let _serial = serial();
     use std::io::BufRead;
     let tmp = tempfile::tempdir().unwrap();
     let flame = tmp.path().join("flame");
@@ -345,9 +418,11 @@ int main(void)
 "#;
 
 /// Snoopers choose the threads the sampled method visits, without a restart: every thread of
-/// the selected processes, and only while they are selected.
+/// the selected processes, and only while they are selected — a process selected again is
+/// not given the time it was not profiled.
 #[test]
 fn sampled_offcpu_follows_snooper_changes() {
+    let _serial = serial();
     let tmp = tempfile::tempdir().unwrap();
     let flame = tmp.path().join("flame");
     std::fs::create_dir(&flame).unwrap();
@@ -365,6 +440,12 @@ fn sampled_offcpu_follows_snooper_changes() {
     probe.send(&control_line(2, &p, Some(&[pb])));
     probe.wait_log("control: on-CPU", Duration::from_secs(10));
     let switched = t0.elapsed().as_secs_f64();
+    std::thread::sleep(Duration::from_secs(2));
+    probe.send(&control_line(2, &p, Some(&[pa])));
+    wait_until(Duration::from_secs(10), || {
+        probe.stderr().matches("control: on-CPU").count() >= 2
+    });
+    let back = t0.elapsed().as_secs_f64();
     std::thread::sleep(Duration::from_secs(2));
     let log = probe.stop();
     let elapsed = t0.elapsed().as_secs_f64();
@@ -387,6 +468,6 @@ fn sampled_offcpu_follows_snooper_changes() {
             );
         }
     };
-    check(pa, "A", switched, 0.6);
-    check(pb, "B", elapsed - switched, 0.8);
+    check(pa, "A", switched + (elapsed - back), 1.2);
+    check(pb, "B", back - switched, 0.8);
 }

@@ -524,11 +524,16 @@ int offcpu_tick(struct bpf_iter__task *ctx)
 	if (!rerun) {
 		now = bpf_ktime_get_ns();
 		rt = task->se.sum_exec_runtime;
-		if (st->t && now > st->t) {
+		if (st->t && now > st->t && st->pass + 1 == pass) {
 			__u64 d = now - st->t, on = rt - st->rt;
 
 			if (d > on)
 				st->carry += d - on;
+		} else {
+			/* First visit, or the first after passes that did not visit the thread
+			 * (off-CPU sampling was off, or its process not selected): the time since
+			 * its last visit was not profiled, and what it carried belonged to before. */
+			st->carry = 0;
 		}
 		st->t = now;
 		st->rt = rt;

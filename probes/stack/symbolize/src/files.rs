@@ -272,6 +272,7 @@ mod tests {
                 jit: false,
             }],
             found: true,
+            module: None,
         })
     }
 

@@ -141,6 +141,9 @@ pub struct Resolved {
     pub frames: Vec<ResolvedFrame>,
     /// A symbol was found (false for a miss).
     pub found: bool,
+    /// Base name of the file the address lies in (`libc.so.6`, `[vdso]`); None for JIT code,
+    /// other anonymous memory and kernel addresses.
+    pub module: Option<Arc<str>>,
 }
 
 /// One function of a [`Resolved`] address.

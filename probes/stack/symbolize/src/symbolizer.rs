@@ -617,7 +617,10 @@ impl Symbolizer {
                     break;
                 };
                 let shared = matches!(lookup, Lookup::Found(_) | Lookup::NotFound);
-                let result = self.explain(lookup, &mut failed);
+                let result = self.explain(lookup, &mut failed).map(|mut r| {
+                    r.module = mapping.module().map(|m| self.names.intern(m));
+                    r
+                });
                 if shared {
                     let kept = match &result {
                         Ok(resolved) => FileResult::Found(resolved.clone()),
@@ -759,7 +762,9 @@ impl Symbolizer {
         match mapping.and_then(|m| Some((m.module()?, m.file_offset(addr)))) {
             Some((module, offset)) => {
                 let name = self.names.intern(&format!("{module}+{offset:#x}"));
-                (miss(name), class)
+                let mut r = miss(name);
+                r.module = Some(self.names.intern(module));
+                (r, class)
             }
             None => (self.unknown(), class),
         }
@@ -974,6 +979,7 @@ fn found(frames: Vec<ResolvedFrame>) -> Resolved {
     Resolved {
         frames,
         found: true,
+        module: None,
     }
 }
 
@@ -985,6 +991,7 @@ fn miss(name: Arc<str>) -> Resolved {
             jit: false,
         }],
         found: false,
+        module: None,
     }
 }
 

@@ -53,9 +53,13 @@ fn function_and_main_of_an_unoptimised_binary() {
     assert!(!out[0].frames[0].inlined && !out[0].frames[0].jit);
     assert_eq!(names(&out[1]), ["main"]);
     assert_eq!(out[2], out[0]);
+    // The file each address lies in, for cached answers too.
+    assert_eq!(out[0].module.as_deref(), Some("hot"), "{out:?}");
+    assert_eq!(out[1].module.as_deref(), Some("hot"));
 
     let again = one(&mut sym, p.pid, hot + 4);
     assert_eq!(again, out[0]);
+    assert_eq!(again.module.as_deref(), Some("hot"));
     let stats = sym.stats();
     assert_eq!(stats.lookups, 4);
     assert_eq!(stats.cache_hits, 1, "{stats:?}");
@@ -113,6 +117,11 @@ fn stripped_binary_misses_symtab_functions_but_keeps_dynsym_ones() {
     assert!(path.ends_with("gg_stripped"), "{path}");
     let expected = format!("gg_stripped+{:#x}", hot + 4 - start + offset);
     assert_eq!(names(&r), [expected.as_str()]);
+    assert_eq!(
+        r.module.as_deref(),
+        Some("gg_stripped"),
+        "a miss names its file"
+    );
     assert_eq!(sym.stats().misses, 1);
 
     let exported = compile(dir.path(), "gg_exported", HOT_C, &["-O0", "-rdynamic"]);
@@ -177,6 +186,7 @@ fn perf_map_names_jit_code() {
     assert!(out[0].found, "{out:?}");
     assert_eq!(names(&out[0]), ["gg_fake_jit_fn_5678"]);
     assert!(out[0].frames[0].jit);
+    assert_eq!(out[0].module, None, "JIT code lies in no file");
     assert!(!out[1].found, "the entry is 0x100 long: {out:?}");
     assert_eq!(names(&out[1]), [UNKNOWN]);
     let stats = sym.stats();

@@ -396,3 +396,12 @@ pub fn cpu_secs(pid: u32) -> f64 {
         .unwrap_or(0);
     ns as f64 / 1e9
 }
+
+/// One scenario at a time within a test binary: the workloads are hot loops and busy
+/// ping-pongs, and CI has 2 CPUs. Several at once starve each other's probe of the CPU its
+/// drains and samples need (a pass that comes late is a scenario of its own, not the one a test
+/// describes).
+pub fn serial() -> std::sync::MutexGuard<'static, ()> {
+    static SERIAL: Mutex<()> = Mutex::new(());
+    SERIAL.lock().unwrap_or_else(|e| e.into_inner())
+}
