@@ -36,14 +36,15 @@ usage() { sed -n '2,/^[^#]/p' "$0" | sed -n 's/^# \{0,1\}//p'; }
 # namespace), binutils (readelf), systemd (systemd-analyze), busybox-static (a shell for
 # the package scriptlets in an empty install root); the middleware servers and the JDK the
 # middleware probes' tests run for real (probes/*/tests); golang-go (`go tool pprof` reads
-# stackprobe's profiles) and chromium (renders the served flame graphs headless); e2fsprogs
+# stackprobe's profiles), nodejs (a JIT runtime's perf map, for stackprobe) and chromium
+# (renders the served flame graphs headless); e2fsprogs
 # and mount (ioprobe's page-cache test formats and mounts an ext4 loop device).
 APT_PACKAGES=(clang libelf-dev zlib1g-dev libssl-dev pkg-config make gcc g++ bpftool e2fsprogs mount
               rpm rpmlint dpkg-dev busybox-static systemd iproute2 binutils
               podman runc uidmap fuse-overlayfs slirp4netns buildah containerd
               prometheus python3 python3-venv util-linux procps curl ca-certificates
               nginx haproxy dnsmasq bind9 bind9-dnsutils rabbitmq-server redis-server redis-tools
-              postgresql mariadb-server wrk kcat default-jdk-headless golang-go chromium)
+              postgresql mariadb-server wrk kcat default-jdk-headless golang-go nodejs chromium)
 
 TARGET_ROOT="${CARGO_TARGET_DIR:-target}"
 
