@@ -160,17 +160,7 @@ fn jit_frames_are_named_from_the_jvm_perf_map() {
     jvm.write_perf_map();
 
     // upstream's native_stack = 1: the JVM's own frames one by one.
-    let mut probe = Probe::start(
-        &["-P", "1"],
-        &control_line(
-            1,
-            &format!(r#"{},"native_stack":1"#, params(&flame)),
-            Some(&[pid]),
-        ),
-    );
-    probe.wait_log("stackprobe running", Duration::from_secs(20));
-    std::thread::sleep(Duration::from_secs(5));
-    let log = probe.stop();
+    let log = profile_oncpu(&flame, pid, r#","native_stack":1"#, 5);
 
     assert_hot_method_named(&flame, pid, 0.8, &log);
     // The frame-pointer walk went through the JIT frame and the frames that called Java
@@ -192,13 +182,7 @@ fn jit_frames_are_named_from_the_jvm_perf_map() {
     // `[jvm]`; the Java frames, the launcher's and libc's stay.
     let flame0 = tmp.path().join("flame0");
     std::fs::create_dir(&flame0).unwrap();
-    let mut probe = Probe::start(
-        &["-P", "1"],
-        &control_line(1, &params(&flame0), Some(&[pid])),
-    );
-    probe.wait_log("stackprobe running", Duration::from_secs(20));
-    std::thread::sleep(Duration::from_secs(4));
-    let log = probe.stop();
+    let log = profile_oncpu(&flame0, pid, "", 4);
     assert_hot_method_named(&flame0, pid, 0.8, &log);
     let stacks = folded(&flame0, "oncpu", pid);
     let (_, _, example) = share_of(&stacks, HOT_METHOD);

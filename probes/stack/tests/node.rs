@@ -71,14 +71,7 @@ fn node_jit_functions_are_named_from_its_perf_map() {
     // Optimised by TurboFan within the first second.
     std::thread::sleep(Duration::from_secs(2));
 
-    let params = format!(
-        r#""flame_dir":"{}","svg_period":180,"perf_sample_period":10"#,
-        flame.display()
-    );
-    let mut probe = Probe::start(&["-P", "1"], &control_line(1, &params, Some(&[pid])));
-    probe.wait_log("stackprobe running", Duration::from_secs(20));
-    std::thread::sleep(Duration::from_secs(5));
-    let log = probe.stop();
+    let log = profile_oncpu(&flame, pid, "", 5);
 
     let stacks = folded(&flame, "oncpu", pid);
     let (frac, _, example) = share_of(&stacks, HOT_FUNCTION);

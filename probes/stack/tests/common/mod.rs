@@ -405,3 +405,16 @@ pub fn serial() -> std::sync::MutexGuard<'static, ()> {
     static SERIAL: Mutex<()> = Mutex::new(());
     SERIAL.lock().unwrap_or_else(|e| e.into_inner())
 }
+
+/// Runs stackprobe on-CPU over process `pid` for `secs` seconds (99 Hz, flame graphs into
+/// `flame`, `extra`: more params as `,"name":value…`) and returns its log.
+pub fn profile_oncpu(flame: &Path, pid: u32, extra: &str, secs: u64) -> String {
+    let params = format!(
+        r#""flame_dir":"{}","svg_period":180,"perf_sample_period":10{extra}"#,
+        flame.display()
+    );
+    let mut probe = Probe::start(&["-P", "1"], &control_line(1, &params, Some(&[pid])));
+    probe.wait_log("stackprobe running", Duration::from_secs(20));
+    thread::sleep(Duration::from_secs(secs));
+    probe.stop()
+}
