@@ -38,7 +38,10 @@ impl Node {
     fn start(dir: &Path, secs: u32) -> Node {
         let script = dir.join("gg_hot.js");
         std::fs::write(&script, HOT_JS).unwrap();
+        // In the temp dir: with a perf map, node also writes its isolate log into the
+        // working directory.
         let child = Command::new("node")
+            .current_dir(dir)
             .arg("--perf-basic-prof")
             .arg(&script)
             .arg(secs.to_string())
