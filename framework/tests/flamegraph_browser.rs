@@ -22,34 +22,6 @@ const HOT_A: &str = "gg_browser_hot_4714";
 const HOT_B: &str = "gg_browser_hot_b_4715";
 /// On-CPU sampling rate for the default `perf_sample_period` (10 ms, kept off 100 Hz).
 const HZ: f64 = 99.0;
-
-/// The host's (steal, all) CPU ticks from `/proc/stat`.
-fn cpu_ticks() -> (u64, u64) {
-    let text = std::fs::read_to_string("/proc/stat").unwrap_or_default();
-    let ticks: Vec<u64> = text
-        .lines()
-        .next()
-        .unwrap_or_default()
-        .split_whitespace()
-        .skip(1)
-        .take(8)
-        .filter_map(|v| v.parse().ok())
-        .collect();
-    (ticks.get(7).copied().unwrap_or(0), ticks.iter().sum())
-}
-
-/// How much more cpu-clock samples can be than CPU time since `since`: the guest's clock runs
-/// on while the hypervisor holds a vCPU (steal), run time leaves that out (1 without steal).
-fn steal_inflation(since: (u64, u64)) -> f64 {
-    let (steal, all) = cpu_ticks();
-    let d_all = all.saturating_sub(since.1);
-    let share = if d_all == 0 {
-        0.0
-    } else {
-        steal.saturating_sub(since.0) as f64 / d_all as f64
-    };
-    1.0 / (1.0 - share.min(0.5))
-}
 /// How long each process is profiled.
 const PROFILE_FOR: Duration = Duration::from_secs(4);
 
@@ -213,7 +185,8 @@ fn stackprobe_flame_graphs_reach_a_browser_through_the_daemon() {
     );
     // Sampling is on (the probe logs that line once its perf events are attached).
     let cpu_a_at_start = a.cpu();
-    let ticks = cpu_ticks();
+    // cpu-clock samples count stolen time, run time does not (probe_sdk::steal).
+    let ticks = probe_sdk::steal::cpu_ticks();
     std::thread::sleep(PROFILE_FOR);
 
     // 2. Move the snoopers to process B: the probe follows over its control channel.
@@ -264,7 +237,7 @@ fn stackprobe_flame_graphs_reach_a_browser_through_the_daemon() {
     // Samples follow CPU time (a cpu-clock event at HZ on every CPU), whatever the load of the
     // machine. A left the filter at the switch: its samples are bounded by the CPU time it had
     // used then, not by what it used until the stop. B entered it right after it started.
-    let steal = steal_inflation(ticks);
+    let steal = probe_sdk::steal::inflation(ticks);
     let samples_a = prof_a[0]["samples"].as_f64().unwrap_or(0.0);
     let samples_b = prof_b[0]["samples"].as_f64().unwrap_or(0.0);
     let (min_a, max_a) = (

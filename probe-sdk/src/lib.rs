@@ -31,6 +31,7 @@ pub mod meta;
 pub mod record;
 pub mod run;
 pub mod sockets;
+pub mod steal;
 pub mod whitelist;
 
 /// The run-time control contract (crate `probe-decl`): [`decl::Declaration`] and

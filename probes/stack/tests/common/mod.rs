@@ -397,34 +397,15 @@ pub fn cpu_secs(pid: u32) -> f64 {
     ns as f64 / 1e9
 }
 
-/// The host's CPU time so far (`/proc/stat`'s `cpu` line, in ticks): (steal, all).
+/// The host's (steal, all) CPU ticks ([`probe_sdk::steal::cpu_ticks`]).
 pub fn cpu_ticks() -> (u64, u64) {
-    let text = std::fs::read_to_string("/proc/stat").unwrap_or_default();
-    let ticks: Vec<u64> = text
-        .lines()
-        .next()
-        .unwrap_or_default()
-        .split_whitespace()
-        .skip(1)
-        .take(8)
-        .filter_map(|v| v.parse().ok())
-        .collect();
-    (ticks.get(7).copied().unwrap_or(0), ticks.iter().sum())
+    probe_sdk::steal::cpu_ticks()
 }
 
-/// How much more on-CPU samples can be than a process's CPU time because the hypervisor took
-/// the CPU (steal) since `since` ([`cpu_ticks`]): a cpu-clock event counts the guest's clock,
-/// which runs on while a vCPU is descheduled, and the scheduler's run time (`cpu_secs`) leaves
-/// stolen time out. 1 on a machine without steal.
+/// How much more on-CPU samples can be than a process's CPU time because of the hypervisor's
+/// steal since `since` ([`probe_sdk::steal::inflation`]).
 pub fn steal_inflation(since: (u64, u64)) -> f64 {
-    let (steal, all) = cpu_ticks();
-    let (d_steal, d_all) = (steal.saturating_sub(since.0), all.saturating_sub(since.1));
-    let share = if d_all == 0 {
-        0.0
-    } else {
-        d_steal as f64 / d_all as f64
-    };
-    1.0 / (1.0 - share.min(0.5))
+    probe_sdk::steal::inflation(since)
 }
 
 /// Blocks until stackprobe's counters (printed every `-t 1` second) show at least `hints`
