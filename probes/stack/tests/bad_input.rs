@@ -281,7 +281,7 @@ fn snooper_changes_apply_without_restart() {
 
     let mut probe = Probe::start(&["-P", "1"], &control_line(1, &p, Some(&[pa])));
     probe.wait_log("stackprobe running", Duration::from_secs(20));
-    let ticks = cpu_ticks();
+    let ticks = probe_sdk::steal::cpu_ticks();
     let a0 = cpu_secs(pa);
     std::thread::sleep(Duration::from_secs(3));
 
@@ -316,7 +316,7 @@ fn snooper_changes_apply_without_restart() {
     // Samples count the guest's clock, CPU time leaves out what the hypervisor took: the CPU
     // times are scaled by the host's steal over the test (1 without steal).
     let slack = 0.5;
-    let steal = steal_inflation(ticks);
+    let steal = probe_sdk::steal::inflation(ticks);
     let cpu_a = ((a1 - a0) + (a3 - a2)) * steal;
     assert!(
         na < 99.0 * (cpu_a + slack),

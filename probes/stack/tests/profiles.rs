@@ -90,12 +90,12 @@ fn oncpu_samples_land_in_the_hot_function_with_its_callers() {
         &control_line(1, &params(&flame), Some(&[pid])),
     );
     probe.wait_log("stackprobe running", Duration::from_secs(20));
-    let ticks = cpu_ticks();
+    let ticks = probe_sdk::steal::cpu_ticks();
     let cpu0 = cpu_secs(pid);
     std::thread::sleep(Duration::from_secs(5));
     let log = probe.stop();
     let ran = cpu_secs(pid) - cpu0;
-    let steal = steal_inflation(ticks);
+    let steal = probe_sdk::steal::inflation(ticks);
     drop(work);
 
     let stacks = folded(&flame, "oncpu", pid);
@@ -107,7 +107,7 @@ fn oncpu_samples_land_in_the_hot_function_with_its_callers() {
     );
     // 99 Hz of the time the process was on a CPU (about 5 s on an idle machine); the probe
     // samples from its start to its stop, which this window is inside of.
-    // Stolen time (see steal_inflation) can only add samples.
+    // Stolen time (see probe_sdk::steal) can only add samples.
     let expected = 99.0 * ran;
     assert!(
         (total as f64) > expected * 0.7 && (total as f64) < expected * 1.3 * steal,

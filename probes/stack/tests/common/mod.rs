@@ -397,17 +397,6 @@ pub fn cpu_secs(pid: u32) -> f64 {
     ns as f64 / 1e9
 }
 
-/// The host's (steal, all) CPU ticks ([`probe_sdk::steal::cpu_ticks`]).
-pub fn cpu_ticks() -> (u64, u64) {
-    probe_sdk::steal::cpu_ticks()
-}
-
-/// How much more on-CPU samples can be than a process's CPU time because of the hypervisor's
-/// steal since `since` ([`probe_sdk::steal::inflation`]).
-pub fn steal_inflation(since: (u64, u64)) -> f64 {
-    probe_sdk::steal::inflation(since)
-}
-
 /// Blocks until stackprobe's counters (printed every `-t 1` second) show at least `hints`
 /// unwinding hints taught, or `timeout` passes: a workload's measured part should start once
 /// the probe can unwind through libc's frameless functions (learnt from the warm-up's stacks
